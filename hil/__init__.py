@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop bench: virtual serial devices, brokers, scenarios, fault injection."""

@@ -1,0 +1,75 @@
+"""The agent's exception tree. Every rejection carries a reason a person can act on.
+
+    TcuError
+    ├── ConfigError                 config file missing, unreadable or invalid (names the key)
+    ├── KeyFileError                key file missing, wrong size or too permissive
+    ├── UplinkError
+    │   ├── EnvelopeError           an envelope or ack that cannot be opened (forged, malformed, oversize)
+    │   ├── RecordTooLargeError     a record too large to ever be sent
+    │   └── StorageError            the durable queue cannot write (disk full, I/O error)
+    ├── SourceError                 a vehicle signal source failed
+    │   ├── ProtocolError           a device said something the protocol does not allow
+    │   └── DeviceGoneError         the serial device vanished (unplugged)
+    ├── EcallError
+    │   └── MsdError                an MSD that cannot be encoded or decoded
+    └── ServiceError
+        └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
+"""
+
+from __future__ import annotations
+
+
+class TcuError(Exception):
+    """Root of every error the agent raises on purpose."""
+
+
+class ConfigError(TcuError):
+    """The configuration cannot be used; the message names the key and what was expected."""
+
+
+class KeyFileError(TcuError):
+    """A key file is missing, malformed or readable by others."""
+
+
+class UplinkError(TcuError):
+    """Something on the vehicle → backend path failed."""
+
+
+class EnvelopeError(UplinkError):
+    """An envelope or acknowledgement that must be refused."""
+
+
+class RecordTooLargeError(UplinkError):
+    """A record whose sealed envelope exceeds the maximum payload size."""
+
+
+class StorageError(UplinkError):
+    """The durable queue could not persist; nothing it already held is lost."""
+
+
+class SourceError(TcuError):
+    """A vehicle signal source failed."""
+
+
+class ProtocolError(SourceError):
+    """A device sent something its protocol does not allow."""
+
+
+class DeviceGoneError(SourceError):
+    """The serial device disappeared (unplugged, port closed)."""
+
+
+class EcallError(TcuError):
+    """The eCall subsystem failed; never silently."""
+
+
+class MsdError(EcallError):
+    """An MSD that cannot be encoded or decoded."""
+
+
+class ServiceError(TcuError):
+    """Service lifecycle (provisioning, measures, SIM) failure."""
+
+
+class RejectedMessageError(ServiceError):
+    """A signed backend → vehicle message was refused; `reason` says why."""

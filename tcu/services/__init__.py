@@ -1,0 +1,1 @@
+"""Provisioning files, service catalogue and terms, SIM state, remote measures, privacy settings."""

@@ -1,0 +1,1 @@
+"""What is sent when: periodic snapshots and change-triggered events."""

@@ -1,0 +1,1 @@
+"""Vehicle → backend: sealed CBOR envelopes, the durable queue, the MQTT session."""

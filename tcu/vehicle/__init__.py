@@ -1,0 +1,1 @@
+"""The single in-memory picture of the vehicle, named after COVESA VSS."""

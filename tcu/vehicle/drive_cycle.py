@@ -1,0 +1,144 @@
+"""A deterministic simulated drive: the one vehicle model behind the simulated source and every
+virtual device in `hil/`, so that OBD, CAN and GNSS views of one run agree with each other.
+
+`DriveCycle.at(t)` is a pure function of seconds since the start of the drive: an urban cycle of
+stop, accelerate, cruise, brake, repeated along a closed route of waypoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+_EARTH_RADIUS_M = 6_371_000.0
+
+# A closed loop through Munich (lat, lon); long enough that one lap takes several cycles.
+DEFAULT_ROUTE: tuple[tuple[float, float], ...] = (
+    (48.137154, 11.576124),
+    (48.144870, 11.558290),
+    (48.158960, 11.570820),
+    (48.173560, 11.591730),
+    (48.164150, 11.607400),
+    (48.150300, 11.602100),
+    (48.137154, 11.576124),
+)
+
+
+class VehicleMode(StrEnum):
+    PARKED = "parked"  # ignition off, nobody inside
+    LIVING = "living"  # ignition on / occupants inside, not driving
+    DRIVING = "driving"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriveSample:
+    elapsed_s: float
+    speed_kmh: float
+    rpm: float
+    odometer_km: float
+    fuel_level_pct: float
+    coolant_c: float
+    ambient_c: float
+    battery_v: float
+    latitude: float
+    longitude: float
+    heading_deg: float
+    mode: VehicleMode
+    ignition_on: bool
+
+
+def _haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+def _bearing_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    y = math.sin(lon2 - lon1) * math.cos(lat2)
+    x = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
+    return math.degrees(math.atan2(y, x)) % 360.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriveCycle:
+    """Parameters of the simulated drive; `at()` is pure and cheap."""
+
+    route: tuple[tuple[float, float], ...] = DEFAULT_ROUTE
+    start_odometer_km: float = 12_345.0
+    start_fuel_pct: float = 80.0
+    cruise_kmh: float = 50.0
+    stop_s: float = 10.0
+    accelerate_s: float = 10.0
+    cruise_s: float = 40.0
+    brake_s: float = 8.0
+    fuel_l_per_100km: float = 7.0
+    tank_l: float = 50.0
+    _legs: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.route) < 2:
+            raise ValueError("a route needs at least two waypoints")
+        legs = tuple(_haversine_m(a, b) for a, b in zip(self.route, self.route[1:], strict=False))
+        object.__setattr__(self, "_legs", legs)
+
+    @property
+    def period_s(self) -> float:
+        return self.stop_s + self.accelerate_s + self.cruise_s + self.brake_s
+
+    def _distance_m(self, t: float) -> tuple[float, float]:
+        """Distance driven until t and speed at t, integrating the trapezoidal speed profile."""
+        v = self.cruise_kmh / 3.6
+        per_cycle = v * (self.accelerate_s / 2 + self.cruise_s + self.brake_s / 2)
+        cycles, phase = divmod(max(t, 0.0), self.period_s)
+        distance = cycles * per_cycle
+        if phase < self.stop_s:
+            return distance, 0.0
+        phase -= self.stop_s
+        if phase < self.accelerate_s:
+            speed = v * phase / self.accelerate_s
+            return distance + speed * phase / 2, speed
+        distance += v * self.accelerate_s / 2
+        phase -= self.accelerate_s
+        if phase < self.cruise_s:
+            return distance + v * phase, v
+        distance += v * self.cruise_s
+        phase -= self.cruise_s
+        speed = v * (1 - phase / self.brake_s)
+        return distance + (v + speed) * phase / 2, speed
+
+    def _position(self, distance_m: float) -> tuple[float, float, float]:
+        distance_m %= sum(self._legs)
+        for (a, b), leg in zip(zip(self.route, self.route[1:], strict=False), self._legs, strict=True):
+            if distance_m <= leg:
+                f = distance_m / leg if leg else 0.0
+                return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, _bearing_deg(a, b)
+            distance_m -= leg
+        last = self.route[-1]
+        return last[0], last[1], _bearing_deg(self.route[-2], last)
+
+    def at(self, elapsed_s: float) -> DriveSample:
+        distance_m, speed_ms = self._distance_m(elapsed_s)
+        speed_kmh = speed_ms * 3.6
+        lat, lon, heading = self._position(distance_m)
+        used_l = distance_m / 1000 * self.fuel_l_per_100km / 100
+        fuel = max(self.start_fuel_pct - used_l / self.tank_l * 100, 0.0)
+        # Idle at 800 rpm, ~35 rpm per km/h in a mid gear.
+        rpm = 800.0 + speed_kmh * 35.0
+        warmup = min(elapsed_s / 600.0, 1.0)
+        return DriveSample(
+            elapsed_s=elapsed_s,
+            speed_kmh=round(speed_kmh, 2),
+            rpm=round(rpm, 1),
+            odometer_km=round(self.start_odometer_km + distance_m / 1000, 3),
+            fuel_level_pct=round(fuel, 2),
+            coolant_c=round(20.0 + 70.0 * warmup, 1),
+            ambient_c=18.0,
+            battery_v=14.2 if speed_kmh > 0 or elapsed_s > 0 else 12.6,
+            latitude=round(lat, 7),
+            longitude=round(lon, 7),
+            heading_deg=round(heading, 1),
+            mode=VehicleMode.DRIVING if speed_kmh > 0 else VehicleMode.LIVING,
+            ignition_on=True,
+        )

@@ -1,0 +1,95 @@
+"""One in-memory picture of the vehicle: latest value, time, source and quality of each VSS signal.
+
+Sources write it; telemetry, eCall and services read it or subscribe to changes. A subscriber is a
+plain callable invoked synchronously on every accepted update, so it must be cheap (typically it
+puts the update on its own asyncio queue).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+_LOGGER = logging.getLogger(__name__)
+
+SignalValue = float | int | bool | str
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    STALE = "stale"  # the source stopped delivering (device unplugged, timeouts)
+    INVALID = "invalid"  # the source delivered but the value failed a plausibility check
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """One reading of one VSS signal."""
+
+    path: str
+    value: SignalValue
+    timestamp: datetime
+    source: str
+    quality: Quality = Quality.GOOD
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("Vehicle."):
+            raise ValueError(f"signal path {self.path!r} is not a VSS path (must start with 'Vehicle.')")
+        if self.timestamp.tzinfo is None:
+            raise ValueError(f"signal {self.path}: timestamp must be timezone-aware UTC")
+
+
+Subscriber = Callable[[Signal], None]
+
+
+class VehicleState:
+    """Latest value of every signal, with change notification."""
+
+    def __init__(self) -> None:
+        self._signals: dict[str, Signal] = {}
+        self._subscribers: list[Subscriber] = []
+
+    def update(self, signal: Signal) -> None:
+        """Store a reading and notify subscribers; an older reading than the stored one is ignored."""
+        current = self._signals.get(signal.path)
+        if current is not None and signal.timestamp < current.timestamp:
+            return
+        self._signals[signal.path] = signal
+        for subscriber in tuple(self._subscribers):
+            try:
+                subscriber(signal)
+            except Exception:
+                # A faulty subscriber must not stop the sources feeding everyone else.
+                _LOGGER.exception("subscriber %r failed on %s", subscriber, signal.path)
+
+    def update_many(self, signals: Iterable[Signal]) -> None:
+        for signal in signals:
+            self.update(signal)
+
+    def mark_stale(self, source: str, now: datetime) -> list[str]:
+        """Mark every GOOD signal of one source stale (its device went away); returns the paths."""
+        stale = []
+        for path, signal in list(self._signals.items()):
+            if signal.source == source and signal.quality is Quality.GOOD:
+                stale.append(path)
+                self.update(
+                    Signal(path=path, value=signal.value, timestamp=now, source=source, quality=Quality.STALE)
+                )
+        return stale
+
+    def get(self, path: str) -> Signal | None:
+        return self._signals.get(path)
+
+    def value(self, path: str) -> SignalValue | None:
+        signal = self._signals.get(path)
+        return None if signal is None else signal.value
+
+    def snapshot(self) -> Mapping[str, Signal]:
+        return dict(self._signals)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Register a change callback; returns a function that unsubscribes it."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
