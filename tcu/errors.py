@@ -9,7 +9,9 @@
     │   └── StorageError            the durable queue cannot write (disk full, I/O error)
     ├── SourceError                 a vehicle signal source failed
     │   ├── ProtocolError           a device said something the protocol does not allow
-    │   └── DeviceGoneError         the serial device vanished (unplugged)
+    │   ├── DeviceGoneError         the serial device vanished (unplugged)
+    │   ├── DeviceTimeoutError      the device did not answer within its deadline
+    │   └── AdapterStatusError      a diagnostic adapter answered with a status word instead of data
     ├── EcallError
     │   └── MsdError                an MSD that cannot be encoded or decoded
     └── ServiceError
@@ -57,6 +59,22 @@ class ProtocolError(SourceError):
 
 class DeviceGoneError(SourceError):
     """The serial device disappeared (unplugged, port closed)."""
+
+
+class DeviceTimeoutError(SourceError):
+    """The device did not answer within its deadline (stalled, lost its prompt, wrong baud rate)."""
+
+
+class AdapterStatusError(SourceError):
+    """A diagnostic adapter answered with a status word (ELM327 `NO DATA`, `?`, `CAN ERROR`, ...).
+
+    `status` is the normalised word, `command` the request it answered; the message says what to do.
+    """
+
+    def __init__(self, message: str, *, status: str, command: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.command = command
 
 
 class EcallError(TcuError):

@@ -1,0 +1,41 @@
+"""The backend stub's configuration: one TOML file, the same broker section as the agent's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend_stub.errors import BackendConfigError
+from tcu.config import REQUIRED, BrokerConfig, TomlSection, load_toml, parse_broker
+from tcu.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendConfig:
+    database: Path
+    private_key: Path  # X25519: opens vehicle envelopes, seals acks
+    signing_key: Path | None  # Ed25519: signs provisioning files and measure orders
+    broker: BrokerConfig
+    max_payload_bytes: int = 64 * 1024
+
+
+def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
+    env = os.environ if env is None else env
+    try:
+        root = TomlSection(load_toml(path), "", path.resolve().parent)
+        keys = root.table("keys")
+        ingest = root.table("ingest")
+        config = BackendConfig(
+            database=root.path("database", REQUIRED),
+            private_key=keys.path("private_key", REQUIRED),
+            signing_key=keys.path("signing_key"),
+            broker=parse_broker(root.table("broker"), env),
+            max_payload_bytes=ingest.integer("max_payload_bytes", 64 * 1024),
+        )
+        for section in (keys, ingest, root):
+            section.reject_unknown()
+    except ConfigError as exc:
+        raise BackendConfigError(str(exc)) from exc
+    return config

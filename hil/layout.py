@@ -1,0 +1,94 @@
+"""A bench folder: backend and vehicle keys, `backend.toml`, one `agent-<VIN>.toml` per vehicle.
+
+The demo, the scenarios, the tests and the benchmarks all lay out a bench the same way, with the
+same files a person would write by hand for a real bench (see README), so what they test is what
+users run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from backend_stub.store import BackendStore
+from tcu.clock import SystemClock
+from tcu.keys import load_public_key, write_box_keypair, write_signing_keypair
+
+DEMO_VIN = "WMWZZZ3CZ2E123456"
+
+
+def vin_for(index: int) -> str:
+    """Deterministic distinct VINs for fleets: WTCUSIM0 + 9 digits."""
+    return f"WTCUSIM0{index:09d}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchLayout:
+    root: Path
+    broker_url: str
+    protocol: Literal["5", "3.1.1"] = "5"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def backend_config(self) -> Path:
+        return self.root / "backend.toml"
+
+    def agent_config(self, vin: str) -> Path:
+        return self.root / f"agent-{vin}.toml"
+
+    def data_dir(self, vin: str) -> Path:
+        return self.root / "vehicles" / vin
+
+    def create_backend(self, *, username: str | None = None, password: str | None = None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_box_keypair(self.keys, "backend")
+        write_signing_keypair(self.keys, "backend")
+        self.backend_config.write_text(
+            'database = "backend.sqlite3"\n\n'
+            "[keys]\n"
+            'private_key = "keys/backend.x25519.key"\n'
+            'signing_key = "keys/backend.ed25519.key"\n\n'
+            + self._broker_section(username, password)
+        )
+
+    def _broker_section(self, username: str | None, password: str | None) -> str:
+        text = f'[broker]\nurl = "{self.broker_url}"\nprotocol = "{self.protocol}"\n'
+        if username is not None:
+            text += f'username = "{username}"\npassword = "{password or ""}"\n'
+        return text
+
+    def add_vehicle(
+        self,
+        vin: str,
+        *,
+        simulation: bool = True,
+        telemetry_interval_s: float = 1.0,
+        extra: str = "",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Path:
+        """Create the vehicle's keys and config and enrol it with the backend; returns the config path."""
+        _, public = write_box_keypair(self.keys, vin)
+        config = self.agent_config(vin)
+        config.write_text(
+            f'vin = "{vin}"\n'
+            f'data_dir = "vehicles/{vin}"\n\n'
+            "[keys]\n"
+            f'vehicle_private_key = "keys/{vin}.x25519.key"\n'
+            'backend_public_key = "keys/backend.x25519.pub"\n'
+            'backend_verify_key = "keys/backend.ed25519.pub"\n\n'
+            + self._broker_section(username, password)
+            + f"\n[telemetry]\ninterval_s = {telemetry_interval_s}\n"
+            + f"\n[simulation]\nenabled = {'true' if simulation else 'false'}\n"
+            + extra
+        )
+        store = BackendStore(self.root / "backend.sqlite3")
+        try:
+            store.enroll(vin, bytes(load_public_key(public)), SystemClock().now())
+        finally:
+            store.close()
+        return config

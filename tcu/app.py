@@ -1,0 +1,85 @@
+"""The composition root: one agent, one asyncio.TaskGroup, every long-lived task named."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from tcu.clock import Clock, SystemClock
+from tcu.config import AgentConfig
+from tcu.keys import load_private_key, load_public_key
+from tcu.sources.simulated import SimulatedVehicle
+from tcu.telemetry.snapshots import SnapshotTelemetry
+from tcu.uplink.envelope import seal_record, vehicle_box
+from tcu.uplink.outbox import Outbox
+from tcu.uplink.session import UplinkSession
+from tcu.vehicle.state import VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+
+# A source is anything that feeds the vehicle state until cancelled.
+SourceRunner = Callable[[VehicleState], Coroutine[Any, Any, None]]
+
+
+class Agent:
+    """The TCU agent. Construct, then `await run()`; `ready` is set once the queue is open."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        clock: Clock | None = None,
+        extra_sources: Sequence[tuple[str, SourceRunner]] = (),
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.state = VehicleState()
+        self.ready = asyncio.Event()
+        self._extra_sources = extra_sources
+        # Loading keys here makes a bad key file fail before anything starts.
+        self._box = vehicle_box(
+            load_private_key(config.keys.vehicle_private_key), load_public_key(config.keys.backend_public_key)
+        )
+        self.outbox = Outbox(
+            config.queue_path,
+            sealer=lambda seq, record: seal_record(self._box, config.vin, seq, record),
+            clock=self.clock,
+            config=config.queue,
+            max_envelope_bytes=config.uplink.max_payload_bytes,
+        )
+        self.session = UplinkSession(
+            vin=config.vin,
+            broker=config.broker,
+            uplink=config.uplink,
+            outbox=self.outbox,
+            box=self._box,
+            clock=self.clock,
+        )
+        self.telemetry = SnapshotTelemetry(
+            state=self.state,
+            outbox=self.outbox,
+            clock=self.clock,
+            interval_s=config.telemetry.interval_s,
+            on_queued=self.session.notify,
+        )
+
+    async def run(self) -> None:
+        config = self.config
+        with self.outbox:
+            self.ready.set()
+            _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.session.run(), name="uplink")
+                tasks.create_task(self.telemetry.run(), name="telemetry")
+                if config.simulation.enabled:
+                    simulated = SimulatedVehicle(
+                        state=self.state,
+                        clock=self.clock,
+                        update_interval_s=config.simulation.update_interval_s,
+                        speedup=config.simulation.speedup,
+                    )
+                    tasks.create_task(simulated.run(), name="source-simulation")
+                for name, runner in self._extra_sources:
+                    tasks.create_task(runner(self.state), name=f"source-{name}")

@@ -1,0 +1,270 @@
+"""The agent's configuration: one TOML file read once into frozen dataclasses.
+
+Relative paths in the file are resolved against the file's own directory, so a bench folder holding
+`agent.toml` and `keys/` can be moved as a whole. `TCU_BROKER_URL` overrides `[broker] url`, the one
+thing CI and the HIL runner change per run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from tcu.errors import ConfigError
+
+VIN_PATTERN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # ISO 3779: no I, O, Q
+MqttProtocol = Literal["5", "3.1.1"]
+SyncMode = Literal["full", "normal"]
+
+
+def validate_vin(vin: str, *, where: str = "vin") -> str:
+    if not VIN_PATTERN.fullmatch(vin):
+        raise ConfigError(
+            f"{where}: {vin!r} is not a VIN: expected 17 characters from 0-9 and A-Z without I, O, Q"
+        )
+    return vin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: MqttProtocol = "5"
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysConfig:
+    vehicle_private_key: Path
+    backend_public_key: Path
+    backend_verify_key: Path | None = None  # Ed25519, for signed backend → vehicle messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueConfig:
+    max_records: int = 100_000  # beyond this, oldest telemetry is dropped; events never are
+    max_bytes: int = 256 * 1024 * 1024  # hard cap of the database file, like a full disk
+    synchronous: SyncMode = "full"  # "full" survives power cuts; "normal" only process crashes
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1:
+            raise ConfigError("queue.max_records: must be at least 1")
+        if self.max_bytes < 64 * 1024:
+            raise ConfigError("queue.max_bytes: must be at least 65536")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UplinkConfig:
+    inflight_window: int = 500  # records published but not yet acknowledged by the backend
+    ack_timeout_s: float = 30.0  # resend a record the backend has not acknowledged by then
+    reconnect_base_s: float = 0.5
+    reconnect_cap_s: float = 60.0
+    max_payload_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryConfig:
+    interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ConfigError("telemetry.interval_s: must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationConfig:
+    enabled: bool = False
+    update_interval_s: float = 0.5
+    speedup: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    vin: str
+    data_dir: Path
+    keys: KeysConfig
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    # Device sections ([sources.*]) are read by the sources themselves; kept raw here.
+    sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "outbox.sqlite3"
+
+
+REQUIRED: Any = object()  # sentinel: the key must be present
+
+
+class TomlSection:
+    """Typed access to one TOML table that names the key in every error."""
+
+    def __init__(self, data: Mapping[str, Any], name: str, base: Path) -> None:
+        self._data = data
+        self._name = name
+        self._base = base
+        self._used: set[str] = set()
+
+    def _where(self, key: str) -> str:
+        return f"{self._name}.{key}" if self._name else key
+
+    def _get(self, key: str, kinds: tuple[type, ...], expected: str, default: Any) -> Any:
+        self._used.add(key)
+        if key not in self._data:
+            if default is REQUIRED:
+                raise ConfigError(f"{self._where(key)}: missing; expected {expected}")
+            return default
+        value = self._data[key]
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{self._where(key)}: got {value!r}; expected {expected}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{self._where(key)}: got {value!r}; expected {expected}")
+        return value
+
+    def text(self, key: str, default: Any = None) -> Any:
+        return self._get(key, (str,), "a string", default)
+
+    def integer(self, key: str, default: Any = None) -> Any:
+        return self._get(key, (int,), "an integer", default)
+
+    def number(self, key: str, default: Any = None) -> Any:
+        value = self._get(key, (int, float), "a number", default)
+        return None if value is None else float(value)
+
+    def flag(self, key: str, default: Any = None) -> Any:
+        return self._get(key, (bool,), "true or false", default)
+
+    def path(self, key: str, default: Any = None) -> Any:
+        value = self._get(key, (str,), "a file path", default)
+        if value is None or isinstance(value, Path):
+            return value
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self._base / path
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> Any:
+        value = self.text(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._where(key)}: got {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    def table(self, key: str) -> TomlSection:
+        self._used.add(key)
+        value = self._data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self._where(key)}: expected a table [{self._where(key)}]")
+        return TomlSection(value, self._where(key), self._base)
+
+    def reject_unknown(self, *, allow: tuple[str, ...] = ()) -> None:
+        unknown = set(self._data) - self._used - set(allow)
+        if unknown:
+            raise ConfigError(f"{self._name or 'top level'}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+
+def parse_broker_url(url: str, *, where: str = "broker.url") -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} is not a broker URL; expected mqtt://host:port or mqtts://host:port")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {url!r} has an invalid port") from exc
+    return parts.hostname, port, tls
+
+
+def parse_broker(section: TomlSection, env: Mapping[str, str]) -> BrokerConfig:
+    url = env.get("TCU_BROKER_URL") or section.text("url", "mqtt://127.0.0.1:1883")
+    host, port, tls = parse_broker_url(url)
+    config = BrokerConfig(
+        host=host,
+        port=port,
+        tls=tls,
+        username=section.text("username"),
+        password=section.text("password"),
+        ca_file=section.path("ca_file"),
+        cert_file=section.path("cert_file"),
+        key_file=section.path("key_file"),
+        protocol=section.choice("protocol", ("5", "3.1.1"), "5"),
+        keepalive_s=section.integer("keepalive_s", 30),
+        session_expiry_s=section.integer("session_expiry_s", 7 * 24 * 3600),
+    )
+    section.reject_unknown()
+    return config
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+
+
+def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read and validate an agent config file; raises ConfigError naming the offending key."""
+    env = os.environ if env is None else env
+    root = TomlSection(load_toml(path), "", path.resolve().parent)
+    keys = root.table("keys")
+    queue = root.table("queue")
+    uplink = root.table("uplink")
+    telemetry = root.table("telemetry")
+    simulation = root.table("simulation")
+    sources = root.table("sources")
+    config = AgentConfig(
+        vin=validate_vin(root.text("vin", REQUIRED)),
+        data_dir=root.path("data_dir", REQUIRED),
+        keys=KeysConfig(
+            vehicle_private_key=keys.path("vehicle_private_key", REQUIRED),
+            backend_public_key=keys.path("backend_public_key", REQUIRED),
+            backend_verify_key=keys.path("backend_verify_key"),
+        ),
+        broker=parse_broker(root.table("broker"), env),
+        queue=QueueConfig(
+            max_records=queue.integer("max_records", 100_000),
+            max_bytes=queue.integer("max_bytes", 256 * 1024 * 1024),
+            synchronous=queue.choice("synchronous", ("full", "normal"), "full"),
+        ),
+        uplink=UplinkConfig(
+            inflight_window=uplink.integer("inflight_window", 500),
+            ack_timeout_s=uplink.number("ack_timeout_s", 30.0),
+            reconnect_base_s=uplink.number("reconnect_base_s", 0.5),
+            reconnect_cap_s=uplink.number("reconnect_cap_s", 60.0),
+            max_payload_bytes=uplink.integer("max_payload_bytes", 64 * 1024),
+        ),
+        telemetry=TelemetryConfig(interval_s=telemetry.number("interval_s", 5.0)),
+        simulation=SimulationConfig(
+            enabled=simulation.flag("enabled", False),
+            update_interval_s=simulation.number("update_interval_s", 0.5),
+            speedup=simulation.number("speedup", 1.0),
+        ),
+        sources=dict(sources._data),  # noqa: SLF001 - validated by each source
+    )
+    for section in (keys, queue, uplink, telemetry, simulation):
+        section.reject_unknown()
+    root.reject_unknown()
+    return config

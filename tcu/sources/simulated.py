@@ -1,0 +1,61 @@
+"""A simulated vehicle as a signal source: the drive cycle written straight into the vehicle state.
+
+For a laptop or CI run with no adapter and no virtual serial devices. `hil/` drives its virtual ELM327,
+SLCAN and NMEA devices from the same `DriveCycle`, so both paths show the same car.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tcu.clock import Clock
+from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
+from tcu.vehicle.state import Signal, SignalValue, VehicleState
+
+SOURCE = "simulation"
+
+
+def sample_signals(sample: DriveSample) -> dict[str, SignalValue]:
+    """The VSS view of one drive-cycle sample."""
+    return {
+        "Vehicle.Speed": sample.speed_kmh,
+        "Vehicle.Powertrain.CombustionEngine.Speed": sample.rpm,
+        "Vehicle.TraveledDistance": sample.odometer_km,
+        "Vehicle.Powertrain.FuelSystem.RelativeLevel": sample.fuel_level_pct,
+        "Vehicle.Powertrain.CombustionEngine.ECT": sample.coolant_c,
+        "Vehicle.Exterior.AirTemperature": sample.ambient_c,
+        "Vehicle.LowVoltageBattery.CurrentVoltage": sample.battery_v,
+        "Vehicle.CurrentLocation.Latitude": sample.latitude,
+        "Vehicle.CurrentLocation.Longitude": sample.longitude,
+        "Vehicle.CurrentLocation.Heading": sample.heading_deg,
+    }
+
+
+class SimulatedVehicle:
+    def __init__(
+        self,
+        *,
+        state: VehicleState,
+        clock: Clock,
+        cycle: DriveCycle | None = None,
+        update_interval_s: float = 0.5,
+        speedup: float = 1.0,
+    ) -> None:
+        self._state = state
+        self._clock = clock
+        self._cycle = cycle or DriveCycle()
+        self._interval_s = update_interval_s
+        self._speedup = speedup
+        self._start = clock.monotonic()
+
+    def update(self) -> None:
+        elapsed = (self._clock.monotonic() - self._start) * self._speedup
+        now = self._clock.now()
+        sample = self._cycle.at(elapsed)
+        for path, value in sample_signals(sample).items():
+            self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE))
+
+    async def run(self) -> None:
+        while True:
+            self.update()
+            await asyncio.sleep(self._interval_s)

@@ -1,0 +1,67 @@
+"""Periodic telemetry: every `interval_s` a snapshot of the vehicle state becomes one record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tcu.clock import Clock
+from tcu.errors import RecordTooLargeError
+from tcu.uplink.outbox import Outbox
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.state import Quality, Signal, VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def encode_signals(signals: Mapping[str, Signal]) -> dict[str, Any]:
+    """The wire form of signals in a record body: path → {"v": value, "t": ms, "q": quality}."""
+    encoded: dict[str, Any] = {}
+    for path, signal in signals.items():
+        item: dict[str, Any] = {"v": signal.value, "t": to_millis(signal.timestamp)}
+        if signal.quality is not Quality.GOOD:
+            item["q"] = signal.quality.value
+        encoded[path] = item
+    return encoded
+
+
+class SnapshotTelemetry:
+    def __init__(
+        self,
+        *,
+        state: VehicleState,
+        outbox: Outbox,
+        clock: Clock,
+        interval_s: float,
+        on_queued: Callable[[], None],
+        allow: Callable[[str], bool] = lambda _path: True,
+    ) -> None:
+        self._state = state
+        self._outbox = outbox
+        self._clock = clock
+        self._interval_s = interval_s
+        self._on_queued = on_queued
+        self._allow = allow  # consent filter: a blocked category is never collected for upload
+        self.enabled = True
+
+    def take(self) -> Record | None:
+        """Queue one snapshot now; None when there is nothing (allowed) to report."""
+        signals = {path: s for path, s in self._state.snapshot().items() if self._allow(path)}
+        if not signals:
+            return None
+        record = Record(kind=RecordKind.TELEMETRY, created=self._clock.now(), body={"signals": encode_signals(signals)})
+        try:
+            self._outbox.put(record)
+        except RecordTooLargeError as exc:
+            _LOGGER.error("telemetry snapshot not queued: %s", exc)
+            return None
+        self._on_queued()
+        return record
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if self.enabled:
+                self.take()

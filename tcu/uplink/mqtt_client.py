@@ -1,0 +1,129 @@
+"""Building aiomqtt clients from configuration, shared by the agent and the backend stub.
+
+Sessions are persistent on purpose: aiomqtt's default clean start on the first connect of a process
+throws away messages the broker queued while the process was down (a provisioning file sent to a
+vehicle that was off). MQTT 5 gets `clean_start=False` plus a Session Expiry Interval; MQTT 3.1.1
+(the embedded broker) gets `clean_session=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tcu.backoff import Backoff
+from tcu.config import BrokerConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+_REFUSED_CREDENTIALS = {4, 5, 134, 135}  # v3.1.1 rc 4/5, v5 reason codes 0x86/0x87
+
+
+def make_client(
+    broker: BrokerConfig,
+    *,
+    identifier: str,
+    will: aiomqtt.Will | None = None,
+    max_inflight: int = 100,
+) -> aiomqtt.Client:
+    tls_context = None
+    if broker.tls:
+        tls_context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+        if broker.cert_file is not None:
+            tls_context.load_cert_chain(
+                str(broker.cert_file), str(broker.key_file) if broker.key_file else None
+            )
+    if broker.protocol == "5":
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = broker.session_expiry_s
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=identifier,
+            username=broker.username,
+            password=broker.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=properties,
+            will=will,
+            keepalive=broker.keepalive_s,
+            tls_context=tls_context,
+            max_inflight_messages=max_inflight,
+            timeout=10,
+        )
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=identifier,
+        username=broker.username,
+        password=broker.password,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=False,
+        will=will,
+        keepalive=broker.keepalive_s,
+        tls_context=tls_context,
+        max_inflight_messages=max_inflight,
+        timeout=10,
+    )
+
+
+def describe_mqtt_error(exc: aiomqtt.MqttError, broker: BrokerConfig) -> str:
+    """A reason a person can act on, for a connection that failed or dropped."""
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    if isinstance(exc, MqttConnectError) and code in _REFUSED_CREDENTIALS:
+        who = f"user {broker.username!r}" if broker.username else "anonymous access"
+        return f"broker {broker.url} refused the credentials ({who}): {exc}; check [broker] username/password"
+    if isinstance(exc, MqttConnectError):
+        return f"broker {broker.url} refused the connection: {exc}"
+    return f"broker {broker.url}: {exc}"
+
+
+def find_mqtt_error(exc: BaseException) -> aiomqtt.MqttError | None:
+    """The MqttError that is, or is inside a (nested) TaskGroup failure of, `exc`; else None."""
+    if isinstance(exc, aiomqtt.MqttError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_mqtt_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_reconnecting(
+    connect: Callable[[], aiomqtt.Client],
+    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    *,
+    broker: BrokerConfig,
+    backoff: Backoff,
+    rng: random.Random,
+    on_down: Callable[[str], None],
+) -> None:
+    """Connect, serve until the link fails, wait a jittered backoff, repeat; only cancellation ends it.
+
+    Errors other than MQTT ones are bugs and propagate.
+    """
+    attempt = 0
+    while True:
+        try:
+            async with connect() as client:
+                attempt = 0
+                await serve(client)
+        except Exception as exc:
+            error = find_mqtt_error(exc)
+            if error is None:
+                raise
+            on_down(describe_mqtt_error(error, broker))
+        delay = backoff.delay(attempt, rng)
+        attempt += 1
+        _LOGGER.debug("reconnecting to %s in %.2f s", broker.url, delay)
+        await asyncio.sleep(delay)

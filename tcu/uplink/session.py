@@ -1,0 +1,187 @@
+"""The agent's MQTT session: drains the durable queue, applies end-to-end acks, routes downlink.
+
+One reconnect loop around a reusable client; inside a connection, a sender and a receiver task under
+one TaskGroup. Records stay in the queue until the backend's sealed ack names them; a record
+published but not acknowledged within `ack_timeout_s` is sent again (the backend de-duplicates by
+sequence number), and everything in flight is resent after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiomqtt
+import cbor2
+from nacl.public import Box
+
+from tcu import __version__
+from tcu.backoff import Backoff
+from tcu.clock import Clock
+from tcu.config import BrokerConfig, UplinkConfig
+from tcu.errors import EnvelopeError, StorageError
+from tcu.uplink.envelope import open_ack
+from tcu.uplink.mqtt_client import make_client, run_reconnecting
+from tcu.uplink.outbox import Outbox
+from tcu.uplink.records import to_millis
+from tcu.uplink.topics import VehicleTopics, split_topic
+
+_LOGGER = logging.getLogger(__name__)
+
+DownlinkHandler = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class SessionStats:
+    connected: bool = False
+    connects: int = 0
+    published: int = 0
+    acknowledged: int = 0
+    resent: int = 0
+    rejected_downlink: int = 0
+    last_error: str | None = None
+
+
+class UplinkSession:
+    def __init__(
+        self,
+        *,
+        vin: str,
+        broker: BrokerConfig,
+        uplink: UplinkConfig,
+        outbox: Outbox,
+        box: Box,
+        clock: Clock,
+        rng: random.Random | None = None,
+        downlink_handlers: Mapping[str, DownlinkHandler] | None = None,
+    ) -> None:
+        self._vin = vin
+        self._topics = VehicleTopics(vin)
+        self._broker = broker
+        self._uplink = uplink
+        self._outbox = outbox
+        self._box = box
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._handlers = dict(downlink_handlers or {})
+        self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
+        self._wakeup = asyncio.Event()
+        self._inflight: dict[int, float] = {}
+        self._connected = asyncio.Event()
+        self.stats = SessionStats()
+
+    def notify(self) -> None:
+        """Tell the sender new records are queued (call after `Outbox.put`)."""
+        self._wakeup.set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def _status(self, online: bool) -> bytes:
+        return cbor2.dumps({"online": online, "ts": to_millis(self._clock.now()), "agent": __version__})
+
+    async def run(self) -> None:
+        """Stay connected forever; returns only by cancellation."""
+        will = aiomqtt.Will(self._topics.status, self._status(False), qos=1, retain=True)
+        await run_reconnecting(
+            lambda: make_client(self._broker, identifier=f"tcu-{self._vin}", will=will),
+            self._serve,
+            broker=self._broker,
+            backoff=self._backoff,
+            rng=self._rng,
+            on_down=self._on_disconnect,
+        )
+
+    def _on_disconnect(self, reason: str) -> None:
+        if self.stats.connected or self.stats.last_error != reason:
+            _LOGGER.warning("MQTT link down: %s; records stay queued", reason)
+        self.stats.connected = False
+        self.stats.last_error = reason
+        self._connected.clear()
+        self._inflight.clear()  # anything unacknowledged goes again on the next connection
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self._topics.downlink, qos=1)
+        await client.publish(self._topics.status, self._status(True), qos=1, retain=True)
+        self.stats.connected = True
+        self.stats.connects += 1
+        self.stats.last_error = None
+        self._connected.set()
+        _LOGGER.info("MQTT link up: %s as tcu-%s; %d record(s) queued",
+                     self._broker.url, self._vin, self._outbox.stats().depth)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._send_loop(client), name=f"uplink-send-{self._vin}")
+                tasks.create_task(self._receive_loop(client), name=f"uplink-receive-{self._vin}")
+        except asyncio.CancelledError:
+            # Orderly shutdown: say so rather than leaving the broker to fire the will later.
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await client.publish(self._topics.status, self._status(False), qos=1, retain=True, timeout=1)
+            raise
+
+    def _expire_inflight(self) -> None:
+        deadline = self._clock.monotonic() - self._uplink.ack_timeout_s
+        expired = [seq for seq, sent in self._inflight.items() if sent <= deadline]
+        for seq in expired:
+            del self._inflight[seq]
+        if expired:
+            self.stats.resent += len(expired)
+            _LOGGER.info("no ack within %.0f s for %d record(s); sending again", self._uplink.ack_timeout_s,
+                         len(expired))
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._wakeup.clear()
+            self._expire_inflight()
+            room = self._uplink.inflight_window - len(self._inflight)
+            batch = self._outbox.next_batch(room, skip=self._inflight)
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(self._uplink.ack_timeout_s / 4, 0.05)):
+                        await self._wakeup.wait()
+                continue
+            sent_at = self._clock.monotonic()
+            for queued in batch:
+                self._inflight[queued.seq] = sent_at
+            async with asyncio.TaskGroup() as publishes:
+                for queued in batch:
+                    publishes.create_task(client.publish(self._topics.records, queued.envelope, qos=1))
+            self.stats.published += len(batch)
+
+    async def _receive_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = split_topic(str(message.topic))
+            payload = message.payload
+            if topic is None or topic[0] != self._vin or topic[1] != "down" or not isinstance(payload, bytes):
+                self.stats.rejected_downlink += 1
+                _LOGGER.warning("ignored message on unexpected topic %s", message.topic)
+                continue
+            kind = topic[2]
+            try:
+                if kind == "ack":
+                    self._apply_ack(payload)
+                elif kind in self._handlers:
+                    await self._handlers[kind](payload)
+                else:
+                    self.stats.rejected_downlink += 1
+                    _LOGGER.warning("no handler for downlink %r (%d bytes); ignored", kind, len(payload))
+            except EnvelopeError as exc:
+                self.stats.rejected_downlink += 1
+                _LOGGER.warning("rejected downlink %s: %s", message.topic, exc)
+
+    def _apply_ack(self, payload: bytes) -> None:
+        ack = open_ack(self._box, payload, vin=self._vin, max_bytes=self._uplink.max_payload_bytes)
+        try:
+            deleted = self._outbox.acknowledge(ack.seqs)
+        except StorageError as exc:
+            # Keep the records: the backend de-duplicates the resend.
+            _LOGGER.error("cannot apply ack: %s", exc)
+            return
+        for seq in ack.seqs:
+            self._inflight.pop(seq, None)
+        self.stats.acknowledged += deleted
+        self._wakeup.set()
