@@ -66,22 +66,41 @@ def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 def _query(args: argparse.Namespace, store: BackendStore) -> None:
     if args.command == "vehicles":
-        _emit([{"vin": v.vin, "records": v.records, "last_seq": v.last_seq, "online": v.online,
-                "last_received": _iso(v.last_received)} for v in store.vehicles()], args.json)
+        _emit(
+            [
+                {
+                    "vin": v.vin,
+                    "records": v.records,
+                    "last_seq": v.last_seq,
+                    "online": v.online,
+                    "last_received": _iso(v.last_received),
+                }
+                for v in store.vehicles()
+            ],
+            args.json,
+        )
     elif args.command == "last":
         values = store.last_values(args.vin)
         if not values and store.public_key(args.vin) is None:
             raise UnknownVehicleError(f"vehicle {args.vin} is not enrolled")
-        _emit([{"path": v.path, "value": v.value, "time": _iso(v.timestamp), "seq": v.seq} for v in values],
-              args.json)
+        _emit([{"path": v.path, "value": v.value, "time": _iso(v.timestamp), "seq": v.seq} for v in values], args.json)
     elif args.command == "records":
         since = args.since.replace(tzinfo=args.since.tzinfo or UTC) if args.since else None
-        _emit([{"seq": r.seq, "kind": r.kind, "created": _iso(r.created), "received": _iso(r.received),
-                "body": r.body} for r in store.records(args.vin, since=since, kind=args.kind, limit=args.limit)],
-              args.json)
+        _emit(
+            [
+                {"seq": r.seq, "kind": r.kind, "created": _iso(r.created), "received": _iso(r.received), "body": r.body}
+                for r in store.records(args.vin, since=since, kind=args.kind, limit=args.limit)
+            ],
+            args.json,
+        )
     elif args.command == "rejections":
-        _emit([{"received": _iso(r.received), "topic": r.topic, "vin": r.vin, "reason": r.reason}
-               for r in store.rejections(args.vin)], args.json)
+        _emit(
+            [
+                {"received": _iso(r.received), "topic": r.topic, "vin": r.vin, "reason": r.reason}
+                for r in store.rejections(args.vin)
+            ],
+            args.json,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The backend stub's exception tree.
 
-    BackendError
-    ├── BackendConfigError   config missing or invalid (names the key)
-    └── UnknownVehicleError  a VIN that was never enrolled
+BackendError
+├── BackendConfigError   config missing or invalid (names the key)
+└── UnknownVehicleError  a VIN that was never enrolled
 """
 
 from __future__ import annotations

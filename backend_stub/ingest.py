@@ -130,7 +130,12 @@ class IngestService:
     """The MQTT shell around `Ingest`: subscribe, batch per transaction, publish acks."""
 
     def __init__(
-        self, ingest: Ingest, store: BackendStore, broker: BrokerConfig, *, max_batch: int = 500,
+        self,
+        ingest: Ingest,
+        store: BackendStore,
+        broker: BrokerConfig,
+        *,
+        max_batch: int = 500,
         identifier: str = "backend-stub",
     ) -> None:
         self._ingest = ingest
@@ -139,7 +144,7 @@ class IngestService:
         self._max_batch = max_batch
         self._identifier = identifier
         self._backoff = Backoff(base_s=0.2, cap_s=10.0)
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self.connected = asyncio.Event()
 
     async def run(self) -> None:

@@ -136,7 +136,9 @@ class BackendStore:
         ).fetchall()
         return [
             VehicleSummary(
-                vin=vin, records=count, last_seq=last_seq,
+                vin=vin,
+                records=count,
+                last_seq=last_seq,
                 last_received=None if received is None else from_millis(received),
                 online=None if online is None else bool(online),
             )
@@ -149,8 +151,14 @@ class BackendStore:
         """Store a record once; False when this sequence number is already stored (a duplicate)."""
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-            (record.vin, record.seq, record.kind.value, to_millis(record.created), to_millis(received),
-             cbor2.dumps(dict(record.body))),
+            (
+                record.vin,
+                record.seq,
+                record.kind.value,
+                to_millis(record.created),
+                to_millis(received),
+                cbor2.dumps(dict(record.body)),
+            ),
         )
         if cursor.rowcount == 0:
             return False

@@ -106,10 +106,12 @@ class MosquittoBroker:
             password_file = self.workdir / "passwords"
             password_file.write_text("")
             password_file.chmod(0o600)
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
             for user, password in self.users.items():
                 subprocess.run(  # noqa: S603 - fixed argv, no shell
-                    ["mosquitto_passwd", "-b", str(password_file), user, password],
-                    check=True, capture_output=True,
+                    [tool, "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
                 )
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         if self.acl_per_vehicle:
@@ -129,13 +131,17 @@ class MosquittoBroker:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
         config = self._write_config()
         self._process = await asyncio.create_subprocess_exec(
-            binary, "-c", str(config), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            binary,
+            "-c",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             await wait_for_port(self.port)
         except TimeoutError as exc:
-            log = (self.workdir / "mosquitto.log")
+            log = self.workdir / "mosquitto.log"
             detail = log.read_text()[-2000:] if log.exists() else "(no log)"
             raise RuntimeError(f"mosquitto did not listen on port {self.port}: {detail}") from exc
         _LOGGER.info("mosquitto up on %s (pid %d)", self.url, self._process.pid)
@@ -188,10 +194,12 @@ class EmbeddedBroker:
     async def start(self) -> None:
         from amqtt.broker import Broker as AmqttBroker  # noqa: PLC0415 - optional at run time
 
-        broker = AmqttBroker({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        })
+        broker = AmqttBroker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
         await broker.start()
         self._broker = broker
         _LOGGER.info("embedded amqtt broker up on %s (MQTT 3.1.1)", self.url)

@@ -18,8 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="broker + backend stub + agent on a simulated drive, live")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds; 0 runs until Ctrl-C")
     demo.add_argument("--workdir", type=Path, help="bench folder (default: a new temporary one)")
-    demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto",
-                      help="auto: local Mosquitto when installed, embedded amqtt otherwise")
+    demo.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "embedded"),
+        default="auto",
+        help="auto: local Mosquitto when installed, embedded amqtt otherwise",
+    )
     demo.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
     return parser
 
@@ -29,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "demo":
         try:
-            result = asyncio.run(run_demo(
-                demo_workdir(args.workdir),
-                duration_s=args.duration or None,
-                broker_choice=args.broker,
-                telemetry_interval_s=args.interval,
-            ))
+            result = asyncio.run(
+                run_demo(
+                    demo_workdir(args.workdir),
+                    duration_s=args.duration or None,
+                    broker_choice=args.broker,
+                    telemetry_interval_s=args.interval,
+                )
+            )
         except KeyboardInterrupt:
             return 130
         return 0 if result.ok else 1

@@ -76,7 +76,7 @@ async def run_demo(
             agent.telemetry.enabled = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
-                    while agent.outbox.stats().depth:
+                    while agent.outbox.stats().depth:  # noqa: ASYNC110 - polling a SQLite count
                         await asyncio.sleep(0.1)
             queued = agent.outbox.stats().depth
             agent_task.cancel()
@@ -88,8 +88,9 @@ async def run_demo(
         await broker.stop()
     result = DemoResult(queued=queued, stored=len(stored_seqs), gaps=gaps)
     verdict = "OK" if result.ok else "FAILED"
-    print(f"{verdict}: backend stored {result.stored} records, {result.queued} left queued, gaps {result.gaps}",
-          file=out)
+    print(
+        f"{verdict}: backend stored {result.stored} records, {result.queued} left queued, gaps {result.gaps}", file=out
+    )
     return result
 
 

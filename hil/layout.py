@@ -51,8 +51,7 @@ class BenchLayout:
             'database = "backend.sqlite3"\n\n'
             "[keys]\n"
             'private_key = "keys/backend.x25519.key"\n'
-            'signing_key = "keys/backend.ed25519.key"\n\n'
-            + self._broker_section(username, password)
+            'signing_key = "keys/backend.ed25519.key"\n\n' + self._broker_section(username, password)
         )
 
     def _broker_section(self, username: str | None, password: str | None) -> str:

@@ -41,10 +41,16 @@ def _queue_stats(config_path: Path, as_json: bool) -> None:
     with agent.outbox:
         stats = agent.outbox.stats()
     if as_json:
-        print(json.dumps({
-            "depth": stats.depth, "by_priority": stats.depth_by_priority, "next_seq": stats.next_seq,
-            "dropped_total": stats.dropped_total,
-        }))
+        print(
+            json.dumps(
+                {
+                    "depth": stats.depth,
+                    "by_priority": stats.depth_by_priority,
+                    "next_seq": stats.next_seq,
+                    "dropped_total": stats.dropped_total,
+                }
+            )
+        )
     else:
         print(f"queued records: {stats.depth} {stats.depth_by_priority}")
         print(f"next sequence number: {stats.next_seq}; dropped telemetry so far: {stats.dropped_total}")

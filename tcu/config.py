@@ -25,9 +25,7 @@ SyncMode = Literal["full", "normal"]
 
 def validate_vin(vin: str, *, where: str = "vin") -> str:
     if not VIN_PATTERN.fullmatch(vin):
-        raise ConfigError(
-            f"{where}: {vin!r} is not a VIN: expected 17 characters from 0-9 and A-Z without I, O, Q"
-        )
+        raise ConfigError(f"{where}: {vin!r} is not a VIN: expected 17 characters from 0-9 and A-Z without I, O, Q")
     return vin
 
 
@@ -180,7 +178,6 @@ class TomlSection:
             raise ConfigError(f"{self._name or 'top level'}: unknown key(s) {', '.join(sorted(unknown))}")
 
 
-
 def parse_broker_url(url: str, *, where: str = "broker.url") -> tuple[str, int, bool]:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -194,7 +191,8 @@ def parse_broker_url(url: str, *, where: str = "broker.url") -> tuple[str, int, 
 
 
 def parse_broker(section: TomlSection, env: Mapping[str, str]) -> BrokerConfig:
-    url = env.get("TCU_BROKER_URL") or section.text("url", "mqtt://127.0.0.1:1883")
+    url = section.text("url", "mqtt://127.0.0.1:1883")
+    url = env.get("TCU_BROKER_URL") or url
     host, port, tls = parse_broker_url(url)
     config = BrokerConfig(
         host=host,
@@ -262,7 +260,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
             update_interval_s=simulation.number("update_interval_s", 0.5),
             speedup=simulation.number("speedup", 1.0),
         ),
-        sources=dict(sources._data),  # noqa: SLF001 - validated by each source
+        sources=dict(sources._data),
     )
     for section in (keys, queue, uplink, telemetry, simulation):
         section.reject_unknown()

@@ -1,21 +1,21 @@
 """The agent's exception tree. Every rejection carries a reason a person can act on.
 
-    TcuError
-    ├── ConfigError                 config file missing, unreadable or invalid (names the key)
-    ├── KeyFileError                key file missing, wrong size or too permissive
-    ├── UplinkError
-    │   ├── EnvelopeError           an envelope or ack that cannot be opened (forged, malformed, oversize)
-    │   ├── RecordTooLargeError     a record too large to ever be sent
-    │   └── StorageError            the durable queue cannot write (disk full, I/O error)
-    ├── SourceError                 a vehicle signal source failed
-    │   ├── ProtocolError           a device said something the protocol does not allow
-    │   ├── DeviceGoneError         the serial device vanished (unplugged)
-    │   ├── DeviceTimeoutError      the device did not answer within its deadline
-    │   └── AdapterStatusError      a diagnostic adapter answered with a status word instead of data
-    ├── EcallError
-    │   └── MsdError                an MSD that cannot be encoded or decoded
-    └── ServiceError
-        └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
+TcuError
+├── ConfigError                 config file missing, unreadable or invalid (names the key)
+├── KeyFileError                key file missing, wrong size or too permissive
+├── UplinkError
+│   ├── EnvelopeError           an envelope or ack that cannot be opened (forged, malformed, oversize)
+│   ├── RecordTooLargeError     a record too large to ever be sent
+│   └── StorageError            the durable queue cannot write (disk full, I/O error)
+├── SourceError                 a vehicle signal source failed
+│   ├── ProtocolError           a device said something the protocol does not allow
+│   ├── DeviceGoneError         the serial device vanished (unplugged)
+│   ├── DeviceTimeoutError      the device did not answer within its deadline
+│   └── AdapterStatusError      a diagnostic adapter answered with a status word instead of data
+├── EcallError
+│   └── MsdError                an MSD that cannot be encoded or decoded
+└── ServiceError
+    └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
 """
 
 from __future__ import annotations

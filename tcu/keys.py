@@ -29,7 +29,7 @@ def _write(path: Path, data: bytes, *, private: bool) -> None:
         raise KeyFileError(f"{path} already exists; remove it first if you really mean to replace the key") from exc
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(data.hex() + "\n")
-    os.chmod(path, mode)  # the umask may have narrowed a public key's mode
+    path.chmod(mode)  # the umask may have narrowed a public key's mode
 
 
 def _read(path: Path, *, private: bool) -> bytes:

@@ -92,9 +92,7 @@ def peek_vin(payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> str:
     return str(_field(_loads_map(payload, "envelope", max_bytes), "vin", str, "envelope"))
 
 
-def open_record(
-    box: Box, payload: bytes, *, topic_vin: str, max_bytes: int = DEFAULT_MAX_PAYLOAD
-) -> ReceivedRecord:
+def open_record(box: Box, payload: bytes, *, topic_vin: str, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> ReceivedRecord:
     """Open a record the backend received on `vehicles/{topic_vin}/up/records`."""
     outer, nonce, ciphertext = _open_outer(payload, "envelope", max_bytes)
     vin = _field(outer, "vin", str, "envelope")

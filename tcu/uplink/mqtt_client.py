@@ -38,9 +38,7 @@ def make_client(
     if broker.tls:
         tls_context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
         if broker.cert_file is not None:
-            tls_context.load_cert_chain(
-                str(broker.cert_file), str(broker.key_file) if broker.key_file else None
-            )
+            tls_context.load_cert_chain(str(broker.cert_file), str(broker.key_file) if broker.key_file else None)
     if broker.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = broker.session_expiry_s

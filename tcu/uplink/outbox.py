@@ -6,8 +6,10 @@ deleted only when the backend's end-to-end acknowledgement names its sequence nu
 The next sequence number lives in its own row, so numbers are never reused after the queue empties.
 
 Drop policy: the queue holds at most `max_records`. Past that, the oldest *telemetry* is deleted and
-an `queue_overflow` event says which sequence numbers went, so the backend can tell a dropped gap
-from a lost one. Events and eCall records are never dropped for telemetry; they may exceed the bound.
+its sequence numbers are remembered; when the link drains, one `queue_overflow` event names them all,
+so the backend can tell a dropped gap from a lost one (one notice per drain, not one per drop, so a
+long outage cannot fill the queue with notices). Events and eCall records are never dropped for
+telemetry; they may exceed the bound.
 
 When the disk (or `max_bytes`) is full, SQLite refuses the write: the agent keeps every record it
 already queued, holds new ones in a bounded memory spill, logs why, and writes the spill as soon as
@@ -32,7 +34,7 @@ from tcu.clock import Clock
 from tcu.config import QueueConfig
 from tcu.errors import RecordTooLargeError, StorageError
 from tcu.uplink.envelope import seq_ranges
-from tcu.uplink.records import Priority, Record, RecordKind
+from tcu.uplink.records import Priority, Record, RecordKind, to_millis
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('next_seq', 1), ('dropped', 0);
+CREATE TABLE IF NOT EXISTS dropped (low INTEGER NOT NULL, high INTEGER NOT NULL);
 """
 
 
@@ -113,7 +116,9 @@ class Outbox:
         stats = self.stats()
         _LOGGER.info(
             "queue %s open: %d record(s) waiting, next sequence number %d",
-            self._path, stats.depth, stats.next_seq,
+            self._path,
+            stats.depth,
+            stats.next_seq,
         )
         return self
 
@@ -162,7 +167,7 @@ class Outbox:
             self._storage_full = True
             self._spill_records(records)
 
-    def _write(self, records: Sequence[Record]) -> None:
+    def _write(self, records: Sequence[Record], *, clear_dropped: bool = False) -> None:
         db = self._conn
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -173,12 +178,13 @@ class Outbox:
                 if len(envelope) > self._max_envelope:
                     too_large.append(f"{record.kind} record of {len(envelope)} bytes")
                     continue
-                rows.append((next_seq, int(record.priority), record.kind.value,
-                             int(record.created.timestamp() * 1000), envelope))
+                rows.append((next_seq, int(record.priority), record.kind.value, to_millis(record.created), envelope))
                 next_seq += 1
             db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)", rows)
             db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (next_seq,))
-            overflow = self._evict_overflow(db)
+            if clear_dropped:
+                db.execute("DELETE FROM dropped")  # the notice and the clearing commit together
+            self._evict_overflow(db)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -188,19 +194,17 @@ class Outbox:
         if self._storage_full:
             _LOGGER.warning("queue %s writable again", self._path)
             self._storage_full = False
-        if overflow:
-            self._write([overflow])
         if too_large:
             # The rest of the batch is stored; only these can never be sent.
             raise RecordTooLargeError(
                 f"refused {', '.join(too_large)}: over the max payload of {self._max_envelope} bytes"
             )
 
-    def _evict_overflow(self, db: sqlite3.Connection) -> Record | None:
+    def _evict_overflow(self, db: sqlite3.Connection) -> None:
         depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
         excess = depth - self._config.max_records
         if excess <= 0:
-            return None
+            return
         victims = [
             int(row[0])
             for row in db.execute(
@@ -208,15 +212,30 @@ class Outbox:
             )
         ]
         if not victims:
-            return None  # only events left: they are never dropped for telemetry
+            return  # only events left: they are never dropped for telemetry
         self._delete(db, victims)
+        db.executemany("INSERT INTO dropped VALUES (?, ?)", seq_ranges(victims))
         db.execute("UPDATE counters SET value=value+? WHERE name='dropped'", (len(victims),))
         _LOGGER.warning("queue full (%d records): dropped %d oldest telemetry record(s)", depth, len(victims))
-        return Record(
+
+    def emit_overflow_notice(self) -> bool:
+        """Queue one `queue_overflow` event naming every telemetry record dropped since the last one."""
+        db = self._conn
+        ranges = db.execute("SELECT low, high FROM dropped ORDER BY low").fetchall()
+        if not ranges:
+            return False
+        seqs = [seq for low, high in ranges for seq in range(int(low), int(high) + 1)]
+        notice = Record(
             kind=RecordKind.EVENT,
             created=self._clock.now(),
-            body={"type": "queue_overflow", "dropped_seqs": seq_ranges(victims)},
+            body={"type": "queue_overflow", "dropped": len(seqs), "dropped_seqs": seq_ranges(seqs)},
         )
+        try:
+            self._write([notice], clear_dropped=True)
+        except StorageError as exc:
+            _LOGGER.warning("overflow notice postponed: %s", exc)
+            return False
+        return True
 
     def _spill_records(self, records: Iterable[Record]) -> None:
         self._spill.extend(records)
@@ -230,13 +249,22 @@ class Outbox:
                 break
 
     def _flush_spill(self) -> None:
-        held = list(self._spill)
-        try:
-            self._write(held)
-        except StorageError:
-            return
-        self._spill.clear()
-        _LOGGER.info("wrote %d record(s) held in memory to the queue", len(held))
+        """Write held records oldest first, as many as fit: in chunks, then one by one near full."""
+        written, chunk = 0, 256
+        while self._spill:
+            batch = [self._spill[i] for i in range(min(chunk, len(self._spill)))]
+            try:
+                self._write(batch)
+            except StorageError:
+                if chunk == 1:
+                    break
+                chunk = 1
+                continue
+            for _ in batch:
+                self._spill.popleft()
+            written += len(batch)
+        if written:
+            _LOGGER.info("wrote %d record(s) held in memory to the queue; %d still held", written, len(self._spill))
 
     # -- draining --------------------------------------------------------------------------------
 
@@ -273,8 +301,10 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         db = self._conn
-        by_priority = {Priority(p).name.lower(): int(n) for p, n in
-                       db.execute("SELECT priority, count(*) FROM outbox GROUP BY priority")}
+        by_priority = {
+            Priority(p).name.lower(): int(n)
+            for p, n in db.execute("SELECT priority, count(*) FROM outbox GROUP BY priority")
+        }
         counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
         return OutboxStats(
             depth=sum(by_priority.values()),

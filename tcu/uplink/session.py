@@ -66,7 +66,7 @@ class UplinkSession:
         self._outbox = outbox
         self._box = box
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self._handlers = dict(downlink_handlers or {})
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
@@ -111,8 +111,9 @@ class UplinkSession:
         self.stats.connects += 1
         self.stats.last_error = None
         self._connected.set()
-        _LOGGER.info("MQTT link up: %s as tcu-%s; %d record(s) queued",
-                     self._broker.url, self._vin, self._outbox.stats().depth)
+        _LOGGER.info(
+            "MQTT link up: %s as tcu-%s; %d record(s) queued", self._broker.url, self._vin, self._outbox.stats().depth
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._send_loop(client), name=f"uplink-send-{self._vin}")
@@ -130,13 +131,15 @@ class UplinkSession:
             del self._inflight[seq]
         if expired:
             self.stats.resent += len(expired)
-            _LOGGER.info("no ack within %.0f s for %d record(s); sending again", self._uplink.ack_timeout_s,
-                         len(expired))
+            _LOGGER.info(
+                "no ack within %.0f s for %d record(s); sending again", self._uplink.ack_timeout_s, len(expired)
+            )
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
             self._wakeup.clear()
             self._expire_inflight()
+            self._outbox.emit_overflow_notice()
             room = self._uplink.inflight_window - len(self._inflight)
             batch = self._outbox.next_batch(room, skip=self._inflight)
             if not batch:

@@ -74,9 +74,7 @@ class VehicleState:
         for path, signal in list(self._signals.items()):
             if signal.source == source and signal.quality is Quality.GOOD:
                 stale.append(path)
-                self.update(
-                    Signal(path=path, value=signal.value, timestamp=now, source=source, quality=Quality.STALE)
-                )
+                self.update(Signal(path=path, value=signal.value, timestamp=now, source=source, quality=Quality.STALE))
         return stale
 
     def get(self, path: str) -> Signal | None:

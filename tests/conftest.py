@@ -1,0 +1,72 @@
+"""Shared fixtures: keys, clocks, a real Mosquitto on a free loopback port, condition polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nacl.public import Box, PrivateKey
+
+from hil.broker import MosquittoBroker, mosquitto_path
+from tcu.clock import ManualClock
+
+VIN = "WMWZZZ3CZ2E123456"
+OTHER_VIN = "WVWZZZ1JZXW000002"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(wall=datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def vehicle_key() -> PrivateKey:
+    return PrivateKey.generate()
+
+
+@pytest.fixture
+def backend_key() -> PrivateKey:
+    return PrivateKey.generate()
+
+
+@pytest.fixture
+def vehicle_box(vehicle_key: PrivateKey, backend_key: PrivateKey) -> Box:
+    return Box(vehicle_key, backend_key.public_key)
+
+
+@pytest.fixture
+def backend_box(vehicle_key: PrivateKey, backend_key: PrivateKey) -> Box:
+    return Box(backend_key, vehicle_key.public_key)
+
+
+def require_mosquitto() -> None:
+    if mosquitto_path() is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": CI must test the real broker")
+        pytest.skip(message)
+
+
+@pytest.fixture
+async def mosquitto(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
+    require_mosquitto()
+    broker = MosquittoBroker(tmp_path / "mosquitto")
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()
+
+
+async def eventually(condition: Callable[[], bool], *, within: float = 20.0, what: str = "condition") -> None:
+    """Poll a condition that depends on real I/O (brokers, processes) until it holds."""
+    try:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - the condition is state in another process
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within} s waiting for {what}") from None

@@ -1,0 +1,140 @@
+"""End to end through a real Mosquitto: nothing lost, nothing stored twice, bad input survived."""
+
+from __future__ import annotations
+
+import signal
+
+import aiomqtt
+import cbor2
+import pytest
+
+from backend_stub.app import BackendStub
+from backend_stub.cli import main as backend_cli
+from hil.broker import MosquittoBroker
+from hil.layout import BenchLayout
+from tcu.app import Agent
+from tests.conftest import VIN, eventually
+from tests.integration.conftest import AgentProcess, drain_only_config, running_agent, vehicle_config
+
+
+def _assert_exactly_once(backend: BackendStub, agent_next_seq: int) -> None:
+    stored = backend.store.seqs(VIN)
+    assert stored == list(range(1, agent_next_seq)), f"gaps: {backend.store.gaps(VIN)}"
+
+
+async def _drain(agent: Agent, backend: BackendStub) -> None:
+    agent.telemetry.enabled = False
+    await eventually(lambda: agent.outbox.stats().depth == 0, what="queue drained")
+    next_seq = agent.outbox.stats().next_seq
+    await eventually(lambda: len(backend.store.seqs(VIN)) == next_seq - 1, what="backend caught up")
+
+
+async def test_records_reach_the_backend_with_last_values(layout: BenchLayout, backend: BackendStub, capsys) -> None:
+    async with running_agent(vehicle_config(layout, interval_s=0.05)) as agent:
+        await eventually(lambda: len(backend.store.seqs(VIN)) >= 20, what="20 records")
+        await _drain(agent, backend)
+        _assert_exactly_once(backend, agent.outbox.stats().next_seq)
+        speed = agent.state.get("Vehicle.Speed")
+        assert backend.store.vehicles()[0].online is True
+    assert speed is not None
+    await eventually(lambda: backend.store.vehicles()[0].online is False, what="orderly offline status")
+    last = {v.path: v for v in backend.store.last_values(VIN)}
+    assert last["Vehicle.Speed"].value == speed.value
+    assert backend_cli(["last", VIN, "--config", str(layout.backend_config), "--json"]) == 0
+    assert '"path": "Vehicle.TraveledDistance"' in capsys.readouterr().out
+
+
+async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
+    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+) -> None:
+    async with running_agent(vehicle_config(layout)) as agent:
+        await eventually(lambda: len(backend.store.seqs(VIN)) >= 30, what="records flowing")
+        await mosquitto.kill()
+        queued_before = agent.outbox.stats().depth
+        await eventually(lambda: agent.outbox.stats().depth >= queued_before + 25, what="records queued offline")
+        assert not agent.session.stats.connected
+        await mosquitto.start()
+        await eventually(lambda: agent.session.stats.connects >= 2, what="agent reconnected")
+        await _drain(agent, backend)
+        _assert_exactly_once(backend, agent.outbox.stats().next_seq)
+
+
+@pytest.mark.parametrize("kills", [3])
+async def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
+    layout: BenchLayout, backend: BackendStub, agent_processes: list[AgentProcess], kills: int
+) -> None:
+    config = vehicle_config(layout, interval_s=0.01)
+    for round_number in range(kills):
+        process = AgentProcess(config)
+        agent_processes.append(process)
+        target = len(backend.store.seqs(VIN)) + 40
+        await process.start()
+        await eventually(lambda t=target: len(backend.store.seqs(VIN)) >= t, what=f"round {round_number}")
+        assert await process.signal(signal.SIGKILL) == -signal.SIGKILL
+    # Restart once more without a signal source: it drains what the killed runs left queued.
+    async with running_agent(drain_only_config(config)) as agent:
+        await _drain(agent, backend)
+        _assert_exactly_once(backend, agent.outbox.stats().next_seq)
+    assert backend.ingest.stats.stored == len(backend.store.seqs(VIN))
+
+
+async def test_full_data_disk_keeps_records_and_delivers_them_later(
+    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+) -> None:
+    await mosquitto.kill()  # offline: the queue can only grow
+    config = vehicle_config(layout, interval_s=0.01, extra="\n[queue]\nmax_bytes = 65536\n")
+    async with running_agent(config) as agent:
+        await eventually(lambda: agent.outbox.stats().storage_full, what="queue database full")
+        await eventually(lambda: agent.outbox.stats().spilled_in_memory >= 20, what="records held in memory")
+        await mosquitto.start()
+        await _drain(agent, backend)
+        assert agent.outbox.stats().spilled_in_memory == 0
+        _assert_exactly_once(backend, agent.outbox.stats().next_seq)
+
+
+async def test_forged_and_malformed_messages_are_survived(
+    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+) -> None:
+    async with running_agent(vehicle_config(layout, interval_s=0.05)) as agent:
+        await eventually(lambda: len(backend.store.seqs(VIN)) >= 5, what="records flowing")
+        agent.telemetry.enabled = False
+        await eventually(lambda: agent.outbox.stats().depth == 0, what="drained")
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="attacker") as attacker:
+            await attacker.publish(f"vehicles/{VIN}/up/records", b"\xff garbage", qos=1)
+            await attacker.publish(
+                f"vehicles/{VIN}/up/records",
+                cbor2.dumps({"v": 1, "vin": VIN, "seq": 10**6, "nonce": bytes(24), "box": bytes(64)}),
+                qos=1,
+            )
+            await attacker.publish(f"vehicles/{VIN}/down/ack", b"\xa1\x61v\x01", qos=1)
+            await attacker.publish(f"vehicles/{VIN}/down/ack", b"x" * 100_000, qos=1)
+        await eventually(lambda: len(backend.store.rejections(VIN)) == 2, what="backend rejections")
+        await eventually(lambda: agent.session.stats.rejected_downlink == 2, what="agent rejections")
+        reasons = [r.reason for r in backend.store.rejections(VIN)]
+        assert "malformed CBOR" in reasons[0]
+        assert "failed authentication" in reasons[1]
+        # Both sides are still working.
+        agent.telemetry.enabled = True
+        target = len(backend.store.seqs(VIN)) + 5
+        await eventually(lambda: len(backend.store.seqs(VIN)) >= target, what="records flowing again")
+        assert agent.session.stats.connected
+
+
+async def test_wrong_credentials_are_reported_and_retried(tmp_path, layout: BenchLayout) -> None:
+    secured = MosquittoBroker(tmp_path / "secured", users={VIN: "right-password"}, acl_per_vehicle=True)
+    async with secured:
+        bench = BenchLayout(root=layout.root, broker_url=secured.url)
+        config = bench.add_vehicle(
+            VIN,
+            telemetry_interval_s=0.05,
+            username=VIN,
+            password="wrong",
+            extra="\n[uplink]\nreconnect_base_s = 0.05\nreconnect_cap_s = 0.2\n",
+        )
+        async with running_agent(config) as agent:
+            await eventually(lambda: agent.session.stats.last_error is not None, what="connect refused")
+            await eventually(lambda: agent.outbox.stats().depth >= 3, what="records kept while refused")
+            error = agent.session.stats.last_error
+            assert error is not None
+            assert f"refused the credentials (user '{VIN}')" in error
+            assert agent.session.stats.connects == 0
