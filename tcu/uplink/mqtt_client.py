@@ -97,6 +97,14 @@ def find_mqtt_error(exc: BaseException) -> aiomqtt.MqttError | None:
     return None
 
 
+def _retrieve_disconnect_error(client: aiomqtt.Client) -> None:
+    # aiomqtt 2.5 leaves the future of an unexpected disconnection unretrieved, so asyncio would log
+    # "Future exception was never retrieved" for every dropped link; we have already reported it.
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
+
+
 async def run_reconnecting(
     connect: Callable[[], aiomqtt.Client],
     serve: Callable[[aiomqtt.Client], Awaitable[None]],
@@ -112,15 +120,18 @@ async def run_reconnecting(
     """
     attempt = 0
     while True:
+        client = connect()
         try:
-            async with connect() as client:
+            async with client:
                 attempt = 0
                 await serve(client)
         except Exception as exc:
             error = find_mqtt_error(exc)
             if error is None:
-                raise
+                raise  # not a link failure: a bug, let it surface
             on_down(describe_mqtt_error(error, broker))
+        finally:
+            _retrieve_disconnect_error(client)
         delay = backoff.delay(attempt, rng)
         attempt += 1
         _LOGGER.debug("reconnecting to %s in %.2f s", broker.url, delay)
