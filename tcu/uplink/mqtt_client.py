@@ -33,6 +33,17 @@ def make_client(
     identifier: str,
     will: aiomqtt.Will | None = None,
     max_inflight: int = 100,
+    max_pending_calls: int = 1000,
+) -> aiomqtt.Client:
+    client = _build_client(broker, identifier=identifier, will=will, max_inflight=max_inflight)
+    # Our callers bound their concurrent publishes themselves (the uplink's in-flight window);
+    # aiomqtt's own warning past 10 pending calls would fire on every healthy burst.
+    client.pending_calls_threshold = max_pending_calls
+    return client
+
+
+def _build_client(
+    broker: BrokerConfig, *, identifier: str, will: aiomqtt.Will | None, max_inflight: int
 ) -> aiomqtt.Client:
     tls_context = None
     if broker.tls:

@@ -88,7 +88,12 @@ class UplinkSession:
         """Stay connected forever; returns only by cancellation."""
         will = aiomqtt.Will(self._topics.status, self._status(False), qos=1, retain=True)
         await run_reconnecting(
-            lambda: make_client(self._broker, identifier=f"tcu-{self._vin}", will=will),
+            lambda: make_client(
+                self._broker,
+                identifier=f"tcu-{self._vin}",
+                will=will,
+                max_pending_calls=self._uplink.inflight_window + 10,
+            ),
             self._serve,
             broker=self._broker,
             backoff=self._backoff,

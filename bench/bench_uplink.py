@@ -1,0 +1,147 @@
+"""Uplink benchmark: sealed+queued records/s, end-to-end records/s through Mosquitto, backlog drain.
+
+    python -m bench.bench_uplink            # needs mosquitto (apt-get install mosquitto)
+
+Goals (issue 2): >= 5,000 records/s sealed+queued on one core, >= 1,000 records/s end to end,
+3,600 queued records drained in < 10 s. The queue runs with synchronous=FULL (power-cut safe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backend_stub.app import BackendStub
+from backend_stub.config import load_backend_config
+from hil.broker import MosquittoBroker
+from hil.layout import DEMO_VIN, BenchLayout
+from tcu.app import Agent
+from tcu.config import load_agent_config
+from tcu.sources.simulated import sample_signals
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.drive_cycle import DriveCycle
+
+
+def telemetry_record(index: int) -> Record:
+    """A realistic snapshot: the ten signals of the simulated vehicle (~600 bytes sealed)."""
+    now = datetime.now(UTC)
+    signals = sample_signals(DriveCycle().at(float(index)))
+    return Record(
+        kind=RecordKind.TELEMETRY,
+        created=now,
+        body={"signals": {path: {"v": value, "t": to_millis(now)} for path, value in signals.items()}},
+    )
+
+
+@contextlib.asynccontextmanager
+async def bench(root: Path) -> AsyncIterator[tuple[MosquittoBroker, BenchLayout]]:
+    broker = MosquittoBroker(root / "mosquitto")
+    layout = BenchLayout(root=root, broker_url=broker.url)
+    layout.create_backend()
+    layout.add_vehicle(DEMO_VIN, simulation=False, telemetry_interval_s=3600)
+    async with broker:
+        yield broker, layout
+
+
+async def _run(app: Agent | BackendStub) -> asyncio.Task[None]:
+    return asyncio.create_task(app.run())
+
+
+async def _wait(condition: Callable[[], bool], within: float = 120.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling SQLite counts
+            await asyncio.sleep(0.005)
+
+
+def measure_sealed_queued(layout: BenchLayout, count: int, batch: int) -> float:
+    agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
+    records = [telemetry_record(i) for i in range(count)]
+    with agent.outbox:
+        start = time.perf_counter()
+        for offset in range(0, count, batch):
+            agent.outbox.put_many(records[offset : offset + batch])
+        elapsed = time.perf_counter() - start
+        agent.outbox.acknowledge(range(1, agent.outbox.stats().next_seq))
+    return count / elapsed
+
+
+async def measure_end_to_end(layout: BenchLayout, count: int, batch: int) -> float:
+    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+    agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
+    tasks = [await _run(backend), await _run(agent)]
+    await agent.ready.wait()
+    await backend.service.connected.wait()
+    await agent.session.wait_connected()
+    before = backend.ingest.stats.stored
+    records = [telemetry_record(i) for i in range(count)]
+    start = time.perf_counter()
+    for offset in range(0, count, batch):
+        agent.outbox.put_many(records[offset : offset + batch])
+        agent.session.notify()
+        await asyncio.sleep(0)
+    await _wait(lambda: backend.ingest.stats.stored - before >= count and agent.outbox.stats().depth == 0)
+    elapsed = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return count / elapsed
+
+
+async def measure_backlog_drain(layout: BenchLayout, count: int) -> float:
+    agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
+    with agent.outbox:  # queued while "offline": the agent is not running yet
+        agent.outbox.put_many([telemetry_record(i) for i in range(count)])
+    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+    backend_task = await _run(backend)
+    await backend.service.connected.wait()
+    before = backend.ingest.stats.stored
+    start = time.perf_counter()
+    agent_task = await _run(agent)
+    await _wait(lambda: backend.ingest.stats.stored - before >= count and agent.outbox.stats().depth == 0)
+    elapsed = time.perf_counter() - start
+    for task in (agent_task, backend_task):
+        task.cancel()
+    await asyncio.gather(agent_task, backend_task, return_exceptions=True)
+    return elapsed
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="tcu-bench-uplink-") as tmp:
+        async with bench(Path(tmp)) as (_, layout):
+            results = {
+                "sealed_queued_per_s_batch100": measure_sealed_queued(layout, args.records, 100),
+                "sealed_queued_per_s_single": measure_sealed_queued(layout, args.records // 5, 1),
+                "end_to_end_per_s": await measure_end_to_end(layout, args.records, 50),
+                "backlog_3600_drain_s": await measure_backlog_drain(layout, 3600),
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    goals = {
+        "sealed_queued_per_s_batch100": ">= 5000",
+        "sealed_queued_per_s_single": "(one commit per record)",
+        "end_to_end_per_s": ">= 1000",
+        "backlog_3600_drain_s": "< 10",
+    }
+    print(f"{'measure':32} {'value':>12}  goal")
+    for name, value in results.items():
+        print(f"{name:32} {value:12.1f}  {goals[name]}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
