@@ -69,14 +69,17 @@ def _decrypt(box: Box, nonce: bytes, ciphertext: bytes, what: str, vin: str) -> 
     return _loads_map(plaintext, f"sealed {what} content", len(plaintext))
 
 
-def _seal(box: Box, header: dict[str, Any], content: dict[str, Any]) -> bytes:
-    nonce = random(NONCE_BYTES)
+def _seal(box: Box, header: dict[str, Any], content: dict[str, Any], nonce: bytes | None = None) -> bytes:
+    nonce = random(NONCE_BYTES) if nonce is None else nonce
     ciphertext = box.encrypt(cbor2.dumps(content), nonce).ciphertext
     return cbor2.dumps({"v": ENVELOPE_VERSION, **header, "nonce": nonce, "box": ciphertext})
 
 
-def seal_record(box: Box, vin: str, seq: int, record: Record) -> bytes:
-    """Seal a record with the vehicle→backend box (vehicle private key, backend public key)."""
+def seal_record(box: Box, vin: str, seq: int, record: Record, *, nonce: bytes | None = None) -> bytes:
+    """Seal a record with the vehicle→backend box (vehicle private key, backend public key).
+
+    `nonce` exists for reproducible test vectors only; by default every seal draws a fresh random one.
+    """
     content = {
         "vin": vin,
         "seq": seq,
@@ -84,7 +87,7 @@ def seal_record(box: Box, vin: str, seq: int, record: Record) -> bytes:
         "ts": to_millis(record.created),
         "body": dict(record.body),
     }
-    return _seal(box, {"vin": vin, "seq": seq}, content)
+    return _seal(box, {"vin": vin, "seq": seq}, content, nonce)
 
 
 def peek_vin(payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> str:
@@ -133,9 +136,9 @@ def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
     return ranges
 
 
-def seal_ack(box: Box, vin: str, seqs: Iterable[int]) -> bytes:
+def seal_ack(box: Box, vin: str, seqs: Iterable[int], *, nonce: bytes | None = None) -> bytes:
     """Seal an ack with the backend→vehicle box (backend private key, vehicle public key)."""
-    return _seal(box, {"vin": vin}, {"vin": vin, "acks": seq_ranges(seqs)})
+    return _seal(box, {"vin": vin}, {"vin": vin, "acks": seq_ranges(seqs)}, nonce)
 
 
 def open_ack(box: Box, payload: bytes, *, vin: str, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> Ack:
