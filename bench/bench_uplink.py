@@ -30,7 +30,7 @@ from tcu.vehicle.drive_cycle import DriveCycle
 
 
 def telemetry_record(index: int) -> Record:
-    """A realistic snapshot: the ten signals of the simulated vehicle (~600 bytes sealed)."""
+    """A realistic snapshot: the ten signals of the simulated vehicle (730 bytes sealed)."""
     now = datetime.now(UTC)
     signals = sample_signals(DriveCycle().at(float(index)))
     return Record(
