@@ -64,6 +64,15 @@ def mosquitto_path() -> str | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS listener: the CA that signed the server certificate, and the server's pair."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 @dataclass
 class MosquittoBroker:
     """A Mosquitto process on a loopback port, with its own config, persistence and optional auth."""
@@ -72,11 +81,12 @@ class MosquittoBroker:
     port: int = field(default_factory=free_port)
     users: dict[str, str] | None = None  # username → password; None = anonymous allowed
     acl_per_vehicle: bool = False  # vehicles/%u/up/# write, vehicles/%u/down/# read; "backend-stub" all
+    tls: TlsFiles | None = None
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def protocol(self) -> Literal["5", "3.1.1"]:
@@ -100,6 +110,12 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
         ]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+            ]
         if self.users is None:
             lines.append("allow_anonymous true")
         else:

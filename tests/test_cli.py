@@ -1,0 +1,95 @@
+"""The command lines people type: keys, config checks, queue and backend queries."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from nacl.public import Box
+
+from backend_stub.cli import main as backend_cli
+from backend_stub.ingest import Ingest
+from backend_stub.store import BackendStore
+from hil.layout import BenchLayout
+from tcu.app import Agent
+from tcu.cli import main as tcu_cli
+from tcu.clock import ManualClock
+from tcu.config import load_agent_config
+from tcu.keys import load_private_key, load_public_key
+from tcu.uplink.envelope import seal_record
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tests.conftest import VIN
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> BenchLayout:
+    bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
+    bench.create_backend()
+    bench.add_vehicle(VIN)
+    return bench
+
+
+def test_tcu_keygen_writes_a_private_file_only_its_owner_reads(tmp_path: Path, capsys) -> None:
+    assert tcu_cli(["keygen", "--dir", str(tmp_path), "--name", VIN]) == 0
+    assert stat.S_IMODE((tmp_path / f"{VIN}.x25519.key").stat().st_mode) == 0o600
+    assert "0600" in capsys.readouterr().out
+    assert tcu_cli(["keygen", "--dir", str(tmp_path), "--name", VIN]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_check_config_accepts_a_good_bench_and_names_a_missing_key(layout: BenchLayout, capsys) -> None:
+    config = layout.agent_config(VIN)
+    assert tcu_cli(["check-config", "--config", str(config)]) == 0
+    (layout.keys / f"{VIN}.x25519.key").unlink()
+    assert tcu_cli(["check-config", "--config", str(config)]) == 2
+    assert f"tcu: error: key file {layout.keys / f'{VIN}.x25519.key'} does not exist" in capsys.readouterr().err
+
+
+def test_queue_command_shows_what_is_waiting(layout: BenchLayout, capsys) -> None:
+    agent = Agent(load_agent_config(layout.agent_config(VIN), env={}))
+    with agent.outbox:
+        agent.outbox.put(Record(kind=RecordKind.EVENT, created=agent.clock.now(), body={"type": "door_opened"}))
+    assert tcu_cli(["queue", "--config", str(layout.agent_config(VIN)), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "depth": 1,
+        "by_priority": {"event": 1},
+        "next_seq": 2,
+        "dropped_total": 0,
+    }
+
+
+def test_backend_queries(layout: BenchLayout, clock: ManualClock, capsys) -> None:
+    store = BackendStore(layout.root / "backend.sqlite3")
+    ingest = Ingest(store, load_private_key(layout.keys / "backend.x25519.key"), clock, 65536)
+    box = Box(load_private_key(layout.keys / f"{VIN}.x25519.key"), load_public_key(layout.keys / "backend.x25519.pub"))
+    with store.transaction():
+        for seq in (1, 2, 3):
+            at = clock.now() + timedelta(minutes=seq)
+            body = {"signals": {"Vehicle.Speed": {"v": 10.0 * seq, "t": to_millis(at)}}}
+            ingest.handle(
+                f"vehicles/{VIN}/up/records",
+                seal_record(box, VIN, seq, Record(kind=RecordKind.TELEMETRY, created=at, body=body)),
+            )
+        ingest.handle(f"vehicles/{VIN}/up/records", b"junk")
+    store.close()
+    config = str(layout.backend_config)
+
+    assert backend_cli(["vehicles", "--config", config, "--json"]) == 0
+    [vehicle] = json.loads(capsys.readouterr().out)
+    assert (vehicle["vin"], vehicle["records"], vehicle["last_seq"]) == (VIN, 3, 3)
+
+    assert backend_cli(["last", VIN, "--config", config, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["value"] == 30.0
+
+    since = (clock.now() + timedelta(minutes=2)).isoformat()
+    assert backend_cli(["records", VIN, "--since", since, "--config", config, "--json"]) == 0
+    assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [2, 3]
+
+    assert backend_cli(["rejections", "--config", config]) == 0
+    assert "malformed CBOR" in capsys.readouterr().out
+
+    assert backend_cli(["last", "WVWZZZ1JZXW999999", "--config", config]) == 2
+    assert "is not enrolled" in capsys.readouterr().err
