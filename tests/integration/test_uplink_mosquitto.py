@@ -70,7 +70,10 @@ async def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
         target = len(backend.store.seqs(VIN)) + 40
         await process.start()
         await eventually(lambda t=target: len(backend.store.seqs(VIN)) >= t, what=f"round {round_number}")
+        assert backend.store.vehicles()[0].online is True
         assert await process.signal(signal.SIGKILL) == -signal.SIGKILL
+        # The broker publishes the retained last will as soon as the dead agent's socket closes.
+        await eventually(lambda: backend.store.vehicles()[0].online is False, what="last will: offline")
     # Restart once more without a signal source: it drains what the killed runs left queued.
     async with running_agent(drain_only_config(config)) as agent:
         await _drain(agent, backend)
