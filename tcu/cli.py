@@ -10,6 +10,7 @@ from pathlib import Path
 from tcu.app import Agent
 from tcu.clock import SystemClock
 from tcu.config import load_agent_config
+from tcu.ecall.msd_cli import decode_command, msd_command
 from tcu.errors import TcuError
 from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
@@ -33,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and its keys, then exit")
     check.add_argument("--config", type=Path, required=True)
+
+    ecall = commands.add_parser("ecall", help="eCall tools").add_subparsers(dest="ecall_command", required=True)
+    msd = ecall.add_parser("msd", help="encode an MSD described in JSON; prints its UPER hex")
+    msd.add_argument("--json", dest="json_file", required=True, help="JSON file, or - for standard input")
+    msd.add_argument("--version", type=int, choices=(2, 3), default=2, help="MSD format version")
+    msd.add_argument("--explicit-propulsion", action="store_true", help="send FALSE propulsion flags too")
+    decode = ecall.add_parser("decode", help="decode an MSD given in hex; prints JSON")
+    decode.add_argument("hex")
     return parser
 
 
@@ -71,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check-config":
             Agent(load_agent_config(args.config))
             print(f"{args.config}: OK")
+        elif args.command == "ecall" and args.ecall_command == "msd":
+            print(msd_command(args.json_file, version=args.version, explicit_propulsion=args.explicit_propulsion))
+        elif args.command == "ecall":
+            print(decode_command(args.hex))
     except TcuError as exc:
         print(f"tcu: error: {exc}", file=sys.stderr)
         return 2

@@ -93,3 +93,14 @@ def test_backend_queries(layout: BenchLayout, clock: ManualClock, capsys) -> Non
 
     assert backend_cli(["last", "WVWZZZ1JZXW999999", "--config", config]) == 2
     assert "is not enrolled" in capsys.readouterr().err
+
+
+def test_ecall_msd_and_decode_round_trip_a_published_vector(tmp_path: Path, capsys) -> None:
+    vector = json.loads((Path(__file__).parent / "data/msd/vectors.json").read_text())[0]
+    assert tcu_cli(["ecall", "decode", vector["hex"]]) == 0
+    described = tmp_path / "msd.json"
+    described.write_text(capsys.readouterr().out)
+    assert tcu_cli(["ecall", "msd", "--json", str(described), "--explicit-propulsion"]) == 0
+    assert capsys.readouterr().out.strip() == vector["hex"].upper()
+    assert tcu_cli(["ecall", "decode", "not-hex"]) == 2
+    assert "is not hexadecimal" in capsys.readouterr().err
