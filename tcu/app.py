@@ -9,11 +9,18 @@ from typing import Any
 
 from tcu.clock import Clock, SystemClock
 from tcu.config import AgentConfig
-from tcu.keys import load_private_key, load_public_key
+from tcu.errors import RecordTooLargeError
+from tcu.keys import load_private_key, load_public_key, load_verify_key
+from tcu.services.catalogue import Catalogue
+from tcu.services.manager import ServiceManager
+from tcu.services.personal import PersonalStore
+from tcu.telemetry.capabilities import capability_report
+from tcu.telemetry.data_policy import DataPolicy
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.envelope import seal_record, vehicle_box
 from tcu.uplink.outbox import Outbox
+from tcu.uplink.records import Record, RecordKind
 from tcu.uplink.session import UplinkSession
 from tcu.vehicle.state import VehicleState
 
@@ -57,22 +64,63 @@ class Agent:
             box=self._box,
             clock=self.clock,
         )
+        self.catalogue = Catalogue.load()
+        self.personal = PersonalStore(config.personal_path)
+        self.services = ServiceManager(
+            vin=config.vin,
+            state_file=config.provisioning_path,
+            verify_key=load_verify_key(config.keys.backend_verify_key) if config.keys.backend_verify_key else None,
+            legal_ecall=config.vehicle.legal_ecall,
+            clock=self.clock,
+            catalogue=self.catalogue,
+            report=self.queue_record,
+            on_change=lambda _entitlements: self.report_capabilities(),
+        )
+        self.session.add_downlink_handler("provisioning", self.services.handle_downlink)
+        self.policy = DataPolicy(
+            catalogue=self.catalogue,
+            entitlements=lambda: self.services.entitlements,
+            personal=self.personal.current,
+            require_services=config.telemetry.require_services,
+        )
         self.telemetry = SnapshotTelemetry(
             state=self.state,
             outbox=self.outbox,
             clock=self.clock,
             interval_s=config.telemetry.interval_s,
             on_queued=self.session.notify,
+            allow=self.policy.allows,
         )
+
+    def queue_record(self, record: Record) -> None:
+        """Queue an event or report durably and wake the uplink."""
+        try:
+            self.outbox.put(record)
+        except RecordTooLargeError as exc:
+            _LOGGER.error("%s record not queued: %s", record.kind, exc)
+            return
+        self.session.notify()
+
+    def report_capabilities(self) -> None:
+        body = capability_report(
+            entitlements=self.services.entitlements,
+            policy=self.policy,
+            available_signals=self.state.snapshot().keys(),
+            interval_s=self.config.telemetry.interval_s,
+        )
+        self.queue_record(Record(kind=RecordKind.EVENT, created=self.clock.now(), body=body))
 
     async def run(self) -> None:
         config = self.config
         with self.outbox:
+            self.personal.load()
+            self.services.load()  # reports the capabilities it derives
             self.ready.set()
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.session.run(), name="uplink")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
+                tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 if config.simulation.enabled:
                     simulated = SimulatedVehicle(
                         state=self.state,

@@ -80,10 +80,18 @@ class UplinkConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TelemetryConfig:
     interval_s: float = 5.0
+    # true on a production car: a category is sent only while a running service needs it.
+    require_services: bool = False
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:
             raise ConfigError("telemetry.interval_s: must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleConfig:
+    legal_ecall: bool = False  # equipped with EU 112 eCall: it can then never be switched off
+    services_tick_s: float = 60.0  # how often service terms are re-checked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +106,7 @@ class AgentConfig:
     vin: str
     data_dir: Path
     keys: KeysConfig
+    vehicle: VehicleConfig = field(default_factory=VehicleConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
@@ -109,6 +118,14 @@ class AgentConfig:
     @property
     def queue_path(self) -> Path:
         return self.data_dir / "outbox.sqlite3"
+
+    @property
+    def provisioning_path(self) -> Path:
+        return self.data_dir / "provisioning.cose"
+
+    @property
+    def personal_path(self) -> Path:
+        return self.data_dir / "personal.cbor"
 
 
 REQUIRED: Any = object()  # sentinel: the key must be present
@@ -232,6 +249,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
     uplink = root.table("uplink")
     telemetry = root.table("telemetry")
     simulation = root.table("simulation")
+    vehicle = root.table("vehicle")
     sources = root.table("sources")
     config = AgentConfig(
         vin=validate_vin(root.text("vin", REQUIRED)),
@@ -240,6 +258,10 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
             vehicle_private_key=keys.path("vehicle_private_key", REQUIRED),
             backend_public_key=keys.path("backend_public_key", REQUIRED),
             backend_verify_key=keys.path("backend_verify_key"),
+        ),
+        vehicle=VehicleConfig(
+            legal_ecall=vehicle.flag("legal_ecall", False),
+            services_tick_s=vehicle.number("services_tick_s", 60.0),
         ),
         broker=parse_broker(root.table("broker"), env),
         queue=QueueConfig(
@@ -254,7 +276,10 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
             reconnect_cap_s=uplink.number("reconnect_cap_s", 60.0),
             max_payload_bytes=uplink.integer("max_payload_bytes", 64 * 1024),
         ),
-        telemetry=TelemetryConfig(interval_s=telemetry.number("interval_s", 5.0)),
+        telemetry=TelemetryConfig(
+            interval_s=telemetry.number("interval_s", 5.0),
+            require_services=telemetry.flag("require_services", False),
+        ),
         simulation=SimulationConfig(
             enabled=simulation.flag("enabled", False),
             update_interval_s=simulation.number("update_interval_s", 0.5),
@@ -262,7 +287,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
         ),
         sources=dict(sources._data),
     )
-    for section in (keys, queue, uplink, telemetry, simulation):
+    for section in (keys, queue, uplink, telemetry, simulation, vehicle):
         section.reject_unknown()
     root.reject_unknown()
     return config

@@ -90,4 +90,12 @@ class ServiceError(TcuError):
 
 
 class RejectedMessageError(ServiceError):
-    """A signed backend → vehicle message was refused; `reason` says why."""
+    """A signed backend → vehicle message was refused.
+
+    `code` is machine-readable for the backend (bad_signature, other_vehicle, old_version, expired,
+    malformed, oversize, forbidden_change); the message says it for a person.
+    """
+
+    def __init__(self, message: str, *, code: str = "malformed") -> None:
+        super().__init__(message)
+        self.code = code

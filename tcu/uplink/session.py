@@ -74,6 +74,12 @@ class UplinkSession:
         self._connected = asyncio.Event()
         self.stats = SessionStats()
 
+    def add_downlink_handler(self, kind: str, handler: DownlinkHandler) -> None:
+        """Route `vehicles/{vin}/down/{kind}` payloads to `handler` (one per kind)."""
+        if kind == "ack" or kind in self._handlers:
+            raise ValueError(f"a downlink handler for {kind!r} exists already")
+        self._handlers[kind] = handler
+
     def notify(self) -> None:
         """Tell the sender new records are queued (call after `Outbox.put`)."""
         self._wakeup.set()

@@ -1,0 +1,170 @@
+"""The vehicle's service lifecycle: applies provisioning files and keeps the entitlements current.
+
+The applied file is the only durable state (the signed bytes, in `provisioning.cose`, replaced
+atomically): entitlements are derived from it at every boot and every tick, so a power cut during an
+apply leaves the old or the new file, never a mix, and a term that ends while the car sleeps is
+noticed when it wakes. Each file is answered with a `provisioning_result` event through the durable
+uplink; a file that arrives during an eCall waits until the eCall is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import VerifyKey
+
+from tcu.clock import Clock
+from tcu.errors import RejectedMessageError, StorageError
+from tcu.persist import read_optional, write_atomic
+from tcu.services.catalogue import Catalogue
+from tcu.services.cose import verify1
+from tcu.services.entitlements import Entitlements, derive
+from tcu.services.provisioning import MAX_FILE_BYTES, ProvisioningFile, parse_payload, verify_file
+from tcu.uplink.records import Record, RecordKind
+
+_LOGGER = logging.getLogger(__name__)
+
+Report = Callable[[Record], None]
+
+
+class ServiceManager:
+    def __init__(
+        self,
+        *,
+        vin: str,
+        state_file: Path,
+        verify_key: VerifyKey | None,
+        legal_ecall: bool,
+        clock: Clock,
+        catalogue: Catalogue,
+        report: Report,
+        on_change: Callable[[Entitlements], None] = lambda _e: None,
+        ecall_active: Callable[[], bool] = lambda: False,
+        step_hook: Callable[[str], None] = lambda _step: None,
+    ) -> None:
+        self._vin = vin
+        self._path = state_file
+        self._key = verify_key
+        self._legal = legal_ecall
+        self._clock = clock
+        self._catalogue = catalogue
+        self._report = report
+        self._on_change = on_change
+        self._ecall_active = ecall_active
+        self._step = step_hook  # observation points; tests kill the process at each one
+        self._applied: bytes | None = None
+        self._file: ProvisioningFile | None = None
+        self._deferred: bytes | None = None
+        self._entitlements = derive(None, legal_ecall_equipped=legal_ecall, now=clock.now())
+
+    @property
+    def entitlements(self) -> Entitlements:
+        return self._entitlements
+
+    def load(self) -> Entitlements:
+        """Read the applied file at boot; a file that no longer verifies is reported, never trusted."""
+        raw = read_optional(self._path)
+        if raw is not None and self._key is not None:
+            try:
+                self._file = parse_payload(
+                    verify1(raw, self._key, max_bytes=MAX_FILE_BYTES, what="stored provisioning file").payload,
+                    self._catalogue,
+                )
+                self._applied = raw
+            except RejectedMessageError as exc:
+                _LOGGER.error("ignoring the stored provisioning file %s: %s", self._path, exc)
+        self._rederive(force=True)
+        return self._entitlements
+
+    def _rederive(self, *, force: bool = False) -> bool:
+        updated = derive(self._file, legal_ecall_equipped=self._legal, now=self._clock.now())
+        changed = updated != self._entitlements
+        self._entitlements = updated
+        if changed or force:
+            if changed:
+                _LOGGER.info(
+                    "services now: running %s, suspended %s, SIM %s",
+                    sorted(updated.running),
+                    sorted(updated.suspended),
+                    updated.sim.value,
+                )
+            self._on_change(updated)
+        return changed
+
+    def _result(self, status: str, version: int | None, code: str | None = None, reason: str | None = None) -> None:
+        body: dict[str, Any] = {
+            "type": "provisioning_result",
+            "version": version,
+            "status": status,
+            "code": code,
+            "reason": reason,
+        }
+        self._report(Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body))
+
+    async def handle_downlink(self, payload: bytes) -> None:
+        self.receive(payload)
+
+    def receive(self, payload: bytes) -> None:
+        """A provisioning file from the backend: apply it now, or after the eCall in progress."""
+        if self._ecall_active():
+            self._deferred = payload
+            _LOGGER.info("provisioning file received during an eCall; applying it after the call")
+            self._result("deferred", None, reason="an eCall is in progress")
+            return
+        self._apply(payload)
+
+    def ecall_ended(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._apply(deferred)
+
+    def _apply(self, payload: bytes) -> None:
+        if self._key is None:
+            reason = "no backend verify key pinned in this vehicle (keys.backend_verify_key)"
+            _LOGGER.error("provisioning file refused: %s", reason)
+            self._result("rejected", None, "bad_signature", reason)
+            return
+        try:
+            accepted = verify_file(
+                payload,
+                self._key,
+                vin=self._vin,
+                now=self._clock.now(),
+                applied=self._applied,
+                applied_version=self._file.version if self._file else 0,
+                legal_ecall_equipped=self._legal,
+                catalogue=self._catalogue,
+            )
+        except RejectedMessageError as exc:
+            _LOGGER.warning("provisioning file rejected (%s): %s", exc.code, exc)
+            self._result("rejected", None, exc.code, str(exc))
+            return
+        version = accepted.file.version
+        self._step("verified")
+        if accepted.already_applied:
+            self._result("already_applied", version)
+            return
+        try:
+            write_atomic(self._path, payload)
+        except StorageError as exc:
+            _LOGGER.error("provisioning file version %d not applied: %s", version, exc)
+            self._result("rejected", version, "storage", str(exc))
+            return
+        self._step("written")
+        self._applied, self._file = payload, accepted.file
+        _LOGGER.info("applied provisioning file version %d", version)
+        self._result("applied", version)
+        self._step("reported")
+        self._rederive(force=True)
+
+    async def run(self, tick_s: float = 60.0) -> None:
+        """Notice terms ending and eCalls ending while the agent runs."""
+        while True:
+            await asyncio.sleep(tick_s)
+            if self._deferred is not None and not self._ecall_active():
+                self.ecall_ended()
+            self._rederive()
