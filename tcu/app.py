@@ -14,9 +14,9 @@ from tcu.keys import load_private_key, load_public_key, load_verify_key
 from tcu.services.catalogue import Catalogue
 from tcu.services.manager import ServiceManager
 from tcu.services.personal import PersonalStore
+from tcu.sources.simulated import SimulatedVehicle
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
-from tcu.sources.simulated import SimulatedVehicle
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.envelope import seal_record, vehicle_box
 from tcu.uplink.outbox import Outbox

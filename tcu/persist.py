@@ -22,7 +22,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        tmp.replace(path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)

@@ -1,4 +1,4 @@
-"""COSE_Sign1 (RFC 9052 §4.2) with EdDSA/Ed25519 (alg −8), sans-I/O, on cbor2 + PyNaCl.
+"""COSE_Sign1 (RFC 9052 §4.2) with EdDSA/Ed25519 (alg -8), sans-I/O, on cbor2 + PyNaCl.
 
     COSE_Sign1 = #6.18([ protected: bstr .cbor {1: -8}, unprotected: {4: kid}, payload: bstr, signature: bstr ])
     Sig_structure = ["Signature1", protected, external_aad = h'', payload]
