@@ -77,10 +77,11 @@ class ServiceManager:
                 self._applied = raw
             except RejectedMessageError as exc:
                 _LOGGER.error("ignoring the stored provisioning file %s: %s", self._path, exc)
-        self._rederive(force=True)
+        self.refresh(force=True)
         return self._entitlements
 
-    def _rederive(self, *, force: bool = False) -> bool:
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-derive the entitlements at the current time; True (and on_change) when they changed."""
         updated = derive(self._file, legal_ecall_equipped=self._legal, now=self._clock.now())
         changed = updated != self._entitlements
         self._entitlements = updated
@@ -159,7 +160,7 @@ class ServiceManager:
         _LOGGER.info("applied provisioning file version %d", version)
         self._result("applied", version)
         self._step("reported")
-        self._rederive(force=True)
+        self.refresh(force=True)
 
     async def run(self, tick_s: float = 60.0) -> None:
         """Notice terms ending and eCalls ending while the agent runs."""
@@ -167,4 +168,4 @@ class ServiceManager:
             await asyncio.sleep(tick_s)
             if self._deferred is not None and not self._ecall_active():
                 self.ecall_ended()
-            self._rederive()
+            self.refresh()

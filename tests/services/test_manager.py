@@ -1,0 +1,180 @@
+"""The vehicle's service manager: apply, persist, report, defer during an eCall, survive power cuts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from tcu.clock import ManualClock
+from tcu.services.catalogue import Catalogue
+from tcu.services.entitlements import Entitlements, SimState
+from tcu.services.manager import ServiceManager
+from tcu.services.terms import Term
+from tcu.uplink.records import Record
+from tests.conftest import VIN
+from tests.services.provisioning_helpers import booking, signed
+
+KEY = SigningKey(bytes(range(32)))
+
+
+class Harness:
+    def __init__(self, path: Path, clock: ManualClock, *, legal: bool = False) -> None:
+        self.reports: list[Record] = []
+        self.changes: list[Entitlements] = []
+        self.ecall = False
+        self.manager = ServiceManager(
+            vin=VIN,
+            state_file=path,
+            verify_key=KEY.verify_key,
+            legal_ecall=legal,
+            clock=clock,
+            catalogue=Catalogue.load(),
+            report=self.reports.append,
+            on_change=self.changes.append,
+            ecall_active=lambda: self.ecall,
+        )
+        self.manager.load()
+
+    def results(self) -> list[tuple[str, int | None, str | None]]:
+        return [
+            (r.body["status"], r.body["version"], r.body["code"])
+            for r in self.reports
+            if r.body["type"] == "provisioning_result"
+        ]
+
+
+@pytest.fixture
+def state_file(tmp_path: Path) -> Path:
+    return tmp_path / "provisioning.cose"
+
+
+def test_applied_file_is_persisted_reported_and_survives_restart(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock)
+    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"), booking("6NR")))
+    assert harness.results() == [("applied", 1, None)]
+    assert harness.manager.entitlements.running == {"6AE", "6NR"}
+    assert harness.changes[-1].running == {"6AE", "6NR"}
+    restarted = Harness(state_file, clock)
+    assert restarted.manager.entitlements.running == {"6AE", "6NR"}
+    assert restarted.manager.entitlements.version == 1
+
+
+def test_rejections_are_reported_with_code_and_leave_the_state_alone(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock)
+    harness.manager.receive(signed(KEY, VIN, 2, clock.now(), booking("6AE")))
+    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AP")))  # older
+    harness.manager.receive(signed(SigningKey.generate(), VIN, 3, clock.now(), booking("6AP")))  # forged
+    harness.manager.receive(b"\x00garbage")
+    assert harness.results() == [
+        ("applied", 2, None),
+        ("rejected", None, "old_version"),
+        ("rejected", None, "bad_signature"),
+        ("rejected", None, "malformed"),
+    ]
+    assert all(r.body["reason"] for r in harness.reports[1:] if r.body["type"] == "provisioning_result")
+    assert harness.manager.entitlements.running == {"6AE"}
+
+
+def test_redelivery_of_the_applied_file_is_acknowledged_again(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock)
+    message = signed(KEY, VIN, 1, clock.now(), booking("6AE"))
+    harness.manager.receive(message)
+    harness.manager.receive(message)
+    assert harness.results() == [("applied", 1, None), ("already_applied", 1, None)]
+
+
+def test_file_arriving_during_an_ecall_is_applied_after_it(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock)
+    harness.ecall = True
+    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    assert harness.results() == [("deferred", None, None)]
+    assert harness.manager.entitlements.running == frozenset()
+    harness.ecall = False
+    harness.manager.ecall_ended()
+    assert harness.results()[-1] == ("applied", 1, None)
+    assert harness.manager.entitlements.running == {"6AE"}
+
+
+def test_term_ending_is_noticed_without_a_new_file(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock)
+    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE", Term.MONTHS_3)))
+    assert harness.manager.entitlements.sim is SimState.ACTIVE
+    clock.advance(timedelta(days=120).total_seconds())
+    harness.manager.refresh()  # what the periodic tick does
+    assert harness.manager.entitlements.running == frozenset()
+    assert harness.changes[-1].sim is SimState.DEACTIVATED
+
+
+def test_a_stored_file_that_no_longer_verifies_is_not_trusted(state_file: Path, clock: ManualClock) -> None:
+    Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    state_file.write_bytes(state_file.read_bytes()[:-5])
+    assert Harness(state_file, clock, legal=True).manager.entitlements.running == frozenset()
+
+
+def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: ManualClock) -> None:
+    harness = Harness(state_file, clock, legal=True)
+    legal = booking("6AF", Term.UNLIMITED)
+    files = [
+        signed(KEY, VIN, 1, clock.now(), legal, booking("6AE"), booking("6AC")),
+        signed(KEY, VIN, 2, clock.now(), legal),  # Teleservices and intelligent eCall ended
+        signed(KEY, VIN, 3, clock.now(), legal, booking("6AE"), payment_default=True),
+        signed(KEY, VIN, 4, clock.now(), booking("6AE")),  # tries to remove legal eCall
+        signed(KEY, VIN, 5, clock.now(), legal, sim="deactivated"),  # tries to kill the SIM
+    ]
+    for message in files:
+        harness.manager.receive(message)
+        entitlements = harness.manager.entitlements
+        assert entitlements.legal_ecall
+        assert entitlements.sim is not SimState.DEACTIVATED
+    assert [status for status, _, _ in harness.results()] == ["applied", "applied", "applied", "rejected", "rejected"]
+
+
+_APPLY_AND_DIE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from nacl.signing import SigningKey
+    from tcu.clock import ManualClock
+    from tcu.services.catalogue import Catalogue
+    from tcu.services.manager import ServiceManager
+
+    path, kill_at, message = Path(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3])
+    def hook(step):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    manager = ServiceManager(vin=sys.argv[4], state_file=path, verify_key=SigningKey(bytes(range(32))).verify_key,
+                             legal_ecall=False, clock=ManualClock(), catalogue=Catalogue.load(),
+                             report=lambda record: None, step_hook=hook)
+    manager.load()
+    manager.receive(message)
+    """
+)
+
+
+@pytest.mark.parametrize(("kill_at", "expected_version"), [("verified", 1), ("written", 2), ("reported", 2)])
+def test_power_cut_during_apply_leaves_the_old_or_the_new_file(
+    state_file: Path, clock: ManualClock, kill_at: str, expected_version: int
+) -> None:
+    Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    second = signed(KEY, VIN, 2, clock.now(), booking("6AE"), booking("6NR"))
+    process = subprocess.run(
+        [sys.executable, "-c", _APPLY_AND_DIE, str(state_file), kill_at, second.hex(), VIN],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+    after = Harness(state_file, clock)
+    assert after.manager.entitlements.version == expected_version
+    assert after.manager.entitlements.running == ({"6AE"} if expected_version == 1 else {"6AE", "6NR"})
+    assert [p.name for p in state_file.parent.iterdir() if p.name.endswith(".tmp")] in ([], [".provisioning.cose.tmp"])
+    # The backend re-delivers the file it has no result for; the vehicle converges either way.
+    after.manager.receive(second)
+    assert after.results()[-1][0] == ("applied" if expected_version == 1 else "already_applied")
