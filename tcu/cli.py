@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tcu.app import Agent
 from tcu.clock import SystemClock
 from tcu.config import load_agent_config
 from tcu.ecall.msd_cli import decode_command, msd_command
-from tcu.errors import TcuError
+from tcu.errors import ConfigError, TcuError
 from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
+from tcu.services.catalogue import Category
+from tcu.services.personal import MAX_PROFILES, DriverProfile, PersonalStore
+from tcu.uplink.records import Record, RecordKind
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +38,21 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and its keys, then exit")
     check.add_argument("--config", type=Path, required=True)
+
+    privacy = commands.add_parser("privacy", help="show or change what the customer allows to be transmitted")
+    privacy.add_argument("--config", type=Path, required=True)
+    privacy.add_argument("category", nargs="?", choices=[c.value for c in Category])
+    privacy.add_argument("setting", nargs="?", choices=("allow", "block"))
+
+    profile = commands.add_parser("profile", help="driver profiles held in the vehicle (at most three)")
+    profile.add_argument("--config", type=Path, required=True)
+    profile.add_argument("action", choices=("list", "add"))
+    profile.add_argument("name", nargs="?")
+    profile.add_argument("--seat", type=int, default=0)
+    profile.add_argument("--climate", type=float, default=21.0)
+
+    owner = commands.add_parser("owner-change", help="wipe personal data for a new owner; keeps technical data")
+    owner.add_argument("--config", type=Path, required=True)
 
     ecall = commands.add_parser("ecall", help="eCall tools").add_subparsers(dest="ecall_command", required=True)
     msd = ecall.add_parser("msd", help="encode an MSD described in JSON; prints its UPER hex")
@@ -65,6 +84,42 @@ def _queue_stats(config_path: Path, as_json: bool) -> None:
         print(f"next sequence number: {stats.next_seq}; dropped telemetry so far: {stats.dropped_total}")
 
 
+def _privacy(args: argparse.Namespace) -> None:
+    store = PersonalStore(load_agent_config(args.config).personal_path)
+    data = store.load()
+    if args.category is not None:
+        if args.setting is None:
+            raise ConfigError("privacy: give allow or block after the category")
+        data = data.with_consent(Category(args.category), args.setting == "allow")
+        store.save(data)
+    for category in Category:
+        print(f"{category.value:15} {'allowed' if data.allows(category) else 'blocked'}")
+
+
+def _profile(args: argparse.Namespace) -> None:
+    store = PersonalStore(load_agent_config(args.config).personal_path)
+    data = store.load()
+    if args.action == "add":
+        if not args.name:
+            raise ConfigError("profile add: give the profile's name")
+        if len(data.profiles) >= MAX_PROFILES:
+            raise ConfigError(f"profile add: the vehicle holds at most {MAX_PROFILES} driver profiles")
+        profile = DriverProfile(name=args.name, seat_position=args.seat, climate_c=args.climate)
+        data = replace(data, profiles=(*data.profiles, profile))
+        store.save(data)
+    for profile in data.profiles:
+        print(f"{profile.name}: seat {profile.seat_position}, climate {profile.climate_c} °C")
+
+
+def _owner_change(config_path: Path) -> None:
+    agent = Agent(load_agent_config(config_path))
+    agent.personal.load()
+    report = agent.personal.owner_change()
+    with agent.outbox:  # a running agent sends it from the shared queue
+        agent.outbox.put(Record(kind=RecordKind.EVENT, created=agent.clock.now(), body=report))
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -80,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check-config":
             Agent(load_agent_config(args.config))
             print(f"{args.config}: OK")
+        elif args.command == "privacy":
+            _privacy(args)
+        elif args.command == "profile":
+            _profile(args)
+        elif args.command == "owner-change":
+            _owner_change(args.config)
         elif args.command == "ecall" and args.ecall_command == "msd":
             print(msd_command(args.json_file, version=args.version, explicit_propulsion=args.explicit_propulsion))
         elif args.command == "ecall":

@@ -19,7 +19,7 @@ from tcu.cli import main as tcu_cli
 from tcu.clock import ManualClock
 from tcu.config import load_agent_config
 from tcu.keys import load_private_key, load_public_key
-from tcu.uplink.envelope import seal_record
+from tcu.uplink.envelope import open_record, seal_record
 from tcu.uplink.records import Record, RecordKind, to_millis
 from tests.conftest import VIN
 
@@ -30,6 +30,12 @@ def layout(tmp_path: Path) -> BenchLayout:
     bench.create_backend()
     bench.add_vehicle(VIN)
     return bench
+
+
+@pytest.fixture
+def backend_box_for(layout: BenchLayout):  # type: ignore[no-untyped-def]
+    box = Box(load_private_key(layout.keys / "backend.x25519.key"), load_public_key(layout.keys / f"{VIN}.x25519.pub"))
+    return lambda envelope: open_record(box, envelope, topic_vin=VIN).body
 
 
 def test_tcu_keygen_writes_a_private_file_only_its_owner_reads(tmp_path: Path, capsys) -> None:
@@ -104,3 +110,23 @@ def test_ecall_msd_and_decode_round_trip_a_published_vector(tmp_path: Path, caps
     assert capsys.readouterr().out.strip() == vector["hex"].upper()
     assert tcu_cli(["ecall", "decode", "not-hex"]) == 2
     assert "is not hexadecimal" in capsys.readouterr().err
+
+
+def test_privacy_profiles_and_owner_change(layout: BenchLayout, capsys, backend_box_for) -> None:  # type: ignore[no-untyped-def]
+    config = str(layout.agent_config(VIN))
+    assert tcu_cli(["privacy", "--config", config, "position", "block"]) == 0
+    assert "position        blocked" in capsys.readouterr().out
+    assert tcu_cli(["profile", "--config", config, "add", "Anna", "--seat", "4"]) == 0
+    assert tcu_cli(["profile", "--config", config, "add", "Ben"]) == 0
+    assert "Ben: seat 0" in capsys.readouterr().out
+    assert tcu_cli(["owner-change", "--config", config]) == 0
+    assert json.loads(capsys.readouterr().out)["wiped"]["driver_profiles"] == 2
+    assert tcu_cli(["profile", "--config", config, "list"]) == 0
+    assert capsys.readouterr().out == ""
+    assert tcu_cli(["privacy", "--config", config]) == 0
+    assert "position        allowed" in capsys.readouterr().out
+    # The report waits in the durable queue for the running agent to send.
+    agent = Agent(load_agent_config(layout.agent_config(VIN), env={}))
+    with agent.outbox:
+        [queued] = agent.outbox.next_batch(10)
+    assert backend_box_for(queued.envelope)["type"] == "owner_change"
