@@ -1,0 +1,240 @@
+"""The remote-measure engine: runs signed measure orders one at a time, rolls back on interruption.
+
+For each order: verify (tcu.services.measure_order), check the preconditions, journal a snapshot of
+the ECU configuration and the personal settings, apply the changes one step at a time while watching
+for interruptions — lock/unlock, the vehicle leaving an allowed state, coverage loss, an eCall, the
+10-minute cap — then either verify and report success, or restore the snapshot exactly and report
+the precise reason. The backend decides about retries; an order is idempotent by measure id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nacl.signing import VerifyKey
+
+from tcu.clock import Clock
+from tcu.errors import RejectedMessageError
+from tcu.services.ecu_config import EcuConfiguration
+from tcu.services.measure_attempt import (
+    ATTEMPT_CAP_S,
+    Interruption,
+    MeasureAttempt,
+    describe,
+    precondition_failure,
+)
+from tcu.services.measure_journal import InProgress, MeasureJournal
+from tcu.services.measure_order import MeasureOrder, check_not_replayed, verify_order
+from tcu.services.personal import PersonalStore
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.drive_cycle import VehicleMode
+from tcu.vehicle.state import Signal, VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+
+MODE_PATH = "Vehicle.Mode"
+LOCK_PATHS = ("Vehicle.Body.CentralLock.State",)
+LOCK_SUFFIX = ".IsLocked"
+
+
+def _mode(value: object) -> VehicleMode | None:
+    try:
+        return VehicleMode(str(value).lower())
+    except ValueError:
+        return None
+
+
+class MeasureEngine:
+    def __init__(
+        self,
+        *,
+        vin: str,
+        verify_key: VerifyKey | None,
+        ecu: EcuConfiguration,
+        personal: PersonalStore,
+        journal: MeasureJournal,
+        state: VehicleState,
+        clock: Clock,
+        report: Callable[[Record], None],
+        coverage: Callable[[], bool],
+        ecall_active: Callable[[], bool],
+        cap_s: float = ATTEMPT_CAP_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._vin = vin
+        self._key = verify_key
+        self._ecu = ecu
+        self._personal = personal
+        self._journal = journal
+        self._state = state
+        self._clock = clock
+        self._report = report
+        self._coverage = coverage
+        self._ecall_active = ecall_active
+        self._cap_s = cap_s
+        self._sleep = sleep
+        self._orders: asyncio.Queue[MeasureOrder] = asyncio.Queue()
+        self._current: MeasureAttempt | None = None
+        self._interrupted = asyncio.Event()
+
+    @property
+    def current(self) -> MeasureAttempt | None:
+        return self._current
+
+    @property
+    def idle(self) -> bool:
+        return self._current is None and self._orders.empty()
+
+    def _result(self, order_id: str, attempt: int | None, status: str, **details: Any) -> None:
+        body = {"type": "measure_result", "measure_id": order_id, "attempt": attempt, "status": status, **details}
+        self._report(Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body))
+
+    def recover(self) -> None:
+        """At boot, before anything else: an attempt the agent died in is rolled back."""
+        self._journal.load()
+        progress = self._journal.in_progress
+        if progress is None:
+            return
+        _LOGGER.warning(
+            "measure %s attempt %d was interrupted by a restart; rolling back", progress.measure_id, progress.attempt
+        )
+        self._ecu.restore(progress.config)
+        self._personal.restore(progress.personal)
+        self._journal.end(applied=False)
+        self._result(
+            progress.measure_id,
+            progress.attempt,
+            "rolled_back",
+            code=Interruption.AGENT_RESTART.value,
+            reason=describe(Interruption.AGENT_RESTART),
+        )
+
+    async def handle_downlink(self, payload: bytes) -> None:
+        self.receive(payload)
+
+    def receive(self, payload: bytes) -> None:
+        if self._key is None:
+            self._result(
+                "?",
+                None,
+                "rejected",
+                code="bad_signature",
+                reason="no backend verify key pinned in this vehicle (keys.backend_verify_key)",
+            )
+            return
+        try:
+            order = verify_order(payload, self._key, vin=self._vin, now=self._clock.now(), specs=self._ecu.specs)
+            if self._journal.applied(order.measure_id):
+                # Done before: the backend missed our result. Say so again; change nothing.
+                self._result(order.measure_id, order.attempt, "already_applied")
+                return
+            check_not_replayed(order, self._journal.last_attempt(order.measure_id))
+        except RejectedMessageError as exc:
+            _LOGGER.warning("measure order rejected (%s): %s", exc.code, exc)
+            self._result("?", None, "rejected", code=exc.code, reason=str(exc))
+            return
+        self._journal.seen(order.measure_id, order.attempt)
+        self._orders.put_nowait(order)
+
+    def interrupt(self, reason: Interruption) -> None:
+        """Called by whatever noticed it (eCall service, uplink, vehicle state)."""
+        if self._current is not None:
+            self._current.interrupt(reason)
+            self._interrupted.set()
+
+    def _on_signal(self, signal: Signal) -> None:
+        attempt = self._current
+        if attempt is None:
+            return
+        if signal.path in LOCK_PATHS or signal.path.endswith(LOCK_SUFFIX):
+            self.interrupt(Interruption.LOCK_CHANGED)
+        elif signal.path == MODE_PATH and _mode(signal.value) not in attempt.order.allowed_states:
+            self.interrupt(Interruption.VEHICLE_STATE)
+
+    async def run(self) -> None:
+        unsubscribe = self._state.subscribe(self._on_signal)
+        try:
+            while True:
+                await self._execute(await self._orders.get())
+        finally:
+            unsubscribe()
+
+    async def _execute(self, order: MeasureOrder) -> None:
+        reason = precondition_failure(
+            order,
+            mode=_mode(self._state.value(MODE_PATH)),
+            ecall_active=self._ecall_active(),
+            coverage=self._coverage(),
+        )
+        if reason is not None:
+            _LOGGER.info("measure %s attempt %d not started: %s", order.measure_id, order.attempt, reason)
+            self._result(order.measure_id, order.attempt, "not_started", code="precondition", reason=reason)
+            return
+        started_at = self._clock.now()
+        attempt = MeasureAttempt(order=order, started=self._clock.monotonic(), cap_s=self._cap_s)
+        personal_before = self._personal.snapshot()
+        config_before = self._ecu.snapshot()
+        self._journal.begin(
+            InProgress(
+                measure_id=order.measure_id, attempt=order.attempt, config=config_before, personal=personal_before
+            )
+        )
+        self._current = attempt
+        self._interrupted.clear()
+        _LOGGER.info(
+            "measure %s attempt %d started; impairs %s",
+            order.measure_id,
+            order.attempt,
+            list(order.impairs) or "nothing",
+        )
+        try:
+            await self._apply_steps(attempt)
+        finally:
+            self._current = None
+        impaired = {"services": list(order.impairs), "seconds": round(self._clock.monotonic() - attempt.started, 3)}
+        timing = {"started": to_millis(started_at), "ended": to_millis(self._clock.now()), "impaired": impaired}
+        if attempt.interruption is None and self._verified(order, personal_before):
+            self._journal.end(applied=True)
+            _LOGGER.info("measure %s attempt %d succeeded", order.measure_id, order.attempt)
+            self._result(order.measure_id, order.attempt, "succeeded", **timing)
+            return
+        cause = attempt.interruption or Interruption.VERIFICATION_FAILED
+        self._ecu.restore(config_before)
+        self._personal.restore(personal_before)
+        self._journal.end(applied=False)
+        _LOGGER.warning("measure %s attempt %d rolled back: %s", order.measure_id, order.attempt, describe(cause))
+        self._result(order.measure_id, order.attempt, "rolled_back", code=cause.value, reason=describe(cause), **timing)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait a step's time, or less if an interruption comes first."""
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        interrupted = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({sleeping, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, interrupted):
+                task.cancel()
+            await asyncio.gather(sleeping, interrupted, return_exceptions=True)
+
+    async def _apply_steps(self, attempt: MeasureAttempt) -> None:
+        for key in attempt.pending_changes():
+            remaining = attempt.remaining(self._clock.monotonic())
+            if remaining > 0:
+                await self._pause(min(attempt.order.step_s, remaining))
+            if attempt.interruption is None and not self._coverage():
+                attempt.interrupt(Interruption.COVERAGE_LOST)
+            if attempt.interruption is None and attempt.over_cap(self._clock.monotonic()):
+                attempt.interrupt(Interruption.TIME_CAP)
+            if attempt.interruption is not None:
+                return
+            self._ecu.set(key, attempt.order.changes[key])
+            attempt.applied.append(key)
+
+    def _verified(self, order: MeasureOrder, personal_before: bytes) -> bool:
+        values = self._ecu.values
+        ok = all(values[key] == value for key, value in order.changes.items())
+        # Never touch personal settings: a measure that disturbed them is not a success.
+        return ok and self._personal.snapshot() == personal_before

@@ -1,0 +1,259 @@
+"""Remote measures on the vehicle: preconditions, the 10-minute cap, every interruption, exact rollback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from tcu.clock import ManualClock
+from tcu.services.ecu_config import EcuConfiguration, load_key_specs
+from tcu.services.measure_attempt import Interruption
+from tcu.services.measure_journal import InProgress, MeasureJournal
+from tcu.services.measure_order import MeasureCategory, MeasureOrder, sign_order
+from tcu.services.measures import MeasureEngine
+from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
+from tcu.uplink.records import Record
+from tcu.vehicle.drive_cycle import VehicleMode
+from tcu.vehicle.state import Signal, VehicleState
+from tests.conftest import OTHER_VIN, VIN
+
+KEY = SigningKey(bytes(range(32)))
+CHANGES = {"gateway.firewall_rules": "v13", "telematics.apn": "internet.fixed"}
+
+
+class Bench:
+    def __init__(self, tmp_path: Path, clock: ManualClock) -> None:
+        self.clock = clock
+        self.state = VehicleState()
+        self.set_signal("Vehicle.Mode", "parked")
+        self.ecu = EcuConfiguration(tmp_path / "ecu.cbor", load_key_specs())
+        self.personal = PersonalStore(tmp_path / "personal.cbor")
+        self.personal.save(PersonalData(profiles=(DriverProfile(name="Anna", seat_position=4),)))
+        self.ecu.set("personal.seat_memory", 4)
+        self.journal_path = tmp_path / "measures.cbor"
+        self.reports: list[Record] = []
+        self.coverage = True
+        self.ecall = False
+        self.on_step: Callable[[int], None] = lambda _n: None
+        self.steps = 0
+        self.engine = self.new_engine()
+
+    def new_engine(self) -> MeasureEngine:
+        engine = MeasureEngine(
+            vin=VIN,
+            verify_key=KEY.verify_key,
+            ecu=self.ecu,
+            personal=self.personal,
+            journal=MeasureJournal(self.journal_path),
+            state=self.state,
+            clock=self.clock,
+            report=self.reports.append,
+            coverage=lambda: self.coverage,
+            ecall_active=lambda: self.ecall,
+            sleep=self.sleep,
+        )
+        engine.recover()
+        return engine
+
+    async def sleep(self, seconds: float) -> None:
+        """Fake time: the clock jumps, then the test's hook for this step runs."""
+        self.clock.advance(seconds)
+        self.steps += 1
+        self.on_step(self.steps)
+        await asyncio.sleep(0)
+
+    def set_signal(self, path: str, value: object) -> None:
+        self.state.update(Signal(path=path, value=value, timestamp=self.clock.now(), source="test"))  # type: ignore[arg-type]
+
+    def order(
+        self,
+        *,
+        attempt: int = 1,
+        step_s: float = 1.0,
+        changes: dict[str, object] | None = None,
+        states: frozenset[VehicleMode] = frozenset({VehicleMode.PARKED}),
+        vin: str = VIN,
+        key: SigningKey = KEY,
+        deadline: timedelta = timedelta(days=7),
+    ) -> bytes:
+        return sign_order(
+            MeasureOrder(
+                vin=vin,
+                measure_id="M-42",
+                attempt=attempt,
+                category=MeasureCategory.FAULT_FIX,
+                allowed_states=states,
+                changes=changes or CHANGES,
+                impairs=("6AP",),
+                issued=self.clock.now(),
+                deadline=self.clock.now() + deadline,
+                step_s=step_s,
+            ),
+            key,
+        )  # type: ignore[arg-type]
+
+    async def run(self, message: bytes) -> dict[str, object]:
+        self.engine.receive(message)
+        task = asyncio.create_task(self.engine.run())
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0)
+                if self.reports and self.engine.idle:
+                    break
+        finally:
+            task.cancel()
+        return self.reports[-1].body  # type: ignore[return-value]
+
+
+@pytest.fixture
+def bench(tmp_path: Path, clock: ManualClock) -> Bench:
+    return Bench(tmp_path, clock)
+
+
+async def test_a_measure_applies_its_changes_and_touches_nothing_personal(bench: Bench) -> None:
+    personal_before = bench.personal.snapshot()
+    result = await bench.run(bench.order(step_s=30))
+    assert result["status"] == "succeeded"
+    assert result["impaired"] == {"services": ["6AP"], "seconds": 60.0}
+    values = bench.ecu.values
+    assert {k: values[k] for k in CHANGES} == CHANGES
+    assert values["personal.seat_memory"] == 4
+    assert bench.personal.snapshot() == personal_before
+    # Idempotent by measure id: a re-sent order changes nothing and says so.
+    assert (await bench.run(bench.order(attempt=2)))["status"] == "already_applied"
+
+
+@pytest.mark.parametrize(("step_s", "status"), [(299.5, "succeeded"), (300.0, "rolled_back")])
+async def test_ten_minute_cap_per_attempt(bench: Bench, step_s: float, status: str) -> None:
+    """Two steps: 9:59 of work passes, 10:00 aborts."""
+    config_before = bench.ecu.snapshot()
+    result = await bench.run(bench.order(step_s=step_s))
+    assert result["status"] == status
+    if status == "rolled_back":
+        assert result["code"] == Interruption.TIME_CAP.value
+        assert bench.ecu.snapshot() == config_before
+
+
+def _lock(bench: Bench) -> None:
+    bench.set_signal("Vehicle.Body.CentralLock.State", "LOCKED")
+
+
+def _unlock_door(bench: Bench) -> None:
+    bench.set_signal("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", False)
+
+
+def _drive(bench: Bench) -> None:
+    bench.set_signal("Vehicle.Mode", "driving")
+
+
+def _tunnel(bench: Bench) -> None:
+    bench.coverage = False
+
+
+def _crash(bench: Bench) -> None:
+    bench.engine.interrupt(Interruption.ECALL)
+
+
+def _disturb_personal(bench: Bench) -> None:
+    bench.personal.save(PersonalData())  # e.g. a reflash wiped the profiles
+
+
+@pytest.mark.parametrize(
+    ("disturb", "code"),
+    [
+        (_lock, "lock_or_unlock"),
+        (_unlock_door, "lock_or_unlock"),
+        (_drive, "vehicle_state_not_allowed"),
+        (_tunnel, "coverage_lost"),
+        (_crash, "ecall"),
+        (_disturb_personal, "verification_failed"),
+    ],
+)
+async def test_every_interruption_rolls_back_exactly(bench: Bench, disturb: Callable[[Bench], None], code: str) -> None:
+    config_before, personal_before = bench.ecu.snapshot(), bench.personal.snapshot()
+    bench.on_step = lambda n: disturb(bench) if n == 2 else None  # after the first change was applied
+    result = await bench.run(bench.order(changes={**CHANGES, "navigation.map_region": "EU-2027"}))
+    assert (result["status"], result["code"]) == ("rolled_back", code)
+    assert isinstance(result["reason"], str)
+    assert result["reason"]
+    assert bench.ecu.snapshot() == config_before
+    assert bench.personal.snapshot() == personal_before  # byte for byte
+    assert (bench.journal_path.parent / "ecu.cbor").read_bytes() == config_before
+    # The backend retries with the next attempt once the cause is gone.
+    bench.coverage, bench.on_step = True, lambda _n: None
+    bench.set_signal("Vehicle.Mode", "parked")
+    assert (await bench.run(bench.order(attempt=2)))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            lambda b: b.set_signal("Vehicle.Mode", "driving"),
+            "the vehicle is driving; this measure runs only when parked",
+        ),
+        (lambda b: setattr(b, "ecall", True), "an eCall is in progress"),
+        (lambda b: setattr(b, "coverage", False), "no adequate cellular coverage"),
+    ],
+)
+async def test_preconditions_keep_an_attempt_from_starting(bench: Bench, setup, reason: str) -> None:  # type: ignore[no-untyped-def]
+    config_before = bench.ecu.snapshot()
+    setup(bench)
+    result = await bench.run(bench.order())
+    assert (result["status"], result["code"], result["reason"]) == ("not_started", "precondition", reason)
+    assert bench.ecu.snapshot() == config_before
+
+
+async def test_measure_allowed_while_living_or_driving_runs_then(bench: Bench) -> None:
+    bench.set_signal("Vehicle.Mode", "driving")
+    order = bench.order(states=frozenset({VehicleMode.LIVING, VehicleMode.DRIVING}))
+    assert (await bench.run(order))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"key": SigningKey.generate()}, "bad_signature"),
+        ({"vin": OTHER_VIN}, "other_vehicle"),
+        ({"deadline": timedelta(seconds=-1)}, "expired"),
+        ({"changes": {"brakes.abs_calibration": "B1"}}, "forbidden_key"),
+        ({"changes": {"ecall.enabled": False}}, "forbidden_key"),
+        ({"changes": {"personal.seat_memory": 0}}, "forbidden_key"),
+        ({"changes": {"flux.capacitor": 1}}, "unknown_key"),
+    ],
+)
+async def test_bad_orders_are_refused_with_the_reason(bench: Bench, kwargs: dict[str, object], code: str) -> None:
+    config_before = bench.ecu.snapshot()
+    bench.engine.receive(bench.order(**kwargs))  # type: ignore[arg-type]
+    assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rejected", code)
+    assert bench.ecu.snapshot() == config_before
+
+
+async def test_replayed_attempt_is_refused(bench: Bench) -> None:
+    bench.coverage = False
+    await bench.run(bench.order(attempt=3))  # not started: no coverage
+    bench.engine.receive(bench.order(attempt=3))
+    bench.engine.receive(bench.order(attempt=2))
+    assert [r.body["code"] for r in bench.reports[-2:]] == ["replayed", "replayed"]
+
+
+async def test_an_attempt_the_agent_died_in_is_rolled_back_at_boot(bench: Bench) -> None:
+    config_before, personal_before = bench.ecu.snapshot(), bench.personal.snapshot()
+    # What the disk holds after a kill in the middle of an attempt:
+    MeasureJournal(bench.journal_path).begin(
+        InProgress(measure_id="M-42", attempt=1, config=config_before, personal=personal_before)
+    )
+    bench.ecu.set("gateway.firewall_rules", "half-written")
+    bench.personal.save(PersonalData())
+    bench.new_engine()
+    assert bench.ecu.snapshot() == config_before
+    assert bench.personal.snapshot() == personal_before
+    assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rolled_back", "agent_restarted")
+    journal = MeasureJournal(bench.journal_path)
+    journal.load()
+    assert journal.in_progress is None
