@@ -12,7 +12,11 @@ from tcu.config import AgentConfig
 from tcu.errors import RecordTooLargeError
 from tcu.keys import load_private_key, load_public_key, load_verify_key
 from tcu.services.catalogue import Catalogue
+from tcu.services.ecu_config import EcuConfiguration, load_key_specs
 from tcu.services.manager import ServiceManager
+from tcu.services.measure_attempt import Interruption
+from tcu.services.measure_journal import MeasureJournal
+from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.telemetry.capabilities import capability_report
@@ -77,6 +81,21 @@ class Agent:
             on_change=lambda _entitlements: self.report_capabilities(),
         )
         self.session.add_downlink_handler("provisioning", self.services.handle_downlink)
+        self.ecu = EcuConfiguration(config.ecu_config_path, load_key_specs())
+        self.measures = MeasureEngine(
+            vin=config.vin,
+            verify_key=self.services.verify_key,
+            ecu=self.ecu,
+            personal=self.personal,
+            journal=MeasureJournal(config.measure_journal_path),
+            state=self.state,
+            clock=self.clock,
+            report=self.queue_record,
+            coverage=lambda: self.session.stats.connected,
+            ecall_active=lambda: False,
+        )
+        self.session.add_downlink_handler("measure", self.measures.handle_downlink)
+        self.session.add_link_listener(self._on_link)
         self.policy = DataPolicy(
             catalogue=self.catalogue,
             entitlements=lambda: self.services.entitlements,
@@ -91,6 +110,10 @@ class Agent:
             on_queued=self.session.notify,
             allow=self.policy.allows,
         )
+
+    def _on_link(self, up: bool) -> None:
+        if not up:
+            self.measures.interrupt(Interruption.COVERAGE_LOST)
 
     def queue_record(self, record: Record) -> None:
         """Queue an event or report durably and wake the uplink."""
@@ -114,6 +137,8 @@ class Agent:
         config = self.config
         with self.outbox:
             self.personal.load()
+            self.ecu.load()
+            self.measures.recover()  # an attempt the agent died in is rolled back before anything else
             self.services.load()  # reports the capabilities it derives
             self.ready.set()
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
@@ -121,6 +146,7 @@ class Agent:
                 tasks.create_task(self.session.run(), name="uplink")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
+                tasks.create_task(self.measures.run(), name="remote-measures")
                 if config.simulation.enabled:
                     simulated = SimulatedVehicle(
                         state=self.state,

@@ -127,6 +127,14 @@ class AgentConfig:
     def personal_path(self) -> Path:
         return self.data_dir / "personal.cbor"
 
+    @property
+    def ecu_config_path(self) -> Path:
+        return self.data_dir / "ecu_config.cbor"
+
+    @property
+    def measure_journal_path(self) -> Path:
+        return self.data_dir / "measures.cbor"
+
 
 REQUIRED: Any = object()  # sentinel: the key must be present
 

@@ -62,6 +62,11 @@ class ServiceManager:
         self._entitlements = derive(None, legal_ecall_equipped=legal_ecall, now=clock.now())
 
     @property
+    def verify_key(self) -> VerifyKey | None:
+        """The pinned backend key; remote-measure orders are verified with the same one."""
+        return self._key
+
+    @property
     def entitlements(self) -> Entitlements:
         return self._entitlements
 

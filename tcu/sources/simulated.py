@@ -28,6 +28,7 @@ def sample_signals(sample: DriveSample) -> dict[str, SignalValue]:
         "Vehicle.CurrentLocation.Latitude": sample.latitude,
         "Vehicle.CurrentLocation.Longitude": sample.longitude,
         "Vehicle.CurrentLocation.Heading": sample.heading_deg,
+        "Vehicle.Mode": sample.mode.value,
     }
 
 

@@ -72,7 +72,19 @@ class UplinkSession:
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, float] = {}
         self._connected = asyncio.Event()
+        self._link_listeners: list[Callable[[bool], None]] = []
         self.stats = SessionStats()
+
+    def add_link_listener(self, listener: Callable[[bool], None]) -> None:
+        """Called with True when the link comes up and False when it goes down."""
+        self._link_listeners.append(listener)
+
+    def _tell_link(self, up: bool) -> None:
+        for listener in self._link_listeners:
+            try:
+                listener(up)
+            except Exception:
+                _LOGGER.exception("link listener %r failed", listener)
 
     def add_downlink_handler(self, kind: str, handler: DownlinkHandler) -> None:
         """Route `vehicles/{vin}/down/{kind}` payloads to `handler` (one per kind)."""
@@ -110,9 +122,12 @@ class UplinkSession:
     def _on_disconnect(self, reason: str) -> None:
         if self.stats.connected or self.stats.last_error != reason:
             _LOGGER.warning("MQTT link down: %s; records stay queued", reason)
+        was_up = self.stats.connected
         self.stats.connected = False
         self.stats.last_error = reason
         self._connected.clear()
+        if was_up:
+            self._tell_link(False)
         self._inflight.clear()  # anything unacknowledged goes again on the next connection
 
     async def _serve(self, client: aiomqtt.Client) -> None:
@@ -122,6 +137,7 @@ class UplinkSession:
         self.stats.connects += 1
         self.stats.last_error = None
         self._connected.set()
+        self._tell_link(True)
         _LOGGER.info(
             "MQTT link up: %s as tcu-%s; %d record(s) queued", self._broker.url, self._vin, self._outbox.stats().depth
         )
