@@ -19,6 +19,7 @@ from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
 from tcu.sources.simulated import SimulatedVehicle
+from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.telemetry.snapshots import SnapshotTelemetry
@@ -43,9 +44,11 @@ class Agent:
         *,
         clock: Clock | None = None,
         extra_sources: Sequence[tuple[str, SourceRunner]] = (),
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self._notifier = notifier or Notifier(env={})
         self.state = VehicleState()
         self.ready = asyncio.Event()
         self._extra_sources = extra_sources
@@ -141,12 +144,14 @@ class Agent:
             self.measures.recover()  # an attempt the agent died in is rolled back before anything else
             self.services.load()  # reports the capabilities it derives
             self.ready.set()
+            self._notifier.ready(f"VIN {config.vin}: {self.outbox.stats().depth} record(s) queued")
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.session.run(), name="uplink")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 tasks.create_task(self.measures.run(), name="remote-measures")
+                tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")
                 if config.simulation.enabled:
                     simulated = SimulatedVehicle(
                         state=self.state,

@@ -15,8 +15,10 @@ from tcu.ecall.msd_cli import decode_command, msd_command
 from tcu.errors import ConfigError, TcuError
 from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
+from tcu.service_unit import UNIT_NAME, UnitOptions, install_unit, render_unit
 from tcu.services.catalogue import Category
 from tcu.services.personal import MAX_PROFILES, DriverProfile, PersonalStore
+from tcu.systemd import Notifier
 from tcu.uplink.records import Record, RecordKind
 
 
@@ -53,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
 
     owner = commands.add_parser("owner-change", help="wipe personal data for a new owner; keeps technical data")
     owner.add_argument("--config", type=Path, required=True)
+
+    service = commands.add_parser("service", help="install the agent as a systemd service")
+    service.add_argument("action", choices=("install", "print"))
+    service.add_argument("--config", type=Path, required=True, help="absolute path of the agent TOML file")
+    service.add_argument("--user", default="tcu")
+    service.add_argument("--python", type=Path, default=Path(sys.executable), help="the venv's python")
+    service.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
 
     ecall = commands.add_parser("ecall", help="eCall tools").add_subparsers(dest="ecall_command", required=True)
     msd = ecall.add_parser("msd", help="encode an MSD described in JSON; prints its UPER hex")
@@ -120,12 +129,22 @@ def _owner_change(config_path: Path) -> None:
     print(json.dumps(report, indent=2))
 
 
+def _service(args: argparse.Namespace) -> None:
+    config = load_agent_config(args.config)  # refuse to install a service that could not start
+    options = UnitOptions(config=args.config.resolve(), user=args.user, python=args.python, data_dir=config.data_dir)
+    if args.action == "print":
+        print(render_unit(options), end="")
+        return
+    path = install_unit(options, args.unit_dir)
+    print(f"wrote {path}\nnext: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
         if args.command == "run":
-            agent = Agent(load_agent_config(args.config))
+            agent = Agent(load_agent_config(args.config), notifier=Notifier())
             run_service(agent.run())
         elif args.command == "keygen":
             private, public = write_box_keypair(args.dir, args.name)
@@ -135,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check-config":
             Agent(load_agent_config(args.config))
             print(f"{args.config}: OK")
+        elif args.command == "service":
+            _service(args)
         elif args.command == "privacy":
             _privacy(args)
         elif args.command == "profile":
