@@ -100,3 +100,13 @@ async def test_running_agent_notifies_ready_and_pings_the_watchdog(layout: Bench
             assert await process.wait() == 0  # SIGTERM is an orderly stop
     ready = next(m for m in messages if m.startswith("READY=1"))
     assert f"STATUS=VIN {VIN}" in ready
+
+
+def test_install_script_passes_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is not installed: scripts/test installs it")
+        pytest.skip("shellcheck is not installed")
+    script = Path(__file__).parents[1] / "hil/deploy/install-pi.sh"
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
