@@ -1,0 +1,138 @@
+"""The GNSS source: an NMEA 0183 receiver on a serial port, written into `VehicleState` as "gnss".
+
+    reader = NmeaReader(NmeaSettings(port="/dev/ttyACM1"), state=state, clock=clock)
+    tasks.create_task(reader.run(), name="source-gnss")     # under the app's TaskGroup
+    reader.track                                             # last three positions, for the eCall MSD
+
+Signals are stamped with the injected clock (when the host learnt them); the fix time the receiver
+reported is `Vehicle.CurrentLocation.Timestamp` and the timestamps in the track. When the fix is lost
+the last known position stays in the state with its old timestamp; FixType (NONE) and FixQuality (0)
+say that it is not current. Garbage, partial lines and bad checksums are logged and skipped; a vanished
+port, or no valid sentence for `stale_after_s`, marks every GNSS signal stale and reopens the port
+after a capped, jittered backoff. The track survives reconnects (it is the vehicle's recent past,
+not the port's) and lives in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from tcu.backoff import Backoff
+from tcu.clock import Clock
+from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.sources.nmea import NmeaStream, Sentence
+from tcu.sources.nmea_fix import DEFAULT_UERE_M, GnssInterpreter
+from tcu.sources.nmea_track import GnssTrack
+from tcu.sources.reconnect import ReconnectLoop, Sleep
+from tcu.sources.slcan_reader import OpenPort, SourceStats, close_port, open_serial, settings_from_table
+from tcu.vehicle.state import Signal, VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+_READ_SIZE = 4096
+SOURCE = "gnss"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NmeaSettings:
+    """`[sources.gnss]` of the agent config."""
+
+    port: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pyserial URL
+    baudrate: int = 9600  # the NMEA default; u-blox and others are often set to 38400 or 115200
+    stale_after_s: float = 3.0  # three missed epochs at the usual 1 Hz
+    uere_m: float = DEFAULT_UERE_M  # turns DOP into the accuracy estimate in metres
+    track_spacing_m: float = 10.0  # see nmea_track: history points this far apart at least
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
+
+    def __post_init__(self) -> None:
+        if self.stale_after_s <= 0 or self.uere_m <= 0 or self.track_spacing_m < 0:
+            raise ConfigError("sources.gnss: stale_after_s and uere_m must be positive, track_spacing_m >= 0")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> NmeaSettings:
+        """Build from the raw `[sources.gnss]` table; ConfigError names the offending key."""
+        return settings_from_table(cls, table, section="sources.gnss")
+
+
+class NmeaReader:
+    """Feeds `VehicleState` and a `GnssTrack` from a receiver, reconnecting forever."""
+
+    def __init__(
+        self,
+        settings: NmeaSettings,
+        *,
+        state: VehicleState,
+        clock: Clock,
+        track: GnssTrack | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        open_port: OpenPort = open_serial,
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._clock = clock
+        self.track = track or GnssTrack(min_spacing_m=settings.track_spacing_m)
+        self._interpreter = GnssInterpreter(self.track, uere_m=settings.uere_m)
+        self._open_port = open_port
+        self._loop = ReconnectLoop(
+            name=f"GNSS {settings.port}",
+            backoff=settings.backoff,
+            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
+            on_down=self._down,
+            sleep=sleep,
+        )
+        self.stats = SourceStats()
+        self.connected = asyncio.Event()  # set while the port is open (tests, health reports)
+
+    async def run(self) -> NoReturn:
+        await self._loop.run(self._session)
+
+    async def _session(self) -> None:
+        settings = self._settings
+        reader, writer = await self._open_port(settings.port, settings.baudrate)
+        stream = NmeaStream()  # a new port starts mid-sentence: no partial line carried over
+        self.stats.sessions += 1
+        self.connected.set()
+        loop = asyncio.get_running_loop()
+        try:
+            # Only sentences keep the session alive: a receiver spewing noise is as good as gone.
+            async with asyncio.timeout(settings.stale_after_s) as deadline:
+                while True:
+                    try:
+                        data = await reader.read(_READ_SIZE)
+                    except OSError as exc:  # EIO on a vanished pty, SerialException on a pulled receiver
+                        raise DeviceGoneError(f"{settings.port} went away: {exc}") from exc
+                    if not data:
+                        raise DeviceGoneError(f"{settings.port} went away (end of file)")
+                    if self.handle(stream.feed(data)):
+                        self._loop.healthy()
+                        deadline.reschedule(loop.time() + settings.stale_after_s)
+        except TimeoutError:
+            raise DeviceTimeoutError(f"no NMEA sentence for {settings.stale_after_s:.1f} s") from None
+        finally:
+            await close_port(writer)
+
+    def handle(self, items: list[Sentence | ProtocolError]) -> int:
+        """Write what a batch of sentences says into the state; returns the number of sentences."""
+        now = self._clock.now()
+        sentences = 0
+        for item in items:
+            if isinstance(item, ProtocolError):
+                self.stats.errors += 1
+                _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
+                continue
+            sentences += 1
+            for path, value in self._interpreter.interpret(item).items():
+                self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE))
+                self.stats.signals += 1
+        self.stats.messages += sentences
+        return sentences
+
+    def _down(self, reason: str) -> None:
+        self.connected.clear()
+        stale = self._state.mark_stale(SOURCE, self._clock.now())
+        _LOGGER.warning("%s: GNSS source down (%s); %d signal(s) stale", self._settings.port, reason, len(stale))

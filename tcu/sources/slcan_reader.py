@@ -1,0 +1,290 @@
+"""The CAN source: an SLCAN adapter on a serial port, decoded through the DBC into `VehicleState`.
+
+    reader = SlcanReader(SlcanSettings(port="/dev/ttyACM0"), state=state, clock=clock)
+    tasks.create_task(reader.run(), name="source-can")      # under the app's TaskGroup
+
+`SlcanChannel.open()` is the reusable lifecycle: open the port, `C` (whatever a previous run left
+open), `S<n>`, optionally `Z1`, then `O` (or `L`, listen-only); leaving it sends `C` and closes the
+port. `SlcanReader.run()` loops around it with `ReconnectLoop`: when the port vanishes (EIO,
+SerialException, EOF), or no frame has come for `stale_after_s` (an adapter that reset itself and
+closed its channel, a bus gone to sleep), the CAN signals are marked stale and it reconnects after a
+capped, jittered backoff. Garbage on the line is logged with its reason and skipped.
+
+Every frame read in one chunk is stamped with one `clock.now()`: they arrived together, and one call
+per chunk keeps the hot path cheap. The adapter's own `Z1` timestamp is parsed but not used for the
+signals (it is a 60 s wrapping counter on the adapter's clock, not wall time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import serial_asyncio_fast
+
+from tcu.backoff import Backoff
+from tcu.clock import Clock
+from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.sources.reconnect import ReconnectLoop, Sleep
+from tcu.sources.slcan import (
+    BITRATES,
+    CanFrame,
+    Close,
+    Command,
+    Error,
+    ListenOnly,
+    Open,
+    Response,
+    SetBitrate,
+    SetTimestamps,
+    SlcanStream,
+    format_command,
+)
+from tcu.sources.slcan_signals import CanSignalDecoder
+from tcu.vehicle.state import VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+_CLOSE_WAIT_S = 0.5
+_READ_SIZE = 65536
+
+_SettingsT = TypeVar("_SettingsT")
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+OpenPort = Callable[[str, int], Awaitable[Streams]]
+
+
+async def open_serial(url: str, baudrate: int) -> Streams:
+    """Open a device path or pyserial URL; `DeviceGoneError` when it is not there."""
+    try:
+        return await serial_asyncio_fast.open_serial_connection(url=url, baudrate=baudrate, exclusive=True)
+    except (OSError, ValueError) as exc:  # SerialException is an OSError
+        raise DeviceGoneError(f"cannot open {url}: {exc}") from exc
+
+
+async def close_port(writer: asyncio.StreamWriter) -> None:
+    """Close and wait (bounded) until closed, so that the port can be opened again at once."""
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_CLOSE_WAIT_S):
+            await writer.wait_closed()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlcanSettings:
+    """`[sources.slcan]` of the agent config."""
+
+    port: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pyserial URL (socket://, rfc2217://)
+    bitrate: int = 500_000  # CAN bit rate, one of slcan.BITRATES
+    baudrate: int = 115_200  # serial line speed; USB CDC adapters ignore it
+    listen_only: bool = False  # `L` never acknowledges on the bus; stock CANable firmware lacks it
+    timestamps: bool = False  # `Z1`; stock CANable firmware lacks it
+    command_timeout_s: float = 1.0
+    stale_after_s: float = 2.0  # the fastest DBC message cycles at 20 ms; 2 s of silence is a dead bus
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
+
+    def __post_init__(self) -> None:
+        if self.bitrate not in BITRATES:
+            raise ConfigError(f"sources.slcan.bitrate: {self.bitrate} is not one of {BITRATES}")
+        if self.command_timeout_s <= 0 or self.stale_after_s <= 0:
+            raise ConfigError("sources.slcan: command_timeout_s and stale_after_s must be positive")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> SlcanSettings:
+        """Build from the raw `[sources.slcan]` table; ConfigError names the offending key."""
+        return settings_from_table(cls, table, section="sources.slcan")
+
+
+def settings_from_table(cls: type[_SettingsT], table: Mapping[str, Any], *, section: str) -> _SettingsT:
+    """A serial source's settings from its raw config table: the dataclass fields but `backoff`,
+    which `reconnect_base_s` / `reconnect_cap_s` describe (as in `[uplink]`)."""
+    values: dict[str, Any] = dict(table)
+    base_s, cap_s = values.pop("reconnect_base_s", 0.5), values.pop("reconnect_cap_s", 30.0)
+    unknown = set(values) - ({f.name for f in dataclasses.fields(cls)} - {"backoff"})  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not isinstance(values.get("port"), str):
+        raise ConfigError(f"{section}.port: missing; expected a device path or pyserial URL")
+    try:
+        values["backoff"] = Backoff(base_s=float(base_s), cap_s=float(cap_s))
+        return cls(**values)
+    except (TypeError, ValueError) as exc:  # a wrong type, or the backoff's own check
+        raise ConfigError(f"{section}: {exc}") from exc
+
+
+class SlcanChannel:
+    """An open SLCAN channel; use `SlcanChannel.open()`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, name: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._name = name
+        self._stream = SlcanStream()
+        self._backlog: deque[Response | ProtocolError] = deque()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: SlcanSettings, *, open_port: OpenPort = open_serial) -> AsyncIterator[SlcanChannel]:
+        reader, writer = await open_port(settings.port, settings.baudrate)
+        channel = cls(reader, writer, name=settings.port)
+        try:
+            wait_s = settings.command_timeout_s
+            # A channel left open by a crashed run refuses S; closing an already closed one is a BEL.
+            await channel.command(Close(), wait_s=wait_s, may_fail=True)
+            await channel.command(SetBitrate(bitrate=settings.bitrate), wait_s=wait_s)
+            if settings.timestamps:
+                await channel.command(SetTimestamps(enabled=True), wait_s=wait_s)
+            await channel.command(ListenOnly() if settings.listen_only else Open(), wait_s=wait_s)
+            _LOGGER.info("%s: CAN channel open at %d bit/s", settings.port, settings.bitrate)
+            yield channel
+        finally:
+            await channel._close(settings.command_timeout_s)
+
+    async def command(self, command: Command, *, wait_s: float, may_fail: bool = False) -> Response:
+        """Send a command and wait for its reply, skipping frames that arrive meanwhile."""
+        self._write(format_command(command))
+        try:
+            async with asyncio.timeout(wait_s):
+                while True:
+                    if not self._backlog:
+                        self._backlog.extend(await self._read())
+                    item = self._backlog.popleft()
+                    if isinstance(item, ProtocolError):
+                        _LOGGER.warning("%s: skipped while waiting for a reply: %s", self._name, item)
+                    elif not isinstance(item, CanFrame):
+                        break
+        except TimeoutError:
+            raise DeviceTimeoutError(f"{self._name}: no reply to {_shown(command)} within {wait_s:.2f} s") from None
+        if isinstance(item, Error) and not may_fail:
+            raise ProtocolError(f"{self._name}: the adapter refused {_shown(command)} (BEL)")
+        return item
+
+    async def read_batch(self) -> list[Response | ProtocolError]:
+        """Everything that arrived next (frames, replies, garbage as ProtocolError), in order."""
+        if self._backlog:
+            batch = list(self._backlog)
+            self._backlog.clear()
+            return batch
+        return await self._read()
+
+    async def _read(self) -> list[Response | ProtocolError]:
+        try:
+            data = await self._reader.read(_READ_SIZE)
+        except OSError as exc:  # EIO on a vanished pty, SerialException on a pulled USB adapter
+            raise DeviceGoneError(f"{self._name} went away: {exc}") from exc
+        if not data:
+            raise DeviceGoneError(f"{self._name} went away (end of file)")
+        return self._stream.feed(data)
+
+    def _write(self, data: bytes) -> None:
+        if self._writer.is_closing():
+            raise DeviceGoneError(f"{self._name} went away (port closed)")
+        self._writer.write(data)
+
+    async def _close(self, wait_s: float) -> None:
+        """Best effort `C`, then close; a vanished port must not block or raise here."""
+        with contextlib.suppress(DeviceGoneError, DeviceTimeoutError, ProtocolError, OSError):
+            await self.command(Close(), wait_s=min(wait_s, _CLOSE_WAIT_S), may_fail=True)
+        await close_port(self._writer)
+
+
+def _shown(command: Command) -> str:
+    return repr(format_command(command).decode("ascii").rstrip("\r"))
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters for logs, tests and benchmarks."""
+
+    messages: int = 0  # frames or sentences
+    signals: int = 0
+    errors: int = 0
+    sessions: int = 0
+
+
+class SlcanReader:
+    """Feeds `VehicleState` from an SLCAN adapter, reconnecting forever; one task under a TaskGroup."""
+
+    def __init__(
+        self,
+        settings: SlcanSettings,
+        *,
+        state: VehicleState,
+        clock: Clock,
+        decoder: CanSignalDecoder | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        open_port: OpenPort = open_serial,
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._clock = clock
+        self._decoder = decoder or CanSignalDecoder.from_files()
+        self._open_port = open_port
+        self._loop = ReconnectLoop(
+            name=f"CAN {settings.port}",
+            backoff=settings.backoff,
+            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
+            on_down=self._down,
+            sleep=sleep,
+        )
+        self.stats = SourceStats()
+        self.connected = asyncio.Event()  # set while a channel is open (tests, health reports)
+
+    async def run(self) -> NoReturn:
+        await self._loop.run(self._session)
+
+    async def _session(self) -> None:
+        settings = self._settings
+        async with SlcanChannel.open(settings, open_port=self._open_port) as channel:
+            self.stats.sessions += 1
+            self.connected.set()
+            loop = asyncio.get_running_loop()
+            try:
+                # Only frames keep the session alive: garbage or BELs alone are no sign of a live bus.
+                async with asyncio.timeout(settings.stale_after_s) as deadline:
+                    while True:
+                        if self.handle(await channel.read_batch()):
+                            self._loop.healthy()
+                            deadline.reschedule(loop.time() + settings.stale_after_s)
+            except TimeoutError:
+                # A reset adapter closes its channel silently; reopening is the cure, and harmless on
+                # a bus that is merely asleep (parked car): the backoff slows the retries down.
+                raise DeviceTimeoutError(f"no CAN frame for {settings.stale_after_s:.1f} s") from None
+
+    def handle(self, batch: list[Response | ProtocolError]) -> int:
+        """Decode one batch into the state; returns the number of frames it held."""
+        now = self._clock.now()
+        decode = self._decoder.decode
+        update = self._state.update
+        stats = self.stats
+        frames = 0
+        for item in batch:
+            if isinstance(item, CanFrame):
+                frames += 1
+                try:
+                    signals = decode(item, now)
+                except ProtocolError as exc:
+                    stats.errors += 1
+                    _LOGGER.warning("%s: skipped a frame: %s", self._settings.port, exc)
+                    continue
+                for signal in signals:
+                    update(signal)
+                stats.signals += len(signals)
+            elif isinstance(item, ProtocolError):
+                stats.errors += 1
+                _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
+            elif isinstance(item, Error):
+                _LOGGER.warning("%s: the adapter reported an error (BEL), e.g. a receive overrun", self._settings.port)
+        stats.messages += frames
+        return frames
+
+    def _down(self, reason: str) -> None:
+        self.connected.clear()
+        stale = self._state.mark_stale(self._decoder.source, self._clock.now())
+        _LOGGER.warning("%s: CAN source down (%s); %d signal(s) stale", self._settings.port, reason, len(stale))
