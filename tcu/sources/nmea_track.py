@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # Shared with the drive-cycle model rather than written again (spherical Earth, metres and degrees).
-from tcu.vehicle.drive_cycle import _bearing_deg as bearing_deg
-from tcu.vehicle.drive_cycle import _haversine_m as distance_m
+from tcu.vehicle.geo import bearing_deg, distance_m
 
 TRACK_LENGTH = 3
 

@@ -7,11 +7,10 @@ stop, accelerate, cruise, brake, repeated along a closed route of waypoints.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-_EARTH_RADIUS_M = 6_371_000.0
+from tcu.vehicle.geo import bearing_deg, distance_m
 
 # A closed loop through Munich (lat, lon); long enough that one lap takes several cycles.
 DEFAULT_ROUTE: tuple[tuple[float, float], ...] = (
@@ -48,19 +47,6 @@ class DriveSample:
     ignition_on: bool
 
 
-def _haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * _EARTH_RADIUS_M * math.asin(math.sqrt(h))
-
-
-def _bearing_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    y = math.sin(lon2 - lon1) * math.cos(lat2)
-    x = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
-    return math.degrees(math.atan2(y, x)) % 360.0
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriveCycle:
     """Parameters of the simulated drive; `at()` is pure and cheap."""
@@ -80,7 +66,7 @@ class DriveCycle:
     def __post_init__(self) -> None:
         if len(self.route) < 2:
             raise ValueError("a route needs at least two waypoints")
-        legs = tuple(_haversine_m(a, b) for a, b in zip(self.route, self.route[1:], strict=False))
+        legs = tuple(distance_m(a, b) for a, b in zip(self.route, self.route[1:], strict=False))
         object.__setattr__(self, "_legs", legs)
 
     @property
@@ -113,10 +99,10 @@ class DriveCycle:
         for (a, b), leg in zip(zip(self.route, self.route[1:], strict=False), self._legs, strict=True):
             if distance_m <= leg:
                 f = distance_m / leg if leg else 0.0
-                return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, _bearing_deg(a, b)
+                return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, bearing_deg(a, b)
             distance_m -= leg
         last = self.route[-1]
-        return last[0], last[1], _bearing_deg(self.route[-2], last)
+        return last[0], last[1], bearing_deg(self.route[-2], last)
 
     def at(self, elapsed_s: float) -> DriveSample:
         distance_m, speed_ms = self._distance_m(elapsed_s)
