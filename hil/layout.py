@@ -19,8 +19,8 @@ DEMO_VIN = "WMWZZZ3CZ2E123456"
 
 
 def vin_for(index: int) -> str:
-    """Deterministic distinct VINs for fleets: WTCUSIM0 + 9 digits."""
-    return f"WTCUSIM0{index:09d}"
+    """Deterministic distinct VINs for fleets: WTCZZZ + 11 digits (no I, O or Q, as ISO 3779 wants)."""
+    return f"WTCZZZ{index:011d}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
