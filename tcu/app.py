@@ -18,6 +18,7 @@ from tcu.services.measure_attempt import Interruption
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
+from tcu.sources.configured import ConfiguredSources, build_sources, validate_sources
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import capability_report
@@ -51,6 +52,7 @@ class Agent:
         self._notifier = notifier or Notifier(env={})
         self.state = VehicleState()
         self.ready = asyncio.Event()
+        self.sources = ConfiguredSources()
         self._extra_sources = extra_sources
         # Loading keys here makes a bad key file fail before anything starts.
         self._box = vehicle_box(
@@ -71,6 +73,7 @@ class Agent:
             box=self._box,
             clock=self.clock,
         )
+        validate_sources(config.sources)  # a bad [sources.*] section stops the agent before it starts
         self.catalogue = Catalogue.load()
         self.personal = PersonalStore(config.personal_path)
         self.services = ServiceManager(
@@ -111,7 +114,7 @@ class Agent:
             clock=self.clock,
             interval_s=config.telemetry.interval_s,
             on_queued=self.session.notify,
-            allow=self.policy.allows,
+            select=self.policy.allowed_paths,
         )
 
     def _on_link(self, up: bool) -> None:
@@ -160,5 +163,8 @@ class Agent:
                         speedup=config.simulation.speedup,
                     )
                     tasks.create_task(simulated.run(), name="source-simulation")
+                self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
+                for name, coroutine in self.sources.tasks.items():
+                    tasks.create_task(coroutine, name=f"source-{name}")
                 for name, runner in self._extra_sources:
                     tasks.create_task(runner(self.state), name=f"source-{name}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -36,6 +36,7 @@ INTELLIGENT_ECALL = "6AC"
 class Catalogue:
     services: dict[str, ServiceDefinition]
     prefixes: tuple[tuple[str, Category], ...]  # longest first
+    _categories: dict[str, Category] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, text: str | None = None) -> Catalogue:
@@ -60,10 +61,15 @@ class Catalogue:
         return cls(services=services, prefixes=prefixes)
 
     def category_of(self, path: str) -> Category:
-        for prefix, category in self.prefixes:
-            if path == prefix or path.startswith(prefix + "."):
-                return category
-        return Category.VEHICLE_STATUS
+        known = self._categories.get(path)  # a vehicle has a few hundred paths: remember them
+        if known is not None:
+            return known
+        category = next(
+            (c for prefix, c in self.prefixes if path == prefix or path.startswith(prefix + ".")),
+            Category.VEHICLE_STATUS,
+        )
+        self._categories[path] = category
+        return category
 
     def categories_of(self, codes: set[str] | frozenset[str]) -> frozenset[Category]:
         return frozenset(c for code in codes if code in self.services for c in self.services[code].categories)

@@ -29,7 +29,7 @@ from tcu.sources.nmea import NmeaStream, Sentence
 from tcu.sources.nmea_fix import DEFAULT_UERE_M, GnssInterpreter
 from tcu.sources.nmea_track import GnssTrack
 from tcu.sources.reconnect import ReconnectLoop, Sleep
-from tcu.sources.slcan_reader import OpenPort, SourceStats, close_port, open_serial, settings_from_table
+from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
 from tcu.vehicle.state import Signal, VehicleState
 
 _LOGGER = logging.getLogger(__name__)

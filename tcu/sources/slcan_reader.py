@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
-
-import serial_asyncio_fast
+from typing import Any, NoReturn
 
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
 from tcu.sources.reconnect import ReconnectLoop, Sleep
+from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
 from tcu.sources.slcan import (
     BITRATES,
     CanFrame,
@@ -51,28 +49,8 @@ from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
 
 _LOGGER = logging.getLogger(__name__)
-_CLOSE_WAIT_S = 0.5
 _READ_SIZE = 65536
-
-_SettingsT = TypeVar("_SettingsT")
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-OpenPort = Callable[[str, int], Awaitable[Streams]]
-
-
-async def open_serial(url: str, baudrate: int) -> Streams:
-    """Open a device path or pyserial URL; `DeviceGoneError` when it is not there."""
-    try:
-        return await serial_asyncio_fast.open_serial_connection(url=url, baudrate=baudrate, exclusive=True)
-    except (OSError, ValueError) as exc:  # SerialException is an OSError
-        raise DeviceGoneError(f"cannot open {url}: {exc}") from exc
-
-
-async def close_port(writer: asyncio.StreamWriter) -> None:
-    """Close and wait (bounded) until closed, so that the port can be opened again at once."""
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(_CLOSE_WAIT_S):
-            await writer.wait_closed()
+_CLOSE_WAIT_S = 0.5  # a closing adapter gets this long to acknowledge `C`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,23 +76,6 @@ class SlcanSettings:
     def from_table(cls, table: Mapping[str, Any]) -> SlcanSettings:
         """Build from the raw `[sources.slcan]` table; ConfigError names the offending key."""
         return settings_from_table(cls, table, section="sources.slcan")
-
-
-def settings_from_table(cls: type[_SettingsT], table: Mapping[str, Any], *, section: str) -> _SettingsT:
-    """A serial source's settings from its raw config table: the dataclass fields but `backoff`,
-    which `reconnect_base_s` / `reconnect_cap_s` describe (as in `[uplink]`)."""
-    values: dict[str, Any] = dict(table)
-    base_s, cap_s = values.pop("reconnect_base_s", 0.5), values.pop("reconnect_cap_s", 30.0)
-    unknown = set(values) - ({f.name for f in dataclasses.fields(cls)} - {"backoff"})  # type: ignore[arg-type]
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(unknown))}")
-    if not isinstance(values.get("port"), str):
-        raise ConfigError(f"{section}.port: missing; expected a device path or pyserial URL")
-    try:
-        values["backoff"] = Backoff(base_s=float(base_s), cap_s=float(cap_s))
-        return cls(**values)
-    except (TypeError, ValueError) as exc:  # a wrong type, or the backoff's own check
-        raise ConfigError(f"{section}: {exc}") from exc
 
 
 class SlcanChannel:
@@ -195,16 +156,6 @@ class SlcanChannel:
 
 def _shown(command: Command) -> str:
     return repr(format_command(command).decode("ascii").rstrip("\r"))
-
-
-@dataclass(slots=True)
-class SourceStats:
-    """Counters for logs, tests and benchmarks."""
-
-    messages: int = 0  # frames or sentences
-    signals: int = 0
-    errors: int = 0
-    sessions: int = 0
 
 
 class SlcanReader:

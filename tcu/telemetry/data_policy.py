@@ -5,7 +5,7 @@ The eCall reads the vehicle state directly and is never subject to this policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tcu.services.catalogue import Catalogue, Category
@@ -48,6 +48,18 @@ class DataPolicy:
 
     def allows(self, path: str) -> bool:
         return self.verdict(self._catalogue.category_of(path)).allowed
+
+    def allowed_paths(self, paths: Iterable[str]) -> set[str]:
+        """The paths that may be collected, judging each category once (a snapshot has many paths)."""
+        verdicts: dict[Category, bool] = {}
+        allowed = set()
+        for path in paths:
+            category = self._catalogue.category_of(path)
+            if category not in verdicts:
+                verdicts[category] = self.verdict(category).allowed
+            if verdicts[category]:
+                allowed.add(path)
+        return allowed
 
     def category_of(self, path: str) -> Category:
         return self._catalogue.category_of(path)

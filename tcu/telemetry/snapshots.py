@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from tcu.clock import Clock
@@ -36,19 +36,21 @@ class SnapshotTelemetry:
         clock: Clock,
         interval_s: float,
         on_queued: Callable[[], None],
-        allow: Callable[[str], bool] = lambda _path: True,
+        select: Callable[[Iterable[str]], Collection[str]] = set,
     ) -> None:
         self._state = state
         self._outbox = outbox
         self._clock = clock
         self._interval_s = interval_s
         self._on_queued = on_queued
-        self._allow = allow  # consent filter: a blocked category is never collected for upload
+        self._select = select  # consent filter: a blocked category is never collected for upload
         self.enabled = True
 
     def take(self) -> Record | None:
         """Queue one snapshot now; None when there is nothing (allowed) to report."""
-        signals = {path: s for path, s in self._state.snapshot().items() if self._allow(path)}
+        snapshot = self._state.snapshot()
+        allowed = self._select(snapshot.keys())
+        signals = {path: s for path, s in snapshot.items() if path in allowed}
         if not signals:
             return None
         record = Record(kind=RecordKind.TELEMETRY, created=self._clock.now(), body={"signals": encode_signals(signals)})

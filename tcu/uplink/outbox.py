@@ -98,6 +98,9 @@ class Outbox:
         self._spill_limit = spill_limit
         self._storage_full = False
         self._db: sqlite3.Connection | None = None
+        # Cheap guards for the hot path; the database stays the truth (another process may write).
+        self._depth_hint = 0
+        self._drops_pending = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -114,6 +117,8 @@ class Outbox:
             raise StorageError(f"cannot open the queue database {self._path}: {exc}") from exc
         self._db = db
         stats = self.stats()
+        self._depth_hint = stats.depth
+        self._drops_pending = db.execute("SELECT 1 FROM dropped LIMIT 1").fetchone() is not None
         _LOGGER.info(
             "queue %s open: %d record(s) waiting, next sequence number %d",
             self._path,
@@ -184,7 +189,7 @@ class Outbox:
             db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (next_seq,))
             if clear_dropped:
                 db.execute("DELETE FROM dropped")  # the notice and the clearing commit together
-            self._evict_overflow(db)
+            self._evict_overflow(db, len(rows))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -200,8 +205,12 @@ class Outbox:
                 f"refused {', '.join(too_large)}: over the max payload of {self._max_envelope} bytes"
             )
 
-    def _evict_overflow(self, db: sqlite3.Connection) -> None:
+    def _evict_overflow(self, db: sqlite3.Connection, added: int) -> None:
+        self._depth_hint += added
+        if self._depth_hint < self._config.max_records * 0.9:
+            return  # far below the bound: no need to count
         depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self._depth_hint = depth
         excess = depth - self._config.max_records
         if excess <= 0:
             return
@@ -213,16 +222,20 @@ class Outbox:
         ]
         if not victims:
             return  # only events left: they are never dropped for telemetry
-        self._delete(db, victims)
+        self._depth_hint -= self._delete(db, victims)
         db.executemany("INSERT INTO dropped VALUES (?, ?)", seq_ranges(victims))
+        self._drops_pending = True
         db.execute("UPDATE counters SET value=value+? WHERE name='dropped'", (len(victims),))
         _LOGGER.warning("queue full (%d records): dropped %d oldest telemetry record(s)", depth, len(victims))
 
     def emit_overflow_notice(self) -> bool:
         """Queue one `queue_overflow` event naming every telemetry record dropped since the last one."""
+        if not self._drops_pending:
+            return False
         db = self._conn
         ranges = db.execute("SELECT low, high FROM dropped ORDER BY low").fetchall()
         if not ranges:
+            self._drops_pending = False
             return False
         seqs = [seq for low, high in ranges for seq in range(int(low), int(high) + 1)]
         notice = Record(
@@ -231,8 +244,10 @@ class Outbox:
             body={"type": "queue_overflow", "dropped": len(seqs), "dropped_seqs": seq_ranges(seqs)},
         )
         try:
-            self._write([notice], clear_dropped=True)
+            self._drops_pending = False
+            self._write([notice], clear_dropped=True)  # may drop again, setting the flag anew
         except StorageError as exc:
+            self._drops_pending = True
             _LOGGER.warning("overflow notice postponed: %s", exc)
             return False
         return True
@@ -285,6 +300,7 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             deleted = self._delete(db, seqs)
             db.execute("COMMIT")
+            self._depth_hint -= deleted
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")

@@ -66,7 +66,7 @@ def test_blocked_category_is_never_collected(tmp_path: Path, vehicle_box, clock:
         max_envelope_bytes=65536,
     ) as outbox:
         record = SnapshotTelemetry(
-            state=state, outbox=outbox, clock=clock, interval_s=1, on_queued=lambda: None, allow=policy.allows
+            state=state, outbox=outbox, clock=clock, interval_s=1, on_queued=lambda: None, select=policy.allowed_paths
         ).take()
     assert record is not None
     assert set(record.body["signals"]) == set(SIGNALS) - {"Vehicle.Speed", "Vehicle.CurrentLocation.Latitude"}

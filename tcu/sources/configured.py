@@ -1,0 +1,81 @@
+"""The serial sources an agent config names: `[sources.obd]` (ELM327), `[sources.can]` (SLCAN + DBC),
+`[sources.gnss]` (NMEA). Each becomes one long-lived task; a failing device never stops the others.
+
+    [sources.obd]
+    port = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+    baudrate = 38400
+
+    [sources.can]
+    port = "/dev/serial/by-id/usb-CANable_..."      # or socket://host:port, rfc2217://...
+    bitrate = 500000
+
+    [sources.gnss]
+    port = "/dev/ttyACM0"
+    baudrate = 9600
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcu.clock import Clock
+from tcu.errors import ConfigError
+from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
+from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_track import GnssTrack
+from tcu.sources.serial_port import settings_from_table
+from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.vehicle.state import VehicleState
+
+KNOWN = ("obd", "can", "gnss", "modem")  # the modem belongs to the eCall, configured there
+
+
+@dataclass(slots=True)
+class ConfiguredSources:
+    tasks: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)
+    gnss: NmeaReader | None = None
+
+    @property
+    def track(self) -> GnssTrack | None:
+        """The last three positions and the direction of travel, for the eCall MSD."""
+        return None if self.gnss is None else self.gnss.track
+
+
+def validate_sources(sources: Mapping[str, Mapping[str, Any]]) -> None:
+    """Fail at start-up, naming the section, rather than when a task first runs."""
+    unknown = set(sources) - set(KNOWN)
+    if unknown:
+        raise ConfigError(f"sources: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(KNOWN)}")
+    for name, table in sources.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"sources.{name}: expected a table [sources.{name}]")
+    if "obd" in sources:
+        settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
+    if "can" in sources:
+        SlcanSettings.from_table(sources["can"])
+    if "gnss" in sources:
+        NmeaSettings.from_table(sources["gnss"])
+
+
+def _obd_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = {"port", "baudrate", "max_timeouts", "stale_after_failures", "reconnect_base_s", "reconnect_cap_s"}
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"sources.obd: unknown key(s) {', '.join(sorted(unknown))}")
+    return dict(table)
+
+
+def build_sources(sources: Mapping[str, Mapping[str, Any]], *, state: VehicleState, clock: Clock) -> ConfiguredSources:
+    validate_sources(sources)
+    built = ConfiguredSources()
+    if "obd" in sources:
+        obd = settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
+        built.tasks["obd"] = Elm327Client(obd, state=state, clock=clock).run()
+    if "can" in sources:
+        built.tasks["can"] = SlcanReader(SlcanSettings.from_table(sources["can"]), state=state, clock=clock).run()
+    if "gnss" in sources:
+        built.gnss = NmeaReader(NmeaSettings.from_table(sources["gnss"]), state=state, clock=clock)
+        built.tasks["gnss"] = built.gnss.run()
+    return built
