@@ -63,7 +63,14 @@ class SnapshotTelemetry:
         return record
 
     async def run(self) -> None:
+        """Fixed rate: ticks keep to the schedule however long a snapshot takes; ticks missed while
+        the loop was overloaded are skipped, not made up in a burst."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(max(due - loop.time(), 0.0))
+            due += self._interval_s
+            if due < loop.time():
+                due = loop.time() + self._interval_s
             if self.enabled:
                 self.take()
