@@ -42,17 +42,17 @@ def describe(interruption: Interruption) -> str:
 
 def precondition_failure(
     order: MeasureOrder, *, mode: VehicleMode | None, ecall_active: bool, coverage: bool
-) -> str | None:
-    """Why the attempt may not start now, or None when it may."""
+) -> tuple[Interruption, str] | None:
+    """Why the attempt may not start now (the same codes as interruptions), or None when it may."""
     if ecall_active:
-        return "an eCall is in progress"
+        return Interruption.ECALL, "an eCall is in progress"
     if not coverage:
-        return "no adequate cellular coverage"
+        return Interruption.COVERAGE_LOST, "no adequate cellular coverage"
     allowed = ", ".join(sorted(s.value for s in order.allowed_states))
     if mode is None:
-        return f"the vehicle state is unknown; this measure runs only when {allowed}"
+        return Interruption.VEHICLE_STATE, f"the vehicle state is unknown; this measure runs only when {allowed}"
     if mode not in order.allowed_states:
-        return f"the vehicle is {mode.value}; this measure runs only when {allowed}"
+        return Interruption.VEHICLE_STATE, f"the vehicle is {mode.value}; this measure runs only when {allowed}"
     return None
 
 

@@ -163,15 +163,16 @@ class MeasureEngine:
             unsubscribe()
 
     async def _execute(self, order: MeasureOrder) -> None:
-        reason = precondition_failure(
+        failure = precondition_failure(
             order,
             mode=_mode(self._state.value(MODE_PATH)),
             ecall_active=self._ecall_active(),
             coverage=self._coverage(),
         )
-        if reason is not None:
+        if failure is not None:
+            code, reason = failure
             _LOGGER.info("measure %s attempt %d not started: %s", order.measure_id, order.attempt, reason)
-            self._result(order.measure_id, order.attempt, "not_started", code="precondition", reason=reason)
+            self._result(order.measure_id, order.attempt, "not_started", code=code.value, reason=reason)
             return
         started_at = self._clock.now()
         attempt = MeasureAttempt(order=order, started=self._clock.monotonic(), cap_s=self._cap_s)

@@ -191,21 +191,22 @@ async def test_every_interruption_rolls_back_exactly(bench: Bench, disturb: Call
 
 
 @pytest.mark.parametrize(
-    ("setup", "reason"),
+    ("setup", "code", "reason"),
     [
         (
             lambda b: b.set_signal("Vehicle.Mode", "driving"),
+            "vehicle_state_not_allowed",
             "the vehicle is driving; this measure runs only when parked",
         ),
-        (lambda b: setattr(b, "ecall", True), "an eCall is in progress"),
-        (lambda b: setattr(b, "coverage", False), "no adequate cellular coverage"),
+        (lambda b: setattr(b, "ecall", True), "ecall", "an eCall is in progress"),
+        (lambda b: setattr(b, "coverage", False), "coverage_lost", "no adequate cellular coverage"),
     ],
 )
-async def test_preconditions_keep_an_attempt_from_starting(bench: Bench, setup, reason: str) -> None:  # type: ignore[no-untyped-def]
+async def test_preconditions_keep_an_attempt_from_starting(bench: Bench, setup, code: str, reason: str) -> None:  # type: ignore[no-untyped-def]
     config_before = bench.ecu.snapshot()
     setup(bench)
     result = await bench.run(bench.order())
-    assert (result["status"], result["code"], result["reason"]) == ("not_started", "precondition", reason)
+    assert (result["status"], result["code"], result["reason"]) == ("not_started", code, reason)
     assert bench.ecu.snapshot() == config_before
 
 

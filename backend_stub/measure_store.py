@@ -1,0 +1,245 @@
+"""Remote measures in the backend's SQLite file: each measure, and the history of its attempts.
+
+A measure is `pending` until an attempt succeeds (`succeeded`), it is given up (`abandoned`: the
+vehicle refused it for a reason retrying cannot fix, or it ran out of attempts) or its deadline
+passes (`expired`). Attempts are `sent`, then `succeeded`, `rolled_back`, `not_started`,
+`rejected`, `already_applied` (the vehicle's words) or `lost` (no answer in time).
+
+Like the provisioning store it has its own connection: `backend-stub measure send` writes while the
+backend runs, and the running scheduler polls `changes()`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from tcu.uplink.records import from_millis, to_millis
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS measures (
+    measure_id     TEXT PRIMARY KEY,
+    vin            TEXT NOT NULL,
+    category       TEXT NOT NULL,
+    allowed_states TEXT NOT NULL,
+    changes        BLOB NOT NULL,
+    impairs        TEXT NOT NULL,
+    step_s         REAL NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    deadline_ms    INTEGER NOT NULL,
+    max_attempts   INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_ms        INTEGER NOT NULL,
+    reason         TEXT,
+    waiting_for    TEXT             -- 'online' or 'allowed_state': retry at once when that comes
+);
+CREATE INDEX IF NOT EXISTS measures_by_state ON measures (state, vin);
+CREATE TABLE IF NOT EXISTS measure_attempts (
+    measure_id  TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    sent_ms     INTEGER NOT NULL,
+    ended_ms    INTEGER,
+    status      TEXT NOT NULL,
+    code        TEXT,
+    reason      TEXT,
+    impaired_s  REAL,
+    PRIMARY KEY (measure_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS measure_changes (id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL);
+INSERT OR IGNORE INTO measure_changes VALUES (1, 0);
+"""
+
+PENDING, SUCCEEDED, ABANDONED, EXPIRED = "pending", "succeeded", "abandoned", "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measure:
+    measure_id: str
+    vin: str
+    category: str
+    allowed_states: tuple[str, ...]
+    changes: dict[str, Any]
+    impairs: tuple[str, ...]
+    step_s: float
+    created: datetime
+    deadline: datetime
+    max_attempts: int
+    state: str
+    attempts: int
+    next_attempt: datetime
+    reason: str | None
+    waiting_for: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    measure_id: str
+    attempt: int
+    sent: datetime
+    ended: datetime | None
+    status: str
+    code: str | None
+    reason: str | None
+    impaired_s: float | None
+
+
+def _measure(row: tuple[Any, ...]) -> Measure:
+    return Measure(
+        measure_id=row[0],
+        vin=row[1],
+        category=row[2],
+        allowed_states=tuple(row[3].split(",")),
+        changes=cbor2.loads(row[4]),
+        impairs=tuple(filter(None, row[5].split(","))),
+        step_s=row[6],
+        created=from_millis(row[7]),
+        deadline=from_millis(row[8]),
+        max_attempts=row[9],
+        state=row[10],
+        attempts=row[11],
+        next_attempt=from_millis(row[12]),
+        reason=row[13],
+        waiting_for=row[14],
+    )
+
+
+def _attempt(row: tuple[Any, ...]) -> Attempt:
+    measure_id, attempt, sent, ended, status, code, reason, impaired_s = row
+    return Attempt(
+        measure_id=measure_id,
+        attempt=attempt,
+        sent=from_millis(sent),
+        ended=None if ended is None else from_millis(ended),
+        status=status,
+        code=code,
+        reason=reason,
+        impaired_s=impaired_s,
+    )
+
+
+class MeasureStore:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            count = self._db.execute(sql, params).rowcount
+            self._db.execute("UPDATE measure_changes SET counter = counter + 1")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return count
+
+    def changes(self) -> int:
+        return int(self._db.execute("SELECT counter FROM measure_changes").fetchone()[0])
+
+    def add(self, measure: Measure) -> None:
+        self._write(
+            "INSERT INTO measures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                measure.measure_id,
+                measure.vin,
+                measure.category,
+                ",".join(measure.allowed_states),
+                cbor2.dumps(measure.changes),
+                ",".join(measure.impairs),
+                measure.step_s,
+                to_millis(measure.created),
+                to_millis(measure.deadline),
+                measure.max_attempts,
+                measure.state,
+                measure.attempts,
+                to_millis(measure.next_attempt),
+                measure.reason,
+                measure.waiting_for,
+            ),
+        )
+
+    def get(self, measure_id: str) -> Measure | None:
+        row = self._db.execute("SELECT * FROM measures WHERE measure_id=?", (measure_id,)).fetchone()
+        return None if row is None else _measure(row)
+
+    def all(self, vin: str | None = None) -> list[Measure]:
+        if vin is None:
+            rows = self._db.execute("SELECT * FROM measures ORDER BY created_ms")
+        else:
+            rows = self._db.execute("SELECT * FROM measures WHERE vin=? ORDER BY created_ms", (vin,))
+        return [_measure(row) for row in rows]
+
+    def pending(self) -> list[Measure]:
+        return [
+            _measure(r)
+            for r in self._db.execute("SELECT * FROM measures WHERE state=? ORDER BY created_ms", (PENDING,))
+        ]
+
+    def set_state(self, measure_id: str, state: str, reason: str | None = None) -> None:
+        self._write("UPDATE measures SET state=?, reason=? WHERE measure_id=?", (state, reason, measure_id))
+
+    def schedule(
+        self, measure_id: str, at: datetime, reason: str | None = None, waiting_for: str | None = None
+    ) -> None:
+        self._write(
+            "UPDATE measures SET next_ms=?, reason=?, waiting_for=? WHERE measure_id=?",
+            (to_millis(at), reason, waiting_for, measure_id),
+        )
+
+    def start_attempt(self, measure_id: str, attempt: int, at: datetime) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("UPDATE measures SET attempts=? WHERE measure_id=?", (attempt, measure_id))
+            self._db.execute(
+                "INSERT INTO measure_attempts (measure_id, attempt, sent_ms, status) VALUES (?, ?, ?, 'sent')",
+                (measure_id, attempt, to_millis(at)),
+            )
+            self._db.execute("UPDATE measure_changes SET counter = counter + 1")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def end_attempt(
+        self,
+        measure_id: str,
+        attempt: int,
+        *,
+        status: str,
+        at: datetime,
+        code: str | None = None,
+        reason: str | None = None,
+        impaired_s: float | None = None,
+    ) -> bool:
+        """Record the vehicle's answer; False when that attempt already has one (a duplicate)."""
+        return bool(
+            self._write(
+                "UPDATE measure_attempts SET status=?, ended_ms=?, code=?, reason=?, impaired_s=? "
+                "WHERE measure_id=? AND attempt=? AND status='sent'",
+                (status, to_millis(at), code, reason, impaired_s, measure_id, attempt),
+            )
+        )
+
+    def history(self, measure_id: str) -> list[Attempt]:
+        rows = self._db.execute("SELECT * FROM measure_attempts WHERE measure_id=? ORDER BY attempt", (measure_id,))
+        return [_attempt(row) for row in rows]
+
+    def open_attempt(self, vin: str) -> Attempt | None:
+        """The attempt in flight on this vehicle, if any: there is never more than one."""
+        row = self._db.execute(
+            "SELECT a.* FROM measure_attempts a JOIN measures m USING (measure_id) "
+            "WHERE m.vin=? AND a.status='sent' ORDER BY a.sent_ms DESC LIMIT 1",
+            (vin,),
+        ).fetchone()
+        return None if row is None else _attempt(row)

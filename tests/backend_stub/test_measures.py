@@ -1,0 +1,195 @@
+"""The backend's measure scheduler: retries, retry-at-once, one attempt per vehicle, give-up rules."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
+from backend_stub.measures import MeasureScheduler
+from tcu.backoff import Backoff
+from tcu.clock import ManualClock
+from tcu.services.ecu_config import load_key_specs
+from tcu.services.measure_order import MeasureOrder, verify_order
+from tcu.uplink.records import ReceivedRecord, RecordKind
+from tcu.vehicle.drive_cycle import VehicleMode
+from tests.conftest import OTHER_VIN, VIN
+
+KEY = SigningKey(bytes(range(32)))
+
+
+class World:
+    def __init__(self, path: Path, clock: ManualClock) -> None:
+        self.clock = clock
+        self.store = MeasureStore(path)
+        self.mode: dict[str, str | None] = {VIN: "parked", OTHER_VIN: "parked"}
+        self.online: dict[str, bool] = {VIN: True, OTHER_VIN: True}
+        self.sent: list[MeasureOrder] = []
+        self.scheduler = MeasureScheduler(
+            self.store,
+            signing_key=KEY,
+            clock=clock,
+            vehicle_mode=self.mode.get,
+            online=self.online.get,
+            backoff=Backoff(base_s=60, cap_s=600, jitter=0),
+            attempt_timeout_s=900,
+            rng=random.Random(1),
+        )
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        order = verify_order(
+            payload, KEY.verify_key, vin=topic.split("/")[1], now=self.clock.now(), specs=load_key_specs()
+        )
+        assert topic == f"vehicles/{order.vin}/down/measure"
+        self.sent.append(order)
+
+    async def tick(self) -> list[tuple[str, int]]:
+        before = len(self.sent)
+        await self.scheduler.tick(self.publish)
+        return [(o.measure_id, o.attempt) for o in self.sent[before:]]
+
+    def answer(
+        self, measure_id: str, attempt: int, status: str, code: str | None = None, vin: str = VIN, **extra: Any
+    ) -> None:
+        body = {
+            "type": "measure_result",
+            "measure_id": measure_id,
+            "attempt": attempt,
+            "status": status,
+            "code": code,
+            "reason": f"because {code}",
+            **extra,
+        }
+        self.scheduler.on_record(
+            ReceivedRecord(vin=vin, seq=1, kind=RecordKind.EVENT, created=self.clock.now(), body=body)
+        )
+
+    def send(self, measure_id: str = "M1", vin: str = VIN, **kwargs: Any) -> None:
+        self.scheduler.send(
+            vin=vin,
+            measure_id=measure_id,
+            changes={"gateway.firewall_rules": "v13"},
+            allowed_states=(VehicleMode.PARKED,),
+            **kwargs,
+        )
+
+    def state(self, measure_id: str = "M1") -> str:
+        measure = self.store.get(measure_id)
+        assert measure is not None
+        return measure.state
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
+    world = World(tmp_path / "backend.sqlite3", clock)
+    yield world
+    world.store.close()
+
+
+async def test_retried_with_backoff_until_it_succeeds(world: World) -> None:
+    world.send()
+    assert await world.tick() == [("M1", 1)]
+    assert await world.tick() == []  # in flight
+    world.answer("M1", 1, "rolled_back", "lock_or_unlock", impaired={"services": [], "seconds": 12.5})
+    assert await world.tick() == []  # backoff: 60 s
+    world.clock.advance(61)
+    assert await world.tick() == [("M1", 2)]
+    world.answer("M1", 2, "succeeded")
+    world.clock.advance(3600)
+    assert await world.tick() == []
+    assert world.state() == SUCCEEDED
+    history = world.store.history("M1")
+    assert [(a.attempt, a.status, a.code) for a in history] == [
+        (1, "rolled_back", "lock_or_unlock"),
+        (2, "succeeded", None),
+    ]
+    assert history[0].impaired_s == 12.5
+
+
+async def test_retried_at_once_when_the_vehicle_comes_back_online(world: World) -> None:
+    world.send()
+    await world.tick()
+    world.online[VIN] = False
+    world.answer("M1", 1, "rolled_back", "coverage_lost")
+    assert await world.tick() == []
+    world.online[VIN] = True
+    assert await world.tick() == [("M1", 2)]  # no waiting for the backoff
+
+
+async def test_retried_at_once_when_the_vehicle_reaches_an_allowed_state(world: World) -> None:
+    world.send()
+    await world.tick()
+    world.mode[VIN] = "driving"
+    world.answer("M1", 1, "not_started", "vehicle_state_not_allowed")
+    assert await world.tick() == []
+    world.mode[VIN] = "parked"
+    assert await world.tick() == [("M1", 2)]
+
+
+async def test_never_two_attempts_at_once_on_one_vehicle(world: World) -> None:
+    world.send("M1")
+    world.send("M2")
+    world.send("M3", vin=OTHER_VIN)
+    assert await world.tick() == [("M1", 1), ("M3", 1)]
+    assert await world.tick() == []
+    world.answer("M1", 1, "succeeded")
+    assert await world.tick() == [("M2", 1)]
+
+
+@pytest.mark.parametrize("code", ["forbidden_key", "bad_signature", "unknown_key", "other_vehicle"])
+async def test_given_up_when_retrying_cannot_help(world: World, code: str) -> None:
+    world.send()
+    await world.tick()
+    world.answer("M1", 1, "rejected", code)
+    world.clock.advance(10_000)
+    assert await world.tick() == []
+    assert world.state() == ABANDONED
+    measure = world.store.get("M1")
+    assert measure is not None
+    assert code in (measure.reason or "")
+
+
+async def test_given_up_after_max_attempts(world: World) -> None:
+    world.send(max_attempts=2)
+    for attempt in (1, 2):
+        assert await world.tick() == [("M1", attempt)]
+        world.answer("M1", attempt, "rolled_back", "ecall")
+        world.clock.advance(10_000)
+    assert await world.tick() == []
+    assert world.state() == ABANDONED
+
+
+async def test_expires_at_its_deadline(world: World) -> None:
+    world.send(deadline=timedelta(hours=1))
+    await world.tick()
+    world.answer("M1", 1, "rolled_back", "time_cap")
+    world.clock.advance(3600)
+    assert await world.tick() == []
+    assert world.state() == EXPIRED
+
+
+async def test_unanswered_attempt_is_counted_lost_and_retried(world: World) -> None:
+    world.send()
+    await world.tick()
+    world.clock.advance(900)
+    assert await world.tick() == []  # marks attempt 1 lost, schedules the retry
+    assert world.store.history("M1")[0].status == "lost"
+    world.clock.advance(61)
+    assert await world.tick() == [("M1", 2)]
+    world.answer("M1", 1, "succeeded")  # the late answer to the lost attempt changes nothing
+    assert world.state() == PENDING
+
+
+async def test_duplicate_results_are_counted_once(world: World) -> None:
+    world.send()
+    await world.tick()
+    world.answer("M1", 1, "rolled_back", "lock_or_unlock")
+    world.answer("M1", 1, "succeeded")
+    assert world.state() == PENDING
+    assert world.store.history("M1")[0].status == "rolled_back"
