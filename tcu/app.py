@@ -20,6 +20,7 @@ from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
 from tcu.sources.configured import ConfiguredSources, build_sources, validate_sources
 from tcu.sources.simulated import SimulatedVehicle
+from tcu.status import KEY_SIGNALS, StatusWriter
 from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
@@ -117,6 +118,26 @@ class Agent:
             select=self.policy.allowed_paths,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What `status.json` shows: the agent's state at a glance."""
+        queue = self.outbox.stats()
+        entitlements = self.services.entitlements
+        attempt = self.measures.current
+        return {
+            "ts": self.clock.now().isoformat(),
+            "vin": self.config.vin,
+            "link": {"up": self.session.stats.connected, "error": self.session.stats.last_error},
+            "queue": {"depth": queue.depth, "next_seq": queue.next_seq, "storage_full": queue.storage_full},
+            "acknowledged": self.session.stats.acknowledged,
+            "services": {
+                "running": sorted(entitlements.running),
+                "sim": entitlements.sim.value,
+                "version": entitlements.version,
+            },
+            "measure": None if attempt is None else {"id": attempt.order.measure_id, "attempt": attempt.order.attempt},
+            "signals": {path: self.state.value(path) for path in KEY_SIGNALS},
+        }
+
     def _on_link(self, up: bool) -> None:
         if not up:
             self.measures.interrupt(Interruption.COVERAGE_LOST)
@@ -155,6 +176,7 @@ class Agent:
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 tasks.create_task(self.measures.run(), name="remote-measures")
                 tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")
+                tasks.create_task(StatusWriter(config.status_path, self.status).run(), name="status-file")
                 if config.simulation.enabled:
                     simulated = SimulatedVehicle(
                         state=self.state,

@@ -18,6 +18,7 @@ from tcu.runner import configure_logging, run_service
 from tcu.service_unit import UNIT_NAME, UnitOptions, install_unit, render_unit
 from tcu.services.catalogue import Category
 from tcu.services.personal import MAX_PROFILES, DriverProfile, PersonalStore
+from tcu.status import read_status
 from tcu.systemd import Notifier
 from tcu.uplink.records import Record, RecordKind
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     queue = commands.add_parser("queue", help="show the durable queue's state")
     queue.add_argument("--config", type=Path, required=True)
     queue.add_argument("--json", action="store_true")
+
+    status = commands.add_parser("status", help="the running agent's status (from its status.json)")
+    status.add_argument("--config", type=Path, required=True)
 
     check = commands.add_parser("check-config", help="validate a config file and its keys, then exit")
     check.add_argument("--config", type=Path, required=True)
@@ -151,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {private} (private, 0600) and {public}")
         elif args.command == "queue":
             _queue_stats(args.config, args.json)
+        elif args.command == "status":
+            config = load_agent_config(args.config)
+            current = read_status(config.status_path)
+            if current is None:
+                raise ConfigError(f"no status at {config.status_path}: is the agent running?")
+            print(json.dumps(current, indent=2))
         elif args.command == "check-config":
             Agent(load_agent_config(args.config))
             print(f"{args.config}: OK")

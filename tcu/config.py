@@ -132,6 +132,10 @@ class AgentConfig:
         return self.data_dir / "ecu_config.cbor"
 
     @property
+    def status_path(self) -> Path:
+        return self.data_dir / "status.json"
+
+    @property
     def measure_journal_path(self) -> Path:
         return self.data_dir / "measures.cbor"
 

@@ -19,8 +19,10 @@ from tcu.cli import main as tcu_cli
 from tcu.clock import ManualClock
 from tcu.config import load_agent_config
 from tcu.keys import load_private_key, load_public_key
+from tcu.status import StatusWriter
 from tcu.uplink.envelope import open_record, seal_record
 from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.state import Signal
 from tests.conftest import VIN
 
 
@@ -130,3 +132,20 @@ def test_privacy_profiles_and_owner_change(layout: BenchLayout, capsys, backend_
     with agent.outbox:
         [queued] = agent.outbox.next_batch(10)
     assert backend_box_for(queued.envelope)["type"] == "owner_change"
+
+
+def test_status_command_shows_the_agents_status_file(layout: BenchLayout, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = layout.agent_config(VIN)
+    assert tcu_cli(["status", "--config", str(config)]) == 2
+    assert "is the agent running?" in capsys.readouterr().err
+    agent = Agent(load_agent_config(config, env={}))
+    agent.state.update(Signal(path="Vehicle.Speed", value=42.0, timestamp=agent.clock.now(), source="test"))
+    with agent.outbox:
+        agent.services.load()
+        StatusWriter(agent.config.status_path, agent.status).write()  # what the agent does every second
+    assert tcu_cli(["status", "--config", str(config)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["vin"] == VIN
+    assert status["link"]["up"] is False
+    assert status["queue"]["depth"] == 1  # the capability report queued at load
+    assert status["signals"]["Vehicle.Speed"] == 42.0
