@@ -7,7 +7,7 @@ stop, accelerate, cruise, brake, repeated along a closed route of waypoints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tcu.vehicle.geo import bearing_deg, distance_m
@@ -61,11 +61,16 @@ class DriveCycle:
     brake_s: float = 8.0
     fuel_l_per_100km: float = 7.0
     tank_l: float = 50.0
+    # (start, end) seconds where the car is parked: standing where it stopped, ignition off; the
+    # drive resumes afterwards where it left off. Scenarios know their timeline, so this stays pure.
+    parked: tuple[tuple[float, float], ...] = ()
     _legs: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.route) < 2:
             raise ValueError("a route needs at least two waypoints")
+        if any(end <= start for start, end in self.parked) or list(self.parked) != sorted(self.parked):
+            raise ValueError(f"parked windows must be ordered (start, end) pairs with end > start: {self.parked}")
         legs = tuple(distance_m(a, b) for a, b in zip(self.route, self.route[1:], strict=False))
         object.__setattr__(self, "_legs", legs)
 
@@ -104,15 +109,33 @@ class DriveCycle:
         last = self.route[-1]
         return last[0], last[1], bearing_deg(self.route[-2], last)
 
+    def _drive_time(self, elapsed_s: float) -> tuple[float, bool]:
+        """Seconds actually driven by `elapsed_s`, and whether the car is parked then."""
+        parked_s = 0.0
+        for start, end in self.parked:
+            if elapsed_s < start:
+                break
+            if elapsed_s < end:
+                return start - parked_s, True
+            parked_s += end - start
+        return elapsed_s - parked_s, False
+
     def at(self, elapsed_s: float) -> DriveSample:
-        distance_m, speed_ms = self._distance_m(elapsed_s)
+        drive_s, is_parked = self._drive_time(elapsed_s)
+        sample = self._driving(drive_s, elapsed_s)
+        if not is_parked:
+            return sample
+        return replace(sample, speed_kmh=0.0, rpm=0.0, battery_v=12.6, mode=VehicleMode.PARKED, ignition_on=False)
+
+    def _driving(self, drive_s: float, elapsed_s: float) -> DriveSample:
+        distance_m, speed_ms = self._distance_m(drive_s)
         speed_kmh = speed_ms * 3.6
         lat, lon, heading = self._position(distance_m)
         used_l = distance_m / 1000 * self.fuel_l_per_100km / 100
         fuel = max(self.start_fuel_pct - used_l / self.tank_l * 100, 0.0)
         # Idle at 800 rpm, ~35 rpm per km/h in a mid gear.
         rpm = 800.0 + speed_kmh * 35.0
-        warmup = min(elapsed_s / 600.0, 1.0)
+        warmup = min(drive_s / 600.0, 1.0)
         return DriveSample(
             elapsed_s=elapsed_s,
             speed_kmh=round(speed_kmh, 2),
