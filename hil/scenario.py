@@ -1,0 +1,180 @@
+"""Scenario files (`hil/scenarios/*.toml`): a timeline of a drive and the expectations checked after it.
+
+    name = "commute"
+    description = "Drive, a tunnel, a broker outage; nothing may be lost."
+    duration_s = 90
+    time_scale = 1.0                 # scenario seconds per wall second, for the drive (>= 1: faster)
+    devices = ["obd", "can", "gnss"] # virtual serial devices; [] feeds the agent the simulated drive
+    telemetry_interval_s = 1.0
+
+    [vehicle]
+    vin = "WMWZZZ3CZ2E123456"
+    legal_ecall = true
+
+    [[step]]                         # at: seconds into the scenario
+    at = 20
+    do = "tunnel"                    # see ACTIONS for what `do` can be and the keys each one takes
+    for_s = 15
+
+    [[expect]]
+    check = "records_without_gaps"   # see CHECKS
+
+`time_scale` speeds up the drive cycle and the step timeline together; protocol timers (MQTT
+keepalive, backoff, eCall timers) stay in real time, which is why a scenario with a tunnel or an
+outage states its durations in scenario seconds and the runner converts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tcu.config import validate_vin
+from tcu.errors import ConfigError
+
+# action → keys it takes (besides `at` and `do`)
+ACTIONS: dict[str, frozenset[str]] = {
+    "park": frozenset({"for_s"}),  # ignition off, standing still, for a while
+    "tunnel": frozenset({"for_s"}),  # coverage lost between agent and broker (and modem)
+    "broker_outage": frozenset({"for_s", "kill"}),  # the broker stops (kill = SIGKILL, else orderly)
+    "latency": frozenset({"for_s", "latency_s", "loss"}),
+    "lock": frozenset(),
+    "unlock": frozenset(),
+    "open_door": frozenset({"door"}),
+    "close_door": frozenset({"door"}),
+    "crash": frozenset(),
+    "sos": frozenset(),
+    "book": frozenset({"service", "term"}),
+    "cancel": frozenset({"service"}),
+    "suspend": frozenset(),
+    "resume": frozenset(),
+    "measure": frozenset({"id", "changes", "states", "impairs", "step_s", "max_attempts"}),
+    "agent_kill": frozenset({"restart_after_s"}),  # SIGKILL the agent, start it again
+    "serial_garbage": frozenset({"device", "count"}),
+    "unplug": frozenset({"device", "for_s"}),
+    "disk_full": frozenset({"for_s"}),
+}
+
+# check → keys it takes
+CHECKS: dict[str, frozenset[str]] = {
+    "records_without_gaps": frozenset(),  # every sequence number 1..N stored exactly once, queue empty
+    "signal_reported": frozenset({"path"}),  # the backend has a last value for this signal
+    "msd_received": frozenset({"within_m"}),  # the PSAP decoded an MSD with this VIN near the crash position
+    "service_active": frozenset({"service"}),  # the vehicle's last capability report lists it running
+    "service_inactive": frozenset({"service"}),
+    "measure_succeeded": frozenset({"id", "min_attempts"}),
+    "ecall_before_measure_result": frozenset({"id"}),  # the MSD reached the PSAP before the measure's rollback
+    "no_rejections": frozenset(),  # the backend refused nothing the vehicle sent
+}
+
+DEVICES = ("obd", "can", "gnss")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    at: float
+    do: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expectation:
+    check: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
+        return f"{self.check}({detail})" if detail else self.check
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    description: str
+    duration_s: float
+    time_scale: float
+    devices: tuple[str, ...]
+    telemetry_interval_s: float
+    vin: str
+    legal_ecall: bool
+    steps: tuple[Step, ...]
+    expectations: tuple[Expectation, ...]
+
+    def parked_windows(self) -> tuple[tuple[float, float], ...]:
+        return tuple((s.at, s.at + float(s.args.get("for_s", self.duration_s))) for s in self.steps if s.do == "park")
+
+
+def _entries(raw: Any, what: str, known: dict[str, frozenset[str]], key: str) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{what}: expected [[{what}]] tables")
+    entries = []
+    for index, item in enumerate(raw):
+        where = f"{what}[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get(key), str):
+            raise ConfigError(f'{where}: needs {key} = "..."')
+        name = item[key]
+        if name not in known:
+            raise ConfigError(f"{where}: unknown {key} {name!r}; expected one of {', '.join(sorted(known))}")
+        args = {k: v for k, v in item.items() if k not in (key, "at")}
+        unknown = set(args) - known[name]
+        if unknown:
+            raise ConfigError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}")
+        entries.append((name, item))
+    return entries
+
+
+def parse_scenario(text: str, *, source: str = "scenario") -> Scenario:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    try:
+        duration = float(raw["duration_s"])
+        vehicle = raw.get("vehicle", {})
+        devices = tuple(raw.get("devices", ()))
+        unknown = set(devices) - set(DEVICES)
+        if unknown:
+            raise ConfigError(f"{source}: unknown device(s) {', '.join(sorted(unknown))}; expected {DEVICES}")
+        steps = []
+        for name, item in _entries(raw.get("step", []), "step", ACTIONS, "do"):
+            at = float(item["at"])
+            if not 0 <= at <= duration:
+                raise ConfigError(f"{source}: step {name} at {at} s is outside 0..{duration} s")
+            steps.append(Step(at=at, do=name, args={k: v for k, v in item.items() if k not in ("at", "do")}))
+        expectations = [
+            Expectation(check=name, args={k: v for k, v in item.items() if k != "check"})
+            for name, item in _entries(raw.get("expect", []), "expect", CHECKS, "check")
+        ]
+        return Scenario(
+            name=str(raw["name"]),
+            description=str(raw.get("description", "")),
+            duration_s=duration,
+            time_scale=float(raw.get("time_scale", 1.0)),
+            devices=devices,
+            telemetry_interval_s=float(raw.get("telemetry_interval_s", 1.0)),
+            vin=validate_vin(str(vehicle.get("vin", "WMWZZZ3CZ2E123456")), where=f"{source}: vehicle.vin"),
+            legal_ecall=bool(vehicle.get("legal_ecall", True)),
+            steps=tuple(sorted(steps, key=lambda s: s.at)),
+            expectations=tuple(expectations),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"{source}: missing {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"scenario {path} cannot be read: {exc.strerror}") from exc
+    return parse_scenario(text, source=str(path))
+
+
+def library() -> dict[str, Path]:
+    """The scenarios shipped with hil/, by name."""
+    folder = Path(__file__).parent / "scenarios"
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
