@@ -13,6 +13,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -50,37 +51,26 @@ def _build_client(
         tls_context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
         if broker.cert_file is not None:
             tls_context.load_cert_chain(str(broker.cert_file), str(broker.key_file) if broker.key_file else None)
+    # Persistent sessions either way; MQTT 5 also says how long the broker keeps one for us.
+    session: dict[str, Any]
     if broker.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = broker.session_expiry_s
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            identifier=identifier,
-            username=broker.username,
-            password=broker.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            will=will,
-            keepalive=broker.keepalive_s,
-            tls_context=tls_context,
-            max_inflight_messages=max_inflight,
-            timeout=10,
-        )
+        session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": properties}
+    else:
+        session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
     return aiomqtt.Client(
         broker.host,
         broker.port,
         identifier=identifier,
         username=broker.username,
         password=broker.password,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=False,
         will=will,
         keepalive=broker.keepalive_s,
         tls_context=tls_context,
         max_inflight_messages=max_inflight,
         timeout=10,
+        **session,
     )
 
 
