@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +58,25 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
 
 
+class _Lifecycle:
+    """`async with broker:` starts it and stops it."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
@@ -74,7 +93,7 @@ class TlsFiles:
 
 
 @dataclass
-class MosquittoBroker:
+class MosquittoBroker(_Lifecycle):
     """A Mosquitto process on a loopback port, with its own config, persistence and optional auth."""
 
     workdir: Path
@@ -182,18 +201,9 @@ class MosquittoBroker:
             os.kill(process.pid, signum)
         await process.wait()
 
-    async def __aenter__(self) -> MosquittoBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
 
 @dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(_Lifecycle):
     """amqtt in this process: MQTT 3.1.1, anonymous, for a zero-install first run."""
 
     port: int = field(default_factory=free_port)
@@ -224,15 +234,6 @@ class EmbeddedBroker:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()  # type: ignore[attr-defined]
-
-    async def __aenter__(self) -> EmbeddedBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 def choose_broker(workdir: Path, prefer: Literal["auto", "mosquitto", "embedded"] = "auto") -> Broker:
