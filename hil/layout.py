@@ -54,10 +54,12 @@ class BenchLayout:
             'signing_key = "keys/backend.ed25519.key"\n\n' + self._broker_section(username, password)
         )
 
-    def _broker_section(self, username: str | None, password: str | None) -> str:
+    def _broker_section(self, username: str | None, password: str | None, keepalive_s: int | None = None) -> str:
         text = f'[broker]\nurl = "{self.broker_url}"\nprotocol = "{self.protocol}"\n'
         if username is not None:
             text += f'username = "{username}"\npassword = "{password or ""}"\n'
+        if keepalive_s is not None:
+            text += f"keepalive_s = {keepalive_s}\n"
         return text
 
     def add_vehicle(
@@ -69,10 +71,39 @@ class BenchLayout:
         extra: str = "",
         username: str | None = None,
         password: str | None = None,
+        keepalive_s: int | None = None,
     ) -> Path:
         """Create the vehicle's keys and config and enrol it with the backend; returns the config path."""
         _, public = write_box_keypair(self.keys, vin)
-        config = self.agent_config(vin)
+        store = BackendStore(self.root / "backend.sqlite3")
+        try:
+            store.enroll(vin, bytes(load_public_key(public)), SystemClock().now())
+        finally:
+            store.close()
+        return self.write_agent_config(
+            vin,
+            simulation=simulation,
+            telemetry_interval_s=telemetry_interval_s,
+            extra=extra,
+            username=username,
+            password=password,
+            keepalive_s=keepalive_s,
+        )
+
+    def write_agent_config(
+        self,
+        vin: str,
+        *,
+        name: str | None = None,
+        simulation: bool = True,
+        telemetry_interval_s: float = 1.0,
+        extra: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int | None = None,
+    ) -> Path:
+        """(Re)write a config for an enrolled vehicle; `name` gives a second config of the same car."""
+        config = self.root / name if name is not None else self.agent_config(vin)
         config.write_text(
             f'vin = "{vin}"\n'
             f'data_dir = "vehicles/{vin}"\n\n'
@@ -80,14 +111,9 @@ class BenchLayout:
             f'vehicle_private_key = "keys/{vin}.x25519.key"\n'
             'backend_public_key = "keys/backend.x25519.pub"\n'
             'backend_verify_key = "keys/backend.ed25519.pub"\n\n'
-            + self._broker_section(username, password)
+            + self._broker_section(username, password, keepalive_s)
             + f"\n[telemetry]\ninterval_s = {telemetry_interval_s}\n"
             + f"\n[simulation]\nenabled = {'true' if simulation else 'false'}\n"
             + extra
         )
-        store = BackendStore(self.root / "backend.sqlite3")
-        try:
-            store.enroll(vin, bytes(load_public_key(public)), SystemClock().now())
-        finally:
-            store.close()
         return config
