@@ -7,9 +7,12 @@ import logging
 
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_service import ProvisioningService
+from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import Clock, SystemClock
-from tcu.keys import load_private_key
+from tcu.keys import load_private_key, load_signing_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -18,13 +21,32 @@ class BackendStub:
     def __init__(self, config: BackendConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        # Without a signing key the backend still delivers files and books results, but cannot sign.
+        signing_key = None if config.signing_key is None else load_signing_key(config.signing_key)
         self.store = BackendStore(config.database)
         self.ingest = Ingest(self.store, load_private_key(config.private_key), self.clock, config.max_payload_bytes)
         self.service = IngestService(self.ingest, self.store, config.broker)
+        self.provisioning_store = ProvisioningStore(config.database)
+        self.issuer = (
+            None
+            if signing_key is None
+            else ProvisioningIssuer(
+                self.provisioning_store,
+                signing_key=signing_key,
+                clock=self.clock,
+                enrolled=lambda vin: self.store.public_key(vin) is not None,
+            )
+        )
+        self.provisioning = ProvisioningService(
+            self.provisioning_store, self.store, config.broker, self.clock, issuer=self.issuer
+        )
+        self.provisioning.attach(self.ingest)
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.service.run(), name="backend-ingest")
+                tasks.create_task(self.provisioning.run(), name="backend-provisioning")
         finally:
+            self.provisioning_store.close()
             self.store.close()

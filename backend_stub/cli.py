@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from backend_stub.app import BackendStub
-from backend_stub.config import load_backend_config
-from backend_stub.errors import BackendError, UnknownVehicleError
+from backend_stub.config import BackendConfig, load_backend_config
+from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
+from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
+from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
 from tcu.config import validate_vin
 from tcu.errors import TcuError
-from tcu.keys import load_public_key, write_box_keypair, write_signing_keypair
+from tcu.keys import load_public_key, load_signing_key, write_box_keypair, write_signing_keypair
 from tcu.runner import configure_logging, run_service
+from tcu.services.terms import EXTENSION_MONTHS, Term
+
+_ISSUING = ("book", "cancel", "extend", "suspend", "resume", "deactivate-sim", "reissue")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     enroll = commands.add_parser("enroll", help="register a vehicle's public key")
     enroll.add_argument("vin")
     enroll.add_argument("--public-key", type=Path, required=True)
+    enroll.add_argument(
+        "--legal-ecall",
+        action=argparse.BooleanOptionalAction,
+        help="the vehicle is equipped with EU legal eCall: every provisioning file keeps 6AF and its SIM "
+        "(default: no for a new vehicle; a re-enrolment without the option keeps what is recorded)",
+    )
 
     commands.add_parser("vehicles", help="list enrolled vehicles")
     last = commands.add_parser("last", help="last transmitted value of each signal")
@@ -46,10 +57,49 @@ def _parser() -> argparse.ArgumentParser:
     rejections = commands.add_parser("rejections", help="messages refused, with the reason")
     rejections.add_argument("--vin")
 
-    for sub in (enroll, commands.choices["vehicles"], last, records, rejections):
+    capabilities = commands.add_parser("capabilities", help="the vehicle's last capability report")
+    capabilities.add_argument("vin")
+
+    for sub in (enroll, commands.choices["vehicles"], last, records, rejections, capabilities):
         sub.add_argument("--config", type=Path, required=True)
         sub.add_argument("--json", action="store_true")
+    _provision_parser(commands)
     return parser
+
+
+def _provision_parser(commands: Any) -> None:
+    provision = commands.add_parser(
+        "provision", help="change a vehicle's services (each change issues the next signed file) or show them"
+    )
+    actions = provision.add_subparsers(dest="action", required=True)
+    book = actions.add_parser("book", help="book a service with a term")
+    book.add_argument("--service", required=True, help="option code, e.g. 6AE")
+    book.add_argument("--term", required=True, choices=[t.value for t in Term])
+    book.add_argument("--start", type=date.fromisoformat, help="YYYY-MM-DD (default: today, UTC)")
+    cancel = actions.add_parser("cancel", help="cancel a service (2+1 terms: record the notice date)")
+    cancel.add_argument("--service", required=True)
+    cancel.add_argument("--on", type=date.fromisoformat, help="notice date of a 2+1 term (default: today, UTC)")
+    extend = actions.add_parser("extend", help="extend a service's term")
+    extend.add_argument("--service", required=True)
+    extend.add_argument("--months", type=int, required=True, choices=sorted(EXTENSION_MONTHS, reverse=True))
+    actions.add_parser("suspend", help="payment default: suspend every booked service")
+    actions.add_parser("resume", help="payment default over: resume the booked services")
+    actions.add_parser("deactivate-sim", help="deactivate the SIM (refused for a vehicle with legal eCall)")
+    actions.add_parser(
+        "reissue", help="issue the same desired state as the next version (after correcting the equipment with enroll)"
+    )
+    actions.add_parser("status", help="desired services and every file's delivery state")
+    for name, sub in actions.choices.items():
+        sub.add_argument("vin")
+        sub.add_argument("--config", type=Path, required=True)
+        sub.add_argument("--json", action="store_true")
+        if name in _ISSUING:
+            sub.add_argument(
+                "--valid-days",
+                type=int,
+                default=DEFAULT_VALIDITY.days,
+                help=f"the file expires this many days after issue (default {DEFAULT_VALIDITY.days})",
+            )
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -62,6 +112,130 @@ def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
         return
     for row in rows:
         print("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
+def _file_row(file: IssuedFile) -> dict[str, Any]:
+    return {
+        "version": file.version,
+        "state": file.state.value,
+        "operation": file.operation,
+        "issued": _iso(file.issued),
+        "expires": _iso(file.expires),
+        "published": _iso(file.published),
+        "publications": file.publications,
+        "changed": _iso(file.changed),
+        "code": file.code,
+        "reason": file.reason,
+    }
+
+
+def _status(vin: str, store: ProvisioningStore, backend: BackendStore, as_json: bool) -> None:
+    files = store.files(vin)
+    if not files and backend.public_key(vin) is None:
+        raise UnknownVehicleError(f"vehicle {vin} is not enrolled")
+    now = SystemClock().now()
+    head = files[-1].contents if files else None
+    services = [
+        {
+            "code": b.code,
+            "name": store.catalogue.services[b.code].name,
+            "term": b.term.value,
+            "start": b.start.isoformat(),
+            "end": None if b.end() is None else str(b.end()),
+            "status": b.status(now).value,
+            "extensions": list(b.extensions),
+            "cancelled_on": None if b.cancelled_on is None else b.cancelled_on.isoformat(),
+        }
+        for b in (head.bookings if head else ())
+    ]
+    vehicle = {
+        "vin": vin,
+        "legal_ecall": store.legal_ecall(vin),
+        "online": next((v.online for v in backend.vehicles() if v.vin == vin), None),
+        "desired_version": head.version if head else None,
+        "payment_default": head.payment_default if head else False,
+        "sim": head.sim if head else "active",
+    }
+    results = [
+        {
+            "seq": r.seq,
+            "received": _iso(r.received),
+            "version": r.version,
+            "status": r.status.value,
+            "code": r.code,
+            "reason": r.reason,
+            "booked_against": r.attributed,
+        }
+        for r in store.results(vin)
+    ]
+    files_rows = [_file_row(f) for f in files]
+    if as_json:
+        print(json.dumps({**vehicle, "services": services, "files": files_rows, "results": results}, indent=2))
+        return
+    _emit([vehicle], as_json=False)
+    for title, rows in (("desired services", services), ("files", files_rows), ("results", results)):
+        print(f"{title}:" if rows else f"{title}: none")
+        _emit(rows, as_json=False)
+
+
+def _provision(args: argparse.Namespace, config: BackendConfig) -> None:
+    vin = validate_vin(args.vin, where="VIN argument")
+    backend = BackendStore(config.database)
+    store = ProvisioningStore(config.database)
+    try:
+        if args.action == "status":
+            _status(vin, store, backend, args.json)
+            return
+        if config.signing_key is None:
+            raise BackendConfigError("[keys] signing_key is not configured: provisioning files cannot be signed")
+        if args.valid_days < 1:
+            raise BackendConfigError(f"--valid-days must be at least 1, not {args.valid_days}")
+        issuer = ProvisioningIssuer(
+            store,
+            signing_key=load_signing_key(config.signing_key),
+            clock=SystemClock(),
+            enrolled=lambda v: backend.public_key(v) is not None,
+            validity=timedelta(days=args.valid_days),
+        )
+        issued = {
+            "book": lambda: issuer.book(vin, args.service, args.term, args.start),
+            "cancel": lambda: issuer.cancel(vin, args.service, args.on),
+            "extend": lambda: issuer.extend(vin, args.service, args.months),
+            "suspend": lambda: issuer.suspend(vin),
+            "resume": lambda: issuer.resume(vin),
+            "deactivate-sim": lambda: issuer.deactivate_sim(vin),
+            "reissue": lambda: issuer.reissue(vin, "requested on the command line"),
+        }[args.action]()
+        if args.json:
+            print(json.dumps({"vin": vin, **_file_row(issued)}, indent=2))
+        else:
+            print(
+                f"issued provisioning file version {issued.version} for {vin} ({issued.operation}); "
+                "the running backend publishes it"
+            )
+    finally:
+        store.close()
+        backend.close()
+
+
+def _capabilities(args: argparse.Namespace, config: BackendConfig) -> None:
+    vin = validate_vin(args.vin, where="VIN argument")
+    store = ProvisioningStore(config.database)
+    try:
+        report = store.capabilities(vin)
+    finally:
+        store.close()
+    if report is None:
+        raise UnknownVehicleError(f"no capability report from vehicle {vin} yet")
+    if args.json:
+        meta = {"vin": vin, "seq": report.seq, "created": _iso(report.created), "received": _iso(report.received)}
+        print(json.dumps({**meta, "report": report.report}, indent=2, default=str))
+        return
+    print(f"vin={vin}  seq={report.seq}  created={_iso(report.created)}  received={_iso(report.received)}")
+    flat = {k: v for k, v in report.report.items() if not isinstance(v, dict) or k == "services"}
+    _emit([flat], as_json=False)
+    for name, category in report.report.get("categories", {}).items():
+        _emit([{"category": name, **category}], as_json=False)
 
 
 def _query(args: argparse.Namespace, store: BackendStore) -> None:
@@ -115,12 +289,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             run_service(BackendStub(config).run())
             return 0
+        if args.command == "provision":
+            _provision(args, config)
+            return 0
+        if args.command == "capabilities":
+            _capabilities(args, config)
+            return 0
         store = BackendStore(config.database)
         try:
             if args.command == "enroll":
                 vin = validate_vin(args.vin, where="VIN argument")
                 store.enroll(vin, bytes(load_public_key(args.public_key)), SystemClock().now())
-                print(f"enrolled {vin}")
+                provisioning = ProvisioningStore(config.database)
+                try:
+                    legal = provisioning.set_legal_ecall(vin, args.legal_ecall)
+                finally:
+                    provisioning.close()
+                print(f"enrolled {vin} (legal eCall: {'yes' if legal else 'no'})")
             else:
                 _query(args, store)
         finally:

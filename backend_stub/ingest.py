@@ -4,6 +4,7 @@
 `IngestService` is the MQTT shell. Acks are sent only after the batch holding the records is
 committed: an ack promises the vehicle that it may forget the record. Duplicates (a resend after a
 lost ack, or a replay) are stored once and acknowledged again so the vehicle stops resending.
+Observers (e.g. provisioning) hear of each newly stored record and each vehicle status.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -25,9 +27,13 @@ from tcu.config import BrokerConfig
 from tcu.errors import EnvelopeError
 from tcu.uplink.envelope import open_record, seal_ack
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
+from tcu.uplink.records import ReceivedRecord
 from tcu.uplink.topics import UP_WILDCARD, VehicleTopics, split_topic
 
 _LOGGER = logging.getLogger(__name__)
+
+RecordObserver = Callable[[ReceivedRecord], None]
+StatusObserver = Callable[[str, bool], None]  # (vin, online)
 
 
 @dataclass(slots=True)
@@ -47,7 +53,33 @@ class Ingest:
         self._max_payload = max_payload_bytes
         self._boxes: dict[str, Box] = {}  # precomputed X25519 shared keys per vehicle
         self._pending_acks: dict[str, set[int]] = defaultdict(set)
+        self._record_observers: list[RecordObserver] = []
+        self._status_observers: list[StatusObserver] = []
         self.stats = IngestStats()
+
+    def add_observer(self, observer: RecordObserver) -> None:
+        """Call `observer` with every newly stored record (never with a duplicate).
+
+        Observers run inside the ingest transaction, before its commit: they must be quick and must
+        not write through another connection to this database (it would wait on this transaction's
+        lock) — queue the work instead. One that raises is logged and skipped: a bug in a consumer
+        must not stop the ingest of everything else, eCall records included.
+        """
+        self._record_observers.append(observer)
+
+    def add_status_observer(self, observer: StatusObserver) -> None:
+        """Call `observer(vin, online)` for every valid status of an enrolled vehicle; same rules as above.
+
+        Every status is passed on, not only changes: a vehicle that reconnects says "online" again even
+        when the backend never saw it go offline.
+        """
+        self._status_observers.append(observer)
+
+    def _notify(self, observer: Callable[..., None], *args: object) -> None:
+        try:
+            observer(*args)
+        except Exception:
+            _LOGGER.exception("ingest observer %r failed; ingest goes on", observer)
 
     def _box(self, vin: str) -> Box | None:
         box = self._boxes.get(vin)
@@ -89,6 +121,8 @@ class Ingest:
         if self._store.add_record(record, self._clock.now()):
             self.stats.stored += 1
             self.stats.by_vehicle[vin] += 1
+            for observer in self._record_observers:
+                self._notify(observer, record)
         else:
             self.stats.duplicates += 1
             _LOGGER.info("VIN %s seq %d already stored (resend or replay); acknowledged again", vin, record.seq)
@@ -109,6 +143,8 @@ class Ingest:
             self._reject(topic, vin, f"status from vehicle {vin}, which is not enrolled")
             return
         self._store.set_online(vin, status["online"], self._clock.now())
+        for observer in self._status_observers:
+            self._notify(observer, vin, status["online"])
 
     def _reject(self, topic: str, vin: str | None, reason: str) -> None:
         self.stats.rejected += 1
