@@ -7,14 +7,22 @@ import logging
 
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
+from backend_stub.measure_service import MeasureService
+from backend_stub.measure_store import MeasureStore
+from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
+from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from tcu.keys import load_private_key, load_signing_key
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value).lower()
 
 
 class BackendStub:
@@ -41,12 +49,32 @@ class BackendStub:
             self.provisioning_store, self.store, config.broker, self.clock, issuer=self.issuer
         )
         self.provisioning.attach(self.ingest)
+        self.measure_store = MeasureStore(config.database)
+        self.measures = (
+            None
+            if signing_key is None
+            else MeasureScheduler(
+                self.measure_store,
+                signing_key=signing_key,
+                clock=self.clock,
+                vehicle_mode=lambda vin: _text(self.store.last_value(vin, "Vehicle.Mode")),
+                online=self.store.online,
+                backoff=Backoff(base_s=config.measure_retry_base_s, cap_s=config.measure_retry_cap_s),
+                attempt_timeout_s=config.measure_attempt_timeout_s,
+            )
+        )
+        self.measure_service = None if self.measures is None else MeasureService(self.measures, config.broker)
+        if self.measure_service is not None:
+            self.measure_service.attach(self.ingest)
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.service.run(), name="backend-ingest")
                 tasks.create_task(self.provisioning.run(), name="backend-provisioning")
+                if self.measure_service is not None:
+                    tasks.create_task(self.measure_service.run(), name="backend-measures")
         finally:
+            self.measure_store.close()
             self.provisioning_store.close()
             self.store.close()

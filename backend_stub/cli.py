@@ -12,6 +12,7 @@ from typing import Any
 from backend_stub.app import BackendStub
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
+from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
@@ -89,6 +90,7 @@ def _provision_parser(commands: Any) -> None:
         "reissue", help="issue the same desired state as the next version (after correcting the equipment with enroll)"
     )
     actions.add_parser("status", help="desired services and every file's delivery state")
+    add_measure_parser(commands)
     for name, sub in actions.choices.items():
         sub.add_argument("vin")
         sub.add_argument("--config", type=Path, required=True)
@@ -294,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "capabilities":
             _capabilities(args, config)
+            return 0
+        if args.command == "measure":
+            run_measure_command(args, config)
             return 0
         store = BackendStore(config.database)
         try:

@@ -19,6 +19,9 @@ class BackendConfig:
     signing_key: Path | None  # Ed25519: signs provisioning files and measure orders
     broker: BrokerConfig
     max_payload_bytes: int = 64 * 1024
+    measure_retry_base_s: float = 30.0  # backoff after a failed remote-measure attempt ...
+    measure_retry_cap_s: float = 900.0  # ... capped here (the cause going away retries at once)
+    measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -27,14 +30,18 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         root = TomlSection(load_toml(path), "", path.resolve().parent)
         keys = root.table("keys")
         ingest = root.table("ingest")
+        measures = root.table("measures")
         config = BackendConfig(
             database=root.path("database", REQUIRED),
             private_key=keys.path("private_key", REQUIRED),
             signing_key=keys.path("signing_key"),
             broker=parse_broker(root.table("broker"), env),
             max_payload_bytes=ingest.integer("max_payload_bytes", 64 * 1024),
+            measure_retry_base_s=measures.number("retry_base_s", 30.0),
+            measure_retry_cap_s=measures.number("retry_cap_s", 900.0),
+            measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
         )
-        for section in (keys, ingest, root):
+        for section in (keys, ingest, measures, root):
             section.reject_unknown()
     except ConfigError as exc:
         raise BackendConfigError(str(exc)) from exc

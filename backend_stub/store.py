@@ -126,6 +126,14 @@ class BackendStore:
         row = self._db.execute("SELECT public_key FROM vehicles WHERE vin=?", (vin,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def online(self, vin: str) -> bool | None:
+        row = self._db.execute("SELECT online FROM vehicles WHERE vin=?", (vin,)).fetchone()
+        return None if row is None or row[0] is None else bool(row[0])
+
+    def last_value(self, vin: str, path: str) -> Any:
+        row = self._db.execute("SELECT value FROM last_values WHERE vin=? AND path=?", (vin, path)).fetchone()
+        return None if row is None else cbor2.loads(row[0])
+
     def set_online(self, vin: str, online: bool, at: datetime) -> None:
         self._db.execute("UPDATE vehicles SET online=?, status_ms=? WHERE vin=?", (int(online), to_millis(at), vin))
 

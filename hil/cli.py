@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 from hil.demo import demo_workdir, run_demo
+from hil.live_view import LiveView
+from hil.report import write_report
+from hil.runner import ScenarioRunner
+from hil.scenario import ACTIONS, Step, library, load_scenario
+from tcu.errors import ConfigError
 from tcu.runner import configure_logging
 
 
@@ -25,12 +32,76 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: local Mosquitto when installed, embedded amqtt otherwise",
     )
     demo.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
+
+    commands.add_parser("list", help="the scenarios shipped with tcu-hil")
+    run = commands.add_parser("run", help="run a scenario: a name from `tcu-hil list` or a TOML file")
+    run.add_argument("scenario")
+    run.add_argument("--workdir", type=Path, help="bench folder (default: a new temporary one)")
+    run.add_argument("--report", type=Path, help="report folder (default: WORKDIR/report)")
+    run.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
+    run.add_argument("--time-scale", type=float, help="override the scenario's time scale")
+    run.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="'at=10 do=tunnel for_s=5'",
+        help="add a step (fault injection from the command line); repeatable",
+    )
     return parser
+
+
+def _step(text: str) -> Step:
+    """'at=10 do=tunnel for_s=5' → a Step; values are TOML scalars."""
+    try:
+        fields = tomllib.loads("\n".join(text.split()))
+        return Step(at=float(fields.pop("at")), do=str(fields.pop("do")), args=fields)
+    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+        raise ConfigError(f"--step {text!r}: expected key=value pairs with at= and do= ({exc})") from exc
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = Path(args.scenario)
+    scenario = load_scenario(path if path.suffix == ".toml" else library().get(args.scenario, path))
+    extra = tuple(_step(text) for text in args.step)
+    unknown = [step.do for step in extra if step.do not in ACTIONS]
+    if unknown:
+        raise ConfigError(f"--step: unknown action(s) {', '.join(unknown)}; expected one of {', '.join(ACTIONS)}")
+    scenario = replace(
+        scenario,
+        steps=tuple(sorted(scenario.steps + extra, key=lambda s: s.at)),
+        time_scale=args.time_scale or scenario.time_scale,
+    )
+    workdir = demo_workdir(args.workdir)
+    view = LiveView(scenario.name, scenario.duration_s)
+    runner = ScenarioRunner(
+        scenario, workdir, broker_choice=args.broker, on_sample=view.on_sample, on_event=view.on_event
+    )
+    timeline = asyncio.run(runner.run())
+    report = write_report(timeline, args.report or workdir / "report")
+    view.finish(timeline, report)
+    if not timeline.expectations:
+        print("FAILED: the scenario checked nothing (add [[expect]] entries)", file=sys.stderr)
+        return 1
+    return 0 if timeline.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"tcu-hil: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        for name, path in library().items():
+            print(f"{name:22} {load_scenario(path).description}")
+        return 0
+    if args.command == "run":
+        return _run(args)
     if args.command == "demo":
         try:
             result = asyncio.run(

@@ -79,6 +79,7 @@ class MeasureEngine:
         self._orders: asyncio.Queue[MeasureOrder] = asyncio.Queue()
         self._current: MeasureAttempt | None = None
         self._interrupted = asyncio.Event()
+        self._locks: dict[str, object] = {}  # lock states when the attempt started
 
     @property
     def current(self) -> MeasureAttempt | None:
@@ -150,7 +151,10 @@ class MeasureEngine:
         if attempt is None:
             return
         if signal.path in LOCK_PATHS or signal.path.endswith(LOCK_SUFFIX):
-            self.interrupt(Interruption.LOCK_CHANGED)
+            # Body ECUs repeat their state cyclically: only a different value is a lock or an unlock.
+            before = self._locks.setdefault(signal.path, signal.value)
+            if signal.value != before:
+                self.interrupt(Interruption.LOCK_CHANGED)
         elif signal.path == MODE_PATH and _mode(signal.value) not in attempt.order.allowed_states:
             self.interrupt(Interruption.VEHICLE_STATE)
 
@@ -183,6 +187,11 @@ class MeasureEngine:
                 measure_id=order.measure_id, attempt=order.attempt, config=config_before, personal=personal_before
             )
         )
+        self._locks = {
+            path: signal.value
+            for path, signal in self._state.snapshot().items()
+            if path in LOCK_PATHS or path.endswith(LOCK_SUFFIX)
+        }
         self._current = attempt
         self._interrupted.clear()
         _LOGGER.info(

@@ -31,6 +31,8 @@ class Bench:
         self.clock = clock
         self.state = VehicleState()
         self.set_signal("Vehicle.Mode", "parked")
+        self.set_signal("Vehicle.Body.CentralLock.State", "UNLOCKED")
+        self.set_signal("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)
         self.ecu = EcuConfiguration(tmp_path / "ecu.cbor", load_key_specs())
         self.personal = PersonalStore(tmp_path / "personal.cbor")
         self.personal.save(PersonalData(profiles=(DriverProfile(name="Anna", seat_position=4),)))
@@ -208,6 +210,19 @@ async def test_preconditions_keep_an_attempt_from_starting(bench: Bench, setup, 
     result = await bench.run(bench.order())
     assert (result["status"], result["code"], result["reason"]) == ("not_started", code, reason)
     assert bench.ecu.snapshot() == config_before
+
+
+async def test_lock_state_repeated_unchanged_is_no_interruption(bench: Bench) -> None:
+    """Body ECUs send their state cyclically: the same value again is not a lock or an unlock."""
+    bench.set_signal("Vehicle.Body.CentralLock.State", "LOCKED")
+    bench.set_signal("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)
+
+    def repeat(_n: int) -> None:
+        bench.set_signal("Vehicle.Body.CentralLock.State", "LOCKED")
+        bench.set_signal("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)
+
+    bench.on_step = repeat
+    assert (await bench.run(bench.order()))["status"] == "succeeded"
 
 
 async def test_measure_allowed_while_living_or_driving_runs_then(bench: Bench) -> None:

@@ -1,0 +1,349 @@
+"""`tcu-hil run SCENARIO`: a whole bench for one scenario, run, watched, checked and reported.
+
+In the runner's process: the virtual serial devices on ptys, the network between agent and broker
+(hil.netem), the backend stub, the live view; in their own processes: Mosquitto (a local one when
+installed, else the embedded broker in this process) and the agent, as on a Pi — so a step can
+SIGKILL it. Steps run at their scenario time; after the last one the agent is stopped, a drain-only
+agent (no sources) sends what was still queued, and the expectations are checked against the
+backend. Every run writes its bench folder, the agent's log and the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from backend_stub.app import BackendStub
+from backend_stub.config import load_backend_config
+from hil.agent_process import AgentProcess
+from hil.broker import Broker, choose_broker
+from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
+from hil.devices.nmea_sim import NmeaSimulator
+from hil.devices.pty_device import PtyDevice
+from hil.devices.slcan_sim import Door, SlcanSimulator
+from hil.expectations import Evidence, evaluate
+from hil.layout import BenchLayout
+from hil.netem import NetworkEmulator
+from hil.scenario import Scenario, Step
+from hil.timeline import Event, EventKind, Sample, Timeline
+from tcu.errors import ConfigError
+from tcu.status import read_status
+from tcu.vehicle.drive_cycle import DriveCycle
+
+_LOGGER = logging.getLogger(__name__)
+
+UPLINK = "\n[uplink]\nreconnect_base_s = 0.2\nreconnect_cap_s = 2.0\nack_timeout_s = 10\n"
+
+
+@dataclass
+class Bench:
+    """Everything one run owns; built by `ScenarioRunner.run`."""
+
+    layout: BenchLayout
+    broker: Broker
+    netem: NetworkEmulator
+    backend: BackendStub
+    agent: AgentProcess
+    devices: dict[str, PtyDevice] = field(default_factory=dict)
+
+
+class ScenarioRunner:
+    def __init__(
+        self,
+        scenario: Scenario,
+        workdir: Path,
+        *,
+        broker_choice: Literal["auto", "mosquitto", "embedded"] = "auto",
+        on_sample: Callable[[Sample], None] = lambda _s: None,
+        on_event: Callable[[Event], None] = lambda _e: None,
+    ) -> None:
+        self.scenario = scenario
+        self.workdir = workdir
+        self._broker_choice = broker_choice
+        self._on_sample = on_sample
+        self._on_event = on_event
+        self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
+        self._start = 0.0
+        self._last_link: bool | None = None
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds into the scenario (scenario time: the drive runs `time_scale` times faster)."""
+        return (asyncio.get_running_loop().time() - self._start) * self.scenario.time_scale
+
+    async def _until(self, scenario_s: float) -> None:
+        delay = (scenario_s - self.now()) / self.scenario.time_scale
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _hold(self, scenario_s: float) -> None:
+        await asyncio.sleep(scenario_s / self.scenario.time_scale)
+
+    def event(self, kind: EventKind, label: str, detail: str = "") -> None:
+        event = Event(t=round(self.now(), 2), kind=kind, label=label, detail=detail)
+        self.timeline.events.append(event)
+        self._on_event(event)
+
+    # -- building the bench ----------------------------------------------------------------------
+
+    def _devices(self, cycle: DriveCycle) -> dict[str, PtyDevice]:
+        ttys = self.workdir / "tty"
+        ttys.mkdir(parents=True, exist_ok=True)
+        factories: dict[str, Callable[[], PtyDevice]] = {
+            "obd": lambda: Elm327Simulator(
+                cycle=cycle, elapsed=self.now, timing=Elm327Timing.instant(), link_path=str(ttys / "obd")
+            ),
+            "can": lambda: SlcanSimulator(cycle=cycle, elapsed=self.now, link_path=str(ttys / "can")),
+            "gnss": lambda: NmeaSimulator(cycle=cycle, elapsed=self.now, link_path=str(ttys / "gnss")),
+        }
+        return {name: factories[name]() for name in self.scenario.devices}
+
+    def _agent_config(
+        self, layout: BenchLayout, devices: dict[str, PtyDevice], *, drain_only: bool = False, extra: str = ""
+    ) -> Path:
+        """The scenario's agent config; `drain_only`: no sources, it only sends what is queued."""
+        scenario = self.scenario
+        sources = (
+            ""
+            if drain_only
+            else "".join(f'\n[sources.{name}]\nport = "{device.path}"\n' for name, device in devices.items())
+        )
+        return layout.write_agent_config(
+            scenario.vin,
+            name=f"agent-{scenario.vin}-drain.toml" if drain_only else None,
+            simulation=not devices and not drain_only,
+            telemetry_interval_s=scenario.telemetry_interval_s / scenario.time_scale,
+            extra=UPLINK + f"\n[vehicle]\nlegal_ecall = {str(scenario.legal_ecall).lower()}\n" + sources + extra,
+            keepalive_s=3,  # a tunnel black-holes the link: keepalive is how the agent notices
+        )
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> Timeline:
+        scenario = self.scenario
+        broker = choose_broker(self.workdir, self._broker_choice)
+        await broker.start()
+        try:
+            async with NetworkEmulator(upstream_port=broker.port) as netem:
+                layout = BenchLayout(root=self.workdir / "bench", broker_url=broker.url, protocol=broker.protocol)
+                layout.create_backend()
+                cycle = DriveCycle(parked=scenario.parked_windows())
+                devices = self._devices(cycle)
+                async with contextlib.AsyncExitStack() as stack:
+                    for device in devices.values():
+                        await stack.enter_async_context(device)
+                    layout.add_vehicle(scenario.vin)  # keys and enrolment; the config is the scenario's
+                    config = self._agent_config(layout, devices)
+                    env = {"TCU_BROKER_URL": netem.url}
+                    agent = AgentProcess(config, env=env, log=self.workdir / "agent.log")
+                    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+                    bench = Bench(
+                        layout=layout, broker=broker, netem=netem, backend=backend, agent=agent, devices=devices
+                    )
+                    await self._run_bench(bench)
+        finally:
+            await broker.stop()
+        return self.timeline
+
+    async def _run_bench(self, bench: Bench) -> None:
+        scenario = self.scenario
+        async with asyncio.TaskGroup() as tasks:
+            backend_task = tasks.create_task(bench.backend.run(), name="backend")
+            await asyncio.wait_for(bench.backend.service.connected.wait(), 15)
+            self._start = asyncio.get_running_loop().time()
+            await bench.agent.start()
+            sampler = tasks.create_task(self._sample_forever(bench), name="sampler")
+            for step in scenario.steps:
+                await self._until(step.at)
+                self.event(EventKind.FAULT if step.do in FAULTS else EventKind.ACTION, step.do, _describe(step))
+                tasks.create_task(self._perform(bench, step), name=f"step-{step.do}@{step.at}")
+            await self._until(scenario.duration_s)
+            await bench.agent.stop()
+            self.event(EventKind.ACTION, "end", "agent stopped; draining what it had queued")
+            await self._drain(bench)
+            sampler.cancel()
+            self.timeline.expectations = evaluate(scenario, self._evidence(bench))
+            backend_task.cancel()
+
+    async def _drain(self, bench: Bench) -> None:
+        """A drain-only agent (no sources) sends whatever the stopped one still had queued."""
+        bench.netem.restore()
+        config = self._agent_config(bench.layout, bench.devices, drain_only=True)
+        drain = AgentProcess(config, env={"TCU_BROKER_URL": bench.netem.url}, log=self.workdir / "agent.log")
+        await drain.start()
+        status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                while True:
+                    await asyncio.sleep(0.5)
+                    status = read_status(status_path)
+                    if status and status["link"]["up"] and status["queue"]["depth"] == 0:
+                        break
+        await asyncio.sleep(1.0)  # the backend commits the last batch
+        await drain.stop()
+
+    def _evidence(self, bench: Bench) -> Evidence:
+        outbox = bench.layout.data_dir(self.scenario.vin) / "outbox.sqlite3"
+        with contextlib.closing(sqlite3.connect(outbox)) as db:
+            next_seq = int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
+            queued = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return Evidence(
+            vin=self.scenario.vin, backend=bench.backend, next_seq=next_seq, queued=queued, events=self.timeline.events
+        )
+
+    async def _sample_forever(self, bench: Bench) -> None:
+        status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
+        while True:
+            status = read_status(status_path) or {}
+            link = bool(status.get("link", {}).get("up"))
+            if link != self._last_link and status:
+                self.event(EventKind.LINK, "link up" if link else "link down", str(status["link"].get("error") or ""))
+                self._last_link = link
+            speed = status.get("signals", {}).get("Vehicle.Speed")
+            measure = status.get("measure")
+            sample = Sample(
+                t=round(self.now(), 2),
+                speed_kmh=float(speed) if isinstance(speed, int | float) else None,
+                coverage=link,
+                queue_depth=int(status.get("queue", {}).get("depth", 0)),
+                stored_at_backend=len(bench.backend.store.seqs(self.scenario.vin)),
+                ecall_state=_ecall_state(status),
+                measure_state=None if not measure else f"{measure['id']} #{measure['attempt']}",
+            )
+            self.timeline.samples.append(sample)
+            self._on_sample(sample)
+            await self._hold(1.0)
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    async def _perform(self, bench: Bench, step: Step) -> None:
+        try:
+            await ACTION_TABLE[step.do](self, bench, step)
+        except Exception as exc:  # a failing action is a finding of the run, not a crash of the runner
+            _LOGGER.exception("step %s at %s s failed", step.do, step.at)
+            self.event(EventKind.FAULT, f"{step.do} failed", f"{type(exc).__name__}: {exc}")
+
+    def _can(self, bench: Bench) -> SlcanSimulator:
+        device = bench.devices.get("can")
+        if device is None:
+            raise ConfigError(f'step needs the virtual CAN device: add "can" to {self.scenario.name}\'s devices')
+        assert isinstance(device, SlcanSimulator)
+        return device
+
+
+def _describe(step: Step) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(step.args.items()))
+
+
+def _ecall_state(status: dict[str, Any]) -> str | None:
+    ecall = status.get("ecall")
+    return str(ecall.get("state")) if isinstance(ecall, dict) and ecall.get("state") else None
+
+
+async def _park(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    """Nothing to do: parked windows are part of the drive cycle the devices follow."""
+
+
+async def _tunnel(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    bench.netem.cut()
+    await runner._hold(float(step.args.get("for_s", 10)))
+    bench.netem.restore()
+    runner.event(EventKind.ACTION, "tunnel ends", "coverage back")
+
+
+async def _broker_outage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    kill = getattr(bench.broker, "kill", None)
+    if step.args.get("kill") and kill is not None:
+        await kill()
+    else:
+        await bench.broker.stop()
+    await runner._hold(float(step.args.get("for_s", 10)))
+    await bench.broker.start()
+    runner.event(EventKind.ACTION, "broker back")
+
+
+async def _latency(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    bench.netem.latency_s = float(step.args.get("latency_s", 0.2))
+    bench.netem.loss = float(step.args.get("loss", 0.0))
+    await runner._hold(float(step.args.get("for_s", 10)))
+    bench.netem.latency_s, bench.netem.loss = 0.0, 0.0
+    runner.event(EventKind.ACTION, "latency ends")
+
+
+async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    bus = runner._can(bench).bus
+    match step.do:
+        case "lock":
+            bus.lock()
+        case "unlock":
+            bus.unlock()
+        case "open_door" | "close_door":
+            bus.open_door(Door(step.args.get("door", "FrontLeft")), step.do == "open_door")
+        case "crash":
+            bus.crash()
+        case "sos":
+            bus.press_sos(True)
+            await runner._hold(1.0)
+            bus.press_sos(False)
+
+
+async def _agent_kill(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    await bench.agent.kill()
+    await runner._hold(float(step.args.get("restart_after_s", 2)))
+    await bench.agent.start()
+    runner.event(EventKind.ACTION, "agent restarted")
+
+
+async def _serial_garbage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    device = bench.devices[str(step.args.get("device", "can"))]
+    await device.inject_garbage(int(step.args.get("count", 100)))
+
+
+async def _unplug(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    device = bench.devices[str(step.args.get("device", "can"))]
+    device.unplug()
+    await runner._hold(float(step.args.get("for_s", 5)))
+    device.plug()
+    runner.event(EventKind.FAULT, f"{step.args.get('device', 'can')} replugged")
+
+
+async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    """The agent restarted with its queue capped at the size it has now: SQLite then refuses writes
+    with SQLITE_FULL, the same error a full disk gives; afterwards it is restarted uncapped."""
+    outbox = bench.layout.data_dir(runner.scenario.vin) / "outbox.sqlite3"
+    cap = max(outbox.stat().st_size + 8192, 65536)
+    await bench.agent.stop()
+    runner._agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
+    await bench.agent.start()
+    await runner._hold(float(step.args.get("for_s", 10)))
+    await bench.agent.stop()
+    runner._agent_config(bench.layout, bench.devices)
+    await bench.agent.start()
+    runner.event(EventKind.FAULT, "disk space back")
+
+
+FAULTS = frozenset({"agent_kill", "serial_garbage", "unplug", "disk_full", "latency", "tunnel", "broker_outage"})
+
+ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
+    "park": _park,
+    "tunnel": _tunnel,
+    "broker_outage": _broker_outage,
+    "latency": _latency,
+    "lock": _body,
+    "unlock": _body,
+    "open_door": _body,
+    "close_door": _body,
+    "crash": _body,
+    "sos": _body,
+    "agent_kill": _agent_kill,
+    "serial_garbage": _serial_garbage,
+    "unplug": _unplug,
+    "disk_full": _disk_full,
+}

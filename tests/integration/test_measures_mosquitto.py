@@ -1,0 +1,69 @@
+"""Issue 5 end to end: a remote measure on the parked car, interrupted when the customer unlocks it on
+the virtual CAN bus, rolled back, retried by the backend's scheduler and completed — through Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from backend_stub.app import BackendStub
+from backend_stub.config import load_backend_config
+from backend_stub.measure_store import SUCCEEDED
+from hil.devices.slcan_sim import SlcanSimulator
+from hil.layout import BenchLayout
+from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
+from tests.conftest import VIN, eventually
+from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
+
+CHANGES = {"gateway.firewall_rules": "v13", "telematics.apn": "internet.fixed", "navigation.map_region": "EU-2027"}
+
+
+async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: BenchLayout, tmp_path: Path) -> None:
+    layout.backend_config.write_text(
+        layout.backend_config.read_text() + "\n[measures]\nretry_base_s = 1\nretry_cap_s = 2\n"
+    )
+    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+    assert backend.measures is not None
+    backend_task = asyncio.create_task(backend.run())
+    can = SlcanSimulator(cycle=DriveCycle(parked=((0.0, 3600.0),)), link_path=tmp_path / "ttyCAN")
+    try:
+        await asyncio.wait_for(backend.service.connected.wait(), 10)
+        async with can:
+            config = drain_only_config(
+                vehicle_config(layout, interval_s=0.2, extra=f'\n[sources.can]\nport = "{can.path}"\n')
+            )
+            async with running_agent(config) as agent:
+                can.bus.lock()  # parked and locked, as the customer left it
+                await eventually(lambda: agent.state.value("Vehicle.Mode") == "parked", what="parked car")
+                await eventually(
+                    lambda: agent.state.value("Vehicle.Body.CentralLock.State") == "LOCKED", what="locked car"
+                )
+                await eventually(lambda: backend.store.last_value(VIN, "Vehicle.Mode") is not None, what="mode known")
+                backend.measures.send(
+                    vin=VIN,
+                    measure_id="FIX-4711",
+                    changes=CHANGES,
+                    allowed_states=(VehicleMode.PARKED,),
+                    impairs=("6AP",),
+                    step_s=0.4,
+                )
+                await eventually(lambda: agent.measures.current is not None, what="attempt 1 running")
+                can.bus.unlock()  # the customer opens the car mid-measure
+                await eventually(lambda: len(backend.measure_store.history("FIX-4711")) >= 2, what="retry sent")
+                await eventually(lambda: _state(backend) == SUCCEEDED, what="measure succeeded")
+                assert {k: agent.ecu.values[k] for k in CHANGES} == CHANGES
+        history = backend.measure_store.history("FIX-4711")
+        assert (history[0].status, history[0].code) == ("rolled_back", "lock_or_unlock")
+        assert history[-1].status == "succeeded"
+        assert history[-1].impaired_s is not None
+        assert 1.0 <= history[-1].impaired_s < 600
+    finally:
+        backend_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await backend_task
+
+
+def _state(backend: BackendStub) -> str | None:
+    measure = backend.measure_store.get("FIX-4711")
+    return None if measure is None else measure.state
