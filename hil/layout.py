@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
 from tcu.keys import load_public_key, write_box_keypair, write_signing_keypair
@@ -89,6 +90,14 @@ class BenchLayout:
             password=password,
             keepalive_s=keepalive_s,
         )
+
+    def set_legal_ecall(self, vin: str, legal: bool) -> None:
+        """Tell the backend whether the vehicle is equipped with legal eCall (as `enroll --legal-ecall`)."""
+        store = ProvisioningStore(self.root / "backend.sqlite3")
+        try:
+            store.set_legal_ecall(vin, legal)
+        finally:
+            store.close()
 
     def write_agent_config(
         self,

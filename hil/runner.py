@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
+from backend_stub.provisioning import ProvisioningIssuer
 from hil.agent_process import AgentProcess
 from hil.broker import Broker, choose_broker
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
@@ -34,7 +35,7 @@ from hil.scenario import Scenario, Step
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
 from tcu.status import read_status
-from tcu.vehicle.drive_cycle import DriveCycle
+from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -134,12 +135,17 @@ class ScenarioRunner:
             async with NetworkEmulator(upstream_port=broker.port) as netem:
                 layout = BenchLayout(root=self.workdir / "bench", broker_url=broker.url, protocol=broker.protocol)
                 layout.create_backend()
+                # A bench retries remote measures within seconds, not the field's minutes.
+                layout.backend_config.write_text(
+                    layout.backend_config.read_text() + "\n[measures]\nretry_base_s = 2\nretry_cap_s = 10\n"
+                )
                 cycle = DriveCycle(parked=scenario.parked_windows())
                 devices = self._devices(cycle)
                 async with contextlib.AsyncExitStack() as stack:
                     for device in devices.values():
                         await stack.enter_async_context(device)
                     layout.add_vehicle(scenario.vin)  # keys and enrolment; the config is the scenario's
+                    layout.set_legal_ecall(scenario.vin, scenario.legal_ecall)
                     config = self._agent_config(layout, devices)
                     env = {"TCU_BROKER_URL": netem.url}
                     agent = AgentProcess(config, env=env, log=self.workdir / "agent.log")
@@ -329,6 +335,41 @@ async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     runner.event(EventKind.FAULT, "disk space back")
 
 
+def _issuer(bench: Bench) -> ProvisioningIssuer:
+    if bench.backend.issuer is None:
+        raise ConfigError("the backend has no signing key: it cannot issue provisioning files")
+    return bench.backend.issuer
+
+
+async def _provision(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    issuer, vin = _issuer(bench), runner.scenario.vin
+    match step.do:
+        case "book":
+            issued = issuer.book(vin, str(step.args["service"]), str(step.args.get("term", "3y")))
+        case "cancel":
+            issued = issuer.cancel(vin, str(step.args["service"]))
+        case "suspend":
+            issued = issuer.suspend(vin)
+        case _:
+            issued = issuer.resume(vin)
+    runner.event(EventKind.PROVISIONING, f"file v{issued.version} issued", step.do)
+
+
+async def _measure(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    scheduler = bench.backend.measures
+    if scheduler is None:
+        raise ConfigError("the backend has no signing key: it cannot sign measure orders")
+    scheduler.send(
+        vin=runner.scenario.vin,
+        measure_id=str(step.args["id"]),
+        changes=dict(step.args["changes"]),
+        allowed_states=tuple(VehicleMode(s) for s in step.args.get("states", ["parked"])),
+        impairs=tuple(step.args.get("impairs", ())),
+        step_s=float(step.args.get("step_s", 1.0)) / runner.scenario.time_scale,
+        max_attempts=int(step.args.get("max_attempts", 10)),
+    )
+
+
 FAULTS = frozenset({"agent_kill", "serial_garbage", "unplug", "disk_full", "latency", "tunnel", "broker_outage"})
 
 ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
@@ -346,4 +387,9 @@ ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
     "serial_garbage": _serial_garbage,
     "unplug": _unplug,
     "disk_full": _disk_full,
+    "book": _provision,
+    "cancel": _provision,
+    "suspend": _provision,
+    "resume": _provision,
+    "measure": _measure,
 }
