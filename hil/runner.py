@@ -72,6 +72,7 @@ class ScenarioRunner:
         self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
         self._start = 0.0
         self._last_link: bool | None = None
+        self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -225,7 +226,25 @@ class ScenarioRunner:
             )
             self.timeline.samples.append(sample)
             self._on_sample(sample)
+            self._backend_events(bench)
             await self._hold(1.0)
+
+    def _backend_events(self, bench: Bench) -> None:
+        """What the backend learnt since the last sample: measure attempts, provisioning file states."""
+        vin = self.scenario.vin
+        for measure in bench.backend.measure_store.all(vin):
+            for attempt in bench.backend.measure_store.history(measure.measure_id):
+                key = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
+                    label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
+                    self.event(EventKind.MEASURE, label, detail)
+        for issued in bench.backend.provisioning_store.files(vin):
+            key = ("file", str(issued.version), issued.state.value)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)
 
     # -- actions -----------------------------------------------------------------------------------
 
