@@ -241,9 +241,9 @@ class ScenarioRunner:
                     label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
                     self.event(EventKind.MEASURE, label, detail)
         for issued in bench.backend.provisioning_store.files(vin):
-            key = ("file", str(issued.version), issued.state.value)
-            if key not in self._seen:
-                self._seen.add(key)
+            file_key = ("file", str(issued.version), issued.state.value)
+            if file_key not in self._seen:
+                self._seen.add(file_key)
                 self.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)
 
     # -- actions -----------------------------------------------------------------------------------
