@@ -13,7 +13,9 @@ TcuError
 │   ├── DeviceTimeoutError      the device did not answer within its deadline
 │   └── AdapterStatusError      a diagnostic adapter answered with a status word instead of data
 ├── EcallError
-│   └── MsdError                an MSD that cannot be encoded or decoded
+│   ├── MsdError                an MSD that cannot be encoded or decoded
+│   ├── ModemCommandError       the eCall modem refused a command (ERROR, +CME ERROR)
+│   └── EcallDeactivationRefusedError  a SIM/eCall deactivation the law does not allow
 └── ServiceError
     └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
 """
@@ -85,6 +87,19 @@ class MsdError(EcallError):
     """An MSD that cannot be encoded or decoded."""
 
 
+class ModemCommandError(EcallError):
+    """The modem answered a command with ERROR or `+CME ERROR: <code>`; `code` is None for plain ERROR."""
+
+    def __init__(self, message: str, *, command: str, code: int | None) -> None:
+        super().__init__(message)
+        self.command = command
+        self.code = code
+
+
+class EcallDeactivationRefusedError(EcallError):
+    """A request that would leave a legal-eCall vehicle without the 112 eCall; the message says why."""
+
+
 class ServiceError(TcuError):
     """Service lifecycle (provisioning, measures, SIM) failure."""
 
@@ -96,6 +111,7 @@ class RejectedMessageError(ServiceError):
     malformed, oversize, forbidden_change); the message says it for a person.
     """
 
-    def __init__(self, message: str, *, code: str = "malformed") -> None:
+    def __init__(self, message: str, *, code: str = "malformed", version: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.version = version  # of the refused file, when its signature verified and it could be read

@@ -147,7 +147,7 @@ class ServiceManager:
             )
         except RejectedMessageError as exc:
             _LOGGER.warning("provisioning file rejected (%s): %s", exc.code, exc)
-            self._result("rejected", None, exc.code, str(exc))
+            self._result("rejected", exc.version, exc.code, str(exc))
             return
         version = accepted.file.version
         self._step("verified")

@@ -183,6 +183,37 @@ class Accepted:
     already_applied: bool  # an identical re-delivery of the applied file: acknowledge, apply nothing
 
 
+def _check_file(
+    file: ProvisioningFile,
+    message: bytes,
+    *,
+    vin: str,
+    now: datetime,
+    applied: bytes | None,
+    applied_version: int,
+    legal_ecall_equipped: bool,
+) -> bool:
+    """The checks of a verified, parsed file; True when it is the applied file delivered again."""
+    if file.vin != vin:
+        raise RejectedMessageError(
+            f"provisioning file is for vehicle {file.vin}, not this vehicle {vin}", code="other_vehicle"
+        )
+    if file.version <= applied_version:
+        if file.version == applied_version and message == applied:
+            return True
+        raise RejectedMessageError(
+            f"provisioning file version {file.version} is not newer than the applied version {applied_version} "
+            "(replayed or rolled back)",
+            code="old_version",
+        )
+    if now >= file.expires:
+        raise RejectedMessageError(
+            f"provisioning file version {file.version} expired at {file.expires.isoformat()}", code="expired"
+        )
+    check_change(file, legal_ecall_equipped=legal_ecall_equipped)
+    return False
+
+
 def verify_file(
     message: bytes,
     key: VerifyKey,
@@ -197,21 +228,18 @@ def verify_file(
     """Every check the vehicle makes before applying a file, in the order a person would debug them."""
     verified = verify1(message, key, max_bytes=MAX_FILE_BYTES, what="provisioning file")
     file = parse_payload(verified.payload, catalogue)
-    if file.vin != vin:
-        raise RejectedMessageError(
-            f"provisioning file is for vehicle {file.vin}, not this vehicle {vin}", code="other_vehicle"
-        )
-    if file.version <= applied_version:
-        if file.version == applied_version and message == applied:
+    try:
+        if _check_file(
+            file,
+            message,
+            vin=vin,
+            now=now,
+            applied=applied,
+            applied_version=applied_version,
+            legal_ecall_equipped=legal_ecall_equipped,
+        ):
             return Accepted(file, already_applied=True)
-        raise RejectedMessageError(
-            f"provisioning file version {file.version} is not newer than the applied version {applied_version} "
-            "(replayed or rolled back)",
-            code="old_version",
-        )
-    if now >= file.expires:
-        raise RejectedMessageError(
-            f"provisioning file version {file.version} expired at {file.expires.isoformat()}", code="expired"
-        )
-    check_change(file, legal_ecall_equipped=legal_ecall_equipped)
+    except RejectedMessageError as exc:
+        exc.version = file.version  # signed and readable: the backend can book the answer to its file
+        raise
     return Accepted(file, already_applied=False)

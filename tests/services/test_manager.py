@@ -74,7 +74,7 @@ def test_rejections_are_reported_with_code_and_leave_the_state_alone(state_file:
     harness.manager.receive(b"\x00garbage")
     assert harness.results() == [
         ("applied", 2, None),
-        ("rejected", None, "old_version"),
+        ("rejected", 1, "old_version"),  # signed and readable: the version is named
         ("rejected", None, "bad_signature"),
         ("rejected", None, "malformed"),
     ]
