@@ -13,6 +13,7 @@ from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.psap import PsapStub
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
@@ -64,6 +65,7 @@ class BackendStub:
             )
         )
         self.measure_service = None if self.measures is None else MeasureService(self.measures, config.broker)
+        self.psap = None if config.psap_port is None else PsapStub(port=config.psap_port, database=config.database)
         if self.measure_service is not None:
             self.measure_service.attach(self.ingest)
 
@@ -74,6 +76,8 @@ class BackendStub:
                 tasks.create_task(self.provisioning.run(), name="backend-provisioning")
                 if self.measure_service is not None:
                     tasks.create_task(self.measure_service.run(), name="backend-measures")
+                if self.psap is not None:
+                    tasks.create_task(self.psap.run(), name="psap")
         finally:
             self.measure_store.close()
             self.provisioning_store.close()

@@ -15,6 +15,7 @@ from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicle
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.psap import read_psap_msds
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
 from tcu.config import validate_vin
@@ -91,6 +92,9 @@ def _provision_parser(commands: Any) -> None:
     )
     actions.add_parser("status", help="desired services and every file's delivery state")
     add_measure_parser(commands)
+    psap = commands.add_parser("psap-msds", help="the MSDs the PSAP stub received, decoded")
+    psap.add_argument("--config", type=Path, required=True)
+    psap.add_argument("--json", action="store_true")
     for name, sub in actions.choices.items():
         sub.add_argument("vin")
         sub.add_argument("--config", type=Path, required=True)
@@ -299,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "measure":
             run_measure_command(args, config)
+            return 0
+        if args.command == "psap-msds":
+            _emit(read_psap_msds(config.database), args.json)
             return 0
         store = BackendStore(config.database)
         try:

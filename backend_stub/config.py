@@ -22,6 +22,7 @@ class BackendConfig:
     measure_retry_base_s: float = 30.0  # backoff after a failed remote-measure attempt ...
     measure_retry_cap_s: float = 900.0  # ... capped here (the cause going away retries at once)
     measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
+    psap_port: int | None = None  # the simulated 112 network's PSAP on 127.0.0.1; None: no PSAP stub
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -31,6 +32,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         keys = root.table("keys")
         ingest = root.table("ingest")
         measures = root.table("measures")
+        psap = root.table("psap")
         config = BackendConfig(
             database=root.path("database", REQUIRED),
             private_key=keys.path("private_key", REQUIRED),
@@ -40,8 +42,9 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             measure_retry_base_s=measures.number("retry_base_s", 30.0),
             measure_retry_cap_s=measures.number("retry_cap_s", 900.0),
             measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
+            psap_port=psap.integer("port"),
         )
-        for section in (keys, ingest, measures, root):
+        for section in (keys, ingest, measures, psap, root):
             section.reject_unknown()
     except ConfigError as exc:
         raise BackendConfigError(str(exc)) from exc

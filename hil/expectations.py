@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from backend_stub.app import BackendStub
 from backend_stub.measure_store import SUCCEEDED, MeasureStore
+from backend_stub.psap import read_psap_msds
 from hil.scenario import Expectation, Scenario
 from hil.timeline import Event, ExpectationResult
+from tcu.vehicle.geo import distance_m
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +26,7 @@ class Evidence:
     next_seq: int  # the vehicle queue's next sequence number at the end
     queued: int  # records still in the vehicle's queue at the end
     events: Sequence[Event]
+    crash_position: tuple[float, float] | None = None  # where the drive was when the crash step ran
 
 
 Check = Callable[[Evidence, dict[str, Any]], tuple[bool, str]]
@@ -93,12 +97,50 @@ def _measure_succeeded(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, 
     return ok, f"state {measure.state} after attempts: {attempts or 'none'}"
 
 
+def _msds(evidence: Evidence) -> list[dict[str, Any]]:
+    if evidence.backend.psap is None:
+        return []
+    return [row for row in read_psap_msds(evidence.backend.config.database) if row["vin"] == evidence.vin]
+
+
 def _msd_received(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
-    return False, "the PSAP stub is not wired into this backend yet"
+    if evidence.backend.psap is None:
+        return False, "this backend runs no PSAP stub ([psap] port)"
+    msds = [row for row in _msds(evidence) if row["kind"] != "test"]
+    if not msds:
+        return False, f"the PSAP decoded no MSD with VIN {evidence.vin}"
+    first = msds[0]
+    if evidence.crash_position is None or first["latitude_deg"] is None:
+        return True, f"MSD #{first['message_identifier']} from {first['vin']} (no position to compare)"
+    off = distance_m(evidence.crash_position, (first["latitude_deg"], first["longitude_deg"]))
+    within = float(args.get("within_m", 200))
+    return off <= within, (
+        f"MSD #{first['message_identifier']} from {first['vin']} at {first['latitude_deg']:.5f},"
+        f"{first['longitude_deg']:.5f}: {off:.0f} m from the crash position (limit {within:.0f} m), "
+        f"position trusted: {bool(first['position_trusted'])}"
+    )
 
 
 def _ecall_before_measure_result(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
-    return False, "the PSAP stub is not wired into this backend yet"
+    msds = _msds(evidence)
+    store = MeasureStore(evidence.backend.config.database)
+    try:
+        interrupted = [a for a in store.history(str(args["id"])) if a.code == "ecall" and a.ended is not None]
+    finally:
+        store.close()
+    if not msds or not interrupted:
+        return (
+            False,
+            f"MSDs at the PSAP: {len(msds)}; attempts of {args['id']} interrupted by the eCall: {len(interrupted)}",
+        )
+    msd_at = datetime.fromtimestamp(msds[0]["received_ms"] / 1000, UTC)
+    rolled_back_at = interrupted[0].ended
+    assert rolled_back_at is not None
+    lead = (rolled_back_at - msd_at).total_seconds()
+    return (
+        lead >= 0,
+        f"MSD at the PSAP {lead:.2f} s before the measure's rollback was reported (attempt #{interrupted[0].attempt})",
+    )
 
 
 CHECK_TABLE: dict[str, Check] = {

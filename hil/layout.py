@@ -73,6 +73,7 @@ class BenchLayout:
         username: str | None = None,
         password: str | None = None,
         keepalive_s: int | None = None,
+        ecall: str = "[ecall]\nlegal_ecall = false\n",
     ) -> Path:
         """Create the vehicle's keys and config and enrol it with the backend; returns the config path."""
         _, public = write_box_keypair(self.keys, vin)
@@ -89,6 +90,7 @@ class BenchLayout:
             username=username,
             password=password,
             keepalive_s=keepalive_s,
+            ecall=ecall,
         )
 
     def set_legal_ecall(self, vin: str, legal: bool) -> None:
@@ -110,8 +112,13 @@ class BenchLayout:
         username: str | None = None,
         password: str | None = None,
         keepalive_s: int | None = None,
+        ecall: str = "[ecall]\nlegal_ecall = false\n",
     ) -> Path:
-        """(Re)write a config for an enrolled vehicle; `name` gives a second config of the same car."""
+        """(Re)write a config for an enrolled vehicle; `name` gives a second config of the same car.
+
+        `ecall` is the `[ecall]` section: by default a vehicle without legal eCall and without a modem
+        (an absent section would be presumed legal eCall, and the agent would refuse to start).
+        """
         config = self.root / name if name is not None else self.agent_config(vin)
         config.write_text(
             f'vin = "{vin}"\n'
@@ -123,6 +130,7 @@ class BenchLayout:
             + self._broker_section(username, password, keepalive_s)
             + f"\n[telemetry]\ninterval_s = {telemetry_interval_s}\n"
             + f"\n[simulation]\nenabled = {'true' if simulation else 'false'}\n"
+            + f"\n{ecall}"
             + extra
         )
         return config

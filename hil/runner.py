@@ -16,6 +16,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +24,9 @@ from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.provisioning import ProvisioningIssuer
 from hil.agent_process import AgentProcess
-from hil.broker import Broker, choose_broker
+from hil.broker import Broker, choose_broker, free_port
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
+from hil.devices.modem_sim import ModemSimulator
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
 from hil.devices.slcan_sim import Door, SlcanSimulator
@@ -39,6 +41,7 @@ from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
 
 _LOGGER = logging.getLogger(__name__)
 
+MODEM = "modem"  # the eCall modem: a device of every legal-eCall scenario, not a telematics source
 UPLINK = "\n[uplink]\nreconnect_base_s = 0.2\nreconnect_cap_s = 2.0\nack_timeout_s = 10\n"
 
 
@@ -73,6 +76,7 @@ class ScenarioRunner:
         self._start = 0.0
         self._last_link: bool | None = None
         self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
+        self._cycle = DriveCycle()
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -103,7 +107,10 @@ class ScenarioRunner:
                 cycle=cycle, elapsed=self.now, timing=Elm327Timing.instant(), link_path=str(ttys / "obd")
             ),
             "can": lambda: SlcanSimulator(cycle=cycle, elapsed=self.now, link_path=str(ttys / "can")),
-            "gnss": lambda: NmeaSimulator(cycle=cycle, elapsed=self.now, link_path=str(ttys / "gnss")),
+            # GNSS tells the time: start the fixes now, or every position is hours old (and untrusted).
+            "gnss": lambda: NmeaSimulator(
+                cycle=cycle, elapsed=self.now, start_utc=datetime.now(UTC), link_path=str(ttys / "gnss")
+            ),
         }
         return {name: factories[name]() for name in self.scenario.devices}
 
@@ -112,18 +119,25 @@ class ScenarioRunner:
     ) -> Path:
         """The scenario's agent config; `drain_only`: no sources, it only sends what is queued."""
         scenario = self.scenario
-        sources = (
-            ""
-            if drain_only
-            else "".join(f'\n[sources.{name}]\nport = "{device.path}"\n' for name, device in devices.items())
+        sources = "".join(
+            f'\n[sources.{name}]\nport = "{device.path}"\n'
+            for name, device in devices.items()
+            if name != MODEM and not drain_only
+        )
+        modem = devices.get(MODEM)
+        ecall = (
+            f'[ecall]\nlegal_ecall = true\nport = "{modem.path}"\n'
+            if modem is not None
+            else "[ecall]\nlegal_ecall = false\n"
         )
         return layout.write_agent_config(
             scenario.vin,
             name=f"agent-{scenario.vin}-drain.toml" if drain_only else None,
-            simulation=not devices and not drain_only,
+            simulation=not scenario.devices and not drain_only,
             telemetry_interval_s=scenario.telemetry_interval_s / scenario.time_scale,
-            extra=UPLINK + f"\n[vehicle]\nlegal_ecall = {str(scenario.legal_ecall).lower()}\n" + sources + extra,
+            extra=UPLINK + sources + extra,
             keepalive_s=3,  # a tunnel black-holes the link: keepalive is how the agent notices
+            ecall=ecall,
         )
 
     # -- running ---------------------------------------------------------------------------------
@@ -137,11 +151,19 @@ class ScenarioRunner:
                 layout = BenchLayout(root=self.workdir / "bench", broker_url=broker.url, protocol=broker.protocol)
                 layout.create_backend()
                 # A bench retries remote measures within seconds, not the field's minutes.
+                psap_port = free_port()
                 layout.backend_config.write_text(
-                    layout.backend_config.read_text() + "\n[measures]\nretry_base_s = 2\nretry_cap_s = 10\n"
+                    layout.backend_config.read_text()
+                    + "\n[measures]\nretry_base_s = 2\nretry_cap_s = 10\n"
+                    + f"\n[psap]\nport = {psap_port}\n"
                 )
                 cycle = DriveCycle(parked=scenario.parked_windows())
+                self._cycle = cycle
                 devices = self._devices(cycle)
+                if scenario.legal_ecall:  # the vehicle's modem, carrying calls to the backend's PSAP
+                    devices[MODEM] = ModemSimulator(
+                        psap_address=("127.0.0.1", psap_port), link_path=str(self.workdir / "tty" / "modem")
+                    )
                 async with contextlib.AsyncExitStack() as stack:
                     for device in devices.values():
                         await stack.enter_async_context(device)
@@ -201,8 +223,15 @@ class ScenarioRunner:
         with contextlib.closing(sqlite3.connect(outbox)) as db:
             next_seq = int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
             queued = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        crash = next((step.at for step in self.scenario.steps if step.do in ("crash", "sos")), None)
+        position = None if crash is None else self._cycle.at(crash)
         return Evidence(
-            vin=self.scenario.vin, backend=bench.backend, next_seq=next_seq, queued=queued, events=self.timeline.events
+            vin=self.scenario.vin,
+            backend=bench.backend,
+            next_seq=next_seq,
+            queued=queued,
+            events=self.timeline.events,
+            crash_position=None if position is None else (position.latitude, position.longitude),
         )
 
     async def _sample_forever(self, bench: Bench) -> None:
@@ -234,14 +263,27 @@ class ScenarioRunner:
         vin = self.scenario.vin
         for measure in bench.backend.measure_store.all(vin):
             for attempt in bench.backend.measure_store.history(measure.measure_id):
-                key = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
+                key: tuple[str, ...] = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
                 if key not in self._seen:
                     self._seen.add(key)
                     detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
                     label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
                     self.event(EventKind.MEASURE, label, detail)
+        psap = bench.backend.psap
+        for received in [] if psap is None else psap.msds:
+            key = ("msd", str(received.call_id), str(received.mono))
+            if key not in self._seen:
+                self._seen.add(key)
+                where = (
+                    ""
+                    if received.msd is None
+                    else f" at {received.msd.latitude_deg:.5f},{received.msd.longitude_deg:.5f}"
+                )
+                self.event(
+                    EventKind.ECALL, "MSD at the PSAP", f"call {received.call_id}{where} {received.error or ''}".strip()
+                )
         for issued in bench.backend.provisioning_store.files(vin):
-            file_key = ("file", str(issued.version), issued.state.value)
+            file_key: tuple[str, ...] = ("file", str(issued.version), issued.state.value)
             if file_key not in self._seen:
                 self._seen.add(file_key)
                 self.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)

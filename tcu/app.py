@@ -9,16 +9,19 @@ from typing import Any
 
 from tcu.clock import Clock, SystemClock
 from tcu.config import AgentConfig
+from tcu.ecall.service import EcallActivity, EcallService
 from tcu.errors import RecordTooLargeError
 from tcu.keys import load_private_key, load_public_key, load_verify_key
 from tcu.services.catalogue import Catalogue
 from tcu.services.ecu_config import EcuConfiguration, load_key_specs
+from tcu.services.entitlements import Entitlements
 from tcu.services.manager import ServiceManager
 from tcu.services.measure_attempt import Interruption
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
-from tcu.sources.configured import ConfiguredSources, build_sources, validate_sources
+from tcu.services.sim import Sim, SimPolicy
+from tcu.sources.configured import build_sources
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.status import KEY_SIGNALS, StatusWriter
 from tcu.systemd import Notifier
@@ -53,7 +56,6 @@ class Agent:
         self._notifier = notifier or Notifier(env={})
         self.state = VehicleState()
         self.ready = asyncio.Event()
-        self.sources = ConfiguredSources()
         self._extra_sources = extra_sources
         # Loading keys here makes a bad key file fail before anything starts.
         self._box = vehicle_box(
@@ -74,18 +76,35 @@ class Agent:
             box=self._box,
             clock=self.clock,
         )
-        validate_sources(config.sources)  # a bad [sources.*] section stops the agent before it starts
+        self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
+        self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))
+        # The eCall is built first and depends on nothing of the telematics: not the queue, the MQTT
+        # session, the services or consent. Its reports go to the queue only on a best-effort basis.
+        self.ecall = (
+            None
+            if config.ecall is None
+            else EcallService(
+                config.ecall,
+                vin=config.vin,
+                state=self.state,
+                clock=self.clock,
+                report=self._report_ecall,
+                track=self.sources.track,
+                sim=self.sim,
+            )
+        )
         self.catalogue = Catalogue.load()
         self.personal = PersonalStore(config.personal_path)
         self.services = ServiceManager(
             vin=config.vin,
             state_file=config.provisioning_path,
             verify_key=load_verify_key(config.keys.backend_verify_key) if config.keys.backend_verify_key else None,
-            legal_ecall=config.vehicle.legal_ecall,
+            legal_ecall=config.legal_ecall,
             clock=self.clock,
             catalogue=self.catalogue,
             report=self.queue_record,
-            on_change=lambda _entitlements: self.report_capabilities(),
+            on_change=self._on_entitlements,
+            ecall_active=self.ecall_active,
         )
         self.session.add_downlink_handler("provisioning", self.services.handle_downlink)
         self.ecu = EcuConfiguration(config.ecu_config_path, load_key_specs())
@@ -99,8 +118,10 @@ class Agent:
             clock=self.clock,
             report=self.queue_record,
             coverage=lambda: self.session.stats.connected,
-            ecall_active=lambda: False,
+            ecall_active=self.ecall_active,
         )
+        if self.ecall is not None:
+            self.ecall.subscribe(self._on_ecall)
         self.session.add_downlink_handler("measure", self.measures.handle_downlink)
         self.session.add_link_listener(self._on_link)
         self.policy = DataPolicy(
@@ -135,8 +156,31 @@ class Agent:
                 "version": entitlements.version,
             },
             "measure": None if attempt is None else {"id": attempt.order.measure_id, "attempt": attempt.order.attempt},
+            "ecall": None if self.ecall is None else {"state": self.ecall.state.value, "sim": self.sim.state.value},
             "signals": {path: self.state.value(path) for path in KEY_SIGNALS},
         }
+
+    def ecall_active(self) -> bool:
+        return self.ecall is not None and self.ecall.active.is_set()
+
+    def _on_ecall(self, activity: EcallActivity) -> None:
+        if activity.started:
+            self.measures.interrupt(Interruption.ECALL)  # the eCall goes first; the measure rolls back
+        else:
+            self.services.ecall_ended()  # a provisioning file that waited for the call
+
+    def _on_entitlements(self, entitlements: Entitlements) -> None:
+        decision = self.sim.request(entitlements.sim)
+        if not decision.allowed:
+            _LOGGER.warning("SIM stays %s: %s", self.sim.state.value, decision.reason)
+        self.report_capabilities()
+
+    def _report_ecall(self, record: Record) -> None:
+        """eCall reports reach the backend through the queue when it works; the call never waits for it."""
+        try:
+            self.queue_record(record)
+        except Exception:
+            _LOGGER.exception("eCall report not queued; the eCall itself is unaffected")
 
     def _on_link(self, up: bool) -> None:
         if not up:
@@ -161,6 +205,13 @@ class Agent:
         self.queue_record(Record(kind=RecordKind.EVENT, created=self.clock.now(), body=body))
 
     async def run(self) -> None:
+        """The eCall and the telematics each under their own supervisor: neither can stop the other."""
+        async with asyncio.TaskGroup() as tasks:
+            if self.ecall is not None:
+                tasks.create_task(_supervise("ecall", self.ecall.run), name="ecall")
+            tasks.create_task(_supervise("telematics", self._run_telematics), name="telematics")
+
+    async def _run_telematics(self) -> None:
         config = self.config
         with self.outbox:
             self.personal.load()
@@ -185,8 +236,17 @@ class Agent:
                         speedup=config.simulation.speedup,
                     )
                     tasks.create_task(simulated.run(), name="source-simulation")
-                self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
-                for name, coroutine in self.sources.tasks.items():
-                    tasks.create_task(coroutine, name=f"source-{name}")
-                for name, runner in self._extra_sources:
-                    tasks.create_task(runner(self.state), name=f"source-{name}")
+                for name, runner in self.sources.runners.items():
+                    tasks.create_task(runner(), name=f"source-{name}")
+                for name, extra in self._extra_sources:
+                    tasks.create_task(extra(self.state), name=f"source-{name}")
+
+
+async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, object]], restart_s: float = 5.0) -> None:
+    """Run forever; a failure is logged with its traceback and the part restarted."""
+    while True:
+        try:
+            await run()
+        except Exception:
+            _LOGGER.exception("%s failed; restarting it in %.0f s", name, restart_s)
+        await asyncio.sleep(restart_s)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from tcu.ecall.config import EcallConfig, load_ecall_config
 from tcu.errors import ConfigError
 
 VIN_PATTERN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # ISO 3779: no I, O, Q
@@ -90,7 +91,6 @@ class TelemetryConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleConfig:
-    legal_ecall: bool = False  # equipped with EU 112 eCall: it can then never be switched off
     services_tick_s: float = 60.0  # how often service terms are re-checked
 
 
@@ -112,8 +112,15 @@ class AgentConfig:
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    # None only for a vehicle that says `legal_ecall = false` and has no modem (tcu.ecall.config).
+    ecall: EcallConfig | None = None
     # Device sections ([sources.*]) are read by the sources themselves; kept raw here.
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def legal_ecall(self) -> bool:
+        """Equipped with the EU 112 eCall: nothing may switch it or its SIM off."""
+        return self.ecall is not None and self.ecall.legal_ecall
 
     @property
     def queue_path(self) -> Path:
@@ -194,6 +201,10 @@ class TomlSection:
             raise ConfigError(f"{self._where(key)}: got {value!r}; expected one of {', '.join(choices)}")
         return value
 
+    def raw(self) -> Mapping[str, Any]:
+        """The table as read, for a section another module validates itself."""
+        return self._data
+
     def table(self, key: str) -> TomlSection:
         self._used.add(key)
         value = self._data.get(key, {})
@@ -263,8 +274,12 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
     simulation = root.table("simulation")
     vehicle = root.table("vehicle")
     sources = root.table("sources")
+    ecall = root.table("ecall")
+    vin = validate_vin(root.text("vin", REQUIRED))
     config = AgentConfig(
-        vin=validate_vin(root.text("vin", REQUIRED)),
+        vin=vin,
+        # An absent [ecall] is presumed legal eCall, and then refused for want of a modem port.
+        ecall=load_ecall_config(ecall.raw() if "ecall" in root.raw() else None, vin=vin),
         data_dir=root.path("data_dir", REQUIRED),
         keys=KeysConfig(
             vehicle_private_key=keys.path("vehicle_private_key", REQUIRED),
@@ -272,7 +287,6 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
             backend_verify_key=keys.path("backend_verify_key"),
         ),
         vehicle=VehicleConfig(
-            legal_ecall=vehicle.flag("legal_ecall", False),
             services_tick_s=vehicle.number("services_tick_s", 60.0),
         ),
         broker=parse_broker(root.table("broker"), env),

@@ -10,6 +10,8 @@ from tcu.errors import ConfigError
 MINIMAL = """
 vin = "WMWZZZ3CZ2E123456"
 data_dir = "data"
+[ecall]
+legal_ecall = false
 [keys]
 vehicle_private_key = "keys/v.key"
 backend_public_key = "/etc/tcu/backend.pub"
@@ -65,3 +67,18 @@ def test_invalid_config_names_the_key_and_what_was_expected(tmp_path: Path, text
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_agent_config(tmp_path / "nope.toml", env={})
+
+
+def test_a_config_without_ecall_is_presumed_legal_ecall_and_refused(tmp_path: Path) -> None:
+    """Never run without eCall by mistake: no [ecall] section means legal eCall, which needs a modem."""
+    text = MINIMAL.replace("[ecall]\nlegal_ecall = false\n", "")
+    with pytest.raises(ConfigError, match=r"(?s)ecall\.port.*will not start without a working eCall configuration"):
+        load_agent_config(_write(tmp_path, text), env={})
+
+
+def test_legal_ecall_with_a_modem_is_configured(tmp_path: Path) -> None:
+    text = MINIMAL.replace("legal_ecall = false", 'legal_ecall = true\nport = "/dev/ttyUSB2"\nprofile = "simcom"')
+    config = load_agent_config(_write(tmp_path, text), env={})
+    assert config.legal_ecall
+    assert config.ecall is not None
+    assert config.ecall.port == "/dev/ttyUSB2"

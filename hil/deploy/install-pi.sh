@@ -63,8 +63,10 @@ username = "$vin"
 interval_s = 5
 require_services = true
 
-[vehicle]
-legal_ecall = true
+[ecall]
+legal_ecall = true       # EU 112 eCall: without a working modem port the agent refuses to start
+port = "/dev/ttyUSB2"    # the cellular modem's AT port (see docs/raspberry-pi.md)
+profile = "simcom"
 
 # Serial adapters: see docs/raspberry-pi.md ("Configure the ports").
 TOML

@@ -20,19 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from tcu.services.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Catalogue, Category
 from tcu.services.provisioning import ProvisioningFile
+from tcu.services.sim import SimState
 from tcu.services.terms import ServiceStatus
 
 BASE_SERVICES = frozenset({TELESERVICES, INTELLIGENT_ECALL})
-
-
-class SimState(StrEnum):
-    ACTIVE = "active"
-    ECALL_ONLY = "ecall_only"  # telematics deactivated; registers only for an eCall
-    DEACTIVATED = "deactivated"  # only ever without legal eCall
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,13 +69,13 @@ def derive(file: ProvisioningFile | None, *, legal_ecall_equipped: bool, now: da
     suspended = by_term if file.payment_default else frozenset()
     running = by_term - suspended
     if file.sim == "deactivated" and not legal_ecall_equipped:
-        sim = SimState.DEACTIVATED
+        sim = SimState.FULLY_DEACTIVATED
     elif running & BASE_SERVICES:
         sim = SimState.ACTIVE
     elif legal_ecall_equipped or file.payment_default:
-        sim = SimState.ECALL_ONLY
+        sim = SimState.TELEMATICS_DEACTIVATED
     else:
-        sim = SimState.DEACTIVATED
+        sim = SimState.FULLY_DEACTIVATED
     return Entitlements(
         legal_ecall=legal_ecall_equipped,
         sim=sim,

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ KNOWN = ("obd", "can", "gnss", "modem")  # the modem belongs to the eCall, confi
 
 @dataclass(slots=True)
 class ConfiguredSources:
-    tasks: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)
+    runners: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
     gnss: NmeaReader | None = None
 
     @property
@@ -72,10 +72,10 @@ def build_sources(sources: Mapping[str, Mapping[str, Any]], *, state: VehicleSta
     built = ConfiguredSources()
     if "obd" in sources:
         obd = settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
-        built.tasks["obd"] = Elm327Client(obd, state=state, clock=clock).run()
+        built.runners["obd"] = Elm327Client(obd, state=state, clock=clock).run
     if "can" in sources:
-        built.tasks["can"] = SlcanReader(SlcanSettings.from_table(sources["can"]), state=state, clock=clock).run()
+        built.runners["can"] = SlcanReader(SlcanSettings.from_table(sources["can"]), state=state, clock=clock).run
     if "gnss" in sources:
         built.gnss = NmeaReader(NmeaSettings.from_table(sources["gnss"]), state=state, clock=clock)
-        built.tasks["gnss"] = built.gnss.run()
+        built.runners["gnss"] = built.gnss.run
     return built

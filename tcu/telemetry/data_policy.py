@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tcu.services.catalogue import Catalogue, Category
-from tcu.services.entitlements import Entitlements, SimState
+from tcu.services.entitlements import Entitlements
 from tcu.services.personal import PersonalData
+from tcu.services.sim import SimState
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,15 @@ def agent_processes() -> Iterator[list[AgentProcess]]:
             agent.process.kill()
 
 
-def vehicle_config(layout: BenchLayout, *, interval_s: float = 0.02, extra: str = "") -> Path:
-    return layout.add_vehicle(VIN, telemetry_interval_s=interval_s, extra=FAST_UPLINK + extra)
+def vehicle_config(
+    layout: BenchLayout, *, interval_s: float = 0.02, extra: str = "", ecall: str = "[ecall]\nlegal_ecall = false\n"
+) -> Path:
+    return layout.add_vehicle(VIN, telemetry_interval_s=interval_s, extra=FAST_UPLINK + extra, ecall=ecall)
+
+
+def legal_ecall(modem_path: str) -> str:
+    """The [ecall] section of a legal-eCall vehicle whose modem is at `modem_path`."""
+    return f'[ecall]\nlegal_ecall = true\nport = "{modem_path}"\n'
 
 
 def drain_only_config(config: Path) -> Path:

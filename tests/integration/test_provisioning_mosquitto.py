@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import cbor2
@@ -19,15 +20,15 @@ from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
 from backend_stub.provisioning import FileState
 from hil.broker import MosquittoBroker
+from hil.devices.modem_sim import ModemSimulator
 from hil.layout import BenchLayout
 from tcu.keys import load_verify_key
 from tcu.services.catalogue import Catalogue
 from tcu.services.provisioning import ProvisioningFile, verify_file
 from tests.conftest import VIN, eventually
-from tests.integration.conftest import running_agent, vehicle_config
+from tests.integration.conftest import legal_ecall, running_agent, vehicle_config
 
 TOPIC = f"vehicles/{VIN}/down/provisioning"
-LEGAL_ECALL = "\n[vehicle]\nlegal_ecall = true\n"
 
 
 def provision(layout: BenchLayout, action: str, *options: str) -> None:
@@ -149,13 +150,14 @@ async def test_a_file_issued_while_the_vehicle_was_off_is_applied_when_it_starts
 
 
 async def test_equipment_the_backend_does_not_know_of_is_reported_as_a_rejection(
-    layout: BenchLayout, backend: BackendStub
+    layout: BenchLayout, backend: BackendStub, tmp_path: Path
 ) -> None:
     """The vehicle has legal eCall; the backend was not told at enrolment, so its file lacks 6AF."""
-    config = vehicle_config(layout, interval_s=0.5, extra=LEGAL_ECALL)
-    async with running_agent(config):
-        provision(layout, "book", "--service", "6AE", "--term", "3y")
-        await eventually(lambda: state(backend, 1) is FileState.REJECTED, what="the vehicle's refusal")
+    async with ModemSimulator(psap_address=("127.0.0.1", 9), link_path=tmp_path / "ttyMODEM") as modem:
+        config = vehicle_config(layout, interval_s=0.5, ecall=legal_ecall(modem.path))
+        async with running_agent(config):
+            provision(layout, "book", "--service", "6AE", "--term", "3y")
+            await eventually(lambda: state(backend, 1) is FileState.REJECTED, what="the vehicle's refusal")
     file = backend.provisioning_store.file(VIN, 1)
     assert file is not None
     assert file.code == "forbidden_change"

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tcu.services.entitlements import SimState, derive
+from tcu.services.entitlements import derive
 from tcu.services.provisioning import ProvisioningFile
+from tcu.services.sim import SimState
 from tcu.services.terms import Term
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import booking
@@ -31,13 +32,13 @@ def test_rules_hold_for_every_combination(legal: bool, tele: bool, intelligent: 
     # Legal eCall works whatever the contract says, and its SIM is never deactivated.
     assert e.legal_ecall is legal
     if legal:
-        assert e.sim is not SimState.DEACTIVATED
+        assert e.sim is not SimState.FULLY_DEACTIVATED
     # Payment default suspends every booked service, the manufacturer's emergency call included.
     if default:
         assert e.running == frozenset()
         assert not e.intelligent_ecall
         assert e.suspended == {c for c, on in (("6AE", tele), ("6AC", intelligent), ("6NR", nav)) if on}
-        assert e.sim is SimState.ECALL_ONLY
+        assert e.sim is SimState.TELEMATICS_DEACTIVATED
     # With a base service running the SIM is active and everything booked runs.
     elif tele or intelligent:
         assert e.sim is SimState.ACTIVE
@@ -45,14 +46,14 @@ def test_rules_hold_for_every_combination(legal: bool, tele: bool, intelligent: 
         assert e.intelligent_ecall is intelligent
     # Without base services: eCall-only on a legal-eCall vehicle, otherwise the SIM is off.
     else:
-        assert e.sim is (SimState.ECALL_ONLY if legal else SimState.DEACTIVATED)
+        assert e.sim is (SimState.TELEMATICS_DEACTIVATED if legal else SimState.FULLY_DEACTIVATED)
         assert e.running == frozenset()
         assert not e.intelligent_ecall
 
 
 def test_explicit_sim_deactivation_applies_only_without_legal_ecall() -> None:
     file = ProvisioningFile(vin=VIN, version=1, issued=NOW, expires=NOW, bookings=(booking("6AE"),), sim="deactivated")
-    assert derive(file, legal_ecall_equipped=False, now=NOW).sim is SimState.DEACTIVATED
+    assert derive(file, legal_ecall_equipped=False, now=NOW).sim is SimState.FULLY_DEACTIVATED
     assert derive(file, legal_ecall_equipped=False, now=NOW).running == frozenset()
 
 
@@ -71,4 +72,4 @@ def test_an_expired_term_stops_its_service() -> None:
     )
     assert derive(file, legal_ecall_equipped=False, now=NOW).running == {"6AE", "6NR"}
     later = datetime(2027, 2, 1, tzinfo=UTC)  # 6AE's three months ended: the SIM goes with the base service
-    assert derive(file, legal_ecall_equipped=False, now=later).sim is SimState.DEACTIVATED
+    assert derive(file, legal_ecall_equipped=False, now=later).sim is SimState.FULLY_DEACTIVATED

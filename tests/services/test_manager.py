@@ -14,8 +14,9 @@ from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
 from tcu.services.catalogue import Catalogue
-from tcu.services.entitlements import Entitlements, SimState
+from tcu.services.entitlements import Entitlements
 from tcu.services.manager import ServiceManager
+from tcu.services.sim import SimState
 from tcu.services.terms import Term
 from tcu.uplink.records import Record
 from tests.conftest import VIN
@@ -109,7 +110,7 @@ def test_term_ending_is_noticed_without_a_new_file(state_file: Path, clock: Manu
     clock.advance(timedelta(days=120).total_seconds())
     harness.manager.refresh()  # what the periodic tick does
     assert harness.manager.entitlements.running == frozenset()
-    assert harness.changes[-1].sim is SimState.DEACTIVATED
+    assert harness.changes[-1].sim is SimState.FULLY_DEACTIVATED
 
 
 def test_a_stored_file_that_no_longer_verifies_is_not_trusted(state_file: Path, clock: ManualClock) -> None:
@@ -132,7 +133,7 @@ def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: Man
         harness.manager.receive(message)
         entitlements = harness.manager.entitlements
         assert entitlements.legal_ecall
-        assert entitlements.sim is not SimState.DEACTIVATED
+        assert entitlements.sim is not SimState.FULLY_DEACTIVATED
     assert [status for status, _, _ in harness.results()] == ["applied", "applied", "applied", "rejected", "rejected"]
 
 

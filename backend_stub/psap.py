@@ -1,0 +1,388 @@
+"""The PSAP stub: answers eCalls on a simulated 112 network, decodes MSDs, acknowledges, calls back.
+
+The simulated 112 network is TCP on 127.0.0.1 only, so a modem simulator in another process (a HIL
+bench) reaches the PSAP as easily as one in the same event loop. One TCP connection is one call;
+ASCII lines end with "\\n"; closing the connection ends the call (without CLEARDOWN/HANGUP first,
+that is a network drop).
+
+    caller → callee   CALL <kind> <callback>      first line; kind: test|manual|automatic|callback;
+                                                  callback: host:port where the IVS takes calls, or -
+    PSAP → IVS        CONNECTED                   the call is answered (the IVS says it on a callback)
+                      SEND-MSD                    send (or send again) the MSD
+                      LL-ACK                      the MSD arrived (link layer)
+                      AL-ACK positive|clear-down  the MSD was accepted (application layer)
+                      CLEARDOWN                   the PSAP hangs up
+    IVS → PSAP        MSD <hex>                   the MSD, as its UPER bytes
+                      HANGUP                      the IVS hangs up
+
+    async with PsapStub(behaviour=PsapBehaviour()) as psap:     # or tasks.create_task(psap.run())
+        modem = ModemSimulator(psap_address=psap.address)
+        received = await psap.wait_for_msd()                   # ReceivedMsd: bytes, decoded Msd, timings
+        await psap.call_back(); await psap.request_msd(); await psap.clear_down()
+
+Everything is kept in memory (`calls`, `msds`) and, with `database=`, in an SQLite table read back by
+`read_psap_msds(path)` — what a CLI command such as `backend-stub psap-msds --db ...` prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn, Self
+
+from tcu.clock import Clock, SystemClock
+from tcu.ecall.msd import Msd, decode
+from tcu.errors import MsdError
+from tcu.uplink.records import to_millis
+
+_LOGGER = logging.getLogger(__name__)
+MAX_LINE = 1024
+_MAX_RESENDS = 3
+_SCHEMA = """CREATE TABLE IF NOT EXISTS psap_msds (
+    call_id INTEGER NOT NULL, received_ms INTEGER NOT NULL, kind TEXT NOT NULL, message_identifier INTEGER,
+    vin TEXT, latitude_deg REAL, longitude_deg REAL, position_trusted INTEGER, raw_hex TEXT NOT NULL, error TEXT)"""
+
+
+class CallLine:
+    """One call on the simulated 112 network: line-framed messages over a TCP stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    def send(self, verb: str, *args: str) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(" ".join((verb, *args)).encode("ascii") + b"\n")
+
+    async def receive(self) -> tuple[str, list[str]] | None:
+        """The next message as (VERB, args); None once the other side hung up or the line broke."""
+        try:
+            raw = await self._reader.readline()
+        except (ConnectionError, ValueError):  # ValueError: a line longer than the stream limit
+            return None
+        if not raw:
+            return None
+        words = raw.decode("ascii", errors="replace").split()
+        return (words[0].upper(), words[1:]) if words else ("", [])
+
+    def abort(self) -> None:
+        self._writer.close()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PsapBehaviour:
+    request_msd_on_connect: bool = True  # pull mode: SEND-MSD as soon as the call is answered
+    answer_delay_s: float = 0.0  # simulated ringing before the operator picks up
+    al_ack: bool = True  # acknowledge a decodable MSD
+    clear_down_with_ack: bool = False  # AL-ACK clear-down: the call ends after the MSD
+    resend_invalid: bool = True  # SEND-MSD again when an MSD does not decode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceivedMsd:
+    call_id: int
+    received: datetime
+    mono: float
+    raw: bytes
+    msd: Msd | None
+    error: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class PsapCall:
+    id: int
+    kind: str
+    callback: str | None
+    started: datetime
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (monotonic s, event)
+    msds: list[ReceivedMsd] = field(default_factory=list)
+    ended_by: str | None = None  # "psap", "ivs", "network"
+    line: CallLine | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.ended_by is None
+
+    def at(self, event: str) -> float | None:
+        return next((t for t, name in self.timeline if name == event), None)
+
+
+class PsapStub:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        behaviour: PsapBehaviour | None = None,
+        clock: Clock | None = None,
+        database: Path | None = None,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"the simulated 112 network listens on loopback only, not {host!r}")
+        self.behaviour = behaviour or PsapBehaviour()
+        self._host, self._port = host, port
+        self._clock = clock or SystemClock()
+        self._db = sqlite3.connect(database) if database is not None else None
+        if self._db is not None:
+            self._db.execute(_SCHEMA)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self.calls: list[PsapCall] = []
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("the PSAP is not listening yet")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def msds(self) -> list[ReceivedMsd]:
+        return [msd for call in self.calls for msd in call.msds]
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._incoming, self._host, self._port, limit=MAX_LINE)
+        _LOGGER.info("PSAP stub answering 112 on %s:%d", *self.address)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for call in self.calls:
+            if call.line is not None:
+                call.line.abort()  # not awaited: a cancelled task may hold the close waiter
+        for task in tuple(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def run(self) -> NoReturn:
+        """Serve until cancelled; for the backend app's TaskGroup."""
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.close()
+        raise AssertionError("unreachable")
+
+    # -- operator actions ---------------------------------------------------------------------------------
+    def call(self, call_id: int | None = None) -> PsapCall:
+        """A call by id, or the most recent one."""
+        if not self.calls:
+            raise LookupError("the PSAP has had no call")
+        if call_id is None:
+            return self.calls[-1]
+        return next(c for c in self.calls if c.id == call_id)
+
+    async def request_msd(self, call_id: int | None = None) -> None:
+        self._send(self._active(call_id), "SEND-MSD")
+
+    async def clear_down(self, call_id: int | None = None) -> None:
+        call = self._active(call_id)
+        self._send(call, "CLEARDOWN")
+        self._end(call, "psap")
+        if call.line is not None:
+            await call.line.close()
+
+    async def call_back(self, call_id: int | None = None, *, ring_for_s: float = 60.0) -> PsapCall:
+        """Call the IVS back at the address its eCall gave; returns the ringing call at once.
+
+        The call is answered when the IVS sends CONNECTED (`call.at("connected")`), or abandoned after
+        `ring_for_s` (ended by "psap"); a refused connection raises `ConnectionError`.
+        """
+        original = self.call(call_id)
+        if not original.callback or ":" not in original.callback:
+            raise LookupError(f"call {original.id} left no callback address")
+        host, port = original.callback.rsplit(":", 1)
+        call = self._new_call("callback", None)
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port), limit=MAX_LINE)
+        except OSError as exc:
+            self._end(call, "network")
+            raise ConnectionError(f"callback to {original.callback} failed: {exc}") from exc
+        call.line = CallLine(reader, writer)
+        call.line.send("CALL", "callback", "112")
+        task = asyncio.create_task(self._ring(call, ring_for_s), name=f"psap-call-{call.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return call
+
+    async def _ring(self, call: PsapCall, ring_for_s: float) -> None:
+        assert call.line is not None
+        try:
+            async with asyncio.timeout(ring_for_s):
+                message = await call.line.receive()
+        except TimeoutError:
+            message = None
+            self._end(call, "psap")
+        if message is None or message[0] != "CONNECTED":
+            _LOGGER.warning("PSAP callback %d not answered (%s)", call.id, message)
+            self._end(call, "network")
+            await call.line.close()
+            return
+        self._mark(call, "connected")
+        await self._converse(call)
+
+    # -- waiting, for tests and run reports -----------------------------------------------------------------
+    async def wait_for(self, condition: Callable[[], bool], *, within_s: float = 10.0, what: str = "PSAP") -> None:
+        try:
+            async with asyncio.timeout(within_s):
+                while not condition():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"PSAP: no {what} within {within_s:g} s") from None
+
+    async def wait_for_msd(self, count: int = 1, *, within_s: float = 10.0) -> ReceivedMsd:
+        await self.wait_for(lambda: len(self.msds) >= count, within_s=within_s, what=f"MSD number {count}")
+        return self.msds[count - 1]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every MSD received, JSON-ready: what a CLI prints."""
+        return [_row(self.call(m.call_id), m) for m in self.msds]
+
+    # -- the network side -----------------------------------------------------------------------------------
+    async def _incoming(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = CallLine(reader, writer)
+        first = await line.receive()
+        if first is None or first[0] != "CALL" or not first[1]:
+            _LOGGER.warning("PSAP: refused a connection that did not start with CALL: %r", first)
+            await line.close()
+            return
+        kind, callback = first[1][0], (first[1][1] if len(first[1]) > 1 and first[1][1] != "-" else None)
+        call = self._new_call(kind, callback)
+        call.line = line
+        if self.behaviour.answer_delay_s > 0:
+            await asyncio.sleep(self.behaviour.answer_delay_s)
+        line.send("CONNECTED")
+        self._mark(call, "connected")
+        if self.behaviour.request_msd_on_connect:
+            self._send(call, "SEND-MSD")
+        await self._converse(call)
+
+    async def _converse(self, call: PsapCall) -> None:
+        line = call.line
+        assert line is not None
+        try:
+            while (message := await line.receive()) is not None:
+                verb, args = message
+                if verb == "MSD" and args:
+                    self._msd(call, args[0])
+                elif verb == "HANGUP":
+                    self._end(call, "ivs")
+                    break
+                else:
+                    _LOGGER.warning("PSAP call %d: unexpected %r", call.id, message)
+        finally:
+            self._end(call, "network")
+            await line.close()
+
+    def _msd(self, call: PsapCall, text: str) -> None:
+        now, mono = self._clock.now(), self._clock.monotonic()
+        try:
+            raw = bytes.fromhex(text)
+            msd: Msd | None = decode(raw)
+            error = None
+        except (ValueError, MsdError) as exc:
+            raw, msd, error = text.encode("ascii", "replace"), None, str(exc)
+        received = ReceivedMsd(call_id=call.id, received=now, mono=mono, raw=raw, msd=msd, error=error)
+        call.msds.append(received)
+        self._mark(call, "msd")
+        self._store(call, received)
+        self._send(call, "LL-ACK")
+        if msd is None:
+            _LOGGER.warning("PSAP call %d: MSD does not decode: %s", call.id, error)
+            if self.behaviour.resend_invalid and len(call.msds) <= _MAX_RESENDS:
+                self._send(call, "SEND-MSD")
+            return
+        _LOGGER.info("PSAP call %d: MSD %d from %s at %s, %s", call.id, msd.message_identifier, msd.vin,
+                     msd.latitude_deg, msd.longitude_deg)  # fmt: skip
+        if self.behaviour.al_ack:
+            self._send(call, "AL-ACK", "clear-down" if self.behaviour.clear_down_with_ack else "positive")
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+    def _new_call(self, kind: str, callback: str | None) -> PsapCall:
+        call = PsapCall(id=len(self.calls) + 1, kind=kind, callback=callback, started=self._clock.now())
+        self.calls.append(call)
+        self._mark(call, "call")
+        _LOGGER.info("PSAP: %s call %d (callback %s)", kind, call.id, callback)
+        return call
+
+    def _active(self, call_id: int | None) -> PsapCall:
+        call = self.call(call_id)
+        if not call.active or call.line is None:
+            raise LookupError(f"PSAP call {call.id} has ended ({call.ended_by})")
+        return call
+
+    def _send(self, call: PsapCall, verb: str, *args: str) -> None:
+        if call.line is not None:
+            call.line.send(verb, *args)
+        self._mark(call, " ".join((verb.lower(), *args)))
+
+    def _end(self, call: PsapCall, by: str) -> None:
+        if call.ended_by is None:
+            call.ended_by = by
+            self._mark(call, f"ended by {by}")
+
+    def _mark(self, call: PsapCall, event: str) -> None:
+        call.timeline.append((self._clock.monotonic(), event))
+        self._changed.set()
+
+    def _store(self, call: PsapCall, received: ReceivedMsd) -> None:
+        if self._db is None:
+            return
+        row = _row(call, received)
+        with self._db:
+            self._db.execute(
+                "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["call_id"], to_millis(received.received), row["kind"], row["message_identifier"], row["vin"],
+                 row["latitude_deg"], row["longitude_deg"], row["position_trusted"], row["raw_hex"], row["error"]),
+            )  # fmt: skip
+
+
+def _row(call: PsapCall, received: ReceivedMsd) -> dict[str, Any]:
+    msd = received.msd
+    return {
+        "call_id": call.id,
+        "kind": call.kind,
+        "received": received.received.isoformat(timespec="milliseconds"),
+        "message_identifier": None if msd is None else msd.message_identifier,
+        "vin": None if msd is None else msd.vin,
+        "latitude_deg": None if msd is None else msd.latitude_deg,
+        "longitude_deg": None if msd is None else msd.longitude_deg,
+        "position_trusted": None if msd is None else msd.position_can_be_trusted,
+        "raw_hex": received.raw.hex(),
+        "error": received.error,
+    }
+
+
+def read_psap_msds(database: Path) -> list[dict[str, Any]]:
+    """The MSDs a PSAP stub stored in `database`, oldest first (for the backend CLI)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM psap_msds ORDER BY received_ms, call_id")]

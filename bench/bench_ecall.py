@@ -1,0 +1,78 @@
+"""Crash signal → MSD decoded at the PSAP stub, pure software: `python bench/bench_ecall.py [runs]`.
+
+A measurement, not a test. One process: VehicleState → trigger detection → state machine → modem client
+→ pty → modem simulator → simulated 112 network (TCP loopback) → PSAP stub → MSD decoded. Radio delays
+are excluded (`ModemTiming.instant()`, the PSAP answers at once) and the ASN.1 module is compiled before
+the first run (the service does that at start). Between runs the PSAP clears down and the next crash
+starts a new session from the callback window. Goal: p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from backend_stub.psap import PsapStub
+from hil.devices.modem_sim import ModemSimulator, ModemTiming
+from tcu.clock import SystemClock
+from tcu.ecall.config import EcallConfig
+from tcu.ecall.service import EcallService
+from tcu.ecall.state_machine import EcallState
+from tcu.ecall.triggers import CRASH_DETECTED
+from tcu.uplink.records import Record
+from tcu.vehicle.state import Signal, VehicleState
+
+VIN = "WMWZZZ3CZ2E123456"
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - state changed by I/O on the pty and the loopback
+            await asyncio.sleep(0.001)
+
+
+async def measure(runs: int) -> list[float]:
+    clock, state, records = SystemClock(), VehicleState(), list[Record]()
+    latencies: list[float] = []
+    async with PsapStub() as psap:
+        sim = ModemSimulator(psap_address=psap.address, timing=ModemTiming.instant())
+        async with sim:
+            config = EcallConfig(port=sim.path, retrigger_suppress_s=0.0)
+            service = EcallService(config, vin=VIN, state=state, clock=clock, report=records.append)
+            async with asyncio.TaskGroup() as tasks:
+                task = tasks.create_task(service.run(), name="ecall")
+                await until(lambda: bool(getattr(service.modem, "ready", False)))
+                for run in range(runs):
+                    state.update(Signal(path=CRASH_DETECTED, value=False, timestamp=clock.now(), source="can"))
+                    crash = Signal(path=CRASH_DETECTED, value=True, timestamp=clock.now(), source="can")
+                    started = time.monotonic()  # the PSAP stamps with the same clock (SystemClock.monotonic)
+                    state.update(crash)
+                    received = await psap.wait_for_msd(run + 1)
+                    latencies.append(received.mono - started)
+                    await until(lambda: service.state is EcallState.VOICE)
+                    await psap.clear_down()
+                    await until(lambda: service.state is EcallState.CALLBACK_WINDOW)
+                task.cancel()
+    assert len(records) > 0
+    return latencies
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    logging.basicConfig(level=logging.ERROR)  # per-transition logs would go to the terminal otherwise
+    latencies = sorted(asyncio.run(measure(runs)))
+    ms = [x * 1000 for x in latencies]
+    p50 = statistics.median(ms)
+    p99 = ms[min(len(ms) - 1, round(0.99 * len(ms)) - 1)]
+    print(
+        f"crash signal → MSD decoded at the PSAP, {runs} runs: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+        f"min {ms[0]:.2f} ms, max {ms[-1]:.2f} ms  (goal p99 < 50 ms: {'met' if p99 < 50 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

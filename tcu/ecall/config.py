@@ -1,0 +1,200 @@
+"""The `[ecall]` configuration: frozen dataclasses, and the rule that a legal-eCall vehicle never runs without it.
+
+    [ecall]
+    legal_ecall = true                 # Regulation (EU) 2015/758 vehicle (the default: presumed until told)
+    port = "/dev/ttyUSB2"              # modem AT port, or a pyserial URL (socket://, rfc2217://, spy://)
+    baudrate = 115200
+    profile = "simcom"                 # modem dialect, see tcu.sources.modem.PROFILES
+    msd_version = 2                    # EN 15722:2015 (2) or :2020 (3)
+    vehicle_type = "M1"
+    propulsion = ["gasoline"]          # gasoline diesel cng lpg electric hydrogen other
+    command_timeout_s = 5.0
+    sos_hold_s = 0.3                   # the SOS button must stay pressed this long
+    position_max_age_s = 30.0          # an older fix is sent but not trusted
+    [ecall.timers]                     # seconds; every key optional, defaults in EcallTimers
+    t9_s = 3600                        # EN 16062 names: t2_s t5_s t6_s t7_s t9_s t10_s
+    redial_interval_s = 30             # also dial_timeout_s, drop_redial_window_s, drop_redial_interval_s, ...
+    max_dial_attempts = 0              # 0: no limit (pan-European); ERA-GLONASS uses 10
+
+`load_ecall_config(table, vin=...)` is what the agent calls: it returns None only for a vehicle that
+says `legal_ecall = false` and configures no modem. Anything else that is missing or invalid raises
+`ConfigError` naming the key, so the agent refuses to start instead of running without eCall. The
+section is presumed legal when absent: an EU M1/N1 vehicle type-approved since 2018-03-31 must have
+eCall, and silently assuming the opposite is the one mistake this module exists to prevent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcu.ecall.msd_model import Propulsion, VehicleType, check_vin
+from tcu.errors import ConfigError, MsdError
+from tcu.sources.modem import PROFILES, ModemProfile
+
+_PROPULSION = {flag.name.lower(): flag for flag in Propulsion if flag.name}
+_NO_PROPULSION = Propulsion(0)  # unknown: no storage flag set
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EcallTimers:
+    """HLAP timers and redial rules, in seconds (FIELD-NOTES "eCall facts")."""
+
+    t2_s: float = 3600.0  # call clear-down fallback: the only clearing the vehicle does on its own
+    t5_s: float = 5.0  # wait for the PSAP's SEND MSD after the call connects
+    t6_s: float = 5.0  # wait for the AL-ACK after the link-layer ACK
+    t7_s: float = 20.0  # MSD maximum transmission time
+    t9_s: float = 3600.0  # stay registered for the PSAP's callback after the call
+    t10_s: float = 12 * 3600.0  # eCall-only mode: deregister at the latest after this
+    dial_timeout_s: float = 60.0  # an attempt not connected by then is abandoned and redialled
+    redial_interval_s: float = 30.0  # spacing of attempts before the first connection (Legato: 30 s)
+    redial_min_gap_s: float = 2.0  # coverage flapping never dials faster than this
+    drop_redial_window_s: float = 120.0  # a call dropped before MSD delivery is re-established within this
+    drop_redial_interval_s: float = 5.0  # spacing of attempts inside that window
+    max_dial_attempts: int | None = None  # None: no limit (pan-European eCall); ERA-GLONASS: 10
+
+    def __post_init__(self) -> None:
+        for name in (
+            "t2_s", "t5_s", "t6_s", "t7_s", "t9_s", "t10_s", "dial_timeout_s", "redial_interval_s",
+            "drop_redial_window_s", "drop_redial_interval_s",
+        ):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"ecall.timers.{name}: must be > 0, got {getattr(self, name)}")
+        if self.redial_min_gap_s < 0:
+            raise ConfigError("ecall.timers.redial_min_gap_s: must be >= 0")
+        if self.t9_s > self.t10_s:
+            raise ConfigError(f"ecall.timers.t9_s: {self.t9_s} exceeds t10_s {self.t10_s} (T9 <= T10)")
+        if self.max_dial_attempts is not None and self.max_dial_attempts < 1:
+            raise ConfigError("ecall.timers.max_dial_attempts: must be >= 1, or 0 for no limit")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EcallConfig:
+    port: str
+    legal_ecall: bool = True
+    baudrate: int = 115200
+    profile: ModemProfile = field(default_factory=lambda: PROFILES["simcom"])
+    msd_version: int = 2
+    vehicle_type: VehicleType = VehicleType.M1
+    propulsion: Propulsion = _NO_PROPULSION
+    command_timeout_s: float = 5.0
+    sos_hold_s: float = 0.3
+    retrigger_suppress_s: float = 10.0
+    position_max_age_s: float = 30.0
+    timers: EcallTimers = field(default_factory=EcallTimers)
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            raise ConfigError("ecall.port: empty; expected the modem's device path or pyserial URL")
+        if self.baudrate <= 0:
+            raise ConfigError(f"ecall.baudrate: {self.baudrate} must be positive")
+        if self.msd_version not in (2, 3):
+            raise ConfigError(f"ecall.msd_version: {self.msd_version}; expected 2 or 3")
+        for name in ("command_timeout_s", "position_max_age_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"ecall.{name}: must be > 0")
+        for name in ("sos_hold_s", "retrigger_suppress_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ecall.{name}: must be >= 0")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> EcallConfig:
+        """Parse an `[ecall]` table; `ConfigError` names the offending key."""
+        keys = _Keys(table, "ecall")
+        profile_name = keys.get("profile", str, "one of " + ", ".join(PROFILES), "simcom")
+        if profile_name not in PROFILES:
+            raise ConfigError(f"ecall.profile: got {profile_name!r}; expected one of {', '.join(PROFILES)}")
+        vehicle_type = keys.get("vehicle_type", str, "a vehicle category such as M1", "M1")
+        vtype = VehicleType(vehicle_type) if vehicle_type in set(VehicleType) else VehicleType.UNKNOWN
+        if vtype is VehicleType.UNKNOWN:
+            known = ", ".join(t.value for t in VehicleType if t is not VehicleType.UNKNOWN)
+            raise ConfigError(f"ecall.vehicle_type: got {vehicle_type!r}; expected one of {known}")
+        propulsion = _NO_PROPULSION
+        for name in keys.get("propulsion", list, 'a list such as ["gasoline"]', []):
+            if name not in _PROPULSION:
+                raise ConfigError(f"ecall.propulsion: got {name!r}; expected any of {', '.join(_PROPULSION)}")
+            propulsion |= _PROPULSION[name]
+        timers = _Keys(keys.get("timers", dict, "a table [ecall.timers]", {}), "ecall.timers")
+        defaults = EcallTimers()
+        seconds = [name for name in EcallTimers.__dataclass_fields__ if name != "max_dial_attempts"]
+        numbers = {name: timers.number(name, getattr(defaults, name)) for name in seconds}
+        attempts = timers.get("max_dial_attempts", int, "an integer (0: no limit)", 0)
+        config = cls(
+            port=keys.get("port", str, "the modem's device path or pyserial URL", None),
+            legal_ecall=keys.get("legal_ecall", bool, "true or false", True),
+            baudrate=keys.get("baudrate", int, "an integer", 115200),
+            profile=PROFILES[profile_name],
+            msd_version=keys.get("msd_version", int, "2 or 3", 2),
+            vehicle_type=vtype,
+            propulsion=propulsion,
+            command_timeout_s=keys.number("command_timeout_s", 5.0),
+            sos_hold_s=keys.number("sos_hold_s", 0.3),
+            retrigger_suppress_s=keys.number("retrigger_suppress_s", 10.0),
+            position_max_age_s=keys.number("position_max_age_s", 30.0),
+            timers=EcallTimers(**numbers, max_dial_attempts=attempts or None),
+        )
+        timers.reject_unknown()
+        keys.reject_unknown()
+        return config
+
+
+class _Keys:
+    """Typed reads of one TOML table, naming `<table>.<key>` in every error. (Not `tcu.config.TomlSection`:
+    `tcu.config` will import this module to parse `[ecall]`, and the reverse import would be circular.)"""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self._data, self._where, self._used = data, where, set[str]()
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
+        self._used.add(key)
+        if key not in self._data:
+            if default is None:
+                raise ConfigError(f"{self._where}.{key}: missing; expected {expected}")
+            return default
+        value = self._data[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ConfigError(f"{self._where}.{key}: got {value!r}; expected {expected}")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        return float(self.get(key, (int, float), "a number", default))
+
+    def reject_unknown(self) -> None:
+        if unknown := set(self._data) - self._used:
+            raise ConfigError(f"{self._where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def check_ecall_vin(vin: str) -> str:
+    """The VIN as the MSD will carry it; `ConfigError` (key `vin`) when an MSD cannot carry it."""
+    try:
+        return check_vin(vin)
+    except MsdError as exc:
+        raise ConfigError(f"vin: {exc}; the eCall MSD needs a valid VIN, so eCall cannot start") from exc
+
+
+def load_ecall_config(table: Mapping[str, Any] | None, *, vin: str) -> EcallConfig | None:
+    """The eCall config, or None for a vehicle declared without legal eCall and without a modem.
+
+    Raises `ConfigError` with an actionable message whenever a legal-eCall vehicle (the default)
+    lacks a usable `[ecall]` section or VIN: the agent must refuse to start rather than run without eCall.
+    """
+    if table is None:
+        table = {}
+    if not isinstance(table, Mapping):
+        raise ConfigError("ecall: expected a table [ecall]")
+    legal = table.get("legal_ecall", True)
+    if legal is False and "port" not in table:
+        return None
+    try:
+        config = EcallConfig.from_table(table)
+        check_ecall_vin(vin)
+    except ConfigError as exc:
+        if legal is False:
+            raise
+        raise ConfigError(
+            f"{exc}. This vehicle has the legal 112 eCall (ecall.legal_ecall defaults to true, "
+            "Regulation (EU) 2015/758): the agent will not start without a working eCall configuration; "
+            "fix the key above, or set ecall.legal_ecall = false for a vehicle without legal eCall"
+        ) from exc
+    return config

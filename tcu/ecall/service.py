@@ -1,0 +1,400 @@
+"""The eCall service: triggers, the call state machine, the modem and the MSD, under the app's TaskGroup.
+
+    ecall = EcallService(config.ecall, vin=config.vin, state=agent.state, clock=clock,
+                         report=outbox.put, track=gnss_reader.track, sim=sim)
+    tasks.create_task(ecall.run(), name="ecall")
+    ecall.active            # asyncio.Event, set while an eCall pre-empts everything else
+    ecall.subscribe(fn)     # fn(EcallActivity): started / ended, e.g. a remote-measure engine rolls back
+
+It needs only the vehicle picture, the modem and the clock: no telematics service, consent, payment or
+MQTT session is on its path; `report` (eCall records for the backend) may fail without touching the call.
+
+One engine coroutine owns the state machine; triggers (VehicleState notifications), modem events,
+requests and SIM changes arrive on one queue, timers are the machine's deadlines on the injected clock
+(`wake()` after moving a ManualClock). Commands run in order; a failed one becomes the matching event
+(a refused dial is `DialFailed`: "no network at trigger time" means redialling until coverage returns).
+
+The MSD: VIN from the configuration; incident time and position captured at the trigger — from the
+`GnssTrack` (current fix plus the two recent locations) or else the VehicleState position. The position
+is trusted only when fresh (`position_max_age_s`) and, when an accuracy is known, within 75 m at one
+sigma (about ±150 m at 95 %). No position: the MSD says so (`positionCanBeTrusted` false) and the call
+goes ahead; a later transmission then uses whatever position has appeared meanwhile.
+
+SIM: in eCall-only mode (`telematics_deactivated`) the modem is kept dormant (`AT+COPS=2`), registered
+at the trigger and kept registered until the callback window (T9) is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import NoReturn, Protocol
+
+from tcu.clock import Clock
+from tcu.ecall import state_machine as sm
+from tcu.ecall.config import EcallConfig, check_ecall_vin
+from tcu.ecall.msd import encode, msd_from_fixes
+from tcu.ecall.state_machine import EcallState, Occurrence
+from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, TriggerDetector
+from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError, MsdError
+from tcu.services.sim import Sim, SimPolicy, SimState, registration_wanted
+from tcu.sources import modem_client as mc
+from tcu.sources.modem import EcallIndication, EcallType
+from tcu.sources.nmea_track import GnssTrack
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.state import Quality, Signal, VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+
+LATITUDE, LONGITUDE = "Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocation.Longitude"
+HEADING, ACCURACY = "Vehicle.CurrentLocation.Heading", "Vehicle.CurrentLocation.HorizontalAccuracy"
+TRUSTED_ACCURACY_M = 75.0  # 1 sigma; 2 sigma ≈ 95 % within ±150 m, the MSD's definition of trusted
+_INDICATION_EVENT: dict[EcallIndication, sm.Event] = {
+    EcallIndication.CONNECTED: Occurrence.CALL_CONNECTED,
+    EcallIndication.SEND_MSD: Occurrence.MSD_REQUESTED,
+    EcallIndication.LL_ACK: Occurrence.MSD_TRANSMITTED,
+    EcallIndication.AL_ACK: sm.AlAck(),
+    EcallIndication.AL_ACK_CLEAR_DOWN: sm.AlAck(clear_down=True),
+    EcallIndication.CLEARED_DOWN: Occurrence.CLEAR_DOWN,
+    EcallIndication.MSD_FAILED: sm.MsdFailed(reason="the modem gave up the in-band transmission"),
+}
+_MODEM_ERRORS = (ModemCommandError, DeviceTimeoutError, DeviceGoneError)
+
+
+class EcallModem(Protocol):
+    """What the service needs from a modem; `mc.ModemClient` is the real one."""
+
+    async def run(self) -> NoReturn: ...
+    async def dial(self, ecall_type: EcallType) -> None: ...
+    async def send_msd(self, msd: bytes) -> None: ...
+    async def answer(self) -> None: ...
+    async def hang_up(self) -> None: ...
+    async def set_registration(self, registered: bool) -> None: ...
+
+
+ModemFactory = Callable[[Callable[[mc.ModemEvent], None]], EcallModem]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EcallActivity:
+    """Told to subscribers when an eCall session starts pre-empting everything else, and when it stops."""
+
+    started: bool
+    session: int
+    call_type: CallType
+    state: EcallState
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Incident:
+    at: datetime
+    call_type: CallType
+    fixes: tuple[tuple[float, float], ...]
+    heading_deg: float | None
+    trusted: bool
+
+
+_Item = DetectedTrigger | mc.ModemEvent | HangUpRequest | SimState | CallType | None  # CallType.TEST: test call
+
+
+class EcallService:
+    def __init__(
+        self,
+        config: EcallConfig,
+        *,
+        vin: str,
+        state: VehicleState,
+        clock: Clock,
+        report: Callable[[Record], None],
+        track: GnssTrack | None = None,
+        sim: Sim | None = None,
+        modem: ModemFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.vin = check_ecall_vin(vin)  # an MSD without a valid VIN is no MSD: refuse to start
+        self.sim = sim or Sim(SimPolicy(legal_ecall=config.legal_ecall))
+        if config.legal_ecall and not self.sim.policy.legal_ecall:
+            raise ConfigError("ecall.legal_ecall is true but the SIM policy was built for a vehicle without it")
+        self._state = state
+        self._clock = clock
+        self._report = report
+        self._track = track
+        self._machine = sm.EcallStateMachine(config.timers)
+        self._detector = TriggerDetector(sos_hold_s=config.sos_hold_s, retrigger_suppress_s=config.retrigger_suppress_s)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._listeners: list[Callable[[EcallActivity], None]] = []
+        self._incident: _Incident | None = None
+        self._session = 0
+        self._registration_wanted: bool | None = None
+        self.active = asyncio.Event()
+        self.modem = (modem or self._default_modem)(self._queue.put_nowait)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Encode a sample MSD: compiles the ASN.1 module (~70 ms) now rather than in the first eCall, and
+        proves an MSD can be built with this VIN and configuration, else refuses to start."""
+        try:
+            self._incident = self._snapshot(self._clock.now(), CallType.TEST)
+            self._msd(1)
+        except MsdError as exc:
+            raise ConfigError(f"ecall: cannot build an MSD with this configuration: {exc}") from exc
+        finally:
+            self._incident = None
+
+    def _default_modem(self, on_event: Callable[[mc.ModemEvent], None]) -> EcallModem:
+        c = self.config
+        settings = mc.ModemClientConfig(port=c.port, baudrate=c.baudrate, profile=c.profile,
+                                        command_timeout_s=c.command_timeout_s)  # fmt: skip
+        return mc.ModemClient(settings, on_event=on_event)
+
+    @property
+    def state(self) -> EcallState:
+        return self._machine.state
+
+    def subscribe(self, listener: Callable[[EcallActivity], None]) -> Callable[[], None]:
+        """Be told when an eCall starts (stop and roll back whatever you do) and ends; returns unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def trigger_test_call(self) -> None:
+        self._queue.put_nowait(CallType.TEST)
+
+    def request_hang_up(self, reason: str) -> None:
+        """An occupant asks to end the call; refused (and reported) for an automatic eCall."""
+        self._queue.put_nowait(HangUpRequest(reason=reason))
+
+    def wake(self) -> None:
+        """Look at the clock again now (after moving a ManualClock)."""
+        self._queue.put_nowait(None)
+
+    async def run(self) -> NoReturn:
+        unsubscribe_state = self._state.subscribe(self._on_signal)
+        unsubscribe_sim = self.sim.subscribe(self._queue.put_nowait)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.modem.run(), name="ecall-modem")
+                tasks.create_task(self._engine(), name="ecall-engine")
+        finally:
+            unsubscribe_state()
+            unsubscribe_sim()
+        raise AssertionError("the eCall tasks never end")
+
+    # -- the engine ----------------------------------------------------------------------------------------
+    def _on_signal(self, signal: Signal) -> None:
+        if (detected := self._detector.on_signal(signal)) is not None:
+            self._queue.put_nowait(detected)
+
+    async def _engine(self) -> NoReturn:
+        await self._apply_registration()
+        while True:
+            item: _Item = None  # None: a timer is due
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._next_delay()):
+                    item = await self._queue.get()
+            try:
+                await self._process(item)
+            except Exception:  # a bug must never end the eCall service
+                _LOGGER.exception("eCall engine failed on %r; carrying on", item)
+
+    def _next_delay(self) -> float | None:
+        delays = []
+        if (deadline := self._machine.next_deadline()) is not None:
+            delays.append(deadline - self._clock.monotonic())
+        if (sos := self._detector.next_deadline()) is not None:
+            delays.append((sos - self._clock.now()).total_seconds())
+        return max(0.0, min(delays)) if delays else None
+
+    async def _process(self, item: _Item) -> None:
+        if (sos := self._detector.tick(self._clock.now())) is not None:
+            await self._trigger(sos)
+        if (deadline := self._machine.next_deadline()) is not None and deadline <= self._clock.monotonic():
+            await self._feed(Occurrence.TICK)
+        if isinstance(item, DetectedTrigger):
+            await self._trigger(item)
+        elif item is CallType.TEST:
+            await self._trigger(self._detector.test_call(self._clock.now()))
+        elif isinstance(item, HangUpRequest):
+            await self._feed(item)
+        elif isinstance(item, SimState):
+            await self._apply_registration()
+        elif isinstance(item, mc.ModemStatus) and item.ready and item.registration.registered:
+            await self._feed(Occurrence.NETWORK_AVAILABLE)
+        elif isinstance(item, mc.ModemIndication) and (event := _INDICATION_EVENT.get(item.indication)):
+            await self._feed(event)
+        elif isinstance(item, mc.ModemRing):
+            await self._feed(Occurrence.INCOMING_CALL)
+        elif isinstance(item, mc.ModemCallEnded) and self._machine.active:
+            await self._feed(sm.CallDropped(reason=item.reason))
+
+    async def _trigger(self, detected: DetectedTrigger) -> None:
+        if not self.sim.ecall_available:
+            reason = f"{detected.trigger.reason}: no eCall, the SIM is fully deactivated"
+            _LOGGER.error("eCall unavailable: %s", reason)
+            body = {"event": "ecall_unavailable", "call_type": detected.trigger.call_type.value, "reason": reason,
+                    "at_ms": to_millis(detected.at)}  # fmt: skip
+            self._deliver(Record(kind=RecordKind.ECALL, created=detected.at, body=body))
+            return
+        incident = self._snapshot(detected.at, detected.trigger.call_type)
+        await self._feed(detected.trigger, incident=incident)
+
+    async def _feed(self, event: sm.Event, *, incident: _Incident | None = None) -> None:
+        was_active = self._machine.active
+        outputs = self._machine.handle(event, sm.Instant.of(self._clock))
+        for output in outputs:
+            if isinstance(output, sm.Report):
+                if output.session != self._session:
+                    self._session, self._incident = output.session, incident
+                self._emit(output)
+        if self._machine.active != was_active:
+            self._announce(self._machine.active)
+        await self._apply_registration()
+        for output in outputs:
+            await self._execute(output)
+
+    async def _execute(self, output: sm.Output) -> None:
+        if isinstance(output, sm.Dial):
+            try:
+                await self._dial(EcallType[output.call_type.name])  # TEST, MANUAL, AUTOMATIC
+            except _MODEM_ERRORS as exc:
+                await self._feed(sm.DialFailed(reason=f"dial refused: {exc}"))
+        elif isinstance(output, sm.SendMsd):
+            try:
+                await self.modem.send_msd(self._msd(output.message_identifier))
+            except _MODEM_ERRORS as exc:
+                await self._feed(sm.MsdFailed(reason=str(exc)))
+        elif isinstance(output, sm.Answer):
+            try:
+                await self.modem.answer()
+            except _MODEM_ERRORS as exc:
+                await self._feed(sm.CallDropped(reason=f"could not answer: {exc}"))
+        elif isinstance(output, sm.HangUp):
+            try:
+                await self.modem.hang_up()
+            except _MODEM_ERRORS as exc:
+                _LOGGER.warning("eCall hang-up (%s) failed: %s", output.reason, exc)
+
+    async def _dial(self, ecall_type: EcallType) -> None:
+        try:
+            await self.modem.dial(ecall_type)
+        except ModemCommandError as exc:
+            if exc.code != 3:
+                raise
+            # "Operation not allowed": the modem holds a call the state machine does not know (placed while
+            # the modem was mute, or left over). No eCall is established as far as the rules go: clear it.
+            _LOGGER.warning("modem refuses to dial (%s): hanging up its orphan call and dialling again", exc)
+            await self.modem.hang_up()
+            await self.modem.dial(ecall_type)
+
+    async def _apply_registration(self) -> None:
+        """eCall-only mode: registered for the eCall and its callback window, dormant otherwise."""
+        wanted = registration_wanted(self.sim.state, ecall_engaged=self._machine.state is not EcallState.IDLE)
+        if wanted == self._registration_wanted:
+            return
+        self._registration_wanted = wanted
+        try:
+            await self.modem.set_registration(wanted)  # remembered by the modem client even if this fails
+        except _MODEM_ERRORS as exc:
+            _LOGGER.warning("modem registration %s failed: %s", "on" if wanted else "off", exc)
+
+    # -- the MSD -------------------------------------------------------------------------------------------
+    def _snapshot(self, at: datetime, call_type: CallType) -> _Incident:
+        try:
+            return self._locate(at, call_type)
+        except Exception:  # a position value nobody expected must never stop the call: go without it
+            _LOGGER.exception("eCall: position unreadable; the MSD goes without it")
+            return _Incident(at=at, call_type=call_type, fixes=(), heading_deg=None, trusted=False)
+
+    def _locate(self, at: datetime, call_type: CallType) -> _Incident:
+        now, max_age = self._clock.now(), self.config.position_max_age_s
+        fixes: tuple[tuple[float, float], ...] = ()
+        heading: float | None = None
+        fresh = False
+        if self._track is not None and (latest := self._track.latest) is not None:
+            fixes = tuple((p.latitude, p.longitude) for p in self._track.positions)
+            heading = self._track.direction_deg
+            fresh = 0 <= (now - latest.timestamp).total_seconds() <= max_age
+        else:
+            lat, lon = self._state.get(LATITUDE), self._state.get(LONGITUDE)
+            if lat is not None and lon is not None and Quality.INVALID not in (lat.quality, lon.quality):
+                fixes = ((float(lat.value), float(lon.value)),)
+                age = (now - min(lat.timestamp, lon.timestamp)).total_seconds()
+                fresh = lat.quality is lon.quality is Quality.GOOD and 0 <= age <= max_age
+            if (h := self._state.get(HEADING)) is not None and h.quality is Quality.GOOD:
+                heading = float(h.value)
+        accuracy = self._state.get(ACCURACY)
+        accurate = (
+            accuracy is None or accuracy.quality is not Quality.GOOD or float(accuracy.value) <= TRUSTED_ACCURACY_M
+        )
+        if fixes and not all(math.isfinite(c) for fix in fixes for c in fix):
+            fixes = ()
+        return _Incident(
+            at=at, call_type=call_type, fixes=fixes, heading_deg=heading, trusted=bool(fixes) and fresh and accurate
+        )
+
+    def _msd(self, message_identifier: int) -> bytes:
+        incident = self._incident or self._snapshot(self._clock.now(), self._call_type())
+        if not incident.fixes:  # nothing known at the trigger: whatever is known now beats nothing
+            incident = self._incident = replace(self._snapshot(incident.at, incident.call_type), at=incident.at)
+        c = self.config
+
+        def build(fixes: tuple[tuple[float, float], ...], heading: float | None, trusted: bool) -> bytes:
+            msd = msd_from_fixes(
+                fixes,
+                heading_deg=heading,
+                automatic_activation=incident.call_type is CallType.AUTOMATIC,
+                test_call=incident.call_type is CallType.TEST,
+                position_can_be_trusted=trusted,
+                vehicle_type=c.vehicle_type,
+                vin=self.vin,
+                message_identifier=message_identifier,
+                propulsion=c.propulsion,
+                timestamp=incident.at,
+            )
+            return encode(msd, c.msd_version)
+
+        try:
+            return build(incident.fixes, incident.heading_deg, incident.trusted)
+        except Exception:  # never fail the call over the position (or a codec slip): send the MSD without it
+            _LOGGER.exception("eCall MSD with the position failed; sending it without the position")
+            return build((), None, False)
+
+    def _call_type(self) -> CallType:
+        session = self._machine.session
+        return CallType.AUTOMATIC if session is None else session.call_type
+
+    # -- reports and subscribers -----------------------------------------------------------------------------
+    def _emit(self, report: sm.Report) -> None:
+        quiet = report.event in ("transition", "ll_ack") and report.from_state is not EcallState.IDLE  # INFO
+        log = _LOGGER.info if quiet else _LOGGER.warning
+        log("eCall %d (%s) %s: %s → %s: %s", report.session, report.call_type.value, report.event,
+            report.from_state.value, report.to_state.value, report.reason)  # fmt: skip
+        body = {
+            "event": report.event, "session": report.session, "session_started_ms": to_millis(report.session_started),
+            "call_type": report.call_type.value, "from": report.from_state.value, "to": report.to_state.value,
+            "reason": report.reason, "at_ms": to_millis(report.at),
+            "elapsed_s": round((report.at - report.session_started).total_seconds(), 3), **report.details,
+        }  # fmt: skip
+        self._deliver(Record(kind=RecordKind.ECALL, created=report.at, body=body))
+
+    def _deliver(self, record: Record) -> None:
+        try:
+            self._report(record)
+        except Exception:  # the backend report is an afterthought; the call is not
+            _LOGGER.exception("eCall report could not be queued")
+
+    def _announce(self, started: bool) -> None:
+        (self.active.set if started else self.active.clear)()
+        call_type = self._call_type()
+        activity = EcallActivity(started=started, session=self._session, call_type=call_type,
+                                 state=self._machine.state, at=self._clock.now())  # fmt: skip
+        for listener in tuple(self._listeners):
+            try:
+                listener(activity)
+            except Exception:
+                _LOGGER.exception("eCall activity listener %r failed", listener)

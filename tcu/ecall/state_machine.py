@@ -1,0 +1,400 @@
+"""The eCall call state machine after EN 16072 / EN 16062, sans-I/O: events and `now` in, commands out.
+
+    idle → triggered → dialling → call_established → msd_sent → msd_acknowledged → voice
+         → cleared → callback_window → idle
+
+`handle(event, now)` returns modem commands and a `Report` per transition or notable non-transition;
+`next_deadline()` says when to feed `Occurrence.TICK`. The rules (FIELD-NOTES "eCall facts"):
+
+- `triggered` = session open, not in a call. Before the first connection attempts are unlimited (unless
+  `max_dial_attempts`, ERA-GLONASS), `redial_interval_s` apart; coverage coming back dials at once.
+- A call dropped before the MSD was delivered (LL-ACK or AL-ACK) is redialled at once, then every
+  `drop_redial_interval_s`; missing the 120 s window is reported, and redialling goes on at the normal
+  spacing. After delivery: never a redial; the `callback_window` (T9) waits for the PSAP's callback.
+- The PSAP may ask for the MSD again in any call; each transmission takes the next `messageIdentifier`.
+- Only the PSAP (AL-ACK clear-down, hang-up) or T2 ends an automatic or connected manual eCall. The
+  vehicle may end a test call; an emergency pre-empts a test call; a second trigger starts nothing.
+- T5 (no SEND MSD), T7 (no LL-ACK) and T6 (no AL-ACK) fall back to voice; the MSD stays on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from tcu.clock import Clock
+from tcu.ecall.config import EcallTimers
+from tcu.ecall.triggers import CallType, HangUpRequest, Trigger
+
+
+class EcallState(StrEnum):
+    IDLE = "idle"
+    TRIGGERED = "triggered"
+    DIALLING = "dialling"
+    CALL_ESTABLISHED = "call_established"  # connected, waiting for the PSAP's SEND MSD (T5)
+    MSD_SENT = "msd_sent"  # waiting for LL-ACK (T7), then AL-ACK (T6)
+    MSD_ACKNOWLEDGED = "msd_acknowledged"
+    VOICE = "voice"
+    CLEARED = "cleared"
+    CALLBACK_WINDOW = "callback_window"
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """One moment on both clocks: monotonic seconds drive timers, wall time stamps reports."""
+
+    mono: float
+    wall: datetime
+
+    @classmethod
+    def of(cls, clock: Clock) -> Instant:
+        return cls(clock.monotonic(), clock.now())
+
+
+class Occurrence(StrEnum):
+    """Input events that carry nothing but their name (the others: `Trigger`, `DialFailed`, ... below)."""
+
+    CALL_CONNECTED = "call_connected"
+    MSD_REQUESTED = "msd_requested"  # the PSAP's SEND MSD
+    MSD_TRANSMITTED = "msd_transmitted"  # link-layer ACK: the PSAP's modem has the MSD
+    CLEAR_DOWN = "clear_down"  # the PSAP ended the call on purpose
+    INCOMING_CALL = "incoming_call"
+    NETWORK_AVAILABLE = "network_available"  # registered (again)
+    TICK = "tick"  # look at the timers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallDropped:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsdFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlAck:
+    clear_down: bool = False
+
+
+Event = Occurrence | Trigger | DialFailed | CallDropped | MsdFailed | AlAck | HangUpRequest
+
+
+# -- outputs: commands for the modem, and reports ------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dial:
+    call_type: CallType
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMsd:
+    message_identifier: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HangUp:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """A transition (`event == "transition"`) or a notice, for the log and the backend."""
+
+    event: str
+    session: int
+    call_type: CallType
+    from_state: EcallState
+    to_state: EcallState
+    reason: str
+    at: datetime
+    session_started: datetime
+    details: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+Output = Dial | SendMsd | Answer | HangUp | Report
+
+
+@dataclass(slots=True)
+class Session:
+    number: int
+    call_type: CallType
+    started: Instant
+    attempts: int = 0
+    last_dial: float | None = None
+    connected_once: bool = False
+    msd_delivered: bool = False
+    message_identifier: int = 0
+    dropped_at: float | None = None
+    in_callback: bool = False
+
+
+class EcallStateMachine:
+    def __init__(self, timers: EcallTimers | None = None) -> None:
+        self.timers = timers or EcallTimers()
+        self._state = EcallState.IDLE
+        self._session: Session | None = None
+        self._sessions = 0
+        self._deadlines: dict[str, float] = {}
+        self._out: list[Output] = []
+        self._now = Instant(0.0, datetime.min)
+
+    @property
+    def state(self) -> EcallState:
+        return self._state
+
+    @property
+    def active(self) -> bool:
+        """A session that pre-empts everything else is under way (outside idle and the callback wait)."""
+        return self._state not in (EcallState.IDLE, EcallState.CALLBACK_WINDOW)
+
+    @property
+    def session(self) -> Session | None:
+        """The session under way or in its callback window (read it, do not change it)."""
+        return self._session
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the next timer, None when no timer runs."""
+        return min(self._deadlines.values(), default=None)
+
+    def handle(self, event: Event, now: Instant) -> list[Output]:
+        self._out, self._now = [], now
+        if isinstance(event, Trigger):
+            self._trigger(event)
+        elif event is Occurrence.TICK:
+            self._tick()
+        elif isinstance(event, HangUpRequest):
+            self._hang_up_request(event)
+        elif self._session is not None:
+            self._dispatch(event, self._session)
+        return self._out
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+    def _dispatch(self, event: Event, s: Session) -> None:
+        state = self._state
+        if state in (EcallState.TRIGGERED, EcallState.DIALLING, EcallState.CALLBACK_WINDOW):
+            handled = self._outside_call(event, s)
+        else:
+            handled = state in (EcallState.CALL_ESTABLISHED, EcallState.MSD_SENT, EcallState.VOICE)
+            handled = handled and self._in_call(event, s)
+        quiet = event in (Occurrence.NETWORK_AVAILABLE, Occurrence.INCOMING_CALL)  # routine news, not reported
+        if not handled and not (quiet or isinstance(event, DialFailed | CallDropped)):
+            name = event.value if isinstance(event, Occurrence) else type(event).__name__
+            self._notice("unexpected", f"{name} ignored in state {state.value}")
+
+    def _outside_call(self, event: Event, s: Session) -> bool:
+        state = self._state
+        if event is Occurrence.NETWORK_AVAILABLE and state is EcallState.TRIGGERED:
+            # Coverage is back: dial now rather than at the end of the spacing, but never in a burst.
+            now = self._now.mono
+            due = now if s.last_dial is None else max(now, s.last_dial + self.timers.redial_min_gap_s)
+            if due <= now:
+                self._dial()
+            elif due < self._deadlines.get("redial", float("inf")):
+                self._deadlines["redial"] = due
+        elif isinstance(event, DialFailed | CallDropped) and state is EcallState.DIALLING:
+            self._redial_later(event.reason)
+        elif event is Occurrence.CALL_CONNECTED and state is EcallState.DIALLING:
+            again = s.dropped_at is not None
+            self._connected(s)
+            self._go(EcallState.CALL_ESTABLISHED, "call re-established" if again else "PSAP answered")
+            self._deadlines["T5"] = self._now.mono + self.timers.t5_s
+        elif event is Occurrence.INCOMING_CALL and state is not EcallState.DIALLING:
+            # The PSAP calling while the vehicle waits (to redial, or for the callback): answer, always.
+            self._out.append(Answer())
+            s.in_callback = state is EcallState.CALLBACK_WINDOW
+            self._connected(s)
+            self._go(EcallState.VOICE, "PSAP callback answered automatically")
+        else:
+            return False
+        return True
+
+    def _in_call(self, event: Event, s: Session) -> bool:
+        state = self._state
+        if event is Occurrence.MSD_REQUESTED:
+            again = s.message_identifier > 0
+            self._send_msd("PSAP requested the MSD again" if again else "PSAP requested the MSD (SEND MSD)")
+        elif event is Occurrence.MSD_TRANSMITTED and state is not EcallState.CALL_ESTABLISHED:
+            s.msd_delivered = True  # also when late, after T7 gave up: delivered rules out a redial
+            if state is EcallState.MSD_SENT:
+                self._deadlines.pop("T7", None)
+                self._deadlines["T6"] = self._now.mono + self.timers.t6_s
+            self._notice("ll_ack", f"LL-ACK: the PSAP's modem received MSD {s.message_identifier}")
+        elif isinstance(event, AlAck) and state is not EcallState.CALL_ESTABLISHED:
+            s.msd_delivered = True
+            self._go(EcallState.MSD_ACKNOWLEDGED, f"AL-ACK {'clear-down' if event.clear_down else 'positive'}")
+            if event.clear_down:
+                self._out.append(HangUp(reason="PSAP clear-down (AL-ACK)"))
+                self._cleared("PSAP cleared down with the AL-ACK")
+            else:
+                self._go(EcallState.VOICE, f"voice after the AL-ACK for MSD {s.message_identifier}")
+        elif isinstance(event, MsdFailed) and state is EcallState.MSD_SENT:
+            self._go(EcallState.VOICE, f"MSD transmission failed ({event.reason}); voice, MSD still on request")
+        elif event is Occurrence.CLEAR_DOWN:
+            self._cleared("PSAP cleared down")
+        elif isinstance(event, CallDropped):
+            self._dropped(event.reason)
+        else:
+            return False
+        return True
+
+    def _connected(self, s: Session) -> None:
+        s.connected_once, s.dropped_at = True, None
+        self._deadlines.pop("redial_window", None)
+        self._deadlines["T2"] = self._now.mono + self.timers.t2_s
+
+    def _tick(self) -> None:
+        for name in sorted(self._deadlines, key=self._deadlines.__getitem__):
+            if self._deadlines.get(name, float("inf")) <= self._now.mono:
+                del self._deadlines[name]
+                self._expired(name)
+
+    def _expired(self, name: str) -> None:
+        t = self.timers
+        if name == "redial":
+            self._dial()
+        elif name == "dial":
+            self._out.append(HangUp(reason=f"not connected within {t.dial_timeout_s:g} s"))
+            self._redial_later(f"dial attempt not connected within {t.dial_timeout_s:g} s")
+        elif name in _TO_VOICE:  # the MSD phase gives up waiting; the call goes on, the MSD stays on request
+            self._go(EcallState.VOICE, _TO_VOICE[name].format(t=t))
+        elif name == "T2":
+            self._out.append(HangUp(reason=f"T2 fallback: call up for {t.t2_s:g} s"))
+            self._cleared(f"T2: clear-down fallback after {t.t2_s:g} s")
+        elif name == "redial_window":
+            gone = f"not re-established {t.drop_redial_window_s:g} s after the drop"
+            self._notice("redial_window_exceeded", f"{gone}; trying every {t.redial_interval_s:g} s")
+        elif name == "T9":
+            self._go(EcallState.IDLE, f"T9: callback window of {t.t9_s:g} s over")
+            self._session = None
+
+    # -- the rules --------------------------------------------------------------------------------------
+    def _trigger(self, event: Trigger) -> None:
+        s = self._session
+        if s is not None and self.active:
+            if s.call_type is CallType.TEST and event.call_type is not CallType.TEST:
+                if self._state is not EcallState.TRIGGERED:
+                    self._out.append(HangUp(reason="test call pre-empted by an emergency"))
+                self._notice("test_call_preempted", f"{event.reason}: the test call gives way to the emergency")
+            else:
+                what = f"{event.call_type.value} trigger ({event.reason})"
+                self._notice("trigger_ignored", f"{what} ignored: session {s.number} is {self._state.value}")
+                return
+        self._sessions += 1
+        self._session = Session(number=self._sessions, call_type=event.call_type, started=self._now)
+        self._deadlines.clear()
+        self._go(EcallState.TRIGGERED, event.reason)
+        self._dial()
+
+    def _dial(self) -> None:
+        s = self._require()
+        limit = self.timers.max_dial_attempts
+        if limit is not None and s.attempts >= limit and not s.connected_once:
+            self._cleared(f"gave up after {s.attempts} dial attempts (limit {limit})")
+            return
+        s.attempts += 1
+        s.last_dial = self._now.mono
+        self._deadlines.pop("redial", None)
+        self._go(EcallState.DIALLING, f"dial attempt {s.attempts}", attempt=s.attempts)
+        self._out.append(Dial(call_type=s.call_type, attempt=s.attempts))
+        self._deadlines["dial"] = self._now.mono + self.timers.dial_timeout_s
+
+    def _redial_later(self, reason: str) -> None:
+        s = self._require()
+        t = self.timers
+        in_window = s.dropped_at is not None and "redial_window" in self._deadlines
+        delay = t.drop_redial_interval_s if in_window else t.redial_interval_s
+        self._go(EcallState.TRIGGERED, reason, redial_in_s=delay)
+        self._deadlines["redial"] = self._now.mono + delay
+
+    def _dropped(self, reason: str) -> None:
+        s = self._require()
+        if s.in_callback:
+            self._cleared(f"{reason}; callback call ended")
+        elif s.msd_delivered:
+            self._cleared(f"{reason}; MSD delivered, so no redial: the PSAP calls back")
+        else:
+            if s.dropped_at is None:
+                s.dropped_at = self._now.mono
+                self._deadlines["redial_window"] = self._now.mono + self.timers.drop_redial_window_s
+            self._deadlines.pop("T2", None)
+            self._go(EcallState.TRIGGERED, f"{reason}; MSD not delivered: re-establishing the call")
+            self._dial()
+
+    def _send_msd(self, reason: str) -> None:
+        s = self._require()
+        s.message_identifier = min(255, s.message_identifier + 1)
+        self._go(EcallState.MSD_SENT, reason, message_identifier=s.message_identifier)
+        for name in ("T5", "T6"):
+            self._deadlines.pop(name, None)
+        self._deadlines["T7"] = self._now.mono + self.timers.t7_s  # restarted by every retransmission
+        self._out.append(SendMsd(message_identifier=s.message_identifier))
+
+    def _cleared(self, reason: str) -> None:
+        self._go(EcallState.CLEARED, reason)
+        self._require().in_callback = False
+        self._deadlines.clear()
+        self._go(EcallState.CALLBACK_WINDOW, f"reachable for the PSAP's callback for T9 = {self.timers.t9_s:g} s")
+        self._deadlines["T9"] = self._now.mono + self.timers.t9_s
+
+    def _hang_up_request(self, event: HangUpRequest) -> None:
+        s = self._session
+        if s is None or not self.active:
+            return
+        unconnected = self._state in (EcallState.TRIGGERED, EcallState.DIALLING)
+        if not (s.call_type is CallType.TEST or (s.call_type is CallType.MANUAL and unconnected)):
+            why = f"a {s.call_type.value} eCall ends only by the PSAP or T2"
+            self._notice("hangup_refused", f"hang-up refused ({event.reason}): {why}")
+            return
+        if self._state is not EcallState.TRIGGERED:
+            self._out.append(HangUp(reason=event.reason))
+        self._go(EcallState.CLEARED, f"ended in the vehicle: {event.reason}")
+        self._deadlines.clear()
+        self._go(EcallState.IDLE, "no callback expected")
+        self._session = None
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+    def _require(self) -> Session:
+        assert self._session is not None, "no eCall session"  # every caller runs inside a session
+        return self._session
+
+    def _go(self, to: EcallState, reason: str, **details: str | int | float | bool) -> None:
+        previous, self._state = self._state, to
+        if to is not previous:
+            for name in _STATE_TIMERS.get(previous, ()):
+                self._deadlines.pop(name, None)
+        self._report("transition", previous, reason, **details)
+
+    def _notice(self, event: str, reason: str) -> None:
+        self._report(event, self._state, reason)
+
+    def _report(self, event: str, previous: EcallState, reason: str, **details: str | int | float | bool) -> None:
+        s = self._require()
+        report = Report(event=event, session=s.number, call_type=s.call_type, from_state=previous,
+                        to_state=self._state, reason=reason, at=self._now.wall, session_started=s.started.wall,
+                        details=dict(details))  # fmt: skip
+        self._out.append(report)
+
+
+_TO_VOICE = {
+    "T5": "T5: no SEND MSD within {t.t5_s:g} s; voice",
+    "T7": "T7: MSD not acknowledged within {t.t7_s:g} s; voice",
+    "T6": "T6: no AL-ACK within {t.t6_s:g} s of the LL-ACK; voice",
+}
+_STATE_TIMERS: Mapping[EcallState, tuple[str, ...]] = {  # timers that end when their state is left
+    EcallState.TRIGGERED: ("redial",), EcallState.DIALLING: ("dial",), EcallState.CALL_ESTABLISHED: ("T5",),
+    EcallState.MSD_SENT: ("T6", "T7"), EcallState.CALLBACK_WINDOW: ("T9",),
+}  # fmt: skip

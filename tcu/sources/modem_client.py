@@ -1,0 +1,374 @@
+"""The eCall modem on a serial port: AT commands one at a time, URCs as events, re-init after a reset.
+
+    client = ModemClient(ModemClientConfig(port="/dev/ttyUSB2", profile=PROFILES["simcom"]), on_event=queue.put_nowait)
+    tasks.create_task(client.run(), name="ecall-modem")     # never returns; reconnects forever
+    await client.dial(EcallType.AUTOMATIC); await client.send_msd(msd_bytes); await client.answer()
+
+Each connection opens the port and initialises the modem — `AT`, `ATE0`, `AT+CMEE=1` (numeric
+errors), `AT+CPIN?`, `AT+CREG=1` (registration URCs), `AT+CLIP=1`, `AT+COPS=0|2` (registered or
+dormant, as the owner wants), `AT+CREG?`, `AT+CSQ` — then polls registration and signal quality every
+`poll_interval_s`, which also notices a modem that stopped answering. Everything the modem reports
+goes to `on_event` as a `ModemEvent`, synchronously from the read callback, so it must be cheap.
+
+Faults: a command unanswered within its timeout raises `DeviceTimeoutError`; `max_timeouts` in a row
+end the connection (the port is reopened after a capped, jittered backoff, `tcu.sources.reconnect`).
+A vanished port raises `DeviceGoneError` to whoever waits. `RDY` (the modem rebooted by itself) ends
+any call — reported as `ModemCallEnded` — and the modem is initialised again on the same port.
+Garbage is counted and logged, never taken for an answer. Refused commands raise `ModemCommandError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
+
+import serial_asyncio_fast
+
+from tcu.backoff import Backoff
+from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
+from tcu.sources.modem import (
+    PROFILES,
+    AtParser,
+    EcallIndication,
+    EcallType,
+    Garbage,
+    ModemProfile,
+    RegistrationStatus,
+    Response,
+    SimStatus,
+    Urc,
+    describe_cme,
+    parse_cpin,
+    parse_csq,
+    parse_registration_read,
+    parse_registration_urc,
+)
+from tcu.sources.reconnect import ReconnectLoop, Sleep
+
+_LOGGER = logging.getLogger(__name__)
+_CLOSE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemClientConfig:
+    port: str  # device path or pyserial URL
+    baudrate: int = 115200
+    profile: ModemProfile = field(default_factory=lambda: PROFILES["simcom"])
+    command_timeout_s: float = 5.0
+    poll_interval_s: float = 30.0
+    max_timeouts: int = 3
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=10.0))
+
+
+# -- events -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemStatus:
+    ready: bool
+    registration: RegistrationStatus
+    sim: SimStatus
+    rssi_dbm: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemIndication:
+    indication: EcallIndication
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemRing:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemCallEnded:
+    reason: str
+
+
+ModemEvent = ModemStatus | ModemIndication | ModemRing | ModemCallEnded
+
+
+# -- the I/O edge -------------------------------------------------------------------------------------------
+class ModemLink(Protocol):
+    def send(self, data: bytes) -> None:
+        """Write bytes; `DeviceGoneError` once the port is gone."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+DataCallback = Callable[[bytes], None]
+LostCallback = Callable[[str], None]
+LinkOpener = Callable[[DataCallback, LostCallback], Awaitable[ModemLink]]
+
+
+class _SerialProtocol(asyncio.Protocol):
+    def __init__(self, on_data: DataCallback, on_lost: LostCallback) -> None:
+        self.on_data, self.on_lost = on_data, on_lost
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+        self.on_lost(f"{type(exc).__name__}: {exc}" if exc else "port closed")
+
+
+class SerialModemLink:
+    """`ModemLink` over a serial port with pyserial-asyncio-fast."""
+
+    def __init__(self, name: str, transport: asyncio.Transport, protocol: _SerialProtocol) -> None:
+        self._name, self._transport, self._protocol = name, transport, protocol
+
+    @classmethod
+    async def open(cls, url: str, baudrate: int, on_data: DataCallback, on_lost: LostCallback) -> SerialModemLink:
+        protocol = _SerialProtocol(on_data, on_lost)
+        try:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                asyncio.get_running_loop(), lambda: protocol, url, baudrate=baudrate, exclusive=True
+            )
+        except (OSError, ValueError) as exc:  # SerialException is an OSError
+            raise DeviceGoneError(f"cannot open modem port {url}: {exc}") from exc
+        return cls(url, transport, protocol)
+
+    def send(self, data: bytes) -> None:
+        if self._protocol.closed.is_set() or self._transport.is_closing():
+            raise DeviceGoneError(f"modem port {self._name} is closed")
+        self._transport.write(data)
+
+    async def aclose(self) -> None:
+        self._transport.abort()  # no drain: a vanished pty would block it
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await self._protocol.closed.wait()
+
+
+# -- the client -----------------------------------------------------------------------------------------------
+class ModemClient:
+    def __init__(
+        self,
+        config: ModemClientConfig,
+        *,
+        on_event: Callable[[ModemEvent], None],
+        opener: LinkOpener | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._config = config
+        self._profile = config.profile
+        self._on_event = on_event
+        self._opener = opener or (lambda data, lost: SerialModemLink.open(config.port, config.baudrate, data, lost))
+        self._reconnect = ReconnectLoop(
+            name=f"modem {config.port}",
+            backoff=config.backoff,
+            rng=rng or random.Random(),  # noqa: S311 -- jitter, not cryptography
+            on_down=self._down,
+            sleep=sleep,
+        )
+        self._parser = AtParser()
+        self._link: ModemLink | None = None
+        self._lock = asyncio.Lock()
+        self._answer: asyncio.Future[Response] | None = None
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reinit = False
+        self._failure: Exception | None = None
+        self._timeouts = 0
+        self._want_registered = True
+        self.registration = RegistrationStatus.UNKNOWN
+        self.sim = SimStatus.UNKNOWN
+        self.rssi_dbm: int | None = None
+        self.garbage_lines = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def run(self) -> NoReturn:
+        await self._reconnect.run(self._connection)
+
+    # -- what the eCall service asks ------------------------------------------------------------------------
+    async def dial(self, ecall_type: EcallType) -> None:
+        await self._ready_command(self._profile.dial_command(ecall_type), self._profile.dial_timeout_s)
+
+    async def send_msd(self, msd: bytes) -> None:
+        await self._ready_command(self._profile.msd_command(msd))
+
+    async def answer(self) -> None:
+        await self._ready_command("ATA")
+
+    async def hang_up(self) -> None:
+        await self._ready_command("ATH")
+
+    async def set_registration(self, registered: bool) -> None:
+        """Registered (`AT+COPS=0`) or dormant (`AT+COPS=2`); remembered and applied at every init."""
+        self._want_registered = registered
+        if self.ready:
+            await self._ready_command(_cops(registered), self._profile.dial_timeout_s)
+
+    # -- one connection ------------------------------------------------------------------------------------
+    async def _connection(self) -> None:
+        self._parser, self._failure, self._timeouts = AtParser(), None, 0
+        self._wake.clear()
+        link = await self._opener(self._on_data, self._on_lost)
+        self._link = link
+        try:
+            while True:
+                self._reinit = False
+                await self._initialise()
+                self._reconnect.healthy()
+                while not self._reinit:
+                    await self._idle(self._config.poll_interval_s)
+                    if not self._reinit:
+                        await self._poll()
+        finally:
+            self._link = None
+            self._ready.clear()
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_exception(DeviceGoneError(f"modem on {self._config.port} went away"))
+            await link.aclose()
+
+    async def _initialise(self) -> None:
+        self._ready.clear()
+        for command in ("AT", "ATE0", "AT+CMEE=1"):
+            await self._command(command)
+        try:
+            self.sim = parse_cpin(_first((await self._command("AT+CPIN?")).values("+CPIN"), "UNKNOWN"))
+        except ModemCommandError as exc:
+            self.sim = SimStatus.NOT_INSERTED if exc.code == 10 else SimStatus.UNKNOWN
+        if self.sim is not SimStatus.READY:
+            _LOGGER.error("modem SIM is %s: no eCall is possible until it is fixed", self.sim.value)
+        for command in ("AT+CREG=1", "AT+CLIP=1"):
+            await self._command(command)
+        await self._command(_cops(self._want_registered), self._profile.dial_timeout_s)
+        await self._poll(announce=False)
+        self._ready.set()
+        _LOGGER.info("modem ready: SIM %s, %s, %s dBm", self.sim.value, self.registration.name, self.rssi_dbm)
+        self._emit_status("initialised")
+
+    async def _poll(self, *, announce: bool = True) -> None:
+        registration = parse_registration_read(_first((await self._command("AT+CREG?")).values("+CREG"), ""))
+        self.rssi_dbm = parse_csq(_first((await self._command("AT+CSQ")).values("+CSQ"), "99,99")).dbm
+        if registration is not self.registration:
+            self.registration = registration
+            if announce:
+                self._emit_status("registration polled")
+
+    async def _idle(self, delay: float) -> None:
+        """Wait for the next poll; end early on a reset, raise when the link failed meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _ready_command(self, text: str, limit_s: float | None = None) -> Response:
+        try:
+            async with asyncio.timeout(self._config.command_timeout_s):
+                await self._ready.wait()
+        except TimeoutError:
+            raise DeviceGoneError(f"modem on {self._config.port} is not ready (not connected or restarting)") from None
+        return await self._command(text, limit_s)
+
+    async def _command(self, text: str, limit_s: float | None = None) -> Response:
+        timeout = self._config.command_timeout_s if limit_s is None else limit_s
+        async with self._lock:
+            link = self._link
+            if link is None or self._failure is not None:
+                raise DeviceGoneError(f"modem on {self._config.port} is not connected")
+            answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+            self._answer = answer
+            try:
+                link.send(self._parser.command(text))
+                async with asyncio.timeout(timeout):
+                    response = await answer
+            except TimeoutError:
+                self._timeouts += 1
+                error = DeviceTimeoutError(f"modem did not answer {_short(text)} within {timeout:g} s")
+                if self._timeouts >= self._config.max_timeouts:
+                    self._fail(DeviceTimeoutError(f"{self._timeouts} modem commands in a row went unanswered"))
+                raise error from None
+            finally:
+                self._answer = None
+                self._parser.cancel()  # no-op after an answer; after a failure the next command starts clean
+        self._timeouts = 0
+        if not response.ok:
+            reason = describe_cme(response.cme_error) if response.final != "NO CARRIER" else "NO CARRIER"
+            raise ModemCommandError(f"{_short(text)}: {reason}", command=text, code=response.cme_error)
+        return response
+
+    # -- from the port (read callback) ------------------------------------------------------------------------
+    def _on_data(self, data: bytes) -> None:
+        for item in self._parser.feed(data):
+            if isinstance(item, Response):
+                if self._answer is not None and not self._answer.done():
+                    self._answer.set_result(item)
+            elif isinstance(item, Urc):
+                self._urc(item)
+            elif isinstance(item, Garbage):
+                self.garbage_lines += 1
+                _LOGGER.warning("modem: ignoring garbage %r", item.data[:40])
+
+    def _urc(self, urc: Urc) -> None:
+        indication = self._profile.indication(urc)
+        if indication is not None:
+            self._on_event(ModemIndication(indication=indication))
+        elif urc.name in ("+CREG", "+CEREG"):
+            registration = parse_registration_urc(urc.value)
+            if registration is not self.registration:
+                self.registration = registration
+                self._emit_status(f"{urc.name} URC")
+        elif urc.name == "RING":
+            self._on_event(ModemRing())
+        elif urc.name == "NO CARRIER":
+            self._on_event(ModemCallEnded(reason="NO CARRIER"))
+        elif urc.name == "RDY":
+            _LOGGER.warning("modem restarted by itself (RDY): any call is lost; initialising again")
+            self._ready.clear()
+            self._reinit = True
+            self._wake.set()
+            self._on_event(ModemCallEnded(reason="modem restarted"))
+            self._emit_status("modem restarted")
+        else:
+            _LOGGER.debug("modem URC %s: %s", urc.name, urc.value)
+
+    def _on_lost(self, reason: str) -> None:
+        self._fail(DeviceGoneError(f"modem on {self._config.port} went away ({reason})"))
+
+    def _fail(self, error: Exception) -> None:
+        self._failure = error
+        self._ready.clear()
+        self._wake.set()
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(error)
+
+    def _down(self, reason: str) -> None:
+        self.registration = RegistrationStatus.UNKNOWN
+        self._on_event(ModemCallEnded(reason=f"modem lost: {reason}"))
+        self._emit_status(reason)
+
+    def _emit_status(self, reason: str) -> None:
+        self._on_event(
+            ModemStatus(
+                ready=self.ready, registration=self.registration, sim=self.sim, rssi_dbm=self.rssi_dbm, reason=reason
+            )
+        )
+
+
+def _cops(registered: bool) -> str:
+    return "AT+COPS=0" if registered else "AT+COPS=2"
+
+
+def _first(values: list[str], default: str) -> str:
+    return values[0] if values else default
+
+
+def _short(command: str) -> str:
+    return command if len(command) <= 40 else command[:37] + "..."
