@@ -50,13 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _step(text: str) -> Step:
-    """'at=10 do=tunnel for_s=5' → a Step; values are TOML scalars."""
+def _value(text: str) -> object:
+    """A TOML scalar (10, 0.3, true, "x"), or else the bare word as a string: do=tunnel works."""
     try:
-        fields = tomllib.loads("\n".join(text.split()))
-        return Step(at=float(fields.pop("at")), do=str(fields.pop("do")), args=fields)
-    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
-        raise ConfigError(f"--step {text!r}: expected key=value pairs with at= and do= ({exc})") from exc
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _step(text: str) -> Step:
+    """'at=10 do=tunnel for_s=5' → a Step."""
+    fields: dict[str, object] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--step {text!r}: {token!r} is not key=value")
+        fields[key] = _value(value)
+    try:
+        return Step(at=float(str(fields.pop("at"))), do=str(fields.pop("do")), args=fields)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"--step {text!r}: needs at=<seconds> and do=<action> ({exc})") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
