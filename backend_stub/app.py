@@ -13,7 +13,7 @@ from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
-from backend_stub.psap import PsapStub
+from backend_stub.psap import PsapBehaviour, PsapStub
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
@@ -65,7 +65,15 @@ class BackendStub:
             )
         )
         self.measure_service = None if self.measures is None else MeasureService(self.measures, config.broker)
-        self.psap = None if config.psap_port is None else PsapStub(port=config.psap_port, database=config.database)
+        self.psap = (
+            None
+            if config.psap_port is None
+            else PsapStub(
+                port=config.psap_port,
+                database=config.database,
+                behaviour=PsapBehaviour(voice_s=config.psap_voice_s),
+            )
+        )
         if self.measure_service is not None:
             self.measure_service.attach(self.ingest)
 

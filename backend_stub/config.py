@@ -23,6 +23,7 @@ class BackendConfig:
     measure_retry_cap_s: float = 900.0  # ... capped here (the cause going away retries at once)
     measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
     psap_port: int | None = None  # the simulated 112 network's PSAP on 127.0.0.1; None: no PSAP stub
+    psap_voice_s: float | None = None  # the operator clears down after this long; None: never (T2 does)
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -43,6 +44,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             measure_retry_cap_s=measures.number("retry_cap_s", 900.0),
             measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
             psap_port=psap.integer("port"),
+            psap_voice_s=psap.number("voice_s"),
         )
         for section in (keys, ingest, measures, psap, root):
             section.reject_unknown()

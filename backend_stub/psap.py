@@ -87,6 +87,7 @@ class PsapBehaviour:
     al_ack: bool = True  # acknowledge a decodable MSD
     clear_down_with_ack: bool = False  # AL-ACK clear-down: the call ends after the MSD
     resend_invalid: bool = True  # SEND-MSD again when an MSD does not decode
+    voice_s: float | None = None  # the operator talks this long after the AL-ACK, then clears down
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +325,16 @@ class PsapStub:
                      msd.latitude_deg, msd.longitude_deg)  # fmt: skip
         if self.behaviour.al_ack:
             self._send(call, "AL-ACK", "clear-down" if self.behaviour.clear_down_with_ack else "positive")
+            if self.behaviour.voice_s is not None and not self.behaviour.clear_down_with_ack:
+                task = asyncio.create_task(self._clear_down_after(call, self.behaviour.voice_s))
+                self._tasks.add(task)  # owned: cancelled and awaited by close()
+                task.add_done_callback(self._tasks.discard)
+
+    async def _clear_down_after(self, call: PsapCall, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if call.active:
+            _LOGGER.info("PSAP call %d: operator clears down after %.0f s of voice", call.id, seconds)
+            await self.clear_down(call.id)
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def _new_call(self, kind: str, callback: str | None) -> PsapCall:

@@ -155,7 +155,7 @@ class ScenarioRunner:
                 layout.backend_config.write_text(
                     layout.backend_config.read_text()
                     + "\n[measures]\nretry_base_s = 2\nretry_cap_s = 10\n"
-                    + f"\n[psap]\nport = {psap_port}\n"
+                    + f"\n[psap]\nport = {psap_port}\nvoice_s = 10\n"
                 )
                 cycle = DriveCycle(parked=scenario.parked_windows())
                 self._cycle = cycle
