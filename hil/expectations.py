@@ -122,25 +122,22 @@ def _msd_received(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
 
 
 def _ecall_before_measure_result(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
+    """The MSD reached the PSAP before the backend heard that the measure rolled back for the eCall."""
+    measure_id = str(args["id"])
     msds = _msds(evidence)
-    store = MeasureStore(evidence.backend.config.database)
-    try:
-        interrupted = [a for a in store.history(str(args["id"])) if a.code == "ecall" and a.ended is not None]
-    finally:
-        store.close()
-    if not msds or not interrupted:
-        return (
-            False,
-            f"MSDs at the PSAP: {len(msds)}; attempts of {args['id']} interrupted by the eCall: {len(interrupted)}",
-        )
+    rollbacks = [
+        record
+        for record in evidence.backend.store.records(evidence.vin, kind="event")
+        if record.body.get("type") == "measure_result"
+        and record.body.get("measure_id") == measure_id
+        and record.body.get("code") == "ecall"
+        and record.body.get("status") == "rolled_back"
+    ]
+    if not msds or not rollbacks:
+        return False, f"MSDs at the PSAP: {len(msds)}; rollbacks of {measure_id} for the eCall: {len(rollbacks)}"
     msd_at = datetime.fromtimestamp(msds[0]["received_ms"] / 1000, UTC)
-    rolled_back_at = interrupted[0].ended
-    assert rolled_back_at is not None
-    lead = (rolled_back_at - msd_at).total_seconds()
-    return (
-        lead >= 0,
-        f"MSD at the PSAP {lead:.2f} s before the measure's rollback was reported (attempt #{interrupted[0].attempt})",
-    )
+    lead = (rollbacks[0].received - msd_at).total_seconds()
+    return lead >= 0, f"MSD at the PSAP {lead:.2f} s before the backend received the measure's rollback"
 
 
 CHECK_TABLE: dict[str, Check] = {

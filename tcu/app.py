@@ -10,6 +10,7 @@ from typing import Any
 from tcu.clock import Clock, SystemClock
 from tcu.config import AgentConfig
 from tcu.ecall.service import EcallActivity, EcallService
+from tcu.ecall.state_machine import EcallState
 from tcu.errors import RecordTooLargeError
 from tcu.keys import load_private_key, load_public_key, load_verify_key
 from tcu.services.catalogue import Catalogue
@@ -160,6 +161,10 @@ class Agent:
             "signals": {path: self.state.value(path) for path in KEY_SIGNALS},
         }
 
+    def _ecall_has_the_radio(self) -> bool:
+        """Until the PSAP has acknowledged the MSD, telematics keeps off the radio."""
+        return self.ecall is not None and self.ecall.state in _ECALL_BEFORE_ACK
+
     def ecall_active(self) -> bool:
         return self.ecall is not None and self.ecall.active.is_set()
 
@@ -240,6 +245,11 @@ class Agent:
                     tasks.create_task(runner(), name=f"source-{name}")
                 for name, extra in self._extra_sources:
                     tasks.create_task(extra(self.state), name=f"source-{name}")
+
+
+_ECALL_BEFORE_ACK = frozenset(
+    {EcallState.TRIGGERED, EcallState.DIALLING, EcallState.CALL_ESTABLISHED, EcallState.MSD_SENT}
+)
 
 
 async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, object]], restart_s: float = 5.0) -> None:

@@ -58,6 +58,7 @@ class UplinkSession:
         clock: Clock,
         rng: random.Random | None = None,
         downlink_handlers: Mapping[str, DownlinkHandler] | None = None,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self._vin = vin
         self._topics = VehicleTopics(vin)
@@ -68,6 +69,7 @@ class UplinkSession:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self._handlers = dict(downlink_handlers or {})
+        self._hold = hold  # True while something more important has the radio (an eCall before its AL-ACK)
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, float] = {}
@@ -164,6 +166,9 @@ class UplinkSession:
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            if self._hold():
+                await asyncio.sleep(0.1)  # records stay queued; nothing is lost by waiting
+                continue
             self._wakeup.clear()
             self._expire_inflight()
             self._outbox.emit_overflow_notice()
