@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
     run.add_argument("--time-scale", type=float, help="override the scenario's time scale")
     run.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="bench mode: a real adapter (obd, can, gnss, modem) instead of the virtual device; repeatable",
+    )
+    run.add_argument(
         "--step",
         action="append",
         default=[],
@@ -86,8 +93,17 @@ def _run(args: argparse.Namespace) -> int:
     )
     workdir = demo_workdir(args.workdir)
     view = LiveView(scenario.name, scenario.duration_s)
+    real_ports = dict(item.split("=", 1) for item in args.port if "=" in item)
+    unnamed = set(real_ports) - {"obd", "can", "gnss", "modem"}
+    if unnamed or len(real_ports) != len(args.port):
+        raise ConfigError(f"--port: expected NAME=PATH with NAME one of obd, can, gnss, modem; got {args.port}")
     runner = ScenarioRunner(
-        scenario, workdir, broker_choice=args.broker, on_sample=view.on_sample, on_event=view.on_event
+        scenario,
+        workdir,
+        broker_choice=args.broker,
+        on_sample=view.on_sample,
+        on_event=view.on_event,
+        real_ports=real_ports,
     )
     timeline = asyncio.run(runner.run())
     report = write_report(timeline, args.report or workdir / "report")

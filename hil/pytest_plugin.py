@@ -13,6 +13,8 @@ Fixtures (function scope):
 - `tcu_bench`    a BenchLayout in a temporary folder wired to that broker, backend keys made
 - `tcu_backend`  a running BackendStub (`.store`, `.ingest`, `.wait_for(predicate)`)
 - `tcu_agent`    a running Agent for one vehicle on the simulated drive (`.state`, `.outbox`, `.session`)
+- `tcu_virtual_vehicle`  ELM327, SLCAN and NMEA devices on ptys following one drive (`.obd`, `.can`,
+                 `.gnss`, `.ports` for a `[sources.*]` config); `.can.bus.crash()`, `.unlock()`, ...
 
 Tests using them must be async (pytest-asyncio in auto mode, or marked `@pytest.mark.asyncio`).
 """
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,9 +36,13 @@ from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.store import BackendStore
 from hil.broker import Broker, choose_broker
+from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
+from hil.devices.nmea_sim import NmeaSimulator
+from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import DEMO_VIN, BenchLayout
 from tcu.app import Agent
 from tcu.config import load_agent_config
+from tcu.vehicle.drive_cycle import DriveCycle
 
 FAST_UPLINK = "\n[uplink]\nreconnect_base_s = 0.05\nreconnect_cap_s = 1.0\nack_timeout_s = 5\n"
 
@@ -54,6 +61,32 @@ class RunningBackend:
             while not (result := predicate(self.store)):  # noqa: ASYNC110 - the store is written by another task
                 await asyncio.sleep(0.02)
         return result
+
+
+@dataclass
+class VirtualVehicle:
+    obd: Elm327Simulator
+    can: SlcanSimulator
+    gnss: NmeaSimulator
+
+    @property
+    def ports(self) -> dict[str, str]:
+        return {"obd": self.obd.path, "can": self.can.path, "gnss": self.gnss.path}
+
+    def sources_toml(self) -> str:
+        """The `[sources.*]` sections an agent config needs to read this vehicle."""
+        return "".join(f'\n[sources.{name}]\nport = "{path}"\n' for name, path in self.ports.items())
+
+
+@pytest_asyncio.fixture
+async def tcu_virtual_vehicle(tmp_path: Path) -> AsyncIterator[VirtualVehicle]:
+    cycle = DriveCycle()
+    async with (
+        Elm327Simulator(cycle=cycle, timing=Elm327Timing.instant(), link_path=str(tmp_path / "ttyOBD")) as obd,
+        SlcanSimulator(cycle=cycle, link_path=str(tmp_path / "ttyCAN")) as can,
+        NmeaSimulator(cycle=cycle, link_path=str(tmp_path / "ttyGNSS")) as gnss,
+    ):
+        yield VirtualVehicle(obd=obd, can=can, gnss=gnss)
 
 
 @pytest_asyncio.fixture

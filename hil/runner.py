@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,8 +66,11 @@ class ScenarioRunner:
         broker_choice: Literal["auto", "mosquitto", "embedded"] = "auto",
         on_sample: Callable[[Sample], None] = lambda _s: None,
         on_event: Callable[[Event], None] = lambda _e: None,
+        real_ports: Mapping[str, str] | None = None,
     ) -> None:
         self.scenario = scenario
+        # Bench mode: these devices are real adapters on these ports instead of virtual ones.
+        self.real_ports = dict(real_ports or {})
         self.workdir = workdir
         self._broker_choice = broker_choice
         self._on_sample = on_sample
@@ -112,22 +115,20 @@ class ScenarioRunner:
                 cycle=cycle, elapsed=self.now, start_utc=datetime.now(UTC), link_path=str(ttys / "gnss")
             ),
         }
-        return {name: factories[name]() for name in self.scenario.devices}
+        return {name: factories[name]() for name in self.scenario.devices if name not in self.real_ports}
 
     def _agent_config(
         self, layout: BenchLayout, devices: dict[str, PtyDevice], *, drain_only: bool = False, extra: str = ""
     ) -> Path:
         """The scenario's agent config; `drain_only`: no sources, it only sends what is queued."""
         scenario = self.scenario
+        ports = {name: device.path for name, device in devices.items()} | self.real_ports
         sources = "".join(
-            f'\n[sources.{name}]\nport = "{device.path}"\n'
-            for name, device in devices.items()
-            if name != MODEM and not drain_only
+            f'\n[sources.{name}]\nport = "{path}"\n' for name, path in ports.items() if name != MODEM and not drain_only
         )
-        modem = devices.get(MODEM)
         ecall = (
-            f'[ecall]\nlegal_ecall = true\nport = "{modem.path}"\n'
-            if modem is not None
+            f'[ecall]\nlegal_ecall = true\nport = "{ports[MODEM]}"\n'
+            if MODEM in ports
             else "[ecall]\nlegal_ecall = false\n"
         )
         return layout.write_agent_config(
@@ -160,7 +161,7 @@ class ScenarioRunner:
                 cycle = DriveCycle(parked=scenario.parked_windows())
                 self._cycle = cycle
                 devices = self._devices(cycle)
-                if scenario.legal_ecall:  # the vehicle's modem, carrying calls to the backend's PSAP
+                if scenario.legal_ecall and MODEM not in self.real_ports:  # calls go to the backend's PSAP
                     devices[MODEM] = ModemSimulator(
                         psap_address=("127.0.0.1", psap_port), link_path=str(self.workdir / "tty" / "modem")
                     )
@@ -299,6 +300,11 @@ class ScenarioRunner:
 
     def _can(self, bench: Bench) -> SlcanSimulator:
         device = bench.devices.get("can")
+        if "can" in self.real_ports:
+            raise ConfigError(
+                f"this step drives the virtual CAN bus, but the CAN adapter is real ({self.real_ports['can']}): "
+                "do it on the bench"
+            )
         if device is None:
             raise ConfigError(f'step needs the virtual CAN device: add "can" to {self.scenario.name}\'s devices')
         assert isinstance(device, SlcanSimulator)

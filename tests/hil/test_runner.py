@@ -83,3 +83,23 @@ def test_unknown_scenario_and_bad_step_are_refused(tmp_path: Path, capsys) -> No
     assert "cannot be read" in capsys.readouterr().err
     assert hil_cli(["run", "commute", "--step", "at=1 do=fly"]) == 2
     assert "unknown action(s) fly" in capsys.readouterr().err
+
+
+async def test_bench_mode_uses_a_real_port_instead_of_the_virtual_device(tmp_path: Path) -> None:
+    """The test plays the hardware: an SLCAN device the runner did not start, named by --port."""
+    require_mosquitto()
+    from hil.devices.slcan_sim import SlcanSimulator  # noqa: PLC0415
+    from hil.runner import ScenarioRunner  # noqa: PLC0415
+
+    scenario = parse_scenario(
+        'name = "bench"\nduration_s = 5\ndevices = ["can"]\n[vehicle]\nlegal_ecall = false\n'
+        '[[step]]\nat = 1\ndo = "lock"\n'
+        '[[expect]]\ncheck = "signal_reported"\npath = "Vehicle.Mode"\n'
+    )
+    async with SlcanSimulator(link_path=str(tmp_path / "ttyBENCH")) as adapter:
+        runner = ScenarioRunner(scenario, tmp_path / "run", broker_choice="mosquitto", real_ports={"can": adapter.path})
+        timeline = await runner.run()
+    assert timeline.passed, timeline.expectations
+    failed = [e for e in timeline.events if e.label == "lock failed"]
+    assert failed  # the virtual bus cannot be driven on a bench: said, not crashed
+    assert "do it on the bench" in failed[0].detail
