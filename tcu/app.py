@@ -76,6 +76,7 @@ class Agent:
             outbox=self.outbox,
             box=self._box,
             clock=self.clock,
+            hold=self._ecall_has_the_radio,
         )
         self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
         self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))

@@ -80,10 +80,18 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
                 assert agent.sim.state is SimState.TELEMATICS_DEACTIVATED  # eCall-only, never fully off
                 await eventually(lambda: agent.state.value("Vehicle.CurrentLocation.Latitude") is not None, what="fix")
                 crash_at = elapsed()
+                crash_wall_ms = datetime.now(UTC).timestamp() * 1000
                 can.bus.crash()
                 await eventually(lambda: bool(backend.psap and backend.psap.msds), what="MSD at the PSAP", within=30)
         [msd] = [row for row in read_psap_msds(backend.config.database) if row["kind"] == "automatic"]
         assert msd["vin"] == VIN
+        # Until the PSAP has the MSD, telematics keeps off the radio: nothing made after the crash got through.
+        early = [
+            r
+            for r in backend.store.records(VIN)
+            if r.created.timestamp() * 1000 > crash_wall_ms and r.received.timestamp() * 1000 < msd["received_ms"]
+        ]
+        assert early == [], [(r.seq, r.body.get("type")) for r in early]
         where = cycle.at(crash_at)
         assert distance_m((where.latitude, where.longitude), (msd["latitude_deg"], msd["longitude_deg"])) < 200
         assert msd["position_trusted"]
