@@ -11,7 +11,6 @@ backend runs, and the running scheduler polls `changes()`.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import cbor2
 
+from backend_stub.database import open_database, transaction
 from tcu.uplink.records import from_millis, to_millis
 
 _SCHEMA = """
@@ -125,23 +125,15 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
 
 class MeasureStore:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             count = self._db.execute(sql, params).rowcount
             self._db.execute("UPDATE measure_changes SET counter = counter + 1")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return count
 
     def changes(self) -> int:
@@ -198,18 +190,13 @@ class MeasureStore:
         )
 
     def start_attempt(self, measure_id: str, attempt: int, at: datetime) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             self._db.execute("UPDATE measures SET attempts=? WHERE measure_id=?", (attempt, measure_id))
             self._db.execute(
                 "INSERT INTO measure_attempts (measure_id, attempt, sent_ms, status) VALUES (?, ?, ?, 'sent')",
                 (measure_id, attempt, to_millis(at)),
             )
             self._db.execute("UPDATE measure_changes SET counter = counter + 1")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def end_attempt(
         self,

@@ -20,9 +20,7 @@ so taking the same record twice (a replay after a crash) changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 import cbor2
 
+from backend_stub.database import open_database, transaction
 from backend_stub.provisioning import CapabilityReport, FileState, IssuedFile, ResultStatus, VehicleResult
 from tcu.services.catalogue import Catalogue
 from tcu.services.provisioning import ProvisioningFile, parse_payload
@@ -103,25 +102,13 @@ class ProvisioningStore:
     def __init__(self, path: Path, catalogue: Catalogue | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.catalogue = catalogue or Catalogue.load()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")  # the CLI and the running backend share the file
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One immediate transaction: it serialises writers across processes (the CLI, the backend)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     # -- vehicles --------------------------------------------------------------------------------
 
