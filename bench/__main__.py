@@ -18,7 +18,7 @@ import resource
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import bench_ecall, bench_fleet, bench_msd, bench_sources, bench_uplink
@@ -126,7 +126,7 @@ def main() -> None:
         print(f"{row.measure:{width}}  {row.value:38}  {row.goal}")
     if args.json:
         with contextlib.suppress(OSError):
-            args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+            args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ class StatusWriter:
     def write(self) -> None:
         # A full disk must not stop the agent over a status file; the queue reports it already.
         with contextlib.suppress(StorageError):
-            write_atomic(self._path, json.dumps(self._collect(), default=str).encode())
+            # Atomic (a reader never sees half a file) but not fsynced: a fleet of agents would
+            # otherwise spend its disk on a file a power cut may well lose.
+            write_atomic(self._path, json.dumps(self._collect(), default=str).encode(), durable=False)
 
     async def run(self) -> None:
         while True:
