@@ -233,7 +233,9 @@ class Agent:
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 tasks.create_task(self.measures.run(), name="remote-measures")
                 tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")
-                tasks.create_task(StatusWriter(config.status_path, self.status).run(), name="status-file")
+                if config.vehicle.status_interval_s > 0:
+                    status = StatusWriter(config.status_path, self.status, config.vehicle.status_interval_s)
+                    tasks.create_task(status.run(), name="status-file")
                 if config.simulation.enabled:
                     simulated = SimulatedVehicle(
                         state=self.state,

@@ -92,6 +92,7 @@ class TelemetryConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleConfig:
     services_tick_s: float = 60.0  # how often service terms are re-checked
+    status_interval_s: float = 1.0  # how often status.json is rewritten; 0 turns it off
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,6 +289,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
         ),
         vehicle=VehicleConfig(
             services_tick_s=vehicle.number("services_tick_s", 60.0),
+            status_interval_s=vehicle.number("status_interval_s", 1.0),
         ),
         broker=parse_broker(root.table("broker"), env),
         queue=QueueConfig(
