@@ -1,4 +1,5 @@
-"""The composition root: one agent, one asyncio.TaskGroup, every long-lived task named."""
+"""The composition root: the eCall and the telematics side by side, each under its own supervisor,
+every long-lived task named in one asyncio.TaskGroup per part."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ class Agent:
         )
         self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
         self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))
-        # The eCall is built first and depends on nothing of the telematics: not the queue, the MQTT
-        # session, the services or consent. Its reports go to the queue only on a best-effort basis.
+        # The eCall depends on nothing of the telematics: not the queue, the MQTT session, the services
+        # or consent. Its reports go to the queue on a best-effort basis only.
         self.ecall = (
             None
             if config.ecall is None
