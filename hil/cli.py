@@ -106,7 +106,10 @@ def _run(args: argparse.Namespace) -> int:
         real_ports=real_ports,
     )
     timeline = asyncio.run(runner.run())
-    report = write_report(timeline, args.report or workdir / "report")
+    try:
+        report = write_report(timeline, args.report or workdir / "report")
+    except ImportError as exc:  # matplotlib comes with the hil extra
+        raise ConfigError(f"cannot draw the report ({exc}): pip install 'tcu-sim[hil]'") from exc
     view.finish(timeline, report)
     if not timeline.expectations:
         print("FAILED: the scenario checked nothing (add [[expect]] entries)", file=sys.stderr)
