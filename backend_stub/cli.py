@@ -157,7 +157,7 @@ def _status(vin: str, store: ProvisioningStore, backend: BackendStore, as_json: 
     vehicle = {
         "vin": vin,
         "legal_ecall": store.legal_ecall(vin),
-        "online": next((v.online for v in backend.vehicles() if v.vin == vin), None),
+        "online": backend.online(vin),
         "desired_version": head.version if head else None,
         "payment_default": head.payment_default if head else False,
         "sim": head.sim if head else "active",
