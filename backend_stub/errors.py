@@ -2,7 +2,8 @@
 
 BackendError
 ├── BackendConfigError   config missing or invalid (names the key)
-└── UnknownVehicleError  a VIN that was never enrolled
+├── UnknownVehicleError  a VIN that was never enrolled
+└── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
 """
 
 from __future__ import annotations
