@@ -118,7 +118,11 @@ class MeasureScheduler:
                         at=now,
                         reason="no answer from the vehicle in time",
                     )
-                    self._retry(measure if open_attempt.measure_id == measure.measure_id else None, now, "lost", None)
+                    # The lost attempt may belong to another measure of this vehicle: reschedule that one.
+                    owner = self._store.get(open_attempt.measure_id)
+                    if owner is not None:
+                        self._retry(owner, now, "lost", None)
+                    busy.add(measure.vin)  # this tick's copies are stale now: nothing more for this vehicle
                 continue
             if measure.vin in busy or not self._due(measure, now):
                 continue
@@ -152,9 +156,7 @@ class MeasureScheduler:
             return True
         return now >= measure.next_attempt
 
-    def _retry(self, measure: Measure | None, now: datetime, code: str | None, reason: str | None) -> None:
-        if measure is None:
-            return
+    def _retry(self, measure: Measure, now: datetime, code: str | None, reason: str | None) -> None:
         delay = self._backoff.delay(max(measure.attempts - 1, 0), self._rng)
         self._store.schedule(measure.measure_id, now + timedelta(seconds=delay), reason, WAITS_FOR.get(code or ""))
 

@@ -193,3 +193,15 @@ async def test_duplicate_results_are_counted_once(world: World) -> None:
     world.answer("M1", 1, "succeeded")
     assert world.state() == PENDING
     assert world.store.history("M1")[0].status == "rolled_back"
+
+
+async def test_lost_attempt_of_another_measure_on_the_vehicle_waits_its_backoff(world: World) -> None:
+    world.send("M1")
+    assert await world.tick() == [("M1", 1)]
+    world.answer("M1", 1, "rolled_back", "lock_or_unlock")  # M1 waits 60 s
+    world.send("M2")
+    assert await world.tick() == [("M2", 1)]
+    world.clock.advance(900)  # M2's attempt gets no answer
+    assert await world.tick() == []  # found lost while looking at M1; M2 is rescheduled, not resent at once
+    assert world.store.history("M2")[0].status == "lost"
+    assert await world.tick() == [("M1", 2)]
