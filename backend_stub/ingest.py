@@ -51,7 +51,8 @@ class Ingest:
         self._key = private_key
         self._clock = clock
         self._max_payload = max_payload_bytes
-        self._boxes: dict[str, Box] = {}  # precomputed X25519 shared keys per vehicle
+        # Per vehicle: its enrolled public key and the precomputed X25519 shared key.
+        self._boxes: dict[str, tuple[bytes, Box]] = {}
         self._pending_acks: dict[str, set[int]] = defaultdict(set)
         self._record_observers: list[RecordObserver] = []
         self._status_observers: list[StatusObserver] = []
@@ -81,18 +82,19 @@ class Ingest:
         except Exception:
             _LOGGER.exception("ingest observer %r failed; ingest goes on", observer)
 
-    def _box(self, vin: str) -> Box | None:
-        box = self._boxes.get(vin)
-        if box is None:
-            public = self._store.public_key(vin)
-            if public is None:
-                return None
-            box = self._boxes[vin] = Box(self._key, PublicKey(public))
-        return box
-
-    def forget_keys(self) -> None:
-        """Drop cached shared keys (after a re-enrolment)."""
-        self._boxes.clear()
+    def _box(self, vin: str, *, recheck: bool = False) -> Box | None:
+        """The shared key with this vehicle, cached; `recheck` reads the enrolled key again, since a
+        re-enrolment (`backend-stub enroll`, another process) may have replaced it."""
+        cached = self._boxes.get(vin)
+        if cached is not None and not recheck:
+            return cached[1]
+        public = self._store.public_key(vin)
+        if public is None:
+            self._boxes.pop(vin, None)
+            return None
+        if cached is None or cached[0] != public:
+            cached = self._boxes[vin] = (public, Box(self._key, PublicKey(public)))
+        return cached[1]
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Process one message inside the caller's transaction; never raises for bad input."""
@@ -116,8 +118,15 @@ class Ingest:
         try:
             record = open_record(box, payload, topic_vin=vin, max_bytes=self._max_payload)
         except EnvelopeError as exc:
-            self._reject(topic, vin, str(exc))
-            return
+            current = self._box(vin, recheck=True)  # only on failure: the happy path stays one dict look-up
+            if current is None or current is box:
+                self._reject(topic, vin, str(exc))
+                return
+            try:
+                record = open_record(current, payload, topic_vin=vin, max_bytes=self._max_payload)
+            except EnvelopeError as again:
+                self._reject(topic, vin, str(again))
+                return
         if self._store.add_record(record, self._clock.now()):
             self.stats.stored += 1
             self.stats.by_vehicle[vin] += 1

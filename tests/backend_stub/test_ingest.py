@@ -132,3 +132,16 @@ def test_gaps_show_sequence_numbers_never_received(ingest, store, vehicle_box, c
     for seq in (1, 2, 5, 7):
         _handle(ingest, store, RECORDS, seal_record(vehicle_box, VIN, seq, _telemetry(clock, float(seq))))
     assert store.gaps(VIN) == [[3, 4], [6, 6]]
+
+
+def test_a_vehicle_re_enrolled_with_a_new_key_is_accepted_at_once(ingest, store, backend_key, clock) -> None:
+    """Re-enrolment happens in another process (the CLI); the running ingest must not keep the old key."""
+    old, new = PrivateKey.generate(), PrivateKey.generate()
+    store.enroll(VIN, bytes(old.public_key), clock.now())
+    _handle(ingest, store, RECORDS, seal_record(Box(old, backend_key.public_key), VIN, 1, _telemetry(clock, 1.0)))
+    store.enroll(VIN, bytes(new.public_key), clock.now())
+    _handle(ingest, store, RECORDS, seal_record(Box(new, backend_key.public_key), VIN, 2, _telemetry(clock, 2.0)))
+    _handle(ingest, store, RECORDS, seal_record(Box(old, backend_key.public_key), VIN, 3, _telemetry(clock, 3.0)))
+    assert store.seqs(VIN) == [1, 2]
+    [rejection] = store.rejections(VIN)
+    assert "failed authentication" in rejection.reason
