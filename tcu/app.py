@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tcu.clock import Clock, SystemClock
@@ -38,9 +38,6 @@ from tcu.vehicle.state import VehicleState
 
 _LOGGER = logging.getLogger(__name__)
 
-# A source is anything that feeds the vehicle state until cancelled.
-SourceRunner = Callable[[VehicleState], Coroutine[Any, Any, None]]
-
 
 class Agent:
     """The TCU agent. Construct, then `await run()`; `ready` is set once the queue is open."""
@@ -50,7 +47,6 @@ class Agent:
         config: AgentConfig,
         *,
         clock: Clock | None = None,
-        extra_sources: Sequence[tuple[str, SourceRunner]] = (),
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
@@ -58,7 +54,6 @@ class Agent:
         self._notifier = notifier or Notifier(env={})
         self.state = VehicleState()
         self.ready = asyncio.Event()
-        self._extra_sources = extra_sources
         # Loading keys here makes a bad key file fail before anything starts.
         self._box = vehicle_box(
             load_private_key(config.keys.vehicle_private_key), load_public_key(config.keys.backend_public_key)
@@ -247,8 +242,6 @@ class Agent:
                     tasks.create_task(simulated.run(), name="source-simulation")
                 for name, runner in self.sources.runners.items():
                     tasks.create_task(runner(), name=f"source-{name}")
-                for name, extra in self._extra_sources:
-                    tasks.create_task(extra(self.state), name=f"source-{name}")
 
 
 _ECALL_BEFORE_ACK = frozenset(

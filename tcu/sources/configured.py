@@ -43,22 +43,6 @@ class ConfiguredSources:
         return None if self.gnss is None else self.gnss.track
 
 
-def validate_sources(sources: Mapping[str, Mapping[str, Any]]) -> None:
-    """Fail at start-up, naming the section, rather than when a task first runs."""
-    unknown = set(sources) - set(KNOWN)
-    if unknown:
-        raise ConfigError(f"sources: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(KNOWN)}")
-    for name, table in sources.items():
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"sources.{name}: expected a table [sources.{name}]")
-    if "obd" in sources:
-        settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
-    if "can" in sources:
-        SlcanSettings.from_table(sources["can"])
-    if "gnss" in sources:
-        NmeaSettings.from_table(sources["gnss"])
-
-
 def _obd_table(table: Mapping[str, Any]) -> dict[str, Any]:
     allowed = {"port", "baudrate", "max_timeouts", "stale_after_failures", "reconnect_base_s", "reconnect_cap_s"}
     unknown = set(table) - allowed
@@ -68,7 +52,13 @@ def _obd_table(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_sources(sources: Mapping[str, Mapping[str, Any]], *, state: VehicleState, clock: Clock) -> ConfiguredSources:
-    validate_sources(sources)
+    """Every configured reader, built (and so validated, naming the section) before anything runs."""
+    unknown = set(sources) - set(KNOWN)
+    if unknown:
+        raise ConfigError(f"sources: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(KNOWN)}")
+    for name, table in sources.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"sources.{name}: expected a table [sources.{name}]")
     built = ConfiguredSources()
     if "obd" in sources:
         obd = settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
