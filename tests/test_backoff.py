@@ -3,6 +3,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tcu.backoff import Backoff
 
@@ -26,3 +28,27 @@ def test_jitter_stays_within_its_band() -> None:
 def test_invalid_parameters_are_refused(base: float, cap: float, jitter: float) -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(base_s=base, cap_s=cap, jitter=jitter)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=200),
+    base=st.floats(min_value=0.01, max_value=5),
+    cap=st.floats(min_value=5, max_value=300),
+    seed=st.integers(),
+)
+def test_backoff_is_capped_and_jittered_within_its_ceiling(attempt: int, base: float, cap: float, seed: int) -> None:
+    delay = Backoff(base_s=base, cap_s=cap).delay(attempt, random.Random(seed))
+    ceiling = min(cap, base * 2 ** min(attempt, 32))
+    assert ceiling / 2 <= delay <= ceiling
+
+
+def test_backoff_is_pure_given_the_rng_state() -> None:
+    first = [Backoff(base_s=0.5, cap_s=30).delay(n, random.Random(7)) for n in range(10)]
+    again = [Backoff(base_s=0.5, cap_s=30).delay(n, random.Random(7)) for n in range(10)]
+    assert first == again
+    assert Backoff(base_s=0.5, cap_s=30, jitter=0).delay(3, random.Random(1)) == 4.0
+
+
+def test_backoff_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="0 < base"):
+        Backoff(base_s=0, cap_s=1)

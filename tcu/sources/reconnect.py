@@ -1,4 +1,4 @@
-"""Reconnecting a serial device source: a pure backoff function and the loop every reader shares.
+"""Reconnecting a serial device source: the loop every reader shares (the backoff is tcu.backoff).
 
 A serial reader (ELM327, SLCAN, NMEA, modem) lives as one coroutine under the app's TaskGroup:
 
@@ -30,13 +30,6 @@ from tcu.errors import SourceError
 _LOGGER = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random, jitter: float = 0.5) -> float:
-    """Seconds to wait before retry `attempt` (0 = first): `min(cap, base * 2**attempt)`, the upper
-    `jitter` fraction of it drawn from `rng`. Pure given the rng state; the formula is `tcu.backoff`'s.
-    """
-    return Backoff(base_s=base_s, cap_s=cap_s, jitter=jitter).delay(attempt, rng)
 
 
 class ReconnectLoop:

@@ -1,4 +1,4 @@
-"""tcu.sources.reconnect: the pure backoff and the loop every serial source runs in."""
+"""tcu.sources.reconnect: the loop every serial source runs in (the backoff itself: tests/test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -6,36 +6,10 @@ import asyncio
 import random
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tcu.backoff import Backoff
 from tcu.errors import DeviceGoneError, ProtocolError
-from tcu.sources.reconnect import ReconnectLoop, backoff_delay
-
-
-@given(
-    attempt=st.integers(min_value=0, max_value=200),
-    base=st.floats(min_value=0.01, max_value=5),
-    cap=st.floats(min_value=5, max_value=300),
-    seed=st.integers(),
-)
-def test_backoff_is_capped_and_jittered_within_its_ceiling(attempt: int, base: float, cap: float, seed: int) -> None:
-    delay = backoff_delay(attempt, base_s=base, cap_s=cap, rng=random.Random(seed))
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    assert ceiling / 2 <= delay <= ceiling
-
-
-def test_backoff_is_pure_given_the_rng_state() -> None:
-    first = [backoff_delay(n, base_s=0.5, cap_s=30, rng=random.Random(7)) for n in range(10)]
-    again = [backoff_delay(n, base_s=0.5, cap_s=30, rng=random.Random(7)) for n in range(10)]
-    assert first == again
-    assert backoff_delay(3, base_s=0.5, cap_s=30, rng=random.Random(1), jitter=0) == 4.0
-
-
-def test_backoff_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="0 < base"):
-        backoff_delay(0, base_s=0, cap_s=1, rng=random.Random())
+from tcu.sources.reconnect import ReconnectLoop
 
 
 async def test_loop_backs_off_resets_when_healthy_and_survives_bugs() -> None:
