@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backend_stub.app import BackendStub
-from backend_stub.measure_store import SUCCEEDED, MeasureStore
+from backend_stub.measure_store import SUCCEEDED
 from backend_stub.psap import read_psap_msds
 from hil.scenario import Expectation, Scenario
 from hil.timeline import Event, ExpectationResult
@@ -84,12 +84,9 @@ def _service(active: bool) -> Check:
 
 
 def _measure_succeeded(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
-    store = MeasureStore(evidence.backend.config.database)
-    try:
-        measure = store.get(str(args["id"]))
-        history = store.history(str(args["id"]))
-    finally:
-        store.close()
+    store = evidence.backend.measure_store
+    measure = store.get(str(args["id"]))
+    history = store.history(str(args["id"]))
     if measure is None:
         return False, f"no measure {args['id']} at the backend"
     attempts = "; ".join(f"#{a.attempt} {a.status}{' (' + a.code + ')' if a.code else ''}" for a in history)
