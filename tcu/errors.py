@@ -1,6 +1,7 @@
 """The agent's exception tree. Every rejection carries a reason a person can act on.
 
 TcuError
+├── CborError                   a wire-protocol message that is not one strict CBOR item
 ├── ConfigError                 config file missing, unreadable or invalid (names the key)
 ├── KeyFileError                key file missing, wrong size or too permissive
 ├── UplinkError
@@ -25,6 +26,10 @@ from __future__ import annotations
 
 class TcuError(Exception):
     """Root of every error the agent raises on purpose."""
+
+
+class CborError(TcuError):
+    """Bytes that are not exactly one well-formed CBOR item with unique, integer or text map keys."""
 
 
 class ConfigError(TcuError):

@@ -36,6 +36,10 @@ _PRIORITY = {
 }
 
 
+# 9999-12-31T23:59:59.999Z: the last instant a `datetime` (and a four-digit ISO 8601 year) can hold.
+MAX_MILLIS = 253_402_300_799_999
+
+
 def to_millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -65,10 +69,13 @@ class Record:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedRecord:
-    """A record as the backend opened it."""
+    """A record as the backend opened it; `kind_name` is the kind as sent (a newer agent's kind is
+    `UNKNOWN` here but keeps its name)."""
 
     vin: str
     seq: int
     kind: RecordKind
+    kind_name: str = ""
+    epoch: bytes = b""
     created: datetime
     body: Mapping[str, Any]
