@@ -146,11 +146,18 @@ def open_record(box: Box, payload: bytes, *, topic_vin: str, max_bytes: int = DE
     seq = _uint(outer, "seq", "envelope", 1, MAX_SEQ)
     epoch = _epoch(outer, "envelope")
     inner = _decrypt(box, nonce, ciphertext, "envelope", vin)
-    if inner.get("vin") != vin or type(inner.get("seq")) is not int or inner["seq"] != seq or _epoch(inner, "") != epoch:
+    if (
+        inner.get("vin") != vin
+        or type(inner.get("seq")) is not int
+        or inner["seq"] != seq
+        or _epoch(inner, "") != epoch
+    ):
         raise EnvelopeError(f"envelope from VIN {vin}: sealed header does not match the clear header (tampered)")
     kind = _field(inner, "kind", str, "record")
     if not 1 <= len(kind) <= MAX_KIND_CHARS:
-        raise EnvelopeError(f"malformed record from VIN {vin}: kind {describe(kind)} is not 1..{MAX_KIND_CHARS} characters")
+        raise EnvelopeError(
+            f"malformed record from VIN {vin}: kind {describe(kind)} is not 1..{MAX_KIND_CHARS} characters"
+        )
     return ReceivedRecord(
         vin=vin,
         seq=seq,
