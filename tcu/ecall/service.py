@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 
-from tcu.clock import Clock
+from tcu.clock import Clock, age_s
 from tcu.ecall import state_machine as sm
 from tcu.ecall.config import EcallConfig, check_ecall_vin
 from tcu.ecall.msd import encode, msd_from_fixes
@@ -311,19 +311,19 @@ class EcallService:
             return _Incident(at=at, call_type=call_type, fixes=(), heading_deg=None, trusted=False)
 
     def _locate(self, at: datetime, call_type: CallType) -> _Incident:
-        now, max_age = self._clock.now(), self.config.position_max_age_s
+        clock, max_age = self._clock, self.config.position_max_age_s  # ages by the monotonic clock: see age_s
         fixes: tuple[tuple[float, float], ...] = ()
         heading: float | None = None
         fresh = False
         if self._track is not None and (latest := self._track.latest) is not None:
             fixes = tuple((p.latitude, p.longitude) for p in self._track.positions)
             heading = self._track.direction_deg
-            fresh = 0 <= (now - latest.timestamp).total_seconds() <= max_age
+            fresh = 0 <= age_s(clock, latest.timestamp, latest.received) <= max_age
         else:
             lat, lon = self._state.get(LATITUDE), self._state.get(LONGITUDE)
             if lat is not None and lon is not None and Quality.INVALID not in (lat.quality, lon.quality):
                 fixes = ((float(lat.value), float(lon.value)),)
-                age = (now - min(lat.timestamp, lon.timestamp)).total_seconds()
+                age = max(age_s(clock, s.timestamp, s.monotonic) for s in (lat, lon))
                 fresh = lat.quality is lon.quality is Quality.GOOD and 0 <= age <= max_age
             if (h := self._state.get(HEADING)) is not None and h.quality is Quality.GOOD:
                 heading = float(h.value)

@@ -155,7 +155,7 @@ class Elm327Client:
             await link.aclose()
 
     def _down(self, reason: str) -> None:
-        if paths := self._state.mark_stale(self.source, self._clock.now()):
+        if paths := self._state.mark_stale(self.source, self._clock):
             _LOGGER.warning("OBD signals stale (%s): %s", reason, ", ".join(sorted(paths)))
 
     async def _read_vin_once(self, session: Elm327Session) -> None:
@@ -257,8 +257,16 @@ class Elm327Client:
             self._write(self._mapping.dtc_count_path, len(stored.codes))
 
     def _write(self, path: str, value: SignalValue, quality: Quality = Quality.GOOD) -> None:
+        clock = self._clock
         self._state.update(
-            Signal(path=path, value=value, timestamp=self._clock.now(), source=self.source, quality=quality)
+            Signal(
+                path=path,
+                value=value,
+                timestamp=clock.now(),
+                source=self.source,
+                quality=quality,
+                monotonic=clock.monotonic(),
+            )
         )
 
     def _failed(self, job: _Job, exc: Exception) -> None:

@@ -55,13 +55,17 @@ class GnssInterpreter:
         self._course_epoch: time | None = None
         self._gsa_seen: tuple[object, ...] | None = None
 
-    def interpret(self, sentence: Sentence) -> dict[str, SignalValue]:
-        """The VSS values a sentence contributes (and the track updated on the way)."""
+    def interpret(self, sentence: Sentence, *, received: float | None = None) -> dict[str, SignalValue]:
+        """The VSS values a sentence contributes (and the track updated on the way).
+
+        `received` is when the sentence was read on the agent's monotonic clock; the tracked position
+        keeps it so that its age can be judged without trusting the wall clock.
+        """
         match sentence:
             case Rmc():
-                return self._rmc(sentence)
+                return self._rmc(sentence, received)
             case Gga():
-                return self._gga(sentence)
+                return self._gga(sentence, received)
             case Vtg():
                 return self._course(sentence.course_deg, sentence.speed_kmh)
             case Gsa():
@@ -83,17 +87,17 @@ class GnssInterpreter:
             stamp -= timedelta(days=1)
         return stamp
 
-    def _rmc(self, rmc: Rmc) -> dict[str, SignalValue]:
+    def _rmc(self, rmc: Rmc, received: float | None) -> dict[str, SignalValue]:
         self._start_epoch(rmc.time)
         if rmc.timestamp is not None:
             self._reference = rmc.timestamp
         values: dict[str, SignalValue] = {}
         if rmc.valid and rmc.latitude is not None and rmc.longitude is not None:
-            values |= self._position(rmc, rmc.latitude, rmc.longitude)
+            values |= self._position(rmc, rmc.latitude, rmc.longitude, received)
             values |= self._course(rmc.course_deg, rmc.speed_kmh)
         return values
 
-    def _gga(self, gga: Gga) -> dict[str, SignalValue]:
+    def _gga(self, gga: Gga, received: float | None) -> dict[str, SignalValue]:
         self._start_epoch(gga.time)
         values: dict[str, SignalValue] = {FIX_QUALITY: gga.quality}
         if gga.satellites is not None:
@@ -102,7 +106,7 @@ class GnssInterpreter:
             values[HDOP] = gga.hdop
             values[HORIZONTAL_ACCURACY] = round(gga.hdop * self._uere_m, 2)
         if gga.quality > 0 and gga.latitude is not None and gga.longitude is not None:
-            values |= self._position(gga, gga.latitude, gga.longitude)
+            values |= self._position(gga, gga.latitude, gga.longitude, received)
             if gga.altitude_m is not None:
                 values[ALTITUDE] = gga.altitude_m
         return values
@@ -126,7 +130,9 @@ class GnssInterpreter:
         if time_of_day is not None:
             self._epoch = time_of_day
 
-    def _position(self, fix: Gga | Rmc, latitude: float, longitude: float) -> dict[str, SignalValue]:
+    def _position(
+        self, fix: Gga | Rmc, latitude: float, longitude: float, received: float | None
+    ) -> dict[str, SignalValue]:
         time_of_day = fix.time
         fresh: dict[str, SignalValue] = {LATITUDE: round(latitude, 7), LONGITUDE: round(longitude, 7)}
         stamp = None if time_of_day is None else self.utc(time_of_day)
@@ -142,6 +148,7 @@ class GnssInterpreter:
                 # RMC has neither: keep what the epoch's GGA said, if it came first.
                 quality=fix.quality if isinstance(fix, Gga) else (previous.quality if previous else 1),
                 hdop=fix.hdop if isinstance(fix, Gga) else (previous.hdop if previous else None),
+                received=received,
             )
         )
         if time_of_day == self._position_epoch:

@@ -118,7 +118,7 @@ class NmeaReader:
 
     def handle(self, items: list[Sentence | ProtocolError]) -> int:
         """Write what a batch of sentences says into the state; returns the number of sentences."""
-        now = self._clock.now()
+        now, monotonic = self._clock.now(), self._clock.monotonic()
         sentences = 0
         for item in items:
             if isinstance(item, ProtocolError):
@@ -126,13 +126,13 @@ class NmeaReader:
                 _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
                 continue
             sentences += 1
-            for path, value in self._interpreter.interpret(item).items():
-                self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE))
+            for path, value in self._interpreter.interpret(item, received=monotonic).items():
+                self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE, monotonic=monotonic))
                 self.stats.signals += 1
         self.stats.messages += sentences
         return sentences
 
     def _down(self, reason: str) -> None:
         self.connected.clear()
-        stale = self._state.mark_stale(SOURCE, self._clock.now())
+        stale = self._state.mark_stale(SOURCE, self._clock)
         _LOGGER.warning("%s: GNSS source down (%s); %d signal(s) stale", self._settings.port, reason, len(stale))

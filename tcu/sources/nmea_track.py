@@ -30,6 +30,8 @@ class GnssPosition:
     longitude: float
     quality: int = 1  # GGA fix quality; 0 never makes a position
     hdop: float | None = None
+    # When the agent read it, on its monotonic clock: how old the fix is, whatever the wall clock did since.
+    received: float | None = None
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:

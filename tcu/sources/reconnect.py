@@ -3,7 +3,7 @@
 A serial reader (ELM327, SLCAN, NMEA, modem) lives as one coroutine under the app's TaskGroup:
 
     loop = ReconnectLoop(name="obd", backoff=Backoff(base_s=0.5, cap_s=30.0), rng=random.Random(),
-                         on_down=lambda reason: state.mark_stale("obd", clock.now()))
+                         on_down=lambda reason: state.mark_stale("obd", clock))
     await loop.run(session)   # session: async () -> None, opens the port and serves until it fails
 
 `session` calls `loop.healthy()` once the device has proven itself (initialised, first answer): only

@@ -51,10 +51,10 @@ class SimulatedVehicle:
 
     def update(self) -> None:
         elapsed = (self._clock.monotonic() - self._start) * self._speedup
-        now = self._clock.now()
+        now, monotonic = self._clock.now(), self._clock.monotonic()
         sample = self._cycle.at(elapsed)
         for path, value in sample_signals(sample).items():
-            self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE))
+            self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE, monotonic=monotonic))
 
     async def run(self) -> None:
         while True:

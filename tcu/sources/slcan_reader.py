@@ -10,9 +10,10 @@ SerialException, EOF), or no frame has come for `stale_after_s` (an adapter that
 closed its channel, a bus gone to sleep), the CAN signals are marked stale and it reconnects after a
 capped, jittered backoff. Garbage on the line is logged with its reason and skipped.
 
-Every frame read in one chunk is stamped with one `clock.now()`: they arrived together, and one call
-per chunk keeps the hot path cheap. The adapter's own `Z1` timestamp is parsed but not used for the
-signals (it is a 60 s wrapping counter on the adapter's clock, not wall time).
+Every frame read in one chunk is stamped with one `clock.now()` and one `clock.monotonic()`: they
+arrived together, and one call each per chunk keeps the hot path cheap. The adapter's own `Z1`
+timestamp is parsed but not used for the signals (it is a 60 s wrapping counter on the adapter's
+clock, not wall time).
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class SlcanReader:
 
     def handle(self, batch: list[Response | ProtocolError]) -> int:
         """Decode one batch into the state; returns the number of frames it held."""
-        now = self._clock.now()
+        now, monotonic = self._clock.now(), self._clock.monotonic()
         decode = self._decoder.decode
         update = self._state.update
         stats = self.stats
@@ -219,7 +220,7 @@ class SlcanReader:
             if isinstance(item, CanFrame):
                 frames += 1
                 try:
-                    signals = decode(item, now)
+                    signals = decode(item, now, monotonic)
                 except ProtocolError as exc:
                     stats.errors += 1
                     _LOGGER.warning("%s: skipped a frame: %s", self._settings.port, exc)
@@ -237,5 +238,5 @@ class SlcanReader:
 
     def _down(self, reason: str) -> None:
         self.connected.clear()
-        stale = self._state.mark_stale(self._decoder.source, self._clock.now())
+        stale = self._state.mark_stale(self._decoder.source, self._clock)
         _LOGGER.warning("%s: CAN source down (%s); %d signal(s) stale", self._settings.port, reason, len(stale))

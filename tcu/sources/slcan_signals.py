@@ -113,8 +113,11 @@ class CanSignalDecoder:
         """Identifiers this decoder turns into signals (extended ones with bit 31 set)."""
         return frozenset(self._plans)
 
-    def decode(self, frame: CanFrame, timestamp: datetime) -> list[Signal]:
+    def decode(self, frame: CanFrame, timestamp: datetime, monotonic: float | None = None) -> list[Signal]:
         """The mapped signals of one frame; [] for frames the mapping does not use.
+
+        `timestamp` is the wall time the frame was read, `monotonic` the same moment on the monotonic
+        clock (what orders readings in the vehicle state).
 
         Raises ProtocolError when a known frame is too short for its DBC message.
         """
@@ -135,7 +138,7 @@ class CanSignalDecoder:
             self._last[key] = cached
         source = self.source
         return [
-            Signal(path=path, value=value, timestamp=timestamp, source=source, quality=quality)
+            Signal(path=path, value=value, timestamp=timestamp, source=source, quality=quality, monotonic=monotonic)
             for path, value, quality in cached[1]
         ]
 

@@ -3,15 +3,22 @@
 Sources write it; telemetry, eCall and services read it or subscribe to changes. A subscriber is a
 plain callable invoked synchronously on every accepted update, so it must be cheap (typically it
 puts the update on its own asyncio queue).
+
+Readings are ordered by the agent's monotonic clock, never by their wall timestamp: a car's wall clock
+steps (the RTC read at boot, a GNSS or NTP time sync), and ordering by it would freeze every signal
+for as long as the clock was set back. The wall timestamp only says when, for the people reading it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+
+from tcu.clock import Clock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,12 +40,25 @@ class Signal:
     timestamp: datetime
     source: str
     quality: Quality = Quality.GOOD
+    # Seconds on the agent's monotonic clock when read (`Clock.monotonic()`): what orders readings.
+    # None (a reading made up by hand) is ordered by arrival.
+    monotonic: float | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("Vehicle."):
             raise ValueError(f"signal path {self.path!r} is not a VSS path (must start with 'Vehicle.')")
         if self.timestamp.tzinfo is None:
             raise ValueError(f"signal {self.path}: timestamp must be timezone-aware UTC")
+        if self.monotonic is not None and (
+            isinstance(self.monotonic, bool)
+            or not isinstance(self.monotonic, int | float)
+            or not math.isfinite(self.monotonic)
+        ):
+            raise ValueError(f"signal {self.path}: monotonic time {self.monotonic!r} is not a finite number")
+
+    def read_before(self, other: Signal) -> bool:
+        """True when this reading was taken before `other`, by the monotonic clock; unknown is False."""
+        return self.monotonic is not None and other.monotonic is not None and self.monotonic < other.monotonic
 
 
 Subscriber = Callable[[Signal], None]
@@ -52,9 +72,13 @@ class VehicleState:
         self._subscribers: list[Subscriber] = []
 
     def update(self, signal: Signal) -> None:
-        """Store a reading and notify subscribers; an older reading than the stored one is ignored."""
+        """Store a reading and notify subscribers; a reading taken before the stored one is ignored.
+
+        "Before" is by the monotonic clock: a reading stamped an hour earlier in wall time because the
+        clock was just set back is still the newest reading.
+        """
         current = self._signals.get(signal.path)
-        if current is not None and signal.timestamp < current.timestamp:
+        if current is not None and signal.read_before(current):
             return
         self._signals[signal.path] = signal
         for subscriber in tuple(self._subscribers):
@@ -68,13 +92,14 @@ class VehicleState:
         for signal in signals:
             self.update(signal)
 
-    def mark_stale(self, source: str, now: datetime) -> list[str]:
+    def mark_stale(self, source: str, clock: Clock) -> list[str]:
         """Mark every GOOD signal of one source stale (its device went away); returns the paths."""
         stale = []
+        now, monotonic = clock.now(), clock.monotonic()
         for path, signal in list(self._signals.items()):
             if signal.source == source and signal.quality is Quality.GOOD:
                 stale.append(path)
-                self.update(Signal(path=path, value=signal.value, timestamp=now, source=source, quality=Quality.STALE))
+                self.update(replace(signal, timestamp=now, quality=Quality.STALE, monotonic=monotonic))
         return stale
 
     def get(self, path: str) -> Signal | None:
