@@ -60,7 +60,7 @@ class Agent:
         )
         self.outbox = Outbox(
             config.queue_path,
-            sealer=lambda seq, record: seal_record(self._box, config.vin, seq, record),
+            sealer=lambda seq, record, epoch: seal_record(self._box, config.vin, seq, record, epoch=epoch),
             clock=self.clock,
             config=config.queue,
             max_envelope_bytes=config.uplink.max_payload_bytes,

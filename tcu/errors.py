@@ -8,6 +8,7 @@ TcuError
 │   ├── EnvelopeError           an envelope or ack that cannot be opened (forged, malformed, oversize)
 │   ├── RecordTooLargeError     a record too large to ever be sent
 │   └── StorageError            the durable queue cannot write (disk full, I/O error)
+│       └── StorageFullError    ... because the disk or the queue's size limit is full
 ├── SourceError                 a vehicle signal source failed
 │   ├── ProtocolError           a device said something the protocol does not allow
 │   ├── DeviceGoneError         the serial device vanished (unplugged)
@@ -54,6 +55,10 @@ class RecordTooLargeError(UplinkError):
 
 class StorageError(UplinkError):
     """The durable queue could not persist; nothing it already held is lost."""
+
+
+class StorageFullError(StorageError):
+    """The disk (or the queue's `max_bytes`) is full: room can be made by checkpointing or dropping."""
 
 
 class SourceError(TcuError):

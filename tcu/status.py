@@ -33,11 +33,17 @@ class StatusWriter:
         self._interval_s = interval_s
 
     def write(self) -> None:
-        # A full disk must not stop the agent over a status file; the queue reports it already.
-        with contextlib.suppress(StorageError):
+        content = json.dumps(self._collect(), default=str).encode()
+        try:
             # Atomic (a reader never sees half a file) but not fsynced: a fleet of agents would
             # otherwise spend its disk on a file a power cut may well lose.
-            write_atomic(self._path, json.dumps(self._collect(), default=str).encode(), durable=False)
+            write_atomic(self._path, content, durable=False)
+        except StorageError:
+            # A full disk has no room for the temporary copy; overwriting in place reuses the file's
+            # own blocks, so the status stays current (a reader may rarely catch it half written).
+            with contextlib.suppress(OSError), self._path.open("r+b") as file:
+                file.write(content)
+                file.truncate()
 
     async def run(self) -> None:
         while True:

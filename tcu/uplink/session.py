@@ -73,6 +73,8 @@ class UplinkSession:
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, float] = {}
+        self._unacked_since_log = 0
+        self._next_resend_log = 0.0
         self._connected = asyncio.Event()
         self._link_listeners: list[Callable[[bool], None]] = []
         self.stats = SessionStats()
@@ -158,11 +160,19 @@ class UplinkSession:
         expired = [seq for seq, sent in self._inflight.items() if sent <= deadline]
         for seq in expired:
             del self._inflight[seq]
-        if expired:
-            self.stats.resent += len(expired)
+        if not expired:
+            return
+        self.stats.resent += len(expired)
+        self._unacked_since_log += len(expired)
+        now = self._clock.monotonic()
+        if now >= self._next_resend_log:  # one line per ack timeout, however the records trickle in
             _LOGGER.info(
-                "no ack within %.0f s for %d record(s); sending again", self._uplink.ack_timeout_s, len(expired)
+                "no ack within %.0f s for %d record(s); sending them again",
+                self._uplink.ack_timeout_s,
+                self._unacked_since_log,
             )
+            self._unacked_since_log = 0
+            self._next_resend_log = now + self._uplink.ack_timeout_s
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -182,6 +192,7 @@ class UplinkSession:
             sent_at = self._clock.monotonic()
             for queued in batch:
                 self._inflight[queued.seq] = sent_at
+            self._outbox.mark_sent(queued.seq for queued in batch)
             async with asyncio.TaskGroup() as publishes:
                 for queued in batch:
                     publishes.create_task(client.publish(self._topics.records, queued.envelope, qos=1))
@@ -207,9 +218,23 @@ class UplinkSession:
             except EnvelopeError as exc:
                 self.stats.rejected_downlink += 1
                 _LOGGER.warning("rejected downlink %s: %s", message.topic, exc)
+            except Exception:
+                # One message is at most one rejection: a handler's bug must not restart the session
+                # (a retained message would then restart it on every subscription).
+                self.stats.rejected_downlink += 1
+                _LOGGER.exception("downlink %s (%d bytes) failed in its handler; ignored", message.topic, len(payload))
 
     def _apply_ack(self, payload: bytes) -> None:
         ack = open_ack(self._box, payload, vin=self._vin, max_bytes=self._uplink.max_payload_bytes)
+        if ack.epoch != self._outbox.epoch:
+            # An ack for this VIN's previous queue (re-flashed, wiped): its numbers are not ours.
+            self.stats.rejected_downlink += 1
+            _LOGGER.info(
+                "ignored an ack for queue epoch %s; this queue is %s",
+                ack.epoch.hex() or "legacy",
+                self._outbox.epoch.hex() or "legacy",
+            )
+            return
         try:
             deleted = self._outbox.acknowledge(ack.seqs)
         except StorageError as exc:

@@ -60,7 +60,7 @@ def test_blocked_category_is_never_collected(tmp_path: Path, vehicle_box, clock:
     policy = _policy(PersonalData().with_consent(Category.POSITION, False), None, require_services=False)
     with Outbox(
         tmp_path / "q.sqlite3",
-        sealer=lambda s, r: seal_record(vehicle_box, VIN, s, r),
+        sealer=lambda s, r, e: seal_record(vehicle_box, VIN, s, r, epoch=e),
         clock=clock,
         config=QueueConfig(),
         max_envelope_bytes=65536,

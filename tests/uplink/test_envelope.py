@@ -78,7 +78,7 @@ def test_envelope_on_another_vehicles_topic_is_refused(vehicle_box: Box, backend
         (cbor2.dumps({"v": 1, "vin": VIN, "seq": 1, "nonce": b"short", "box": b""}), "nonce is 5 bytes"),
         (cbor2.dumps({"v": 1, "vin": VIN, "nonce": bytes(24), "box": b""}), "field 'seq' missing"),
         (cbor2.dumps({"v": 1, "vin": VIN, "seq": True, "nonce": bytes(24), "box": b""}), "field 'seq'"),
-        (cbor2.dumps({"v": 1, "vin": VIN, "seq": 0, "nonce": bytes(24), "box": b""}), "'seq' is 0, outside 1..9007199254740991"),
+        (cbor2.dumps({"v": 1, "vin": VIN, "seq": 0, "nonce": bytes(24), "box": b""}), "'seq' is 0, outside 1.."),
         (b"\x9f" * 100_000, "oversize envelope"),
     ],
 )

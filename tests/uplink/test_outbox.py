@@ -28,7 +28,7 @@ def make_outbox(tmp_path: Path, vehicle_box: Box, clock: ManualClock) -> Iterato
     def factory(config: QueueConfig | None = None, max_envelope: int = 64 * 1024) -> Outbox:
         outbox = Outbox(
             tmp_path / "outbox.sqlite3",
-            sealer=lambda seq, record: seal_record(vehicle_box, VIN, seq, record),
+            sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
             clock=clock,
             config=config or QueueConfig(),
             max_envelope_bytes=max_envelope,
