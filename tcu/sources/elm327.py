@@ -27,6 +27,7 @@ from tcu.sources.elm327_frames import HeaderFormat, reassemble
 PROMPT = b">"
 _HEX_LINE = re.compile(r"[0-9A-F ]+")
 _CAF_INDEXED = re.compile(r"([0-9A-F]):\s*([0-9A-F ]*)")
+_PROTOCOL_NUMBER = re.compile(r"(A?)([0-9A-C])")
 _BANNER = re.compile(r"ELM327\s+v?(\S+)", re.IGNORECASE)
 
 
@@ -131,13 +132,11 @@ class ProtocolReport:
 
 def parse_protocol_number(text: str) -> ProtocolReport:
     """`ATDPN` answer: `A6` = found by automatic search, CAN 11-bit 500 kbit/s; `6` = forced."""
-    word = text.strip().upper()
-    auto = word.startswith("A") and len(word) == 2
-    digit = word[1:] if auto else word
-    try:
-        return ProtocolReport(protocol=ObdProtocol(int(digit, 16)), auto=auto)
-    except ValueError:
-        raise ProtocolError(f"ATDPN answered {text!r}, expected a protocol number like 'A6'") from None
+    # One hex digit, `A` before it when searched; int() alone would also read '0_6', '+6' and '٦'.
+    match = _PROTOCOL_NUMBER.fullmatch(text.strip().upper())
+    if match is None:
+        raise ProtocolError(f"ATDPN answered {text[:40]!r}, expected a protocol number like 'A6'")
+    return ProtocolReport(protocol=ObdProtocol(int(match.group(2), 16)), auto=bool(match.group(1)))
 
 
 def parse_banner(text: str) -> str | None:

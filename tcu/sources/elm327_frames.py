@@ -25,6 +25,7 @@ from enum import StrEnum
 _CAF_LENGTH = re.compile(r"[0-9A-F]{3}")
 _CAF_INDEXED = re.compile(r"([0-9A-F]):\s*([0-9A-F ]*)")
 _LOWEST_SERVICE_BYTE = 0x40
+_MIN_MULTI_FRAME = 8  # a classic CAN single frame carries up to 7 bytes
 
 Message = tuple[str | None, bytes]  # (ECU id or None with headers off, payload)
 
@@ -75,7 +76,15 @@ class _IsoTp:
                 self.problems.append(f"{who}: first frame is missing its length byte")
                 return
             self._abandon(ecu, who)
-            self._pending[ecu] = _Assembly(expected=(low << 8) | frame[1], data=bytearray(frame[2:]))
+            expected = (low << 8) | frame[1]
+            if expected < _MIN_MULTI_FRAME:
+                # 0 is ISO 15765-2:2016's escape to a 32-bit length (CAN FD); below 8 a single frame does.
+                self.problems.append(
+                    f"{who}: first frame announces {expected} bytes; a multi-frame answer carries "
+                    f"{_MIN_MULTI_FRAME} to 4095 (does the protocol setting match the vehicle?)"
+                )
+                return
+            self._pending[ecu] = _Assembly(expected=expected, data=bytearray(frame[2:]))
         elif kind == 2:
             assembly = self._pending.get(ecu)
             if assembly is None:

@@ -41,6 +41,7 @@ _CME = {
     30: "no network service",
     100: "unknown error",
 }
+_MAX_INT_DIGITS = 9  # AT numeric fields are small; int() refuses 4,300 digits and more with ValueError
 _CME_BY_TEXT = {text.lower(): code for code, text in _CME.items()}
 
 
@@ -248,6 +249,8 @@ class AtParser:
         return out
 
     def _line(self, raw: bytes) -> list[Parsed]:
+        if len(raw) > self._max_line:  # ended in the same chunk it began in, but no modem line is this long
+            return [Garbage(data=raw)]
         text = raw.decode("ascii", errors="replace")
         if not _PRINTABLE.match(text):
             return [Garbage(data=raw)]
@@ -274,7 +277,7 @@ class AtParser:
         if text.startswith(("+CME ERROR:", "+CMS ERROR:")):
             code = text.split(":", 1)[1].strip()
             # AT+CMEE=2 gives the text instead of the number; map the texts we know back to it.
-            cme = int(code) if code.isdigit() else _CME_BY_TEXT.get(code.lower(), 100)
+            cme = _int(code, 100) if code.isdigit() else _CME_BY_TEXT.get(code.lower(), 100)
         elif text not in _FINALS and not (text in _CALL_FINALS and pending.upper().startswith(("ATD", "ATA"))):
             return None
         response = Response(command=pending, final=text, lines=tuple(self._lines), cme_error=cme)
@@ -335,5 +338,6 @@ def parse_cecall(value: str) -> EcallType | None:
 
 
 def _int(text: str, default: int = -1) -> int:
+    """A small decimal field; anything else (sign, '²', thousands of digits) is `default`."""
     text = text.strip().strip('"')
-    return int(text) if text.isdigit() else default
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= _MAX_INT_DIGITS else default

@@ -13,6 +13,7 @@ it and carries on. Valid sentences of other types (GSV, GLL, TXT, proprietary `$
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from tcu.errors import ProtocolError
 KNOTS_TO_KMH = 1.852
 MAX_LINE = 164  # NMEA says 82 characters; some receivers exceed it, none by twice
 _ADDRESS = re.compile(r"[A-Z]{2}[A-Z]{3}")
+# NMEA numbers are plain decimals; Python's float() would also take "nan", "inf", "1e999" and "1_0".
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_MAX_INT_DIGITS = 9  # counts and ids are small; int() of thousands of digits is slow, then refused
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,17 +208,26 @@ _MIN_FIELDS = {"GGA": 14, "RMC": 11, "VTG": 8, "GSA": 17}
 def _float(text: str, name: str) -> float | None:
     if not text:
         return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name} {text!r} is not a number") from None
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"{name} {text[:20]!r} is not a number")
+    value = float(text)
+    if not math.isfinite(value):  # hundreds of digits overflow to inf
+        raise ValueError(f"{name} {text[:20]!r} ({len(text)} characters) is not a finite number")
+    return value
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' and '٣', which int() then refuses or reads."""
+    return text.isascii() and text.isdigit()
 
 
 def _int(text: str, name: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit():
-        raise ValueError(f"{name} {text!r} is not a whole number")
+    if not _digits(text):
+        raise ValueError(f"{name} {text[:20]!r} is not a whole number")
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError(f"{name} has {len(text)} digits, more than any receiver sends")
     return int(text)
 
 
@@ -229,8 +242,8 @@ def _time(text: str) -> time | None:
     if not text:
         return None
     head, _, fraction = text.partition(".")
-    if len(head) != 6 or not head.isdigit() or (fraction and not fraction.isdigit()):
-        raise ValueError(f"time {text!r} is not hhmmss[.sss]")
+    if len(head) != 6 or not _digits(head) or (fraction and not _digits(fraction)):
+        raise ValueError(f"time {text[:20]!r} is not hhmmss[.sss]")
     hours, minutes, seconds = int(head[:2]), int(head[2:4]), int(head[4:])
     if hours > 23 or minutes > 59 or seconds > 60:
         raise ValueError(f"time {text!r} out of range")
@@ -241,8 +254,8 @@ def _time(text: str) -> time | None:
 def _date(text: str) -> date | None:
     if not text:
         return None
-    if len(text) != 6 or not text.isdigit():
-        raise ValueError(f"date {text!r} is not ddmmyy")
+    if len(text) != 6 or not _digits(text):
+        raise ValueError(f"date {text[:20]!r} is not ddmmyy")
     year = int(text[4:])
     try:
         # Two-digit years: GNSS receivers appeared in the 1980s, so 80..99 are 19xx.
@@ -261,8 +274,8 @@ def _coordinate(value: str, hemisphere: str, name: str) -> float | None:
         raise ValueError(f"{name} hemisphere {hemisphere!r} is not {' or '.join(allowed)}")
     width = 2 if latitude else 3
     head, _, fraction = value.partition(".")
-    if len(head) != width + 2 or not head.isdigit() or (fraction and not fraction.isdigit()):
-        raise ValueError(f"{name} {value!r} is not {'d' * width}mm.mmmm")
+    if len(head) != width + 2 or not _digits(head) or (fraction and not _digits(fraction)):
+        raise ValueError(f"{name} {value[:20]!r} is not {'d' * width}mm.mmmm")
     degrees, minutes = int(head[:width]), float(value[width:])
     if minutes >= 60 or degrees + minutes / 60 > (90 if latitude else 180):
         raise ValueError(f"{name} {value!r} out of range")
@@ -290,6 +303,9 @@ class NmeaStream:
     def _line(raw: bytes, out: list[Sentence | ProtocolError]) -> None:
         raw = raw.strip(b"\r\x00 ")
         if not raw:
+            return
+        if len(raw) > MAX_LINE:  # refused before any work: a megabyte line costs one len()
+            out.append(ProtocolError(f"{raw[:40]!r}...: {len(raw)} bytes, longer than any sentence ({MAX_LINE})"))
             return
         try:
             text = raw.decode("ascii")
