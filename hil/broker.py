@@ -3,6 +3,13 @@
 Mosquitto is what users run and what the tests exercise (MQTT 5, persistent sessions, ACLs,
 kill and restart). The embedded amqtt broker speaks MQTT 3.1.1 only and exists so a first run
 needs no system package.
+
+With credentials, the Mosquitto config is the one the README documents: two listeners with their own
+password files (`per_listener_settings true`). Vehicles connect to the first, where
+`use_username_as_clientid true` makes the client id the username (the VIN), so one car's credentials
+cannot take over another car's connection and persistent session by sending its client id. The
+backend connects to the second: its several clients (ingest, provisioning, measures) share one
+username and need client ids of their own, and a car's credentials are refused there.
 """
 
 from __future__ import annotations
@@ -101,11 +108,22 @@ class MosquittoBroker(_Lifecycle):
     users: dict[str, str] | None = None  # username → password; None = anonymous allowed
     acl_per_vehicle: bool = False  # vehicles/%u/up/# write, vehicles/%u/down/# read; "backend-stub" all
     tls: TlsFiles | None = None
+    # With `users`: these connect to the backend listener (`backend_url`), everyone else to `url`.
+    backend_users: frozenset[str] = frozenset({"backend-stub"})
+    backend_port: int = field(default_factory=free_port)
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
+        """Where vehicles connect."""
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    @property
+    def backend_url(self) -> str:
+        """Where the backend connects: its own listener when there are credentials, else `url`."""
+        if self.users is None:
+            return self.url
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.backend_port}"
 
     @property
     def protocol(self) -> Literal["5", "3.1.1"]:
@@ -116,7 +134,6 @@ class MosquittoBroker(_Lifecycle):
         persistence = self.workdir / "persistence"
         persistence.mkdir(exist_ok=True)
         lines = [
-            f"listener {self.port} 127.0.0.1",
             f"user {getpass.getuser()}",  # as root, stay root: the persistence dir is ours
             "persistence true",
             f"persistence_location {persistence}/",
@@ -129,36 +146,52 @@ class MosquittoBroker(_Lifecycle):
             "log_type warning",
             "log_type notice",
         ]
-        if self.tls is not None:
-            lines += [
-                f"cafile {self.tls.ca_file}",
-                f"certfile {self.tls.cert_file}",
-                f"keyfile {self.tls.key_file}",
-            ]
         if self.users is None:
-            lines.append("allow_anonymous true")
+            lines += [f"listener {self.port} 127.0.0.1", *self._tls_lines(), "allow_anonymous true"]
         else:
-            password_file = self.workdir / "passwords"
-            password_file.write_text("")
-            password_file.chmod(0o600)
-            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-            for user, password in self.users.items():
-                subprocess.run(  # noqa: S603 - fixed argv, no shell
-                    [tool, "-b", str(password_file), user, password],
-                    check=True,
-                    capture_output=True,
-                )
-            lines += ["allow_anonymous false", f"password_file {password_file}"]
-        if self.acl_per_vehicle:
-            acl = self.workdir / "acl"
-            acl.write_text(
-                "user backend-stub\ntopic readwrite vehicles/#\n\n"
-                "pattern write vehicles/%u/up/#\npattern read vehicles/%u/down/#\n"
-            )
-            lines.append(f"acl_file {acl}")
+            acl = self._write_acl() if self.acl_per_vehicle else None
+            vehicles = {u: p for u, p in self.users.items() if u not in self.backend_users}
+            backend = {u: p for u, p in self.users.items() if u in self.backend_users}
+            lines += [
+                # Before any listener: each listener then has its own credentials and ACL.
+                "per_listener_settings true",
+                f"listener {self.port} 127.0.0.1",
+                "use_username_as_clientid true",  # no car can connect under another car's client id
+                *self._auth_lines(self._write_passwords("vehicles.passwords", vehicles), acl),
+                f"listener {self.backend_port} 127.0.0.1",
+                *self._auth_lines(self._write_passwords("backend.passwords", backend), acl),
+            ]
         config = self.workdir / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config
+
+    def _tls_lines(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [f"cafile {self.tls.ca_file}", f"certfile {self.tls.cert_file}", f"keyfile {self.tls.key_file}"]
+
+    def _auth_lines(self, password_file: Path, acl: Path | None) -> list[str]:
+        lines = [*self._tls_lines(), "allow_anonymous false", f"password_file {password_file}"]
+        return lines if acl is None else [*lines, f"acl_file {acl}"]
+
+    def _write_passwords(self, name: str, users: dict[str, str]) -> Path:
+        password_file = self.workdir / name
+        password_file.write_text("")
+        password_file.chmod(0o600)
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for user, password in users.items():
+            subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [tool, "-b", str(password_file), user, password],
+                check=True,
+                capture_output=True,
+            )
+        return password_file
+
+    def _write_acl(self) -> Path:
+        acl = self.workdir / "acl"
+        backend = "".join(f"user {user}\ntopic readwrite vehicles/#\n\n" for user in sorted(self.backend_users))
+        acl.write_text(backend + "pattern write vehicles/%u/up/#\npattern read vehicles/%u/down/#\n")
+        return acl
 
     async def start(self) -> None:
         binary = mosquitto_path()
@@ -175,6 +208,8 @@ class MosquittoBroker(_Lifecycle):
         )
         try:
             await wait_for_port(self.port)
+            if self.users is not None:
+                await wait_for_port(self.backend_port)
         except TimeoutError as exc:
             log = self.workdir / "mosquitto.log"
             detail = log.read_text()[-2000:] if log.exists() else "(no log)"

@@ -70,8 +70,10 @@ async def test_per_vehicle_acl_confines_each_car_to_its_own_topics(tmp_path: Pat
     require_mosquitto()
     users = {VIN: "pw-1", OTHER_VIN: "pw-2", "backend-stub": "pw-backend"}
     async with MosquittoBroker(tmp_path / "broker", users=users, acl_per_vehicle=True) as broker:
+        BenchLayout(root=tmp_path / "bench", broker_url=broker.backend_url).create_backend(
+            username="backend-stub", password="pw-backend"
+        )
         layout = BenchLayout(root=tmp_path / "bench", broker_url=broker.url)
-        layout.create_backend(username="backend-stub", password="pw-backend")
         config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, extra=FAST_UPLINK, username=VIN, password="pw-1")
         backend, task = await _run_backend(layout)
         try:
