@@ -6,8 +6,13 @@
   reason has gone away: the vehicle came back online (coverage lost, no coverage) or reported a
   vehicle state the measure may run in (it was driving, now it is parked).
 - Given up (`abandoned`) when the vehicle refuses it for a reason retrying cannot fix (signature,
-  forbidden or unknown key, other vehicle, malformed) or after `max_attempts`; `expired` when its
-  deadline passes. An attempt with no answer within `attempt_timeout_s` counts as `lost`.
+  forbidden or unknown key, a value of the wrong type, other vehicle, malformed) or after
+  `max_attempts`; `expired` when its deadline passes. An attempt with no answer within
+  `attempt_timeout_s` counts as `lost`.
+- Never signed when the vehicle would refuse it: `send` builds the order and runs the vehicle's own
+  rules on it (`MeasureOrder` validation and `check_changes`, imported from tcu, with the vehicle's
+  key table), and refuses with `MeasureRefusedError`; a stored measure that fails them (written by an
+  older backend) is abandoned, not sent.
 
 The vehicle's answers arrive as `measure_result` events through ingest (`on_record`); its online
 status through `on_status`. Orders go to `vehicles/{VIN}/down/measure`, QoS 1, not retained: a
@@ -18,18 +23,22 @@ vehicle went offline (the vehicle still checks the deadline).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from nacl.signing import SigningKey
 
+from backend_stub.errors import BackendError
 from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, Measure, MeasureStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, sign_order
+from tcu.errors import RejectedMessageError
+from tcu.services.ecu_config import KeySpec, load_key_specs
+from tcu.services.measure_order import MeasureCategory, MeasureOrder, check_changes, sign_order
+from tcu.services.payload_fields import is_int, shown
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.uplink.topics import VehicleTopics
 from tcu.vehicle.drive_cycle import VehicleMode
@@ -37,11 +46,16 @@ from tcu.vehicle.drive_cycle import VehicleMode
 _LOGGER = logging.getLogger(__name__)
 
 FINAL_REJECTIONS = frozenset(
-    {"bad_signature", "other_vehicle", "forbidden_key", "unknown_key", "malformed", "oversize"}
+    {"bad_signature", "other_vehicle", "forbidden_key", "unknown_key", "bad_value", "malformed", "oversize"}
 )
+MAX_REASON_CHARS = 1000  # a vehicle's reason is stored and shown; longer is cut
 # What a failed attempt waits for before the next one may go at once (else: the backoff).
 WAITS_FOR = {"coverage_lost": "online", "vehicle_state_not_allowed": "allowed_state"}
 Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class MeasureRefusedError(BackendError):
+    """A measure the backend will not sign because the vehicle would refuse it; the message says why."""
 
 
 class MeasureScheduler:
@@ -56,8 +70,10 @@ class MeasureScheduler:
         backoff: Backoff | None = None,
         attempt_timeout_s: float = 900.0,
         rng: random.Random | None = None,
+        specs: Mapping[str, KeySpec] | None = None,
     ) -> None:
         self._store = store
+        self._specs = load_key_specs() if specs is None else dict(specs)  # the vehicle's key table
         self._key = signing_key
         self._clock = clock
         self._mode = vehicle_mode
@@ -79,7 +95,12 @@ class MeasureScheduler:
         max_attempts: int = 10,
         step_s: float = 1.0,
     ) -> Measure:
+        """Record a new measure; raises MeasureRefusedError when the vehicle would refuse its orders."""
         now = self._clock.now()
+        try:
+            ends = now + deadline
+        except OverflowError as exc:
+            raise MeasureRefusedError(f"measure {measure_id}: deadline {deadline} is past the year 9999") from exc
         measure = Measure(
             measure_id=measure_id,
             vin=vin,
@@ -89,15 +110,41 @@ class MeasureScheduler:
             impairs=impairs,
             step_s=step_s,
             created=now,
-            deadline=now + deadline,
+            deadline=ends,
             max_attempts=max_attempts,
             state=PENDING,
             attempts=0,
             next_attempt=now,
             reason=None,
         )
+        try:
+            self._order(measure, 1, now)
+        except RejectedMessageError as exc:
+            raise MeasureRefusedError(f"the vehicle would refuse measure {measure_id}: {exc}") from exc
         self._store.add(measure)
         return measure
+
+    def _order(self, measure: Measure, attempt: int, now: datetime) -> MeasureOrder:
+        """The order for one attempt, checked by the vehicle's rules; raises RejectedMessageError."""
+        try:
+            category = MeasureCategory(measure.category)
+            states = frozenset(VehicleMode(s) for s in measure.allowed_states)
+        except ValueError as exc:
+            raise RejectedMessageError(f"malformed measure order: {exc}") from exc
+        order = MeasureOrder(
+            vin=measure.vin,
+            measure_id=measure.measure_id,
+            attempt=attempt,
+            category=category,
+            allowed_states=states,
+            changes=measure.changes,
+            impairs=measure.impairs,
+            issued=now,
+            deadline=measure.deadline,
+            step_s=measure.step_s,
+        )
+        check_changes(order, self._specs)
+        return order
 
     async def tick(self, publish: Publish) -> int:
         """Send every attempt that is due; returns how many were sent."""
@@ -130,18 +177,13 @@ class MeasureScheduler:
                 self._store.set_state(measure.measure_id, ABANDONED, f"no success in {measure.attempts} attempts")
                 continue
             attempt = measure.attempts + 1
-            order = MeasureOrder(
-                vin=measure.vin,
-                measure_id=measure.measure_id,
-                attempt=attempt,
-                category=MeasureCategory(measure.category),
-                allowed_states=frozenset(VehicleMode(s) for s in measure.allowed_states),
-                changes=measure.changes,
-                impairs=measure.impairs,
-                issued=now,
-                deadline=measure.deadline,
-                step_s=measure.step_s,
-            )
+            try:
+                order = self._order(measure, attempt, now)
+            except RejectedMessageError as exc:
+                reason = f"not sent: the vehicle would refuse it ({exc.code}): {exc}"
+                _LOGGER.error("measure %s %s", measure.measure_id, reason)
+                self._store.set_state(measure.measure_id, ABANDONED, reason)
+                continue
             self._store.start_attempt(measure.measure_id, attempt, now)
             busy.add(measure.vin)
             await publish(VehicleTopics(measure.vin).down("measure"), sign_order(order, self._key))
@@ -161,22 +203,36 @@ class MeasureScheduler:
         self._store.schedule(measure.measure_id, now + timedelta(seconds=delay), reason, WAITS_FOR.get(code or ""))
 
     def on_record(self, record: ReceivedRecord) -> None:
+        """Book a vehicle's answer; any body gives a booking or a logged warning, never an exception."""
         body = record.body
         if record.kind is not RecordKind.EVENT or body.get("type") != "measure_result":
             return
-        measure = self._store.get(str(body.get("measure_id")))
-        attempt = body.get("attempt")
-        if measure is None or measure.vin != record.vin or not isinstance(attempt, int):
-            _LOGGER.warning("measure result from %s for unknown measure/attempt: %r", record.vin, dict(body))
+        measure_id, attempt, status = body.get("measure_id"), body.get("attempt"), body.get("status")
+        measure = self._store.get(measure_id) if isinstance(measure_id, str) else None
+        if (
+            measure is None
+            or measure.vin != record.vin
+            or not is_int(attempt)
+            or not 1 <= attempt <= measure.attempts
+            or not isinstance(status, str)
+        ):
+            _LOGGER.warning(
+                "measure result from %s names no attempt we sent (measure %s, attempt %s, status %s); logged only",
+                record.vin,
+                shown(measure_id),
+                shown(attempt),
+                shown(status),
+            )
             return
-        status, code, reason = str(body.get("status")), body.get("code"), body.get("reason")
+        code, reason = _text(body.get("code")), _text(body.get("reason"))
         impaired = body.get("impaired")
-        seconds = impaired.get("seconds") if isinstance(impaired, dict) else None
+        seconds = impaired.get("seconds") if isinstance(impaired, Mapping) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
+            seconds = None
         if not self._store.end_attempt(
             measure.measure_id, attempt, status=status, at=record.created, code=code, reason=reason, impaired_s=seconds
         ):
             return  # a duplicate, or an answer to an attempt already counted lost
-        measure = replace(measure, attempts=max(measure.attempts, attempt))
         if status in ("succeeded", "already_applied"):
             self._store.set_state(measure.measure_id, SUCCEEDED)
         elif status == "rejected" and code in FINAL_REJECTIONS:
@@ -185,4 +241,11 @@ class MeasureScheduler:
             self._store.set_state(measure.measure_id, EXPIRED, reason)
         else:
             self._retry(measure, self._clock.now(), code, reason)
-        _LOGGER.info("measure %s attempt %d on %s: %s %s", measure.measure_id, attempt, record.vin, status, code or "")
+        _LOGGER.info(
+            "measure %s attempt %d on %s: %s %s", measure.measure_id, attempt, record.vin, status[:40], code or ""
+        )
+
+
+def _text(value: object) -> str | None:
+    """A vehicle's code or reason as stored: text (cut to MAX_REASON_CHARS) or nothing."""
+    return value[:MAX_REASON_CHARS] if isinstance(value, str) else None

@@ -4,12 +4,16 @@ The applied file is the only durable state (the signed bytes, in `provisioning.c
 atomically): entitlements are derived from it at every boot and every tick, so a power cut during an
 apply leaves the old or the new file, never a mix, and a term that ends while the car sleeps is
 noticed when it wakes. Each file is answered with a `provisioning_result` event through the durable
-uplink; a file that arrives during an eCall waits until the eCall is over.
+uplink; a file that arrives during an eCall waits until the eCall is over, and one that cannot be stored
+(full disk) is answered `deferred` with code `storage` and tried again every tick until it can be.
+Any payload gives one answer and never an exception: the verification is total (tcu.services.cose).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,7 @@ from tcu.uplink.records import Record, RecordKind
 _LOGGER = logging.getLogger(__name__)
 
 Report = Callable[[Record], None]
+REMEMBERED_REJECTIONS = 16
 
 
 class ServiceManager:
@@ -58,7 +63,9 @@ class ServiceManager:
         self._step = step_hook  # observation points; tests kill the process at each one
         self._applied: bytes | None = None
         self._file: ProvisioningFile | None = None
-        self._deferred: bytes | None = None
+        self._deferred: bytes | None = None  # waits for the eCall to end, or for room on the disk
+        self._deferred_for_storage: bytes | None = None  # answered `deferred` (storage) already
+        self._rejected: collections.deque[tuple[bytes, str]] = collections.deque(maxlen=REMEMBERED_REJECTIONS)
         self._entitlements = derive(None, legal_ecall_equipped=legal_ecall, now=clock.now())
 
     @property
@@ -124,6 +131,10 @@ class ServiceManager:
         self._apply(payload)
 
     def ecall_ended(self) -> None:
+        self.retry_deferred()
+
+    def retry_deferred(self) -> None:
+        """Apply the file that waited for an eCall to end or for room on the disk, if any."""
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             self._apply(deferred)
@@ -131,8 +142,7 @@ class ServiceManager:
     def _apply(self, payload: bytes) -> None:
         if self._key is None:
             reason = "no backend verify key pinned in this vehicle (keys.backend_verify_key)"
-            _LOGGER.error("provisioning file refused: %s", reason)
-            self._result("rejected", None, "bad_signature", reason)
+            self._reject(payload, None, "bad_signature", reason)
             return
         try:
             accepted = verify_file(
@@ -146,8 +156,7 @@ class ServiceManager:
                 catalogue=self._catalogue,
             )
         except RejectedMessageError as exc:
-            _LOGGER.warning("provisioning file rejected (%s): %s", exc.code, exc)
-            self._result("rejected", exc.version, exc.code, str(exc))
+            self._reject(payload, exc.version, exc.code, str(exc))
             return
         version = accepted.file.version
         self._step("verified")
@@ -157,9 +166,15 @@ class ServiceManager:
         try:
             write_atomic(self._path, payload)
         except StorageError as exc:
-            _LOGGER.error("provisioning file version %d not applied: %s", version, exc)
-            self._result("rejected", version, "storage", str(exc))
+            # Not the file's fault: keep it and try again on every tick (and at the next delivery). The
+            # backend keeps a deferred file unresolved and sends it again when the vehicle comes online.
+            first = self._deferred_for_storage != payload
+            self._deferred, self._deferred_for_storage = payload, payload
+            if first:
+                _LOGGER.error("provisioning file version %d deferred, it cannot be stored: %s", version, exc)
+                self._result("deferred", version, "storage", f"the vehicle cannot store the file: {exc}")
             return
+        self._deferred_for_storage = None
         self._step("written")
         self._applied, self._file = payload, accepted.file
         _LOGGER.info("applied provisioning file version %d", version)
@@ -167,10 +182,21 @@ class ServiceManager:
         self._step("reported")
         self.refresh(force=True)
 
+    def _reject(self, payload: bytes, version: int | None, code: str, reason: str) -> None:
+        """Log and answer a refusal; the same bytes refused again for the same reason are answered once
+        (a retained file is delivered again at every reconnect), among the last REMEMBERED_REJECTIONS."""
+        seen = (hashlib.sha256(payload).digest(), code)
+        if seen in self._rejected:
+            _LOGGER.info("provisioning file refused again (%s), already answered: %s", code, reason)
+            return
+        self._rejected.append(seen)
+        _LOGGER.warning("provisioning file rejected (%s): %s", code, reason)
+        self._result("rejected", version, code, reason)
+
     async def run(self, tick_s: float = 60.0) -> None:
         """Notice terms ending and eCalls ending while the agent runs."""
         while True:
             await asyncio.sleep(tick_s)
             if self._deferred is not None and not self._ecall_active():
-                self.ecall_ended()
+                self.retry_deferred()
             self.refresh()

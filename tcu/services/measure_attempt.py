@@ -23,6 +23,7 @@ class Interruption(StrEnum):
     TIME_CAP = "time_cap"
     AGENT_RESTART = "agent_restarted"
     VERIFICATION_FAILED = "verification_failed"
+    STORAGE = "storage"  # the vehicle could not write a change or its record (full disk)
 
 
 _DESCRIPTIONS = {
@@ -33,6 +34,7 @@ _DESCRIPTIONS = {
     Interruption.TIME_CAP: "the attempt reached its 10-minute cap",
     Interruption.AGENT_RESTART: "the agent restarted during the attempt",
     Interruption.VERIFICATION_FAILED: "the result did not verify (configuration or personal settings differ)",
+    Interruption.STORAGE: "the vehicle could not store a change or its record (disk full or failing)",
 }
 
 

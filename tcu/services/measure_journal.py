@@ -6,6 +6,7 @@ dies mid-apply, the next boot finds the snapshot and restores it before anything
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import cbor2
 
 from tcu.persist import read_optional, write_atomic
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +27,10 @@ class InProgress:
 
 
 class MeasureJournal:
+    """Every change is written before it is believed: when the write fails (StorageError, a full disk)
+    the journal in memory stays as it was on disk, so the caller can refuse the order it was about to
+    accept and a later attempt finds the same state."""
+
     def __init__(self, path: Path) -> None:
         self._path = path
         self._seen: dict[str, dict[str, Any]] = {}
@@ -33,30 +40,40 @@ class MeasureJournal:
         raw = read_optional(self._path)
         if raw is None:
             return
-        data = cbor2.loads(raw)
-        self._seen = {k: dict(v) for k, v in data["seen"].items()}
-        current = data.get("in_progress")
-        self._in_progress = None if current is None else InProgress(**current)
+        try:
+            data = cbor2.loads(raw)
+            seen = {str(k): dict(v) for k, v in data["seen"].items()}
+            current = data.get("in_progress")
+            progress = None if current is None else InProgress(**current)
+        except Exception as exc:  # written atomically by us: only a damaged file gets here; boot must go on
+            _LOGGER.error(
+                "measure journal %s is unreadable (%s); starting with an empty one: a measure interrupted "
+                "before this boot is not rolled back, and old attempts are not recognised as replays",
+                self._path,
+                exc,
+            )
+            return
+        self._seen, self._in_progress = seen, progress
 
-    def _save(self) -> None:
-        current = self._in_progress
+    def _save(self, seen: dict[str, dict[str, Any]], in_progress: InProgress | None) -> None:
         write_atomic(
             self._path,
             cbor2.dumps(
                 {
-                    "seen": self._seen,
+                    "seen": seen,
                     "in_progress": None
-                    if current is None
+                    if in_progress is None
                     else {
-                        "measure_id": current.measure_id,
-                        "attempt": current.attempt,
-                        "config": current.config,
-                        "personal": current.personal,
+                        "measure_id": in_progress.measure_id,
+                        "attempt": in_progress.attempt,
+                        "config": in_progress.config,
+                        "personal": in_progress.personal,
                     },
                 },
                 canonical=True,
             ),
         )
+        self._seen, self._in_progress = seen, in_progress
 
     @property
     def in_progress(self) -> InProgress | None:
@@ -69,16 +86,18 @@ class MeasureJournal:
         return bool(self._seen.get(measure_id, {}).get("applied", False))
 
     def seen(self, measure_id: str, attempt: int) -> None:
-        self._seen[measure_id] = {**self._seen.get(measure_id, {}), "attempt": attempt}
-        self._save()
+        """Raises StorageError (and remembers nothing) when the journal cannot be written."""
+        self._save(
+            {**self._seen, measure_id: {**self._seen.get(measure_id, {}), "attempt": attempt}}, self._in_progress
+        )
 
     def begin(self, progress: InProgress) -> None:
-        self._in_progress = progress
-        self._seen[progress.measure_id] = {"attempt": progress.attempt, "applied": False}
-        self._save()
+        seen = {**self._seen, progress.measure_id: {"attempt": progress.attempt, "applied": False}}
+        self._save(seen, progress)
 
     def end(self, *, applied: bool) -> None:
+        seen = dict(self._seen)
         if self._in_progress is not None:
-            self._seen[self._in_progress.measure_id]["applied"] = applied
-        self._in_progress = None
-        self._save()
+            measure_id = self._in_progress.measure_id
+            seen[measure_id] = {**seen.get(measure_id, {}), "applied": applied}
+        self._save(seen, None)

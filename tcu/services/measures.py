@@ -17,7 +17,7 @@ from typing import Any
 from nacl.signing import VerifyKey
 
 from tcu.clock import Clock
-from tcu.errors import RejectedMessageError
+from tcu.errors import RejectedMessageError, StorageError
 from tcu.services.ecu_config import EcuConfiguration
 from tcu.services.measure_attempt import (
     ATTEMPT_CAP_S,
@@ -27,7 +27,7 @@ from tcu.services.measure_attempt import (
     precondition_failure,
 )
 from tcu.services.measure_journal import InProgress, MeasureJournal
-from tcu.services.measure_order import MeasureOrder, check_not_replayed, verify_order
+from tcu.services.measure_order import MeasureOrder, RejectedOrderError, check_not_replayed, verify_order
 from tcu.services.personal import PersonalStore
 from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.drive_cycle import VehicleMode
@@ -38,6 +38,8 @@ _LOGGER = logging.getLogger(__name__)
 MODE_PATH = "Vehicle.Mode"
 LOCK_PATHS = ("Vehicle.Body.CentralLock.State",)
 LOCK_SUFFIX = ".IsLocked"
+UNKNOWN_ID = "?"  # the measure id of a refusal that cannot name its order (before the signature verified)
+STORAGE = "storage"  # the code of an answer the vehicle gave because it could not write (full disk)
 
 
 def _mode(value: object) -> VehicleMode | None:
@@ -102,29 +104,23 @@ class MeasureEngine:
         _LOGGER.warning(
             "measure %s attempt %d was interrupted by a restart; rolling back", progress.measure_id, progress.attempt
         )
-        self._ecu.restore(progress.config)
-        self._personal.restore(progress.personal)
-        self._journal.end(applied=False)
+        reason = describe(Interruption.AGENT_RESTART)
+        problem = self._roll_back(progress.config, progress.personal)
+        if problem is not None:
+            reason = f"{reason}; {problem}"
         self._result(
-            progress.measure_id,
-            progress.attempt,
-            "rolled_back",
-            code=Interruption.AGENT_RESTART.value,
-            reason=describe(Interruption.AGENT_RESTART),
+            progress.measure_id, progress.attempt, "rolled_back", code=Interruption.AGENT_RESTART.value, reason=reason
         )
 
     async def handle_downlink(self, payload: bytes) -> None:
         self.receive(payload)
 
     def receive(self, payload: bytes) -> None:
+        """Any payload gives one answer (or a queued order), never an exception."""
         if self._key is None:
-            self._result(
-                "?",
-                None,
-                "rejected",
-                code="bad_signature",
-                reason="no backend verify key pinned in this vehicle (keys.backend_verify_key)",
-            )
+            reason = "no backend verify key pinned in this vehicle (keys.backend_verify_key)"
+            _LOGGER.error("measure order rejected (bad_signature): %s", reason)
+            self._result(UNKNOWN_ID, None, "rejected", code="bad_signature", reason=reason)
             return
         try:
             order = verify_order(payload, self._key, vin=self._vin, now=self._clock.now(), specs=self._ecu.specs)
@@ -134,11 +130,25 @@ class MeasureEngine:
                 return
             check_not_replayed(order, self._journal.last_attempt(order.measure_id))
         except RejectedMessageError as exc:
-            _LOGGER.warning("measure order rejected (%s): %s", exc.code, exc)
-            self._result("?", None, "rejected", code=exc.code, reason=str(exc))
+            # Once the signature verified, the refusal names the order so the backend can match it.
+            named = isinstance(exc, RejectedOrderError) and exc.measure_id is not None
+            measure_id = exc.measure_id if isinstance(exc, RejectedOrderError) and exc.measure_id else UNKNOWN_ID
+            attempt = exc.attempt if isinstance(exc, RejectedOrderError) else None
+            _LOGGER.warning("measure order %s rejected (%s): %s", measure_id if named else "(unnamed)", exc.code, exc)
+            self._result(measure_id, attempt, "rejected", code=exc.code, reason=str(exc))
             return
-        self._journal.seen(order.measure_id, order.attempt)
+        try:
+            self._journal.seen(order.measure_id, order.attempt)
+        except StorageError as exc:
+            # Not recorded, so not run: replay protection needs the record. The backend retries later
+            # with the next attempt number, which the journal (unchanged) still accepts.
+            self._storage_failure(order, "not_started", f"the vehicle cannot record the order: {exc}")
+            return
         self._orders.put_nowait(order)
+
+    def _storage_failure(self, order: MeasureOrder, status: str, reason: str, **details: Any) -> None:
+        _LOGGER.error("measure %s attempt %d %s: %s", order.measure_id, order.attempt, status, reason)
+        self._result(order.measure_id, order.attempt, status, code=STORAGE, reason=reason, **details)
 
     def interrupt(self, reason: Interruption) -> None:
         """Called by whatever noticed it (eCall service, uplink, vehicle state)."""
@@ -182,11 +192,15 @@ class MeasureEngine:
         attempt = MeasureAttempt(order=order, started=self._clock.monotonic(), cap_s=self._cap_s)
         personal_before = self._personal.snapshot()
         config_before = self._ecu.snapshot()
-        self._journal.begin(
-            InProgress(
-                measure_id=order.measure_id, attempt=order.attempt, config=config_before, personal=personal_before
+        try:
+            self._journal.begin(
+                InProgress(
+                    measure_id=order.measure_id, attempt=order.attempt, config=config_before, personal=personal_before
+                )
             )
-        )
+        except StorageError as exc:
+            self._storage_failure(order, "not_started", f"the vehicle cannot journal the attempt: {exc}")
+            return
         self._locks = {
             path: signal.value
             for path, signal in self._state.snapshot().items()
@@ -207,16 +221,44 @@ class MeasureEngine:
         impaired = {"services": list(order.impairs), "seconds": round(self._clock.monotonic() - attempt.started, 3)}
         timing = {"started": to_millis(started_at), "ended": to_millis(self._clock.now()), "impaired": impaired}
         if attempt.interruption is None and self._verified(order, personal_before):
-            self._journal.end(applied=True)
-            _LOGGER.info("measure %s attempt %d succeeded", order.measure_id, order.attempt)
-            self._result(order.measure_id, order.attempt, "succeeded", **timing)
-            return
+            try:
+                self._journal.end(applied=True)
+            except StorageError as exc:
+                # Unrecorded, a success would be undone by the next boot's recovery: undo it now instead.
+                _LOGGER.error(
+                    "measure %s attempt %d cannot be recorded as applied: %s", order.measure_id, order.attempt, exc
+                )
+                attempt.interrupt(Interruption.STORAGE)
+            else:
+                _LOGGER.info("measure %s attempt %d succeeded", order.measure_id, order.attempt)
+                self._result(order.measure_id, order.attempt, "succeeded", **timing)
+                return
         cause = attempt.interruption or Interruption.VERIFICATION_FAILED
-        self._ecu.restore(config_before)
-        self._personal.restore(personal_before)
-        self._journal.end(applied=False)
-        _LOGGER.warning("measure %s attempt %d rolled back: %s", order.measure_id, order.attempt, describe(cause))
-        self._result(order.measure_id, order.attempt, "rolled_back", code=cause.value, reason=describe(cause), **timing)
+        reason = describe(cause)
+        problem = self._roll_back(config_before, personal_before)
+        if problem is not None:
+            reason = f"{reason}; {problem}"
+        _LOGGER.warning("measure %s attempt %d rolled back: %s", order.measure_id, order.attempt, reason)
+        self._result(order.measure_id, order.attempt, "rolled_back", code=cause.value, reason=reason, **timing)
+
+    def _roll_back(self, config: bytes, personal: bytes) -> str | None:
+        """Restore the snapshot; None, or what could not be written (a full disk). The values in force
+        are restored in any case, and a journal left unfinished makes the next boot restore the files."""
+        problems = []
+        for restore, snapshot in ((self._ecu.restore, config), (self._personal.restore, personal)):
+            try:
+                restore(snapshot)
+            except StorageError as exc:
+                problems.append(str(exc))
+        if not problems:
+            try:
+                self._journal.end(applied=False)
+            except StorageError as exc:
+                problems.append(str(exc))
+        if not problems:
+            return None
+        _LOGGER.error("measure rollback not fully stored: %s", "; ".join(problems))
+        return "restored in memory, stored again at the next boot (" + "; ".join(problems) + ")"
 
     async def _pause(self, seconds: float) -> None:
         """Wait a step's time, or less if an interruption comes first."""
@@ -240,7 +282,12 @@ class MeasureEngine:
                 attempt.interrupt(Interruption.TIME_CAP)
             if attempt.interruption is not None:
                 return
-            self._ecu.set(key, attempt.order.changes[key])
+            try:
+                self._ecu.set(key, attempt.order.changes[key])
+            except StorageError as exc:
+                _LOGGER.error("measure %s: cannot store %s: %s", attempt.order.measure_id, key, exc)
+                attempt.interrupt(Interruption.STORAGE)
+                return
             attempt.applied.append(key)
 
     def _verified(self, order: MeasureOrder, personal_before: bytes) -> bool:

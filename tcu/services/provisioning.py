@@ -25,10 +25,12 @@ import cbor2
 from nacl.signing import SigningKey, VerifyKey
 
 from tcu.errors import RejectedMessageError
+from tcu.services import payload_fields as fields
 from tcu.services.catalogue import LEGAL_ECALL, Catalogue
-from tcu.services.cose import sign1, verify1
+from tcu.services.cose import decode, sign1, verify1
+from tcu.services.payload_fields import shown
 from tcu.services.terms import Booking, Term
-from tcu.uplink.records import from_millis, to_millis
+from tcu.uplink.records import to_millis
 
 MAX_FILE_BYTES = 16 * 1024
 SIM_STATES = ("active", "deactivated")
@@ -83,36 +85,38 @@ def _malformed(detail: str) -> RejectedMessageError:
     return RejectedMessageError(f"malformed provisioning file: {detail}", code="malformed")
 
 
-def _require(data: Mapping[Any, Any], key: str, kind: type) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _malformed(f"field {key!r} missing or not {kind.__name__}")
-    return value
+def _other_vehicle(named: str, vin: str) -> RejectedMessageError:
+    return RejectedMessageError(
+        f"provisioning file is for vehicle {shown(named)}, not this vehicle {vin}", code="other_vehicle"
+    )
 
 
 def _date(value: Any, what: str) -> date:
+    if not isinstance(value, str):
+        raise _malformed(f"{what} must be a YYYY-MM-DD text string, got {shown(value)}")
     try:
         return date.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise _malformed(f"{what} {value!r} is not a YYYY-MM-DD date") from exc
+    except ValueError as exc:
+        raise _malformed(f"{what} {shown(value)} is not a YYYY-MM-DD date") from exc
 
 
 def _booking(item: Any, catalogue: Catalogue) -> Booking:
-    if not isinstance(item, dict):
-        raise _malformed("a service entry is not a map")
-    code = _require(item, "code", str)
+    if not isinstance(item, Mapping):
+        raise _malformed(f"a service entry is {shown(item)}, not a map")
+    code = fields.text(item, "code", _malformed)
     if code not in catalogue.services:
-        raise _malformed(f"unknown service code {code!r}")
+        raise _malformed(f"unknown service code {shown(code)}")
+    term_text = fields.text(item, "term", _malformed)
     try:
-        term = Term(_require(item, "term", str))
+        term = Term(term_text)
     except ValueError as exc:
-        raise _malformed(f"service {code}: unknown term {item.get('term')!r}") from exc
+        raise _malformed(f"service {code}: unknown term {shown(term_text)}") from exc
     extensions = item.get("extensions", [])
-    if not isinstance(extensions, list | tuple) or not all(isinstance(m, int) for m in extensions):
-        raise _malformed(f"service {code}: extensions must be a list of month counts")
+    if not isinstance(extensions, list | tuple) or not all(fields.is_int(m) for m in extensions):
+        raise _malformed(f"service {code}: extensions must be an array of integer month counts")
     cancelled = item.get("cancelled_on")
     try:
-        return Booking(
+        booking = Booking(
             code=code,
             term=term,
             start=_date(item.get("start"), f"service {code} start"),
@@ -121,34 +125,55 @@ def _booking(item: Any, catalogue: Catalogue) -> Booking:
         )
     except ValueError as exc:
         raise _malformed(str(exc)) from exc
-
-
-def parse_payload(payload: bytes, catalogue: Catalogue) -> ProvisioningFile:
+    # The vehicle recomputes the end at every boot and tick: it must be a date Python can hold.
     try:
-        data = cbor2.loads(payload)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as exc:
-        raise _malformed(f"payload is not CBOR ({exc})") from exc
-    if not isinstance(data, dict) or data.get("type") != "provisioning":
+        booking.renewal_deadline()
+        booking.end()
+    except (ValueError, OverflowError) as exc:
+        raise _malformed(f"service {code}: its term ends after the year 9999 ({exc})") from exc
+    return booking
+
+
+def parse_payload(payload: bytes, catalogue: Catalogue, *, vin: str | None = None) -> ProvisioningFile:
+    """Read a verified payload; any bytes give a file or RejectedMessageError (bounds: payload_fields).
+
+    With `vin`, a file for another vehicle is refused as such before the rest is read. A refusal of a
+    file for this vehicle whose version could be read carries that version, so that the backend can
+    book it against its file (never another vehicle's version: the backend would book it against ours).
+    """
+    data = decode(payload, what="provisioning file payload")
+    if not isinstance(data, Mapping) or data.get("type") != "provisioning":
         raise _malformed("payload is not a map of type 'provisioning'")
+    version = fields.integer(data, "version", _malformed, low=1)
+    named = fields.text(data, "vin", _malformed)
+    if vin is not None and named != vin:
+        raise _other_vehicle(named, vin)
+    try:
+        return _parse_fields(data, catalogue, version)
+    except RejectedMessageError as exc:
+        exc.version = version  # signed and versioned: the backend can book the refusal against its file
+        raise
+
+
+def _parse_fields(data: Mapping[Any, Any], catalogue: Catalogue, version: int) -> ProvisioningFile:
     services = data.get("services")
     if not isinstance(services, list | tuple):
-        raise _malformed("field 'services' missing or not an array")
+        raise _malformed(f"field 'services' must be an array, got {shown(services)}")
     bookings = tuple(_booking(item, catalogue) for item in services)
     if len({b.code for b in bookings}) != len(bookings):
         raise _malformed("a service code appears twice")
-    sim = _require(data, "sim", str)
+    sim = fields.text(data, "sim", _malformed)
     if sim not in SIM_STATES:
-        raise _malformed(f"sim must be one of {SIM_STATES}, got {sim!r}")
-    version = _require(data, "version", int)
-    if version < 1:
-        raise _malformed(f"version {version} < 1")
+        raise _malformed(f"sim must be one of {SIM_STATES}, got {shown(sim)}")
+    issued = fields.moment(data, "issued", _malformed)
+    expires = fields.moment(data, "expires", _malformed)
     return ProvisioningFile(
-        vin=_require(data, "vin", str),
+        vin=fields.text(data, "vin", _malformed),
         version=version,
-        issued=from_millis(_require(data, "issued", int)),
-        expires=from_millis(_require(data, "expires", int)),
+        issued=issued,
+        expires=expires,
         bookings=bookings,
-        payment_default=_require(data, "payment_default", bool),
+        payment_default=fields.flag(data, "payment_default", _malformed),
         sim=sim,
     )
 
@@ -195,9 +220,7 @@ def _check_file(
 ) -> bool:
     """The checks of a verified, parsed file; True when it is the applied file delivered again."""
     if file.vin != vin:
-        raise RejectedMessageError(
-            f"provisioning file is for vehicle {file.vin}, not this vehicle {vin}", code="other_vehicle"
-        )
+        raise _other_vehicle(file.vin, vin)
     if file.version <= applied_version:
         if file.version == applied_version and message == applied:
             return True
@@ -227,7 +250,7 @@ def verify_file(
 ) -> Accepted:
     """Every check the vehicle makes before applying a file, in the order a person would debug them."""
     verified = verify1(message, key, max_bytes=MAX_FILE_BYTES, what="provisioning file")
-    file = parse_payload(verified.payload, catalogue)
+    file = parse_payload(verified.payload, catalogue, vin=vin)
     try:
         if _check_file(
             file,

@@ -95,14 +95,36 @@ def test_oversize_file_is_refused_before_parsing(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("payload", "detail"),
     [
-        ({"type": "provisioning"}, "field 'services'"),
+        ({"type": "provisioning"}, "field 'version'"),
+        ({"type": "provisioning", "version": 1, "vin": VIN}, "field 'services'"),
         ({"type": "other"}, "type 'provisioning'"),
         (
-            {"type": "provisioning", "services": [{"code": "XXX", "term": "3y", "start": "2026-01-01"}]},
+            {
+                "type": "provisioning",
+                "version": 1,
+                "vin": VIN,
+                "services": [{"code": "XXX", "term": "3y", "start": "2026-01-01"}],
+            },
             "unknown service",
         ),
-        ({"type": "provisioning", "services": [{"code": "6AE", "term": "7y", "start": "2026-01-01"}]}, "unknown term"),
-        ({"type": "provisioning", "services": [{"code": "6AE", "term": "3y", "start": "soon"}]}, "not a YYYY-MM-DD"),
+        (
+            {
+                "type": "provisioning",
+                "version": 1,
+                "vin": VIN,
+                "services": [{"code": "6AE", "term": "7y", "start": "2026-01-01"}],
+            },
+            "unknown term",
+        ),
+        (
+            {
+                "type": "provisioning",
+                "version": 1,
+                "vin": VIN,
+                "services": [{"code": "6AE", "term": "3y", "start": "soon"}],
+            },
+            "not a YYYY-MM-DD",
+        ),
     ],
 )
 def test_schema_errors_are_refused_with_the_detail(clock: ManualClock, payload: dict[str, object], detail: str) -> None:
