@@ -228,12 +228,26 @@ class MosquittoBroker(_Lifecycle):
         await self.stop()
         await self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: a wedged broker, its sockets open and silent, which clients notice by keepalive only."""
+        self._send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._send(signal.SIGCONT)
+
+    def _send(self, signum: signal.Signals) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+
     async def _end(self, signum: signal.Signals) -> None:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signum)
+            os.kill(process.pid, signal.SIGCONT)  # a paused broker handles SIGTERM only once resumed
         await process.wait()
 
 

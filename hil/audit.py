@@ -1,0 +1,149 @@
+"""The no-loss audit: every sequence number a vehicle issued is stored exactly once at the backend,
+or named as dropped by one of the vehicle's own `queue_overflow` events.
+
+"Exactly once" has two halves. The backend's primary key makes a *sequence number* impossible to
+store twice, so a duplicate shows up as the same *record* (kind, creation time, body) stored under
+two sequence numbers — what a queue that re-seals records it already stored would produce. And a
+`queue_overflow` event that names a record the backend did store is a false report: the backend
+would count as dropped what it has.
+
+Reading the backend is confined to `_stored` and `_overflow_events`: when the backend keys records
+by queue identity as well as by sequence number, only those two change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from backend_stub.store import BackendStore, StoredRecord
+from tcu.uplink.envelope import seq_ranges
+from tcu.uplink.records import to_millis
+
+OVERFLOW = "queue_overflow"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeqAudit:
+    """What the backend holds for one vehicle, judged against the sequence numbers it issued."""
+
+    vin: str
+    highest: int  # the audited range is 1..highest
+    stored: int  # sequence numbers stored
+    dropped: list[list[int]]  # named by an overflow event and not stored: gaps explained by policy
+    overflow_events: int
+    missing: list[list[int]]  # neither stored nor named as dropped: lost
+    named_but_stored: list[list[int]]  # an overflow event says dropped, yet the backend has them
+    duplicates: list[list[int]]  # each: sequence numbers carrying the very same record
+    malformed_overflow: list[int]  # seqs of overflow events whose dropped_seqs cannot be read
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.named_but_stored or self.duplicates or self.malformed_overflow)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "ok": self.ok}
+
+    def describe(self) -> str:
+        head = (
+            f"VIN {self.vin}: seq 1..{self.highest}: {self.stored} stored, {_count(self.dropped)} dropped by policy "
+            f"({self.overflow_events} queue_overflow event(s))"
+        )
+        if self.ok:
+            return head + ": none lost, none twice"
+        lines = [head + ":"]
+        if self.missing:
+            lines.append(f"  LOST {_count(self.missing)} seq(s), in no overflow event: {_ranges(self.missing)}")
+        if self.named_but_stored:
+            lines.append(
+                f"  NAMED AS DROPPED BUT STORED {_count(self.named_but_stored)}: {_ranges(self.named_but_stored)}"
+            )
+        if self.duplicates:
+            extra = sum(len(group) - 1 for group in self.duplicates)
+            shown = "; ".join(str(group) for group in self.duplicates[:10])
+            lines.append(f"  STORED TWICE {extra} record(s) under other seqs: {shown}")
+        if self.malformed_overflow:
+            lines.append(f"  UNREADABLE dropped_seqs in overflow event(s) at seq {self.malformed_overflow}")
+        return "\n".join(lines)
+
+
+def audit_vehicle(store: BackendStore, vin: str, *, issued_through: int | None = None) -> SeqAudit:
+    """Audit `vin`'s sequence numbers 1..max(highest stored, highest named, `issued_through`).
+
+    `issued_through` is the last sequence number the vehicle issued (its queue's next number - 1),
+    when known: without it a loss at the tail — after the last record the backend stored — is invisible.
+    """
+    records = _stored(store, vin)
+    stored = {record.seq for record in records}
+    named: set[int] = set()
+    malformed: list[int] = []
+    events = _overflow_events(records)
+    for event in events:
+        seqs = _dropped_seqs(event.body.get("dropped_seqs"))
+        if seqs is None:
+            malformed.append(event.seq)
+        else:
+            named |= seqs
+    highest = max([0, *stored, *named, issued_through or 0])
+    return SeqAudit(
+        vin=vin,
+        highest=highest,
+        stored=len(stored),
+        dropped=seq_ranges(named - stored),
+        overflow_events=len(events),
+        missing=seq_ranges(set(range(1, highest + 1)) - stored - named),
+        named_but_stored=seq_ranges(named & stored),
+        duplicates=_duplicates(records),
+        malformed_overflow=malformed,
+    )
+
+
+def _stored(store: BackendStore, vin: str) -> list[StoredRecord]:
+    """Every record the backend holds for the vehicle: the one read of what "stored" means."""
+    return store.records(vin)
+
+
+def _overflow_events(records: Iterable[StoredRecord]) -> list[StoredRecord]:
+    return [r for r in records if r.kind == "event" and r.body.get("type") == OVERFLOW]
+
+
+def _dropped_seqs(value: object) -> set[int] | None:
+    """`[[low, high], ...]` as a set; None when it is not that shape (the audit names the event)."""
+    if not isinstance(value, list):
+        return None
+    seqs: set[int] = set()
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(_is_seq(bound) for bound in item)):
+            return None
+        low, high = item
+        if low > high or high - low > 10_000_000:  # a bound, not a loop the size of an attacker's number
+            return None
+        seqs.update(range(low, high + 1))
+    return seqs
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _duplicates(records: Sequence[StoredRecord]) -> list[list[int]]:
+    """Groups of sequence numbers whose records are identical: one record stored more than once."""
+    by_content: defaultdict[tuple[str, int, bytes], list[int]] = defaultdict(list)
+    for record in records:
+        content = cbor2.dumps(record.body, canonical=True)
+        by_content[(record.kind, to_millis(record.created), content)].append(record.seq)
+    return sorted(sorted(seqs) for seqs in by_content.values() if len(seqs) > 1)
+
+
+def _count(ranges: Iterable[Sequence[int]]) -> int:
+    return sum(high - low + 1 for low, high in ranges)
+
+
+def _ranges(ranges: Sequence[Sequence[int]], limit: int = 12) -> str:
+    shown = ", ".join(f"{low}" if low == high else f"{low}-{high}" for low, high in ranges[:limit])
+    return shown + (f", … ({len(ranges) - limit} more range(s))" if len(ranges) > limit else "")
