@@ -1,11 +1,14 @@
 """Atomic file replacement: after a power cut the file holds either the old or the new bytes, never a mix.
 
-Write a temporary file in the same directory, fsync it, rename it over the target, fsync the
-directory (so the rename itself is durable).
+Write a temporary file in the same directory (all of it: a short write is continued, never renamed
+into place), fsync it, rename it over the target, fsync the directory (so the rename itself is
+durable). Every OS failure, the clean-up's included, is a StorageError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -20,7 +23,7 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -33,8 +36,20 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
             finally:
                 os.close(directory)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the disk that failed the write may fail this too
+            tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a nearly full disk does): a file cut short must never
+    replace the target, so write the rest or fail."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no progress writing (disk full?)")
+        view = view[written:]
 
 
 def read_optional(path: Path) -> bytes | None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import cbor2
 import pytest
-from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
 from tcu.services.catalogue import Catalogue
