@@ -1,5 +1,9 @@
 """The no-loss audit: every sequence number a vehicle issued is stored exactly once at the backend,
-or named as dropped by one of the vehicle's own `queue_overflow` events.
+or named as dropped by one of the vehicle's own `queue_overflow` events (docs/protocol.md): in
+`dropped_seqs` (never sent) or `unconfirmed_seqs` (sent, or queued by an earlier run, then dropped
+before the ack: the backend may hold some). Records dropped before they had a number are only counted
+(`unnumbered`, over `unnumbered_span_ms`); the audit sums them for the caller, who can look for the
+hole in time they leave.
 
 "Exactly once" has two halves. The backend's primary key makes a *sequence number* impossible to
 store twice, so a duplicate shows up as the same *record* (kind, creation time, body) stored under
@@ -38,9 +42,11 @@ class SeqAudit:
     dropped: list[list[int]]  # named by an overflow event and not stored: gaps explained by policy
     overflow_events: int
     missing: list[list[int]]  # neither stored nor named as dropped: lost
-    named_but_stored: list[list[int]]  # an overflow event says dropped, yet the backend has them
+    named_but_stored: list[list[int]]  # in `dropped_seqs` ("never sent"), yet the backend has them
     duplicates: list[list[int]]  # each: sequence numbers carrying the very same record
-    malformed_overflow: list[int]  # seqs of overflow events whose dropped_seqs cannot be read
+    malformed_overflow: list[int]  # seqs of overflow events whose seq lists cannot be read
+    unnumbered: int = 0  # records dropped before they had a sequence number
+    unnumbered_spans_ms: list[list[int]] = dataclasses.field(default_factory=list)  # their creation times
 
     @property
     def ok(self) -> bool:
@@ -52,7 +58,9 @@ class SeqAudit:
     def describe(self) -> str:
         head = (
             f"VIN {self.vin}: seq 1..{self.highest}: {self.stored} stored, {_count(self.dropped)} dropped by policy "
-            f"({self.overflow_events} queue_overflow event(s))"
+            f"({self.overflow_events} queue_overflow event(s)"
+            + (f", {self.unnumbered} more dropped before numbering" if self.unnumbered else "")
+            + ")"
         )
         if self.ok:
             return head + ": none lost, none twice"
@@ -68,7 +76,7 @@ class SeqAudit:
             shown = "; ".join(str(group) for group in self.duplicates[:10])
             lines.append(f"  STORED TWICE {extra} record(s) under other seqs: {shown}")
         if self.malformed_overflow:
-            lines.append(f"  UNREADABLE dropped_seqs in overflow event(s) at seq {self.malformed_overflow}")
+            lines.append(f"  UNREADABLE overflow event(s) at seq {self.malformed_overflow}")
         return "\n".join(lines)
 
 
@@ -80,15 +88,21 @@ def audit_vehicle(store: BackendStore, vin: str, *, issued_through: int | None =
     """
     records = _stored(store, vin)
     stored = {record.seq for record in records}
-    named: set[int] = set()
-    malformed: list[int] = []
+    never_sent: set[int] = set()
+    unconfirmed: set[int] = set()
+    unnumbered, spans, malformed = 0, [], []
     events = _overflow_events(records)
     for event in events:
-        seqs = _dropped_seqs(event.body.get("dropped_seqs"))
-        if seqs is None:
+        notice = _notice(event.body)
+        if notice is None:
             malformed.append(event.seq)
-        else:
-            named |= seqs
+            continue
+        never_sent |= notice[0]
+        unconfirmed |= notice[1]
+        if notice[2]:
+            unnumbered += notice[2][0]
+            spans.append(notice[2][1])
+    named = never_sent | unconfirmed
     highest = max([0, *stored, *named, issued_through or 0])
     return SeqAudit(
         vin=vin,
@@ -97,9 +111,11 @@ def audit_vehicle(store: BackendStore, vin: str, *, issued_through: int | None =
         dropped=seq_ranges(named - stored),
         overflow_events=len(events),
         missing=seq_ranges(set(range(1, highest + 1)) - stored - named),
-        named_but_stored=seq_ranges(named & stored),
+        named_but_stored=seq_ranges(never_sent & stored),
         duplicates=_duplicates(records),
         malformed_overflow=malformed,
+        unnumbered=unnumbered,
+        unnumbered_spans_ms=sorted(spans),
     )
 
 
@@ -110,6 +126,26 @@ def _stored(store: BackendStore, vin: str) -> list[StoredRecord]:
 
 def _overflow_events(records: Iterable[StoredRecord]) -> list[StoredRecord]:
     return [r for r in records if r.kind == "event" and r.body.get("type") == OVERFLOW]
+
+
+def _notice(body: dict[str, Any]) -> tuple[set[int], set[int], tuple[int, list[int]] | None] | None:
+    """(never sent, unconfirmed, (unnumbered count, [first_ms, last_ms]) or None); None if unreadable."""
+    never_sent = _dropped_seqs(body.get("dropped_seqs", []))
+    unconfirmed = _dropped_seqs(body.get("unconfirmed_seqs", []))
+    if never_sent is None or unconfirmed is None:
+        return None
+    if "unnumbered" not in body:
+        return never_sent, unconfirmed, None
+    count, span = body.get("unnumbered"), body.get("unnumbered_span_ms")
+    if not (isinstance(count, int) and _is_seq(count)):
+        return None
+    if not (isinstance(span, list) and len(span) == 2 and all(_is_millis(t) for t in span) and span[0] <= span[1]):
+        return None
+    return never_sent, unconfirmed, (count, [int(t) for t in span])
+
+
+def _is_millis(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _dropped_seqs(value: object) -> set[int] | None:

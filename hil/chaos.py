@@ -149,35 +149,44 @@ def telemetry_holes(
     disk_full: Sequence[tuple[float, float]],
     hole_s: float,
     startup_grace_s: float,
+    unnumbered: Sequence[tuple[float, float]] = (),
 ) -> list[Hole]:
     """Stretches of an agent's life with no stored snapshot.
 
     `snapshots` are (creation time, seq) of the stored telemetry. A hole is explained when the seqs
-    on either side of it enclose one named as dropped by policy, or when it ends in a SIGKILL while
-    the disk was full (records held in memory die with the process, as in a power cut).
+    on either side of it enclose one named as dropped by policy, when an overflow notice names records
+    dropped before numbering (`unnumbered`: their first and last creation time) within it, or when it
+    ends in a SIGKILL while the disk was full (records held in memory die with the process, as in a
+    power cut).
     """
     ordered = sorted(snapshots)
     holes: list[Hole] = []
 
-    def dropped_between(low: int, high: int) -> bool:
-        return any(low < seq < high for seq in dropped)
+    def explain(start: float, end: float, low: int, high: int) -> str | None:
+        if any(low < seq < high for seq in dropped):
+            return "dropped by policy"
+        if any(first < end and last > start for first, last in unnumbered):
+            return "dropped before numbering, counted in an overflow notice"
+        return None
 
     for life in lifetimes:
         inside = [(t, seq) for t, seq in ordered if life.start <= t <= life.end + 0.5]
         if not inside:
             if life.end - life.start > startup_grace_s:
-                holes.append(Hole(start=life.start, end=life.end, where="after start", explained=None))
+                reason = explain(life.start, life.end, 0, 0)
+                holes.append(Hole(start=life.start, end=life.end, where="after start", explained=reason))
             continue
         if inside[0][0] - life.start > startup_grace_s:
-            holes.append(Hole(start=life.start, end=inside[0][0], where="after start", explained=None))
+            reason = explain(life.start, inside[0][0], 0, 0)
+            holes.append(Hole(start=life.start, end=inside[0][0], where="after start", explained=reason))
         for (t1, s1), (t2, s2) in itertools.pairwise(inside):
             if t2 - t1 > hole_s:
-                reason = "dropped by policy" if dropped_between(min(s1, s2), max(s1, s2)) else None
+                reason = explain(t1, t2, min(s1, s2), max(s1, s2))
                 holes.append(Hole(start=t1, end=t2, where="between snapshots", explained=reason))
         last, last_seq = inside[-1]
         if life.end - last > hole_s:
             later = [seq for t, seq in ordered if t > life.end]
-            reason = "dropped by policy" if dropped_between(last_seq, min(later, default=last_seq + 10**9)) else None
+            reason = explain(last, life.end, last_seq, min(later, default=last_seq + 10**9))
             full = any(low < life.end and high > last for low, high in disk_full)
             if reason is None and life.ended_by == "SIGKILL" and full:
                 reason = "held in memory on a full disk at the SIGKILL"
@@ -431,6 +440,7 @@ class ChaosRun:
             disk_full=self._disk_full,
             hole_s=s.hole_s,
             startup_grace_s=s.startup_grace_s,
+            unnumbered=[(first / 1000, last / 1000) for first, last in audit.unnumbered_spans_ms],
         )
         return ChaosReport(
             settings=s,

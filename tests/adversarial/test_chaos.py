@@ -75,8 +75,8 @@ def _add(
     store.add_record(ReceivedRecord(vin=vin, seq=seq, kind=kind, created=created, body=body or {"n": seq}), created)
 
 
-def _overflow(store: BackendStore, seq: int, dropped_seqs: object) -> None:
-    _add(store, seq, RecordKind.EVENT, type="queue_overflow", dropped=0, dropped_seqs=dropped_seqs)
+def _overflow(store: BackendStore, seq: int, dropped_seqs: object, **more: object) -> None:
+    _add(store, seq, RecordKind.EVENT, type="queue_overflow", dropped=0, dropped_seqs=dropped_seqs, **more)
 
 
 def test_every_seq_stored_once_passes(store: BackendStore) -> None:
@@ -140,6 +140,44 @@ def test_one_record_stored_under_two_seqs_is_stored_twice(store: BackendStore) -
     assert "STORED TWICE 1 record(s)" in result.describe()
 
 
+def test_unconfirmed_seqs_explain_a_gap_and_may_be_stored(store: BackendStore) -> None:
+    """Dropped after they were sent: the backend may or may not have them, both are right."""
+    for seq in (1, 2, 4, 6):
+        _add(store, seq)
+    _overflow(store, 7, [[5, 5]], unconfirmed_seqs=[[2, 3]])
+    result = audit_vehicle(store, VIN)
+    assert result.ok, result.describe()
+    assert result.dropped == [[3, 3], [5, 5]]
+    assert result.named_but_stored == []
+
+
+def test_records_dropped_before_numbering_are_counted(store: BackendStore) -> None:
+    _add(store, 1)
+    _overflow(store, 2, [], unnumbered=40, unnumbered_span_ms=[1000, 1800])
+    _overflow(store, 3, [], unnumbered=2, unnumbered_span_ms=[5000, 5020])
+    result = audit_vehicle(store, VIN)
+    assert result.ok, result.describe()
+    assert result.unnumbered == 42
+    assert result.unnumbered_spans_ms == [[1000, 1800], [5000, 5020]]
+    assert "42 more dropped before numbering" in result.describe()
+
+
+@pytest.mark.parametrize(
+    "more",
+    [
+        {"unconfirmed_seqs": [[2, 1]]},
+        {"unnumbered": True, "unnumbered_span_ms": [1, 2]},
+        {"unnumbered": 3, "unnumbered_span_ms": [5, 2]},
+        {"unnumbered": 3},
+    ],
+    ids=["unconfirmed-reversed", "unnumbered-bool", "span-reversed", "span-missing"],
+)
+def test_an_unreadable_notice_field_makes_the_notice_unreadable(store: BackendStore, more: dict[str, object]) -> None:
+    _add(store, 1)
+    _overflow(store, 2, [], **more)
+    assert audit_vehicle(store, VIN).malformed_overflow == [2]
+
+
 @pytest.mark.parametrize(
     "dropped_seqs",
     [[[1, True]], [[3, 2]], [[1, 2**64]], "1-2", [[1, 2, 3]], [[0, 1]]],
@@ -195,6 +233,20 @@ def test_a_hole_over_seqs_dropped_by_policy_is_explained() -> None:
         startup_grace_s=6,
     )
     assert [hole.explained for hole in holes] == ["dropped by policy"]
+
+
+def test_a_hole_where_records_were_dropped_before_numbering_is_explained() -> None:
+    snapshots = _snapshots(101, 110) + _snapshots(115, 130, first_seq=451)
+    holes = telemetry_holes(
+        snapshots,
+        [Lifetime(start=100, end=130, ended_by="stop")],
+        dropped=set(),
+        disk_full=[],
+        hole_s=3,
+        startup_grace_s=6,
+        unnumbered=[(110.5, 114.5)],
+    )
+    assert [hole.explained for hole in holes] == ["dropped before numbering, counted in an overflow notice"]
 
 
 def test_records_in_memory_lost_at_a_sigkill_are_excused_only_on_a_full_disk() -> None:
