@@ -23,7 +23,6 @@ vehicle went offline (the vehicle still checks the deadline).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -49,6 +48,7 @@ FINAL_REJECTIONS = frozenset(
     {"bad_signature", "other_vehicle", "forbidden_key", "unknown_key", "bad_value", "malformed", "oversize"}
 )
 MAX_REASON_CHARS = 1000  # a vehicle's reason is stored and shown; longer is cut
+MAX_IMPAIRED_S = 86_400.0  # an attempt is capped at 10 minutes; a longer impairment is not a real one
 # What a failed attempt waits for before the next one may go at once (else: the backoff).
 WAITS_FOR = {"coverage_lost": "online", "vehicle_state_not_allowed": "allowed_state"}
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -226,9 +226,7 @@ class MeasureScheduler:
             return
         code, reason = _text(body.get("code")), _text(body.get("reason"))
         impaired = body.get("impaired")
-        seconds = impaired.get("seconds") if isinstance(impaired, Mapping) else None
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
-            seconds = None
+        seconds = _seconds(impaired.get("seconds") if isinstance(impaired, Mapping) else None)
         if not self._store.end_attempt(
             measure.measure_id, attempt, status=status, at=record.created, code=code, reason=reason, impaired_s=seconds
         ):
@@ -244,6 +242,15 @@ class MeasureScheduler:
         _LOGGER.info(
             "measure %s attempt %d on %s: %s %s", measure.measure_id, attempt, record.vin, status[:40], code or ""
         )
+
+
+def _seconds(value: object) -> float | None:
+    """A vehicle's impaired duration as stored: a finite, non-negative number of seconds, or nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and value > MAX_IMPAIRED_S:
+        return None  # also keeps a 5,000-digit integer away from float()
+    return float(value) if 0 <= value <= MAX_IMPAIRED_S else None
 
 
 def _text(value: object) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,10 @@ import pytest
 from nacl.signing import SigningKey
 
 from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
-from backend_stub.measures import MeasureScheduler
+from backend_stub.measures import MeasureRefusedError, MeasureScheduler
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
-from tcu.services.ecu_config import load_key_specs
+from tcu.services.ecu_config import KeyClass, load_key_specs
 from tcu.services.measure_order import MeasureOrder, verify_order
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.vehicle.drive_cycle import VehicleMode
@@ -205,3 +206,109 @@ async def test_lost_attempt_of_another_measure_on_the_vehicle_waits_its_backoff(
     assert await world.tick() == []  # found lost while looking at M1; M2 is rescheduled, not resent at once
     assert world.store.history("M2")[0].status == "lost"
     assert await world.tick() == [("M1", 2)]
+
+
+@pytest.mark.parametrize(
+    ("changes", "kwargs", "reason"),
+    [
+        ({"ecall.enabled": False}, {}, "forbidden_key|would change safety key"),
+        ({"brakes.abs_calibration": "A4"}, {}, "would change safety key"),
+        ({"personal.seat_memory": 2}, {}, "would change personal key"),
+        ({"no.such.key": 1}, {}, "unknown configuration key"),
+        ({"telematics.upload_interval_s": "fast"}, {}, "takes a int value"),
+        ({"body.comfort_close_enabled": 1}, {}, "takes a bool value"),
+        ({"telematics.upload_interval_s": 2**64}, {}, "an integer outside 64 bits"),
+        ({"gateway.firewall_rules": "v13"}, {"deadline": timedelta(days=3_000_000)}, "past the year 9999"),
+        ({"gateway.firewall_rules": "v13"}, {"step_s": 601.0}, "step_s must be a number in 0..600"),
+        ({"gateway.firewall_rules": "v13"}, {"step_s": float("nan")}, "step_s"),
+        ({}, {}, "changes must be a non-empty map"),
+    ],
+)
+def test_the_backend_refuses_to_sign_what_the_vehicle_would_refuse(
+    world: World, changes: dict[str, Any], kwargs: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(MeasureRefusedError, match=reason):
+        world.scheduler.send(vin=VIN, measure_id="M1", changes=changes, allowed_states=(VehicleMode.PARKED,), **kwargs)
+    assert world.store.get("M1") is None
+
+
+def test_the_backend_and_the_vehicle_apply_one_key_rule(world: World) -> None:
+    """Every key of the vehicle's table: the backend signs exactly what the vehicle accepts."""
+    for index, (key, spec) in enumerate(load_key_specs().items()):
+        measure_id = f"M{index}"
+        try:
+            world.scheduler.send(
+                vin=VIN, measure_id=measure_id, changes={key: spec.default}, allowed_states=(VehicleMode.PARKED,)
+            )
+        except MeasureRefusedError:
+            assert spec.key_class is not KeyClass.NORMAL
+        else:
+            assert spec.key_class is KeyClass.NORMAL
+
+
+async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed(world: World) -> None:
+    """Written by an older backend (or by hand) before the check existed."""
+    world.send()
+    measure = world.store.get("M1")
+    assert measure is not None
+    world.store.add(replace(measure, measure_id="M2", vin=OTHER_VIN, changes={"ecall.enabled": False}))
+    assert await world.tick() == [("M1", 1)]
+    state = world.store.get("M2")
+    assert state is not None
+    assert state.state == ABANDONED
+    assert "would refuse it (forbidden_key)" in (state.reason or "")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"measure_id": "M1", "attempt": True, "status": "succeeded"},
+        {"measure_id": "M1", "attempt": 2**64, "status": "succeeded"},
+        {"measure_id": "M1", "attempt": 10**5000, "status": "succeeded"},
+        {"measure_id": "M1", "attempt": 7, "status": "succeeded"},  # never sent
+        {"measure_id": "M1", "attempt": 1.0, "status": "succeeded"},
+        {"measure_id": 10**5000, "attempt": 1, "status": "succeeded"},
+        {"measure_id": ["M1"], "attempt": 1, "status": "succeeded"},
+        {"measure_id": "M1", "attempt": 1, "status": 5},
+        {"measure_id": "?", "attempt": None, "status": "rejected", "code": "bad_signature"},
+    ],
+)
+async def test_an_answer_that_names_no_attempt_we_sent_is_logged_only(world: World, body: dict[str, Any]) -> None:
+    world.send()
+    await world.tick()
+    world.scheduler.on_record(
+        ReceivedRecord(
+            vin=VIN, seq=1, kind=RecordKind.EVENT, created=world.clock.now(), body={"type": "measure_result", **body}
+        )
+    )
+    assert world.state() == PENDING
+    assert world.store.history("M1")[0].status == "sent"
+
+
+async def test_odd_codes_reasons_and_durations_are_stored_safely(world: World) -> None:
+    world.send()
+    await world.tick()
+    world.answer("M1", 1, "rolled_back", code=None, impaired={"seconds": float("nan")})  # type: ignore[arg-type]
+    [attempt] = world.store.history("M1")
+    assert (attempt.status, attempt.impaired_s) == ("rolled_back", None)
+    world.clock.advance(10_000)
+    await world.tick()
+    world.scheduler.on_record(
+        ReceivedRecord(
+            vin=VIN,
+            seq=2,
+            kind=RecordKind.EVENT,
+            created=world.clock.now(),
+            body={
+                "type": "measure_result",
+                "measure_id": "M1",
+                "attempt": 2,
+                "status": "rolled_back",
+                "code": {"x": 1},
+                "reason": "r" * 100_000,
+                "impaired": {"seconds": 10**5000},
+            },
+        )
+    )
+    attempt = world.store.history("M1")[1]
+    assert (attempt.code, len(attempt.reason or ""), attempt.impaired_s) == (None, 1000, None)
