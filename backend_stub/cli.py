@@ -23,7 +23,9 @@ from tcu.errors import TcuError
 from tcu.keys import load_public_key, load_signing_key, write_box_keypair, write_signing_keypair
 from tcu.runner import configure_logging, run_service
 from tcu.services.terms import EXTENSION_MONTHS, Term
+from tcu.uplink.strict_cbor import describe
 
+_MAX_PRINT_DEPTH = 32
 _ISSUING = ("book", "cancel", "extend", "suspend", "resume", "deactivate-sim", "reissue")
 
 
@@ -112,11 +114,36 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds")
 
 
+def _printable(value: Any, depth: int = 0) -> Any:
+    """`value` as JSON holds it, bounded: a body is whatever a vehicle sent, and printing it must not
+    fail (`str()` of a 5,000-digit integer raises; JSON keys must be text)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 64 else describe(value)
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if depth >= _MAX_PRINT_DEPTH:
+        return describe(value)
+    if isinstance(value, dict):
+        return {_printable_key(key): _printable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_printable(item, depth + 1) for item in value]
+    return describe(value)
+
+
+def _printable_key(key: object) -> str:
+    return key if isinstance(key, str) else describe(key)
+
+
 def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
+    printable = [_printable(row) for row in rows]
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(printable, indent=2))
         return
-    for row in rows:
+    for row in printable:
         print("  ".join(f"{key}={value}" for key, value in row.items()))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from backend_stub.errors import DatabaseError
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -21,11 +23,57 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One immediate transaction: it takes the write lock at once, across processes."""
-    db.execute("BEGIN IMMEDIATE")
+    """One immediate transaction: it takes the write lock at once, across processes.
+
+    Whatever happens, the connection leaves it outside any transaction: a COMMIT that fails (disk
+    full, busy, a deferred constraint) is rolled back and raised as `DatabaseError`, so the next
+    transaction on this connection starts clean instead of failing with "within a transaction".
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot start a database transaction: {exc}") from exc
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
-    db.execute("COMMIT")
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(db)
+        raise DatabaseError(f"database commit failed, nothing of the transaction was stored: {exc}") from exc
+
+
+@contextmanager
+def savepoint(db: sqlite3.Connection, name: str = "step") -> Iterator[None]:
+    """A nested step inside a transaction: an exception undoes only the writes made inside, then propagates.
+
+    Raises `DatabaseError` when the step cannot be undone (SQLite may already have rolled back the
+    whole transaction, e.g. on a full disk): then nothing of the enclosing transaction survives.
+    """
+    try:
+        db.execute(f"SAVEPOINT {name}")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open a savepoint: {exc}") from exc
+    try:
+        yield
+    except BaseException:
+        try:
+            db.execute(f"ROLLBACK TO {name}")
+            db.execute(f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot undo a failed step, the transaction is lost: {exc}") from exc
+        raise
+    try:
+        db.execute(f"RELEASE {name}")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot release a savepoint: {exc}") from exc
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite rolls a transaction back by itself after some errors (SQLITE_FULL, SQLITE_IOERR, ...);
+    # a second ROLLBACK would then fail and hide the original error.
+    if db.in_transaction:
+        with suppress(sqlite3.Error):  # the original error is the one the caller must see
+            db.execute("ROLLBACK")

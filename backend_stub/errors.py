@@ -3,7 +3,9 @@
 BackendError
 ├── BackendConfigError   config missing or invalid (names the key)
 ├── UnknownVehicleError  a VIN that was never enrolled
-└── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
+├── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
+├── DatabaseError        the database failed (disk full, I/O error, refused commit); the transaction is undone
+└── UnstorableError      a value the store could not hold and read back (names what and why)
 """
 
 from __future__ import annotations
@@ -19,3 +21,11 @@ class BackendConfigError(BackendError):
 
 class UnknownVehicleError(BackendError):
     """The VIN has not been enrolled (`backend-stub enroll`)."""
+
+
+class DatabaseError(BackendError):
+    """The backend's database failed; nothing of the transaction it happened in was stored."""
+
+
+class UnstorableError(BackendError):
+    """A record or value the store refuses because it could not hold it or read it back."""

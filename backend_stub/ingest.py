@@ -5,6 +5,11 @@
 committed: an ack promises the vehicle that it may forget the record. Duplicates (a resend after a
 lost ack, or a replay) are stored once and acknowledged again so the vehicle stops resending.
 Observers (e.g. provisioning) hear of each newly stored record and each vehicle status.
+
+One message is at most one rejection: each is handled in its own savepoint, so a message that cannot
+be processed (a value the store cannot hold, a bug) undoes only its own writes and is rejected with
+the reason, while the rest of its batch commits. Reasons show foreign values through `describe`,
+never `str()`, which fails on a 5,000-digit integer.
 """
 
 from __future__ import annotations
@@ -12,25 +17,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
-import cbor2
 from nacl.public import Box, PrivateKey, PublicKey
 
+from backend_stub.errors import BackendError, DatabaseError, UnstorableError
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
-from tcu.errors import EnvelopeError
+from tcu.errors import CborError, EnvelopeError
 from tcu.uplink.envelope import open_record, seal_ack
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord
+from tcu.uplink.strict_cbor import describe, loads_strict
 from tcu.uplink.topics import UP_WILDCARD, VehicleTopics, split_topic
 
 _LOGGER = logging.getLogger(__name__)
+MAX_STATUS_BYTES = 1024
+_MAX_REASON_CHARS = 1000  # a reason is for a person; the message itself is not kept
+_MAX_TOPIC_CHARS = 256
 
 RecordObserver = Callable[[ReceivedRecord], None]
 StatusObserver = Callable[[str, bool], None]  # (vin, online)
@@ -97,23 +107,51 @@ class Ingest:
         return cached[1]
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """Process one message inside the caller's transaction; never raises for bad input."""
+        """Process one message inside the caller's transaction: stored, or one rejection with the reason.
+
+        Never raises for anything a message holds. Raises `DatabaseError` only when the database
+        itself fails (disk full, I/O error): then the caller's transaction is lost, and nothing
+        handled in it may be acknowledged.
+        """
         parts = split_topic(topic)
+        vin = None if parts is None else parts[0]
+        after: list[Callable[[], None]] = []  # observers and acks, once the message's writes stand
+        try:
+            with self._store.savepoint():
+                self._dispatch(topic, parts, payload, after)
+        except DatabaseError:
+            raise
+        except Exception as exc:  # one message must never stop the ingest of every vehicle
+            if isinstance(exc, UnstorableError):
+                _LOGGER.debug("unstorable message on %s", _shown_topic(topic), exc_info=True)
+            else:
+                _LOGGER.exception("handling a message on %s failed", _shown_topic(topic))
+            try:
+                self._reject(topic, vin, f"could not process the message: {_exception_text(exc)}")
+            except sqlite3.Error as failed:
+                raise DatabaseError(f"cannot record a rejection: {failed}") from failed
+            return
+        for step in after:
+            step()
+
+    def _dispatch(
+        self, topic: str, parts: tuple[str, str, str] | None, payload: bytes, after: list[Callable[[], None]]
+    ) -> None:
         if parts is None or parts[1] != "up":
             self._reject(topic, None, "not a vehicle uplink topic")
             return
         vin, _, kind = parts
         if kind == "records":
-            self._handle_record(topic, vin, payload)
+            self._handle_record(topic, vin, payload, after)
         elif kind == "status":
-            self._handle_status(topic, vin, payload)
+            self._handle_status(topic, vin, payload, after)
         else:
-            self._reject(topic, vin, f"unknown uplink kind {kind!r}")
+            self._reject(topic, vin, f"unknown uplink kind {describe(kind)}")
 
-    def _handle_record(self, topic: str, vin: str, payload: bytes) -> None:
+    def _handle_record(self, topic: str, vin: str, payload: bytes, after: list[Callable[[], None]]) -> None:
         box = self._box(vin)
         if box is None:
-            self._reject(topic, vin, f"vehicle {vin} is not enrolled")
+            self._reject(topic, vin, f"vehicle {vin:.40} is not enrolled")
             return
         try:
             record = open_record(box, payload, topic_vin=vin, max_bytes=self._max_payload)
@@ -127,38 +165,64 @@ class Ingest:
             except EnvelopeError as again:
                 self._reject(topic, vin, str(again))
                 return
-        if self._store.add_record(record, self._clock.now()):
+        added = self._store.add_record(record, self._clock.now())
+        if added.skipped:
+            # Stored and acknowledged (the vehicle must not resend it forever), but said out loud.
+            self._reject(
+                topic,
+                vin,
+                f"record seq {record.seq} stored, but not taken as last values: {'; '.join(added.skipped)}",
+                counted=False,
+            )
+        after.append(lambda: self._accepted(record, new=added.new))
+
+    def _accepted(self, record: ReceivedRecord, *, new: bool) -> None:
+        if new:
             self.stats.stored += 1
-            self.stats.by_vehicle[vin] += 1
+            self.stats.by_vehicle[record.vin] += 1
             for observer in self._record_observers:
                 self._notify(observer, record)
         else:
             self.stats.duplicates += 1
-            _LOGGER.info("VIN %s seq %d already stored (resend or replay); acknowledged again", vin, record.seq)
-        self._pending_acks[vin].add(record.seq)
+            _LOGGER.info("VIN %s seq %d already stored (resend or replay); acknowledged again", record.vin, record.seq)
+        self._pending_acks[record.vin].add(record.seq)
 
-    def _handle_status(self, topic: str, vin: str, payload: bytes) -> None:
+    def _handle_status(self, topic: str, vin: str, payload: bytes, after: list[Callable[[], None]]) -> None:
         if not payload:
             return  # a retained status being cleared
-        try:
-            status = cbor2.loads(payload) if len(payload) <= 1024 else None
-        except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
-            self._reject(topic, vin, f"malformed CBOR in status: {exc}")
+        if len(payload) > MAX_STATUS_BYTES:
+            self._reject(topic, vin, f"oversize status: {len(payload)} bytes > limit {MAX_STATUS_BYTES}")
             return
-        if not isinstance(status, dict) or not isinstance(status.get("online"), bool):
-            self._reject(topic, vin, "malformed status: expected a map with boolean 'online' (max 1024 bytes)")
+        try:
+            status = loads_strict(payload, "status")
+        except CborError as exc:
+            self._reject(topic, vin, str(exc))
+            return
+        if not isinstance(status, dict) or type(status.get("online")) is not bool:
+            self._reject(topic, vin, "malformed status: expected a map with boolean 'online'")
             return
         if self._store.public_key(vin) is None:
-            self._reject(topic, vin, f"status from vehicle {vin}, which is not enrolled")
+            self._reject(topic, vin, f"status from vehicle {vin:.40}, which is not enrolled")
             return
-        self._store.set_online(vin, status["online"], self._clock.now())
-        for observer in self._status_observers:
-            self._notify(observer, vin, status["online"])
+        online: bool = status["online"]
+        self._store.set_online(vin, online, self._clock.now())
+        after.append(lambda: self._status_changed(vin, online))
 
-    def _reject(self, topic: str, vin: str | None, reason: str) -> None:
-        self.stats.rejected += 1
+    def _status_changed(self, vin: str, online: bool) -> None:
+        for observer in self._status_observers:
+            self._notify(observer, vin, online)
+
+    def _reject(self, topic: str, vin: str | None, reason: str, *, counted: bool = True) -> None:
+        if counted:
+            self.stats.rejected += 1
+        topic, reason = _bounded(topic, _MAX_TOPIC_CHARS), _bounded(reason, _MAX_REASON_CHARS)
+        vin = None if vin is None else _bounded(vin, _MAX_TOPIC_CHARS)
         _LOGGER.warning("rejected message on %s: %s", topic, reason)
         self._store.add_rejection(topic=topic, vin=vin, reason=reason, received=self._clock.now())
+
+    def forget_acks(self) -> None:
+        """Drop the acks of a transaction that did not commit: its records are not stored."""
+        self._pending_acks.clear()
 
     def take_acks(self) -> list[tuple[str, bytes]]:
         """(topic, sealed ack) for everything handled since the last call; call after commit."""
@@ -169,6 +233,25 @@ class Ingest:
                 acks.append((VehicleTopics(vin).down("ack"), seal_ack(box, vin, seqs)))
         self._pending_acks.clear()
         return acks
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, and storable as UTF-8 whatever it holds (lone surrogates)."""
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown_topic(topic: str) -> str:
+    return _bounded(topic, _MAX_TOPIC_CHARS)
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # a message that cannot even be shown still needs a reason
+        text = "(its message cannot be shown)"
+    return text if isinstance(exc, BackendError) else f"{type(exc).__name__}: {text}"
 
 
 class IngestService:
@@ -223,9 +306,16 @@ class IngestService:
                 batch = []
 
     async def _flush(self, client: aiomqtt.Client, batch: list[tuple[str, bytes]]) -> None:
-        with self._store.transaction():
-            for topic, payload in batch:
-                self._ingest.handle(topic, payload)
+        try:
+            with self._store.transaction():
+                for topic, payload in batch:
+                    self._ingest.handle(topic, payload)
+        except BackendError as exc:
+            # The database failed, not a message: nothing of the batch is stored, so nothing is
+            # acknowledged and the vehicles send it again. Ingest goes on; the disk may recover.
+            self._ingest.forget_acks()
+            _LOGGER.error("a batch of %d message(s) was not stored and is not acknowledged: %s", len(batch), exc)
+            return
         acks = self._ingest.take_acks()
         async with asyncio.TaskGroup() as publishes:
             for topic, ack in acks:

@@ -3,21 +3,37 @@
 A service provider has no real-time query into the car: what it reads is the *last transmitted
 value* of each signal. Last values move only forward in signal time, so a backlog drained after an
 outage never overwrites a fresher value with an older one.
+
+The store holds only what it can read back: a record is refused (`UnstorableError`, one rejection at
+ingest) when its sequence number, kind or creation time is outside what SQLite, `datetime` and the
+protocol hold, or when its body does not decode again as stored. A signal moves its last value only
+when it is a usable reading (`signal_problem`); others stay in the record's body and are named to the
+caller.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
-from backend_stub.database import open_database, transaction
-from tcu.uplink.envelope import seq_ranges
-from tcu.uplink.records import ReceivedRecord, RecordKind, from_millis, to_millis
+from backend_stub.database import open_database, savepoint, transaction
+from backend_stub.errors import UnstorableError
+from tcu.uplink.envelope import MAX_KIND_CHARS, seq_ranges
+from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind, from_millis, to_millis
+from tcu.uplink.strict_cbor import describe
+
+MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
+# A signal stamped further ahead of the backend's clock than this never becomes a last value: last
+# values only move forward, so one far-future stamp (a clock glitch, a forged `t`) would pin the
+# signal for good. A day is beyond any honest skew (time zones, an RTC before GNSS time is known).
+MAX_SIGNAL_LEAD = timedelta(days=1)
+MAX_PATH_CHARS = 256  # VSS paths are well under 100 characters
+_MAX_INT_VALUE = 2**64  # CBOR's own integers (major types 0 and 1); bignums are not signal values
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vehicles (
@@ -83,6 +99,15 @@ class StoredRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Added:
+    """What `add_record` did. `new` is False for a sequence number already stored (a duplicate);
+    `skipped` names each signal kept in the body but not taken as a last value, with the reason."""
+
+    new: bool
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
     received: datetime
     topic: str
@@ -99,6 +124,10 @@ class BackendStore:
 
     def transaction(self) -> AbstractContextManager[None]:
         return transaction(self._db)
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """One message's writes inside the batch transaction, undone alone when handling it fails."""
+        return savepoint(self._db, "message")
 
     # -- vehicles --------------------------------------------------------------------------------
 
@@ -142,42 +171,48 @@ class BackendStore:
 
     # -- records ---------------------------------------------------------------------------------
 
-    def add_record(self, record: ReceivedRecord, received: datetime) -> bool:
-        """Store a record once; False when this sequence number is already stored (a duplicate)."""
+    def add_record(self, record: ReceivedRecord, received: datetime) -> Added:
+        """Store a record once (`Added.new` is False when this sequence number is already stored).
+
+        Raises `UnstorableError`, having written nothing, for a record it could not hold or read back.
+        """
+        kind, created, body = _storable(record)
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                record.vin,
-                record.seq,
-                record.kind.value,
-                to_millis(record.created),
-                to_millis(received),
-                cbor2.dumps(dict(record.body)),
-            ),
+            (record.vin, record.seq, kind, created, to_millis(received), body),
         )
         if cursor.rowcount == 0:
-            return False
+            return Added(new=False)
+        skipped: tuple[str, ...] = ()
         if record.kind in (RecordKind.TELEMETRY, RecordKind.EVENT):
-            self._update_last_values(record)
-        return True
+            skipped = self._update_last_values(record, received)
+        return Added(new=True, skipped=skipped)
 
-    def _update_last_values(self, record: ReceivedRecord) -> None:
+    def _update_last_values(self, record: ReceivedRecord, received: datetime) -> tuple[str, ...]:
         signals = record.body.get("signals")
         if not isinstance(signals, dict):
-            return
-        rows = []
+            return ()
+        horizon = to_millis(received + MAX_SIGNAL_LEAD)
+        rows, skipped = [], []
         for path, item in signals.items():
-            if isinstance(path, str) and isinstance(item, dict) and isinstance(item.get("t"), int) and "v" in item:
-                rows.append((record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq))
+            problem = signal_problem(path, item, received)
+            if problem is None:
+                rows.append((record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, horizon))
+            else:
+                skipped.append(f"signal {describe(path)}: {problem}")
+        # A stored value stamped beyond the horizon predates this check (or a backend clock since set
+        # back): it must not pin the signal either, so any usable reading replaces it.
         self._db.executemany(
-            "INSERT INTO last_values VALUES (?, ?, ?, ?, ?) ON CONFLICT (vin, path) DO UPDATE SET "
-            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq WHERE excluded.ts_ms >= last_values.ts_ms",
+            "INSERT INTO last_values VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (vin, path) DO UPDATE SET "
+            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq "
+            "WHERE excluded.ts_ms >= last_values.ts_ms OR last_values.ts_ms > ?6",
             rows,
         )
+        return tuple(skipped)
 
     def last_values(self, vin: str) -> list[LastValue]:
         return [
-            LastValue(path=path, value=cbor2.loads(value), timestamp=from_millis(ts), seq=seq)
+            LastValue(path=path, value=cbor2.loads(value), timestamp=_moment(ts), seq=seq)
             for path, value, ts, seq in self._db.execute(
                 "SELECT path, value, ts_ms, seq FROM last_values WHERE vin=? ORDER BY path", (vin,)
             )
@@ -199,7 +234,7 @@ class BackendStore:
             query += " LIMIT ?"
             params.append(limit)
         return [
-            StoredRecord(vin=v, seq=s, kind=k, created=from_millis(c), received=from_millis(r), body=cbor2.loads(b))
+            StoredRecord(vin=v, seq=s, kind=k, created=_moment(c), received=_moment(r), body=cbor2.loads(b))
             for v, s, k, c, r, b in self._db.execute(query, params)
         ]
 
@@ -230,3 +265,45 @@ class BackendStore:
             Rejection(received=from_millis(r), topic=t, vin=v, reason=reason)
             for r, t, v, reason in self._db.execute(query + " ORDER BY id", params)
         ]
+
+
+def signal_problem(path: object, item: object, received: datetime) -> str | None:
+    """Why this `signals` entry cannot be a last value, or None when it can (docs/protocol.md)."""
+    if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH_CHARS:
+        return f"path is not text of 1..{MAX_PATH_CHARS} characters"
+    if not isinstance(item, dict) or "v" not in item:
+        return 'not a map with a value "v"'
+    stamp = item.get("t")
+    if type(stamp) is not int or not 0 <= stamp <= MAX_MILLIS:
+        return f'time "t" is {describe(stamp)}, not milliseconds since 1970 up to year 9999'
+    if stamp > to_millis(received + MAX_SIGNAL_LEAD):
+        return f'time "t" {stamp} is more than {MAX_SIGNAL_LEAD / timedelta(hours=1):g} h ahead of the backend clock'
+    value = item["v"]
+    if type(value) not in (bool, int, float, str):
+        return f"value is {describe(value)}, not bool, int, float or text"
+    if type(value) is int and not -_MAX_INT_VALUE <= value < _MAX_INT_VALUE:
+        return f"value is {describe(value)}, beyond a CBOR integer"
+    return None
+
+
+def _storable(record: ReceivedRecord) -> tuple[str, int, bytes]:
+    """(kind as sent, creation ms, encoded body) of a record the store can hold and read back."""
+    if type(record.seq) is not int or not 1 <= record.seq <= MAX_STORED_SEQ:
+        raise UnstorableError(f"sequence number {describe(record.seq)} outside 1..{MAX_STORED_SEQ}")
+    kind = record.kind_name or record.kind.value
+    if not 1 <= len(kind) <= MAX_KIND_CHARS:
+        raise UnstorableError(f"record kind {describe(kind)} is not 1..{MAX_KIND_CHARS} characters")
+    created = to_millis(record.created)
+    if not 0 <= created <= MAX_MILLIS:
+        raise UnstorableError(f"creation time {created} ms is outside 1970..9999")
+    try:
+        body = cbor2.dumps(dict(record.body))
+        cbor2.loads(body)
+    except (cbor2.CBOREncodeError, cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise UnstorableError(f"record body does not encode and decode again ({type(exc).__name__})") from exc
+    return kind, created, body
+
+
+def _moment(millis: int) -> datetime:
+    # Rows written before the store checked times may hold any integer: reading never fails on them.
+    return from_millis(min(max(millis, 0), MAX_MILLIS))
