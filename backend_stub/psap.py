@@ -368,12 +368,17 @@ class PsapStub:
         if self._db is None:
             return
         row = _row(call, received)
-        with self._db:
-            self._db.execute(
-                "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row["call_id"], to_millis(received.received), row["kind"], row["message_identifier"], row["vin"],
-                 row["latitude_deg"], row["longitude_deg"], row["position_trusted"], row["raw_hex"], row["error"]),
-            )  # fmt: skip
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row["call_id"], to_millis(received.received), row["kind"], row["message_identifier"], row["vin"],
+                     row["latitude_deg"], row["longitude_deg"], row["position_trusted"], row["raw_hex"], row["error"]),
+                )  # fmt: skip
+        except sqlite3.Error as exc:
+            # The record is for people afterwards; the emergency call in progress must not pay for a
+            # full disk or a locked database: the MSD stays in memory and is acknowledged as usual.
+            _LOGGER.error("PSAP call %d: MSD not written to the database (%s); kept in memory only", call.id, exc)
 
 
 def _row(call: PsapCall, received: ReceivedMsd) -> dict[str, Any]:
