@@ -18,12 +18,14 @@ from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from tcu.keys import load_private_key, load_signing_key
+from tcu.uplink.strict_cbor import describe
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def _text(value: object) -> str | None:
-    return None if value is None else str(value).lower()
+    # A last value is whatever a vehicle sent; str() of a huge integer would raise.
+    return None if value is None else (value if isinstance(value, str) else describe(value)).lower()
 
 
 class BackendStub:
