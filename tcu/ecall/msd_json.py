@@ -17,6 +17,7 @@ vehicle and call flags are required, so that no file turns into a real emergency
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from tcu.ecall.msd_model import (
     VehicleType,
     degrees_to_mas,
     heading_to_direction,
+    shown,
 )
 from tcu.errors import MsdError
 
@@ -49,6 +51,8 @@ _OPTIONAL = (
     "additional_data",
 )
 _PROPULSION_NAMES = {flag.name.lower(): flag for flag in Propulsion if flag.name}
+_VEHICLE_TYPE_NAMES = tuple(t.value for t in VehicleType)
+_MAX_OID_ARC_DIGITS = 19  # arcs are at most 2**63 - 1; int() of thousands of digits raises ValueError
 
 
 def msd_to_json(msd: Msd) -> dict[str, Any]:
@@ -77,18 +81,16 @@ def msd_from_json(obj: object) -> Msd:
     """The Msd described by a parsed JSON object; MsdError names the first key that is wrong."""
     if not isinstance(obj, Mapping):
         raise MsdError(f"an MSD in JSON is an object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(_REQUIRED) - set(_OPTIONAL))
+    unknown = sorted(map(shown, set(obj) - set(_REQUIRED) - set(_OPTIONAL)))  # keys of any type: sort their text
     if unknown:
-        raise MsdError(f"unknown key(s) {', '.join(map(str, unknown))}; known keys: {', '.join(_REQUIRED + _OPTIONAL)}")
+        raise MsdError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(_REQUIRED + _OPTIONAL)}")
     missing = [key for key in _REQUIRED if key not in obj]
     if missing:
         raise MsdError(f"missing required key(s): {', '.join(missing)}")
-    try:
-        vehicle_type = VehicleType(obj["vehicle_type"])
-    except ValueError:
-        raise MsdError(
-            f"vehicle_type {obj['vehicle_type']!r} is not one of {', '.join(t.value for t in VehicleType)}"
-        ) from None
+    name = obj["vehicle_type"]
+    if not isinstance(name, str) or name not in _VEHICLE_TYPE_NAMES:
+        raise MsdError(f"vehicle_type {shown(name)} is not one of {', '.join(_VEHICLE_TYPE_NAMES)}")
+    vehicle_type = VehicleType(name)
     return Msd(
         message_identifier=obj.get("message_identifier", 1),
         automatic_activation=obj["automatic_activation"],
@@ -114,11 +116,11 @@ def _delta_to_json(delta: LocationDelta | None) -> dict[str, int] | None:
 
 def _propulsion(value: object) -> Propulsion:
     if not isinstance(value, list):
-        raise MsdError(f"propulsion must be a list of {', '.join(_PROPULSION_NAMES)}, got {value!r}")
+        raise MsdError(f"propulsion must be a list of {', '.join(_PROPULSION_NAMES)}, got {shown(value)}")
     flags = Propulsion(0)
     for name in value:
-        if name not in _PROPULSION_NAMES:
-            raise MsdError(f"propulsion {name!r} is not one of {', '.join(_PROPULSION_NAMES)}")
+        if not isinstance(name, str) or name not in _PROPULSION_NAMES:  # a list or dict is not even hashable
+            raise MsdError(f"propulsion {shown(name)} is not one of {', '.join(_PROPULSION_NAMES)}")
         flags |= _PROPULSION_NAMES[name]
     return flags
 
@@ -127,11 +129,11 @@ def _timestamp(value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MsdError(f"timestamp must be an ISO 8601 string such as 2024-05-01T10:00:00Z, got {value!r}")
+        raise MsdError(f"timestamp must be an ISO 8601 string such as 2024-05-01T10:00:00Z, got {shown(value)}")
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise MsdError(f"timestamp {value!r} is not ISO 8601 (e.g. 2024-05-01T10:00:00Z)") from None
+        raise MsdError(f"timestamp {shown(value)} is not ISO 8601 (e.g. 2024-05-01T10:00:00Z)") from None
 
 
 def _coordinate(obj: Mapping[str, Any], axis: str, limit: float) -> int | None:
@@ -140,9 +142,7 @@ def _coordinate(obj: Mapping[str, Any], axis: str, limit: float) -> int | None:
         raise MsdError(f"give {axis}_mas or {axis}_deg, not both")
     if deg is None:
         return mas  # type and range are checked by Msd
-    if not isinstance(deg, int | float) or isinstance(deg, bool):
-        raise MsdError(f"{axis}_deg must be a number, got {deg!r}")
-    return degrees_to_mas(float(deg), limit_degrees=limit)
+    return degrees_to_mas(_degrees(deg, f"{axis}_deg"), limit_degrees=limit)
 
 
 def _direction(obj: Mapping[str, Any]) -> int | None:
@@ -151,16 +151,26 @@ def _direction(obj: Mapping[str, Any]) -> int | None:
         raise MsdError("give direction (2° steps) or direction_deg, not both")
     if deg is None:
         return steps
-    if not isinstance(deg, int | float) or isinstance(deg, bool):
-        raise MsdError(f"direction_deg must be a number, got {deg!r}")
-    return heading_to_direction(float(deg))
+    heading = _degrees(deg, "direction_deg")
+    if not math.isfinite(heading):  # heading_to_direction reads NaN as unknown; a file saying so means null
+        raise MsdError(f"direction_deg must be a finite number or null, got {heading}")
+    return heading_to_direction(heading)
+
+
+def _degrees(value: object, key: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise MsdError(f"{key} must be a number, got {shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float
+        raise MsdError(f"{key} {shown(value, 20)} is not a number of degrees") from None
 
 
 def _delta(value: object, key: str) -> LocationDelta | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or set(value) != {"latitude", "longitude"}:
-        raise MsdError(f'{key} must be null or {{"latitude": n, "longitude": n}} in 100 mas units, got {value!r}')
+        raise MsdError(f'{key} must be null or {{"latitude": n, "longitude": n}} in 100 mas units, got {shown(value)}')
     return LocationDelta(latitude=value["latitude"], longitude=value["longitude"])
 
 
@@ -168,14 +178,17 @@ def _additional_data(value: object) -> AdditionalData | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or set(value) != {"oid", "data"}:
-        raise MsdError(f'additional_data must be null or {{"oid": "1.4.2", "data": "<hex>"}}, got {value!r}')
+        raise MsdError(f'additional_data must be null or {{"oid": "1.4.2", "data": "<hex>"}}, got {shown(value)}')
     oid, data = value["oid"], value["data"]
     if not isinstance(oid, str) or not all(arc.isdigit() and arc.isascii() for arc in oid.split(".")):
-        raise MsdError(f"additional_data oid must be dotted decimal such as '1.4.2', got {oid!r}")
+        raise MsdError(f"additional_data oid must be dotted decimal such as '1.4.2', got {shown(oid)}")
+    for arc in oid.split("."):
+        if len(arc) > _MAX_OID_ARC_DIGITS:
+            raise MsdError(f"additional_data oid arc {arc[:20]}... has {len(arc)} digits; an arc is at most 2**63-1")
     if not isinstance(data, str):
-        raise MsdError(f"additional_data data must be a hex string, got {data!r}")
+        raise MsdError(f"additional_data data must be a hex string, got {shown(data)}")
     try:
         raw = bytes.fromhex(data)
     except ValueError:
-        raise MsdError(f"additional_data data {data!r} is not hex") from None
+        raise MsdError(f"additional_data data {shown(data)} is not hex") from None
     return AdditionalData(oid=tuple(int(arc) for arc in oid.split(".")), data=raw)

@@ -76,25 +76,38 @@ class Propulsion(Flag):
 UNKNOWN_PROPULSION: Final = Propulsion(0)
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut for an error message; never raises, whatever the value.
+
+    repr() of an int past 4,300 digits raises ValueError and of a deeply nested list RecursionError:
+    formatting the rejection of hostile input must not be what fails.
+    """
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _check_int(name: str, value: object, low: int, high: int) -> None:
     # bool is an int subclass; True as a message identifier is a bug, not a 1.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise MsdError(f"{name} must be an integer, got {value!r}")
+        raise MsdError(f"{name} must be an integer, got {shown(value)}")
     if not low <= value <= high:
-        raise MsdError(f"{name} must be within {low}..{high}, got {value}")
+        raise MsdError(f"{name} must be within {low}..{high}, got {shown(value)}")
 
 
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise MsdError(f"{name} must be true or false, got {value!r}")
+        raise MsdError(f"{name} must be true or false, got {shown(value)}")
 
 
 def check_vin(vin: object) -> str:
     """Return the VIN if the MSD can carry it, else raise MsdError naming what is wrong."""
     if not isinstance(vin, str):
-        raise MsdError(f"VIN must be a string, got {vin!r}")
+        raise MsdError(f"VIN must be a string, got {shown(vin)}")
     if len(vin) != 17:
-        raise MsdError(f"VIN must have 17 characters, {vin!r} has {len(vin)}")
+        raise MsdError(f"VIN must have 17 characters, {shown(vin)} has {len(vin)}")
     bad = sorted({c for c in vin if c not in VIN_ALPHABET})
     if bad:
         raise MsdError(
@@ -125,7 +138,7 @@ class AdditionalData:
 
     def __post_init__(self) -> None:
         if not isinstance(self.oid, tuple) or not self.oid:
-            raise MsdError(f"additional data OID must be a non-empty tuple of integers, got {self.oid!r}")
+            raise MsdError(f"additional data OID must be a non-empty tuple of integers, got {shown(self.oid)}")
         for arc in self.oid:
             _check_int("additional data OID arc", arc, 0, 2**63 - 1)
         if not isinstance(self.data, bytes):
@@ -166,10 +179,10 @@ class Msd:
         _check_bool("test_call", self.test_call)
         _check_bool("position_can_be_trusted", self.position_can_be_trusted)
         if not isinstance(self.vehicle_type, VehicleType):
-            raise MsdError(f"vehicle_type must be a VehicleType, got {self.vehicle_type!r}")
+            raise MsdError(f"vehicle_type must be a VehicleType, got {shown(self.vehicle_type)}")
         check_vin(self.vin)
         if not isinstance(self.propulsion, Propulsion):
-            raise MsdError(f"propulsion must be a Propulsion flag set, got {self.propulsion!r}")
+            raise MsdError(f"propulsion must be a Propulsion flag set, got {shown(self.propulsion)}")
         if self.timestamp is not None:
             object.__setattr__(self, "timestamp", _normalise_timestamp(self.timestamp))
         if self.latitude_mas is not None:
@@ -181,11 +194,11 @@ class Msd:
         for name in ("recent_n1", "recent_n2"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, LocationDelta):
-                raise MsdError(f"{name} must be a LocationDelta or None, got {value!r}")
+                raise MsdError(f"{name} must be a LocationDelta or None, got {shown(value)}")
         if self.number_of_passengers is not None:
             _check_int("number of passengers", self.number_of_passengers, 0, 255)
         if self.additional_data is not None and not isinstance(self.additional_data, AdditionalData):
-            raise MsdError(f"additional_data must be AdditionalData or None, got {self.additional_data!r}")
+            raise MsdError(f"additional_data must be AdditionalData or None, got {shown(self.additional_data)}")
 
     @property
     def latitude_deg(self) -> float | None:
@@ -198,14 +211,18 @@ class Msd:
 
 def _normalise_timestamp(value: object) -> datetime:
     if not isinstance(value, datetime):
-        raise MsdError(f"timestamp must be a datetime or None, got {value!r}")
+        raise MsdError(f"timestamp must be a datetime or None, got {shown(value)}")
     if value.utcoffset() is None:
         raise MsdError(f"timestamp {value.isoformat()} has no time zone; give it in UTC")
-    utc = value.astimezone(UTC).replace(microsecond=0)
+    outside = f"timestamp {value.isoformat()!r} is outside 1970-01-01T00:00:01Z..2106-02-07T06:28:15Z"
+    try:
+        utc = value.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:  # 0001-01-01T00:00+01:00 and 9999-12-31T23:59-01:00 have no UTC datetime
+        raise MsdError(outside) from None
     seconds = int(utc.timestamp())
     if not 1 <= seconds <= TIMESTAMP_MAX:
         # 0 is the wire's "unknown": use None for that.
-        raise MsdError(f"timestamp {utc.isoformat()} is outside 1970-01-01T00:00:01Z..2106-02-07T06:28:15Z")
+        raise MsdError(outside)
     return utc
 
 
