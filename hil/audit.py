@@ -27,7 +27,7 @@ import cbor2
 
 from backend_stub.store import BackendStore, StoredRecord
 from tcu.uplink.envelope import seq_ranges
-from tcu.uplink.records import to_millis
+from tcu.uplink.records import RecordKind, to_millis
 
 OVERFLOW = "queue_overflow"
 
@@ -57,8 +57,8 @@ class SeqAudit:
 
     def describe(self) -> str:
         head = (
-            f"VIN {self.vin}: seq 1..{self.highest}: {self.stored} stored, {_count(self.dropped)} dropped by policy "
-            f"({self.overflow_events} queue_overflow event(s)"
+            f"VIN {self.vin}: seq 1..{self.highest}: {self.stored} stored, "
+            f"{count_seqs(self.dropped)} dropped by policy ({self.overflow_events} queue_overflow event(s)"
             + (f", {self.unnumbered} more dropped before numbering" if self.unnumbered else "")
             + ")"
         )
@@ -66,11 +66,12 @@ class SeqAudit:
             return head + ": none lost, none twice"
         lines = [head + ":"]
         if self.missing:
-            lines.append(f"  LOST {_count(self.missing)} seq(s), in no overflow event: {_ranges(self.missing)}")
-        if self.named_but_stored:
             lines.append(
-                f"  NAMED AS DROPPED BUT STORED {_count(self.named_but_stored)}: {_ranges(self.named_but_stored)}"
+                f"  LOST {count_seqs(self.missing)} seq(s), in no overflow event: {format_ranges(self.missing)}"
             )
+        if self.named_but_stored:
+            named = self.named_but_stored
+            lines.append(f"  NAMED AS NEVER SENT BUT STORED {count_seqs(named)}: {format_ranges(named)}")
         if self.duplicates:
             extra = sum(len(group) - 1 for group in self.duplicates)
             shown = "; ".join(str(group) for group in self.duplicates[:10])
@@ -168,18 +169,31 @@ def _is_seq(value: object) -> bool:
 
 
 def _duplicates(records: Sequence[StoredRecord]) -> list[list[int]]:
-    """Groups of sequence numbers whose records are identical: one record stored more than once."""
+    """Groups of sequence numbers whose records are identical: one record stored more than once.
+
+    Two telemetry snapshots may honestly be identical: a fixed-rate ticker that wakes late takes its
+    next snapshot in the same millisecond, between two updates of the signals. Those carry consecutive
+    sequence numbers; a record queued again gets its second number after the others written since.
+    """
     by_content: defaultdict[tuple[str, int, bytes], list[int]] = defaultdict(list)
     for record in records:
         content = cbor2.dumps(record.body, canonical=True)
         by_content[(record.kind, to_millis(record.created), content)].append(record.seq)
-    return sorted(sorted(seqs) for seqs in by_content.values() if len(seqs) > 1)
+    duplicates = []
+    for (kind, _, _), seqs in by_content.items():
+        if len(seqs) < 2:
+            continue
+        seqs.sort()
+        same_tick = kind == RecordKind.TELEMETRY.value and seqs[-1] - seqs[0] == len(seqs) - 1
+        if not same_tick:
+            duplicates.append(seqs)
+    return sorted(duplicates)
 
 
-def _count(ranges: Iterable[Sequence[int]]) -> int:
+def count_seqs(ranges: Iterable[Sequence[int]]) -> int:
     return sum(high - low + 1 for low, high in ranges)
 
 
-def _ranges(ranges: Sequence[Sequence[int]], limit: int = 12) -> str:
+def format_ranges(ranges: Sequence[Sequence[int]], limit: int = 12) -> str:
     shown = ", ".join(f"{low}" if low == high else f"{low}-{high}" for low, high in ranges[:limit])
     return shown + (f", … ({len(ranges) - limit} more range(s))" if len(ranges) > limit else "")

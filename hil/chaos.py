@@ -32,11 +32,12 @@ from typing import Literal
 
 from backend_stub.store import BackendStore
 from hil.agent_process import AgentProcess
-from hil.audit import SeqAudit, audit_vehicle
+from hil.audit import SeqAudit, audit_vehicle, count_seqs, format_ranges
 from hil.broker import MosquittoBroker
 from hil.layout import DEMO_VIN, BenchLayout
 from hil.small_disk import fill, free, small_filesystem
 from tcu.status import read_status
+from tcu.uplink.envelope import seq_ranges
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ _UNDO = {"kill_agent": "restart", "kill_broker": "restart", "kill_backend": "res
 # In the agent's log: each count is a finding worth a look even when the audit passes.
 _LOG_FINDINGS = {
     "telematics restarts": "telematics failed; restarting",
-    "records discarded from memory on stop": "still only in memory",
-    "acks that could not be applied": "cannot delete acknowledged records",
+    "records lost from memory on stop": "held only in memory",
+    "acks that could not be applied": "cannot apply ack",
+    "acks ignored (another queue epoch)": "ignored an ack for queue epoch",
     "queue writes refused": "keeping new records in memory",
+    "rejected downlink messages": "rejected downlink",
 }
 
 
@@ -204,7 +207,7 @@ class ChaosReport:
     actions: list[str]
     audit: SeqAudit
     issued_through: int | None  # the agent's last sequence number, read from its queue at the end
-    left_queued: int | None  # records still in the agent's queue after the drain
+    left_queued: list[list[int]] | None  # seqs still in the agent's queue after the drain (not delivered)
     drained: bool
     holes: list[Hole]
     log_findings: dict[str, int]
@@ -227,8 +230,12 @@ class ChaosReport:
             *(f"  {fault.describe()}" for fault in self.schedule),
             "what happened:",
             *(f"  {line}" for line in self.actions),
-            f"agent issued seq 1..{self.issued_through}; {self.left_queued} left in its queue; "
-            f"drained: {'yes' if self.drained else 'NO'}",
+            f"agent issued seq 1..{self.issued_through}; drained: {'yes' if self.drained else 'NO'}; "
+            + (
+                "its queue unreadable"
+                if self.left_queued is None
+                else f"left in its queue: {count_seqs(self.left_queued)} {format_ranges(self.left_queued)}"
+            ),
             self.audit.describe(),
         ]
         if self.holes:
@@ -392,7 +399,7 @@ class ChaosRun:
 
     async def _drain(
         self, agent: AgentProcess, layout: BenchLayout, data_dir: Path
-    ) -> tuple[int | None, int | None, bool]:
+    ) -> tuple[int | None, list[list[int]] | None, bool]:
         """Stop producing, let a drain-only agent send the rest; the agent's last seq and what is left."""
         s = self.settings
         await asyncio.sleep(2.0)  # a moment of calm production after the last fault
@@ -425,7 +432,9 @@ class ChaosRun:
         self._say(f"drain {'complete' if drained else f'NOT complete after {s.drain_timeout_s:.0f} s'}")
         return issued, left, drained
 
-    def _report(self, layout: BenchLayout, issued: int | None, left: int | None, drained: bool) -> ChaosReport:
+    def _report(
+        self, layout: BenchLayout, issued: int | None, left: list[list[int]] | None, drained: bool
+    ) -> ChaosReport:
         s = self.settings
         store = BackendStore(layout.root / "backend.sqlite3")
         try:
@@ -476,12 +485,12 @@ def _drained(status: dict[str, object] | None, since: float) -> bool:
     )
 
 
-def _queue_counters(outbox: Path) -> tuple[int | None, int | None]:
-    """(last sequence number issued, records still queued), read from the stopped agent's queue file."""
+def _queue_counters(outbox: Path) -> tuple[int | None, list[list[int]] | None]:
+    """(last sequence number issued, seqs still queued), read from the stopped agent's queue file."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as db:
             next_seq = int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
-            left = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            left = seq_ranges(int(row[0]) for row in db.execute("SELECT seq FROM outbox"))
     except (sqlite3.Error, TypeError) as exc:
         _LOGGER.error("cannot read the agent's queue %s: %s", outbox, exc)
         return None, None

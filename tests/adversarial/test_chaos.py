@@ -178,6 +178,21 @@ def test_an_unreadable_notice_field_makes_the_notice_unreadable(store: BackendSt
     assert audit_vehicle(store, VIN).malformed_overflow == [2]
 
 
+def test_two_identical_snapshots_in_one_tick_are_not_a_duplicate_but_the_same_event_twice_is(
+    store: BackendStore,
+) -> None:
+    created = T0 + timedelta(seconds=1)
+    for seq in (1, 2):
+        store.add_record(
+            ReceivedRecord(vin=VIN, seq=seq, kind=RecordKind.TELEMETRY, created=created, body={"v": 1}), created
+        )
+    for seq in (3, 4):
+        store.add_record(
+            ReceivedRecord(vin=VIN, seq=seq, kind=RecordKind.EVENT, created=created, body={"type": "door"}), created
+        )
+    assert audit_vehicle(store, VIN).duplicates == [[3, 4]]
+
+
 @pytest.mark.parametrize(
     "dropped_seqs",
     [[[1, True]], [[3, 2]], [[1, 2**64]], "1-2", [[1, 2, 3]], [[0, 1]]],
