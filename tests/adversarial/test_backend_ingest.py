@@ -256,7 +256,7 @@ def test_a_last_value_pinned_by_an_older_backend_reads_and_heals(
     not crash, and the next usable reading must replace it."""
     with closing(sqlite3.connect(config.parent / "backend.sqlite3")) as db, db:
         row = (VIN, "Vehicle.Speed", cbor2.dumps(1.0), 2**63 - 1, 1)
-        db.execute("INSERT INTO last_values VALUES (?, ?, ?, ?, ?)", row)
+        db.execute("INSERT INTO last_values (vin, path, value, ts_ms, seq) VALUES (?, ?, ?, ?, ?)", row)
     [pinned] = store.last_values(VIN)
     assert pinned.timestamp.year == 9999
     assert "path=Vehicle.Speed" in _cli(config, capsys, "last", VIN)
