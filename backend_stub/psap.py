@@ -314,8 +314,13 @@ class PsapStub:
         received = ReceivedMsd(call_id=call.id, received=now, mono=mono, raw=raw, msd=msd, error=error)
         call.msds.append(received)
         self._mark(call, "msd")
-        self._store(call, received)
         self._send(call, "LL-ACK")
+        self._answer(call, msd, error)
+        # Last: the acks are on the wire before the database is touched, which may wait on another
+        # process's lock (busy timeout) or fail on a full disk.
+        self._store(call, received)
+
+    def _answer(self, call: PsapCall, msd: Msd | None, error: str | None) -> None:
         if msd is None:
             _LOGGER.warning("PSAP call %d: MSD does not decode: %s", call.id, error)
             if self.behaviour.resend_invalid and len(call.msds) <= _MAX_RESENDS:
