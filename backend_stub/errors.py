@@ -4,6 +4,7 @@ BackendError
 ├── BackendConfigError   config missing or invalid (names the key)
 ├── UnknownVehicleError  a VIN that was never enrolled
 ├── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
+├── MeasureRefusedError  a measure the vehicle would refuse, never signed (backend_stub/measures.py)
 ├── DatabaseError        the database failed (disk full, I/O error, refused commit); the transaction is undone
 └── UnstorableError      a value the store could not hold and read back (names what and why)
 """

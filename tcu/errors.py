@@ -20,6 +20,7 @@ TcuError
 │   └── EcallDeactivationRefusedError  a SIM/eCall deactivation the law does not allow
 └── ServiceError
     └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
+        └── RejectedOrderError  a measure order refused, naming its id and attempt (services/measure_order.py)
 """
 
 from __future__ import annotations
