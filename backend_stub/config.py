@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend_stub.errors import BackendConfigError
-from tcu.config import REQUIRED, BrokerConfig, TomlSection, load_toml, parse_broker
+from tcu.config import REQUIRED, BrokerConfig, TomlSection, load_toml, parse_broker, refuse_exposed_password
 from tcu.errors import ConfigError
 
 
@@ -48,6 +48,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         )
         for section in (keys, ingest, measures, psap, root):
             section.reject_unknown()
+        refuse_exposed_password(path, config.broker)
     except ConfigError as exc:
         raise BackendConfigError(str(exc)) from exc
     return config

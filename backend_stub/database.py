@@ -9,10 +9,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from backend_stub.errors import DatabaseError
+from tcu.private_files import private_database
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Every vehicle's decrypted data: owner-only (0600, the -wal and -shm files too; a new directory 0700).
+    private_database(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")

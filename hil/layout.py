@@ -54,6 +54,7 @@ class BenchLayout:
             'private_key = "keys/backend.x25519.key"\n'
             'signing_key = "keys/backend.ed25519.key"\n\n' + self._broker_section(username, password)
         )
+        self.backend_config.chmod(0o600)  # it may hold the broker password: refused if others can read it
 
     def _broker_section(self, username: str | None, password: str | None, keepalive_s: int | None = None) -> str:
         text = f'[broker]\nurl = "{self.broker_url}"\nprotocol = "{self.protocol}"\n'
@@ -133,4 +134,5 @@ class BenchLayout:
             + f"\n{ecall}"
             + extra
         )
+        config.chmod(0o600)  # it may hold the broker password: refused if others can read it
         return config

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from tcu.ecall.config import EcallConfig, load_ecall_config
 from tcu.errors import ConfigError
+from tcu.private_files import refuse_exposed
 
 VIN_PATTERN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # ISO 3779: no I, O, Q
 MqttProtocol = Literal["5", "3.1.1"]
@@ -252,6 +253,17 @@ def parse_broker(section: TomlSection, env: Mapping[str, str]) -> BrokerConfig:
     return config
 
 
+def refuse_exposed_password(path: Path, broker: BrokerConfig) -> None:
+    """A config file holding the broker password is a secret, like a key file: owner-only, or refused."""
+    if broker.password is None:
+        return
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+    refuse_exposed(path, info, "the [broker] password in", ConfigError)
+
+
 def load_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -318,4 +330,5 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
     for section in (keys, queue, uplink, telemetry, simulation, vehicle):
         section.reject_unknown()
     root.reject_unknown()
+    refuse_exposed_password(path, config.broker)
     return config

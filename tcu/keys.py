@@ -7,7 +7,6 @@ because the vehicle's identity and the confidentiality of its data rest on it.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from tcu.errors import KeyFileError
+from tcu.private_files import refuse_exposed
 
 _KEY_BYTES = 32
 
@@ -40,11 +40,8 @@ def _read(path: Path, *, private: bool) -> bytes:
         raise KeyFileError(f"key file {path} does not exist (create it with 'keygen')") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"key file {path} cannot be read: {exc}") from exc
-    if private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"private key {path} is accessible by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
+    if private:
+        refuse_exposed(path, info, "private key", KeyFileError)
     try:
         raw = bytes.fromhex(text)
     except ValueError as exc:

@@ -70,9 +70,10 @@ profile = "simcom"
 
 # Serial adapters: see docs/raspberry-pi.md ("Configure the ports").
 TOML
-    chmod 0640 /etc/tcu/agent.toml
-    chgrp tcu /etc/tcu/agent.toml
 fi
+# It may hold the broker password: the agent refuses a config that others can read.
+chown tcu:tcu /etc/tcu/agent.toml
+chmod 0600 /etc/tcu/agent.toml
 
 install -d -m 0700 -o tcu -g tcu /var/lib/tcu
 runuser -u tcu -- /opt/tcu/bin/tcu check-config --config /etc/tcu/agent.toml

@@ -45,6 +45,7 @@ from typing import Any
 from tcu.clock import Clock
 from tcu.config import QueueConfig
 from tcu.errors import RecordTooLargeError, StorageError, StorageFullError
+from tcu.private_files import private_database
 from tcu.uplink.disk_reserve import DiskReserve
 from tcu.uplink.envelope import EPOCH_BYTES, LEGACY_EPOCH, MAX_SEQ, seq_ranges
 from tcu.uplink.records import Priority, Record, RecordKind, to_millis
@@ -175,7 +176,7 @@ class Outbox:
 
     def _connect(self) -> None:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_database(self._path)  # 0600 (its -wal and -shm too), a new data directory 0700
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise _storage_error(f"cannot open the queue database {self._path}", exc) from exc
