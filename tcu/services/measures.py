@@ -131,10 +131,10 @@ class MeasureEngine:
             check_not_replayed(order, self._journal.last_attempt(order.measure_id))
         except RejectedMessageError as exc:
             # Once the signature verified, the refusal names the order so the backend can match it.
-            named = isinstance(exc, RejectedOrderError) and exc.measure_id is not None
-            measure_id = exc.measure_id if isinstance(exc, RejectedOrderError) and exc.measure_id else UNKNOWN_ID
-            attempt = exc.attempt if isinstance(exc, RejectedOrderError) else None
-            _LOGGER.warning("measure order %s rejected (%s): %s", measure_id if named else "(unnamed)", exc.code, exc)
+            order_error = exc if isinstance(exc, RejectedOrderError) else None
+            measure_id = (order_error.measure_id if order_error else None) or UNKNOWN_ID
+            attempt = order_error.attempt if order_error else None
+            _LOGGER.warning("measure order %s attempt %s rejected (%s): %s", measure_id, attempt, exc.code, exc)
             self._result(measure_id, attempt, "rejected", code=exc.code, reason=str(exc))
             return
         try:
@@ -146,9 +146,9 @@ class MeasureEngine:
             return
         self._orders.put_nowait(order)
 
-    def _storage_failure(self, order: MeasureOrder, status: str, reason: str, **details: Any) -> None:
+    def _storage_failure(self, order: MeasureOrder, status: str, reason: str) -> None:
         _LOGGER.error("measure %s attempt %d %s: %s", order.measure_id, order.attempt, status, reason)
-        self._result(order.measure_id, order.attempt, status, code=STORAGE, reason=reason, **details)
+        self._result(order.measure_id, order.attempt, status, code=STORAGE, reason=reason)
 
     def interrupt(self, reason: Interruption) -> None:
         """Called by whatever noticed it (eCall service, uplink, vehicle state)."""
