@@ -60,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     records.add_argument("--limit", type=int)
     rejections = commands.add_parser("rejections", help="messages refused, with the reason")
     rejections.add_argument("--vin")
+    epochs = commands.add_parser("epochs", help="the vehicle's queue epochs: one per reset of its queue")
+    epochs.add_argument("vin")
 
     capabilities = commands.add_parser("capabilities", help="the vehicle's last capability report")
     capabilities.add_argument("vin")
 
-    for sub in (enroll, commands.choices["vehicles"], last, records, rejections, capabilities):
+    for sub in (enroll, commands.choices["vehicles"], last, records, rejections, epochs, capabilities):
         sub.add_argument("--config", type=Path, required=True)
         sub.add_argument("--json", action="store_true")
     _provision_parser(commands)
@@ -295,8 +297,29 @@ def _query(args: argparse.Namespace, store: BackendStore) -> None:
         since = args.since.replace(tzinfo=args.since.tzinfo or UTC) if args.since else None
         _emit(
             [
-                {"seq": r.seq, "kind": r.kind, "created": _iso(r.created), "received": _iso(r.received), "body": r.body}
+                {
+                    "epoch": r.epoch.hex(),
+                    "seq": r.seq,
+                    "kind": r.kind,
+                    "created": _iso(r.created),
+                    "received": _iso(r.received),
+                    "body": r.body,
+                }
                 for r in store.records(args.vin, since=since, kind=args.kind, limit=args.limit)
+            ],
+            args.json,
+        )
+    elif args.command == "epochs":
+        _emit(
+            [
+                {
+                    "epoch": e.epoch.hex() or "legacy",
+                    "ordinal": e.ordinal,
+                    "first_seen": _iso(e.first_seen),
+                    "first_seq": e.first_seq,
+                    "records": len(store.seqs(args.vin, e.epoch)),
+                }
+                for e in store.epochs(args.vin)
             ],
             args.json,
         )

@@ -52,6 +52,7 @@ class IngestStats:
     duplicates: int = 0
     rejected: int = 0
     acks_sent: int = 0
+    new_epochs: int = 0
     by_vehicle: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -63,7 +64,7 @@ class Ingest:
         self._max_payload = max_payload_bytes
         # Per vehicle: its enrolled public key and the precomputed X25519 shared key.
         self._boxes: dict[str, tuple[bytes, Box]] = {}
-        self._pending_acks: dict[str, set[int]] = defaultdict(set)
+        self._pending_acks: dict[tuple[str, bytes], set[int]] = defaultdict(set)  # (vin, epoch) -> seqs
         self._record_observers: list[RecordObserver] = []
         self._status_observers: list[StatusObserver] = []
         self.stats = IngestStats()
@@ -174,9 +175,20 @@ class Ingest:
                 f"record seq {record.seq} stored, but not taken as last values: {'; '.join(added.skipped)}",
                 counted=False,
             )
-        after.append(lambda: self._accepted(record, new=added.new))
+        after.append(lambda: self._accepted(record, new=added.new, new_epoch=added.new_epoch))
 
-    def _accepted(self, record: ReceivedRecord, *, new: bool) -> None:
+    def _accepted(self, record: ReceivedRecord, *, new: bool, new_epoch: bool) -> None:
+        if new_epoch and record.epoch:
+            known = len(self._store.epochs(record.vin)) - 1
+            self.stats.new_epochs += 1
+            _LOGGER.warning(
+                "VIN %s sends from a new queue epoch %s, starting at seq %d (%d earlier epoch(s)): its queue was "
+                "reset (re-flashed, data dir wiped) or a second agent uses this VIN; sequence numbers restart",
+                record.vin,
+                record.epoch.hex(),
+                record.seq,
+                known,
+            )
         if new:
             self.stats.stored += 1
             self.stats.by_vehicle[record.vin] += 1
@@ -184,8 +196,13 @@ class Ingest:
                 self._notify(observer, record)
         else:
             self.stats.duplicates += 1
-            _LOGGER.info("VIN %s seq %d already stored (resend or replay); acknowledged again", record.vin, record.seq)
-        self._pending_acks[record.vin].add(record.seq)
+            _LOGGER.info(
+                "VIN %s epoch %s seq %d already stored (resend or replay); acknowledged again",
+                record.vin,
+                record.epoch.hex() or "legacy",
+                record.seq,
+            )
+        self._pending_acks[(record.vin, record.epoch)].add(record.seq)
 
     def _handle_status(self, topic: str, vin: str, payload: bytes, after: list[Callable[[], None]]) -> None:
         if not payload:
@@ -227,10 +244,10 @@ class Ingest:
     def take_acks(self) -> list[tuple[str, bytes]]:
         """(topic, sealed ack) for everything handled since the last call; call after commit."""
         acks = []
-        for vin, seqs in self._pending_acks.items():
+        for (vin, epoch), seqs in self._pending_acks.items():
             box = self._box(vin)
             if box is not None and seqs:
-                acks.append((VehicleTopics(vin).down("ack"), seal_ack(box, vin, seqs)))
+                acks.append((VehicleTopics(vin).down("ack"), seal_ack(box, vin, seqs, epoch=epoch)))
         self._pending_acks.clear()
         return acks
 

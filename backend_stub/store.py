@@ -45,20 +45,29 @@ CREATE TABLE IF NOT EXISTS vehicles (
 );
 CREATE TABLE IF NOT EXISTS records (
     vin         TEXT NOT NULL,
+    epoch       BLOB NOT NULL DEFAULT x'',
     seq         INTEGER NOT NULL,
     kind        TEXT NOT NULL,
     created_ms  INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     body        BLOB NOT NULL,
-    PRIMARY KEY (vin, seq)
+    PRIMARY KEY (vin, epoch, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms);
+CREATE TABLE IF NOT EXISTS epochs (
+    vin           TEXT NOT NULL,
+    epoch         BLOB NOT NULL,
+    ordinal       INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    first_seq     INTEGER NOT NULL,
+    PRIMARY KEY (vin, epoch)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS last_values (
-    vin   TEXT NOT NULL,
-    path  TEXT NOT NULL,
-    value BLOB NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    seq   INTEGER NOT NULL,
+    vin     TEXT NOT NULL,
+    path    TEXT NOT NULL,
+    value   BLOB NOT NULL,
+    ts_ms   INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (vin, path)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
@@ -92,6 +101,7 @@ class LastValue:
 class StoredRecord:
     vin: str
     seq: int
+    epoch: bytes = b""
     kind: str
     created: datetime
     received: datetime
@@ -105,6 +115,7 @@ class Added:
 
     new: bool
     skipped: tuple[str, ...] = ()
+    new_epoch: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,9 +126,41 @@ class Rejection:
     reason: str
 
 
+# Stores made before queue epochs: every record moves to the legacy epoch (the empty one, ordinal 0).
+_MIGRATE_TO_EPOCHS = """
+ALTER TABLE records RENAME TO records_before_epochs;
+CREATE TABLE records (
+    vin TEXT NOT NULL, epoch BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (vin, epoch, seq)
+) WITHOUT ROWID;
+INSERT INTO records SELECT vin, x'', seq, kind, created_ms, received_ms, body FROM records_before_epochs;
+DROP TABLE records_before_epochs;
+INSERT INTO epochs SELECT vin, x'', 0, min(received_ms), min(seq) FROM records GROUP BY vin;
+ALTER TABLE last_values ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Epoch:
+    """One queue a vehicle has sent from; `ordinal` orders them by first sight (0: the legacy queue)."""
+
+    epoch: bytes
+    ordinal: int
+    first_seen: datetime
+    first_seq: int
+
+
 class BackendStore:
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
+        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(records)")}:
+            with transaction(self._db):
+                for statement in _MIGRATE_TO_EPOCHS.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+        self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)")
+        self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 
     def close(self) -> None:
         self._db.close()
@@ -172,40 +215,69 @@ class BackendStore:
     # -- records ---------------------------------------------------------------------------------
 
     def add_record(self, record: ReceivedRecord, received: datetime) -> Added:
-        """Store a record once (`Added.new` is False when this sequence number is already stored).
+        """Store a record once (`Added.new` is False when this epoch's sequence number is already stored).
 
         Raises `UnstorableError`, having written nothing, for a record it could not hold or read back.
         """
         kind, created, body = _storable(record)
+        ordinal, new_epoch = self._epoch_ordinal(record, received)
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-            (record.vin, record.seq, kind, created, to_millis(received), body),
+            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.vin, record.epoch, record.seq, kind, created, to_millis(received), body),
         )
         if cursor.rowcount == 0:
             return Added(new=False)
         skipped: tuple[str, ...] = ()
         if record.kind in (RecordKind.TELEMETRY, RecordKind.EVENT):
-            skipped = self._update_last_values(record, received)
-        return Added(new=True, skipped=skipped)
+            skipped = self._update_last_values(record, received, ordinal)
+        return Added(new=True, skipped=skipped, new_epoch=new_epoch)
 
-    def _update_last_values(self, record: ReceivedRecord, received: datetime) -> tuple[str, ...]:
+    def _epoch_ordinal(self, record: ReceivedRecord, received: datetime) -> tuple[int, bool]:
+        """The epoch's place in this vehicle's order, registering an epoch seen for the first time."""
+        key = (record.vin, record.epoch)
+        cached = self._ordinals.get(key)
+        if cached is not None:
+            return cached, False
+        row = self._db.execute("SELECT ordinal FROM epochs WHERE vin=? AND epoch=?", key).fetchone()
+        if row is not None:
+            self._ordinals[key] = int(row[0])
+            return int(row[0]), False
+        if record.epoch:
+            (latest,) = self._db.execute("SELECT coalesce(max(ordinal), 0) FROM epochs WHERE vin=?", (record.vin,))
+            ordinal = int(latest[0]) + 1
+        else:
+            ordinal = 0  # the legacy queue precedes every queue with an epoch
+        self._db.execute(
+            "INSERT INTO epochs VALUES (?, ?, ?, ?, ?)", (*key, ordinal, to_millis(received), record.seq)
+        )
+        # Not cached yet: if this message's savepoint rolls back, the next record registers it again.
+        return ordinal, True
+
+    def epochs(self, vin: str) -> list[Epoch]:
+        return [
+            Epoch(epoch=bytes(epoch), ordinal=ordinal, first_seen=_moment(seen), first_seq=first_seq)
+            for epoch, ordinal, seen, first_seq in self._db.execute(
+                "SELECT epoch, ordinal, first_seen_ms, first_seq FROM epochs WHERE vin=? ORDER BY ordinal", (vin,)
+            )
+        ]
+
+    def _update_last_values(self, record: ReceivedRecord, received: datetime, ordinal: int) -> tuple[str, ...]:
         signals = record.body.get("signals")
         if not isinstance(signals, dict):
             return ()
-        horizon = to_millis(received + MAX_SIGNAL_LEAD)
         rows, skipped = [], []
         for path, item in signals.items():
             problem = signal_problem(path, item, received)
             if problem is None:
-                rows.append((record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, horizon))
+                rows.append((record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, ordinal))
             else:
                 skipped.append(f"signal {describe(path)}: {problem}")
-        # A stored value stamped beyond the horizon predates this check (or a backend clock since set
-        # back): it must not pin the signal either, so any usable reading replaces it.
+        # Newer in the vehicle's own order (epoch, then sequence number), never by the stamp `t`: a
+        # vehicle clock that jumps must neither pin a value nor hide a fresher one.
         self._db.executemany(
-            "INSERT INTO last_values VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (vin, path) DO UPDATE SET "
-            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq "
-            "WHERE excluded.ts_ms >= last_values.ts_ms OR last_values.ts_ms > ?6",
+            "INSERT INTO last_values VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (vin, path) DO UPDATE SET "
+            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq, ordinal=excluded.ordinal "
+            "WHERE (excluded.ordinal, excluded.seq) > (last_values.ordinal, last_values.seq)",
             rows,
         )
         return tuple(skipped)
@@ -219,31 +291,58 @@ class BackendStore:
         ]
 
     def records(
-        self, vin: str, *, since: datetime | None = None, kind: str | None = None, limit: int | None = None
+        self,
+        vin: str,
+        *,
+        since: datetime | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        epoch: bytes | None = None,
     ) -> list[StoredRecord]:
-        query = "SELECT vin, seq, kind, created_ms, received_ms, body FROM records WHERE vin=?"
+        """A vehicle's records in its own order: epoch by epoch (oldest first), then by sequence number."""
+        query = (
+            "SELECT r.vin, r.epoch, r.seq, r.kind, r.created_ms, r.received_ms, r.body FROM records r "
+            "LEFT JOIN epochs e ON e.vin = r.vin AND e.epoch = r.epoch WHERE r.vin=?"
+        )
         params: list[Any] = [vin]
         if since is not None:
-            query += " AND created_ms >= ?"
+            query += " AND r.created_ms >= ?"
             params.append(to_millis(since))
         if kind is not None:
-            query += " AND kind = ?"
+            query += " AND r.kind = ?"
             params.append(kind)
-        query += " ORDER BY seq"
+        if epoch is not None:
+            query += " AND r.epoch = ?"
+            params.append(epoch)
+        query += " ORDER BY e.ordinal, r.seq"
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
         return [
-            StoredRecord(vin=v, seq=s, kind=k, created=_moment(c), received=_moment(r), body=cbor2.loads(b))
-            for v, s, k, c, r, b in self._db.execute(query, params)
+            StoredRecord(
+                vin=v, epoch=bytes(e), seq=s, kind=k, created=_moment(c), received=_moment(r), body=cbor2.loads(b)
+            )
+            for v, e, s, k, c, r, b in self._db.execute(query, params)
         ]
 
-    def seqs(self, vin: str) -> list[int]:
-        return [int(row[0]) for row in self._db.execute("SELECT seq FROM records WHERE vin=? ORDER BY seq", (vin,))]
+    def current_epoch(self, vin: str) -> bytes:
+        """The epoch this vehicle's queue was last seen sending from (the legacy one when none is known)."""
+        row = self._db.execute("SELECT epoch FROM epochs WHERE vin=? ORDER BY ordinal DESC LIMIT 1", (vin,)).fetchone()
+        return b"" if row is None else bytes(row[0])
 
-    def gaps(self, vin: str) -> list[list[int]]:
+    def seqs(self, vin: str, epoch: bytes | None = None) -> list[int]:
+        """Stored sequence numbers of one epoch, by default the vehicle's current one."""
+        chosen = self.current_epoch(vin) if epoch is None else epoch
+        return [
+            int(row[0])
+            for row in self._db.execute(
+                "SELECT seq FROM records WHERE vin=? AND epoch=? ORDER BY seq", (vin, chosen)
+            )
+        ]
+
+    def gaps(self, vin: str, epoch: bytes | None = None) -> list[list[int]]:
         """Sequence ranges below the highest received that never arrived (or were dropped by policy)."""
-        seqs = set(self.seqs(vin))
+        seqs = set(self.seqs(vin, epoch))
         if not seqs:
             return []
         return seq_ranges(set(range(1, max(seqs) + 1)) - seqs)

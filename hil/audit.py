@@ -81,13 +81,16 @@ class SeqAudit:
         return "\n".join(lines)
 
 
-def audit_vehicle(store: BackendStore, vin: str, *, issued_through: int | None = None) -> SeqAudit:
-    """Audit `vin`'s sequence numbers 1..max(highest stored, highest named, `issued_through`).
+def audit_vehicle(
+    store: BackendStore, vin: str, *, issued_through: int | None = None, epoch: bytes | None = None
+) -> SeqAudit:
+    """Audit `vin`'s sequence numbers 1..max(highest stored, highest named, `issued_through`) in one
+    queue epoch: by default the vehicle's current one (sequence numbers restart with each epoch).
 
     `issued_through` is the last sequence number the vehicle issued (its queue's next number - 1),
     when known: without it a loss at the tail — after the last record the backend stored — is invisible.
     """
-    records = _stored(store, vin)
+    records = _stored(store, vin, store.current_epoch(vin) if epoch is None else epoch)
     stored = {record.seq for record in records}
     never_sent: set[int] = set()
     unconfirmed: set[int] = set()
@@ -120,9 +123,9 @@ def audit_vehicle(store: BackendStore, vin: str, *, issued_through: int | None =
     )
 
 
-def _stored(store: BackendStore, vin: str) -> list[StoredRecord]:
-    """Every record the backend holds for the vehicle: the one read of what "stored" means."""
-    return store.records(vin)
+def _stored(store: BackendStore, vin: str, epoch: bytes) -> list[StoredRecord]:
+    """Every record the backend holds for the vehicle's epoch: the one read of what "stored" means."""
+    return store.records(vin, epoch=epoch)
 
 
 def _overflow_events(records: Iterable[StoredRecord]) -> list[StoredRecord]:

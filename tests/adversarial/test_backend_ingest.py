@@ -137,10 +137,10 @@ def test_a_message_failing_midway_is_undone_alone_and_the_rest_of_the_batch_comm
     written), its own writes are undone and it is one rejection; the batch around it commits."""
     update = BackendStore._update_last_values
 
-    def failing(self: BackendStore, record: Any, received: Any) -> tuple[str, ...]:
+    def failing(self: BackendStore, record: Any, received: Any, ordinal: int) -> tuple[str, ...]:
         if record.seq == 2:
             raise RuntimeError("simulated failure after the record row was written")
-        return update(self, record, received)
+        return update(self, record, received, ordinal)
 
     monkeypatch.setattr(BackendStore, "_update_last_values", failing)
     forged = seal_record(Box(PrivateKey.generate(), backend_key.public_key), VIN, 9, _speed(clock, 666.0))

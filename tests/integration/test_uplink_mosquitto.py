@@ -10,6 +10,7 @@ import pytest
 
 from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
+from hil.audit import audit_vehicle, count_seqs
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
 from tcu.app import Agent
@@ -81,18 +82,24 @@ async def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
     assert backend.ingest.stats.stored == len(backend.store.seqs(VIN))
 
 
-async def test_full_data_disk_keeps_records_and_delivers_them_later(
+async def test_full_queue_limit_drops_oldest_telemetry_names_it_and_delivers_the_rest(
     layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
 ) -> None:
     await mosquitto.kill()  # offline: the queue can only grow
     config = vehicle_config(layout, interval_s=0.01, extra="\n[queue]\nmax_bytes = 65536\n")
     async with running_agent(config) as agent:
-        await eventually(lambda: agent.outbox.stats().storage_full, what="queue database full")
-        await eventually(lambda: agent.outbox.stats().spilled_in_memory >= 20, what="records held in memory")
-        await mosquitto.start()
-        await _drain(agent, backend)
+        # max_bytes gives the same SQLITE_FULL as a full disk: the queue keeps to its size and makes
+        # room by dropping its oldest telemetry, rather than stopping or holding records in memory.
+        await eventually(lambda: agent.outbox.stats().dropped_total >= 20, what="oldest telemetry dropped")
         assert agent.outbox.stats().spilled_in_memory == 0
-        _assert_exactly_once(backend, agent.outbox.stats().next_seq)
+        await mosquitto.start()
+        agent.telemetry.enabled = False
+        await eventually(lambda: agent.outbox.stats().depth == 0, what="queue drained")
+        issued = agent.outbox.stats().next_seq - 1
+    audit = audit_vehicle(backend.store, VIN, issued_through=issued)
+    assert audit.ok, audit.describe()
+    assert count_seqs(audit.dropped) >= 20
+    assert audit.stored + count_seqs(audit.dropped) == issued
 
 
 async def test_forged_and_malformed_messages_are_survived(
