@@ -15,7 +15,6 @@ and the payloads read by tcu.services.provisioning and tcu.services.measure_orde
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +23,14 @@ import cbor2
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from tcu.errors import RejectedMessageError
+from tcu.errors import CborError, RejectedMessageError
 from tcu.services.payload_fields import is_int, shown
+from tcu.uplink.strict_cbor import MAX_DEPTH, loads_strict
 
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
 _HEADER_ALG = 1
 _HEADER_KID = 4
-MAX_DEPTH = 16  # our payloads nest 4 deep; deeper is an attack on the decoder, not a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +50,11 @@ def sign1(payload: bytes, key: SigningKey, *, kid: bytes | None = None) -> bytes
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, payload, signature]))
 
 
-def _refuse_tag(*_args: object) -> Any:
-    raise ValueError("this tag is not allowed in a signed downlink message")
-
-
-# Tags cbor2 would turn into datetimes, decimals, regular expressions, MIME messages, UUIDs, sets, IP
-# addresses, or (28/29) shared references that can build cyclic values: none belongs in these messages.
-# Bignums (2/3) decode to plain ints and meet the same bounds as any integer.
-_REFUSED_TAGS = {tag: _refuse_tag for tag in (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 256, 258, 260, 261)}
 _PLAIN = (str, bytes, int, float, type(None))  # bool is an int
 
 
 def _check_plain(value: object, depth: int, what: str) -> None:
-    """Only CBOR's plain data model: numbers, strings, bools, null, arrays and maps, nested <= MAX_DEPTH."""
+    """Only CBOR's plain data model below the top tag: no tag 18 nested inside the message."""
     if depth > MAX_DEPTH:
         raise RejectedMessageError(f"malformed {what}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, _PLAIN):
@@ -80,31 +71,21 @@ def _check_plain(value: object, depth: int, what: str) -> None:
 
 
 def decode(data: bytes, *, what: str, top_tag: int | None = None) -> Any:
-    """Strict CBOR for signed downlink messages: exactly one item, no trailing bytes, no duplicate map
-    keys, depth <= MAX_DEPTH, plain data only (under `top_tag`, when given, the one tag allowed on top).
+    """Strict CBOR for signed downlink messages (`tcu.uplink.strict_cbor`: one item, no duplicate map
+    keys, bounded depth, no tags but bignums), with `top_tag`, when given, allowed on top only.
 
-    Any bytes give a value or RejectedMessageError("malformed ..."): cbor2 raises a wide range of
-    exceptions on hostile input (its own, ValueError, OverflowError, RecursionError, MemoryError, and
-    whatever a tag decoder raises), so everything it raises is caught here, at the boundary.
+    Any bytes give a value or RejectedMessageError("malformed ...").
     """
-    stream = io.BytesIO(data)
     try:
-        decoded = cbor2.CBORDecoder(
-            stream, allow_duplicate_keys=False, max_depth=MAX_DEPTH, semantic_decoders=_REFUSED_TAGS
-        ).decode()
-    except Exception as exc:  # the docstring says why: every failure of the decoder is "malformed"
-        raise RejectedMessageError(f"malformed {what}: not valid CBOR ({_short(exc)})") from exc
-    if stream.tell() != len(data):
-        raise RejectedMessageError(
-            f"malformed {what}: {len(data) - stream.tell()} trailing byte(s) after the CBOR item"
-        )
-    inner = decoded
-    if top_tag is not None:
-        if not isinstance(decoded, cbor2.CBORTag) or decoded.tag != top_tag:
-            raise RejectedMessageError(f"malformed {what}: not a CBOR item with tag {top_tag}")
-        inner = decoded.value
-    _check_plain(inner, 0, what)
-    return inner
+        decoded = loads_strict(data, what, allowed_tags=() if top_tag is None else (top_tag,))
+    except CborError as exc:
+        raise RejectedMessageError(str(exc)) from exc
+    if top_tag is None:
+        return decoded
+    if not isinstance(decoded, cbor2.CBORTag) or decoded.tag != top_tag:
+        raise RejectedMessageError(f"malformed {what}: not a CBOR item with tag {top_tag}")
+    _check_plain(decoded.value, 0, what)
+    return decoded.value
 
 
 def _short(exc: BaseException) -> str:

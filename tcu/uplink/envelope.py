@@ -126,7 +126,7 @@ def seal_record(
     `nonce` exists for reproducible test vectors only; by default every seal draws a fresh random one.
     """
     if not 1 <= seq <= MAX_SEQ:
-        raise ValueError(f"sequence number {seq} outside 1..{MAX_SEQ}")
+        raise ValueError(f"sequence number {describe(seq)} outside 1..{MAX_SEQ}")
     header: dict[str, Any] = {"vin": vin, "seq": seq, **_epoch_header(epoch)}
     content = {**header, "kind": record.kind.value, "ts": to_millis(record.created), "body": dict(record.body)}
     return _seal(box, header, content, nonce)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -40,12 +40,17 @@ _PRIORITY = {
 MAX_MILLIS = 253_402_300_799_999
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def to_millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Whole milliseconds since 1970, in integer arithmetic (a float product can land 1 ms short)."""
+    return (moment - _UNIX_EPOCH) // _MILLISECOND
 
 
 def from_millis(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, UTC)
+    return _UNIX_EPOCH + timedelta(milliseconds=millis)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

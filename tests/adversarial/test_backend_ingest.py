@@ -296,7 +296,7 @@ def test_a_record_holding_any_cbor_value_prints(ingest, store, vehicle_box, cloc
         (cbor2.dumps({"online": True, "ts": -(2**64) - 1}), None),
         (cbor2.dumps({"online": True, "ts": float("inf")}), None),
         (cbor2.dumps({"online": True}) + b"\x00", "1 byte(s) after the CBOR item"),
-        (b"\xa2\x66online\xf5\x66online\xf4", "duplicate map key 'online'"),
+        (b"\xa2\x66online\xf5\x66online\xf4", "Duplicate map key: 'online'"),
         (cbor2.dumps({"online": 1}), "boolean 'online'"),
         (cbor2.dumps({"online": True, "pad": BIGNUM}), "oversize status"),
     ],

@@ -125,7 +125,7 @@ ABSURD_FILES = {
     "start bignum": ({"services": [_service(start=BIGNUM)]}, "an integer of"),
     "term bignum": ({"services": [_service(term=BIGNUM)]}, "'term' must be a text string, got an integer of"),
     "vin bignum": ({"vin": BIGNUM}, "'vin' must be a text string"),
-    "services tagged": ({"services": cbor2.CBORTag(258, [1])}, "not valid CBOR"),
+    "services tagged": ({"services": cbor2.CBORTag(258, [1])}, "tag 258 is not allowed"),
 }
 
 
@@ -255,6 +255,6 @@ def test_signed_but_ambiguous_encodings_are_refused(provisioning: Provisioning) 
     reasons = [(r["code"], r["reason"]) for r in provisioning.results()]
     assert [code for code, _ in reasons] == ["malformed"] * 3
     assert "Duplicate map key" in reasons[0][1]
-    assert "1 trailing byte(s)" in reasons[1][1]
-    assert "1 trailing byte(s)" in reasons[2][1]
+    assert "1 byte(s) after the CBOR item" in reasons[1][1]
+    assert "1 byte(s) after the CBOR item" in reasons[2][1]
     assert not provisioning.path.exists()

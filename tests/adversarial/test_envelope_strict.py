@@ -80,7 +80,7 @@ def test_a_duplicate_clear_key_is_refused(vehicle_box: Box, backend_box: Box) ->
     # {"vin": A, ..., "vin": B}: cbor2 alone keeps the last, another decoder may keep the first.
     payload = seal_record(vehicle_box, VIN, 1, _record(), epoch=EPOCH)
     duplicated = b"\xa7" + payload[1:] + cbor2.dumps("vin") + cbor2.dumps(VIN)
-    with pytest.raises(EnvelopeError, match="duplicate map key 'vin'"):
+    with pytest.raises(EnvelopeError, match="Duplicate map key: 'vin'"):
         open_record(backend_box, duplicated, topic_vin=VIN)
 
 
