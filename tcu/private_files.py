@@ -50,8 +50,10 @@ def private_database(path: Path) -> None:
     """Make sure the SQLite database `path` and its existing sidecar files are 0600, creating it if missing.
 
     Call before `sqlite3.connect`. A file made before this rule (0644) is narrowed, and the log says so.
-    Raises OSError when the file can be neither opened nor created.
+    Raises OSError when the file can be neither opened nor created. SQLite's in-memory name is left alone.
     """
+    if str(path) == ":memory:":
+        return
     private_directory(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
