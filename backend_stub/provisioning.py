@@ -129,6 +129,7 @@ class VehicleResult:
     received: datetime
     version: int | None
     status: ResultStatus
+    epoch: bytes = b""  # the vehicle's queue epoch: (epoch, seq) names the event
     code: str | None = None
     reason: str | None = None
     attributed: int | None = None
@@ -141,6 +142,7 @@ class CapabilityReport:
     created: datetime
     received: datetime
     report: dict[str, Any]  # the event body, as the vehicle sent it
+    ordinal: int = 0  # of the queue epoch it came from: newer epochs' reports are newer whatever their seq
 
 
 # A change of desired state: (current state, legal eCall equipped) -> new state; raises ProvisioningError.

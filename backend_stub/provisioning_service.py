@@ -42,7 +42,7 @@ from backend_stub.provisioning import (
     VehicleResult,
 )
 from backend_stub.provisioning_store import ProvisioningStore
-from backend_stub.store import BackendStore
+from backend_stub.store import BackendStore, StoredRecord
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
@@ -63,7 +63,7 @@ def provisioning_topic(vin: str) -> str:
 
 
 def parse_result(
-    *, vin: str, seq: int, created: datetime, received: datetime, body: Mapping[str, Any]
+    *, vin: str, seq: int, created: datetime, received: datetime, body: Mapping[str, Any], epoch: bytes = b""
 ) -> VehicleResult:
     """A `provisioning_result` body, tolerantly: a mistyped field becomes None, an unknown status UNKNOWN."""
 
@@ -74,6 +74,7 @@ def parse_result(
     version = body.get("version")
     return VehicleResult(
         vin=vin,
+        epoch=epoch,
         seq=seq,
         created=created,
         received=received,
@@ -173,7 +174,7 @@ class ProvisioningService:
         taken = 0
         while self._inbox:
             record, received = self._inbox.popleft()
-            self._take(record.vin, record.seq, record.created, received, record.body)
+            self._take(record, received)
             taken += 1
         return taken
 
@@ -183,17 +184,27 @@ class ProvisioningService:
         for vin, since in self._store.awaiting_results().items():
             for stored in self._records.records(vin, kind=RecordKind.EVENT.value, since=since - RECONCILE_SLACK):
                 if stored.body.get("type") in (RESULT_EVENT, CAPABILITIES_EVENT):
-                    self._take(vin, stored.seq, stored.created, stored.received, stored.body)
+                    self._take(stored, stored.received)
                     taken += 1
         return taken
 
-    def _take(self, vin: str, seq: int, created: datetime, received: datetime, body: Mapping[str, Any]) -> None:
+    def _take(self, record: ReceivedRecord | StoredRecord, received: datetime) -> None:
+        vin, seq, body = record.vin, record.seq, record.body
         if body.get("type") == CAPABILITIES_EVENT:
-            report = CapabilityReport(vin=vin, seq=seq, created=created, received=received, report=dict(body))
+            report = CapabilityReport(
+                vin=vin,
+                ordinal=self._records.epoch_ordinal(vin, record.epoch) or 0,
+                seq=seq,
+                created=record.created,
+                received=received,
+                report=dict(body),
+            )
             if self._store.set_capabilities(report):
                 _LOGGER.info("capability report of %s (seq %d) stored", vin, seq)
             return
-        result = parse_result(vin=vin, seq=seq, created=created, received=received, body=body)
+        result = parse_result(
+            vin=vin, epoch=record.epoch, seq=seq, created=record.created, received=received, body=body
+        )
         booked = self._store.record_result(result)
         if booked is None:
             return  # taken before

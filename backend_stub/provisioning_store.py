@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS provisioning_files (
 CREATE INDEX IF NOT EXISTS provisioning_files_by_state ON provisioning_files (state, vin);
 CREATE TABLE IF NOT EXISTS provisioning_results (
     vin         TEXT NOT NULL,
+    epoch       BLOB NOT NULL DEFAULT x'',
     seq         INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
@@ -66,10 +67,11 @@ CREATE TABLE IF NOT EXISTS provisioning_results (
     code        TEXT,
     reason      TEXT,
     attributed  INTEGER,  -- the file version this result was booked against, if any
-    PRIMARY KEY (vin, seq)
+    PRIMARY KEY (vin, epoch, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS capability_reports (
     vin         TEXT PRIMARY KEY,
+    ordinal     INTEGER NOT NULL DEFAULT 0,
     seq         INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
@@ -80,6 +82,20 @@ CREATE TABLE IF NOT EXISTS provisioning_changes (
     counter INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO provisioning_changes VALUES (1, 0);
+"""
+
+# Stores made before queue epochs: results and reports came from the legacy epoch (empty, ordinal 0).
+_MIGRATE_TO_EPOCHS = """
+ALTER TABLE provisioning_results RENAME TO provisioning_results_before_epochs;
+CREATE TABLE provisioning_results (
+    vin TEXT NOT NULL, epoch BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL, version INTEGER, status TEXT NOT NULL, code TEXT, reason TEXT, attributed INTEGER,
+    PRIMARY KEY (vin, epoch, seq)
+) WITHOUT ROWID;
+INSERT INTO provisioning_results SELECT vin, x'', seq, created_ms, received_ms, version, status, code, reason,
+    attributed FROM provisioning_results_before_epochs;
+DROP TABLE provisioning_results_before_epochs;
+ALTER TABLE capability_reports ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
 """
 
 _SELECT_FILES = (
@@ -103,6 +119,11 @@ class ProvisioningStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.catalogue = catalogue or Catalogue.load()
         self._db = open_database(path, _SCHEMA)
+        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(provisioning_results)")}:
+            with transaction(self._db):
+                for statement in _MIGRATE_TO_EPOCHS.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -224,9 +245,10 @@ class ProvisioningStore:
         """Book a vehicle's result against its file; None if this record was taken before."""
         with self.transaction():
             inserted = self._db.execute(
-                "INSERT OR IGNORE INTO provisioning_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT OR IGNORE INTO provisioning_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     result.vin,
+                    result.epoch,
                     result.seq,
                     to_millis(result.created),
                     to_millis(result.received),
@@ -242,8 +264,8 @@ class ProvisioningStore:
             if target is not None:
                 self._resolve(result, target)
                 self._db.execute(
-                    "UPDATE provisioning_results SET attributed=? WHERE vin=? AND seq=?",
-                    (target, result.vin, result.seq),
+                    "UPDATE provisioning_results SET attributed=? WHERE vin=? AND epoch=? AND seq=?",
+                    (target, result.vin, result.epoch, result.seq),
                 )
         return replace(result, attributed=target)
 
@@ -286,13 +308,14 @@ class ProvisioningStore:
     def results(self, vin: str, *, limit: int = 50) -> list[VehicleResult]:
         """The newest `limit` results of a vehicle, oldest first."""
         rows = self._db.execute(
-            "SELECT seq, created_ms, received_ms, version, status, code, reason, attributed FROM provisioning_results "
-            "WHERE vin=? ORDER BY seq DESC LIMIT ?",
+            "SELECT epoch, seq, created_ms, received_ms, version, status, code, reason, attributed "
+            "FROM provisioning_results WHERE vin=? ORDER BY received_ms DESC, seq DESC LIMIT ?",
             (vin, limit),
         ).fetchall()
         return [
             VehicleResult(
                 vin=vin,
+                epoch=bytes(epoch),
                 seq=seq,
                 created=from_millis(created),
                 received=from_millis(received),
@@ -302,7 +325,7 @@ class ProvisioningStore:
                 reason=reason,
                 attributed=attributed,
             )
-            for seq, created, received, version, status, code, reason, attributed in reversed(rows)
+            for epoch, seq, created, received, version, status, code, reason, attributed in reversed(rows)
         ]
 
     # -- capability reports ----------------------------------------------------------------------
@@ -310,19 +333,32 @@ class ProvisioningStore:
     def set_capabilities(self, report: CapabilityReport) -> bool:
         """Keep the newest report per vehicle (by the vehicle's sequence number, not arrival order)."""
         cursor = self._db.execute(
-            "INSERT INTO capability_reports VALUES (?, ?, ?, ?, ?) ON CONFLICT (vin) DO UPDATE SET "
-            "seq=excluded.seq, created_ms=excluded.created_ms, received_ms=excluded.received_ms, "
-            "report=excluded.report WHERE excluded.seq > capability_reports.seq",
-            (report.vin, report.seq, to_millis(report.created), to_millis(report.received), cbor2.dumps(report.report)),
+            "INSERT INTO capability_reports VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vin) DO UPDATE SET "
+            "ordinal=excluded.ordinal, seq=excluded.seq, created_ms=excluded.created_ms, "
+            "received_ms=excluded.received_ms, report=excluded.report "
+            "WHERE (excluded.ordinal, excluded.seq) > (capability_reports.ordinal, capability_reports.seq)",
+            (
+                report.vin,
+                report.ordinal,
+                report.seq,
+                to_millis(report.created),
+                to_millis(report.received),
+                cbor2.dumps(report.report),
+            ),
         )
         return cursor.rowcount > 0
 
     def capabilities(self, vin: str) -> CapabilityReport | None:
-        query = "SELECT seq, created_ms, received_ms, report FROM capability_reports WHERE vin=?"
+        query = "SELECT ordinal, seq, created_ms, received_ms, report FROM capability_reports WHERE vin=?"
         row = self._db.execute(query, (vin,)).fetchone()
         if row is None:
             return None
-        seq, created, received, report = row
+        ordinal, seq, created, received, report = row
         return CapabilityReport(
-            vin=vin, seq=seq, created=from_millis(created), received=from_millis(received), report=cbor2.loads(report)
+            vin=vin,
+            ordinal=ordinal,
+            seq=seq,
+            created=from_millis(created),
+            received=from_millis(received),
+            report=cbor2.loads(report),
         )

@@ -234,24 +234,32 @@ class BackendStore:
 
     def _epoch_ordinal(self, record: ReceivedRecord, received: datetime) -> tuple[int, bool]:
         """The epoch's place in this vehicle's order, registering an epoch seen for the first time."""
-        key = (record.vin, record.epoch)
-        cached = self._ordinals.get(key)
-        if cached is not None:
-            return cached, False
-        row = self._db.execute("SELECT ordinal FROM epochs WHERE vin=? AND epoch=?", key).fetchone()
-        if row is not None:
-            self._ordinals[key] = int(row[0])
-            return int(row[0]), False
+        known = self.epoch_ordinal(record.vin, record.epoch)
+        if known is not None:
+            return known, False
         if record.epoch:
             (latest,) = self._db.execute("SELECT coalesce(max(ordinal), 0) FROM epochs WHERE vin=?", (record.vin,))
             ordinal = int(latest[0]) + 1
         else:
             ordinal = 0  # the legacy queue precedes every queue with an epoch
         self._db.execute(
-            "INSERT INTO epochs VALUES (?, ?, ?, ?, ?)", (*key, ordinal, to_millis(received), record.seq)
+            "INSERT INTO epochs VALUES (?, ?, ?, ?, ?)",
+            (record.vin, record.epoch, ordinal, to_millis(received), record.seq),
         )
         # Not cached yet: if this message's savepoint rolls back, the next record registers it again.
         return ordinal, True
+
+    def epoch_ordinal(self, vin: str, epoch: bytes) -> int | None:
+        """Where this queue epoch stands among the vehicle's (by first sight); None if never seen."""
+        key = (vin, epoch)
+        cached = self._ordinals.get(key)
+        if cached is not None:
+            return cached
+        row = self._db.execute("SELECT ordinal FROM epochs WHERE vin=? AND epoch=?", key).fetchone()
+        if row is None:
+            return None
+        self._ordinals[key] = int(row[0])
+        return int(row[0])
 
     def epochs(self, vin: str) -> list[Epoch]:
         return [

@@ -27,7 +27,7 @@ from tcu.sources.configured import build_sources
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.status import KEY_SIGNALS, StatusWriter
 from tcu.systemd import Notifier
-from tcu.telemetry.capabilities import capability_report
+from tcu.telemetry.capabilities import NewSignalWatch, capability_report
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.envelope import seal_record, vehicle_box
@@ -128,6 +128,8 @@ class Agent:
             personal=self.personal.current,
             require_services=config.telemetry.require_services,
         )
+        self.new_signals = NewSignalWatch(policy=self.policy, report=self.report_capabilities)
+        self.state.subscribe(self.new_signals.on_signal)
         self.telemetry = SnapshotTelemetry(
             state=self.state,
             outbox=self.outbox,
@@ -198,13 +200,15 @@ class Agent:
         self.session.notify()
 
     def report_capabilities(self) -> None:
+        available = self.state.snapshot().keys()
         body = capability_report(
             entitlements=self.services.entitlements,
             policy=self.policy,
-            available_signals=self.state.snapshot().keys(),
+            available_signals=available,
             interval_s=self.config.telemetry.interval_s,
         )
         self.queue_record(Record(kind=RecordKind.EVENT, created=self.clock.now(), body=body))
+        self.new_signals.reported(available)
 
     async def run(self) -> None:
         """The eCall and the telematics each under their own supervisor: neither can stop the other."""
@@ -226,6 +230,7 @@ class Agent:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.session.run(), name="uplink")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
+                tasks.create_task(self.new_signals.run(), name="capabilities")
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 tasks.create_task(self.measures.run(), name="remote-measures")
                 tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")

@@ -16,6 +16,8 @@ from nacl.public import Box, PrivateKey
 
 from backend_stub.cli import _query as backend_query
 from backend_stub.ingest import Ingest
+from backend_stub.provisioning import CapabilityReport, ResultStatus, VehicleResult
+from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
 from tcu.uplink.envelope import open_ack, seal_record
@@ -140,3 +142,59 @@ def test_the_cli_lists_a_vehicles_epochs(
     backend_query(argparse.Namespace(command="epochs", vin=VIN, json=True), store)
     rows = json.loads(capsys.readouterr().out)
     assert [(row["epoch"], row["ordinal"], row["records"]) for row in rows] == [(OLD.hex(), 1, 1), (NEW.hex(), 2, 2)]
+
+
+def _result(epoch: bytes, seq: int, clock: ManualClock) -> VehicleResult:
+    return VehicleResult(
+        vin=VIN,
+        epoch=epoch,
+        seq=seq,
+        created=clock.now(),
+        received=clock.now(),
+        version=None,
+        status=ResultStatus.APPLIED,
+    )
+
+
+def test_provisioning_results_of_a_reflashed_car_are_booked_under_their_own_epoch(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = ProvisioningStore(tmp_path / "backend.sqlite3")
+    try:
+        assert store.record_result(_result(OLD, 3, clock)) is not None
+        assert store.record_result(_result(NEW, 3, clock)) is not None  # same seq, new queue: a new event
+        assert store.record_result(_result(NEW, 3, clock)) is None  # a resend of it is not
+        report = {"type": "capabilities"}
+        old = CapabilityReport(vin=VIN, ordinal=1, seq=50, created=clock.now(), received=clock.now(), report=report)
+        new = CapabilityReport(vin=VIN, ordinal=2, seq=1, created=clock.now(), received=clock.now(), report=report)
+        assert store.set_capabilities(old)
+        assert store.set_capabilities(new)  # the re-flashed car's first report is its newest
+        assert not store.set_capabilities(old)
+        stored = store.capabilities(VIN)
+        assert stored is not None
+        assert (stored.ordinal, stored.seq) == (2, 1)
+    finally:
+        store.close()
+
+
+def test_a_provisioning_store_from_before_epochs_migrates(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / "backend.sqlite3"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(
+            """CREATE TABLE provisioning_results (vin TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                   received_ms INTEGER NOT NULL, version INTEGER, status TEXT NOT NULL, code TEXT, reason TEXT,
+                   attributed INTEGER, PRIMARY KEY (vin, seq)) WITHOUT ROWID;
+               CREATE TABLE capability_reports (vin TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+                   created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, report BLOB NOT NULL);"""
+        )
+        db.execute("INSERT INTO provisioning_results VALUES (?, 3, 0, 0, NULL, 'applied', NULL, NULL, NULL)", (VIN,))
+        db.execute("INSERT INTO capability_reports VALUES (?, 9, 0, 0, ?)", (VIN, cbor2.dumps({"n": 1})))
+    store = ProvisioningStore(path)
+    try:
+        assert [(r.epoch, r.seq) for r in store.results(VIN)] == [(b"", 3)]
+        assert store.record_result(_result(b"", 3, clock)) is None  # the legacy resend stays a resend
+        stored = store.capabilities(VIN)
+        assert stored is not None
+        assert (stored.ordinal, stored.seq) == (0, 9)
+    finally:
+        store.close()

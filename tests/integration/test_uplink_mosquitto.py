@@ -151,3 +151,13 @@ async def test_wrong_credentials_are_reported_and_retried(tmp_path, layout: Benc
             assert error is not None
             assert f"refused the credentials (user '{VIN}')" in error
             assert agent.session.stats.connects == 0
+
+
+async def test_the_capability_report_follows_the_first_readings(layout: BenchLayout, backend: BackendStub) -> None:
+    def position_reported() -> bool:
+        report = backend.provisioning_store.capabilities(VIN)
+        return report is not None and report.report["categories"]["position"]["transmitted"] is True
+
+    async with running_agent(vehicle_config(layout, interval_s=0.05)):
+        # The boot report precedes the first readings; the report that follows them says what goes out.
+        await eventually(position_reported, what="a capability report naming the position transmitted")
