@@ -70,6 +70,7 @@ _LOG_FINDINGS = {
     "acks ignored (another queue epoch)": "ignored an ack for queue epoch",
     "queue writes refused": "keeping new records in memory",
     "rejected downlink messages": "rejected downlink",
+    "tracebacks": "Traceback (most recent call last)",
 }
 
 
@@ -211,6 +212,7 @@ class ChaosReport:
     drained: bool
     holes: list[Hole]
     log_findings: dict[str, int]
+    crashes: list[str]  # a process that ended on its own
 
     @property
     def unexplained_holes(self) -> list[Hole]:
@@ -218,7 +220,7 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        return self.audit.ok and self.drained and not self.unexplained_holes
+        return self.audit.ok and self.drained and not self.unexplained_holes and not self.crashes
 
     def describe(self) -> str:
         s = self.settings
@@ -243,8 +245,9 @@ class ChaosReport:
             for hole in self.holes:
                 verdict = hole.explained or "UNEXPLAINED"
                 lines.append(f"  {hole.seconds:6.1f} s {hole.where} at {_clock(hole.start)}: {verdict}")
+        lines.extend(f"CRASH: {crash}" for crash in self.crashes)
         findings = ", ".join(f"{name}: {count}" for name, count in self.log_findings.items() if count)
-        lines.append(f"agent log: {findings or 'nothing remarkable'}")
+        lines.append(f"logs: {findings or 'nothing remarkable'}")
         lines.append("PASSED" if self.ok else "FAILED")
         return "\n".join(lines)
 
@@ -277,6 +280,11 @@ class _Backend:
                 stderr=output,
             )
 
+    @property
+    def exited(self) -> int | None:
+        """The exit code of a backend that ended on its own; None while it runs (or was never started)."""
+        return None if self._process is None else self._process.returncode
+
     async def kill(self) -> None:
         await self._end(kill=True)
 
@@ -306,6 +314,7 @@ class ChaosRun:
     _disk_full: list[tuple[float, float]] = field(default_factory=list, init=False)
     _started: float = field(default=0.0, init=False)
     _agent_since: float | None = field(default=None, init=False)
+    _crashes: list[str] = field(default_factory=list, init=False)
 
     def _say(self, text: str) -> None:
         line = f"t={time.monotonic() - self._started:7.2f} s  {text}"
@@ -336,7 +345,9 @@ class ChaosRun:
                 await backend.start()
                 agent = AgentProcess(config, log=self.workdir / "agent.log")
                 await self._chaos(agent, broker, backend, data_dir)
+                self._check(backend, "after the fault window")
                 issued, left, drained = await self._drain(agent, layout, data_dir)
+                self._check(backend, "after the drain")
             finally:
                 broker.resume()
                 if agent is not None:
@@ -345,6 +356,13 @@ class ChaosRun:
                 await broker.kill()
                 free(data_dir)
         return self._report(layout, issued, left, drained)
+
+    def _check(self, backend: _Backend, when: str) -> None:
+        if backend.exited is not None:
+            crash = f"the backend exited on its own (code {backend.exited}); see backend.log"
+            if crash not in self._crashes:
+                self._crashes.append(crash)
+                self._say(f"{crash} (found {when})")
 
     async def _chaos(self, agent: AgentProcess, broker: MosquittoBroker, backend: _Backend, data_dir: Path) -> None:
         schedule = chaos_schedule(self.settings.seed, self.settings.seconds)
@@ -460,7 +478,11 @@ class ChaosRun:
             left_queued=left,
             drained=drained,
             holes=holes,
-            log_findings=_log_findings(self.workdir / "agent.log"),
+            log_findings={
+                **_log_findings(self.workdir / "agent.log"),
+                "backend tracebacks": _log_findings(self.workdir / "backend.log").get("tracebacks", 0),
+            },
+            crashes=self._crashes,
         )
 
 

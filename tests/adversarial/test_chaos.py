@@ -29,11 +29,6 @@ CI_SEED = 20261123
 CI_SECONDS = 30.0
 LONG_SECONDS = float(os.environ.get("TCU_CHAOS_SECONDS", "0") or 0)
 LONG_SEEDS = [int(seed) for seed in os.environ.get("TCU_CHAOS_SEEDS", "1").split(",") if seed.strip()]
-KNOWN_QUEUE_BUGS = (
-    "issue 10, known queue bugs on a real full disk: the WAL fills the 2 MB disk and acks can no longer be "
-    "applied, so delivery stops (8); records held in memory are discarded on stop and kill (9); "
-    "queue_overflow names records evicted while in flight, which the backend stored (10)"
-)
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
@@ -312,7 +307,6 @@ async def _chaos(tmp_path: Path, settings: ChaosSettings) -> None:
 
 @pytest.mark.mosquitto
 @pytest.mark.timeout(CI_SECONDS + 150)
-@pytest.mark.xfail(strict=False, reason=KNOWN_QUEUE_BUGS)
 async def test_seeded_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
     await _chaos(tmp_path, ChaosSettings(seed=CI_SEED, seconds=CI_SECONDS, drain_timeout_s=30))
 
