@@ -156,6 +156,7 @@ class Outbox:
         # Cheap guards for the hot path; the database stays the truth (another process may write).
         self._depth_hint = 0
         self._drops_pending = False
+        self._notice_seq: int | None = None  # the overflow notice still queued, if any
 
     @property
     def epoch(self) -> bytes:
@@ -475,8 +476,13 @@ class Outbox:
     # -- overflow notices ------------------------------------------------------------------------
 
     def emit_overflow_notice(self) -> bool:
-        """Queue one `queue_overflow` event naming every record dropped since the last one."""
-        if not self._drops_pending or self._db is None or self._spill:
+        """Queue one `queue_overflow` event naming every record dropped since the last one.
+
+        At most one notice waits in the queue at a time: while it does, further drops gather in the
+        `dropped` table for the next one. A queue held at its bound by an outage would otherwise add a
+        notice (which is never dropped) for every snapshot it drops.
+        """
+        if not self._drops_pending or self._db is None or self._spill or self._notice_waiting(self._db):
             return False
         ranges = self._db.execute("SELECT low, high, unconfirmed FROM dropped ORDER BY low").fetchall()
         if not ranges and not self._shed.count:
@@ -496,6 +502,7 @@ class Outbox:
             body["unnumbered"] = shed.count
             body["unnumbered_span_ms"] = [shed.first_ms, shed.last_ms]
         notice = Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body)
+        notice_seq = int(self._db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
         try:
             self._drops_pending = False
             self._shed = _Shed()
@@ -505,7 +512,16 @@ class Outbox:
             self._shed = shed
             _LOGGER.warning("overflow notice postponed: %s", exc)
             return False
+        self._notice_seq = notice_seq
         return True
+
+    def _notice_waiting(self, db: sqlite3.Connection) -> bool:
+        if self._notice_seq is None:
+            return False
+        if db.execute("SELECT 1 FROM outbox WHERE seq=?", (self._notice_seq,)).fetchone() is not None:
+            return True
+        self._notice_seq = None  # acknowledged: the next notice may go
+        return False
 
     # -- draining --------------------------------------------------------------------------------
 

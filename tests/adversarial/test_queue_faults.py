@@ -266,3 +266,19 @@ def test_on_a_real_full_disk_acks_still_delete_and_delivery_resumes(
     unnumbered = sum(body.get("unnumbered", 0) for body in notices.values())
     assert len(delivered) + len(named) + unnumbered == produced
     assert not set(delivered.values()) & named, "a delivered record named as dropped"
+
+
+def test_a_queue_held_at_its_bound_keeps_one_overflow_notice_not_one_per_drop(
+    make_outbox: MakeOutbox, clock: ManualClock, backend_box: Box
+) -> None:
+    outbox = make_outbox(config=QueueConfig(max_records=5))
+    for i in range(200):  # an outage with the broker up: the sender wakes on every snapshot
+        outbox.put(_record(clock, n=i))
+        outbox.emit_overflow_notice()
+    queued = _opened(outbox, backend_box)
+    assert len(_notices(queued)) == 1
+    assert sum(1 for r in queued if r.kind is RecordKind.TELEMETRY) >= 4
+    outbox.acknowledge(r.seq for r in queued)  # the link is back: the one notice is acknowledged
+    assert outbox.emit_overflow_notice()
+    (notice,) = _notices(_opened(outbox, backend_box))
+    assert notice["dropped"] > 150  # the later drops, gathered while the first notice waited
