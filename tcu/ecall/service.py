@@ -47,7 +47,7 @@ from tcu.sources import modem_client as mc
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.nmea_track import GnssTrack
 from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.vehicle.state import Quality, Signal, VehicleState
+from tcu.vehicle.state import Quality, Signal, VehicleState, as_float
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -322,14 +322,14 @@ class EcallService:
         else:
             lat, lon = self._state.get(LATITUDE), self._state.get(LONGITUDE)
             if lat is not None and lon is not None and Quality.INVALID not in (lat.quality, lon.quality):
-                fixes = ((float(lat.value), float(lon.value)),)
+                fixes = ((as_float(lat.value), as_float(lon.value)),)
                 age = max(age_s(clock, s.timestamp, s.monotonic) for s in (lat, lon))
                 fresh = lat.quality is lon.quality is Quality.GOOD and 0 <= age <= max_age
             if (h := self._state.get(HEADING)) is not None and h.quality is Quality.GOOD:
-                heading = float(h.value)
+                heading = as_float(h.value)
         accuracy = self._state.get(ACCURACY)
         accurate = (
-            accuracy is None or accuracy.quality is not Quality.GOOD or float(accuracy.value) <= TRUSTED_ACCURACY_M
+            accuracy is None or accuracy.quality is not Quality.GOOD or as_float(accuracy.value) <= TRUSTED_ACCURACY_M
         )
         if fixes and not all(math.isfinite(c) for fix in fixes for c in fix):
             fixes = ()

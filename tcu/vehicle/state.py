@@ -22,7 +22,12 @@ from tcu.clock import Clock
 
 _LOGGER = logging.getLogger(__name__)
 
-SignalValue = float | int | bool | str
+# A list-valued VSS signal (string[], e.g. Vehicle.OBD.DTCList) is a tuple: a Signal is immutable, and
+# a list shared with a subscriber could change under it. The bounds are what the backend accepts
+# (docs/protocol.md); a source with more to say must choose what to send.
+SignalValue = float | int | bool | str | tuple[str, ...]
+MAX_LIST_ITEMS = 128
+MAX_LIST_ITEM_CHARS = 32
 
 
 class Quality(StrEnum):
@@ -55,10 +60,31 @@ class Signal:
             or not math.isfinite(self.monotonic)
         ):
             raise ValueError(f"signal {self.path}: monotonic time {self.monotonic!r} is not a finite number")
+        if isinstance(self.value, tuple | list):  # one isinstance on the hot path for scalars
+            _check_list(self.path, self.value)
 
     def read_before(self, other: Signal) -> bool:
         """True when this reading was taken before `other`, by the monotonic clock; unknown is False."""
         return self.monotonic is not None and other.monotonic is not None and self.monotonic < other.monotonic
+
+
+def _check_list(path: str, value: tuple[object, ...] | list[object]) -> None:
+    if type(value) is list:
+        raise ValueError(f"signal {path}: a list value must be a tuple (a Signal is immutable)")
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValueError(f"signal {path}: {len(value)} items, more than {MAX_LIST_ITEMS}")
+    for index, item in enumerate(value):
+        if type(item) is not str or not 1 <= len(item) <= MAX_LIST_ITEM_CHARS:
+            raise ValueError(
+                f"signal {path}: item {index} ({item!r:.40}) is not text of 1..{MAX_LIST_ITEM_CHARS} characters"
+            )
+
+
+def as_float(value: SignalValue) -> float:
+    """A reading used as a number (as `float()` would take it); TypeError for a list value."""
+    if isinstance(value, tuple):
+        raise TypeError(f"a list of {len(value)} item(s) is not a number")
+    return float(value)
 
 
 Subscriber = Callable[[Signal], None]
