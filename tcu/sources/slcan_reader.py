@@ -4,8 +4,12 @@
     tasks.create_task(reader.run(), name="source-can")      # under the app's TaskGroup
 
 `SlcanChannel.open()` is the reusable lifecycle: open the port, `C` (whatever a previous run left
-open), `S<n>`, optionally `Z1`, then `O` (or `L`, listen-only); leaving it sends `C` and closes the
-port. `SlcanReader.run()` loops around it with `ReconnectLoop`: when the port vanishes (EIO,
+open), `S<n>`, optionally `Z1`, then `O` (or `L` with `listen_only`: the adapter never acknowledges a
+frame on the bus); leaving it sends `C` and closes the port. With `passive` nothing is ever sent: for
+a stream that does not answer Lawicel commands (a logger or gateway that emits SLCAN lines on its own,
+a TCP bridge, another program's adapter shared read-only), the reader only parses the t/T/r/R lines.
+
+`SlcanReader.run()` loops around it with `ReconnectLoop`: when the port vanishes (EIO,
 SerialException, EOF), or no frame has come for `stale_after_s` (an adapter that reset itself and
 closed its channel, a bus gone to sleep), the CAN signals are marked stale and it reconnects after a
 capped, jittered backoff. Garbage on the line is logged with its reason and skipped.
@@ -52,16 +56,18 @@ from tcu.vehicle.state import VehicleState
 _LOGGER = logging.getLogger(__name__)
 _READ_SIZE = 65536
 _CLOSE_WAIT_S = 0.5  # a closing adapter gets this long to acknowledge `C`
+_SECTION = "sources.can"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlcanSettings:
-    """`[sources.slcan]` of the agent config."""
+    """`[sources.can]` of the agent config, when it names a serial port (no `interface`)."""
 
     port: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pyserial URL (socket://, rfc2217://)
     bitrate: int = 500_000  # CAN bit rate, one of slcan.BITRATES
     baudrate: int = 115_200  # serial line speed; USB CDC adapters ignore it
     listen_only: bool = False  # `L` never acknowledges on the bus; stock CANable firmware lacks it
+    passive: bool = False  # send no command at all: the stream is already open and deaf to Lawicel
     timestamps: bool = False  # `Z1`; stock CANable firmware lacks it
     command_timeout_s: float = 1.0
     stale_after_s: float = 2.0  # the fastest DBC message cycles at 20 ms; 2 s of silence is a dead bus
@@ -69,14 +75,21 @@ class SlcanSettings:
 
     def __post_init__(self) -> None:
         if self.bitrate not in BITRATES:
-            raise ConfigError(f"sources.slcan.bitrate: {self.bitrate} is not one of {BITRATES}")
+            raise ConfigError(f"{_SECTION}.bitrate: {self.bitrate} is not one of {BITRATES}")
         if self.command_timeout_s <= 0 or self.stale_after_s <= 0:
-            raise ConfigError("sources.slcan: command_timeout_s and stale_after_s must be positive")
+            raise ConfigError(f"{_SECTION}: command_timeout_s and stale_after_s must be positive")
+        if self.passive and (self.listen_only or self.timestamps):
+            # Both are commands (`L`, `Z1`) that a passive reader never sends; accepting them would
+            # let a user believe the adapter is kept off the bus when nothing told it so.
+            raise ConfigError(
+                f"{_SECTION}: passive sends no command, so listen_only (L) and timestamps (Z1) cannot be "
+                "set with it; put the adapter into listen-only mode yourself, or drop passive"
+            )
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> SlcanSettings:
-        """Build from the raw `[sources.slcan]` table; ConfigError names the offending key."""
-        return settings_from_table(cls, table, section="sources.slcan")
+        """Build from the raw `[sources.can]` table; ConfigError names the offending key."""
+        return settings_from_table(cls, table, section=_SECTION)
 
 
 class SlcanChannel:
@@ -94,6 +107,13 @@ class SlcanChannel:
     async def open(cls, settings: SlcanSettings, *, open_port: OpenPort = open_serial) -> AsyncIterator[SlcanChannel]:
         reader, writer = await open_port(settings.port, settings.baudrate)
         channel = cls(reader, writer, name=settings.port)
+        if settings.passive:
+            try:
+                _LOGGER.info("%s: passive, reading CAN frames without sending any command", settings.port)
+                yield channel
+            finally:
+                await close_port(writer)
+            return
         try:
             wait_s = settings.command_timeout_s
             # A channel left open by a crashed run refuses S; closing an already closed one is a BEL.
@@ -101,7 +121,14 @@ class SlcanChannel:
             await channel.command(SetBitrate(bitrate=settings.bitrate), wait_s=wait_s)
             if settings.timestamps:
                 await channel.command(SetTimestamps(enabled=True), wait_s=wait_s)
-            await channel.command(ListenOnly() if settings.listen_only else Open(), wait_s=wait_s)
+            if settings.listen_only:
+                if isinstance(await channel.command(ListenOnly(), wait_s=wait_s, may_fail=True), Error):
+                    raise ProtocolError(
+                        f"{settings.port}: the adapter refused 'L' (BEL): its firmware has no listen-only "
+                        "mode; upgrade the firmware or turn listen_only off"
+                    )
+            else:
+                await channel.command(Open(), wait_s=wait_s)
             _LOGGER.info("%s: CAN channel open at %d bit/s", settings.port, settings.bitrate)
             yield channel
         finally:

@@ -282,7 +282,7 @@ def test_settings_from_the_config_table() -> None:
     assert (settings.port, settings.bitrate, settings.listen_only) == ("/dev/ttyACM0", 250_000, True)
     with pytest.raises(ConfigError, match="unknown key"):
         SlcanSettings.from_table({"port": "/dev/x", "speed": 1})
-    with pytest.raises(ConfigError, match=r"sources\.slcan\.port: missing"):
+    with pytest.raises(ConfigError, match=r"sources\.can\.port: missing"):
         SlcanSettings.from_table({})
     with pytest.raises(ConfigError, match="83300 is not one of"):
         SlcanSettings.from_table({"port": "/dev/x", "bitrate": 83_300})
