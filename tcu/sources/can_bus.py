@@ -328,10 +328,15 @@ class CanBusReader:
                     remote=remote,
                     dlc=message.dlc if remote else -1,
                 )
-                signals = decode(frame, now, monotonic)
-            except (ValueError, ProtocolError) as exc:
+            except ValueError as exc:  # CAN FD payloads, out-of-range identifiers
                 stats.errors += 1
                 _LOGGER.warning("%s: skipped frame 0x%X: %s", name, message.arbitration_id, exc)
+                continue
+            try:
+                signals = decode(frame, now, monotonic)
+            except ProtocolError as exc:  # the reason names the frame and its DBC message
+                stats.errors += 1
+                _LOGGER.warning("%s: skipped a frame: %s", name, exc)
                 continue
             for signal in signals:
                 update(signal)

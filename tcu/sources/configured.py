@@ -8,6 +8,12 @@
     [sources.can]
     port = "/dev/serial/by-id/usb-CANable_..."      # or socket://host:port, rfc2217://...
     bitrate = 500000
+    # listen_only = true   (Lawicel `L`)   passive = true   (send nothing: a stream deaf to Lawicel)
+
+    [sources.can]                                    # or any python-can interface instead of `port`:
+    interface = "socketcan"                          # pcan, kvaser, vector, gs_usb, slcan, virtual, ...
+    channel = "can0"
+    # bitrate = 500000     options = { ... }   (more can.Bus() keyword arguments)
 
     [sources.gnss]
     port = "/dev/ttyACM0"
@@ -22,11 +28,13 @@ from typing import Any
 
 from tcu.clock import Clock
 from tcu.errors import ConfigError
+from tcu.sources.can_bus import CanBusReader, CanBusSettings
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
 from tcu.sources.nmea_track import GnssTrack
 from tcu.sources.serial_port import settings_from_table
 from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
 
 KNOWN = ("obd", "can", "gnss", "modem")  # the modem belongs to the eCall, configured there
@@ -51,6 +59,21 @@ def _obd_table(table: Mapping[str, Any]) -> dict[str, Any]:
     return dict(table)
 
 
+def can_reader(
+    table: Mapping[str, Any], *, state: VehicleState, clock: Clock, decoder: CanSignalDecoder | None = None
+) -> SlcanReader | CanBusReader:
+    """`interface` picks a python-can bus; without it, our own SLCAN reader on a serial `port`."""
+    if "interface" in table:
+        return CanBusReader(CanBusSettings.from_table(table), state=state, clock=clock, decoder=decoder)
+    bus_only = {"channel", "options"} & set(table)
+    if bus_only:
+        raise ConfigError(
+            f"sources.can: {', '.join(sorted(bus_only))} go(es) with a python-can interface; add "
+            'interface = "socketcan" (or pcan, kvaser, vector, slcan, ...), or name a serial port with port = "..."'
+        )
+    return SlcanReader(SlcanSettings.from_table(table), state=state, clock=clock, decoder=decoder)
+
+
 def build_sources(sources: Mapping[str, Mapping[str, Any]], *, state: VehicleState, clock: Clock) -> ConfiguredSources:
     """Every configured reader, built (and so validated, naming the section) before anything runs."""
     unknown = set(sources) - set(KNOWN)
@@ -64,7 +87,7 @@ def build_sources(sources: Mapping[str, Mapping[str, Any]], *, state: VehicleSta
         obd = settings_from_table(Elm327ClientConfig, _obd_table(sources["obd"]), section="sources.obd")
         built.runners["obd"] = Elm327Client(obd, state=state, clock=clock).run
     if "can" in sources:
-        built.runners["can"] = SlcanReader(SlcanSettings.from_table(sources["can"]), state=state, clock=clock).run
+        built.runners["can"] = can_reader(sources["can"], state=state, clock=clock).run
     if "gnss" in sources:
         built.gnss = NmeaReader(NmeaSettings.from_table(sources["gnss"]), state=state, clock=clock)
         built.runners["gnss"] = built.gnss.run
