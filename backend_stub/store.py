@@ -26,6 +26,7 @@ from backend_stub.errors import UnstorableError
 from tcu.uplink.envelope import MAX_KIND_CHARS, seq_ranges
 from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind, from_millis, to_millis
 from tcu.uplink.strict_cbor import describe
+from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
 
 MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
 # A signal stamped further ahead of the backend's clock than this never becomes a last value: last
@@ -386,10 +387,25 @@ def signal_problem(path: object, item: object, received: datetime) -> str | None
     if stamp > to_millis(received + MAX_SIGNAL_LEAD):
         return f'time "t" {stamp} is more than {MAX_SIGNAL_LEAD / timedelta(hours=1):g} h ahead of the backend clock'
     value = item["v"]
+    if type(value) is list:
+        return _list_problem(value)
     if type(value) not in (bool, int, float, str):
-        return f"value is {describe(value)}, not bool, int, float or text"
+        return f"value is {describe(value)}, not bool, int, float or text, nor an array of text"
     if type(value) is int and not -_MAX_INT_VALUE <= value < _MAX_INT_VALUE:
         return f"value is {describe(value)}, beyond a CBOR integer"
+    return None
+
+
+def _list_problem(value: list[Any]) -> str | None:
+    """An array value is a VSS string[] (stored DTC codes): at most a few short strings."""
+    if len(value) > MAX_LIST_ITEMS:
+        return f"value is an array of {len(value)} items, more than {MAX_LIST_ITEMS}"
+    for index, element in enumerate(value):
+        if type(element) is not str:
+            return f"value is an array whose item {index} is {describe(element)}, not text"
+        if not 1 <= len(element) <= MAX_LIST_ITEM_CHARS:
+            chars = f"1..{MAX_LIST_ITEM_CHARS} characters"
+            return f"value is an array whose item {index} is {describe(element)}, not {chars}"
     return None
 
 

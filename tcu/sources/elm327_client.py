@@ -31,7 +31,7 @@ from tcu.sources.elm327_link import PromptLink, SerialPromptLink
 from tcu.sources.elm327_mapping import ObdMapping, PidMapping, load_obd_mapping
 from tcu.sources.elm327_session import AdapterInfo, Elm327Session, Elm327Settings
 from tcu.sources.reconnect import ReconnectLoop, Sleep
-from tcu.vehicle.state import Quality, Signal, SignalValue, VehicleState
+from tcu.vehicle.state import MAX_LIST_ITEMS, Quality, Signal, SignalValue, VehicleState
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -187,13 +187,13 @@ class Elm327Client:
                     path=mapping.path,
                 )
             )
-        if self._mapping.dtc_count_path is not None:
+        if self._mapping.dtc_count_path is not None or self._mapping.dtc_list_path is not None:
             jobs.append(
                 _Job(
                     name="03",
                     interval_s=self._mapping.dtc_interval_s,
                     run=functools.partial(self._dtc_job, session),
-                    path=self._mapping.dtc_count_path,
+                    path=self._mapping.dtc_count_path or self._mapping.dtc_list_path,
                 )
             )
         now = asyncio.get_running_loop().time()
@@ -255,6 +255,18 @@ class Elm327Client:
         self._dtcs = stored.codes
         if self._mapping.dtc_count_path:
             self._write(self._mapping.dtc_count_path, len(stored.codes))
+        if self._mapping.dtc_list_path:
+            self._write(self._mapping.dtc_list_path, self._sendable_dtcs(stored.codes))
+
+    def _sendable_dtcs(self, codes: tuple[str, ...]) -> tuple[str, ...]:
+        """The codes as a list signal can carry them; the count signal still says how many there are."""
+        if len(codes) <= MAX_LIST_ITEMS:
+            return codes
+        note = f"{len(codes)} stored DTCs; only the first {MAX_LIST_ITEMS} are sent as a list"
+        if note not in self._notes_logged:
+            self._notes_logged.add(note)
+            _LOGGER.warning("OBD mode 03: %s", note)
+        return codes[:MAX_LIST_ITEMS]
 
     def _write(self, path: str, value: SignalValue, quality: Quality = Quality.GOOD) -> None:
         clock = self._clock

@@ -52,6 +52,7 @@ class ObdMapping:
     pids: tuple[PidMapping, ...]
     vin_path: str | None = None
     dtc_count_path: str | None = None
+    dtc_list_path: str | None = None  # VSS Vehicle.OBD.DTCList (string[]): the stored codes themselves
     dtc_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ def parse_obd_mapping(doc: Mapping[str, Any]) -> ObdMapping:
         pids=tuple(pids),
         vin_path=_check_path(vin["path"], "vin.path") if "path" in vin else None,
         dtc_count_path=_check_path(dtc["count_path"], "dtc.count_path") if "count_path" in dtc else None,
+        dtc_list_path=_check_path(dtc["list_path"], "dtc.list_path") if "list_path" in dtc else None,
         dtc_interval_s=_check_interval(dtc.get("interval_s", 60.0), "dtc.interval_s"),
     )
 

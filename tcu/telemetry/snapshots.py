@@ -20,7 +20,9 @@ def encode_signals(signals: Mapping[str, Signal]) -> dict[str, Any]:
     """The wire form of signals in a record body: path → {"v": value, "t": ms, "q": quality}."""
     encoded: dict[str, Any] = {}
     for path, signal in signals.items():
-        item: dict[str, Any] = {"v": signal.value, "t": to_millis(signal.timestamp)}
+        # A list value (VSS string[], e.g. the stored DTCs) goes out as a CBOR array.
+        value = list(signal.value) if isinstance(signal.value, tuple) else signal.value
+        item: dict[str, Any] = {"v": value, "t": to_millis(signal.timestamp)}
         if signal.quality is not Quality.GOOD:
             item["q"] = signal.quality.value
         encoded[path] = item

@@ -218,7 +218,7 @@ def test_sealed_record_with_out_of_range_header_is_one_rejection(
         ({"v": BIGNUM, "t": "NOW"}, f"value is {BIGNUM_SHOWN}, beyond a CBOR integer"),
         ({"v": 2**64, "t": "NOW"}, "beyond a CBOR integer"),
         ({"v": {"nested": 1}, "t": "NOW"}, "value is a dict"),
-        ({"v": [1, 2], "t": "NOW"}, "value is a list"),
+        ({"v": [1, 2], "t": "NOW"}, "value is an array whose item 0 is 1, not text"),
         ({"v": None, "t": "NOW"}, "value is None"),
         ({"t": "NOW"}, 'not a map with a value "v"'),
     ],

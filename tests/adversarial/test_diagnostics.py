@@ -1,0 +1,182 @@
+"""Diagnostics that reach the backend: the stored DTC codes as a list, a VIN read over OBD that is not
+the configured one, GNSS without a fix, an unplugged ELM327 (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.public import Box, PrivateKey
+
+from backend_stub.cli import main as backend_cli
+from backend_stub.ingest import Ingest
+from backend_stub.store import BackendStore, signal_problem
+from hil.devices.elm327_sim import Elm327MemoryLink, Elm327Simulator, Elm327Timing
+from tcu.backoff import Backoff
+from tcu.clock import ManualClock
+from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
+from tcu.sources.elm327_link import PromptLink
+from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
+from tcu.sources.elm327_session import Elm327Settings
+from tcu.telemetry.snapshots import encode_signals
+from tcu.uplink.envelope import open_ack, seal_record
+from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, Signal, VehicleState
+from tests.conftest import VIN
+
+DTC_LIST = "Vehicle.OBD.DTCList"
+DTCS = ["P0143", "U0196", "C0234"]
+SETTINGS = Elm327Settings(command_timeout_s=0.25, reset_timeout_s=1.0, search_timeout_s=1.0)
+
+
+def fast_mapping() -> ObdMapping:
+    packaged = load_obd_mapping()
+    return dataclasses.replace(
+        packaged, pids=tuple(dataclasses.replace(m, interval_s=0.05) for m in packaged.pids), dtc_interval_s=0.05
+    )
+
+
+async def until(state: VehicleState, predicate: Callable[[], bool], wait_s: float = 5.0) -> None:
+    event = asyncio.Event()
+    unsubscribe = state.subscribe(lambda _: event.set() if predicate() else None)
+    try:
+        if not predicate():
+            async with asyncio.timeout(wait_s):
+                await event.wait()
+    finally:
+        unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def running(client: Elm327Client) -> AsyncIterator[None]:
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(client.run(), name="obd")
+        try:
+            yield
+        finally:
+            task.cancel()
+
+
+def memory_client(sim: Elm327Simulator, state: VehicleState, clock: ManualClock, **options: Any) -> Elm327Client:
+    async def open_memory() -> PromptLink:
+        return Elm327MemoryLink(sim)
+
+    config = Elm327ClientConfig(port="/dev/ttyOBD", settings=SETTINGS, backoff=Backoff(base_s=0.01, cap_s=0.05))
+    return Elm327Client(config, state=state, clock=clock, mapping=fast_mapping(), opener=open_memory, **options)
+
+
+# -- 1. stored DTC codes, as a list ------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend(tmp_path: Path, vehicle_key: PrivateKey, clock: ManualClock) -> Path:
+    """A backend config whose store has the vehicle enrolled; yields the config path."""
+    config = tmp_path / "backend.toml"
+    config.write_text('database = "backend.sqlite3"\n\n[keys]\nprivate_key = "backend.key"\n')
+    store = BackendStore(tmp_path / "backend.sqlite3")
+    store.enroll(VIN, bytes(vehicle_key.public_key), clock.now())
+    store.close()
+    return config
+
+
+def deliver(config: Path, backend_key: PrivateKey, vehicle_box: Box, clock: ManualClock, seq: int, body: dict) -> None:
+    """One telemetry record through the backend's real ingest, acknowledged."""
+    store = BackendStore(config.parent / "backend.sqlite3")
+    try:
+        ingest = Ingest(store, backend_key, clock, max_payload_bytes=64 * 1024)
+        record = Record(kind=RecordKind.TELEMETRY, created=clock.now(), body=body)
+        with store.transaction():
+            ingest.handle(f"vehicles/{VIN}/up/records", seal_record(vehicle_box, VIN, seq, record))
+        acked = {s for _, ack in ingest.take_acks() for s in open_ack(vehicle_box, ack, vin=VIN).seqs}
+        assert acked == {seq}
+        assert store.rejections(VIN) == []  # taken as a last value, not merely stored
+    finally:
+        store.close()
+
+
+def last(config: Path, capsys: pytest.CaptureFixture[str], *options: str) -> str:
+    capsys.readouterr()
+    assert backend_cli(["last", VIN, "--config", str(config), *options]) == 0
+    return capsys.readouterr().out
+
+
+async def test_stored_dtc_codes_reach_the_backend_as_a_list(
+    backend: Path,
+    backend_key: PrivateKey,
+    vehicle_box: Box,
+    clock: ManualClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sim = Elm327Simulator(elapsed=lambda: 25.0, timing=Elm327Timing.instant(), dtcs=DTCS)
+    state = VehicleState()
+    async with running(memory_client(sim, state, clock)):
+        await until(state, lambda: state.value(DTC_LIST) == tuple(DTCS))
+        assert state.value("Vehicle.OBD.Status.DTCCount") == 3
+        deliver(backend, backend_key, vehicle_box, clock, 1, {"signals": encode_signals(state.snapshot())})
+        assert '"value": [\n      "P0143",\n      "U0196",\n      "C0234"\n    ]' in last(backend, capsys, "--json")
+        assert "path=Vehicle.OBD.DTCList  value=['P0143', 'U0196', 'C0234']" in last(backend, capsys)
+        # Cleared codes reach the backend too: an empty list, not a value that stays at the old codes.
+        sim.dtcs.clear()
+        clock.advance(1)
+        await until(state, lambda: state.value(DTC_LIST) == ())
+        deliver(backend, backend_key, vehicle_box, clock, 2, {"signals": encode_signals(state.snapshot())})
+    assert "path=Vehicle.OBD.DTCList  value=[]" in last(backend, capsys)
+
+
+async def test_more_dtcs_than_a_list_carries_send_the_first_ones_and_the_full_count(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = [f"P{n:04X}" for n in range(1, MAX_LIST_ITEMS + 6)]
+    sim = Elm327Simulator(elapsed=lambda: 25.0, timing=Elm327Timing.instant(), dtcs=codes)
+    state = VehicleState()
+    async with running(memory_client(sim, state, clock)):
+        await until(state, lambda: state.value(DTC_LIST) is not None)
+    assert state.value(DTC_LIST) == tuple(codes[:MAX_LIST_ITEMS])
+    assert state.value("Vehicle.OBD.Status.DTCCount") == len(codes)
+    assert f"{len(codes)} stored DTCs; only the first {MAX_LIST_ITEMS} are sent as a list" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ([1], "value is an array whose item 0 is 1, not text"),
+        (["P0143", True], "value is an array whose item 1 is True, not text"),
+        ([["P0143"]], "value is an array whose item 0 is a list, not text"),
+        ([""], f"value is an array whose item 0 is '', not 1..{MAX_LIST_ITEM_CHARS} characters"),
+        (["P" * 33], f"not 1..{MAX_LIST_ITEM_CHARS} characters"),
+        (["P0143"] * (MAX_LIST_ITEMS + 1), f"an array of {MAX_LIST_ITEMS + 1} items, more than {MAX_LIST_ITEMS}"),
+        ({"P0143": 1}, "value is a dict, not bool, int, float or text, nor an array of text"),
+    ],
+)
+def test_the_backend_refuses_other_arrays_as_last_values_with_the_reason(value: object, reason: str) -> None:
+    now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    problem = signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)}, now)
+    assert problem is not None
+    assert reason in problem
+
+
+@pytest.mark.parametrize("value", [[], ["P0143"], ["P0143"] * MAX_LIST_ITEMS, ["X" * MAX_LIST_ITEM_CHARS]])
+def test_the_backend_takes_short_text_arrays_as_last_values(value: list[str]) -> None:
+    now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)}, now) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (["P0143"], "must be a tuple"),
+        (("P0143", 7), "item 1 (7) is not text"),
+        (("",), "item 0 ('') is not text"),
+        (("P0143",) * (MAX_LIST_ITEMS + 1), f"more than {MAX_LIST_ITEMS}"),
+    ],
+)
+def test_a_list_signal_is_an_immutable_bounded_tuple_of_text(value: object, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        Signal(path=DTC_LIST, value=value, timestamp=datetime.now(UTC), source="obd")  # type: ignore[arg-type]
