@@ -1,4 +1,4 @@
-"""The durable store-and-forward queue: a SQLite file (WAL) in the data dir.
+"""The durable store-and-forward queue: a SQLite file (WAL) in the data dir (`queue_db` owns the file).
 
 A record is sealed and given its sequence number in the same transaction that stores it, and it is
 deleted only when the backend's end-to-end acknowledgement names its sequence number; so a
@@ -10,72 +10,60 @@ never takes its sequence number 1 for a resend of the old queue's. A queue made 
 the empty (legacy) epoch, and its envelopes stay byte for byte what they were.
 
 Drop policy: the queue holds at most `max_records`. Past that, the oldest *telemetry* is deleted and
-its sequence numbers are remembered; when the link drains, one `queue_overflow` event names them all,
-so the backend can tell a dropped gap from a lost one (one notice per drain, not one per drop, so a
-long outage cannot fill the queue with notices). A dropped record that may already have reached the
-backend (it was sent, or queued by an earlier run) is named apart, as unconfirmed. Events and eCall
-records are never dropped for telemetry; they may exceed the bound.
+its sequence numbers are remembered; one `queue_overflow` event names them (`overflow_notice`), and
+at most one such notice waits in the queue at a time, so a long outage cannot fill the queue with
+notices. A dropped record that may already have reached the backend (it was sent, or queued by an
+earlier run) is named apart, as unconfirmed. Events and eCall records are never dropped for
+telemetry; they may exceed the bound.
 
-A full disk is the same bound, found the hard way. The write-ahead log is kept small (frequent
-checkpoints) so that it cannot be what fills the disk, a reserve file holds back room to delete
-acknowledged records, and a write that finds the disk full first checkpoints, then drops the oldest
-telemetry as above, then spends the reserve. Only when all of that fails are records held in a bounded
-memory spill, written oldest first as soon as space returns; what the spill itself has to shed is
-counted and named (as a count and a time span: it never had sequence numbers) in the next overflow
-notice. A disk already full at start leaves the queue closed and records in memory, retried every 5 s.
+A full disk is the same bound, found the hard way. The write-ahead log is kept small, and a reserve
+file (`disk_reserve`) holds back room. A write that finds the disk full spends the reserve on a
+checkpoint and then holds the database at its size: from then on new records take the pages of the
+oldest telemetry, dropped and named as above, and of acknowledged records, whose deletion needs no new
+blocks. Once the disk has room again the reserve is taken back and the queue may grow. Only when no
+telemetry is left to drop are records held in memory (`memory_hold`), written oldest first as soon
+as they fit. A disk already full at start leaves the queue closed and records in memory, retried
+every 5 s.
 
-Drain order: priority first (eCall, events, telemetry), then oldest first — time series arrive in
-order and the backend's "last value" compares record timestamps, so a late oldest-first drain never
-overwrites a fresher value.
+Drain order: priority first (eCall, events, telemetry), then oldest first within a priority.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import secrets
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from tcu.clock import Clock
 from tcu.config import QueueConfig
 from tcu.errors import RecordTooLargeError, StorageError, StorageFullError
-from tcu.private_files import private_database
 from tcu.uplink.disk_reserve import DiskReserve
 from tcu.uplink.envelope import EPOCH_BYTES, LEGACY_EPOCH, MAX_SEQ, seq_ranges
+from tcu.uplink.memory_hold import MemoryHold, Shed
+from tcu.uplink.overflow_notice import MAX_NOTICE_RANGES, notice_body
+from tcu.uplink.queue_db import (
+    config_page_limit,
+    next_seq,
+    open_queue_database,
+    page_count,
+    read_meta,
+    set_page_limit,
+    write_meta,
+    write_transaction,
+)
 from tcu.uplink.records import Priority, Record, RecordKind, to_millis
 
 _LOGGER = logging.getLogger(__name__)
 
 Sealer = Callable[[int, Record, bytes], bytes]  # (seq, record, epoch) -> envelope
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS outbox (
-        seq        INTEGER PRIMARY KEY,
-        priority   INTEGER NOT NULL,
-        kind       TEXT    NOT NULL,
-        created_ms INTEGER NOT NULL,
-        envelope   BLOB    NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, seq)",
-    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO counters VALUES ('next_seq', 1), ('dropped', 0)",
-    "CREATE TABLE IF NOT EXISTS dropped (low INTEGER NOT NULL, high INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-)
-# Checkpoint the write-ahead log every 64 pages (256 KiB) and truncate it back to 1 MiB after a
-# large transaction: the log, not the queue, used to fill a small disk (2 MB of log for 4 KB of data).
-_WAL_AUTOCHECKPOINT_PAGES = 64
-_WAL_SIZE_LIMIT_BYTES = 1024 * 1024
 _ACK_CHUNK = 128  # sequence numbers deleted per transaction: each needs room in the log
-_EVICT_FOR_SPACE = 64  # telemetry records dropped at least when the disk is full
-_ROOM_ATTEMPTS = 6  # a write on a full disk: as it is, clamped, then up to four rounds of dropping
-_REOPEN_INTERVAL_S = 5.0
+_EVICT_FOR_SPACE = 64  # telemetry records dropped at least per round when the disk is full
+_EVICT_ROUNDS = 4  # rounds of dropping per write before records are held in memory
+_RETRY_INTERVAL_S = 5.0  # a closed queue is opened again, a clamped one looks for room, this often
 DEFAULT_RESERVE_BYTES = 256 * 1024
 
 
@@ -97,31 +85,6 @@ class OutboxStats:
     epoch: bytes = LEGACY_EPOCH
 
 
-def _storage_error(what: str, exc: BaseException) -> StorageError:
-    """Our error for a failed SQLite or file operation, telling a full disk from everything else."""
-    full = (isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()) or (
-        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    )
-    if full:
-        return StorageFullError(f"{what}: disk or queue size limit full ({exc})")
-    return StorageError(f"{what}: {exc}")
-
-
-@dataclass(slots=True)
-class _Shed:
-    """Records the memory spill had to shed: never numbered, so named by count and time span."""
-
-    count: int = 0
-    first_ms: int = 0
-    last_ms: int = 0
-
-    def add(self, record: Record) -> None:
-        created = to_millis(record.created)
-        self.first_ms = created if self.count == 0 else min(self.first_ms, created)
-        self.last_ms = max(self.last_ms, created)
-        self.count += 1
-
-
 class Outbox:
     """Durable queue of sealed envelopes; single writer, used from one event loop thread."""
 
@@ -141,14 +104,12 @@ class Outbox:
         self._clock = clock
         self._config = config
         self._max_envelope = max_envelope_bytes
-        self._spill: deque[Record] = deque()
-        self._spill_limit = spill_limit
-        self._shed = _Shed()
+        self._hold = MemoryHold(spill_limit)
         self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
         self._storage_full = False
         self._clamped = False  # held at its size because the disk is full
         self._db: sqlite3.Connection | None = None
-        self._reopen_at: float | None = None
+        self._retry_at: float | None = None  # when to try opening again, or to look for room
         self._epoch = LEGACY_EPOCH
         # Which records may have reached the backend: every one an earlier run queued, and those sent since.
         self._sent_below = 1
@@ -156,7 +117,6 @@ class Outbox:
         # Cheap guards for the hot path; the database stays the truth (another process may write).
         self._depth_hint = 0
         self._drops_pending = False
-        self._notice_seq: int | None = None  # the overflow notice still queued, if any
 
     @property
     def epoch(self) -> bytes:
@@ -171,27 +131,20 @@ class Outbox:
             self._connect()
         except StorageFullError as exc:
             self._storage_full = True
-            self._reopen_at = self._clock.monotonic() + _REOPEN_INTERVAL_S
-            _LOGGER.error("%s; holding records in memory and trying again every %.0f s", exc, _REOPEN_INTERVAL_S)
+            self._retry_at = self._clock.monotonic() + _RETRY_INTERVAL_S
+            _LOGGER.error("%s; holding records in memory and trying again every %.0f s", exc, _RETRY_INTERVAL_S)
         return self
 
     def _connect(self) -> None:
-        try:
-            private_database(self._path)  # 0600 (its -wal and -shm too), a new data directory 0700
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise _storage_error(f"cannot open the queue database {self._path}", exc) from exc
-        try:
-            self._epoch = self._prepare(db)
-        except sqlite3.Error as exc:
-            db.close()
-            raise _storage_error(f"cannot open the queue database {self._path}", exc) from exc
+        db, self._epoch = open_queue_database(self._path, self._config)
         self._db = db
-        self._reopen_at = None
+        self._retry_at = None
         stats = self.stats()
         self._depth_hint = stats.depth
         self._sent_below = stats.next_seq
-        self._drops_pending = db.execute("SELECT 1 FROM dropped LIMIT 1").fetchone() is not None
+        self._drops_pending = (
+            db.execute("SELECT 1 FROM dropped LIMIT 1").fetchone() is not None or read_meta(db, "shed") is not None
+        )
         self._reserve.take()
         _LOGGER.info(
             "queue %s open (epoch %s): %d record(s) waiting, next sequence number %d",
@@ -201,52 +154,19 @@ class Outbox:
             stats.next_seq,
         )
 
-    def _prepare(self, db: sqlite3.Connection) -> bytes:
-        """Settings, schema and migrations; returns the queue's epoch, made here for a new queue."""
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
-        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
-        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-        db.execute(f"PRAGMA max_page_count={max(self._config.max_bytes // page_size, 16)}")
-        db.execute("BEGIN IMMEDIATE")
-        existed = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='counters'").fetchone()
-        for statement in _SCHEMA:
-            db.execute(statement)
-        if "unconfirmed" not in {row[1] for row in db.execute("PRAGMA table_info(dropped)")}:
-            db.execute("ALTER TABLE dropped ADD COLUMN unconfirmed INTEGER NOT NULL DEFAULT 0")
-        row = db.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
-        if row is None:
-            epoch = LEGACY_EPOCH if existed else secrets.token_bytes(EPOCH_BYTES)
-            db.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
-        else:
-            epoch = bytes(row[0])
-        db.execute("COMMIT")
-        return epoch
-
-    def _reopen_if_due(self) -> None:
-        if self._reopen_at is None or self._clock.monotonic() < self._reopen_at:
-            return
-        try:
-            self._connect()
-        except StorageError as exc:
-            self._reopen_at = self._clock.monotonic() + _REOPEN_INTERVAL_S
-            _LOGGER.debug("queue still closed: %s", exc)
-
     def close(self) -> None:
         if self._db is not None:
-            if self._spill:
-                self._flush_spill()
-            if self._spill:
+            self._flush_hold(until_empty=True)
+            if self._hold:
                 _LOGGER.error(
-                    "closing the queue with %d record(s) held only in memory (disk full, nothing left to drop "
-                    "for them): they are lost",
-                    len(self._spill),
+                    "closing the queue with %d record(s) held only in memory (disk full and no telemetry left "
+                    "to drop for them): they are lost",
+                    len(self._hold),
                 )
             self._db.close()
             self._db = None
-        elif self._spill:
-            _LOGGER.error("closing with %d record(s) held only in memory: the queue never opened", len(self._spill))
+        elif self._hold:
+            _LOGGER.error("closing with %d record(s) held only in memory: the queue never opened", len(self._hold))
 
     def __enter__(self) -> Outbox:
         return self.open()
@@ -262,6 +182,9 @@ class Outbox:
             raise StorageError("the queue is not open")
         return self._db
 
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and self._clock.monotonic() >= self._retry_at
+
     # -- writing ---------------------------------------------------------------------------------
 
     def put(self, record: Record) -> None:
@@ -275,19 +198,29 @@ class Outbox:
         for records that can never be sent, after queueing the others.
         """
         if self._db is None:
-            self._reopen_if_due()
-        if self._spill and self._db is not None:
-            self._flush_spill()
-        refused = self._hold(records) if self._spill or self._db is None else self._store(records)
+            if self._retry_due():
+                self._reopen()
+        elif self._clamped and self._retry_due():
+            self._unclamp_if_room()
+        if self._hold and self._db is not None:
+            self._flush_hold()
+        refused = self._keep(records) if self._hold or self._db is None else self._store(records)
         if refused:
             raise RecordTooLargeError(
                 f"refused {', '.join(refused)}: over the max payload of {self._max_envelope} bytes"
             )
 
+    def _reopen(self) -> None:
+        try:
+            self._connect()
+        except StorageError as exc:
+            self._retry_at = self._clock.monotonic() + _RETRY_INTERVAL_S
+            _LOGGER.debug("queue still closed: %s", exc)
+
     def _store(self, records: Sequence[Record]) -> list[str]:
         """Write, making room when the disk is full; hold in memory what still does not fit."""
         error: StorageError | None = None
-        for attempt in range(_ROOM_ATTEMPTS):
+        for attempt in range(2 + _EVICT_ROUNDS):
             if attempt == 1 and not self._clamped:
                 self._clamp_to_disk()
             elif attempt >= 1 and not self._evict_for_space(max(len(records), _EVICT_FOR_SPACE)):
@@ -302,51 +235,53 @@ class Outbox:
         if not self._storage_full:
             _LOGGER.error("%s; keeping new records in memory until space returns", error)
         self._storage_full = True
-        return self._hold(records)
+        return self._keep(records)
 
-    def _write(self, records: Sequence[Record], *, clear_dropped: bool = False) -> list[str]:
-        """Seal, number and insert in one transaction; returns the records refused as too large."""
+    def _write(self, records: Sequence[Record], *, notice_of: list[int] | None = None) -> list[str]:
+        """Seal, number and insert in one transaction; returns the records refused as too large.
+
+        `notice_of`: the rowids of `dropped` that this batch (one overflow notice) names; they are
+        deleted in the same transaction, and the notice's sequence number is remembered.
+        """
         db = self._conn
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            next_seq = int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
+        shed = self._hold.shed
+        with write_transaction(db, f"queue {self._path}: cannot store {len(records)} record(s)"):
+            first = seq = next_seq(db)
             rows, too_large = [], []
             for record in records:
-                envelope = self._seal(next_seq, record, self._epoch)
+                envelope = self._seal(seq, record, self._epoch)
                 if len(envelope) > self._max_envelope:
                     too_large.append(f"{record.kind} record of {len(envelope)} bytes")
                     continue
-                rows.append((next_seq, int(record.priority), record.kind.value, to_millis(record.created), envelope))
-                next_seq += 1
+                rows.append((seq, int(record.priority), record.kind.value, to_millis(record.created), envelope))
+                seq += 1
+            if notice_of is not None and too_large:
+                raise StorageError(f"queue {self._path}: the overflow notice itself is too large to send")
             db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)", rows)
-            db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (next_seq,))
-            if clear_dropped:
-                db.execute("DELETE FROM dropped")  # the notice and the clearing commit together
+            db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (seq,))
+            if shed.count:  # the memory hold's account, kept from now on by the database (or the notice)
+                db.execute("UPDATE counters SET value=value+? WHERE name='dropped'", (shed.count,))
+                if notice_of is None:
+                    write_meta(db, "shed", Shed.from_bytes(read_meta(db, "shed")).merged(shed).to_bytes())
+            if notice_of is not None:
+                db.executemany("DELETE FROM dropped WHERE rowid=?", [(rowid,) for rowid in notice_of])
+                write_meta(db, "shed", None)
+                write_meta(db, "notice_seq", first.to_bytes(8, "big"))
             evicted = self._evict_overflow(db, len(rows))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(db)
-            raise _storage_error(f"queue {self._path}: cannot store {len(records)} record(s)", exc) from exc
+        if shed.count:
+            self._hold.take_shed()
+        self._depth_hint += len(rows) - len(evicted)
         self._after_drop(evicted)
         if self._storage_full:
             _LOGGER.warning("queue %s writable again", self._path)
             self._storage_full = False
         return too_large
 
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                _LOGGER.exception("rollback failed; SQLite rolls back on the next statement")
-
     def _evict_overflow(self, db: sqlite3.Connection, added: int) -> list[int]:
-        self._depth_hint += added
-        if self._depth_hint < self._config.max_records * 0.9:
+        if self._depth_hint + added < self._config.max_records * 0.9:
             return []  # far below the bound: no need to count
         depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        self._depth_hint = depth
+        self._depth_hint = depth - added  # the caller adds `added` after the commit
         excess = depth - self._config.max_records
         if excess <= 0:
             return []
@@ -365,7 +300,7 @@ class Outbox:
         ]
         if not victims:
             return []  # only events left: they are never dropped for telemetry
-        self._depth_hint -= self._delete(db, victims)
+        self._delete(db, victims)
         unconfirmed = [seq for seq in victims if seq < self._sent_below or seq in self._sent]
         never_sent = sorted(set(victims).difference(unconfirmed))
         db.executemany("INSERT INTO dropped VALUES (?, ?, 0)", seq_ranges(never_sent))
@@ -374,6 +309,7 @@ class Outbox:
         return victims
 
     def _after_drop(self, victims: list[int]) -> None:
+        """After the commit that dropped `victims`."""
         if victims:
             self._drops_pending = True
             self._sent.difference_update(victims)
@@ -390,138 +326,129 @@ class Outbox:
     def _clamp_to_disk(self) -> None:
         """The disk is full: spend the reserve on a checkpoint, then keep the database at its size.
 
-        From then on SQLite refuses to grow the file before the disk would, new records take the
-        pages dropped and acknowledged records leave, and the log has room to work in.
+        From then on SQLite refuses to grow the file before the disk would; new records take the
+        pages that dropped and acknowledged records leave, and the log has room to work in.
         """
         self._reserve.release()
         self._checkpoint()
         try:
-            pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
-            self._conn.execute(f"PRAGMA max_page_count={pages}")
+            pages = page_count(self._conn)
+            set_page_limit(self._conn, pages)
         except sqlite3.Error as exc:
             _LOGGER.warning("cannot hold the queue at its size: %s", exc)
             return
         self._clamped = True
+        self._retry_at = self._clock.monotonic() + _RETRY_INTERVAL_S
         _LOGGER.warning("disk full: the queue keeps to its %d pages until space returns", pages)
 
     def _unclamp_if_room(self) -> None:
-        if not self._clamped or not self._reserve.take():
+        """Once the disk has room for the reserve (and as much again), the queue may grow again."""
+        self._retry_at = self._clock.monotonic() + _RETRY_INTERVAL_S
+        if not self._reserve.take():
             return
-        page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
-        self._conn.execute(f"PRAGMA max_page_count={max(self._config.max_bytes // page_size, 16)}")
+        try:
+            set_page_limit(self._conn, config_page_limit(self._conn, self._config))
+        except sqlite3.Error as exc:
+            _LOGGER.warning("cannot let the queue grow again: %s", exc)
+            return
         self._clamped = False
+        self._retry_at = None
         _LOGGER.warning("queue %s: disk space is back", self._path)
 
     def _evict_for_space(self, count: int) -> bool:
         db = self._conn
         try:
-            db.execute("BEGIN IMMEDIATE")
-            victims = self._drop_oldest_telemetry(db, count)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(db)
-            _LOGGER.warning("cannot drop telemetry to make room: %s", exc)
+            with write_transaction(db, f"queue {self._path}: cannot drop telemetry to make room"):
+                victims = self._drop_oldest_telemetry(db, count)
+        except StorageError as exc:
+            _LOGGER.warning("%s", exc)
             return False
         if victims:
+            self._depth_hint -= len(victims)
             _LOGGER.warning("disk full: dropped the %d oldest telemetry record(s) to make room", len(victims))
             self._after_drop(victims)
         return bool(victims)
 
-    # -- the memory spill ------------------------------------------------------------------------
+    # -- the memory hold -------------------------------------------------------------------------
 
-    def _hold(self, records: Iterable[Record]) -> list[str]:
-        """Keep records in memory; returns those too large ever to be sent (judged at the largest seq)."""
-        refused = []
+    def _keep(self, records: Iterable[Record]) -> list[str]:
+        """Hold records in memory; returns those too large ever to be sent (judged at the largest seq
+        and a full-size epoch, since a queue that opens later makes one)."""
+        refused, kept = [], []
+        epoch = self._epoch or bytes(EPOCH_BYTES)
         for record in records:
-            size = len(self._seal(MAX_SEQ, record, self._epoch))
+            size = len(self._seal(MAX_SEQ, record, epoch))
             if size > self._max_envelope:
                 refused.append(f"{record.kind} record of {size} bytes")
             else:
-                self._spill.append(record)
-        while len(self._spill) > self._spill_limit:
-            # Memory is finite too: shed the oldest telemetry first, as on disk, and count it.
-            for index, held in enumerate(self._spill):
-                if held.kind is RecordKind.TELEMETRY:
-                    del self._spill[index]
-                    self._shed.add(held)
-                    self._drops_pending = True
-                    break
-            else:
-                break
+                kept.append(record)
+        self._hold.add(kept)
+        if self._hold.shed.count:
+            self._drops_pending = True
         return refused
 
-    def _flush_spill(self) -> None:
-        """Write held records oldest first, as many as fit: in chunks, then one by one near full."""
-        written, chunk, room_made = 0, 256, False
-        while self._spill:
-            batch = [self._spill[i] for i in range(min(chunk, len(self._spill)))]
+    def _flush_hold(self, *, until_empty: bool = False) -> None:
+        """Write held records oldest first, as many as fit: in chunks, then one by one near full,
+        dropping telemetry on disk for them once per call (every round when closing)."""
+        written, chunk, rounds = 0, 256, 0
+        while self._hold:
+            batch = self._hold.oldest(chunk)
             try:
-                self._write(batch)
+                refused = self._write(batch)
             except StorageFullError:
                 if chunk > 1:
                     chunk = 1
                     continue
-                if room_made or not self._evict_for_space(_EVICT_FOR_SPACE):
+                rounds += 1
+                if (rounds > 1 and not until_empty) or not self._evict_for_space(_EVICT_FOR_SPACE):
                     break
-                room_made = True
                 continue
             except StorageError:
                 break
-            for _ in batch:
-                self._spill.popleft()
+            if refused:  # `_keep` judged them at the largest size: this is a bug, never silence
+                _LOGGER.error("records held in memory were refused when written: %s", ", ".join(refused))
+            self._hold.forget_oldest(len(batch))
             written += len(batch)
         if written:
-            _LOGGER.info("wrote %d record(s) held in memory to the queue; %d still held", written, len(self._spill))
+            _LOGGER.info("wrote %d record(s) held in memory to the queue; %d still held", written, len(self._hold))
 
     # -- overflow notices ------------------------------------------------------------------------
 
     def emit_overflow_notice(self) -> bool:
-        """Queue one `queue_overflow` event naming every record dropped since the last one.
+        """Queue one `queue_overflow` event naming the records dropped since the last one.
 
-        At most one notice waits in the queue at a time: while it does, further drops gather in the
-        `dropped` table for the next one. A queue held at its bound by an outage would otherwise add a
-        notice (which is never dropped) for every snapshot it drops.
+        At most one notice waits in the queue at a time: while it does, further drops gather for the
+        next one. A queue held at its bound by an outage would otherwise add a notice (which is never
+        dropped) for every snapshot it drops.
         """
-        if not self._drops_pending or self._db is None or self._spill or self._notice_waiting(self._db):
+        db = self._db
+        if not self._drops_pending or db is None or self._hold or self._notice_waiting(db):
             return False
-        ranges = self._db.execute("SELECT low, high, unconfirmed FROM dropped ORDER BY low").fetchall()
-        if not ranges and not self._shed.count:
+        rows = db.execute(
+            "SELECT rowid, low, high, unconfirmed FROM dropped ORDER BY low LIMIT ?", (MAX_NOTICE_RANGES,)
+        ).fetchall()
+        shed = Shed.from_bytes(read_meta(db, "shed")).merged(self._hold.shed)
+        if not rows and not shed.count:
             self._drops_pending = False
             return False
-        never_sent = [seq for low, high, maybe in ranges if not maybe for seq in range(int(low), int(high) + 1)]
-        unconfirmed = [seq for low, high, maybe in ranges if maybe for seq in range(int(low), int(high) + 1)]
-        body: dict[str, Any] = {
-            "type": "queue_overflow",
-            "dropped": len(never_sent) + len(unconfirmed) + self._shed.count,
-            "dropped_seqs": seq_ranges(never_sent),
-        }
-        if unconfirmed:
-            body["unconfirmed_seqs"] = seq_ranges(unconfirmed)
-        shed = self._shed
-        if shed.count:
-            body["unnumbered"] = shed.count
-            body["unnumbered_span_ms"] = [shed.first_ms, shed.last_ms]
-        notice = Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body)
-        notice_seq = int(self._db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
+        ranges = [(int(low), int(high), bool(maybe)) for _, low, high, maybe in rows]
+        notice = Record(kind=RecordKind.EVENT, created=self._clock.now(), body=notice_body(ranges, shed))
+        self._drops_pending = False  # the notice may drop again, which sets it anew
         try:
-            self._drops_pending = False
-            self._shed = _Shed()
-            self._write([notice], clear_dropped=True)  # may drop again, setting the flag anew
+            self._write([notice], notice_of=[int(row[0]) for row in rows])
         except StorageError as exc:
             self._drops_pending = True
-            self._shed = shed
             _LOGGER.warning("overflow notice postponed: %s", exc)
             return False
-        self._notice_seq = notice_seq
+        if len(rows) == MAX_NOTICE_RANGES:
+            self._drops_pending = True  # more ranges than one notice names: the next notice goes on
         return True
 
     def _notice_waiting(self, db: sqlite3.Connection) -> bool:
-        if self._notice_seq is None:
+        stored = read_meta(db, "notice_seq")
+        if stored is None:
             return False
-        if db.execute("SELECT 1 FROM outbox WHERE seq=?", (self._notice_seq,)).fetchone() is not None:
-            return True
-        self._notice_seq = None  # acknowledged: the next notice may go
-        return False
+        return db.execute("SELECT 1 FROM outbox WHERE seq=?", (int.from_bytes(stored, "big"),)).fetchone() is not None
 
     # -- draining --------------------------------------------------------------------------------
 
@@ -542,8 +469,8 @@ class Outbox:
     def acknowledge(self, seqs: Iterable[int]) -> int:
         """Forget records the backend has stored; returns how many were still queued.
 
-        Deletes in small transactions so each fits the log, spending the reserve when the disk is full:
-        acknowledged records can always be deleted, and their space is what lets new records in.
+        Deletes in small transactions so each fits the log: acknowledged records can always be deleted,
+        and their space is what lets new records in.
         """
         if self._db is None:
             return 0
@@ -552,29 +479,26 @@ class Outbox:
         for start in range(0, len(ordered), _ACK_CHUNK):
             deleted += self._delete_acknowledged(ordered[start : start + _ACK_CHUNK])
         self._sent.difference_update(ordered)
-        if deleted:
+        if deleted and self._clamped:
             self._unclamp_if_room()
-        if self._spill:
-            self._flush_spill()
+        if self._hold:
+            self._flush_hold()
         return deleted
 
     def _delete_acknowledged(self, seqs: list[int]) -> int:
         db = self._conn
-        for attempt in range(2):
-            try:
-                db.execute("BEGIN IMMEDIATE")
+        what = f"queue {self._path}: cannot delete acknowledged records"
+        try:
+            with write_transaction(db, what):
                 deleted = self._delete(db, seqs)
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(db)
-                error = _storage_error(f"queue {self._path}: cannot delete acknowledged records", exc)
-                if attempt == 0 and isinstance(error, StorageFullError):
-                    self._clamp_to_disk()
-                    continue
-                raise error from exc
-            self._depth_hint -= deleted
-            return deleted
-        raise AssertionError("unreachable")
+        except StorageFullError:
+            if self._clamped:
+                raise
+            self._clamp_to_disk()  # the reserve's space lets the log take the deletion
+            with write_transaction(db, what):
+                deleted = self._delete(db, seqs)
+        self._depth_hint -= deleted
+        return deleted
 
     @staticmethod
     def _delete(db: sqlite3.Connection, seqs: Iterable[int]) -> int:
@@ -588,8 +512,8 @@ class Outbox:
                 depth=0,
                 depth_by_priority={},
                 next_seq=0,
-                dropped_total=0,
-                spilled_in_memory=len(self._spill),
+                dropped_total=self._hold.shed.count,
+                spilled_in_memory=len(self._hold),
                 storage_full=self._storage_full,
                 epoch=self._epoch,
             )
@@ -603,8 +527,8 @@ class Outbox:
             depth=sum(by_priority.values()),
             depth_by_priority=by_priority,
             next_seq=int(counters["next_seq"]),
-            dropped_total=int(counters["dropped"]) + self._shed.count,
-            spilled_in_memory=len(self._spill),
+            dropped_total=int(counters["dropped"]) + self._hold.shed.count,
+            spilled_in_memory=len(self._hold),
             storage_full=self._storage_full,
             epoch=self._epoch,
         )

@@ -282,3 +282,74 @@ def test_a_queue_held_at_its_bound_keeps_one_overflow_notice_not_one_per_drop(
     assert outbox.emit_overflow_notice()
     (notice,) = _notices(_opened(outbox, backend_box))
     assert notice["dropped"] > 150  # the later drops, gathered while the first notice waited
+
+
+def test_space_freed_while_the_link_is_down_lets_the_queue_grow_again_without_an_ack(
+    small_disk: Path, make_outbox: MakeOutbox, clock: ManualClock
+) -> None:
+    outbox = make_outbox(small_disk / "outbox.sqlite3")
+    for i in range(100):
+        outbox.put(_record(clock, n=i, pad="p" * 600))
+    fill(small_disk)
+    for i in range(300):  # full: the queue keeps to its size and drops its oldest telemetry
+        outbox.put(_record(clock, n=i, pad="p" * 600))
+    dropped_while_full = outbox.stats().dropped_total
+    assert dropped_while_full > 0
+    (small_disk / "ballast.bin").unlink()  # someone frees space; no ack arrives
+    clock.advance(5)
+    for i in range(300):
+        outbox.put(_record(clock, n=i, pad="p" * 600))
+    assert outbox.stats().dropped_total == dropped_while_full, "nothing more dropped once the disk has room"
+
+
+def test_the_memory_holds_account_survives_a_restart_and_reaches_a_notice(
+    make_outbox: MakeOutbox, clock: ManualClock, backend_box: Box
+) -> None:
+    outbox = make_outbox(config=QueueConfig(max_bytes=64 * 1024), spill_limit=5)
+    _fill_with_events(outbox, clock)
+    for i in range(20):
+        outbox.put(_record(clock, n=i))
+    shed = outbox.stats().dropped_total
+    assert shed >= 15
+    stored = _opened(outbox, backend_box)
+    outbox.acknowledge(r.seq for r in stored)  # room again: the hold drains, its account is stored
+    while outbox.stats().spilled_in_memory:
+        outbox.acknowledge(r.seq for r in _opened(outbox, backend_box))
+    outbox.close()  # a clean stop before any notice went out
+    restarted = make_outbox(config=QueueConfig(max_bytes=64 * 1024))
+    assert restarted.stats().dropped_total >= shed, "the drop count never goes down"
+    assert restarted.emit_overflow_notice()
+    (notice,) = _notices(_opened(restarted, backend_box))
+    assert notice["unnumbered"] == shed
+
+
+def test_an_overflow_notice_names_at_most_2000_ranges_and_the_next_one_the_rest(
+    make_outbox: MakeOutbox, clock: ManualClock, backend_box: Box
+) -> None:
+    outbox = make_outbox(config=QueueConfig(max_records=1))
+    for i in range(4200):  # telemetry, event, ...: each dropped telemetry is a range of its own (2,100)
+        outbox.put(_record(clock, RecordKind.EVENT if i % 2 else RecordKind.TELEMETRY, n=i))
+    assert outbox.emit_overflow_notice()
+    first = _notices(_opened(outbox, backend_box))
+    assert len(first) == 1
+    assert len(first[0]["dropped_seqs"]) == 2000
+    outbox.acknowledge(q.seq for q in outbox.next_batch(100_000))
+    assert outbox.emit_overflow_notice()
+    (second,) = _notices(_opened(outbox, backend_box))
+    named = {s for n in (first[0], second) for lo, hi in n["dropped_seqs"] for s in range(lo, hi + 1)}
+    assert len(named) == outbox.stats().dropped_total
+
+
+def test_only_one_notice_waits_even_across_a_restart(
+    make_outbox: MakeOutbox, clock: ManualClock, backend_box: Box
+) -> None:
+    outbox = make_outbox(config=QueueConfig(max_records=3))
+    for i in range(10):
+        outbox.put(_record(clock, n=i))
+    assert outbox.emit_overflow_notice()
+    outbox.close()
+    restarted = make_outbox(config=QueueConfig(max_records=3))
+    for i in range(10):
+        restarted.put(_record(clock, n=i))
+        restarted.emit_overflow_notice()
+    assert len(_notices(_opened(restarted, backend_box))) == 1
