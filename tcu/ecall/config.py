@@ -15,6 +15,13 @@
     t9_s = 3600                        # EN 16062 names: t2_s t5_s t6_s t7_s t9_s t10_s
     redial_interval_s = 30             # also dial_timeout_s, drop_redial_window_s, drop_redial_interval_s, ...
     max_dial_attempts = 0              # 0: no limit (pan-European); ERA-GLONASS uses 10
+    [[ecall.trigger]]                  # optional; without rules, the CAN mapping's crash/airbag/SOS paths
+    kind = "crash"                     # crash | airbag | sos (at most one rule per kind)
+    signal = "ACU_01.CrashSeverity"    # "Message.Signal" of the DBC, or a VSS path the mapping feeds
+    values = ["FRONT", "SIDE", "REAR", "ROLLOVER"]   # VAL_ names or raw integers that mean it ...
+    # at_least = 4.0 / at_most = ...   # ... or thresholds on the physical value (DBC unit)
+    invalid = ["SNA"]                  # values meaning "not available": never a trigger
+    # hold_s = 0.5                     # sos only: the button must stay pressed this long
 
 `load_ecall_config(table, vin=...)` is what the agent calls: it returns None only for a vehicle that
 says `legal_ecall = false` and configures no modem. Anything else that is missing or invalid raises
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tcu.ecall.msd_model import Propulsion, VehicleType, check_vin
+from tcu.ecall.triggers import TriggerKind, TriggerRule
 from tcu.errors import ConfigError, MsdError
 from tcu.sources.modem import PROFILES, ModemProfile
 
@@ -83,6 +91,7 @@ class EcallConfig:
     retrigger_suppress_s: float = 10.0
     position_max_age_s: float = 30.0
     timers: EcallTimers = field(default_factory=EcallTimers)
+    triggers: tuple[TriggerRule, ...] = ()  # [[ecall.trigger]]; () means the CAN mapping's own paths
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -120,6 +129,13 @@ class EcallConfig:
         seconds = [name for name in EcallTimers.__dataclass_fields__ if name != "max_dial_attempts"]
         numbers = {name: timers.number(name, getattr(defaults, name)) for name in seconds}
         attempts = timers.get("max_dial_attempts", int, "an integer (0: no limit)", 0)
+        rules = _trigger_rules(keys.get("trigger", list, "an array of tables [[ecall.trigger]]", []))
+        sos_hold_s = keys.number("sos_hold_s", 0.3)
+        for rule in rules:
+            if rule.hold_s is not None:
+                if "sos_hold_s" in table:
+                    raise ConfigError(f"{rule.where}.hold_s: ecall.sos_hold_s is set too; keep one of them")
+                sos_hold_s = rule.hold_s
         config = cls(
             port=keys.get("port", str, "the modem's device path or pyserial URL", None),
             legal_ecall=keys.get("legal_ecall", bool, "true or false", True),
@@ -129,14 +145,66 @@ class EcallConfig:
             vehicle_type=vtype,
             propulsion=propulsion,
             command_timeout_s=keys.number("command_timeout_s", 5.0),
-            sos_hold_s=keys.number("sos_hold_s", 0.3),
+            sos_hold_s=sos_hold_s,
             retrigger_suppress_s=keys.number("retrigger_suppress_s", 10.0),
             position_max_age_s=keys.number("position_max_age_s", 30.0),
             timers=EcallTimers(**numbers, max_dial_attempts=attempts or None),
+            triggers=rules,
         )
         timers.reject_unknown()
         keys.reject_unknown()
         return config
+
+
+def _trigger_rules(items: list[Any]) -> tuple[TriggerRule, ...]:
+    rules: list[TriggerRule] = []
+    for index, item in enumerate(items):
+        where = f"ecall.trigger[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where}: expected a table [[ecall.trigger]]")
+        keys = _Keys(item, where)
+        kinds = ", ".join(k.value for k in TriggerKind)
+        kind = keys.get("kind", str, kinds, None)
+        if kind not in set(TriggerKind):
+            raise ConfigError(f"{where}.kind: got {kind!r}; expected one of {kinds}")
+        signal = keys.get("signal", str, '"Message.Signal" or a VSS path', None)
+        if "." not in signal:
+            raise ConfigError(f'{where}.signal: got {signal!r}; expected "Message.Signal" or a VSS path')
+        values = keys.get("values", list, "a list of VAL_ names or raw values", [])
+        if any(not isinstance(v, str | int | float) for v in values):
+            raise ConfigError(f"{where}.values: expected VAL_ names or raw values, got {values!r}")
+        invalid = keys.get("invalid", list, "a list of VAL_ names or raw values", [])
+        if any(isinstance(v, bool) or not isinstance(v, str | int) for v in invalid):
+            raise ConfigError(f"{where}.invalid: expected VAL_ names or raw integers, got {invalid!r}")
+        at_least = keys.get("at_least", (int, float), "a number", _ABSENT)
+        at_most = keys.get("at_most", (int, float), "a number", _ABSENT)
+        hold_s = keys.get("hold_s", (int, float), "a number of seconds", _ABSENT)
+        if bool(values) == (at_least is not _ABSENT or at_most is not _ABSENT):
+            raise ConfigError(f"{where}: give either values = [...] or at_least / at_most, not both or neither")
+        if hold_s is not _ABSENT and (kind != TriggerKind.SOS or hold_s < 0):
+            raise ConfigError(
+                f"{where}.hold_s: only a sos rule has a hold time (>= 0); a crash or airbag trigger fires on the "
+                "first good reading, debounced by its rising edge and ecall.retrigger_suppress_s"
+            )
+        if any(rule.kind == kind for rule in rules):
+            raise ConfigError(f"{where}: a second {kind} rule; one signal per kind (put all its values in one rule)")
+        keys.reject_unknown()
+        rules.append(
+            TriggerRule(
+                kind=TriggerKind(kind),
+                signal=signal,
+                values=tuple(values),
+                at_least=None if at_least is _ABSENT else float(at_least),
+                at_most=None if at_most is _ABSENT else float(at_most),
+                invalid=tuple(invalid),
+                hold_s=None if hold_s is _ABSENT else float(hold_s),
+                where=where,
+            )
+        )
+    return tuple(rules)
+
+
+_ABSENT: Any = object()
 
 
 class _Keys:

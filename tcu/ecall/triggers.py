@@ -13,6 +13,11 @@ Debouncing, because a false eCall ties up a PSAP and a missed one costs lives:
   ignore them anyway, but they would clutter the reports);
 - a crash flag already True at the first reading (the agent restarted after an impact) does trigger:
   an eCall interrupted by a reset must still be made.
+
+Which bus signal means "crash", "airbag deployed" or "SOS pressed" is a `TriggerRule` (`[[ecall.trigger]]`
+in the agent config). A rule does not change the detector: the CAN decoder compiles it into a boolean
+target that publishes the canonical path of its kind (`RULE_PATHS`) as True while the signal holds one
+of the rule's values or lies within its thresholds, so every debounce rule above applies unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +36,39 @@ AIRBAG_DEPLOYED = "Vehicle.Safety.Airbag.IsDeployed"
 SOS_BUTTON = "Vehicle.Cabin.SosButton.IsPressed"
 _AUTOMATIC = {CRASH_DETECTED: "crash detected", AIRBAG_DEPLOYED: "airbag deployed"}
 WATCHED = frozenset({CRASH_DETECTED, AIRBAG_DEPLOYED, SOS_BUTTON})
+AUTOMATIC_PATHS = frozenset(_AUTOMATIC)
+
+
+class TriggerKind(StrEnum):
+    CRASH = "crash"
+    AIRBAG = "airbag"
+    SOS = "sos"
+
+
+RULE_PATHS = {TriggerKind.CRASH: CRASH_DETECTED, TriggerKind.AIRBAG: AIRBAG_DEPLOYED, TriggerKind.SOS: SOS_BUTTON}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerRule:
+    """`[[ecall.trigger]]`: which signal, and which of its values, mean a crash, a deployed airbag or SOS.
+
+    `signal` is "Message.Signal" of the CAN database (`values`: VAL_ names or raw integers; `at_least` /
+    `at_most`: the physical value in the DBC's unit) or a VSS path the CAN mapping feeds (values and
+    thresholds of the converted value). `invalid`: raw values or names meaning "not available".
+    """
+
+    kind: TriggerKind
+    signal: str
+    values: tuple[str | int | float | bool, ...] = ()
+    at_least: float | None = None
+    at_most: float | None = None
+    invalid: tuple[str | int, ...] = ()
+    hold_s: float | None = None  # sos only: how long the button must stay pressed
+    where: str = "ecall.trigger"
+
+    @property
+    def path(self) -> str:
+        return RULE_PATHS[self.kind]
 
 
 class CallType(StrEnum):

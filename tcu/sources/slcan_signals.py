@@ -1,48 +1,39 @@
-"""CAN frames → VSS signals, through a DBC (cantools) and the mapping table `tcu/vehicle/mapping/can.toml`.
+"""CAN frames → VSS signals, through a CAN database (cantools) and a typed mapping (`tcu.vehicle.can_mapping`).
 
 Decoding sits on the hot path of a busy bus (thousands of frames per second), so everything that
 can be worked out once is: a per-frame-id plan holds the cantools message's bound `decode`, the
-expected length and, per mapped signal, the VSS path, the value kind and the plausible range.
-cantools runs with `decode_choices=False` (integers, no `NamedSignalValue` objects); value names
-come from a dict prepared here. Unmapped messages and signals cost one dict lookup, and a payload
-equal to the previous one of its frame id is not decoded again.
+expected length and, per mapped signal, a `CanTarget` whose conversion (scale, offset, unit, value
+table, rounding, plausible range) is folded into a multiply-add or one dict lookup. cantools runs
+with `decode_choices=False, scaling=False`: raw integers, no `NamedSignalValue` objects. Unmapped
+messages and signals cost one dict lookup, and a payload equal to the previous one of its frame id is
+not decoded again.
+
+The database is the packaged fictional car unless `[sources.can] dbc` names files; the mapping is
+the packaged `tcu/vehicle/mapping/can.toml` unless `[sources.can] mapping` names one. eCall trigger
+rules (`[[ecall.trigger]]`) become targets too, replacing the mapping's entry for their path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cantools
-
+from tcu.ecall.triggers import TriggerRule
 from tcu.errors import ConfigError, ProtocolError
 from tcu.sources.slcan import CanFrame
-from tcu.vehicle.mapping import load_mapping
+from tcu.vehicle.can_database import PACKAGED_DBC, load_can_database
+from tcu.vehicle.can_mapping import CanTarget, ResolvedEntry, convert, resolve_entry, resolve_trigger, split_key
+from tcu.vehicle.mapping import load_mapping, packaged_mapping_name
 from tcu.vehicle.state import Quality, Signal, SignalValue
+
+_LOGGER = logging.getLogger(__name__)
 
 SOURCE = "can"
 MAPPING_TABLES = ("vss", "extension")  # standard VSS paths, then our own
-
-
-class ValueKind(StrEnum):
-    FLOAT = "float"  # scaled physical value
-    BOOL = "bool"  # a 1-bit flag
-    CHOICE = "choice"  # the DBC value name (VAL_) as a string
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    name: str  # DBC signal name
-    path: str  # VSS path
-    kind: ValueKind
-    minimum: float
-    maximum: float
-    choices: Mapping[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +41,7 @@ class _Plan:
     message: str
     length: int
     decode: Callable[..., Mapping[str, Any]]
-    targets: tuple[_Target, ...]
+    targets: tuple[CanTarget, ...]
 
 
 def _plan_key(can_id: int, extended: bool) -> int:
@@ -59,21 +50,25 @@ def _plan_key(can_id: int, extended: bool) -> int:
 
 
 class CanSignalDecoder:
-    """Decode frames of one DBC into VSS signals named by a `Message.Signal → path` mapping."""
+    """Decode frames of one CAN database into VSS signals, through resolved mapping entries."""
 
-    def __init__(self, database: Any, mapping: Mapping[str, str], *, source: str = SOURCE) -> None:
+    def __init__(
+        self,
+        database: Any,
+        mapping: Mapping[str, str | Mapping[str, Any]] | Sequence[ResolvedEntry],
+        *,
+        source: str = SOURCE,
+    ) -> None:
         self.source = source
-        grouped: dict[str, list[_Target]] = {}
-        for key, path in mapping.items():
-            message_name, _, signal_name = key.partition(".")
-            try:
-                message = database.get_message_by_name(message_name)
-                signal = message.get_signal_by_name(signal_name)
-            except KeyError as exc:
-                raise ConfigError(f"CAN mapping {key!r}: no such message.signal in the DBC") from exc
-            if not path.startswith("Vehicle."):
-                raise ConfigError(f"CAN mapping {key!r}: {path!r} is not a VSS path")
-            grouped.setdefault(message_name, []).append(_target(signal, path))
+        self.database = database
+        if isinstance(mapping, Mapping):
+            mapping = [
+                resolve_entry(database, key, spec, where=f"CAN mapping {key!r}") for key, spec in mapping.items()
+            ]
+        self.entries: tuple[ResolvedEntry, ...] = tuple(mapping)
+        grouped: dict[str, list[CanTarget]] = {}
+        for entry in self.entries:
+            grouped.setdefault(entry.message, []).append(entry.target)
         self._plans: dict[int, _Plan] = {}
         # The last payload per frame id and what it decoded to: cyclic frames mostly repeat
         # themselves (a door status sent ten times a second), and then decoding is a bytes compare.
@@ -84,29 +79,36 @@ class CanSignalDecoder:
                 message=message.name, length=message.length, decode=message.decode, targets=tuple(targets)
             )
 
+    @property
+    def paths(self) -> frozenset[str]:
+        """The VSS paths this decoder publishes."""
+        return frozenset(entry.target.path for entry in self.entries)
+
     @classmethod
-    def from_files(cls, mapping_path: Path | None = None, *, dbc_path: Path | None = None) -> CanSignalDecoder:
-        """The packaged mapping (`can.toml`) and DBC unless paths are given; ConfigError says what is wrong."""
+    def from_files(
+        cls,
+        mapping_path: Path | None = None,
+        *,
+        dbc_path: Path | None = None,
+        dbc_paths: Sequence[Path] = (),
+        triggers: Sequence[TriggerRule] = (),
+    ) -> CanSignalDecoder:
+        """The mapping file (the packaged `can.toml` when None) over the CAN database `dbc_paths` (or the
+        mapping's own `dbc`, else the packaged DBC), plus eCall trigger rules. ConfigError says what is wrong."""
         table = load_mapping("can", mapping_path)
-        mapping = parse_mapping(table)
-        dbc_name = table.get("dbc", "vehicle.dbc")
-        if dbc_path is None and not isinstance(dbc_name, str):
-            raise ConfigError(f"CAN mapping: dbc = {dbc_name!r} is not a file name")
-        where = dbc_path or Path(dbc_name)
-        try:
-            if dbc_path is None and not where.is_absolute():
-                text = resources.files("tcu.sources").joinpath("dbc", dbc_name).read_text("utf-8")
-            else:
-                text = where.read_text("utf-8")
-            database = cantools.database.load_string(text, database_format="dbc", strict=True)
-        except OSError as exc:
-            raise ConfigError(f"DBC {where}: cannot read it: {exc.strerror or exc}") from exc
-        except Exception as exc:  # cantools raises its own parse errors as well as ValueError
-            raise ConfigError(f"DBC {where}: cannot be loaded: {exc}") from exc
+        where = str(mapping_path) if mapping_path is not None else packaged_mapping_name("can")
+        files = list(dbc_paths) or ([dbc_path] if dbc_path is not None else _mapping_dbc(table, mapping_path, where))
+        database = load_can_database(files)
         source = table.get("source", SOURCE)
         if not isinstance(source, str) or not source:
-            raise ConfigError(f"CAN mapping: source = {source!r} is not a name")
-        return cls(database, mapping, source=source)
+            raise ConfigError(f"CAN mapping {where}: source = {source!r} is not a name")
+        entries = {entry.target.path: entry for entry in resolve_mapping(table, database, where=where)}
+        for rule in triggers:
+            replaced = entries.get(rule.path)
+            entries[rule.path] = _rule_entry(database, rule, entries)
+            if replaced is not None:
+                _LOGGER.info("%s replaces the mapping entry %s → %s", rule.where, replaced.source, rule.path)
+        return cls(database, list(entries.values()), source=source)
 
     @property
     def frame_ids(self) -> frozenset[int]:
@@ -133,8 +135,8 @@ class CanSignalDecoder:
         data = frame.data
         cached = self._last.get(key)
         if cached is None or cached[0] != data:
-            values = plan.decode(data, False)
-            cached = (data, tuple((t.path, *_convert(t, values[t.name])) for t in plan.targets))
+            values = plan.decode(data, False, False)
+            cached = (data, tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values))
             self._last[key] = cached
         source = self.source
         return [
@@ -143,45 +145,60 @@ class CanSignalDecoder:
         ]
 
 
-def _convert(target: _Target, raw: float) -> tuple[SignalValue, Quality]:
-    kind = target.kind
-    if kind is ValueKind.BOOL:
-        return bool(raw), Quality.GOOD
-    if kind is ValueKind.CHOICE:
-        name = target.choices.get(int(raw))
-        return (name, Quality.GOOD) if name is not None else (str(int(raw)), Quality.INVALID)
-    value = float(raw)
-    quality = Quality.GOOD if target.minimum <= value <= target.maximum else Quality.INVALID
-    return value, quality
+def _rule_entry(database: Any, rule: TriggerRule, entries: Mapping[str, ResolvedEntry]) -> ResolvedEntry:
+    return resolve_trigger(
+        database,
+        path=rule.path,
+        signal_key=rule.signal,
+        values=rule.values,
+        at_least=rule.at_least,
+        at_most=rule.at_most,
+        invalid=rule.invalid,
+        entries={e.target.path: e for e in entries.values() if e.target.path != rule.path},
+        where=rule.where,
+    )
 
 
-def _target(signal: Any, path: str) -> _Target:
-    choices = {int(raw): str(name) for raw, name in (signal.choices or {}).items()}
-    if choices:
-        kind = ValueKind.CHOICE
-    elif signal.length == 1:
-        kind = ValueKind.BOOL
-    else:
-        kind = ValueKind.FLOAT
-    minimum = float("-inf") if signal.minimum is None else float(signal.minimum)
-    maximum = float("inf") if signal.maximum is None else float(signal.maximum)
-    return _Target(signal.name, path, kind, minimum, maximum, choices)
+def _mapping_dbc(table: Mapping[str, Any], mapping_path: Path | None, where: str) -> list[Path]:
+    """The mapping file's own `dbc` (a name or list, relative to the mapping file); [] for the packaged car."""
+    named = table.get("dbc", PACKAGED_DBC)
+    names = named if isinstance(named, list) else [named]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"CAN mapping {where}: dbc = {named!r} is not a file name or a list of them")
+    if mapping_path is None or (names == [PACKAGED_DBC] and not (mapping_path.parent / PACKAGED_DBC).exists()):
+        return []
+    return [p if p.is_absolute() else mapping_path.parent / p for p in map(Path, names)]
 
 
-def parse_mapping(table: Mapping[str, Any]) -> dict[str, str]:
-    """Merge the `[vss]` and `[extension]` tables into one `Message.Signal → path` dict."""
-    mapping: dict[str, str] = {}
+def resolve_mapping(table: Mapping[str, Any], database: Any, *, where: str) -> list[ResolvedEntry]:
+    """Every entry of the `[vss]` and `[extension]` tables, checked; a path fed twice is an error."""
+    resolved: list[ResolvedEntry] = []
+    seen_keys: dict[str, str] = {}
+    seen_paths: dict[str, str] = {}
     for section in MAPPING_TABLES:
         entries = table.get(section, {})
         if not isinstance(entries, Mapping):
-            raise ConfigError(f'CAN mapping [{section}]: expected a table of "Message.Signal" = "Vehicle..."')
-        for key, path in entries.items():
-            if not isinstance(path, str) or "." not in key:
-                raise ConfigError(f'CAN mapping [{section}] {key!r}: expected "Message.Signal" = "Vehicle..."')
-            if key in mapping:
-                raise ConfigError(f"CAN mapping {key!r}: mapped twice")
-            mapping[key] = path
+            raise ConfigError(f'CAN mapping {where} [{section}]: expected a table of "Message.Signal" = "Vehicle..."')
+        for key, spec in entries.items():
+            at = f"CAN mapping {where} [{section}] {key!r}"
+            split_key(key, at)
+            if key in seen_keys:
+                raise ConfigError(f"{at}: mapped twice (also in [{seen_keys[key]}])")
+            entry = resolve_entry(database, key, spec, where=at)
+            if entry.target.path in seen_paths:
+                raise ConfigError(f"{at}: {entry.target.path} is already fed by {seen_paths[entry.target.path]}")
+            seen_keys[key], seen_paths[entry.target.path] = section, key
+            resolved.append(entry)
     unknown = set(table) - {*MAPPING_TABLES, "dbc", "source"}
     if unknown:
-        raise ConfigError(f"CAN mapping: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"CAN mapping {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    return resolved
+
+
+def parse_mapping(table: Mapping[str, Any]) -> dict[str, str]:
+    """The `Message.Signal → VSS path` pairs of a mapping table (shorthand or typed entries), unchecked."""
+    mapping: dict[str, str] = {}
+    for section in MAPPING_TABLES:
+        for key, spec in dict(table.get(section, {})).items():
+            mapping[key] = spec if isinstance(spec, str) else str(spec.get("path"))
     return mapping

@@ -136,13 +136,16 @@ def test_longer_frames_are_fine_shorter_ones_say_why(decoder: CanSignalDecoder) 
 @pytest.mark.parametrize(
     ("toml", "reason"),
     [
-        ('[vss]\n"VehicleSpeed.Nope" = "Vehicle.Speed"\n', "'VehicleSpeed.Nope': no such message.signal"),
-        ('[vss]\n"Nope.VehicleSpeed" = "Vehicle.Speed"\n', "'Nope.VehicleSpeed': no such message.signal"),
+        ('[vss]\n"VehicleSpeed.Nope" = "Vehicle.Speed"\n', "[vss] 'VehicleSpeed.Nope': message VehicleSpeed has no signal 'Nope' (it has VehicleSpeed, SpeedCounter)"),
+        ('[vss]\n"Nope.VehicleSpeed" = "Vehicle.Speed"\n', "'Nope.VehicleSpeed': no message 'Nope' in the CAN database"),
         ('[vss]\n"VehicleSpeed.VehicleSpeed" = "Speed"\n', "'Speed' is not a VSS path"),
         ('[vss]\n"VehicleSpeed" = "Vehicle.Speed"\n', 'expected "Message.Signal"'),
-        ('[vss]\n"VehicleSpeed.VehicleSpeed" = 1\n', 'expected "Message.Signal"'),
+        ('[vss]\n"VehicleSpeed.VehicleSpeed" = 1\n', 'expected "Vehicle.Path" or { path'),
         ("vss = 1\n", "[vss]: expected a table"),
-        ('[vss]\n"A.B" = "Vehicle.X"\n[extension]\n"A.B" = "Vehicle.Y"\n', "'A.B': mapped twice"),
+        (
+            '[vss]\n"Battery.BatteryVoltage" = "Vehicle.X"\n[extension]\n"Battery.BatteryVoltage" = "Vehicle.Y"\n',
+            "[extension] 'Battery.BatteryVoltage': mapped twice (also in [vss])",
+        ),
         ("speed = 1\n", "unknown key(s) speed"),
         ("source = 3\n", "source = 3 is not a name"),
         ('dbc = "missing.dbc"\n', "missing.dbc"),

@@ -14,9 +14,14 @@ from typing import Any
 from tcu.errors import ConfigError
 
 
+def packaged_mapping_name(name: str) -> str:
+    """How errors name a packaged table."""
+    return f"{__name__.replace('.', '/')}/{name}.toml"
+
+
 def load_mapping(name: str, path: Path | None = None) -> dict[str, Any]:
     """The table `<name>.toml` shipped in this package, or the file at `path` when one is given."""
-    where = str(path) if path is not None else f"{__name__}/{name}.toml"
+    where = str(path) if path is not None else packaged_mapping_name(name)
     try:
         if path is None:
             text = resources.files(__name__).joinpath(f"{name}.toml").read_text("utf-8")

@@ -1,0 +1,536 @@
+"""The typed CAN → VSS mapping: entries as written, checked against the CAN database and the VSS catalogue.
+
+A mapping file (`tcu/vehicle/mapping/can.toml` documents the format) has `[vss]` and `[extension]`
+tables of `"Message.Signal" = "Vehicle.Path"` (shorthand) or `"Message.Signal" = { path = ..., ... }`.
+`resolve_entry` turns one entry into a `CanTarget`: everything the hot path needs, worked out once —
+the conversion from the raw integer cantools decodes (`scaling=False`) to the VSS value folded into
+one multiply-add, the rounding to the source resolution, the plausible raw range, and a table for
+value names, booleans and values meaning "not available". Every check a person can get wrong
+happens here, at start-up, and raises `ConfigError` naming the file, the entry and what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcu.errors import ConfigError
+from tcu.vehicle.state import Quality, SignalValue
+from tcu.vehicle.units import canonical_unit, conversion
+from tcu.vehicle.vss_catalogue import FLOATS, INTEGER_RANGES, VssSpec, vss_spec
+
+# How a target turns a raw value into its VSS value (plain ints: compared on the hot path).
+LINEAR = 0  # raw * factor + offset, rounded; `table` overrides single raw values
+TABLE = 1  # raw → value through `table` only; a raw value not in it is `miss`
+THRESHOLD = 2  # a bool: low <= raw * factor + offset <= high
+DERIVED = 3  # a bool: the value of `base` is in `members`, or within [low, high]
+
+# Names a DBC gives the raw 1 of a 1-bit flag when 1 means "no": mapping such a flag to a boolean by
+# default would invert it, so those need their `values` written out.
+_NEGATIVE_NAMES = frozenset(
+    {
+        "CLOSED",
+        "CLOSE",
+        "OFF",
+        "FALSE",
+        "NO",
+        "INACTIVE",
+        "NOT_ACTIVE",
+        "RELEASED",
+        "NOT_PRESSED",
+        "UNLOCKED",
+        "NOT_DEPLOYED",
+        "NOT_DETECTED",
+        "NO_CRASH",
+        "NONE",
+        "INVALID",
+        "SNA",
+        "ERROR",
+    }
+)
+_ENTRY_KEYS = frozenset({"path", "scale", "offset", "unit", "values", "invalid", "decimals", "datatype", "vss_unit"})
+_MAX_DECIMALS = 12
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanTarget:
+    """One VSS signal fed by one DBC signal, with its conversion precomputed."""
+
+    name: str  # signal name in its DBC message
+    path: str
+    kind: int
+    factor: float = 1.0
+    offset: float = 0.0
+    decimals: int | None = None  # round() digits; None: an integer datatype (round to int)
+    raw_min: float = -math.inf
+    raw_max: float = math.inf
+    table: Mapping[float, tuple[SignalValue, Quality]] = field(default_factory=dict)
+    miss: tuple[SignalValue, Quality] | None = None  # TABLE: None means (str(raw), INVALID)
+    low: float = -math.inf
+    high: float = math.inf
+    members: frozenset[SignalValue] = frozenset()
+    base: CanTarget | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedEntry:
+    """A mapping entry as `tcu check-config` shows it."""
+
+    source: str  # Message.Signal
+    message: str
+    target: CanTarget
+    datatype: str
+    conversion: str  # e.g. "raw*0.01 km/h", "mph → km/h", "1-bit 0/1 → false/true"
+    values: str  # the value table, "" when none
+    origin: str  # where it was written: file and table, or ecall.trigger[n]
+
+
+def convert(target: CanTarget, raw: float) -> tuple[SignalValue, Quality]:
+    """The VSS value and quality of one raw value (the hot path: keep it flat)."""
+    table = target.table
+    if table:
+        hit = table.get(raw)
+        if hit is not None:
+            return hit
+    kind = target.kind
+    if kind == LINEAR:
+        value = raw * target.factor + target.offset
+        good = target.raw_min <= raw <= target.raw_max
+        decimals = target.decimals
+        shown: SignalValue = round(value) if decimals is None else round(value, decimals)
+        return shown, Quality.GOOD if good else Quality.INVALID
+    if kind == TABLE:
+        return target.miss if target.miss is not None else (str(raw), Quality.INVALID)
+    if kind == THRESHOLD:
+        if not target.raw_min <= raw <= target.raw_max:
+            return False, Quality.INVALID
+        return target.low <= raw * target.factor + target.offset <= target.high, Quality.GOOD
+    base = target.base
+    assert base is not None
+    derived, quality = convert(base, raw)
+    if quality is not Quality.GOOD:
+        return False, quality
+    if target.members:
+        return derived in target.members, Quality.GOOD
+    if isinstance(derived, bool) or not isinstance(derived, int | float):
+        return False, Quality.INVALID
+    return target.low <= derived <= target.high, Quality.GOOD
+
+
+def split_key(key: str, where: str) -> tuple[str, str]:
+    message, dot, signal = key.partition(".")
+    if not dot or not message or not signal or "." in signal:
+        raise ConfigError(f'{where}: expected "Message.Signal" as the key, got {key!r}')
+    return message, signal
+
+
+def find_signal(database: Any, key: str, where: str) -> tuple[Any, Any]:
+    message_name, signal_name = split_key(key, where)
+    try:
+        message = database.get_message_by_name(message_name)
+    except KeyError:
+        raise ConfigError(f"{where}: no message {message_name!r} in the CAN database") from None
+    try:
+        return message, message.get_signal_by_name(signal_name)
+    except KeyError:
+        names = ", ".join(s.name for s in message.signals)
+        raise ConfigError(f"{where}: message {message_name} has no signal {signal_name!r} (it has {names})") from None
+
+
+def raw_bounds(signal: Any) -> tuple[float, float]:
+    """Raw values a signal can carry, narrowed to its DBC [min|max] (a [0|0] range means none)."""
+    if signal.is_float:
+        low, high = -math.inf, math.inf
+    elif signal.is_signed:
+        low, high = -(1 << (signal.length - 1)), (1 << (signal.length - 1)) - 1
+    else:
+        low, high = 0, (1 << signal.length) - 1
+    minimum, maximum = signal.minimum, signal.maximum
+    if (minimum is None and maximum is None) or minimum == maximum == 0:
+        return low, high
+    scale, offset = float(signal.scale), float(signal.offset)
+    ends = [(float(b) - offset) / scale for b in (minimum, maximum) if b is not None]
+    slack = 1e-9 * max(1.0, *(abs(e) for e in ends))
+    if minimum is not None:
+        bound = (float(minimum) - offset) / scale
+        low, high = (max(low, bound - slack), high) if scale > 0 else (low, min(high, bound + slack))
+    if maximum is not None:
+        bound = (float(maximum) - offset) / scale
+        low, high = (low, min(high, bound + slack)) if scale > 0 else (max(low, bound - slack), high)
+    return low, high
+
+
+def _raw_key(signal: Any, key: str | int, where: str) -> int:
+    """A `values`/`invalid` key: a VAL_ name of the signal, or a raw integer ("3" or 3)."""
+    choices = {str(name): int(raw) for raw, name in (signal.choices or {}).items()}
+    if isinstance(key, str) and key in choices:
+        return choices[key]
+    try:
+        raw = int(key) if not isinstance(key, bool) else None
+    except ValueError:
+        raw = None
+    if raw is None:
+        known = ", ".join(choices) or "none: the signal has no VAL_ table"
+        raise ConfigError(
+            f"{where}: {key!r} is neither a VAL_ name of {signal.name} (names: {known}) nor a raw integer"
+        )
+    if signal.is_signed:
+        low, high = -(1 << (signal.length - 1)), (1 << (signal.length - 1)) - 1
+    else:
+        low, high = 0, (1 << signal.length) - 1
+    if not low <= raw <= high:
+        raise ConfigError(f"{where}: raw value {raw} does not fit the {signal.length}-bit signal {signal.name}")
+    return raw
+
+
+def _decimals(*numbers: float) -> int:
+    """Digits that show each step exactly (0.25 → 2, 0.1 → 1), at most one past its magnitude."""
+    digits = 0
+    for signed in numbers:
+        number = abs(signed)
+        if number == 0 or number.is_integer():
+            continue
+        limit = min(_MAX_DECIMALS, max(0, math.ceil(-math.log10(number))) + 1)
+        exact = next((d for d in range(limit + 1) if abs(round(number, d) - number) <= number * 1e-9), limit)
+        digits = max(digits, exact)
+    return digits
+
+
+def _vss_spec(path: str, entry: Mapping[str, Any], source_datatype: str, where: str) -> tuple[VssSpec, bool]:
+    """The target's spec from the catalogue, or from the entry's `datatype`/`vss_unit`; (spec, inferred)."""
+    spec = vss_spec(path)
+    datatype, vss_unit = entry.get("datatype"), entry.get("vss_unit")
+    if spec is not None:
+        if datatype is not None and datatype != spec.datatype:
+            raise ConfigError(f"{where}: datatype {datatype!r} contradicts VSS, where {path} is {spec.datatype}")
+        if vss_unit is not None and canonical_unit(str(vss_unit)) != spec.unit:
+            raise ConfigError(
+                f"{where}: vss_unit {vss_unit!r} contradicts VSS, where {path} is in {spec.unit or 'no unit'}"
+            )
+        return spec, False
+    if (datatype is not None and not isinstance(datatype, str)) or (
+        vss_unit is not None and not isinstance(vss_unit, str)
+    ):
+        raise ConfigError(f"{where}: datatype and vss_unit must be strings")
+    unit = "" if vss_unit is None else canonical_unit(vss_unit)
+    if unit is None:
+        raise ConfigError(f"{where}: vss_unit {vss_unit!r} is not a unit we know")
+    try:
+        return VssSpec(path=path, datatype=datatype or source_datatype, unit=unit), datatype is None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _number(entry: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def resolve_entry(database: Any, key: str, spec_in: str | Mapping[str, Any], *, where: str) -> ResolvedEntry:
+    """One mapping entry checked against the database and VSS; ConfigError names `where` and the fault."""
+    entry: Mapping[str, Any] = {"path": spec_in} if isinstance(spec_in, str) else spec_in
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f'{where}: expected "Vehicle.Path" or {{ path = "Vehicle.Path", ... }}, got {spec_in!r}')
+    if unknown := set(entry) - _ENTRY_KEYS:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(_ENTRY_KEYS))}"
+        )
+    path = entry.get("path")
+    if not isinstance(path, str) or not path.startswith("Vehicle."):
+        raise ConfigError(f"{where}: {path!r} is not a VSS path (must start with 'Vehicle.')")
+    message, signal = find_signal(database, key, where)
+    choices = {int(raw): str(name) for raw, name in (signal.choices or {}).items()}
+    inferred = "string" if choices else "boolean" if signal.length == 1 else "float"
+    spec, guessed = _vss_spec(path, entry, inferred, where)
+    values = entry.get("values")
+    if values is not None and (not isinstance(values, Mapping) or not values):
+        raise ConfigError(f"{where}: values must be a table {{ NAME_OR_RAW = vss_value, ... }}")
+    invalid_keys = entry.get("invalid", [])
+    if not isinstance(invalid_keys, list):
+        raise ConfigError(f"{where}: invalid must be a list of VAL_ names or raw values")
+    table: dict[float, tuple[SignalValue, Quality]] = {}
+    for item in invalid_keys:
+        raw = _raw_key(signal, item, f"{where} invalid")
+        table[raw] = (choices.get(raw, str(raw)), Quality.INVALID)
+    note = " (datatype inferred: not in the VSS catalogue)" if guessed else ""
+    common = {"source": key, "message": message.name, "datatype": spec.datatype + note, "origin": where}
+    if spec.datatype == "boolean":
+        return _boolean(signal, spec, values=values, table=table, choices=choices, where=where, common=common)
+    if spec.datatype == "string":
+        return _string(signal, spec, values=values, table=table, choices=choices, where=where, common=common)
+    if not spec.numeric:
+        raise ConfigError(f"{where}: {path} is {spec.datatype}; a CAN signal cannot feed it")
+    return _linear(signal, spec, entry=entry, values=values, table=table, where=where, common=common)
+
+
+def _boolean(
+    signal: Any,
+    spec: VssSpec,
+    *,
+    values: Any,
+    table: dict[float, Any],
+    choices: dict[int, str],
+    where: str,
+    common: dict[str, Any],
+) -> ResolvedEntry:
+    if values is None:
+        if signal.length != 1:
+            names = ", ".join(f"{raw}={name}" for raw, name in sorted(choices.items())) or "no VAL_ table"
+            raise ConfigError(
+                f"{where}: {spec.path} is boolean but {signal.name} is {signal.length} bits ({names}); "
+                "say which values are true with values = { NAME = true, OTHER = false } "
+                "(only a 1-bit signal maps to a boolean by default, raw 0 → false, 1 → true)"
+            )
+        if choices.get(1, "").upper() in _NEGATIVE_NAMES:
+            raise ConfigError(
+                f"{where}: {spec.path} is boolean and the 1-bit {signal.name} names raw 1 {choices[1]!r}; the default "
+                "(raw 1 → true) would invert it: write values = { ... } for both raw values"
+            )
+        for raw, flag in ((0, False), (1, True)):
+            table.setdefault(raw, (flag, Quality.GOOD))
+        shown = ", ".join(
+            f"{raw}{f' ({choices[raw]})' if raw in choices else ''} → {str(flag).lower()}"
+            for raw, flag in ((0, False), (1, True))
+        )
+        target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table, miss=(False, Quality.INVALID))
+        return ResolvedEntry(target=target, conversion="1-bit default", values=shown, **common)
+    for key, flag in values.items():
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{where} values.{key}: {spec.path} is boolean; expected true or false, got {flag!r}")
+        table[_raw_key(signal, key, f"{where} values")] = (flag, Quality.GOOD)
+    target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table, miss=(False, Quality.INVALID))
+    return ResolvedEntry(target=target, conversion="values", values=_show(values), **common)
+
+
+def _string(
+    signal: Any,
+    spec: VssSpec,
+    *,
+    values: Any,
+    table: dict[float, Any],
+    choices: dict[int, str],
+    where: str,
+    common: dict[str, Any],
+) -> ResolvedEntry:
+    if values is None:
+        if not choices:
+            raise ConfigError(
+                f"{where}: {spec.path} is a string but {signal.name} has no VAL_ table; "
+                'give values = { 0 = "...", 1 = "..." }'
+            )
+        values = {name: name for raw, name in choices.items() if raw not in table}
+        how = "VAL_ names"
+    else:
+        how = "values"
+    for key, text in values.items():
+        if not isinstance(text, str):
+            raise ConfigError(f"{where} values.{key}: {spec.path} is a string; got {text!r}")
+        table.setdefault(_raw_key(signal, key, f"{where} values"), (text, Quality.GOOD))
+    if spec.allowed:
+        wrong = sorted({str(v) for v, q in table.values() if q is Quality.GOOD and v not in spec.allowed})
+        if wrong:
+            raise ConfigError(
+                f"{where}: {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not allowed for {spec.path} "
+                f"(VSS allows {', '.join(spec.allowed)}); "
+                "map them with values = { ... } or list them in invalid = [...]"
+            )
+    target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table)
+    return ResolvedEntry(target=target, conversion=how, values=_show(values), **common)
+
+
+def _linear(
+    signal: Any,
+    spec: VssSpec,
+    *,
+    entry: Mapping[str, Any],
+    values: Any,
+    table: dict[float, Any],
+    where: str,
+    common: dict[str, Any],
+) -> ResolvedEntry:
+    scale, offset = _number(entry, "scale", 1.0, where), _number(entry, "offset", 0.0, where)
+    if scale == 0:
+        raise ConfigError(f"{where}: scale must not be 0")
+    written = entry.get("unit", signal.unit or "")
+    if not isinstance(written, str):
+        raise ConfigError(f"{where}: unit must be a string")
+    unit = canonical_unit(written)
+    if unit is None:
+        raise ConfigError(
+            f"{where}: unit {written!r} of {signal.name} is not one we know; write the unit of the value "
+            f'as unit = "..." in the entry (VSS wants {spec.unit or "no unit"})'
+        )
+    how = f"raw*{_g(signal.scale)}{_signed(signal.offset)}"
+    if scale != 1 or offset != 0:
+        how += f" then *{_g(scale)}{_signed(offset)}"
+    factor, shift = float(signal.scale) * scale, float(signal.offset) * scale + offset
+    if spec.unit and unit and unit != spec.unit:
+        converted = conversion(unit, spec.unit)
+        if converted is None:
+            raise ConfigError(
+                f"{where}: {signal.name} is in {unit}, which does not convert to {spec.path}'s {spec.unit}"
+            )
+        factor, shift = factor * converted[0], shift * converted[0] + converted[1]
+        how += f" {unit} → {spec.unit}"
+    elif spec.unit:
+        how += f" {spec.unit}" + ("" if unit else " (unit assumed: the DBC gives none)")
+    raw_min, raw_max = raw_bounds(signal)
+    if spec.datatype in INTEGER_RANGES or spec.minimum is not None or spec.maximum is not None:
+        low, high = INTEGER_RANGES.get(spec.datatype, (-math.inf, math.inf))
+        low = max(low, spec.minimum if spec.minimum is not None else -math.inf)
+        high = min(high, spec.maximum if spec.maximum is not None else math.inf)
+        ends = sorted(((low - shift) / factor, (high - shift) / factor))
+        raw_min, raw_max = max(raw_min, ends[0] - 1e-9), min(raw_max, ends[1] + 1e-9)
+    decimals: int | None
+    if spec.datatype in FLOATS:
+        declared = entry.get("decimals")
+        if declared is not None and (
+            isinstance(declared, bool) or not isinstance(declared, int) or not 0 <= declared <= 15
+        ):
+            raise ConfigError(f"{where}: decimals must be an integer 0..15")
+        decimals = _decimals(factor, shift) if declared is None else declared
+        how += f", {decimals} decimals"
+    else:
+        decimals = None
+    for key, number in (values or {}).items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise ConfigError(
+                f"{where} values.{key}: {spec.path} is {spec.datatype}; expected a number, got {number!r}"
+            )
+        table.setdefault(_raw_key(signal, key, f"{where} values"), (number, Quality.GOOD))
+    target = CanTarget(
+        name=signal.name,
+        path=spec.path,
+        kind=LINEAR,
+        factor=factor,
+        offset=shift,
+        decimals=decimals,
+        raw_min=raw_min,
+        raw_max=raw_max,
+        table=table,
+    )
+    shown = ", ".join(f"{k} → {v[0]}{' (invalid)' if v[1] is Quality.INVALID else ''}" for k, v in table.items())
+    return ResolvedEntry(target=target, conversion=how, values=shown, **common)
+
+
+def _show(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} → {str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items())
+
+
+def _g(number: float) -> str:
+    return f"{number:g}"
+
+
+def _signed(number: float) -> str:
+    return "" if number == 0 else f"{'+' if number > 0 else '-'}{abs(number):g}"
+
+
+def resolve_trigger(
+    database: Any,
+    *,
+    path: str,
+    signal_key: str,
+    values: tuple[Any, ...],
+    at_least: float | None,
+    at_most: float | None,
+    invalid: tuple[Any, ...],
+    entries: Mapping[str, ResolvedEntry],
+    where: str,
+) -> ResolvedEntry:
+    """A crash/airbag/SOS rule as a boolean target on `path`: True while the signal is in `values` or range.
+
+    `signal_key` is "Message.Signal" (values are VAL_ names or raw integers; thresholds physical, in
+    the DBC's unit) or a VSS path some entry of the mapping feeds (values and thresholds in VSS terms).
+    """
+    low = -math.inf if at_least is None else at_least
+    high = math.inf if at_most is None else at_most
+    if signal_key.startswith("Vehicle."):
+        base = entries.get(signal_key)
+        if base is None:
+            raise ConfigError(f"{where}: signal {signal_key} is fed by no entry of the CAN mapping")
+        if invalid:
+            raise ConfigError(
+                f"{where}: invalid applies to a Message.Signal; mark {signal_key}'s invalid values in its mapping entry"
+            )
+        target = CanTarget(
+            name=base.target.name,
+            path=path,
+            kind=DERIVED,
+            base=base.target,
+            members=frozenset(values),
+            low=low,
+            high=high,
+        )
+        condition = f"in {list(values)}" if values else _range(at_least, at_most)
+        return ResolvedEntry(
+            source=base.source,
+            message=base.message,
+            target=target,
+            datatype="boolean",
+            conversion=f"{signal_key} {condition}",
+            values="",
+            origin=where,
+        )
+    message, signal = find_signal(database, signal_key, where)
+    choices = {int(raw): str(name) for raw, name in (signal.choices or {}).items()}
+    table: dict[float, tuple[SignalValue, Quality]] = {}
+    for item in invalid:
+        table[_raw_key(signal, item, f"{where} invalid")] = (False, Quality.INVALID)
+    if values:
+        raws = set()
+        for item in values:
+            if isinstance(item, bool) and signal.length != 1:
+                raise ConfigError(
+                    f"{where}: {item!r} names no value of the {signal.length}-bit {signal.name}; "
+                    "use VAL_ names or raw integers"
+                )
+            raws.add(_raw_key(signal, int(item) if isinstance(item, bool) else item, f"{where} values"))
+        for raw in raws:
+            table.setdefault(raw, (True, Quality.GOOD))
+        for raw in choices:
+            table.setdefault(raw, (False, Quality.GOOD))
+        # A raw value the DBC names nothing is an unknown state, not "no crash": INVALID, never a trigger.
+        miss: tuple[SignalValue, Quality] = (False, Quality.INVALID) if choices else (False, Quality.GOOD)
+        target = CanTarget(name=signal.name, path=path, kind=TABLE, table=table, miss=miss)
+        shown = ", ".join(f"{raw}{f' ({choices[raw]})' if raw in choices else ''} → true" for raw in sorted(raws))
+        return ResolvedEntry(
+            source=signal_key,
+            message=message.name,
+            target=target,
+            datatype="boolean",
+            conversion="rule: values",
+            values=shown,
+            origin=where,
+        )
+    raw_min, raw_max = raw_bounds(signal)
+    target = CanTarget(
+        name=signal.name,
+        path=path,
+        kind=THRESHOLD,
+        factor=float(signal.scale),
+        offset=float(signal.offset),
+        raw_min=raw_min,
+        raw_max=raw_max,
+        table=table,
+        low=low,
+        high=high,
+    )
+    unit = f" {signal.unit}" if signal.unit else ""
+    return ResolvedEntry(
+        source=signal_key,
+        message=message.name,
+        target=target,
+        datatype="boolean",
+        conversion=f"rule: physical value {_range(at_least, at_most)}{unit}",
+        values="",
+        origin=where,
+    )
+
+
+def _range(at_least: float | None, at_most: float | None) -> str:
+    parts = ([] if at_least is None else [f">= {at_least:g}"]) + ([] if at_most is None else [f"<= {at_most:g}"])
+    return " and ".join(parts)
