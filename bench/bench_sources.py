@@ -7,6 +7,9 @@
   bus as it is (cycle times of the DBC: mostly the 20 ms speed frame, whose alive counter makes every
   payload new), and the heaviest frame (12 signals) alone, repeating its payload as a door status
   does, and with every payload different (the decoder's repeat cache never hits).
+- python-can virtual: frames/s of the simulated bus mix into `VehicleState` through `CanBusReader`,
+  both its decode path alone (`handle` on python-can `Message` objects) and end to end (a second
+  virtual Bus sends, the reader's worker thread receives and hands batches to the event loop).
 - NMEA: sentences/s parsed, and parsed + interpreted into `VehicleState`; pynmeagps for comparison.
 - Latency: a frame written on the device side of a pty (by a thread, as a separate device would)
   to its value in `VehicleState` through the real `SlcanReader`, with the rest of the bus running;
@@ -25,11 +28,13 @@ import tty
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import can
 from pynmeagps import NMEAReader
 
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.slcan_sim import VehicleBus
 from tcu.clock import SystemClock
+from tcu.sources.can_bus import CanBusReader, CanBusSettings
 from tcu.sources.nmea import NmeaStream, parse_sentence
 from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
 from tcu.sources.slcan import CanFrame, SlcanStream, format_frame
@@ -81,6 +86,57 @@ def slcan_rate(data: bytes, frames: int, seconds: float) -> tuple[float, float]:
     assert stats.errors == 0
     frames_per_s = rate(lambda: once().stats.messages, seconds)
     return frames_per_s, frames_per_s * stats.signals / frames
+
+
+def bus_messages(seconds: float) -> list[can.Message]:
+    """The simulated bus mix for `seconds`, as python-can messages."""
+    bus = VehicleBus()
+    return [
+        can.Message(arbitration_id=f.can_id, data=f.data, is_extended_id=f.extended)
+        for step in range(int(seconds * 1000))
+        for f in bus.due(step / 1000, 30.0 + step / 1000)
+    ]
+
+
+def python_can_rates(seconds: float) -> dict[str, float]:
+    """frames/s through `CanBusReader`: the decode path alone, and end to end over a virtual bus."""
+    messages = bus_messages(10.0)
+    decoder = CanSignalDecoder.from_files()
+    batches = [messages[i : i + 512] for i in range(0, len(messages), 512)]
+
+    def handle_only() -> int:
+        state = VehicleState()
+        state.subscribe(lambda signal: None)
+        reader = CanBusReader(CanBusSettings(interface="virtual"), state=state, clock=SystemClock(), decoder=decoder)
+        for batch in batches:
+            reader.handle(batch)
+        assert reader.stats.errors == 0
+        return reader.stats.messages
+
+    async def end_to_end() -> float:
+        channel = f"bench-{os.getpid()}"
+        state = VehicleState()
+        state.subscribe(lambda signal: None)
+        settings = CanBusSettings(interface="virtual", channel=channel, max_pending_frames=len(messages) + 1)
+        reader = CanBusReader(settings, state=state, clock=SystemClock(), decoder=decoder)
+        sender = can.Bus(interface="virtual", channel=channel)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(reader.run(), name="source-can")
+            await reader.connected.wait()
+            start, sent = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                for message in messages:
+                    sender.send(message)
+                sent += len(messages)
+                while reader.stats.messages < sent:  # noqa: ASYNC110 - let the reader keep up, then send more
+                    await asyncio.sleep(0.001)
+            elapsed = time.perf_counter() - start
+            task.cancel()
+        sender.shutdown()
+        assert reader.stats.errors == 0, "frames dropped or rejected"
+        return reader.stats.messages / elapsed
+
+    return {"decode path (handle)": rate(handle_only, seconds), "end to end (thread + loop)": asyncio.run(end_to_end())}
 
 
 def nmea_rates(seconds: float) -> dict[str, float]:
@@ -184,6 +240,9 @@ def main() -> None:
             f"SLCAN {label}:\n  {frames_per_s:10,.0f} frames/s  {signals_per_s:10,.0f} VSS signals/s"
             f"   (goal >= 20,000 frames/s: {verdict})"
         )
+
+    for label, value in python_can_rates(args.seconds).items():
+        print(f"python-can virtual, bus mix, {label:27} {value:10,.0f} frames/s")
 
     for label, value in nmea_rates(args.seconds).items():
         print(f"NMEA {label:28} {value:10,.0f} sentences/s  ({1e6 / value:5.1f} µs each)")
