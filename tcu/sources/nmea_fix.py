@@ -15,6 +15,7 @@ basic sentences carry no error estimate of their own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 from tcu.sources.nmea import Gga, Gsa, Rmc, Sentence, Vtg
@@ -37,8 +38,22 @@ HDOP = "Vehicle.CurrentLocation.GNSSReceiver.HDOP"
 VDOP = "Vehicle.CurrentLocation.GNSSReceiver.VDOP"
 
 FIX_TYPES = {1: "NONE", 2: "TWO_D", 3: "THREE_D"}  # GSA mode 2 → VSS GNSSReceiver.FixType
+NO_FIX = 1
+# Without a fix the last position is kept (it is where the vehicle was) but no longer current: stale.
+POSITION_PATHS = (LATITUDE, LONGITUDE, ALTITUDE, HEADING)
+# DOPs and the accuracies derived from them mean nothing without a fix (receivers print 99.99): invalid.
+ACCURACY_PATHS = (HORIZONTAL_ACCURACY, VERTICAL_ACCURACY, PDOP, HDOP, VDOP)
 DEFAULT_UERE_M = 5.0  # a typical 1-sigma range error of a single-frequency receiver without corrections
 _HALF_DAY = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GnssUpdate:
+    """What one sentence says: good values, values delivered without a fix, and whether it says "no fix"."""
+
+    values: dict[str, SignalValue] = field(default_factory=dict)
+    invalid: dict[str, SignalValue] = field(default_factory=dict)  # written with Quality.INVALID
+    no_fix: bool = False  # the last position goes stale and the last accuracies invalid
 
 
 class GnssInterpreter:
@@ -56,7 +71,11 @@ class GnssInterpreter:
         self._gsa_seen: tuple[object, ...] | None = None
 
     def interpret(self, sentence: Sentence, *, received: float | None = None) -> dict[str, SignalValue]:
-        """The VSS values a sentence contributes (and the track updated on the way).
+        """The good VSS values a sentence contributes (see `read` for the rest)."""
+        return self.read(sentence, received=received).values
+
+    def read(self, sentence: Sentence, *, received: float | None = None) -> GnssUpdate:
+        """Everything a sentence says (and the track updated on the way).
 
         `received` is when the sentence was read on the agent's monotonic clock; the tracked position
         keeps it so that its age can be judged without trusting the wall clock.
@@ -67,7 +86,7 @@ class GnssInterpreter:
             case Gga():
                 return self._gga(sentence, received)
             case Vtg():
-                return self._course(sentence.course_deg, sentence.speed_kmh)
+                return GnssUpdate(values=self._course(sentence.course_deg, sentence.speed_kmh))
             case Gsa():
                 return self._gsa(sentence)
 
@@ -87,44 +106,54 @@ class GnssInterpreter:
             stamp -= timedelta(days=1)
         return stamp
 
-    def _rmc(self, rmc: Rmc, received: float | None) -> dict[str, SignalValue]:
+    def _rmc(self, rmc: Rmc, received: float | None) -> GnssUpdate:
         self._start_epoch(rmc.time)
         if rmc.timestamp is not None:
             self._reference = rmc.timestamp
+        if not rmc.valid:  # status V: whatever position it prints is not a fix
+            return GnssUpdate(no_fix=True)
         values: dict[str, SignalValue] = {}
-        if rmc.valid and rmc.latitude is not None and rmc.longitude is not None:
+        if rmc.latitude is not None and rmc.longitude is not None:
             values |= self._position(rmc, rmc.latitude, rmc.longitude, received)
             values |= self._course(rmc.course_deg, rmc.speed_kmh)
-        return values
+        return GnssUpdate(values=values)
 
-    def _gga(self, gga: Gga, received: float | None) -> dict[str, SignalValue]:
+    def _gga(self, gga: Gga, received: float | None) -> GnssUpdate:
         self._start_epoch(gga.time)
+        fix = gga.quality > 0
         values: dict[str, SignalValue] = {FIX_QUALITY: gga.quality}
+        accuracy: dict[str, SignalValue] = {}
         if gga.satellites is not None:
             values[SATELLITES] = gga.satellites
         if gga.hdop is not None:
-            values[HDOP] = gga.hdop
-            values[HORIZONTAL_ACCURACY] = round(gga.hdop * self._uere_m, 2)
-        if gga.quality > 0 and gga.latitude is not None and gga.longitude is not None:
+            accuracy[HDOP] = gga.hdop
+            accuracy[HORIZONTAL_ACCURACY] = round(gga.hdop * self._uere_m, 2)
+        if not fix:
+            return GnssUpdate(values=values, invalid=accuracy, no_fix=True)
+        values |= accuracy
+        if gga.latitude is not None and gga.longitude is not None:
             values |= self._position(gga, gga.latitude, gga.longitude, received)
             if gga.altitude_m is not None:
                 values[ALTITUDE] = gga.altitude_m
-        return values
+        return GnssUpdate(values=values)
 
-    def _gsa(self, gsa: Gsa) -> dict[str, SignalValue]:
+    def _gsa(self, gsa: Gsa) -> GnssUpdate:
         seen = (self._epoch, gsa.fix_type, gsa.pdop, gsa.hdop, gsa.vdop)
         if seen == self._gsa_seen:
-            return {}  # the same solution, reported again for another constellation
+            return GnssUpdate()  # the same solution, reported again for another constellation
         self._gsa_seen = seen
-        values: dict[str, SignalValue] = {FIX_TYPE: FIX_TYPES[gsa.fix_type]}
+        accuracy: dict[str, SignalValue] = {}
         if gsa.pdop is not None:
-            values[PDOP] = gsa.pdop
+            accuracy[PDOP] = gsa.pdop
         if gsa.hdop is not None:
-            values[HDOP] = gsa.hdop
+            accuracy[HDOP] = gsa.hdop
         if gsa.vdop is not None:
-            values[VDOP] = gsa.vdop
-            values[VERTICAL_ACCURACY] = round(gsa.vdop * self._uere_m, 2)
-        return values
+            accuracy[VDOP] = gsa.vdop
+            accuracy[VERTICAL_ACCURACY] = round(gsa.vdop * self._uere_m, 2)
+        values: dict[str, SignalValue] = {FIX_TYPE: FIX_TYPES[gsa.fix_type]}
+        if gsa.fix_type == NO_FIX:
+            return GnssUpdate(values=values, invalid=accuracy, no_fix=True)
+        return GnssUpdate(values=values | accuracy)
 
     def _start_epoch(self, time_of_day: time | None) -> None:
         if time_of_day is not None:

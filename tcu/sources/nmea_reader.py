@@ -6,8 +6,9 @@
 
 Signals are stamped with the injected clock (when the host learnt them); the fix time the receiver
 reported is `Vehicle.CurrentLocation.Timestamp` and the timestamps in the track. When the fix is lost
-the last known position stays in the state with its old timestamp; FixType (NONE) and FixQuality (0)
-say that it is not current. Garbage, partial lines and bad checksums are logged and skipped; a vanished
+(GGA quality 0, RMC status V, GSA mode 1) the last known position stays in the state, marked stale, and
+the accuracies and DOPs are invalid (the 99.99 a receiver prints without a fix is no accuracy); FixType
+(NONE) and FixQuality (0) say why. Garbage, partial lines and bad checksums are logged and skipped; a vanished
 port, or no valid sentence for `stale_after_s`, marks every GNSS signal stale and reopens the port
 after a capped, jittered backoff. The track survives reconnects (it is the vehicle's recent past,
 not the port's) and lives in memory only.
@@ -18,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, NoReturn
 
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
 from tcu.sources.nmea import NmeaStream, Sentence
-from tcu.sources.nmea_fix import DEFAULT_UERE_M, GnssInterpreter
+from tcu.sources.nmea_fix import ACCURACY_PATHS, DEFAULT_UERE_M, POSITION_PATHS, GnssInterpreter
 from tcu.sources.nmea_track import GnssTrack
 from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
-from tcu.vehicle.state import Signal, VehicleState
+from tcu.vehicle.state import Quality, Signal, VehicleState
 
 _LOGGER = logging.getLogger(__name__)
 _READ_SIZE = 4096
@@ -126,11 +128,32 @@ class NmeaReader:
                 _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
                 continue
             sentences += 1
-            for path, value in self._interpreter.interpret(item, received=monotonic).items():
-                self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE, monotonic=monotonic))
-                self.stats.signals += 1
+            update = self._interpreter.read(item, received=monotonic)
+            for values, quality in ((update.values, Quality.GOOD), (update.invalid, Quality.INVALID)):
+                for path, value in values.items():
+                    signal = Signal(
+                        path=path, value=value, timestamp=now, source=SOURCE, quality=quality, monotonic=monotonic
+                    )
+                    self._state.update(signal)
+                    self.stats.signals += 1
+            if update.no_fix:
+                self._fix_lost(now, monotonic, written=update.values.keys() | update.invalid.keys())
         self.stats.messages += sentences
         return sentences
+
+    def _fix_lost(self, now: datetime, monotonic: float, *, written: Collection[str]) -> None:
+        """No fix: the last position stays (where the vehicle was) but is stale, its accuracy invalid.
+
+        Only GOOD readings are marked, so a receiver that keeps saying "no fix" every second writes nothing.
+        """
+        for paths, quality in ((POSITION_PATHS, Quality.STALE), (ACCURACY_PATHS, Quality.INVALID)):
+            for path in paths:
+                current = self._state.get(path)
+                if path in written or current is None or current.source != SOURCE:
+                    continue
+                if current.quality is not Quality.GOOD:
+                    continue
+                self._state.update(replace(current, timestamp=now, quality=quality, monotonic=monotonic))
 
     def _down(self, reason: str) -> None:
         self.connected.clear()

@@ -19,16 +19,30 @@ from backend_stub.cli import main as backend_cli
 from backend_stub.ingest import Ingest
 from backend_stub.store import BackendStore, signal_problem
 from hil.devices.elm327_sim import Elm327MemoryLink, Elm327Simulator, Elm327Timing
+from hil.devices.nmea_sim import NmeaSimulator
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
 from tcu.sources.elm327_session import Elm327Settings
+from tcu.sources.nmea import NmeaStream, frame_sentence
+from tcu.sources.nmea_fix import (
+    ALTITUDE,
+    FIX_QUALITY,
+    HDOP,
+    HORIZONTAL_ACCURACY,
+    LATITUDE,
+    LONGITUDE,
+    PDOP,
+    VDOP,
+    VERTICAL_ACCURACY,
+)
+from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
 from tcu.telemetry.snapshots import encode_signals
 from tcu.uplink.envelope import open_ack, seal_record
 from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, Signal, VehicleState
+from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, Quality, Signal, VehicleState
 from tests.conftest import VIN
 
 DTC_LIST = "Vehicle.OBD.DTCList"
@@ -180,3 +194,75 @@ def test_the_backend_takes_short_text_arrays_as_last_values(value: list[str]) ->
 def test_a_list_signal_is_an_immutable_bounded_tuple_of_text(value: object, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         Signal(path=DTC_LIST, value=value, timestamp=datetime.now(UTC), source="obd")  # type: ignore[arg-type]
+
+
+# -- 3. GNSS without a fix ----------------------------------------------------------------------------
+
+GNSS_START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+ACCURACIES = (HORIZONTAL_ACCURACY, VERTICAL_ACCURACY, HDOP, PDOP, VDOP)
+POSITION = (LATITUDE, LONGITUDE, ALTITUDE)
+
+
+def gnss_rig(clock: ManualClock) -> tuple[VehicleState, NmeaReader, NmeaSimulator]:
+    state = VehicleState()
+    return (
+        state,
+        NmeaReader(NmeaSettings(port="/dev/ttyGNSS"), state=state, clock=clock),
+        NmeaSimulator(start_utc=GNSS_START),
+    )
+
+
+def quality(state: VehicleState, path: str) -> Quality | None:
+    signal = state.get(path)
+    return None if signal is None else signal.quality
+
+
+def test_a_lost_fix_makes_accuracy_invalid_and_the_last_position_stale(clock: ManualClock) -> None:
+    state, reader, sim = gnss_rig(clock)
+    reader.handle(NmeaStream().feed(sim.epoch(30.0)))
+    assert all(quality(state, path) is Quality.GOOD for path in ACCURACIES + POSITION)
+    where = (state.value(LATITUDE), state.value(LONGITUDE))
+    sim.lose_fix()
+    clock.advance(1)
+    reader.handle(NmeaStream().feed(sim.epoch(31.0)))
+    assert {path: quality(state, path) for path in ACCURACIES} == dict.fromkeys(ACCURACIES, Quality.INVALID)
+    assert state.value(HORIZONTAL_ACCURACY) == 499.95  # what HDOP 99.99 says, and not to be believed
+    assert {path: quality(state, path) for path in POSITION} == dict.fromkeys(POSITION, Quality.STALE)
+    assert (state.value(LATITUDE), state.value(LONGITUDE)) == where  # where the vehicle was last seen
+    assert (state.value(FIX_QUALITY), quality(state, FIX_QUALITY)) == (0, Quality.GOOD)  # true: no fix
+    wire = encode_signals(state.snapshot())
+    assert wire[HORIZONTAL_ACCURACY]["q"] == "invalid"
+    assert wire[LATITUDE]["q"] == "stale"
+    # Every further second without a fix writes nothing new about the old position.
+    updates: list[Signal] = []
+    state.subscribe(updates.append)
+    reader.handle(NmeaStream().feed(sim.epoch(32.0)))
+    assert not {s.path for s in updates} & set(POSITION)
+    sim.regain_fix()
+    reader.handle(NmeaStream().feed(sim.epoch(33.0)))
+    assert all(quality(state, path) is Quality.GOOD for path in ACCURACIES + POSITION)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "GPGGA,090000.00,,,,,0,00,99.99,,,,,,",
+        "GPGSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99",
+        "GPRMC,090000.00,V,,,,,,,231126,,,N",
+    ],
+)
+def test_no_sentence_without_a_fix_reports_a_good_accuracy_or_position(clock: ManualClock, sentence: str) -> None:
+    state, reader, sim = gnss_rig(clock)
+    reader.handle(NmeaStream().feed(sim.epoch(30.0)))
+    clock.advance(1)
+    reader.handle(NmeaStream().feed(frame_sentence(sentence)))
+    for path in ACCURACIES + POSITION:
+        assert quality(state, path) is not Quality.GOOD, path
+
+
+def test_a_receiver_that_never_had_a_fix_never_reports_an_accuracy_as_good(clock: ManualClock) -> None:
+    state, reader, sim = gnss_rig(clock)
+    sim.lose_fix()
+    reader.handle(NmeaStream().feed(sim.epoch(0.0)))
+    assert state.get(LATITUDE) is None
+    assert {path: quality(state, path) for path in ACCURACIES} == dict.fromkeys(ACCURACIES, Quality.INVALID)

@@ -111,9 +111,12 @@ async def test_lost_fix_keeps_the_last_position_and_says_so(sim: NmeaSimulator, 
         last = reader.track.latest
         await eventually(lambda: state.value(FIX_QUALITY) == 0, within=5, what="quality 0")
         assert reader.track.latest == last
-        assert good(state, LATITUDE)  # last known position, with its old timestamp
+        latitude = state.get(LATITUDE)
+        assert latitude is not None
+        assert latitude.quality is Quality.STALE  # the last known position, kept but no longer current
         sim.regain_fix()
         await eventually(lambda: state.value(FIX_TYPE) == "THREE_D", within=5, what="fix again")
+        await eventually(lambda: good(state, LATITUDE), within=5, what="position good again")
 
 
 async def test_unplug_marks_stale_and_replug_recovers_keeping_the_track(sim: NmeaSimulator, clock: ManualClock) -> None:
