@@ -17,6 +17,7 @@ from typing import Any
 import can
 import pytest
 
+from hil.devices.pty_device import PtyDevice, PtyPort
 from hil.devices.slcan_sim import load_vehicle_dbc
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
@@ -280,3 +281,23 @@ async def test_passive_slcan_reads_what_python_can_slcan_writes(
     assert state.value("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen") is True
     # python-can's open sequence (C, O) is no frame: logged as what it is, and skipped.
     assert "unknown response type 'O'" in caplog.text
+
+
+async def test_an_adapter_without_listen_only_is_told_apart(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stock CANable firmware answers `L` with BEL: the log says what that means and what to do."""
+
+    class NoListenOnly(PtyDevice):
+        async def session(self, port: PtyPort) -> None:
+            while True:
+                lines = (await port.read()).split(b"\r")[:-1]
+                await port.write(b"".join(b"\x07" if line == b"L" else b"\r" for line in lines))
+
+    sleep = RecordingSleep()
+    async with NoListenOnly(name="canable", link_path=tmp_path / "ttyCAN") as device:
+        settings = SlcanSettings(port=device.path, listen_only=True)
+        reader = SlcanReader(settings, state=VehicleState(), clock=clock, sleep=sleep)
+        async with running(reader.run):
+            await eventually(lambda: len(sleep.delays) == 1, within=5, what="the refusal")
+    assert "the adapter refused 'L' (BEL): its firmware has no listen-only mode" in caplog.text
