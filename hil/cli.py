@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tomllib
 from dataclasses import replace
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from hil.chaos import ChaosRun, ChaosSettings
 from hil.demo import demo_workdir, run_demo
+from hil.devices.replay import ReplayDevice
 from hil.live_view import LiveView
 from hil.report import write_report
 from hil.runner import ScenarioRunner
@@ -56,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="'at=10 do=tunnel for_s=5'",
         help="add a step (fault injection from the command line); repeatable",
     )
+    replay = commands.add_parser(
+        "replay", help="a recorded drive (candump .log, Vector .asc/.blf) as a virtual SLCAN adapter on a pty"
+    )
+    replay.add_argument("recording", type=Path)
+    replay.add_argument("--speed", type=float, default=1.0, help="times the recorded speed (default 1.0)")
+    replay.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
+    replay.add_argument("--channel", help="only this channel of a multi-channel recording (e.g. 0, can1)")
+    replay.add_argument("--link", type=Path, help="also reachable at this path (a symlink), e.g. /tmp/ttyREPLAY")
     chaos = commands.add_parser(
         "chaos", help="seeded SIGKILLs, a SIGSTOPped broker and a full 2 MB disk; audits every sequence number"
     )
@@ -92,6 +102,40 @@ def _chaos(args: argparse.Namespace) -> int:
     if failed:
         print(f"FAILED seed(s): {', '.join(map(str, failed))}; logs in {workdir}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Serve the recording until it ends (or Ctrl-C); the summary line last."""
+
+    async def serve() -> str:
+        device = ReplayDevice(
+            args.recording,
+            speed=args.speed,
+            loop=args.loop,
+            channel=args.channel,
+            link_path=None if args.link is None else str(args.link),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with device:
+            how = "looped until Ctrl-C" if args.loop else "once"
+            print(f"replaying {args.recording} at speed {args.speed:g}, {how}, on {device.path}", flush=True)
+            print(f'point the agent at it:  [sources.can]  port = "{device.path}"', flush=True)
+            waits = {asyncio.ensure_future(device.finished.wait()), asyncio.ensure_future(stop.wait())}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            summary = device.summary()
+            if not stop.is_set():  # the end: the host reads the last frames before the pty goes away
+                await asyncio.sleep(1.0)
+            return summary
+
+    print(asyncio.run(serve()), flush=True)
+    return 0
 
 
 def _value(text: str) -> object:
@@ -173,6 +217,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "chaos":
         return _chaos(args)
+    if args.command == "replay":
+        return _replay(args)
     if args.command == "demo":
         try:
             result = asyncio.run(

@@ -29,6 +29,7 @@ from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
 from hil.devices.modem_sim import ModemSimulator
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
+from hil.devices.replay import ReplayDevice
 from hil.devices.slcan_sim import Door, SlcanSimulator
 from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
@@ -109,13 +110,21 @@ class ScenarioRunner:
             "obd": lambda: Elm327Simulator(
                 cycle=cycle, elapsed=self.now, timing=Elm327Timing.instant(), link_path=str(ttys / "obd")
             ),
-            "can": lambda: SlcanSimulator(cycle=cycle, elapsed=self.now, link_path=str(ttys / "can")),
+            "can": lambda: self._can_device(cycle, str(ttys / "can")),
             # GNSS tells the time: start the fixes now, or every position is hours old (and untrusted).
             "gnss": lambda: NmeaSimulator(
                 cycle=cycle, elapsed=self.now, start_utc=datetime.now(UTC), link_path=str(ttys / "gnss")
             ),
         }
         return {name: factories[name]() for name in self.scenario.devices if name not in self.real_ports}
+
+    def _can_device(self, cycle: DriveCycle, link_path: str) -> SlcanSimulator:
+        drive = self.scenario.drive
+        if drive is None:
+            return SlcanSimulator(cycle=cycle, elapsed=self.now, link_path=link_path)
+        # The recording is the drive: time_scale speeds it up as it does the simulated one.
+        speed = drive.speed * self.scenario.time_scale
+        return ReplayDevice(drive.recording, speed=speed, loop=drive.loop, channel=drive.channel, link_path=link_path)
 
     def _agent_config(
         self, layout: BenchLayout, devices: dict[str, PtyDevice], *, drain_only: bool = False, extra: str = ""
@@ -196,6 +205,8 @@ class ScenarioRunner:
                 tasks.create_task(self._perform(bench, step), name=f"step-{step.do}@{step.at}")
             await self._until(scenario.duration_s)
             await bench.agent.stop()
+            if isinstance(replay := bench.devices.get("can"), ReplayDevice):
+                self.event(EventKind.ACTION, "replay", replay.summary())
             self.event(EventKind.ACTION, "end", "agent stopped; draining what it had queued")
             await self._drain(bench)
             sampler.cancel()
@@ -307,6 +318,8 @@ class ScenarioRunner:
             )
         if device is None:
             raise ConfigError(f'step needs the virtual CAN device: add "can" to {self.scenario.name}\'s devices')
+        if isinstance(device, ReplayDevice):
+            raise ConfigError(f"this step changes the CAN bus, but the bus replays {device.recording.name}")
         assert isinstance(device, SlcanSimulator)
         return device
 

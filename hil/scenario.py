@@ -19,6 +19,12 @@
     [[expect]]
     check = "records_without_gaps"   # see CHECKS
 
+    [drive]                          # optional: the CAN device replays a recording (hil/devices/replay.py)
+    replay = "recordings/commute.blf"  # candump .log, Vector .asc/.blf; relative to the scenario file
+    speed = 1.0                      # times the recorded speed (multiplied by time_scale)
+    loop = false                     # start over at the end; else the bus goes quiet
+    channel = "0"                    # optional: only this channel of a multi-channel log
+
 `time_scale` speeds up the drive cycle and the step timeline together; protocol timers (MQTT
 keepalive, backoff, eCall timers) stay in real time, which is why a scenario with a tunnel or an
 outage states its durations in scenario seconds and the runner converts.
@@ -70,6 +76,19 @@ CHECKS: dict[str, frozenset[str]] = {
 }
 
 DEVICES = ("obd", "can", "gnss")
+DRIVE_KEYS = frozenset({"replay", "speed", "loop", "channel"})
+# Steps that change the simulated CAN bus: a recording cannot be changed.
+BUS_STEPS = frozenset({"lock", "unlock", "open_door", "close_door", "crash", "sos"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriveReplay:
+    """`[drive]`: the CAN device replays this recording instead of the simulated drive."""
+
+    recording: Path
+    speed: float = 1.0
+    loop: bool = False
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +121,7 @@ class Scenario:
     legal_ecall: bool
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...]
+    drive: DriveReplay | None = None  # None: the simulated drive cycle
 
     def parked_windows(self) -> tuple[tuple[float, float], ...]:
         return tuple((s.at, s.at + float(s.args.get("for_s", self.duration_s))) for s in self.steps if s.do == "park")
@@ -126,7 +146,41 @@ def _entries(raw: Any, what: str, known: dict[str, frozenset[str]], key: str) ->
     return entries
 
 
-def parse_scenario(text: str, *, source: str = "scenario") -> Scenario:
+def _drive(raw: Any, *, source: str, base: Path | None, devices: tuple[str, ...]) -> DriveReplay | None:
+    if raw is None:
+        return None
+    where = f"{source}: [drive]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = set(raw) - DRIVE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(DRIVE_KEYS))}"
+        )
+    recording = raw.get("replay")
+    if not isinstance(recording, str) or not recording:
+        raise ConfigError(f'{where}: needs replay = "path/to/recording.blf" (.log, .asc or .blf)')
+    path = Path(recording).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: replay = {recording!r}: no such file ({path})")
+    if "can" not in devices:
+        raise ConfigError(f'{where}: the recording is replayed by the CAN device: add "can" to devices')
+    speed = raw.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed < float("inf"):
+        raise ConfigError(f"{where}: speed = {speed!r}: expected a positive number (2.0 = twice as fast)")
+    loop = raw.get("loop", False)
+    if not isinstance(loop, bool):
+        raise ConfigError(f"{where}: loop = {loop!r}: expected true or false")
+    channel = raw.get("channel")
+    if channel is not None and not isinstance(channel, str | int):
+        raise ConfigError(f"{where}: channel = {channel!r}: expected a channel name or number")
+    return DriveReplay(recording=path, speed=float(speed), loop=loop, channel=None if channel is None else str(channel))
+
+
+def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = None) -> Scenario:
+    """`base`: the folder a relative `[drive] replay` path is resolved in (the scenario file's)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -148,6 +202,12 @@ def parse_scenario(text: str, *, source: str = "scenario") -> Scenario:
             Expectation(check=name, args={k: v for k, v in item.items() if k != "check"})
             for name, item in _entries(raw.get("expect", []), "expect", CHECKS, "check")
         ]
+        drive = _drive(raw.get("drive"), source=source, base=base, devices=devices)
+        if drive is not None and (fixed := sorted({s.do for s in steps} & BUS_STEPS)):
+            raise ConfigError(
+                f"{source}: step(s) {', '.join(fixed)} change the simulated CAN bus, but [drive] replays "
+                f"{drive.recording.name}: a recording cannot be changed"
+            )
         return Scenario(
             name=str(raw["name"]),
             description=str(raw.get("description", "")),
@@ -159,6 +219,7 @@ def parse_scenario(text: str, *, source: str = "scenario") -> Scenario:
             legal_ecall=bool(vehicle.get("legal_ecall", True)),
             steps=tuple(sorted(steps, key=lambda s: s.at)),
             expectations=tuple(expectations),
+            drive=drive,
         )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}") from exc
@@ -171,7 +232,7 @@ def load_scenario(path: Path) -> Scenario:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"scenario {path} cannot be read: {exc.strerror}") from exc
-    return parse_scenario(text, source=str(path))
+    return parse_scenario(text, source=str(path), base=path.parent)
 
 
 def library() -> dict[str, Path]:

@@ -81,6 +81,9 @@ def open_recording(path: str | os.PathLike[str]) -> Callable[[], Iterator[can.Me
     where = Path(path)
     if not where.is_file():
         raise ConfigError(f"recording {where}: no such file")
+    # python-can's BLFReader leaks its file when the header is wrong: check the signature first.
+    if where.suffix.lower() == ".blf" and _head(where, 4) != b"LOGG":
+        raise ConfigError(f"recording {where}: not a readable .blf file (no LOGG signature)")
     try:
         reader = can.LogReader(where)
     except ValueError as exc:  # python-can: no reader for this suffix
@@ -98,6 +101,14 @@ def open_recording(path: str | os.PathLike[str]) -> Callable[[], Iterator[can.Me
     return messages
 
 
+def _head(path: Path, size: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except OSError as exc:
+        raise ConfigError(f"recording {path}: cannot read it: {exc.strerror or exc}") from exc
+
+
 @dataclass(slots=True)
 class ReplayStats:
     """What a replay did, for the summary line and tests."""
@@ -107,7 +118,7 @@ class ReplayStats:
     skipped: Counter[Skip] = field(default_factory=Counter)
     out_of_order: int = 0  # timestamps that went backwards, sent at once
     read_errors: int = 0  # passes cut short by a reader error
-    passes: int = 0  # passes started
+    passes: int = 0  # passes whose first frame has come due
     started_s: float | None = None  # bus time of the first channel open
     ended_s: float | None = None  # bus time the last frame came due (not looping)
 
@@ -128,6 +139,8 @@ class ReplayStats:
             parts.append(f"{self.out_of_order} out-of-order timestamp(s)")
         if self.read_errors:
             parts.append(f"{self.read_errors} read error(s)")
+        if self.started_s is None:
+            parts.append("no host opened the channel")
         return "; ".join(parts)
 
 
@@ -153,6 +166,7 @@ class RecordingSchedule:
         self.stats = ReplayStats()
         self._messages: Iterator[can.Message] | None = None
         self._next: tuple[float, CanFrame] | None = None
+        self._next_opens_pass = False
         self.finished = False
         # the pass being read: its bus start, its first recorded timestamp, the latest relative time
         self._pass_start_s = 0.0
@@ -182,6 +196,7 @@ class RecordingSchedule:
         frames: list[tuple[float, CanFrame]] = []
         while self._next is not None and self._next[0] <= now_s and len(frames) < limit:
             frames.append(self._next)
+            self.stats.passes += self._next_opens_pass
             self._advance()
         return frames
 
@@ -199,7 +214,6 @@ class RecordingSchedule:
         self._origin = None
         self._last_rel = 0.0
         self._pass_messages = self._pass_frames = 0
-        self.stats.passes += 1
 
     def _advance(self) -> None:
         """Peek the next sendable frame, counting what is skipped; loop or finish at the end."""
@@ -218,6 +232,7 @@ class RecordingSchedule:
                 continue
             self._pass_frames += 1
             self._next = (at_s, frame)
+            self._next_opens_pass = self._pass_frames == 1
             return
 
     def _read_one(self) -> can.Message | None:
