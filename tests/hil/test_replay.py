@@ -418,3 +418,17 @@ def test_a_recorded_drive_passes_through_tcu_hil_run(tmp_path: Path, capsys: pyt
     assert 50 < max(speeds) <= 62.0  # the recording's drive, not the simulated one
     replay = next(event for event in timeline.events if event.label == "replay")
     assert replay.detail.startswith(f"commute.blf: {carried} frame(s) sent; skipped 1 CAN FD frame, 1 error frame")
+
+
+def test_the_runner_puts_the_recording_on_the_can_bus_at_the_scenario_time_scale(tmp_path: Path) -> None:
+    from hil.runner import ScenarioRunner  # noqa: PLC0415
+    from tcu.vehicle.drive_cycle import DriveCycle  # noqa: PLC0415
+
+    recording = RECORDINGS / "commute.asc"
+    scenario = parse_scenario(
+        "time_scale = 3.0\n" + DRIVE + f'[drive]\nreplay = "{recording}"\nspeed = 0.5\nchannel = 0\n'
+    )
+    device = ScenarioRunner(scenario, tmp_path)._can_device(DriveCycle(), str(tmp_path / "can"))
+    assert isinstance(device, ReplayDevice)
+    assert (device.recording, device.schedule.speed, device.schedule.channel) == (recording, 1.5, "0")
+    device.schedule.close()
