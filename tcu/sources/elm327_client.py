@@ -90,11 +90,13 @@ class Elm327Client:
             rng=rng or random.Random(),  # noqa: S311 -- jitter, not cryptography
             on_down=self._down,
             sleep=sleep,
+            log_retries=False,  # `_down` says it once per outage
         )
         self._session: Elm327Session | None = None
         self._vin: str | None = None
         self._dtcs: tuple[str, ...] | None = None
         self._notes_logged: set[str] = set()
+        self._outage_attempts = 0  # failed connections since the adapter last worked (0: not in an outage)
 
     @property
     def source(self) -> str:
@@ -139,6 +141,10 @@ class Elm327Client:
             self._session = session
             info = await session.initialise()
             self._reconnect.healthy()
+            if self._outage_attempts:
+                attempts = self._outage_attempts
+                _LOGGER.info("ELM327 on %s is back after %d failed attempt(s)", self._config.port, attempts)
+                self._outage_attempts = 0
             _LOGGER.info(
                 "ELM327 %s on %s: protocol %s%s, ECUs %s, %d PIDs supported",
                 info.version or "(no banner)",
@@ -155,8 +161,21 @@ class Elm327Client:
             await link.aclose()
 
     def _down(self, reason: str) -> None:
-        if paths := self._state.mark_stale(self.source, self._clock):
-            _LOGGER.warning("OBD signals stale (%s): %s", reason, ", ".join(sorted(paths)))
+        """One line per outage, however many reconnect attempts it takes (those are debug lines)."""
+        paths = self._state.mark_stale(self.source, self._clock)
+        self._outage_attempts += 1
+        if self._outage_attempts > 1:
+            _LOGGER.debug("ELM327 on %s still unavailable (%s)", self._config.port, reason)
+            return
+        _LOGGER.warning(
+            "ELM327 on %s is unavailable (%s); %d OBD signal(s) marked stale. Check that the adapter is plugged "
+            "in and the port path is right; reconnecting in the background",
+            self._config.port,
+            reason,
+            len(paths),
+        )
+        if paths:
+            _LOGGER.debug("OBD signals stale: %s", ", ".join(sorted(paths)))
 
     async def _read_vin_once(self, session: Elm327Session) -> None:
         try:

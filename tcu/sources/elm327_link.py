@@ -120,7 +120,10 @@ class SerialPromptLink:
 
     async def aclose(self) -> None:
         """Close without flushing (a vanished pty would block a drain) and wait for the port to close."""
-        self._transport.abort()
+        # A port that vanished is closing already: aborting it again would run the library's close a
+        # second time, which fails in a background task and logs a traceback for an ordinary unplug.
+        if not self._transport.is_closing():
+            self._transport.abort()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_WAIT_S):
                 await self._protocol.lost.wait()

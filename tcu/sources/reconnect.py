@@ -43,8 +43,11 @@ class ReconnectLoop:
         rng: random.Random,
         on_down: Callable[[str], None],
         sleep: Sleep = asyncio.sleep,
+        log_retries: bool = True,
     ) -> None:
         self._name = name
+        # False: the owner's `on_down` tells people about an outage once; each retry is only debug.
+        self._retry_level = logging.WARNING if log_retries else logging.DEBUG
         self._backoff = backoff
         self._rng = rng
         self._on_down = on_down
@@ -76,5 +79,7 @@ class ReconnectLoop:
                 _LOGGER.exception("%s: on_down callback failed", self._name)
             delay = self._backoff.delay(self._attempt, self._rng)
             self._attempt += 1
-            _LOGGER.warning("%s: %s; retrying in %.2f s (attempt %d)", self._name, reason, delay, self._attempt)
+            _LOGGER.log(
+                self._retry_level, "%s: %s; retrying in %.2f s (attempt %d)", self._name, reason, delay, self._attempt
+            )
             await self._sleep(delay)

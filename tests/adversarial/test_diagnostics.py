@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -266,3 +268,49 @@ def test_a_receiver_that_never_had_a_fix_never_reports_an_accuracy_as_good(clock
     reader.handle(NmeaStream().feed(sim.epoch(0.0)))
     assert state.get(LATITUDE) is None
     assert {path: quality(state, path) for path in ACCURACIES} == dict.fromkeys(ACCURACIES, Quality.INVALID)
+
+
+# -- 4. an unplugged ELM327 ---------------------------------------------------------------------------
+
+
+async def test_an_unplugged_elm327_logs_one_clear_line_per_outage_and_no_traceback(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pty is closed under the reader, twice; every logger at INFO (what `tcu run` shows)."""
+    sim = Elm327Simulator(elapsed=lambda: 25.0, timing=Elm327Timing.instant(), link_path=str(tmp_path / "ttyOBD"))
+    state = VehicleState()
+    retries: list[float] = []
+    retried = asyncio.Event()
+
+    async def record_sleep(delay: float) -> None:
+        retries.append(delay)
+        retried.set()
+        await asyncio.sleep(0.01)
+
+    config = Elm327ClientConfig(port=sim.path, settings=SETTINGS, backoff=Backoff(base_s=0.01, cap_s=0.05))
+    client = Elm327Client(config, state=state, clock=clock, mapping=fast_mapping(), sleep=record_sleep)
+
+    def speed_is(quality: Quality) -> Callable[[], bool]:
+        return lambda: (signal := state.get("Vehicle.Speed")) is not None and signal.quality is quality
+
+    with caplog.at_level(logging.INFO):
+        async with sim, running(client):
+            for outage in (1, 2):
+                await until(state, speed_is(Quality.GOOD))
+                sim.unplug()
+                await until(state, speed_is(Quality.STALE))
+                async with asyncio.timeout(5):
+                    while len(retries) < 4 * outage:  # several failed attempts to reopen the vanished path
+                        retried.clear()
+                        await retried.wait()
+                clock.advance(1)
+                sim.replug()
+            await until(state, speed_is(Quality.GOOD))
+        gc.collect()  # a failed background task of the serial library is reported when collected
+    assert "Traceback" not in caplog.text
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 2, loud  # one per outage, not one per retry
+    for line in loud:
+        assert line.startswith(f"ELM327 on {sim.path} is unavailable (")
+        assert "Check that the adapter is plugged in and the port path is right" in line
+    assert caplog.text.count("is back after") == 2
