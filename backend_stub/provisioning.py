@@ -142,7 +142,7 @@ class CapabilityReport:
     created: datetime
     received: datetime
     report: dict[str, Any]  # the event body, as the vehicle sent it
-    ordinal: int = 0  # of the queue epoch it came from: newer epochs' reports are newer whatever their seq
+    ordinal: int = 0  # of its queue epoch: within one epoch the higher seq is newer, across epochs the later received
 
 
 # A change of desired state: (current state, legal eCall equipped) -> new state; raises ProvisioningError.

@@ -116,7 +116,6 @@ class ProvisioningStore:
     """The provisioning tables; created on open, next to BackendStore's in the same file."""
 
     def __init__(self, path: Path, catalogue: Catalogue | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.catalogue = catalogue or Catalogue.load()
         self._db = open_database(path, _SCHEMA)
         if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(provisioning_results)")}:
@@ -336,7 +335,8 @@ class ProvisioningStore:
             "INSERT INTO capability_reports VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vin) DO UPDATE SET "
             "ordinal=excluded.ordinal, seq=excluded.seq, created_ms=excluded.created_ms, "
             "received_ms=excluded.received_ms, report=excluded.report "
-            "WHERE (excluded.ordinal, excluded.seq) > (capability_reports.ordinal, capability_reports.seq)",
+            "WHERE CASE WHEN excluded.ordinal = capability_reports.ordinal THEN excluded.seq > capability_reports.seq "
+            "ELSE excluded.received_ms >= capability_reports.received_ms END",
             (
                 report.vin,
                 report.ordinal,

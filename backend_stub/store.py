@@ -1,8 +1,10 @@
 """The backend's SQLite store: enrolled vehicles, every record once, last value per signal.
 
 A service provider has no real-time query into the car: what it reads is the *last transmitted
-value* of each signal. Last values move only forward in signal time, so a backlog drained after an
-outage never overwrites a fresher value with an older one.
+value* of each signal. Records are kept per queue epoch (a re-flashed car starts a new one, see
+docs/protocol.md). A last value moves forward in the vehicle's own order: a higher sequence number of
+the same epoch, or a record of another epoch received later (a second agent on the VIN, a re-flash);
+never by the signal's timestamp, which a vehicle clock that jumps would make meaningless.
 
 The store holds only what it can read back: a record is refused (`UnstorableError`, one rejection at
 ingest) when its sequence number, kind or creation time is outside what SQLite, `datetime` and the
@@ -13,7 +15,8 @@ caller.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,9 +69,10 @@ CREATE TABLE IF NOT EXISTS last_values (
     vin     TEXT NOT NULL,
     path    TEXT NOT NULL,
     value   BLOB NOT NULL,
-    ts_ms   INTEGER NOT NULL,
-    seq     INTEGER NOT NULL,
-    ordinal INTEGER NOT NULL DEFAULT 0,
+    ts_ms       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    ordinal     INTEGER NOT NULL DEFAULT 0,
+    received_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (vin, path)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejections (
@@ -139,6 +143,7 @@ INSERT INTO records SELECT vin, x'', seq, kind, created_ms, received_ms, body FR
 DROP TABLE records_before_epochs;
 INSERT INTO epochs SELECT vin, x'', 0, min(received_ms), min(seq) FROM records GROUP BY vin;
 ALTER TABLE last_values ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE last_values ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
 """
 
 
@@ -166,8 +171,14 @@ class BackendStore:
     def close(self) -> None:
         self._db.close()
 
-    def transaction(self) -> AbstractContextManager[None]:
-        return transaction(self._db)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with transaction(self._db):
+                yield
+        except BaseException:
+            self._ordinals.clear()  # it may hold an epoch first seen in the batch that just failed
+            raise
 
     def savepoint(self) -> AbstractContextManager[None]:
         """One message's writes inside the batch transaction, undone alone when handling it fails."""
@@ -278,15 +289,19 @@ class BackendStore:
         for path, item in signals.items():
             problem = signal_problem(path, item, received)
             if problem is None:
-                rows.append((record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, ordinal))
+                rows.append(
+                    (record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, ordinal, to_millis(received))
+                )
             else:
                 skipped.append(f"signal {describe(path)}: {problem}")
-        # Newer in the vehicle's own order (epoch, then sequence number), never by the stamp `t`: a
-        # vehicle clock that jumps must neither pin a value nor hide a fresher one.
+        # Newer in the vehicle's own order, never by the stamp `t`: a vehicle clock that jumps must
+        # neither pin a value nor hide a fresher one. Across epochs the one received later wins, so a
+        # second agent that once used this VIN cannot freeze the car's values.
         self._db.executemany(
-            "INSERT INTO last_values VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (vin, path) DO UPDATE SET "
-            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq, ordinal=excluded.ordinal "
-            "WHERE (excluded.ordinal, excluded.seq) > (last_values.ordinal, last_values.seq)",
+            "INSERT INTO last_values VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vin, path) DO UPDATE SET "
+            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq, ordinal=excluded.ordinal, "
+            "received_ms=excluded.received_ms WHERE CASE WHEN excluded.ordinal = last_values.ordinal "
+            "THEN excluded.seq > last_values.seq ELSE excluded.received_ms >= last_values.received_ms END",
             rows,
         )
         return tuple(skipped)

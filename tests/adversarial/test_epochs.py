@@ -165,8 +165,9 @@ def test_provisioning_results_of_a_reflashed_car_are_booked_under_their_own_epoc
         assert store.record_result(_result(NEW, 3, clock)) is not None  # same seq, new queue: a new event
         assert store.record_result(_result(NEW, 3, clock)) is None  # a resend of it is not
         report = {"type": "capabilities"}
+        later = clock.now() + timedelta(seconds=5)
         old = CapabilityReport(vin=VIN, ordinal=1, seq=50, created=clock.now(), received=clock.now(), report=report)
-        new = CapabilityReport(vin=VIN, ordinal=2, seq=1, created=clock.now(), received=clock.now(), report=report)
+        new = CapabilityReport(vin=VIN, ordinal=2, seq=1, created=later, received=later, report=report)
         assert store.set_capabilities(old)
         assert store.set_capabilities(new)  # the re-flashed car's first report is its newest
         assert not store.set_capabilities(old)
@@ -198,3 +199,32 @@ def test_a_provisioning_store_from_before_epochs_migrates(tmp_path: Path, clock:
         assert (stored.ordinal, stored.seq) == (0, 9)
     finally:
         store.close()
+
+
+def test_a_second_agent_that_once_used_the_vin_cannot_freeze_the_cars_last_values(
+    ingest: Ingest, store: BackendStore, vehicle_box: Box, clock: ManualClock
+) -> None:
+    _deliver(ingest, store, [seal_record(vehicle_box, VIN, 50, _speed(clock, 50), epoch=OLD)])
+    clock.advance(1)
+    _deliver(ingest, store, [seal_record(vehicle_box, VIN, 1, _speed(clock, 1), epoch=NEW)])  # a bench agent
+    clock.advance(1)
+    _deliver(ingest, store, [seal_record(vehicle_box, VIN, 51, _speed(clock, 51), epoch=OLD)])  # the car again
+    assert store.last_value(VIN, "Vehicle.Speed") == 51
+
+
+def test_an_epoch_first_seen_in_a_batch_that_failed_is_registered_again(
+    ingest: Ingest, store: BackendStore, vehicle_box: Box, clock: ManualClock
+) -> None:
+    def failed_batch() -> None:
+        with store.transaction():  # the batch COMMIT fails, e.g. a full disk
+            for seq in (1, 2):
+                payload = seal_record(vehicle_box, VIN, seq, _speed(clock, seq), epoch=NEW)
+                ingest.handle(f"vehicles/{VIN}/up/records", payload)
+            raise RuntimeError("commit failed")
+
+    with pytest.raises(RuntimeError):
+        failed_batch()
+    ingest.forget_acks()
+    _deliver(ingest, store, [seal_record(vehicle_box, VIN, seq, _speed(clock, seq), epoch=NEW) for seq in (1, 2)])
+    assert [e.epoch for e in store.epochs(VIN)] == [NEW]
+    assert store.seqs(VIN) == [1, 2]
