@@ -11,8 +11,8 @@ two sequence numbers — what a queue that re-seals records it already stored wo
 `queue_overflow` event that names a record the backend did store is a false report: the backend
 would count as dropped what it has.
 
-Reading the backend is confined to `_stored` and `_overflow_events`: when the backend keys records
-by queue identity as well as by sequence number, only those two change.
+Sequence numbers restart with each queue epoch (a re-flashed car), so an audit covers one epoch, by
+default the vehicle's current one; reading the backend is confined to `_stored`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One reconnect loop around a reusable client; inside a connection, a sender and a receiver task under
 one TaskGroup. Records stay in the queue until the backend's sealed ack names them; a record
 published but not acknowledged within `ack_timeout_s` is sent again (the backend de-duplicates by
-sequence number), and everything in flight is resent after a reconnect.
+queue epoch and sequence number), and everything in flight is resent after a reconnect.
 """
 
 from __future__ import annotations
