@@ -30,6 +30,7 @@ from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import NewSignalWatch, capability_report
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.telemetry.snapshots import SnapshotTelemetry
+from tcu.telemetry.vin_check import VinCheck
 from tcu.uplink.envelope import seal_record, vehicle_box
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.records import Record, RecordKind
@@ -130,6 +131,10 @@ class Agent:
         )
         self.new_signals = NewSignalWatch(policy=self.policy, report=self.report_capabilities)
         self.state.subscribe(self.new_signals.on_signal)
+        self.vin_check = VinCheck(
+            configured=config.vin, clock=self.clock, report=self.queue_record, allowed=self.policy.allows
+        )
+        self.state.subscribe(self.vin_check.on_signal)
         self.telemetry = SnapshotTelemetry(
             state=self.state,
             outbox=self.outbox,

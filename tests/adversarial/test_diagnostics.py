@@ -22,8 +22,12 @@ from backend_stub.ingest import Ingest
 from backend_stub.store import BackendStore, signal_problem
 from hil.devices.elm327_sim import Elm327MemoryLink, Elm327Simulator, Elm327Timing
 from hil.devices.nmea_sim import NmeaSimulator
+from hil.layout import BenchLayout
+from tcu.app import Agent
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
+from tcu.config import load_agent_config
+from tcu.keys import load_private_key, load_public_key
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
@@ -42,7 +46,8 @@ from tcu.sources.nmea_fix import (
 )
 from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
 from tcu.telemetry.snapshots import encode_signals
-from tcu.uplink.envelope import open_ack, seal_record
+from tcu.telemetry.vin_check import VIN_PATH, VinCheck
+from tcu.uplink.envelope import open_ack, open_record, seal_record
 from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, Quality, Signal, VehicleState
 from tests.conftest import VIN
@@ -314,3 +319,72 @@ async def test_an_unplugged_elm327_logs_one_clear_line_per_outage_and_no_traceba
         assert line.startswith(f"ELM327 on {sim.path} is unavailable (")
         assert "Check that the adapter is plugged in and the port path is right" in line
     assert caplog.text.count("is back after") == 2
+
+
+# -- 2. a VIN read over OBD that is not the configured one --------------------------------------------
+
+OBD_VIN = "WBA3A5C51CF256985"  # another car's (a valid check digit, as the simulator insists)
+
+
+async def test_a_differing_obd_vin_is_one_event_with_both_vins_and_one_log_line(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = Elm327Simulator(elapsed=lambda: 25.0, timing=Elm327Timing.instant(), vin=OBD_VIN)
+    state, records = VehicleState(), list[Record]()
+    state.subscribe(VinCheck(configured=VIN, clock=clock, report=records.append, allowed=lambda _: True).on_signal)
+    client = memory_client(sim, state, clock)
+    async with running(client):
+        await until(state, lambda: state.value(VIN_PATH) == OBD_VIN)
+        for _ in range(3):  # what every reconnect does
+            clock.advance(1)
+            assert await client.read_vin() == OBD_VIN
+    [event] = records
+    assert event.kind is RecordKind.EVENT
+    assert event.body == {"type": "vin_mismatch", "configured_vin": VIN, "read_vin": OBD_VIN, "source": "obd"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"VIN read over obd is {OBD_VIN}, but this agent is configured for {VIN}: its data is filed under {VIN}. "
+        "Check that the adapter is in the right vehicle or correct `vin` in the agent config"
+    ]
+
+
+def vin_reading(value: str, clock: ManualClock, quality: Quality = Quality.GOOD) -> Signal:
+    return Signal(path=VIN_PATH, value=value, timestamp=clock.now(), source="obd", quality=quality)
+
+
+def test_the_right_vin_ends_a_mismatch_and_a_new_one_is_reported_again(clock: ManualClock) -> None:
+    records: list[Record] = []
+    check = VinCheck(configured=VIN, clock=clock, report=records.append, allowed=lambda _: True)
+    for value in (VIN, OBD_VIN, OBD_VIN, VIN, VIN, OBD_VIN):
+        check.on_signal(vin_reading(value, clock))
+    check.on_signal(vin_reading("WBA3A5C51CF256999", clock, Quality.STALE))  # not a reading: the adapter went
+    assert [r.body["read_vin"] for r in records] == [OBD_VIN, OBD_VIN]
+
+
+def test_a_vin_mismatch_the_data_policy_blocks_is_logged_but_not_sent(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    records: list[Record] = []
+    asked: list[str] = []
+    check = VinCheck(configured=VIN, clock=clock, report=records.append, allowed=lambda p: bool(asked.append(p)))
+    with caplog.at_level(logging.INFO):
+        check.on_signal(vin_reading(OBD_VIN, clock))
+    assert records == []
+    assert asked == [VIN_PATH]  # judged as the VIN signal's own data category
+    assert "vin_mismatch event not sent: the data policy does not allow" in caplog.text
+    assert OBD_VIN in caplog.text
+
+
+def test_the_agent_queues_the_vin_mismatch_event_for_the_backend(tmp_path: Path) -> None:
+    bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
+    bench.create_backend()
+    bench.add_vehicle(VIN)
+    agent = Agent(load_agent_config(bench.agent_config(VIN), env={}))
+    box = Box(load_private_key(bench.keys / "backend.x25519.key"), load_public_key(bench.keys / f"{VIN}.x25519.pub"))
+    with agent.outbox:
+        agent.state.update(vin_reading(OBD_VIN, agent.clock))
+        agent.state.update(vin_reading(OBD_VIN, agent.clock))
+        bodies = [open_record(box, queued.envelope, topic_vin=VIN).body for queued in agent.outbox.next_batch(10)]
+    assert [b for b in bodies if b.get("type") == "vin_mismatch"] == [
+        {"type": "vin_mismatch", "configured_vin": VIN, "read_vin": OBD_VIN, "source": "obd"}
+    ]
