@@ -75,7 +75,14 @@ class Agent:
             clock=self.clock,
             hold=self._ecall_has_the_radio,
         )
-        self.sources = build_sources(config.sources, state=self.state, clock=self.clock)
+        self.sources = build_sources(
+            config.sources,
+            state=self.state,
+            clock=self.clock,
+            base=config.config_dir,
+            triggers=() if config.ecall is None else config.ecall.triggers,
+            legal_ecall=config.legal_ecall,
+        )
         self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))
         # The eCall depends on nothing of the telematics: not the queue, the MQTT session, the services
         # or consent. Its reports go to the queue on a best-effort basis only.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,6 +144,40 @@ def _service(args: argparse.Namespace) -> None:
     print(f"wrote {path}\nnext: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
 
 
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        f"\n{title}",
+        *("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mapping_tables(agent: Agent) -> str:
+    """The resolved signal mappings, as `tcu check-config` shows them."""
+    out = ""
+    decoder = agent.sources.can_decoder
+    if decoder is not None:
+        rows = [
+            (
+                e.source,
+                e.target.path,
+                e.datatype,
+                e.conversion,
+                e.values or "-",
+                e.origin.removeprefix("CAN mapping ").split(" '")[0],
+            )
+            for e in sorted(decoder.entries, key=lambda e: e.target.path)
+        ]
+        header = ("source signal", "VSS path", "type", "conversion", "values", "from")
+        out += _table(f"CAN mapping (source {decoder.source!r}):", header, rows)
+    obd = agent.sources.obd_mapping
+    if obd is not None:
+        pids = [(m.request, m.path, f"{m.interval_s:g} s", m.describe()) for m in obd.pids]
+        out += _table(f"OBD mapping (source {obd.source!r}):", ("request", "VSS path", "every", "formula"), pids)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -162,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"no status at {config.status_path}: is the agent running?")
             print(json.dumps(current, indent=2))
         elif args.command == "check-config":
-            Agent(load_agent_config(args.config))
+            agent = Agent(load_agent_config(args.config))
             print(f"{args.config}: OK")
+            print(_mapping_tables(agent), end="")
         elif args.command == "service":
             _service(args)
         elif args.command == "privacy":

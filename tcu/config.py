@@ -118,6 +118,8 @@ class AgentConfig:
     ecall: EcallConfig | None = None
     # Device sections ([sources.*]) are read by the sources themselves; kept raw here.
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The config file's folder: relative paths the sources read (a DBC, a mapping) resolve against it.
+    config_dir: Path | None = None
 
     @property
     def legal_ecall(self) -> bool:
@@ -326,6 +328,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
             speedup=simulation.number("speedup", 1.0),
         ),
         sources=dict(sources._data),
+        config_dir=path.resolve().parent,
     )
     for section in (keys, queue, uplink, telemetry, simulation, vehicle):
         section.reject_unknown()

@@ -195,7 +195,7 @@ class Elm327Client:
     def _jobs(self, session: Elm327Session, info: AdapterInfo) -> list[_Job]:
         jobs = []
         for mapping in self._mapping.pids:
-            if mapping.pid not in info.supported_pids:
+            if mapping.mode == 0x01 and mapping.pid not in info.supported_pids:  # mode 22 DIDs have no bitmap
                 _LOGGER.info("OBD: vehicle does not support %s (%s); not polled", mapping.request, mapping.path)
                 continue
             jobs.append(
@@ -260,8 +260,7 @@ class Elm327Client:
         raise DeviceGoneError(f"{self._config.port} went away")
 
     async def _pid_job(self, session: Elm327Session, mapping: PidMapping) -> None:
-        reading = await session.read_pid(mapping.pid)
-        self._write(mapping.path, reading.value)
+        self._write(mapping.path, await mapping.read(session))
 
     async def _dtc_job(self, session: Elm327Session) -> None:
         stored = await session.read_dtcs()

@@ -1,4 +1,9 @@
-"""The OBD-II → VSS mapping (`tcu/vehicle/mapping/obd.toml`) as frozen, validated dataclasses."""
+"""The OBD-II → VSS mapping (`tcu/vehicle/mapping/obd.toml`) as frozen, validated dataclasses.
+
+A mode 01 PID uses the formula of `tcu.sources.obd_pids.PIDS` unless its entry gives one; any other
+PID (mode 01 beyond our table, mode 22 manufacturer DIDs) brings its own as data:
+`"22F40D" = { path = "...", interval_s = 1, bytes = 1, formula = "A-40" }`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tcu.errors import ConfigError
-from tcu.sources.obd_pids import PIDS
+from tcu.errors import ConfigError, ProtocolError
+from tcu.sources.elm327_session import Elm327Session
+from tcu.sources.obd_pids import MODE_CURRENT_DATA, MODE_ENHANCED_DATA, PIDS, Formula, decode_formula
 from tcu.vehicle.mapping import load_mapping
 
-_PID_KEY = re.compile(r"01([0-9A-F]{2})")
+_PID_KEY = re.compile(r"(01)([0-9A-F]{2})|(22)([0-9A-F]{4})")
+_ENTRY_KEYS = frozenset({"path", "interval_s", "bytes", "formula"})
 
 
 def _check_path(path: object, where: str) -> str:
@@ -29,21 +36,61 @@ def _check_interval(value: object, where: str) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PidMapping:
-    """One mode 01 PID polled every `interval_s` into the VSS signal `path`."""
+    """One PID polled every `interval_s` into the VSS signal `path`: mode 01 (8-bit PID) or 22 (16-bit DID).
+
+    `formula` None: a mode 01 PID of `obd_pids.PIDS`. Otherwise the entry's own formula over `size` bytes.
+    """
 
     pid: int
     path: str
     interval_s: float
+    mode: int = MODE_CURRENT_DATA
+    size: int = 0
+    formula: Formula | None = None
 
     def __post_init__(self) -> None:
-        if self.pid not in PIDS:
-            raise ConfigError(f"OBD mapping 01{self.pid:02X}: no formula in tcu.sources.obd_pids.PIDS")
-        _check_path(self.path, f"01{self.pid:02X}")
-        _check_interval(self.interval_s, f"01{self.pid:02X}")
+        where = self.request
+        if self.mode not in (MODE_CURRENT_DATA, MODE_ENHANCED_DATA):
+            raise ConfigError(f"OBD mapping {where}: mode {self.mode:02X} is not 01 or 22")
+        if self.formula is None and (self.mode != MODE_CURRENT_DATA or self.pid not in PIDS):
+            raise ConfigError(
+                f"OBD mapping {where}: no formula in tcu.sources.obd_pids.PIDS; give bytes = N and formula = "
+                '"..." over A, B, C, D (e.g. "(A*256+B)/4") in the entry'
+            )
+        if self.formula is not None and not self.formula.bytes_used <= self.size <= 4:
+            raise ConfigError(
+                f"OBD mapping {where}: bytes = {self.size}, but the formula {self.formula.text!r} reads "
+                f"{self.formula.bytes_used} byte(s); bytes must be 1..4 and cover every letter used"
+            )
+        _check_path(self.path, where)
+        _check_interval(self.interval_s, where)
 
     @property
     def request(self) -> str:
-        return f"01{self.pid:02X}"
+        return f"{self.mode:02X}{self.pid:0{2 if self.mode == MODE_CURRENT_DATA else 4}X}"
+
+    def describe(self) -> str:
+        """The formula as `tcu check-config` shows it."""
+        if self.formula is not None:
+            return f"{self.formula.text} over {self.size} byte(s)"
+        spec = PIDS[self.pid]
+        return f"raw*{spec.scale:g}{'' if not spec.offset else f'{spec.offset:+g}'} {spec.unit} ({spec.name})"
+
+    async def read(self, session: Elm327Session) -> float:
+        """Ask the vehicle and decode the first ECU's usable answer (lowest CAN id first)."""
+        if self.formula is None:
+            return (await session.read_pid(self.pid)).value
+        reply = await session.request(self.request)
+        reply.raise_for_status()
+        reasons = list(reply.problems)
+        for message in sorted(reply.messages, key=lambda m: (m.ecu is None, m.ecu or "")):
+            try:
+                return decode_formula(
+                    message.payload, mode=self.mode, pid=self.pid, size=self.size, formula=self.formula
+                )
+            except ProtocolError as exc:
+                reasons.append(f"ECU {message.ecu}: {exc}" if message.ecu else str(exc))
+        raise ProtocolError(f"no usable answer to {self.request}: {'; '.join(reasons)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,14 +124,21 @@ def parse_obd_mapping(doc: Mapping[str, Any]) -> ObdMapping:
     for key, entry in _table(doc, "pids").items():
         match = _PID_KEY.fullmatch(key.upper())
         if match is None:
-            raise ConfigError(f"OBD mapping pids.{key}: expected a mode 01 request like '010D'")
+            raise ConfigError(
+                f"OBD mapping pids.{key}: expected a mode 01 request like '010D' or mode 22 like '22F40D'"
+            )
         if not isinstance(entry, Mapping):
             raise ConfigError(f"OBD mapping pids.{key}: expected {{ path = ..., interval_s = ... }}")
+        if unknown := set(entry) - _ENTRY_KEYS:
+            raise ConfigError(f"OBD mapping pids.{key}: unknown key(s) {', '.join(sorted(unknown))}")
+        mode, pid = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
         pids.append(
             PidMapping(
-                pid=int(match.group(1), 16),
+                pid=int(pid, 16),
+                mode=int(mode, 16),
                 path=_check_path(entry.get("path"), f"pids.{key}.path"),
                 interval_s=_check_interval(entry.get("interval_s"), f"pids.{key}.interval_s"),
+                **_formula(entry, f"pids.{key}"),
             )
         )
     vin = _table(doc, "vin")
@@ -97,6 +151,18 @@ def parse_obd_mapping(doc: Mapping[str, Any]) -> ObdMapping:
         dtc_list_path=_check_path(dtc["list_path"], "dtc.list_path") if "list_path" in dtc else None,
         dtc_interval_s=_check_interval(dtc.get("interval_s", 60.0), "dtc.interval_s"),
     )
+
+
+def _formula(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if "formula" not in entry and "bytes" not in entry:
+        return {}
+    size, text = entry.get("bytes"), entry.get("formula")
+    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(text, str):
+        raise ConfigError(f'OBD mapping {where}: give both bytes = 1..4 and formula = "..." (over A, B, C, D)')
+    try:
+        return {"size": size, "formula": Formula.parse(text)}
+    except ValueError as exc:
+        raise ConfigError(f"OBD mapping {where}.formula: {exc}") from None
 
 
 def load_obd_mapping(path: Path | None = None) -> ObdMapping:

@@ -222,3 +222,121 @@ def encode_dtcs(codes: Iterable[str]) -> bytes:
     """The CAN layout of a mode 03 answer."""
     pairs = [parse_dtc(code) for code in codes]
     return bytes((MODE_STORED_DTCS + POSITIVE_OFFSET, len(pairs))) + b"".join(pairs)
+
+
+# Extra PIDs a mapping file declares with a formula over their data bytes A, B, C, D (SAE J1979 notation):
+# `(A*256+B)/4`. A tiny arithmetic language (numbers, A-D, + - * /, parentheses, unary minus), parsed
+# once at start-up into a tree and evaluated without `eval`, so a mapping file cannot run code.
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-D])|([-+*/()]))")
+_MAX_FORMULA = 200
+MODE_ENHANCED_DATA = 0x22  # ISO 14229 ReadDataByIdentifier: a 16-bit data identifier (DID)
+
+_Node = float | str | tuple[str, "_Node", "_Node"]
+
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    """A parsed byte formula; `evaluate(data)` with `data[0]` as A."""
+
+    text: str
+    tree: _Node
+    bytes_used: int  # 1 + the highest byte letter used (A → 1, D → 4)
+
+    @classmethod
+    def parse(cls, text: str) -> Formula:
+        """Raise ValueError with the position and reason when `text` is not a formula over A..D."""
+        if not isinstance(text, str) or not text.strip() or len(text) > _MAX_FORMULA:
+            raise ValueError(f"formula must be 1..{_MAX_FORMULA} characters of A-D, numbers, + - * / ( )")
+        tokens: list[str | float] = []
+        position = 0
+        while position < len(text):
+            match = _TOKEN.match(text, position)
+            if match is None:
+                if not text[position:].strip():
+                    break
+                raise ValueError(f"formula {text!r}: unexpected {text[position:].strip()[:1]!r} at {position}")
+            number, letter, symbol = match.groups()
+            tokens.append(float(number) if number is not None else letter or symbol)
+            position = match.end()
+        tree, rest = _expression(tokens, text)
+        if rest:
+            raise ValueError(f"formula {text!r}: unexpected {rest[0]!r} after a complete expression")
+        used = _letters(tree)
+        return cls(text=text, tree=tree, bytes_used=max((ord(c) - ord("A") + 1 for c in used), default=0))
+
+    def evaluate(self, data: bytes) -> float:
+        return float(_evaluate(self.tree, data))
+
+
+def _expression(tokens: list[str | float], text: str) -> tuple[_Node, list[str | float]]:
+    left, rest = _term(tokens, text)
+    while rest and rest[0] in ("+", "-"):
+        operator = str(rest[0])
+        right, rest = _term(rest[1:], text)
+        left = (operator, left, right)
+    return left, rest
+
+
+def _term(tokens: list[str | float], text: str) -> tuple[_Node, list[str | float]]:
+    left, rest = _factor(tokens, text)
+    while rest and rest[0] in ("*", "/"):
+        operator = str(rest[0])
+        right, rest = _factor(rest[1:], text)
+        left = (operator, left, right)
+    return left, rest
+
+
+def _factor(tokens: list[str | float], text: str) -> tuple[_Node, list[str | float]]:
+    if not tokens:
+        raise ValueError(f"formula {text!r}: ends where a value was expected")
+    head, rest = tokens[0], tokens[1:]
+    if head == "-":
+        operand, rest = _factor(rest, text)
+        return ("-", 0.0, operand), rest
+    if head == "(":
+        inner, rest = _expression(rest, text)
+        if not rest or rest[0] != ")":
+            raise ValueError(f"formula {text!r}: a '(' is not closed")
+        return inner, rest[1:]
+    if isinstance(head, float) or head in ("A", "B", "C", "D"):
+        return head, rest
+    raise ValueError(f"formula {text!r}: unexpected {head!r} where a value was expected")
+
+
+def _letters(node: _Node) -> set[str]:
+    if isinstance(node, tuple):
+        return _letters(node[1]) | _letters(node[2])
+    return {node} if isinstance(node, str) else set()
+
+
+def _evaluate(node: _Node, data: bytes) -> float:
+    if isinstance(node, float):
+        return node
+    if isinstance(node, str):
+        return data[ord(node) - ord("A")]
+    operator, left, right = node
+    a, b = _evaluate(left, data), _evaluate(right, data)
+    if operator == "+":
+        return a + b
+    if operator == "-":
+        return a - b
+    if operator == "*":
+        return a * b
+    if b == 0:
+        raise ProtocolError("formula divides by zero for these data bytes")
+    return a / b
+
+
+def decode_formula(payload: bytes, *, mode: int, pid: int, size: int, formula: Formula) -> float:
+    """The value of a mode 01 (`41 pid data`) or mode 22 (`62 did-hi did-lo data`) answer through `formula`."""
+    width = 1 if mode == MODE_CURRENT_DATA else 2
+    what = f"{mode:02X}{pid:0{2 * width}X}"
+    check_positive(payload, mode, what)
+    echoed = int.from_bytes(payload[1 : 1 + width], "big") if len(payload) > width else None
+    if echoed != pid:
+        raise ProtocolError(f"answer to {what} names {'nothing' if echoed is None else f'{echoed:0{2 * width}X}'}")
+    data = payload[1 + width :]
+    if len(data) < size:
+        raise ProtocolError(f"answer to {what} carries {len(data)} data byte(s), expected {size}")
+    value = formula.evaluate(data[:size])
+    return round(value, 9)

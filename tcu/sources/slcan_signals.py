@@ -135,7 +135,10 @@ class CanSignalDecoder:
         data = frame.data
         cached = self._last.get(key)
         if cached is None or cached[0] != data:
-            values = plan.decode(data, False, False)
+            try:
+                values = plan.decode(data, False, False)
+            except Exception as exc:  # cantools: e.g. a multiplexer value the database does not define
+                raise ProtocolError(f"frame 0x{frame.can_id:X} ({plan.message}) does not decode: {exc}") from exc
             cached = (data, tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values))
             self._last[key] = cached
         source = self.source

@@ -303,7 +303,7 @@ def _boolean(
             raise ConfigError(f"{where} values.{key}: {spec.path} is boolean; expected true or false, got {flag!r}")
         table[_raw_key(signal, key, f"{where} values")] = (flag, Quality.GOOD)
     target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table, miss=(False, Quality.INVALID))
-    return ResolvedEntry(target=target, conversion="values", values=_show(values), **common)
+    return ResolvedEntry(target=target, conversion="values", values=_show(values, table), **common)
 
 
 def _string(
@@ -339,7 +339,7 @@ def _string(
                 "map them with values = { ... } or list them in invalid = [...]"
             )
     target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table)
-    return ResolvedEntry(target=target, conversion=how, values=_show(values), **common)
+    return ResolvedEntry(target=target, conversion=how, values=_show(values, table), **common)
 
 
 def _linear(
@@ -417,8 +417,10 @@ def _linear(
     return ResolvedEntry(target=target, conversion=how, values=shown, **common)
 
 
-def _show(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key} → {str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items())
+def _show(values: Mapping[str, Any], table: Mapping[float, tuple[SignalValue, Quality]] | None = None) -> str:
+    shown = [f"{key} → {str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items()]
+    invalid = [str(raw) for raw, (_, quality) in (table or {}).items() if quality is Quality.INVALID]
+    return ", ".join(shown + ([f"invalid: {', '.join(invalid)}"] if invalid else []))
 
 
 def _g(number: float) -> str:
