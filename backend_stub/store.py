@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,6 @@ from tcu.uplink.strict_cbor import describe
 from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
 
 MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
-# A signal stamped further ahead of the backend's clock than this never becomes a last value: last
-# values only move forward, so one far-future stamp (a clock glitch, a forged `t`) would pin the
-# signal for good. A day is beyond any honest skew (time zones, an RTC before GNSS time is known).
-MAX_SIGNAL_LEAD = timedelta(days=1)
 MAX_PATH_CHARS = 256  # VSS paths are well under 100 characters
 _MAX_INT_VALUE = 2**64  # CBOR's own integers (major types 0 and 1); bignums are not signal values
 
@@ -287,7 +283,7 @@ class BackendStore:
             return ()
         rows, skipped = [], []
         for path, item in signals.items():
-            problem = signal_problem(path, item, received)
+            problem = signal_problem(path, item)
             if problem is None:
                 rows.append(
                     (record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, ordinal, to_millis(received))
@@ -390,7 +386,7 @@ class BackendStore:
         ]
 
 
-def signal_problem(path: object, item: object, received: datetime) -> str | None:
+def signal_problem(path: object, item: object) -> str | None:
     """Why this `signals` entry cannot be a last value, or None when it can (docs/protocol.md)."""
     if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH_CHARS:
         return f"path is not text of 1..{MAX_PATH_CHARS} characters"
@@ -399,8 +395,6 @@ def signal_problem(path: object, item: object, received: datetime) -> str | None
     stamp = item.get("t")
     if type(stamp) is not int or not 0 <= stamp <= MAX_MILLIS:
         return f'time "t" is {describe(stamp)}, not milliseconds since 1970 up to year 9999'
-    if stamp > to_millis(received + MAX_SIGNAL_LEAD):
-        return f'time "t" {stamp} is more than {MAX_SIGNAL_LEAD / timedelta(hours=1):g} h ahead of the backend clock'
     value = item["v"]
     if type(value) is list:
         return _list_problem(value)

@@ -178,7 +178,7 @@ async def test_more_dtcs_than_a_list_carries_send_the_first_ones_and_the_full_co
 )
 def test_the_backend_refuses_other_arrays_as_last_values_with_the_reason(value: object, reason: str) -> None:
     now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    problem = signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)}, now)
+    problem = signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)})
     assert problem is not None
     assert reason in problem
 
@@ -186,7 +186,7 @@ def test_the_backend_refuses_other_arrays_as_last_values_with_the_reason(value: 
 @pytest.mark.parametrize("value", [[], ["P0143"], ["P0143"] * MAX_LIST_ITEMS, ["X" * MAX_LIST_ITEM_CHARS]])
 def test_the_backend_takes_short_text_arrays_as_last_values(value: list[str]) -> None:
     now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    assert signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)}, now) is None
+    assert signal_problem(DTC_LIST, {"v": value, "t": to_millis(now)}) is None
 
 
 @pytest.mark.parametrize(

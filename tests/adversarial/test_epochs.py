@@ -89,8 +89,10 @@ def test_a_replay_of_the_old_queue_is_acknowledged_in_its_own_epoch_and_not_stor
 def test_last_values_follow_the_vehicles_order_not_its_clock(
     ingest: Ingest, store: BackendStore, vehicle_box: Box, clock: ManualClock
 ) -> None:
-    # The car's clock jumps 20 h ahead, then is corrected: the later record must still win.
-    ahead = seal_record(vehicle_box, VIN, 1, _speed(clock, 50, stamp_offset_s=20 * 3600), epoch=OLD)
+    # The car's clock jumps two days ahead, then is corrected: the later record must still win.
+    ahead = seal_record(vehicle_box, VIN, 1, _speed(clock, 50, stamp_offset_s=48 * 3600), epoch=OLD)
+    _deliver(ingest, store, [ahead])
+    assert store.last_value(VIN, "Vehicle.Speed") == 50  # a clock ahead is no reason to refuse the reading
     corrected = seal_record(vehicle_box, VIN, 2, _speed(clock, 30), epoch=OLD)
     _deliver(ingest, store, [ahead, corrected])
     assert store.last_value(VIN, "Vehicle.Speed") == 30
