@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         help="bench mode: a real adapter (obd, can, gnss, modem) instead of the virtual device; repeatable",
     )
     run.add_argument(
+        "--dbc",
+        type=Path,
+        action="append",
+        default=[],
+        help="the agent's CAN database (DBC, KCD, ARXML, SYM) instead of the fictional car; repeatable",
+    )
+    run.add_argument(
+        "--mapping", type=Path, help="the agent's CAN → VSS mapping (format: tcu/vehicle/mapping/can.toml)"
+    )
+    run.add_argument(
         "--step",
         action="append",
         default=[],
@@ -185,6 +195,8 @@ def _run(args: argparse.Namespace) -> int:
         on_sample=view.on_sample,
         on_event=view.on_event,
         real_ports=real_ports,
+        can_dbc=args.dbc,
+        can_mapping=args.mapping,
     )
     timeline = asyncio.run(runner.run())
     try:

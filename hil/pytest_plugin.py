@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,9 +74,19 @@ class VirtualVehicle:
     def ports(self) -> dict[str, str]:
         return {"obd": self.obd.path, "can": self.can.path, "gnss": self.gnss.path}
 
-    def sources_toml(self) -> str:
-        """The `[sources.*]` sections an agent config needs to read this vehicle."""
-        return "".join(f'\n[sources.{name}]\nport = "{path}"\n' for name, path in self.ports.items())
+    def sources_toml(self, *, dbc: Sequence[Path] = (), mapping: Path | None = None) -> str:
+        """The `[sources.*]` sections an agent config needs to read this vehicle.
+
+        `dbc` and `mapping` go to `[sources.can]`, as in an agent config: your own vehicle's CAN database
+        and mapping (e.g. with the CAN port fed by a recording) instead of the fictional car.
+        """
+        can = f"dbc = {json.dumps([str(p.resolve()) for p in dbc])}\n" if dbc else ""
+        if mapping is not None:
+            can += f"mapping = {json.dumps(str(mapping.resolve()))}\n"
+        return "".join(
+            f'\n[sources.{name}]\nport = "{path}"\n' + (can if name == "can" else "")
+            for name, path in self.ports.items()
+        )
 
 
 @pytest_asyncio.fixture

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +69,13 @@ class ScenarioRunner:
         on_sample: Callable[[Sample], None] = lambda _s: None,
         on_event: Callable[[Event], None] = lambda _e: None,
         real_ports: Mapping[str, str] | None = None,
+        can_dbc: Sequence[Path] = (),
+        can_mapping: Path | None = None,
     ) -> None:
         self.scenario = scenario
+        # `tcu-hil run --dbc/--mapping` win over the scenario's [vehicle] dbc/mapping.
+        self.can_dbc = tuple(can_dbc) or scenario.can_dbc
+        self.can_mapping = can_mapping or scenario.can_mapping
         # Bench mode: these devices are real adapters on these ports instead of virtual ones.
         self.real_ports = dict(real_ports or {})
         self.workdir = workdir
@@ -133,7 +139,9 @@ class ScenarioRunner:
         scenario = self.scenario
         ports = {name: device.path for name, device in devices.items()} | self.real_ports
         sources = "".join(
-            f'\n[sources.{name}]\nport = "{path}"\n' for name, path in ports.items() if name != MODEM and not drain_only
+            f'\n[sources.{name}]\nport = "{path}"\n' + (self._can_files() if name == "can" else "")
+            for name, path in ports.items()
+            if name != MODEM and not drain_only
         )
         ecall = (
             f'[ecall]\nlegal_ecall = true\nport = "{ports[MODEM]}"\n'
@@ -151,6 +159,15 @@ class ScenarioRunner:
         )
 
     # -- running ---------------------------------------------------------------------------------
+
+    def _can_files(self) -> str:
+        """`dbc`/`mapping` lines of `[sources.can]` (absolute: the agent's config lives elsewhere)."""
+        lines = ""
+        if self.can_dbc:
+            lines += "dbc = [" + ", ".join(json.dumps(str(p.resolve())) for p in self.can_dbc) + "]\n"
+        if self.can_mapping is not None:
+            lines += f"mapping = {json.dumps(str(self.can_mapping.resolve()))}\n"
+        return lines
 
     async def run(self) -> Timeline:
         scenario = self.scenario

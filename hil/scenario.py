@@ -10,6 +10,8 @@
     [vehicle]
     vin = "WMWZZZ3CZ2E123456"
     legal_ecall = true
+    dbc = "mycar.dbc"                # optional: the agent's [sources.can] dbc (a path or a list) and
+    mapping = "mycar-can.toml"       # mapping, relative to the scenario file; default the fictional car
 
     [[step]]                         # at: seconds into the scenario
     at = 20
@@ -122,6 +124,8 @@ class Scenario:
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...]
     drive: DriveReplay | None = None  # None: the simulated drive cycle
+    can_dbc: tuple[Path, ...] = ()  # [vehicle] dbc: the agent's CAN database instead of the packaged car
+    can_mapping: Path | None = None  # [vehicle] mapping
 
     def parked_windows(self) -> tuple[tuple[float, float], ...]:
         return tuple((s.at, s.at + float(s.args.get("for_s", self.duration_s))) for s in self.steps if s.do == "park")
@@ -220,11 +224,30 @@ def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = N
             steps=tuple(sorted(steps, key=lambda s: s.at)),
             expectations=tuple(expectations),
             drive=drive,
+            can_dbc=tuple(_vehicle_files(vehicle.get("dbc"), base, f"{source}: vehicle.dbc")),
+            can_mapping=next(iter(_vehicle_files(vehicle.get("mapping"), base, f"{source}: vehicle.mapping")), None),
         )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _vehicle_files(value: Any, base: Path | None, where: str) -> list[Path]:
+    """`[vehicle] dbc` / `mapping`: a path or a list of them, relative to the scenario file."""
+    if value is None:
+        return []
+    names = value if isinstance(value, list) else [value]
+    if (
+        not names
+        or not all(isinstance(name, str) and name for name in names)
+        or (where.endswith("mapping") and len(names) != 1)
+    ):
+        raise ConfigError(
+            f"{where}: got {value!r}; expected a file path{'' if where.endswith('mapping') else ' or a list'}"
+        )
+    paths = [Path(name).expanduser() for name in names]
+    return [path if path.is_absolute() or base is None else base / path for path in paths]
 
 
 def load_scenario(path: Path) -> Scenario:
