@@ -73,6 +73,8 @@ class CanSignalDecoder:
         # The last payload per frame id and what it decoded to: cyclic frames mostly repeat
         # themselves (a door status sent ten times a second), and then decoding is a bytes compare.
         self._last: dict[int, tuple[bytes, tuple[tuple[str, SignalValue, Quality], ...]]] = {}
+        self._stamp: tuple[datetime, float | None] | None = None
+        self._signals: dict[tuple[str, SignalValue, Quality], Signal] = {}
         for message_name, targets in grouped.items():
             message = database.get_message_by_name(message_name)
             self._plans[_plan_key(message.frame_id, message.is_extended_frame)] = _Plan(
@@ -141,11 +143,27 @@ class CanSignalDecoder:
                 raise ProtocolError(f"frame 0x{frame.can_id:X} ({plan.message}) does not decode: {exc}") from exc
             cached = (data, tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values))
             self._last[key] = cached
-        source = self.source
-        return [
-            Signal(path=path, value=value, timestamp=timestamp, source=source, quality=quality, monotonic=monotonic)
-            for path, value, quality in cached[1]
-        ]
+        # Frames read in one chunk share one timestamp, so an identical reading (a door still closed in
+        # the next frame) is the same immutable Signal: built and validated once per chunk, not per frame.
+        if self._stamp != (timestamp, monotonic):
+            self._stamp = (timestamp, monotonic)
+            self._signals.clear()
+        signals = self._signals
+        out = []
+        for reading in cached[1]:
+            signal = signals.get(reading)
+            if signal is None:
+                path, value, quality = reading
+                signal = signals[reading] = Signal(
+                    path=path,
+                    value=value,
+                    timestamp=timestamp,
+                    source=self.source,
+                    quality=quality,
+                    monotonic=monotonic,
+                )
+            out.append(signal)
+        return out
 
 
 def _rule_entry(database: Any, rule: TriggerRule, entries: Mapping[str, ResolvedEntry]) -> ResolvedEntry:
