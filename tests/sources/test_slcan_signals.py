@@ -136,8 +136,14 @@ def test_longer_frames_are_fine_shorter_ones_say_why(decoder: CanSignalDecoder) 
 @pytest.mark.parametrize(
     ("toml", "reason"),
     [
-        ('[vss]\n"VehicleSpeed.Nope" = "Vehicle.Speed"\n', "[vss] 'VehicleSpeed.Nope': message VehicleSpeed has no signal 'Nope' (it has VehicleSpeed, SpeedCounter)"),
-        ('[vss]\n"Nope.VehicleSpeed" = "Vehicle.Speed"\n', "'Nope.VehicleSpeed': no message 'Nope' in the CAN database"),
+        (
+            '[vss]\n"VehicleSpeed.Nope" = "Vehicle.Speed"\n',
+            "[vss] 'VehicleSpeed.Nope': message VehicleSpeed has no signal 'Nope' (it has VehicleSpeed, SpeedCounter)",
+        ),
+        (
+            '[vss]\n"Nope.VehicleSpeed" = "Vehicle.Speed"\n',
+            "'Nope.VehicleSpeed': no message 'Nope' in the CAN database",
+        ),
         ('[vss]\n"VehicleSpeed.VehicleSpeed" = "Speed"\n', "'Speed' is not a VSS path"),
         ('[vss]\n"VehicleSpeed" = "Vehicle.Speed"\n', 'expected "Message.Signal"'),
         ('[vss]\n"VehicleSpeed.VehicleSpeed" = 1\n', 'expected "Vehicle.Path" or { path'),
