@@ -179,16 +179,19 @@ class Ingest:
 
     def _accepted(self, record: ReceivedRecord, *, new: bool, new_epoch: bool) -> None:
         if new_epoch and record.epoch:
-            known = len(self._store.epochs(record.vin)) - 1
             self.stats.new_epochs += 1
-            _LOGGER.warning(
-                "VIN %s sends from a new queue epoch %s, starting at seq %d (%d earlier epoch(s)): its queue was "
-                "reset (re-flashed, data dir wiped) or a second agent uses this VIN; sequence numbers restart",
-                record.vin,
-                record.epoch.hex(),
-                record.seq,
-                known,
-            )
+            earlier = len(self._store.epochs(record.vin)) - 1
+            if earlier:
+                _LOGGER.warning(
+                    "VIN %s sends from a new queue epoch %s, starting at seq %d (%d earlier epoch(s)): its queue "
+                    "was reset (re-flashed, data dir wiped) or a second agent uses this VIN; sequence numbers restart",
+                    record.vin,
+                    record.epoch.hex(),
+                    record.seq,
+                    earlier,
+                )
+            else:
+                _LOGGER.info("VIN %s: first queue epoch %s", record.vin, record.epoch.hex())
         if new:
             self.stats.stored += 1
             self.stats.by_vehicle[record.vin] += 1
