@@ -139,9 +139,10 @@ class CanSignalDecoder:
         if cached is None or cached[0] != data:
             try:
                 values = plan.decode(data, False, False)
-            except Exception as exc:  # cantools: e.g. a multiplexer value the database does not define
+                readings = tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values)
+            except Exception as exc:  # cantools (a multiplexer value the database lacks), a value it cannot hold
                 raise ProtocolError(f"frame 0x{frame.can_id:X} ({plan.message}) does not decode: {exc}") from exc
-            cached = (data, tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values))
+            cached = (data, readings)
             self._last[key] = cached
         # Frames read in one chunk share one timestamp, so an identical reading (a door still closed in
         # the next frame) is the same immutable Signal: built and validated once per chunk, not per frame.

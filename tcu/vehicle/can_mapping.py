@@ -12,6 +12,7 @@ happens here, at start-up, and raises `ConfigError` naming the file, the entry a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,29 +28,50 @@ TABLE = 1  # raw → value through `table` only; a raw value not in it is `miss`
 THRESHOLD = 2  # a bool: low <= raw * factor + offset <= high
 DERIVED = 3  # a bool: the value of `base` is in `members`, or within [low, high]
 
-# Names a DBC gives the raw 1 of a 1-bit flag when 1 means "no": mapping such a flag to a boolean by
-# default would invert it, so those need their `values` written out.
-_NEGATIVE_NAMES = frozenset(
+# A 1-bit flag with a VAL_ table maps to a boolean by default (raw 1 → true) only when its names read
+# that way: raw 1 says "yes" in a word we know and nothing says otherwise. Anything else ("Not pressed",
+# "Door_Closed", "Open"/"Shut", names we cannot read) needs `values` written out: a guessed default
+# could invert a crash flag or an SOS button, a false eCall on every healthy car.
+_YES_WORDS = frozenset(
+    {"OPEN", "OPENED", "ON", "ACTIVE", "TRUE", "YES", "PRESSED", "LOCKED", "DEPLOYED", "DETECTED", "CRASH", "AJAR"}
+    | {"SET"}
+)
+_NO_WORDS = frozenset(
     {
         "CLOSED",
         "CLOSE",
+        "SHUT",
         "OFF",
         "FALSE",
         "NO",
-        "INACTIVE",
-        "NOT_ACTIVE",
-        "RELEASED",
-        "NOT_PRESSED",
-        "UNLOCKED",
-        "NOT_DEPLOYED",
-        "NOT_DETECTED",
-        "NO_CRASH",
+        "NOT",
         "NONE",
+        "INACTIVE",
+        "RELEASED",
+        "UNLOCKED",
         "INVALID",
         "SNA",
         "ERROR",
+        "INIT",
+        "UNKNOWN",
     }
 )
+
+
+def _words(name: str) -> frozenset[str]:
+    return frozenset(word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word)
+
+
+def _reads_as_default_flag(choices: Mapping[int, str]) -> bool:
+    """True when the VAL_ names say raw 1 is "yes" and raw 0 is not (no names at all also qualifies)."""
+    if not choices:
+        return True
+    one, zero = _words(choices.get(1, "")), _words(choices.get(0, ""))
+    one_says_yes = bool(one & _YES_WORDS) and not one & _NO_WORDS
+    zero_says_yes = bool(zero & _YES_WORDS) and not zero & _NO_WORDS
+    return one_says_yes and not zero_says_yes
+
+
 _ENTRY_KEYS = frozenset({"path", "scale", "offset", "unit", "values", "invalid", "decimals", "datatype", "vss_unit"})
 _MAX_DECIMALS = 12
 
@@ -97,6 +119,8 @@ def convert(target: CanTarget, raw: float) -> tuple[SignalValue, Quality]:
     kind = target.kind
     if kind == LINEAR:
         value = raw * target.factor + target.offset
+        if value - value:  # NaN or infinity, from an IEEE float signal: never a good reading, never rounded
+            return float(value), Quality.INVALID
         good = target.raw_min <= raw <= target.raw_max
         decimals = target.decimals
         shown: SignalValue = round(value) if decimals is None else round(value, decimals)
@@ -285,13 +309,17 @@ def _boolean(
                 "say which values are true with values = { NAME = true, OTHER = false } "
                 "(only a 1-bit signal maps to a boolean by default, raw 0 → false, 1 → true)"
             )
-        if choices.get(1, "").upper() in _NEGATIVE_NAMES:
+        if not _reads_as_default_flag(choices):
+            names = ", ".join(f"{raw} {name!r}" for raw, name in sorted(choices.items()))
             raise ConfigError(
-                f"{where}: {spec.path} is boolean and the 1-bit {signal.name} names raw 1 {choices[1]!r}; the default "
-                "(raw 1 → true) would invert it: write values = { ... } for both raw values"
+                f"{where}: {spec.path} is boolean and the 1-bit {signal.name} names its values {names}; "
+                "these names do not say that raw 1 means true, and a guessed default could invert it: "
+                "write values = { NAME = true, OTHER = false } for both raw values"
             )
         for raw, flag in ((0, False), (1, True)):
             table.setdefault(raw, (flag, Quality.GOOD))
+        if signal.is_signed:  # a signed 1-bit signal decodes as 0 / -1
+            table.setdefault(-1, (True, Quality.GOOD))
         shown = ", ".join(
             f"{raw}{f' ({choices[raw]})' if raw in choices else ''} → {str(flag).lower()}"
             for raw, flag in ((0, False), (1, True))

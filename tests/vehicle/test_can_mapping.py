@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,7 +155,7 @@ ERRORS = [
     ),
     (
         '"ZV_02.DoorFR" = "Vehicle.Cabin.Door.Row1.PassengerSide.IsOpen"',
-        "names raw 1 'CLOSED'; the default (raw 1 → true) would invert it",
+        "names its values 0 'OPEN', 1 'CLOSED'; these names do not say that raw 1 means true",
     ),
     (
         '"ZV_02.LockState" = "Vehicle.Body.CentralLock.State"',
@@ -338,3 +339,52 @@ def test_one_rule_per_kind() -> None:
     two = [{"kind": "crash", "signal": "A.B", "values": [1]}, {"kind": "crash", "signal": "A.C", "values": [1]}]
     with pytest.raises(ConfigError, match=r"ecall.trigger\[1\]: a second crash rule"):
         EcallConfig.from_table({"port": "x", "trigger": two})
+
+
+FLAG_DBC = """VERSION ""
+BS_:
+BU_: ACU TCU
+BO_ 400 Flags: 8 ACU
+ SG_ Sos : 0|1@1+ (1,0) [0|1] "" TCU
+ SG_ SignedCrash : 1|1@1- (1,0) [-1|0] "" TCU
+ SG_ Level : 8|32@1- (1,0) [0|0] "" TCU
+VAL_ 400 Sos {names} ;
+SIG_VALTYPE_ 400 Level : 1;
+"""
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        '0 "Pressed" 1 "Not pressed"',  # raw 1 says "not"
+        '0 "Open" 1 "Shut"',  # raw 1 says no, raw 0 says yes
+        '0 "Zustand_A" 1 "Zustand_B"',  # names nobody can read as yes or no
+        '0 "NO CRASH" 1 "None"',
+    ],
+)
+def test_a_flag_whose_value_names_do_not_say_raw_1_is_true_needs_explicit_values(tmp_path: Path, names: str) -> None:
+    (tmp_path / "car.dbc").write_text(FLAG_DBC.format(names=names))
+    with pytest.raises(ConfigError, match="do not say that raw 1 means true"):
+        decoder_for(tmp_path, '[extension]\n"Flags.Sos" = "Vehicle.Cabin.SosButton.IsPressed"\n')
+
+
+def test_a_flag_named_plainly_maps_by_default_and_a_signed_flag_reads_minus_one_as_true(tmp_path: Path) -> None:
+    (tmp_path / "car.dbc").write_text(FLAG_DBC.format(names='0 "NOT_PRESSED" 1 "PRESSED"'))
+    mapping = (
+        '[extension]\n"Flags.Sos" = "Vehicle.Cabin.SosButton.IsPressed"\n'
+        '"Flags.SignedCrash" = "Vehicle.Safety.CrashDetected"\n'
+    )
+    decoder = decoder_for(tmp_path, mapping)
+    decoded = decode(decoder, 400, bytes([0b11, 0, 0, 0, 0, 0, 0, 0]))
+    assert decoded["Vehicle.Cabin.SosButton.IsPressed"] == (True, Quality.GOOD)
+    assert decoded["Vehicle.Safety.CrashDetected"] == (True, Quality.GOOD)  # raw -1 of a signed 1-bit signal
+
+
+@pytest.mark.parametrize("level", [float("nan"), float("inf"), float("-inf")])
+def test_a_nan_or_infinite_float_signal_is_an_invalid_reading_never_a_crash(tmp_path: Path, level: float) -> None:
+    (tmp_path / "car.dbc").write_text(FLAG_DBC.format(names='0 "OFF" 1 "ON"'))
+    mapping = '[vss]\n"Flags.Level" = { path = "Vehicle.Speed", unit = "km/h" }\n'
+    decoder = decoder_for(tmp_path, mapping)
+    data = bytes([0]) + struct.pack("<f", level) + bytes(3)
+    _value, quality = decode(decoder, 400, data)["Vehicle.Speed"]
+    assert quality is Quality.INVALID
