@@ -478,10 +478,13 @@ def resolve_trigger(
     """
     low = -math.inf if at_least is None else at_least
     high = math.inf if at_most is None else at_most
+    if any(not math.isfinite(bound) for bound in (at_least, at_most) if bound is not None) or low > high:
+        raise ConfigError(f"{where}: at_least / at_most must be finite numbers with at_least <= at_most")
     if signal_key.startswith("Vehicle."):
         base = entries.get(signal_key)
         if base is None:
             raise ConfigError(f"{where}: signal {signal_key} is fed by no entry of the CAN mapping")
+        _check_fires_on_base(base, values, low, high, where)
         if invalid:
             raise ConfigError(
                 f"{where}: invalid applies to a Message.Signal; mark {signal_key}'s invalid values in its mapping entry"
@@ -537,6 +540,12 @@ def resolve_trigger(
             origin=where,
         )
     raw_min, raw_max = raw_bounds(signal)
+    ends = [raw * float(signal.scale) + float(signal.offset) for raw in (raw_min, raw_max)]
+    if not signal.is_float and (max(ends) < low or min(ends) > high):
+        raise ConfigError(
+            f"{where}: {signal_key} carries {min(ends):g} .. {max(ends):g} {signal.unit or ''}; "
+            f"{_range(at_least, at_most)} can never hold, so this trigger could never fire"
+        )
     target = CanTarget(
         name=signal.name,
         path=path,
@@ -559,6 +568,22 @@ def resolve_trigger(
         values="",
         origin=where,
     )
+
+
+def _check_fires_on_base(
+    base: ResolvedEntry, values: tuple[Any, ...], low: float, high: float, where: str
+) -> None:
+    """A rule on a VSS path must be able to fire: its values are ones the entry feeding it can produce."""
+    good = {value for value, quality in base.target.table.values() if quality is Quality.GOOD}
+    if values:
+        if base.target.kind == TABLE and not good & set(values):
+            shown = ", ".join(sorted(repr(value) for value in good)) or "nothing good"
+            raise ConfigError(
+                f"{where}: none of {list(values)} is a value {base.target.path} can take ({shown}); "
+                "this trigger could never fire"
+            )
+    elif base.datatype in ("boolean", "string"):
+        raise ConfigError(f"{where}: at_least / at_most need a numeric signal; {base.target.path} is {base.datatype}")
 
 
 def _range(at_least: float | None, at_most: float | None) -> str:

@@ -302,6 +302,13 @@ RULE_ERRORS = [
     ({"kind": "crash", "signal": "ACU_01.CrashType", "values": ["BOOM"]}, "'BOOM' is neither a VAL_ name of CrashType"),
     ({"kind": "crash", "signal": "ACU_01.CrashType", "values": [True]}, "names no value of the 3-bit CrashType"),
     ({"kind": "crash", "signal": "Vehicle.Speed.X", "values": [1]}, "signal Vehicle.Speed.X is fed by no entry"),
+    # Rules that resolve but could never fire: a legal-eCall car must not start with a dead trigger.
+    ({"kind": "crash", "signal": "ACU_01.Decel", "at_least": float("nan")}, "must be finite numbers"),
+    ({"kind": "crash", "signal": "ACU_01.Decel", "at_least": 9, "at_most": 3}, "at_least <= at_most"),
+    ({"kind": "crash", "signal": "ACU_01.CrashType", "at_least": 100}, "this trigger could never fire"),
+    ({"kind": "crash", "signal": "ACU_01.Decel", "at_least": 900}, "carries 0 .. 500 m/s2"),
+    ({"kind": "crash", "signal": "Vehicle.LowVoltageSystemState", "values": ["ONN"]}, "could never fire"),
+    ({"kind": "crash", "signal": "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", "at_least": 1}, "need a numeric"),
 ]
 
 
