@@ -175,6 +175,8 @@ def raw_bounds(signal: Any) -> tuple[float, float]:
     if (minimum is None and maximum is None) or minimum == maximum == 0:
         return low, high
     scale, offset = float(signal.scale), float(signal.offset)
+    if scale == 0 or not math.isfinite(scale) or not math.isfinite(offset):
+        raise ConfigError(f"signal {signal.name}: factor {scale:g} and offset {offset:g} do not make a physical value")
     ends = [(float(b) - offset) / scale for b in (minimum, maximum) if b is not None]
     slack = 1e-9 * max(1.0, *(abs(e) for e in ends))
     if minimum is not None:
@@ -191,11 +193,12 @@ def _raw_key(signal: Any, key: str | int, where: str) -> int:
     choices = {str(name): int(raw) for raw, name in (signal.choices or {}).items()}
     if isinstance(key, str) and key in choices:
         return choices[key]
-    try:
-        raw = int(key) if not isinstance(key, bool) else None
-    except ValueError:
-        raw = None
-    if raw is None:
+    raw: int | None = None
+    if type(key) is int:
+        raw = key
+    elif isinstance(key, str) and key.strip().lstrip("+-").isdecimal() and key.isascii():
+        raw = int(key)
+    if raw is None:  # a float (1.9 would silently be raw 1), a bool, a list, a table, an unknown name
         known = ", ".join(choices) or "none: the signal has no VAL_ table"
         raise ConfigError(
             f"{where}: {key!r} is neither a VAL_ name of {signal.name} (names: {known}) nor a raw integer"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
@@ -395,3 +396,22 @@ def test_a_nan_or_infinite_float_signal_is_an_invalid_reading_never_a_crash(tmp_
     data = bytes([0]) + struct.pack("<f", level) + bytes(3)
     _value, quality = decode(decoder, 400, data)["Vehicle.Speed"]
     assert quality is Quality.INVALID
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ('{ path = "Vehicle.LowVoltageSystemState", invalid = [1.7] }', "1.7 is neither a VAL_ name"),
+        ('{ path = "Vehicle.LowVoltageSystemState", invalid = [[1]] }', "[1] is neither a VAL_ name"),
+        ('{ path = "Vehicle.LowVoltageSystemState", invalid = [inf] }', "inf is neither a VAL_ name"),
+    ],
+)
+def test_odd_raw_values_in_a_mapping_are_config_errors_never_tracebacks(car: Path, entry: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        decoder_for(car, f'[vss]\n"ZV_02.Ignition" = {entry}\n')
+
+
+def test_a_signal_with_a_zero_factor_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "car.dbc").write_text(FLAG_DBC.format(names='0 "OFF" 1 "ON"').replace("(1,0) [0|0]", "(0,0) [0|100]"))
+    with pytest.raises(ConfigError, match="factor 0 and offset 0 do not make a physical value"):
+        decoder_for(tmp_path, '[vss]\n"Flags.Level" = { path = "Vehicle.Speed", unit = "km/h" }\n')
