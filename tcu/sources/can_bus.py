@@ -38,6 +38,7 @@ import can
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.sources.log_limit import LogLimit
 from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import SourceStats
 from tcu.sources.slcan import CanFrame
@@ -275,6 +276,7 @@ class CanBusReader:
             on_down=self._down,
             sleep=sleep,
         )
+        self._log = LogLimit(_LOGGER)
         self.stats = SourceStats()
         self.connected = asyncio.Event()  # set while the bus is open (tests, health reports)
 
@@ -316,7 +318,12 @@ class CanBusReader:
         for message in batch:
             if message.is_error_frame:
                 stats.errors += 1
-                _LOGGER.warning("%s: error frame on the bus (id 0x%X)", name, message.arbitration_id)
+                self._log.warning(
+                    ("error", message.arbitration_id),
+                    "%s: error frame on the bus (id 0x%X)",
+                    name,
+                    message.arbitration_id,
+                )
                 continue
             frames += 1
             try:
@@ -330,13 +337,15 @@ class CanBusReader:
                 )
             except ValueError as exc:  # CAN FD payloads, out-of-range identifiers
                 stats.errors += 1
-                _LOGGER.warning("%s: skipped frame 0x%X: %s", name, message.arbitration_id, exc)
+                self._log.warning(
+                    ("frame", message.arbitration_id), "%s: skipped frame 0x%X: %s", name, message.arbitration_id, exc
+                )
                 continue
             try:
                 signals = decode(frame, now, monotonic)
             except ProtocolError as exc:  # the reason names the frame and its DBC message
                 stats.errors += 1
-                _LOGGER.warning("%s: skipped a frame: %s", name, exc)
+                self._log.warning(("decode", message.arbitration_id), "%s: skipped a frame: %s", name, exc)
                 continue
             for signal in signals:
                 update(signal)

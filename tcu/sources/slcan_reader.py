@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.sources.log_limit import LogLimit
 from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
 from tcu.sources.slcan import (
@@ -212,6 +213,7 @@ class SlcanReader:
             on_down=self._down,
             sleep=sleep,
         )
+        self._log = LogLimit(_LOGGER)
         self.stats = SourceStats()
         self.connected = asyncio.Event()  # set while a channel is open (tests, health reports)
 
@@ -250,7 +252,7 @@ class SlcanReader:
                     signals = decode(item, now, monotonic)
                 except ProtocolError as exc:
                     stats.errors += 1
-                    _LOGGER.warning("%s: skipped a frame: %s", self._settings.port, exc)
+                    self._log.warning(("decode", item.can_id), "%s: skipped a frame: %s", self._settings.port, exc)
                     continue
                 for signal in signals:
                     update(signal)
@@ -259,7 +261,9 @@ class SlcanReader:
                 stats.errors += 1
                 _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
             elif isinstance(item, Error):
-                _LOGGER.warning("%s: the adapter reported an error (BEL), e.g. a receive overrun", self._settings.port)
+                self._log.warning(
+                    "bel", "%s: the adapter reported an error (BEL), e.g. a receive overrun", self._settings.port
+                )
         stats.messages += frames
         return frames
 
