@@ -156,6 +156,10 @@ class _BusWorker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     async def opened(self) -> None:
         """Wait until the bus is open; DeviceGoneError / DeviceTimeoutError say why it is not."""
         settings = self._settings
@@ -279,13 +283,18 @@ class CanBusReader:
         self._log = LogLimit(_LOGGER)
         self.stats = SourceStats()
         self.connected = asyncio.Event()  # set while the bus is open (tests, health reports)
+        self._worker: _BusWorker | None = None
 
     async def run(self) -> NoReturn:
         await self._loop.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings
-        worker = _BusWorker(settings, self._open_bus, self.stats)
+        if self._worker is not None and self._worker.alive:
+            # A driver stuck in open() or recv(): a second thread would pile up on every retry and
+            # might open the same exclusive device twice. Wait (with the loop's backoff) for it.
+            raise DeviceTimeoutError(f"{settings.name}: the previous driver call has not returned yet")
+        worker = self._worker = _BusWorker(settings, self._open_bus, self.stats)
         worker.start()
         try:
             await worker.opened()

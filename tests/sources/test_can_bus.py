@@ -199,6 +199,36 @@ async def test_a_driver_that_hangs_while_opening_times_out(
     assert "the driver did not return within" in caplog.text
 
 
+async def test_a_hanging_driver_gets_one_thread_however_often_the_source_retries(clock: ManualClock) -> None:
+    release = threading.Event()
+    opens: list[int] = []
+
+    def hanging(settings: CanBusSettings) -> Any:
+        opens.append(threading.get_ident())
+        release.wait(5)
+        raise can.CanInitializationError("gave up")
+
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:  # the backoff, without the waiting
+        delays.append(delay)
+        await asyncio.sleep(0)
+
+    reader = CanBusReader(
+        CanBusSettings(interface="kvaser", channel=0, open_timeout_s=0.05),
+        state=VehicleState(),
+        clock=clock,
+        sleep=sleep,
+        open_bus=hanging,
+    )
+    try:
+        async with running(reader.run):
+            await eventually(lambda: len(delays) >= 5, within=10, what="five retries")
+            assert len(opens) == 1, "one stuck driver call, not one thread per retry"
+    finally:
+        release.set()
+
+
 async def test_a_flood_is_bounded_and_the_drops_are_counted(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
