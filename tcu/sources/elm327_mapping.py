@@ -7,6 +7,7 @@ PID (mode 01 beyond our table, mode 22 manufacturer DIDs) brings its own as data
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ def _check_path(path: object, where: str) -> str:
 
 
 def _check_interval(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"OBD mapping {where}: interval_s must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"OBD mapping {where}: interval_s must be a positive, finite number of seconds")
     return float(value)
 
 

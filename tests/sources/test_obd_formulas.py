@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tcu.errors import ConfigError, ProtocolError
-from tcu.sources.elm327_mapping import load_obd_mapping
+from tcu.sources.elm327_mapping import load_obd_mapping, parse_obd_mapping
 from tcu.sources.obd_pids import Formula, decode_formula
 
 
@@ -92,3 +93,10 @@ def test_a_mapping_with_extra_pids_polls_them(tmp_path: Path) -> None:
     )
     (oil,) = load_obd_mapping(path).pids
     assert (oil.request, oil.mode, oil.pid, oil.size) == ("22F40D", 0x22, 0xF40D, 1)
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "0", "-1"])
+def test_a_poll_interval_must_be_positive_and_finite(interval: str) -> None:
+    doc = tomllib.loads(f'[pids]\n"010D" = {{ path = "Vehicle.Speed", interval_s = {interval} }}\n')
+    with pytest.raises(ConfigError, match="interval_s must be a positive, finite number of seconds"):
+        parse_obd_mapping(doc)
