@@ -288,7 +288,11 @@ async def test_a_looped_replay_runs_pass_after_pass(tmp_path: Path, clock: Manua
         reader = SlcanReader(SlcanSettings(port=device.path), state=state, clock=clock)
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(reader.run(), name="source-can")
-            await eventually(lambda: device.stats.passes >= 3, within=10, what="three passes")
+            await eventually(
+                lambda: device.stats.passes >= 3 and reader.stats.messages >= 2 * 1412,
+                within=10,
+                what="three passes begun and two whole passes read",
+            )
             task.cancel()
     assert not device.finished.is_set()
     assert device.stats.skipped[Skip.ERROR_FRAME] >= 2  # counted again on every pass

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -318,6 +319,12 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         with elm.Elm(batch_mode=True) as emu:
             emu.set_sorted_obd_msg("car")
+            # Its thread opens the pty; on a loaded machine get_pty() is still None for a moment.
+            deadline = time.monotonic() + 10
+            while emu.get_pty() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if emu.get_pty() is None:
+                pytest.fail("elm327-emulator opened no pty within 10 s")
             yield emu.get_pty()
     finally:
         obd_message.DTC_STORED[:] = saved
