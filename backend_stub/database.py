@@ -23,6 +23,16 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+def migrate(db: sqlite3.Connection, *, table: str, column: str, script: str) -> None:
+    """Run `script` (statements separated by `;`) in one transaction when `table` lacks `column`."""
+    if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        return
+    with transaction(db):
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
     """One immediate transaction: it takes the write lock at once, across processes.

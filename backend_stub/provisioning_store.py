@@ -28,7 +28,7 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import open_database, transaction
+from backend_stub.database import migrate, open_database, transaction
 from backend_stub.provisioning import CapabilityReport, FileState, IssuedFile, ResultStatus, VehicleResult
 from tcu.services.catalogue import Catalogue
 from tcu.services.provisioning import ProvisioningFile, parse_payload
@@ -118,11 +118,7 @@ class ProvisioningStore:
     def __init__(self, path: Path, catalogue: Catalogue | None = None) -> None:
         self.catalogue = catalogue or Catalogue.load()
         self._db = open_database(path, _SCHEMA)
-        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(provisioning_results)")}:
-            with transaction(self._db):
-                for statement in _MIGRATE_TO_EPOCHS.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        migrate(self._db, table="provisioning_results", column="epoch", script=_MIGRATE_TO_EPOCHS)
 
     def close(self) -> None:
         self._db.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import open_database, savepoint, transaction
+from backend_stub.database import migrate, open_database, savepoint, transaction
 from backend_stub.errors import UnstorableError
 from tcu.uplink.envelope import MAX_KIND_CHARS, seq_ranges
 from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind, from_millis, to_millis
@@ -156,11 +156,7 @@ class Epoch:
 class BackendStore:
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
-        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(records)")}:
-            with transaction(self._db):
-                for statement in _MIGRATE_TO_EPOCHS.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        migrate(self._db, table="records", column="epoch", script=_MIGRATE_TO_EPOCHS)
         self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)")
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 

@@ -27,9 +27,8 @@ import cbor2
 
 from backend_stub.store import BackendStore, StoredRecord
 from tcu.uplink.envelope import seq_ranges
+from tcu.uplink.overflow_notice import OVERFLOW
 from tcu.uplink.records import RecordKind, to_millis
-
-OVERFLOW = "queue_overflow"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
