@@ -63,6 +63,7 @@ class MeasureEngine:
         report: Callable[[Record], None],
         coverage: Callable[[], bool],
         ecall_active: Callable[[], bool],
+        sim_inactive: Callable[[], str | None] = lambda: None,
         cap_s: float = ATTEMPT_CAP_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -76,6 +77,7 @@ class MeasureEngine:
         self._report = report
         self._coverage = coverage
         self._ecall_active = ecall_active
+        self._sim_inactive = sim_inactive  # why the SIM carries no remote measure now, or None
         self._cap_s = cap_s
         self._sleep = sleep
         self._orders: asyncio.Queue[MeasureOrder] = asyncio.Queue()
@@ -136,6 +138,14 @@ class MeasureEngine:
             attempt = order_error.attempt if order_error else None
             _LOGGER.warning("measure order %s attempt %s rejected (%s): %s", measure_id, attempt, exc.code, exc)
             self._result(measure_id, attempt, "rejected", code=exc.code, reason=str(exc))
+            return
+        inactive = self._sim_inactive()
+        if inactive is not None:  # AGB 6.1: no remote measure without an active SIM
+            reason = f"no remote measure: {inactive}"
+            _LOGGER.warning(
+                "measure order %s attempt %d rejected (sim_inactive): %s", order.measure_id, order.attempt, reason
+            )
+            self._result(order.measure_id, order.attempt, "rejected", code="sim_inactive", reason=reason)
             return
         try:
             self._journal.seen(order.measure_id, order.attempt)
