@@ -87,7 +87,11 @@ class PersonalData:
                 )
                 for p in raw["profiles"]
             ),
-            consents={**_default_consents(), **{Category(c): bool(a) for c, a in raw["consents"].items()}},
+            # An old category name maps to its successor, an unknown one is ignored (both logged).
+            consents={
+                **_default_consents(),
+                **{cat: bool(a) for c, a in raw["consents"].items() if (cat := Category.from_stored(c)) is not None},
+            },
             paired_accounts=tuple(raw["accounts"]),
         )
 

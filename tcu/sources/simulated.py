@@ -13,6 +13,7 @@ from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
 from tcu.vehicle.state import Signal, SignalValue, VehicleState
 
 SOURCE = "simulation"
+BRAKES = "Vehicle.Chassis.Axle"
 
 
 def sample_signals(sample: DriveSample) -> dict[str, SignalValue]:
@@ -29,6 +30,15 @@ def sample_signals(sample: DriveSample) -> dict[str, SignalValue]:
         "Vehicle.CurrentLocation.Longitude": sample.longitude,
         "Vehicle.CurrentLocation.Heading": sample.heading_deg,
         "Vehicle.Mode": sample.mode.value,
+        # Maintenance data (Condition Based Service).
+        "Vehicle.Service.DistanceToService": sample.distance_to_service_km,
+        "Vehicle.Service.TimeToService": sample.time_to_service_s,
+        "Vehicle.Service.IsServiceDue": sample.service_due,
+        "Vehicle.Powertrain.CombustionEngine.EngineOilLevel": sample.oil_level.value,
+        **{f"{BRAKES}.Row1.Wheel.{side}.Brake.PadWear": sample.pad_wear_front_pct for side in ("Left", "Right")},
+        **{f"{BRAKES}.Row2.Wheel.{side}.Brake.PadWear": sample.pad_wear_rear_pct for side in ("Left", "Right")},
+        # Environment data.
+        "Vehicle.Body.Raindetection.Intensity": sample.rain_pct,
     }
 
 

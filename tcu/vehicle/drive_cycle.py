@@ -3,6 +3,11 @@ virtual device in `hil/`, so that OBD, CAN and GNSS views of one run agree with 
 
 `DriveCycle.at(t)` is a pure function of seconds since the start of the drive: an urban cycle of
 stop, accelerate, cruise, brake, repeated along a closed route of waypoints.
+
+Besides the drive itself it models the data the terms' privacy part B names: status data (mileage,
+battery voltage), maintenance data as BMW's Condition Based Service reports it (distance and time to
+the next service counting down with the odometer and the calendar, the oil level slowly falling, brake
+pad wear growing with distance) and environment data (outside temperature, rain in given windows).
 """
 
 from __future__ import annotations
@@ -22,6 +27,29 @@ DEFAULT_ROUTE: tuple[tuple[float, float], ...] = (
     (48.150300, 11.602100),
     (48.137154, 11.576124),
 )
+
+
+SECONDS_PER_DAY = 86_400.0
+_INT32_MAX = 0x7FFF_FFFF
+
+
+class OilLevel(StrEnum):
+    """VSS `EngineOilLevel` (VSS 4.x: a string enum, not a number)."""
+
+    CRITICALLY_LOW = "CRITICALLY_LOW"
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    CRITICALLY_HIGH = "CRITICALLY_HIGH"
+
+
+def oil_level(percent: float) -> OilLevel:
+    """The VSS level of an oil level given as percent of the dipstick range (100: at the max mark)."""
+    if percent > 110.0:
+        return OilLevel.CRITICALLY_HIGH if percent > 125.0 else OilLevel.HIGH
+    if percent < 25.0:
+        return OilLevel.CRITICALLY_LOW if percent < 10.0 else OilLevel.LOW
+    return OilLevel.NORMAL
 
 
 class VehicleMode(StrEnum):
@@ -45,6 +73,18 @@ class DriveSample:
     heading_deg: float
     mode: VehicleMode
     ignition_on: bool
+    # Condition Based Service: negative once overdue.
+    distance_to_service_km: float
+    time_to_service_s: int
+    oil_level_pct: float  # of the dipstick range; VSS carries only `oil_level`
+    oil_level: OilLevel
+    pad_wear_front_pct: int  # 0 new … 100 worn, both wheels of an axle alike
+    pad_wear_rear_pct: int
+    rain_pct: int  # 0 dry … 100 covered
+
+    @property
+    def service_due(self) -> bool:
+        return self.distance_to_service_km <= 0 or self.time_to_service_s <= 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +104,17 @@ class DriveCycle:
     # (start, end) seconds where the car is parked: standing where it stopped, ignition off; the
     # drive resumes afterwards where it left off. Scenarios know their timeline, so this stays pure.
     parked: tuple[tuple[float, float], ...] = ()
+    # Condition Based Service at the start of the drive; the service is due when either reaches zero.
+    distance_to_service_km: float = 8_000.0
+    time_to_service_s: float = 200 * SECONDS_PER_DAY
+    start_oil_pct: float = 90.0
+    oil_pct_per_1000km: float = 8.0  # an engine using roughly 0.3 l per 1,000 km
+    start_pad_wear_pct: tuple[float, float] = (35.0, 20.0)  # front, rear
+    pad_wear_pct_per_1000km: tuple[float, float] = (2.0, 1.0)
+    ambient_c: float = 18.0
+    # (start, end) seconds of rain, as for `parked`: the sensor reads `rain_pct`, the air cools by 3 °C.
+    rain: tuple[tuple[float, float], ...] = ()
+    rain_pct: int = 60
     _legs: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +122,10 @@ class DriveCycle:
             raise ValueError("a route needs at least two waypoints")
         if any(end <= start for start, end in self.parked) or list(self.parked) != sorted(self.parked):
             raise ValueError(f"parked windows must be ordered (start, end) pairs with end > start: {self.parked}")
+        if any(end <= start for start, end in self.rain) or list(self.rain) != sorted(self.rain):
+            raise ValueError(f"rain windows must be ordered (start, end) pairs with end > start: {self.rain}")
+        if not 0 <= self.rain_pct <= 100:
+            raise ValueError(f"rain intensity {self.rain_pct} is not a percentage 0..100")
         legs = tuple(distance_m(a, b) for a, b in zip(self.route, self.route[1:], strict=False))
         object.__setattr__(self, "_legs", legs)
 
@@ -127,6 +182,9 @@ class DriveCycle:
             return sample
         return replace(sample, speed_kmh=0.0, rpm=0.0, battery_v=12.6, mode=VehicleMode.PARKED, ignition_on=False)
 
+    def _raining(self, elapsed_s: float) -> bool:
+        return any(start <= elapsed_s < end for start, end in self.rain)
+
     def _driving(self, drive_s: float, elapsed_s: float) -> DriveSample:
         distance_m, speed_ms = self._distance_m(drive_s)
         speed_kmh = speed_ms * 3.6
@@ -136,6 +194,15 @@ class DriveCycle:
         # Idle at 800 rpm, ~35 rpm per km/h in a mid gear.
         rpm = 800.0 + speed_kmh * 35.0
         warmup = min(drive_s / 600.0, 1.0)
+        km = distance_m / 1000
+        raining = self._raining(elapsed_s)
+        oil_pct = max(self.start_oil_pct - km * self.oil_pct_per_1000km / 1000, 0.0)
+        front, rear = (
+            int(min(start + km * rate / 1000, 100.0))
+            for start, rate in zip(self.start_pad_wear_pct, self.pad_wear_pct_per_1000km, strict=True)
+        )
+        # The service date comes closer with the calendar, parked or not: elapsed, not driven, time.
+        time_to_service = self.time_to_service_s - max(elapsed_s, 0.0)
         return DriveSample(
             elapsed_s=elapsed_s,
             speed_kmh=round(speed_kmh, 2),
@@ -143,11 +210,18 @@ class DriveCycle:
             odometer_km=round(self.start_odometer_km + distance_m / 1000, 3),
             fuel_level_pct=round(fuel, 2),
             coolant_c=round(20.0 + 70.0 * warmup, 1),
-            ambient_c=18.0,
+            ambient_c=self.ambient_c - 3.0 if raining else self.ambient_c,
             battery_v=14.2 if speed_kmh > 0 or elapsed_s > 0 else 12.6,
             latitude=round(lat, 7),
             longitude=round(lon, 7),
             heading_deg=round(heading, 1),
             mode=VehicleMode.DRIVING if speed_kmh > 0 else VehicleMode.LIVING,
             ignition_on=True,
+            distance_to_service_km=round(self.distance_to_service_km - km, 1),
+            time_to_service_s=int(max(min(time_to_service, _INT32_MAX), -_INT32_MAX)),
+            oil_level_pct=round(oil_pct, 2),
+            oil_level=oil_level(oil_pct),
+            pad_wear_front_pct=front,
+            pad_wear_rear_pct=rear,
+            rain_pct=self.rain_pct if raining else 0,
         )

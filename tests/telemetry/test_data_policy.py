@@ -45,7 +45,7 @@ def _policy(personal: PersonalData, codes: tuple[str, ...] | None, require_servi
 
 def test_categories_of_signals() -> None:
     assert CATALOGUE.category_of("Vehicle.CurrentLocation.Latitude") is Category.POSITION
-    assert CATALOGUE.category_of("Vehicle.TraveledDistance") is Category.MAINTENANCE
+    assert CATALOGUE.category_of("Vehicle.TraveledDistance") is Category.VEHICLE_STATUS  # Laufleistung
     assert CATALOGUE.category_of("Vehicle.Exterior.AirTemperature") is Category.ENVIRONMENT
     assert CATALOGUE.category_of("Vehicle.LowVoltageBattery.CurrentVoltage") is Category.VEHICLE_STATUS
     assert CATALOGUE.category_of("Vehicle.SpeedLimit") is Category.VEHICLE_STATUS  # prefix on path segments
@@ -103,4 +103,4 @@ def test_capability_report_lists_categories_with_reasons() -> None:
         "signals": ["Vehicle.Exterior.AirTemperature"],
         "interval_s": None,
     }
-    assert categories["driver_profile"]["reason"] == "no such signals on this vehicle"
+    assert categories["user_profile"]["reason"] == "no such signals on this vehicle"
