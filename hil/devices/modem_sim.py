@@ -8,6 +8,13 @@ simulated 112 network of `backend_stub.psap` (TCP on 127.0.0.1); what the PSAP s
 profile's URCs (`+CECALLIND: 2` = SEND MSD, ...), `NO CARRIER` when the call ends, and `RING`/`+CLIP`
 when the PSAP calls back on the modem's own 112 listener.
 
+Plain voice calls (the intelligent emergency call to the carmaker's call centre): `ATD<number>;` dials
+a number of the simulated telephone network, `numbers` (number → 127.0.0.1 address, e.g. the backend's
+call-centre stub), with the same line protocol (`CALL voice <callback>`, `CONNECTED`, `CLEARDOWN`).
+The call's progress comes as the profile's call-status URC once enabled (`AT+CLCC=1`: `+CLCC:
+1,0,<stat>,0,0,"<number>",145`, stat 2 dialling, 3 alerting, 0 active); an unknown number, an
+unreachable or hung-up callee end it with `NO CARRIER`.
+
 Run-time switches, beside `PtyDevice`'s faults (`mute`, garbage, unplug/replug):
 
 - `await set_coverage(Coverage.SEARCHING)` — registration changes (a `+CREG:` URC when enabled); losing
@@ -24,13 +31,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 
 from backend_stub.psap import MAX_LINE, CallLine
 from hil.devices.pty_device import PtyDevice, PtyPort, UnpluggedError
-from tcu.sources.modem import PROFILES, EcallIndication, EcallType, ModemProfile, SimStatus
+from tcu.sources.modem import PROFILES, CallStatus, EcallIndication, EcallType, ModemProfile, SimStatus
 
 _LOGGER = logging.getLogger(__name__)
 _CME_TEXT = {3: "operation not allowed", 4: "operation not supported", 10: "SIM not inserted",
@@ -41,6 +50,7 @@ _PSAP_URCS = {
     "LL-ACK": EcallIndication.LL_ACK,
     "CLEARDOWN": EcallIndication.CLEARED_DOWN,
 }
+_VOICE_DIAL = re.compile(r"^ATD(\+?[0-9*#]{1,32});$")
 
 
 class Coverage(StrEnum):
@@ -71,6 +81,7 @@ class _Settings:
     creg: int = 0
     clip: bool = False
     cops: int = 0  # 0 automatic registration, 2 deregistered (dormant)
+    call_status: bool = False  # the profile's call-status URC (AT+CLCC=1) enabled
 
 
 class ModemSimulator(PtyDevice):
@@ -84,6 +95,7 @@ class ModemSimulator(PtyDevice):
         timing: ModemTiming | None = None,
         rssi: int = 20,
         link_path: str | os.PathLike[str] | None = None,
+        numbers: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         super().__init__(name="modem", link_path=link_path)
         self.psap_address = psap_address
@@ -92,6 +104,7 @@ class ModemSimulator(PtyDevice):
         self.sim = sim
         self.timing = timing or ModemTiming()
         self.rssi = rssi
+        self.numbers = dict(numbers or {})  # the simulated telephone network: number → callee address
         self.requests: list[str] = []  # every command line received, for tests and run reports
         self.resets = 0
         self._settings = _Settings()
@@ -215,6 +228,11 @@ class ModemSimulator(PtyDevice):
             await self._ok(*([] if self._ecall_type is None else [f"+CECALL: {int(self._ecall_type)}"]))
         elif cmd.startswith("AT+CECALL=") and self.profile.dial.startswith("AT+CECALL="):
             await self._dial(cmd[10:])
+        elif cmd in (self.profile.call_status_enable.upper(), self.profile.call_status_enable.upper()[:-1] + "0"):
+            s.call_status = cmd.endswith("1")
+            await self._ok()
+        elif cmd.startswith("ATD"):
+            await self._voice_dial(cmd)
         elif cmd.startswith(self.profile.msd_prefix.upper()):
             await self._msd(text[len(self.profile.msd_prefix) :])
         elif cmd == "ATA":
@@ -244,6 +262,21 @@ class ModemSimulator(PtyDevice):
             self._ecall_type = EcallType(int(argument))
             await self._ok()
             self._call_task = asyncio.create_task(self._outgoing(self._ecall_type), name="modem-ecall")
+
+    async def _voice_dial(self, cmd: str) -> None:
+        match = _VOICE_DIAL.match(cmd)
+        if match is None:  # a data call, or no number: this modem does voice only
+            await self._error(50)
+        elif self.sim is not SimStatus.READY:
+            await self._error(10 if self.sim is SimStatus.NOT_INSERTED else 11)
+        elif not self.registered:
+            await self._error(30)
+        elif self._call is not None or self._call_task is not None:
+            await self._error(3)
+        else:
+            await self._ok()
+            number = match.group(1)
+            self._call_task = asyncio.create_task(self._voice_outgoing(number), name="modem-voice")
 
     async def _msd(self, hex_text: str) -> None:
         try:
@@ -278,6 +311,51 @@ class ModemSimulator(PtyDevice):
         finally:
             self._call_task = None
 
+    async def _voice_outgoing(self, number: str) -> None:
+        try:
+            await self._call_status_urc(CallStatus.DIALLING, number)
+            if self.timing.dial_s > 0:
+                await asyncio.sleep(self.timing.dial_s)
+            line = await self._connect_voice(number)
+            if line is None:
+                await self._urc("NO CARRIER")
+                return
+            line.send("CALL", "voice", self.callback_address)
+            self._call = line
+            await self._call_status_urc(CallStatus.ALERTING, number)
+            try:
+                while (message := await line.receive()) is not None:
+                    if message[0] == "CONNECTED":
+                        await self._call_status_urc(CallStatus.ACTIVE, number)
+                    elif message[0] == "CLEARDOWN":
+                        break
+            finally:
+                if self._call is line:
+                    self._call = None
+                    await line.close()
+                    await self._urc("NO CARRIER")
+        finally:
+            self._call_task = None
+
+    async def _connect_voice(self, number: str) -> CallLine | None:
+        address = self.numbers.get(number)
+        if address is None:
+            _LOGGER.warning("modem: voice call to %s: number unobtainable", number)
+            return None
+        try:
+            reader, writer = await asyncio.open_connection(*address, limit=MAX_LINE)
+        except OSError as exc:
+            _LOGGER.warning("modem: voice call to %s failed (%s)", number, exc)
+            return None
+        return CallLine(reader, writer)
+
+    async def _call_status_urc(self, status: CallStatus, number: str) -> None:
+        if self._settings.call_status:
+            fields = ["1", "0", str(int(status)), "0", "0", f'"{number}"', "145"]
+            if self.profile.call_status_field == 1:  # u-blox: +UCALLSTAT: <call_id>,<stat>
+                fields = ["1", str(int(status))]
+            await self._urc(f"{self.profile.call_status_urc}: {','.join(fields)}")
+
     async def _incoming(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The PSAP calls back: ring, and connect once the host answers with ATA."""
         line = CallLine(reader, writer)
@@ -287,7 +365,9 @@ class ModemSimulator(PtyDevice):
             return
         self._ringing = ringing = asyncio.get_running_loop().create_future()
         try:
-            await self._urc("RING", *(['+CLIP: "112",129'] if self._settings.clip else []))
+            caller = first[1][1] if len(first[1]) > 1 and re.fullmatch(r"\+?[0-9]{1,20}", first[1][1]) else "112"
+            clip = f'+CLIP: "{caller}",{145 if caller.startswith("+") else 129}'
+            await self._urc("RING", *([clip] if self._settings.clip else []))
             async with asyncio.timeout(60.0):
                 answered = await ringing
         except TimeoutError:

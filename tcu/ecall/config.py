@@ -11,6 +11,10 @@
     command_timeout_s = 5.0
     sos_hold_s = 0.3                   # the SOS button must stay pressed this long
     position_max_age_s = 30.0          # an older fix is sent but not trusted
+    call_centre_number = "+498900000000"   # the intelligent emergency call (6AC): the carmaker's call centre
+    call_centre_answer_s = 20.0        # legal-eCall vehicle: no answer by then → the 112 eCall instead
+    vehicle_model = "BMW 320d Touring" # told to the call centre with the crash data (empty: unknown)
+    vehicle_colour = "Mineralgrau"
     [ecall.timers]                     # seconds; every key optional, defaults in EcallTimers
     t9_s = 3600                        # EN 16062 names: t2_s t5_s t6_s t7_s t9_s t10_s
     redial_interval_s = 30             # also dial_timeout_s, drop_redial_window_s, drop_redial_interval_s, ...
@@ -32,6 +36,7 @@ eCall, and silently assuming the opposite is the one mistake this module exists 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +47,10 @@ from tcu.errors import ConfigError, MsdError
 from tcu.sources.modem import PROFILES, ModemProfile
 
 _PROPULSION = {flag.name.lower(): flag for flag in Propulsion if flag.name}
+# A placeholder in the unassigned "0000..." block, not a real call centre: set the carmaker's number.
+DEFAULT_CALL_CENTRE_NUMBER = "+498900000000"
+_DIAL_NUMBER = re.compile(r"^\+?[0-9]{6,20}$")
+_MAX_LABEL = 60
 _NO_PROPULSION = Propulsion(0)  # unknown: no storage flag set
 
 
@@ -92,6 +101,10 @@ class EcallConfig:
     position_max_age_s: float = 30.0
     timers: EcallTimers = field(default_factory=EcallTimers)
     triggers: tuple[TriggerRule, ...] = ()  # [[ecall.trigger]]; () means the CAN mapping's own paths
+    call_centre_number: str = DEFAULT_CALL_CENTRE_NUMBER  # dialled (ATD) for the intelligent call (6AC)
+    call_centre_answer_s: float = 20.0  # legal vehicle: the call centre's answer bound before the 112 fall-back
+    vehicle_model: str = ""  # for the call centre; "" unknown
+    vehicle_colour: str = ""
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -100,7 +113,17 @@ class EcallConfig:
             raise ConfigError(f"ecall.baudrate: {self.baudrate} must be positive")
         if self.msd_version not in (2, 3):
             raise ConfigError(f"ecall.msd_version: {self.msd_version}; expected 2 or 3")
-        for name in ("command_timeout_s", "position_max_age_s"):
+        if not _DIAL_NUMBER.match(self.call_centre_number):
+            raise ConfigError(
+                f"ecall.call_centre_number: got {self.call_centre_number!r}; expected the call centre's full "
+                'number, 6 to 20 digits with an optional leading "+" (a short code such as 112 is the legal '
+                "eCall's business, not the call centre's)"
+            )
+        for name in ("vehicle_model", "vehicle_colour"):
+            label = getattr(self, name)
+            if len(label) > _MAX_LABEL or not label.isprintable():
+                raise ConfigError(f"ecall.{name}: at most {_MAX_LABEL} printable characters, got {label[:80]!r}")
+        for name in ("command_timeout_s", "position_max_age_s", "call_centre_answer_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"ecall.{name}: must be > 0")
         for name in ("sos_hold_s", "retrigger_suppress_s"):
@@ -148,6 +171,11 @@ class EcallConfig:
             sos_hold_s=sos_hold_s,
             retrigger_suppress_s=keys.number("retrigger_suppress_s", 10.0),
             position_max_age_s=keys.number("position_max_age_s", 30.0),
+            call_centre_number=keys.get("call_centre_number", str, 'a number such as "+4989..."',
+                                        DEFAULT_CALL_CENTRE_NUMBER),
+            call_centre_answer_s=keys.number("call_centre_answer_s", 20.0),
+            vehicle_model=keys.get("vehicle_model", str, "a text such as the model name", ""),
+            vehicle_colour=keys.get("vehicle_colour", str, "a text such as the paint name", ""),
             timers=EcallTimers(**numbers, max_dial_attempts=attempts or None),
             triggers=rules,
         )

@@ -9,16 +9,19 @@
 It needs only the vehicle picture, the modem and the clock: no telematics service, consent, payment or
 MQTT session is on its path; `report` (eCall records for the backend) may fail without touching the call.
 
+Which call a trigger makes is `tcu.ecall.call_route.route_call` (legal eCall, SIM, 6AC, trigger): the
+112 eCall below, the intelligent emergency call to the carmaker's call centre (`IntelligentCall`, which
+falls back to the 112 eCall on a legal-eCall vehicle), or none. Whether 6AC runs is asked of
+`intelligent_call_available` at the trigger; it is only ever read, and failing or missing it means "no
+intelligent call" — the 112 path never depends on it.
+
 One engine coroutine owns the state machine; triggers (VehicleState notifications), modem events,
 requests and SIM changes arrive on one queue, timers are the machine's deadlines on the injected clock
 (`wake()` after moving a ManualClock). Commands run in order; a failed one becomes the matching event
 (a refused dial is `DialFailed`: "no network at trigger time" means redialling until coverage returns).
 
-The MSD: VIN from the configuration; incident time and position captured at the trigger — from the
-`GnssTrack` (current fix plus the two recent locations) or else the VehicleState position. The position
-is trusted only when fresh (`position_max_age_s`) and, when an accuracy is known, within 75 m at one
-sigma (about ±150 m at 95 %). No position: the MSD says so (`positionCanBeTrusted` false) and the call
-goes ahead; a later transmission then uses whatever position has appeared meanwhile.
+The MSD: VIN from the configuration; incident time and position captured at the trigger
+(`tcu.ecall.incident`: trusted only when fresh and accurate; no position never stops the call).
 
 SIM: in eCall-only mode (`telematics_deactivated`) the modem is kept dormant (`AT+COPS=2`), registered
 at the trigger and kept registered until the callback window (T9) is over.
@@ -29,31 +32,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn, Protocol
 
-from tcu.clock import Clock, age_s
+from tcu.clock import Clock
 from tcu.ecall import state_machine as sm
+from tcu.ecall.call_route import CallRoute, route_call
 from tcu.ecall.config import EcallConfig, check_ecall_vin
-from tcu.ecall.msd import encode, msd_from_fixes
+from tcu.ecall.incident import Incident, IncidentCapture
+from tcu.ecall.intelligent_call import IntelligentCall
 from tcu.ecall.state_machine import EcallState, Occurrence
-from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, TriggerDetector
+from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, Trigger, TriggerDetector
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError, MsdError
 from tcu.services.sim import Sim, SimPolicy, SimState, registration_wanted
 from tcu.sources import modem_client as mc
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.nmea_track import GnssTrack
 from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.vehicle.state import Quality, Signal, VehicleState, as_float
+from tcu.vehicle.state import Signal, VehicleState
 
 _LOGGER = logging.getLogger(__name__)
-
-LATITUDE, LONGITUDE = "Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocation.Longitude"
-HEADING, ACCURACY = "Vehicle.CurrentLocation.Heading", "Vehicle.CurrentLocation.HorizontalAccuracy"
-TRUSTED_ACCURACY_M = 75.0  # 1 sigma; 2 sigma ≈ 95 % within ±150 m, the MSD's definition of trusted
 _INDICATION_EVENT: dict[EcallIndication, sm.Event] = {
     EcallIndication.CONNECTED: Occurrence.CALL_CONNECTED,
     EcallIndication.SEND_MSD: Occurrence.MSD_REQUESTED,
@@ -71,6 +71,7 @@ class EcallModem(Protocol):
 
     async def run(self) -> NoReturn: ...
     async def dial(self, ecall_type: EcallType) -> None: ...
+    async def voice_dial(self, number: str) -> None: ...
     async def send_msd(self, msd: bytes) -> None: ...
     async def answer(self) -> None: ...
     async def hang_up(self) -> None: ...
@@ -91,15 +92,6 @@ class EcallActivity:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Incident:
-    at: datetime
-    call_type: CallType
-    fixes: tuple[tuple[float, float], ...]
-    heading_deg: float | None
-    trusted: bool
-
-
 _Item = DetectedTrigger | mc.ModemEvent | HangUpRequest | SimState | CallType | None  # CallType.TEST: test call
 
 
@@ -115,6 +107,7 @@ class EcallService:
         track: GnssTrack | None = None,
         sim: Sim | None = None,
         modem: ModemFactory | None = None,
+        intelligent_call_available: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.vin = check_ecall_vin(vin)  # an MSD without a valid VIN is no MSD: refuse to start
@@ -124,23 +117,34 @@ class EcallService:
         self._state = state
         self._clock = clock
         self._report = report
-        self._track = track
+        self._intelligent_available = intelligent_call_available or (lambda: False)
+        self._capture = IncidentCapture(config, vin=self.vin, state=state, clock=clock, track=track)
         self._machine = sm.EcallStateMachine(config.timers)
         self._detector = TriggerDetector(sos_hold_s=config.sos_hold_s, retrigger_suppress_s=config.retrigger_suppress_s)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._listeners: list[Callable[[EcallActivity], None]] = []
-        self._incident: _Incident | None = None
+        self._incident: Incident | None = None
         self._session = 0
         self._registration_wanted: bool | None = None
         self.active = asyncio.Event()
         self.modem = (modem or self._default_modem)(self._queue.put_nowait)
+        self.intelligent = IntelligentCall(
+            config,
+            state=state,
+            clock=clock,
+            capture=self._capture,
+            modem=self.modem,
+            deliver=self._deliver,
+            fall_back=self._fall_back,
+            announce=self._sync_active,
+        )
         self._warm_up()
 
     def _warm_up(self) -> None:
         """Encode a sample MSD: compiles the ASN.1 module (~70 ms) now rather than in the first eCall, and
         proves an MSD can be built with this VIN and configuration, else refuses to start."""
         try:
-            self._incident = self._snapshot(self._clock.now(), CallType.TEST)
+            self._incident = self._capture.snapshot(self._clock.now(), CallType.TEST)
             self._msd(1)
         except MsdError as exc:
             raise ConfigError(f"ecall: cannot build an MSD with this configuration: {exc}") from exc
@@ -208,6 +212,8 @@ class EcallService:
             delays.append(deadline - self._clock.monotonic())
         if (sos := self._detector.next_deadline()) is not None:
             delays.append((sos - self._clock.now()).total_seconds())
+        if (call_centre := self.intelligent.next_deadline()) is not None:
+            delays.append(call_centre - self._clock.monotonic())
         return max(0.0, min(delays)) if delays else None
 
     async def _process(self, item: _Item) -> None:
@@ -215,7 +221,12 @@ class EcallService:
             await self._trigger(sos)
         if (deadline := self._machine.next_deadline()) is not None and deadline <= self._clock.monotonic():
             await self._feed(Occurrence.TICK)
-        if isinstance(item, DetectedTrigger):
+        await self.intelligent.tick()
+        if isinstance(item, mc.ModemEvent) and await self.intelligent.on_modem(item):
+            pass  # about the call to the call centre
+        elif isinstance(item, HangUpRequest) and self.intelligent.active:
+            await self.intelligent.request_hang_up(item)
+        elif isinstance(item, DetectedTrigger):
             await self._trigger(item)
         elif item is CallType.TEST:
             await self._trigger(self._detector.test_call(self._clock.now()))
@@ -233,26 +244,45 @@ class EcallService:
             await self._feed(sm.CallDropped(reason=item.reason))
 
     async def _trigger(self, detected: DetectedTrigger) -> None:
-        if not self.sim.ecall_available:
-            reason = f"{detected.trigger.reason}: no eCall, the SIM is fully deactivated"
+        call_type = detected.trigger.call_type
+        route = route_call(
+            legal_ecall=self.config.legal_ecall,
+            sim=self.sim.state,
+            intelligent_call=self._ask_intelligent(),
+            call_type=call_type,
+        )
+        if self._machine.active or (route.route is CallRoute.ECALL_112 and not self.intelligent.active):
+            await self._feed(detected.trigger, incident=self._capture.snapshot(detected.at, call_type))
+        elif route.route is CallRoute.CALL_CENTRE or self.intelligent.active:
+            _LOGGER.warning("emergency call: %s (%s)", route.reason, detected.trigger.reason)
+            await self.intelligent.start(detected, self._capture.snapshot(detected.at, call_type))
+        else:
+            reason = f"{detected.trigger.reason}: {route.reason}"
             _LOGGER.error("eCall unavailable: %s", reason)
-            body = {"event": "ecall_unavailable", "call_type": detected.trigger.call_type.value, "reason": reason,
+            body = {"event": "ecall_unavailable", "call_type": call_type.value, "reason": reason,
                     "at_ms": to_millis(detected.at)}  # fmt: skip
             self._deliver(Record(kind=RecordKind.ECALL, created=detected.at, body=body))
-            return
-        incident = self._snapshot(detected.at, detected.trigger.call_type)
-        await self._feed(detected.trigger, incident=incident)
 
-    async def _feed(self, event: sm.Event, *, incident: _Incident | None = None) -> None:
-        was_active = self._machine.active
+    def _ask_intelligent(self) -> bool:
+        try:
+            return self._intelligent_available() is True
+        except Exception:  # a telematics bug must not decide an emergency call: 112 (or none) as without 6AC
+            _LOGGER.exception("cannot tell whether the intelligent emergency call runs; treating it as off")
+            return False
+
+    async def _fall_back(self, detected: DetectedTrigger, incident: Incident, reason: str) -> None:
+        """The call centre failed: the 112 eCall for the same incident, at once."""
+        trigger = Trigger(call_type=detected.trigger.call_type, reason=f"{detected.trigger.reason}; {reason}")
+        await self._feed(trigger, incident=incident)
+
+    async def _feed(self, event: sm.Event, *, incident: Incident | None = None) -> None:
         outputs = self._machine.handle(event, sm.Instant.of(self._clock))
         for output in outputs:
             if isinstance(output, sm.Report):
                 if output.session != self._session:
                     self._session, self._incident = output.session, incident
                 self._emit(output)
-        if self._machine.active != was_active:
-            self._announce(self._machine.active)
+        self._sync_active()
         await self._apply_registration()
         for output in outputs:
             await self._execute(output)
@@ -303,70 +333,16 @@ class EcallService:
             _LOGGER.warning("modem registration %s failed: %s", "on" if wanted else "off", exc)
 
     # -- the MSD -------------------------------------------------------------------------------------------
-    def _snapshot(self, at: datetime, call_type: CallType) -> _Incident:
-        try:
-            return self._locate(at, call_type)
-        except Exception:  # a position value nobody expected must never stop the call: go without it
-            _LOGGER.exception("eCall: position unreadable; the MSD goes without it")
-            return _Incident(at=at, call_type=call_type, fixes=(), heading_deg=None, trusted=False)
-
-    def _locate(self, at: datetime, call_type: CallType) -> _Incident:
-        clock, max_age = self._clock, self.config.position_max_age_s  # ages by the monotonic clock: see age_s
-        fixes: tuple[tuple[float, float], ...] = ()
-        heading: float | None = None
-        fresh = False
-        if self._track is not None and (latest := self._track.latest) is not None:
-            fixes = tuple((p.latitude, p.longitude) for p in self._track.positions)
-            heading = self._track.direction_deg
-            fresh = 0 <= age_s(clock, latest.timestamp, latest.received) <= max_age
-        else:
-            lat, lon = self._state.get(LATITUDE), self._state.get(LONGITUDE)
-            if lat is not None and lon is not None and Quality.INVALID not in (lat.quality, lon.quality):
-                fixes = ((as_float(lat.value), as_float(lon.value)),)
-                age = max(age_s(clock, s.timestamp, s.monotonic) for s in (lat, lon))
-                fresh = lat.quality is lon.quality is Quality.GOOD and 0 <= age <= max_age
-            if (h := self._state.get(HEADING)) is not None and h.quality is Quality.GOOD:
-                heading = as_float(h.value)
-        accuracy = self._state.get(ACCURACY)
-        accurate = (
-            accuracy is None or accuracy.quality is not Quality.GOOD or as_float(accuracy.value) <= TRUSTED_ACCURACY_M
-        )
-        if fixes and not all(math.isfinite(c) for fix in fixes for c in fix):
-            fixes = ()
-        return _Incident(
-            at=at, call_type=call_type, fixes=fixes, heading_deg=heading, trusted=bool(fixes) and fresh and accurate
-        )
-
     def _msd(self, message_identifier: int) -> bytes:
-        incident = self._incident or self._snapshot(self._clock.now(), self._call_type())
-        if not incident.fixes:  # nothing known at the trigger: whatever is known now beats nothing
-            incident = self._incident = replace(self._snapshot(incident.at, incident.call_type), at=incident.at)
-        c = self.config
-
-        def build(fixes: tuple[tuple[float, float], ...], heading: float | None, trusted: bool) -> bytes:
-            msd = msd_from_fixes(
-                fixes,
-                heading_deg=heading,
-                automatic_activation=incident.call_type is CallType.AUTOMATIC,
-                test_call=incident.call_type is CallType.TEST,
-                position_can_be_trusted=trusted,
-                vehicle_type=c.vehicle_type,
-                vin=self.vin,
-                message_identifier=message_identifier,
-                propulsion=c.propulsion,
-                timestamp=incident.at,
-            )
-            return encode(msd, c.msd_version)
-
-        try:
-            return build(incident.fixes, incident.heading_deg, incident.trusted)
-        except Exception:  # never fail the call over the position (or a codec slip): send the MSD without it
-            _LOGGER.exception("eCall MSD with the position failed; sending it without the position")
-            return build((), None, False)
+        incident = self._incident or self._capture.snapshot(self._clock.now(), self._call_type())
+        self._incident, msd = self._capture.msd(incident, message_identifier)
+        return msd
 
     def _call_type(self) -> CallType:
         session = self._machine.session
-        return CallType.AUTOMATIC if session is None else session.call_type
+        if session is None:
+            return self.intelligent.machine.call_type or CallType.AUTOMATIC
+        return session.call_type
 
     # -- reports and subscribers -----------------------------------------------------------------------------
     def _emit(self, report: sm.Report) -> None:
@@ -388,7 +364,11 @@ class EcallService:
         except Exception:  # the backend report is an afterthought; the call is not
             _LOGGER.exception("eCall report could not be queued")
 
-    def _announce(self, started: bool) -> None:
+    def _sync_active(self) -> None:
+        """Tell subscribers when an emergency call (112 or to the call centre) starts pre-empting, and stops."""
+        started = self._machine.active or self.intelligent.active
+        if started == self.active.is_set():
+            return
         (self.active.set if started else self.active.clear)()
         call_type = self._call_type()
         activity = EcallActivity(started=started, session=self._session, call_type=call_type,

@@ -106,6 +106,26 @@ class EcallIndication(StrEnum):
         return cls.UNKNOWN
 
 
+class CallStatus(IntEnum):
+    """<stat> of a call (27.007 `+CLCC`; u-blox `+UCALLSTAT` numbers the same, plus 6 for disconnected)."""
+
+    ACTIVE = 0  # connected: the other side answered
+    HELD = 1
+    DIALLING = 2
+    ALERTING = 3  # the other side is ringing
+    INCOMING = 4
+    WAITING = 5
+    DISCONNECTED = 6
+    UNKNOWN = -1
+
+    @classmethod
+    def _missing_(cls, value: object) -> CallStatus:
+        return cls.UNKNOWN
+
+
+_DIAL_STRING = re.compile(r"^\+?[0-9*#]{1,32}$")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemProfile:
     """How one modem family does eCall over AT: commands with `{type}`/`{hex}` fields and its URC codes."""
@@ -116,6 +136,24 @@ class ModemProfile:
     indication_urc: str = "+CECALLIND"
     indications: Mapping[str, EcallIndication] = field(default_factory=dict)
     dial_timeout_s: float = 10.0  # a modem may take a while to accept AT+CECALL (network attach)
+    # A plain voice call (the intelligent emergency call to the call centre): 27.007 `ATD<n>;` returns OK
+    # as soon as set-up starts; the call's progress comes as the vendor's call-status URC once enabled.
+    voice_dial: str = "ATD{number};"
+    call_status_enable: str = "AT+CLCC=1"
+    call_status_urc: str = "+CLCC"
+    call_status_field: int = 2  # index of <stat> in the URC's comma-separated fields
+
+    def voice_dial_command(self, number: str) -> str:
+        if not _DIAL_STRING.match(number):
+            raise ValueError(f"not a dial string: {number[:40]!r}")
+        return self.voice_dial.format(number=number)
+
+    def call_status(self, urc: Urc) -> CallStatus | None:
+        """The voice call's state a URC carries, None if it is not this profile's call-status URC."""
+        if urc.name != self.call_status_urc:
+            return None
+        fields = urc.value.split(",")
+        return CallStatus(_int(fields[self.call_status_field])) if len(fields) > self.call_status_field else None
 
     def dial_command(self, ecall_type: EcallType) -> str:
         return self.dial.format(type=int(ecall_type))
@@ -160,6 +198,9 @@ PROFILES: Mapping[str, ModemProfile] = {
         name="ublox",
         send_msd="AT+UECALLDATA=1,{hex}",
         indication_urc="+UUECALLSTAT",
+        call_status_enable="AT+UCALLSTAT=1",
+        call_status_urc="+UCALLSTAT",
+        call_status_field=1,
         # No CLEARED_DOWN: a PSAP hang-up is a plain NO CARRIER, indistinguishable from a drop.
         indications={
             "0": _I.CONNECTED,

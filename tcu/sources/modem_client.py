@@ -3,12 +3,16 @@
     client = ModemClient(ModemClientConfig(port="/dev/ttyUSB2", profile=PROFILES["simcom"]), on_event=queue.put_nowait)
     tasks.create_task(client.run(), name="ecall-modem")     # never returns; reconnects forever
     await client.dial(EcallType.AUTOMATIC); await client.send_msd(msd_bytes); await client.answer()
+    await client.voice_dial("+498900000000")      # a plain voice call (the intelligent emergency call)
 
 Each connection opens the port and initialises the modem — `AT`, `ATE0`, `AT+CMEE=1` (numeric
 errors), `AT+CPIN?`, `AT+CREG=1` (registration URCs), `AT+CLIP=1`, `AT+COPS=0|2` (registered or
 dormant, as the owner wants), `AT+CREG?`, `AT+CSQ` — then polls registration and signal quality every
 `poll_interval_s`, which also notices a modem that stopped answering. Everything the modem reports
 goes to `on_event` as a `ModemEvent`, synchronously from the read callback, so it must be cheap.
+A voice call's progress needs the profile's call-status URC (`AT+CLCC=1`): it is switched on before the
+first voice dial of each connection — not at init, so a modem without it still carries the 112 eCall —
+and reported as `ModemCallStatus`; `BUSY` and `NO ANSWER` end a call like `NO CARRIER`.
 
 Faults: a command unanswered within its timeout raises `DeviceTimeoutError`; `max_timeouts` in a row
 end the connection (the port is reopened after a capped, jittered backoff, `tcu.sources.reconnect`).
@@ -34,6 +38,7 @@ from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.sources.modem import (
     PROFILES,
     AtParser,
+    CallStatus,
     EcallIndication,
     EcallType,
     Garbage,
@@ -86,11 +91,16 @@ class ModemRing:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModemCallStatus:
+    status: CallStatus  # a voice call's progress: dialling, alerting, active (answered), ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModemCallEnded:
     reason: str
 
 
-ModemEvent = ModemStatus | ModemIndication | ModemRing | ModemCallEnded
+ModemEvent = ModemStatus | ModemIndication | ModemRing | ModemCallEnded | ModemCallStatus
 
 
 # -- the I/O edge -------------------------------------------------------------------------------------------
@@ -181,6 +191,7 @@ class ModemClient:
         self._failure: Exception | None = None
         self._timeouts = 0
         self._want_registered = True
+        self._call_status_on = False  # the call-status URC enabled on this connection
         self.registration = RegistrationStatus.UNKNOWN
         self.sim = SimStatus.UNKNOWN
         self.rssi_dbm: int | None = None
@@ -199,6 +210,20 @@ class ModemClient:
 
     async def send_msd(self, msd: bytes) -> None:
         await self._ready_command(self._profile.msd_command(msd))
+
+    async def voice_dial(self, number: str) -> None:
+        """Place a voice call; `ModemCallStatus` events follow, `ModemCallEnded` when it ends."""
+        try:
+            command = self._profile.voice_dial_command(number)
+        except ValueError as exc:
+            raise ModemCommandError(f"voice dial refused: {exc}", command="ATD", code=None) from exc
+        if not self._call_status_on:
+            try:
+                await self._ready_command(self._profile.call_status_enable)
+                self._call_status_on = True
+            except ModemCommandError as exc:  # dial anyway: the owner's answer timer decides
+                _LOGGER.warning("modem cannot report call progress (%s): an answer will go unnoticed", exc)
+        await self._ready_command(command, self._profile.dial_timeout_s)
 
     async def answer(self) -> None:
         await self._ready_command("ATA")
@@ -236,6 +261,7 @@ class ModemClient:
 
     async def _initialise(self) -> None:
         self._ready.clear()
+        self._call_status_on = False  # a reset or a new port forgets it
         for command in ("AT", "ATE0", "AT+CMEE=1"):
             await self._command(command)
         try:
@@ -327,8 +353,10 @@ class ModemClient:
                 self._emit_status(f"{urc.name} URC")
         elif urc.name == "RING":
             self._on_event(ModemRing())
-        elif urc.name == "NO CARRIER":
-            self._on_event(ModemCallEnded(reason="NO CARRIER"))
+        elif (status := self._profile.call_status(urc)) is not None:
+            self._on_event(ModemCallStatus(status=status))
+        elif urc.name in ("NO CARRIER", "BUSY", "NO ANSWER"):
+            self._on_event(ModemCallEnded(reason=urc.name))
         elif urc.name == "RDY":
             _LOGGER.warning("modem restarted by itself (RDY): any call is lost; initialising again")
             self._ready.clear()
