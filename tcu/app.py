@@ -22,13 +22,13 @@ from tcu.services.measure_attempt import Interruption
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
-from tcu.services.sim import Sim, SimPolicy
+from tcu.services.sim import Sim, SimPolicy, SimState
 from tcu.sources.configured import build_sources
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.status import KEY_SIGNALS, StatusWriter
 from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import NewSignalWatch, capability_report
-from tcu.telemetry.data_policy import DataPolicy
+from tcu.telemetry.data_policy import DataPolicy, uplink_refusal
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.telemetry.vin_check import VinCheck
 from tcu.uplink.envelope import seal_record, vehicle_box
@@ -125,6 +125,7 @@ class Agent:
             report=self.queue_record,
             coverage=lambda: self.session.stats.connected,
             ecall_active=self.ecall_active,
+            sim_inactive=self.services.sim_inactive,
         )
         if self.ecall is not None:
             self.ecall.subscribe(self._on_ecall)
@@ -136,6 +137,7 @@ class Agent:
             personal=self.personal.current,
             require_services=config.telemetry.require_services,
         )
+        self._withheld: set[str] = set()  # kinds of record kept off the uplink in this SIM state, logged once
         self.new_signals = NewSignalWatch(policy=self.policy, report=self.report_capabilities)
         self.state.subscribe(self.new_signals.on_signal)
         self.vin_check = VinCheck(
@@ -164,7 +166,10 @@ class Agent:
             "acknowledged": self.session.stats.acknowledged,
             "services": {
                 "running": sorted(entitlements.running),
+                "suspended": sorted(entitlements.suspended),
+                "payment_default": entitlements.payment_default,
                 "sim": entitlements.sim.value,
+                "sim_reason": entitlements.sim_reason,
                 "version": entitlements.version,
             },
             "measure": None if attempt is None else {"id": attempt.order.measure_id, "attempt": attempt.order.attempt},
@@ -186,6 +191,10 @@ class Agent:
             self.services.ecall_ended()  # a provisioning file that waited for the call
 
     def _on_entitlements(self, entitlements: Entitlements) -> None:
+        if entitlements.sim is not self.sim.state:
+            self._withheld.clear()
+            if entitlements.sim is not SimState.ACTIVE:
+                _LOGGER.warning("SIM %s: %s", entitlements.sim.value, entitlements.sim_reason)
         decision = self.sim.request(entitlements.sim)
         if not decision.allowed:
             _LOGGER.warning("SIM stays %s: %s", self.sim.state.value, decision.reason)
@@ -203,7 +212,15 @@ class Agent:
             self.measures.interrupt(Interruption.COVERAGE_LOST)
 
     def queue_record(self, record: Record) -> None:
-        """Queue an event or report durably and wake the uplink."""
+        """Queue an event or report durably and wake the uplink; while the SIM is not active only eCall
+        records and answers to the backend (tcu.telemetry.data_policy.uplink_refusal)."""
+        refusal = uplink_refusal(record, self.services.entitlements)
+        if refusal is not None:
+            kind = str(record.body.get("type", record.kind.value))
+            if kind not in self._withheld:  # once per kind and SIM state: events can come at bus rate
+                self._withheld.add(kind)
+                _LOGGER.warning("%s (further ones not logged while the SIM stays so)", refusal)
+            return
         try:
             self.outbox.put(record)
         except RecordTooLargeError as exc:

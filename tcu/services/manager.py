@@ -7,6 +7,8 @@ noticed when it wakes. Each file is answered with a `provisioning_result` event 
 uplink; a file that arrives during an eCall waits until the eCall is over, and one that cannot be stored
 (full disk) is answered `deferred` with code `storage` and tried again every tick until it can be.
 Any payload gives one answer and never an exception: the verification is total (tcu.services.cose).
+While the SIM is not active (eCall-only or deactivated) a verified file is applied only if it
+reactivates the SIM; any other is answered `rejected` with code `sim_inactive` and the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tcu.services.catalogue import Catalogue
 from tcu.services.cose import verify1
 from tcu.services.entitlements import Entitlements, derive
 from tcu.services.provisioning import MAX_FILE_BYTES, ProvisioningFile, parse_payload, verify_file
+from tcu.services.sim import SimState
 from tcu.uplink.records import Record, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
@@ -76,6 +79,10 @@ class ServiceManager:
     @property
     def entitlements(self) -> Entitlements:
         return self._entitlements
+
+    def sim_inactive(self) -> str | None:
+        """None while the SIM is active; else why it carries nothing but the emergency call."""
+        return self._entitlements.inactive_reason()
 
     def load(self) -> Entitlements:
         """Read the applied file at boot; a file that no longer verifies is reported, never trusted."""
@@ -163,6 +170,10 @@ class ServiceManager:
         if accepted.already_applied:
             self._result("already_applied", version)
             return
+        refusal = self._sim_refusal(accepted.file)
+        if refusal is not None:
+            self._reject(payload, version, "sim_inactive", refusal)
+            return
         try:
             write_atomic(self._path, payload)
         except StorageError as exc:
@@ -181,6 +192,21 @@ class ServiceManager:
         self._result("applied", version)
         self._step("reported")
         self.refresh(force=True)
+
+    def _sim_refusal(self, file: ProvisioningFile) -> str | None:
+        """While the SIM is not active only a file that reactivates it is applied (AGB 6.1): the SIM
+        carries nothing else. None when `file` may be applied."""
+        self.refresh()  # a term may have ended since the last tick
+        current = self._entitlements
+        if current.sim is SimState.ACTIVE:
+            return None
+        after = derive(file, legal_ecall_equipped=self._legal, now=self._clock.now())
+        if after.sim is SimState.ACTIVE:
+            return None
+        return (
+            f"the SIM is {current.sim.value} ({current.sim_reason}): only a provisioning file that reactivates "
+            f"it is applied, and version {file.version} leaves it {after.sim.value} ({after.sim_reason})"
+        )
 
     def _reject(self, payload: bytes, version: int | None, code: str, reason: str) -> None:
         """Log and answer a refusal; the same bytes refused again for the same reason are answered once

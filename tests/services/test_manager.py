@@ -125,7 +125,8 @@ def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: Man
     files = [
         signed(KEY, VIN, 1, clock.now(), legal, booking("6AE"), booking("6AC")),
         signed(KEY, VIN, 2, clock.now(), legal),  # Teleservices and intelligent eCall ended
-        signed(KEY, VIN, 3, clock.now(), legal, booking("6AE"), payment_default=True),
+        # Payment default leaves the free, unlimited Teleservices running: the SIM is active again.
+        signed(KEY, VIN, 3, clock.now(), legal, booking("6AE", Term.UNLIMITED), payment_default=True),
         signed(KEY, VIN, 4, clock.now(), booking("6AE")),  # tries to remove legal eCall
         signed(KEY, VIN, 5, clock.now(), legal, sim="deactivated"),  # tries to kill the SIM
     ]
@@ -142,6 +143,7 @@ _APPLY_AND_DIE = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from nacl.signing import SigningKey
+    from datetime import UTC, datetime
     from tcu.clock import ManualClock
     from tcu.services.catalogue import Catalogue
     from tcu.services.manager import ServiceManager
@@ -151,8 +153,8 @@ _APPLY_AND_DIE = textwrap.dedent(
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     manager = ServiceManager(vin=sys.argv[4], state_file=path, verify_key=SigningKey(bytes(range(32))).verify_key,
-                             legal_ecall=False, clock=ManualClock(), catalogue=Catalogue.load(),
-                             report=lambda record: None, step_hook=hook)
+                             legal_ecall=False, clock=ManualClock(datetime(2026, 11, 23, 10, tzinfo=UTC)),
+                             catalogue=Catalogue.load(), report=lambda record: None, step_hook=hook)
     manager.load()
     manager.receive(message)
     """
