@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from backend_stub.account_service import AccountService
+from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
 from backend_stub.measure_service import MeasureService
@@ -14,6 +16,7 @@ from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
+from backend_stub.retention import PersonalValues, RetentionJob, run_periodically
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
@@ -21,6 +24,7 @@ from tcu.keys import load_private_key, load_signing_key
 from tcu.uplink.strict_cbor import describe
 
 _LOGGER = logging.getLogger(__name__)
+RETENTION_INTERVAL_S = 3600.0  # personal data is due by the millisecond; an hour late is within "nach 4 Wochen"
 
 
 def _text(value: object) -> str | None:
@@ -35,7 +39,8 @@ class BackendStub:
         # Without a signing key the backend still delivers files and books results, but cannot sign.
         signing_key = None if config.signing_key is None else load_signing_key(config.signing_key)
         self.store = BackendStore(config.database)
-        self.ingest = Ingest(self.store, load_private_key(config.private_key), self.clock, config.max_payload_bytes)
+        private_key = load_private_key(config.private_key)
+        self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
         self.service = IngestService(self.ingest, self.store, config.broker)
         self.provisioning_store = ProvisioningStore(config.database)
         self.issuer = (
@@ -78,6 +83,19 @@ class BackendStub:
         )
         if self.measure_service is not None:
             self.measure_service.attach(self.ingest)
+        self.accounts = AccountStore(
+            config.database,
+            sealer=Sealer(bytes(private_key)),
+            signing_key=signing_key,
+            enrolled=lambda vin: self.store.public_key(vin) is not None,
+        )
+        self.retention = RetentionJob(
+            self.store, self.accounts, PersonalValues(self.provisioning_store.catalogue), self.clock
+        )
+        self.account_service = AccountService(
+            self.accounts, self.provisioning_store, self.retention, config.broker, self.clock
+        )
+        self.account_service.attach(self.ingest)
 
     async def run(self) -> None:
         try:
@@ -88,7 +106,10 @@ class BackendStub:
                     tasks.create_task(self.measure_service.run(), name="backend-measures")
                 if self.psap is not None:
                     tasks.create_task(self.psap.run(), name="psap")
+                tasks.create_task(self.account_service.run(), name="backend-accounts")
+                tasks.create_task(run_periodically(self.retention, RETENTION_INTERVAL_S), name="backend-retention")
         finally:
+            self.accounts.close()
             self.measure_store.close()
             self.provisioning_store.close()
             self.store.close()

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from backend_stub.account_cli import COMMANDS as ACCOUNT_COMMANDS
+from backend_stub.account_cli import add_account_parsers, run_account_command
 from backend_stub.app import BackendStub
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, required=True)
         sub.add_argument("--json", action="store_true")
     _provision_parser(commands)
+    add_account_parsers(commands)
     return parser
 
 
@@ -353,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "measure":
             run_measure_command(args, config)
+            return 0
+        if args.command in ACCOUNT_COMMANDS:
+            run_account_command(args, config)
             return 0
         if args.command == "psap-msds":
             _emit(read_psap_msds(config.database), args.json)

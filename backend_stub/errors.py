@@ -5,6 +5,7 @@ BackendError
 ├── UnknownVehicleError  a VIN that was never enrolled
 ├── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
 ├── MeasureRefusedError  a measure the vehicle would refuse, never signed (backend_stub/measures.py)
+├── AccountError         an account operation refused: pairing code wrong or expired, link exists (accounts.py)
 ├── DatabaseError        the database failed (disk full, I/O error, refused commit); the transaction is undone
 └── UnstorableError      a value the store could not hold and read back (names what and why)
 """
@@ -22,6 +23,10 @@ class BackendConfigError(BackendError):
 
 class UnknownVehicleError(BackendError):
     """The VIN has not been enrolled (`backend-stub enroll`)."""
+
+
+class AccountError(BackendError):
+    """An account, pairing or consent operation refused; the message says why and what to do."""
 
 
 class DatabaseError(BackendError):

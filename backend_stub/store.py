@@ -15,7 +15,7 @@ caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS records (
     created_ms  INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     body        BLOB NOT NULL,
+    scrubbed_ms INTEGER,  -- personal values taken out of the body then (backend_stub.retention)
     PRIMARY KEY (vin, epoch, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS epochs (
@@ -143,6 +144,22 @@ ALTER TABLE last_values ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
 """
 
 
+# Stores made before retention: no record has had its personal values taken out yet.
+_MIGRATE_TO_SCRUBBING = "ALTER TABLE records ADD COLUMN scrubbed_ms INTEGER"
+
+# rewrite(kind, body) -> the body without its personal values, or None when it holds none.
+BodyRewrite = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleOrder:
+    """A point in a vehicle's own order (epoch by first sight, then sequence number): what came before a
+    record is the records of earlier epochs and the lower sequence numbers of its own."""
+
+    ordinal: int
+    seq: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Epoch:
     """One queue a vehicle has sent from; `ordinal` orders them by first sight (0: the legacy queue)."""
@@ -157,7 +174,12 @@ class BackendStore:
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
         migrate(self._db, table="records", column="epoch", script=_MIGRATE_TO_EPOCHS)
+        migrate(self._db, table="records", column="scrubbed_ms", script=_MIGRATE_TO_SCRUBBING)
         self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)")
+        # The retention job reads only records it has not scrubbed yet, oldest received first.
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS records_unscrubbed ON records (received_ms) WHERE scrubbed_ms IS NULL"
+        )
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 
     def close(self) -> None:
@@ -226,7 +248,8 @@ class BackendStore:
         kind, created, body = _storable(record)
         ordinal, new_epoch = self._epoch_ordinal(record, received)
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (vin, epoch, seq, kind, created_ms, received_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (record.vin, record.epoch, record.seq, kind, created, to_millis(received), body),
         )
         if cursor.rowcount == 0:
@@ -351,9 +374,7 @@ class BackendStore:
         chosen = self.current_epoch(vin) if epoch is None else epoch
         return [
             int(row[0])
-            for row in self._db.execute(
-                "SELECT seq FROM records WHERE vin=? AND epoch=? ORDER BY seq", (vin, chosen)
-            )
+            for row in self._db.execute("SELECT seq FROM records WHERE vin=? AND epoch=? ORDER BY seq", (vin, chosen))
         ]
 
     def gaps(self, vin: str, epoch: bytes | None = None) -> list[list[int]]:
@@ -362,6 +383,96 @@ class BackendStore:
         if not seqs:
             return []
         return seq_ranges(set(range(1, max(seqs) + 1)) - seqs)
+
+    # -- retention and owner change (backend_stub.retention) ---------------------------------------
+
+    def order_of(self, vin: str, epoch: bytes, seq: int) -> VehicleOrder | None:
+        ordinal = self.epoch_ordinal(vin, epoch)
+        return None if ordinal is None else VehicleOrder(ordinal=ordinal, seq=seq)
+
+    def scrub_records(
+        self,
+        rewrite: BodyRewrite,
+        now: datetime,
+        *,
+        received_by: datetime | None = None,
+        vin: str | None = None,
+        before: VehicleOrder | None = None,
+        batch: int = 500,
+    ) -> int:
+        """Take the personal values out of records not scrubbed yet: those received at or before
+        `received_by`, and/or those of `vin` before `before` in its own order. The record itself stays
+        (its sequence number still deduplicates a resend, still closes a gap) and is marked scrubbed.
+        One transaction per batch, so ingest waits at most one batch. Returns the bodies changed."""
+        where, params = ["r.scrubbed_ms IS NULL"], list[Any]()
+        if received_by is not None:
+            where.append("r.received_ms <= ?")
+            params.append(to_millis(received_by))
+        if vin is not None:
+            where.append("r.vin = ?")
+            params.append(vin)
+        if before is not None:
+            where.append("(e.ordinal < ? OR (e.ordinal = ? AND r.seq < ?))")
+            params.extend((before.ordinal, before.ordinal, before.seq))
+        query = "SELECT r.vin, r.epoch, r.seq, r.kind, r.body FROM records r "
+        query += "LEFT JOIN epochs e ON e.vin = r.vin AND e.epoch = r.epoch WHERE "
+        query += " AND ".join(where)  # fixed conditions; every value is a parameter
+        query += " ORDER BY r.received_ms LIMIT ?"
+        changed, stamp = 0, to_millis(now)
+        while True:
+            with self.transaction():
+                rows = self._db.execute(query, (*params, batch)).fetchall()
+                for row_vin, epoch, seq, kind, body in rows:
+                    scrubbed = rewrite(kind, cbor2.loads(body))
+                    if scrubbed is None:
+                        self._db.execute(
+                            "UPDATE records SET scrubbed_ms=? WHERE vin=? AND epoch=? AND seq=?",
+                            (stamp, row_vin, epoch, seq),
+                        )
+                    else:
+                        self._db.execute(
+                            "UPDATE records SET scrubbed_ms=?, body=? WHERE vin=? AND epoch=? AND seq=?",
+                            (stamp, cbor2.dumps(scrubbed), row_vin, epoch, seq),
+                        )
+                        changed += 1
+            if len(rows) < batch:
+                return changed
+
+    def delete_last_values(
+        self,
+        personal: Callable[[str], bool],
+        *,
+        received_by: datetime | None = None,
+        vin: str | None = None,
+        before: VehicleOrder | None = None,
+    ) -> int:
+        """Delete the last values of personal paths received at or before `received_by`, and/or of `vin`
+        before `before` in its own order. Returns how many went."""
+        where, params = ["1"], list[Any]()
+        if received_by is not None:
+            where.append("received_ms <= ?")
+            params.append(to_millis(received_by))
+        if vin is not None:
+            where.append("vin = ?")
+            params.append(vin)
+        if before is not None:
+            where.append("(ordinal < ? OR (ordinal = ? AND seq < ?))")
+            params.extend((before.ordinal, before.ordinal, before.seq))
+        deleted = 0
+        with self.transaction():
+            query = "SELECT vin, path FROM last_values WHERE "
+            query += " AND ".join(where)  # fixed conditions; every value is a parameter
+            rows = self._db.execute(query, params).fetchall()
+            for row_vin, path in rows:
+                if personal(path):
+                    self._db.execute("DELETE FROM last_values WHERE vin=? AND path=?", (row_vin, path))
+                    deleted += 1
+        return deleted
+
+    def scrubbed(self, vin: str) -> int:
+        """How many of the vehicle's records have been through scrubbing."""
+        (count,) = self._db.execute("SELECT count(*) FROM records WHERE vin=? AND scrubbed_ms IS NOT NULL", (vin,))
+        return int(count[0])
 
     # -- rejections ------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from tcu.app import Agent
@@ -18,10 +17,10 @@ from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
 from tcu.service_unit import UNIT_NAME, UnitOptions, install_unit, render_unit
 from tcu.services.catalogue import Category
-from tcu.services.personal import MAX_PROFILES, DriverProfile, PersonalStore
+from tcu.services.personal import DriverProfile, PersonalStore
 from tcu.status import read_status
 from tcu.systemd import Notifier
-from tcu.uplink.records import Record, RecordKind
+from tcu.uplink.records import Record, RecordKind, to_millis
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
     owner = commands.add_parser("owner-change", help="wipe personal data for a new owner; keeps technical data")
     owner.add_argument("--config", type=Path, required=True)
+
+    account = commands.add_parser("account", help="the paired ConnectedDrive account and a security code on display")
+    account.add_argument("--config", type=Path, required=True)
+    account.add_argument("--json", action="store_true")
 
     service = commands.add_parser("service", help="install the agent as a systemd service")
     service.add_argument("action", choices=("install", "print"))
@@ -116,18 +119,35 @@ def _profile(args: argparse.Namespace) -> None:
     if args.action == "add":
         if not args.name:
             raise ConfigError("profile add: give the profile's name")
-        if len(data.profiles) >= MAX_PROFILES:
-            raise ConfigError(f"profile add: the vehicle holds at most {MAX_PROFILES} driver profiles")
-        profile = DriverProfile(name=args.name, seat_position=args.seat, climate_c=args.climate)
-        data = replace(data, profiles=(*data.profiles, profile))
+        # Refused without a paired ConnectedDrive account, beyond three profiles (privacy part B).
+        data = data.with_profile(DriverProfile(name=args.name, seat_position=args.seat, climate_c=args.climate))
         store.save(data)
     for profile in data.profiles:
         print(f"{profile.name}: seat {profile.seat_position}, climate {profile.climate_c} °C")
 
 
+def _account(args: argparse.Namespace) -> None:
+    """What the car's display shows: paired accounts, and the security code while it is valid."""
+    data = PersonalStore(load_agent_config(args.config).personal_path).load()
+    code = data.security_code
+    if code is not None and code.expires_ms <= to_millis(SystemClock().now()):
+        code = None
+    shown = {
+        "paired_accounts": list(data.paired_accounts),
+        "security_code": None if code is None else {"code": code.code, "account": code.account},
+        "driver_profiles": len(data.profiles),
+    }
+    if args.json:
+        print(json.dumps(shown))
+        return
+    print(f"paired accounts: {', '.join(data.paired_accounts) or 'none'}")
+    if code is not None:
+        print(f"security code for account {code.account}: {code.code} (enter it in the portal)")
+
+
 def _owner_change(config_path: Path) -> None:
+    """AGB 7.2: the car's personal data goes; the report tells the backend to unlink the account."""
     agent = Agent(load_agent_config(config_path))
-    agent.personal.load()
     report = agent.personal.owner_change()
     with agent.outbox:  # a running agent sends it from the shared queue
         agent.outbox.put(Record(kind=RecordKind.EVENT, created=agent.clock.now(), body=report))
@@ -208,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             _profile(args)
         elif args.command == "owner-change":
             _owner_change(args.config)
+        elif args.command == "account":
+            _account(args)
         elif args.command == "ecall" and args.ecall_command == "msd":
             print(msd_command(args.json_file, version=args.version, explicit_propulsion=args.explicit_propulsion))
         elif args.command == "ecall":

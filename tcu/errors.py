@@ -19,8 +19,9 @@ TcuError
 │   ├── ModemCommandError       the eCall modem refused a command (ERROR, +CME ERROR)
 │   └── EcallDeactivationRefusedError  a SIM/eCall deactivation the law does not allow
 └── ServiceError
-    └── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
-        └── RejectedOrderError  a measure order refused, naming its id and attempt (services/measure_order.py)
+    ├── RejectedMessageError    a signed backend message refused (signature, VIN, version, expiry)
+    │   └── RejectedOrderError  a measure order refused, naming its id and attempt (services/measure_order.py)
+    └── ProfileRefusedError     a driver profile the vehicle cannot hold (no paired account, a fourth one)
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class EcallDeactivationRefusedError(EcallError):
 
 class ServiceError(TcuError):
     """Service lifecycle (provisioning, measures, SIM) failure."""
+
+
+class ProfileRefusedError(ServiceError):
+    """A driver profile refused: it needs a paired ConnectedDrive account, and a car holds at most three."""
 
 
 class RejectedMessageError(ServiceError):

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from nacl.public import Box
 
+from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.cli import main as backend_cli
 from backend_stub.ingest import Ingest
 from backend_stub.store import BackendStore
 from hil.layout import BenchLayout
 from tcu.app import Agent
 from tcu.cli import main as tcu_cli
-from tcu.clock import ManualClock
+from tcu.clock import ManualClock, SystemClock
 from tcu.config import load_agent_config
-from tcu.keys import load_private_key, load_public_key
+from tcu.keys import load_private_key, load_public_key, load_signing_key
+from tcu.services.personal import PersonalStore
 from tcu.status import StatusWriter
 from tcu.uplink.envelope import open_record, seal_record
 from tcu.uplink.records import Record, RecordKind, to_millis
@@ -118,6 +121,10 @@ def test_privacy_profiles_and_owner_change(layout: BenchLayout, capsys, backend_
     config = str(layout.agent_config(VIN))
     assert tcu_cli(["privacy", "--config", config, "position", "block"]) == 0
     assert "position        blocked" in capsys.readouterr().out
+    assert tcu_cli(["profile", "--config", config, "add", "Anna"]) == 2
+    assert "needs a paired ConnectedDrive account" in capsys.readouterr().err
+    personal = PersonalStore(load_agent_config(layout.agent_config(VIN), env={}).personal_path)
+    personal.save(replace(personal.load(), paired_accounts=("anna@example.org",)))  # paired (test_account_pairing...)
     assert tcu_cli(["profile", "--config", config, "add", "Anna", "--seat", "4"]) == 0
     assert tcu_cli(["profile", "--config", config, "add", "Ben"]) == 0
     assert "Ben: seat 0" in capsys.readouterr().out
@@ -149,3 +156,42 @@ def test_status_command_shows_the_agents_status_file(layout: BenchLayout, capsys
     assert status["link"]["up"] is False
     assert status["queue"]["depth"] == 1  # the capability report queued at load
     assert status["signals"]["Vehicle.Speed"] == 42.0
+
+
+def test_account_pairing_by_security_code_then_a_driver_profile(layout: BenchLayout, capsys) -> None:  # type: ignore[no-untyped-def]
+    """AGB 1.6 a): the portal sends a code into the car, the customer types what the car shows."""
+    backend_config, agent_config = str(layout.backend_config), str(layout.agent_config(VIN))
+    agent = Agent(load_agent_config(layout.agent_config(VIN), env={}))
+
+    def deliver() -> None:  # what the running backend publishes, the running agent receives
+        accounts = AccountStore(
+            layout.root / "backend.sqlite3",
+            sealer=Sealer(bytes(load_private_key(layout.keys / "backend.x25519.key"))),
+            signing_key=load_signing_key(layout.keys / "backend.ed25519.key"),
+        )
+        for number, _, signed in accounts.pending_messages(SystemClock().now()):
+            agent.accounts.receive(signed)
+            accounts.mark_published(number, SystemClock().now())
+        accounts.close()
+
+    account = ["--account", "anna@example.org", "--config", backend_config]
+    assert backend_cli(["account", "create", "anna@example.org", "--name", "Anna", "--email", "a@example.org",
+                        "--config", backend_config]) == 0  # fmt: skip
+    assert backend_cli(["account", "request-code", VIN, *account]) == 0
+    assert "read it in the car" in capsys.readouterr().out
+    deliver()
+    assert tcu_cli(["account", "--config", agent_config, "--json"]) == 0
+    code = json.loads(capsys.readouterr().out)["security_code"]["code"]
+    wrong = "00000000" if code != "00000000" else "11111111"
+    assert backend_cli(["account", "pair", VIN, *account, "--code", wrong]) == 2
+    assert "wrong security code for this account (4 attempt(s) left)" in capsys.readouterr().err
+    assert backend_cli(["account", "pair", VIN, *account, "--code", code]) == 0
+    deliver()
+    assert tcu_cli(["profile", "--config", agent_config, "add", "Anna"]) == 0
+    assert tcu_cli(["account", "--config", agent_config]) == 0
+    assert "paired accounts: anna@example.org" in capsys.readouterr().out
+    assert backend_cli(["account", "show", VIN, "--config", backend_config, "--json"]) == 0
+    [link] = json.loads(capsys.readouterr().out)["links"]
+    assert (link["account"], link["ended"]) == ("anna@example.org", None)
+    assert backend_cli(["handover", VIN, "--config", backend_config, "--json"]) == 0
+    assert backend_cli(["retention", "run", "--config", backend_config, "--json"]) == 0

@@ -2,8 +2,18 @@
 
 Stored as one canonical CBOR file written atomically, so that a snapshot is a byte string: remote
 measures compare "before" and "after rollback" byte for byte. The privacy menu allows or blocks
-upload per data category; it never touches the eCall. An owner change wipes everything personal and
-keeps technical vehicle data (queue, provisioning, legal-eCall state).
+upload per data category; it never touches the eCall. An owner change (AGB 7.2) wipes everything
+personal — driver profiles, consents, the paired account, a security code on display — and keeps
+technical vehicle data (queue, provisioning, legal-eCall state).
+
+A driver profile needs a paired ConnectedDrive account (privacy part B: "nur mit einem gültigen
+ConnectedDrive Account"); the account is paired through the backend's portal with a security code
+sent into the car (AGB 1.6 a, tcu.services.account_link).
+
+Two technical counters survive an owner change: `owner` counts owner changes, so that a snapshot
+taken for the previous owner (a remote measure's rollback, its journal after a crash) can never bring
+their data back; `messages_seen` is the highest account message number applied, so that a replayed
+"linked" message cannot re-pair the previous owner's account.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from typing import Any
 
 import cbor2
 
-from tcu.errors import StorageError
+from tcu.errors import ProfileRefusedError, StorageError
 from tcu.persist import read_optional, write_atomic
 from tcu.services.catalogue import Category
 
@@ -39,10 +49,22 @@ def _default_consents() -> dict[Category, bool]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityCode:
+    """A pairing code the car shows the customer, to be entered in the portal (AGB 1.6 a)."""
+
+    code: str
+    account: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PersonalData:
     profiles: tuple[DriverProfile, ...] = ()
     consents: Mapping[Category, bool] = field(default_factory=_default_consents)
     paired_accounts: tuple[str, ...] = ()
+    security_code: SecurityCode | None = None
+    owner: int = 0  # technical: owner changes so far
+    messages_seen: int = 0  # technical: highest account message number applied
 
     def __post_init__(self) -> None:
         if len(self.profiles) > MAX_PROFILES:
@@ -53,6 +75,25 @@ class PersonalData:
 
     def with_consent(self, category: Category, allowed: bool) -> PersonalData:
         return replace(self, consents={**self.consents, category: allowed})
+
+    def with_profile(self, profile: DriverProfile) -> PersonalData:
+        """A new driver profile; refused without a paired account, beyond three, or under a name in use."""
+        if not self.paired_accounts:
+            raise ProfileRefusedError(
+                f"driver profile {profile.name!r} refused: a driver profile needs a paired ConnectedDrive account; "
+                "pair one in the portal with the security code the car shows (backend-stub account request-code)"
+            )
+        if len(self.profiles) >= MAX_PROFILES:
+            raise ProfileRefusedError(
+                f"driver profile {profile.name!r} refused: the vehicle holds at most {MAX_PROFILES} driver profiles"
+            )
+        if any(p.name == profile.name for p in self.profiles):
+            raise ProfileRefusedError(f"driver profile {profile.name!r} refused: a profile of that name exists")
+        return replace(self, profiles=(*self.profiles, profile))
+
+    def for_new_owner(self) -> PersonalData:
+        """Nothing personal left; only the technical counters carry over."""
+        return PersonalData(owner=self.owner + 1, messages_seen=self.messages_seen)
 
     def encode(self) -> bytes:
         return cbor2.dumps(
@@ -69,6 +110,15 @@ class PersonalData:
                 ],
                 "consents": {c.value: allowed for c, allowed in sorted(self.consents.items())},
                 "accounts": list(self.paired_accounts),
+                "code": None
+                if self.security_code is None
+                else {
+                    "code": self.security_code.code,
+                    "account": self.security_code.account,
+                    "expires": self.security_code.expires_ms,
+                },
+                "owner": self.owner,
+                "seen": self.messages_seen,
             },
             canonical=True,
         )
@@ -76,6 +126,9 @@ class PersonalData:
     @classmethod
     def decode(cls, data: bytes) -> PersonalData:
         raw: Any = cbor2.loads(data)
+        if not isinstance(raw, dict):
+            raise TypeError(f"personal data is a {type(raw).__name__}, not a map")
+        code = raw.get("code")  # files written before security codes and counters lack these keys
         return cls(
             profiles=tuple(
                 DriverProfile(
@@ -93,7 +146,18 @@ class PersonalData:
                 **{cat: bool(a) for c, a in raw["consents"].items() if (cat := Category.from_stored(c)) is not None},
             },
             paired_accounts=tuple(raw["accounts"]),
+            security_code=None
+            if code is None
+            else SecurityCode(code=str(code["code"]), account=str(code["account"]), expires_ms=int(code["expires"])),
+            owner=_count(raw.get("owner", 0)),
+            messages_seen=_count(raw.get("seen", 0)),
         )
+
+
+def _count(value: object) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"a counter must be an integer in 0..2^63-1, got {type(value).__name__}")
+    return value
 
 
 class PersonalStore:
@@ -145,13 +209,24 @@ class PersonalStore:
         return self._data.encode()
 
     def restore(self, snapshot: bytes) -> None:
-        self.save(PersonalData.decode(snapshot))
+        """Put a snapshot back — unless the owner changed since it was taken: the previous owner's
+        profiles must not come back through a measure's rollback (AGB 7.2); the new state stays."""
+        restored = PersonalData.decode(snapshot)
+        current = self.current()  # the owner change may have come from another process (`tcu owner-change`)
+        if restored.owner != current.owner:
+            _LOGGER.warning(
+                "personal data snapshot of owner %d not restored: the owner changed since (now owner %d)",
+                restored.owner,
+                current.owner,
+            )
+            return
+        self.save(replace(restored, messages_seen=max(restored.messages_seen, current.messages_seen)))
 
     def owner_change(self) -> dict[str, Any]:
         """Wipe everything personal; returns what was wiped, for the report to the backend."""
-        before = self._data
+        before = self.current()
         try:
-            self.save(PersonalData())
+            self.save(before.for_new_owner())
         except StorageError:
             _LOGGER.exception("owner change could not be written")
             raise
@@ -161,6 +236,7 @@ class PersonalStore:
                 "driver_profiles": len(before.profiles),
                 "paired_accounts": len(before.paired_accounts),
                 "consents_reset": True,
+                "security_code": before.security_code is not None,
             },
             "kept": ["technical vehicle data", "provisioned services", "legal eCall"],
         }

@@ -1,0 +1,151 @@
+"""Account messages from the backend (`vehicles/{vin}/down/account`): the pairing security code and the link.
+
+AGB 1.6 a): to pair a ConnectedDrive account with the car, the backend sends a security code *into the
+car*; the customer reads it there and enters it in the portal. When the portal accepts it, the
+backend says so ("account_link", linked), and the car may then hold driver profiles (privacy part B).
+When the customer ends the link in the portal (AGB 7.2) the backend sends linked = false.
+
+Payload, signed COSE_Sign1 like every backend → vehicle message (docs/protocol.md):
+
+    {"type": "pairing_code", "vin": str, "n": uint, "issued": ms, "expires": ms, "account": str, "code": "8 digits"}
+    {"type": "account_link", "vin": str, "n": uint, "issued": ms, "expires": ms, "account": str, "linked": bool}
+
+`n` is the backend's message number: the car applies only numbers above the highest it applied, a
+counter that survives an owner change, so a recorded "linked" message replayed after a sale cannot
+pair the previous owner's account again. A refused message is logged with the reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from nacl.signing import VerifyKey
+
+from tcu.clock import Clock
+from tcu.errors import RejectedMessageError, StorageError
+from tcu.services.cose import decode, verify1
+from tcu.services.payload_fields import INT64_MAX, flag, integer, moment, shown, text
+from tcu.services.personal import PersonalData, PersonalStore, SecurityCode
+from tcu.uplink.records import to_millis
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1024
+MAX_ACCOUNT_CHARS = 64
+ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+CODE_PATTERN = re.compile(r"[0-9]{8}")
+PAIRING_CODE = "pairing_code"
+ACCOUNT_LINK = "account_link"
+
+
+def _malformed(reason: str) -> RejectedMessageError:
+    return RejectedMessageError(f"malformed account message: {reason}")
+
+
+def parse_account_message(payload: bytes, *, vin: str, now: datetime) -> dict[str, Any]:
+    """The checked fields of an account message for this vehicle, or RejectedMessageError with the reason."""
+    data = decode(payload, what="account message")
+    if not isinstance(data, Mapping):
+        raise _malformed(f"the payload is {shown(data)}, not a map")
+    kind = text(data, "type", _malformed, max_chars=32)
+    if kind not in (PAIRING_CODE, ACCOUNT_LINK):
+        raise _malformed(f"unknown type {shown(kind)}; expected {PAIRING_CODE} or {ACCOUNT_LINK}")
+    target = text(data, "vin", _malformed, max_chars=17)
+    if target != vin:
+        raise RejectedMessageError(f"account message for vehicle {shown(target)}, this is {vin}", code="other_vehicle")
+    number = integer(data, "n", _malformed, low=1, high=INT64_MAX)
+    issued = moment(data, "issued", _malformed)
+    expires = moment(data, "expires", _malformed)
+    if expires <= now:
+        raise RejectedMessageError(
+            f"account message {number} expired at {expires.isoformat()} (now {now.isoformat()})", code="expired"
+        )
+    account = text(data, "account", _malformed, max_chars=MAX_ACCOUNT_CHARS)
+    if not ACCOUNT_PATTERN.fullmatch(account):
+        raise _malformed(f"account {shown(account)} is not 1..64 letters, digits or ._@+-")
+    fields: dict[str, Any] = {"type": kind, "n": number, "issued": issued, "expires": expires, "account": account}
+    if kind == PAIRING_CODE:
+        code = text(data, "code", _malformed, max_chars=8)
+        if not CODE_PATTERN.fullmatch(code):
+            raise _malformed("the security code is not 8 digits")
+        fields["code"] = code
+    else:
+        fields["linked"] = flag(data, "linked", _malformed)
+    return fields
+
+
+class AccountMessages:
+    """The car's handler for account messages: shows the security code, records the paired account."""
+
+    def __init__(
+        self,
+        *,
+        vin: str,
+        verify_key: VerifyKey | None,
+        personal: PersonalStore,
+        clock: Clock,
+        on_change: Callable[[PersonalData], None] | None = None,
+    ) -> None:
+        self._vin = vin
+        self._key = verify_key
+        self._personal = personal
+        self._clock = clock
+        self._on_change = on_change
+
+    async def handle_downlink(self, payload: bytes) -> None:
+        self.receive(payload)
+
+    def receive(self, payload: bytes) -> PersonalData | None:
+        """Apply one message; None (and a log line with the reason) when it is refused."""
+        try:
+            return self._apply(payload)
+        except RejectedMessageError as exc:
+            _LOGGER.warning("account message refused (%s): %s", exc.code, exc)
+        except StorageError:
+            _LOGGER.exception("account message could not be stored; the backend can send it again")
+        return None
+
+    def _apply(self, payload: bytes) -> PersonalData:
+        if self._key is None:
+            raise RejectedMessageError(
+                "no backend verify key pinned in this vehicle (keys.backend_verify_key)", code="bad_signature"
+            )
+        verified = verify1(payload, self._key, max_bytes=MAX_MESSAGE_BYTES, what="account message")
+        fields = parse_account_message(verified.payload, vin=self._vin, now=self._clock.now())
+        data = self._personal.current()
+        if fields["n"] <= data.messages_seen:
+            raise RejectedMessageError(
+                f"account message {fields['n']} is not newer than message {data.messages_seen} already applied "
+                "(a replay, or a message from before the last owner change)",
+                code="old_version",
+            )
+        account: str = fields["account"]
+        if fields["type"] == PAIRING_CODE:
+            code = SecurityCode(code=fields["code"], account=account, expires_ms=to_millis(fields["expires"]))
+            changed = replace(data, security_code=code, messages_seen=fields["n"])
+            # The car's display: the customer reads the code here and enters it in the portal.
+            _LOGGER.warning(
+                "ConnectedDrive security code for account %s: %s (valid until %s): enter it in the portal",
+                account,
+                code.code,
+                fields["expires"].isoformat(timespec="seconds"),
+            )
+        elif fields["linked"]:
+            accounts = data.paired_accounts if account in data.paired_accounts else (*data.paired_accounts, account)
+            changed = replace(data, paired_accounts=accounts, security_code=None, messages_seen=fields["n"])
+            _LOGGER.info("ConnectedDrive account %s paired with this vehicle", account)
+        else:
+            # The link ended in the portal: profiles made under it stay until the owner deletes them,
+            # but no new one can be created without a paired account.
+            accounts = tuple(a for a in data.paired_accounts if a != account)
+            changed = replace(data, paired_accounts=accounts, messages_seen=fields["n"])
+            _LOGGER.info("ConnectedDrive account %s unlinked from this vehicle", account)
+        self._personal.save(changed)
+        if self._on_change is not None:
+            self._on_change(changed)
+        return changed
