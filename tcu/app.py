@@ -14,7 +14,6 @@ from tcu.ecall.service import EcallActivity, EcallService
 from tcu.ecall.state_machine import EcallState
 from tcu.errors import RecordTooLargeError
 from tcu.keys import load_private_key, load_public_key, load_verify_key
-from tcu.services.account_link import AccountMessages
 from tcu.services.catalogue import Catalogue
 from tcu.services.ecu_config import EcuConfiguration, load_key_specs
 from tcu.services.entitlements import Entitlements
@@ -30,6 +29,7 @@ from tcu.status import KEY_SIGNALS, StatusWriter
 from tcu.systemd import Notifier
 from tcu.telemetry.capabilities import NewSignalWatch, capability_report
 from tcu.telemetry.data_policy import DataPolicy, uplink_refusal
+from tcu.telemetry.events import VehicleEvents
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.telemetry.vin_check import VinCheck
 from tcu.uplink.envelope import seal_record, vehicle_box
@@ -131,11 +131,6 @@ class Agent:
         if self.ecall is not None:
             self.ecall.subscribe(self._on_ecall)
         self.session.add_downlink_handler("measure", self.measures.handle_downlink)
-        # The pairing security code to show, and the account link (AGB 1.6 a, 7.2).
-        self.accounts = AccountMessages(
-            vin=config.vin, verify_key=self.services.verify_key, personal=self.personal, clock=self.clock
-        )
-        self.session.add_downlink_handler("account", self.accounts.handle_downlink)
         self.session.add_link_listener(self._on_link)
         self.policy = DataPolicy(
             catalogue=self.catalogue,
@@ -144,12 +139,23 @@ class Agent:
             require_services=config.telemetry.require_services,
         )
         self._withheld: set[str] = set()  # kinds of record kept off the uplink in this SIM state, logged once
-        self.new_signals = NewSignalWatch(policy=self.policy, report=self.report_capabilities)
+        self.new_signals = NewSignalWatch(
+            policy=self.policy, report=self.report_capabilities, consents=lambda: self.personal.current().consents
+        )
         self.state.subscribe(self.new_signals.on_signal)
         self.vin_check = VinCheck(
             configured=config.vin, clock=self.clock, report=self.queue_record, allowed=self.policy.allows
         )
         self.state.subscribe(self.vin_check.on_signal)
+        # Event data (service call, parked position, doors and locks): pushed at once, within the data policy.
+        self.events = VehicleEvents(
+            state=self.state,
+            clock=self.clock,
+            gate=self.policy,
+            report=self.queue_record,
+            store_path=config.data_dir / "service_calls.json",
+        )
+        self.state.subscribe(self.events.on_signal)
         self.telemetry = SnapshotTelemetry(
             state=self.state,
             outbox=self.outbox,
@@ -256,6 +262,7 @@ class Agent:
         config = self.config
         with self.outbox:
             self.personal.load()
+            self.events.load()  # service items called before a restart are not called again
             self.ecu.load()
             self.measures.recover()  # an attempt the agent died in is rolled back before anything else
             self.services.load()  # reports the capabilities it derives
@@ -266,6 +273,7 @@ class Agent:
                 tasks.create_task(self.session.run(), name="uplink")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
                 tasks.create_task(self.new_signals.run(), name="capabilities")
+                tasks.create_task(self.events.run(), name="events")
                 tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
                 tasks.create_task(self.measures.run(), name="remote-measures")
                 tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")

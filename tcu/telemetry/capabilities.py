@@ -1,20 +1,25 @@
 """The capability report: what the vehicle can deliver, per data category and how often.
 
-Published at boot, after each applied provisioning file (and when a term ends), and when signals of
-a category not yet reported first arrive, so the backend knows what to expect without asking the car.
+Published at boot, after each applied provisioning file (and when a term ends), when signals of a
+category not yet reported first arrive, and when the customer changes a privacy setting, so the backend
+knows what to expect without asking the car (CarData's capability service: "Die Fahrzeugfähigkeiten
+können sich zu einem späteren Zeitpunkt ändern").
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tcu.services.catalogue import Category
 from tcu.services.entitlements import Entitlements
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.vehicle.state import Signal
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def capability_report(
@@ -50,25 +55,55 @@ def capability_report(
 
 
 class NewSignalWatch:
-    """Re-sends the capability report when signals of a category not yet reported first appear.
+    """Re-sends the capability report when signals of a category not yet reported first appear, and
+    when a privacy setting changed since the last report.
 
     The boot report is made before the sources have delivered anything; without this it would say
     "no such signals on this vehicle" for every category while positions go out every second. A new
     path costs one set look-up on the hot path; the report waits `settle_s` so that the first readings
     of a start give one report, not one per category.
+
+    Privacy settings change in another process (`tcu privacy`), by an owner change or a remote
+    measure's rollback; `consents` (the personal data store's `current()`, which re-reads a changed
+    file) is compared every `poll_s` with what the last report was made under.
     """
 
-    def __init__(self, *, policy: DataPolicy, report: Callable[[], None], settle_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        policy: DataPolicy,
+        report: Callable[[], None],
+        settle_s: float = 1.0,
+        consents: Callable[[], Mapping[Category, bool]] | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
         self._policy = policy
         self._report = report
         self._settle_s = settle_s
+        self._consents = consents
+        self._poll_s = poll_s
         self._known_paths: set[str] = set()
         self._reported: set[Category] = set()
+        self._reported_consents: dict[Category, bool] | None = None
         self._changed = asyncio.Event()
 
     def reported(self, available_signals: Iterable[str]) -> None:
-        """A report went out covering these signals."""
+        """A report went out covering these signals (under the privacy settings in force now)."""
         self._reported = {self._policy.category_of(path) for path in available_signals}
+        if self._consents is not None:
+            self._reported_consents = dict(self._consents())
+
+    def consents_changed(self) -> bool:
+        """True when a privacy setting differs from the one the last report was made under."""
+        if self._consents is None or self._reported_consents is None:
+            return False
+        current = dict(self._consents())
+        if current == self._reported_consents:
+            return False
+        changed = sorted(c.value for c in Category if current.get(c) != self._reported_consents.get(c))
+        self._reported_consents = current  # one report per change, even if the report itself fails
+        _LOGGER.info("privacy setting changed (%s): capability report sent again", ", ".join(changed))
+        return True
 
     def on_signal(self, signal: Signal) -> None:
         if signal.path in self._known_paths:
@@ -79,7 +114,12 @@ class NewSignalWatch:
 
     async def run(self) -> None:
         while True:
-            await self._changed.wait()
+            try:
+                await asyncio.wait_for(self._changed.wait(), self._poll_s)
+            except TimeoutError:
+                if self.consents_changed():
+                    self._report()
+                continue
             await asyncio.sleep(self._settle_s)
             self._changed.clear()
             self._report()

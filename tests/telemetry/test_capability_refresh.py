@@ -42,3 +42,29 @@ async def test_first_readings_of_a_new_category_give_one_new_report() -> None:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def test_a_changed_privacy_setting_sends_the_capability_report_again() -> None:
+    consents = dict.fromkeys(Category, True)
+    reports: list[int] = []
+    watch = NewSignalWatch(
+        policy=_Policy(),  # type: ignore[arg-type]
+        report=lambda: reports.append(1),
+        consents=lambda: consents,
+        poll_s=0.01,
+    )
+    watch.reported([])  # the boot report, under everything allowed
+    runner = asyncio.create_task(watch.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert reports == []  # nothing changed: no report
+        consents[Category.POSITION] = False  # `tcu privacy position block`
+        await asyncio.sleep(0.05)
+        assert reports == [1]  # once per change, not once per poll
+        consents[Category.POSITION] = True
+        await asyncio.sleep(0.05)
+        assert reports == [1, 1]
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

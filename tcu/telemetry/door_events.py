@@ -1,0 +1,130 @@
+"""`door` and `lock` events: a door or flap opens or closes, the car is locked or unlocked.
+
+Door and flap state is status data in the terms ("Tür- und Klappenstatus"). A contact that bounces, or
+a CAN frame that flips a bit now and then, must not become an event storm: a change is reported only
+once the new value has held for `debounce_s` (a flip and back within it is nothing), and at most
+`burst` events per signal per `window_s` go out; the changes beyond that are counted, logged once per
+window and reported as `suppressed` with the next event. The first reading of a signal is its state,
+not a change: an agent start is no door opening.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from tcu.clock import Clock
+from tcu.uplink.records import to_millis
+from tcu.vehicle.state import Quality, Signal, SignalValue
+
+if TYPE_CHECKING:
+    from tcu.telemetry.events import EventReporter
+
+_LOGGER = logging.getLogger(__name__)
+
+DOOR, LOCK = "door", "lock"
+CENTRAL_LOCK = "Vehicle.Body.CentralLock.State"
+_FLAPS = ("Vehicle.Cabin.Door.", "Vehicle.Body.Trunk.", "Vehicle.Body.Hood.")
+
+
+def event_type(path: str) -> str | None:
+    """`door` for an open/closed signal of a door or flap, `lock` for a lock state, None otherwise."""
+    if path == CENTRAL_LOCK:
+        return LOCK
+    if path.startswith(_FLAPS):
+        if path.endswith(".IsOpen"):
+            return DOOR
+        if path.endswith(".IsLocked"):
+            return LOCK
+    return None
+
+
+@dataclass(slots=True)
+class _Track:
+    reported: SignalValue
+    pending: SignalValue | None = None
+    since: float = 0.0  # monotonic time the pending value was first read
+    since_wall: datetime | None = None
+    sent: deque[float] = field(default_factory=deque)  # monotonic times of the events in the window
+    suppressed: int = 0
+    warned: bool = False
+
+
+class DoorEvents:
+    def __init__(
+        self,
+        *,
+        reporter: EventReporter,
+        clock: Clock,
+        debounce_s: float = 1.0,
+        burst: int = 6,
+        window_s: float = 60.0,
+    ) -> None:
+        self._reporter = reporter
+        self._clock = clock
+        self._debounce_s = debounce_s
+        self._burst = burst
+        self._window_s = window_s
+        self._tracks: dict[str, _Track] = {}
+
+    @staticmethod
+    def watches(path: str) -> bool:
+        return event_type(path) is not None
+
+    def on_signal(self, signal: Signal) -> None:
+        if signal.quality is not Quality.GOOD or not isinstance(signal.value, bool | str):
+            return  # a stale contact says nothing new; a number is no door state
+        track = self._tracks.get(signal.path)
+        if track is None:
+            self._tracks[signal.path] = _Track(reported=signal.value)
+            return
+        if signal.value == track.reported:
+            track.pending = None  # flipped back within the debounce time: nothing happened
+        elif track.pending is None or signal.value != track.pending:
+            track.pending, track.since, track.since_wall = signal.value, self._clock.monotonic(), signal.timestamp
+        self._settle(signal.path, track)
+
+    def tick(self) -> None:
+        """Report the changes that have held long enough (a source may send only on change)."""
+        for path, track in self._tracks.items():
+            if track.pending is not None:
+                self._settle(path, track)
+
+    def _settle(self, path: str, track: _Track) -> None:
+        now = self._clock.monotonic()
+        if track.pending is None or now - track.since < self._debounce_s:
+            return
+        previous, track.reported, track.pending = track.reported, track.pending, None
+        while track.sent and now - track.sent[0] >= self._window_s:
+            track.sent.popleft()
+        if len(track.sent) >= self._burst:
+            track.suppressed += 1
+            if not track.warned:
+                track.warned = True
+                _LOGGER.warning(
+                    "%s changes more than %d times in %.0f s (a loose contact?): further changes are counted, "
+                    "not sent, until it calms down",
+                    path,
+                    self._burst,
+                    self._window_s,
+                )
+            return
+        kind = event_type(path)
+        if kind is None:  # only watched paths are tracked
+            return
+        body = {
+            "type": kind,
+            "path": path,
+            "value": track.reported,
+            "previous": previous,
+            "changed_at": to_millis(track.since_wall or self._clock.now()),
+        }
+        if track.suppressed:
+            body["suppressed"] = track.suppressed
+        if self._reporter.send(body, paths=(path,)):
+            track.sent.append(now)
+            track.suppressed, track.warned = 0, False
+            _LOGGER.debug("%s event: %s %r → %r", kind, path, previous, track.reported)
