@@ -88,12 +88,19 @@ async def ecall_rig(
     clock: ManualClock | None = None,
     legal_ecall: bool = True,
     report: Callable[[Record], None] | None = None,
+    numbers: dict[str, tuple[str, int]] | None = None,
+    intelligent_call_available: Callable[[], bool] | None = None,
+    **config_changes: Any,
 ) -> AsyncIterator[Rig]:
     clock = clock or ManualClock()
     state, records = VehicleState(), []
     async with PsapStub(behaviour=behaviour) as psap:
         modem = ModemSimulator(
-            psap_address=psap.address, coverage=coverage, timing=ModemTiming.instant(), link_path=tmp_path / "ttyECALL"
+            psap_address=psap.address,
+            coverage=coverage,
+            timing=ModemTiming.instant(),
+            link_path=tmp_path / "ttyECALL",
+            numbers=numbers,
         )
         async with modem:
             config = EcallConfig(
@@ -102,6 +109,7 @@ async def ecall_rig(
                 command_timeout_s=0.3,
                 legal_ecall=legal_ecall,
                 timers=timers or EcallTimers(),
+                **config_changes,
             )
             clients: list[ModemClient] = []
 
@@ -127,6 +135,7 @@ async def ecall_rig(
                 track=track,
                 sim=sim,
                 modem=client,
+                intelligent_call_available=intelligent_call_available,
             )
             rig = Rig(
                 psap=psap, modem=modem, client=clients[0], service=service, state=state, clock=clock, records=records
