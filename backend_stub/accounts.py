@@ -35,7 +35,7 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
 
-from backend_stub.database import open_database, transaction
+from backend_stub.database import checkpoint, open_database, transaction
 from backend_stub.errors import AccountError, UnknownVehicleError
 from tcu.services.account_link import ACCOUNT_LINK, ACCOUNT_PATTERN, PAIRING_CODE
 from tcu.services.cose import sign1
@@ -415,6 +415,7 @@ class AccountStore:
             self._db.execute(
                 "UPDATE account_messages SET published_ms=?, signed=x'' WHERE n=?", (to_millis(now), number)
             )
+        checkpoint(self._db)
 
 
 def _link(row: tuple[Any, ...]) -> Link:

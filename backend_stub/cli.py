@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicle
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.call_centre import read_call_centre_cases
 from backend_stub.psap import read_psap_msds
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
@@ -102,6 +104,12 @@ def _provision_parser(commands: Any) -> None:
     psap = commands.add_parser("psap-msds", help="the MSDs the PSAP stub received, decoded")
     psap.add_argument("--config", type=Path, required=True)
     psap.add_argument("--json", action="store_true")
+    centre = commands.add_parser(
+        "call-centre-cases", help="the intelligent emergency calls' data (6AC) the call centre received, decoded"
+    )
+    centre.add_argument("--config", type=Path, required=True)
+    centre.add_argument("--vin", help="only this vehicle")
+    centre.add_argument("--json", action="store_true")
     for name, sub in actions.choices.items():
         sub.add_argument("vin")
         sub.add_argument("--config", type=Path, required=True)
@@ -362,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "psap-msds":
             _emit(read_psap_msds(config.database), args.json)
+            return 0
+        if args.command == "call-centre-cases":
+            with contextlib.closing(BackendStore(config.database)) as cases_store:
+                _emit([case.row() for case in read_call_centre_cases(cases_store, args.vin)], args.json)
             return 0
         store = BackendStore(config.database)
         try:

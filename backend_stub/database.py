@@ -3,6 +3,7 @@ running beside the backend: WAL, fsync on commit, and immediate transactions to 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from backend_stub.errors import DatabaseError
 from tcu.private_files import private_database
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -19,8 +22,25 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA busy_timeout=10000")  # another process (the CLI, the backend) may be writing
+    # Deleted content is overwritten, not left in free pages: retention and an owner change delete
+    # personal data, which must then be gone from the file too (backend_stub.retention).
+    db.execute("PRAGMA secure_delete=ON")
     db.executescript(schema)
     return db
+
+
+def checkpoint(db: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log into the database and empty it, so that page images written before a
+    deletion are gone from the -wal file too. False (logged) when a reader kept it from completing:
+    the next checkpoint completes it."""
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        _LOGGER.warning("WAL checkpoint failed: %s", exc)
+        return False
+    if busy:
+        _LOGGER.info("WAL checkpoint incomplete: another connection is reading; the next one completes it")
+    return not busy
 
 
 def migrate(db: sqlite3.Connection, *, table: str, column: str, script: str) -> None:

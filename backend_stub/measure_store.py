@@ -1,9 +1,16 @@
 """Remote measures in the backend's SQLite file: each measure, and the history of its attempts.
 
 A measure is `pending` until an attempt succeeds (`succeeded`), it is given up (`abandoned`: the
-vehicle refused it for a reason retrying cannot fix, or it ran out of attempts) or its deadline
-passes (`expired`). Attempts are `sent`, then `succeeded`, `rolled_back`, `not_started`,
-`rejected`, `already_applied` (the vehicle's words) or `lost` (no answer in time).
+vehicle refused it for a reason retrying cannot fix, or it ran out of attempts), its deadline
+passes (`expired`), or an attempt ran into the 10-minute cap (`needs_plan`: its plan misjudged the
+time, so sending it again unchanged would only impair the services again; a person re-plans it).
+Attempts are `sent`, then `succeeded`, `rolled_back`, `not_started`, `rejected`, `already_applied`
+(the vehicle's words) or `lost` (no answer in time).
+
+Each measure keeps its plan (the fault it fixes and its steps, tcu.services.measure_plan) as CBOR in
+`plan`; `changes` holds every change of the plan, for people reading the table. A row written before
+plans existed has no `plan`: it reads as one step per change of `step_s` each and no fault, which the
+plan rule refuses, so the scheduler abandons it with that reason instead of sending it.
 
 Like the provisioning store it has its own connection: `backend-stub measure send` writes while the
 backend runs, and the running scheduler polls `changes()`.
@@ -18,7 +25,8 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import open_database, transaction
+from backend_stub.database import migrate, open_database, transaction
+from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
 from tcu.uplink.records import from_millis, to_millis
 
 _SCHEMA = """
@@ -37,7 +45,8 @@ CREATE TABLE IF NOT EXISTS measures (
     attempts       INTEGER NOT NULL DEFAULT 0,
     next_ms        INTEGER NOT NULL,
     reason         TEXT,
-    waiting_for    TEXT             -- 'online' or 'allowed_state': retry at once when that comes
+    waiting_for    TEXT,            -- 'online' or 'allowed_state': retry at once when that comes
+    plan           BLOB             -- CBOR {fault, steps}; NULL in rows written before plans existed
 );
 CREATE INDEX IF NOT EXISTS measures_by_state ON measures (state, vin);
 CREATE TABLE IF NOT EXISTS measure_attempts (
@@ -56,6 +65,8 @@ INSERT OR IGNORE INTO measure_changes VALUES (1, 0);
 """
 
 PENDING, SUCCEEDED, ABANDONED, EXPIRED = "pending", "succeeded", "abandoned", "expired"
+NEEDS_PLAN = "needs_plan"
+LEGACY_STEP_S = 0.0  # what `step_s` holds for a planned measure: its steps carry their own durations
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,9 +75,9 @@ class Measure:
     vin: str
     category: str
     allowed_states: tuple[str, ...]
-    changes: dict[str, Any]
+    fault: Fault | None  # None only in a row written before plans existed
+    steps: tuple[MeasureStep, ...]
     impairs: tuple[str, ...]
-    step_s: float
     created: datetime
     deadline: datetime
     max_attempts: int
@@ -75,6 +86,10 @@ class Measure:
     next_attempt: datetime
     reason: str | None
     waiting_for: str | None = None
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        return {key: value for step in self.steps for key, value in step.changes.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,15 +104,34 @@ class Attempt:
     impaired_s: float | None
 
 
+def encode_plan(fault: Fault | None, steps: tuple[MeasureStep, ...]) -> bytes:
+    return cbor2.dumps(
+        {
+            "fault": None if fault is None else {"ref": fault.ref, "service": fault.service},
+            "steps": [{"changes": dict(step.changes), "expected_ms": step.expected_ms} for step in steps],
+        }
+    )
+
+
+def _plan(changes: bytes, step_s: float, plan: bytes | None) -> tuple[Fault | None, tuple[MeasureStep, ...]]:
+    if plan is None:  # written before plans existed
+        return None, one_step_per_change(cbor2.loads(changes), expected_ms=round(step_s * 1000))
+    data = cbor2.loads(plan)
+    fault = None if data["fault"] is None else Fault(ref=data["fault"]["ref"], service=data["fault"]["service"])
+    steps = tuple(MeasureStep(changes=s["changes"], expected_ms=s["expected_ms"]) for s in data["steps"])
+    return fault, steps
+
+
 def _measure(row: tuple[Any, ...]) -> Measure:
+    fault, steps = _plan(row[4], row[6], row[15])
     return Measure(
         measure_id=row[0],
         vin=row[1],
         category=row[2],
         allowed_states=tuple(row[3].split(",")),
-        changes=cbor2.loads(row[4]),
+        fault=fault,
+        steps=steps,
         impairs=tuple(filter(None, row[5].split(","))),
-        step_s=row[6],
         created=from_millis(row[7]),
         deadline=from_millis(row[8]),
         max_attempts=row[9],
@@ -126,6 +160,7 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
 class MeasureStore:
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
+        migrate(self._db, table="measures", column="plan", script="ALTER TABLE measures ADD COLUMN plan BLOB")
 
     def close(self) -> None:
         self._db.close()
@@ -141,7 +176,9 @@ class MeasureStore:
 
     def add(self, measure: Measure) -> None:
         self._write(
-            "INSERT INTO measures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO measures (measure_id, vin, category, allowed_states, changes, impairs, step_s, created_ms, "
+            "deadline_ms, max_attempts, state, attempts, next_ms, reason, waiting_for, plan) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 measure.measure_id,
                 measure.vin,
@@ -149,7 +186,7 @@ class MeasureStore:
                 ",".join(measure.allowed_states),
                 cbor2.dumps(measure.changes),
                 ",".join(measure.impairs),
-                measure.step_s,
+                LEGACY_STEP_S,
                 to_millis(measure.created),
                 to_millis(measure.deadline),
                 measure.max_attempts,
@@ -158,6 +195,7 @@ class MeasureStore:
                 to_millis(measure.next_attempt),
                 measure.reason,
                 measure.waiting_for,
+                encode_plan(measure.fault, measure.steps),
             ),
         )
 
@@ -178,6 +216,12 @@ class MeasureStore:
             for r in self._db.execute("SELECT * FROM measures WHERE state=? ORDER BY created_ms", (PENDING,))
         ]
 
+    def needing_plan(self) -> list[Measure]:
+        return [
+            _measure(r)
+            for r in self._db.execute("SELECT * FROM measures WHERE state=? ORDER BY created_ms", (NEEDS_PLAN,))
+        ]
+
     def set_state(self, measure_id: str, state: str, reason: str | None = None) -> None:
         self._write("UPDATE measures SET state=?, reason=? WHERE measure_id=?", (state, reason, measure_id))
 
@@ -187,6 +231,33 @@ class MeasureStore:
         self._write(
             "UPDATE measures SET next_ms=?, reason=?, waiting_for=? WHERE measure_id=?",
             (to_millis(at), reason, waiting_for, measure_id),
+        )
+
+    def replan(
+        self, measure_id: str, *, steps: tuple[MeasureStep, ...], max_attempts: int, at: datetime, reason: str
+    ) -> bool:
+        """Give a measure that needs a plan its new steps (or its old ones again) and make it pending;
+        False when it is not waiting for a plan."""
+        measure = self.get(measure_id)
+        if measure is None or measure.state != NEEDS_PLAN:
+            return False
+        changes = {key: value for step in steps for key, value in step.changes.items()}
+        return bool(
+            self._write(
+                "UPDATE measures SET plan=?, changes=?, step_s=?, max_attempts=?, state=?, next_ms=?, reason=?, "
+                "waiting_for=NULL WHERE measure_id=? AND state=?",
+                (
+                    encode_plan(measure.fault, steps),
+                    cbor2.dumps(changes),
+                    LEGACY_STEP_S,
+                    max_attempts,
+                    PENDING,
+                    to_millis(at),
+                    reason,
+                    measure_id,
+                    NEEDS_PLAN,
+                ),
+            )
         )
 
     def start_attempt(self, measure_id: str, attempt: int, at: datetime) -> None:

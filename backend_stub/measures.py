@@ -5,14 +5,23 @@
 - After a failed attempt the next one waits a capped, jittered backoff — or goes at once when the
   reason has gone away: the vehicle came back online (coverage lost, no coverage) or reported a
   vehicle state the measure may run in (it was driving, now it is parked).
+- Retries after technical interruptions (AGB 3.6: coverage, vehicle state, lock/unlock, eCall, a
+  restart, a full disk, a lost answer) go on as long as attempts and the deadline allow.
+- Not retried blindly after the 10-minute cap (AGB 3.4 d): an attempt rolled back with `time_cap`
+  (or refused by the vehicle as `over_cap`) shows that the plan misjudged the time; sending the same
+  plan again would impair the services again for nothing. The measure becomes `needs_plan` with the
+  reason, and waits for a person: `replan` gives it new steps (checked like a new measure) or, as a
+  deliberate decision, the same ones again.
 - Given up (`abandoned`) when the vehicle refuses it for a reason retrying cannot fix (signature,
-  forbidden or unknown key, a value of the wrong type, other vehicle, malformed) or after
-  `max_attempts`; `expired` when its deadline passes. An attempt with no answer within
-  `attempt_timeout_s` counts as `lost`.
-- Never signed when the vehicle would refuse it: `send` builds the order and runs the vehicle's own
-  rules on it (`MeasureOrder` validation and `check_changes`, imported from tcu, with the vehicle's
-  key table), and refuses with `MeasureRefusedError`; a stored measure that fails them (written by an
-  older backend) is abandoned, not sent.
+  a plan that breaks AGB 3.4 a to c, unknown key, a value of the wrong type, other vehicle,
+  malformed) or after `max_attempts`; `expired` when its deadline passes. An attempt with no answer
+  within `attempt_timeout_s` counts as `lost`.
+- Planned before any attempt, never signed when the vehicle would refuse it: `send` builds the order
+  and runs the vehicle's own rules on it (`MeasureOrder` validation and `check_plan`, imported from
+  tcu, with the vehicle's key table) and refuses with `MeasureRefusedError` naming the reason — more
+  than 10 minutes of declared steps, a vehicle function, personal settings, a key outside the
+  fault's service — before anything is stored or published; a stored measure that fails them
+  (written by an older backend) is abandoned, not sent.
 
 The vehicle's answers arrive as `measure_result` events through ingest (`on_record`); its online
 status through `on_status`. Orders go to `vehicles/{VIN}/down/measure`, QoS 1, not retained: a
@@ -25,18 +34,27 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from nacl.signing import SigningKey
 
 from backend_stub.errors import BackendError
-from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, Measure, MeasureStore
+from backend_stub.measure_store import (
+    ABANDONED,
+    EXPIRED,
+    NEEDS_PLAN,
+    PENDING,
+    SUCCEEDED,
+    Measure,
+    MeasureStore,
+)
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import RejectedMessageError
 from tcu.services.ecu_config import KeySpec, load_key_specs
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, check_changes, sign_order
+from tcu.services.measure_order import MeasureCategory, MeasureOrder, RejectedOrderError, check_plan, sign_order
+from tcu.services.measure_plan import Fault, MeasureStep, planned_ms, seconds_text
 from tcu.services.payload_fields import is_int, shown
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.uplink.topics import VehicleTopics
@@ -45,8 +63,21 @@ from tcu.vehicle.drive_cycle import VehicleMode
 _LOGGER = logging.getLogger(__name__)
 
 FINAL_REJECTIONS = frozenset(
-    {"bad_signature", "other_vehicle", "forbidden_key", "unknown_key", "bad_value", "malformed", "oversize"}
+    {
+        "bad_signature",
+        "other_vehicle",
+        "vehicle_function",
+        "personal_data",
+        "outside_fault",
+        "unknown_service",
+        "unknown_key",
+        "bad_value",
+        "malformed",
+        "oversize",
+    }
 )
+# A failure that says the plan misjudged the time (AGB 3.4 d): a person re-plans, no blind retry.
+CAP_FAILURES = frozenset({"time_cap", "over_cap"})
 MAX_REASON_CHARS = 1000  # a vehicle's reason is stored and shown; longer is cut
 MAX_IMPAIRED_S = 86_400.0  # an attempt is capped at 10 minutes; a longer impairment is not a real one
 # What a failed attempt waits for before the next one may go at once (else: the backoff).
@@ -87,15 +118,16 @@ class MeasureScheduler:
         *,
         vin: str,
         measure_id: str,
-        changes: Mapping[str, Any],
+        fault: Fault,
+        steps: tuple[MeasureStep, ...],
         allowed_states: tuple[VehicleMode, ...],
         category: MeasureCategory = MeasureCategory.FAULT_FIX,
         impairs: tuple[str, ...] = (),
         deadline: timedelta = timedelta(days=7),
         max_attempts: int = 10,
-        step_s: float = 1.0,
     ) -> Measure:
-        """Record a new measure; raises MeasureRefusedError when the vehicle would refuse its orders."""
+        """Judge the plan and record the new measure; raises MeasureRefusedError (nothing stored, nothing
+        published) when the vehicle would refuse its orders, with the reason."""
         now = self._clock.now()
         try:
             ends = now + deadline
@@ -106,9 +138,9 @@ class MeasureScheduler:
             vin=vin,
             category=category.value,
             allowed_states=tuple(s.value for s in allowed_states),
-            changes=dict(changes),
+            fault=fault,
+            steps=tuple(steps),
             impairs=impairs,
-            step_s=step_s,
             created=now,
             deadline=ends,
             max_attempts=max_attempts,
@@ -117,12 +149,55 @@ class MeasureScheduler:
             next_attempt=now,
             reason=None,
         )
-        try:
-            self._order(measure, 1, now)
-        except RejectedMessageError as exc:
-            raise MeasureRefusedError(f"the vehicle would refuse measure {measure_id}: {exc}") from exc
+        self._judge(measure, 1, now)
         self._store.add(measure)
+        _LOGGER.info(
+            "measure %s for %s planned: %d step(s), %s, fixing %s of %s",
+            measure_id,
+            vin,
+            len(measure.steps),
+            seconds_text(planned_ms(measure.steps)),
+            fault.ref,
+            fault.service,
+        )
         return measure
+
+    def replan(self, measure_id: str, *, steps: tuple[MeasureStep, ...] | None, max_attempts: int = 10) -> Measure:
+        """Give a measure that ran into the cap a new plan (`steps`), or its old one again (`steps=None`:
+        a person judged the overrun a one-off). The plan is judged as for `send`; raises
+        MeasureRefusedError when the measure waits for no plan or the plan fails."""
+        measure = self._store.get(measure_id)
+        if measure is None:
+            raise MeasureRefusedError(f"no measure {measure_id}")
+        if measure.state != NEEDS_PLAN:
+            raise MeasureRefusedError(
+                f"measure {measure_id} is {measure.state}: only a measure that needs a new plan is re-planned"
+            )
+        now = self._clock.now()
+        new_steps = measure.steps if steps is None else tuple(steps)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise MeasureRefusedError(f"measure {measure_id}: max_attempts must be a positive integer")
+        replanned = replace(measure, steps=new_steps)
+        self._judge(replanned, measure.attempts + 1, now)
+        how = "re-sent unchanged by decision" if steps is None else "re-planned"
+        reason = f"{how}: {len(new_steps)} step(s), {seconds_text(planned_ms(new_steps))} (was: {measure.reason})"
+        if not self._store.replan(
+            measure_id, steps=new_steps, max_attempts=measure.attempts + max_attempts, at=now, reason=reason[:1000]
+        ):
+            raise MeasureRefusedError(f"measure {measure_id} changed meanwhile; look at its status again")
+        _LOGGER.info("measure %s %s", measure_id, reason)
+        stored = self._store.get(measure_id)
+        if stored is None:
+            raise MeasureRefusedError(f"measure {measure_id} vanished while it was re-planned")
+        return stored
+
+    def _judge(self, measure: Measure, attempt: int, now: datetime) -> None:
+        try:
+            self._order(measure, attempt, now)
+        except RejectedMessageError as exc:
+            reason = f"the vehicle would refuse measure {measure.measure_id} ({exc.code}): {exc}"
+            _LOGGER.warning("measure refused before sending: %s", reason)
+            raise MeasureRefusedError(reason) from exc
 
     def _order(self, measure: Measure, attempt: int, now: datetime) -> MeasureOrder:
         """The order for one attempt, checked by the vehicle's rules; raises RejectedMessageError."""
@@ -131,19 +206,24 @@ class MeasureScheduler:
             states = frozenset(VehicleMode(s) for s in measure.allowed_states)
         except ValueError as exc:
             raise RejectedMessageError(f"malformed measure order: {exc}") from exc
+        if measure.fault is None:
+            raise RejectedOrderError(
+                "the measure names no fault (written before plans existed): AGB 3.4 c allows only changes "
+                "that fix a named fault; send it again as a new measure with --fault-ref and --fault-service"
+            )
         order = MeasureOrder(
             vin=measure.vin,
             measure_id=measure.measure_id,
             attempt=attempt,
             category=category,
+            fault=measure.fault,
             allowed_states=states,
-            changes=measure.changes,
+            steps=measure.steps,
             impairs=measure.impairs,
             issued=now,
             deadline=measure.deadline,
-            step_s=measure.step_s,
         )
-        check_changes(order, self._specs)
+        check_plan(order, self._specs)
         return order
 
     async def tick(self, publish: Publish) -> int:
@@ -151,6 +231,13 @@ class MeasureScheduler:
         now = self._clock.now()
         busy: set[str] = set()
         sent = 0
+        for measure in self._store.needing_plan():  # a measure waiting for a person still has its deadline
+            if now >= measure.deadline:
+                self._store.set_state(
+                    measure.measure_id,
+                    EXPIRED,
+                    f"deadline {measure.deadline.isoformat()} passed while it needed a new plan",
+                )
         for measure in self._store.pending():
             if now >= measure.deadline:
                 self._store.set_state(measure.measure_id, EXPIRED, f"deadline {measure.deadline.isoformat()} passed")
@@ -233,6 +320,16 @@ class MeasureScheduler:
             return  # a duplicate, or an answer to an attempt already counted lost
         if status in ("succeeded", "already_applied"):
             self._store.set_state(measure.measure_id, SUCCEEDED)
+        elif code in CAP_FAILURES and status in ("rolled_back", "rejected"):
+            planned = seconds_text(planned_ms(measure.steps))
+            why = (
+                f"attempt {attempt} ran into the 10-minute cap (AGB 3.4 d; vehicle: {code}: {reason}); the plan "
+                f"of {len(measure.steps)} step(s), {planned} declared, misjudged the time, so it is not sent "
+                f"again as it is: re-plan it (backend-stub measure replan {measure.measure_id} --step ...) "
+                "or re-send it unchanged on purpose (--same-plan)"
+            )
+            _LOGGER.warning("measure %s needs a new plan: %s", measure.measure_id, why)
+            self._store.set_state(measure.measure_id, NEEDS_PLAN, why)
         elif status == "rejected" and code in FINAL_REJECTIONS:
             self._store.set_state(measure.measure_id, ABANDONED, f"vehicle refused it ({code}): {reason}")
         elif status == "rejected" and code == "expired":

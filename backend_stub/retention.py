@@ -138,6 +138,8 @@ class RetentionJob:
             records_scrubbed=self._store.scrub_records(self._personal.scrub, now, vin=vin, before=before),
             last_values_deleted=self._store.delete_last_values(self._personal.is_personal, vin=vin, before=before),
         )
+        if report.records_scrubbed or report.last_values_deleted:
+            self._store.checkpoint()  # the old page images in the -wal file hold the deleted values
         _LOGGER.info("owner change of %s: previous owner's personal data removed: %s", vin, report)
         return report
 
@@ -154,6 +156,8 @@ class RetentionJob:
             deleted += late.last_values_deleted
         links = self._accounts.delete_ended_links(lambda ended: one_year_after(ended) <= now)
         report = RetentionReport(records_scrubbed=scrubbed, last_values_deleted=deleted, links_deleted=links)
+        if scrubbed or deleted or links:
+            self._store.checkpoint()  # the old page images in the -wal file hold the deleted values
         _LOGGER.info("retention pass: %s", report)
         return report
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import migrate, open_database, savepoint, transaction
+from backend_stub.database import checkpoint, migrate, open_database, savepoint, transaction
 from backend_stub.errors import UnstorableError
 from tcu.uplink.envelope import MAX_KIND_CHARS, seq_ranges
 from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind, from_millis, to_millis
@@ -468,6 +468,10 @@ class BackendStore:
                     self._db.execute("DELETE FROM last_values WHERE vin=? AND path=?", (row_vin, path))
                     deleted += 1
         return deleted
+
+    def checkpoint(self) -> bool:
+        """Empty the write-ahead log after deleting (database.checkpoint)."""
+        return checkpoint(self._db)
 
     def scrubbed(self, vin: str) -> int:
         """How many of the vehicle's records have been through scrubbing."""

@@ -38,6 +38,7 @@ from hil.netem import NetworkEmulator
 from hil.scenario import Scenario, Step
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
+from tcu.services.measure_plan import Fault, one_step_per_change
 from tcu.status import read_status
 from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
 
@@ -456,13 +457,15 @@ async def _measure(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     scheduler = bench.backend.measures
     if scheduler is None:
         raise ConfigError("the backend has no signing key: it cannot sign measure orders")
+    fault = dict(step.args.get("fault", {}))
+    step_ms = round(float(step.args.get("step_s", 1.0)) * 1000 / runner.scenario.time_scale)
     scheduler.send(
         vin=runner.scenario.vin,
         measure_id=str(step.args["id"]),
-        changes=dict(step.args["changes"]),
+        fault=Fault(ref=str(fault.get("ref", "")), service=str(fault.get("service", ""))),
+        steps=one_step_per_change(dict(step.args["changes"]), expected_ms=step_ms),
         allowed_states=tuple(VehicleMode(s) for s in step.args.get("states", ["parked"])),
         impairs=tuple(step.args.get("impairs", ())),
-        step_s=float(step.args.get("step_s", 1.0)) / runner.scenario.time_scale,
         max_attempts=int(step.args.get("max_attempts", 10)),
     )
 

@@ -58,7 +58,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "cancel": frozenset({"service"}),
     "suspend": frozenset(),
     "resume": frozenset(),
-    "measure": frozenset({"id", "changes", "states", "impairs", "step_s", "max_attempts"}),
+    "measure": frozenset({"id", "fault", "changes", "states", "impairs", "step_s", "max_attempts"}),
     "agent_kill": frozenset({"restart_after_s"}),  # SIGKILL the agent, start it again
     "serial_garbage": frozenset({"device", "count"}),
     "unplug": frozenset({"device", "for_s"}),

@@ -1,7 +1,10 @@
 """One attempt of a remote measure, sans-I/O: preconditions, the per-attempt cap, interruptions.
 
-An attempt may run at most ten minutes (other services may be impaired no longer than that per
-attempt): at 9:59 it still runs, at 10:00 it is aborted and rolled back.
+An attempt may run at most ten minutes: AGB 3.4 d) forbids impairing other services for *more* than
+10 minutes per attempt, so an attempt whose last step lands at exactly 10:00 is within the cap, and
+one that would run even a millisecond longer is aborted and rolled back. Elapsed time is measured in
+whole milliseconds, the resolution in which a plan declares its steps, so that float noise in the
+clock never decides the boundary.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tcu.services.measure_order import MeasureOrder
+from tcu.services.measure_plan import ATTEMPT_CAP_MS, MeasureStep
 from tcu.vehicle.drive_cycle import VehicleMode
 
-ATTEMPT_CAP_S = 600.0
+ATTEMPT_CAP_S = ATTEMPT_CAP_MS / 1000
 
 
 class Interruption(StrEnum):
@@ -31,7 +35,7 @@ _DESCRIPTIONS = {
     Interruption.LOCK_CHANGED: "the customer locked or unlocked the vehicle",
     Interruption.VEHICLE_STATE: "the vehicle left the states this measure may run in",
     Interruption.ECALL: "an eCall started",
-    Interruption.TIME_CAP: "the attempt reached its 10-minute cap",
+    Interruption.TIME_CAP: "the attempt would have run past its 10-minute cap",
     Interruption.AGENT_RESTART: "the agent restarted during the attempt",
     Interruption.VERIFICATION_FAILED: "the result did not verify (configuration or personal settings differ)",
     Interruption.STORAGE: "the vehicle could not store a change or its record (disk full or failing)",
@@ -63,18 +67,24 @@ class MeasureAttempt:
     order: MeasureOrder
     started: float  # monotonic seconds
     cap_s: float = ATTEMPT_CAP_S
-    applied: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # keys, in the order they were set
+    steps_done: int = 0
     interruption: Interruption | None = None
 
+    def elapsed_ms(self, now: float) -> int:
+        return round((now - self.started) * 1000)
+
     def remaining(self, now: float) -> float:
-        return self.cap_s - (now - self.started)
+        """Seconds left until the cap; 0 at the cap, negative past it."""
+        return (round(self.cap_s * 1000) - self.elapsed_ms(now)) / 1000
 
     def over_cap(self, now: float) -> bool:
-        return now - self.started >= self.cap_s
+        """More than the cap has passed: exactly 10:00 is still within it."""
+        return self.elapsed_ms(now) > round(self.cap_s * 1000)
 
     def interrupt(self, reason: Interruption) -> None:
         if self.interruption is None:  # the first cause is the one reported
             self.interruption = reason
 
-    def pending_changes(self) -> list[str]:
-        return [key for key in self.order.changes if key not in self.applied]
+    def pending_steps(self) -> tuple[MeasureStep, ...]:
+        return self.order.steps[self.steps_done :]

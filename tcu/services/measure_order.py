@@ -1,21 +1,23 @@
 """Remote-measure orders: signed by the backend like provisioning files (COSE_Sign1, Ed25519).
 
-Payload, a CBOR map:
+Payload, a CBOR map with exactly these fields:
 
     {"type": "measure", "vin": str, "measure_id": str, "attempt": uint >= 1,
      "category": "fault_fix" | "compliance" | "security",
+     "fault": {"ref": str, "service": str},                  # what it fixes, and the service affected
      "allowed_states": ["parked", "living", "driving"],      # vehicle states it may run in
-     "changes": {key: value, ...},                           # ECU configuration keys
+     "steps": [{"changes": {key: value, ...}, "expected_ms": uint}, ...],   # the plan, in order
      "impairs": ["6AP", ...],                                # services unavailable while it runs
-     "issued": ms, "deadline": ms, "step_s": float}          # step_s: simulated time per change
+     "issued": ms, "deadline": ms}
 
 The vehicle refuses an order that is forged, for another VIN, past its deadline, a replay (an
-attempt number not above the last one seen for that measure), or that would change a key outside
-the `normal` class (operating safety, eCall, personal settings), an unknown key, or give a key a
-value of another type than its default. The rules live here once: `MeasureOrder` validates its
+attempt number not above the last one seen for that measure), or whose plan fails AGB 3.4 a) to d)
+(tcu.services.measure_plan: vehicle functions, personal settings, keys outside the fault's service,
+more than 10 minutes of declared steps). The rules live here once: `MeasureOrder` validates its
 fields when built (the vehicle builds it from the payload, the backend before it signs) and
-`check_changes` holds the key rule; the backend imports both, so it never signs an order the
-vehicle would refuse. Bounds are those of tcu.services.payload_fields.
+`check_plan` applies the plan rule; the backend imports both, so it never signs an order the vehicle
+would refuse. Bounds are those of tcu.services.payload_fields; a field this vehicle does not know is
+refused rather than ignored (it could change what the order means).
 
 A refusal of an order whose signature verified is a `RejectedOrderError` carrying the order's
 `measure_id` and `attempt` whenever they could be read, so the backend can match the answer.
@@ -24,10 +26,11 @@ A refusal of an order whose signature verified is a `RejectedOrderError` carryin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import cbor2
 from nacl.signing import SigningKey, VerifyKey
@@ -35,14 +38,41 @@ from nacl.signing import SigningKey, VerifyKey
 from tcu.errors import RejectedMessageError
 from tcu.services import payload_fields as fields
 from tcu.services.cose import decode, sign1, verify1
-from tcu.services.ecu_config import ConfigValue, KeyClass, KeySpec
+from tcu.services.ecu_config import ConfigValue, KeySpec
+from tcu.services.measure_plan import (
+    ATTEMPT_CAP_MS,
+    MAX_FAULT_REF_CHARS,
+    MAX_IMPAIRS,
+    MAX_NAME_CHARS,
+    MAX_STEPS,
+    Fault,
+    MeasureStep,
+    plan_problem,
+)
 from tcu.uplink.records import to_millis
 from tcu.vehicle.drive_cycle import VehicleMode
 
+Malformed = Callable[[str], RejectedMessageError]
 MAX_ORDER_BYTES = 16 * 1024
 MAX_MEASURE_ID_CHARS = 128  # ids are names a person types; a longer one is a mistake or an attack
 MAX_TEXT_VALUE_CHARS = 1024  # the longest text an ECU configuration value may have
-MAX_STEP_S = 600.0  # one change may not take longer than the whole 10-minute attempt
+ORDER_FIELDS = frozenset(
+    {
+        "type",
+        "vin",
+        "measure_id",
+        "attempt",
+        "category",
+        "fault",
+        "allowed_states",
+        "steps",
+        "impairs",
+        "issued",
+        "deadline",
+    }
+)
+STEP_FIELDS = frozenset({"changes", "expected_ms"})
+FAULT_FIELDS = frozenset({"ref", "service"})
 
 
 class RejectedOrderError(RejectedMessageError):
@@ -90,12 +120,17 @@ class MeasureOrder:
     measure_id: str
     attempt: int
     category: MeasureCategory
+    fault: Fault
     allowed_states: frozenset[VehicleMode]
-    changes: Mapping[str, ConfigValue]
+    steps: tuple[MeasureStep, ...]
     impairs: tuple[str, ...]
     issued: datetime
     deadline: datetime
-    step_s: float = 1.0
+
+    @property
+    def changes(self) -> dict[str, ConfigValue]:
+        """Every change of every step (a key appears in one step only)."""
+        return {key: value for step in self.steps for key, value in step.changes.items()}
 
     def __post_init__(self) -> None:
         """Raises RejectedOrderError("malformed ..."): the same rule refuses a payload and an order to sign."""
@@ -119,22 +154,58 @@ class MeasureOrder:
             raise malformed(f"unknown category {fields.shown(self.category)}")
         if not self.allowed_states or not all(isinstance(s, VehicleMode) for s in self.allowed_states):
             raise malformed("allowed_states must name at least one of parked, living, driving")
-        if not isinstance(self.changes, Mapping) or not self.changes:
-            raise malformed("changes must be a non-empty map of key → value")
-        for key, value in self.changes.items():
-            if not isinstance(key, str):
-                raise malformed(f"a change key is {fields.shown(key)}, not a text string")
-            problem = value_problem(value)
-            if problem is not None:
-                raise malformed(f"the value for {fields.shown(key)} is {problem}")
-        if not all(isinstance(s, str) for s in self.impairs):
-            raise malformed("impairs must be an array of service codes (text strings)")
+        _check_fault(self.fault, malformed)
+        _check_steps(self.steps, malformed)
+        if (
+            not isinstance(self.impairs, tuple)
+            or len(self.impairs) > MAX_IMPAIRS
+            or not all(_valid_name(s) for s in self.impairs)
+        ):
+            raise malformed(
+                f"impairs must be an array of service codes: at most {MAX_IMPAIRS} text strings "
+                f"of 1 to {MAX_NAME_CHARS} characters"
+            )
         for name in ("issued", "deadline"):
             if not fields.in_time_range(getattr(self, name)):
                 raise malformed(f"{name} must lie between 1970-01-01 and 9999-12-31 UTC")
-        step = self.step_s
-        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step <= MAX_STEP_S:
-            raise malformed(f"step_s must be a number in 0..{MAX_STEP_S:g}, got {fields.shown(step)}")
+
+
+def _valid_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS
+
+
+def _check_fault(fault: object, malformed: Callable[[str], RejectedOrderError]) -> None:
+    if not isinstance(fault, Fault):
+        raise malformed("fault must name the fault the measure fixes: {ref, service}")
+    if not isinstance(fault.ref, str) or not 0 < len(fault.ref) <= MAX_FAULT_REF_CHARS:
+        raise malformed(f"fault.ref must be 1 to {MAX_FAULT_REF_CHARS} characters, got {fields.shown(fault.ref)}")
+    if not _valid_name(fault.service):
+        raise malformed(f"fault.service must be 1 to {MAX_NAME_CHARS} characters, got {fields.shown(fault.service)}")
+
+
+def _check_steps(steps: object, malformed: Callable[[str], RejectedOrderError]) -> None:
+    if not isinstance(steps, tuple) or not 0 < len(steps) <= MAX_STEPS:
+        raise malformed(f"steps must be 1 to {MAX_STEPS} steps")
+    seen: set[str] = set()
+    for number, step in enumerate(steps, start=1):
+        if not isinstance(step, MeasureStep):
+            raise malformed(f"step {number} is not a step")
+        expected = step.expected_ms
+        if not fields.is_int(expected) or not 0 <= expected <= ATTEMPT_CAP_MS:
+            raise malformed(
+                f"step {number}: expected_ms must be an integer in 0..{ATTEMPT_CAP_MS}, got {fields.shown(expected)}"
+            )
+        if not isinstance(step.changes, Mapping) or not step.changes:
+            raise malformed(f"step {number}: changes must be a non-empty map of key → value")
+        for key, value in step.changes.items():
+            if not isinstance(key, str):
+                raise malformed(f"step {number}: a change key is {fields.shown(key)}, not a text string")
+            if key in seen:
+                raise malformed(f"step {number}: key {fields.shown(key)} is changed by an earlier step already")
+            seen.add(key)
+            problem = value_problem(value)
+            if problem is not None:
+                raise malformed(f"step {number}: the value for {fields.shown(key)} is {problem}")
 
 
 def encode_order(order: MeasureOrder) -> bytes:
@@ -145,12 +216,12 @@ def encode_order(order: MeasureOrder) -> bytes:
             "measure_id": order.measure_id,
             "attempt": order.attempt,
             "category": order.category.value,
+            "fault": {"ref": order.fault.ref, "service": order.fault.service},
             "allowed_states": sorted(s.value for s in order.allowed_states),
-            "changes": dict(order.changes),
+            "steps": [{"changes": dict(step.changes), "expected_ms": step.expected_ms} for step in order.steps],
             "impairs": list(order.impairs),
             "issued": to_millis(order.issued),
             "deadline": to_millis(order.deadline),
-            "step_s": order.step_s,
         }
     )
 
@@ -173,14 +244,16 @@ def parse_order(payload: bytes) -> MeasureOrder:
     def malformed(detail: str) -> RejectedOrderError:
         return RejectedOrderError(f"malformed measure order: {detail}", **ids)  # type: ignore[arg-type]
 
+    unknown = [k for k in data if k not in ORDER_FIELDS]
+    if unknown:
+        raise malformed(
+            f"unknown field {fields.shown(unknown[0])} (this vehicle reads {', '.join(sorted(ORDER_FIELDS))})"
+        )
     category_text = fields.text(data, "category", malformed)
     states = data.get("allowed_states")
-    changes = data.get("changes")
     impairs = data.get("impairs")
     if not isinstance(states, list | tuple):
         raise malformed(f"allowed_states must be an array, got {fields.shown(states)}")
-    if not isinstance(changes, Mapping):
-        raise malformed(f"changes must be a map, got {fields.shown(changes)}")
     if not isinstance(impairs, list | tuple):
         raise malformed(f"impairs must be an array, got {fields.shown(impairs)}")
     try:
@@ -193,39 +266,57 @@ def parse_order(payload: bytes) -> MeasureOrder:
         measure_id=fields.text(data, "measure_id", malformed),
         attempt=fields.integer(data, "attempt", malformed, low=1),
         category=category,
+        fault=_parse_fault(data.get("fault"), malformed),
         allowed_states=allowed,
-        changes=dict(changes),
+        steps=_parse_steps(data.get("steps"), malformed),
         impairs=tuple(impairs),
         issued=fields.moment(data, "issued", malformed),
         deadline=fields.moment(data, "deadline", malformed),
-        step_s=fields.number(data, "step_s", malformed, low=0, high=MAX_STEP_S),
     )
 
 
-def check_changes(order: MeasureOrder, specs: Mapping[str, KeySpec]) -> None:
-    """The key rule, on the vehicle and at the backend before signing: only known keys of class
-    `normal`, each given a value of its default's type. Raises RejectedOrderError
-    (unknown_key, forbidden_key, bad_value)."""
-    for key, value in order.changes.items():
+def _exact_map(value: object, names: frozenset[str], what: str, malformed: Malformed) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise malformed(f"{what} must be a map of {', '.join(sorted(names))}, got {fields.shown(value)}")
+    if set(value) != names:
+        odd = sorted(fields.shown(k) for k in set(value) ^ names)
+        raise malformed(
+            f"{what} must have exactly the fields {', '.join(sorted(names))} (differs in {', '.join(odd[:3])})"
+        )
+    return value
 
-        def refuse(detail: str, code: str) -> RejectedOrderError:
-            return RejectedOrderError(
-                f"measure {order.measure_id}: {detail}", code=code, measure_id=order.measure_id, attempt=order.attempt
-            )
 
-        spec = specs.get(key)
-        if spec is None:
-            raise refuse(f"unknown configuration key {fields.shown(key)}", "unknown_key")
-        if spec.key_class is not KeyClass.NORMAL:
-            raise refuse(
-                f"would change {spec.key_class.value} key {key!r}: "
-                "remote measures may not touch operating safety or personal settings",
-                "forbidden_key",
-            )
-        if type(value) is not type(spec.default):
-            raise refuse(
-                f"key {key!r} takes a {type(spec.default).__name__} value, not {fields.shown(value)}", "bad_value"
-            )
+def _parse_fault(value: object, malformed: Malformed) -> Fault:
+    data = _exact_map(value, FAULT_FIELDS, "fault", malformed)
+    return Fault(ref=fields.text(data, "ref", malformed), service=fields.text(data, "service", malformed))
+
+
+def _parse_steps(value: object, malformed: Malformed) -> tuple[MeasureStep, ...]:
+    if not isinstance(value, list | tuple) or not 0 < len(value) <= MAX_STEPS:
+        raise malformed(f"steps must be an array of 1 to {MAX_STEPS} steps, got {fields.shown(value)}")
+    steps = []
+    for number, item in enumerate(value, start=1):
+        data = _exact_map(item, STEP_FIELDS, f"step {number}", malformed)
+        changes = data["changes"]
+        if not isinstance(changes, Mapping):
+            raise malformed(f"step {number}: changes must be a map, got {fields.shown(changes)}")
+        expected = fields.integer(data, "expected_ms", malformed, low=0, high=ATTEMPT_CAP_MS)
+        steps.append(MeasureStep(changes=dict(changes), expected_ms=expected))
+    return tuple(steps)
+
+
+def check_plan(order: MeasureOrder, specs: Mapping[str, KeySpec]) -> None:
+    """AGB 3.4 a) to d) on the order's plan (tcu.services.measure_plan), on the vehicle and at the backend
+    before signing. Raises RejectedOrderError with the problem's code (vehicle_function, personal_data,
+    outside_fault, unknown_service, unknown_key, bad_value, over_cap) and reason."""
+    problem = plan_problem(fault=order.fault, steps=order.steps, impairs=order.impairs, specs=specs)
+    if problem is not None:
+        raise RejectedOrderError(
+            f"measure {order.measure_id}: {problem.reason}",
+            code=problem.code,
+            measure_id=order.measure_id,
+            attempt=order.attempt,
+        )
 
 
 def verify_order(
@@ -245,7 +336,7 @@ def verify_order(
             measure_id=order.measure_id,
             attempt=order.attempt,
         )
-    check_changes(order, specs)
+    check_plan(order, specs)
     return order
 
 

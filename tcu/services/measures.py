@@ -1,10 +1,12 @@
 """The remote-measure engine: runs signed measure orders one at a time, rolls back on interruption.
 
-For each order: verify (tcu.services.measure_order), check the preconditions, journal a snapshot of
-the ECU configuration and the personal settings, apply the changes one step at a time while watching
-for interruptions — lock/unlock, the vehicle leaving an allowed state, coverage loss, an eCall, the
-10-minute cap — then either verify and report success, or restore the snapshot exactly and report
-the precise reason. The backend decides about retries; an order is idempotent by measure id.
+For each order: verify (tcu.services.measure_order: signature, VIN, deadline, and the plan rule of
+AGB 3.4 a to d in tcu.services.measure_plan, the same the backend applied before signing), check the
+preconditions, journal a snapshot of the ECU configuration and the personal settings, run the plan's
+steps one at a time, each taking its declared time, while watching for interruptions — lock/unlock,
+the vehicle leaving an allowed state, coverage loss, an eCall, the 10-minute cap — then either verify
+and report success, or restore the snapshot exactly and report the precise reason. The backend
+decides about retries; an order is idempotent by measure id.
 """
 
 from __future__ import annotations
@@ -282,23 +284,30 @@ class MeasureEngine:
             await asyncio.gather(sleeping, interrupted, return_exceptions=True)
 
     async def _apply_steps(self, attempt: MeasureAttempt) -> None:
-        for key in attempt.pending_changes():
-            remaining = attempt.remaining(self._clock.monotonic())
-            if remaining > 0:
-                await self._pause(min(attempt.order.step_s, remaining))
+        """Each step takes its declared time, then its changes are set; the cap is checked at every step."""
+        for step in attempt.pending_steps():
+            duration = step.expected_ms / 1000
+            if duration > attempt.remaining(self._clock.monotonic()):
+                # Earlier steps overran: this one cannot end within the cap, so do not start it.
+                attempt.interrupt(Interruption.TIME_CAP)
+                return
+            if duration > 0:
+                await self._pause(duration)
             if attempt.interruption is None and not self._coverage():
                 attempt.interrupt(Interruption.COVERAGE_LOST)
             if attempt.interruption is None and attempt.over_cap(self._clock.monotonic()):
-                attempt.interrupt(Interruption.TIME_CAP)
+                attempt.interrupt(Interruption.TIME_CAP)  # the step took longer than declared
             if attempt.interruption is not None:
                 return
-            try:
-                self._ecu.set(key, attempt.order.changes[key])
-            except StorageError as exc:
-                _LOGGER.error("measure %s: cannot store %s: %s", attempt.order.measure_id, key, exc)
-                attempt.interrupt(Interruption.STORAGE)
-                return
-            attempt.applied.append(key)
+            for key, value in step.changes.items():
+                try:
+                    self._ecu.set(key, value)
+                except StorageError as exc:
+                    _LOGGER.error("measure %s: cannot store %s: %s", attempt.order.measure_id, key, exc)
+                    attempt.interrupt(Interruption.STORAGE)
+                    return
+                attempt.applied.append(key)
+            attempt.steps_done += 1
 
     def _verified(self, order: MeasureOrder, personal_before: bytes) -> bool:
         values = self._ecu.values

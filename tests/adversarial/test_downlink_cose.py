@@ -20,6 +20,7 @@ from tcu.services.catalogue import Catalogue
 from tcu.services.cose import COSE_SIGN1_TAG, sign1
 from tcu.services.manager import ServiceManager
 from tcu.services.measure_order import MeasureCategory, MeasureOrder, encode_order
+from tcu.services.measure_plan import Fault, MeasureStep
 from tcu.services.provisioning import ProvisioningFile, encode_payload
 from tcu.services.terms import Booking, Term
 from tcu.uplink.records import Record, to_millis
@@ -192,8 +193,9 @@ def _order(**changes: Any) -> bytes:
         measure_id="M-9",
         attempt=2,
         category=MeasureCategory.FAULT_FIX,
+        fault=Fault(ref="TICKET-9", service="gateway"),
         allowed_states=frozenset({VehicleMode.PARKED}),
-        changes={"gateway.firewall_rules": "v13"},
+        steps=(MeasureStep(changes={"gateway.firewall_rules": "v13"}, expected_ms=1000),),
         impairs=(),
         issued=NOW,
         deadline=NOW + timedelta(days=1),
@@ -201,6 +203,14 @@ def _order(**changes: Any) -> bytes:
     payload: dict[str, Any] = cbor2.loads(encode_order(order))
     payload.update(changes)
     return sign1(cbor2.dumps(payload), KEY)
+
+
+def _step(*, n: int = 1, **fields: Any) -> dict[str, Any]:
+    """Payload changes: `n` steps, each of one gateway change taking 1 ms unless `fields` say otherwise."""
+    keys = ("gateway.firewall_rules", "gateway.ids_signatures")
+    base = [{"changes": {keys[i % 2] + ("" if i < 2 else f".{i}"): "x"}, "expected_ms": 1} for i in range(n)]
+    base[0] = {"changes": {"gateway.firewall_rules": "v13"}, "expected_ms": 1, **fields}
+    return {"steps": base}
 
 
 # Correctly signed orders with absurd values: (payload changes, (measure_id, attempt) the answer names,
@@ -215,13 +225,26 @@ ABSURD_ORDERS = {
     "attempt 2.0": ({"attempt": 2.0}, ("M-9", None), "'attempt' must be an integer, got 2.0"),
     "measure_id bignum": ({"measure_id": BIGNUM}, ("?", 2), "'measure_id' must be a text string"),
     "measure_id huge": ({"measure_id": "M" * 5000}, ("?", 2), "measure_id must be 1 to 128 characters"),
-    "step_s bignum": ({"step_s": BIGNUM}, ("M-9", 2), "'step_s' must lie in 0..600"),
-    "step_s nan": ({"step_s": float("nan")}, ("M-9", 2), "'step_s' must be finite"),
-    "step_s true": ({"step_s": True}, ("M-9", 2), "'step_s' must be a number, got True"),
+    "expected_ms bignum": (
+        _step(expected_ms=BIGNUM),
+        ("M-9", 2),
+        "'expected_ms' must lie in 0..600000, got an integer of",
+    ),
+    "expected_ms 2^64": (_step(expected_ms=2**64), ("M-9", 2), "'expected_ms' must lie in 0..600000"),
+    "expected_ms nan": (_step(expected_ms=float("nan")), ("M-9", 2), "'expected_ms' must be an integer, got nan"),
+    "expected_ms true": (_step(expected_ms=True), ("M-9", 2), "'expected_ms' must be an integer, got True"),
+    "expected_ms 600.0": (_step(expected_ms=600.0), ("M-9", 2), "'expected_ms' must be an integer, got 600.0"),
+    "expected_ms negative": (_step(expected_ms=-1), ("M-9", 2), "'expected_ms' must lie in 0..600000, got -1"),
+    "over the cap": (_step(expected_ms=600_000, n=2), ("M-9", 2), "600.001 s in all, more than the 600 s"),
+    "65 steps": (_step(n=65), ("M-9", 2), "steps must be an array of 1 to 64 steps"),
+    "a step's unknown field": (_step(extra=1), ("M-9", 2), "step 1 must have exactly the fields changes, expected_ms"),
+    "unknown field": ({"changes": {"gateway.firewall_rules": "v13"}}, ("M-9", 2), "unknown field 'changes'"),
+    "fault missing": ({"fault": None}, ("M-9", 2), "fault must be a map of ref, service, got None"),
+    "fault bignum": ({"fault": {"ref": BIGNUM, "service": "gateway"}}, ("M-9", 2), "'ref' must be a text string"),
     "impairs bignum": ({"impairs": [BIGNUM]}, ("M-9", 2), "impairs must be an array of service codes"),
-    "value bignum": ({"changes": {"gateway.firewall_rules": BIGNUM}}, ("M-9", 2), "an integer outside 64 bits"),
-    "value nan": ({"changes": {"telematics.upload_interval_s": float("nan")}}, ("M-9", 2), "not a finite number"),
-    "value of another type": ({"changes": {"telematics.upload_interval_s": True}}, ("M-9", 2), "takes a int value"),
+    "value bignum": (_step(changes={"gateway.firewall_rules": BIGNUM}), ("M-9", 2), "an integer outside 64 bits"),
+    "value nan": (_step(changes={"gateway.firewall_rules": float("nan")}), ("M-9", 2), "not a finite number"),
+    "value of another type": (_step(changes={"gateway.firewall_rules": True}), ("M-9", 2), "takes a str value"),
     "states bignum": ({"allowed_states": [BIGNUM]}, ("M-9", 2), "unknown category or vehicle state"),
 }
 

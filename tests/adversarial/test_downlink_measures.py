@@ -21,6 +21,7 @@ from backend_stub.measures import MeasureRefusedError, MeasureScheduler
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.services.ecu_config import EcuConfiguration, load_key_specs
+from tcu.services.measure_plan import Fault, one_step_per_change
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.vehicle.drive_cycle import VehicleMode
 from tests.conftest import VIN
@@ -71,10 +72,13 @@ class Link:
         self.sent: list[tuple[str, int]] = []
 
     def send(self, measure_id: str = "M1", **changes: object) -> None:
+        changes = changes or {"gateway.firewall_rules": "v13"}
+        service = load_key_specs()[next(iter(changes))].owner or ""  # the fault of the first key's service
         self.scheduler.send(
             vin=VIN,
             measure_id=measure_id,
-            changes=changes or {"gateway.firewall_rules": "v13"},
+            fault=Fault(ref=f"TICKET-{measure_id}", service=service),
+            steps=one_step_per_change(changes, expected_ms=1000),  # type: ignore[arg-type]
             allowed_states=(VehicleMode.PARKED,),
         )
 
@@ -188,7 +192,7 @@ async def test_an_order_arriving_on_a_full_disk_is_refused_and_the_backends_retr
 async def test_a_disk_that_fills_during_an_attempt_rolls_it_back_and_the_next_boot_restores_the_files(
     link: Link, disk: Disk
 ) -> None:
-    link.send(**{"gateway.firewall_rules": "v13", "telematics.apn": "internet.fixed"})
+    link.send(**{"gateway.firewall_rules": "v13", "gateway.ids_signatures": "2026-01"})
 
     def fill(step: int) -> None:
         disk.full = step == 2  # the first change is stored, the second cannot be
@@ -210,7 +214,7 @@ async def test_a_disk_that_fills_during_an_attempt_rolls_it_back_and_the_next_bo
 
 
 async def test_the_backend_refuses_to_sign_what_the_vehicle_would_refuse(link: Link) -> None:
-    with pytest.raises(MeasureRefusedError, match=r"would change safety key 'ecall\.enabled'"):
-        link.send("M1", **{"ecall.enabled": False})
+    with pytest.raises(MeasureRefusedError, match=r"key 'ecall\.enabled' belongs to the vehicle function 'ecall'"):
+        link.send("M1", **{"gateway.firewall_rules": "v13", "ecall.enabled": False})
     assert link.store.get("M1") is None
     assert await link.tick() == []

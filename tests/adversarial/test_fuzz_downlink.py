@@ -25,6 +25,7 @@ from tcu.services.ecu_config import EcuConfiguration, load_key_specs
 from tcu.services.manager import ServiceManager
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measure_order import MeasureCategory, MeasureOrder, encode_order, verify_order
+from tcu.services.measure_plan import Fault, MeasureStep
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
 from tcu.services.provisioning import ProvisioningFile, encode_payload, sign_file, verify_file
@@ -100,8 +101,9 @@ def _valid_order() -> dict[str, Any]:
         measure_id="M-1",
         attempt=1,
         category=MeasureCategory.FAULT_FIX,
+        fault=Fault(ref="TICKET-1", service="gateway"),
         allowed_states=frozenset({VehicleMode.PARKED}),
-        changes={"gateway.firewall_rules": "v13"},
+        steps=(MeasureStep(changes={"gateway.firewall_rules": "v13"}, expected_ms=1000),),
         impairs=("6AP",),
         issued=NOW,
         deadline=NOW + timedelta(days=1),

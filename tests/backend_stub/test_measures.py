@@ -1,4 +1,5 @@
-"""The backend's measure scheduler: retries, retry-at-once, one attempt per vehicle, give-up rules."""
+"""The backend's measure scheduler: planning before an attempt, retries, retry-at-once, one attempt per
+vehicle, give-up rules, no blind retry after the 10-minute cap."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.services.ecu_config import KeyClass, load_key_specs
 from tcu.services.measure_order import MeasureOrder, verify_order
+from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.vehicle.drive_cycle import VehicleMode
 from tests.conftest import OTHER_VIN, VIN
 
 KEY = SigningKey(bytes(range(32)))
+FAULT = Fault(ref="TICKET-1 firewall blocks the traffic service", service="gateway")
+PLAN = one_step_per_change({"gateway.firewall_rules": "v13"}, expected_ms=1000)
 
 
 class World:
@@ -75,9 +79,7 @@ class World:
         self.scheduler.send(
             vin=vin,
             measure_id=measure_id,
-            changes={"gateway.firewall_rules": "v13"},
-            allowed_states=(VehicleMode.PARKED,),
-            **kwargs,
+            **{"fault": FAULT, "steps": PLAN, "allowed_states": (VehicleMode.PARKED,), **kwargs},
         )
 
     def state(self, measure_id: str = "M1") -> str:
@@ -143,7 +145,10 @@ async def test_never_two_attempts_at_once_on_one_vehicle(world: World) -> None:
     assert await world.tick() == [("M2", 1)]
 
 
-@pytest.mark.parametrize("code", ["forbidden_key", "bad_signature", "unknown_key", "other_vehicle"])
+@pytest.mark.parametrize(
+    "code",
+    ["vehicle_function", "personal_data", "outside_fault", "bad_signature", "unknown_key", "other_vehicle"],
+)
 async def test_given_up_when_retrying_cannot_help(world: World, code: str) -> None:
     world.send()
     await world.tick()
@@ -169,7 +174,7 @@ async def test_given_up_after_max_attempts(world: World) -> None:
 async def test_expires_at_its_deadline(world: World) -> None:
     world.send(deadline=timedelta(hours=1))
     await world.tick()
-    world.answer("M1", 1, "rolled_back", "time_cap")
+    world.answer("M1", 1, "rolled_back", "ecall")
     world.clock.advance(3600)
     assert await world.tick() == []
     assert world.state() == EXPIRED
@@ -208,42 +213,64 @@ async def test_lost_attempt_of_another_measure_on_the_vehicle_waits_its_backoff(
     assert await world.tick() == [("M1", 2)]
 
 
+def _steps(*durations_ms: int) -> tuple[MeasureStep, ...]:
+    keys = ("gateway.firewall_rules", "gateway.ids_signatures")
+    return tuple(MeasureStep(changes={key: "new"}, expected_ms=ms) for key, ms in zip(keys, durations_ms, strict=False))
+
+
 @pytest.mark.parametrize(
     ("changes", "kwargs", "reason"),
     [
-        ({"ecall.enabled": False}, {}, "forbidden_key|would change safety key"),
-        ({"brakes.abs_calibration": "A4"}, {}, "would change safety key"),
-        ({"personal.seat_memory": 2}, {}, "would change personal key"),
+        ({"ecall.enabled": False}, {}, r"\(vehicle_function\).*vehicle function 'ecall'"),
+        ({"brakes.abs_calibration": "A4"}, {}, r"vehicle function 'brakes'.*AGB 3.4 a"),
+        ({"lights.adaptive_beam_map": "X"}, {}, r"vehicle function 'lights'.*even a brief failure"),
+        ({"gateway.firewall_rules": "v13"}, {"impairs": ("6AP", "engine_start")}, r"impair the vehicle function"),
+        ({"personal.seat_memory": 2}, {}, r"\(personal_data\).*personal settings.*AGB 3.4 d"),
+        ({"telematics.apn": "x"}, {}, r"\(outside_fault\).*'telematics', not 'gateway'.*AGB 3.4 c"),
         ({"no.such.key": 1}, {}, "unknown configuration key"),
-        ({"telematics.upload_interval_s": "fast"}, {}, "takes a int value"),
-        ({"body.comfort_close_enabled": 1}, {}, "takes a bool value"),
-        ({"telematics.upload_interval_s": 2**64}, {}, "an integer outside 64 bits"),
+        ({"gateway.firewall_rules": 13}, {}, "takes a str value"),
+        ({"navigation.traffic_feed_enabled": 1}, {"fault": Fault(ref="T", service="navigation")}, "takes a bool"),
+        ({"gateway.firewall_rules": 2**64}, {}, "an integer outside 64 bits"),
         ({"gateway.firewall_rules": "v13"}, {"deadline": timedelta(days=3_000_000)}, "past the year 9999"),
-        ({"gateway.firewall_rules": "v13"}, {"step_s": 601.0}, "step_s must be a number in 0..600"),
-        ({"gateway.firewall_rules": "v13"}, {"step_s": float("nan")}, "step_s"),
-        ({}, {}, "changes must be a non-empty map"),
+        ({"gateway.firewall_rules": "v13"}, {"fault": Fault(ref="", service="gateway")}, "fault.ref must be 1 to"),
+        ({"gateway.firewall_rules": "v13"}, {"fault": Fault(ref="T", service="warp")}, r"\(unknown_service\)"),
+        ({"gateway.firewall_rules": "v13"}, {"fault": Fault(ref="T", service="airbag")}, r"vehicle function 'airbag'"),
+        ({}, {"steps": ()}, "steps must be 1 to 64 steps"),
+        ({}, {"steps": _steps(600_001)}, "expected_ms must be an integer in 0..600000"),
+        ({}, {"steps": _steps(True)}, "expected_ms must be an integer in 0..600000, got True"),
+        ({}, {"steps": _steps(1.5)}, "expected_ms must be an integer"),  # type: ignore[arg-type]
+        ({}, {"steps": _steps(-1)}, "expected_ms must be an integer"),
+        ({}, {"steps": _steps(300_000, 300_001)}, r"\(over_cap\).*600.001 s in all, more than the 600 s"),
     ],
 )
-def test_the_backend_refuses_to_sign_what_the_vehicle_would_refuse(
+async def test_the_backend_refuses_to_plan_what_the_vehicle_would_refuse(
     world: World, changes: dict[str, Any], kwargs: dict[str, Any], reason: str
 ) -> None:
+    """Judged at `send`, before anything is stored or published, with a reason a person can act on."""
+    plan = {"steps": one_step_per_change(changes, expected_ms=1000)} if changes else {}
     with pytest.raises(MeasureRefusedError, match=reason):
-        world.scheduler.send(vin=VIN, measure_id="M1", changes=changes, allowed_states=(VehicleMode.PARKED,), **kwargs)
+        world.send(**{**plan, **kwargs})
     assert world.store.get("M1") is None
+    assert await world.tick() == []
+
+
+@pytest.mark.parametrize("durations_ms", [(599_999,), (600_000,), (300_000, 300_000), (0, 600_000)])
+async def test_a_plan_of_at_most_ten_minutes_is_sent(world: World, durations_ms: tuple[int, ...]) -> None:
+    world.send(steps=_steps(*durations_ms))
+    assert await world.tick() == [("M1", 1)]
+    assert [s.expected_ms for s in world.sent[0].steps] == list(durations_ms)
 
 
 def test_the_backend_and_the_vehicle_apply_one_key_rule(world: World) -> None:
-    """Every key of the vehicle's table: the backend signs exactly what the vehicle accepts."""
+    """Every key of the vehicle's table: the backend plans exactly what the vehicle accepts."""
     for index, (key, spec) in enumerate(load_key_specs().items()):
-        measure_id = f"M{index}"
+        fault = Fault(ref="T", service=spec.owner or "navigation")
         try:
-            world.scheduler.send(
-                vin=VIN, measure_id=measure_id, changes={key: spec.default}, allowed_states=(VehicleMode.PARKED,)
-            )
+            world.send(f"M{index}", fault=fault, steps=one_step_per_change({key: spec.default}, expected_ms=0))
         except MeasureRefusedError:
-            assert spec.key_class is not KeyClass.NORMAL
+            assert spec.key_class is not KeyClass.SERVICE
         else:
-            assert spec.key_class is KeyClass.NORMAL
+            assert spec.key_class is KeyClass.SERVICE
 
 
 async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed(world: World) -> None:
@@ -251,12 +278,13 @@ async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed
     world.send()
     measure = world.store.get("M1")
     assert measure is not None
-    world.store.add(replace(measure, measure_id="M2", vin=OTHER_VIN, changes={"ecall.enabled": False}))
+    steps = one_step_per_change({"ecall.enabled": False}, expected_ms=0)
+    world.store.add(replace(measure, measure_id="M2", vin=OTHER_VIN, steps=steps))
     assert await world.tick() == [("M1", 1)]
     state = world.store.get("M2")
     assert state is not None
     assert state.state == ABANDONED
-    assert "would refuse it (forbidden_key)" in (state.reason or "")
+    assert "would refuse it (vehicle_function)" in (state.reason or "")
 
 
 @pytest.mark.parametrize(

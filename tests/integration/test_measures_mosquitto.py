@@ -12,11 +12,16 @@ from backend_stub.config import load_backend_config
 from backend_stub.measure_store import SUCCEEDED
 from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import BenchLayout
+from tcu.services.measure_plan import Fault, one_step_per_change
 from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
 from tests.conftest import VIN, eventually
 from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
 
-CHANGES = {"gateway.firewall_rules": "v13", "telematics.apn": "internet.fixed", "navigation.map_region": "EU-2027"}
+CHANGES = {
+    "navigation.traffic_feed": "rtti-v3",
+    "navigation.poi_database": "2026-Q1",
+    "navigation.map_region": "EU-2027",
+}
 
 
 async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: BenchLayout, tmp_path: Path) -> None:
@@ -43,10 +48,10 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
                 backend.measures.send(
                     vin=VIN,
                     measure_id="FIX-4711",
-                    changes=CHANGES,
+                    fault=Fault(ref="TICKET-4711 no traffic information", service="navigation"),
+                    steps=one_step_per_change(CHANGES, expected_ms=400),
                     allowed_states=(VehicleMode.PARKED,),
                     impairs=("6AP",),
-                    step_s=0.4,
                 )
                 await eventually(lambda: agent.measures.current is not None, what="attempt 1 running")
                 can.bus.unlock()  # the customer opens the car mid-measure

@@ -1,4 +1,5 @@
-"""Remote measures on the vehicle: preconditions, the 10-minute cap, every interruption, exact rollback."""
+"""Remote measures on the vehicle: preconditions, the plan rule on receipt, the 10-minute cap, every
+interruption, exact rollback."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
 from tcu.services.ecu_config import EcuConfiguration, load_key_specs
-from tcu.services.measure_attempt import Interruption
+from tcu.services.measure_attempt import Interruption, MeasureAttempt
 from tcu.services.measure_journal import InProgress, MeasureJournal
 from tcu.services.measure_order import MeasureCategory, MeasureOrder, sign_order
+from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
 from tcu.uplink.records import Record
@@ -23,7 +25,8 @@ from tcu.vehicle.state import Signal, VehicleState
 from tests.conftest import OTHER_VIN, VIN
 
 KEY = SigningKey(bytes(range(32)))
-CHANGES = {"gateway.firewall_rules": "v13", "telematics.apn": "internet.fixed"}
+CHANGES = {"navigation.traffic_feed": "rtti-v3", "navigation.poi_database": "2026-Q1"}
+FAULT = Fault(ref="TICKET-4711 no traffic information", service="navigation")
 
 
 class Bench:
@@ -78,6 +81,9 @@ class Bench:
         attempt: int = 1,
         step_s: float = 1.0,
         changes: dict[str, object] | None = None,
+        steps: tuple[MeasureStep, ...] | None = None,
+        fault: Fault = FAULT,
+        impairs: tuple[str, ...] = ("6AP",),
         states: frozenset[VehicleMode] = frozenset({VehicleMode.PARKED}),
         vin: str = VIN,
         key: SigningKey = KEY,
@@ -89,12 +95,12 @@ class Bench:
                 measure_id="M-42",
                 attempt=attempt,
                 category=MeasureCategory.FAULT_FIX,
+                fault=fault,
                 allowed_states=states,
-                changes=changes or CHANGES,
-                impairs=("6AP",),
+                steps=steps or one_step_per_change(changes or CHANGES, expected_ms=round(step_s * 1000)),  # type: ignore[arg-type]
+                impairs=impairs,
                 issued=self.clock.now(),
                 deadline=self.clock.now() + deadline,
-                step_s=step_s,
             ),
             key,
         )  # type: ignore[arg-type]
@@ -130,15 +136,70 @@ async def test_a_measure_applies_its_changes_and_touches_nothing_personal(bench:
     assert (await bench.run(bench.order(attempt=2)))["status"] == "already_applied"
 
 
-@pytest.mark.parametrize(("step_s", "status"), [(299.5, "succeeded"), (300.0, "rolled_back")])
-async def test_ten_minute_cap_per_attempt(bench: Bench, step_s: float, status: str) -> None:
-    """Two steps: 9:59 of work passes, 10:00 aborts."""
+@pytest.mark.parametrize(
+    ("elapsed_s", "over"), [(599.999, False), (600.0, False), (600.001, True), (600.0004, False), (600.0006, True)]
+)
+@pytest.mark.parametrize("started", [0.0, 12_345.678])
+def test_the_cap_forbids_more_than_ten_minutes(started: float, elapsed_s: float, over: bool) -> None:
+    """AGB 3.4 d: "mehr als 10 Minuten" — 10:00 sharp is within the cap; measured in whole milliseconds."""
+    attempt = MeasureAttempt(order=None, started=started)  # type: ignore[arg-type]
+    assert attempt.over_cap(started + elapsed_s) is over
+
+
+@pytest.mark.parametrize(
+    ("overrun_s", "status"),
+    [(0.0, "succeeded"), (0.001, "succeeded"), (0.002, "rolled_back")],
+    ids=["599.999 s", "600 s", "600.001 s"],
+)
+async def test_an_attempt_ending_at_ten_minutes_sharp_is_within_the_cap(
+    bench: Bench, overrun_s: float, status: str
+) -> None:
+    """Declared 300 s + 299.999 s; the second step overruns by 0, 1 or 2 ms (a slow ECU), so the last
+    change lands at 599.999 s, 600 s or 600.001 s after the start."""
     config_before = bench.ecu.snapshot()
-    result = await bench.run(bench.order(step_s=step_s))
+    bench.on_step = lambda n: bench.clock.advance(overrun_s) if n == 2 else None
+    steps = (
+        MeasureStep(changes={"navigation.traffic_feed": "rtti-v3"}, expected_ms=300_000),
+        MeasureStep(changes={"navigation.poi_database": "2026-Q1"}, expected_ms=299_999),
+    )
+    result = await bench.run(bench.order(steps=steps))
     assert result["status"] == status
     if status == "rolled_back":
         assert result["code"] == Interruption.TIME_CAP.value
         assert bench.ecu.snapshot() == config_before
+    else:
+        assert bench.ecu.values["navigation.poi_database"] == "2026-Q1"
+
+
+async def test_a_step_that_cannot_end_within_the_cap_is_not_started(bench: Bench) -> None:
+    """The first step overran by 1 ms: the second (300 s) would end at 600.001 s, so it never starts
+    and the services are not impaired for its 300 s in vain."""
+    bench.on_step = lambda n: bench.clock.advance(0.001) if n == 1 else None
+    steps = (
+        MeasureStep(changes={"navigation.traffic_feed": "rtti-v3"}, expected_ms=300_000),
+        MeasureStep(changes={"navigation.poi_database": "2026-Q1"}, expected_ms=300_000),
+    )
+    result = await bench.run(bench.order(steps=steps))
+    assert (result["status"], result["code"]) == ("rolled_back", "time_cap")
+    assert bench.steps == 1
+    assert result["impaired"] == {"services": ["6AP"], "seconds": 300.001}
+
+
+@pytest.mark.parametrize(("second_ms", "answer"), [(300_000, "succeeded"), (300_001, "rejected")])
+async def test_the_vehicle_judges_the_declared_duration_on_receipt(bench: Bench, second_ms: int, answer: str) -> None:
+    """Defence in depth: a plan of 600.001 s is refused before anything runs, 600 s is accepted."""
+    config_before = bench.ecu.snapshot()
+    steps = (
+        MeasureStep(changes={"navigation.traffic_feed": "rtti-v3"}, expected_ms=300_000),
+        MeasureStep(changes={"navigation.poi_database": "2026-Q1"}, expected_ms=second_ms),
+    )
+    result = await bench.run(bench.order(steps=steps))
+    assert result["status"] == answer
+    if answer == "rejected":
+        assert result["code"] == "over_cap"
+        assert "600.001 s in all, more than the 600 s" in str(result["reason"])
+        assert bench.ecu.snapshot() == config_before
+        assert bench.steps == 0
 
 
 def _lock(bench: Bench) -> None:
@@ -237,10 +298,16 @@ async def test_measure_allowed_while_living_or_driving_runs_then(bench: Bench) -
         ({"key": SigningKey.generate()}, "bad_signature"),
         ({"vin": OTHER_VIN}, "other_vehicle"),
         ({"deadline": timedelta(seconds=-1)}, "expired"),
-        ({"changes": {"brakes.abs_calibration": "B1"}}, "forbidden_key"),
-        ({"changes": {"ecall.enabled": False}}, "forbidden_key"),
-        ({"changes": {"personal.seat_memory": 0}}, "forbidden_key"),
+        ({"changes": {"brakes.abs_calibration": "B1"}}, "vehicle_function"),
+        ({"changes": {"ecall.enabled": False}}, "vehicle_function"),
+        ({"changes": {"powertrain.idle_stop_enabled": False}}, "vehicle_function"),
+        ({"impairs": ("6AP", "lights")}, "vehicle_function"),
+        ({"fault": Fault(ref="T-1", service="brakes"), "changes": {"navigation.map_region": "EU"}}, "vehicle_function"),
+        ({"changes": {"personal.seat_memory": 0}}, "personal_data"),
+        ({"changes": {"telematics.apn": "internet.fixed"}}, "outside_fault"),
+        ({"fault": Fault(ref="T-1", service="teleportation")}, "unknown_service"),
         ({"changes": {"flux.capacitor": 1}}, "unknown_key"),
+        ({"changes": {"navigation.traffic_feed_enabled": 1}}, "bad_value"),
     ],
 )
 async def test_bad_orders_are_refused_with_the_reason(bench: Bench, kwargs: dict[str, object], code: str) -> None:
