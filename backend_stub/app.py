@@ -7,6 +7,7 @@ import logging
 
 from backend_stub.account_service import AccountService
 from backend_stub.accounts import AccountStore, Sealer
+from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
 from backend_stub.measure_service import MeasureService
@@ -83,6 +84,18 @@ class BackendStub:
         )
         if self.measure_service is not None:
             self.measure_service.attach(self.ingest)
+        self.call_centre = (  # the intelligent emergency call (6AC): voice line + the cases sent up
+            None
+            if config.call_centre_port is None
+            else CallCentreStub(
+                port=config.call_centre_port,
+                behaviour=CallCentreBehaviour(
+                    answer_delay_s=config.call_centre_answer_delay_s, voice_s=config.call_centre_voice_s
+                ),
+            )
+        )
+        if self.call_centre is not None:
+            self.call_centre.attach(self.ingest)
         self.accounts = AccountStore(
             config.database,
             sealer=Sealer(bytes(private_key)),
@@ -106,6 +119,8 @@ class BackendStub:
                     tasks.create_task(self.measure_service.run(), name="backend-measures")
                 if self.psap is not None:
                     tasks.create_task(self.psap.run(), name="psap")
+                if self.call_centre is not None:
+                    tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")
                 tasks.create_task(run_periodically(self.retention, RETENTION_INTERVAL_S), name="backend-retention")
         finally:

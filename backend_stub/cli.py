@@ -13,12 +13,12 @@ from typing import Any
 from backend_stub.account_cli import COMMANDS as ACCOUNT_COMMANDS
 from backend_stub.account_cli import add_account_parsers, run_account_command
 from backend_stub.app import BackendStub
+from backend_stub.call_centre import read_call_centre_cases
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
-from backend_stub.call_centre import read_call_centre_cases
 from backend_stub.psap import read_psap_msds
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock

@@ -24,6 +24,9 @@ class BackendConfig:
     measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
     psap_port: int | None = None  # the simulated 112 network's PSAP on 127.0.0.1; None: no PSAP stub
     psap_voice_s: float | None = None  # the operator clears down after this long; None: never (T2 does)
+    call_centre_port: int | None = None  # the intelligent emergency call's call centre on 127.0.0.1; None: none
+    call_centre_answer_delay_s: float = 0.0  # ringing before an agent picks up
+    call_centre_voice_s: float | None = None  # the agent clears down after this long; None: the vehicle ends it
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -34,6 +37,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         ingest = root.table("ingest")
         measures = root.table("measures")
         psap = root.table("psap")
+        call_centre = root.table("call_centre")
         config = BackendConfig(
             database=root.path("database", REQUIRED),
             private_key=keys.path("private_key", REQUIRED),
@@ -45,8 +49,11 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
             psap_port=psap.integer("port"),
             psap_voice_s=psap.number("voice_s"),
+            call_centre_port=call_centre.integer("port"),
+            call_centre_answer_delay_s=call_centre.number("answer_delay_s", 0.0),
+            call_centre_voice_s=call_centre.number("voice_s"),
         )
-        for section in (keys, ingest, measures, psap, root):
+        for section in (keys, ingest, measures, psap, call_centre, root):
             section.reject_unknown()
         refuse_exposed_password(path, config.broker)
     except ConfigError as exc:
