@@ -267,6 +267,10 @@ class CallCentreStub:
         self.cases: list[CallCentreCase] = []
 
     @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    @property
     def address(self) -> tuple[str, int]:
         if self._server is None:
             raise RuntimeError("the call centre is not listening yet")

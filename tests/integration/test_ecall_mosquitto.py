@@ -64,8 +64,8 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
             )
             async with running_agent(config) as agent:
                 # Every way a contract or a person could switch things off:
-                backend.issuer.book(VIN, "6AE", "3y")
-                backend.issuer.book(VIN, "6AC", "3y")
+                backend.issuer.book(VIN, "6AE")
+                backend.issuer.book(VIN, "6AC")
                 await eventually(lambda: agent.services.entitlements.running == {"6AE", "6AC"}, what="booked")
                 backend.issuer.cancel(VIN, "6AE")
                 backend.issuer.cancel(VIN, "6AC")
@@ -76,8 +76,11 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
                     assert tcu_cli(["privacy", "--config", str(config), category.value, "block"]) == 0
                 await eventually(lambda: agent.services.entitlements.version >= 5, what="all files applied")
                 entitlements = agent.services.entitlements
-                assert (entitlements.running, entitlements.legal_ecall) == (frozenset(), True)
-                assert agent.sim.state is SimState.TELEMATICS_DEACTIVATED  # eCall-only, never fully off
+                # A cancellation runs out after six weeks' notice (AGB 6.2); the payment default suspends the paid
+                # services and the intelligent call (AGB 5.5 c), never the legal eCall nor the SIM under it.
+                assert "6AC" not in entitlements.running
+                assert entitlements.legal_ecall
+                assert agent.sim.state is not SimState.FULLY_DEACTIVATED
                 await eventually(lambda: agent.state.value("Vehicle.CurrentLocation.Latitude") is not None, what="fix")
                 crash_at = elapsed()
                 crash_wall_ms = datetime.now(UTC).timestamp() * 1000
