@@ -3,9 +3,10 @@
 Door and flap state is status data in the terms ("Tür- und Klappenstatus"). A contact that bounces, or
 a CAN frame that flips a bit now and then, must not become an event storm: a change is reported only
 once the new value has held for `debounce_s` (a flip and back within it is nothing), and at most
-`burst` events per signal per `window_s` go out; the changes beyond that are counted, logged once per
-window and reported as `suppressed` with the next event. The first reading of a signal is its state,
-not a change: an agent start is no door opening.
+`burst` events per signal per `window_s` go out; the changes beyond that are counted and logged once.
+When the window has room again, the state the signal settled in goes out (if it differs from the last
+one sent) with the count as `suppressed`, so the backend never keeps a stale lock state after a storm.
+The first reading of a signal is its state, not a change: an agent start is no door opening.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def event_type(path: str) -> str | None:
 @dataclass(slots=True)
 class _Track:
     reported: SignalValue
+    sent_value: SignalValue  # what the backend was last told (or the first reading)
     pending: SignalValue | None = None
     since: float = 0.0  # monotonic time the pending value was first read
     since_wall: datetime | None = None
@@ -79,7 +81,7 @@ class DoorEvents:
             return  # a stale contact says nothing new; a number is no door state
         track = self._tracks.get(signal.path)
         if track is None:
-            self._tracks[signal.path] = _Track(reported=signal.value)
+            self._tracks[signal.path] = _Track(reported=signal.value, sent_value=signal.value)
             return
         if signal.value == track.reported:
             track.pending = None  # flipped back within the debounce time: nothing happened
@@ -92,15 +94,20 @@ class DoorEvents:
         for path, track in self._tracks.items():
             if track.pending is not None:
                 self._settle(path, track)
+            elif track.suppressed and self._room(track, self._clock.monotonic()):
+                self._send(path, track, self._clock.monotonic())  # the state it settled in after a storm
+
+    def _room(self, track: _Track, now: float) -> bool:
+        while track.sent and now - track.sent[0] >= self._window_s:
+            track.sent.popleft()
+        return len(track.sent) < self._burst
 
     def _settle(self, path: str, track: _Track) -> None:
         now = self._clock.monotonic()
         if track.pending is None or now - track.since < self._debounce_s:
             return
-        previous, track.reported, track.pending = track.reported, track.pending, None
-        while track.sent and now - track.sent[0] >= self._window_s:
-            track.sent.popleft()
-        if len(track.sent) >= self._burst:
+        track.reported, track.pending = track.pending, None
+        if not self._room(track, now):
             track.suppressed += 1
             if not track.warned:
                 track.warned = True
@@ -112,19 +119,24 @@ class DoorEvents:
                     self._window_s,
                 )
             return
+        self._send(path, track, now)
+
+    def _send(self, path: str, track: _Track, now: float) -> None:
         kind = event_type(path)
-        if kind is None:  # only watched paths are tracked
-            return
+        suppressed, track.suppressed, track.warned = track.suppressed, 0, False
+        if kind is None or track.reported == track.sent_value:
+            return  # back where the backend last saw it: nothing to tell
         body = {
             "type": kind,
             "path": path,
             "value": track.reported,
-            "previous": previous,
+            "previous": track.sent_value,
             "changed_at": to_millis(track.since_wall or self._clock.now()),
         }
-        if track.suppressed:
-            body["suppressed"] = track.suppressed
+        if suppressed:
+            body["suppressed"] = suppressed
+        # A change the data policy refuses is handled too: it is not sent later (tcu.telemetry.events).
+        previous, track.sent_value = track.sent_value, track.reported
         if self._reporter.send(body, paths=(path,)):
             track.sent.append(now)
-            track.suppressed, track.warned = 0, False
             _LOGGER.debug("%s event: %s %r → %r", kind, path, previous, track.reported)
