@@ -10,6 +10,7 @@ from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
+from backend_stub.invoices import Billing, InvoiceStore
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
 from backend_stub.measures import MeasureScheduler
@@ -109,6 +110,13 @@ class BackendStub:
             self.accounts, self.provisioning_store, self.retention, config.broker, self.clock
         )
         self.account_service.attach(self.ingest)
+        # Invoices and the payment default they start (AGB 5.5 c): suspending needs the signing key.
+        self.invoice_store = InvoiceStore(config.database)
+        self.billing = (
+            None
+            if self.issuer is None
+            else Billing(self.invoice_store, self.provisioning_store, self.issuer, self.clock)
+        )
 
     async def run(self) -> None:
         try:
@@ -123,7 +131,10 @@ class BackendStub:
                     tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")
                 tasks.create_task(run_periodically(self.retention, RETENTION_INTERVAL_S), name="backend-retention")
+                if self.billing is not None:
+                    tasks.create_task(self.billing.run(), name="backend-billing")
         finally:
+            self.invoice_store.close()
             self.accounts.close()
             self.measure_store.close()
             self.provisioning_store.close()

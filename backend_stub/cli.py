@@ -16,6 +16,7 @@ from backend_stub.app import BackendStub
 from backend_stub.call_centre import read_call_centre_cases
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
+from backend_stub.invoice_cli import add_invoice_parser, run_invoice_command
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
@@ -101,6 +102,7 @@ def _provision_parser(commands: Any) -> None:
     )
     actions.add_parser("status", help="desired services and every file's delivery state")
     add_measure_parser(commands)
+    add_invoice_parser(commands)
     psap = commands.add_parser("psap-msds", help="the MSDs the PSAP stub received, decoded")
     psap.add_argument("--config", type=Path, required=True)
     psap.add_argument("--json", action="store_true")
@@ -364,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "measure":
             run_measure_command(args, config)
+            return 0
+        if args.command == "invoice":
+            run_invoice_command(args, config)
             return 0
         if args.command in ACCOUNT_COMMANDS:
             run_account_command(args, config)

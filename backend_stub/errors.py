@@ -5,6 +5,7 @@ BackendError
 ├── UnknownVehicleError  a VIN that was never enrolled
 ├── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
 ├── MeasureRefusedError  a measure the vehicle would refuse, never signed (backend_stub/measures.py)
+├── InvoiceError         an invoice or payment refused: service not booked or free, bad amount or date (invoices.py)
 ├── AccountError         an account operation refused: pairing code wrong or expired, link exists (accounts.py)
 ├── DatabaseError        the database failed (disk full, I/O error, refused commit); the transaction is undone
 └── UnstorableError      a value the store could not hold and read back (names what and why)
@@ -23,6 +24,10 @@ class BackendConfigError(BackendError):
 
 class UnknownVehicleError(BackendError):
     """The VIN has not been enrolled (`backend-stub enroll`)."""
+
+
+class InvoiceError(BackendError):
+    """An invoice or a payment refused; the message says why."""
 
 
 class AccountError(BackendError):

@@ -98,6 +98,8 @@ class Agent:
                 report=self._report_ecall,
                 track=self.sources.track,
                 sim=self.sim,
+                # 6AC running, not suspended, SIM active (AGB 5.5 c, 6.1); read at each trigger
+                intelligent_call_available=lambda: self.services.entitlements.intelligent_ecall,
             )
         )
         self.catalogue = Catalogue.load()

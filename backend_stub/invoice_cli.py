@@ -1,0 +1,120 @@
+"""`backend-stub invoice issue|list|pay|check`: invoices for paid services and the payment default.
+
+    backend-stub invoice issue VIN --service 6AM --amount 49.90 [--invoiced 2026-10-01] [--item "..."]
+    backend-stub invoice list [VIN]
+    backend-stub invoice pay NUMBER [--on 2026-11-30]
+    backend-stub invoice check [VIN]
+
+An invoice unpaid 30 days after its date puts the vehicle in payment default (AGB 5.5 c): `issue`,
+`pay` and `check` reconcile at once (issuing the suspend or resume file); the running backend does the
+same for every vehicle every ten minutes (backend_stub/invoices.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from backend_stub.config import BackendConfig
+from backend_stub.errors import BackendConfigError
+from backend_stub.invoices import Billing, Invoice, InvoiceStore, Reconciled, parse_amount
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.store import BackendStore
+from tcu.clock import SystemClock
+from tcu.config import validate_vin
+from tcu.keys import load_signing_key
+
+
+def add_invoice_parser(commands: Any) -> None:
+    invoice = commands.add_parser("invoice", help="invoices of paid services; payment default after 30 days")
+    actions = invoice.add_subparsers(dest="invoice_command", required=True)
+    issue = actions.add_parser("issue", help="invoice a booked paid service (a booking or an extension)")
+    issue.add_argument("vin")
+    issue.add_argument("--service", required=True, help="option code of the booked service, e.g. 6AM")
+    issue.add_argument("--amount", required=True, help="price in euros, e.g. 49.90")
+    issue.add_argument("--item", help="what is invoiced (default: the booking, e.g. '6AM 1y from 2026-11-01')")
+    issue.add_argument("--invoiced", type=date.fromisoformat, help="invoice date YYYY-MM-DD (default: today, UTC)")
+    listing = actions.add_parser("list", help="invoices, all or of one vehicle, with what is overdue")
+    listing.add_argument("vin", nargs="?")
+    pay = actions.add_parser("pay", help="record a payment; ends the payment default when nothing is overdue")
+    pay.add_argument("number", type=int)
+    pay.add_argument("--on", type=date.fromisoformat, help="payment date YYYY-MM-DD (default: today, UTC)")
+    check = actions.add_parser("check", help="start or end payment defaults as the invoices say today")
+    check.add_argument("vin", nargs="?")
+    for sub in actions.choices.values():
+        sub.add_argument("--config", type=Path, required=True)
+        sub.add_argument("--json", action="store_true")
+
+
+def _row(invoice: Invoice, today: date) -> dict[str, Any]:
+    return {
+        "number": invoice.number,
+        "vin": invoice.vin,
+        "service": invoice.service,
+        "item": invoice.item,
+        "amount": invoice.amount,
+        "invoiced": invoice.invoiced.isoformat(),
+        "payable_until": invoice.last_day.isoformat(),
+        "paid": None if invoice.paid is None else invoice.paid.isoformat(),
+        "overdue": invoice.overdue(today),
+    }
+
+
+def _reconciled(result: Reconciled) -> dict[str, Any]:
+    return {
+        "vin": result.vin,
+        "payment_default": result.in_default,
+        "overdue": [i.number for i in result.overdue],
+        "issued_version": None if result.issued is None else result.issued.version,
+        "operation": None if result.issued is None else result.issued.operation,
+    }
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
+def run_invoice_command(args: argparse.Namespace, config: BackendConfig) -> None:
+    clock = SystemClock()
+    today = clock.now().date()
+    invoices = InvoiceStore(config.database)
+    provisioning = ProvisioningStore(config.database)
+    backend = BackendStore(config.database)
+    try:
+        vin = None if getattr(args, "vin", None) is None else validate_vin(args.vin, where="VIN argument")
+        if args.invoice_command == "list":
+            _print([_row(i, today) for i in invoices.invoices(vin)], args.json)
+            return
+        if config.signing_key is None:
+            raise BackendConfigError("[keys] signing_key is not configured: suspend and resume files cannot be signed")
+        issuer = ProvisioningIssuer(
+            provisioning,
+            signing_key=load_signing_key(config.signing_key),
+            clock=clock,
+            enrolled=lambda v: backend.public_key(v) is not None,
+        )
+        billing = Billing(invoices, provisioning, issuer, clock)
+        if args.invoice_command == "issue":
+            assert vin is not None
+            invoice = billing.issue(
+                vin, args.service, parse_amount(args.amount), item=args.item, invoiced=args.invoiced
+            )
+            _print([_row(invoice, today) | {"payment_default": billing.check(vin).in_default}], args.json)
+        elif args.invoice_command == "pay":
+            result = billing.pay(args.number, on=args.on)
+            _print([_reconciled(result)], args.json)
+        else:
+            results = [billing.check(vin)] if vin is not None else list(billing.check_all())
+            _print([_reconciled(r) for r in results], args.json)
+    finally:
+        backend.close()
+        provisioning.close()
+        invoices.close()
