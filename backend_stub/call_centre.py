@@ -120,7 +120,7 @@ def parse_case(vin: str, body: Mapping[str, Any], received: datetime) -> CallCen
     else:
         r.bad("fallback_to_112", fallback, "true or false")
     severity = body.get("severity")
-    if severity in _SEVERITIES:
+    if isinstance(severity, str) and severity in _SEVERITIES:
         r.fields["severity"] = severity
     else:
         r.bad("severity", severity, ", ".join(sorted(_SEVERITIES)))
