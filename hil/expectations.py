@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from backend_stub.app import BackendStub
 from backend_stub.measure_store import SUCCEEDED
 from backend_stub.psap import read_psap_msds
+from hil.ownership import CHECKS as OWNERSHIP_CHECKS
 from hil.scenario import Expectation, Scenario
 from hil.timeline import Event, ExpectationResult
 from tcu.vehicle.geo import distance_m
@@ -27,6 +29,7 @@ class Evidence:
     queued: int  # records still in the vehicle's queue at the end
     events: Sequence[Event]
     crash_position: tuple[float, float] | None = None  # where the drive was when the crash step ran
+    personal_path: Path | None = None  # the car's personal data file (hil.ownership)
 
 
 Check = Callable[[Evidence, dict[str, Any]], tuple[bool, str]]
@@ -146,6 +149,7 @@ CHECK_TABLE: dict[str, Check] = {
     "measure_succeeded": _measure_succeeded,
     "msd_received": _msd_received,
     "ecall_before_measure_result": _ecall_before_measure_result,
+    **OWNERSHIP_CHECKS,
 }
 
 

@@ -35,6 +35,7 @@ from hil.devices.slcan_sim import Door, SlcanSimulator
 from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
 from hil.netem import NetworkEmulator
+from hil.ownership import ACTIONS as OWNERSHIP_ACTIONS
 from hil.scenario import Scenario, Step
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
@@ -262,6 +263,7 @@ class ScenarioRunner:
             queued=queued,
             events=self.timeline.events,
             crash_position=None if position is None else (position.latitude, position.longitude),
+            personal_path=bench.layout.data_dir(self.scenario.vin) / "personal.cbor",
         )
 
     async def _sample_forever(self, bench: Bench) -> None:
@@ -492,4 +494,5 @@ ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
     "suspend": _provision,
     "resume": _provision,
     "measure": _measure,
+    **OWNERSHIP_ACTIONS,
 }

@@ -63,6 +63,11 @@ ACTIONS: dict[str, frozenset[str]] = {
     "serial_garbage": frozenset({"device", "count"}),
     "unplug": frozenset({"device", "for_s"}),
     "disk_full": frozenset({"for_s"}),
+    # hil.ownership: an account paired by the security code the car shows, a driver profile, the sale
+    "pair": frozenset({"account"}),
+    "profile": frozenset({"name"}),
+    "consent": frozenset({"recipient"}),
+    "owner_change": frozenset(),
 }
 
 # check → keys it takes
@@ -75,6 +80,11 @@ CHECKS: dict[str, frozenset[str]] = {
     "measure_succeeded": frozenset({"id", "min_attempts"}),
     "ecall_before_measure_result": frozenset({"id"}),  # the MSD reached the PSAP before the measure's rollback
     "no_rejections": frozenset(),  # the backend refused nothing the vehicle sent
+    # hil.ownership, after an owner_change step:
+    "car_personal_data_wiped": frozenset(),  # no profile, account, code or blocked category left in the car
+    "backend_personal_data_gone": frozenset(),  # no personal value from before the owner change at the backend
+    "account_unlinked": frozenset(),  # the link and its consents ended
+    "handover_lists": frozenset({"services", "cancelled_on_sale"}),  # the new owner's list names these services
 }
 
 DEVICES = ("obd", "can", "gnss")

@@ -1,0 +1,191 @@
+"""Scenario steps and checks of a car's owners: pairing an account, a driver profile, the sale.
+
+Steps (hil.runner's ACTION_TABLE): `pair` asks the backend for a security code, waits until the car
+shows it (its personal data file, what `tcu account` reads), enters it in the portal and waits until
+the car knows its account (AGB 1.6 a); `profile` runs `tcu profile add`; `consent` grants a data-sharing
+consent to the linked account; `owner_change` runs `tcu owner-change` (AGB 7.2) beside the running agent.
+
+Checks (hil.expectations' CHECK_TABLE): the car holds nothing personal, the backend holds no personal
+value from before the owner change, the account link and its consents ended, and the new owner's
+handover list names the services (AGB 7.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from backend_stub.handover import handover_list
+from backend_stub.retention import PersonalValues
+from hil.timeline import EventKind
+from tcu.errors import ConfigError
+from tcu.services.catalogue import Category
+from tcu.services.personal import PersonalStore
+
+if TYPE_CHECKING:
+    from hil.expectations import Evidence
+    from hil.runner import Bench, ScenarioRunner
+    from hil.scenario import Step
+
+_T = TypeVar("_T")
+SALE_NOTICE = timedelta(weeks=6)
+DEFAULT_ACCOUNT = "owner@example.org"
+_WAIT_S = 30.0
+
+
+async def _until(what: str, probe: Callable[[], _T | None]) -> _T:
+    """Poll `probe` until it gives a value (real time: the car and the backend are real processes)."""
+    deadline = asyncio.get_running_loop().time() + _WAIT_S
+    while (value := probe()) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"waited {_WAIT_S:g} s in vain: {what}")
+        await asyncio.sleep(0.2)  # another process writes what is probed: no event to wait on
+    return value
+
+
+def _personal(runner: ScenarioRunner, bench: Bench) -> PersonalStore:
+    return PersonalStore(bench.layout.data_dir(runner.scenario.vin) / "personal.cbor")
+
+
+async def _tcu(bench: Bench, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tcu.cli", *args, "--config", str(bench.agent.config),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    if process.returncode:
+        raise ConfigError(f"tcu {' '.join(args)} failed: {err.decode(errors='replace').strip()[-500:]}")
+    return out.decode(errors="replace")
+
+
+async def pair(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    vin, accounts, clock = runner.scenario.vin, bench.backend.accounts, bench.backend.clock
+    account = str(step.args.get("account", DEFAULT_ACCOUNT))
+    if accounts.contact(account) is None:
+        accounts.create(account, name="Scenario owner", email=account, now=clock.now())
+    accounts.request_code(vin, account, clock.now())
+    personal = _personal(runner, bench)
+    shown = await _until(
+        "the car shows the security code",
+        lambda: None if (code := personal.current().security_code) is None or code.account != account else code,
+    )
+    runner.event(EventKind.ACTION, "security code shown in the car", f"for {account}")
+    accounts.pair(vin, account, shown.code, clock.now())
+    await _until("the car knows its account", lambda: True if account in personal.current().paired_accounts else None)
+    runner.event(EventKind.ACTION, "account paired", account)
+
+
+async def profile(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    await _tcu(bench, "profile", "add", str(step.args.get("name", "Driver")))
+    runner.event(EventKind.ACTION, "driver profile created", str(step.args.get("name", "Driver")))
+
+
+async def consent(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    recipient = str(step.args.get("recipient", "Insurer via CarData"))
+    bench.backend.accounts.grant_consent(runner.scenario.vin, recipient, bench.backend.clock.now())
+
+
+async def owner_change(runner: ScenarioRunner, bench: Bench, _step: Step) -> None:
+    await _tcu(bench, "owner-change")
+    runner.event(EventKind.ACTION, "owner change in the car", "personal data wiped; report queued")
+
+
+ACTIONS: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
+    "pair": pair,
+    "profile": profile,
+    "consent": consent,
+    "owner_change": owner_change,
+}
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+
+def _car_wiped(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
+    if evidence.personal_path is None:
+        return False, "no personal data file of the car to read"
+    data = PersonalStore(evidence.personal_path).load()
+    blocked = [c.value for c in Category if not data.allows(c)]
+    ok = data.owner >= 1 and (data.profiles, data.paired_accounts, data.security_code, blocked) == ((), (), None, [])
+    return ok, (
+        f"owner changes {data.owner}; driver profiles {len(data.profiles)}, paired accounts "
+        f"{list(data.paired_accounts)}, security code {'shown' if data.security_code else 'none'}, "
+        f"blocked categories {blocked or 'none'}"
+    )
+
+
+def _backend_clean(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
+    backend = evidence.backend
+    changes = backend.accounts.owner_changes(evidence.vin)
+    if not changes:
+        return False, "the backend handled no owner change of this vehicle"
+    _, epoch, seq = changes[-1]
+    before = backend.store.order_of(evidence.vin, epoch, seq)
+    assert before is not None
+    personal = PersonalValues(backend.provisioning_store.catalogue)
+    found: list[str] = []
+    old = 0
+    for record in backend.store.records(evidence.vin):
+        ordinal = backend.store.epoch_ordinal(evidence.vin, record.epoch) or 0
+        if (ordinal, record.seq) >= (before.ordinal, before.seq):
+            continue
+        old += 1
+        if personal.scrub(record.kind, record.body) is not None:
+            found.append(f"seq {record.seq}")
+    last = [v.path for v in backend.store.last_values(evidence.vin) if personal.is_personal(v.path) and v.seq < seq]
+    ok = old > 0 and not found and not last
+    return ok, (
+        f"{old} record(s) from before the owner change (seq {seq}); with personal values: {found[:5] or 'none'}; "
+        f"personal last values from before: {last[:5] or 'none'}"
+    )
+
+
+def _unlinked(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
+    accounts = evidence.backend.accounts
+    links = accounts.links(evidence.vin)
+    consents = accounts.consents(evidence.vin)
+    active = accounts.link(evidence.vin)
+    ok = bool(links) and active is None and all(c.ended is not None for c in consents)
+    return ok, (
+        f"links: {[(link.account, link.end_reason or 'active') for link in links]}; consents: "
+        f"{[(c.recipient, 'ended' if c.ended else 'active') for c in consents]}"
+    )
+
+
+def _handover(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
+    backend = evidence.backend
+    handed = backend.accounts.last_handover(evidence.vin)
+    now = backend.clock.now()
+    live = handover_list(backend.provisioning_store, evidence.vin, now)
+    wanted = [str(code) for code in args.get("services", [])]
+    listed = {row["code"]: row for row in live}
+    missing = [code for code in wanted if code not in listed]
+    # AGB 7.4: a fixed term cancelled on sale ends six weeks after the notice, not at its term's end.
+    latest = (now + SALE_NOTICE).date().isoformat()
+    not_cancelled = [
+        code
+        for code in (str(c) for c in args.get("cancelled_on_sale", []))
+        if code not in listed or not listed[code].get("cancelled_on") or (listed[code].get("end") or "9999") > latest
+    ]
+    ok = handed is not None and not missing and not not_cancelled
+    shown = "; ".join(
+        f"{r['code']} {r['state']} until {r.get('end') or 'unlimited'}"
+        + (f" (cancelled {r['cancelled_on']})" if r.get("cancelled_on") else "")
+        for r in live
+    )
+    return ok, (
+        f"told at the owner change: {'yes' if handed else 'no'} ({len(handed[1]) if handed else 0} service(s)); "
+        f"now: {shown or 'no services'}; missing {missing or 'none'}; "
+        f"not ending by {latest} on sale: {not_cancelled or 'none'}"
+    )
+
+
+CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], tuple[bool, str]]] = {
+    "car_personal_data_wiped": _car_wiped,
+    "backend_personal_data_gone": _backend_clean,
+    "account_unlinked": _unlinked,
+    "handover_lists": _handover,
+}
