@@ -102,7 +102,7 @@ class Agent:
                 intelligent_call_available=lambda: self.services.entitlements.intelligent_ecall,
             )
         )
-        self.catalogue = Catalogue.load()
+        self.catalogue = Catalogue.load().for_vehicle(config.vehicle.fit)  # files checked against the build
         self.personal = PersonalStore(config.personal_path)
         self.services = ServiceManager(
             vin=config.vin,
