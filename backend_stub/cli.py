@@ -27,6 +27,7 @@ from tcu.config import validate_vin
 from tcu.errors import TcuError
 from tcu.keys import load_public_key, load_signing_key, write_box_keypair, write_signing_keypair
 from tcu.runner import configure_logging, run_service
+from tcu.services.catalogue import Brand
 from tcu.services.terms import EXTENSION_MONTHS, Term
 from tcu.uplink.strict_cbor import describe
 
@@ -54,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
         help="the vehicle is equipped with EU legal eCall: every provisioning file keeps 6AF and its SIM "
         "(default: no for a new vehicle; a re-enrolment without the option keeps what is recorded)",
     )
+    enroll.add_argument(
+        "--brand", choices=[b.value for b in Brand], help="the brand the catalogue's terms are read for (default BMW)"
+    )
+    enroll.add_argument(
+        "--equipment",
+        type=_codes,
+        help="option codes the vehicle is built with, e.g. 6AE,6AC,6AP; a code outside them is refused at booking "
+        "(default: not recorded, every option code of the brand; 6AF is --legal-ecall)",
+    )
+    enroll.add_argument(
+        "--first-registration",
+        type=date.fromisoformat,
+        help="YYYY-MM-DD, the vehicle's first registration (Erstzulassung): 5y and 2+1y terms run from it "
+        "(default: the day a new vehicle is enrolled; a re-enrolment without the option keeps what is recorded)",
+    )
 
     commands.add_parser("vehicles", help="list enrolled vehicles")
     last = commands.add_parser("last", help="last transmitted value of each signal")
@@ -79,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _codes(text: str) -> frozenset[str]:
+    return frozenset(code.strip() for code in text.split(",") if code.strip())
+
+
 def _provision_parser(commands: Any) -> None:
     provision = commands.add_parser(
         "provision", help="change a vehicle's services (each change issues the next signed file) or show them"
@@ -86,14 +106,27 @@ def _provision_parser(commands: Any) -> None:
     actions = provision.add_subparsers(dest="action", required=True)
     book = actions.add_parser("book", help="book a service with a term")
     book.add_argument("--service", required=True, help="option code, e.g. 6AE")
-    book.add_argument("--term", required=True, choices=[t.value for t in Term])
+    book.add_argument(
+        "--term",
+        choices=[t.value for t in Term],
+        help="unlimited, 5y, 2+1y (Laufzeit 3 Jahre), 1y or 3m, as the catalogue offers it for the code and "
+        "brand (default: the only one it offers)",
+    )
     book.add_argument("--start", type=date.fromisoformat, help="YYYY-MM-DD (default: today, UTC)")
-    cancel = actions.add_parser("cancel", help="cancel a service (2+1 terms: record the notice date)")
-    cancel.add_argument("--service", required=True)
-    cancel.add_argument("--on", type=date.fromisoformat, help="notice date of a 2+1 term (default: today, UTC)")
-    extend = actions.add_parser("extend", help="extend a service's term")
+    cancel = actions.add_parser(
+        "cancel",
+        help="give notice: unlimited services stop six weeks later; a 2+1 term noticed in time does not renew; "
+        "other fixed terms run out (on sale of the vehicle: --sale, six weeks)",
+    )
+    target = cancel.add_mutually_exclusive_group(required=True)
+    target.add_argument("--service")
+    target.add_argument("--contract", action="store_true", help="the ConnectedDrive contract (AGB 6.2)")
+    cancel.add_argument("--on", type=date.fromisoformat, help="date of the notice (default: today, UTC)")
+    cancel.add_argument("--sale", action="store_true", help="notice on sale of the vehicle (AGB 7.4)")
+    extend = actions.add_parser("extend", help="buy a store extension of a service's term")
     extend.add_argument("--service", required=True)
     extend.add_argument("--months", type=int, required=True, choices=sorted(EXTENSION_MONTHS, reverse=True))
+    extend.add_argument("--on", type=date.fromisoformat, help="purchase date (default: today, UTC)")
     actions.add_parser("suspend", help="payment default: suspend every booked service")
     actions.add_parser("resume", help="payment default over: resume the booked services")
     actions.add_parser("deactivate-sim", help="deactivate the SIM (refused for a vehicle with legal eCall)")
@@ -191,14 +224,19 @@ def _status(vin: str, store: ProvisioningStore, backend: BackendStore, as_json: 
             "start": b.start.isoformat(),
             "end": None if b.end() is None else str(b.end()),
             "status": b.status(now).value,
-            "extensions": list(b.extensions),
+            "extensions": [f"{e.months}m bought {e.bought}" for e in b.extensions],
             "cancelled_on": None if b.cancelled_on is None else b.cancelled_on.isoformat(),
+            "sale": b.sale,
         }
         for b in (head.bookings if head else ())
     ]
+    record = store.vehicle(vin)
     vehicle = {
         "vin": vin,
-        "legal_ecall": store.legal_ecall(vin),
+        "legal_ecall": record.legal_ecall,
+        "brand": record.brand.value,
+        "equipment": None if record.equipment is None else ",".join(sorted(record.equipment)),
+        "first_registration": None if record.first_registration is None else record.first_registration.isoformat(),
         "online": backend.online(vin),
         "desired_version": head.version if head else None,
         "payment_default": head.payment_default if head else False,
@@ -247,8 +285,12 @@ def _provision(args: argparse.Namespace, config: BackendConfig) -> None:
         )
         issued = {
             "book": lambda: issuer.book(vin, args.service, args.term, args.start),
-            "cancel": lambda: issuer.cancel(vin, args.service, args.on),
-            "extend": lambda: issuer.extend(vin, args.service, args.months),
+            "cancel": lambda: (
+                issuer.cancel_contract(vin, args.on)
+                if args.contract
+                else issuer.cancel(vin, args.service, args.on, sale=args.sale)
+            ),
+            "extend": lambda: issuer.extend(vin, args.service, args.months, args.on),
             "suspend": lambda: issuer.suspend(vin),
             "resume": lambda: issuer.resume(vin),
             "deactivate-sim": lambda: issuer.deactivate_sim(vin),
@@ -384,13 +426,28 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "enroll":
                 vin = validate_vin(args.vin, where="VIN argument")
-                store.enroll(vin, bytes(load_public_key(args.public_key)), SystemClock().now())
+                public_key = bytes(load_public_key(args.public_key))
                 provisioning = ProvisioningStore(config.database)
-                try:
-                    legal = provisioning.set_legal_ecall(vin, args.legal_ecall)
+                try:  # the build first: equipment the catalogue refuses leaves nothing enrolled
+                    with provisioning.transaction():
+                        provisioning.set_legal_ecall(vin, args.legal_ecall)
+                        record = provisioning.record_build(
+                            vin,
+                            brand=None if args.brand is None else Brand(args.brand),
+                            equipment=args.equipment,
+                            first_registration=args.first_registration,
+                            today=SystemClock().now().date(),
+                        )
+                except ValueError as exc:
+                    raise BackendConfigError(f"enroll {vin}: {exc}") from exc
                 finally:
                     provisioning.close()
-                print(f"enrolled {vin} (legal eCall: {'yes' if legal else 'no'})")
+                store.enroll(vin, public_key, SystemClock().now())
+                equipment = "not recorded" if record.equipment is None else ",".join(sorted(record.equipment)) or "none"
+                print(
+                    f"enrolled {vin} (legal eCall: {'yes' if record.legal_ecall else 'no'}, brand: {record.brand}, "
+                    f"equipment: {equipment}, first registration: {record.first_registration or 'not recorded'})"
+                )
             else:
                 _query(args, store)
         finally:

@@ -22,15 +22,22 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
 from backend_stub.database import migrate, open_database, transaction
-from backend_stub.provisioning import CapabilityReport, FileState, IssuedFile, ResultStatus, VehicleResult
-from tcu.services.catalogue import Catalogue
+from backend_stub.provisioning import (
+    CapabilityReport,
+    FileState,
+    IssuedFile,
+    ResultStatus,
+    VehicleRecord,
+    VehicleResult,
+)
+from tcu.services.catalogue import Brand, Catalogue
 from tcu.services.provisioning import ProvisioningFile, parse_payload
 from tcu.uplink.records import from_millis, to_millis
 
@@ -38,7 +45,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS provisioning_vehicles (
     vin          TEXT PRIMARY KEY,
     legal_ecall  INTEGER NOT NULL DEFAULT 0,
-    last_version INTEGER NOT NULL DEFAULT 0  -- highest version ever allocated: never reused
+    last_version INTEGER NOT NULL DEFAULT 0,  -- highest version ever allocated: never reused
+    brand        TEXT NOT NULL DEFAULT 'BMW',
+    equipment    TEXT,  -- option codes the vehicle is built with, comma-separated; NULL: not recorded
+    first_registration TEXT  -- YYYY-MM-DD ("Erstzulassung"); NULL: not recorded
 );
 CREATE TABLE IF NOT EXISTS provisioning_files (
     vin          TEXT NOT NULL,
@@ -98,6 +108,13 @@ DROP TABLE provisioning_results_before_epochs;
 ALTER TABLE capability_reports ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
 """
 
+# Stores made before issue 12 knew no brand, equipment or first registration (NULL: not recorded).
+_MIGRATE_TO_VEHICLE_BUILD = """
+ALTER TABLE provisioning_vehicles ADD COLUMN brand TEXT NOT NULL DEFAULT 'BMW';
+ALTER TABLE provisioning_vehicles ADD COLUMN equipment TEXT;
+ALTER TABLE provisioning_vehicles ADD COLUMN first_registration TEXT
+"""
+
 _SELECT_FILES = (
     "SELECT vin, version, operation, issued_ms, expires_ms, signed, state, changed_ms, code, reason, "
     "publications, published_ms FROM provisioning_files"
@@ -119,6 +136,7 @@ class ProvisioningStore:
         self.catalogue = catalogue or Catalogue.load()
         self._db = open_database(path, _SCHEMA)
         migrate(self._db, table="provisioning_results", column="epoch", script=_MIGRATE_TO_EPOCHS)
+        migrate(self._db, table="provisioning_vehicles", column="first_registration", script=_MIGRATE_TO_VEHICLE_BUILD)
 
     def close(self) -> None:
         self._db.close()
@@ -140,6 +158,54 @@ class ProvisioningStore:
     def legal_ecall(self, vin: str) -> bool:
         row = self._db.execute("SELECT legal_ecall FROM provisioning_vehicles WHERE vin=?", (vin,)).fetchone()
         return row is not None and bool(row[0])
+
+    def record_build(
+        self,
+        vin: str,
+        *,
+        brand: Brand | None = None,
+        equipment: frozenset[str] | None = None,
+        first_registration: date | None = None,
+        today: date,
+    ) -> VehicleRecord:
+        """Record the brand, the equipment and the first registration; None keeps what is recorded. A
+        new vehicle (no file issued yet) is a BMW, its equipment unrecorded, first registered `today`
+        (enrolled when new); one with files from before issue 12 keeps no first registration until told.
+        Raises ValueError for equipment the catalogue does not offer for the brand."""
+        current = self.vehicle(vin)
+        row = self._db.execute("SELECT last_version FROM provisioning_vehicles WHERE vin=?", (vin,)).fetchone()
+        known = row is not None and row[0] > 0  # files issued before first registrations were recorded: no guess
+        brand = brand or current.brand
+        built = equipment if equipment is not None else current.equipment
+        if built is not None:
+            self.catalogue.check_equipment(built, brand)
+        registered = first_registration or current.first_registration or (None if known else today)
+        self._db.execute(
+            "INSERT INTO provisioning_vehicles (vin, brand, equipment, first_registration) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (vin) DO UPDATE SET brand=excluded.brand, equipment=excluded.equipment, "
+            "first_registration=excluded.first_registration",
+            (
+                vin,
+                brand.value,
+                None if built is None else ",".join(sorted(built)),
+                None if registered is None else registered.isoformat(),
+            ),
+        )
+        return self.vehicle(vin)
+
+    def vehicle(self, vin: str) -> VehicleRecord:
+        row = self._db.execute(
+            "SELECT legal_ecall, brand, equipment, first_registration FROM provisioning_vehicles WHERE vin=?", (vin,)
+        ).fetchone()
+        if row is None:
+            return VehicleRecord()
+        legal, brand, equipment, registered = row
+        return VehicleRecord(
+            legal_ecall=bool(legal),
+            brand=Brand(brand),
+            equipment=None if equipment is None else frozenset(c for c in equipment.split(",") if c),
+            first_registration=None if registered is None else date.fromisoformat(registered),
+        )
 
     def next_version(self, vin: str) -> int:
         """Allocate the next version; call inside the transaction that writes the file."""

@@ -99,6 +99,7 @@ class BenchLayout:
         store = ProvisioningStore(self.root / "backend.sqlite3")
         try:
             store.set_legal_ecall(vin, legal)
+            store.record_build(vin, today=SystemClock().now().date())  # a new car: first registered today
         finally:
             store.close()
 

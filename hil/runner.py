@@ -445,9 +445,10 @@ async def _provision(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     issuer, vin = _issuer(bench), runner.scenario.vin
     match step.do:
         case "book":
-            issued = issuer.book(vin, str(step.args["service"]), str(step.args.get("term", "3y")))
+            term = step.args.get("term")  # none: the only term the catalogue offers for the code
+            issued = issuer.book(vin, str(step.args["service"]), None if term is None else str(term))
         case "cancel":
-            issued = issuer.cancel(vin, str(step.args["service"]))
+            issued = issuer.cancel(vin, str(step.args["service"]), sale=bool(step.args.get("sale", False)))
         case "suspend":
             issued = issuer.suspend(vin)
         case _:

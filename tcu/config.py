@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from tcu.ecall.config import EcallConfig, load_ecall_config
 from tcu.errors import ConfigError
 from tcu.private_files import refuse_exposed
+from tcu.services.catalogue import Brand, Catalogue, VehicleFit
 
 VIN_PATTERN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # ISO 3779: no I, O, Q
 MqttProtocol = Literal["5", "3.1.1"]
@@ -94,6 +96,11 @@ class TelemetryConfig:
 class VehicleConfig:
     services_tick_s: float = 60.0  # how often service terms are re-checked
     status_interval_s: float = 1.0  # how often status.json is rewritten; 0 turns it off
+    # What the vehicle is, for checking provisioning files against the catalogue of the terms: its brand;
+    # the option codes it is built with (None, the default: not stated, every option code of the brand,
+    # so that configs written before issue 12 keep working); its first registration (None: taken from the
+    # files; set, a file naming another one is refused).
+    fit: VehicleFit = field(default_factory=VehicleFit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +273,30 @@ def refuse_exposed_password(path: Path, broker: BrokerConfig) -> None:
     refuse_exposed(path, info, "the [broker] password in", ConfigError)
 
 
+def parse_vehicle_fit(section: TomlSection) -> VehicleFit:
+    """`[vehicle] brand`, `equipment` (option codes) and `first_registration`, checked against the catalogue."""
+    brand = Brand(section.choice("brand", tuple(b.value for b in Brand), Brand.BMW.value))
+    codes = section._get("equipment", (list,), 'an array of option codes, e.g. ["6AE", "6AC"]', None)
+    equipment = None
+    if codes is not None:
+        if not all(isinstance(code, str) for code in codes):
+            raise ConfigError(f"vehicle.equipment: got {codes!r}; expected an array of option codes (strings)")
+        equipment = frozenset(codes)
+        try:
+            Catalogue.load().check_equipment(equipment, brand)
+        except ValueError as exc:
+            raise ConfigError(f"vehicle.equipment: {exc}") from exc
+    registered = section._get("first_registration", (date, str), "a date, e.g. 2026-11-23", None)
+    if isinstance(registered, str):
+        try:
+            registered = date.fromisoformat(registered)
+        except ValueError as exc:
+            raise ConfigError(f"vehicle.first_registration: {registered!r} is not a YYYY-MM-DD date") from exc
+    elif registered is not None and type(registered) is not date:  # a TOML date-time is not a day
+        raise ConfigError(f"vehicle.first_registration: got {registered!r}; expected a date, e.g. 2026-11-23")
+    return VehicleFit(brand=brand, equipment=equipment, first_registration=registered)
+
+
 def load_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -304,6 +335,7 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
         vehicle=VehicleConfig(
             services_tick_s=vehicle.number("services_tick_s", 60.0),
             status_interval_s=vehicle.number("status_interval_s", 1.0),
+            fit=parse_vehicle_fit(vehicle),
         ),
         broker=parse_broker(root.table("broker"), env),
         queue=QueueConfig(

@@ -1,15 +1,22 @@
-"""The service catalogue and the data categories of the privacy menu, loaded from catalogue.toml."""
+"""The service catalogue and the data categories of the privacy menu.
+
+The option codes of the terms of service, their services per brand and each service's term come from
+option_codes.toml; the data categories each code needs and the path prefixes of the privacy menu from
+catalogue.toml.
+"""
 
 from __future__ import annotations
 
 import logging
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from typing import Any
 
 from tcu.errors import ConfigError
+from tcu.services.terms import Term
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,12 +77,55 @@ _TECHNICAL = frozenset({Category.VEHICLE_STATUS, Category.MAINTENANCE})
 _LEGACY_NAMES = {"driver_profile": Category.USER_PROFILE}
 
 
+class Brand(StrEnum):
+    """The brands the catalogue lists services for."""
+
+    BMW = "BMW"
+    BMW_I = "BMW i"
+    MINI = "MINI"
+
+
+class EntryKind(StrEnum):
+    OPTION = "option"  # an option code: the car is built with it (equipment)
+    CODELESS = "codeless"  # listed without a code (Navigationskarten-Update): our stable id
+    STORE = "store"  # a store package ("Connected Package ... (Store)"): our stable id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncludedService:
+    """One service of an option code, for some brands, with the term(s) the terms list for it."""
+
+    name: str
+    brands: frozenset[Brand]
+    terms: tuple[Term, ...]  # two: the customer chooses ("[Laufzeit 3 Monate/Laufzeit 3 Jahre]")
+    note: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceDefinition:
     code: str
     name: str
     categories: frozenset[Category]
     legal: bool = False
+    kind: EntryKind = EntryKind.OPTION
+    services: tuple[IncludedService, ...] = ()
+
+    @property
+    def equipment(self) -> bool:
+        """A code the car must be built with; code-less entries and store packages are not equipment."""
+        return self.kind is EntryKind.OPTION
+
+    @property
+    def brands(self) -> frozenset[Brand]:
+        return frozenset(b for s in self.services for b in s.brands)
+
+    def services_for(self, brand: Brand) -> tuple[IncludedService, ...]:
+        return tuple(s for s in self.services if brand in s.brands)
+
+    def terms_for(self, brand: Brand) -> tuple[Term, ...]:
+        """The terms a booking of this code may have for `brand`: those its services list, in term order."""
+        offered = {t for s in self.services_for(brand) for t in s.terms}
+        return tuple(t for t in Term if t in offered)
 
 
 LEGAL_ECALL = "6AF"
@@ -83,33 +133,115 @@ TELESERVICES = "6AE"
 INTELLIGENT_ECALL = "6AC"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleFit:
+    """What one vehicle is: its brand, the option codes it is built with (None: not stated, so every
+    code of its brand), and its first registration ("Erstzulassung", None: not configured)."""
+
+    brand: Brand = Brand.BMW
+    equipment: frozenset[str] | None = None
+    first_registration: date | None = None
+
+
+def _read(name: str) -> str:
+    return resources.files("tcu.services").joinpath(name).read_text(encoding="utf-8")
+
+
+def _included(code: str, item: Any) -> IncludedService:
+    if not isinstance(item, dict):
+        raise TypeError(f"{code}: a service entry must be a table, got {item!r}")
+    brands = item["brands"]
+    terms = item["terms"]
+    if not isinstance(brands, list) or not brands or not isinstance(terms, list) or not terms:
+        raise ValueError(f"{code} {item.get('service')!r}: brands and terms must be non-empty arrays")
+    return IncludedService(
+        name=str(item["service"]),
+        brands=frozenset(Brand(b) for b in brands),
+        terms=tuple(Term.of_label(t) for t in terms),
+        note=None if item.get("note") is None else str(item["note"]),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Catalogue:
+    """The option codes (option_codes.toml) with their data categories and the privacy menu's path
+    prefixes (catalogue.toml). `vehicle` is set on a vehicle's own copy (`for_vehicle`): the vehicle
+    checks every file against its brand, equipment and first registration."""
+
     services: dict[str, ServiceDefinition]
     prefixes: tuple[tuple[str, Category], ...]  # longest first
     _categories: dict[str, Category] = field(default_factory=dict, compare=False, repr=False)
+    vehicle: VehicleFit | None = None
 
     @classmethod
-    def load(cls, text: str | None = None) -> Catalogue:
-        raw: dict[str, Any] = tomllib.loads(
-            text if text is not None else resources.files("tcu.services").joinpath("catalogue.toml").read_text()
-        )
+    def load(cls, text: str | None = None, codes_text: str | None = None) -> Catalogue:
+        raw: dict[str, Any] = tomllib.loads(text if text is not None else _read("catalogue.toml"))
+        codes: dict[str, Any] = tomllib.loads(codes_text if codes_text is not None else _read("option_codes.toml"))
+        try:
+            categories = raw["services"]
+            entries = codes["codes"]
+        except KeyError as exc:
+            raise ConfigError(f"service catalogue is invalid: no table {exc}") from exc
+        if set(categories) != set(entries):
+            raise ConfigError(
+                f"service catalogue is invalid: catalogue.toml [services] and option_codes.toml [codes] must list "
+                f"the same codes; only in the first: {sorted(set(categories) - set(entries))}, only in the second: "
+                f"{sorted(set(entries) - set(categories))}"
+            )
         try:
             services = {
                 code: ServiceDefinition(
                     code=code,
-                    name=str(item["name"]),
-                    categories=frozenset(Category(c) for c in item.get("categories", [])),
-                    legal=bool(item.get("legal", False)),
+                    name=str(entry["name"]),
+                    categories=frozenset(Category(c) for c in categories[code].get("categories", [])),
+                    legal=bool(categories[code].get("legal", False)),
+                    kind=EntryKind(entry.get("kind", EntryKind.OPTION)),
+                    services=tuple(_included(code, item) for item in entry["services"]),
                 )
-                for code, item in raw["services"].items()
+                for code, entry in entries.items()
             }
             prefixes = tuple(
                 sorted(((p, Category(c)) for p, c in raw["categories"].items()), key=lambda pc: -len(pc[0]))
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"service catalogue is invalid: {exc!r}") from exc
         return cls(services=services, prefixes=prefixes)
+
+    def for_vehicle(self, fit: VehicleFit) -> Catalogue:
+        """This catalogue as one vehicle checks its files against it; refuses equipment it does not list."""
+        if fit.equipment is not None:
+            self.check_equipment(fit.equipment, fit.brand)
+        return replace(self, vehicle=fit)
+
+    def check_equipment(self, equipment: frozenset[str], brand: Brand) -> None:
+        """Raise ValueError for a code that is no option code of `brand` (6AF: the legal-eCall setting)."""
+        for code in sorted(equipment):
+            entry = self.services.get(code)
+            if code == LEGAL_ECALL:
+                raise ValueError("6AF (legal eCall) is not listed as equipment: it is the vehicle's legal-eCall flag")
+            if entry is None or not entry.equipment:
+                raise ValueError(f"{code!r} is not an option code of the catalogue: {self.option_codes()}")
+            if brand not in entry.brands:
+                raise ValueError(f"option code {code} ({entry.name}) is not offered for {brand}")
+
+    def option_codes(self) -> str:
+        return ", ".join(sorted(c for c, e in self.services.items() if e.equipment))
+
+    def booking_refusal(self, code: str, term: Term, *, brand: Brand, equipment: frozenset[str] | None) -> str | None:
+        """Why `code` with `term` cannot be booked for this vehicle, or None when it can."""
+        entry = self.services.get(code)
+        if entry is None:
+            return f"unknown service code {code!r}; the catalogue has {', '.join(sorted(self.services))}"
+        if brand not in entry.brands:
+            return f"service {code} ({entry.name}) is not offered for {brand}"
+        if entry.equipment and code != LEGAL_ECALL and equipment is not None and code not in equipment:
+            built = ", ".join(sorted(equipment)) or "none"
+            return f"the vehicle is not built with option code {code} ({entry.name}); its equipment: {built}"
+        offered = entry.terms_for(brand)
+        if term not in offered:
+            names = ", ".join(f"{t} ({t.label})" for t in offered)
+            return f"service {code} ({entry.name}) is offered for {brand} with the term(s) {names}, not {term}"
+        return None
 
     def category_of(self, path: str) -> Category:
         known = self._categories.get(path)  # a vehicle has a few hundred paths: remember them

@@ -3,15 +3,20 @@
 A file is a COSE_Sign1 message (tcu.services.cose) whose payload is a CBOR map:
 
     {"type": "provisioning", "vin": str, "version": uint, "issued": ms, "expires": ms,
-     "services": [{"code": "6AE", "term": "3y", "start": "2026-11-23",
-                   "extensions": [12], "cancelled_on": "2027-01-05"}],   # last two optional
+     "first_registration": "2026-11-23",          # optional; required by any 5y or 2+1y term
+     "services": [{"code": "6AK", "term": "2+1y", "start": "2026-11-23",
+                   "extensions": [{"months": 12, "bought": "2029-01-05"}],   # optional
+                   "cancelled_on": "2027-01-05", "sale": false}],              # optional
      "payment_default": bool, "sim": "active" | "deactivated"}
 
 It carries the complete desired state, never a delta, so a late or repeated delivery converges
 (Uptane's lesson). The vehicle accepts a file only if it is signed by the pinned backend key, names
 this VIN, has a higher version than the one applied (an identical re-delivery of the applied file is
 acknowledged again, not re-applied), has not expired, and makes no forbidden change: a legal-eCall
-vehicle keeps 6AF, unlimited, and its SIM.
+vehicle keeps 6AF, unlimited, and its SIM. Every booking is checked against the catalogue of the terms
+(tcu.services.catalogue): a known code, offered for the vehicle's brand, with a term the catalogue
+offers for it; a vehicle that knows its equipment refuses a code it is not built with, and one that
+knows its first registration refuses a file that names another.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from nacl.signing import SigningKey, VerifyKey
 
 from tcu.errors import RejectedMessageError
 from tcu.services import payload_fields as fields
-from tcu.services.catalogue import LEGAL_ECALL, Catalogue
+from tcu.services.catalogue import LEGAL_ECALL, Catalogue, VehicleFit
 from tcu.services.cose import decode, sign1, verify1
 from tcu.services.payload_fields import shown
-from tcu.services.terms import Booking, Term
+from tcu.services.terms import Booking, Extension, Term, parse_term
 from tcu.uplink.records import to_millis
 
 MAX_FILE_BYTES = 16 * 1024
@@ -45,10 +50,17 @@ class ProvisioningFile:
     bookings: tuple[Booking, ...] = ()
     payment_default: bool = False
     sim: str = "active"
+    first_registration: date | None = None  # "Erstzulassung": 5y and 2+1y terms run from it
     codes: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", frozenset(b.code for b in self.bookings))
+        for booking in self.bookings:
+            if booking.term.from_first_registration and booking.first_registration != self.first_registration:
+                raise ValueError(
+                    f"service {booking.code} runs from first registration {booking.first_registration}, but the "
+                    f"file says {self.first_registration}"
+                )
 
     def booking(self, code: str) -> Booking | None:
         return next((b for b in self.bookings if b.code == code), None)
@@ -59,22 +71,24 @@ def encode_payload(file: ProvisioningFile) -> bytes:
     for booking in file.bookings:
         item: dict[str, Any] = {"code": booking.code, "term": booking.term.value, "start": booking.start.isoformat()}
         if booking.extensions:
-            item["extensions"] = list(booking.extensions)
+            item["extensions"] = [{"months": e.months, "bought": e.bought.isoformat()} for e in booking.extensions]
         if booking.cancelled_on is not None:
             item["cancelled_on"] = booking.cancelled_on.isoformat()
+            item["sale"] = booking.sale
         services.append(item)
-    return cbor2.dumps(
-        {
-            "type": "provisioning",
-            "vin": file.vin,
-            "version": file.version,
-            "issued": to_millis(file.issued),
-            "expires": to_millis(file.expires),
-            "services": services,
-            "payment_default": file.payment_default,
-            "sim": file.sim,
-        }
-    )
+    payload: dict[str, Any] = {
+        "type": "provisioning",
+        "vin": file.vin,
+        "version": file.version,
+        "issued": to_millis(file.issued),
+        "expires": to_millis(file.expires),
+        "services": services,
+        "payment_default": file.payment_default,
+        "sim": file.sim,
+    }
+    if file.first_registration is not None:
+        payload["first_registration"] = file.first_registration.isoformat()
+    return cbor2.dumps(payload)
 
 
 def sign_file(file: ProvisioningFile, key: SigningKey) -> bytes:
@@ -100,7 +114,19 @@ def _date(value: Any, what: str) -> date:
         raise _malformed(f"{what} {shown(value)} is not a YYYY-MM-DD date") from exc
 
 
-def _booking(item: Any, catalogue: Catalogue) -> Booking:
+def _extension(value: Any, code: str) -> Extension:
+    if not isinstance(value, Mapping) or set(value) != {"months", "bought"} or not fields.is_int(value["months"]):
+        raise _malformed(
+            f"service {code}: each extension must be a map {{'months': 12 | 6 | 1, 'bought': 'YYYY-MM-DD'}}, "
+            f"got {shown(value)}"
+        )
+    try:
+        return Extension(months=value["months"], bought=_date(value["bought"], f"service {code} extension bought"))
+    except ValueError as exc:
+        raise _malformed(f"service {code}: {exc}") from exc
+
+
+def _booking(item: Any, catalogue: Catalogue, first_registration: date | None) -> Booking:
     if not isinstance(item, Mapping):
         raise _malformed(f"a service entry is {shown(item)}, not a map")
     code = fields.text(item, "code", _malformed)
@@ -108,22 +134,27 @@ def _booking(item: Any, catalogue: Catalogue) -> Booking:
         raise _malformed(f"unknown service code {shown(code)}")
     term_text = fields.text(item, "term", _malformed)
     try:
-        term = Term(term_text)
+        term = parse_term(term_text)
     except ValueError as exc:
-        raise _malformed(f"service {code}: unknown term {shown(term_text)}") from exc
+        raise _malformed(f"service {code}: {exc}") from exc
     extensions = item.get("extensions", [])
-    if not isinstance(extensions, list | tuple) or not all(fields.is_int(m) for m in extensions):
-        raise _malformed(f"service {code}: extensions must be an array of integer month counts")
+    if not isinstance(extensions, list | tuple):
+        raise _malformed(f"service {code}: extensions must be an array, got {shown(extensions)}")
     cancelled = item.get("cancelled_on")
+    sale = item.get("sale", False)
+    if not isinstance(sale, bool):
+        raise _malformed(f"service {code}: sale must be true or false, got {shown(sale)}")
     try:
         booking = Booking(
             code=code,
             term=term,
             start=_date(item.get("start"), f"service {code} start"),
-            extensions=tuple(extensions),
+            first_registration=first_registration,
+            extensions=tuple(_extension(e, code) for e in extensions),
             cancelled_on=None if cancelled is None else _date(cancelled, f"service {code} cancelled_on"),
+            sale=sale,
         )
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise _malformed(str(exc)) from exc
     # The vehicle recomputes the end at every boot and tick: it must be a date Python can hold.
     try:
@@ -159,7 +190,9 @@ def _parse_fields(data: Mapping[Any, Any], catalogue: Catalogue, version: int) -
     services = data.get("services")
     if not isinstance(services, list | tuple):
         raise _malformed(f"field 'services' must be an array, got {shown(services)}")
-    bookings = tuple(_booking(item, catalogue) for item in services)
+    registered = data.get("first_registration")
+    first_registration = None if registered is None else _date(registered, "first_registration")
+    bookings = tuple(_booking(item, catalogue, first_registration) for item in services)
     if len({b.code for b in bookings}) != len(bookings):
         raise _malformed("a service code appears twice")
     sim = fields.text(data, "sim", _malformed)
@@ -175,6 +208,7 @@ def _parse_fields(data: Mapping[Any, Any], catalogue: Catalogue, version: int) -
         bookings=bookings,
         payment_default=fields.flag(data, "payment_default", _malformed),
         sim=sim,
+        first_registration=first_registration,
     )
 
 
@@ -202,6 +236,22 @@ def check_change(file: ProvisioningFile, *, legal_ecall_equipped: bool) -> None:
         )
 
 
+def check_fit(file: ProvisioningFile, catalogue: Catalogue, fit: VehicleFit) -> None:
+    """Refuse a file that does not fit this vehicle: its brand, its equipment, its first registration."""
+    if fit.first_registration is not None and file.first_registration not in (None, fit.first_registration):
+        raise RejectedMessageError(
+            f"forbidden change: the file says first registration {file.first_registration}, this vehicle was first "
+            f"registered on {fit.first_registration}",
+            code="forbidden_change",
+        )
+    for booking in file.bookings:
+        if booking.code == LEGAL_ECALL:
+            continue  # governed by the legal-eCall equipment: check_change
+        refusal = catalogue.booking_refusal(booking.code, booking.term, brand=fit.brand, equipment=fit.equipment)
+        if refusal is not None:
+            raise RejectedMessageError(f"booking refused: {refusal}", code="not_offered")
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     file: ProvisioningFile
@@ -217,6 +267,7 @@ def _check_file(
     applied: bytes | None,
     applied_version: int,
     legal_ecall_equipped: bool,
+    catalogue: Catalogue,
 ) -> bool:
     """The checks of a verified, parsed file; True when it is the applied file delivered again."""
     if file.vin != vin:
@@ -234,6 +285,8 @@ def _check_file(
             f"provisioning file version {file.version} expired at {file.expires.isoformat()}", code="expired"
         )
     check_change(file, legal_ecall_equipped=legal_ecall_equipped)
+    if catalogue.vehicle is not None:
+        check_fit(file, catalogue, catalogue.vehicle)
     return False
 
 
@@ -260,6 +313,7 @@ def verify_file(
             applied=applied,
             applied_version=applied_version,
             legal_ecall_equipped=legal_ecall_equipped,
+            catalogue=catalogue,
         ):
             return Accepted(file, already_applied=True)
     except RejectedMessageError as exc:

@@ -98,7 +98,7 @@ def _payload(**changes: Any) -> dict[str, Any]:
         version=3,
         issued=NOW,
         expires=NOW + timedelta(days=30),
-        bookings=(Booking(code="6AE", term=Term.YEARS_3, start=NOW.date()),),
+        bookings=(Booking(code="6AE", term=Term.UNLIMITED, start=NOW.date()),),
     )
     payload: dict[str, Any] = cbor2.loads(encode_payload(file))
     payload.update(changes)
@@ -106,7 +106,7 @@ def _payload(**changes: Any) -> dict[str, Any]:
 
 
 def _service(**changes: Any) -> dict[str, Any]:
-    return {"code": "6AE", "term": "3y", "start": "2026-11-01", **changes}
+    return {"code": "STORE-CONNECTED", "term": "1y", "start": "2026-11-01", **changes}
 
 
 # Correctly signed files with absurd values: (payload changes, words the reason must contain).
@@ -122,7 +122,26 @@ ABSURD_FILES = {
     "version 1.0": ({"version": 1.0}, "'version' must be an integer, got 1.0"),
     "payment_default 1": ({"payment_default": 1}, "'payment_default' must be true or false"),
     "start in 9999": ({"services": [_service(start="9999-06-01")]}, "ends after the year 9999"),
-    "extension true": ({"services": [_service(extensions=[True])]}, "integer month counts"),
+    "extension true": ({"services": [_service(extensions=[True])]}, "each extension must be a map"),
+    "extension months true": (
+        {"services": [_service(extensions=[{"months": True, "bought": "2027-01-01"}])]},
+        "each extension must be a map",
+    ),
+    "extension bought in 9999": (
+        {"services": [_service(extensions=[{"months": 12, "bought": "9999-06-01"}])]},
+        "ends after the year 9999",
+    ),
+    "extension bought bignum": (
+        {"services": [_service(extensions=[{"months": 12, "bought": BIGNUM}])]},
+        "bought must be a YYYY-MM-DD text string, got an integer of",
+    ),
+    "term 3y": ({"services": [_service(term="3y")]}, "unknown term '3y'"),
+    "sale 1": ({"services": [_service(cancelled_on="2027-01-01", sale=1)]}, "sale must be true or false, got 1"),
+    "first_registration bignum": ({"first_registration": BIGNUM}, "first_registration must be a YYYY-MM-DD"),
+    "first_registration far": (
+        {"first_registration": "9999-06-01", "services": [_service(code="6AM", term="2+1y")]},
+        "ends after the year 9999",
+    ),
     "start bignum": ({"services": [_service(start=BIGNUM)]}, "an integer of"),
     "term bignum": ({"services": [_service(term=BIGNUM)]}, "'term' must be a text string, got an integer of"),
     "vin bignum": ({"vin": BIGNUM}, "'vin' must be a text string"),

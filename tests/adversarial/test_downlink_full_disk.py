@@ -48,7 +48,7 @@ def test_a_file_arriving_on_a_full_disk_waits_and_is_applied_once_there_is_room(
     tmp_path: Path, clock: ManualClock, disk: Disk, store: ProvisioningStore
 ) -> None:
     issuer = ProvisioningIssuer(store, signing_key=KEY, clock=clock, enrolled=lambda _vin: True)
-    issued = issuer.book(VIN, "6AE", "3y")
+    issued = issuer.book(VIN, "6AE", "unlimited")
     store.mark_published(VIN, issued.version, clock.now())
     car = Provisioning(tmp_path / "provisioning.cose", clock)
 

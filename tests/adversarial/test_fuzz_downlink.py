@@ -29,7 +29,7 @@ from tcu.services.measure_plan import Fault, MeasureStep
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
 from tcu.services.provisioning import ProvisioningFile, encode_payload, sign_file, verify_file
-from tcu.services.terms import Booking, Term
+from tcu.services.terms import Booking, Extension, Term
 from tcu.uplink.records import Record
 from tcu.vehicle.drive_cycle import VehicleMode
 from tcu.vehicle.state import VehicleState
@@ -90,7 +90,16 @@ def _valid_file() -> dict[str, Any]:
         version=3,
         issued=NOW,
         expires=NOW + timedelta(days=30),
-        bookings=(Booking(code="6AE", term=Term.YEARS_2_PLUS_1, start=NOW.date(), extensions=(6,)),),
+        bookings=(
+            Booking(
+                code="6AM",
+                term=Term.YEARS_2_PLUS_1,
+                start=NOW.date(),
+                first_registration=NOW.date(),
+                extensions=(Extension(months=6, bought=NOW.date()),),
+            ),
+        ),
+        first_registration=NOW.date(),
     )
     return dict(cbor2.loads(encode_payload(file)))
 
@@ -130,10 +139,19 @@ def _dumps(value: Any) -> bytes:
 # A services entry mutated: the part of a file with the most rules (terms, dates, extensions).
 service_entries = st.fixed_dictionaries(
     {
-        "code": st.sampled_from(["6AE", "6AF", "6NR"]) | cbor_values,
+        "code": st.sampled_from(["6AE", "6AF", "6AM"]) | cbor_values,
         "term": st.sampled_from([t.value for t in Term]) | cbor_values,
         "start": st.sampled_from(["9999-12-01", "0001-01-01", "2026-11-01"]) | cbor_values,
-        "extensions": st.lists(st.sampled_from([1, 6, 12, True]) | cbor_values, max_size=3),
+        "extensions": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "months": st.sampled_from([1, 6, 12, True]) | cbor_values,
+                    "bought": st.sampled_from(["9999-12-01", "2026-11-01"]) | cbor_values,
+                }
+            )
+            | cbor_values,
+            max_size=3,
+        ),
     }
 )
 payload_bytes = st.one_of(

@@ -104,14 +104,16 @@ def signing_key() -> SigningKey:
 
 @pytest.fixture
 def issued(tmp_path: Path, signing_key: SigningKey, clock: ManualClock) -> IssuedFile:
-    """A real backend file with every optional field: 2+1 notice, extension, 6AF, payment default."""
+    """A real backend file with every optional field: first registration, 2+1 notice, extension, 6AF,
+    payment default."""
     store = ProvisioningStore(tmp_path / "backend.sqlite3")
     try:
         store.set_legal_ecall(VIN, True)
+        store.record_build(VIN, today=clock.now().date())  # first registration: 5y and 2+1y run from it
         issuer = ProvisioningIssuer(store, signing_key=signing_key, clock=clock, enrolled=lambda _vin: True)
-        issuer.book(VIN, "6AE", "2+1y")
-        issuer.cancel(VIN, "6AE")
-        issuer.extend(VIN, "6AE", 6)
+        issuer.book(VIN, "6AM", "2+1y")
+        issuer.extend(VIN, "6AM", 6)
+        issuer.cancel(VIN, "6AM")
         return issuer.suspend(VIN)
     finally:
         store.close()

@@ -20,18 +20,22 @@ from backend_stub.provisioning import (
 )
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
+from tcu.services.catalogue import Brand, Catalogue, VehicleFit
 from tcu.services.provisioning import ProvisioningFile, verify_file
-from tcu.services.terms import Booking, Term
+from tcu.services.terms import Booking, Extension, ServiceStatus, Term, midnight
 from tests.conftest import OTHER_VIN, VIN
 
 CATALOGUE = Catalogue.load()
 TODAY = date(2026, 11, 23)
+REGISTERED = date(2026, 3, 1)  # first registration: 5y and 2+1y terms run from here
+STORE = "STORE-CONNECTED"  # "Connected Package (Store)": BMW, Laufzeit 1 Jahr
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ProvisioningStore]:
     store = ProvisioningStore(tmp_path / "backend.sqlite3", CATALOGUE)
+    for vin in (VIN, OTHER_VIN):
+        store.record_build(vin, first_registration=REGISTERED, today=TODAY)
     yield store
     store.close()
 
@@ -57,7 +61,12 @@ def issuer(store: ProvisioningStore, key: SigningKey, clock: ManualClock) -> Pro
 
 
 def vehicle_accepts(
-    issued: IssuedFile, key: SigningKey, clock: ManualClock, *, legal: bool = False
+    issued: IssuedFile,
+    key: SigningKey,
+    clock: ManualClock,
+    *,
+    legal: bool = False,
+    fit: VehicleFit = VehicleFit(first_registration=REGISTERED),  # noqa: B008 - frozen
 ) -> ProvisioningFile:
     """Every check the vehicle makes, with its own code: the backend must never issue what it refuses."""
     return verify_file(
@@ -68,7 +77,7 @@ def vehicle_accepts(
         applied=None,
         applied_version=issued.version - 1,
         legal_ecall_equipped=legal,
-        catalogue=CATALOGUE,
+        catalogue=CATALOGUE.for_vehicle(fit),
     ).file
 
 
@@ -76,33 +85,37 @@ def vehicle_accepts(
 
 
 def test_booking_issues_version_1_a_complete_signed_file_the_vehicle_accepts(issuer, key, clock) -> None:
-    issued = issuer.book(VIN, "6AE", "3y")
-    assert (issued.version, issued.state, issued.operation) == (1, FileState.PENDING, "book 6AE 3y from 2026-11-23")
+    issued = issuer.book(VIN, "6AE")  # the catalogue offers Teleservices unlimited only
+    assert (issued.version, issued.state, issued.operation) == (
+        1,
+        FileState.PENDING,
+        "book 6AE unlimited from 2026-11-23",
+    )
     assert issued.expires - issued.issued == timedelta(days=30)
     file = vehicle_accepts(issued, key, clock)
-    assert file.bookings == (Booking(code="6AE", term=Term.YEARS_3, start=TODAY),)
-    assert (file.payment_default, file.sim, file.vin) == (False, "active", VIN)
+    assert file.bookings == (Booking(code="6AE", term=Term.UNLIMITED, start=TODAY),)
+    assert (file.payment_default, file.sim, file.vin, file.first_registration) == (False, "active", VIN, REGISTERED)
 
 
 def test_every_change_is_the_next_version_of_the_complete_state(issuer, key, clock) -> None:
-    issuer.book(VIN, "6AE", Term.YEARS_3)
-    issuer.book(VIN, "6NR", Term.YEAR_1, date(2027, 1, 1))
-    issuer.extend(VIN, "6AE", 12)
+    issuer.book(VIN, "6AE", Term.UNLIMITED)
+    issuer.book(VIN, STORE, Term.YEAR_1, date(2027, 1, 1))
+    issuer.extend(VIN, STORE, 12)
     last = issuer.suspend(VIN)
     assert last.version == 4
     file = vehicle_accepts(last, key, clock)
     assert [(b.code, b.term, b.extensions) for b in file.bookings] == [
-        ("6AE", Term.YEARS_3, (12,)),
-        ("6NR", Term.YEAR_1, ()),
+        ("6AE", Term.UNLIMITED, ()),
+        (STORE, Term.YEAR_1, (Extension(months=12, bought=TODAY),)),
     ]
     assert file.payment_default
 
 
 def test_versions_are_per_vehicle_and_a_refused_change_consumes_none(issuer) -> None:
-    assert issuer.book(VIN, "6AE", "3y").version == 1
-    assert issuer.book(OTHER_VIN, "6AE", "1y").version == 1
+    assert issuer.book(VIN, "6AE").version == 1
+    assert issuer.book(OTHER_VIN, STORE, "1y").version == 1
     with pytest.raises(ProvisioningError, match="already booked"):
-        issuer.book(VIN, "6AE", "5y")
+        issuer.book(VIN, "6AE", "unlimited")
     assert issuer.suspend(VIN).version == 2
 
 
@@ -112,7 +125,7 @@ def test_versions_are_never_reused_across_connections(tmp_path: Path, key, clock
     first, second = ProvisioningStore(path, CATALOGUE), ProvisioningStore(path, CATALOGUE)
     try:
         counter = second.changes()
-        a = make_issuer(first, key, clock).book(VIN, "6AE", "3y")
+        a = make_issuer(first, key, clock).book(VIN, "6AE")
         assert second.changes() != counter  # the running backend notices a file another process issued
         b = make_issuer(second, key, clock).suspend(VIN)
         c = make_issuer(first, key, clock).resume(VIN)
@@ -124,9 +137,9 @@ def test_versions_are_never_reused_across_connections(tmp_path: Path, key, clock
 
 
 def test_a_newer_version_supersedes_an_older_pending_one_but_not_a_delivered_one(issuer, store, clock) -> None:
-    issuer.book(VIN, "6AE", "3y")
+    issuer.book(VIN, "6AE")
     store.mark_published(VIN, 1, clock.now())
-    issuer.book(VIN, "6NR", "1y")
+    issuer.book(VIN, STORE, "1y")
     issuer.suspend(VIN)
     states = [(f.version, f.state, f.reason) for f in store.files(VIN)]
     assert states == [
@@ -139,7 +152,7 @@ def test_a_newer_version_supersedes_an_older_pending_one_but_not_a_delivered_one
 
 
 def test_expiry_is_configurable(store, key, clock) -> None:
-    issued = make_issuer(store, key, clock, validity=timedelta(days=7)).book(VIN, "6AE", "3y")
+    issued = make_issuer(store, key, clock, validity=timedelta(days=7)).book(VIN, "6AE")
     assert issued.expires == clock.now() + timedelta(days=7)
     with pytest.raises(ValueError, match="positive"):
         make_issuer(store, key, clock, validity=timedelta(0))
@@ -147,15 +160,17 @@ def test_expiry_is_configurable(store, key, clock) -> None:
 
 def test_unknown_vehicle_service_and_term_are_refused_with_the_reason(issuer) -> None:
     with pytest.raises(UnknownVehicleError, match="not enrolled"):
-        issuer.book("WDB00000000000001", "6AE", "3y")
-    with pytest.raises(ProvisioningError, match="unknown service code 'XXX'; the catalogue has 6AC, 6AE"):
-        issuer.book(VIN, "XXX", "3y")
+        issuer.book("WDB00000000000001", "6AE", "unlimited")
+    with pytest.raises(ProvisioningError, match="unknown service code 'XXX'; the catalogue has 322, 612, 6AC, 6AE"):
+        issuer.book(VIN, "XXX", "unlimited")
     with pytest.raises(ProvisioningError, match="unknown term '7y'"):
         issuer.book(VIN, "6AE", "7y")
+    with pytest.raises(ProvisioningError, match=r"unknown term '3y' \('Laufzeit 3 Jahre' is the 2\+1 rule: 2\+1y\)"):
+        issuer.book(VIN, "6AM", "3y")
 
 
 def test_reissue_keeps_the_desired_state_under_a_new_version(issuer, key, clock) -> None:
-    first = issuer.book(VIN, "6AE", "3y")
+    first = issuer.book(VIN, "6AE")
     clock.advance(31 * 86400)
     again = issuer.reissue(VIN, "expired")
     assert again.version == 2
@@ -165,63 +180,202 @@ def test_reissue_keeps_the_desired_state_under_a_new_version(issuer, key, clock)
         issuer.reissue(OTHER_VIN, "nothing")
 
 
+# -- the catalogue, the equipment, the first registration -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "term", "reason"),
+    [
+        ("6AE", "2+1y", r"service 6AE \(Teleservices\) is offered for BMW with the term\(s\) unlimited .*, not 2\+1y"),
+        ("6AM", "1y", r"6AM \(Real Time Traffic Information\) is offered for BMW with the term\(s\) 2\+1y"),
+        ("7GG", "unlimited", r"service 7GG \(Connected Media\) is not offered for BMW"),
+        ("612", None, r"give a term; the catalogue offers for BMW: unlimited .*2\+1y .*3m"),
+        ("6AG", "2+1y", r"offered for BMW with the term\(s\) 5y \(Laufzeit 5 Jahre\), 2\+1y"),  # Lademanagement
+    ],
+)
+def test_a_booking_uses_a_term_the_catalogue_offers_for_the_code_and_brand(issuer, store, code, term, reason) -> None:
+    if code == "6AG":  # on a MINI, eDrive Services are "Laufzeit 3 Jahre" and Lademanagement is not offered
+        store.record_build(VIN, brand=Brand.MINI, today=TODAY)
+        assert issuer.book(VIN, code, term).contents.bookings[0].term is Term.YEARS_2_PLUS_1
+        with pytest.raises(ProvisioningError, match=r"offered for MINI with the term\(s\) 2\+1y .*, not 5y"):
+            issuer.book(VIN, code, "5y")
+        return
+    with pytest.raises(ProvisioningError, match=reason):
+        issuer.book(VIN, code, term)
+    assert store.files(VIN) == []
+
+
+def test_a_code_the_vehicle_is_not_built_with_is_refused_at_booking(issuer, store, key, clock) -> None:
+    record = store.record_build(VIN, equipment=frozenset({"6AE", "6AC", "6AM"}), today=TODAY)
+    assert record.equipment == {"6AE", "6AC", "6AM"}
+    with pytest.raises(
+        ProvisioningError, match=r"not built with option code 6AP \(Lademanagement\); its equipment: 6AC, 6AE, 6AM"
+    ):
+        issuer.book(VIN, "6AP", "2+1y")
+    fit = VehicleFit(equipment=record.equipment, first_registration=REGISTERED)
+    assert vehicle_accepts(issuer.book(VIN, "6AM"), key, clock, fit=fit).codes == {"6AM"}
+    assert vehicle_accepts(issuer.book(VIN, STORE), key, clock, fit=fit).codes == {"6AM", STORE}  # no option code
+
+
+def test_equipment_the_catalogue_does_not_offer_is_refused_at_enrolment(store) -> None:
+    with pytest.raises(ValueError, match="'6NR' is not an option code of the catalogue"):
+        store.record_build(VIN, equipment=frozenset({"6NR"}), today=TODAY)
+    with pytest.raises(ValueError, match=r"option code 7GG .* is not offered for BMW"):
+        store.record_build(VIN, equipment=frozenset({"7GG"}), today=TODAY)
+    with pytest.raises(ValueError, match=r"6AF .* legal-eCall flag"):
+        store.record_build(VIN, equipment=frozenset({"6AF"}), today=TODAY)
+    assert store.vehicle(VIN).equipment is None  # nothing recorded
+
+
+def test_registration_terms_run_from_the_first_registration(issuer, key, clock) -> None:
+    issued = issuer.book(VIN, "6AM", "2+1y")  # "Laufzeit 3 Jahre", booked months after registration
+    booking = vehicle_accepts(issued, key, clock).booking("6AM")
+    assert booking is not None
+    assert (booking.start, booking.first_registration, booking.renewal_deadline(), booking.end()) == (
+        TODAY,
+        REGISTERED,
+        date(2028, 1, 19),
+        date(2029, 3, 1),
+    )
+
+
+def test_a_registration_term_needs_a_recorded_first_registration_and_must_not_have_ended(issuer, store) -> None:
+    store._db.execute("UPDATE provisioning_vehicles SET first_registration=NULL WHERE vin=?", (VIN,))  # before issue 12
+    with pytest.raises(ProvisioningError, match=r"first registration, which is not recorded .*--first-registration"):
+        issuer.book(VIN, "6AM", "2+1y")
+    store.record_build(VIN, first_registration=date(2020, 5, 1), today=TODAY)
+    with pytest.raises(
+        ProvisioningError, match=r"would have ended on 2023-05-01 already .*first registration on 2020-05-01"
+    ):
+        issuer.book(VIN, "6AM", "2+1y")
+    assert issuer.book(VIN, STORE, "1y").version == 1  # a store package runs from its booking
+
+
+def test_a_new_vehicle_is_first_registered_the_day_it_is_enrolled_and_re_enrolment_keeps_it(store) -> None:
+    new = "WBA00000000000009"
+    assert store.record_build(new, today=TODAY).first_registration == TODAY
+    assert store.record_build(new, brand=Brand.BMW_I, today=date(2027, 1, 1)).first_registration == TODAY
+    assert store.vehicle(new).brand is Brand.BMW_I
+
+
 # -- operations ------------------------------------------------------------------------------------
 
 
 def test_book_replaces_an_ended_booking_but_not_a_running_one(issuer, clock) -> None:
-    issuer.book(VIN, "6AE", "3m", date(2026, 1, 1))  # ended 2026-04-01
-    renewed = issuer.book(VIN, "6AE", "1y")
-    assert renewed.contents.bookings == (Booking(code="6AE", term=Term.YEAR_1, start=TODAY),)
-    with pytest.raises(ProvisioningError, match=r"already booked \(1y from 2026-11-23, active\); extend it or cancel"):
-        issuer.book(VIN, "6AE", "1y", date(2030, 1, 1))
+    issuer.book(VIN, "612", "3m")  # ends 2027-02-23
+    with pytest.raises(ProvisioningError, match=r"already booked \(3m from 2026-11-23, active\); extend it or cancel"):
+        issuer.book(VIN, "612", "3m", date(2030, 1, 1))
+    clock.advance(100 * 86400)  # 2027-03-03
+    renewed = issuer.book(VIN, "612", "3m")
+    assert renewed.contents.bookings == (Booking(code="612", term=Term.MONTHS_3, start=date(2027, 3, 3)),)
 
 
-def test_cancel_a_2_plus_1_term_records_the_notice_and_the_terms_decide_the_end(issuer) -> None:
-    start = date(2026, 1, 1)  # renewal deadline: 2028-01-01 minus six weeks = 2027-11-20
-    issuer.book(VIN, "6AE", "2+1y", start)
-    issued = issuer.cancel(VIN, "6AE", on=date(2027, 11, 20))
-    [booking] = issued.contents.bookings
-    assert booking.cancelled_on == date(2027, 11, 20)
-    assert booking.end() == date(2028, 1, 1)
-    with pytest.raises(ProvisioningError, match="already has a notice of cancellation dated 2027-11-20"):
+def test_a_booking_that_would_have_ended_already_is_refused(issuer) -> None:
+    with pytest.raises(ProvisioningError, match=r"from 2026-01-01 would have ended on 2026-04-01 already"):
+        issuer.book(VIN, "612", "3m", date(2026, 1, 1))
+
+
+def test_an_unlimited_service_stops_six_weeks_after_the_notice(issuer, key, clock) -> None:
+    issuer.book(VIN, "6AE")
+    issued = issuer.cancel(VIN, "6AE", on=date(2027, 5, 10))
+    assert issued.operation == "cancel 6AE on 2027-05-10"
+    booking = vehicle_accepts(issued, key, clock).booking("6AE")
+    assert booking is not None  # still in the file: it runs until the notice period is over
+    assert booking.cancelled_on == date(2027, 5, 10)
+    assert booking.end() == date(2027, 6, 21)
+    assert booking.is_running(midnight(date(2027, 6, 20)))
+    assert booking.status(midnight(date(2027, 6, 21))) is ServiceStatus.EXPIRED
+    with pytest.raises(ProvisioningError, match="already has a notice of cancellation dated 2027-05-10"):
         issuer.cancel(VIN, "6AE")
-    issuer.book(VIN, "6NR", "2+1y", start)
-    late = issuer.cancel(VIN, "6NR", on=date(2027, 11, 21)).contents.booking("6NR")
-    assert late is not None
-    assert late.end() == date(2029, 1, 1)
 
 
-def test_cancel_without_date_notices_today(issuer) -> None:
-    issuer.book(VIN, "6AE", "2+1y")
-    assert issuer.cancel(VIN, "6AE").contents.bookings[0].cancelled_on == TODAY
+def test_a_2_plus_1_term_noticed_by_its_deadline_does_not_renew(issuer) -> None:
+    issuer.book(VIN, "6AM", "2+1y")  # two years from 2026-03-01: deadline 2028-01-19
+    [booking] = issuer.cancel(VIN, "6AM", on=date(2028, 1, 19)).contents.bookings  # the deadline day is in time
+    assert (booking.cancelled_on, booking.end()) == (date(2028, 1, 19), date(2028, 3, 1))
 
 
-def test_cancel_other_terms_removes_the_service_and_refuses_a_date(issuer) -> None:
-    issuer.book(VIN, "6AE", "3y")
-    issuer.book(VIN, "6NR", "1y")
-    with pytest.raises(ProvisioningError, match=r"applies to 2\+1 terms only.*cancel it without a date"):
-        issuer.cancel(VIN, "6NR", on=date(2027, 1, 1))
-    issued = issuer.cancel(VIN, "6NR")
-    assert issued.contents.codes == {"6AE"}
-    with pytest.raises(ProvisioningError, match="service 6NR is not booked"):
-        issuer.cancel(VIN, "6NR")
+def test_a_late_notice_against_a_2_plus_1_renewal_is_refused_with_the_reason(issuer, store) -> None:
+    issuer.book(VIN, "6AM", "2+1y")
+    with pytest.raises(
+        ProvisioningError, match=r"notice on 2028-01-20 is too late .*deadline 2028-01-19.*renews to 2029-03-01.*--sale"
+    ):
+        issuer.cancel(VIN, "6AM", on=date(2028, 1, 20))
+    assert [f.version for f in store.files(VIN)] == [1]
 
 
-def test_extend_adds_store_months_to_the_end(issuer) -> None:
-    issuer.book(VIN, "6AE", "1y", date(2026, 1, 31))
-    issued = issuer.extend(VIN, "6AE", 1)
+@pytest.mark.parametrize(("code", "term"), [(STORE, "1y"), ("612", "3m"), ("6AG", "5y")])
+def test_a_fixed_term_that_does_not_renew_runs_out_and_is_cancelled_only_on_sale(
+    issuer, key, clock, code, term
+) -> None:
+    issuer.book(VIN, code, term)
+    with pytest.raises(
+        ProvisioningError, match=r"does not renew and cannot be cancelled: it runs out on .*--sale \(AGB 7.4\)"
+    ):
+        issuer.cancel(VIN, code, on=date(2026, 12, 1))
+    issued = issuer.cancel(VIN, code, on=date(2026, 12, 1), sale=True)
+    assert issued.operation == f"cancel {code} on 2026-12-01 (sale of the vehicle)"
+    booking = vehicle_accepts(issued, key, clock).booking(code)
+    assert booking is not None
+    assert (booking.sale, booking.end()) == (True, min(date(2027, 1, 12), date(2027, 2, 23)))
+
+
+def test_legal_ecall_can_never_be_cancelled_even_on_a_vehicle_recorded_without_it(issuer) -> None:
+    issuer.book(VIN, "6AE")
+    with pytest.raises(ProvisioningError, match=r"legal eCall \(6AF\) cannot be cancelled"):
+        issuer.cancel(VIN, "6AF", sale=True)
+
+
+def test_cancelling_the_contract_gives_notice_to_what_can_be_noticed(issuer, key, clock) -> None:
+    issuer.book(VIN, "6AE")
+    issuer.book(VIN, "6AM", "2+1y")
+    issuer.book(VIN, STORE, "1y")
+    issued = issuer.cancel_contract(VIN, on=date(2027, 2, 1))
+    file = vehicle_accepts(issued, key, clock)
+    ends = {b.code: (b.cancelled_on, b.end()) for b in file.bookings}
+    assert ends == {
+        "6AE": (date(2027, 2, 1), date(2027, 3, 15)),  # unlimited: six weeks' notice
+        "6AM": (date(2027, 2, 1), date(2028, 3, 1)),  # in time: no renewal
+        STORE: (None, date(2027, 11, 23)),  # runs out
+    }
+    with pytest.raises(ProvisioningError, match="no unlimited service and no 2\\+1 term still in time"):
+        issuer.cancel_contract(VIN, on=date(2027, 2, 2))
+
+
+def test_an_extension_bought_before_the_end_extends_it(issuer) -> None:
+    issuer.book(VIN, STORE, "1y", date(2026, 1, 31))  # ends 2027-01-31
+    issued = issuer.extend(VIN, STORE, 1)
+    assert issued.operation == f"extend {STORE} by 1 months bought on 2026-11-23"
     assert issued.contents.bookings[0].end() == date(2027, 2, 28)
     with pytest.raises(ProvisioningError, match="sold in 12, 6 or 1 months, not 3"):
-        issuer.extend(VIN, "6AE", 3)
+        issuer.extend(VIN, STORE, 3)
     issuer.book(VIN, "6AK", "unlimited")
     with pytest.raises(ProvisioningError, match="an unlimited term cannot be extended"):
         issuer.extend(VIN, "6AK", 12)
     with pytest.raises(ProvisioningError, match="not booked"):
-        issuer.extend(VIN, "6NR", 12)
+        issuer.extend(VIN, "6AM", 12)
+
+
+def test_an_extension_bought_after_the_end_starts_at_the_purchase(issuer, key, clock) -> None:
+    issuer.book(VIN, "612", "3m", date(2026, 9, 1))  # ran out on 2026-12-01
+    clock.advance(90 * 86400)  # 2027-02-21
+    issued = issuer.extend(VIN, "612", 6)
+    booking = vehicle_accepts(issued, key, clock).booking("612")
+    assert booking is not None
+    assert booking.end() == date(2027, 8, 21)  # not 2027-06-01: it would have ended in the past
+    assert booking.status(clock.now()) is ServiceStatus.ACTIVE
+    assert booking.status(midnight(date(2027, 1, 10))) is ServiceStatus.EXPIRED  # not retroactively
+
+
+def test_a_noticed_service_cannot_be_extended(issuer) -> None:
+    issuer.book(VIN, "6AM", "2+1y")
+    issuer.cancel(VIN, "6AM")
+    with pytest.raises(ProvisioningError, match="has a notice of cancellation dated 2026-11-23: it cannot be extended"):
+        issuer.extend(VIN, "6AM", 12)
 
 
 def test_suspend_and_resume_toggle_payment_default_and_refuse_what_changes_nothing(issuer) -> None:
-    issuer.book(VIN, "6AE", "3y")
+    issuer.book(VIN, "6AE")
     assert issuer.suspend(VIN).contents.payment_default
     with pytest.raises(ProvisioningError, match="already suspended"):
         issuer.suspend(VIN)
@@ -231,12 +385,12 @@ def test_suspend_and_resume_toggle_payment_default_and_refuse_what_changes_nothi
 
 
 def test_deactivating_the_sim_and_booking_again_reactivates_it(issuer, key, clock) -> None:
-    issuer.book(VIN, "6AE", "3m", date(2026, 1, 1))
+    issuer.book(VIN, "6AE")
     off = issuer.deactivate_sim(VIN)
     assert vehicle_accepts(off, key, clock).sim == "deactivated"
     with pytest.raises(ProvisioningError, match="already deactivated"):
         issuer.deactivate_sim(VIN)
-    assert issuer.book(VIN, "6AE", "1y").contents.sim == "active"
+    assert issuer.book(VIN, STORE, "1y").contents.sim == "active"
 
 
 # -- legal eCall -----------------------------------------------------------------------------------
@@ -244,11 +398,11 @@ def test_deactivating_the_sim_and_booking_again_reactivates_it(issuer, key, cloc
 
 def test_every_file_of_a_legal_ecall_vehicle_carries_6af_unlimited(issuer, store, key, clock) -> None:
     assert store.set_legal_ecall(VIN, True)
-    files = [issuer.book(VIN, "6AE", "3m"), issuer.suspend(VIN), issuer.cancel(VIN, "6AE")]
+    files = [issuer.book(VIN, STORE, "1y"), issuer.suspend(VIN), issuer.cancel(VIN, STORE, sale=True)]
     for issued in files:
         legal = vehicle_accepts(issued, key, clock, legal=True).booking("6AF")
         assert legal == Booking(code="6AF", term=Term.UNLIMITED, start=TODAY)
-    assert files[-1].contents.codes == {"6AF"}
+    assert files[-1].contents.codes == {"6AF", STORE}
 
 
 @pytest.mark.parametrize(
@@ -262,7 +416,7 @@ def test_every_file_of_a_legal_ecall_vehicle_carries_6af_unlimited(issuer, store
 )
 def test_what_the_vehicle_would_refuse_is_refused_by_the_backend_too(issuer, store, operation, reason) -> None:
     store.set_legal_ecall(VIN, True)
-    issuer.book(VIN, "6AE", "3y")
+    issuer.book(VIN, "6AE")
     with pytest.raises(ProvisioningError, match=reason):
         operation(issuer)
     assert [f.version for f in store.files(VIN)] == [1]
@@ -272,7 +426,7 @@ def test_a_vehicle_without_legal_ecall_never_gets_6af(issuer, store, key, clock)
     assert not store.set_legal_ecall(VIN, None)  # a new vehicle: no
     with pytest.raises(ProvisioningError, match=r"6AF\) is not booked"):
         issuer.book(VIN, "6AF", "unlimited")
-    assert "6AF" not in vehicle_accepts(issuer.book(VIN, "6AE", "3y"), key, clock).codes
+    assert "6AF" not in vehicle_accepts(issuer.book(VIN, "6AE"), key, clock).codes
 
 
 def test_legal_ecall_equipment_is_kept_unless_said_otherwise(store) -> None:
@@ -287,8 +441,10 @@ def test_legal_ecall_equipment_is_kept_unless_said_otherwise(store) -> None:
     legal=st.booleans(),
     operations=st.lists(
         st.tuples(
-            st.sampled_from(["book", "cancel", "extend", "suspend", "resume", "deactivate_sim", "reissue"]),
-            st.sampled_from(["6AE", "6AC", "6AF", "6NR"]),
+            st.sampled_from(
+                ["book", "cancel", "sale", "contract", "extend", "suspend", "resume", "deactivate_sim", "reissue"]
+            ),
+            st.sampled_from(["6AE", "6AC", "6AF", "6AM", "612", "6AG", STORE]),
             st.sampled_from(list(Term)),
             st.sampled_from([1, 6, 12]),
             st.integers(min_value=-800, max_value=400),
@@ -301,6 +457,7 @@ def test_any_sequence_of_operations_issues_only_files_the_vehicle_accepts(legal,
     key = SigningKey.generate()
     store = ProvisioningStore(Path(":memory:"), CATALOGUE)
     store.set_legal_ecall(VIN, legal)
+    store.record_build(VIN, first_registration=REGISTERED, today=TODAY)
     issuer = make_issuer(store, key, clock)
     version = 0
     try:
@@ -308,8 +465,10 @@ def test_any_sequence_of_operations_issues_only_files_the_vehicle_accepts(legal,
             day = TODAY + timedelta(days=offset)
             calls = {
                 "book": lambda: issuer.book(VIN, code, term, day),  # noqa: B023 - called at once
-                "cancel": lambda: issuer.cancel(VIN, code, day if term is Term.YEARS_2_PLUS_1 else None),  # noqa: B023
-                "extend": lambda: issuer.extend(VIN, code, months),  # noqa: B023
+                "cancel": lambda: issuer.cancel(VIN, code, day),  # noqa: B023
+                "sale": lambda: issuer.cancel(VIN, code, day, sale=True),  # noqa: B023
+                "contract": lambda: issuer.cancel_contract(VIN, day),  # noqa: B023
+                "extend": lambda: issuer.extend(VIN, code, months, day),  # noqa: B023
                 "suspend": lambda: issuer.suspend(VIN),
                 "resume": lambda: issuer.resume(VIN),
                 "deactivate_sim": lambda: issuer.deactivate_sim(VIN),

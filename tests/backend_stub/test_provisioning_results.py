@@ -45,12 +45,12 @@ def result(
 
 def _delivered(issuer: ProvisioningIssuer, store: ProvisioningStore, clock: ManualClock, *codes: str) -> None:
     for code in codes:
-        issued = issuer.book(VIN, code, "3y")
+        issued = issuer.book(VIN, code, "unlimited")
         store.mark_published(VIN, issued.version, clock.now())
 
 
 def test_applied_result_resolves_the_file_and_supersedes_older_unresolved_ones(issuer, store, clock) -> None:
-    _delivered(issuer, store, clock, "6AE", "6NR", "6AK")
+    _delivered(issuer, store, clock, "6AE", "6AC", "6CP")
     booked = store.record_result(result(10, "applied", 2))
     assert booked is not None
     assert booked.attributed == 2
@@ -73,7 +73,7 @@ def test_rejected_result_keeps_code_and_reason(issuer, store, clock) -> None:
 def test_a_result_without_version_is_booked_against_the_single_delivered_file_only(issuer, store, clock) -> None:
     _delivered(issuer, store, clock, "6AE")
     assert store.record_result(result(1, "rejected", None, code="bad_signature", reason="bad")).attributed == 1  # type: ignore[union-attr]
-    _delivered(issuer, store, clock, "6NR", "6AK")
+    _delivered(issuer, store, clock, "6AC", "6CP")
     unbooked = store.record_result(result(2, "rejected", None, code="bad_signature", reason="bad"))
     assert unbooked is not None
     assert unbooked.attributed is None
@@ -105,7 +105,7 @@ def test_results_naming_no_known_file_or_an_unknown_status_are_only_logged(issue
 
 
 def test_publication_marks_pending_delivered_once_and_counts_every_publication(issuer, store, clock) -> None:
-    issuer.book(VIN, "6AE", "3y")
+    issuer.book(VIN, "6AE", "unlimited")
     store.mark_published(VIN, 1, clock.now())
     clock.advance(60)
     store.mark_published(VIN, 1, clock.now())

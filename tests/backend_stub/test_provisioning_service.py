@@ -91,7 +91,7 @@ def _states(backend: Backend) -> list[tuple[int, FileState]]:
 
 
 async def test_a_pending_file_is_published_retained_and_becomes_delivered(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     publisher = MemoryPublisher()
     assert await backend.service.deliver(publisher) == 1
     [(topic, payload, expiry_s)] = publisher.published
@@ -112,7 +112,7 @@ async def test_a_pending_file_is_published_retained_and_becomes_delivered(backen
 
 
 async def test_only_the_newest_version_is_published(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     backend.issuer.suspend(VIN)
     publisher = MemoryPublisher()
     await backend.service.deliver(publisher)
@@ -121,14 +121,14 @@ async def test_only_the_newest_version_is_published(backend: Backend) -> None:
 
 
 async def test_a_failed_publication_leaves_the_file_pending(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     with pytest.raises(aiomqtt.MqttError):
         await backend.service.deliver(MemoryPublisher(fail=True))
     assert _states(backend) == [(1, FileState.PENDING)]
 
 
 async def test_the_latest_unapplied_file_is_published_again_when_the_vehicle_comes_online(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     publisher = MemoryPublisher()
     await backend.service.deliver(publisher)
     backend.status(False)
@@ -143,7 +143,7 @@ async def test_the_latest_unapplied_file_is_published_again_when_the_vehicle_com
 
 
 async def test_an_expired_unapplied_file_is_reissued_rather_than_sent_to_certain_refusal(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     publisher = MemoryPublisher()
     await backend.service.deliver(publisher)
     backend.clock.advance(31 * 86400)
@@ -156,7 +156,7 @@ async def test_an_expired_unapplied_file_is_reissued_rather_than_sent_to_certain
 
 async def test_without_a_signing_key_an_expired_file_is_not_published(backend: Backend, caplog) -> None:
     service = ProvisioningService(backend.store, backend.records, BrokerConfig(), backend.clock, issuer=None)
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     backend.clock.advance(31 * 86400)
     assert await service.deliver(MemoryPublisher()) == 0
     assert "no signing key to reissue" in caplog.text
@@ -189,7 +189,7 @@ async def test_a_file_issued_by_another_process_is_noticed_through_the_change_co
             await asyncio.sleep(0.03)
             ProvisioningIssuer(
                 cli_store, signing_key=backend.key, clock=backend.clock, enrolled=lambda _vin: True
-            ).book(VIN, "6AE", "3y")
+            ).book(VIN, "6AE", "unlimited")
             await _until(lambda: len(publisher.published) == 1)
     finally:
         cli_store.close()
@@ -201,7 +201,7 @@ async def test_a_vehicle_coming_online_wakes_delivery_without_waiting_for_the_po
         backend.store, backend.records, BrokerConfig(), backend.clock, issuer=backend.issuer, poll_s=3600
     )
     service.attach(backend.ingest)
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     publisher = MemoryPublisher()
     async with delivering(service, publisher):
         await _until(lambda: len(publisher.published) == 1)
@@ -213,13 +213,13 @@ async def test_a_vehicle_coming_online_wakes_delivery_without_waiting_for_the_po
 
 
 async def test_results_arrive_through_ingest_and_are_booked_after_its_commit(backend: Backend) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     await backend.service.deliver(MemoryPublisher())
     backend.result("applied", 1)
     assert _states(backend) == [(1, FileState.DELIVERED)]  # queued inside ingest's transaction
     assert backend.service.process_inbox() == 1
     assert _states(backend) == [(1, FileState.APPLIED)]
-    backend.issuer.book(VIN, "6NR", "1y")
+    backend.issuer.book(VIN, "STORE-CONNECTED", "1y")
     await backend.service.deliver(MemoryPublisher())
     backend.result("rejected", None, "forbidden_change", "forbidden change: ...")
     backend.service.process_inbox()
@@ -251,7 +251,7 @@ async def test_a_replayed_record_reaches_no_observer(backend: Backend) -> None:
 
 
 async def test_events_stored_before_a_crash_are_booked_at_the_next_start(backend: Backend, backend_key) -> None:
-    backend.issuer.book(VIN, "6AE", "3y")
+    backend.issuer.book(VIN, "6AE", "unlimited")
     await backend.service.deliver(MemoryPublisher())
     # The backend died after ingest committed the result, before provisioning booked it:
     backend.ingest = Ingest(backend.records, backend_key, backend.clock, max_payload_bytes=64 * 1024)

@@ -6,14 +6,24 @@ from datetime import date, datetime, timedelta
 
 from nacl.signing import SigningKey
 
+from tcu.services.catalogue import Brand, Catalogue
 from tcu.services.provisioning import ProvisioningFile, sign_file
 from tcu.services.terms import Booking, Term
 
 START = date(2026, 11, 1)
+FIRST_REGISTRATION = START  # a new car: its 5y and 2+1 terms run from here
+_CATALOGUE = Catalogue.load()
 
 
-def booking(code: str, term: Term = Term.YEARS_3, **kwargs: object) -> Booking:
-    return Booking(code=code, term=term, start=START, **kwargs)  # type: ignore[arg-type]
+def offered_term(code: str, brand: Brand = Brand.BMW) -> Term:
+    """The first term the catalogue offers for `code` (6AE, 6AC, 6AF: unlimited; 6AM: 2+1y)."""
+    return _CATALOGUE.services[code].terms_for(brand)[0]
+
+
+def booking(code: str, term: Term | None = None, **kwargs: object) -> Booking:
+    term = term or offered_term(code)
+    registered = {"first_registration": FIRST_REGISTRATION} if term.from_first_registration else {}
+    return Booking(code=code, term=term, start=START, **{**registered, **kwargs})  # type: ignore[arg-type]
 
 
 def signed(
@@ -25,6 +35,7 @@ def signed(
     payment_default: bool = False,
     sim: str = "active",
     valid_for: timedelta = timedelta(days=30),
+    first_registration: date | None = FIRST_REGISTRATION,
 ) -> bytes:
     return sign_file(
         ProvisioningFile(
@@ -35,6 +46,7 @@ def signed(
             bookings=bookings,
             payment_default=payment_default,
             sim=sim,
+            first_registration=first_registration,
         ),
         key,
     )

@@ -58,12 +58,12 @@ def state_file(tmp_path: Path) -> Path:
 
 def test_applied_file_is_persisted_reported_and_survives_restart(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock)
-    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"), booking("6NR")))
+    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"), booking("6AM")))
     assert harness.results() == [("applied", 1, None)]
-    assert harness.manager.entitlements.running == {"6AE", "6NR"}
-    assert harness.changes[-1].running == {"6AE", "6NR"}
+    assert harness.manager.entitlements.running == {"6AE", "6AM"}
+    assert harness.changes[-1].running == {"6AE", "6AM"}
     restarted = Harness(state_file, clock)
-    assert restarted.manager.entitlements.running == {"6AE", "6NR"}
+    assert restarted.manager.entitlements.running == {"6AE", "6AM"}
     assert restarted.manager.entitlements.version == 1
 
 
@@ -166,7 +166,7 @@ def test_power_cut_during_apply_leaves_the_old_or_the_new_file(
     state_file: Path, clock: ManualClock, kill_at: str, expected_version: int
 ) -> None:
     Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
-    second = signed(KEY, VIN, 2, clock.now(), booking("6AE"), booking("6NR"))
+    second = signed(KEY, VIN, 2, clock.now(), booking("6AE"), booking("6AM"))
     process = subprocess.run(
         [sys.executable, "-c", _APPLY_AND_DIE, str(state_file), kill_at, second.hex(), VIN],
         capture_output=True,
@@ -176,7 +176,7 @@ def test_power_cut_during_apply_leaves_the_old_or_the_new_file(
     assert process.returncode == -signal.SIGKILL, process.stderr.decode()
     after = Harness(state_file, clock)
     assert after.manager.entitlements.version == expected_version
-    assert after.manager.entitlements.running == ({"6AE"} if expected_version == 1 else {"6AE", "6NR"})
+    assert after.manager.entitlements.running == ({"6AE"} if expected_version == 1 else {"6AE", "6AM"})
     assert [p.name for p in state_file.parent.iterdir() if p.name.endswith(".tmp")] in ([], [".provisioning.cose.tmp"])
     # The backend re-delivers the file it has no result for; the vehicle converges either way.
     after.manager.receive(second)

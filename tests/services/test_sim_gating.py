@@ -32,7 +32,8 @@ from tests.services.test_measures import Bench
 START = date(2026, 11, 1)
 LEGAL = Booking(code="6AF", term=Term.UNLIMITED, start=START)
 TELESERVICES = Booking(code="6AE", term=Term.UNLIMITED, start=START)
-PAID = Booking(code="6AK", term=Term.YEAR_1, start=START)  # a fixed term: paid, not a base service
+# A fixed term: paid, not a base service ("Laufzeit 3 Jahre" from first registration, as the catalogue offers 6AK).
+PAID = Booking(code="6AK", term=Term.YEARS_2_PLUS_1, start=START, first_registration=START)
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_with_services_required_only_running_services_categories_go() -> None:
 
 
 def test_capability_report_lists_categories_with_reasons() -> None:
-    codes = ("6AE", "6NR")
+    codes = ("6AE", "6AM")
     policy = _policy(PersonalData().with_consent(Category.ENVIRONMENT, False), codes, require_services=True)
     entitlements = derive(
         ProvisioningFile(vin=VIN, version=4, issued=NOW, expires=NOW, bookings=tuple(booking(c) for c in codes)),
@@ -92,7 +92,7 @@ def test_capability_report_lists_categories_with_reasons() -> None:
     report = capability_report(entitlements=entitlements, policy=policy, available_signals=SIGNALS, interval_s=5.0)
     assert report["provisioning_version"] == 4
     assert report["legal_ecall"] is True
-    assert report["running"] == ["6AE", "6NR"]
+    assert report["running"] == ["6AE", "6AM"]
     categories = report["categories"]
     assert categories["position"]["transmitted"] is True
     assert categories["position"]["interval_s"] == 5.0
