@@ -111,6 +111,14 @@ def test_equipment_is_recorded_at_enrolment_and_bookings_outside_it_are_refused(
     assert "brand: MINI, equipment: 6AC,6AE,6AM" in capsys.readouterr().out
 
 
+def test_a_new_vehicle_is_first_registered_on_the_day_of_its_enrolment(bench, capsys) -> None:
+    assert enroll(bench, VIN) == 0
+    today = datetime.now(UTC).date()
+    assert f"first registration: {today}" in capsys.readouterr().out
+    issued = as_json(capsys, bench, "provision", "book", VIN, "--service", "6AM", "--term", "2+1y")
+    assert issued["operation"] == f"book 6AM 2+1y from {today}"
+
+
 def test_validity_is_chosen_per_command(bench, capsys) -> None:
     enroll(bench, VIN)
     issued = as_json(capsys, bench, "provision", "book", VIN, "--service", "6AE", "--valid-days", "7")

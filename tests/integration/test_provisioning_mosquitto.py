@@ -77,7 +77,7 @@ async def test_a_booked_file_is_published_retained_signed_for_this_vehicle(
     # The CLI as a real process: the running backend notices its file through the database alone.
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "backend_stub.cli", "--log-level", "warning", "provision", "book", VIN,
-        "--service", "6AE", "--term", "3y", "--config", str(layout.backend_config),
+        "--service", "6AE", "--term", "unlimited", "--config", str(layout.backend_config),
         stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert await cli.wait() == 0
@@ -94,7 +94,7 @@ async def test_the_retained_copy_is_always_the_newest_version(
     layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
 ) -> None:
     layout.add_vehicle(VIN)
-    provision(layout, "book", "--service", "6AE", "--term", "3y")
+    provision(layout, "book", "--service", "6AE", "--term", "unlimited")
     provision(layout, "suspend")
     await eventually(lambda: state(backend, 2) is FileState.DELIVERED, what="version 2 delivered")
     async with vehicle_stand_in(mosquitto) as vehicle:
@@ -107,7 +107,7 @@ async def test_the_latest_unapplied_file_is_published_again_when_the_vehicle_com
     layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
 ) -> None:
     layout.add_vehicle(VIN)
-    provision(layout, "book", "--service", "6AE", "--term", "3y")
+    provision(layout, "book", "--service", "6AE", "--term", "unlimited")
     await eventually(lambda: state(backend, 1) is FileState.DELIVERED, what="version 1 delivered")
     async with vehicle_stand_in(mosquitto) as vehicle:
         retained = await next_message(vehicle)
@@ -125,7 +125,7 @@ async def test_a_vehicle_applies_the_file_and_reports_its_capabilities(
 ) -> None:
     config = vehicle_config(layout, interval_s=0.5)
     async with running_agent(config) as agent:
-        provision(layout, "book", "--service", "6AE", "--term", "3y")
+        provision(layout, "book", "--service", "6AE", "--term", "unlimited")
         await eventually(lambda: state(backend, 1) is FileState.APPLIED, what="the vehicle applied version 1")
         assert agent.services.entitlements.version == 1
         await eventually(
@@ -143,7 +143,7 @@ async def test_a_file_issued_while_the_vehicle_was_off_is_applied_when_it_starts
     layout: BenchLayout, backend: BackendStub
 ) -> None:
     config = vehicle_config(layout, interval_s=0.5)
-    provision(layout, "book", "--service", "6AE", "--term", "3y")
+    provision(layout, "book", "--service", "6AE", "--term", "unlimited")
     await eventually(lambda: state(backend, 1) is FileState.DELIVERED, what="retained at the broker")
     async with running_agent(config):
         await eventually(lambda: state(backend, 1) is FileState.APPLIED, what="applied at first start")
@@ -156,7 +156,7 @@ async def test_equipment_the_backend_does_not_know_of_is_reported_as_a_rejection
     async with ModemSimulator(psap_address=("127.0.0.1", 9), link_path=tmp_path / "ttyMODEM") as modem:
         config = vehicle_config(layout, interval_s=0.5, ecall=legal_ecall(modem.path))
         async with running_agent(config):
-            provision(layout, "book", "--service", "6AE", "--term", "3y")
+            provision(layout, "book", "--service", "6AE", "--term", "unlimited")
             await eventually(lambda: state(backend, 1) is FileState.REJECTED, what="the vehicle's refusal")
     file = backend.provisioning_store.file(VIN, 1)
     assert file is not None
