@@ -242,6 +242,7 @@ class EcallService:
             await self._feed(Occurrence.INCOMING_CALL)
         elif isinstance(item, mc.ModemCallEnded) and self._machine.active:
             await self._feed(sm.CallDropped(reason=item.reason))
+        await self._apply_registration()  # a call to the call centre may have begun or ended; no-op if unchanged
 
     async def _trigger(self, detected: DetectedTrigger) -> None:
         call_type = detected.trigger.call_type
@@ -323,7 +324,9 @@ class EcallService:
 
     async def _apply_registration(self) -> None:
         """eCall-only mode: registered for the eCall and its callback window, dormant otherwise."""
-        wanted = registration_wanted(self.sim.state, ecall_engaged=self._machine.state is not EcallState.IDLE)
+        # A call to the call centre in progress keeps the modem registered too, even if the SIM goes eCall-only.
+        engaged = self._machine.state is not EcallState.IDLE or self.intelligent.active
+        wanted = registration_wanted(self.sim.state, ecall_engaged=engaged)
         if wanted == self._registration_wanted:
             return
         self._registration_wanted = wanted

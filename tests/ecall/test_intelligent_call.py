@@ -7,6 +7,7 @@ sink, and `parse_case` (the call centre's reader) is applied to it as the backen
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -201,3 +202,18 @@ async def test_a_manual_call_may_be_ended_before_the_centre_answers(tmp_path: Pa
 
 def _no_legal_sim() -> Sim:
     return Sim(SimPolicy(legal_ecall=False))
+
+
+async def test_a_sim_going_ecall_only_mid_call_keeps_the_call_until_it_ends(tmp_path: Path) -> None:
+    sim = Sim(SimPolicy(legal_ecall=True))
+    async with rig_with_centre(tmp_path, sim=sim) as (rig, centre):
+        rig.crash()
+        await eventually(lambda: rig.service.intelligent.machine.state is CallCentreState.CONNECTED, what="answer")
+        sim.request(SimState.TELEMATICS_DEACTIVATED)  # e.g. a payment default arriving mid-call
+        rig.advance(1.0)
+        await asyncio.sleep(0.5)  # the engine has taken the SIM change (real I/O on the pty)
+        assert "AT+COPS=2" not in rig.modem.requests
+        assert rig.modem.registered
+        assert centre.calls[0].ended_by is None, "the call to the call centre goes on"
+        await centre.clear_down()
+        await eventually(lambda: not rig.modem.registered, what="dormant once the call is over")
