@@ -15,6 +15,7 @@ from typing import Any
 from backend_stub.app import BackendStub
 from backend_stub.measure_store import SUCCEEDED
 from backend_stub.psap import read_psap_msds
+from hil.billing import CHECKS as BILLING_CHECKS
 from hil.ownership import CHECKS as OWNERSHIP_CHECKS
 from hil.scenario import Expectation, Scenario
 from hil.timeline import Event, ExpectationResult
@@ -149,6 +150,7 @@ CHECK_TABLE: dict[str, Check] = {
     "measure_succeeded": _measure_succeeded,
     "msd_received": _msd_received,
     "ecall_before_measure_result": _ecall_before_measure_result,
+    **BILLING_CHECKS,
     **OWNERSHIP_CHECKS,
 }
 

@@ -25,6 +25,7 @@ from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.provisioning import ProvisioningIssuer
 from hil.agent_process import AgentProcess
+from hil.billing import ACTIONS as BILLING_ACTIONS
 from hil.broker import Broker, choose_broker, free_port
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
 from hil.devices.modem_sim import ModemSimulator
@@ -495,5 +496,6 @@ ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
     "suspend": _provision,
     "resume": _provision,
     "measure": _measure,
+    **BILLING_ACTIONS,
     **OWNERSHIP_ACTIONS,
 }

@@ -63,6 +63,9 @@ ACTIONS: dict[str, frozenset[str]] = {
     "serial_garbage": frozenset({"device", "count"}),
     "unplug": frozenset({"device", "for_s"}),
     "disk_full": frozenset({"for_s"}),
+    # hil.billing: an invoice dated `days_ago` days back (day 31: payment default), paying every unpaid one
+    "invoice": frozenset({"service", "amount", "days_ago"}),
+    "pay": frozenset(),
     # hil.ownership: an account paired by the security code the car shows, a driver profile, the sale
     "pair": frozenset({"account"}),
     "profile": frozenset({"name"}),
@@ -80,6 +83,9 @@ CHECKS: dict[str, frozenset[str]] = {
     "measure_succeeded": frozenset({"id", "min_attempts"}),
     "ecall_before_measure_result": frozenset({"id"}),  # the MSD reached the PSAP before the measure's rollback
     "no_rejections": frozenset(),  # the backend refused nothing the vehicle sent
+    # hil.billing: a service's states in the capability reports, in order; the MSD arrived while it was suspended
+    "service_history": frozenset({"service", "states"}),
+    "msd_while_suspended": frozenset({"service"}),
     # hil.ownership, after an owner_change step:
     "car_personal_data_wiped": frozenset(),  # no profile, account, code or blocked category left in the car
     "backend_personal_data_gone": frozenset(),  # no personal value from before the owner change at the backend
