@@ -84,7 +84,8 @@ class UplinkConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TelemetryConfig:
     interval_s: float = 5.0
-    # true on a production car: a category is sent only while a running service needs it.
+    # true on a production car: a category is sent only while a running service needs it; false on a
+    # bench without provisioning. The SIM gates collection either way (tcu.telemetry.data_policy).
     require_services: bool = False
 
     def __post_init__(self) -> None:
