@@ -55,7 +55,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "crash": frozenset(),
     "sos": frozenset(),
     "book": frozenset({"service", "term"}),
-    "cancel": frozenset({"service"}),
+    "cancel": frozenset({"service", "sale"}),  # sale = true: a fixed term on sale of the car (AGB 7.4)
     "suspend": frozenset(),
     "resume": frozenset(),
     "measure": frozenset({"id", "fault", "changes", "states", "impairs", "step_s", "max_attempts"}),
