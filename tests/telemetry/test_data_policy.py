@@ -15,7 +15,7 @@ from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.outbox import Outbox
 from tcu.vehicle.state import Signal, VehicleState
 from tests.conftest import VIN
-from tests.services.provisioning_helpers import booking
+from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking
 
 CATALOGUE = Catalogue.load()
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -32,7 +32,14 @@ def _policy(personal: PersonalData, codes: tuple[str, ...] | None, require_servi
     file = (
         None
         if codes is None
-        else ProvisioningFile(vin=VIN, version=1, issued=NOW, expires=NOW, bookings=tuple(booking(c) for c in codes))
+        else ProvisioningFile(
+            vin=VIN,
+            version=1,
+            issued=NOW,
+            expires=NOW,
+            bookings=tuple(booking(c) for c in codes),
+            first_registration=FIRST_REGISTRATION,
+        )
     )
     entitlements = derive(file, legal_ecall_equipped=False, now=NOW)
     return DataPolicy(
@@ -85,7 +92,14 @@ def test_capability_report_lists_categories_with_reasons() -> None:
     codes = ("6AE", "6AM")
     policy = _policy(PersonalData().with_consent(Category.ENVIRONMENT, False), codes, require_services=True)
     entitlements = derive(
-        ProvisioningFile(vin=VIN, version=4, issued=NOW, expires=NOW, bookings=tuple(booking(c) for c in codes)),
+        ProvisioningFile(
+            vin=VIN,
+            version=4,
+            issued=NOW,
+            expires=NOW,
+            bookings=tuple(booking(c) for c in codes),
+            first_registration=FIRST_REGISTRATION,
+        ),
         legal_ecall_equipped=True,
         now=NOW,
     )
