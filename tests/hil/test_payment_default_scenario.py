@@ -1,0 +1,22 @@
+"""The `payment_default` scenario of the library, end to end under `tcu-hil run` (AGB 5.5 c)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hil.cli import main as hil_cli
+from tests.conftest import require_mosquitto
+
+
+def test_payment_default_suspends_paid_services_and_6ac_legal_ecall_completes_payment_restores(
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    require_mosquitto()
+    code = hil_cli(["run", "payment_default", "--workdir", str(tmp_path / "run"), "--broker", "mosquitto"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "payment_default: PASS (6/6 expectations)" in out
+    assert "6AM in the capability reports: off → running → suspended → running" in out
+    assert "6AE in the capability reports: off → running" in out
+    assert "the vehicle's last report before it had 6AC suspended" in out
