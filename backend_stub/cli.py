@@ -127,7 +127,9 @@ def _provision_parser(commands: Any) -> None:
     extend.add_argument("--service", required=True)
     extend.add_argument("--months", type=int, required=True, choices=sorted(EXTENSION_MONTHS, reverse=True))
     extend.add_argument("--on", type=date.fromisoformat, help="purchase date (default: today, UTC)")
-    actions.add_parser("suspend", help="payment default: suspend every booked service")
+    actions.add_parser(
+        "suspend", help="payment default by hand: suspend the paid services and 6AC (invoices: backend-stub invoice)"
+    )
     actions.add_parser("resume", help="payment default over: resume the booked services")
     actions.add_parser("deactivate-sim", help="deactivate the SIM (refused for a vehicle with legal eCall)")
     actions.add_parser(

@@ -25,7 +25,8 @@ history shows only real changes):
   weeks after the notice, every 2+1 term still in time does not renew; the rest runs out.
 - `extend`: 12, 6 or 1 months bought on a date (default today): before the end they extend the end,
   after it they start at the purchase.
-- `suspend` / `resume`: payment default on / off; it suspends every booked service (reversibly).
+- `suspend` / `resume`: payment default on / off (AGB 5.5 c); the vehicle suspends its paid (fixed-term)
+  services and 6AC, reversibly (tcu.services.entitlements). backend_stub/invoices.py starts and ends it.
 - `deactivate_sim`: refused for a vehicle with legal eCall, as the vehicle itself would refuse the file.
 - `reissue`: the same desired state under a new version and expiry (an expired, unapplied file).
 
