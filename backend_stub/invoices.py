@@ -234,7 +234,7 @@ class Billing:
         return invoice
 
     def pay(self, number: int, *, on: date | None = None) -> Reconciled:
-        invoice = self._invoices.get(number)
+        invoice = self._invoices.get(number) if 0 < number < 2**63 else None  # SQLite holds 64-bit integers
         if invoice is None:
             raise InvoiceError(f"there is no invoice {number}")
         day = on or self._today()

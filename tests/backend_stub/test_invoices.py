@@ -137,8 +137,9 @@ def test_what_cannot_be_invoiced_is_refused_with_the_reason(
 
 def test_payments_are_checked(backend: Backend) -> None:
     invoice = backend.billing.issue(VIN, PAID_SERVICE, 990)
-    with pytest.raises(InvoiceError, match="no invoice 99"):
-        backend.billing.pay(99)
+    for number in (99, 0, -1, 2**63, 2**64):
+        with pytest.raises(InvoiceError, match=f"no invoice {number}"):
+            backend.billing.pay(number)
     with pytest.raises(InvoiceError, match="before"):
         backend.billing.pay(invoice.number, on=date(2026, 11, 1))
     backend.billing.pay(invoice.number)
