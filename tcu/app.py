@@ -14,6 +14,7 @@ from tcu.ecall.service import EcallActivity, EcallService
 from tcu.ecall.state_machine import EcallState
 from tcu.errors import RecordTooLargeError
 from tcu.keys import load_private_key, load_public_key, load_verify_key
+from tcu.services.account_link import AccountMessages
 from tcu.services.catalogue import Catalogue
 from tcu.services.ecu_config import EcuConfiguration, load_key_specs
 from tcu.services.entitlements import Entitlements
@@ -133,6 +134,11 @@ class Agent:
         if self.ecall is not None:
             self.ecall.subscribe(self._on_ecall)
         self.session.add_downlink_handler("measure", self.measures.handle_downlink)
+        # The pairing security code to show, and the account link (AGB 1.6 a, 7.2).
+        self.accounts = AccountMessages(
+            vin=config.vin, verify_key=self.services.verify_key, personal=self.personal, clock=self.clock
+        )
+        self.session.add_downlink_handler("account", self.accounts.handle_downlink)
         self.session.add_link_listener(self._on_link)
         self.policy = DataPolicy(
             catalogue=self.catalogue,
