@@ -171,8 +171,9 @@ class EcallConfig:
             sos_hold_s=sos_hold_s,
             retrigger_suppress_s=keys.number("retrigger_suppress_s", 10.0),
             position_max_age_s=keys.number("position_max_age_s", 30.0),
-            call_centre_number=keys.get("call_centre_number", str, 'a number such as "+4989..."',
-                                        DEFAULT_CALL_CENTRE_NUMBER),
+            call_centre_number=keys.get(
+                "call_centre_number", str, 'a number such as "+4989..."', DEFAULT_CALL_CENTRE_NUMBER
+            ),
             call_centre_answer_s=keys.number("call_centre_answer_s", 20.0),
             vehicle_model=keys.get("vehicle_model", str, "a text such as the model name", ""),
             vehicle_colour=keys.get("vehicle_colour", str, "a text such as the paint name", ""),

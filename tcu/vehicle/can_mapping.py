@@ -573,9 +573,7 @@ def resolve_trigger(
     )
 
 
-def _check_fires_on_base(
-    base: ResolvedEntry, values: tuple[Any, ...], low: float, high: float, where: str
-) -> None:
+def _check_fires_on_base(base: ResolvedEntry, values: tuple[Any, ...], low: float, high: float, where: str) -> None:
     """A rule on a VSS path must be able to fire: its values are ones the entry feeding it can produce."""
     good = {value for value, quality in base.target.table.values() if quality is Quality.GOOD}
     if values:

@@ -331,4 +331,3 @@ async def test_an_adapter_without_listen_only_is_told_apart(
         async with running(reader.run):
             await eventually(lambda: len(sleep.delays) == 1, within=5, what="the refusal")
     assert "the adapter refused 'L' (BEL): its firmware has no listen-only mode" in caplog.text
-
