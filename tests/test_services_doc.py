@@ -46,14 +46,16 @@ def test_the_rule_table_has_rows_for_every_part_of_the_terms() -> None:
     rows = _rule_rows()
     assert len(rows) >= 60
     clauses = " ".join(row[1] for row in rows)
-    for clause in ("3.2", "3.4", "3.6", "5.5 c", "6.1", "6.2", "7.2", "7.3", "7.4", "Datenschutz B", "Laufzeit 3 Jahre"):
+    cited = ("3.2", "3.4", "3.6", "5.5 c", "6.1", "6.2", "7.2", "7.3", "7.4", "Datenschutz B", "Laufzeit 3 Jahre")
+    for clause in cited:
         assert clause in clauses, f"no rule in docs/services.md cites {clause}"
 
 
 @pytest.mark.parametrize("row", _rule_rows(), ids=lambda row: row[0][:60])
 def test_each_rule_names_a_test_that_exists(row: list[str]) -> None:
     rule, clause, module, test = row
-    assert clause and module, f"rule {rule!r}: clause and module must be named"
+    assert clause, f"rule {rule!r}: name the clause of the terms it comes from"
+    assert module, f"rule {rule!r}: name the module that implements it"
     found = _TEST_CELL.search(test)
     assert found, f"rule {rule!r}: the test cell {test!r} is not tests/<path>.py::<test name>"
     path, name = ROOT / found.group(1), found.group(2)
