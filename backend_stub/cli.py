@@ -131,7 +131,13 @@ def _provision_parser(commands: Any) -> None:
         "suspend", help="payment default by hand: suspend the paid services and 6AC (invoices: backend-stub invoice)"
     )
     actions.add_parser("resume", help="payment default over: resume the booked services")
-    actions.add_parser("deactivate-sim", help="deactivate the SIM (refused for a vehicle with legal eCall)")
+    actions.add_parser(
+        "deactivate-sim",
+        help=(
+            "the dealer's deactivation (AGB 6.1): the SIM off; with legal eCall only 6AE and 6AC end "
+            "and the SIM stays eCall-only"
+        ),
+    )
     actions.add_parser(
         "reissue", help="issue the same desired state as the next version (after correcting the equipment with enroll)"
     )

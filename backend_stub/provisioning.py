@@ -27,7 +27,8 @@ history shows only real changes):
   after it they start at the purchase.
 - `suspend` / `resume`: payment default on / off (AGB 5.5 c); the vehicle suspends its paid (fixed-term)
   services and 6AC, reversibly (tcu.services.entitlements). backend_stub/invoices.py starts and ends it.
-- `deactivate_sim`: refused for a vehicle with legal eCall, as the vehicle itself would refuse the file.
+- `deactivate_sim`: the dealer's deactivation (AGB 6.1): the SIM off; on a vehicle with legal eCall only
+  6AE and 6AC end and the SIM stays for the 112 eCall (eCall-only).
 - `reissue`: the same desired state under a new version and expiry (an expired, unapplied file).
 
 Legal eCall, the brand, the option codes the vehicle is built with and its first registration are
@@ -53,7 +54,7 @@ from nacl.signing import SigningKey
 from backend_stub.errors import BackendError, UnknownVehicleError
 from tcu.clock import Clock
 from tcu.errors import RejectedMessageError
-from tcu.services.catalogue import LEGAL_ECALL, Brand, Catalogue
+from tcu.services.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Brand, Catalogue
 from tcu.services.provisioning import MAX_FILE_BYTES, ProvisioningFile, check_change, sign_file
 from tcu.services.terms import EXTENSION_MONTHS, Booking, Extension, ServiceStatus, Term, midnight, parse_term
 
@@ -327,9 +328,18 @@ def resume(state: DesiredState) -> DesiredState:
 
 
 def deactivate_sim(state: DesiredState, *, legal_ecall: bool) -> DesiredState:
+    """The dealer deactivates the base services and with them the SIM ("Wie kann ich die Dienste
+    deaktivieren", AGB 6.1). On a vehicle with legal eCall only Teleservices and the intelligent
+    emergency call end: "Die SIM-Karte des Fahrzeugs sowie der gesetzliche Notruf bleiben … aktiv", so
+    the vehicle goes eCall-only."""
     if legal_ecall:
-        # The vehicle's own words (check_change), so the operator reads the same reason on both sides.
-        raise ProvisioningError("the SIM of a vehicle with legal eCall cannot be deactivated")
+        base = {TELESERVICES, INTELLIGENT_ECALL}
+        if not any(b.code in base for b in state.bookings):
+            raise ProvisioningError(
+                "Teleservices (6AE) and the intelligent emergency call (6AC) are not booked: the SIM of this "
+                "vehicle with legal eCall is eCall-only already, and it cannot be deactivated further"
+            )
+        return replace(state, bookings=tuple(b for b in state.bookings if b.code not in base))
     if state.sim == "deactivated":
         raise ProvisioningError("the SIM is already deactivated")
     return replace(state, sim="deactivated")

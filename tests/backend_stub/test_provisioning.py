@@ -396,6 +396,22 @@ def test_deactivating_the_sim_and_booking_again_reactivates_it(issuer, key, cloc
 # -- legal eCall -----------------------------------------------------------------------------------
 
 
+def test_the_dealer_deactivation_of_a_legal_ecall_vehicle_ends_the_base_services_and_keeps_the_sim(
+    issuer, store, key, clock
+) -> None:
+    """ "Wie kann ich die Dienste deaktivieren": with the legal eCall only 6AE and 6AC are deactivated;
+    the SIM and the legal eCall stay."""
+    store.set_legal_ecall(VIN, True)
+    issuer.book(VIN, "6AE")
+    issuer.book(VIN, "6AC")
+    issuer.book(VIN, STORE, "1y")
+    off = vehicle_accepts(issuer.deactivate_sim(VIN), key, clock, legal=True)
+    assert off.codes == {"6AF", STORE}
+    assert off.sim == "active"  # the file keeps the SIM; with no base service the car derives eCall-only
+    with pytest.raises(ProvisioningError, match="eCall-only already"):
+        issuer.deactivate_sim(VIN)
+
+
 def test_every_file_of_a_legal_ecall_vehicle_carries_6af_unlimited(issuer, store, key, clock) -> None:
     assert store.set_legal_ecall(VIN, True)
     files = [issuer.book(VIN, STORE, "1y"), issuer.suspend(VIN), issuer.cancel(VIN, STORE, sale=True)]
@@ -408,7 +424,6 @@ def test_every_file_of_a_legal_ecall_vehicle_carries_6af_unlimited(issuer, store
 @pytest.mark.parametrize(
     ("operation", "reason"),
     [
-        (lambda i: i.deactivate_sim(VIN), "the SIM of a vehicle with legal eCall cannot be deactivated"),
         (lambda i: i.cancel(VIN, "6AF"), r"legal eCall \(6AF\) cannot be cancelled"),
         (lambda i: i.book(VIN, "6AF", "unlimited"), r"legal eCall \(6AF\) is not booked"),
         (lambda i: i.extend(VIN, "6AF", 12), "an unlimited term cannot be extended"),

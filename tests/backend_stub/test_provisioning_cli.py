@@ -132,7 +132,7 @@ def test_legal_ecall_is_recorded_at_enrolment_and_kept_on_re_enrolment(bench, ca
     assert enroll(bench, VIN) == 0  # a new key, same equipment
     assert "legal eCall: yes" in capsys.readouterr().out
     assert cli(bench, "provision", "deactivate-sim", VIN) == 2
-    assert "the SIM of a vehicle with legal eCall cannot be deactivated" in capsys.readouterr().err
+    assert "eCall-only already, and it cannot be deactivated further" in capsys.readouterr().err
     assert cli(bench, "provision", "book", VIN, "--service", "6AE", "--term", "unlimited") == 0
     codes = [s["code"] for s in as_json(capsys, bench, "provision", "status", VIN)["services"]]
     assert codes == ["6AE", "6AF"]

@@ -13,7 +13,6 @@ import pytest
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from backend_stub.provisioning import ProvisioningError
 from backend_stub.psap import read_psap_msds
 from hil.broker import free_port
 from hil.devices.modem_sim import ModemSimulator
@@ -70,17 +69,16 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
                 backend.issuer.cancel(VIN, "6AE")
                 backend.issuer.cancel(VIN, "6AC")
                 backend.issuer.suspend(VIN)
-                with pytest.raises(ProvisioningError, match="legal eCall"):
-                    backend.issuer.deactivate_sim(VIN)
+                backend.issuer.deactivate_sim(VIN)  # the dealer: 6AE and 6AC end, the SIM stays for 112
                 for category in Category:
                     assert tcu_cli(["privacy", "--config", str(config), category.value, "block"]) == 0
-                await eventually(lambda: agent.services.entitlements.version >= 5, what="all files applied")
+                await eventually(lambda: agent.services.entitlements.version >= 6, what="all files applied")
                 entitlements = agent.services.entitlements
                 # A cancellation runs out after six weeks' notice (AGB 6.2); the payment default suspends the paid
                 # services and the intelligent call (AGB 5.5 c), never the legal eCall nor the SIM under it.
                 assert "6AC" not in entitlements.running
                 assert entitlements.legal_ecall
-                assert agent.sim.state is not SimState.FULLY_DEACTIVATED
+                assert agent.sim.state is SimState.TELEMATICS_DEACTIVATED  # eCall-only: never fully off
                 await eventually(lambda: agent.state.value("Vehicle.CurrentLocation.Latitude") is not None, what="fix")
                 crash_at = elapsed()
                 crash_wall_ms = datetime.now(UTC).timestamp() * 1000
