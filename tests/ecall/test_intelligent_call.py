@@ -7,7 +7,6 @@ sink, and `parse_case` (the call centre's reader) is applied to it as the backen
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -210,8 +209,11 @@ async def test_a_sim_going_ecall_only_mid_call_keeps_the_call_until_it_ends(tmp_
         rig.crash()
         await eventually(lambda: rig.service.intelligent.machine.state is CallCentreState.CONNECTED, what="answer")
         sim.request(SimState.TELEMATICS_DEACTIVATED)  # e.g. a payment default arriving mid-call
-        rig.advance(1.0)
-        await asyncio.sleep(0.5)  # the engine has taken the SIM change (real I/O on the pty)
+        # The engine takes its queue in order and awaits each modem command's answer: once the hang-up request
+        # queued after the SIM change is refused, the SIM change has been applied, and any AT+COPS=2 it sent
+        # has reached the modem.
+        rig.service.request_hang_up("occupant")
+        await eventually(lambda: "call_centre_hangup_refused" in rig.events(), what="the SIM change taken")
         assert "AT+COPS=2" not in rig.modem.requests
         assert rig.modem.registered
         assert centre.calls[0].ended_by is None, "the call to the call centre goes on"
