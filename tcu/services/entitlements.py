@@ -99,11 +99,8 @@ def derive(file: ProvisioningFile | None, *, legal_ecall_equipped: bool, now: da
         for code, status in statuses.items()
         if status in (ServiceStatus.ACTIVE, ServiceStatus.EXPIRING) and code != LEGAL_ECALL
     )
-    suspended = (
-        frozenset(b.code for b in file.bookings if b.code in by_term and (is_paid(b) or b.code == INTELLIGENT_ECALL))
-        if file.payment_default
-        else frozenset()
-    )
+    # Payment default (AGB 5.5 c) suspends the paid, fixed-term bookings the backend names.
+    suspended = frozenset(b.code for b in file.bookings if b.code in by_term & file.suspended and is_paid(b))
     running = by_term - suspended
     base = running & BASE_SERVICES
     if file.sim == "deactivated" and not legal_ecall_equipped:

@@ -7,16 +7,21 @@ A file is a COSE_Sign1 message (tcu.services.cose) whose payload is a CBOR map:
      "services": [{"code": "6AK", "term": "2+1y", "start": "2026-11-23",
                    "extensions": [{"months": 12, "bought": "2029-01-05"}],   # optional
                    "cancelled_on": "2027-01-05", "sale": false}],              # optional
-     "payment_default": bool, "sim": "active" | "deactivated"}
+     "suspended": ["6AM"],                        # booked codes suspended for payment default, sorted
+     "sim": "active" | "deactivated"}
 
 It carries the complete desired state, never a delta, so a late or repeated delivery converges
 (Uptane's lesson). The vehicle accepts a file only if it is signed by the pinned backend key, names
 this VIN, has a higher version than the one applied (an identical re-delivery of the applied file is
 acknowledged again, not re-applied), has not expired, and makes no forbidden change: a legal-eCall
-vehicle keeps 6AF, unlimited, and its SIM. Every booking is checked against the catalogue of the terms
+vehicle keeps 6AF, unlimited, unsuspended, and its SIM. Every booking is checked against the catalogue of the terms
 (tcu.services.catalogue): a known code, offered for the vehicle's brand, with a term the catalogue
 offers for it; a vehicle that knows its equipment refuses a code it is not built with, and one that
 knows its first registration refuses a file that names another.
+
+`suspended` names the booked codes whose payment is in default (AGB 5.5 c): the backend knows which
+invoice is unpaid, so it names the codes; the vehicle derives which of their services stop
+(tcu.services.entitlements: the fixed-term, paid ones). Legal eCall is never suspended.
 """
 
 from __future__ import annotations
@@ -48,19 +53,27 @@ class ProvisioningFile:
     issued: datetime
     expires: datetime
     bookings: tuple[Booking, ...] = ()
-    payment_default: bool = False
+    suspended: frozenset[str] = frozenset()  # booked codes in payment default (AGB 5.5 c)
     sim: str = "active"
     first_registration: date | None = None  # "Erstzulassung": 5y and 2+1y terms run from it
     codes: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", frozenset(b.code for b in self.bookings))
+        object.__setattr__(self, "suspended", frozenset(self.suspended))
+        if not self.suspended <= self.codes:
+            raise ValueError(f"suspended code(s) {', '.join(sorted(self.suspended - self.codes))} not booked")
         for booking in self.bookings:
             if booking.term.from_first_registration and booking.first_registration != self.first_registration:
                 raise ValueError(
                     f"service {booking.code} runs from first registration {booking.first_registration}, but the "
                     f"file says {self.first_registration}"
                 )
+
+    @property
+    def payment_default(self) -> bool:
+        """Whether any booking is suspended for payment default (status displays, the backend)."""
+        return bool(self.suspended)
 
     def booking(self, code: str) -> Booking | None:
         return next((b for b in self.bookings if b.code == code), None)
@@ -83,7 +96,7 @@ def encode_payload(file: ProvisioningFile) -> bytes:
         "issued": to_millis(file.issued),
         "expires": to_millis(file.expires),
         "services": services,
-        "payment_default": file.payment_default,
+        "suspended": sorted(file.suspended),
         "sim": file.sim,
     }
     if file.first_registration is not None:
@@ -186,6 +199,23 @@ def parse_payload(payload: bytes, catalogue: Catalogue, *, vin: str | None = Non
         raise
 
 
+def _suspended(data: Mapping[Any, Any], booked: frozenset[str]) -> frozenset[str]:
+    """The field 'suspended': a sorted array of distinct booked codes (so one state has one encoding)."""
+    value = data.get("suspended")
+    if not isinstance(value, list | tuple):
+        raise _malformed(f"field 'suspended' must be an array of booked codes, got {shown(value)}")
+    if len(value) > len(booked):
+        raise _malformed(f"field 'suspended' names {len(value)} codes, but only {len(booked)} are booked")
+    for code in value:
+        if not isinstance(code, str):
+            raise _malformed(f"field 'suspended' must hold option codes as text, got {shown(code)}")
+        if code not in booked:
+            raise _malformed(f"field 'suspended' names {shown(code)}, which the file does not book")
+    if list(value) != sorted(set(value)):
+        raise _malformed(f"field 'suspended' must be sorted and without repeats, got {', '.join(value)}")
+    return frozenset(value)
+
+
 def _parse_fields(data: Mapping[Any, Any], catalogue: Catalogue, version: int) -> ProvisioningFile:
     services = data.get("services")
     if not isinstance(services, list | tuple):
@@ -206,7 +236,7 @@ def _parse_fields(data: Mapping[Any, Any], catalogue: Catalogue, version: int) -
         issued=issued,
         expires=expires,
         bookings=bookings,
-        payment_default=fields.flag(data, "payment_default", _malformed),
+        suspended=_suspended(data, frozenset(b.code for b in bookings)),
         sim=sim,
         first_registration=first_registration,
     )
@@ -224,6 +254,11 @@ def check_change(file: ProvisioningFile, *, legal_ecall_equipped: bool) -> None:
         if legal.term is not Term.UNLIMITED:
             raise RejectedMessageError(
                 f"forbidden change: legal eCall (6AF) must be unlimited, not {legal.term}", code="forbidden_change"
+            )
+        if LEGAL_ECALL in file.suspended:
+            raise RejectedMessageError(
+                "forbidden change: legal eCall (6AF) cannot be suspended, not even for payment default (AGB 1.5, 6.1)",
+                code="forbidden_change",
             )
         if file.sim == "deactivated":
             raise RejectedMessageError(

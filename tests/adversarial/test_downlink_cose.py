@@ -120,7 +120,15 @@ ABSURD_FILES = {
     "version bignum": ({"version": -BIGNUM}, "'version' must lie in"),
     "version true": ({"version": True}, "'version' must be an integer, got True"),
     "version 1.0": ({"version": 1.0}, "'version' must be an integer, got 1.0"),
-    "payment_default 1": ({"payment_default": 1}, "'payment_default' must be true or false"),
+    "suspended true": ({"suspended": True}, "'suspended' must be an array of booked codes, got True"),
+    "suspended bignum": ({"suspended": [BIGNUM]}, "must hold option codes as text, got an integer of"),
+    "suspended unbooked": ({"suspended": ["6AM"]}, "names '6AM', which the file does not book"),
+    "suspended twice": (
+        {"services": [_service(), _service(code="6AE", term="unlimited")], "suspended": ["6AE", "6AE"]},
+        "must be sorted and without repeats",
+    ),
+    "suspended too many": ({"suspended": ["6AE"] * 1000}, "names 1000 codes, but only 1 are booked"),
+    "old payment_default flag": ({"suspended": None, "payment_default": True}, "'suspended' must be an array"),
     "start in 9999": ({"services": [_service(start="9999-06-01")]}, "ends after the year 9999"),
     "extension true": ({"services": [_service(extensions=[True])]}, "each extension must be a map"),
     "extension months true": (

@@ -126,7 +126,7 @@ def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: Man
         signed(KEY, VIN, 1, clock.now(), legal, booking("6AE"), booking("6AC")),
         signed(KEY, VIN, 2, clock.now(), legal),  # Teleservices and intelligent eCall ended
         # Payment default leaves the free, unlimited Teleservices running: the SIM is active again.
-        signed(KEY, VIN, 3, clock.now(), legal, booking("6AE", Term.UNLIMITED), payment_default=True),
+        signed(KEY, VIN, 3, clock.now(), legal, booking("6AE", Term.UNLIMITED), suspended=frozenset({"6AE"})),
         signed(KEY, VIN, 4, clock.now(), booking("6AE")),  # tries to remove legal eCall
         signed(KEY, VIN, 5, clock.now(), legal, sim="deactivated"),  # tries to kill the SIM
     ]

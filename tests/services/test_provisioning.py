@@ -10,7 +10,7 @@ from tcu.clock import ManualClock
 from tcu.errors import RejectedMessageError
 from tcu.services.catalogue import Brand, Catalogue, VehicleFit
 from tcu.services.cose import sign1
-from tcu.services.provisioning import verify_file
+from tcu.services.provisioning import encode_payload, verify_file
 from tcu.services.terms import Extension, Term
 from tests.conftest import OTHER_VIN, VIN
 from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking, signed
@@ -158,6 +158,22 @@ def test_forbidden_changes_are_refused(clock: ManualClock, bookings, sim: str, l
     assert caught.value.code == "forbidden_change"
 
 
+def test_legal_ecall_is_never_suspended_for_payment_default(clock: ManualClock) -> None:
+    message = signed(
+        KEY, VIN, 5, clock.now(), booking("6AE"), booking("6AF", Term.UNLIMITED), suspended=frozenset({"6AF"})
+    )
+    with pytest.raises(RejectedMessageError, match=r"legal eCall \(6AF\) cannot be suspended") as caught:
+        _verify(message, clock, legal=True)
+    assert caught.value.code == "forbidden_change"
+
+
+def test_the_suspended_codes_round_trip_sorted(clock: ManualClock) -> None:
+    message = signed(KEY, VIN, 5, clock.now(), booking("6AM"), booking("6AE"), suspended=frozenset({"6AM", "6AE"}))
+    file = _verify(message, clock, legal=False).file
+    assert (file.suspended, file.payment_default) == ({"6AE", "6AM"}, True)
+    assert cbor2.loads(encode_payload(file))["suspended"] == ["6AE", "6AM"]
+
+
 def _payload(**service: object) -> bytes:
     entry = {"code": "6AM", "term": "2+1y", "start": "2026-11-01", **service}
     data = {
@@ -168,7 +184,7 @@ def _payload(**service: object) -> bytes:
         "expires": 2**42,
         "first_registration": "2026-11-01",
         "services": [entry],
-        "payment_default": False,
+        "suspended": [],
         "sim": "active",
     }
     return sign1(cbor2.dumps(data), KEY)

@@ -36,11 +36,11 @@ TABLE = """
 no     active       no   no   no      | applied  fully_deactivated       off        off         no        none
 no     active       no   no   yes     | applied  fully_deactivated       suspended  off         no        none
 no     active       no   yes  no      | applied  active                  runs       on          yes       centre
-no     active       no   yes  yes     | applied  fully_deactivated       suspended  off         no        none
+no     active       no   yes  yes     | applied  active                  suspended  on          yes       centre
 no     active       yes  no   no      | applied  active                  runs       on          yes       none
 no     active       yes  no   yes     | applied  active                  suspended  on          yes       none
 no     active       yes  yes  no      | applied  active                  runs       on          yes       centre
-no     active       yes  yes  yes     | applied  active                  suspended  on          yes       none
+no     active       yes  yes  yes     | applied  active                  suspended  on          yes       centre
 no     deactivated  no   no   no      | applied  fully_deactivated       off        off         no        none
 no     deactivated  no   no   yes     | applied  fully_deactivated       suspended  off         no        none
 no     deactivated  no   yes  no      | applied  fully_deactivated       off        off         no        none
@@ -52,19 +52,19 @@ no     deactivated  yes  yes  yes     | applied  fully_deactivated       suspend
 yes    active       no   no   no      | applied  telematics_deactivated  off        off         no        112
 yes    active       no   no   yes     | applied  telematics_deactivated  suspended  off         no        112
 yes    active       no   yes  no      | applied  active                  runs       on          yes       112+centre
-yes    active       no   yes  yes     | applied  telematics_deactivated  suspended  off         no        112
+yes    active       no   yes  yes     | applied  active                  suspended  on          yes       112+centre
 yes    active       yes  no   no      | applied  active                  runs       on          yes       112
 yes    active       yes  no   yes     | applied  active                  suspended  on          yes       112
 yes    active       yes  yes  no      | applied  active                  runs       on          yes       112+centre
-yes    active       yes  yes  yes     | applied  active                  suspended  on          yes       112
+yes    active       yes  yes  yes     | applied  active                  suspended  on          yes       112+centre
 yes    deactivated  no   no   no      | refused  telematics_deactivated  off        off         no        112
 yes    deactivated  no   no   yes     | refused  telematics_deactivated  suspended  off         no        112
 yes    deactivated  no   yes  no      | refused  active                  runs       on          yes       112+centre
-yes    deactivated  no   yes  yes     | refused  telematics_deactivated  suspended  off         no        112
+yes    deactivated  no   yes  yes     | refused  active                  suspended  on          yes       112+centre
 yes    deactivated  yes  no   no      | refused  active                  runs       on          yes       112
 yes    deactivated  yes  no   yes     | refused  active                  suspended  on          yes       112
 yes    deactivated  yes  yes  no      | refused  active                  runs       on          yes       112+centre
-yes    deactivated  yes  yes  yes     | refused  active                  suspended  on          yes       112
+yes    deactivated  yes  yes  yes     | refused  active                  suspended  on          yes       112+centre
 """
 
 
@@ -89,8 +89,9 @@ def _file(legal: bool, sim_file: str, teleservices: bool, intelligent: bool, def
     for code, on in (("6AE", teleservices), ("6AC", intelligent), ("6AF", legal)):
         if on:
             bookings.append(Booking(code=code, term=Term.UNLIMITED, start=START))
+    suspended = frozenset(b.code for b in bookings if b.code != "6AF") if default else frozenset()
     return ProvisioningFile(
-        vin=VIN, version=1, issued=NOW, expires=NOW, bookings=tuple(bookings), payment_default=default, sim=sim_file
+        vin=VIN, version=1, issued=NOW, expires=NOW, bookings=tuple(bookings), suspended=suspended, sim=sim_file
     )
 
 
@@ -162,7 +163,9 @@ def test_payment_default_suspends_any_fixed_term_but_no_unlimited_service() -> N
         Booking(code="6AM", term=Term.YEAR_1, start=START),
         Booking(code="6AN", term=Term.MONTHS_3, start=START),
     )
-    file = ProvisioningFile(vin=VIN, version=2, issued=NOW, expires=NOW, bookings=bookings, payment_default=True)
+    file = ProvisioningFile(
+        vin=VIN, version=2, issued=NOW, expires=NOW, bookings=bookings, suspended=frozenset(b.code for b in bookings)
+    )
     e = derive(file, legal_ecall_equipped=True, now=NOW)
     assert (e.suspended, e.running, e.sim, e.payment_default) == (
         {"6AM", "6AN"},
@@ -182,15 +185,12 @@ def test_an_ended_term_is_not_suspended_it_is_over() -> None:
             Booking(code="6AE", term=Term.UNLIMITED, start=START),
             Booking(code="6AN", term=Term.MONTHS_3, start=START),
         ),
-        payment_default=True,
+        suspended=frozenset({"6AE", "6AN"}),
     )
     later = datetime(2027, 3, 1, tzinfo=UTC)  # 6AN's three months ended
     assert derive(file, legal_ecall_equipped=False, now=later).suspended == frozenset()
 
 
-def test_the_reason_names_the_suspended_intelligent_call() -> None:
+def test_a_separately_booked_intelligent_call_is_free_and_never_suspended() -> None:
     e = derive(_file(True, "active", False, True, True), legal_ecall_equipped=True, now=NOW)
-    assert e.inactive_reason() == (
-        "SIM is telematics_deactivated: no base service (6AE Teleservices, 6AC intelligent emergency call) running; "
-        "6AC is suspended for payment default; eCall-only: the legal 112 eCall stays available"
-    )
+    assert (e.intelligent_ecall, "6AC" in e.suspended, e.sim) == (True, False, SimState.ACTIVE)
