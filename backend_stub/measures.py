@@ -5,6 +5,12 @@
 - After a failed attempt the next one waits a capped, jittered backoff — or goes at once when the
   reason has gone away: the vehicle came back online (coverage lost, no coverage) or reported a
   vehicle state the measure may run in (it was driving, now it is parked).
+- Refused because the vehicle's SIM is not active (`sim_inactive`, AGB 3.3, 6.1: no remote measure
+  without an active SIM): no backoff, which would only collect the same refusal until `max_attempts`
+  is used up. The measure waits until a capability report received *after* the refusal says the SIM
+  is `active` (the vehicle sends one after every applied provisioning file, so after the file that
+  reactivates it), then goes at once; until then only its deadline ends it. Such a refusal is not an
+  attempt of the measure — the vehicle ran nothing — so it does not count towards `max_attempts`.
 - Retries after technical interruptions (AGB 3.6: coverage, vehicle state, lock/unlock, eCall, a
   restart, a full disk, a lost answer) go on as long as attempts and the deadline allow.
 - Not retried blindly after the 10-minute cap (AGB 3.4 d): an attempt rolled back with `time_cap`
@@ -34,8 +40,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
@@ -80,9 +87,35 @@ FINAL_REJECTIONS = frozenset(
 CAP_FAILURES = frozenset({"time_cap", "over_cap"})
 MAX_REASON_CHARS = 1000  # a vehicle's reason is stored and shown; longer is cut
 MAX_IMPAIRED_S = 86_400.0  # an attempt is capped at 10 minutes; a longer impairment is not a real one
-# What a failed attempt waits for before the next one may go at once (else: the backoff).
-WAITS_FOR = {"coverage_lost": "online", "vehicle_state_not_allowed": "allowed_state"}
+# What a failed attempt waits for before the next one may go at once (else: the backoff). "sim_active"
+# has no backoff at all: only a report of an active SIM (or the deadline) ends the wait.
+SIM_INACTIVE = "sim_inactive"
+WAITS_FOR = {"coverage_lost": "online", "vehicle_state_not_allowed": "allowed_state", SIM_INACTIVE: "sim_active"}
 Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SimReport:
+    """The SIM state of a vehicle's newest capability report, and when the backend received it."""
+
+    state: str  # tcu.services.sim.SimState's value: active, telematics_deactivated, fully_deactivated, ...
+    received: datetime
+
+
+class StoredReport(Protocol):
+    """A stored capability report (backend_stub.provisioning.CapabilityReport)."""
+
+    @property
+    def report(self) -> Mapping[str, Any]: ...
+    @property
+    def received(self) -> datetime: ...
+
+
+def sim_of(report: StoredReport | None) -> SimReport | None:
+    """What a stored capability report says of the SIM; None without a report or a readable `sim`."""
+    if report is None or not isinstance(report.report.get("sim"), str):
+        return None
+    return SimReport(state=report.report["sim"], received=report.received)
 
 
 class MeasureRefusedError(BackendError):
@@ -102,8 +135,10 @@ class MeasureScheduler:
         attempt_timeout_s: float = 900.0,
         rng: random.Random | None = None,
         specs: Mapping[str, KeySpec] | None = None,
+        sim: Callable[[str], SimReport | None] = lambda _vin: None,
     ) -> None:
         self._store = store
+        self._sim = sim  # the vehicle's SIM as its newest capability report says
         self._specs = load_key_specs() if specs is None else dict(specs)  # the vehicle's key table
         self._key = signing_key
         self._clock = clock
@@ -240,7 +275,10 @@ class MeasureScheduler:
                 )
         for measure in self._store.pending():
             if now >= measure.deadline:
-                self._store.set_state(measure.measure_id, EXPIRED, f"deadline {measure.deadline.isoformat()} passed")
+                waited = " while the vehicle's SIM was not active" if measure.waiting_for == "sim_active" else ""
+                self._store.set_state(
+                    measure.measure_id, EXPIRED, f"deadline {measure.deadline.isoformat()} passed{waited}"
+                )
                 continue
             open_attempt = self._store.open_attempt(measure.vin)
             if open_attempt is not None:
@@ -261,8 +299,10 @@ class MeasureScheduler:
             if measure.vin in busy or not self._due(measure, now):
                 continue
             if measure.attempts >= measure.max_attempts:
-                self._store.set_state(measure.measure_id, ABANDONED, f"no success in {measure.attempts} attempts")
-                continue
+                tried = self._tried(measure)
+                if tried >= measure.max_attempts:
+                    self._store.set_state(measure.measure_id, ABANDONED, f"no success in {tried} attempts")
+                    continue
             attempt = measure.attempts + 1
             try:
                 order = self._order(measure, attempt, now)
@@ -278,7 +318,16 @@ class MeasureScheduler:
             sent += 1
         return sent
 
+    def _tried(self, measure: Measure) -> int:
+        """Attempts the vehicle could run: refusals for an inactive SIM are not attempts of the measure."""
+        refused = sum(1 for a in self._store.history(measure.measure_id) if a.code == SIM_INACTIVE)
+        return measure.attempts - refused
+
     def _due(self, measure: Measure, now: datetime) -> bool:
+        if measure.waiting_for == "sim_active":
+            # next_attempt holds when the refusal was booked: an older report of an active SIM is stale.
+            sim = self._sim(measure.vin)
+            return sim is not None and sim.state == "active" and sim.received >= measure.next_attempt
         if measure.waiting_for == "online" and self._online(measure.vin):
             return True  # the reason went away: at once
         if measure.waiting_for == "allowed_state" and self._mode(measure.vin) in measure.allowed_states:
@@ -286,6 +335,15 @@ class MeasureScheduler:
         return now >= measure.next_attempt
 
     def _retry(self, measure: Measure, now: datetime, code: str | None, reason: str | None) -> None:
+        if code == SIM_INACTIVE:
+            _LOGGER.warning(
+                "measure %s waits until %s reports an active SIM again (vehicle: %s)",
+                measure.measure_id,
+                measure.vin,
+                reason,
+            )
+            self._store.schedule(measure.measure_id, now, reason, WAITS_FOR[SIM_INACTIVE])
+            return
         delay = self._backoff.delay(max(measure.attempts - 1, 0), self._rng)
         self._store.schedule(measure.measure_id, now + timedelta(seconds=delay), reason, WAITS_FOR.get(code or ""))
 
