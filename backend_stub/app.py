@@ -13,7 +13,7 @@ from backend_stub.ingest import Ingest, IngestService
 from backend_stub.invoices import Billing, InvoiceStore
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
-from backend_stub.measures import MeasureScheduler
+from backend_stub.measures import MeasureScheduler, sim_of
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
@@ -69,6 +69,7 @@ class BackendStub:
                 clock=self.clock,
                 vehicle_mode=lambda vin: _text(self.store.last_value(vin, "Vehicle.Mode")),
                 online=self.store.online,
+                sim=lambda vin: sim_of(self.provisioning_store.capabilities(vin)),
                 backoff=Backoff(base_s=config.measure_retry_base_s, cap_s=config.measure_retry_cap_s),
                 attempt_timeout_s=config.measure_attempt_timeout_s,
             )
