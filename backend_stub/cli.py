@@ -127,10 +127,16 @@ def _provision_parser(commands: Any) -> None:
     extend.add_argument("--service", required=True)
     extend.add_argument("--months", type=int, required=True, choices=sorted(EXTENSION_MONTHS, reverse=True))
     extend.add_argument("--on", type=date.fromisoformat, help="purchase date (default: today, UTC)")
-    actions.add_parser(
-        "suspend", help="payment default by hand: suspend the paid services and 6AC (invoices: backend-stub invoice)"
+    suspend = actions.add_parser(
+        "suspend",
+        help="payment default by hand: suspend the given booked codes' paid (fixed-term) services; without "
+        "--service every booked code with a fixed-term service (invoices do it themselves: backend-stub invoice)",
     )
-    actions.add_parser("resume", help="payment default over: resume the booked services")
+    suspend.add_argument("--service", action="append", help="option code to suspend (repeatable)")
+    resume = actions.add_parser(
+        "resume", help="lift the suspension of the given codes (without --service: of every suspended code)"
+    )
+    resume.add_argument("--service", action="append", help="option code to resume (repeatable)")
     actions.add_parser(
         "deactivate-sim",
         help=(
@@ -248,6 +254,7 @@ def _status(vin: str, store: ProvisioningStore, backend: BackendStore, as_json: 
         "online": backend.online(vin),
         "desired_version": head.version if head else None,
         "payment_default": head.payment_default if head else False,
+        "suspended": sorted(head.suspended) if head else [],
         "sim": head.sim if head else "active",
     }
     results = [
@@ -299,8 +306,8 @@ def _provision(args: argparse.Namespace, config: BackendConfig) -> None:
                 else issuer.cancel(vin, args.service, args.on, sale=args.sale)
             ),
             "extend": lambda: issuer.extend(vin, args.service, args.months, args.on),
-            "suspend": lambda: issuer.suspend(vin),
-            "resume": lambda: issuer.resume(vin),
+            "suspend": lambda: issuer.suspend(vin, args.service, why="by hand"),
+            "resume": lambda: issuer.resume(vin, args.service, why="by hand"),
             "deactivate-sim": lambda: issuer.deactivate_sim(vin),
             "reissue": lambda: issuer.reissue(vin, "requested on the command line"),
         }[args.action]()

@@ -5,9 +5,11 @@
     backend-stub invoice pay NUMBER [--on 2026-11-30]
     backend-stub invoice check [VIN]
 
-An invoice unpaid 30 days after its date puts the vehicle in payment default (AGB 5.5 c): `issue`,
-`pay` and `check` reconcile at once (issuing the suspend or resume file); the running backend does the
-same for every vehicle every ten minutes (backend_stub/invoices.py).
+An invoice is for one booked option code with a fixed-term (paid) service. Unpaid 30 days after its
+date, that code is in payment default (AGB 5.5 c) and is suspended: `issue`, `pay` and `check`
+reconcile at once (issuing the suspend or resume file naming the codes); the running backend does the
+same for every vehicle every ten minutes (backend_stub/invoices.py). An invoice the previous owner
+left unpaid at an owner change is listed with `sold` and `debtor`: it no longer holds the vehicle.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from tcu.keys import load_signing_key
 def add_invoice_parser(commands: Any) -> None:
     invoice = commands.add_parser("invoice", help="invoices of paid services; payment default after 30 days")
     actions = invoice.add_subparsers(dest="invoice_command", required=True)
-    issue = actions.add_parser("issue", help="invoice a booked paid service (a booking or an extension)")
+    issue = actions.add_parser(
+        "issue", help="invoice a booked option code with a fixed-term (paid) service (a booking or an extension)"
+    )
     issue.add_argument("vin")
     issue.add_argument("--service", required=True, help="option code of the booked service, e.g. 6AM")
     issue.add_argument("--amount", required=True, help="price in euros, e.g. 49.90")
@@ -40,10 +44,15 @@ def add_invoice_parser(commands: Any) -> None:
     issue.add_argument("--invoiced", type=date.fromisoformat, help="invoice date YYYY-MM-DD (default: today, UTC)")
     listing = actions.add_parser("list", help="invoices, all or of one vehicle, with what is overdue")
     listing.add_argument("vin", nargs="?")
-    pay = actions.add_parser("pay", help="record a payment; ends the payment default when nothing is overdue")
+    pay = actions.add_parser(
+        "pay",
+        help="record a payment; a code is resumed once none of its invoices is overdue (not one suspended by hand)",
+    )
     pay.add_argument("number", type=int)
     pay.add_argument("--on", type=date.fromisoformat, help="payment date YYYY-MM-DD (default: today, UTC)")
-    check = actions.add_parser("check", help="start or end payment defaults as the invoices say today")
+    check = actions.add_parser(
+        "check", help="suspend the codes of overdue invoices and resume the paid ones, as the invoices say today"
+    )
     check.add_argument("vin", nargs="?")
     for sub in actions.choices.values():
         sub.add_argument("--config", type=Path, required=True)
@@ -61,6 +70,8 @@ def _row(invoice: Invoice, today: date) -> dict[str, Any]:
         "payable_until": invoice.last_day.isoformat(),
         "paid": None if invoice.paid is None else invoice.paid.isoformat(),
         "overdue": invoice.overdue(today),
+        "sold": None if invoice.detached is None else invoice.detached.isoformat(),
+        "debtor": invoice.debtor,
     }
 
 
@@ -69,8 +80,9 @@ def _reconciled(result: Reconciled) -> dict[str, Any]:
         "vin": result.vin,
         "payment_default": result.in_default,
         "overdue": [i.number for i in result.overdue],
-        "issued_version": None if result.issued is None else result.issued.version,
-        "operation": None if result.issued is None else result.issued.operation,
+        "suspended": sorted(result.suspended),
+        "issued_versions": [f.version for f in result.issued],
+        "operations": [f.operation for f in result.issued],
     }
 
 

@@ -2,21 +2,27 @@
 
 "In Zahlungsverzug kommt der Kunde, wenn er innerhalb von 30 Tagen nach Rechnungsstellung nicht
 gezahlt hat": an invoice dated D may be paid up to and including day D + 30 (UTC dates, like the
-terms in tcu.services.terms); from 00:00 UTC on day D + 31 it is overdue and the customer is in
-payment default. BMW may then suspend "die betroffenen Dienste" until the customer has paid: the
-backend issues the vehicle's next provisioning file with `payment_default` set (the issuer's
-`suspend`), and the vehicle suspends its paid services and the intelligent emergency call
-(tcu.services.entitlements) — never the free Teleservices, never legal eCall. Once no invoice of the
-vehicle is overdue any more, the backend issues `resume`.
-
-Only a booked service with a fixed term can be invoiced: a fixed term is a paid service ("befristeter
-kostenpflichtiger Dienst", AGB 3.2); unlimited services come with the car or the contract (AGB 1.3).
+terms in tcu.services.terms); from 00:00 UTC on day D + 31 it is overdue. BMW may then suspend "die
+betroffenen Dienste" until the customer has paid. An invoice is for one booked option code, one with
+a fixed-term service (a paid one, AGB 3.2; backend_stub.desired_state.invoiceable), so the affected
+services are that code's: the backend suspends exactly the codes of the overdue invoices (the
+provisioning file's `suspended`), and the vehicle stops their fixed-term services — the intelligent
+call with them where a suspended paid package brings it — never a free unlimited service, never
+legal eCall (tcu.services.entitlements). A code is resumed once none of its invoices is overdue.
 
 `Billing.check` reconciles one vehicle and is idempotent: it runs after every issue and payment and,
 in the running backend, for every vehicle every `CHECK_INTERVAL_S`, so a default that begins while
-nobody touches the vehicle still begins, and a crash between recording and issuing converges. The
-backend remembers which defaults it started itself (`payment_defaults`); a suspension an operator
-issued by hand (`provision suspend`) is never lifted by a payment.
+nobody touches the vehicle still begins, and a crash between recording and issuing converges. For
+each code in default the backend records whether *it* suspended the code (`payment_defaults.ours`):
+a code an operator had suspended by hand (`provision suspend`) before its invoice went overdue stays
+the operator's, and paying never lifts it; a code the operator resumes by hand while its invoice is
+still overdue is suspended again, and is then the backend's.
+
+On an owner change (`Billing.owner_change`, AGB 7.1: the contract, and with it the debt, is not
+transferred) the vehicle's unpaid invoices stay the seller's debt, recorded against the seller's
+account, and are never again checked against the vehicle; the bookings suspended for the seller's
+overdue invoices end (5.5 c "einstellen"): the buyer neither inherits the default nor gets the unpaid
+services, and is told so in the handover list (AGB 7.3).
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from backend_stub.database import open_database, transaction
+from backend_stub.database import migrate, open_database, transaction
+from backend_stub.desired_state import DesiredState, invoiceable, suspendable
 from backend_stub.errors import InvoiceError
 from backend_stub.provisioning import IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import Clock
-from tcu.services.entitlements import is_paid
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,14 +57,36 @@ CREATE TABLE IF NOT EXISTS invoices (
     item         TEXT NOT NULL,
     amount_cents INTEGER NOT NULL,
     invoiced     TEXT NOT NULL,  -- YYYY-MM-DD (UTC)
-    paid         TEXT            -- YYYY-MM-DD (UTC), NULL while unpaid
+    paid         TEXT,           -- YYYY-MM-DD (UTC), NULL while unpaid
+    detached     TEXT,           -- YYYY-MM-DD of the owner change after which it is the seller's debt only
+    debtor       TEXT            -- the seller's account then (NULL: none was linked)
 );
 CREATE INDEX IF NOT EXISTS invoices_by_vin ON invoices (vin, paid);
-CREATE TABLE IF NOT EXISTS payment_defaults (  -- defaults this backend started (and so may end)
-    vin     TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS payment_defaults (  -- per vehicle and option code in default
+    vin     TEXT NOT NULL,
+    code    TEXT NOT NULL,
     since   TEXT NOT NULL,
-    invoice INTEGER NOT NULL
-);
+    invoice INTEGER NOT NULL,
+    ours    INTEGER NOT NULL,  -- 1: this backend suspended the code, so a payment may resume it
+    PRIMARY KEY (vin, code)
+) WITHOUT ROWID;
+"""
+
+# Before issue 12's second round: one default per vehicle, always the backend's, and invoices tied to
+# the vehicle for good.
+_MIGRATE_TO_CODES = """
+ALTER TABLE payment_defaults RENAME TO payment_defaults_per_vehicle;
+CREATE TABLE payment_defaults (
+    vin TEXT NOT NULL, code TEXT NOT NULL, since TEXT NOT NULL, invoice INTEGER NOT NULL, ours INTEGER NOT NULL,
+    PRIMARY KEY (vin, code)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO payment_defaults SELECT d.vin, i.service, d.since, d.invoice, 1
+    FROM payment_defaults_per_vehicle d JOIN invoices i ON i.number = d.invoice;
+DROP TABLE payment_defaults_per_vehicle
+"""
+_MIGRATE_TO_OWNERS = """
+ALTER TABLE invoices ADD COLUMN detached TEXT;
+ALTER TABLE invoices ADD COLUMN debtor TEXT
 """
 
 
@@ -71,6 +99,8 @@ class Invoice:
     amount_cents: int
     invoiced: date
     paid: date | None = None
+    detached: date | None = None  # the owner change after which only the seller owes it
+    debtor: str | None = None
 
     @property
     def last_day(self) -> date:
@@ -83,6 +113,16 @@ class Invoice:
     @property
     def amount(self) -> str:
         return f"{self.amount_cents // 100}.{self.amount_cents % 100:02d} EUR"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeDefault:
+    """One option code of a vehicle in payment default."""
+
+    code: str
+    since: date
+    invoice: int
+    ours: bool  # the backend suspended it (not an operator before the invoice went overdue)
 
 
 def parse_amount(text: str) -> int:
@@ -106,6 +146,8 @@ class InvoiceStore:
 
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
+        migrate(self._db, table="invoices", column="detached", script=_MIGRATE_TO_OWNERS)
+        migrate(self._db, table="payment_defaults", column="code", script=_MIGRATE_TO_CODES)
 
     def close(self) -> None:
         self._db.close()
@@ -137,34 +179,63 @@ class InvoiceStore:
             )
         return cursor.rowcount == 1
 
-    def default_started(self, vin: str) -> int | None:
-        """The invoice whose default this backend started for `vin`, if it did."""
-        row = self._db.execute("SELECT invoice FROM payment_defaults WHERE vin=?", (vin,)).fetchone()
-        return None if row is None else int(row[0])
+    def detach(self, vin: str, on: date, debtor: str | None) -> list[Invoice]:
+        """The vehicle's unpaid invoices become the seller's debt only (an owner change); returns them."""
+        with transaction(self._db):
+            rows = self._db.execute(_SELECT + " WHERE vin=? AND paid IS NULL AND detached IS NULL", (vin,)).fetchall()
+            self._db.execute(
+                "UPDATE invoices SET detached=?, debtor=? WHERE vin=? AND paid IS NULL AND detached IS NULL",
+                (on.isoformat(), debtor, vin),
+            )
+        return [_invoice(row) for row in rows]
 
-    def record_default(self, vin: str, since: date, invoice: int) -> None:
+    def defaults(self, vin: str) -> dict[str, CodeDefault]:
+        """The option codes of `vin` in payment default."""
+        rows = self._db.execute("SELECT code, since, invoice, ours FROM payment_defaults WHERE vin=?", (vin,))
+        return {
+            str(code): CodeDefault(
+                code=str(code), since=date.fromisoformat(since), invoice=int(invoice), ours=bool(ours)
+            )
+            for code, since, invoice, ours in rows
+        }
+
+    def default_started(self, vin: str) -> int | None:
+        """The first invoice whose default this backend started for `vin`, if it started one."""
+        ours = [d.invoice for d in self.defaults(vin).values() if d.ours]
+        return min(ours) if ours else None
+
+    def record_default(self, vin: str, code: str, *, since: date, invoice: int, ours: bool) -> None:
         with transaction(self._db):
             self._db.execute(
-                "INSERT OR IGNORE INTO payment_defaults (vin, since, invoice) VALUES (?, ?, ?)",
-                (vin, since.isoformat(), invoice),
+                "INSERT INTO payment_defaults VALUES (?, ?, ?, ?, ?) ON CONFLICT (vin, code) DO UPDATE SET ours=?",
+                (vin, code, since.isoformat(), invoice, int(ours), int(ours)),
             )
 
-    def end_default(self, vin: str) -> None:
+    def end_default(self, vin: str, code: str | None = None) -> None:
+        """The default of `code` is over (None: of every code of `vin`)."""
         with transaction(self._db):
-            self._db.execute("DELETE FROM payment_defaults WHERE vin=?", (vin,))
+            if code is None:
+                self._db.execute("DELETE FROM payment_defaults WHERE vin=?", (vin,))
+            else:
+                self._db.execute("DELETE FROM payment_defaults WHERE vin=? AND code=?", (vin, code))
 
     def vehicles_to_check(self) -> list[str]:
         rows = self._db.execute(
-            "SELECT vin FROM invoices WHERE paid IS NULL UNION SELECT vin FROM payment_defaults ORDER BY vin"
+            "SELECT vin FROM invoices WHERE paid IS NULL AND detached IS NULL "
+            "UNION SELECT vin FROM payment_defaults ORDER BY vin"
         )
         return [str(row[0]) for row in rows]
 
 
-_SELECT = "SELECT number, vin, service, item, amount_cents, invoiced, paid FROM invoices"
+_SELECT = "SELECT number, vin, service, item, amount_cents, invoiced, paid, detached, debtor FROM invoices"
+
+
+def _day(value: object) -> date | None:
+    return None if value is None else date.fromisoformat(str(value))
 
 
 def _invoice(row: tuple[object, ...]) -> Invoice:
-    number, vin, service, item, amount, invoiced, paid = row
+    number, vin, service, item, amount, invoiced, paid, detached, debtor = row
     return Invoice(
         number=int(str(number)),
         vin=str(vin),
@@ -172,7 +243,9 @@ def _invoice(row: tuple[object, ...]) -> Invoice:
         item=str(item),
         amount_cents=int(str(amount)),
         invoiced=date.fromisoformat(str(invoiced)),
-        paid=None if paid is None else date.fromisoformat(str(paid)),
+        paid=_day(paid),
+        detached=_day(detached),
+        debtor=None if debtor is None else str(debtor),
     )
 
 
@@ -182,8 +255,19 @@ class Reconciled:
 
     vin: str
     overdue: tuple[Invoice, ...]
-    in_default: bool  # the vehicle's desired state after the check
-    issued: IssuedFile | None = None  # the suspend or resume file this check issued
+    in_default: bool  # an invoice of the vehicle's current owner is overdue
+    suspended: frozenset[str] = frozenset()  # the codes suspended after the check (by invoices or by hand)
+    issued: tuple[IssuedFile, ...] = ()  # the suspend and resume files this check issued
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handed:
+    """What an owner change did to the seller's invoices and the vehicle's default."""
+
+    vin: str
+    debt: tuple[Invoice, ...]  # the seller's unpaid invoices, now recorded against the seller only
+    ended: frozenset[str]  # codes whose suspended, unpaid bookings ended with the seller's contract
+    issued: IssuedFile | None = None
 
 
 class Billing:
@@ -198,23 +282,27 @@ class Billing:
     def _today(self) -> date:
         return self._clock.now().date()
 
+    def _state(self, vin: str) -> DesiredState:
+        head = self._provisioning.head(vin)
+        return DesiredState() if head is None else DesiredState.of(head.contents)
+
     def issue(
         self, vin: str, service: str, amount_cents: int, *, item: str | None = None, invoiced: date | None = None
     ) -> Invoice:
-        """Invoice a paid service booked for `vin` (a booking or an extension), dated `invoiced` (default today)."""
+        """Invoice a booked option code with a fixed-term service (a booking or an extension), dated
+        `invoiced` (default today)."""
         today = self._today()
         day = invoiced or today
         if day > today:
             raise InvoiceError(f"an invoice cannot be dated {day}, after today ({today})")
         if not 0 < amount_cents <= MAX_AMOUNT_CENTS:
             raise InvoiceError(f"amount of {amount_cents} cents must be more than 0 and at most {MAX_AMOUNT_CENTS}")
-        head = self._provisioning.head(vin)
-        booking = None if head is None else head.contents.booking(service)
+        booking = self._state(vin).booking(service)
         if booking is None:
             raise InvoiceError(f"service {service[:40]!r} is not booked for vehicle {vin}: nothing to invoice")
-        if not is_paid(booking):
+        if not invoiceable(booking):
             raise InvoiceError(
-                f"service {service} has an unlimited term: it comes with the car or the contract and is free "
+                f"service {service} has no fixed-term service: it comes with the car or the contract and is free "
                 "(AGB 1.3, 3.2), so it is never invoiced"
             )
         text = item or f"{service} {booking.term.value} from {booking.start}"
@@ -244,43 +332,94 @@ class Billing:
             raise InvoiceError(f"a payment cannot be dated {day}, after today ({self._today()})")
         if not self._invoices.mark_paid(number, day):
             raise InvoiceError(f"invoice {number} is paid already")
-        _LOGGER.info("invoice %d for %s paid on %s", number, invoice.vin, day)
+        _LOGGER.info(
+            "invoice %d for %s paid on %s%s",
+            number,
+            invoice.vin,
+            day,
+            "" if invoice.detached is None else f" by the previous owner (sold on {invoice.detached})",
+        )
         return self.check(invoice.vin)
 
     def check(self, vin: str) -> Reconciled:
-        """Start or end the payment default this backend is responsible for, as the invoices say today."""
-        today = self._today()
-        overdue = tuple(i for i in self._invoices.invoices(vin) if i.overdue(today))
-        head = self._provisioning.head(vin)
-        in_default = head is not None and head.contents.payment_default
-        started = self._invoices.default_started(vin)
-        issued = None
-        if overdue and started is None:
-            first = overdue[0]
-            self._invoices.record_default(vin, today, first.number)  # first: a crash after it converges
-            _LOGGER.warning(
-                "vehicle %s in payment default: invoice %d (%s, dated %s) unpaid after %d days (AGB 5.5 c)",
+        """Suspend the codes of the overdue invoices, resume those the backend suspended and nothing
+        holds any more, as the invoices say today. An operator's suspension is left alone."""
+        today, now = self._today(), self._clock.now()
+        overdue = tuple(i for i in self._invoices.invoices(vin) if i.detached is None and i.overdue(today))
+        state = self._state(vin)
+        due: dict[str, Invoice] = {}
+        for invoice in overdue:  # oldest first: a code's default names its first overdue invoice
+            due.setdefault(invoice.service, invoice)
+        due = {code: i for code, i in due.items() if code in suspendable(state, now)}  # an ended term: nothing
+        recorded = self._invoices.defaults(vin)
+        to_suspend: set[str] = set()
+        for code, invoice in sorted(due.items()):
+            known = recorded.get(code)
+            if known is None:
+                ours = code not in state.suspended  # suspended by hand already: it stays the operator's
+                # Recorded before the file is issued: a crash in between is caught by the next check.
+                self._invoices.record_default(vin, code, since=today, invoice=invoice.number, ours=ours)
+                _LOGGER.warning(
+                    "vehicle %s in payment default for %s: invoice %d (%s, dated %s) unpaid after %d days "
+                    "(AGB 5.5 c)%s",
+                    vin,
+                    code,
+                    invoice.number,
+                    invoice.amount,
+                    invoice.invoiced,
+                    PAYMENT_DAYS,
+                    "" if ours else "; it was suspended by hand already and stays so until resumed by hand",
+                )
+            elif code not in state.suspended:
+                _LOGGER.warning(
+                    "vehicle %s: %s suspended again, invoice %d is still overdue", vin, code, invoice.number
+                )
+                if not known.ours:  # the operator lifted the hand suspension: the invoices hold it now
+                    self._invoices.record_default(vin, code, since=known.since, invoice=known.invoice, ours=True)
+            if code not in state.suspended:
+                to_suspend.add(code)
+        over = {code: d for code, d in recorded.items() if code not in due}
+        to_resume = {code for code, d in over.items() if d.ours and code in state.suspended}
+        issued = []
+        if to_suspend:
+            issued.append(self._issuer.suspend(vin, to_suspend, why="payment default: invoice unpaid after 30 days"))
+        if to_resume:
+            issued.append(self._issuer.resume(vin, to_resume, why="payment default over"))
+        for code, default in sorted(over.items()):  # after the resume: a crash before it resumes again
+            self._invoices.end_default(vin, code)
+            _LOGGER.info(
+                "vehicle %s: %s no longer in payment default%s",
                 vin,
-                first.number,
-                first.amount,
-                first.invoiced,
-                PAYMENT_DAYS,
+                code,
+                "" if default.ours else "; it was suspended by hand and stays so until resumed by hand",
             )
-            if not in_default:
-                issued = self._issuer.suspend(vin)
-                in_default = True
-        elif not overdue and started is not None:
-            if in_default:
-                issued = self._issuer.resume(vin)
-                in_default = False
-            self._invoices.end_default(vin)
-            _LOGGER.info("vehicle %s: no invoice overdue any more; payment default over", vin)
-        elif overdue and not in_default:
-            # Our default, resumed by hand while an invoice is still overdue: the invoices win.
-            issued = self._issuer.suspend(vin)
-            in_default = True
-            _LOGGER.warning("vehicle %s: suspended again, invoice %d is still overdue", vin, overdue[0].number)
-        return Reconciled(vin=vin, overdue=overdue, in_default=in_default, issued=issued)
+        after = self._state(vin).suspended if issued else state.suspended
+        return Reconciled(vin=vin, overdue=overdue, in_default=bool(overdue), suspended=after, issued=tuple(issued))
+
+    def owner_change(self, vin: str, *, debtor: str | None) -> Handed:
+        """The vehicle was sold (AGB 7.1-7.4): its unpaid invoices stay the seller's debt, against the
+        seller's account, and no longer hold the vehicle's services; the bookings suspended for the
+        seller's overdue invoices end rather than pass to the buyer unpaid."""
+        today, now = self._today(), self._clock.now()
+        overdue = {i.service for i in self._invoices.invoices(vin) if i.detached is None and i.overdue(today)}
+        ended = frozenset(overdue & suspendable(self._state(vin), now))
+        issued = None
+        if ended:
+            issued = self._issuer.end_unpaid(
+                vin, ended, why="unpaid by the previous owner, ended at the owner change (AGB 5.5 c, 7.1)"
+            )
+        debt = tuple(self._invoices.detach(vin, today, debtor))
+        self._invoices.end_default(vin)
+        for invoice in debt:
+            _LOGGER.warning(
+                "vehicle %s sold: invoice %d (%s, %s) stays the debt of %s; it no longer holds the vehicle's services",
+                vin,
+                invoice.number,
+                invoice.service,
+                invoice.amount,
+                debtor or "the previous owner (no account was linked)",
+            )
+        return Handed(vin=vin, debt=debt, ended=ended, issued=issued)
 
     def check_all(self) -> Iterator[Reconciled]:
         for vin in self._invoices.vehicles_to_check():

@@ -23,6 +23,8 @@ from tests.conftest import VIN
 
 INVOICED = date(2026, 11, 2)
 PAID_SERVICE, PAID_TERM = "STORE-CONNECTED", Term.YEAR_1  # a store package, "Laufzeit 1 Jahr": paid (AGB 3.2)
+RTTI = "6AM"  # Real Time Traffic Information, "Laufzeit 3 Jahre" (2+1 from the first registration): paid
+SUSPENDED_BY_INVOICE = "payment default: invoice unpaid after 30 days"
 
 
 class Backend:
@@ -35,17 +37,22 @@ class Backend:
         )
         self.invoices = InvoiceStore(database)
         self.billing = Billing(self.invoices, self.provisioning, self.issuer, self.clock)
+        self.provisioning.record_build(VIN, first_registration=date(2026, 10, 1), today=date(2026, 11, 2))
         self.issuer.book(VIN, "6AE", Term.UNLIMITED, date(2026, 11, 1))
         self.issuer.book(VIN, "6AC", Term.UNLIMITED, date(2026, 11, 1))
         self.issuer.book(VIN, PAID_SERVICE, PAID_TERM, date(2026, 11, 1))
+        self.issuer.book(VIN, RTTI, Term.YEARS_2_PLUS_1, date(2026, 11, 1))
 
     def at(self, moment: datetime) -> None:
         self.clock.wall = moment
 
-    def in_default(self) -> bool:
+    def suspended(self) -> frozenset[str]:
         head = self.provisioning.head(VIN)
         assert head is not None
-        return head.contents.payment_default
+        return head.contents.suspended
+
+    def in_default(self) -> bool:
+        return bool(self.suspended())
 
     def close(self) -> None:
         self.invoices.close()
@@ -68,29 +75,40 @@ def test_payment_default_starts_on_day_31_not_on_day_30(backend: Backend) -> Non
     backend.at(datetime(2026, 12, 3, 0, 0, tzinfo=UTC))  # day 31: in default
     result = backend.billing.check(VIN)
     assert [i.number for i in result.overdue] == [invoice.number]
-    assert result.issued is not None
-    assert result.issued.operation == "suspend (payment default)"
-    assert backend.in_default()
-    assert backend.billing.check(VIN).issued is None, "idempotent: one suspension, not one per check"
+    assert [f.operation for f in result.issued] == [f"suspend {PAID_SERVICE} ({SUSPENDED_BY_INVOICE})"]
+    assert backend.suspended() == {PAID_SERVICE}
+    assert backend.billing.check(VIN).issued == (), "idempotent: one suspension, not one per check"
 
 
-def test_the_vehicle_suspends_the_paid_service_and_6ac_but_not_teleservices(backend: Backend) -> None:
+def test_only_the_code_of_the_overdue_invoice_is_suspended(backend: Backend) -> None:
+    """AGB 5.5 c suspends "die betroffenen Dienste": the invoiced code's, not every paid booking."""
     backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=INVOICED - timedelta(days=31))
     head = backend.provisioning.head(VIN)
     assert head is not None
     e = derive(head.contents, legal_ecall_equipped=False, now=backend.clock.now())
-    assert (e.suspended, e.running, e.intelligent_ecall) == ({PAID_SERVICE, "6AC"}, {"6AE"}, False)
+    assert (e.suspended, e.running, e.intelligent_ecall) == ({PAID_SERVICE}, {"6AE", "6AC", RTTI}, True)
+
+
+def test_each_code_is_resumed_when_its_own_invoices_are_paid(backend: Backend) -> None:
+    store = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 1))
+    rtti = backend.billing.issue(VIN, RTTI, 4990, invoiced=date(2026, 9, 2))
+    assert backend.suspended() == {PAID_SERVICE, RTTI}
+    result = backend.billing.pay(rtti.number)
+    assert [f.operation for f in result.issued] == [f"resume {RTTI} (payment default over)"]
+    assert (result.in_default, result.suspended) == (True, {PAID_SERVICE})
+    backend.billing.pay(store.number)
+    assert backend.suspended() == frozenset()
+    assert backend.invoices.defaults(VIN) == {}
 
 
 def test_paying_ends_the_default_only_when_nothing_is_overdue(backend: Backend) -> None:
     first = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 1))
-    second = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 15), item="extension 6AK 1 month")
+    second = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 15), item="extension 1 month")
     assert backend.in_default()
     result = backend.billing.pay(first.number)
-    assert (result.in_default, [i.number for i in result.overdue], result.issued) == (True, [second.number], None)
+    assert (result.in_default, [i.number for i in result.overdue], result.issued) == (True, [second.number], ())
     result = backend.billing.pay(second.number, on=date(2026, 11, 2))
-    assert result.issued is not None
-    assert result.issued.operation == "resume (payment default over)"
+    assert [f.operation for f in result.issued] == [f"resume {PAID_SERVICE} (payment default over)"]
     assert not backend.in_default()
     assert backend.invoices.default_started(VIN) is None
 
@@ -104,22 +122,88 @@ def test_a_default_begins_while_nobody_touches_the_vehicle(backend: Backend) -> 
 
 def test_a_suspension_by_hand_is_not_lifted_by_a_payment(backend: Backend) -> None:
     invoice = backend.billing.issue(VIN, PAID_SERVICE, 990)
-    backend.issuer.suspend(VIN)  # an operator's decision, not the invoices'
+    backend.issuer.suspend(VIN, why="by hand")  # an operator's decision, not the invoices'
     assert not backend.billing.pay(invoice.number).overdue
-    assert backend.in_default()
+    assert backend.suspended() == {PAID_SERVICE, RTTI}
 
 
-def test_resumed_by_hand_while_still_overdue_is_suspended_again(backend: Backend) -> None:
+def test_a_suspension_by_hand_before_the_invoice_is_overdue_survives_its_payment(backend: Backend) -> None:
+    """The reviewer's sequence: `provision suspend`, then an invoice goes overdue, `check` runs, then
+    `pay`: the operator's suspension stays (only a resume by hand lifts it)."""
+    backend.issuer.suspend(VIN, why="by hand")
+    invoice = backend.billing.issue(VIN, PAID_SERVICE, 4990)
+    backend.at(datetime(2026, 12, 10, tzinfo=UTC))
+    checked = backend.billing.check(VIN)
+    assert (checked.in_default, checked.issued) == (True, ())
+    assert backend.invoices.default_started(VIN) is None, "the default did not suspend anything: not ours"
+    paid = backend.billing.pay(invoice.number)
+    assert (paid.in_default, paid.issued) == (False, ())
+    assert backend.suspended() == {PAID_SERVICE, RTTI}
+    assert backend.invoices.defaults(VIN) == {}
+    backend.issuer.resume(VIN, why="by hand")
+    assert backend.billing.check(VIN).issued == ()
+    assert not backend.in_default()
+
+
+def test_resumed_by_hand_while_still_overdue_is_suspended_again_and_then_lifted_by_the_payment(
+    backend: Backend,
+) -> None:
+    backend.issuer.suspend(VIN, [PAID_SERVICE], why="by hand")
+    invoice = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 1))
+    backend.issuer.resume(VIN, why="by hand")  # the operator lifts it, but the invoice is overdue
+    assert [f.operation for f in backend.billing.check(VIN).issued] == [
+        f"suspend {PAID_SERVICE} ({SUSPENDED_BY_INVOICE})"
+    ]
+    assert backend.invoices.default_started(VIN) == invoice.number, "the invoices hold it now"
+    backend.billing.pay(invoice.number)
+    assert not backend.in_default()
+
+
+def test_a_crash_between_recording_and_issuing_converges(backend: Backend) -> None:
+    invoice = backend.billing.issue(VIN, PAID_SERVICE, 990)
+    backend.invoices.record_default(VIN, PAID_SERVICE, since=INVOICED, invoice=invoice.number, ours=True)
+    backend.at(datetime(2026, 12, 3, tzinfo=UTC))  # recorded, but the suspend file was never issued
+    assert len(backend.billing.check(VIN).issued) == 1
+    assert backend.suspended() == {PAID_SERVICE}
+
+
+def test_the_seller_s_debt_stays_his_and_the_buyer_inherits_no_default(backend: Backend) -> None:
+    """AGB 7.1: the contract, and the debt, is the seller's; 4.3: the bookings are the car's; 5.5 c
+    "einstellen": the booking suspended for the seller's overdue invoice ends with the sale."""
+    overdue = backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 1))
+    pending = backend.billing.issue(VIN, RTTI, 4990)  # not overdue yet
+    backend.issuer.suspend(VIN, [RTTI], why="by hand")
+    assert backend.suspended() == {PAID_SERVICE, RTTI}
+    handed = backend.billing.owner_change(VIN, debtor="anna@example.org")
+    assert (handed.ended, [i.number for i in handed.debt]) == ({PAID_SERVICE}, [overdue.number, pending.number])
+    head = backend.provisioning.head(VIN)
+    assert head is not None
+    assert (head.contents.booking(PAID_SERVICE), head.contents.suspended) == (None, {RTTI})  # hand: operator's
+    backend.at(datetime(2027, 2, 1, tzinfo=UTC))  # the seller's second invoice is long overdue now
+    checked = backend.billing.check(VIN)
+    assert (checked.in_default, checked.issued, backend.invoices.vehicles_to_check()) == (False, (), [])
+    assert {(i.number, i.debtor, i.detached) for i in backend.invoices.invoices(VIN)} == {
+        (overdue.number, "anna@example.org", date(2026, 11, 2)),
+        (pending.number, "anna@example.org", date(2026, 11, 2)),
+    }
+    assert backend.billing.pay(pending.number).issued == (), "the seller pays later: nothing of the car changes"
+    assert backend.billing.owner_change(VIN, debtor=None).debt == (), "a second owner change finds no debt"
+
+
+def test_a_buyer_s_own_invoice_starts_a_default_after_the_owner_change(backend: Backend) -> None:
     backend.billing.issue(VIN, PAID_SERVICE, 990, invoiced=date(2026, 9, 1))
-    backend.issuer.resume(VIN)
-    assert backend.billing.check(VIN).issued is not None
-    assert backend.in_default()
+    backend.billing.owner_change(VIN, debtor=None)
+    backend.billing.issue(VIN, RTTI, 990)
+    backend.at(datetime(2026, 12, 3, tzinfo=UTC))
+    backend.billing.check(VIN)
+    assert backend.suspended() == {RTTI}
 
 
 @pytest.mark.parametrize(
     ("service", "amount", "invoiced", "message"),
     [
-        ("6AE", 990, None, "unlimited term: it comes with the car or the contract and is free"),
+        ("6AE", 990, None, "6AE has no fixed-term service: it comes with the car or the contract and is free"),
+        ("6AC", 990, None, "6AC has no fixed-term service"),
         ("6AP", 990, None, "service '6AP' is not booked"),
         (PAID_SERVICE, 0, None, "more than 0"),
         (PAID_SERVICE, -5, None, "more than 0"),
@@ -181,8 +265,8 @@ def test_cli_issue_list_pay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "overdue=True" in capsys.readouterr().out
     assert backend_cli(["invoice", "pay", str(issued["number"]), *config, "--json"]) == 0
     paid = json.loads(capsys.readouterr().out)[0]
-    assert (paid["payment_default"], paid["operation"]) == (False, "resume (payment default over)")
+    assert (paid["payment_default"], paid["operations"]) == (False, [f"resume {PAID_SERVICE} (payment default over)"])
     assert backend_cli(["invoice", "issue", VIN, "--service", "6AE", "--amount", "1", *config]) == 2
-    assert "unlimited term" in capsys.readouterr().err
+    assert "no fixed-term service" in capsys.readouterr().err
     assert backend_cli(["invoice", "issue", VIN, "--service", PAID_SERVICE, "--amount", "nan", *config]) == 2
     assert "is not a price in euros" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def test_booking_issues_version_1_a_complete_signed_file_the_vehicle_accepts(iss
     assert issued.expires - issued.issued == timedelta(days=30)
     file = vehicle_accepts(issued, key, clock)
     assert file.bookings == (Booking(code="6AE", term=Term.UNLIMITED, start=TODAY),)
-    assert (file.payment_default, file.sim, file.vin, file.first_registration) == (False, "active", VIN, REGISTERED)
+    assert (file.suspended, file.sim, file.vin, file.first_registration) == (frozenset(), "active", VIN, REGISTERED)
 
 
 def test_every_change_is_the_next_version_of_the_complete_state(issuer, key, clock) -> None:
@@ -108,7 +108,7 @@ def test_every_change_is_the_next_version_of_the_complete_state(issuer, key, clo
         ("6AE", Term.UNLIMITED, ()),
         (STORE, Term.YEAR_1, (Extension(months=12, bought=TODAY),)),
     ]
-    assert file.payment_default
+    assert file.suspended == {STORE}
 
 
 def test_versions_are_per_vehicle_and_a_refused_change_consumes_none(issuer) -> None:
@@ -116,7 +116,7 @@ def test_versions_are_per_vehicle_and_a_refused_change_consumes_none(issuer) -> 
     assert issuer.book(OTHER_VIN, STORE, "1y").version == 1
     with pytest.raises(ProvisioningError, match="already booked"):
         issuer.book(VIN, "6AE", "unlimited")
-    assert issuer.suspend(VIN).version == 2
+    assert issuer.book(VIN, STORE, "1y").version == 2
 
 
 def test_versions_are_never_reused_across_connections(tmp_path: Path, key, clock) -> None:
@@ -125,7 +125,7 @@ def test_versions_are_never_reused_across_connections(tmp_path: Path, key, clock
     first, second = ProvisioningStore(path, CATALOGUE), ProvisioningStore(path, CATALOGUE)
     try:
         counter = second.changes()
-        a = make_issuer(first, key, clock).book(VIN, "6AE")
+        a = make_issuer(first, key, clock).book(VIN, STORE, "1y")
         assert second.changes() != counter  # the running backend notices a file another process issued
         b = make_issuer(second, key, clock).suspend(VIN)
         c = make_issuer(first, key, clock).resume(VIN)
@@ -376,12 +376,45 @@ def test_a_noticed_service_cannot_be_extended(issuer) -> None:
 
 def test_suspend_and_resume_toggle_payment_default_and_refuse_what_changes_nothing(issuer) -> None:
     issuer.book(VIN, "6AE")
-    assert issuer.suspend(VIN).contents.payment_default
+    issuer.book(VIN, STORE, "1y")
+    assert issuer.suspend(VIN).contents.suspended == {STORE}
     with pytest.raises(ProvisioningError, match="already suspended"):
         issuer.suspend(VIN)
-    assert not issuer.resume(VIN).contents.payment_default
+    assert not issuer.resume(VIN).contents.suspended
     with pytest.raises(ProvisioningError, match="nothing to resume"):
         issuer.resume(VIN)
+
+
+def test_suspend_names_codes_and_without_them_takes_every_paid_booked_code(issuer) -> None:
+    """Payment default is per invoiced code (AGB 5.5 c "die betroffenen Dienste"): free unlimited codes,
+    codes not booked and legal eCall are refused with the reason; without codes every paid one."""
+    for code, term in (("6AE", "unlimited"), ("6AC", "unlimited"), ("6AM", "2+1y"), (STORE, "1y")):
+        issuer.book(VIN, code, term)
+    assert issuer.suspend(VIN, ["6AM"]).operation == "suspend 6AM (payment default)"
+    for codes, reason in (
+        (["6AE"], "6AE cannot be suspended: service 6AE has no fixed-term service"),
+        (["6AC"], "6AC cannot be suspended: service 6AC has no fixed-term service"),
+        (["6AP"], "6AP cannot be suspended: service '6AP' is not booked"),
+        (["6AF"], r"6AF cannot be suspended: legal eCall \(6AF\)"),
+        (["6AM"], "already suspended for payment default: 6AM"),
+        ([], "name at least one option code"),
+    ):
+        with pytest.raises(ProvisioningError, match=reason):
+            issuer.suspend(VIN, codes)
+    assert issuer.suspend(VIN).contents.suspended == {"6AM", STORE}
+    assert issuer.resume(VIN, [STORE]).contents.suspended == {"6AM"}
+    with pytest.raises(ProvisioningError, match="not suspended: 6AE"):
+        issuer.resume(VIN, ["6AE"])
+    assert not issuer.resume(VIN).contents.suspended
+
+
+def test_a_new_booking_replacing_an_ended_one_does_not_inherit_its_suspension(issuer, clock) -> None:
+    issuer.book(VIN, "612", "3m")  # BMW Assist, Laufzeit 3 Monate
+    issuer.suspend(VIN, ["612"])
+    clock.advance(120 * 86400)
+    with pytest.raises(ProvisioningError, match="612 ended on"):
+        issuer.suspend(VIN, ["612"])
+    assert not issuer.book(VIN, "612", "3m").contents.suspended
 
 
 def test_deactivating_the_sim_and_booking_again_reactivates_it(issuer, key, clock) -> None:
@@ -419,6 +452,7 @@ def test_every_file_of_a_legal_ecall_vehicle_carries_6af_unlimited(issuer, store
         legal = vehicle_accepts(issued, key, clock, legal=True).booking("6AF")
         assert legal == Booking(code="6AF", term=Term.UNLIMITED, start=TODAY)
     assert files[-1].contents.codes == {"6AF", STORE}
+    assert files[1].contents.suspended == {STORE}, "legal eCall is never suspended"
 
 
 @pytest.mark.parametrize(
@@ -457,7 +491,20 @@ def test_legal_ecall_equipment_is_kept_unless_said_otherwise(store) -> None:
     operations=st.lists(
         st.tuples(
             st.sampled_from(
-                ["book", "cancel", "sale", "contract", "extend", "suspend", "resume", "deactivate_sim", "reissue"]
+                [
+                    "book",
+                    "cancel",
+                    "sale",
+                    "contract",
+                    "extend",
+                    "suspend",
+                    "suspend_code",
+                    "resume",
+                    "resume_code",
+                    "end_unpaid",
+                    "deactivate_sim",
+                    "reissue",
+                ]
             ),
             st.sampled_from(["6AE", "6AC", "6AF", "6AM", "612", "6AG", STORE]),
             st.sampled_from(list(Term)),
@@ -485,7 +532,10 @@ def test_any_sequence_of_operations_issues_only_files_the_vehicle_accepts(legal,
                 "contract": lambda: issuer.cancel_contract(VIN, day),  # noqa: B023
                 "extend": lambda: issuer.extend(VIN, code, months, day),  # noqa: B023
                 "suspend": lambda: issuer.suspend(VIN),
+                "suspend_code": lambda: issuer.suspend(VIN, [code]),  # noqa: B023
                 "resume": lambda: issuer.resume(VIN),
+                "resume_code": lambda: issuer.resume(VIN, [code]),  # noqa: B023
+                "end_unpaid": lambda: issuer.end_unpaid(VIN, [code], why="test"),  # noqa: B023
                 "deactivate_sim": lambda: issuer.deactivate_sim(VIN),
                 "reissue": lambda: issuer.reissue(VIN, "test"),
             }

@@ -65,7 +65,9 @@ def test_each_operation_issues_the_next_version(bench, capsys) -> None:
         ("cancel", "--service", "612", "--sale"),
         ("book", "--service", "6AE"),
         ("cancel", "--contract", "--on", "2026-12-01"),  # notices 6AE: the rest is noticed or runs out
-        ("suspend",),
+        ("suspend", "--service", "6AM"),
+        ("suspend",),  # every other booked code with a fixed-term service: 612
+        ("resume", "--service", "612"),
         ("resume",),
         ("deactivate-sim",),
     ]
@@ -79,8 +81,8 @@ def test_each_operation_issues_the_next_version(bench, capsys) -> None:
         ("6AE", "2026-12-01", [], "2027-01-12", False),
         ("6AM", "2027-01-01", ["6m bought 2026-11-23"], "2028-07-01", False),
     ]
-    assert (status["sim"], status["payment_default"]) == ("deactivated", False)
-    assert [f["state"] for f in status["files"]] == ["superseded"] * 9 + ["pending"]
+    assert (status["sim"], status["payment_default"], status["suspended"]) == ("deactivated", False, [])
+    assert [f["state"] for f in status["files"]] == ["superseded"] * 11 + ["pending"]
 
 
 def test_cancellation_refusals_say_what_the_terms_allow(bench, capsys) -> None:
@@ -160,6 +162,8 @@ def test_reissue_after_correcting_the_equipment_adds_legal_ecall(bench, capsys) 
         (("book", VIN, "--service", "6AK"), "give a term; the catalogue offers for BMW: unlimited"),
         (("cancel", VIN, "--service", "6AE"), "service 6AE is not booked"),
         (("resume", VIN), "nothing to resume"),
+        (("suspend", VIN), "no booked service with a fixed term"),
+        (("suspend", VIN, "--service", "6AF"), "legal eCall (6AF) is part of the vehicle's type approval"),
         (("book", "NOT-A-VIN", "--service", "6AE", "--term", "unlimited"), "is not a VIN"),
         (("book", VIN, "--service", "6AE", "--valid-days", "0"), "--valid-days must be at least 1"),
     ],

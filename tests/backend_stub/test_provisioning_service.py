@@ -113,7 +113,7 @@ async def test_a_pending_file_is_published_retained_and_becomes_delivered(backen
 
 async def test_only_the_newest_version_is_published(backend: Backend) -> None:
     backend.issuer.book(VIN, "6AE", "unlimited")
-    backend.issuer.suspend(VIN)
+    backend.issuer.deactivate_sim(VIN)
     publisher = MemoryPublisher()
     await backend.service.deliver(publisher)
     assert [backend.store.file(VIN, 2).signed] == [p for _, p, _ in publisher.published]  # type: ignore[union-attr]
