@@ -112,14 +112,28 @@ class NewSignalWatch:
         if self._policy.category_of(signal.path) not in self._reported:
             self._changed.set()
 
+    def poll_consents(self) -> bool:
+        """One poll of the privacy settings: report if one changed. True if a report was made."""
+        if not self.consents_changed():
+            return False
+        self._report()
+        return True
+
+    def settled(self) -> bool:
+        """The settle time after new signals is over: one report for them all. True if a report was made."""
+        if not self._changed.is_set():
+            return False
+        self._changed.clear()
+        self._report()
+        return True
+
     async def run(self) -> None:
+        # The steps are separate methods so that tests drive them by hand, with no real waiting.
         while True:
             try:
                 await asyncio.wait_for(self._changed.wait(), self._poll_s)
             except TimeoutError:
-                if self.consents_changed():
-                    self._report()
+                self.poll_consents()
                 continue
             await asyncio.sleep(self._settle_s)
-            self._changed.clear()
-            self._report()
+            self.settled()

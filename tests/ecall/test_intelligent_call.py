@@ -52,6 +52,23 @@ async def rig_with_centre(
             yield rig, centre
 
 
+async def engine_caught_up(rig: Rig) -> None:
+    """Wait until the eCall engine has taken everything queued so far (during an automatic call).
+
+    The engine takes its queue in order and awaits each modem command's answer, so once an occupant's
+    hang-up request queued now has been refused (an automatic call, to the call centre or 112, is not
+    theirs to end) every earlier item is done and any command it sent has reached the modem: a definite
+    point for negative assertions.
+    """
+
+    def refusals() -> int:
+        return sum(event in {"call_centre_hangup_refused", "hangup_refused"} for event in rig.events())
+
+    before = refusals()
+    rig.service.request_hang_up("occupant")
+    await eventually(lambda: refusals() > before, what="the engine caught up")
+
+
 def data_records(rig: Rig) -> list[dict[str, Any]]:
     return [dict(r.body) for r in rig.records if r.body["event"] == EVENT]
 
@@ -98,8 +115,9 @@ async def test_no_answer_in_time_falls_back_to_the_112_ecall(tmp_path: Path) -> 
         await centre.wait_for(lambda: bool(centre.calls), what="ringing")
         assert rig.psap.calls == []
         rig.advance(19.0)
-        await eventually(lambda: rig.service.intelligent.active, what="still ringing")
-        assert rig.psap.calls == []
+        await engine_caught_up(rig)
+        assert rig.service.intelligent.machine.state is CallCentreState.DIALLING, "still ringing at 19 s"
+        assert not any(r.startswith("AT+CECALL") for r in rig.modem.requests)
         rig.advance(1.0)  # call_centre_answer_s = 20 by default
         msd = (await rig.psap.wait_for_msd()).msd
         assert msd is not None
@@ -209,11 +227,7 @@ async def test_a_sim_going_ecall_only_mid_call_keeps_the_call_until_it_ends(tmp_
         rig.crash()
         await eventually(lambda: rig.service.intelligent.machine.state is CallCentreState.CONNECTED, what="answer")
         sim.request(SimState.TELEMATICS_DEACTIVATED)  # e.g. a payment default arriving mid-call
-        # The engine takes its queue in order and awaits each modem command's answer: once the hang-up request
-        # queued after the SIM change is refused, the SIM change has been applied, and any AT+COPS=2 it sent
-        # has reached the modem.
-        rig.service.request_hang_up("occupant")
-        await eventually(lambda: "call_centre_hangup_refused" in rig.events(), what="the SIM change taken")
+        await engine_caught_up(rig)
         assert "AT+COPS=2" not in rig.modem.requests
         assert rig.modem.registered
         assert centre.calls[0].ended_by is None, "the call to the call centre goes on"
