@@ -13,7 +13,7 @@ from backend_stub.config import BackendConfig
 from backend_stub.errors import UnknownVehicleError
 from backend_stub.handover import handover_list
 from backend_stub.provisioning_store import ProvisioningStore
-from backend_stub.retention import PersonalValues, RetentionJob
+from backend_stub.retention import PersonalValues, RetentionJob, SideTables
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
 from tcu.config import validate_vin
@@ -71,13 +71,18 @@ def run_account_command(args: argparse.Namespace, config: BackendConfig) -> None
     clock = SystemClock()
     try:
         if args.command == "retention":
-            job = RetentionJob(backend, accounts, PersonalValues(provisioning.catalogue), clock)
-            report = job.run()
+            side = SideTables(config.database)
+            try:
+                report = RetentionJob(backend, accounts, PersonalValues(provisioning.catalogue), clock, side=side).run()
+            finally:
+                side.close()
             _print(
                 {
                     "records_scrubbed": report.records_scrubbed,
                     "last_values_deleted": report.last_values_deleted,
                     "contracts_deleted": report.links_deleted,
+                    "psap_msds_scrubbed": report.psap_msds_scrubbed,
+                    "invoices_deleted": report.invoices_deleted,
                 },
                 args.json,
             )

@@ -18,7 +18,7 @@ from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
-from backend_stub.retention import PersonalValues, RetentionJob, run_periodically
+from backend_stub.retention import PersonalValues, RetentionJob, SideTables, run_periodically
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
@@ -104,8 +104,13 @@ class BackendStub:
             signing_key=signing_key,
             enrolled=lambda vin: self.store.public_key(vin) is not None,
         )
+        self.retention_tables = SideTables(config.database)  # the PSAP's MSDs, the invoices
         self.retention = RetentionJob(
-            self.store, self.accounts, PersonalValues(self.provisioning_store.catalogue), self.clock
+            self.store,
+            self.accounts,
+            PersonalValues(self.provisioning_store.catalogue),
+            self.clock,
+            side=self.retention_tables,
         )
         self.account_service = AccountService(
             self.accounts, self.provisioning_store, self.retention, config.broker, self.clock
@@ -135,6 +140,7 @@ class BackendStub:
                 if self.billing is not None:
                     tasks.create_task(self.billing.run(), name="backend-billing")
         finally:
+            self.retention_tables.close()
             self.invoice_store.close()
             self.accounts.close()
             self.measure_store.close()

@@ -130,6 +130,9 @@ class _Reader:
 
     def msd(self, vin: str) -> None:
         raw = self.body.get("msd")
+        removed = self.body.get("fields_removed")  # backend_stub.retention.FIELDS_REMOVED_KEY
+        if raw is None and isinstance(removed, list) and "msd" in removed:
+            return  # personal data, deleted after 4 weeks (backend_stub.retention): not the car's fault
         if not isinstance(raw, bytes) or not 0 < len(raw) <= _MAX_MSD:
             self.bad("msd", raw, f"the MSD's bytes (1..{_MAX_MSD})")
             return

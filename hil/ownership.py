@@ -19,10 +19,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from backend_stub.handover import handover_list
-from backend_stub.retention import PersonalValues
 from hil.timeline import EventKind
 from tcu.errors import ConfigError
-from tcu.services.catalogue import Category
+from tcu.services.catalogue import Catalogue, Category
 from tcu.services.personal import PersonalStore
 
 if TYPE_CHECKING:
@@ -103,6 +102,31 @@ ACTIONS: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
 
 # -- checks ----------------------------------------------------------------------------------------
 
+# What the sale check counts as the seller's personal data, judged on its own and not through
+# retention's `scrub` (a gap in the scrub must fail this check, not hide behind it): a field that
+# holds a person's data in whatever record — the eCall's MSD (position, recent positions, direction,
+# passengers, VIN), the occupants, a bare position — and any VSS path of a personal category (not
+# status or maintenance data, privacy part D), at any depth of a record body.
+PERSONAL_FIELDS = frozenset({"msd", "occupants", "latitude", "longitude", "latitude_deg", "longitude_deg"})
+
+
+def personal_left(value: object, catalogue: Catalogue) -> list[str]:
+    """The personal fields and paths anywhere in `value` that still hold something."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            empty = item is None or (isinstance(item, dict | list) and not item)
+            if key in PERSONAL_FIELDS and not empty:
+                found.append(str(key))
+            elif isinstance(key, str) and key.startswith("Vehicle.") and not catalogue.category_of(key).technical:
+                found.append(key)
+            else:
+                found += personal_left(item, catalogue)
+    elif isinstance(value, list):
+        for item in value:
+            found += personal_left(item, catalogue)
+    return found
+
 
 def _car_wiped(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
     if evidence.personal_path is None:
@@ -125,7 +149,7 @@ def _backend_clean(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str
     _, epoch, seq = changes[-1]
     before = backend.store.order_of(evidence.vin, epoch, seq)
     assert before is not None
-    personal = PersonalValues(backend.provisioning_store.catalogue)
+    catalogue = backend.provisioning_store.catalogue
     found: list[str] = []
     old = 0
     for record in backend.store.records(evidence.vin):
@@ -133,9 +157,14 @@ def _backend_clean(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str
         if (ordinal, record.seq) >= (before.ordinal, before.seq):
             continue
         old += 1
-        if personal.scrub(record.kind, record.body) is not None:
-            found.append(f"seq {record.seq}")
-    last = [v.path for v in backend.store.last_values(evidence.vin) if personal.is_personal(v.path) and v.seq < seq]
+        left = personal_left(record.body, catalogue)
+        if left:
+            found.append(f"seq {record.seq}: {', '.join(sorted(set(left))[:3])}")
+    last = [
+        v.path
+        for v in backend.store.last_values(evidence.vin)
+        if not catalogue.category_of(v.path).technical and v.seq < seq
+    ]
     ok = old > 0 and not found and not last
     return ok, (
         f"{old} record(s) from before the owner change (seq {seq}); with personal values: {found[:5] or 'none'}; "

@@ -73,6 +73,9 @@ _LABELS = {
     Category.SENSORS: "Sensorinformationen",
 }
 _TECHNICAL = frozenset({Category.VEHICLE_STATUS, Category.MAINTENANCE})
+# A path no prefix of catalogue.toml matches: personal (kept 4 weeks, never technical), and in a
+# category no service needs, so a production car collects it only when a service is made to need it.
+UNCLASSIFIED = Category.SENSORS
 # "driver_profile" until issue 12: the terms' category is the user profile, the driver profile a part of it.
 _LEGACY_NAMES = {"driver_profile": Category.USER_PROFILE}
 
@@ -244,12 +247,13 @@ class Catalogue:
         return None
 
     def category_of(self, path: str) -> Category:
+        """The privacy-menu category of a VSS path: its longest prefix in catalogue.toml, else `UNCLASSIFIED`."""
         known = self._categories.get(path)  # a vehicle has a few hundred paths: remember them
         if known is not None:
             return known
         category = next(
             (c for prefix, c in self.prefixes if path == prefix or path.startswith(prefix + ".")),
-            Category.VEHICLE_STATUS,
+            UNCLASSIFIED,
         )
         self._categories[path] = category
         return category

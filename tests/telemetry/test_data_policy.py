@@ -55,7 +55,8 @@ def test_categories_of_signals() -> None:
     assert CATALOGUE.category_of("Vehicle.TraveledDistance") is Category.VEHICLE_STATUS  # Laufleistung
     assert CATALOGUE.category_of("Vehicle.Exterior.AirTemperature") is Category.ENVIRONMENT
     assert CATALOGUE.category_of("Vehicle.LowVoltageBattery.CurrentVoltage") is Category.VEHICLE_STATUS
-    assert CATALOGUE.category_of("Vehicle.SpeedLimit") is Category.VEHICLE_STATUS  # prefix on path segments
+    # prefix on path segments: not Vehicle.Speed's; unclassified, so personal (catalogue.UNCLASSIFIED)
+    assert CATALOGUE.category_of("Vehicle.SpeedLimit") is Category.SENSORS
 
 
 def test_blocked_category_is_never_collected(tmp_path: Path, vehicle_box, clock: ManualClock) -> None:
