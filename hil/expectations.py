@@ -15,6 +15,7 @@ from typing import Any
 from backend_stub.app import BackendStub
 from backend_stub.measure_store import SUCCEEDED
 from backend_stub.psap import read_psap_msds
+from hil.audit import audit_vehicle
 from hil.billing import CHECKS as BILLING_CHECKS
 from hil.ownership import CHECKS as OWNERSHIP_CHECKS
 from hil.scenario import Expectation, Scenario
@@ -46,6 +47,14 @@ def _records_without_gaps(evidence: Evidence, _args: dict[str, Any]) -> tuple[bo
         f"vehicle produced {expected}, backend stored {len(stored)} exactly once; gaps {gaps or 'none'}; "
         f"left in the vehicle's queue {evidence.queued}",
     )
+
+
+def _records_accounted(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
+    """Stored exactly once, or named as dropped by the vehicle's own queue_overflow event: what a full
+    disk may force out of the queue (docs/protocol.md), and nothing else (hil.audit)."""
+    audit = audit_vehicle(evidence.backend.store, evidence.vin, issued_through=evidence.next_seq - 1)
+    ok = audit.ok and evidence.queued == 0
+    return ok, f"{audit.describe()}; left in the vehicle's queue {evidence.queued}"
 
 
 def _signal_reported(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
@@ -143,6 +152,7 @@ def _ecall_before_measure_result(evidence: Evidence, args: dict[str, Any]) -> tu
 
 CHECK_TABLE: dict[str, Check] = {
     "records_without_gaps": _records_without_gaps,
+    "records_accounted": _records_accounted,
     "signal_reported": _signal_reported,
     "no_rejections": _no_rejections,
     "service_active": _service(True),

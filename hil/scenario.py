@@ -76,6 +76,7 @@ ACTIONS: dict[str, frozenset[str]] = {
 # check → keys it takes
 CHECKS: dict[str, frozenset[str]] = {
     "records_without_gaps": frozenset(),  # every sequence number 1..N stored exactly once, queue empty
+    "records_accounted": frozenset(),  # stored exactly once or named by a queue_overflow event (hil.audit)
     "signal_reported": frozenset({"path"}),  # the backend has a last value for this signal
     "msd_received": frozenset({"within_m"}),  # the PSAP decoded an MSD with this VIN near the crash position
     "service_active": frozenset({"service"}),  # the vehicle's last capability report lists it running
@@ -86,6 +87,7 @@ CHECKS: dict[str, frozenset[str]] = {
     # hil.billing: a service's states in the capability reports, in order; the MSD arrived while it was suspended
     "service_history": frozenset({"service", "states"}),
     "msd_while_suspended": frozenset({"service"}),
+    "intelligent_call_history": frozenset({"states"}),  # whether the call-centre call was available, in order
     # hil.ownership, after an owner_change step:
     "car_personal_data_wiped": frozenset(),  # no profile, account, code or blocked category left in the car
     "backend_personal_data_gone": frozenset(),  # no personal value from before the owner change at the backend

@@ -34,6 +34,9 @@ do = "crash"
 check = "records_without_gaps"
 
 [[expect]]
+check = "records_accounted"
+
+[[expect]]
 check = "msd_received"
 within_m = 200
 """
@@ -58,13 +61,15 @@ def test_a_scenario_runs_checks_and_reports(tmp_path: Path, capsys) -> None:  # 
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "short: PASS (2/2 expectations)" in out
+    assert "short: PASS (3/3 expectations)" in out
     timeline = load_timeline(tmp_path / "run" / "report" / "timeline.json")
     kinds = {event.kind for event in timeline.events}
     assert {EventKind.FAULT, EventKind.ECALL, EventKind.LINK} <= kinds
     assert any(event.label == "serial_garbage" for event in timeline.events)  # the --step from the command line
     assert (tmp_path / "run" / "report" / "timeline.png").stat().st_size > 10_000
-    assert "| records_without_gaps | PASS |" in (tmp_path / "run" / "report" / "report.md").read_text()
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "| records_without_gaps | PASS |" in report
+    assert "| records_accounted | PASS |" in report
 
 
 def test_a_failed_expectation_fails_the_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
