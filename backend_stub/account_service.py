@@ -1,9 +1,12 @@
 """The backend's account task: owner changes reported by cars, and account messages into the cars.
 
 An `owner_change` event (tcu `owner-change`, AGB 7.2) is taken from ingest — inside ingest's
-transaction, so it is queued there and handled once that has committed: the account link ends with
-its consents, the new owner's handover list is kept (AGB 7.3, `backend-stub handover`), and the
-previous owner's personal data goes (backend_stub.retention). Handling it twice changes nothing.
+transaction, so it is queued there and handled once that has committed: the seller's unpaid invoices
+become his debt alone, recorded against his account, and the bookings suspended for his overdue ones
+end (backend_stub.invoices `Billing.owner_change`, AGB 7.1: his contract is not the buyer's); the
+account link ends with its consents, the new owner's handover list is kept (AGB 7.3, `backend-stub
+handover`), and the previous owner's personal data goes (backend_stub.retention). Handling it twice
+changes nothing.
 
 Account messages (the pairing security code, the link) are issued by the CLI in another process, so
 the store is polled every `poll_s` and what is pending is published with QoS 1; the vehicle's
@@ -23,11 +26,13 @@ import aiomqtt
 from backend_stub.accounts import AccountStore, OwnerChange
 from backend_stub.handover import handover_list
 from backend_stub.ingest import Ingest
+from backend_stub.invoices import Billing
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import RetentionJob
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
+from tcu.services.terms import Booking
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.uplink.topics import VehicleTopics
@@ -47,7 +52,9 @@ class AccountService:
         *,
         poll_s: float = 1.0,
         identifier: str = "backend-stub-accounts",
+        billing: Billing | None = None,
     ) -> None:
+        self.billing = billing  # None: no signing key, so no invoices can suspend anything
         self._accounts = accounts
         self._provisioning = provisioning
         self._retention = retention
@@ -74,13 +81,19 @@ class AccountService:
         while self._inbox:
             record = self._inbox.popleft()
             now = self._clock.now()
+            if (record.vin, bytes(record.epoch), record.seq) in self._accounts.owner_changes(record.vin):
+                continue  # taken twice: the seller's invoices were handed over the first time
+            link = self._accounts.link(record.vin)
+            ended: tuple[Booking, ...] = ()
+            if self.billing is not None:
+                ended = self.billing.owner_change(record.vin, debtor=None if link is None else link.account).ended
             change = self._accounts.owner_change(
                 record.vin,
                 epoch=record.epoch,
                 seq=record.seq,
                 created=record.created,
                 now=now,
-                handover=handover_list(self._provisioning, record.vin, now),
+                handover=handover_list(self._provisioning, record.vin, now, ended=ended),
             )
             if change is None:
                 continue

@@ -41,6 +41,7 @@ from backend_stub.errors import InvoiceError
 from backend_stub.provisioning import IssuedFile, ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import Clock
+from tcu.services.terms import Booking
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class Handed:
 
     vin: str
     debt: tuple[Invoice, ...]  # the seller's unpaid invoices, now recorded against the seller only
-    ended: frozenset[str]  # codes whose suspended, unpaid bookings ended with the seller's contract
+    ended: tuple[Booking, ...]  # the bookings of the seller's overdue invoices, ended with his contract
     issued: IssuedFile | None = None
 
 
@@ -402,11 +403,14 @@ class Billing:
         seller's overdue invoices end rather than pass to the buyer unpaid."""
         today, now = self._today(), self._clock.now()
         overdue = {i.service for i in self._invoices.invoices(vin) if i.detached is None and i.overdue(today)}
-        ended = frozenset(overdue & suspendable(self._state(vin), now))
+        state = self._state(vin)
+        ended = tuple(b for b in state.bookings if b.code in overdue & suspendable(state, now))
         issued = None
         if ended:
             issued = self._issuer.end_unpaid(
-                vin, ended, why="unpaid by the previous owner, ended at the owner change (AGB 5.5 c, 7.1)"
+                vin,
+                [b.code for b in ended],
+                why="unpaid by the previous owner, ended at the owner change (AGB 5.5 c, 7.1)",
             )
         debt = tuple(self._invoices.detach(vin, today, debtor))
         self._invoices.end_default(vin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,9 @@ from nacl.signing import SigningKey
 from backend_stub.account_service import AccountService
 from backend_stub.accounts import CODE_TTL, MAX_ATTEMPTS, AccountStore, Sealer
 from backend_stub.errors import AccountError, UnknownVehicleError
+from backend_stub.handover import ENDED_UNPAID
 from backend_stub.ingest import Ingest
+from backend_stub.invoices import Billing, InvoiceStore
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import PersonalValues, RetentionJob
@@ -48,6 +50,8 @@ class World:
     box: Box
     car: AccountMessages
     personal: PersonalStore
+    billing: Billing
+    invoices: InvoiceStore
     seq: int = 0
 
     def deliver(self) -> None:
@@ -92,13 +96,16 @@ def world(tmp_path: Path, vehicle_key: PrivateKey, backend_key: PrivateKey) -> I
     provisioning = ProvisioningStore(path)
     issuer = ProvisioningIssuer(provisioning, signing_key=signing, clock=clock, enrolled=lambda _v: True)
     job = RetentionJob(store, accounts, PersonalValues(Catalogue.load()), clock)
-    service = AccountService(accounts, provisioning, job, BrokerConfig(port=1), clock)
+    invoices = InvoiceStore(path)
+    billing = Billing(invoices, provisioning, issuer, clock)
+    service = AccountService(accounts, provisioning, job, BrokerConfig(port=1), clock, billing=billing)
     ingest = Ingest(store, backend_key, clock, 64 * 1024)
     service.attach(ingest)
     personal = PersonalStore(tmp_path / "car" / "personal.cbor")
     car = AccountMessages(vin=VIN, verify_key=signing.verify_key, personal=personal, clock=clock)
     yield World(clock, store, accounts, provisioning, issuer, service, ingest, Box(vehicle_key, backend_key.public_key),
-                car, personal)  # fmt: skip
+                car, personal, billing, invoices)  # fmt: skip
+    invoices.close()
     accounts.close()
     provisioning.close()
     store.close()
@@ -204,6 +211,39 @@ def test_owner_change_unlinks_ends_consents_lists_services_and_removes_personal_
     world.accounts.create(BEN, name="Ben", email="b@example.org", now=world.clock.now())
     world.pair(BEN)
     assert world.personal.current().paired_accounts == (BEN,)
+
+
+def test_the_seller_s_overdue_invoice_stays_his_debt_and_its_suspended_booking_ends_at_the_owner_change(
+    world: World,
+) -> None:
+    """AGB 7.1: the contract is the seller's, so is the debt; the buyer inherits no payment default and
+    does not get the unpaid service either (5.5 c "einstellen"); he is told so (7.3)."""
+    world.accounts.create(ANNA, name="Anna", email="a@example.org", now=world.clock.now())
+    world.pair()
+    world.issuer.book(VIN, "6AE")
+    world.issuer.book(VIN, "STORE-CONNECTED", "1y")
+    overdue = world.billing.issue(VIN, "STORE-CONNECTED", 4990, invoiced=date(2026, 10, 1))
+    head = world.provisioning.head(VIN)
+    assert head is not None
+    assert head.contents.suspended == {"STORE-CONNECTED"}
+    world.send(_owner_change_body(world), kind=RecordKind.EVENT)
+
+    head = world.provisioning.head(VIN)
+    assert head is not None
+    assert (head.contents.codes, head.contents.suspended) == ({"6AE"}, frozenset())
+    assert head.operation.startswith("end STORE-CONNECTED (unpaid by the previous owner")
+    [invoice] = world.invoices.invoices(VIN)
+    assert (invoice.number, invoice.paid, invoice.debtor) == (overdue.number, None, ANNA)
+    assert invoice.detached == world.clock.now().date()
+    assert world.billing.check(VIN).in_default is False
+    handed = world.accounts.last_handover(VIN)
+    assert handed is not None
+    rows = {row["code"]: row for row in handed[1]}
+    assert (rows["6AE"]["state"], rows["6AE"].get("note")) == ("active", None)
+    assert (rows["STORE-CONNECTED"]["state"], rows["STORE-CONNECTED"]["note"]) == ("deactivated", ENDED_UNPAID)
+    versions = len(world.provisioning.files(VIN))
+    world.send(_owner_change_body(world), kind=RecordKind.EVENT, seq=world.seq)  # the same record again
+    assert len(world.provisioning.files(VIN)) == versions
 
 
 def test_a_record_of_the_old_owner_arriving_late_is_scrubbed_by_the_next_pass(world: World) -> None:
