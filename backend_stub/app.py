@@ -123,6 +123,7 @@ class BackendStub:
             if self.issuer is None
             else Billing(self.invoice_store, self.provisioning_store, self.issuer, self.clock)
         )
+        self.account_service.billing = self.billing  # an owner change hands the seller's invoices over (AGB 7.1)
 
     async def run(self) -> None:
         try:
