@@ -1,9 +1,7 @@
 """The PSAP stub: answers eCalls on a simulated 112 network, decodes MSDs, acknowledges, calls back.
 
-The simulated 112 network is TCP on 127.0.0.1 only, so a modem simulator in another process (a HIL
-bench) reaches the PSAP as easily as one in the same event loop. One TCP connection is one call;
-ASCII lines end with "\\n"; closing the connection ends the call (without CLEARDOWN/HANGUP first,
-that is a network drop).
+The simulated 112 network is the loopback telephone network of `backend_stub.voice_line` (one TCP
+connection a call, one ASCII line a message); on it the PSAP and the IVS say:
 
     caller → callee   CALL <kind> <callback>      first line; kind: test|manual|automatic|callback;
                                                   callback: host:port where the IVS takes calls, or -
@@ -30,54 +28,22 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any
 
-from tcu.clock import Clock, SystemClock
+from backend_stub.voice_line import MAX_LINE, CallLine, LineCall, LineServer
+from tcu.clock import Clock
 from tcu.ecall.msd import Msd, decode
 from tcu.errors import MsdError
 from tcu.uplink.records import to_millis
 
 _LOGGER = logging.getLogger(__name__)
-MAX_LINE = 1024
 _MAX_RESENDS = 3
 _SCHEMA = """CREATE TABLE IF NOT EXISTS psap_msds (
     call_id INTEGER NOT NULL, received_ms INTEGER NOT NULL, kind TEXT NOT NULL, message_identifier INTEGER,
     vin TEXT, latitude_deg REAL, longitude_deg REAL, position_trusted INTEGER, raw_hex TEXT NOT NULL, error TEXT)"""
-
-
-class CallLine:
-    """One call on the simulated 112 network: line-framed messages over a TCP stream."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-
-    def send(self, verb: str, *args: str) -> None:
-        if not self._writer.is_closing():
-            self._writer.write(" ".join((verb, *args)).encode("ascii") + b"\n")
-
-    async def receive(self) -> tuple[str, list[str]] | None:
-        """The next message as (VERB, args); None once the other side hung up or the line broke."""
-        try:
-            raw = await self._reader.readline()
-        except (ConnectionError, ValueError):  # ValueError: a line longer than the stream limit
-            return None
-        if not raw:
-            return None
-        words = raw.decode("ascii", errors="replace").split()
-        return (words[0].upper(), words[1:]) if words else ("", [])
-
-    def abort(self) -> None:
-        self._writer.close()
-
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,25 +67,17 @@ class ReceivedMsd:
 
 
 @dataclass(slots=True, kw_only=True)
-class PsapCall:
-    id: int
+class PsapCall(LineCall):
+    """ended_by: "psap", "ivs", "network"."""
+
     kind: str
-    callback: str | None
-    started: datetime
-    timeline: list[tuple[float, str]] = field(default_factory=list)  # (monotonic s, event)
     msds: list[ReceivedMsd] = field(default_factory=list)
-    ended_by: str | None = None  # "psap", "ivs", "network"
-    line: CallLine | None = field(default=None, repr=False)
-
-    @property
-    def active(self) -> bool:
-        return self.ended_by is None
-
-    def at(self, event: str) -> float | None:
-        return next((t for t, name in self.timeline if name == event), None)
 
 
-class PsapStub:
+class PsapStub(LineServer[PsapCall]):
+    name = "PSAP"
+    network = "the simulated 112 network"
+
     def __init__(
         self,
         *,
@@ -129,77 +87,23 @@ class PsapStub:
         clock: Clock | None = None,
         database: Path | None = None,
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"the simulated 112 network listens on loopback only, not {host!r}")
+        super().__init__(host=host, port=port, clock=clock)
         self.behaviour = behaviour or PsapBehaviour()
-        self._host, self._port = host, port
-        self._clock = clock or SystemClock()
         self._db = sqlite3.connect(database) if database is not None else None
         if self._db is not None:
             self._db.execute(_SCHEMA)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
-        self.calls: list[PsapCall] = []
-
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise RuntimeError("the PSAP is not listening yet")
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
 
     @property
     def msds(self) -> list[ReceivedMsd]:
         return [msd for call in self.calls for msd in call.msds]
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._incoming, self._host, self._port, limit=MAX_LINE)
-        _LOGGER.info("PSAP stub answering 112 on %s:%d", *self.address)
-
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for call in self.calls:
-            if call.line is not None:
-                call.line.abort()  # not awaited: a cancelled task may hold the close waiter
-        for task in tuple(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        await super().close()
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def run(self) -> NoReturn:
-        """Serve until cancelled; for the backend app's TaskGroup."""
-        await self.start()
-        try:
-            await asyncio.Future()
-        finally:
-            await self.close()
-        raise AssertionError("unreachable")
-
     # -- operator actions ---------------------------------------------------------------------------------
-    def call(self, call_id: int | None = None) -> PsapCall:
-        """A call by id, or the most recent one."""
-        if not self.calls:
-            raise LookupError("the PSAP has had no call")
-        if call_id is None:
-            return self.calls[-1]
-        return next(c for c in self.calls if c.id == call_id)
-
     async def request_msd(self, call_id: int | None = None) -> None:
         self._send(self._active(call_id), "SEND-MSD")
 
@@ -250,15 +154,6 @@ class PsapStub:
         await self._converse(call)
 
     # -- waiting, for tests and run reports -----------------------------------------------------------------
-    async def wait_for(self, condition: Callable[[], bool], *, within_s: float = 10.0, what: str = "PSAP") -> None:
-        try:
-            async with asyncio.timeout(within_s):
-                while not condition():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise TimeoutError(f"PSAP: no {what} within {within_s:g} s") from None
-
     async def wait_for_msd(self, count: int = 1, *, within_s: float = 10.0) -> ReceivedMsd:
         await self.wait_for(lambda: len(self.msds) >= count, within_s=within_s, what=f"MSD number {count}")
         return self.msds[count - 1]
@@ -268,14 +163,7 @@ class PsapStub:
         return [_row(self.call(m.call_id), m) for m in self.msds]
 
     # -- the network side -----------------------------------------------------------------------------------
-    async def _incoming(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        line = CallLine(reader, writer)
-        first = await line.receive()
-        if first is None or first[0] != "CALL" or not first[1]:
-            _LOGGER.warning("PSAP: refused a connection that did not start with CALL: %r", first)
-            await line.close()
-            return
-        kind, callback = first[1][0], (first[1][1] if len(first[1]) > 1 and first[1][1] != "-" else None)
+    async def _take(self, line: CallLine, kind: str, callback: str | None) -> None:
         call = self._new_call(kind, callback)
         call.line = line
         if self.behaviour.answer_delay_s > 0:
@@ -359,15 +247,6 @@ class PsapStub:
         if call.line is not None:
             call.line.send(verb, *args)
         self._mark(call, " ".join((verb.lower(), *args)))
-
-    def _end(self, call: PsapCall, by: str) -> None:
-        if call.ended_by is None:
-            call.ended_by = by
-            self._mark(call, f"ended by {by}")
-
-    def _mark(self, call: PsapCall, event: str) -> None:
-        call.timeline.append((self._clock.monotonic(), event))
-        self._changed.set()
 
     def _store(self, call: PsapCall, received: ReceivedMsd) -> None:
         if self._db is None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 
-from backend_stub.psap import MAX_LINE, CallLine
+from backend_stub.voice_line import MAX_LINE, CallLine
 from hil.devices.pty_device import PtyDevice, PtyPort, UnpluggedError
 from tcu.sources.modem import PROFILES, CallStatus, EcallIndication, EcallType, ModemProfile, SimStatus
 
