@@ -1,50 +1,120 @@
 """What the new owner is told on a sale (AGB 7.3): every active and every deactivated service of the car.
 
-Read from the provisioning desired state (the head file the backend issued): a service is "active"
-while its term runs, "deactivated" when it has not started, has run out or ended. The SIM state and
-a payment default are said with it, and legal eCall is listed for a car built with it: it is never
-deactivated.
+The rows say what the car itself derives from the same provisioning file — the backend runs the
+vehicle's own rules (tcu.services.entitlements.derive) on the head file it issued, with the car's
+legal-eCall equipment and brand — so the buyer is never told a service is active that the car keeps
+off. A code is "active" while the car runs one of its services: a booking whose term runs is
+"deactivated" when the SIM is off or eCall-only (AGB 6.1), and a code in payment default lists which
+of its services are suspended (only its fixed-term ones, AGB 5.5 c) and which keep running. Each row
+carries the SIM state and why. Bookings that ended at the owner change itself (the seller's unpaid,
+suspended ones: backend_stub.invoices) are listed as deactivated with the reason. Legal eCall is
+listed for a car built with it: it is never deactivated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from backend_stub.provisioning_store import ProvisioningStore
-from tcu.services.catalogue import LEGAL_ECALL
+from tcu.services.catalogue import LEGAL_ECALL, VehicleFit
+from tcu.services.entitlements import Entitlements, derive
+from tcu.services.sim import SimState
+from tcu.services.terms import Booking
 
 ACTIVE = "active"
 DEACTIVATED = "deactivated"
+ENDED_UNPAID = "ended at the owner change: unpaid by the previous owner (AGB 5.5 c, 7.1); it can be booked again"
 
 
-def handover_list(store: ProvisioningStore, vin: str, now: datetime) -> list[dict[str, Any]]:
-    """One row per service: code, name, state (active/deactivated), status, term, end, and why."""
+def entitlements(store: ProvisioningStore, vin: str, now: datetime) -> Entitlements:
+    """What the car derives from the backend's newest file for `vin` at `now`."""
+    record = store.vehicle(vin)
     head = store.head(vin)
+    catalogue = store.catalogue.for_vehicle(VehicleFit(brand=record.brand))
+    return derive(
+        None if head is None else head.contents,
+        legal_ecall_equipped=store.legal_ecall(vin),
+        now=now,
+        catalogue=catalogue,
+    )
+
+
+def _name(store: ProvisioningStore, code: str) -> str:
+    definition = store.catalogue.services.get(code)
+    return code if definition is None else definition.name
+
+
+def _booking_row(store: ProvisioningStore, booking: Booking, now: datetime) -> dict[str, Any]:
+    end = booking.end()
+    row: dict[str, Any] = {
+        "code": booking.code,
+        "name": _name(store, booking.code),
+        "status": booking.status(now).value,
+        "term": booking.term.value,
+        "end": None if end is None else end.isoformat(),
+    }
+    if booking.cancelled_on is not None:
+        row["cancelled_on"] = booking.cancelled_on.isoformat()
+    return row
+
+
+def handover_list(
+    store: ProvisioningStore, vin: str, now: datetime, *, ended: Iterable[Booking] = ()
+) -> list[dict[str, Any]]:
+    """One row per service: code, name, state (active/deactivated), the car's running and suspended
+    services of the code, the SIM and why, the booked term's status, term, end; `ended`: bookings that
+    ended at the owner change."""
+    head = store.head(vin)
+    car = entitlements(store, vin, now)
+    sim = {"sim": car.sim.value, "sim_reason": car.sim_reason}
     rows: list[dict[str, Any]] = []
-    if head is not None:
-        file = head.contents
-        for booking in file.bookings:
-            definition = store.catalogue.services.get(booking.code)
-            running = booking.is_running(now)
-            end = booking.end()
-            row: dict[str, Any] = {
-                "code": booking.code,
-                "name": booking.code if definition is None else definition.name,
-                "state": ACTIVE if running else DEACTIVATED,
-                "status": booking.status(now).value,
-                "term": booking.term.value,
-                "end": None if end is None else end.isoformat(),
-            }
-            if booking.cancelled_on is not None:
-                row["cancelled_on"] = booking.cancelled_on.isoformat()
-            if file.sim != "active" and booking.code != LEGAL_ECALL:
-                row["state"], row["note"] = DEACTIVATED, f"SIM {file.sim}"
-            elif file.payment_default and running and booking.code != LEGAL_ECALL:
-                row["note"] = "payment default: paid services are suspended"
-            rows.append(row)
-    if store.legal_ecall(vin) and not any(row["code"] == LEGAL_ECALL for row in rows):
+    for booking in () if head is None else head.contents.bookings:
+        if booking.code == LEGAL_ECALL:
+            continue
+        code = booking.code
+        running = sorted(car.services_running.get(code, ()))
+        suspended = sorted(car.services_suspended.get(code, ()))
+        row = _booking_row(store, booking, now) | {
+            "state": ACTIVE if code in car.running else DEACTIVATED,
+            "running_services": running,
+            "suspended_services": suspended,
+            **sim,
+        }
+        notes = []
+        if suspended:
+            notes.append(f"payment default (AGB 5.5 c): {', '.join(suspended)} suspended until paid")
+        if booking.is_running(now) and car.sim is not SimState.ACTIVE:
+            notes.append(f"SIM {car.sim.value}: {car.sim_reason}")
+        if notes:
+            row["note"] = "; ".join(notes)
+        rows.append(row)
+    for booking in ended:
         rows.append(
-            {"code": LEGAL_ECALL, "name": "Legal eCall (EU 112)", "state": ACTIVE, "status": "active", "term": "legal"}
+            _booking_row(store, booking, now)
+            | {
+                "state": DEACTIVATED,
+                "status": "ended",
+                "running_services": [],
+                "suspended_services": [],
+                **sim,
+                "note": ENDED_UNPAID,
+            }
         )
-    return rows
+    if car.legal_ecall:
+        rows.append(
+            {
+                "code": LEGAL_ECALL,
+                "name": "Legal eCall (EU 112)",
+                "state": ACTIVE,
+                "status": "active",
+                "term": "legal",
+                "end": None,
+                "running_services": [],
+                "suspended_services": [],
+                **sim,
+                "note": "part of the type approval: works in every state, never deactivated (AGB 1.5, 6.1)",
+            }
+        )
+    return sorted(rows, key=lambda row: str(row["code"]))
