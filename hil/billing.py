@@ -1,14 +1,18 @@
 """Scenario steps and checks of invoices and payment default (AGB 5.5 c).
 
-Steps (hil.runner's ACTION_TABLE): `invoice` has the backend invoice a booked paid service, dated
-`days_ago` days before today — how a scenario of seconds reaches day 31 without waiting a month: the
-backend's clock is not moved, the invoice is back-dated, and the backend reconciles at once (a
-default begins: the suspend file); `pay` pays every unpaid invoice of the vehicle (the resume file).
+Steps (hil.runner's ACTION_TABLE): `invoice` has the backend invoice a booked option code with a
+fixed-term (paid) service, dated `days_ago` days before today — how a scenario of seconds reaches day
+31 without waiting a month: the backend's clock is not moved, the invoice is back-dated, and the
+backend reconciles at once (a default begins: the suspend file naming that code); `pay` pays every
+unpaid invoice of the vehicle (the resume file).
 
 Checks (hil.expectations' CHECK_TABLE): `service_history` compares what the vehicle's capability
-reports said about one service, in order (running, suspended or off; repeats collapsed), with the
-expected history; `msd_while_suspended` says the PSAP received the eCall's MSD while the vehicle's
-last report before it had `service` suspended — legal eCall works in payment default.
+reports said about one option code, in order, with the expected history — `running`, `suspended`
+(all its services), `partly suspended` (its fixed-term services suspended, its unlimited ones
+running: 612 in payment default) or `off`; repeats collapsed; `intelligent_call_history` does the same
+for whether the car's call to the call centre is available (`available` / `off`);
+`msd_while_suspended` says the PSAP received the eCall's MSD while the vehicle's last report before it
+had `service` (partly) suspended — legal eCall works in payment default.
 """
 
 from __future__ import annotations
@@ -76,20 +80,34 @@ def _reports(evidence: Evidence) -> list[tuple[datetime, dict[str, Any]]]:
 
 
 def _state(report: dict[str, Any], service: str) -> str:
-    if service in report.get("running", []):
+    running, suspended = service in report.get("running", []), service in report.get("suspended", [])
+    if running and suspended:
+        return "partly suspended"
+    if running:
         return "running"
-    return "suspended" if service in report.get("suspended", []) else "off"
+    return "suspended" if suspended else "off"
+
+
+def _collapsed(states: list[str]) -> list[str]:
+    history: list[str] = []
+    for state in states:
+        if not history or history[-1] != state:
+            history.append(state)
+    return history
 
 
 def _service_history(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
     service = str(args["service"])
-    history: list[str] = []
-    for _, report in _reports(evidence):
-        state = _state(report, service)
-        if not history or history[-1] != state:
-            history.append(state)
+    history = _collapsed([_state(report, service) for _, report in _reports(evidence)])
     wanted = [str(s) for s in args["states"]]
     return history == wanted, f"{service} in the capability reports: {' → '.join(history) or 'no report'}"
+
+
+def _intelligent_call_history(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
+    states = ["available" if report.get("intelligent_ecall") else "off" for _, report in _reports(evidence)]
+    history = _collapsed(states)
+    wanted = [str(s) for s in args["states"]]
+    return history == wanted, f"intelligent call in the capability reports: {' → '.join(history) or 'no report'}"
 
 
 def _msd_while_suspended(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
@@ -102,7 +120,7 @@ def _msd_while_suspended(evidence: Evidence, args: dict[str, Any]) -> tuple[bool
     if not before:
         return False, f"no capability report before the MSD at {at.isoformat(timespec='seconds')}"
     state = _state(before[-1], service)
-    return state == "suspended", (
+    return state in ("suspended", "partly suspended"), (
         f"MSD at the PSAP at {at.isoformat(timespec='seconds')}; the vehicle's last report before it had {service} "
         f"{state} (payment default: {'yes' if before[-1].get('suspended') else 'no'})"
     )
@@ -110,5 +128,6 @@ def _msd_while_suspended(evidence: Evidence, args: dict[str, Any]) -> tuple[bool
 
 CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], tuple[bool, str]]] = {
     "service_history": _service_history,
+    "intelligent_call_history": _intelligent_call_history,
     "msd_while_suspended": _msd_while_suspended,
 }

@@ -8,7 +8,7 @@ from hil.cli import main as hil_cli
 from tests.conftest import require_mosquitto
 
 
-def test_payment_default_suspends_paid_services_and_6ac_legal_ecall_completes_payment_restores(
+def test_payment_default_suspends_the_invoiced_code_s_paid_services_legal_ecall_completes_payment_restores(
     tmp_path: Path,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -17,6 +17,7 @@ def test_payment_default_suspends_paid_services_and_6ac_legal_ecall_completes_pa
     out = capsys.readouterr().out
     assert code == 0, out
     assert "payment_default: PASS (6/6 expectations)" in out
-    assert "6AM in the capability reports: off → running → suspended → running" in out
+    assert "612 in the capability reports: off → running → partly suspended → running" in out
+    assert "intelligent call in the capability reports: off → available → off → available" in out
     assert "6AE in the capability reports: off → running" in out
-    assert "the vehicle's last report before it had 6AC suspended" in out
+    assert "the vehicle's last report before it had 612 partly suspended" in out
