@@ -159,7 +159,7 @@ def test_reissue_after_correcting_the_equipment_adds_legal_ecall(bench, capsys) 
         (("status", OTHER_VIN), f"vehicle {OTHER_VIN} is not enrolled"),
         (("book", VIN, "--service", "9ZZ", "--term", "unlimited"), "unknown service code '9ZZ'"),
         (("book", VIN, "--service", "6AE", "--term", "2+1y"), "offered for BMW with the term(s) unlimited"),
-        (("book", VIN, "--service", "6AK"), "give a term; the catalogue offers for BMW: unlimited"),
+        (("book", VIN, "--service", "612"), "give a term; the catalogue offers for BMW: 2+1y (Laufzeit 3 Jahre), 3m"),
         (("cancel", VIN, "--service", "6AE"), "service 6AE is not booked"),
         (("resume", VIN), "nothing to resume"),
         (("suspend", VIN), "no booked service with a fixed term"),
