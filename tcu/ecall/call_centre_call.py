@@ -22,11 +22,12 @@ command — see `tcu.ecall.call_centre_data` for why that channel). The rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from tcu.ecall.call_report import CallReport
+from tcu.ecall.deadlines import Deadlines
 from tcu.ecall.state_machine import Instant
 from tcu.ecall.triggers import CallType, HangUpRequest, Trigger
 
@@ -80,17 +81,10 @@ class FallBack:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Report:
-    event: str  # "transition" or a notice
-    session: int
-    call_type: CallType
-    from_state: CallCentreState
-    to_state: CallCentreState
-    reason: str
-    at: datetime
-    session_started: datetime
-    details: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+class Report(CallReport[CallCentreState]):
+    """A transition (`event == "transition"`) or a notice of the call to the call centre."""
+
+    __slots__ = ()
 
 
 Output = VoiceDial | SendData | HangUp | FallBack | Report
@@ -119,7 +113,7 @@ class CallCentreCall:
         self._state = CallCentreState.IDLE
         self._session: _Session | None = None
         self._sessions = 0
-        self._deadlines: dict[str, float] = {}
+        self._deadlines = Deadlines()
         self._out: list[Output] = []
         self._now = Instant(0.0, datetime.min)
 
@@ -136,7 +130,7 @@ class CallCentreCall:
         return None if self._session is None else self._session.call_type
 
     def next_deadline(self) -> float | None:
-        return min(self._deadlines.values(), default=None)
+        return self._deadlines.next_due()
 
     def handle(self, event: Event, now: Instant) -> list[Output]:
         self._out, self._now = [], now
@@ -145,10 +139,8 @@ class CallCentreCall:
         elif self._session is None:
             pass  # news about no call of ours (a 112 eCall, a callback): not ours to judge
         elif isinstance(event, Tick):
-            for name in sorted(self._deadlines, key=self._deadlines.__getitem__):
-                if self._deadlines.get(name, float("inf")) <= now.mono:
-                    del self._deadlines[name]
-                    self._expired(name)
+            for name in self._deadlines.expire(now.mono):
+                self._expired(name)
         elif isinstance(event, Answered) and self._state is CallCentreState.DIALLING:
             self._deadlines.clear()
             self._deadlines["T2"] = now.mono + self.timers.max_call_s

@@ -28,7 +28,7 @@ from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.sources import modem_client as mc
 from tcu.sources.modem import CallStatus
-from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import VehicleState
 
 _LOGGER = logging.getLogger(__name__)
@@ -167,19 +167,7 @@ class IntelligentCall:
         states = f"{report.from_state.value} → {report.to_state.value}"
         call = f"intelligent call {report.session} ({report.call_type.value})"
         log("%s %s: %s: %s", call, report.event, states, report.reason)
-        body = {
-            "event": f"call_centre_{report.event}",
-            "call": "call_centre",
-            "session": report.session,
-            "session_started_ms": to_millis(report.session_started),
-            "call_type": report.call_type.value,
-            "from": report.from_state.value,
-            "to": report.to_state.value,
-            "reason": report.reason,
-            "at_ms": to_millis(report.at),
-            "elapsed_s": round((report.at - report.session_started).total_seconds(), 3),
-            **report.details,
-        }
+        body = report.body() | {"event": f"call_centre_{report.event}", "call": "call_centre"}
         self._hand_over(Record(kind=RecordKind.ECALL, created=report.at, body=body))
 
     def _hand_over(self, record: Record) -> None:

@@ -353,13 +353,7 @@ class EcallService:
         log = _LOGGER.info if quiet else _LOGGER.warning
         log("eCall %d (%s) %s: %s → %s: %s", report.session, report.call_type.value, report.event,
             report.from_state.value, report.to_state.value, report.reason)  # fmt: skip
-        body = {
-            "event": report.event, "session": report.session, "session_started_ms": to_millis(report.session_started),
-            "call_type": report.call_type.value, "from": report.from_state.value, "to": report.to_state.value,
-            "reason": report.reason, "at_ms": to_millis(report.at),
-            "elapsed_s": round((report.at - report.session_started).total_seconds(), 3), **report.details,
-        }  # fmt: skip
-        self._deliver(Record(kind=RecordKind.ECALL, created=report.at, body=body))
+        self._deliver(Record(kind=RecordKind.ECALL, created=report.at, body=report.body()))
 
     def _deliver(self, record: Record) -> None:
         try:

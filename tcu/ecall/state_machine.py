@@ -20,12 +20,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from tcu.clock import Clock
+from tcu.ecall.call_report import CallReport
 from tcu.ecall.config import EcallTimers
+from tcu.ecall.deadlines import Deadlines
 from tcu.ecall.triggers import CallType, HangUpRequest, Trigger
 
 
@@ -110,19 +112,10 @@ class HangUp:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Report:
-    """A transition (`event == "transition"`) or a notice, for the log and the backend."""
+class Report(CallReport[EcallState]):
+    """A transition (`event == "transition"`) or a notice of the 112 eCall."""
 
-    event: str
-    session: int
-    call_type: CallType
-    from_state: EcallState
-    to_state: EcallState
-    reason: str
-    at: datetime
-    session_started: datetime
-    details: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    __slots__ = ()
 
 
 Output = Dial | SendMsd | Answer | HangUp | Report
@@ -148,7 +141,7 @@ class EcallStateMachine:
         self._state = EcallState.IDLE
         self._session: Session | None = None
         self._sessions = 0
-        self._deadlines: dict[str, float] = {}
+        self._deadlines = Deadlines()
         self._out: list[Output] = []
         self._now = Instant(0.0, datetime.min)
 
@@ -168,7 +161,7 @@ class EcallStateMachine:
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next timer, None when no timer runs."""
-        return min(self._deadlines.values(), default=None)
+        return self._deadlines.next_due()
 
     def handle(self, event: Event, now: Instant) -> list[Output]:
         self._out, self._now = [], now
@@ -257,10 +250,8 @@ class EcallStateMachine:
         self._deadlines["T2"] = self._now.mono + self.timers.t2_s
 
     def _tick(self) -> None:
-        for name in sorted(self._deadlines, key=self._deadlines.__getitem__):
-            if self._deadlines.get(name, float("inf")) <= self._now.mono:
-                del self._deadlines[name]
-                self._expired(name)
+        for name in self._deadlines.expire(self._now.mono):
+            self._expired(name)
 
     def _expired(self, name: str) -> None:
         t = self.timers
