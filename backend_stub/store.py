@@ -6,16 +6,14 @@ docs/protocol.md). A last value moves forward in the vehicle's own order: a high
 the same epoch, or a record of another epoch received later (a second agent on the VIN, a re-flash);
 never by the signal's timestamp, which a vehicle clock that jumps would make meaningless.
 
-The store holds only what it can read back: a record is refused (`UnstorableError`, one rejection at
-ingest) when its sequence number, kind or creation time is outside what SQLite, `datetime` and the
-protocol hold, or when its body does not decode again as stored. A signal moves its last value only
-when it is a usable reading (`signal_problem`); others stay in the record's body and are named to the
-caller.
+The store holds only what it can read back (`backend_stub.storable`: a record outside it is refused with
+`UnstorableError`); a signal moves its last value only when it is a usable reading (`signal_problem`),
+others stay in the record's body and are named to the caller. Its tables: `backend_stub.store_schema`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,62 +22,28 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import checkpoint, migrate, open_database, savepoint, transaction
-from backend_stub.errors import UnstorableError
-from tcu.uplink.envelope import MAX_KIND_CHARS, seq_ranges
-from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind, from_millis, to_millis
+from backend_stub.database import savepoint, transaction
+from backend_stub.storable import MAX_PATH_CHARS, MAX_STORED_SEQ, signal_problem, storable, stored_moment
+from backend_stub.store_retention import BodyRewrite, StoreRetention, VehicleOrder
+from backend_stub.store_schema import open_store
+from tcu.uplink.envelope import seq_ranges
+from tcu.uplink.records import ReceivedRecord, RecordKind, from_millis, to_millis
 from tcu.uplink.strict_cbor import describe
-from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
 
-MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
-MAX_PATH_CHARS = 256  # VSS paths are well under 100 characters
-_MAX_INT_VALUE = 2**64  # CBOR's own integers (major types 0 and 1); bignums are not signal values
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS vehicles (
-    vin         TEXT PRIMARY KEY,
-    public_key  BLOB NOT NULL,
-    enrolled_ms INTEGER NOT NULL,
-    online      INTEGER,
-    status_ms   INTEGER
-);
-CREATE TABLE IF NOT EXISTS records (
-    vin         TEXT NOT NULL,
-    epoch       BLOB NOT NULL DEFAULT x'',
-    seq         INTEGER NOT NULL,
-    kind        TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    body        BLOB NOT NULL,
-    scrubbed_ms INTEGER,  -- personal values taken out of the body then (backend_stub.retention)
-    PRIMARY KEY (vin, epoch, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS epochs (
-    vin           TEXT NOT NULL,
-    epoch         BLOB NOT NULL,
-    ordinal       INTEGER NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    first_seq     INTEGER NOT NULL,
-    PRIMARY KEY (vin, epoch)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS last_values (
-    vin     TEXT NOT NULL,
-    path    TEXT NOT NULL,
-    value   BLOB NOT NULL,
-    ts_ms       INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    ordinal     INTEGER NOT NULL DEFAULT 0,
-    received_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (vin, path)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rejections (
-    id          INTEGER PRIMARY KEY,
-    received_ms INTEGER NOT NULL,
-    topic       TEXT NOT NULL,
-    vin         TEXT,
-    reason      TEXT NOT NULL
-);
-"""
+__all__ = [  # signal_problem, the limits, BodyRewrite and VehicleOrder live elsewhere; importable from here as before
+    "MAX_PATH_CHARS",
+    "MAX_STORED_SEQ",
+    "Added",
+    "BackendStore",
+    "BodyRewrite",
+    "Epoch",
+    "LastValue",
+    "Rejection",
+    "StoredRecord",
+    "VehicleOrder",
+    "VehicleSummary",
+    "signal_problem",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,38 +92,6 @@ class Rejection:
     reason: str
 
 
-# Stores made before queue epochs: every record moves to the legacy epoch (the empty one, ordinal 0).
-_MIGRATE_TO_EPOCHS = """
-ALTER TABLE records RENAME TO records_before_epochs;
-CREATE TABLE records (
-    vin TEXT NOT NULL, epoch BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL,
-    PRIMARY KEY (vin, epoch, seq)
-) WITHOUT ROWID;
-INSERT INTO records SELECT vin, x'', seq, kind, created_ms, received_ms, body FROM records_before_epochs;
-DROP TABLE records_before_epochs;
-INSERT INTO epochs SELECT vin, x'', 0, min(received_ms), min(seq) FROM records GROUP BY vin;
-ALTER TABLE last_values ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE last_values ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
-"""
-
-
-# Stores made before retention: no record has had its personal values taken out yet.
-_MIGRATE_TO_SCRUBBING = "ALTER TABLE records ADD COLUMN scrubbed_ms INTEGER"
-
-# rewrite(kind, body) -> the body without its personal values, or None when it holds none.
-BodyRewrite = Callable[[str, dict[str, Any]], dict[str, Any] | None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VehicleOrder:
-    """A point in a vehicle's own order (epoch by first sight, then sequence number): what came before a
-    record is the records of earlier epochs and the lower sequence numbers of its own."""
-
-    ordinal: int
-    seq: int
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Epoch:
     """One queue a vehicle has sent from; `ordinal` orders them by first sight (0: the legacy queue)."""
@@ -170,16 +102,9 @@ class Epoch:
     first_seq: int
 
 
-class BackendStore:
+class BackendStore(StoreRetention):
     def __init__(self, path: Path) -> None:
-        self._db = open_database(path, _SCHEMA)
-        migrate(self._db, table="records", column="epoch", script=_MIGRATE_TO_EPOCHS)
-        migrate(self._db, table="records", column="scrubbed_ms", script=_MIGRATE_TO_SCRUBBING)
-        self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)")
-        # The retention job reads only records it has not scrubbed yet, oldest received first.
-        self._db.execute(
-            "CREATE INDEX IF NOT EXISTS records_unscrubbed ON records (received_ms) WHERE scrubbed_ms IS NULL"
-        )
+        self._db = open_store(path)
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 
     def close(self) -> None:
@@ -245,7 +170,7 @@ class BackendStore:
 
         Raises `UnstorableError`, having written nothing, for a record it could not hold or read back.
         """
-        kind, created, body = _storable(record)
+        kind, created, body = storable(record)
         ordinal, new_epoch = self._epoch_ordinal(record, received)
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO records (vin, epoch, seq, kind, created_ms, received_ms, body) "
@@ -290,7 +215,7 @@ class BackendStore:
 
     def epochs(self, vin: str) -> list[Epoch]:
         return [
-            Epoch(epoch=bytes(epoch), ordinal=ordinal, first_seen=_moment(seen), first_seq=first_seq)
+            Epoch(epoch=bytes(epoch), ordinal=ordinal, first_seen=stored_moment(seen), first_seq=first_seq)
             for epoch, ordinal, seen, first_seq in self._db.execute(
                 "SELECT epoch, ordinal, first_seen_ms, first_seq FROM epochs WHERE vin=? ORDER BY ordinal", (vin,)
             )
@@ -323,7 +248,7 @@ class BackendStore:
 
     def last_values(self, vin: str) -> list[LastValue]:
         return [
-            LastValue(path=path, value=cbor2.loads(value), timestamp=_moment(ts), seq=seq)
+            LastValue(path=path, value=cbor2.loads(value), timestamp=stored_moment(ts), seq=seq)
             for path, value, ts, seq in self._db.execute(
                 "SELECT path, value, ts_ms, seq FROM last_values WHERE vin=? ORDER BY path", (vin,)
             )
@@ -359,7 +284,13 @@ class BackendStore:
             params.append(limit)
         return [
             StoredRecord(
-                vin=v, epoch=bytes(e), seq=s, kind=k, created=_moment(c), received=_moment(r), body=cbor2.loads(b)
+                vin=v,
+                epoch=bytes(e),
+                seq=s,
+                kind=k,
+                created=stored_moment(c),
+                received=stored_moment(r),
+                body=cbor2.loads(b),
             )
             for v, e, s, k, c, r, b in self._db.execute(query, params)
         ]
@@ -384,100 +315,6 @@ class BackendStore:
             return []
         return seq_ranges(set(range(1, max(seqs) + 1)) - seqs)
 
-    # -- retention and owner change (backend_stub.retention) ---------------------------------------
-
-    def order_of(self, vin: str, epoch: bytes, seq: int) -> VehicleOrder | None:
-        ordinal = self.epoch_ordinal(vin, epoch)
-        return None if ordinal is None else VehicleOrder(ordinal=ordinal, seq=seq)
-
-    def scrub_records(
-        self,
-        rewrite: BodyRewrite,
-        now: datetime,
-        *,
-        received_by: datetime | None = None,
-        vin: str | None = None,
-        before: VehicleOrder | None = None,
-        batch: int = 500,
-    ) -> int:
-        """Take the personal values out of records not scrubbed yet: those received at or before
-        `received_by`, and/or those of `vin` before `before` in its own order. The record itself stays
-        (its sequence number still deduplicates a resend, still closes a gap) and is marked scrubbed.
-        One transaction per batch, so ingest waits at most one batch. Returns the bodies changed."""
-        where, params = ["r.scrubbed_ms IS NULL"], list[Any]()
-        if received_by is not None:
-            where.append("r.received_ms <= ?")
-            params.append(to_millis(received_by))
-        if vin is not None:
-            where.append("r.vin = ?")
-            params.append(vin)
-        if before is not None:
-            where.append("(e.ordinal < ? OR (e.ordinal = ? AND r.seq < ?))")
-            params.extend((before.ordinal, before.ordinal, before.seq))
-        query = "SELECT r.vin, r.epoch, r.seq, r.kind, r.body FROM records r "
-        query += "LEFT JOIN epochs e ON e.vin = r.vin AND e.epoch = r.epoch WHERE "
-        query += " AND ".join(where)  # fixed conditions; every value is a parameter
-        query += " ORDER BY r.received_ms LIMIT ?"
-        changed, stamp = 0, to_millis(now)
-        while True:
-            with self.transaction():
-                rows = self._db.execute(query, (*params, batch)).fetchall()
-                for row_vin, epoch, seq, kind, body in rows:
-                    scrubbed = rewrite(kind, cbor2.loads(body))
-                    if scrubbed is None:
-                        self._db.execute(
-                            "UPDATE records SET scrubbed_ms=? WHERE vin=? AND epoch=? AND seq=?",
-                            (stamp, row_vin, epoch, seq),
-                        )
-                    else:
-                        self._db.execute(
-                            "UPDATE records SET scrubbed_ms=?, body=? WHERE vin=? AND epoch=? AND seq=?",
-                            (stamp, cbor2.dumps(scrubbed), row_vin, epoch, seq),
-                        )
-                        changed += 1
-            if len(rows) < batch:
-                return changed
-
-    def delete_last_values(
-        self,
-        personal: Callable[[str], bool],
-        *,
-        received_by: datetime | None = None,
-        vin: str | None = None,
-        before: VehicleOrder | None = None,
-    ) -> int:
-        """Delete the last values of personal paths received at or before `received_by`, and/or of `vin`
-        before `before` in its own order. Returns how many went."""
-        where, params = ["1"], list[Any]()
-        if received_by is not None:
-            where.append("received_ms <= ?")
-            params.append(to_millis(received_by))
-        if vin is not None:
-            where.append("vin = ?")
-            params.append(vin)
-        if before is not None:
-            where.append("(ordinal < ? OR (ordinal = ? AND seq < ?))")
-            params.extend((before.ordinal, before.ordinal, before.seq))
-        deleted = 0
-        with self.transaction():
-            query = "SELECT vin, path FROM last_values WHERE "
-            query += " AND ".join(where)  # fixed conditions; every value is a parameter
-            rows = self._db.execute(query, params).fetchall()
-            for row_vin, path in rows:
-                if personal(path):
-                    self._db.execute("DELETE FROM last_values WHERE vin=? AND path=?", (row_vin, path))
-                    deleted += 1
-        return deleted
-
-    def checkpoint(self) -> bool:
-        """Empty the write-ahead log after deleting (database.checkpoint)."""
-        return checkpoint(self._db)
-
-    def scrubbed(self, vin: str) -> int:
-        """How many of the vehicle's records have been through scrubbing."""
-        (count,) = self._db.execute("SELECT count(*) FROM records WHERE vin=? AND scrubbed_ms IS NOT NULL", (vin,))
-        return int(count[0])
-
     # -- rejections ------------------------------------------------------------------------------
 
     def add_rejection(self, *, topic: str, vin: str | None, reason: str, received: datetime) -> None:
@@ -495,58 +332,3 @@ class BackendStore:
             Rejection(received=from_millis(r), topic=t, vin=v, reason=reason)
             for r, t, v, reason in self._db.execute(query + " ORDER BY id", params)
         ]
-
-
-def signal_problem(path: object, item: object) -> str | None:
-    """Why this `signals` entry cannot be a last value, or None when it can (docs/protocol.md)."""
-    if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH_CHARS:
-        return f"path is not text of 1..{MAX_PATH_CHARS} characters"
-    if not isinstance(item, dict) or "v" not in item:
-        return 'not a map with a value "v"'
-    stamp = item.get("t")
-    if type(stamp) is not int or not 0 <= stamp <= MAX_MILLIS:
-        return f'time "t" is {describe(stamp)}, not milliseconds since 1970 up to year 9999'
-    value = item["v"]
-    if type(value) is list:
-        return _list_problem(value)
-    if type(value) not in (bool, int, float, str):
-        return f"value is {describe(value)}, not bool, int, float or text, nor an array of text"
-    if type(value) is int and not -_MAX_INT_VALUE <= value < _MAX_INT_VALUE:
-        return f"value is {describe(value)}, beyond a CBOR integer"
-    return None
-
-
-def _list_problem(value: list[Any]) -> str | None:
-    """An array value is a VSS string[] (stored DTC codes): at most a few short strings."""
-    if len(value) > MAX_LIST_ITEMS:
-        return f"value is an array of {len(value)} items, more than {MAX_LIST_ITEMS}"
-    for index, element in enumerate(value):
-        if type(element) is not str:
-            return f"value is an array whose item {index} is {describe(element)}, not text"
-        if not 1 <= len(element) <= MAX_LIST_ITEM_CHARS:
-            chars = f"1..{MAX_LIST_ITEM_CHARS} characters"
-            return f"value is an array whose item {index} is {describe(element)}, not {chars}"
-    return None
-
-
-def _storable(record: ReceivedRecord) -> tuple[str, int, bytes]:
-    """(kind as sent, creation ms, encoded body) of a record the store can hold and read back."""
-    if type(record.seq) is not int or not 1 <= record.seq <= MAX_STORED_SEQ:
-        raise UnstorableError(f"sequence number {describe(record.seq)} outside 1..{MAX_STORED_SEQ}")
-    kind = record.kind_name or record.kind.value
-    if not 1 <= len(kind) <= MAX_KIND_CHARS:
-        raise UnstorableError(f"record kind {describe(kind)} is not 1..{MAX_KIND_CHARS} characters")
-    created = to_millis(record.created)
-    if not 0 <= created <= MAX_MILLIS:
-        raise UnstorableError(f"creation time {created} ms is outside 1970..9999")
-    try:
-        body = cbor2.dumps(dict(record.body))
-        cbor2.loads(body)
-    except (cbor2.CBOREncodeError, cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as exc:
-        raise UnstorableError(f"record body does not encode and decode again ({type(exc).__name__})") from exc
-    return kind, created, body
-
-
-def _moment(millis: int) -> datetime:
-    # Rows written before the store checked times may hold any integer: reading never fails on them.
-    return from_millis(min(max(millis, 0), MAX_MILLIS))

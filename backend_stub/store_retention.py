@@ -1,0 +1,134 @@
+"""The store's part in retention and owner change (`backend_stub.retention`): taking personal values out
+of stored records and deleting personal last values, by age or before a point in a vehicle's order.
+
+`StoreRetention` is mixed into `BackendStore`, which gives it the connection, the transactions and the
+order of epochs; the methods are the store's own (`store.scrub_records(...)`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import cbor2
+
+from backend_stub.database import checkpoint
+from tcu.uplink.records import to_millis
+
+# rewrite(kind, body) -> the body without its personal values, or None when it holds none.
+BodyRewrite = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleOrder:
+    """A point in a vehicle's own order (epoch by first sight, then sequence number): what came before a
+    record is the records of earlier epochs and the lower sequence numbers of its own."""
+
+    ordinal: int
+    seq: int
+
+
+class StoreRetention:
+    _db: sqlite3.Connection
+
+    def transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError  # BackendStore's
+
+    def epoch_ordinal(self, vin: str, epoch: bytes) -> int | None:
+        raise NotImplementedError  # BackendStore's
+
+    def order_of(self, vin: str, epoch: bytes, seq: int) -> VehicleOrder | None:
+        ordinal = self.epoch_ordinal(vin, epoch)
+        return None if ordinal is None else VehicleOrder(ordinal=ordinal, seq=seq)
+
+    def scrub_records(
+        self,
+        rewrite: BodyRewrite,
+        now: datetime,
+        *,
+        received_by: datetime | None = None,
+        vin: str | None = None,
+        before: VehicleOrder | None = None,
+        batch: int = 500,
+    ) -> int:
+        """Take the personal values out of records not scrubbed yet: those received at or before
+        `received_by`, and/or those of `vin` before `before` in its own order. The record itself stays
+        (its sequence number still deduplicates a resend, still closes a gap) and is marked scrubbed.
+        One transaction per batch, so ingest waits at most one batch. Returns the bodies changed."""
+        where, params = ["r.scrubbed_ms IS NULL"], list[Any]()
+        if received_by is not None:
+            where.append("r.received_ms <= ?")
+            params.append(to_millis(received_by))
+        if vin is not None:
+            where.append("r.vin = ?")
+            params.append(vin)
+        if before is not None:
+            where.append("(e.ordinal < ? OR (e.ordinal = ? AND r.seq < ?))")
+            params.extend((before.ordinal, before.ordinal, before.seq))
+        query = "SELECT r.vin, r.epoch, r.seq, r.kind, r.body FROM records r "
+        query += "LEFT JOIN epochs e ON e.vin = r.vin AND e.epoch = r.epoch WHERE "
+        query += " AND ".join(where)  # fixed conditions; every value is a parameter
+        query += " ORDER BY r.received_ms LIMIT ?"
+        changed, stamp = 0, to_millis(now)
+        while True:
+            with self.transaction():
+                rows = self._db.execute(query, (*params, batch)).fetchall()
+                for row_vin, epoch, seq, kind, body in rows:
+                    scrubbed = rewrite(kind, cbor2.loads(body))
+                    if scrubbed is None:
+                        self._db.execute(
+                            "UPDATE records SET scrubbed_ms=? WHERE vin=? AND epoch=? AND seq=?",
+                            (stamp, row_vin, epoch, seq),
+                        )
+                    else:
+                        self._db.execute(
+                            "UPDATE records SET scrubbed_ms=?, body=? WHERE vin=? AND epoch=? AND seq=?",
+                            (stamp, cbor2.dumps(scrubbed), row_vin, epoch, seq),
+                        )
+                        changed += 1
+            if len(rows) < batch:
+                return changed
+
+    def delete_last_values(
+        self,
+        personal: Callable[[str], bool],
+        *,
+        received_by: datetime | None = None,
+        vin: str | None = None,
+        before: VehicleOrder | None = None,
+    ) -> int:
+        """Delete the last values of personal paths received at or before `received_by`, and/or of `vin`
+        before `before` in its own order. Returns how many went."""
+        where, params = ["1"], list[Any]()
+        if received_by is not None:
+            where.append("received_ms <= ?")
+            params.append(to_millis(received_by))
+        if vin is not None:
+            where.append("vin = ?")
+            params.append(vin)
+        if before is not None:
+            where.append("(ordinal < ? OR (ordinal = ? AND seq < ?))")
+            params.extend((before.ordinal, before.ordinal, before.seq))
+        deleted = 0
+        with self.transaction():
+            query = "SELECT vin, path FROM last_values WHERE "
+            query += " AND ".join(where)  # fixed conditions; every value is a parameter
+            rows = self._db.execute(query, params).fetchall()
+            for row_vin, path in rows:
+                if personal(path):
+                    self._db.execute("DELETE FROM last_values WHERE vin=? AND path=?", (row_vin, path))
+                    deleted += 1
+        return deleted
+
+    def checkpoint(self) -> bool:
+        """Empty the write-ahead log after deleting (database.checkpoint)."""
+        return checkpoint(self._db)
+
+    def scrubbed(self, vin: str) -> int:
+        """How many of the vehicle's records have been through scrubbing."""
+        (count,) = self._db.execute("SELECT count(*) FROM records WHERE vin=? AND scrubbed_ms IS NOT NULL", (vin,))
+        return int(count[0])

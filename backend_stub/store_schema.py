@@ -1,0 +1,88 @@
+"""The backend store's tables, and how a store made by an older version is brought up to them.
+
+Old stores are migrated in place when opened: first the queue epochs (docs/protocol.md), then the
+retention column (`backend_stub.retention`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from backend_stub.database import migrate, open_database
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vehicles (
+    vin         TEXT PRIMARY KEY,
+    public_key  BLOB NOT NULL,
+    enrolled_ms INTEGER NOT NULL,
+    online      INTEGER,
+    status_ms   INTEGER
+);
+CREATE TABLE IF NOT EXISTS records (
+    vin         TEXT NOT NULL,
+    epoch       BLOB NOT NULL DEFAULT x'',
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    scrubbed_ms INTEGER,  -- personal values taken out of the body then (backend_stub.retention)
+    PRIMARY KEY (vin, epoch, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS epochs (
+    vin           TEXT NOT NULL,
+    epoch         BLOB NOT NULL,
+    ordinal       INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    first_seq     INTEGER NOT NULL,
+    PRIMARY KEY (vin, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS last_values (
+    vin     TEXT NOT NULL,
+    path    TEXT NOT NULL,
+    value   BLOB NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    ordinal     INTEGER NOT NULL DEFAULT 0,
+    received_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (vin, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections (
+    id          INTEGER PRIMARY KEY,
+    received_ms INTEGER NOT NULL,
+    topic       TEXT NOT NULL,
+    vin         TEXT,
+    reason      TEXT NOT NULL
+);
+"""
+
+# Stores made before queue epochs: every record moves to the legacy epoch (the empty one, ordinal 0).
+_MIGRATE_TO_EPOCHS = """
+ALTER TABLE records RENAME TO records_before_epochs;
+CREATE TABLE records (
+    vin TEXT NOT NULL, epoch BLOB NOT NULL DEFAULT x'', seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (vin, epoch, seq)
+) WITHOUT ROWID;
+INSERT INTO records SELECT vin, x'', seq, kind, created_ms, received_ms, body FROM records_before_epochs;
+DROP TABLE records_before_epochs;
+INSERT INTO epochs SELECT vin, x'', 0, min(received_ms), min(seq) FROM records GROUP BY vin;
+ALTER TABLE last_values ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE last_values ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
+"""
+
+
+# Stores made before retention: no record has had its personal values taken out yet.
+_MIGRATE_TO_SCRUBBING = "ALTER TABLE records ADD COLUMN scrubbed_ms INTEGER"
+
+
+def open_store(path: Path) -> sqlite3.Connection:
+    """The store's database, created or migrated to the current tables, with its indexes."""
+    db = open_database(path, _SCHEMA)
+    migrate(db, table="records", column="epoch", script=_MIGRATE_TO_EPOCHS)
+    migrate(db, table="records", column="scrubbed_ms", script=_MIGRATE_TO_SCRUBBING)
+    db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)")
+    # The retention job reads only records it has not scrubbed yet, oldest received first.
+    db.execute("CREATE INDEX IF NOT EXISTS records_unscrubbed ON records (received_ms) WHERE scrubbed_ms IS NULL")
+    return db
