@@ -5,7 +5,8 @@ security code *into that car* (a signed `account` downlink, tcu.services.account
 reads it in the car and enters it in the portal (`backend-stub account pair`). The contract begins
 when the vehicle appears in the portal, i.e. with the link. A wrong code is refused and counted
 (`MAX_ATTEMPTS`, then the code is void), an old one expires (`CODE_TTL`), and only one account is
-linked to a vehicle at a time.
+linked to a vehicle at a time. The codes: `backend_stub.pairing_codes`; the messages into the car:
+`backend_stub.account_messages`.
 
 AGB 7.2: the link ends when the customer ends it in the portal or when the car reports an owner
 change; the account-bound consents (data sharing with third parties through CarData, privacy part H)
@@ -22,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,16 +34,28 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
 
-from backend_stub.database import checkpoint, open_database, transaction
+from backend_stub import account_messages, pairing_codes
+from backend_stub.account_messages import AccountMessages
+from backend_stub.database import open_database, transaction
 from backend_stub.errors import AccountError, UnknownVehicleError
+from backend_stub.pairing_codes import CODE_TTL, MAX_ATTEMPTS, PairingCodes, check_code_format
 from tcu.services.account_link import ACCOUNT_LINK, ACCOUNT_PATTERN, PAIRING_CODE
-from tcu.services.cose import sign1
 from tcu.uplink.records import from_millis, to_millis
 
+__all__ = [  # CODE_TTL, MAX_ATTEMPTS and check_code_format live in backend_stub.pairing_codes
+    "CODE_TTL",
+    "LINK_MESSAGE_TTL",
+    "MAX_ATTEMPTS",
+    "MAX_RECIPIENT_CHARS",
+    "AccountStore",
+    "Consent",
+    "Link",
+    "OwnerChange",
+    "Sealer",
+    "check_code_format",
+]
 _LOGGER = logging.getLogger(__name__)
 
-CODE_TTL = timedelta(minutes=15)
-MAX_ATTEMPTS = 5
 LINK_MESSAGE_TTL = timedelta(days=7)  # a car that is off for a while still learns of its link
 MAX_RECIPIENT_CHARS = 64
 
@@ -63,27 +74,12 @@ CREATE TABLE IF NOT EXISTS account_links (
     end_reason TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS account_links_one_active ON account_links (vin) WHERE ended_ms IS NULL;
-CREATE TABLE IF NOT EXISTS pairing_codes (
-    vin        TEXT PRIMARY KEY,
-    account    TEXT NOT NULL,
-    digest     BLOB NOT NULL,   -- keyed digest: the code itself is only ever in the car
-    issued_ms  INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0
-);
 CREATE TABLE IF NOT EXISTS account_consents (
     link_id    INTEGER NOT NULL,
     recipient  TEXT NOT NULL,
     granted_ms INTEGER NOT NULL,
     ended_ms   INTEGER,
     PRIMARY KEY (link_id, recipient)
-);
-CREATE TABLE IF NOT EXISTS account_messages (
-    n            INTEGER PRIMARY KEY AUTOINCREMENT,  -- the car applies only numbers above the last it applied
-    vin          TEXT NOT NULL,
-    signed       BLOB NOT NULL,
-    expires_ms   INTEGER NOT NULL,
-    published_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS owner_changes (
     vin        TEXT NOT NULL,
@@ -161,9 +157,10 @@ class AccountStore:
         signing_key: SigningKey | None = None,
         enrolled: Callable[[str], bool] = lambda _vin: True,
     ) -> None:
-        self._db = open_database(path, _SCHEMA)
+        self._db = open_database(path, _SCHEMA + pairing_codes.SCHEMA + account_messages.SCHEMA)
         self._sealer = sealer
-        self._key = signing_key
+        self._codes = PairingCodes(self._db, sealer)
+        self._messages = AccountMessages(self._db, signing_key)
         self._enrolled = enrolled
 
     def close(self) -> None:
@@ -203,13 +200,8 @@ class AccountStore:
                     f"vehicle {vin} is linked to {whose} already; the link ends in the portal (account unlink, "
                     "AGB 7.2) or when the car reports an owner change"
                 )
-            code = f"{secrets.randbelow(10**8):08d}"
-            expires = now + CODE_TTL
-            self._db.execute(
-                "INSERT OR REPLACE INTO pairing_codes VALUES (?, ?, ?, ?, ?, 0)",
-                (vin, account, self._sealer.digest(f"{vin}:{code}"), to_millis(now), to_millis(expires)),
-            )
-            self._queue(vin, {"type": PAIRING_CODE, "account": account, "code": code}, now, expires)
+            code, expires = self._codes.issue(vin, account, now)
+            self._messages.queue(vin, {"type": PAIRING_CODE, "account": account, "code": code}, now, expires)
         _LOGGER.info("security code for account %s sent into vehicle %s, valid until %s", account, vin, expires)
         return expires
 
@@ -225,27 +217,15 @@ class AccountStore:
         return outcome
 
     def _try_code(self, vin: str, account: str, code: str, now: datetime) -> Link | str:
-        row = self._db.execute(
-            "SELECT account, digest, expires_ms, attempts FROM pairing_codes WHERE vin=?", (vin,)
-        ).fetchone()
-        if row is None:
-            return "no security code is pending for this vehicle; request one (account request-code)"
-        wanted, digest, expires_ms, attempts = row[0], bytes(row[1]), int(row[2]), int(row[3])
-        if now >= from_millis(expires_ms):
-            self._db.execute("DELETE FROM pairing_codes WHERE vin=?", (vin,))
-            return f"the security code expired at {from_millis(expires_ms).isoformat()}; request a new one"
-        if account != wanted or not hmac.compare_digest(digest, self._sealer.digest(f"{vin}:{code}")):
-            attempts += 1
-            if attempts >= MAX_ATTEMPTS:
-                self._db.execute("DELETE FROM pairing_codes WHERE vin=?", (vin,))
-                return f"wrong security code; after {MAX_ATTEMPTS} wrong attempts the code is void: request a new one"
-            self._db.execute("UPDATE pairing_codes SET attempts=? WHERE vin=?", (attempts, vin))
-            return f"wrong security code for this account ({MAX_ATTEMPTS - attempts} attempt(s) left)"
-        self._db.execute("DELETE FROM pairing_codes WHERE vin=?", (vin,))
+        refused = self._codes.check(vin, account, code, now)
+        if refused is not None:
+            return refused
         cursor = self._db.execute(
             "INSERT INTO account_links (vin, account, linked_ms) VALUES (?, ?, ?)", (vin, account, to_millis(now))
         )
-        self._queue(vin, {"type": ACCOUNT_LINK, "account": account, "linked": True}, now, now + LINK_MESSAGE_TTL)
+        self._messages.queue(
+            vin, {"type": ACCOUNT_LINK, "account": account, "linked": True}, now, now + LINK_MESSAGE_TTL
+        )
         return Link(link_id=int(cursor.lastrowid or 0), vin=vin, account=account, linked=now)
 
     # -- links -----------------------------------------------------------------------------------
@@ -273,11 +253,11 @@ class AccountStore:
             ended = self._end_link(vin, now, reason)
             if ended is not None and tell_vehicle:
                 body = {"type": ACCOUNT_LINK, "account": ended.account, "linked": False}
-                self._queue(vin, body, now, now + LINK_MESSAGE_TTL)
+                self._messages.queue(vin, body, now, now + LINK_MESSAGE_TTL)
         return ended
 
     def _end_link(self, vin: str, now: datetime, reason: str) -> Link | None:
-        self._db.execute("DELETE FROM pairing_codes WHERE vin=?", (vin,))
+        self._codes.forget(vin)
         active = self.link(vin)
         if active is None:
             return None
@@ -383,39 +363,14 @@ class AccountStore:
                     _LOGGER.info("account %s deleted: its last contract ended over a year ago", account)
         return len(rows)
 
-    # -- messages into the car -------------------------------------------------------------------
-
-    def _queue(self, vin: str, body: dict[str, Any], now: datetime, expires: datetime) -> None:
-        if self._key is None:
-            raise AccountError("[keys] signing_key is not configured: messages into the car cannot be signed")
-        cursor = self._db.execute(
-            "INSERT INTO account_messages (vin, signed, expires_ms) VALUES (?, x'', ?)", (vin, to_millis(expires))
-        )
-        number = int(cursor.lastrowid or 0)
-        payload = {**body, "vin": vin, "n": number, "issued": to_millis(now), "expires": to_millis(expires)}
-        signed = sign1(cbor2.dumps(payload), self._key, kid=b"backend")
-        self._db.execute("UPDATE account_messages SET signed=? WHERE n=?", (signed, number))
+    # -- messages into the car (backend_stub.account_messages) ----------------------------------------
 
     def pending_messages(self, now: datetime) -> list[tuple[int, str, bytes]]:
-        """(n, vin, signed) not yet published and not expired, oldest first; expired ones are deleted
-        (a pairing code message holds the code: it is kept no longer than the code is valid)."""
-        with transaction(self._db):
-            self._db.execute("DELETE FROM account_messages WHERE expires_ms <= ?", (to_millis(now),))
-        return [
-            (int(n), vin, bytes(signed))
-            for n, vin, signed in self._db.execute(
-                "SELECT n, vin, signed FROM account_messages WHERE published_ms IS NULL ORDER BY n"
-            )
-        ]
+        """(n, vin, signed) not yet published and not expired, oldest first."""
+        return self._messages.pending(now)
 
     def mark_published(self, number: int, now: datetime) -> None:
-        """Delivered to the broker (which holds it for an offline car): the signed bytes, a security
-        code among them, are not kept."""
-        with transaction(self._db):
-            self._db.execute(
-                "UPDATE account_messages SET published_ms=?, signed=x'' WHERE n=?", (to_millis(now), number)
-            )
-        checkpoint(self._db)
+        self._messages.mark_published(number, now)
 
 
 def _link(row: tuple[Any, ...]) -> Link:
@@ -428,14 +383,3 @@ def _link(row: tuple[Any, ...]) -> Link:
         ended=None if ended is None else from_millis(ended),
         end_reason=reason,
     )
-
-
-_CODE = re.compile(r"[0-9]{8}")
-
-
-def check_code_format(code: str) -> str:
-    """A security code as the car shows it: 8 digits (spaces allowed, as a person may type them)."""
-    compact = code.replace(" ", "")
-    if not _CODE.fullmatch(compact):
-        raise AccountError("a security code is the 8 digits the car shows")
-    return compact
