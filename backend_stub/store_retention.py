@@ -59,20 +59,12 @@ class StoreRetention:
         `received_by`, and/or those of `vin` before `before` in its own order. The record itself stays
         (its sequence number still deduplicates a resend, still closes a gap) and is marked scrubbed.
         One transaction per batch, so ingest waits at most one batch. Returns the bodies changed."""
-        where, params = ["r.scrubbed_ms IS NULL"], list[Any]()
-        if received_by is not None:
-            where.append("r.received_ms <= ?")
-            params.append(to_millis(received_by))
-        if vin is not None:
-            where.append("r.vin = ?")
-            params.append(vin)
-        if before is not None:
-            where.append("(e.ordinal < ? OR (e.ordinal = ? AND r.seq < ?))")
-            params.extend((before.ordinal, before.ordinal, before.seq))
+        where, params = _selection(
+            "r.scrubbed_ms IS NULL", row="r", ordinal="e.ordinal", received_by=received_by, vin=vin, before=before
+        )
         query = "SELECT r.vin, r.epoch, r.seq, r.kind, r.body FROM records r "
         query += "LEFT JOIN epochs e ON e.vin = r.vin AND e.epoch = r.epoch WHERE "
-        query += " AND ".join(where)  # fixed conditions; every value is a parameter
-        query += " ORDER BY r.received_ms LIMIT ?"
+        query += where + " ORDER BY r.received_ms LIMIT ?"
         changed, stamp = 0, to_millis(now)
         while True:
             with self.transaction():
@@ -103,20 +95,11 @@ class StoreRetention:
     ) -> int:
         """Delete the last values of personal paths received at or before `received_by`, and/or of `vin`
         before `before` in its own order. Returns how many went."""
-        where, params = ["1"], list[Any]()
-        if received_by is not None:
-            where.append("received_ms <= ?")
-            params.append(to_millis(received_by))
-        if vin is not None:
-            where.append("vin = ?")
-            params.append(vin)
-        if before is not None:
-            where.append("(ordinal < ? OR (ordinal = ? AND seq < ?))")
-            params.extend((before.ordinal, before.ordinal, before.seq))
+        where, params = _selection("1", row="l", ordinal="l.ordinal", received_by=received_by, vin=vin, before=before)
         deleted = 0
         with self.transaction():
-            query = "SELECT vin, path FROM last_values WHERE "
-            query += " AND ".join(where)  # fixed conditions; every value is a parameter
+            query = "SELECT l.vin, l.path FROM last_values l WHERE "
+            query += where
             rows = self._db.execute(query, params).fetchall()
             for row_vin, path in rows:
                 if personal(path):
@@ -132,3 +115,27 @@ class StoreRetention:
         """How many of the vehicle's records have been through scrubbing."""
         (count,) = self._db.execute("SELECT count(*) FROM records WHERE vin=? AND scrubbed_ms IS NOT NULL", (vin,))
         return int(count[0])
+
+
+def _selection(
+    first: str,
+    *,
+    row: str,
+    ordinal: str,
+    received_by: datetime | None,
+    vin: str | None,
+    before: VehicleOrder | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and its parameters for rows received at or before `received_by`, and/or of `vin`
+    before `before` in its own order (`row`: the table's alias; `ordinal`: the column of its epoch's place)."""
+    where, params = [first], list[Any]()
+    if received_by is not None:
+        where.append(f"{row}.received_ms <= ?")
+        params.append(to_millis(received_by))
+    if vin is not None:
+        where.append(f"{row}.vin = ?")
+        params.append(vin)
+    if before is not None:
+        where.append(f"({ordinal} < ? OR ({ordinal} = ? AND {row}.seq < ?))")
+        params.extend((before.ordinal, before.ordinal, before.seq))
+    return " AND ".join(where), params  # fixed conditions; every value is a parameter
