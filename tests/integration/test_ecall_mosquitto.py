@@ -65,14 +65,16 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
                 # Every way a contract or a person could switch things off:
                 backend.issuer.book(VIN, "6AE")
                 backend.issuer.book(VIN, "6AC")
-                await eventually(lambda: agent.services.entitlements.running == {"6AE", "6AC"}, what="booked")
+                backend.issuer.book(VIN, "STORE-CONNECTED", "1y")  # a paid service, for the payment default
+                booked = {"6AE", "6AC", "STORE-CONNECTED"}
+                await eventually(lambda: agent.services.entitlements.running == booked, what="booked")
                 backend.issuer.cancel(VIN, "6AE")
                 backend.issuer.cancel(VIN, "6AC")
                 backend.issuer.suspend(VIN)
                 backend.issuer.deactivate_sim(VIN)  # the dealer: 6AE and 6AC end, the SIM stays for 112
                 for category in Category:
                     assert tcu_cli(["privacy", "--config", str(config), category.value, "block"]) == 0
-                await eventually(lambda: agent.services.entitlements.version >= 6, what="all files applied")
+                await eventually(lambda: agent.services.entitlements.version >= 7, what="all files applied")
                 entitlements = agent.services.entitlements
                 # A cancellation runs out after six weeks' notice (AGB 6.2); the payment default suspends the paid
                 # services and the intelligent call (AGB 5.5 c), never the legal eCall nor the SIM under it.
