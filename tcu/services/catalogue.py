@@ -103,6 +103,12 @@ class IncludedService:
     terms: tuple[Term, ...]  # two: the customer chooses ("[Laufzeit 3 Monate/Laufzeit 3 Jahre]")
     note: str | None = None
 
+    @property
+    def fixed_term(self) -> bool:
+        """A service with a fixed term: a paid one ("befristeter kostenpflichtiger Dienst", AGB 3.2), which
+        payment default suspends (AGB 5.5 c); an unlimited one comes with the car or the contract (AGB 1.3)."""
+        return Term.UNLIMITED not in self.terms
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceDefinition:
@@ -126,14 +132,44 @@ class ServiceDefinition:
         return tuple(s for s in self.services if brand in s.brands)
 
     def terms_for(self, brand: Brand) -> tuple[Term, ...]:
-        """The terms a booking of this code may have for `brand`: those its services list, in term order."""
-        offered = {t for s in self.services_for(brand) for t in s.terms}
+        """The terms a booking of this code may have for `brand`, in term order: those its fixed-term services
+        list; `unlimited` only for a code whose services are all unlimited. (Its unlimited services run
+        unlimited whatever term is booked: `included_terms`. Booking 6AP "unlimited" would let its 2+1
+        Lademanagement run for ever, never invoiced.)"""
+        services = self.services_for(brand)
+        offered = {t for s in services if s.fixed_term for t in s.terms} or {t for s in services for t in s.terms}
         return tuple(t for t in Term if t in offered)
+
+    def included_terms(self, brand: Brand, booked: Term) -> tuple[tuple[IncludedService, Term], ...]:
+        """Each service a booking with term `booked` gives `brand`, with the term it runs on: `booked` where the
+        service lists it, else the service's own (one term: checked at load). 6AP booked 2+1y: Lademanagement
+        and Remote 3D View 2+1y, Remote Services unlimited."""
+        return tuple((s, booked if booked in s.terms else s.terms[0]) for s in self.services_for(brand))
+
+    def check_terms(self) -> None:
+        """Raise ValueError for data `included_terms` cannot read: a service with an unlimited and a fixed
+        term, or one whose term a booking leaves open (several listed, none the booked one)."""
+        for service in self.services:
+            if service.fixed_term is (Term.UNLIMITED in service.terms) or len(set(service.terms)) != len(service.terms):
+                raise ValueError(f"{self.code} {service.name!r}: terms {[t.value for t in service.terms]}")
+        for brand in self.brands:
+            for booked in self.terms_for(brand):
+                for service in self.services_for(brand):
+                    if booked not in service.terms and len(service.terms) > 1:
+                        raise ValueError(
+                            f"{self.code} {service.name!r} for {brand}: booked {booked}, it lists "
+                            f"{[t.value for t in service.terms]}: which one runs?"
+                        )
 
 
 LEGAL_ECALL = "6AF"
 TELESERVICES = "6AE"
 INTELLIGENT_ECALL = "6AC"
+# The base services, by their names in the catalogue: the SIM is active while one of them runs
+# (AGB 6.1), whichever booked code brings it (6AE, 6AC, 612, 6U1/6U2/6U3, 6FP, 6UM).
+TELESERVICES_SERVICE = "Teleservices"
+INTELLIGENT_ECALL_SERVICE = "Intelligenter Notruf"
+BASE_SERVICES = frozenset({TELESERVICES_SERVICE, INTELLIGENT_ECALL_SERVICE})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +239,8 @@ class Catalogue:
                 )
                 for code, entry in entries.items()
             }
+            for definition in services.values():
+                definition.check_terms()
             prefixes = tuple(
                 sorted(((p, Category(c)) for p, c in raw["categories"].items()), key=lambda pc: -len(pc[0]))
             )
@@ -243,7 +281,13 @@ class Catalogue:
         offered = entry.terms_for(brand)
         if term not in offered:
             names = ", ".join(f"{t} ({t.label})" for t in offered)
-            return f"service {code} ({entry.name}) is offered for {brand} with the term(s) {names}, not {term}"
+            why = (
+                " (the term of a booking is one its fixed-term services list; its unlimited services run "
+                "unlimited anyway)"
+                if term is Term.UNLIMITED and any(not s.fixed_term for s in entry.services_for(brand))
+                else ""
+            )
+            return f"service {code} ({entry.name}) is offered for {brand} with the term(s) {names}, not {term}{why}"
         return None
 
     def category_of(self, path: str) -> Category:

@@ -101,7 +101,7 @@ class ServiceManager:
 
     def refresh(self, *, force: bool = False) -> bool:
         """Re-derive the entitlements at the current time; True (and on_change) when they changed."""
-        updated = derive(self._file, legal_ecall_equipped=self._legal, now=self._clock.now())
+        updated = derive(self._file, legal_ecall_equipped=self._legal, now=self._clock.now(), catalogue=self._catalogue)
         changed = updated != self._entitlements
         self._entitlements = updated
         if changed or force:
@@ -200,7 +200,7 @@ class ServiceManager:
         current = self._entitlements
         if current.sim is SimState.ACTIVE:
             return None
-        after = derive(file, legal_ecall_equipped=self._legal, now=self._clock.now())
+        after = derive(file, legal_ecall_equipped=self._legal, now=self._clock.now(), catalogue=self._catalogue)
         if after.sim is SimState.ACTIVE:
             return None
         return (

@@ -175,7 +175,24 @@ def _booking(item: Any, catalogue: Catalogue, first_registration: date | None) -
         booking.end()
     except (ValueError, OverflowError) as exc:
         raise _malformed(f"service {code}: its term ends after the year 9999 ({exc})") from exc
+    _check_included(booking, catalogue, first_registration)
     return booking
+
+
+def _check_included(booking: Booking, catalogue: Catalogue, first_registration: date | None) -> None:
+    """Each service the booking brings, on its own term, for every brand the code is offered to, must be
+    one the vehicle can compute (a 612 booked 3m brings 2+1y services, which need the first registration)."""
+    entry = catalogue.services[booking.code]
+    for brand in sorted(entry.brands):
+        for service, term in entry.included_terms(brand, booking.term):
+            try:
+                booking.for_term(term, first_registration=first_registration).end()
+            except ValueError as exc:
+                raise _malformed(f"service {booking.code}, its service {service.name!r} on {term}: {exc}") from exc
+            except OverflowError as exc:
+                raise _malformed(
+                    f"service {booking.code}: its service {service.name!r} on {term} ends after the year 9999"
+                ) from exc
 
 
 def parse_payload(payload: bytes, catalogue: Catalogue, *, vin: str | None = None) -> ProvisioningFile:

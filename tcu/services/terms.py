@@ -12,6 +12,9 @@ The terms (catalogue, "Dienste: ..."):
 - A fixed term that does not renew simply runs out: it cannot be cancelled, except on sale of the
   vehicle (AGB 7.4), with six weeks' notice (and no refund). A 2+1 term on sale ends at notice + 6
   weeks too, or earlier if its own end comes first.
+- A booking names an option code and one term; each service of the code runs on that term if it
+  lists it, otherwise on its own (6AP booked "2+1y": Lademanagement and Remote 3D View 2+1 from
+  first registration, Remote Services unlimited): `Booking.for_term` is the booking of one such service.
 - Store extensions ("Nachbuchung": 12, 6 or 1 months) bought before the end extend the end; one bought
   on or after the end starts at its purchase date, so a service never ends in the past. Extensions
   bought while the service runs are summed before they are added, so that their order cannot change
@@ -158,6 +161,28 @@ class Booking:
                 f"(deadline {deadline}, six weeks before the end of the two years on {self.first_end()}); "
                 f"the term renews to {self._natural_end(renews=True)}"
             )
+
+    def for_term(self, term: Term, *, first_registration: date | None = None) -> Booking:
+        """This booking as one included service with its own `term` runs it (a package's services keep their
+        own terms: tcu.services.catalogue `ServiceDefinition.included_terms`).
+
+        Same code and start; the vehicle's `first_registration` (a 3m or 1y booking does not keep it, but a
+        2+1y or 5y service in it runs from it; default: the booking's own). Store extensions buy more of
+        the booked term, so a service on another term has none. A notice of cancellation reaches it where
+        its term can be noticed: on sale always (AGB 7.4), otherwise an unlimited service (AGB 6.2: it
+        stops six weeks after the notice); a 5y, 1y or 3m service runs out. Raises ValueError when `term`
+        needs a first registration the booking does not have."""
+        if term is self.term:
+            return self
+        noticed = self.sale or term is Term.UNLIMITED
+        return Booking(
+            code=self.code,
+            term=term,
+            start=self.start,
+            first_registration=first_registration or self.first_registration,
+            cancelled_on=self.cancelled_on if noticed else None,
+            sale=self.sale and noticed,
+        )
 
     def first_end(self) -> date | None:
         """End of the term before any renewal or extension; None for unlimited."""

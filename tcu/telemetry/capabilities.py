@@ -50,6 +50,10 @@ def capability_report(
         "services": {code: status.value for code, status in sorted(entitlements.statuses.items())},
         "running": sorted(entitlements.running),
         "suspended": sorted(entitlements.suspended),
+        # Per code, the catalogue's services that run or are suspended (a code runs while any of its
+        # services does: 6AP's unlimited Remote Services outlive its 2+1 Lademanagement).
+        "services_running": {code: sorted(names) for code, names in sorted(entitlements.services_running.items())},
+        "services_suspended": {code: sorted(names) for code, names in sorted(entitlements.services_suspended.items())},
         "categories": categories,
     }
 

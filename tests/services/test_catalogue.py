@@ -294,17 +294,62 @@ def test_the_codes_the_issue_names() -> None:
 @pytest.mark.parametrize(
     ("code", "brand", "terms"),
     [
-        ("612", Brand.BMW, (Term.UNLIMITED, Term.YEARS_2_PLUS_1, Term.MONTHS_3)),
+        # A code with fixed-term services is booked on one of their terms, never "unlimited": its
+        # unlimited services (612 Teleservices, 6AP Remote Services) run unlimited anyway.
+        ("612", Brand.BMW, (Term.YEARS_2_PLUS_1, Term.MONTHS_3)),
         ("612", Brand.MINI, ()),
-        ("6AE", Brand.MINI, (Term.UNLIMITED,)),
+        ("6AP", Brand.BMW, (Term.YEARS_2_PLUS_1,)),
+        ("6AE", Brand.MINI, (Term.UNLIMITED,)),  # every service unlimited: booked unlimited
+        ("6FP", Brand.MINI, (Term.UNLIMITED,)),
         ("6AG", Brand.MINI, (Term.YEARS_2_PLUS_1,)),
         ("6AG", Brand.BMW_I, (Term.YEARS_5, Term.YEARS_2_PLUS_1)),
-        ("7GH", Brand.MINI, (Term.UNLIMITED, Term.YEARS_2_PLUS_1)),
+        ("7GH", Brand.MINI, (Term.YEARS_2_PLUS_1,)),
+        ("6U2", Brand.BMW, (Term.YEARS_2_PLUS_1,)),
         ("STORE-CONNECTED-EXCELLENCE", Brand.BMW, (Term.YEAR_1,)),
     ],
 )
 def test_the_terms_a_booking_may_have_per_code_and_brand(code: str, brand: Brand, terms: tuple[Term, ...]) -> None:
     assert CATALOGUE.services[code].terms_for(brand) == terms
+
+
+def test_a_paid_package_booked_unlimited_is_refused_naming_the_terms_it_offers() -> None:
+    for code in ("6AP", "612", "6U2"):
+        refusal = CATALOGUE.booking_refusal(code, Term.UNLIMITED, brand=Brand.BMW, equipment=None)
+        assert refusal is not None
+        assert "not unlimited" in refusal
+        assert "2+1y (Laufzeit 3 Jahre)" in refusal
+        assert "its unlimited services run unlimited anyway" in refusal
+    assert CATALOGUE.booking_refusal("6AC", Term.UNLIMITED, brand=Brand.BMW, equipment=None) is None
+
+
+def _included(code: str, brand: Brand, booked: Term) -> dict[str, Term]:
+    return {s.name: term for s, term in CATALOGUE.services[code].included_terms(brand, booked)}
+
+
+def test_each_included_service_runs_on_the_booked_term_if_it_lists_it_else_on_its_own() -> None:
+    assert _included("6AP", Brand.BMW, Term.YEARS_2_PLUS_1) == {
+        "Lademanagement": Term.YEARS_2_PLUS_1,
+        "Remote Services": Term.UNLIMITED,
+        "Remote 3D View": Term.YEARS_2_PLUS_1,
+    }
+    bmw_assist = _included("612", Brand.BMW, Term.MONTHS_3)
+    assert bmw_assist["Intelligenter Notruf"] is Term.MONTHS_3  # "[Laufzeit 3 Monate/Laufzeit 3 Jahre]"
+    assert bmw_assist["Online-Streckenführung"] is Term.YEARS_2_PLUS_1  # lists only "Laufzeit 3 Jahre"
+    assert bmw_assist["Teleservices"] is Term.UNLIMITED
+    assert _included("6AG", Brand.BMW, Term.YEARS_5) == {
+        "BMW/MINI eDrive Services": Term.YEARS_5,
+        "Lademanagement": Term.YEARS_2_PLUS_1,
+    }
+
+
+def test_data_whose_service_term_a_booking_leaves_open_is_refused_at_load() -> None:
+    codes = (
+        '[codes.6AE]\nname = "x"\nservices = [\n'
+        '  { service = "a", brands = ["BMW"], terms = ["Laufzeit 1 Jahr"] },\n'
+        '  { service = "b", brands = ["BMW"], terms = ["Laufzeit 3 Monate", "Laufzeit 3 Jahre"] },\n]\n'
+    )
+    with pytest.raises(ConfigError, match="booked 1y, it lists"):
+        Catalogue.load("[services.6AE]\ncategories = []\n[categories]\n", codes)
 
 
 def test_entries_without_an_option_code_are_not_equipment() -> None:

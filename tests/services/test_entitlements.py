@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from tcu.services.catalogue import Catalogue
 from tcu.services.entitlements import derive
+from tcu.services.personal import PersonalData
 from tcu.services.provisioning import ProvisioningFile
 from tcu.services.sim import SimState
 from tcu.services.terms import Term
+from tcu.telemetry.capabilities import capability_report
+from tcu.telemetry.data_policy import DataPolicy
 from tests.conftest import VIN
-from tests.services.provisioning_helpers import booking
+from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -38,3 +42,37 @@ def test_an_expired_term_stops_its_service() -> None:
     assert derive(file, legal_ecall_equipped=False, now=NOW).running == {"6AE", "6AM"}
     later = datetime(2027, 2, 1, tzinfo=UTC)  # 6AE's three months ended: the SIM goes with the base service
     assert derive(file, legal_ecall_equipped=False, now=later).sim is SimState.FULLY_DEACTIVATED
+
+
+def test_the_capability_report_names_the_services_that_run_and_the_ones_suspended() -> None:
+    file = ProvisioningFile(
+        vin=VIN,
+        version=3,
+        issued=NOW,
+        expires=NOW,
+        bookings=(booking("6AP"),),
+        suspended=frozenset({"6AP"}),
+        first_registration=FIRST_REGISTRATION,
+    )
+    e = derive(file, legal_ecall_equipped=True, now=NOW)
+    policy = DataPolicy(
+        catalogue=Catalogue.load(), entitlements=lambda: e, personal=PersonalData, require_services=True
+    )
+    report = capability_report(entitlements=e, policy=policy, available_signals=(), interval_s=5.0)
+    # 6AP alone brings no base service: eCall-only, so nothing runs; its paid services are suspended.
+    assert (report["sim"], report["running"], report["suspended"]) == ("telematics_deactivated", [], ["6AP"])
+    assert report["services_running"] == {}
+    assert report["services_suspended"] == {"6AP": ["Lademanagement", "Remote 3D View"]}
+
+
+def test_a_package_with_the_base_services_keeps_the_sim_without_6ae_or_6ac() -> None:
+    """The reviewer's case: a car with only 6U2 booked was fully deactivated, without intelligent call."""
+    file = ProvisioningFile(
+        vin=VIN, version=1, issued=NOW, expires=NOW, bookings=(booking("6U2"),), first_registration=FIRST_REGISTRATION
+    )
+    e = derive(file, legal_ecall_equipped=False, now=NOW)
+    assert (e.sim, e.intelligent_ecall, e.base_services) == (
+        SimState.ACTIVE,
+        True,
+        {"Teleservices", "Intelligenter Notruf"},
+    )

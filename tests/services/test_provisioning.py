@@ -174,6 +174,25 @@ def test_the_suspended_codes_round_trip_sorted(clock: ManualClock) -> None:
     assert cbor2.loads(encode_payload(file))["suspended"] == ["6AE", "6AM"]
 
 
+def test_a_package_whose_services_run_from_first_registration_needs_it(clock: ManualClock) -> None:
+    """612 booked 3m brings 2+1y services (Online-Streckenführung ...): without a first registration the
+    vehicle could not compute them, so the file is refused, naming the service."""
+    message = signed(KEY, VIN, 1, clock.now(), booking("612", Term.MONTHS_3), first_registration=None)
+    with pytest.raises(RejectedMessageError, match=r"service 612, its service '.*' on 2\+1y: .*first registration"):
+        _verify(message, clock)
+    accepted = signed(KEY, VIN, 1, clock.now(), booking("612", Term.MONTHS_3))
+    assert _verify(accepted, clock).file.codes == {"612"}
+
+
+def test_a_paid_package_booked_unlimited_is_refused_by_the_vehicle(clock: ManualClock) -> None:
+    catalogue = CATALOGUE.for_vehicle(VehicleFit(brand=Brand.BMW))
+    message = signed(KEY, VIN, 1, clock.now(), booking("6AP", Term.UNLIMITED))
+    with pytest.raises(
+        RejectedMessageError, match=r"6AP \(Lademanagement\) is offered for BMW with the term\(s\) 2\+1y"
+    ):
+        _verify(message, clock, catalogue=catalogue)
+
+
 def _payload(**service: object) -> bytes:
     entry = {"code": "6AM", "term": "2+1y", "start": "2026-11-01", **service}
     data = {
@@ -264,7 +283,7 @@ def test_a_vehicle_refuses_a_file_that_does_not_fit_its_build(
 
 def test_unstated_equipment_accepts_every_option_code_of_the_brand(clock: ManualClock) -> None:
     catalogue = CATALOGUE.for_vehicle(VehicleFit(brand=Brand.MINI))
-    message = signed(KEY, VIN, 1, clock.now(), booking("7GG", Term.UNLIMITED), booking("6AG", Term.YEARS_2_PLUS_1))
+    message = signed(KEY, VIN, 1, clock.now(), booking("7GG", Term.YEARS_2_PLUS_1), booking("6AG", Term.YEARS_2_PLUS_1))
     assert _verify(message, clock, catalogue=catalogue).file.codes == {"7GG", "6AG"}
     bmw_term = signed(KEY, VIN, 2, clock.now(), booking("6AG", Term.YEARS_5))  # eDrive: 5 years on a BMW only
     with pytest.raises(RejectedMessageError, match=r"offered for MINI with the term\(s\) 2\+1y"):

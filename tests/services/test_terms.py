@@ -225,3 +225,26 @@ def test_a_service_never_ends_in_the_past_of_its_last_purchase(
 def test_status_uses_utc_instants() -> None:
     booking = Booking(code="6AE", term=Term.YEAR_1, start=date(2026, 11, 23))
     assert booking.status(datetime(2027, 11, 22, 23, 59, 59, tzinfo=UTC)).value == "expiring"
+
+
+def test_a_service_on_its_own_term_in_a_booking_keeps_start_and_first_registration() -> None:
+    """612 booked "Laufzeit 3 Monate": its Online-Streckenführung lists only "Laufzeit 3 Jahre", so it runs
+    2+1 from first registration, which the 3m booking itself does not keep."""
+    booking = Booking(code="612", term=Term.MONTHS_3, start=BOOKED, extensions=(Extension(12, date(2027, 1, 5)),))
+    own = booking.for_term(Term.YEARS_2_PLUS_1, first_registration=REGISTERED)
+    assert (own.start, own.first_end(), own.extensions) == (BOOKED, date(2028, 3, 1), ())  # extensions buy 3m
+    assert booking.end() == date(2028, 2, 23)  # 3 months + the 12 bought
+    assert booking.for_term(Term.MONTHS_3) is booking
+    with pytest.raises(ValueError, match="runs from the vehicle's first registration"):
+        booking.for_term(Term.YEARS_5)
+
+
+def test_a_notice_reaches_a_service_on_its_own_term_as_that_term_allows() -> None:
+    noticed = Booking(
+        code="6AP", term=Term.YEARS_2_PLUS_1, start=BOOKED, first_registration=REGISTERED, cancelled_on=date(2027, 1, 5)
+    )
+    assert noticed.for_term(Term.UNLIMITED).end() == date(2027, 2, 16)  # AGB 6.2: six weeks
+    on_sale = Booking(code="612", term=Term.MONTHS_3, start=BOOKED, cancelled_on=date(2026, 12, 1), sale=True)
+    assert on_sale.for_term(Term.YEARS_2_PLUS_1, first_registration=REGISTERED).end() == date(2027, 1, 12)
+    five = Booking(code="6AG", term=Term.YEARS_5, start=BOOKED, first_registration=REGISTERED)
+    assert five.for_term(Term.YEARS_2_PLUS_1).renews(), "a 5y booking carries no notice: its 2+1 service renews"
