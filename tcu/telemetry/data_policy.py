@@ -27,8 +27,9 @@ from tcu.services.personal import PersonalData
 from tcu.uplink.overflow_notice import OVERFLOW
 from tcu.uplink.records import Record, RecordKind
 
-# Event types that answer the backend or account for the queue: not data collected in the car.
-ANSWERS = frozenset({"provisioning_result", "capabilities", "measure_result", OVERFLOW})
+# Event types that answer the backend or account for the queue: not data collected in the car. An
+# owner change goes up too: it is what makes the backend delete the seller's personal data (AGB 7.2).
+ANSWERS = frozenset({"provisioning_result", "capabilities", "measure_result", "owner_change", OVERFLOW})
 
 
 @dataclass(frozen=True, slots=True)

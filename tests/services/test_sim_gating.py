@@ -109,6 +109,7 @@ async def test_a_remote_measure_is_refused_while_the_sim_is_not_active(tmp_path:
         (RecordKind.EVENT, {"type": "capabilities"}, True),
         (RecordKind.EVENT, {"type": "measure_result"}, True),
         (RecordKind.EVENT, {"type": "queue_overflow"}, True),
+        (RecordKind.EVENT, {"type": "owner_change"}, True),  # the backend must delete the seller's data
         (RecordKind.EVENT, {"type": "vin_mismatch"}, False),
         (RecordKind.EVENT, {"type": "door_opened"}, False),
         (RecordKind.EVENT, {}, False),
