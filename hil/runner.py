@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -240,14 +241,19 @@ class ScenarioRunner:
         drain = AgentProcess(config, env={"TCU_BROKER_URL": bench.netem.url}, log=self.workdir / "agent.log")
         await drain.start()
         status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
+        outbox = bench.layout.data_dir(self.scenario.vin) / "outbox.sqlite3"
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
-                while True:
+                empty_since: float | None = None
+                # Empty for two seconds on end: the drain agent answers what the backend sends it at
+                # connect (a retained order, a file) with records of its own, acknowledged a moment later.
+                while empty_since is None or time.monotonic() - empty_since < _DRAIN_SETTLE_S:
                     await asyncio.sleep(0.5)
                     status = read_status(status_path)
-                    if status and status["link"]["up"] and status["queue"]["depth"] == 0:
-                        break
-        await asyncio.sleep(1.0)  # the backend commits the last batch
+                    if status and status["link"]["up"] and _queue_depth(outbox) == 0:
+                        empty_since = time.monotonic() if empty_since is None else empty_since
+                    else:
+                        empty_since = None
         await drain.stop()
 
     def _evidence(self, bench: Bench) -> Evidence:
@@ -499,3 +505,12 @@ ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
     **BILLING_ACTIONS,
     **OWNERSHIP_ACTIONS,
 }
+
+
+_DRAIN_SETTLE_S = 2.0
+
+
+def _queue_depth(outbox: Path) -> int:
+    """Records in the vehicle's queue, read from the file itself (the status file lags by its interval)."""
+    with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5)) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
