@@ -50,34 +50,36 @@ def private_database(path: Path) -> None:
     """Make sure the SQLite database `path` and its existing sidecar files are 0600, creating it if missing.
 
     Call before `sqlite3.connect`. A file made before this rule (0644) is narrowed, and the log says so.
-    Raises OSError when the file can be neither opened nor created. SQLite's in-memory name is left alone.
+    Raises OSError when the file can be neither created nor inspected. SQLite's in-memory name is left alone.
+
+    An existing file is never opened here, only stat'ed and chmod'ed by name: SQLite's locks are POSIX
+    advisory locks, which a process loses on *every* descriptor of the file the moment it closes any one
+    of them (sqlite.org/howtocorrupt.html §2.2). The backend opens several stores on one database, and a
+    CLI command beside the running backend did too: an open-and-close here dropped the locks of the
+    connections already open, and the next process deleted the live `-wal` as if it were the last user.
     """
     if str(path) == ":memory:":
         return
     private_directory(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        _narrow(path, fd)
-    finally:
-        os.close(fd)
-    for suffix in SQLITE_SIDECARS:
-        sidecar = path.with_name(path.name + suffix)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # a file this call created: no connection can hold a lock on it yet
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDECARS)):
         try:
-            fd = os.open(sidecar, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            mode = stat.S_IMODE(candidate.stat().st_mode)
         except FileNotFoundError:
             continue
-        try:
-            _narrow(sidecar, fd)
-        finally:
-            os.close(fd)
+        _narrow(candidate, mode)
 
 
-def _narrow(path: Path, fd: int) -> None:
-    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+def _narrow(path: Path, mode: int) -> None:
     if not mode & _GROUP_OR_OTHERS:
         return
     try:
-        os.fchmod(fd, mode & ~_GROUP_OR_OTHERS)
+        path.chmod(mode & ~_GROUP_OR_OTHERS)
     except PermissionError as exc:  # not ours: say so, and go on with what the owner allows
         _LOGGER.error("%s is accessible by group/others (mode %04o) and cannot be narrowed: %s", path, mode, exc)
         return

@@ -13,6 +13,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tcu.clock import ManualClock
 from tcu.config import QueueConfig, load_agent_config
 from tcu.errors import ConfigError, KeyFileError
 from tcu.keys import load_private_key, write_box_keypair
+from tcu.private_files import private_database
 from tcu.uplink.envelope import seal_record
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.records import Record, RecordKind
@@ -168,3 +171,37 @@ def test_a_private_key_others_can_read_is_refused_by_the_same_check(tmp_path: Pa
     private.chmod(0o640)
     with pytest.raises(KeyFileError, match=rf"private key {private} .*mode 0640\); run: chmod 600 {private}$"):
         load_private_key(private)
+
+
+def test_checking_a_database_keeps_the_locks_of_this_process_s_open_connections(tmp_path: Path) -> None:
+    """POSIX locks vanish when a process closes *any* descriptor of the file: the check must not open it.
+
+    A store opened beside another one of the same process (the backend's stores share one database,
+    a CLI command opens several) must leave the first connection's lock in place, or another process
+    takes the database as unused and deletes its live -wal (sqlite.org/howtocorrupt.html §2.2).
+    """
+    path = tmp_path / "backend.sqlite3"
+    private_database(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # the write lock
+    holder.execute("INSERT INTO t VALUES (1)")
+    private_database(path)  # what the next store of this process does before it connects
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+            "try:\n    db.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError as e:\n    print(e)\n"
+            "else:\n    print('got the write lock')\n",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.strip() == "database is locked"
+    holder.execute("COMMIT")
+    holder.close()
