@@ -103,3 +103,12 @@ def test_no_example_uses_a_code_or_term_the_terms_do_not_have() -> None:
         text = path.read_text()
         assert "6NR" not in text, f"{path.name} names 6NR: real-time traffic is 6AM"
         assert not re.search(r"""(--term |term = ")3y\b""", text), f"{path.name} books the flat 3y term"
+
+
+def test_every_rule_row_renders_inside_its_table() -> None:
+    """A row after a blank line is plain text in Markdown, not part of the table above it."""
+    lines = SERVICES_DOC.read_text().splitlines()
+    for number, line in enumerate(lines[1:-1], start=1):
+        starts_a_table = lines[number + 1].startswith("|---")
+        if line.startswith("| ") and not lines[number - 1].startswith("|") and not starts_a_table:
+            pytest.fail(f"docs/services.md:{number + 1}: a table row outside its table: {line[:60]}")
