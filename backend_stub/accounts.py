@@ -208,6 +208,9 @@ class AccountStore:
     def pair(self, vin: str, account: str, code: str, now: datetime) -> Link:
         """The customer enters the code read in the car: the link (and the contract) begins, or a refusal."""
         account = _account_id(account)
+        if not self._db.execute("SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone():
+            # A mistyped account name is not a guess at the code: it costs no attempt.
+            raise AccountError(f"no account {account}: check the name, or create it (backend-stub account create)")
         with transaction(self._db):  # a refusal commits too: the count of wrong attempts must stand
             outcome = self._try_code(vin, account, code, now)
         if isinstance(outcome, str):

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from backend_stub.account_cli import COMMANDS as ACCOUNT_COMMANDS
 from backend_stub.account_cli import add_account_parsers, run_account_command
 from backend_stub.app import BackendStub
 from backend_stub.call_centre import read_call_centre_cases
+from backend_stub.cli_args import calendar_date, moment
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.errors import BackendConfigError, BackendError, UnknownVehicleError
 from backend_stub.invoice_cli import add_invoice_parser, run_invoice_command
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument(
         "--first-registration",
-        type=date.fromisoformat,
+        type=calendar_date,
         help="YYYY-MM-DD, the vehicle's first registration (Erstzulassung): 5y and 2+1y terms run from it "
         "(default: the day a new vehicle is enrolled; a re-enrolment without the option keeps what is recorded)",
     )
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     last.add_argument("vin")
     records = commands.add_parser("records", help="records received from a vehicle")
     records.add_argument("vin")
-    records.add_argument("--since", type=datetime.fromisoformat, help="ISO time, e.g. 2026-11-23T10:00Z")
+    records.add_argument("--since", type=moment, help="ISO time, e.g. 2026-11-23T10:00Z")
     records.add_argument("--kind", choices=("telemetry", "event", "ecall"))
     records.add_argument("--limit", type=int)
     rejections = commands.add_parser("rejections", help="messages refused, with the reason")
@@ -112,7 +113,7 @@ def _provision_parser(commands: Any) -> None:
         help="unlimited, 5y, 2+1y (Laufzeit 3 Jahre), 1y or 3m, as the catalogue offers it for the code and "
         "brand (default: the only one it offers)",
     )
-    book.add_argument("--start", type=date.fromisoformat, help="YYYY-MM-DD (default: today, UTC)")
+    book.add_argument("--start", type=calendar_date, help="YYYY-MM-DD (default: today, UTC)")
     cancel = actions.add_parser(
         "cancel",
         help="give notice: unlimited services stop six weeks later; a 2+1 term noticed in time does not renew; "
@@ -121,12 +122,12 @@ def _provision_parser(commands: Any) -> None:
     target = cancel.add_mutually_exclusive_group(required=True)
     target.add_argument("--service")
     target.add_argument("--contract", action="store_true", help="the ConnectedDrive contract (AGB 6.2)")
-    cancel.add_argument("--on", type=date.fromisoformat, help="date of the notice (default: today, UTC)")
+    cancel.add_argument("--on", type=calendar_date, help="date of the notice (default: today, UTC)")
     cancel.add_argument("--sale", action="store_true", help="notice on sale of the vehicle (AGB 7.4)")
     extend = actions.add_parser("extend", help="buy a store extension of a service's term")
     extend.add_argument("--service", required=True)
     extend.add_argument("--months", type=int, required=True, choices=sorted(EXTENSION_MONTHS, reverse=True))
-    extend.add_argument("--on", type=date.fromisoformat, help="purchase date (default: today, UTC)")
+    extend.add_argument("--on", type=calendar_date, help="purchase date (default: today, UTC)")
     suspend = actions.add_parser(
         "suspend",
         help="payment default by hand: suspend the given booked codes' paid (fixed-term) services; without "

@@ -135,7 +135,11 @@ def choose_term(catalogue: Catalogue, code: str, term: Term | str | None, brand:
         except ValueError as exc:
             raise ProvisioningError(str(exc)) from exc
     entry = catalogue.services.get(code)
-    offered = entry.terms_for(brand) if entry is not None else ()
+    if entry is None:
+        raise ProvisioningError(
+            f"unknown service code {code!r}; the catalogue has {', '.join(sorted(catalogue.services))}"
+        )
+    offered = entry.terms_for(brand)
     if len(offered) != 1:
         names = ", ".join(f"{t} ({t.label})" for t in offered) or "none"
         raise ProvisioningError(f"service {code}: give a term; the catalogue offers for {brand}: {names}")

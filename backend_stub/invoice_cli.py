@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from backend_stub.cli_args import calendar_date
 from backend_stub.config import BackendConfig
 from backend_stub.errors import BackendConfigError
 from backend_stub.invoices import Billing, Invoice, InvoiceStore, Reconciled, parse_amount
@@ -41,7 +42,7 @@ def add_invoice_parser(commands: Any) -> None:
     issue.add_argument("--service", required=True, help="option code of the booked service, e.g. 6AM")
     issue.add_argument("--amount", required=True, help="price in euros, e.g. 49.90")
     issue.add_argument("--item", help="what is invoiced (default: the booking, e.g. '6AM 1y from 2026-11-01')")
-    issue.add_argument("--invoiced", type=date.fromisoformat, help="invoice date YYYY-MM-DD (default: today, UTC)")
+    issue.add_argument("--invoiced", type=calendar_date, help="invoice date YYYY-MM-DD (default: today, UTC)")
     listing = actions.add_parser("list", help="invoices, all or of one vehicle, with what is overdue")
     listing.add_argument("vin", nargs="?")
     pay = actions.add_parser(
@@ -49,7 +50,7 @@ def add_invoice_parser(commands: Any) -> None:
         help="record a payment; a code is resumed once none of its invoices is overdue (not one suspended by hand)",
     )
     pay.add_argument("number", type=int)
-    pay.add_argument("--on", type=date.fromisoformat, help="payment date YYYY-MM-DD (default: today, UTC)")
+    pay.add_argument("--on", type=calendar_date, help="payment date YYYY-MM-DD (default: today, UTC)")
     check = actions.add_parser(
         "check", help="suspend the codes of overdue invoices and resume the paid ones, as the invoices say today"
     )

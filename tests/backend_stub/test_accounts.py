@@ -140,6 +140,16 @@ def test_wrong_codes_are_refused_counted_and_void_the_code(world: World) -> None
     assert world.accounts.links(VIN) == []
 
 
+def test_a_mistyped_account_name_is_named_and_costs_no_attempt(world: World) -> None:
+    world.accounts.create(ANNA, name="Anna", email="a@example.org", now=world.clock.now())
+    world.accounts.request_code(VIN, ANNA, world.clock.now())
+    world.deliver()
+    for _ in range(MAX_ATTEMPTS + 1):
+        with pytest.raises(AccountError, match="no account nobody@example.org: check the name"):
+            world.accounts.pair(VIN, "nobody@example.org", world.shown_code(), world.clock.now())
+    assert world.accounts.pair(VIN, ANNA, world.shown_code(), world.clock.now()).account == ANNA
+
+
 def test_the_code_expires(world: World) -> None:
     world.accounts.create(ANNA, name="Anna", email="a@example.org", now=world.clock.now())
     world.accounts.request_code(VIN, ANNA, world.clock.now())

@@ -220,3 +220,13 @@ def test_capabilities_shows_the_last_report_as_sent(bench, capsys) -> None:
     out = capsys.readouterr().out
     assert "provisioning_version=2  sim=active  running=['6AE']" in out
     assert "category=position  transmitted=False  reason=no consent" in out
+
+
+def test_an_unknown_code_and_a_mistyped_date_get_plain_answers(bench, capsys) -> None:
+    enroll(bench, VIN)
+    capsys.readouterr()
+    assert cli(bench, "provision", "book", VIN, "--service", "6NR") == 2
+    assert "unknown service code '6NR'; the catalogue has" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(bench, "provision", "book", VIN, "--service", "6AE", "--start", "01.12.2026")
+    assert "argument --start: expected a date YYYY-MM-DD, got '01.12.2026'" in capsys.readouterr().err
