@@ -145,7 +145,7 @@ def test_a_mistyped_account_name_is_named_and_costs_no_attempt(world: World) -> 
     world.accounts.request_code(VIN, ANNA, world.clock.now())
     world.deliver()
     for _ in range(MAX_ATTEMPTS + 1):
-        with pytest.raises(AccountError, match="no account nobody@example.org: check the name"):
+        with pytest.raises(AccountError, match=r"no account nobody@example\.org: check the name"):
             world.accounts.pair(VIN, "nobody@example.org", world.shown_code(), world.clock.now())
     assert world.accounts.pair(VIN, ANNA, world.shown_code(), world.clock.now()).account == ANNA
 
