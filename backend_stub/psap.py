@@ -214,8 +214,14 @@ class PsapStub(LineServer[PsapCall]):
             if self.behaviour.resend_invalid and len(call.msds) <= _MAX_RESENDS:
                 self._send(call, "SEND-MSD")
             return
-        _LOGGER.info("PSAP call %d: MSD %d from %s at %s, %s", call.id, msd.message_identifier, msd.vin,
-                     msd.latitude_deg, msd.longitude_deg)  # fmt: skip
+        _LOGGER.info(
+            "PSAP call %d: MSD %d from %s at %s, %s",
+            call.id,
+            msd.message_identifier,
+            msd.vin,
+            msd.latitude_deg,
+            msd.longitude_deg,
+        )
         if self.behaviour.al_ack:
             self._send(call, "AL-ACK", "clear-down" if self.behaviour.clear_down_with_ack else "positive")
             if self.behaviour.voice_s is not None and not self.behaviour.clear_down_with_ack:
@@ -256,9 +262,19 @@ class PsapStub(LineServer[PsapCall]):
             with self._db:
                 self._db.execute(
                     "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row["call_id"], to_millis(received.received), row["kind"], row["message_identifier"], row["vin"],
-                     row["latitude_deg"], row["longitude_deg"], row["position_trusted"], row["raw_hex"], row["error"]),
-                )  # fmt: skip
+                    (
+                        row["call_id"],
+                        to_millis(received.received),
+                        row["kind"],
+                        row["message_identifier"],
+                        row["vin"],
+                        row["latitude_deg"],
+                        row["longitude_deg"],
+                        row["position_trusted"],
+                        row["raw_hex"],
+                        row["error"],
+                    ),
+                )
         except sqlite3.Error as exc:
             # The record is for people afterwards; the emergency call in progress must not pay for a
             # full disk or a locked database: the MSD stays in memory and is acknowledged as usual.

@@ -51,9 +51,16 @@ def _personal(runner: ScenarioRunner, bench: Bench) -> PersonalStore:
 
 async def _tcu(bench: Bench, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tcu.cli", *args, "--config", str(bench.agent.config),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tcu.cli",
+        *args,
+        "--config",
+        str(bench.agent.config),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate()
     if process.returncode:
         raise ConfigError(f"tcu {' '.join(args)} failed: {err.decode(errors='replace').strip()[-500:]}")

@@ -175,8 +175,22 @@ def test_account_pairing_by_security_code_then_a_driver_profile(layout: BenchLay
         accounts.close()
 
     account = ["--account", "anna@example.org", "--config", backend_config]
-    assert backend_cli(["account", "create", "anna@example.org", "--name", "Anna", "--email", "a@example.org",
-                        "--config", backend_config]) == 0  # fmt: skip
+    assert (
+        backend_cli(
+            [
+                "account",
+                "create",
+                "anna@example.org",
+                "--name",
+                "Anna",
+                "--email",
+                "a@example.org",
+                "--config",
+                backend_config,
+            ]
+        )
+        == 0
+    )
     assert backend_cli(["account", "request-code", VIN, *account]) == 0
     assert "read it in the car" in capsys.readouterr().out
     deliver()

@@ -42,8 +42,14 @@ from hil.devices.pty_device import PtyDevice, PtyPort, UnpluggedError
 from tcu.sources.modem import PROFILES, CallStatus, EcallIndication, EcallType, ModemProfile, SimStatus
 
 _LOGGER = logging.getLogger(__name__)
-_CME_TEXT = {3: "operation not allowed", 4: "operation not supported", 10: "SIM not inserted",
-             11: "SIM PIN required", 30: "no network service", 50: "incorrect parameters"}  # fmt: skip
+_CME_TEXT = {
+    3: "operation not allowed",
+    4: "operation not supported",
+    10: "SIM not inserted",
+    11: "SIM PIN required",
+    30: "no network service",
+    50: "incorrect parameters",
+}
 _PSAP_URCS = {
     "CONNECTED": EcallIndication.CONNECTED,
     "SEND-MSD": EcallIndication.SEND_MSD,

@@ -73,9 +73,17 @@ class EcallTimers:
 
     def __post_init__(self) -> None:
         for name in (
-            "t2_s", "t5_s", "t6_s", "t7_s", "t9_s", "t10_s", "dial_timeout_s", "redial_interval_s",
-            "drop_redial_window_s", "drop_redial_interval_s",
-        ):  # fmt: skip
+            "t2_s",
+            "t5_s",
+            "t6_s",
+            "t7_s",
+            "t9_s",
+            "t10_s",
+            "dial_timeout_s",
+            "redial_interval_s",
+            "drop_redial_window_s",
+            "drop_redial_interval_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"ecall.timers.{name}: must be > 0, got {getattr(self, name)}")
         if self.redial_min_gap_s < 0:

@@ -153,8 +153,9 @@ class EcallService:
 
     def _default_modem(self, on_event: Callable[[mc.ModemEvent], None]) -> EcallModem:
         c = self.config
-        settings = mc.ModemClientConfig(port=c.port, baudrate=c.baudrate, profile=c.profile,
-                                        command_timeout_s=c.command_timeout_s)  # fmt: skip
+        settings = mc.ModemClientConfig(
+            port=c.port, baudrate=c.baudrate, profile=c.profile, command_timeout_s=c.command_timeout_s
+        )
         return mc.ModemClient(settings, on_event=on_event)
 
     @property
@@ -260,8 +261,12 @@ class EcallService:
         else:
             reason = f"{detected.trigger.reason}: {route.reason}"
             _LOGGER.error("eCall unavailable: %s", reason)
-            body = {"event": "ecall_unavailable", "call_type": call_type.value, "reason": reason,
-                    "at_ms": to_millis(detected.at)}  # fmt: skip
+            body = {
+                "event": "ecall_unavailable",
+                "call_type": call_type.value,
+                "reason": reason,
+                "at_ms": to_millis(detected.at),
+            }
             self._deliver(Record(kind=RecordKind.ECALL, created=detected.at, body=body))
 
     def _ask_intelligent(self) -> bool:
@@ -351,8 +356,15 @@ class EcallService:
     def _emit(self, report: sm.Report) -> None:
         quiet = report.event in ("transition", "ll_ack") and report.from_state is not EcallState.IDLE  # INFO
         log = _LOGGER.info if quiet else _LOGGER.warning
-        log("eCall %d (%s) %s: %s → %s: %s", report.session, report.call_type.value, report.event,
-            report.from_state.value, report.to_state.value, report.reason)  # fmt: skip
+        log(
+            "eCall %d (%s) %s: %s → %s: %s",
+            report.session,
+            report.call_type.value,
+            report.event,
+            report.from_state.value,
+            report.to_state.value,
+            report.reason,
+        )
         self._deliver(Record(kind=RecordKind.ECALL, created=report.at, body=report.body()))
 
     def _deliver(self, record: Record) -> None:
@@ -368,8 +380,9 @@ class EcallService:
             return
         (self.active.set if started else self.active.clear)()
         call_type = self._call_type()
-        activity = EcallActivity(started=started, session=self._session, call_type=call_type,
-                                 state=self._machine.state, at=self._clock.now())  # fmt: skip
+        activity = EcallActivity(
+            started=started, session=self._session, call_type=call_type, state=self._machine.state, at=self._clock.now()
+        )
         for listener in tuple(self._listeners):
             try:
                 listener(activity)

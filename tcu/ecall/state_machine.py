@@ -374,9 +374,17 @@ class EcallStateMachine:
 
     def _report(self, event: str, previous: EcallState, reason: str, **details: str | int | float | bool) -> None:
         s = self._require()
-        report = Report(event=event, session=s.number, call_type=s.call_type, from_state=previous,
-                        to_state=self._state, reason=reason, at=self._now.wall, session_started=s.started.wall,
-                        details=dict(details))  # fmt: skip
+        report = Report(
+            event=event,
+            session=s.number,
+            call_type=s.call_type,
+            from_state=previous,
+            to_state=self._state,
+            reason=reason,
+            at=self._now.wall,
+            session_started=s.started.wall,
+            details=dict(details),
+        )
         self._out.append(report)
 
 
@@ -386,6 +394,9 @@ _TO_VOICE = {
     "T6": "T6: no AL-ACK within {t.t6_s:g} s of the LL-ACK; voice",
 }
 _STATE_TIMERS: Mapping[EcallState, tuple[str, ...]] = {  # timers that end when their state is left
-    EcallState.TRIGGERED: ("redial",), EcallState.DIALLING: ("dial",), EcallState.CALL_ESTABLISHED: ("T5",),
-    EcallState.MSD_SENT: ("T6", "T7"), EcallState.CALLBACK_WINDOW: ("T9",),
-}  # fmt: skip
+    EcallState.TRIGGERED: ("redial",),
+    EcallState.DIALLING: ("dial",),
+    EcallState.CALL_ESTABLISHED: ("T5",),
+    EcallState.MSD_SENT: ("T6", "T7"),
+    EcallState.CALLBACK_WINDOW: ("T9",),
+}

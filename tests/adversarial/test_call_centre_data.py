@@ -71,8 +71,17 @@ def test_hostile_fields_are_dropped_each_with_its_reason() -> None:
     )
     case = parse_case(VIN, body, NOW)
     named = " | ".join(case.problems)
-    for field in ("at_ms", "fallback_to_112", "occupants", "severity", "call_type", "vehicle.model",
-                  "vehicle.propulsion", "signal 'Vehicle.Speed'", "signal 5"):  # fmt: skip
+    for field in (
+        "at_ms",
+        "fallback_to_112",
+        "occupants",
+        "severity",
+        "call_type",
+        "vehicle.model",
+        "vehicle.propulsion",
+        "signal 'Vehicle.Speed'",
+        "signal 5",
+    ):
         assert field in named, field
     assert (case.at, case.fallback_to_112, case.occupants_belted, case.model) == (None, None, None, None)
     assert case.colour == "rot", "the good fields stay"

@@ -56,11 +56,57 @@ T = TypeVar("T")
 
 # Field texts an attacker (or a noisy line) would try, mixed with plausible ones.
 NASTY_NUMBERS = (
-    "", "0", "-0", "1", "nan", "NaN", "inf", "-inf", "Infinity", "1e999", "-1e999", "1_0", "0x10", " 1", "²",
-    "٣", "9" * 5000, "1" * 20, "4807.038", "9000.0000", "9100.0000", "8959.9999", "18000.0000", "18100.0000",
-    "01131.000", "12345", "123519", "235960", "240000", "230394", "311299", "290200", "000000", "999999",
-    "1.5", "0.9", "545.4", "084.4", "360.0", "360.1", "-1", "A", "V", "M", "N", "S", "E", "W", "T", "K",
-)  # fmt: skip
+    "",
+    "0",
+    "-0",
+    "1",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e999",
+    "-1e999",
+    "1_0",
+    "0x10",
+    " 1",
+    "²",
+    "٣",
+    "9" * 5000,
+    "1" * 20,
+    "4807.038",
+    "9000.0000",
+    "9100.0000",
+    "8959.9999",
+    "18000.0000",
+    "18100.0000",
+    "01131.000",
+    "12345",
+    "123519",
+    "235960",
+    "240000",
+    "230394",
+    "311299",
+    "290200",
+    "000000",
+    "999999",
+    "1.5",
+    "0.9",
+    "545.4",
+    "084.4",
+    "360.0",
+    "360.1",
+    "-1",
+    "A",
+    "V",
+    "M",
+    "N",
+    "S",
+    "E",
+    "W",
+    "T",
+    "K",
+)
 HEX = "0123456789ABCDEF"
 
 
@@ -247,9 +293,18 @@ def test_nmea_stream_refuses_a_megabyte_line_without_parsing_it() -> None:
 
 
 NMEA_CASE_IDS = (
-    "nan", "inf", "1e999", "NaN-speed", "underscore", "latitude>90", "31-feb", "superscript", "arabic-indic",
-    "4300-digit-limit", "overflow-to-inf",
-)  # fmt: skip
+    "nan",
+    "inf",
+    "1e999",
+    "NaN-speed",
+    "underscore",
+    "latitude>90",
+    "31-feb",
+    "superscript",
+    "arabic-indic",
+    "4300-digit-limit",
+    "overflow-to-inf",
+)
 
 
 @pytest.mark.parametrize(
@@ -306,9 +361,21 @@ def isotp_line(draw: st.DrawFn) -> str:
 
 
 ELM_STATUS_LINES = (
-    "NO DATA", "?", "SEARCHING...", "BUS INIT: ...ERROR", "CAN ERROR", "ERR94", "STOPPED", "<DATA ERROR",
-    "7E8 04 41 0C <RX ERROR", "BUFFER FULL", "014", "FFF", "000", "ELM327 v1.5",
-)  # fmt: skip
+    "NO DATA",
+    "?",
+    "SEARCHING...",
+    "BUS INIT: ...ERROR",
+    "CAN ERROR",
+    "ERR94",
+    "STOPPED",
+    "<DATA ERROR",
+    "7E8 04 41 0C <RX ERROR",
+    "BUFFER FULL",
+    "014",
+    "FFF",
+    "000",
+    "ELM327 v1.5",
+)
 
 
 @st.composite
@@ -413,9 +480,21 @@ def test_obd_pid_decoders_take_any_byte_count(payload: bytes, pid: int) -> None:
 
 
 AT_HEADS = (
-    "+CME ERROR: ", "+CMS ERROR: ", "+CREG: ", "+CSQ: ", "+CPIN: ", "+CECALL: ", "+CECALLIND: ", "+UUECALLSTAT: ",
-    "OK", "ERROR", "RING", "NO CARRIER", "+", "+1: ",
-)  # fmt: skip
+    "+CME ERROR: ",
+    "+CMS ERROR: ",
+    "+CREG: ",
+    "+CSQ: ",
+    "+CPIN: ",
+    "+CECALL: ",
+    "+CECALLIND: ",
+    "+UUECALLSTAT: ",
+    "OK",
+    "ERROR",
+    "RING",
+    "NO CARRIER",
+    "+",
+    "+1: ",
+)
 
 
 @st.composite

@@ -103,8 +103,20 @@ def world(tmp_path: Path, vehicle_key: PrivateKey, backend_key: PrivateKey) -> I
     service.attach(ingest)
     personal = PersonalStore(tmp_path / "car" / "personal.cbor")
     car = AccountMessages(vin=VIN, verify_key=signing.verify_key, personal=personal, clock=clock)
-    yield World(clock, store, accounts, provisioning, issuer, service, ingest, Box(vehicle_key, backend_key.public_key),
-                car, personal, billing, invoices)  # fmt: skip
+    yield World(
+        clock,
+        store,
+        accounts,
+        provisioning,
+        issuer,
+        service,
+        ingest,
+        Box(vehicle_key, backend_key.public_key),
+        car,
+        personal,
+        billing,
+        invoices,
+    )
     invoices.close()
     accounts.close()
     provisioning.close()
@@ -280,9 +292,12 @@ def test_the_same_owner_change_taken_twice_changes_nothing(world: World) -> None
     # A replay of the report (a resend after a lost ack) is a duplicate: Ben stays linked.
     world.send(body, kind=RecordKind.EVENT, seq=seq)
     assert world.accounts.link(VIN) is not None
-    assert world.accounts.owner_change(
-        VIN, epoch=b"", seq=seq, created=world.clock.now(), now=world.clock.now(), handover=[]
-    ) is None  # fmt: skip
+    assert (
+        world.accounts.owner_change(
+            VIN, epoch=b"", seq=seq, created=world.clock.now(), now=world.clock.now(), handover=[]
+        )
+        is None
+    )
     assert world.accounts.link(VIN) is not None
 
 

@@ -14,9 +14,16 @@ from tcu.ecall.msd import Msd, VehicleType, encode
 from tests.conftest import VIN
 
 MSD = encode(
-    Msd(automatic_activation=True, test_call=False, position_can_be_trusted=True, vehicle_type=VehicleType.M1,
-        vin=VIN, latitude_mas=173_160_000, longitude_mas=41_400_000)
-)  # fmt: skip
+    Msd(
+        automatic_activation=True,
+        test_call=False,
+        position_can_be_trusted=True,
+        vehicle_type=VehicleType.M1,
+        vin=VIN,
+        latitude_mas=173_160_000,
+        longitude_mas=41_400_000,
+    )
+)
 
 
 async def _lines(reader: asyncio.StreamReader, count: int) -> list[str]:

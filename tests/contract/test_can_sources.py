@@ -234,8 +234,9 @@ RIGS = ["slcan", "slcan-passive", "python-can-virtual", "python-can-slcan-listen
 
 
 @contextlib.asynccontextmanager
-async def make_rig(kind: str, tmp_path: Path, clock: ManualClock, state: VehicleState, sleep: GatedSleep,
-                   stale_after_s: float) -> AsyncIterator[Rig]:  # fmt: skip
+async def make_rig(
+    kind: str, tmp_path: Path, clock: ManualClock, state: VehicleState, sleep: GatedSleep, stale_after_s: float
+) -> AsyncIterator[Rig]:
     def bus_reader(settings: CanBusSettings, **kwargs: Any) -> CanBusReader:
         settings = CanBusSettings(
             interface=settings.interface,

@@ -17,63 +17,70 @@ from tcu.services.sim import SimState
 
 LEGAL, NO_LEGAL = True, False  # equipped with the legal 112 eCall (6AF) or not
 ACTIVE, ECALL_ONLY = SimState.ACTIVE, SimState.TELEMATICS_DEACTIVATED
-SIM_OFF, SIM_UNKNOWN = SimState.FULLY_DEACTIVATED, SimState.UNKNOWN
+SIM_OFF = SimState.FULLY_DEACTIVATED
 BOOKED, OFF = True, False  # 6AC running (booked, in term, not suspended) or not
-AUTOMATIC, MANUAL, TEST = CallType.AUTOMATIC, CallType.MANUAL, CallType.TEST
-CALL_CENTRE, ECALL_112, NO_CALL = CallRoute.CALL_CENTRE, CallRoute.ECALL_112, CallRoute.NONE
-FALLBACK, DIRECT = True, False
+AUTOMATIC, MANUAL = CallType.AUTOMATIC, CallType.MANUAL
+ECALL_112, NO_CALL = CallRoute.ECALL_112, CallRoute.NONE
 
-# legal eCall, SIM,      6AC,   trigger,   → call,      112 fall-back
-TABLE = [
-    (LEGAL,     ACTIVE,      BOOKED, AUTOMATIC, CALL_CENTRE, FALLBACK),
-    (LEGAL,     ACTIVE,      BOOKED, MANUAL,    CALL_CENTRE, FALLBACK),
-    (LEGAL,     ACTIVE,      BOOKED, TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     ACTIVE,      OFF,    AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     ACTIVE,      OFF,    MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     ACTIVE,      OFF,    TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  BOOKED, AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  BOOKED, MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  BOOKED, TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  OFF,    AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  OFF,    MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     ECALL_ONLY,  OFF,    TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     BOOKED, AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     BOOKED, MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     BOOKED, TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     OFF,    AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     OFF,    MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     SIM_OFF,     OFF,    TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, BOOKED, AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, BOOKED, MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, BOOKED, TEST,      ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, OFF,    AUTOMATIC, ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, OFF,    MANUAL,    ECALL_112,   DIRECT),
-    (LEGAL,     SIM_UNKNOWN, OFF,    TEST,      ECALL_112,   DIRECT),
-    (NO_LEGAL,  ACTIVE,      BOOKED, AUTOMATIC, CALL_CENTRE, DIRECT),
-    (NO_LEGAL,  ACTIVE,      BOOKED, MANUAL,    CALL_CENTRE, DIRECT),
-    (NO_LEGAL,  ACTIVE,      BOOKED, TEST,      CALL_CENTRE, DIRECT),
-    (NO_LEGAL,  ACTIVE,      OFF,    AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  ACTIVE,      OFF,    MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  ACTIVE,      OFF,    TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  BOOKED, AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  BOOKED, MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  BOOKED, TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  OFF,    AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  OFF,    MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  ECALL_ONLY,  OFF,    TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     BOOKED, AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     BOOKED, MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     BOOKED, TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     OFF,    AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     OFF,    MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_OFF,     OFF,    TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, BOOKED, AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, BOOKED, MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, BOOKED, TEST,      NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, OFF,    AUTOMATIC, NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, OFF,    MANUAL,    NO_CALL,     DIRECT),
-    (NO_LEGAL,  SIM_UNKNOWN, OFF,    TEST,      NO_CALL,     DIRECT),
-]  # fmt: skip
+# legal  SIM                     6AC  trigger   | call         112 fall-back
+TABLE_TEXT = """
+yes    active                  yes  automatic | call_centre  yes
+yes    active                  yes  manual    | call_centre  yes
+yes    active                  yes  test      | ecall_112    no
+yes    active                  no   automatic | ecall_112    no
+yes    active                  no   manual    | ecall_112    no
+yes    active                  no   test      | ecall_112    no
+yes    telematics_deactivated  yes  automatic | ecall_112    no
+yes    telematics_deactivated  yes  manual    | ecall_112    no
+yes    telematics_deactivated  yes  test      | ecall_112    no
+yes    telematics_deactivated  no   automatic | ecall_112    no
+yes    telematics_deactivated  no   manual    | ecall_112    no
+yes    telematics_deactivated  no   test      | ecall_112    no
+yes    fully_deactivated       yes  automatic | ecall_112    no
+yes    fully_deactivated       yes  manual    | ecall_112    no
+yes    fully_deactivated       yes  test      | ecall_112    no
+yes    fully_deactivated       no   automatic | ecall_112    no
+yes    fully_deactivated       no   manual    | ecall_112    no
+yes    fully_deactivated       no   test      | ecall_112    no
+yes    unknown                 yes  automatic | ecall_112    no
+yes    unknown                 yes  manual    | ecall_112    no
+yes    unknown                 yes  test      | ecall_112    no
+yes    unknown                 no   automatic | ecall_112    no
+yes    unknown                 no   manual    | ecall_112    no
+yes    unknown                 no   test      | ecall_112    no
+no     active                  yes  automatic | call_centre  no
+no     active                  yes  manual    | call_centre  no
+no     active                  yes  test      | call_centre  no
+no     active                  no   automatic | none         no
+no     active                  no   manual    | none         no
+no     active                  no   test      | none         no
+no     telematics_deactivated  yes  automatic | none         no
+no     telematics_deactivated  yes  manual    | none         no
+no     telematics_deactivated  yes  test      | none         no
+no     telematics_deactivated  no   automatic | none         no
+no     telematics_deactivated  no   manual    | none         no
+no     telematics_deactivated  no   test      | none         no
+no     fully_deactivated       yes  automatic | none         no
+no     fully_deactivated       yes  manual    | none         no
+no     fully_deactivated       yes  test      | none         no
+no     fully_deactivated       no   automatic | none         no
+no     fully_deactivated       no   manual    | none         no
+no     fully_deactivated       no   test      | none         no
+no     unknown                 yes  automatic | none         no
+no     unknown                 yes  manual    | none         no
+no     unknown                 yes  test      | none         no
+no     unknown                 no   automatic | none         no
+no     unknown                 no   manual    | none         no
+no     unknown                 no   test      | none         no
+"""
+
+
+def _row(line: str) -> tuple[bool, SimState, bool, CallType, CallRoute, bool]:
+    legal, sim, six_ac, trigger, call, fallback = line.replace("|", " ").split()
+    return (legal == "yes", SimState(sim), six_ac == "yes", CallType(trigger), CallRoute(call), fallback == "yes")
+
+
+TABLE = [_row(line) for line in TABLE_TEXT.strip().splitlines()]
 
 
 @pytest.mark.parametrize(("legal", "sim", "six_ac", "trigger", "call", "fallback"), TABLE)

@@ -474,9 +474,21 @@ def test_impossible_fixes_refused(fix: tuple[float, float]) -> None:
 
 @pytest.mark.parametrize(
     ("heading", "steps"),
-    [(0.0, 0), (0.9, 0), (1.0, 1), (90.0, 45), (357.0, 179), (358.0, 179), (358.9, 179), (359.0, 0), (360.0, 0),
-     (-2.0, 179), (None, None), (math.nan, None)],
-)  # fmt: skip
+    [
+        (0.0, 0),
+        (0.9, 0),
+        (1.0, 1),
+        (90.0, 45),
+        (357.0, 179),
+        (358.0, 179),
+        (358.9, 179),
+        (359.0, 0),
+        (360.0, 0),
+        (-2.0, 179),
+        (None, None),
+        (math.nan, None),
+    ],
+)
 def test_heading_to_direction(heading: float | None, steps: int | None) -> None:
     assert heading_to_direction(heading) == steps
 

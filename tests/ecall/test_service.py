@@ -181,10 +181,15 @@ async def test_a_crash_reaches_the_psap_with_vin_position_and_track(tmp_path: Pa
         await rig.until(EcallState.CALLBACK_WINDOW)
         assert not rig.service.active.is_set()
         assert rig.moves() == [
-            ("idle", "triggered"), ("triggered", "dialling"), ("dialling", "call_established"),
-            ("call_established", "msd_sent"), ("msd_sent", "msd_acknowledged"), ("msd_acknowledged", "voice"),
-            ("voice", "cleared"), ("cleared", "callback_window"),
-        ]  # fmt: skip
+            ("idle", "triggered"),
+            ("triggered", "dialling"),
+            ("dialling", "call_established"),
+            ("call_established", "msd_sent"),
+            ("msd_sent", "msd_acknowledged"),
+            ("msd_acknowledged", "voice"),
+            ("voice", "cleared"),
+            ("cleared", "callback_window"),
+        ]
         assert all(r.kind is RecordKind.ECALL for r in rig.records)
         first = rig.records[0].body
         assert (first["reason"], first["call_type"], first["session"]) == ("crash detected", "automatic", 1)
@@ -327,10 +332,16 @@ def test_a_vehicle_without_legal_ecall_may_have_none_but_not_a_broken_one() -> N
 
 def test_the_ecall_section_parses_into_typed_config() -> None:
     config = load_ecall_config(
-        {"port": "socket://127.0.0.1:7000", "profile": "ublox", "vehicle_type": "N1", "msd_version": 3,
-         "propulsion": ["diesel", "electric"], "timers": {"max_dial_attempts": 10, "redial_interval_s": 15}},
+        {
+            "port": "socket://127.0.0.1:7000",
+            "profile": "ublox",
+            "vehicle_type": "N1",
+            "msd_version": 3,
+            "propulsion": ["diesel", "electric"],
+            "timers": {"max_dial_attempts": 10, "redial_interval_s": 15},
+        },
         vin=VIN,
-    )  # fmt: skip
+    )
     assert config is not None
     assert (config.profile.name, config.vehicle_type.value, config.msd_version) == ("ublox", "N1", 3)
     assert config.timers.max_dial_attempts == 10

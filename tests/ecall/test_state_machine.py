@@ -117,8 +117,11 @@ def test_al_ack_with_clear_down_hangs_up_and_waits_for_the_callback() -> None:
     h.connect()
     h.feed(Occurrence.MSD_REQUESTED)
     out = h.feed(AlAck(clear_down=True))
-    assert moves(out) == [("msd_sent", "msd_acknowledged"), ("msd_acknowledged", "cleared"),
-                          ("cleared", "callback_window")]  # fmt: skip
+    assert moves(out) == [
+        ("msd_sent", "msd_acknowledged"),
+        ("msd_acknowledged", "cleared"),
+        ("cleared", "callback_window"),
+    ]
     assert commands(out) == [HangUp(reason="PSAP clear-down (AL-ACK)")]
 
 
@@ -269,8 +272,10 @@ def test_an_emergency_pre_empts_a_test_call() -> None:
     h = Harness()
     h.deliver(TEST)
     out = h.feed(CRASH)
-    assert commands(out) == [HangUp(reason="test call pre-empted by an emergency"),
-                             Dial(call_type=CallType.AUTOMATIC, attempt=1)]  # fmt: skip
+    assert commands(out) == [
+        HangUp(reason="test call pre-empted by an emergency"),
+        Dial(call_type=CallType.AUTOMATIC, attempt=1),
+    ]
     assert "test_call_preempted" in notices(out)
     assert h.machine.session is not None
     assert h.machine.session.call_type is CallType.AUTOMATIC
@@ -278,9 +283,12 @@ def test_an_emergency_pre_empts_a_test_call() -> None:
 
 @pytest.mark.parametrize(
     ("events", "seconds", "timer"),
-    [((), 5.0, "T5"), ((Occurrence.MSD_REQUESTED,), 20.0, "T7"),
-     ((Occurrence.MSD_REQUESTED, Occurrence.MSD_TRANSMITTED), 5.0, "T6")],
-)  # fmt: skip
+    [
+        ((), 5.0, "T5"),
+        ((Occurrence.MSD_REQUESTED,), 20.0, "T7"),
+        ((Occurrence.MSD_REQUESTED, Occurrence.MSD_TRANSMITTED), 5.0, "T6"),
+    ],
+)
 def test_msd_timers_fall_back_to_voice_and_the_msd_stays_on_request(
     events: tuple[Event, ...], seconds: float, timer: str
 ) -> None:
@@ -330,9 +338,19 @@ def test_the_psap_calling_while_the_vehicle_waits_to_redial_is_answered() -> Non
 
 # -- invariants over random event sequences -------------------------------------------------------------------
 EVENTS = st.sampled_from(
-    [CRASH, SOS, TEST, *Occurrence, AlAck(), AlAck(clear_down=True), DialFailed(reason="x"),
-     CallDropped(reason="x"), MsdFailed(reason="x"), HangUpRequest(reason="x")]
-)  # fmt: skip
+    [
+        CRASH,
+        SOS,
+        TEST,
+        *Occurrence,
+        AlAck(),
+        AlAck(clear_down=True),
+        DialFailed(reason="x"),
+        CallDropped(reason="x"),
+        MsdFailed(reason="x"),
+        HangUpRequest(reason="x"),
+    ]
+)
 STEPS = st.lists(st.tuples(EVENTS, st.sampled_from([0.0, 1.0, 5.0, 30.0, 200.0, 4000.0])), max_size=60)
 VEHICLE_MAY_END = ("not connected within", "T2 fallback", "PSAP clear-down", "test call pre-empted", "x")
 

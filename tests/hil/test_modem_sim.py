@@ -19,9 +19,16 @@ from tcu.sources.modem import PROFILES, SimStatus
 from tests.conftest import VIN
 
 MSD = encode(
-    Msd(automatic_activation=True, test_call=False, position_can_be_trusted=True, vehicle_type=VehicleType.M1,
-        vin=VIN, latitude_mas=173_160_000, longitude_mas=41_400_000)
-)  # fmt: skip
+    Msd(
+        automatic_activation=True,
+        test_call=False,
+        position_can_be_trusted=True,
+        vehicle_type=VehicleType.M1,
+        vin=VIN,
+        latitude_mas=173_160_000,
+        longitude_mas=41_400_000,
+    )
+)
 FINALS = ("OK", "ERROR", "+CME ERROR", "NO CARRIER")
 URCS = ("+CREG: ", "+CECALLIND: ", "+UUECALLSTAT: ", "RING", "+CLIP: ", "RDY")
 
@@ -136,8 +143,16 @@ async def test_an_ecall_reaches_the_psap_which_decodes_acknowledges_and_clears_d
         await at.urc("+CECALLIND: 6")
         await at.urc("NO CARRIER")
         assert not sim.in_call
-        assert [e for _, e in call.timeline] == ["call", "connected", "send-msd", "msd", "ll-ack", "al-ack positive",
-                                                 "cleardown", "ended by psap"]  # fmt: skip
+        assert [e for _, e in call.timeline] == [
+            "call",
+            "connected",
+            "send-msd",
+            "msd",
+            "ll-ack",
+            "al-ack positive",
+            "cleardown",
+            "ended by psap",
+        ]
         rows = read_psap_msds(tmp_path / "psap.sqlite3")
         assert [(r["vin"], r["message_identifier"], r["position_trusted"]) for r in rows] == [(VIN, 1, 1)]
         assert psap.rows()[0]["raw_hex"] == MSD.hex()

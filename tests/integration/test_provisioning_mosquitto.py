@@ -76,10 +76,22 @@ async def test_a_booked_file_is_published_retained_signed_for_this_vehicle(
     layout.add_vehicle(VIN)
     # The CLI as a real process: the running backend notices its file through the database alone.
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend_stub.cli", "--log-level", "warning", "provision", "book", VIN,
-        "--service", "6AE", "--term", "unlimited", "--config", str(layout.backend_config),
+        sys.executable,
+        "-m",
+        "backend_stub.cli",
+        "--log-level",
+        "warning",
+        "provision",
+        "book",
+        VIN,
+        "--service",
+        "6AE",
+        "--term",
+        "unlimited",
+        "--config",
+        str(layout.backend_config),
         stdin=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert await cli.wait() == 0
     await eventually(lambda: state(backend, 1) is FileState.DELIVERED, what="PUBACK for version 1")
     async with vehicle_stand_in(mosquitto) as vehicle:  # subscribes after the publication: the retained copy

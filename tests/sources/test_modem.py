@@ -54,12 +54,24 @@ def replay(path: Path) -> list[dict[str, Any]]:
             continue
         for item in parser.feed(data):
             if isinstance(item, Response):
-                items.append({"response": item.command, "final": item.final, "lines": list(item.lines),
-                              "cme_error": item.cme_error, "ok": item.ok})  # fmt: skip
+                items.append(
+                    {
+                        "response": item.command,
+                        "final": item.final,
+                        "lines": list(item.lines),
+                        "cme_error": item.cme_error,
+                        "ok": item.ok,
+                    }
+                )
             elif isinstance(item, Urc):
                 indication = profile.indication(item)
-                items.append({"urc": item.name, "value": item.value,
-                              "indication": None if indication is None else indication.value})  # fmt: skip
+                items.append(
+                    {
+                        "urc": item.name,
+                        "value": item.value,
+                        "indication": None if indication is None else indication.value,
+                    }
+                )
             else:
                 assert isinstance(item, Garbage)
                 items.append({"garbage": item.data.hex()})
@@ -84,8 +96,10 @@ def test_bytes_may_arrive_in_any_chunks() -> None:
         parser = AtParser()
         parser.command("AT+CSQ")
         items = [item for i in range(0, len(whole), size) for item in parser.feed(whole[i : i + size])]
-        assert items == [Response(command="AT+CSQ", final="OK", lines=("+CSQ: 20,99",)),
-                         Urc(name="+CECALLIND", value="2")]  # fmt: skip
+        assert items == [
+            Response(command="AT+CSQ", final="OK", lines=("+CSQ: 20,99",)),
+            Urc(name="+CECALLIND", value="2"),
+        ]
 
 
 def test_one_command_at_a_time() -> None:

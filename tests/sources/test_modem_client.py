@@ -50,14 +50,23 @@ class Bench:
 @contextlib.asynccontextmanager
 async def bench(tmp_path: Path, *, profile: str = "simcom", **modem: object) -> AsyncIterator[Bench]:
     async with PsapStub() as psap:
-        sim = ModemSimulator(psap_address=psap.address, profile=PROFILES[profile], timing=ModemTiming.instant(),
-                             link_path=tmp_path / "ttyMODEM", **modem)  # fmt: skip
+        sim = ModemSimulator(
+            psap_address=psap.address,
+            profile=PROFILES[profile],
+            timing=ModemTiming.instant(),
+            link_path=tmp_path / "ttyMODEM",
+            **modem,
+        )
         async with sim:
             events: list[ModemEvent] = []
             config = ModemClientConfig(
-                port=sim.path, profile=replace(PROFILES[profile], dial_timeout_s=0.3), command_timeout_s=0.3,
-                poll_interval_s=30.0, max_timeouts=2, backoff=Backoff(base_s=0.05, cap_s=0.2),
-            )  # fmt: skip
+                port=sim.path,
+                profile=replace(PROFILES[profile], dial_timeout_s=0.3),
+                command_timeout_s=0.3,
+                poll_interval_s=30.0,
+                max_timeouts=2,
+                backoff=Backoff(base_s=0.05, cap_s=0.2),
+            )
             client = ModemClient(config, on_event=events.append)
             async with asyncio.TaskGroup() as tasks:
                 task = tasks.create_task(client.run(), name="modem-client")
@@ -71,8 +80,17 @@ async def bench(tmp_path: Path, *, profile: str = "simcom", **modem: object) -> 
 async def test_initialises_and_carries_an_ecall_to_the_psap(tmp_path: Path, profile: str) -> None:
     async with bench(tmp_path, profile=profile) as b:
         await b.ready()
-        assert b.modem.requests[:9] == ["AT", "ATE0", "AT+CMEE=1", "AT+CPIN?", "AT+CREG=1", "AT+CLIP=1",
-                                        "AT+COPS=0", "AT+CREG?", "AT+CSQ"]  # fmt: skip
+        assert b.modem.requests[:9] == [
+            "AT",
+            "ATE0",
+            "AT+CMEE=1",
+            "AT+CPIN?",
+            "AT+CREG=1",
+            "AT+CLIP=1",
+            "AT+COPS=0",
+            "AT+CREG?",
+            "AT+CSQ",
+        ]
         status = b.statuses()[-1]
         assert (status.sim, status.registration, status.rssi_dbm) == (SimStatus.READY, RegistrationStatus.HOME, -73)
         await b.client.dial(EcallType.AUTOMATIC)
@@ -82,8 +100,12 @@ async def test_initialises_and_carries_an_ecall_to_the_psap(tmp_path: Path, prof
         assert received.raw == MSD
         assert b.psap.call().kind == "automatic"
         await eventually(lambda: EcallIndication.AL_ACK in b.indications(), what="AL-ACK")
-        assert b.indications()[:4] == [EcallIndication.CONNECTED, EcallIndication.SEND_MSD,
-                                       EcallIndication.LL_ACK, EcallIndication.AL_ACK]  # fmt: skip
+        assert b.indications()[:4] == [
+            EcallIndication.CONNECTED,
+            EcallIndication.SEND_MSD,
+            EcallIndication.LL_ACK,
+            EcallIndication.AL_ACK,
+        ]
         await b.psap.clear_down()
         await eventually(lambda: any(isinstance(e, ModemCallEnded) for e in b.events), what="NO CARRIER")
         await b.psap.call_back()
@@ -134,8 +156,10 @@ async def test_a_modem_reset_mid_call_ends_the_call_and_the_modem_is_initialised
         await b.client.dial(EcallType.AUTOMATIC)
         await eventually(lambda: EcallIndication.SEND_MSD in b.indications(), what="connected")
         await b.modem.reset()
-        await eventually(lambda: any(isinstance(e, ModemCallEnded) and e.reason == "modem restarted"
-                                     for e in b.events), what="reset noticed")  # fmt: skip
+        await eventually(
+            lambda: any(isinstance(e, ModemCallEnded) and e.reason == "modem restarted" for e in b.events),
+            what="reset noticed",
+        )
         await b.ready(count=2)
         assert b.modem.requests.count("ATE0") == 2, "initialised again on the same port"
         await b.psap.wait_for(lambda: b.psap.call().ended_by == "network", what="PSAP sees the drop")
