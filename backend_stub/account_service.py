@@ -18,22 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 
 import aiomqtt
 
 from backend_stub.accounts import AccountStore, OwnerChange
+from backend_stub.broker_link import serve_reconnecting
 from backend_stub.handover import handover_list
 from backend_stub.ingest import Ingest
 from backend_stub.invoices import Billing
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import RetentionJob
-from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
 from tcu.services.terms import Booking
-from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.uplink.topics import VehicleTopics
 
@@ -64,8 +62,6 @@ class AccountService:
         self._identifier = identifier
         self._inbox: deque[ReceivedRecord] = deque()
         self._wakeup = asyncio.Event()
-        self._backoff = Backoff(base_s=0.2, cap_s=10.0)
-        self._rng = random.Random()  # noqa: S311 - reconnect jitter, not cryptography
 
     def attach(self, ingest: Ingest) -> None:
         ingest.add_observer(self._on_record)
@@ -113,12 +109,10 @@ class AccountService:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._handle_forever(), name="backend-owner-changes")
             tasks.create_task(
-                run_reconnecting(
-                    lambda: make_client(self._broker, identifier=self._identifier),
-                    self._serve,
-                    broker=self._broker,
-                    backoff=self._backoff,
-                    rng=self._rng,
+                serve_reconnecting(
+                    self._broker,
+                    identifier=self._identifier,
+                    serve=self._serve,
                     on_down=lambda reason: _LOGGER.warning("account service MQTT link down: %s", reason),
                 ),
                 name="backend-account-messages",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,14 +24,13 @@ from dataclasses import dataclass, field
 import aiomqtt
 from nacl.public import Box, PrivateKey, PublicKey
 
+from backend_stub.broker_link import serve_reconnecting
 from backend_stub.errors import BackendError, DatabaseError, UnstorableError
 from backend_stub.store import BackendStore
-from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
 from tcu.errors import CborError, EnvelopeError
 from tcu.uplink.envelope import open_record, seal_ack
-from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord
 from tcu.uplink.strict_cbor import describe, loads_strict
 from tcu.uplink.topics import UP_WILDCARD, VehicleTopics, split_topic
@@ -291,18 +289,11 @@ class IngestService:
         self._broker = broker
         self._max_batch = max_batch
         self._identifier = identifier
-        self._backoff = Backoff(base_s=0.2, cap_s=10.0)
-        self._rng = random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        await run_reconnecting(
-            lambda: make_client(self._broker, identifier=self._identifier, max_inflight=1000),
-            self._serve,
-            broker=self._broker,
-            backoff=self._backoff,
-            rng=self._rng,
-            on_down=self._on_down,
+        await serve_reconnecting(
+            self._broker, identifier=self._identifier, serve=self._serve, on_down=self._on_down, max_inflight=1000
         )
 
     def _on_down(self, reason: str) -> None:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 
 import aiomqtt
 
+from backend_stub.broker_link import serve_reconnecting
 from backend_stub.ingest import Ingest
 from backend_stub.measures import MeasureScheduler
-from tcu.backoff import Backoff
 from tcu.config import BrokerConfig
-from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,8 +39,6 @@ class MeasureService:
         self._identifier = identifier
         self._inbox: deque[ReceivedRecord] = deque()
         self._wakeup = asyncio.Event()
-        self._backoff = Backoff(base_s=0.2, cap_s=10.0)
-        self._rng = random.Random()  # noqa: S311 - reconnect jitter, not cryptography
 
     def attach(self, ingest: Ingest) -> None:
         ingest.add_observer(self._on_record)
@@ -65,12 +61,10 @@ class MeasureService:
         return taken
 
     async def run(self) -> None:
-        await run_reconnecting(
-            lambda: make_client(self._broker, identifier=self._identifier),
-            self._serve,
-            broker=self._broker,
-            backoff=self._backoff,
-            rng=self._rng,
+        await serve_reconnecting(
+            self._broker,
+            identifier=self._identifier,
+            serve=self._serve,
             on_down=lambda reason: _LOGGER.warning("measure service MQTT link down: %s", reason),
         )
 

@@ -22,7 +22,6 @@ import asyncio
 import collections
 import logging
 import math
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from backend_stub.broker_link import serve_reconnecting
 from backend_stub.errors import BackendError
 from backend_stub.ingest import Ingest
 from backend_stub.provisioning import (
@@ -43,10 +43,8 @@ from backend_stub.provisioning import (
 )
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore, StoredRecord
-from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.config import BrokerConfig
-from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.records import ReceivedRecord, RecordKind
 from tcu.uplink.topics import VehicleTopics
 
@@ -148,8 +146,6 @@ class ProvisioningService:
         self._wakeup = asyncio.Event()
         self._republish: set[str] = set()
         self._seen_changes = -1
-        self._backoff = Backoff(base_s=0.2, cap_s=10.0)
-        self._rng = random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self.connected = asyncio.Event()
 
     def attach(self, ingest: Ingest) -> None:
@@ -292,13 +288,6 @@ class ProvisioningService:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._intake_forever(), name="provisioning-intake")
             tasks.create_task(
-                run_reconnecting(
-                    lambda: make_client(self._broker, identifier=self._identifier),
-                    self._serve,
-                    broker=self._broker,
-                    backoff=self._backoff,
-                    rng=self._rng,
-                    on_down=self._on_down,
-                ),
+                serve_reconnecting(self._broker, identifier=self._identifier, serve=self._serve, on_down=self._on_down),
                 name="provisioning-delivery",
             )

@@ -1,0 +1,37 @@
+"""The backend's MQTT clients (ingest, provisioning delivery, measures, accounts): one way to connect.
+
+Each runs `tcu.uplink.mqtt_client.run_reconnecting` with the same short, jittered backoff — a backend
+on the broker's own network reconnects within seconds — so the choice is made here once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from tcu.backoff import Backoff
+from tcu.config import BrokerConfig
+from tcu.uplink.mqtt_client import make_client, run_reconnecting
+
+RECONNECT = Backoff(base_s=0.2, cap_s=10.0)
+
+
+async def serve_reconnecting(
+    broker: BrokerConfig,
+    *,
+    identifier: str,
+    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    on_down: Callable[[str], None],
+    max_inflight: int = 100,
+) -> None:
+    """Connect as `identifier`, `serve` until the link fails, reconnect; only cancellation ends it."""
+    await run_reconnecting(
+        lambda: make_client(broker, identifier=identifier, max_inflight=max_inflight),
+        serve,
+        broker=broker,
+        backoff=RECONNECT,
+        rng=random.Random(),  # noqa: S311 - reconnect jitter, not cryptography
+        on_down=on_down,
+    )
