@@ -1,6 +1,6 @@
 """Scenario steps and checks of invoices and payment default (AGB 5.5 c).
 
-Steps (hil.runner's ACTION_TABLE): `invoice` has the backend invoice a booked option code with a
+Steps (hil.actions.ACTION_TABLE): `invoice` has the backend invoice a booked option code with a
 fixed-term (paid) service, dated `days_ago` days before today — how a scenario of seconds reaches day
 31 without waiting a month: the backend's clock is not moved, the invoice is back-dated, and the
 backend reconciles at once (a default begins: the suspend file naming that code); `pay` pays every

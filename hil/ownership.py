@@ -1,6 +1,6 @@
 """Scenario steps and checks of a car's owners: pairing an account, a driver profile, the sale.
 
-Steps (hil.runner's ACTION_TABLE): `pair` asks the backend for a security code, waits until the car
+Steps (hil.actions.ACTION_TABLE): `pair` asks the backend for a security code, waits until the car
 shows it (its personal data file, what `tcu account` reads), enters it in the portal and waits until
 the car knows its account (AGB 1.6 a); `profile` runs `tcu profile add`; `consent` grants a data-sharing
 consent to the linked account; `owner_change` runs `tcu owner-change` (AGB 7.2) beside the running agent.

@@ -20,30 +20,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from backend_stub.provisioning import ProvisioningIssuer
+from hil.actions import ACTION_TABLE, FAULTS, describe
 from hil.agent_process import AgentProcess
-from hil.billing import ACTIONS as BILLING_ACTIONS
 from hil.broker import Broker, choose_broker, free_port
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
 from hil.devices.modem_sim import ModemSimulator
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
 from hil.devices.replay import ReplayDevice
-from hil.devices.slcan_sim import Door, SlcanSimulator
+from hil.devices.slcan_sim import SlcanSimulator
 from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
 from hil.netem import NetworkEmulator
-from hil.ownership import ACTIONS as OWNERSHIP_ACTIONS
+from hil.sampler import BenchSampler
 from hil.scenario import Scenario, Step
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
-from tcu.services.measure_plan import Fault, one_step_per_change
 from tcu.status import read_status
-from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
+from tcu.vehicle.drive_cycle import DriveCycle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,12 +82,10 @@ class ScenarioRunner:
         self.real_ports = dict(real_ports or {})
         self.workdir = workdir
         self._broker_choice = broker_choice
-        self._on_sample = on_sample
+        self.on_sample = on_sample
         self._on_event = on_event
         self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
         self._start = 0.0
-        self._last_link: bool | None = None
-        self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
         self._cycle = DriveCycle()
 
     # -- time ------------------------------------------------------------------------------------
@@ -219,10 +215,10 @@ class ScenarioRunner:
             await asyncio.wait_for(bench.backend.service.connected.wait(), 15)
             self._start = asyncio.get_running_loop().time()
             await bench.agent.start()
-            sampler = tasks.create_task(self._sample_forever(bench), name="sampler")
+            sampler = tasks.create_task(BenchSampler(self, bench).run(), name="sampler")
             for step in scenario.steps:
                 await self._until(step.at)
-                self.event(EventKind.FAULT if step.do in FAULTS else EventKind.ACTION, step.do, _describe(step))
+                self.event(EventKind.FAULT if step.do in FAULTS else EventKind.ACTION, step.do, describe(step))
                 tasks.create_task(self._perform(bench, step), name=f"step-{step.do}@{step.at}")
             await self._until(scenario.duration_s)
             await bench.agent.stop()
@@ -273,60 +269,6 @@ class ScenarioRunner:
             personal_path=bench.layout.data_dir(self.scenario.vin) / "personal.cbor",
         )
 
-    async def _sample_forever(self, bench: Bench) -> None:
-        status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
-        while True:
-            status = read_status(status_path) or {}
-            link = bool(status.get("link", {}).get("up"))
-            if link != self._last_link and status:
-                self.event(EventKind.LINK, "link up" if link else "link down", str(status["link"].get("error") or ""))
-                self._last_link = link
-            speed = status.get("signals", {}).get("Vehicle.Speed")
-            measure = status.get("measure")
-            sample = Sample(
-                t=round(self.now(), 2),
-                speed_kmh=float(speed) if isinstance(speed, int | float) else None,
-                coverage=link,
-                queue_depth=int(status.get("queue", {}).get("depth", 0)),
-                stored_at_backend=len(bench.backend.store.seqs(self.scenario.vin)),
-                ecall_state=_ecall_state(status),
-                measure_state=None if not measure else f"{measure['id']} #{measure['attempt']}",
-            )
-            self.timeline.samples.append(sample)
-            self._on_sample(sample)
-            self._backend_events(bench)
-            await self._hold(1.0)
-
-    def _backend_events(self, bench: Bench) -> None:
-        """What the backend learnt since the last sample: measure attempts, provisioning file states."""
-        vin = self.scenario.vin
-        for measure in bench.backend.measure_store.all(vin):
-            for attempt in bench.backend.measure_store.history(measure.measure_id):
-                key: tuple[str, ...] = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
-                if key not in self._seen:
-                    self._seen.add(key)
-                    detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
-                    label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
-                    self.event(EventKind.MEASURE, label, detail)
-        psap = bench.backend.psap
-        for received in [] if psap is None else psap.msds:
-            key = ("msd", str(received.call_id), str(received.mono))
-            if key not in self._seen:
-                self._seen.add(key)
-                where = (
-                    ""
-                    if received.msd is None
-                    else f" at {received.msd.latitude_deg:.5f},{received.msd.longitude_deg:.5f}"
-                )
-                self.event(
-                    EventKind.ECALL, "MSD at the PSAP", f"call {received.call_id}{where} {received.error or ''}".strip()
-                )
-        for issued in bench.backend.provisioning_store.files(vin):
-            file_key: tuple[str, ...] = ("file", str(issued.version), issued.state.value)
-            if file_key not in self._seen:
-                self._seen.add(file_key)
-                self.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)
-
     # -- actions -----------------------------------------------------------------------------------
 
     async def _perform(self, bench: Bench, step: Step) -> None:
@@ -349,162 +291,6 @@ class ScenarioRunner:
             raise ConfigError(f"this step changes the CAN bus, but the bus replays {device.recording.name}")
         assert isinstance(device, SlcanSimulator)
         return device
-
-
-def _describe(step: Step) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(step.args.items()))
-
-
-def _ecall_state(status: dict[str, Any]) -> str | None:
-    ecall = status.get("ecall")
-    return str(ecall.get("state")) if isinstance(ecall, dict) and ecall.get("state") else None
-
-
-async def _park(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    """Nothing to do: parked windows are part of the drive cycle the devices follow."""
-
-
-async def _tunnel(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bench.netem.cut()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    bench.netem.restore()
-    runner.event(EventKind.ACTION, "tunnel ends", "coverage back")
-
-
-async def _broker_outage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    kill = getattr(bench.broker, "kill", None)
-    if step.args.get("kill") and kill is not None:
-        await kill()
-    else:
-        await bench.broker.stop()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    await bench.broker.start()
-    runner.event(EventKind.ACTION, "broker back")
-
-
-async def _latency(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bench.netem.latency_s = float(step.args.get("latency_s", 0.2))
-    bench.netem.loss = float(step.args.get("loss", 0.0))
-    await runner._hold(float(step.args.get("for_s", 10)))
-    bench.netem.latency_s, bench.netem.loss = 0.0, 0.0
-    runner.event(EventKind.ACTION, "latency ends")
-
-
-async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bus = runner._can(bench).bus
-    match step.do:
-        case "lock":
-            bus.lock()
-        case "unlock":
-            bus.unlock()
-        case "open_door" | "close_door":
-            bus.open_door(Door(step.args.get("door", "FrontLeft")), step.do == "open_door")
-        case "crash":
-            bus.crash()
-        case "sos":
-            bus.press_sos(True)
-            await runner._hold(1.0)
-            bus.press_sos(False)
-
-
-async def _agent_kill(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    await bench.agent.kill()
-    await runner._hold(float(step.args.get("restart_after_s", 2)))
-    await bench.agent.start()
-    runner.event(EventKind.ACTION, "agent restarted")
-
-
-async def _serial_garbage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    device = bench.devices[str(step.args.get("device", "can"))]
-    await device.inject_garbage(int(step.args.get("count", 100)))
-
-
-async def _unplug(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    device = bench.devices[str(step.args.get("device", "can"))]
-    device.unplug()
-    await runner._hold(float(step.args.get("for_s", 5)))
-    device.plug()
-    runner.event(EventKind.FAULT, f"{step.args.get('device', 'can')} replugged")
-
-
-async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    """The agent restarted with its queue capped at the size it has now: SQLite then refuses writes
-    with SQLITE_FULL, the same error a full disk gives; afterwards it is restarted uncapped."""
-    outbox = bench.layout.data_dir(runner.scenario.vin) / "outbox.sqlite3"
-    cap = max(outbox.stat().st_size + 8192, 65536)
-    await bench.agent.stop()
-    runner._agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
-    await bench.agent.start()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    await bench.agent.stop()
-    runner._agent_config(bench.layout, bench.devices)
-    await bench.agent.start()
-    runner.event(EventKind.FAULT, "disk space back")
-
-
-def _issuer(bench: Bench) -> ProvisioningIssuer:
-    if bench.backend.issuer is None:
-        raise ConfigError("the backend has no signing key: it cannot issue provisioning files")
-    return bench.backend.issuer
-
-
-async def _provision(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    issuer, vin = _issuer(bench), runner.scenario.vin
-    match step.do:
-        case "book":
-            term = step.args.get("term")  # none: the only term the catalogue offers for the code
-            issued = issuer.book(vin, str(step.args["service"]), None if term is None else str(term))
-        case "cancel":
-            issued = issuer.cancel(vin, str(step.args["service"]), sale=bool(step.args.get("sale", False)))
-        case "suspend":
-            issued = issuer.suspend(vin)
-        case _:
-            issued = issuer.resume(vin)
-    runner.event(EventKind.PROVISIONING, f"file v{issued.version} issued", step.do)
-
-
-async def _measure(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    scheduler = bench.backend.measures
-    if scheduler is None:
-        raise ConfigError("the backend has no signing key: it cannot sign measure orders")
-    fault = dict(step.args.get("fault", {}))
-    step_ms = round(float(step.args.get("step_s", 1.0)) * 1000 / runner.scenario.time_scale)
-    scheduler.send(
-        vin=runner.scenario.vin,
-        measure_id=str(step.args["id"]),
-        fault=Fault(ref=str(fault.get("ref", "")), service=str(fault.get("service", ""))),
-        steps=one_step_per_change(dict(step.args["changes"]), expected_ms=step_ms),
-        allowed_states=tuple(VehicleMode(s) for s in step.args.get("states", ["parked"])),
-        impairs=tuple(step.args.get("impairs", ())),
-        max_attempts=int(step.args.get("max_attempts", 10)),
-    )
-
-
-FAULTS = frozenset({"agent_kill", "serial_garbage", "unplug", "disk_full", "latency", "tunnel", "broker_outage"})
-
-ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
-    "park": _park,
-    "tunnel": _tunnel,
-    "broker_outage": _broker_outage,
-    "latency": _latency,
-    "lock": _body,
-    "unlock": _body,
-    "open_door": _body,
-    "close_door": _body,
-    "crash": _body,
-    "sos": _body,
-    "agent_kill": _agent_kill,
-    "serial_garbage": _serial_garbage,
-    "unplug": _unplug,
-    "disk_full": _disk_full,
-    "book": _provision,
-    "cancel": _provision,
-    "suspend": _provision,
-    "resume": _provision,
-    "measure": _measure,
-    **BILLING_ACTIONS,
-    **OWNERSHIP_ACTIONS,
-}
 
 
 _DRAIN_SETTLE_S = 2.0
