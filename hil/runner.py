@@ -86,6 +86,7 @@ class ScenarioRunner:
         self._on_event = on_event
         self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
         self._start = 0.0
+        self.start_wall = datetime.now(UTC)  # the bench's wall time at scenario second 0
         self._cycle = DriveCycle()
 
     # -- time ------------------------------------------------------------------------------------
@@ -101,6 +102,10 @@ class ScenarioRunner:
 
     async def _hold(self, scenario_s: float) -> None:
         await asyncio.sleep(scenario_s / self.scenario.time_scale)
+
+    def scenario_seconds(self, wall: datetime) -> float:
+        """A wall time stamped by the agent or the backend (records, acks, MSDs) in scenario seconds."""
+        return (wall - self.start_wall).total_seconds()
 
     def event(self, kind: EventKind, label: str, detail: str = "") -> None:
         event = Event(t=round(self.now(), 2), kind=kind, label=label, detail=detail)
@@ -214,6 +219,7 @@ class ScenarioRunner:
             backend_task = tasks.create_task(bench.backend.run(), name="backend")
             await asyncio.wait_for(bench.backend.service.connected.wait(), 15)
             self._start = asyncio.get_running_loop().time()
+            self.start_wall = datetime.now(UTC)
             await bench.agent.start()
             sampler = tasks.create_task(BenchSampler(self, bench).run(), name="sampler")
             for step in scenario.steps:
