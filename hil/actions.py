@@ -132,7 +132,7 @@ async def _measure(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     if scheduler is None:
         raise ConfigError("the backend has no signing key: it cannot sign measure orders")
     fault = dict(step.args.get("fault", {}))
-    step_ms = round(float(step.args.get("step_s", 1.0)) * 1000 / runner.scenario.time_scale)
+    step_ms = round(float(step.args.get("step_s", 1.0)) * 1000)
     scheduler.send(
         vin=runner.scenario.vin,
         measure_id=str(step.args["id"]),

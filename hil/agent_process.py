@@ -10,11 +10,22 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tcu.virtual_time import ENV, VirtualClock, real_seconds
+
 
 class AgentProcess:
-    def __init__(self, config: Path, *, env: Mapping[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        clock: VirtualClock | None = None,
+    ) -> None:
+        """`clock`: the bench's virtual clock, handed to each start (with the calendar as it is then)."""
         self.config = config
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._clock = clock
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
 
@@ -37,7 +48,7 @@ class AgentProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
-                env=self._env,
+                env=self._env if self._clock is None else {**self._env, ENV: self._clock.base.encode()},
             )
         finally:
             if not isinstance(output, int):
@@ -50,7 +61,7 @@ class AgentProcess:
     async def stop(self, timeout_s: float = 15.0) -> None:
         """An orderly stop (SIGTERM), escalating to SIGKILL if it hangs."""
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(real_seconds(timeout_s)):  # a process stops in real time
                 await self._signal(signal.SIGTERM)
         except TimeoutError:
             await self.kill()

@@ -15,7 +15,7 @@ from hil.demo import demo_workdir, run_demo
 from hil.devices.replay import ReplayDevice
 from hil.live_view import LiveView
 from hil.report import write_report
-from hil.runner import ScenarioRunner
+from hil.runner import ScenarioRunner, run_scenario
 from hil.scenario import ACTIONS, Step, library, load_scenario
 from hil.small_disk import SmallDiskUnavailableError
 from tcu.errors import ConfigError
@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         can_dbc=args.dbc,
         can_mapping=args.mapping,
     )
-    timeline = asyncio.run(runner.run())
+    timeline = run_scenario(runner)
     try:
         report = write_report(timeline, args.report or workdir / "report")
     except ImportError as exc:  # matplotlib comes with the hil extra

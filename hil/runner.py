@@ -15,10 +15,9 @@ import contextlib
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +41,7 @@ from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
 from tcu.status import read_status
 from tcu.vehicle.drive_cycle import DriveCycle
+from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop, loop_scale, real_seconds
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,26 +86,42 @@ class ScenarioRunner:
         self._on_event = on_event
         self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
         self._start = 0.0
-        self.start_wall = datetime.now(UTC)  # the bench's wall time at scenario second 0
+        # The bench's one clock, shared with the agent process; set when the run starts (see `run`).
+        self.clock = VirtualClock(VirtualTime.starting_now(1.0))
+        self.start_wall = self.clock.now()  # the bench's wall time at scenario second 0
+        self._calendar: list[tuple[float, float]] = [(0.0, 0.0)]  # (scenario s, calendar offset s) from then on
         self._cycle = DriveCycle()
 
     # -- time ------------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Seconds into the scenario (scenario time: the drive runs `time_scale` times faster)."""
-        return (asyncio.get_running_loop().time() - self._start) * self.scenario.time_scale
+        """Seconds into the scenario, on the bench's virtual time (`run_scenario`)."""
+        return asyncio.get_running_loop().time() - self._start
 
     async def _until(self, scenario_s: float) -> None:
-        delay = (scenario_s - self.now()) / self.scenario.time_scale
+        delay = scenario_s - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
 
     async def _hold(self, scenario_s: float) -> None:
-        await asyncio.sleep(scenario_s / self.scenario.time_scale)
+        await asyncio.sleep(scenario_s)
 
     def scenario_seconds(self, wall: datetime) -> float:
-        """A wall time stamped by the agent or the backend (records, acks, MSDs) in scenario seconds."""
-        return (wall - self.start_wall).total_seconds()
+        """A wall time stamped by the agent or the backend (records, acks, MSDs) in scenario seconds.
+
+        After an `advance_calendar` step the wall clock is ahead of scenario time by the calendar's move:
+        a time is placed in the latest calendar period it fits in.
+        """
+        since_start = (wall - self.start_wall).total_seconds()
+        for at_s, offset_s in reversed(self._calendar):
+            if since_start - offset_s >= at_s:
+                return since_start - offset_s
+        return since_start
+
+    def advance_calendar(self, seconds: float) -> None:
+        """The calendar moves on by `seconds` now, without scenario time passing (a car parked for weeks)."""
+        self.clock.advance_calendar(seconds)
+        self._calendar.append((self.now(), self._calendar[-1][1] + seconds))
 
     def event(self, kind: EventKind, label: str, detail: str = "") -> None:
         event = Event(t=round(self.now(), 2), kind=kind, label=label, detail=detail)
@@ -124,7 +140,7 @@ class ScenarioRunner:
             "can": lambda: self._can_device(cycle, str(ttys / "can")),
             # GNSS tells the time: start the fixes now, or every position is hours old (and untrusted).
             "gnss": lambda: NmeaSimulator(
-                cycle=cycle, elapsed=self.now, start_utc=datetime.now(UTC), link_path=str(ttys / "gnss")
+                cycle=cycle, elapsed=self.now, start_utc=self.clock.now(), link_path=str(ttys / "gnss")
             ),
         }
         return {name: factories[name]() for name in self.scenario.devices if name not in self.real_ports}
@@ -133,9 +149,10 @@ class ScenarioRunner:
         drive = self.scenario.drive
         if drive is None:
             return SlcanSimulator(cycle=cycle, elapsed=self.now, link_path=link_path)
-        # The recording is the drive: time_scale speeds it up as it does the simulated one.
-        speed = drive.speed * self.scenario.time_scale
-        return ReplayDevice(drive.recording, speed=speed, loop=drive.loop, channel=drive.channel, link_path=link_path)
+        # The recording is the drive; its timing is the loop's, so virtual time speeds it up too.
+        return ReplayDevice(
+            drive.recording, speed=drive.speed, loop=drive.loop, channel=drive.channel, link_path=link_path
+        )
 
     def _agent_config(
         self, layout: BenchLayout, devices: dict[str, PtyDevice], *, drain_only: bool = False, extra: str = ""
@@ -157,9 +174,11 @@ class ScenarioRunner:
             scenario.vin,
             name=f"agent-{scenario.vin}-drain.toml" if drain_only else None,
             simulation=not scenario.devices and not drain_only,
-            telemetry_interval_s=scenario.telemetry_interval_s / scenario.time_scale,
+            telemetry_interval_s=scenario.telemetry_interval_s,
             extra=UPLINK + sources + extra,
-            keepalive_s=3,  # a tunnel black-holes the link: keepalive is how the agent notices
+            # A tunnel black-holes the link: keepalive is how the agent notices. paho and Mosquitto keep
+            # real time, so the keepalive is as short as MQTT allows on a fast bench.
+            keepalive_s=max(1, round(3 / loop_scale())),
             ecall=ecall,
         )
 
@@ -175,7 +194,13 @@ class ScenarioRunner:
         return lines
 
     async def run(self) -> Timeline:
+        """Run on the running loop's time: virtual under `run_scenario`, real on an ordinary loop."""
         scenario = self.scenario
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, VirtualTimeLoop):
+            self.clock = VirtualClock(loop.virtual_time)
+        elif scenario.time_scale != 1:
+            _LOGGER.warning("%s: an ordinary event loop keeps real time; time_scale ignored", scenario.name)
         broker = choose_broker(self.workdir, self._broker_choice)
         await broker.start()
         try:
@@ -203,8 +228,8 @@ class ScenarioRunner:
                     layout.set_legal_ecall(scenario.vin, scenario.legal_ecall)
                     config = self._agent_config(layout, devices)
                     env = {"TCU_BROKER_URL": netem.url}
-                    agent = AgentProcess(config, env=env, log=self.workdir / "agent.log")
-                    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+                    agent = AgentProcess(config, env=env, log=self.workdir / "agent.log", clock=self.clock)
+                    backend = BackendStub(load_backend_config(layout.backend_config, env={}), clock=self.clock)
                     bench = Bench(
                         layout=layout, broker=broker, netem=netem, backend=backend, agent=agent, devices=devices
                     )
@@ -217,9 +242,9 @@ class ScenarioRunner:
         scenario = self.scenario
         async with asyncio.TaskGroup() as tasks:
             backend_task = tasks.create_task(bench.backend.run(), name="backend")
-            await asyncio.wait_for(bench.backend.service.connected.wait(), 15)
+            await asyncio.wait_for(bench.backend.service.connected.wait(), real_seconds(15))
             self._start = asyncio.get_running_loop().time()
-            self.start_wall = datetime.now(UTC)
+            self.start_wall = self.clock.now()
             await bench.agent.start()
             sampler = tasks.create_task(BenchSampler(self, bench).run(), name="sampler")
             for step in scenario.steps:
@@ -240,20 +265,23 @@ class ScenarioRunner:
         """A drain-only agent (no sources) sends whatever the stopped one still had queued."""
         bench.netem.restore()
         config = self._agent_config(bench.layout, bench.devices, drain_only=True)
-        drain = AgentProcess(config, env={"TCU_BROKER_URL": bench.netem.url}, log=self.workdir / "agent.log")
+        drain = AgentProcess(
+            config, env={"TCU_BROKER_URL": bench.netem.url}, log=self.workdir / "agent.log", clock=self.clock
+        )
         await drain.start()
         status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
         outbox = bench.layout.data_dir(self.scenario.vin) / "outbox.sqlite3"
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(real_seconds(60)):
                 empty_since: float | None = None
                 # Empty for two seconds on end: the drain agent answers what the backend sends it at
                 # connect (a retained order, a file) with records of its own, acknowledged a moment later.
-                while empty_since is None or time.monotonic() - empty_since < _DRAIN_SETTLE_S:
-                    await asyncio.sleep(0.5)
+                while empty_since is None or loop.time() - empty_since < real_seconds(_DRAIN_SETTLE_S):
+                    await asyncio.sleep(real_seconds(0.5))
                     status = read_status(status_path)
                     if status and status["link"]["up"] and _queue_depth(outbox) == 0:
-                        empty_since = time.monotonic() if empty_since is None else empty_since
+                        empty_since = loop.time() if empty_since is None else empty_since
                     else:
                         empty_since = None
         await drain.stop()
@@ -306,3 +334,10 @@ def _queue_depth(outbox: Path) -> int:
     """Records in the vehicle's queue, read from the file itself (the status file lags by its interval)."""
     with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5)) as db:
         return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def run_scenario(runner: ScenarioRunner, *, time_scale: float | None = None) -> Timeline:
+    """Run a scenario to its end on a loop of its own, on virtual time at the scenario's `time_scale`."""
+    base = VirtualTime.starting_now(time_scale or runner.scenario.time_scale)
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(base)) as loop_runner:
+        return loop_runner.run(runner.run())

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tcu.app import Agent
+from tcu.cli_errors import os_error_sentence
 from tcu.clock import SystemClock
 from tcu.config import load_agent_config
+from tcu.device_ports import port_problems
 from tcu.ecall.msd_cli import decode_command, msd_command
 from tcu.errors import ConfigError, TcuError
 from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
-from tcu.service_unit import UNIT_NAME, UnitOptions, install_unit, render_unit
+from tcu.service_unit import SYSTEM_UNIT_DIR, UNIT_NAME, UnitOptions, install_unit, render_unit
 from tcu.services.catalogue import Category
 from tcu.services.personal import DriverProfile, PersonalStore
 from tcu.status import read_status
 from tcu.systemd import Notifier
 from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.virtual_time import clock_from_env
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--config", type=Path, required=True, help="absolute path of the agent TOML file")
     service.add_argument("--user", default="tcu")
     service.add_argument("--python", type=Path, default=Path(sys.executable), help="the venv's python")
-    service.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
+    service.add_argument("--unit-dir", type=Path, default=SYSTEM_UNIT_DIR)
 
     ecall = commands.add_parser("ecall", help="eCall tools").add_subparsers(dest="ecall_command", required=True)
     msd = ecall.add_parser("msd", help="encode an MSD described in JSON; prints its UPER hex")
@@ -164,6 +168,21 @@ def _service(args: argparse.Namespace) -> None:
     print(f"wrote {path}\nnext: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
 
 
+def _check_config(config_path: Path) -> None:
+    """Everything `tcu run` would refuse, plus the device ports: the legal eCall's modem must exist."""
+    config = load_agent_config(config_path)
+    agent = Agent(config)
+    problems = port_problems(config)
+    for problem in problems:
+        if not problem.fatal:
+            print(f"tcu: warning: {problem.sentence(config_path)}", file=sys.stderr)
+    fatal = [problem for problem in problems if problem.fatal]
+    if fatal:
+        raise ConfigError(fatal[0].sentence(config_path))
+    print(f"{config_path}: OK")
+    print(_mapping_tables(agent), end="")
+
+
 def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = [
@@ -203,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "run":
-            agent = Agent(load_agent_config(args.config), notifier=Notifier())
-            run_service(agent.run())
+            clock = clock_from_env(os.environ)  # a HIL bench's virtual time, else the real clock
+            agent = Agent(load_agent_config(args.config), notifier=Notifier(), clock=clock)
+            run_service(agent.run(), clock=clock)
         elif args.command == "keygen":
             private, public = write_box_keypair(args.dir, args.name)
             print(f"wrote {private} (private, 0600) and {public}")
@@ -217,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"no status at {config.status_path}: is the agent running?")
             print(json.dumps(current, indent=2))
         elif args.command == "check-config":
-            agent = Agent(load_agent_config(args.config))
-            print(f"{args.config}: OK")
-            print(_mapping_tables(agent), end="")
+            _check_config(args.config)
         elif args.command == "service":
             _service(args)
         elif args.command == "privacy":
@@ -236,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             print(decode_command(args.hex))
     except TcuError as exc:
         print(f"tcu: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path a person gave that the file system refuses: a sentence, not a traceback
+        print(f"tcu: error: {os_error_sentence(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,6 +10,9 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from tcu.clock import Clock
+from tcu.virtual_time import VirtualClock, VirtualTimeLoop
+
 
 def configure_logging(level: str) -> None:
     # Under systemd the journal stamps each line itself.
@@ -29,5 +32,15 @@ async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
         await task
 
 
-def run_service(main: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(_until_signalled(main))
+def run_service(main: Coroutine[Any, Any, None], *, clock: Clock | None = None) -> None:
+    """`clock`: the one `main` was built with; on a bench's virtual time, the event loop keeps it too."""
+    virtual = clock.base if isinstance(clock, VirtualClock) else None
+    if virtual is not None:
+        logging.getLogger(__name__).warning(
+            "virtual time: %g times real time, the wall clock at %s (a HIL bench's, %s)",
+            virtual.scale,
+            virtual.now().isoformat(timespec="seconds"),
+            "TCU_VIRTUAL_TIME",
+        )
+    with asyncio.Runner(loop_factory=None if virtual is None else lambda: VirtualTimeLoop(virtual)) as runner:
+        runner.run(_until_signalled(main))

@@ -424,7 +424,8 @@ def test_a_recorded_drive_passes_through_tcu_hil_run(tmp_path: Path, capsys: pyt
     assert replay.detail.startswith(f"commute.blf: {carried} frame(s) sent; skipped 1 CAN FD frame, 1 error frame")
 
 
-def test_the_runner_puts_the_recording_on_the_can_bus_at_the_scenario_time_scale(tmp_path: Path) -> None:
+def test_the_runner_puts_the_recording_on_the_can_bus_at_its_own_speed(tmp_path: Path) -> None:
+    """The recording's speed only: the bench's virtual time scales every timer, the replay's too."""
     from hil.runner import ScenarioRunner  # noqa: PLC0415
     from tcu.vehicle.drive_cycle import DriveCycle  # noqa: PLC0415
 
@@ -434,5 +435,5 @@ def test_the_runner_puts_the_recording_on_the_can_bus_at_the_scenario_time_scale
     )
     device = ScenarioRunner(scenario, tmp_path)._can_device(DriveCycle(), str(tmp_path / "can"))
     assert isinstance(device, ReplayDevice)
-    assert (device.recording, device.schedule.speed, device.schedule.channel) == (recording, 1.5, "0")
+    assert (device.recording, device.schedule.speed, device.schedule.channel) == (recording, 0.5, "0")
     device.schedule.close()

@@ -1,0 +1,194 @@
+"""Virtual time: one clock for a whole HIL bench, running `scale` times faster than real time.
+
+A bench (`tcu-hil run`) is several processes — the agent, and the runner with the backend, the virtual
+devices and the network emulator — that must agree on the time, or a 10-minute measure cap, the eCall's
+one-hour T2 or a six-week notice period could only be tested in real time. They agree through
+`VirtualTime`: an origin on CLOCK_MONOTONIC, which every process of one boot shares, a wall time at that
+origin and a scale. The runner hands it to the agent in the `TCU_VIRTUAL_TIME` environment variable.
+
+Each process runs its event loop as a `VirtualTimeLoop`, whose `time()` is virtual: every
+`asyncio.sleep`, `asyncio.timeout` and `call_later` in the process — every protocol timer of the agent
+and the backend — runs at the bench's pace without a line of their code knowing it. The `Clock` they
+are given (`VirtualClock`) stamps records with the virtual wall time.
+
+What keeps real time, and why: Mosquitto (keepalive, session expiry), paho-mqtt's keepalive pings (paho
+reads `time.monotonic` itself), pyserial's read timeouts in its threads, SQLite's busy timeout, and the
+start-up of a Python process. A bench at scale 10 therefore sees a keepalive of 3 s as 30 virtual
+seconds, and an agent that takes one real second to start as ten: a scenario states its fault
+durations with that in mind (`hil/scenario.py`).
+
+The calendar can move on without time passing for the processes (`VirtualClock.advance_calendar`): a
+car parked for seven weeks, for terms that run over months. A running process sees the move only in its
+own `VirtualClock`; the runner restarts the agent after the move, as the car would wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import selectors
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tcu.clock import Clock, SystemClock
+from tcu.errors import ConfigError
+
+ENV = "TCU_VIRTUAL_TIME"
+MAX_SCALE = 10_000.0
+MAX_CALENDAR_OFFSET_S = 100 * 366 * 86400.0  # a century: far beyond any term, far from datetime's limits
+# The longest a loop waits in one select: a scale change or a calendar move in another task is seen
+# within this much real time, and virtual deadlines never overshoot by more than `scale` times it.
+_MAX_REAL_WAIT_S = 0.05
+_KEYS = frozenset({"scale", "origin_real", "origin_wall", "calendar_offset_s"})
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualTime:
+    """The bench's time base: `scale` virtual seconds per real second from `origin_real`."""
+
+    scale: float
+    origin_real: float  # time.monotonic() at the origin (CLOCK_MONOTONIC: one clock for all processes)
+    origin_wall: datetime  # the virtual wall time at the origin
+    calendar_offset_s: float = 0.0  # the calendar moved on without time passing (a car parked for weeks)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and 0 < self.scale <= MAX_SCALE):
+            raise ConfigError(f"virtual time scale {self.scale!r}: expected a number in (0, {MAX_SCALE:g}]")
+        if not (math.isfinite(self.calendar_offset_s) and 0 <= self.calendar_offset_s <= MAX_CALENDAR_OFFSET_S):
+            raise ConfigError(
+                f"virtual time calendar_offset_s {self.calendar_offset_s!r}: expected 0 to {MAX_CALENDAR_OFFSET_S:g} s"
+            )
+        if self.origin_wall.tzinfo is None:
+            raise ConfigError("virtual time origin_wall: expected a timezone-aware time")
+
+    @classmethod
+    def starting_now(cls, scale: float, *, wall: datetime | None = None) -> VirtualTime:
+        return cls(scale=scale, origin_real=time.monotonic(), origin_wall=wall or datetime.now(UTC))
+
+    def monotonic(self) -> float:
+        """Virtual seconds since the origin."""
+        return (time.monotonic() - self.origin_real) * self.scale
+
+    def now(self) -> datetime:
+        return self.origin_wall + timedelta(seconds=self.monotonic() + self.calendar_offset_s)
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "scale": self.scale,
+                "origin_real": self.origin_real,
+                "origin_wall": self.origin_wall.isoformat(),
+                "calendar_offset_s": self.calendar_offset_s,
+            }
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> VirtualTime:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV} is not JSON: {exc}") from exc
+        if not isinstance(raw, dict) or set(raw) != _KEYS:
+            raise ConfigError(f"{ENV}: expected an object with the keys {', '.join(sorted(_KEYS))}")
+        for key in ("scale", "origin_real", "calendar_offset_s"):
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{ENV}: {key} = {value!r} is not a finite number")
+        try:
+            wall = datetime.fromisoformat(str(raw["origin_wall"]))
+        except ValueError as exc:
+            raise ConfigError(f"{ENV}: origin_wall: {exc}") from exc
+        return cls(
+            scale=float(raw["scale"]),
+            origin_real=float(raw["origin_real"]),
+            origin_wall=wall,
+            calendar_offset_s=float(raw["calendar_offset_s"]),
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> VirtualTime | None:
+        text = env.get(ENV)
+        return None if not text else cls.decode(text)
+
+
+class VirtualClock:
+    """The `Clock` of a process on virtual time; `advance_calendar` moves its wall time on at once."""
+
+    def __init__(self, base: VirtualTime) -> None:
+        self._base = base
+
+    @property
+    def base(self) -> VirtualTime:
+        """What another process needs to share this clock (with the calendar as it is now)."""
+        return self._base
+
+    def now(self) -> datetime:
+        return self._base.now()
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    def advance_calendar(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ConfigError(f"the calendar only moves forward; got {seconds} s")
+        self._base = replace(self._base, calendar_offset_s=self._base.calendar_offset_s + seconds)
+
+
+def clock_from_env(env: Mapping[str, str]) -> Clock:
+    """The process's clock: the bench's virtual one when `TCU_VIRTUAL_TIME` is set, else the real one."""
+    base = VirtualTime.from_env(env)
+    return SystemClock() if base is None else VirtualClock(base)
+
+
+class _ScaledSelector(selectors.BaseSelector):
+    """The loop's selector, waiting real seconds for the loop's virtual ones."""
+
+    def __init__(self, inner: selectors.BaseSelector, scale: float) -> None:
+        self._inner = inner
+        self._scale = scale
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        real = _MAX_REAL_WAIT_S if timeout is None else min(max(timeout, 0.0) / self._scale, _MAX_REAL_WAIT_S)
+        return self._inner.select(real)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._inner.get_map()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose `time()` is the bench's virtual monotonic time."""
+
+    def __init__(self, base: VirtualTime) -> None:
+        super().__init__(_ScaledSelector(selectors.DefaultSelector(), base.scale))
+        self.virtual_time = base
+
+    def time(self) -> float:
+        return self.virtual_time.monotonic()
+
+
+def loop_scale() -> float:
+    """Virtual seconds per real second in the running loop (1 on an ordinary loop)."""
+    loop = asyncio.get_running_loop()
+    return loop.virtual_time.scale if isinstance(loop, VirtualTimeLoop) else 1.0
+
+
+def real_seconds(seconds: float) -> float:
+    """A timeout of `seconds` real seconds, in the running loop's time: for waiting on what keeps real
+    time (a process starting or stopping, Mosquitto, a disk), which a scaled timeout would cut short."""
+    return seconds * loop_scale()

@@ -1,0 +1,141 @@
+"""Virtual time: one clock for the processes of a HIL bench, faster than real time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tcu.clock import SystemClock
+from tcu.errors import ConfigError
+from tcu.virtual_time import ENV, VirtualClock, VirtualTime, VirtualTimeLoop, clock_from_env, real_seconds
+
+WALL = datetime(2031, 5, 17, 8, 0, tzinfo=UTC)
+
+
+def _on_loop(base: VirtualTime, coroutine_factory):  # type: ignore[no-untyped-def]
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(base)) as runner:
+        return runner.run(coroutine_factory())
+
+
+def test_every_timer_of_the_process_runs_at_the_scale() -> None:
+    """A minute of sleeps, a timeout and a call_later at 600 times real time: done in a fraction of the
+    real minute (an ordinary loop would take 60 s), each in order and at its virtual time."""
+    base = VirtualTime.starting_now(600.0, wall=WALL)
+
+    async def scenario() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        fired: list[tuple[str, float]] = []
+        loop.call_later(30, lambda: fired.append(("call_later 30", loop.time())))
+        await asyncio.sleep(20)
+        fired.append(("slept 20", loop.time()))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(40):
+                await asyncio.Event().wait()
+        fired.append(("timed out 40 later", loop.time()))
+        return fired
+
+    real_start = time.monotonic()
+    fired = _on_loop(base, scenario)
+    real_s = time.monotonic() - real_start
+    assert real_s < 30, f"a virtual minute took {real_s:.1f} real seconds"
+    assert [label for label, _ in fired] == ["slept 20", "call_later 30", "timed out 40 later"]
+    slept, called, timed_out = (at for _, at in fired)
+    assert 20 <= slept < 20 + 600 * 0.5
+    assert called >= 30
+    assert timed_out >= 60
+
+
+def test_the_wall_clock_runs_with_the_loop_and_the_calendar_moves_alone() -> None:
+    base = VirtualTime.starting_now(100.0, wall=WALL)
+    clock = VirtualClock(base)
+
+    async def scenario() -> tuple[datetime, datetime, float, float]:
+        loop = asyncio.get_running_loop()
+        before, mono_before = clock.now(), loop.time()
+        await asyncio.sleep(50)
+        after = clock.now()
+        clock.advance_calendar(timedelta(weeks=7).total_seconds())
+        return before, after, mono_before, loop.time() - mono_before
+
+    before, after, _, waited = _on_loop(base, scenario)
+    assert before >= WALL
+    assert (after - before).total_seconds() >= 50
+    assert waited >= 50
+    moved = clock.now() - after
+    assert timedelta(weeks=7) <= moved < timedelta(weeks=7, minutes=10)  # the calendar jumped ...
+    assert clock.monotonic() < 50 + 100 * 5  # ... while the monotonic clock did not
+    with pytest.raises(ConfigError, match="only moves forward"):
+        clock.advance_calendar(-1)
+
+
+def test_another_process_reads_the_same_time_from_the_environment() -> None:
+    """The agent process of a bench: its wall time lies between the runner's before and after it ran."""
+    base = VirtualTime.starting_now(50.0, wall=WALL)
+    clock = VirtualClock(base)
+    clock.advance_calendar(86400 * 30)
+    child = (
+        "import os; from tcu.virtual_time import clock_from_env; print(clock_from_env(os.environ).now().isoformat())"
+    )
+    before = clock.now()
+    out = subprocess.run(
+        [sys.executable, "-c", child],
+        env={**os.environ, ENV: clock.base.encode()},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    after = clock.now()
+    assert before <= datetime.fromisoformat(out.strip()) <= after
+    assert isinstance(clock_from_env({}), SystemClock)
+
+
+def test_real_seconds_scales_timeouts_for_what_keeps_real_time() -> None:
+    async def scale_on_loop() -> float:
+        return real_seconds(15)
+
+    assert _on_loop(VirtualTime.starting_now(8.0), scale_on_loop) == 120
+    assert asyncio.run(scale_on_loop()) == 15  # an ordinary loop: real time
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not json", "is not JSON"),
+        ("[]", "expected an object"),
+        (json.dumps({"scale": 2}), "expected an object with the keys"),
+        (
+            '{"scale": NaN, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00+00:00", "calendar_offset_s": 0}',
+            "scale",
+        ),
+        (
+            '{"scale": true, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00+00:00", "calendar_offset_s": 0}',
+            "scale",
+        ),
+        ('{"scale": 0, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00+00:00", "calendar_offset_s": 0}', "scale"),
+        (
+            '{"scale": 1e9, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00+00:00", "calendar_offset_s": 0}',
+            "scale",
+        ),
+        ('{"scale": 2, "origin_real": 1, "origin_wall": "tomorrow", "calendar_offset_s": 0}', "origin_wall"),
+        ('{"scale": 2, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00", "calendar_offset_s": 0}', "timezone"),
+        (
+            '{"scale": 2, "origin_real": 1, "origin_wall": "2030-01-01T00:00:00+00:00", "calendar_offset_s": 1e300}',
+            "calendar",
+        ),
+    ],
+)
+def test_a_mangled_environment_is_refused_with_its_reason(text: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        clock_from_env({ENV: text})
+
+
+def test_round_trip_through_the_environment() -> None:
+    base = VirtualTime(scale=12.5, origin_real=1234.5, origin_wall=WALL, calendar_offset_s=3600.0)
+    assert VirtualTime.decode(base.encode()) == base
