@@ -1,32 +1,54 @@
-"""pytest fixtures for bench teams: a broker, a bench folder, a backend stub and a running agent.
+"""pytest fixtures for bench teams: a broker, a backend, agents configured per test, the network between.
 
 Installed as the pytest plugin `tcu_hil` (entry point `pytest11`), so in a project that has
-`tcu-sim` installed, a test needs nothing else:
+`tcu-sim` installed a test needs nothing else — no conftest, no `asyncio_mode`:
 
-    async def test_speed_reaches_the_backend(tcu_agent, tcu_backend):
-        await tcu_backend.wait_for(lambda store: store.last_values(tcu_agent.config.vin))
+    @pytest.mark.tcu_agent(sources="virtual")
+    async def test_a_tunnel_loses_nothing(tcu_agent, tcu_link, assert_no_loss):
+        async with tcu_link.tunnel(seconds=10):
+            pass
+        await assert_no_loss(tcu_agent.config.vin)
 
 Fixtures (function scope):
 
+- `tcu_agent`    a running agent (`hil.fixtures.agents.BenchAgent`: an `Agent` with `.vehicle`, `.modem`),
+                 configured by `@pytest.mark.tcu_agent(...)` with the fields of `AgentSpec`:
+                 `vin`, `sources` ("simulated" drive by default, "virtual" = the `tcu_virtual_vehicle`
+                 devices, or `{"can": port, ...}`), `dbc`, `mapping`, `legal_ecall`, `link`
+                 (through `tcu_link`, the default, or straight to the broker), `telemetry_interval_s`,
+                 `extra` (more TOML). A conftest may override `tcu_agent_config` (returns an `AgentSpec`)
+                 to set them for a whole folder; the marker wins over it.
+- `tcu_agent_factory`  more agents, or one configured inside the test:
+                 `await tcu_agent_factory(vin=..., sources="virtual", legal_ecall=True)`; "virtual" here
+                 gives the car devices of its own (pass `sources=tcu_virtual_vehicle` to share); all
+                 are stopped at the end; `await tcu_agent_factory.stop(agent)` stops one earlier.
+- `tcu_link`     the emulated network between agents and broker (`hil.fixtures.link.BenchLink`):
+                 `tunnel(seconds)`, `latency(latency_s, seconds)`, `loss(probability, seconds)`,
+                 `broker_outage(seconds, kill=False)`; each `await`ed or held with `async with`; `.net`
+                 is the `NetworkEmulator` itself.
+- `assert_no_loss`  `await assert_no_loss(vin, timeout=30)`: every sequence number the car had issued is
+                 stored once at the backend or named by a queue_overflow event; waits for what is still
+                 in flight, then fails naming the lost seqs (`hil.fixtures.no_loss`; `check_no_loss` is
+                 the same check on any store, at once).
+- `tcu_virtual_vehicle`  ELM327, SLCAN and NMEA devices on ptys following one drive (`.obd`, `.can`,
+                 `.gnss`, `.ports`); `.can.bus.crash()`, `.unlock()`, ...
+- `tcu_backend`  a running BackendStub (`.store`, `.ingest`, `.psap`, `.wait_for(predicate)`)
+- `tcu_bench`    a BenchLayout in a temporary folder wired to the broker, backend keys made, a PSAP stub
 - `tcu_broker`   a real Mosquitto on a free loopback port when installed, else the embedded broker
                  (set TCU_HIL_BROKER=mosquitto to insist on Mosquitto)
-- `tcu_bench`    a BenchLayout in a temporary folder wired to that broker, backend keys made
-- `tcu_backend`  a running BackendStub (`.store`, `.ingest`, `.wait_for(predicate)`)
-- `tcu_agent`    a running Agent for one vehicle on the simulated drive (`.state`, `.outbox`, `.session`)
-- `tcu_virtual_vehicle`  ELM327, SLCAN and NMEA devices on ptys following one drive (`.obd`, `.can`,
-                 `.gnss`, `.ports` for a `[sources.*]` config); `.can.bus.crash()`, `.unlock()`, ...
 
-Tests using them must be async (pytest-asyncio in auto mode, or marked `@pytest.mark.asyncio`).
+asyncio: async tests that use these fixtures are marked `asyncio` by the plugin itself, and its async
+fixtures are pytest-asyncio fixtures, so they run whatever the project's `asyncio_mode` (strict or auto).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,16 +58,51 @@ import pytest_asyncio
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.store import BackendStore
-from hil.broker import Broker, choose_broker
-from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
-from hil.devices.nmea_sim import NmeaSimulator
-from hil.devices.slcan_sim import SlcanSimulator
-from hil.layout import DEMO_VIN, BenchLayout
-from tcu.app import Agent
-from tcu.config import load_agent_config
-from tcu.vehicle.drive_cycle import DriveCycle
+from hil.audit import SeqAudit
+from hil.broker import Broker, choose_broker, free_port
+from hil.fixtures.agents import AgentFactory, AgentSpec, BenchAgent, VirtualVehicle, virtual_vehicle
+from hil.fixtures.link import BenchLink
+from hil.fixtures.no_loss import check_no_loss
+from hil.layout import BenchLayout
+from hil.netem import NetworkEmulator
 
-FAST_UPLINK = "\n[uplink]\nreconnect_base_s = 0.05\nreconnect_cap_s = 1.0\nack_timeout_s = 5\n"
+__all__ = ["AgentSpec", "BenchAgent", "BenchLink", "RunningBackend", "VirtualVehicle", "check_no_loss"]
+
+FIXTURES = frozenset(
+    {
+        "tcu_agent",
+        "tcu_agent_config",
+        "tcu_agent_factory",
+        "tcu_link",
+        "assert_no_loss",
+        "tcu_virtual_vehicle",
+        "tcu_backend",
+        "tcu_bench",
+        "tcu_broker",
+    }
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "tcu_agent(**spec): configure the tcu_agent fixture (hil.fixtures.agents.AgentSpec)"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Generator[None, Any, None]:
+    """Mark async tests using our fixtures `asyncio` before pytest-asyncio looks (its wrapper encloses
+    this one: `trylast`), so they run in strict mode too; `pytest_collection_modifyitems` is too late."""
+    outcome = yield
+    result = outcome.get_result()
+    for item in result if isinstance(result, list) else [result]:
+        if (
+            isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.obj)
+            and FIXTURES.intersection(item.fixturenames)
+            and item.get_closest_marker("asyncio") is None
+        ):
+            item.add_marker(pytest.mark.asyncio)
 
 
 class RunningBackend:
@@ -55,6 +112,7 @@ class RunningBackend:
         self.stub = stub
         self.store = stub.store
         self.ingest = stub.ingest
+        self.psap = stub.psap
 
     async def wait_for(self, predicate: Callable[[BackendStore], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
         """Poll the backend's store until `predicate(store)` is truthy; returns that value."""
@@ -64,43 +122,13 @@ class RunningBackend:
         return result
 
 
-@dataclass
-class VirtualVehicle:
-    obd: Elm327Simulator
-    can: SlcanSimulator
-    gnss: NmeaSimulator
-
-    @property
-    def ports(self) -> dict[str, str]:
-        return {"obd": self.obd.path, "can": self.can.path, "gnss": self.gnss.path}
-
-    def sources_toml(self, *, dbc: Sequence[Path] = (), mapping: Path | None = None) -> str:
-        """The `[sources.*]` sections an agent config needs to read this vehicle.
-
-        `dbc` and `mapping` go to `[sources.can]`, as in an agent config: your own vehicle's CAN database
-        and mapping (e.g. with the CAN port fed by a recording) instead of the fictional car.
-        """
-        can = f"dbc = {json.dumps([str(p.resolve()) for p in dbc])}\n" if dbc else ""
-        if mapping is not None:
-            can += f"mapping = {json.dumps(str(mapping.resolve()))}\n"
-        return "".join(
-            f'\n[sources.{name}]\nport = "{path}"\n' + (can if name == "can" else "")
-            for name, path in self.ports.items()
-        )
-
-
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def tcu_virtual_vehicle(tmp_path: Path) -> AsyncIterator[VirtualVehicle]:
-    cycle = DriveCycle()
-    async with (
-        Elm327Simulator(cycle=cycle, timing=Elm327Timing.instant(), link_path=str(tmp_path / "ttyOBD")) as obd,
-        SlcanSimulator(cycle=cycle, link_path=str(tmp_path / "ttyCAN")) as can,
-        NmeaSimulator(cycle=cycle, link_path=str(tmp_path / "ttyGNSS")) as gnss,
-    ):
-        yield VirtualVehicle(obd=obd, can=can, gnss=gnss)
+    async with virtual_vehicle(tmp_path / "vehicle") as vehicle:
+        yield vehicle
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def tcu_broker(tmp_path: Path) -> AsyncIterator[Broker]:
     prefer: Literal["auto", "mosquitto", "embedded"] = "auto"
     if os.environ.get("TCU_HIL_BROKER") in ("mosquitto", "embedded"):
@@ -117,10 +145,14 @@ async def tcu_broker(tmp_path: Path) -> AsyncIterator[Broker]:
 def tcu_bench(tmp_path: Path, tcu_broker: Broker) -> BenchLayout:
     layout = BenchLayout(root=tmp_path / "bench", broker_url=tcu_broker.url, protocol=tcu_broker.protocol)
     layout.create_backend()
+    # The 112 network's PSAP, for cars with legal eCall; the operator clears down after 5 s of voice.
+    layout.backend_config.write_text(
+        layout.backend_config.read_text() + f"\n[psap]\nport = {free_port()}\nvoice_s = 5\n"
+    )
     return layout
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def tcu_backend(tcu_bench: BenchLayout) -> AsyncIterator[RunningBackend]:
     stub = BackendStub(load_backend_config(tcu_bench.backend_config, env={}))
     task = asyncio.create_task(stub.run(), name="tcu-hil-backend")
@@ -133,16 +165,62 @@ async def tcu_backend(tcu_bench: BenchLayout) -> AsyncIterator[RunningBackend]:
             await task
 
 
-@pytest_asyncio.fixture
-async def tcu_agent(tcu_bench: BenchLayout, tcu_backend: RunningBackend) -> AsyncIterator[Agent]:
-    config = tcu_bench.add_vehicle(DEMO_VIN, telemetry_interval_s=0.2, extra=FAST_UPLINK)
-    agent = Agent(load_agent_config(config, env={}))
-    task = asyncio.create_task(agent.run(), name="tcu-hil-agent")
-    await agent.ready.wait()
-    await asyncio.wait_for(agent.session.wait_connected(), 10)
+@pytest_asyncio.fixture(loop_scope="function")
+async def tcu_link(tcu_broker: Broker) -> AsyncIterator[BenchLink]:
+    async with NetworkEmulator(upstream_port=tcu_broker.port) as net:
+        yield BenchLink(net, tcu_broker)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def tcu_agent_factory(
+    tmp_path: Path, tcu_bench: BenchLayout, tcu_backend: RunningBackend, tcu_link: BenchLink
+) -> AsyncIterator[AgentFactory]:
+    factory = AgentFactory(bench=tcu_bench, backend=tcu_backend.stub, link=tcu_link, folder=tmp_path / "vehicles")
     try:
-        yield agent
+        yield factory
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await factory.aclose()
+
+
+@pytest.fixture
+def tcu_agent_config() -> AgentSpec:
+    """Override in a conftest to configure `tcu_agent` for a folder; `@pytest.mark.tcu_agent` wins."""
+    return AgentSpec()
+
+
+@pytest.fixture
+def _tcu_agent_spec(request: pytest.FixtureRequest, tcu_agent_config: AgentSpec) -> AgentSpec:
+    """The marker over the config, with sources="virtual" bound to the `tcu_virtual_vehicle` fixture.
+
+    A sync fixture on purpose: it may set up that async fixture here, which an async fixture could
+    not (pytest-asyncio would have to run the loop from inside itself)."""
+    spec = tcu_agent_config
+    marker = request.node.get_closest_marker("tcu_agent")
+    if marker is not None:
+        if marker.args:
+            pytest.fail(f"@pytest.mark.tcu_agent takes keywords only, got {marker.args!r}", pytrace=False)
+        known = {f.name for f in fields(AgentSpec)}
+        if unknown := sorted(set(marker.kwargs) - known):
+            pytest.fail(f"@pytest.mark.tcu_agent: unknown {unknown}; known: {sorted(known)}", pytrace=False)
+        try:
+            spec = replace(spec, **marker.kwargs)
+        except (TypeError, ValueError) as exc:
+            pytest.fail(f"@pytest.mark.tcu_agent: {exc}", pytrace=False)
+    if spec.sources == "virtual":
+        spec = replace(spec, sources=request.getfixturevalue("tcu_virtual_vehicle"))
+    return spec
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def tcu_agent(tcu_agent_factory: AgentFactory, _tcu_agent_spec: AgentSpec) -> BenchAgent:
+    return await tcu_agent_factory(_tcu_agent_spec)
+
+
+@pytest.fixture
+def assert_no_loss(tcu_agent_factory: AgentFactory) -> Callable[..., Awaitable[SeqAudit]]:
+    """`await assert_no_loss(vin, timeout=30.0)` → the `SeqAudit`; AssertionError naming the lost seqs."""
+
+    async def check(vin: str, *, timeout: float = 30.0) -> SeqAudit:  # noqa: ASYNC109
+        return await tcu_agent_factory.assert_no_loss(vin, timeout=timeout)
+
+    return check
