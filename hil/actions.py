@@ -3,7 +3,9 @@ and the step, in ACTION_TABLE; FAULTS are the ones drawn as injected faults."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from backend_stub.provisioning import ProvisioningIssuer
@@ -11,7 +13,7 @@ from hil.billing import ACTIONS as BILLING_ACTIONS
 from hil.devices.slcan_sim import Door
 from hil.ownership import ACTIONS as OWNERSHIP_ACTIONS
 from hil.scenario import Step
-from hil.timeline import EventKind
+from hil.timeline import EventKind, Span, SpanKind
 from tcu.errors import ConfigError
 from tcu.services.measure_plan import Fault, one_step_per_change
 from tcu.vehicle.drive_cycle import VehicleMode
@@ -24,34 +26,82 @@ def describe(step: Step) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(step.args.items()))
 
 
+@contextlib.contextmanager
+def fault_span(runner: ScenarioRunner, label: str, detail: str = "") -> Iterator[list[str]]:
+    """The fault as a span on the timeline, from here to the end of the block, with its label; notes
+    appended to the yielded list join the detail. A fault cut short still gets its end, and says so."""
+    start = runner.now()
+    notes = [detail] if detail else []
+    try:
+        yield notes
+    except asyncio.CancelledError:
+        notes.append("cut short: the run ended first")
+        raise
+    except Exception as exc:
+        notes.append(f"cut short: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        end = round(runner.now(), 3)
+        span = Span(kind=SpanKind.FAULT, label=label, start=round(start, 3), end=end, detail="; ".join(notes))
+        runner.timeline.spans.append(span)
+
+
+async def _restart_agent(
+    runner: ScenarioRunner, bench: Bench, label: str, *, kill: bool = False, down_s: float = 0.0
+) -> None:
+    """Kill (a power cut) or stop the agent, keep it down `down_s`, start it again; the time it was not
+    running is an agent-down span with `label`, exact to the moment of each call."""
+    start = runner.now()
+    try:
+        await (bench.agent.kill() if kill else bench.agent.stop())
+        runner.event(EventKind.AGENT, f"agent {'SIGKILLed' if kill else 'stopped'}", label)
+        if down_s > 0:
+            await runner._hold(down_s)
+        await bench.agent.start()
+        runner.event(EventKind.AGENT, "agent restarted", label)
+    finally:
+        end = round(runner.now(), 3)
+        how = "SIGKILL, no flush, nothing said to the broker" if kill else "orderly stop (SIGTERM)"
+        span = Span(kind=SpanKind.AGENT_DOWN, label=label, start=round(start, 3), end=end, detail=how)
+        runner.timeline.spans.append(span)
+
+
 async def _park(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     """Nothing to do: parked windows are part of the drive cycle the devices follow."""
 
 
 async def _tunnel(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bench.netem.cut()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    bench.netem.restore()
-    runner.event(EventKind.ACTION, "tunnel ends", "coverage back")
+    with fault_span(runner, "tunnel", "no coverage: every packet black-holed"):
+        bench.netem.cut()
+        try:
+            await runner._hold(float(step.args.get("for_s", 10)))
+        finally:
+            bench.netem.restore()
+    runner.event(EventKind.FAULT, "tunnel ends", "coverage back")
 
 
 async def _broker_outage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     kill = getattr(bench.broker, "kill", None)
-    if step.args.get("kill") and kill is not None:
-        await kill()
-    else:
-        await bench.broker.stop()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    await bench.broker.start()
-    runner.event(EventKind.ACTION, "broker back")
+    killed = bool(step.args.get("kill")) and kill is not None
+    with fault_span(runner, "broker_outage", "broker killed" if killed else "broker stopped"):
+        if killed and kill is not None:
+            await kill()
+        else:
+            await bench.broker.stop()
+        await runner._hold(float(step.args.get("for_s", 10)))
+        await bench.broker.start()
+    runner.event(EventKind.FAULT, "broker back")
 
 
 async def _latency(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bench.netem.latency_s = float(step.args.get("latency_s", 0.2))
-    bench.netem.loss = float(step.args.get("loss", 0.0))
-    await runner._hold(float(step.args.get("for_s", 10)))
-    bench.netem.latency_s, bench.netem.loss = 0.0, 0.0
-    runner.event(EventKind.ACTION, "latency ends")
+    latency_s, loss = float(step.args.get("latency_s", 0.2)), float(step.args.get("loss", 0.0))
+    with fault_span(runner, "latency", f"{latency_s * 1000:.0f} ms added, {loss:.0%} of packets lost"):
+        bench.netem.latency_s, bench.netem.loss = latency_s, loss
+        try:
+            await runner._hold(float(step.args.get("for_s", 10)))
+        finally:
+            bench.netem.latency_s, bench.netem.loss = 0.0, 0.0
+    runner.event(EventKind.FAULT, "latency ends")
 
 
 async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
@@ -72,23 +122,27 @@ async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
 
 
 async def _agent_kill(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    await bench.agent.kill()
-    await runner._hold(float(step.args.get("restart_after_s", 2)))
-    await bench.agent.start()
-    runner.event(EventKind.ACTION, "agent restarted")
+    down_s = float(step.args.get("restart_after_s", 2))
+    with fault_span(runner, "agent_kill", f"SIGKILL, restarted after {down_s:g} s"):
+        await _restart_agent(runner, bench, "agent_kill: SIGKILL", kill=True, down_s=down_s)
 
 
 async def _serial_garbage(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    device = bench.devices[str(step.args.get("device", "can"))]
-    await device.inject_garbage(int(step.args.get("count", 100)))
+    name, count = str(step.args.get("device", "can")), int(step.args.get("count", 100))
+    with fault_span(runner, f"serial_garbage {name}", f"{count} garbage bytes on the {name} line"):
+        await bench.devices[name].inject_garbage(count)
 
 
 async def _unplug(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    device = bench.devices[str(step.args.get("device", "can"))]
-    device.unplug()
-    await runner._hold(float(step.args.get("for_s", 5)))
-    device.plug()
-    runner.event(EventKind.FAULT, f"{step.args.get('device', 'can')} replugged")
+    name = str(step.args.get("device", "can"))
+    device = bench.devices[name]
+    with fault_span(runner, f"unplug {name}", f"the {name} adapter unplugged"):
+        device.unplug()
+        try:
+            await runner._hold(float(step.args.get("for_s", 5)))
+        finally:
+            device.plug()
+    runner.event(EventKind.FAULT, f"{name} replugged")
 
 
 async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
@@ -96,13 +150,12 @@ async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     with SQLITE_FULL, the same error a full disk gives; afterwards it is restarted uncapped."""
     outbox = bench.layout.data_dir(runner.scenario.vin) / "outbox.sqlite3"
     cap = max(outbox.stat().st_size + 8192, 65536)
-    await bench.agent.stop()
-    runner._agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
-    await bench.agent.start()
-    await runner._hold(float(step.args.get("for_s", 10)))
-    await bench.agent.stop()
-    runner._agent_config(bench.layout, bench.devices)
-    await bench.agent.start()
+    with fault_span(runner, "disk_full", f"queue capped at {cap} bytes; the agent restarted twice"):
+        runner._agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
+        await _restart_agent(runner, bench, f"disk_full: restart 1 of 2 (queue capped at {cap} bytes)")
+        await runner._hold(float(step.args.get("for_s", 10)))
+        runner._agent_config(bench.layout, bench.devices)
+        await _restart_agent(runner, bench, "disk_full: restart 2 of 2 (queue uncapped)")
     runner.event(EventKind.FAULT, "disk space back")
 
 
@@ -144,6 +197,17 @@ async def _measure(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     )
 
 
+async def _advance_calendar(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+    """The car sleeps while the calendar moves on: the agent stops, the bench's wall clock jumps, the agent
+    wakes with it. Only the wall clock moves: the backend's own timers (invoices, retention) see the
+    new date at their next round."""
+    seconds = float(step.args.get("days", 0)) * 86400 + float(step.args.get("hours", 0)) * 3600
+    await bench.agent.stop()
+    runner.advance_calendar(seconds)
+    await bench.agent.start()
+    runner.event(EventKind.ACTION, "calendar moved", f"now {runner.clock.now().date().isoformat()}; agent woke")
+
+
 FAULTS = frozenset({"agent_kill", "serial_garbage", "unplug", "disk_full", "latency", "tunnel", "broker_outage"})
 
 ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
@@ -166,6 +230,7 @@ ACTION_TABLE: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
     "suspend": _provision,
     "resume": _provision,
     "measure": _measure,
+    "advance_calendar": _advance_calendar,
     **BILLING_ACTIONS,
     **OWNERSHIP_ACTIONS,
 }

@@ -18,8 +18,10 @@ from hil.report import write_report
 from hil.runner import ScenarioRunner, run_scenario
 from hil.scenario import ACTIONS, Step, library, load_scenario
 from hil.small_disk import SmallDiskUnavailableError
+from tcu.cli_errors import os_error_sentence
 from tcu.errors import ConfigError
 from tcu.runner import configure_logging
+from tcu.virtual_time import MAX_SCALE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path, help="bench folder (default: a new temporary one)")
     run.add_argument("--report", type=Path, help="report folder (default: WORKDIR/report)")
     run.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
-    run.add_argument("--time-scale", type=float, help="override the scenario's time scale")
+    run.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        help="virtual seconds per real second for the whole bench (default: the scenario's; 1 with --port,"
+        " since real adapters answer in real time)",
+    )
     run.add_argument(
         "--port",
         action="append",
@@ -170,6 +177,16 @@ def _step(text: str) -> Step:
         raise ConfigError(f"--step {text!r}: needs at=<seconds> and do=<action> ({exc})") from exc
 
 
+def _time_scale(text: str) -> float:
+    try:
+        scale = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < scale <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number above 0 and at most {MAX_SCALE:g}")
+    return scale
+
+
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.scenario)
     scenario = load_scenario(path if path.suffix == ".toml" else library().get(args.scenario, path))
@@ -180,7 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     scenario = replace(
         scenario,
         steps=tuple(sorted(scenario.steps + extra, key=lambda s: s.at)),
-        time_scale=args.time_scale or scenario.time_scale,
+        # Real adapters answer in real time: their timeouts must not be scaled unless asked for.
+        time_scale=args.time_scale or (1.0 if args.port else scenario.time_scale),
     )
     workdir = demo_workdir(args.workdir)
     view = LiveView(scenario.name, scenario.duration_s)
@@ -217,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except ConfigError as exc:
         print(f"tcu-hil: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a --workdir that is a file: a sentence, not a traceback
+        print(f"tcu-hil: error: {os_error_sentence(exc)}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ users run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -94,12 +95,13 @@ class BenchLayout:
             ecall=ecall,
         )
 
-    def set_legal_ecall(self, vin: str, legal: bool) -> None:
-        """Tell the backend whether the vehicle is equipped with legal eCall (as `enroll --legal-ecall`)."""
+    def set_legal_ecall(self, vin: str, legal: bool, *, first_registration: date | None = None) -> None:
+        """Tell the backend whether the vehicle is equipped with legal eCall (as `enroll --legal-ecall`)
+        and when it was first registered (default: today, a new car)."""
         store = ProvisioningStore(self.root / "backend.sqlite3")
         try:
             store.set_legal_ecall(vin, legal)
-            store.record_build(vin, today=SystemClock().now().date())  # a new car: first registered today
+            store.record_build(vin, today=first_registration or SystemClock().now().date())
         finally:
             store.close()
 

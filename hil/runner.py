@@ -17,7 +17,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +36,7 @@ from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
 from hil.netem import NetworkEmulator
 from hil.sampler import BenchSampler
-from hil.scenario import Scenario, Step
+from hil.scenario import Scenario, Step, toml_lines
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.errors import ConfigError
 from tcu.status import read_status
@@ -169,7 +169,7 @@ class ScenarioRunner:
             f'[ecall]\nlegal_ecall = true\nport = "{ports[MODEM]}"\n'
             if MODEM in ports
             else "[ecall]\nlegal_ecall = false\n"
-        )
+        ) + toml_lines(scenario.ecall_settings)
         return layout.write_agent_config(
             scenario.vin,
             name=f"agent-{scenario.vin}-drain.toml" if drain_only else None,
@@ -212,7 +212,8 @@ class ScenarioRunner:
                 layout.backend_config.write_text(
                     layout.backend_config.read_text()
                     + "\n[measures]\nretry_base_s = 2\nretry_cap_s = 10\n"
-                    + f"\n[psap]\nport = {psap_port}\nvoice_s = 10\n"
+                    + f"\n[psap]\nport = {psap_port}\n"
+                    + toml_lines({"voice_s": 10} | scenario.psap_settings)
                 )
                 cycle = DriveCycle(parked=scenario.parked_windows())
                 self._cycle = cycle
@@ -225,7 +226,8 @@ class ScenarioRunner:
                     for device in devices.values():
                         await stack.enter_async_context(device)
                     layout.add_vehicle(scenario.vin)  # keys and enrolment; the config is the scenario's
-                    layout.set_legal_ecall(scenario.vin, scenario.legal_ecall)
+                    registered = self.clock.now().date() - timedelta(days=scenario.first_registration_days_ago)
+                    layout.set_legal_ecall(scenario.vin, scenario.legal_ecall, first_registration=registered)
                     config = self._agent_config(layout, devices)
                     env = {"TCU_BROKER_URL": netem.url}
                     agent = AgentProcess(config, env=env, log=self.workdir / "agent.log", clock=self.clock)
@@ -291,15 +293,24 @@ class ScenarioRunner:
         with contextlib.closing(sqlite3.connect(outbox)) as db:
             next_seq = int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
             queued = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        crash = next((step.at for step in self.scenario.steps if step.do in ("crash", "sos")), None)
-        position = None if crash is None else self._cycle.at(crash)
+        cycle = self._cycle
+
+        def position_at(scenario_s: float) -> tuple[float, float]:
+            sample = cycle.at(scenario_s)
+            return sample.latitude, sample.longitude
+
+        # The drive cycle is where the car was when the virtual GNSS (or the agent's simulation) says so;
+        # a real receiver on a bench reports where the bench is, which the runner cannot know.
+        simulated = "gnss" not in self.real_ports and ("gnss" in self.scenario.devices or not self.scenario.devices)
         return Evidence(
             vin=self.scenario.vin,
             backend=bench.backend,
             next_seq=next_seq,
             queued=queued,
             events=self.timeline.events,
-            crash_position=None if position is None else (position.latitude, position.longitude),
+            steps=self.scenario.steps,
+            scenario_seconds=self.scenario_seconds,
+            position_at=position_at if simulated else None,
             personal_path=bench.layout.data_dir(self.scenario.vin) / "personal.cbor",
         )
 

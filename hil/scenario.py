@@ -3,13 +3,14 @@
     name = "commute"
     description = "Drive, a tunnel, a broker outage; nothing may be lost."
     duration_s = 90
-    time_scale = 1.0                 # scenario seconds per wall second, for the drive (>= 1: faster)
+    time_scale = 4.0                 # the bench's virtual time: scenario seconds per real second
     devices = ["obd", "can", "gnss"] # virtual serial devices; [] feeds the agent the simulated drive
     telemetry_interval_s = 1.0
 
     [vehicle]
     vin = "WMWZZZ3CZ2E123456"
     legal_ecall = true
+    first_registration_days_ago = 0  # "Erstzulassung": 5y and 2+1y terms run from it
     dbc = "mycar.dbc"                # optional: the agent's [sources.can] dbc (a path or a list) and
     mapping = "mycar-can.toml"       # mapping, relative to the scenario file; default the fictional car
 
@@ -27,13 +28,26 @@
     loop = false                     # start over at the end; else the bus goes quiet
     channel = "0"                    # optional: only this channel of a multi-channel log
 
-`time_scale` speeds up the drive cycle and the step timeline together; protocol timers (MQTT
-keepalive, backoff, eCall timers) stay in real time, which is why a scenario with a tunnel or an
-outage states its durations in scenario seconds and the runner converts.
+    [ecall]                          # optional: more keys of the agent's [ecall] section
+    command_timeout_s = 30
+
+    [psap]                           # optional: more keys of the backend's [psap] section
+    voice_s = 7200                   # the operator never clears down: the vehicle's T2 must
+
+`time_scale` runs the whole bench on virtual time (`tcu.virtual_time`): the agent, the backend, the
+devices, the network emulator and every protocol timer among them (backoff, ack timeouts, eCall
+timers, the measure cap, the PSAP's voice time) run that many times faster, and every duration in a
+scenario is in its seconds. What keeps real time: MQTT keepalive (paho and Mosquitto; the runner sets
+it to the 1 s MQTT allows on a fast bench), serial and process start-up. So a tunnel must last longer
+than 1.5 real seconds to be noticed by keepalive, an agent takes `time_scale` times its real start-up
+in scenario seconds to come up, and an AT command timeout is `time_scale` times shorter in real time
+than its value — a scenario at a high scale raises it (`[ecall] command_timeout_s`). The calendar can
+move on without time passing (`advance_calendar`: a car parked for weeks; the agent sleeps meanwhile).
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +85,43 @@ ACTIONS: dict[str, frozenset[str]] = {
     "profile": frozenset({"name"}),
     "consent": frozenset({"recipient"}),
     "owner_change": frozenset(),
+    # the calendar moves on by days (and hours) while the car sleeps: the agent stops, the bench's
+    # wall clock jumps, the agent starts again; scenario time does not pass (tcu.virtual_time)
+    "advance_calendar": frozenset({"days", "hours"}),
 }
 
 # check → keys it takes
 CHECKS: dict[str, frozenset[str]] = {
     "records_without_gaps": frozenset(),  # every sequence number 1..N stored exactly once, queue empty
     "records_accounted": frozenset(),  # stored exactly once or named by a queue_overflow event (hil.audit)
-    "signal_reported": frozenset({"path"}),  # the backend has a last value for this signal
-    "msd_received": frozenset({"within_m"}),  # the PSAP decoded an MSD with this VIN near the crash position
+    "signal_reported": frozenset({"path"}),  # the backend has a last value for this signal (smoke only)
+    # hil.signal_checks, over every reading the backend received, on the vehicle's stamps in scenario s.
+    # A value: equals = bool/str/number (tolerance = for a number); at = s: the last reading at or
+    # before then; window = [from_s, to_s]: every reading in it; neither: the last reading of the run.
+    "signal_value": frozenset({"path", "equals", "tolerance", "window"}),
+    # Every reading in window (default the run) within min..max, and at least min_count (1) of them.
+    "signal_range": frozenset({"path", "min", "max", "window", "min_count"}),
+    # A change from → to (e.g. false → true), the one nearest near = s within within_s (1); its time measured.
+    "signal_edge": frozenset({"path", "from", "to", "near", "within_s"}),
+    # Each open_door/close_door/lock/unlock (a record with the new value) and crash/sos step (the MSD at
+    # the PSAP) → the backend received it: p50/p99/max over the run's steps (default all of those kinds).
+    "event_latency": frozenset({"steps", "p50_max_s", "p99_max_s", "max_s"}),
+    # Telemetry created → received, p50/p99/max; window on the created time; exclude = ["tunnel", ...]
+    # leaves out the records created from 1 s before such a step to settle_s (5) after it ended.
+    "telemetry_latency": frozenset({"p50_max_s", "p99_max_s", "max_s", "window", "exclude", "settle_s", "min_count"}),
+    # hil.ecall_checks: ms from the trigger to each stage (dial, answered, msd_acknowledged, voice,
+    # cleared), each <stage>_max_ms / <stage>_min_ms; session = n (default the first emergency call).
+    "ecall_timings": frozenset(
+        {"session"}
+        | {
+            f"{stage}_{bound}_ms"
+            for stage in ("dial", "answered", "msd_acknowledged", "voice", "cleared")
+            for bound in ("min", "max")
+        }
+    ),
+    # The PSAP decoded an MSD with this VIN within within_m (200) of the drive's position at the crash/sos
+    # step (or the eCall trigger record's time when no step caused the call).
+    "msd_received": frozenset({"within_m"}),
     "service_active": frozenset({"service"}),  # the vehicle's last capability report lists it running
     "service_inactive": frozenset({"service"}),
     "measure_succeeded": frozenset({"id", "min_attempts"}),
@@ -144,6 +187,9 @@ class Scenario:
     drive: DriveReplay | None = None  # None: the simulated drive cycle
     can_dbc: tuple[Path, ...] = ()  # [vehicle] dbc: the agent's CAN database instead of the packaged car
     can_mapping: Path | None = None  # [vehicle] mapping
+    first_registration_days_ago: int = 0  # [vehicle]: the car was first registered this many days back
+    ecall_settings: dict[str, Any] = field(default_factory=dict)  # [ecall]: more keys of the agent's [ecall]
+    psap_settings: dict[str, Any] = field(default_factory=dict)  # [psap]: more keys of the backend's [psap]
 
     def parked_windows(self) -> tuple[tuple[float, float], ...]:
         return tuple((s.at, s.at + float(s.args.get("for_s", self.duration_s))) for s in self.steps if s.do == "park")
@@ -244,11 +290,38 @@ def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = N
             drive=drive,
             can_dbc=tuple(_vehicle_files(vehicle.get("dbc"), base, f"{source}: vehicle.dbc")),
             can_mapping=next(iter(_vehicle_files(vehicle.get("mapping"), base, f"{source}: vehicle.mapping")), None),
+            first_registration_days_ago=_days_ago(vehicle.get("first_registration_days_ago", 0), source),
+            ecall_settings=_settings(raw.get("ecall", {}), f"{source}: [ecall]", reserved={"legal_ecall", "port"}),
+            psap_settings=_settings(raw.get("psap", {}), f"{source}: [psap]", reserved={"port"}),
         )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _days_ago(value: Any, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500:
+        raise ConfigError(f"{source}: vehicle.first_registration_days_ago = {value!r}: expected 0 to 36500 days")
+    return value
+
+
+def _settings(raw: Any, where: str, *, reserved: set[str]) -> dict[str, Any]:
+    """Extra keys for a section the runner writes: plain numbers, strings and booleans, never the keys the
+    runner itself sets (the ports of this bench)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    for key, value in raw.items():
+        if key in reserved:
+            raise ConfigError(f"{where}: {key} is set by the bench itself")
+        if not isinstance(value, bool | int | float | str):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a number, a string or a boolean")
+    return dict(raw)
+
+
+def toml_lines(settings: dict[str, Any]) -> str:
+    """`key = value` lines of `_settings`, as TOML."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
 
 
 def _vehicle_files(value: Any, base: Path | None, where: str) -> list[Path]:
