@@ -34,13 +34,28 @@ async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
 
 def run_service(main: Coroutine[Any, Any, None], *, clock: Clock | None = None) -> None:
     """`clock`: the one `main` was built with; on a bench's virtual time, the event loop keeps it too."""
-    virtual = clock.base if isinstance(clock, VirtualClock) else None
-    if virtual is not None:
+    virtual = None
+    if isinstance(clock, VirtualClock):
+        virtual = clock.base
         logging.getLogger(__name__).warning(
             "virtual time: %g times real time, the wall clock at %s (a HIL bench's, %s)",
             virtual.scale,
             virtual.now().isoformat(timespec="seconds"),
             "TCU_VIRTUAL_TIME",
         )
+        _stamp_logs_with(clock)
     with asyncio.Runner(loop_factory=None if virtual is None else lambda: VirtualTimeLoop(virtual)) as runner:
         runner.run(_until_signalled(main))
+
+
+def _stamp_logs_with(clock: Clock) -> None:
+    """Log lines carry the bench's virtual time, so the log reads on the same axis as the records."""
+    make_record = logging.getLogRecordFactory()
+
+    def stamped(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.created = clock.now().timestamp()
+        record.msecs = (record.created - int(record.created)) * 1000
+        return record
+
+    logging.setLogRecordFactory(stamped)

@@ -139,3 +139,27 @@ def test_a_mangled_environment_is_refused_with_its_reason(text: str, reason: str
 def test_round_trip_through_the_environment() -> None:
     base = VirtualTime(scale=12.5, origin_real=1234.5, origin_wall=WALL, calendar_offset_s=3600.0)
     assert VirtualTime.decode(base.encode()) == base
+
+
+def test_a_service_on_virtual_time_logs_on_the_bench_s_time_axis() -> None:
+    """`tcu run` under a bench: an hour of virtual time passes in seconds, and the log says it was an hour."""
+    service = (
+        "import asyncio, logging\n"
+        "from tcu.runner import configure_logging, run_service\n"
+        "from tcu.virtual_time import VirtualTime, VirtualClock\n"
+        "from datetime import UTC, datetime\n"
+        "configure_logging('info')\n"
+        "clock = VirtualClock(VirtualTime.starting_now(2000.0, wall=datetime(2031, 5, 17, 8, 0, tzinfo=UTC)))\n"
+        "async def main():\n"
+        "    logging.getLogger('svc').info('start')\n"
+        "    await asyncio.sleep(3600)\n"
+        "    logging.getLogger('svc').info('an hour later')\n"
+        "run_service(main(), clock=clock)\n"
+    )
+    log = subprocess.run(
+        [sys.executable, "-c", service], capture_output=True, text=True, check=True, timeout=60
+    ).stderr.splitlines()
+    start = next(line for line in log if line.endswith("svc: start"))
+    later = next(line for line in log if line.endswith("svc: an hour later"))
+    assert start.startswith("2031-05-17 08:00")
+    assert later.startswith("2031-05-17 09:00")
