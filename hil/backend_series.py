@@ -1,0 +1,133 @@
+"""What the backend holds after a run, as timeline data: every signal at its own rate, the store's
+growth record by record, and the eCall with its millisecond time stamps.
+
+The backend has every record the vehicle sent, and each signal in a telemetry snapshot carries the
+vehicle's own time stamp of its reading (`{"v": value, "t": ms}`): a signal read every 0.5 s shows
+up every 0.5 s, one read once a minute once a minute, whatever the snapshot interval. Readings
+repeated in later snapshots (the same `t`) are one reading. Pure functions: the sampler hands in the
+records and a `to_scenario` converter (the runner's `scenario_seconds`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from backend_stub.store import StoredRecord
+from hil.timeline import EcallMark, Point, Scalar
+
+_LOGGER = logging.getLogger(__name__)
+
+ToScenario = Callable[[datetime], float]
+MSD_AT_PSAP = "msd_at_psap"
+
+
+def _moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _scalar(value: Any) -> Scalar | None:
+    """A value the report can plot and JSON can carry exactly; lists (DTCs), NaN and the like are not."""
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else None  # beyond that a JSON reader may round it
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def signal_series(records: Iterable[StoredRecord], to_scenario: ToScenario) -> dict[str, list[Point]]:
+    """Every telemetry signal's distinct readings, by path, in time order."""
+    readings: dict[str, dict[int, Scalar]] = {}
+    skipped: dict[str, str] = {}
+    for record in records:
+        signals = record.body.get("signals") if record.kind == "telemetry" else None
+        if not isinstance(signals, Mapping):
+            continue
+        for path, item in signals.items():
+            stamp = item.get("t") if isinstance(item, Mapping) else None
+            value = _scalar(item.get("v")) if isinstance(item, Mapping) else None
+            if not isinstance(path, str) or isinstance(stamp, bool) or not isinstance(stamp, int) or value is None:
+                skipped.setdefault(str(path), f"{type(item).__name__} {str(item)[:60]}")
+                continue
+            readings.setdefault(path, {})[stamp] = value
+    for path, example in sorted(skipped.items()):
+        _LOGGER.info("report: signal %s has readings that cannot be plotted (e.g. %s)", path, example)
+    return {
+        path: [(round(to_scenario(_moment(ms)), 3), by_ms[ms]) for ms in sorted(by_ms)]
+        for path, by_ms in sorted(readings.items())
+    }
+
+
+def stored_series(records: Iterable[StoredRecord], to_scenario: ToScenario) -> list[tuple[float, int]]:
+    """The backend's record count after each record it received (records received in the same
+    millisecond make one step)."""
+    steps: list[tuple[float, int]] = []
+    for count, received in enumerate(sorted(r.received for r in records), start=1):
+        t = round(to_scenario(received), 3)
+        if steps and steps[-1][0] == t:
+            steps[-1] = (t, count)
+        else:
+            steps.append((t, count))
+    return steps
+
+
+def ecall_marks(
+    records: Iterable[StoredRecord], psap_rows: Sequence[Mapping[str, Any]], to_scenario: ToScenario
+) -> list[EcallMark]:
+    """The vehicle's eCall reports (transitions by the state entered, notices by their name) and the
+    PSAP's received MSDs, in millisecond order; an MSD belongs to the session it arrived in."""
+    marks: list[EcallMark] = []
+    for record in records:
+        body = record.body
+        at_ms, session = body.get("at_ms"), body.get("session")
+        if record.kind != "ecall" or not isinstance(at_ms, int) or not isinstance(session, int):
+            continue
+        label = str(body.get("to")) if body.get("event") == "transition" else str(body.get("event"))
+        marks.append(
+            EcallMark(
+                t=round(to_scenario(_moment(at_ms)), 3),
+                at_ms=at_ms,
+                session=session,
+                label=label,
+                detail=str(body.get("reason", "")),
+            )
+        )
+    triggers = sorted((m.at_ms, m.session) for m in marks if m.label == "triggered")
+    for row in psap_rows:
+        received_ms = row.get("received_ms")
+        if not isinstance(received_ms, int):
+            continue
+        session = next((s for at, s in reversed(triggers) if at <= received_ms), 0)
+        number = row.get("message_identifier")
+        detail = f"call {row.get('call_id')} MSD #{number}" if number is not None else f"call {row.get('call_id')}"
+        if row.get("error"):
+            detail += f": {row['error']}"
+        marks.append(
+            EcallMark(
+                t=round(to_scenario(_moment(received_ms)), 3),
+                at_ms=received_ms,
+                session=session,
+                label=MSD_AT_PSAP,
+                detail=detail,
+                source="psap",
+                latitude=_float(row.get("latitude_deg")),
+                longitude=_float(row.get("longitude_deg")),
+            )
+        )
+    return sorted(marks, key=lambda m: (m.at_ms, m.source != "vehicle"))
+
+
+def trigger_ms(marks: Sequence[EcallMark], session: int) -> int | None:
+    """The session's trigger: its `triggered` transition, else its first mark."""
+    own = [m for m in marks if m.session == session]
+    trigger = next((m for m in own if m.label == "triggered"), own[0] if own else None)
+    return None if trigger is None else trigger.at_ms
