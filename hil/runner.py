@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
@@ -85,7 +86,7 @@ class ScenarioRunner:
         self.on_sample = on_sample
         self._on_event = on_event
         self.timeline = Timeline(scenario=scenario.name, description=scenario.description)
-        self._start = 0.0
+        self._start = math.inf  # scenario second 0 is when the agent is up: before, the drive stands at 0
         # The bench's one clock, shared with the agent process; set when the run starts (see `run`).
         self.clock = VirtualClock(VirtualTime.starting_now(1.0))
         self.start_wall = self.clock.now()  # the bench's wall time at scenario second 0
@@ -95,8 +96,8 @@ class ScenarioRunner:
     # -- time ------------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Seconds into the scenario, on the bench's virtual time (`run_scenario`)."""
-        return asyncio.get_running_loop().time() - self._start
+        """Seconds into the scenario, on the bench's virtual time (`run_scenario`); 0 during start-up."""
+        return max(0.0, asyncio.get_running_loop().time() - self._start)
 
     async def _until(self, scenario_s: float) -> None:
         delay = scenario_s - self.now()
@@ -245,9 +246,10 @@ class ScenarioRunner:
         async with asyncio.TaskGroup() as tasks:
             backend_task = tasks.create_task(bench.backend.run(), name="backend")
             await asyncio.wait_for(bench.backend.service.connected.wait(), real_seconds(15))
+            startup_s = await self._start_up(bench)
             self._start = asyncio.get_running_loop().time()
             self.start_wall = self.clock.now()
-            await bench.agent.start()
+            self.event(EventKind.ACTION, "start", f"bench start-up took {startup_s:.1f} s: the agent is up")
             sampler = tasks.create_task(BenchSampler(self, bench).run(), name="sampler")
             for step in scenario.steps:
                 await self._until(step.at)
@@ -262,6 +264,21 @@ class ScenarioRunner:
             sampler.cancel()
             self.timeline.expectations = evaluate(scenario, self._evidence(bench))
             backend_task.cancel()
+
+    async def _start_up(self, bench: Bench) -> float:
+        """Start the agent and wait for its link: a Python process starts in real time, which on a fast
+        bench is many scenario seconds, so the scenario's clock starts only once the agent is up."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await bench.agent.start()
+        status_path = bench.layout.data_dir(self.scenario.vin) / "status.json"
+        try:
+            async with asyncio.timeout(real_seconds(30)):
+                while not _link_up(read_status(status_path)):  # noqa: ASYNC110 - another process writes it: no event
+                    await asyncio.sleep(real_seconds(0.05))
+        except TimeoutError:
+            self.event(EventKind.FAULT, "start-up", "the agent had no link 30 real seconds after it was started")
+        return loop.time() - began
 
     async def _drain(self, bench: Bench) -> None:
         """A drain-only agent (no sources) sends whatever the stopped one still had queued."""
@@ -282,7 +299,7 @@ class ScenarioRunner:
                 while empty_since is None or loop.time() - empty_since < real_seconds(_DRAIN_SETTLE_S):
                     await asyncio.sleep(real_seconds(0.5))
                     status = read_status(status_path)
-                    if status and status["link"]["up"] and _queue_depth(outbox) == 0:
+                    if _link_up(status) and _queue_depth(outbox) == 0:
                         empty_since = loop.time() if empty_since is None else empty_since
                     else:
                         empty_since = None
@@ -339,6 +356,10 @@ class ScenarioRunner:
 
 
 _DRAIN_SETTLE_S = 2.0
+
+
+def _link_up(status: dict[str, Any] | None) -> bool:
+    return bool(status and isinstance(status.get("link"), dict) and status["link"].get("up"))
 
 
 def _queue_depth(outbox: Path) -> int:
