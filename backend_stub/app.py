@@ -82,6 +82,7 @@ class BackendStub:
                 port=config.psap_port,
                 database=config.database,
                 behaviour=PsapBehaviour(voice_s=config.psap_voice_s),
+                clock=self.clock,  # an MSD's received time on the backend's clock (a bench's virtual time)
             )
         )
         if self.measure_service is not None:
@@ -94,6 +95,7 @@ class BackendStub:
                 behaviour=CallCentreBehaviour(
                     answer_delay_s=config.call_centre_answer_delay_s, voice_s=config.call_centre_voice_s
                 ),
+                clock=self.clock,
             )
         )
         if self.call_centre is not None:

@@ -1,11 +1,14 @@
 """Checking a scenario's expectations against what the backend ended up with.
 
 Each check returns a precise detail either way — what was expected and what was found — so a
-failing CI run says what to look at without opening the bench folder.
+failing CI run says what to look at without opening the bench folder. The precise checks (a value, a
+range, an edge, a latency: hil.signal_checks; eCall timings and the MSD's position: hil.ecall_checks)
+also return the measured value and its limit (`hil.outcome.Outcome`), which the report shows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,13 +17,18 @@ from typing import Any
 
 from backend_stub.app import BackendStub
 from backend_stub.measure_store import SUCCEEDED
-from backend_stub.psap import read_psap_msds
 from hil.audit import audit_vehicle
 from hil.billing import CHECKS as BILLING_CHECKS
+from hil.ecall_checks import CHECKS as ECALL_CHECKS
+from hil.ecall_checks import msds
+from hil.outcome import Outcome
 from hil.ownership import CHECKS as OWNERSHIP_CHECKS
-from hil.scenario import Expectation, Scenario
+from hil.scenario import Expectation, Scenario, Step
+from hil.signal_checks import CHECKS as SIGNAL_CHECKS
 from hil.timeline import Event, ExpectationResult
-from tcu.vehicle.geo import distance_m
+from tcu.errors import ConfigError
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,11 +38,15 @@ class Evidence:
     next_seq: int  # the vehicle queue's next sequence number at the end
     queued: int  # records still in the vehicle's queue at the end
     events: Sequence[Event]
-    crash_position: tuple[float, float] | None = None  # where the drive was when the crash step ran
+    steps: Sequence[Step] = ()  # the scenario's steps, each `at` in scenario seconds
+    # A wall time stamped by the agent or the backend on the scenario's axis (ScenarioRunner.scenario_seconds).
+    scenario_seconds: Callable[[datetime], float] | None = None
+    # Where the drive was (latitude, longitude) at a scenario second: what the GNSS device reported.
+    position_at: Callable[[float], tuple[float, float] | None] | None = None
     personal_path: Path | None = None  # the car's personal data file (hil.ownership)
 
 
-Check = Callable[[Evidence, dict[str, Any]], tuple[bool, str]]
+Check = Callable[[Evidence, dict[str, Any]], tuple[bool, str] | Outcome]
 
 
 def _records_without_gaps(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
@@ -57,12 +69,15 @@ def _records_accounted(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool,
     return ok, f"{audit.describe()}; left in the vehicle's queue {evidence.queued}"
 
 
-def _signal_reported(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
+def _signal_reported(evidence: Evidence, args: dict[str, Any]) -> Outcome:
+    """Some value exists: a smoke check; signal_value/signal_edge check what it was and when."""
     values = {v.path: v for v in evidence.backend.store.last_values(evidence.vin)}
     found = values.get(str(args["path"]))
     if found is None:
-        return False, f"no value of {args['path']} at the backend ({len(values)} other signals)"
-    return True, f"last value {found.value!r} at {found.timestamp.isoformat(timespec='seconds')}"
+        detail = f"no value of {args['path']} at the backend ({len(values)} other signals)"
+        return Outcome(passed=False, detail=detail, measured="none", limit="a value")
+    detail = f"last value {found.value!r} at {found.timestamp.isoformat(timespec='seconds')}"
+    return Outcome(passed=True, detail=detail, measured=repr(found.value), limit="a value")
 
 
 def _no_rejections(evidence: Evidence, _args: dict[str, Any]) -> tuple[bool, str]:
@@ -107,34 +122,10 @@ def _measure_succeeded(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, 
     return ok, f"state {measure.state} after attempts: {attempts or 'none'}"
 
 
-def _msds(evidence: Evidence) -> list[dict[str, Any]]:
-    if evidence.backend.psap is None:
-        return []
-    return [row for row in read_psap_msds(evidence.backend.config.database) if row["vin"] == evidence.vin]
-
-
-def _msd_received(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
-    if evidence.backend.psap is None:
-        return False, "this backend runs no PSAP stub ([psap] port)"
-    msds = [row for row in _msds(evidence) if row["kind"] != "test"]
-    if not msds:
-        return False, f"the PSAP decoded no MSD with VIN {evidence.vin}"
-    first = msds[0]
-    if evidence.crash_position is None or first["latitude_deg"] is None:
-        return True, f"MSD #{first['message_identifier']} from {first['vin']} (no position to compare)"
-    off = distance_m(evidence.crash_position, (first["latitude_deg"], first["longitude_deg"]))
-    within = float(args.get("within_m", 200))
-    return off <= within, (
-        f"MSD #{first['message_identifier']} from {first['vin']} at {first['latitude_deg']:.5f},"
-        f"{first['longitude_deg']:.5f}: {off:.0f} m from the crash position (limit {within:.0f} m), "
-        f"position trusted: {bool(first['position_trusted'])}"
-    )
-
-
 def _ecall_before_measure_result(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
     """The MSD reached the PSAP before the backend heard that the measure rolled back for the eCall."""
     measure_id = str(args["id"])
-    msds = _msds(evidence)
+    received = msds(evidence)
     rollbacks = [
         record
         for record in evidence.backend.store.records(evidence.vin, kind="event")
@@ -143,9 +134,9 @@ def _ecall_before_measure_result(evidence: Evidence, args: dict[str, Any]) -> tu
         and record.body.get("code") == "ecall"
         and record.body.get("status") == "rolled_back"
     ]
-    if not msds or not rollbacks:
-        return False, f"MSDs at the PSAP: {len(msds)}; rollbacks of {measure_id} for the eCall: {len(rollbacks)}"
-    msd_at = datetime.fromtimestamp(msds[0]["received_ms"] / 1000, UTC)
+    if not received or not rollbacks:
+        return False, f"MSDs at the PSAP: {len(received)}; rollbacks of {measure_id} for the eCall: {len(rollbacks)}"
+    msd_at = datetime.fromtimestamp(received[0]["received_ms"] / 1000, UTC)
     lead = (rollbacks[0].received - msd_at).total_seconds()
     return lead >= 0, f"MSD at the PSAP {lead:.2f} s before the backend received the measure's rollback"
 
@@ -158,8 +149,9 @@ CHECK_TABLE: dict[str, Check] = {
     "service_active": _service(True),
     "service_inactive": _service(False),
     "measure_succeeded": _measure_succeeded,
-    "msd_received": _msd_received,
     "ecall_before_measure_result": _ecall_before_measure_result,
+    **SIGNAL_CHECKS,
+    **ECALL_CHECKS,
     **BILLING_CHECKS,
     **OWNERSHIP_CHECKS,
 }
@@ -174,7 +166,19 @@ def evaluate(scenario: Scenario, evidence: Evidence) -> list[ExpectationResult]:
 
 def _one(expectation: Expectation, evidence: Evidence) -> ExpectationResult:
     try:
-        passed, detail = CHECK_TABLE[expectation.check](evidence, expectation.args)
+        answer = CHECK_TABLE[expectation.check](evidence, expectation.args)
+    except ConfigError as exc:  # the scenario's arguments: said, no traceback
+        _LOGGER.error("check %s cannot run: %s", expectation.name, exc)
+        answer = Outcome(passed=False, detail=f"check failed to run: {exc}")
     except Exception as exc:  # a check that cannot run is a failed check with its reason
-        passed, detail = False, f"check failed to run: {type(exc).__name__}: {exc}"
-    return ExpectationResult(name=expectation.name, passed=passed, detail=detail)
+        _LOGGER.exception("check %s failed to run", expectation.name)
+        answer = Outcome(passed=False, detail=f"check failed to run: {type(exc).__name__}: {exc}")
+    if not isinstance(answer, Outcome):
+        answer = Outcome(passed=answer[0], detail=answer[1])
+    return ExpectationResult(
+        name=expectation.name,
+        passed=answer.passed,
+        detail=answer.detail,
+        measured=answer.measured,
+        limit=answer.limit,
+    )

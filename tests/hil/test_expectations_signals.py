@@ -1,0 +1,222 @@
+"""The precise signal checks (hil.signal_checks) on a real backend store filled with what a commute run
+leaves behind: each passes on the right data and fails on one mutation of it (value wrong, edge missing,
+range left, latency too high), naming the measured value and the limit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.expectations import evaluate
+from hil.scenario import parse_scenario
+from hil.timeline import ExpectationResult
+from tests.hil.evidence_builder import BenchRecords, bench_records
+
+DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"
+LOCK = "Vehicle.Body.CentralLock.State"
+SPEED = "Vehicle.Speed"
+HEAD = 'name = "commute"\nduration_s = 40\ndevices = ["can"]\n'
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Iterator[BenchRecords]:
+    with bench_records(tmp_path / "bench") as built:
+        yield built
+
+
+def commute(
+    records: BenchRecords,
+    *,
+    door_reported: bool = True,
+    close_at: float = 6.0,
+    lock_received_after_s: float = 0.05,
+    speed_spike: float | None = None,
+    tunnel: tuple[float, float] | None = None,
+) -> None:
+    """Snapshots once a second; the door opened at 3 s and closed at `close_at`; unlocked at 2 s, locked at 36 s."""
+    records.step(2, "unlock")
+    records.step(3, "open_door", door="FrontLeft")
+    records.step(close_at, "close_door", door="FrontLeft")
+    records.step(36, "lock")
+    for second in range(1, 41):
+        t = float(second)
+        door = door_reported and 3.02 <= t < close_at + 0.02  # as the door events say
+        lock = "UNLOCKED" if 2 <= t < 36 else "LOCKED"
+        speed = min(t * 2.0, 50.0) if speed_spike is None or second != 20 else speed_spike
+        received = t + 0.05
+        if tunnel is not None and tunnel[0] <= t < tunnel[1]:
+            received = tunnel[1] + 1.0 + (t - tunnel[0]) * 0.01  # the backlog, sent after coverage is back
+        elif t >= 36:
+            received = t + lock_received_after_s
+        records.telemetry(t, received, {DOOR: door, LOCK: lock, SPEED: speed})
+    if door_reported:
+        records.door_event(DOOR, True, changed_s=3.02, received_s=4.06)
+        records.door_event(DOOR, False, changed_s=close_at + 0.02, received_s=close_at + 1.06)
+
+
+def check(records: BenchRecords, expect: str) -> ExpectationResult:
+    scenario = parse_scenario(HEAD + "[[expect]]\n" + expect)
+    (result,) = evaluate(scenario, records.evidence())
+    return result
+
+
+# -- signal_value ----------------------------------------------------------------------------------
+
+
+def test_signal_value_at_a_time_passes_on_the_right_value_and_fails_on_a_wrong_one(records: BenchRecords) -> None:
+    commute(records)
+    opened = check(records, f'check = "signal_value"\npath = "{DOOR}"\nequals = true\nat = 4.5\n')
+    assert opened.passed, opened
+    assert (opened.measured, opened.limit) == ("True at 4.00 s", "== True")
+    # The mutation: the same moment read as closed fails, where signal_reported ("some value") passed.
+    closed = check(records, f'check = "signal_value"\npath = "{DOOR}"\nequals = false\nat = 4.5\n')
+    assert not closed.passed
+    assert "last reading at or before 4.5 s" in closed.detail
+    assert "True, read at 4.00 s" in closed.detail
+
+
+def test_signal_value_never_takes_1_for_true(records: BenchRecords) -> None:
+    commute(records)
+    result = check(records, f'check = "signal_value"\npath = "{DOOR}"\nequals = 1\nat = 4.5\n')
+    assert not result.passed, "True == 1 in Python, but a door state is no number"
+
+
+def test_signal_value_over_a_window_and_within_a_tolerance(records: BenchRecords) -> None:
+    commute(records)
+    held = check(records, f'check = "signal_value"\npath = "{LOCK}"\nequals = "UNLOCKED"\nwindow = [2.5, 35.5]\n')
+    assert held.passed, held
+    assert held.measured == "33 readings: 'UNLOCKED'"
+    speed = check(records, f'check = "signal_value"\npath = "{SPEED}"\nequals = 20.5\ntolerance = 0.6\nat = 10\n')
+    assert speed.passed, speed
+    assert speed.limit == "== 20.5 ± 0.6"
+    tight = check(records, f'check = "signal_value"\npath = "{SPEED}"\nequals = 20.5\ntolerance = 0.4\nat = 10\n')
+    assert not tight.passed
+    broken = check(records, f'check = "signal_value"\npath = "{LOCK}"\nequals = "UNLOCKED"\nwindow = [1, 35.5]\n')
+    assert not broken.passed
+    assert "first off: 'LOCKED' read at 1.00 s" in broken.detail
+
+
+def test_a_bad_argument_fails_the_check_with_its_reason(records: BenchRecords) -> None:
+    commute(records)
+    result = check(records, f'check = "signal_value"\npath = "{DOOR}"\nequals = true\ntolerance = 1\n')
+    assert not result.passed
+    assert result.detail == "check failed to run: tolerance applies to a number, not equals = True"
+    reversed_window = check(records, f'check = "signal_range"\npath = "{SPEED}"\nmax = 60\nwindow = [9, 3]\n')
+    assert "from_s is after to_s" in reversed_window.detail
+
+
+# -- signal_range ----------------------------------------------------------------------------------
+
+
+def test_signal_range_holds_over_its_window_and_fails_on_one_reading_outside(records: BenchRecords) -> None:
+    commute(records)
+    expect = f'check = "signal_range"\npath = "{SPEED}"\nmin = 0\nmax = 60\nwindow = [5, 30]\nmin_count = 20\n'
+    held = check(records, expect)
+    assert held.passed, held
+    assert (held.measured, held.limit) == ("26 readings, 10..50", "0 <= value <= 60 in 5..30 s, >= 20 readings")
+
+
+def test_signal_range_fails_on_a_spike(records: BenchRecords) -> None:
+    commute(records, speed_spike=75.0)
+    result = check(records, f'check = "signal_range"\npath = "{SPEED}"\nmin = 0\nmax = 60\nwindow = [5, 30]\n')
+    assert not result.passed
+    assert "first outside: 75.0 read at 20.00 s" in result.detail
+
+
+def test_signal_range_fails_without_enough_readings(records: BenchRecords) -> None:
+    commute(records)
+    result = check(records, f'check = "signal_range"\npath = "{SPEED}"\nmax = 60\nwindow = [50, 60]\n')
+    assert not result.passed
+    assert result.measured == "0 readings"
+
+
+# -- signal_edge -----------------------------------------------------------------------------------
+
+
+def test_the_door_edges_are_seen_at_their_times(records: BenchRecords) -> None:
+    commute(records)
+    opened = check(
+        records, f'check = "signal_edge"\npath = "{DOOR}"\nfrom = false\nto = true\nnear = 3\nwithin_s = 1\n'
+    )
+    assert opened.passed, opened
+    assert (opened.measured, opened.limit) == ("at 3.02 s (+0.02 s)", "within 1 s of 3 s")  # the door event's time
+    closed = check(records, f'check = "signal_edge"\npath = "{DOOR}"\nfrom = true\nto = false\nnear = 6\n')
+    assert closed.passed, closed
+    assert closed.measured == "at 6.02 s (+0.02 s)"
+
+
+def test_a_door_opening_never_reported_fails_the_edge_check(records: BenchRecords) -> None:
+    """The issue's case: "last value False" passed signal_reported though the opening was never reported."""
+    commute(records, door_reported=False)
+    reported = check(records, f'check = "signal_reported"\npath = "{DOOR}"\n')
+    assert reported.passed  # the weak check cannot tell
+    edge = check(records, f'check = "signal_edge"\npath = "{DOOR}"\nfrom = false\nto = true\nnear = 3\n')
+    assert not edge.passed
+    assert edge.detail == f"no False → True edge of {DOOR} in 40 readings (values seen: False)"
+
+
+def test_an_edge_at_the_wrong_time_fails(records: BenchRecords) -> None:
+    commute(records, close_at=9.0)
+    result = check(records, f'check = "signal_edge"\npath = "{DOOR}"\nfrom = true\nto = false\nnear = 6\n')
+    assert not result.passed
+    assert result.measured == "at 9.02 s (+3.02 s)"
+
+
+# -- event_latency ---------------------------------------------------------------------------------
+
+LATENCY = 'check = "event_latency"\nsteps = ["open_door", "close_door", "lock"]\np50_max_s = 1.5\np99_max_s = 3\n'
+
+
+def test_event_latency_measures_each_step_to_the_backend(records: BenchRecords) -> None:
+    commute(records)
+    result = check(records, LATENCY)
+    assert result.passed, result
+    # open at 3 → the snapshot read at 4 s, received at 4.05 (before the debounced door event at 4.06);
+    # close at 6 → 7.05; lock at 36 → 36.05.
+    assert result.measured == "p50 1.05 s, p99 1.05 s, max 1.05 s over 3 events"
+    assert result.limit == "p50 <= 1.5 s, p99 <= 3 s"
+    assert "lock@36s 0.05 s (telemetry #" in result.detail
+
+
+def test_event_latency_fails_when_one_event_arrives_late(records: BenchRecords) -> None:
+    commute(records, lock_received_after_s=9.0)
+    result = check(records, LATENCY)
+    assert not result.passed
+    assert result.measured == "p50 1.05 s, p99 9.00 s, max 9.00 s over 3 events"
+
+
+def test_event_latency_fails_when_a_step_never_shows(records: BenchRecords) -> None:
+    commute(records, door_reported=False)
+    result = check(records, LATENCY)
+    assert not result.passed
+    assert "never shown at the backend: open_door@3s, close_door@6s" in result.detail
+
+
+# -- telemetry_latency -----------------------------------------------------------------------------
+
+
+def test_telemetry_latency_outside_a_tunnel_and_the_backlog_after_it(records: BenchRecords) -> None:
+    commute(records, tunnel=(10.0, 25.0))
+    records.step(10, "tunnel", for_s=15)
+    outside = check(
+        records,
+        'check = "telemetry_latency"\nexclude = ["tunnel"]\np50_max_s = 0.5\np99_max_s = 1\nmin_count = 15\n',
+    )
+    assert outside.passed, outside
+    assert outside.measured == "p50 0.05 s, p99 0.05 s, max 0.05 s over 18 records"
+    assert "22 created in the excluded fault spans 9..30 s" in outside.detail
+    # Created 10..24 s, received from 26 s.
+    backlog = check(records, 'check = "telemetry_latency"\nwindow = [10, 24.9]\nmax_s = 16.5\n')
+    assert backlog.passed, backlog
+    assert backlog.measured == "p50 9.07 s, p99 16.00 s, max 16.00 s over 15 records"
+
+
+def test_telemetry_latency_fails_when_the_tunnel_is_not_excluded(records: BenchRecords) -> None:
+    commute(records, tunnel=(10.0, 25.0))
+    records.step(10, "tunnel", for_s=15)
+    result = check(records, 'check = "telemetry_latency"\np50_max_s = 0.5\np99_max_s = 1\n')
+    assert not result.passed
+    assert result.limit == "p50 <= 0.5 s, p99 <= 1 s"
+    assert result.measured.startswith("p50 0.05 s, p99 16.")
