@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from backend_stub.provisioning import DEFAULT_VALIDITY, IssuedFile, Provisioning
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import read_psap_msds
 from backend_stub.store import BackendStore
+from tcu.cli_errors import database_error_sentence, os_error_sentence
 from tcu.clock import SystemClock
 from tcu.config import validate_vin
 from tcu.errors import TcuError
@@ -404,9 +406,36 @@ def _query(args: argparse.Namespace, store: BackendStore) -> None:
         )
 
 
+def _enroll(args: argparse.Namespace, config: BackendConfig, store: BackendStore) -> None:
+    vin = validate_vin(args.vin, where="VIN argument")
+    public_key = bytes(load_public_key(args.public_key))
+    provisioning = ProvisioningStore(config.database)
+    try:  # the build first: equipment the catalogue refuses leaves nothing enrolled
+        with provisioning.transaction():
+            provisioning.set_legal_ecall(vin, args.legal_ecall)
+            record = provisioning.record_build(
+                vin,
+                brand=None if args.brand is None else Brand(args.brand),
+                equipment=args.equipment,
+                first_registration=args.first_registration,
+                today=SystemClock().now().date(),
+            )
+    except ValueError as exc:
+        raise BackendConfigError(f"enroll {vin}: {exc}") from exc
+    finally:
+        provisioning.close()
+    store.enroll(vin, public_key, SystemClock().now())
+    equipment = "not recorded" if record.equipment is None else ",".join(sorted(record.equipment)) or "none"
+    print(
+        f"enrolled {vin} (legal eCall: {'yes' if record.legal_ecall else 'no'}, brand: {record.brand}, "
+        f"equipment: {equipment}, first registration: {record.first_registration or 'not recorded'})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
+    config: BackendConfig | None = None
     try:
         if args.command == "keygen":
             for private, public in (write_box_keypair(args.dir, "backend"), write_signing_keypair(args.dir, "backend")):
@@ -441,35 +470,20 @@ def main(argv: list[str] | None = None) -> int:
         store = BackendStore(config.database)
         try:
             if args.command == "enroll":
-                vin = validate_vin(args.vin, where="VIN argument")
-                public_key = bytes(load_public_key(args.public_key))
-                provisioning = ProvisioningStore(config.database)
-                try:  # the build first: equipment the catalogue refuses leaves nothing enrolled
-                    with provisioning.transaction():
-                        provisioning.set_legal_ecall(vin, args.legal_ecall)
-                        record = provisioning.record_build(
-                            vin,
-                            brand=None if args.brand is None else Brand(args.brand),
-                            equipment=args.equipment,
-                            first_registration=args.first_registration,
-                            today=SystemClock().now().date(),
-                        )
-                except ValueError as exc:
-                    raise BackendConfigError(f"enroll {vin}: {exc}") from exc
-                finally:
-                    provisioning.close()
-                store.enroll(vin, public_key, SystemClock().now())
-                equipment = "not recorded" if record.equipment is None else ",".join(sorted(record.equipment)) or "none"
-                print(
-                    f"enrolled {vin} (legal eCall: {'yes' if record.legal_ecall else 'no'}, brand: {record.brand}, "
-                    f"equipment: {equipment}, first registration: {record.first_registration or 'not recorded'})"
-                )
+                _enroll(args, config, store)
             else:
                 _query(args, store)
         finally:
             store.close()
     except (TcuError, BackendError) as exc:
         print(f"backend-stub: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path a person gave that the file system refuses: a sentence, not a traceback
+        print(f"backend-stub: error: {os_error_sentence(exc)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        database = "configured" if config is None else config.database
+        print(f"backend-stub: error: {database_error_sentence(exc, database)}", file=sys.stderr)
         return 2
     return 0
 

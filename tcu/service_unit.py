@@ -11,7 +11,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tcu.errors import ConfigError
+
 UNIT_NAME = "tcu-agent.service"
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +61,17 @@ WantedBy=multi-user.target
 
 
 def install_unit(options: UnitOptions, unit_dir: Path) -> Path:
+    """Write the unit into `unit_dir`; ConfigError, one sentence, if that folder cannot take it."""
+    if not unit_dir.is_dir():
+        what = "is not a directory" if unit_dir.exists() else "does not exist"
+        raise ConfigError(
+            f"the unit directory {unit_dir} {what}; systemd reads {SYSTEM_UNIT_DIR} "
+            "(give --unit-dir a folder that exists)"
+        )
     path = unit_dir / UNIT_NAME
-    path.write_text(render_unit(options))
-    path.chmod(0o644)
+    try:
+        path.write_text(render_unit(options))
+        path.chmod(0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the unit {path}: {(exc.strerror or str(exc)).lower()} (run as root?)") from exc
     return path
