@@ -1,84 +1,204 @@
 #!/usr/bin/env bash
 # Install the TCU agent as a systemd service on Raspberry Pi OS (64-bit) or any Debian with systemd.
+# The walkthrough is docs/raspberry-pi.md; tests/hil/test_pi_walkthrough.py runs it with --root.
 #
 #   sudo bash install-pi.sh --vin WMWZZZ3CZ2E123456 --broker mqtts://broker.example:8883 \
-#        --backend-keys /path/to/backend.x25519.pub,/path/to/backend.ed25519.pub [--source /path/to/tcu-sim]
+#        --backend-keys /path/to/backend.x25519.pub,/path/to/backend.ed25519.pub \
+#        --modem-port /dev/serial/by-id/usb-SimTech_..._-if02-port0 \
+#        [--brand MINI] [--first-registration 2026-03-01] [--source /path/to/tcu-sim or a wheel]
+#        [--python /usr/bin/python3] [--root DIR] [--dry-run]
 #
 # Creates the system user `tcu` (member of dialout for the serial adapters), a venv in /opt/tcu,
 # the vehicle key in /etc/tcu/keys (0600, owned by tcu), /etc/tcu/agent.toml (kept if present),
-# and the unit tcu-agent.service (Type=notify, watchdog, restart always); logs go to the journal.
+# checks it with `tcu check-config` (a legal-eCall config whose modem port does not exist is refused),
+# and installs and starts the unit tcu-agent.service (Type=notify, watchdog, restart always).
+#
+# --dry-run   print every action instead of doing it.
+# --root DIR  install everything under DIR (DIR/etc/tcu, DIR/opt/tcu, DIR/var/lib/tcu,
+#             DIR/etc/systemd/system) for the current user: no root needed, and no apt-get, useradd,
+#             chown, runuser or systemctl; agent.toml and the unit name the paths under DIR, so the
+#             agent runs from there (the unit's ExecStart line, by hand).
+# --python P  use this Python, which already has tcu-sim installed, instead of a venv in /opt/tcu.
 set -euo pipefail
 
-vin="" broker="" backend_keys="" source="tcu-sim"
+usage="usage: install-pi.sh --vin VIN --broker URL --backend-keys X25519_PUB,ED25519_PUB --modem-port PATH
+       [--brand BMW|'BMW i'|MINI] [--first-registration YYYY-MM-DD] [--source DIR_OR_WHEEL]
+       [--python PYTHON] [--root DIR] [--dry-run]"
+fail() {
+    echo "install-pi.sh: error: $*" >&2
+    exit 2
+}
+
+vin="" broker="" backend_keys="" modem_port="" brand="BMW" first_registration="" source="tcu-sim"
+python="" root="" dry_run=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --vin) vin="$2"; shift 2 ;;
-        --broker) broker="$2"; shift 2 ;;
-        --backend-keys) backend_keys="$2"; shift 2 ;;
-        --source) source="$2"; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
+        --dry-run) dry_run=1; shift; continue ;;
+        -h | --help) echo "$usage"; exit 0 ;;
+        --*) [ $# -ge 2 ] || fail "$1 needs a value"$'\n'"$usage" ;;
+        *) fail "unexpected argument '$1'"$'\n'"$usage" ;;
     esac
+    case "$1" in
+        --vin) vin="$2" ;;
+        --broker) broker="$2" ;;
+        --backend-keys) backend_keys="$2" ;;
+        --modem-port) modem_port="$2" ;;
+        --brand) brand="$2" ;;
+        --first-registration) first_registration="$2" ;;
+        --source) source="$2" ;;
+        --python) python="$2" ;;
+        --root) root="$2" ;;
+        *) fail "unknown option $1"$'\n'"$usage" ;;
+    esac
+    shift 2
 done
-[ "$(id -u)" -eq 0 ] || { echo "run as root (sudo)" >&2; exit 2; }
-if [ -z "$vin" ] || [ -z "$broker" ] || [ -z "$backend_keys" ]; then
-    echo "need --vin, --broker and --backend-keys X25519_PUB,ED25519_PUB" >&2
-    exit 2
+
+if [ -z "$vin" ] || [ -z "$broker" ] || [ -z "$backend_keys" ] || [ -z "$modem_port" ]; then
+    fail "need --vin, --broker, --backend-keys X25519_PUB,ED25519_PUB and --modem-port"$'\n'"$usage"
+fi
+# The values go into a TOML file: refuse what would break out of its quotes rather than escape it.
+[[ "$vin" =~ ^[A-HJ-NPR-Z0-9]{17}$ ]] || fail "--vin '$vin' is not 17 characters of A-Z (no I, O, Q) and 0-9"
+[[ "$broker" =~ ^mqtts?://[^\"\\[:space:]]+$ ]] || fail "--broker '$broker' is not mqtt://host:port or mqtts://host:port"
+case "$brand" in BMW | "BMW i" | MINI) ;; *) fail "--brand '$brand' is not BMW, 'BMW i' or MINI" ;; esac
+if [ -n "$first_registration" ] && ! [[ "$first_registration" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]]; then
+    fail "--first-registration '$first_registration' is not a YYYY-MM-DD date"
+fi
+[[ "$modem_port" =~ ^[^\"\\]+$ ]] || fail "--modem-port '$modem_port' holds a quote or a backslash"
+# Legal eCall needs the modem: say so now rather than after writing a config around a wrong path.
+if [[ "$modem_port" != *://* ]] && [ ! -e "$modem_port" ]; then
+    fail "--modem-port $modem_port does not exist (is the modem plugged in? see ls -l /dev/serial/by-id/)"
 fi
 IFS=, read -r backend_box_pub backend_sign_pub <<<"$backend_keys"
+for key in "$backend_box_pub" "$backend_sign_pub"; do
+    [ -n "$key" ] || fail "--backend-keys needs two files, X25519_PUB,ED25519_PUB"
+    [ -f "$key" ] || fail "backend public key $key does not exist (copy it from the backend's 'backend-stub keygen')"
+done
 
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-id tcu >/dev/null 2>&1 || useradd --system --home-dir /var/lib/tcu --shell /usr/sbin/nologin --groups dialout tcu
-
-python3 -m venv /opt/tcu
-/opt/tcu/bin/pip install --quiet --upgrade pip
-/opt/tcu/bin/pip install --quiet "$source"
-
-install -d -m 0755 /etc/tcu
-install -d -m 0700 -o tcu -g tcu /etc/tcu/keys
-if [ ! -f "/etc/tcu/keys/$vin.x25519.key" ]; then
-    /opt/tcu/bin/tcu keygen --dir /etc/tcu/keys --name "$vin"
+if [ -n "$root" ]; then
+    root="$(realpath -m -- "$root")"
+    echo "--root $root: installing for user $(id -un) under $root; no apt-get, useradd, chown, runuser or systemctl"
+elif [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+    fail "run as root (sudo), or give --root DIR to install under DIR as yourself, or --dry-run"
 fi
-install -m 0644 "$backend_box_pub" /etc/tcu/keys/backend.x25519.pub
-install -m 0644 "$backend_sign_pub" /etc/tcu/keys/backend.ed25519.pub
-chown -R tcu:tcu /etc/tcu/keys
-chmod 0600 "/etc/tcu/keys/$vin.x25519.key"
+[ "$dry_run" -eq 0 ] || echo "dry run: printing what would be done; nothing is changed"
 
-if [ ! -f /etc/tcu/agent.toml ]; then
-    cat >/etc/tcu/agent.toml <<TOML
-vin = "$vin"
-data_dir = "/var/lib/tcu"
+etc="$root/etc/tcu"
+opt="$root/opt/tcu"
+state="$root/var/lib/tcu"
+units="$root/etc/systemd/system"
+config="$etc/agent.toml"
+user="tcu"
+[ -z "$root" ] || user="$(id -un)"
+
+# Every change goes through `act`, so that --dry-run shows exactly what a real run does.
+act() {
+    if [ "$dry_run" -eq 1 ]; then
+        printf 'would run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+# Actions that only a system install does (a --root install belongs to the current user).
+as_system() {
+    if [ -n "$root" ]; then
+        printf 'skipped under --root:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        act "$@"
+    fi
+}
+
+if [ -z "$python" ]; then
+    python="$opt/bin/python"
+    as_system apt-get update -qq
+    as_system env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    act python3 -m venv "$opt"
+    act "$python" -m pip install --quiet --upgrade pip
+    act "$python" -m pip install --quiet "$source"
+else
+    echo "using $python (tcu-sim installed there already): no venv in $opt, nothing installed with pip"
+    [ "$dry_run" -eq 1 ] || "$python" -c "import tcu.cli" || fail "$python cannot import tcu: install tcu-sim there first"
+fi
+tcu_cli() {
+    act "$python" -m tcu.cli --log-level warning "$@"
+}
+
+if [ -n "$root" ] || ! id tcu >/dev/null 2>&1; then
+    as_system useradd --system --home-dir /var/lib/tcu --shell /usr/sbin/nologin --groups dialout tcu
+fi
+
+act install -d -m 0755 "$etc"
+act install -d -m 0700 "$etc/keys"
+as_system chown tcu:tcu "$etc/keys"
+if [ ! -f "$etc/keys/$vin.x25519.key" ]; then
+    tcu_cli keygen --dir "$etc/keys" --name "$vin"
+else
+    echo "keeping the vehicle key $etc/keys/$vin.x25519.key"
+fi
+act install -m 0644 "$backend_box_pub" "$etc/keys/backend.x25519.pub"
+act install -m 0644 "$backend_sign_pub" "$etc/keys/backend.ed25519.pub"
+as_system chown -R tcu:tcu "$etc/keys"
+act chmod 0600 "$etc/keys/$vin.x25519.key"
+
+registration="# first_registration = 2026-03-01   # as enrolled on the backend (--first-registration)"
+[ -z "$first_registration" ] || registration="first_registration = $first_registration   # as enrolled on the backend"
+agent_toml="vin = \"$vin\"
+data_dir = \"$state\"
 
 [keys]
-vehicle_private_key = "keys/$vin.x25519.key"
-backend_public_key = "keys/backend.x25519.pub"
-backend_verify_key = "keys/backend.ed25519.pub"
+vehicle_private_key = \"keys/$vin.x25519.key\"
+backend_public_key = \"keys/backend.x25519.pub\"
+backend_verify_key = \"keys/backend.ed25519.pub\"
 
 [broker]
-url = "$broker"
-username = "$vin"
-# password = "..."       # or client certificates: ca_file, cert_file, key_file
+url = \"$broker\"
+username = \"$vin\"
+# password = \"...\"       # or client certificates: ca_file, cert_file, key_file
 
 [telemetry]
 interval_s = 5
-require_services = true
+require_services = true  # nothing is sent until the backend books a base service (e.g. 6AE)
+
+[vehicle]                # must match the backend's enrolment (--brand, --first-registration)
+brand = \"$brand\"
+$registration
 
 [ecall]
-legal_ecall = true       # EU 112 eCall: without a working modem port the agent refuses to start
-port = "/dev/ttyUSB2"    # the cellular modem's AT port (see docs/raspberry-pi.md)
-profile = "simcom"
+legal_ecall = true       # EU 112 eCall: enrol with --legal-ecall; check-config refuses a missing modem port
+port = \"$modem_port\"
+profile = \"simcom\"
 
-# Serial adapters: see docs/raspberry-pi.md ("Configure the ports").
-TOML
+# Serial adapters ([sources.obd], [sources.can], [sources.gnss]): see docs/raspberry-pi.md.
+"
+if [ -f "$config" ]; then
+    echo "keeping $config (delete it to have it written again)"
+elif [ "$dry_run" -eq 1 ]; then
+    printf 'would write %s:\n%s' "$config" "$agent_toml"
+else
+    printf '%s' "$agent_toml" >"$config"
 fi
 # It may hold the broker password: the agent refuses a config that others can read.
-chown tcu:tcu /etc/tcu/agent.toml
-chmod 0600 /etc/tcu/agent.toml
+as_system chown tcu:tcu "$config"
+act chmod 0600 "$config"
 
-install -d -m 0700 -o tcu -g tcu /var/lib/tcu
-runuser -u tcu -- /opt/tcu/bin/tcu check-config --config /etc/tcu/agent.toml
-/opt/tcu/bin/tcu service install --config /etc/tcu/agent.toml --python /opt/tcu/bin/python
-systemctl daemon-reload
-systemctl enable --now tcu-agent.service
-echo "installed. Vehicle public key to enrol with the backend: /etc/tcu/keys/$vin.x25519.pub"
-echo "check: systemctl status tcu-agent; journalctl -u tcu-agent -f"
+act install -d -m 0700 "$state"
+as_system chown tcu:tcu "$state"
+if [ -n "$root" ]; then
+    tcu_cli check-config --config "$config"
+else
+    act runuser -u tcu -- "$python" -m tcu.cli --log-level warning check-config --config "$config"
+fi
+act install -d -m 0755 "$units"
+tcu_cli service install --config "$config" --python "$python" --user "$user" --unit-dir "$units"
+as_system systemctl daemon-reload
+as_system systemctl enable --now tcu-agent.service
+
+echo "vehicle public key, to enrol on the backend: $etc/keys/$vin.x25519.pub"
+if [ -n "$root" ]; then
+    echo "run the agent: $python -m tcu.cli run --config $config"
+else
+    echo "check: systemctl status tcu-agent; journalctl -u tcu-agent -f"
+fi
