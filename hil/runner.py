@@ -250,18 +250,21 @@ class ScenarioRunner:
             self._start = asyncio.get_running_loop().time()
             self.start_wall = self.clock.now()
             self.event(EventKind.ACTION, "start", f"bench start-up took {startup_s:.1f} s: the agent is up")
-            sampler = tasks.create_task(BenchSampler(self, bench).run(), name="sampler")
+            sampler = BenchSampler(self, bench, agent_started=-startup_s)
+            sampling = tasks.create_task(sampler.run(), name="sampler")
             for step in scenario.steps:
                 await self._until(step.at)
                 self.event(EventKind.FAULT if step.do in FAULTS else EventKind.ACTION, step.do, describe(step))
                 tasks.create_task(self._perform(bench, step), name=f"step-{step.do}@{step.at}")
             await self._until(scenario.duration_s)
+            sampler.begin_drain()
             await bench.agent.stop()
             if isinstance(replay := bench.devices.get("can"), ReplayDevice):
                 self.event(EventKind.ACTION, "replay", replay.summary())
             self.event(EventKind.ACTION, "end", "agent stopped; draining what it had queued")
             await self._drain(bench)
-            sampler.cancel()
+            sampling.cancel()
+            sampler.finish()  # the phases, the agent's down times, every signal and the eCall from the backend
             self.timeline.expectations = evaluate(scenario, self._evidence(bench))
             backend_task.cancel()
 

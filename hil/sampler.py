@@ -55,12 +55,15 @@ class StatusTracker:
     counts as up from its first fresh status.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, started_at: float = 0.0) -> None:
+        """`started_at`: when the bench started the agent, in scenario seconds (the scenario's clock
+        starts once the agent has its link, so this is at or before 0)."""
         self.samples: list[Sample] = []
         self.noted: list[Noted] = []
+        self.started_at = started_at
         self.first_link_up: float | None = None
         self.draining = False
-        self._stale_before = 0.0  # statuses stamped before this are a dead agent's (or an old run's)
+        self._stale_before = started_at  # statuses stamped before this are a dead agent's (or an old run's)
         self._last_ts: object = None
         self._agent_up: bool | None = None
         self._drain_agent_up = False
@@ -91,8 +94,9 @@ class StatusTracker:
                 self._down_sample(now, stored, queue_on_disk)
             return
         if self._agent_up is not True:
-            label = "drain agent started" if self.draining and not running else "agent started"
-            self.noted.append(Noted(kind=EventKind.AGENT, label=label))
+            if self._agent_up is False:  # a restart (the first start is the runner's own event)
+                label = "drain agent started" if self.draining and not running else "agent started"
+                self.noted.append(Noted(kind=EventKind.AGENT, label=label))
             self._agent_up = True
             if fresh_t is None:  # no status of its own yet: up, without a link
                 self._queue = _or(queue_on_disk(), self._queue)
@@ -163,16 +167,17 @@ class StatusTracker:
 
     def _append(self, sample: Sample) -> None:
         """Samples stay in time order: a status stamped before the last sample is placed at it."""
-        last = self.samples[-1].t if self.samples else 0.0
+        last = self.samples[-1].t if self.samples else -math.inf
         t = round(max(sample.t, last), 3)
         self.samples.append(sample if t == sample.t else replace(sample, t=t))
 
 
 class BenchSampler:
-    def __init__(self, runner: ScenarioRunner, bench: Bench) -> None:
+    def __init__(self, runner: ScenarioRunner, bench: Bench, *, agent_started: float = 0.0) -> None:
+        """`agent_started`: scenario seconds at which the runner started the agent (0 or before)."""
         self._runner = runner
         self._bench = bench
-        self.tracker = StatusTracker()
+        self.tracker = StatusTracker(agent_started)
         self._drain_start: float | None = None
         self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
         data = bench.layout.data_dir(runner.scenario.vin)
@@ -270,13 +275,14 @@ def bench_spans(tracker: StatusTracker, drain_start: float, end: float, *, expli
     """The phases, and every stretch the agent was seen down before the drain (the drain stops it on
     purpose) that the actions did not already record exactly (`explicit`): a kill, a restart."""
     startup_end = drain_start if tracker.first_link_up is None else min(tracker.first_link_up, drain_start)
+    startup_end = max(startup_end, tracker.started_at)
     never = " (the link never came up)" if tracker.first_link_up is None else ""
     result = [
         Span(
             kind=SpanKind.PHASE,
             label=Phase.STARTUP,
-            start=0.0,
-            end=startup_end,
+            start=round(tracker.started_at, 3),
+            end=round(startup_end, 3),
             detail=f"the agent starting, until its first link-up{never}",
         )
     ]

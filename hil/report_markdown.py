@@ -1,0 +1,187 @@
+"""`report.md`: the verdict, the expectations with measured value and limit, the bench's phases, every
+fault as a span, the agent's down times, the eCall in milliseconds from its trigger, every signal's
+rate, and every event — for a CI log reader who will not open the bench folder."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from statistics import median
+
+from hil.backend_series import MSD_AT_PSAP, trigger_ms
+from hil.junit import _limit, _measured
+from hil.timeline import EcallMark, Phase, Point, SpanKind, Timeline, duration_s, link_down
+
+ECALL_LABELS = {  # the eCall table's words for the vehicle's states and notices
+    "triggered": "triggered",
+    "dialling": "dialling 112",
+    "call_established": "call established",
+    "msd_sent": "MSD sent",
+    "ll_ack": "MSD received by the PSAP's modem (LL-ACK)",
+    "msd_acknowledged": "MSD acknowledged (AL-ACK)",
+    "voice": "voice",
+    "cleared": "cleared down",
+    "callback_window": "callback window",
+    MSD_AT_PSAP: "MSD decoded at the PSAP",
+}
+
+
+def cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def _phases(timeline: Timeline) -> str:
+    names = {Phase.STARTUP: "start-up", Phase.RUN: "run", Phase.DRAIN: "drain"}
+    found = [(names[p], timeline.phase(p)) for p in Phase]
+    return ", ".join(f"{name} {span.start:.1f} to {span.end:.1f} s" for name, span in found if span is not None)
+
+
+def _summary(timeline: Timeline) -> list[str]:
+    results, samples = timeline.expectations, timeline.samples
+    down = link_down(timeline)
+    agent_down = timeline.spans_of(SpanKind.AGENT_DOWN)
+    stored = timeline.stored[-1][1] if timeline.stored else (samples[-1].stored_at_backend if samples else 0)
+    readings = sum(len(points) for points in timeline.series.values())
+    lines = [
+        f"- **Result:** {verdict(timeline.passed)} — {sum(r.passed for r in results)} of {len(results)} "
+        f"expectations passed" + (" (none were checked)" if not results else ""),
+        f"- **Duration:** {duration_s(timeline):.1f} s scenario time, {len(samples)} samples, "
+        f"{len(timeline.events)} events",
+    ]
+    if timeline.spans_of(SpanKind.PHASE):
+        lines.append(f"- **Phases:** {_phases(timeline)} (start-up and drain are the bench's own, not faults)")
+    lines += [
+        f"- **Link down while the agent ran:** {sum(b - a for a, b in down):.1f} s in {len(down)} span(s)",
+        f"- **Agent down:** {sum(s.duration for s in agent_down):.1f} s in {len(agent_down)} span(s)",
+        f"- **Faults injected:** {len(timeline.spans_of(SpanKind.FAULT))}",
+        f"- **Queue depth:** max {max((s.queue_depth for s in samples), default=0)}, "
+        f"at the end {samples[-1].queue_depth if samples else 0}",
+        f"- **Stored at the backend:** {stored} records",
+        f"- **Signals recorded:** {len(timeline.series)}, {readings} readings, each at its own rate",
+    ]
+    return lines
+
+
+def _expectations(timeline: Timeline) -> list[str]:
+    results = timeline.expectations
+    if not results:
+        return ["No expectations were checked."]
+    lines = ["| Expectation | Result | Measured | Limit | Detail |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {cell(r.name)} | {verdict(r.passed)} | {cell(_measured(r)) or '—'} | {cell(_limit(r)) or '—'} "
+        f"| {cell(r.detail)} |"
+        for r in results
+    ]
+    return lines
+
+
+def _faults(timeline: Timeline) -> list[str]:
+    faults = timeline.spans_of(SpanKind.FAULT)
+    if not faults:
+        return ["No faults were injected."]
+    lines = ["| Fault | Start (s) | End (s) | Duration (s) | Detail |", "|---|---:|---:|---:|---|"]
+    lines += [
+        f"| {cell(s.label)} | {s.start:.2f} | {s.end:.2f} | {s.duration:.2f} | {cell(s.detail)} |" for s in faults
+    ]
+    return lines
+
+
+def _bench(timeline: Timeline) -> list[str]:
+    rows = [(s.start, s.end, f"phase: {s.label}", s.detail) for s in timeline.spans_of(SpanKind.PHASE)]
+    rows += [(s.start, s.end, f"agent down: {s.label}", s.detail) for s in timeline.spans_of(SpanKind.AGENT_DOWN)]
+    rows += [(a, b, "link down", "the agent ran without a link to the broker") for a, b in link_down(timeline)]
+    if not rows:
+        return ["No phases were recorded."]
+    lines = ["| What | Start (s) | End (s) | Duration (s) | Detail |", "|---|---:|---:|---:|---|"]
+    lines += [
+        f"| {cell(what)} | {a:.2f} | {b:.2f} | {b - a:.2f} | {cell(detail)} |" for a, b, what, detail in sorted(rows)
+    ]
+    return lines
+
+
+def ecall_rows(marks: Sequence[EcallMark]) -> list[tuple[int, int, EcallMark]]:
+    """(session, ms after the session's trigger, mark) for every mark, in time order."""
+    rows = []
+    for mark in marks:
+        start = trigger_ms(marks, mark.session)
+        rows.append((mark.session, mark.at_ms - (mark.at_ms if start is None else start), mark))
+    return rows
+
+
+def _ecall(timeline: Timeline) -> list[str]:
+    if not timeline.ecall:
+        return ["No eCall."]
+    lines = [
+        "Milliseconds from the trigger, from the time stamps the vehicle put in its eCall records and the PSAP",
+        "put on each MSD it received.",
+        "",
+        "| Session | +ms | Time (s) | Step | Source | Detail |",
+        "|---:|---:|---:|---|---|---|",
+    ]
+    for session, offset, mark in ecall_rows(timeline.ecall):
+        step = ECALL_LABELS.get(mark.label, mark.label)
+        lines.append(f"| {session} | {offset} | {mark.t:.3f} | {cell(step)} | {mark.source} | {cell(mark.detail)} |")
+    return lines
+
+
+def _values(points: Sequence[Point]) -> str:
+    values = [v for _, v in points]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        low, high = min(values), max(values)
+        return f"{low:g}" if low == high else f"{low:g} … {high:g}"
+    distinct: list[str] = []
+    for value in values:
+        if str(value) not in distinct:
+            distinct.append(str(value))
+    return ", ".join(distinct[:4]) + (f" (+{len(distinct) - 4} more)" if len(distinct) > 4 else "")
+
+
+def _signals(timeline: Timeline) -> list[str]:
+    if not timeline.series:
+        return ["No signals reached the backend."]
+    lines = [
+        "Each reading at the vehicle's own time stamp, from the backend's records (a reading repeated in later",
+        "snapshots counts once).",
+        "",
+        "| Signal | Readings | From (s) | To (s) | Median interval (s) | Values |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for path, points in timeline.series.items():
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+        interval = f"{median(gaps):.3f}" if gaps else "—"
+        lines.append(
+            f"| {cell(path)} | {len(points)} | {points[0][0]:.2f} | {points[-1][0]:.2f} | {interval} "
+            f"| {cell(_values(points))} |"
+        )
+    return lines
+
+
+def render_markdown(
+    timeline: Timeline,
+    *,
+    plot_name: str = "timeline.png",
+    data_name: str = "timeline.json",
+    junit_name: str = "junit.xml",
+) -> str:
+    lines = [f"# Scenario `{timeline.scenario}`: {verdict(timeline.passed)}", ""]
+    if timeline.description:
+        lines += [timeline.description, ""]
+    lines += _summary(timeline)
+    lines += ["", "## Expectations", "", *_expectations(timeline)]
+    lines += ["", "## Timeline", "", f"![Timeline of {timeline.scenario}]({plot_name})", ""]
+    lines += [f"Raw data: [{data_name}]({data_name}); for CI: [{junit_name}]({junit_name})"]
+    lines += ["", "## Faults", "", *_faults(timeline)]
+    lines += ["", "## Bench phases, agent and link", "", *_bench(timeline)]
+    lines += ["", "## eCall", "", *_ecall(timeline)]
+    lines += ["", "## Signals", "", *_signals(timeline)]
+    lines += ["", "## Events", ""]
+    if timeline.events:
+        lines += ["| Time (s) | Kind | Label | Detail |", "|---:|---|---|---|"]
+        lines += [f"| {e.t:.1f} | {e.kind} | {cell(e.label)} | {cell(e.detail)} |" for e in timeline.events]
+    else:
+        lines.append("No events.")
+    return "\n".join(lines) + "\n"
