@@ -21,6 +21,7 @@ from hil.audit import audit_vehicle
 from hil.billing import CHECKS as BILLING_CHECKS
 from hil.ecall_checks import CHECKS as ECALL_CHECKS
 from hil.ecall_checks import msds
+from hil.horizon_checks import CHECKS as HORIZON_CHECKS
 from hil.outcome import Outcome
 from hil.ownership import CHECKS as OWNERSHIP_CHECKS
 from hil.scenario import Expectation, Scenario, Step
@@ -154,6 +155,7 @@ CHECK_TABLE: dict[str, Check] = {
     **ECALL_CHECKS,
     **BILLING_CHECKS,
     **OWNERSHIP_CHECKS,
+    **HORIZON_CHECKS,
 }
 
 

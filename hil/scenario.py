@@ -136,6 +136,11 @@ CHECKS: dict[str, frozenset[str]] = {
     "backend_personal_data_gone": frozenset(),  # no personal value from before the owner change at the backend
     "account_unlinked": frozenset(),  # the link and its consents ended
     "handover_lists": frozenset({"services", "cancelled_on_sale"}),  # the new owner's list names these services
+    # hil.horizon_checks: a measure attempt's status, code and duration (vehicle and backend clocks); a
+    # code's state in the last capability report by scenario second `at`; the eCall ended by its T2
+    "measure_attempt": frozenset({"id", "attempt", "status", "code", "min_s", "max_s"}),
+    "service_at": frozenset({"service", "at", "state"}),
+    "ecall_cleared_by_t2": frozenset({"t2_s", "tolerance_s"}),
 }
 
 DEVICES = ("obd", "can", "gnss")
