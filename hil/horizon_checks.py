@@ -14,6 +14,8 @@ Each measures what a shortcut would get wrong, on two clocks where there are two
 - `ecall_cleared_by_t2`: the first emergency eCall was connected once (no redial, no drop), its MSD
   acknowledged without a T5/T6/T7 fallback, and ended by the vehicle's T2 clear-down `t2_s` after the
   PSAP answered — on the vehicle's clock (its `ecall` records) and on the PSAP's (who hung up, when).
+- `personal_settings`: the driver profiles and paired accounts in the car's personal data file at the
+  end, e.g. after a measure was rolled back and retried.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hil.outcome import Outcome, number
 from tcu.errors import ConfigError
+from tcu.services.personal import PersonalStore
 
 if TYPE_CHECKING:
     from backend_stub.measure_store import Attempt
@@ -231,8 +234,43 @@ def ecall_cleared_by_t2(evidence: Evidence, args: dict[str, Any]) -> Outcome:
     return Outcome(passed=not failures, detail=detail, measured=measured, limit=limit)
 
 
+# -- personal_settings -----------------------------------------------------------------------------
+
+
+def _names(args: dict[str, Any], key: str) -> list[str] | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"{key} = {value!r}: expected a list of names")
+    return list(value)
+
+
+def personal_settings(evidence: Evidence, args: dict[str, Any]) -> Outcome:
+    """The car's personal data file holds exactly these driver profiles and paired accounts, in order:
+    what a remote measure must never lose (AGB 3.4 d), whatever it rolled back."""
+    profiles, accounts = _names(args, "profiles"), _names(args, "accounts")
+    if profiles is None and accounts is None:
+        raise ConfigError("needs profiles = [...] or accounts = [...]")
+    if evidence.personal_path is None:
+        raise ConfigError("the runner gave no personal data file of the car")
+    data = PersonalStore(evidence.personal_path).load()
+    found_profiles, found_accounts = [p.name for p in data.profiles], list(data.paired_accounts)
+    failures = []
+    if profiles is not None and found_profiles != profiles:
+        failures.append(f"driver profiles {found_profiles}, expected {profiles}")
+    if accounts is not None and found_accounts != accounts:
+        failures.append(f"paired accounts {found_accounts}, expected {accounts}")
+    detail = f"the car holds driver profiles {found_profiles} and paired accounts {found_accounts}"
+    if failures:
+        detail += "; " + "; ".join(failures)
+    limit = ", ".join(f"{k} {v}" for k, v in (("profiles", profiles), ("accounts", accounts)) if v is not None)
+    return Outcome(passed=not failures, detail=detail, measured=f"profiles {found_profiles}", limit=limit)
+
+
 CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], Outcome]] = {
     "measure_attempt": measure_attempt,
     "service_at": service_at,
     "ecall_cleared_by_t2": ecall_cleared_by_t2,
+    "personal_settings": personal_settings,
 }

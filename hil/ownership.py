@@ -23,6 +23,7 @@ from hil.timeline import EventKind
 from tcu.errors import ConfigError
 from tcu.services.catalogue import Catalogue, Category
 from tcu.services.personal import PersonalStore
+from tcu.virtual_time import real_seconds
 
 if TYPE_CHECKING:
     from hil.expectations import Evidence
@@ -37,11 +38,11 @@ _WAIT_S = 30.0
 
 async def _until(what: str, probe: Callable[[], _T | None]) -> _T:
     """Poll `probe` until it gives a value (real time: the car and the backend are real processes)."""
-    deadline = asyncio.get_running_loop().time() + _WAIT_S
+    deadline = asyncio.get_running_loop().time() + real_seconds(_WAIT_S)  # virtual time would cut it short
     while (value := probe()) is None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"waited {_WAIT_S:g} s in vain: {what}")
-        await asyncio.sleep(0.2)  # another process writes what is probed: no event to wait on
+        await asyncio.sleep(real_seconds(0.2))  # another process writes what is probed: no event to wait on
     return value
 
 

@@ -141,6 +141,7 @@ CHECKS: dict[str, frozenset[str]] = {
     "measure_attempt": frozenset({"id", "attempt", "status", "code", "min_s", "max_s"}),
     "service_at": frozenset({"service", "at", "state"}),
     "ecall_cleared_by_t2": frozenset({"t2_s", "tolerance_s"}),
+    "personal_settings": frozenset({"profiles", "accounts"}),  # exactly these in the car's personal file
 }
 
 DEVICES = ("obd", "can", "gnss")
