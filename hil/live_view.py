@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from hil.timeline import Event, Sample, Timeline
+from hil.timeline import Event, Sample, Timeline, link_state
 
 CURSOR_UP = "\x1b[{}A"  # CUU: up n lines (n >= 1; 0 means 1 on most terminals)
 CLEAR_LINE = "\x1b[2K"  # EL 2: erase the whole line
@@ -40,7 +40,11 @@ def _speed(sample: Sample | None) -> str:
 
 
 def _link(sample: Sample | None) -> str:
-    return "-" if sample is None else "up" if sample.coverage else "DOWN"
+    """A down agent's link is no link at all, and a starting one has not tried yet: not "DOWN"."""
+    if sample is None:
+        return "-"
+    state = link_state(sample)
+    return "DOWN" if state == "down" else state
 
 
 def _event(event: Event) -> str:

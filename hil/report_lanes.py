@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hil.backend_series import MSD_AT_PSAP
 from hil.report_markdown import ecall_rows
-from hil.timeline import EventKind, Phase, Point, Span, SpanKind, Timeline, link_state, runs
+from hil.timeline import EventKind, Phase, Point, Sample, Span, SpanKind, Timeline, link_state, runs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 BENCH_ROWS = ("link", "agent", "phase")  # bottom to top
 _PHASE_COLOURS: dict[str, str] = {Phase.STARTUP: "#b0bec5", Phase.RUN: "#e3f2fd", Phase.DRAIN: "#78909c"}
 _PHASE_NAMES: dict[str, str] = {Phase.STARTUP: "start-up", Phase.RUN: "run", Phase.DRAIN: "drain"}
-_UP, _DOWN, _AGENT_DOWN, _NOT_YET = "#66bb6a", "#e53935", "#424242", "#cfd8dc"
+_UP, _DOWN, _AGENT_DOWN, _NOT_YET, _STARTING = "#66bb6a", "#e53935", "#424242", "#cfd8dc", "#c8e6c9"
 _FAULT_COLOURS = {
     "agent_kill": "#d84315",
     "disk_full": "#6d4c41",
@@ -97,9 +97,12 @@ def draw_bench(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> None
             ax, span.start, span.end, phase_y, name, "#263238" if span.label == Phase.RUN else "white", end, lane_px
         )
     samples = timeline.samples
-    for a, b, up in runs(samples, lambda s: s.t, lambda s: s.agent_up, end):
-        _bar(ax, a, b, agent_y, 0.7, _UP if up else _AGENT_DOWN, end, lane_px)
-        _in_bar(ax, a, b, agent_y, "running" if up else "DOWN", "white", end, lane_px)
+    for a, b, state in runs(samples, lambda s: s.t, _agent_state, end):
+        colour, text = {"running": (_UP, "running"), "starting": (_STARTING, "starting")}.get(
+            str(state), (_AGENT_DOWN, "DOWN")
+        )
+        _bar(ax, a, b, agent_y, 0.7, colour, end, lane_px)
+        _in_bar(ax, a, b, agent_y, text, "#1b5e20" if colour == _STARTING else "white", end, lane_px)
     labelled: dict[float, list[tuple[float, float]]] = {0.45: [], -0.45: []}  # above and below the row
     for span in timeline.spans_of(SpanKind.AGENT_DOWN):
         _bar(ax, span.start, span.end, agent_y, 0.7, _AGENT_DOWN, end, lane_px)
@@ -128,6 +131,8 @@ def draw_bench(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> None
         for x0, x1, phase in _pieces(a, b, phases):
             if state == "agent down":
                 colour, text = _AGENT_DOWN, "no agent"
+            elif state == "starting":
+                colour, text = _NOT_YET, "starting"
             elif state == "up":
                 colour, text = _UP, "up"
             elif phase == Phase.RUN:
@@ -140,6 +145,10 @@ def draw_bench(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> None
         _bar(ax, span.start, span.end, link_y, 0.7, _AGENT_DOWN, end, lane_px)
     ax.set_yticks([link_y, agent_y, phase_y], ["link", "agent", "bench"], fontsize=9)
     ax.set_ylim(-0.6, 2.6)
+
+
+def _agent_state(sample: Sample) -> str:
+    return "DOWN" if not sample.agent_up else "starting" if sample.starting else "running"
 
 
 def _fault_colour(label: str) -> str:

@@ -101,7 +101,12 @@ class StatusTracker:
             if fresh_t is None:  # no status of its own yet: up, without a link
                 self._queue = _or(queue_on_disk(), self._queue)
                 sample = Sample(
-                    t=now, speed_kmh=None, coverage=False, queue_depth=self._queue, stored_at_backend=stored
+                    t=now,
+                    speed_kmh=None,
+                    coverage=False,
+                    queue_depth=self._queue,
+                    stored_at_backend=stored,
+                    starting=True,
                 )
                 self._append(sample)
         if fresh_t is not None and status is not None:

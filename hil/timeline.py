@@ -60,6 +60,7 @@ class Sample:
     ecall_state: str | None = None
     measure_state: str | None = None
     agent_up: bool = True  # the agent process is running (a down agent's status file is stale)
+    starting: bool = False  # running, but it has not written a status of its own yet (no link yet)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,9 +153,12 @@ def duration_s(timeline: Timeline) -> float:
 
 
 def link_state(sample: Sample) -> str:
-    """`agent down`, `up` or `down`: a down agent has no link, whatever its last status said."""
+    """`agent down`, `starting`, `up` or `down`: a down agent has no link, whatever its last status said,
+    and one still starting (a Python process takes seconds) has not tried yet: neither is an outage."""
     if not sample.agent_up:
         return "agent down"
+    if sample.starting:
+        return "starting"
     return "up" if sample.coverage else "down"
 
 

@@ -205,6 +205,18 @@ def test_the_link_lane_draws_startup_and_drain_pale_and_an_outage_red() -> None:
     assert _colour_at(ax, 40.0, 0) == LINK_DOWN_RED  # the tunnel
 
 
+def test_a_restarted_agent_still_starting_is_not_a_link_outage() -> None:
+    timeline = recorded_run()
+    starting = Sample(t=61.0, speed_kmh=None, coverage=False, queue_depth=0, stored_at_backend=0, starting=True)
+    timeline.samples = [s for s in timeline.samples if not 61 <= s.t < 64] + [starting]
+    timeline.samples.sort(key=lambda s: s.t)
+    ax = _axes()
+    draw_bench(ax, timeline, 124.5, 1000.0)
+    assert _colour_at(ax, 62.0, 0) == PALE
+    assert _colour_at(ax, 62.0, 1) == "#c8e6c9"  # the agent row: starting
+    assert not any(a < 62.0 < b for a, b in link_down(timeline))
+
+
 def test_the_fault_lane_draws_each_fault_as_a_labelled_span() -> None:
     ax = _axes()
     draw_faults(ax, recorded_run(), 124.5, 1000.0)
@@ -322,7 +334,10 @@ def test_link_down_leaves_out_agent_down_startup_and_drain() -> None:
     samples = [
         Sample(t=t, speed_kmh=None, coverage=False, queue_depth=0, stored_at_backend=0, agent_up=t not in (5.0, 6.0))
         for t in (0.0, 1.0, 5.0, 6.0, 7.0, 8.0)
-    ] + [Sample(t=9.0, speed_kmh=None, coverage=True, queue_depth=0, stored_at_backend=0)]
+    ] + [
+        Sample(t=9.0, speed_kmh=None, coverage=True, queue_depth=0, stored_at_backend=0),
+        Sample(t=9.5, speed_kmh=None, coverage=False, queue_depth=0, stored_at_backend=0, starting=True),
+    ]
     spans = [
         Span(kind=SpanKind.PHASE, label="startup", start=-1.0, end=1.0),
         Span(kind=SpanKind.PHASE, label="run", start=1.0, end=10.0),
@@ -331,6 +346,15 @@ def test_link_down_leaves_out_agent_down_startup_and_drain() -> None:
     ]
     timeline = Timeline(scenario="x", samples=samples, spans=spans)
     assert link_down(timeline) == [(1.0, 5.0), (7.0, 7.5), (7.8, 9.0)]
+
+
+def test_a_link_that_never_came_up_is_start_up_not_an_outage() -> None:
+    samples = [Sample(t=float(t), speed_kmh=None, coverage=False, queue_depth=0, stored_at_backend=0) for t in range(9)]
+    spans = [
+        Span(kind=SpanKind.PHASE, label="startup", start=-1.0, end=8.0, detail="(the link never came up)"),
+        Span(kind=SpanKind.PHASE, label="drain", start=8.0, end=9.0),
+    ]
+    assert link_down(Timeline(scenario="x", samples=samples, spans=spans)) == []
 
 
 def test_the_report_module_does_not_import_matplotlib_until_asked() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from backend_stub.store import StoredRecord
 from hil.backend_series import MSD_AT_PSAP, ecall_marks, signal_series, stored_series, trigger_ms
+from hil.live_view import render_line
 from hil.sampler import StatusTracker, bench_spans
 from hil.timeline import EventKind, Phase, Span, SpanKind, Timeline, link_down
 
@@ -68,7 +69,7 @@ def test_a_killed_agents_last_status_never_shows_as_its_state() -> None:
     assert all(not s.agent_up and not s.coverage and s.speed_kmh is None for s in down)
     assert down[0].queue_depth == 7  # read from the queue file itself, not the stale status's 2
     restarted = [s for s in bench.tracker.samples if s.t >= 7.0]
-    assert [(s.agent_up, s.coverage, s.speed_kmh) for s in restarted] == [(True, False, None)]
+    assert [(s.agent_up, s.starting, s.coverage, s.speed_kmh) for s in restarted] == [(True, True, False, None)]
     labels = [n.label for n in bench.tracker.noted if n.kind is EventKind.AGENT]
     assert labels == ["agent down", "agent started"]
     bench.file = status(7.9, speed=0.0)  # the new agent's first status
@@ -224,3 +225,16 @@ def test_ecall_marks_carry_the_milliseconds_of_the_vehicle_and_the_psap() -> Non
     assert [(m.session, m.source, m.latitude) for m in at_psap] == [(1, "psap", 48.1), (2, "psap", None)]
     assert marks[0].t == 15.0  # the vehicle's time, not when the backend received the record
     assert trigger_ms(marks, 2) == _ms(40.0)
+
+
+def test_the_live_view_says_agent_down_and_starting_not_link_down() -> None:
+    bench = Bench(StatusTracker())
+    bench.file = status(0.5)
+    bench.at(0.6)
+    bench.running = False
+    bench.at(1.0)
+    bench.running = True
+    bench.at(3.0)
+    lines = [render_line(sample, 10.0) for sample in bench.tracker.samples]
+    assert [line.split(" | ")[2] for line in lines] == ["link up", "link agent down", "link starting"]
+    assert lines[1].split(" | ")[1] == "speed -"  # not the dead agent's last 50 km/h
