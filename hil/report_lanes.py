@@ -21,6 +21,7 @@ BENCH_ROWS = ("link", "agent", "phase")  # bottom to top
 _PHASE_COLOURS: dict[str, str] = {Phase.STARTUP: "#b0bec5", Phase.RUN: "#e3f2fd", Phase.DRAIN: "#78909c"}
 _PHASE_NAMES: dict[str, str] = {Phase.STARTUP: "start-up", Phase.RUN: "run", Phase.DRAIN: "drain"}
 _UP, _DOWN, _AGENT_DOWN, _NOT_YET, _STARTING = "#66bb6a", "#e53935", "#424242", "#cfd8dc", "#c8e6c9"
+_STOPPED = "#90a4ae"  # the main agent stopped for the drain, on purpose
 _FAULT_COLOURS = {
     "agent_kill": "#d84315",
     "disk_full": "#6d4c41",
@@ -97,12 +98,18 @@ def draw_bench(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> None
             ax, span.start, span.end, phase_y, name, "#263238" if span.label == Phase.RUN else "white", end, lane_px
         )
     samples = timeline.samples
+    startup = timeline.phase(Phase.STARTUP)
+    if startup is not None and samples and samples[0].t > startup.start:  # started by the runner, not yet seen
+        for y in (agent_y, link_y):
+            _bar(ax, startup.start, samples[0].t, y, 0.7, _STARTING if y == agent_y else _NOT_YET, end, lane_px)
+            _in_bar(ax, startup.start, samples[0].t, y, "starting", "#263238", end, lane_px)
     for a, b, state in runs(samples, lambda s: s.t, _agent_state, end):
-        colour, text = {"running": (_UP, "running"), "starting": (_STARTING, "starting")}.get(
-            str(state), (_AGENT_DOWN, "DOWN")
-        )
-        _bar(ax, a, b, agent_y, 0.7, colour, end, lane_px)
-        _in_bar(ax, a, b, agent_y, text, "#1b5e20" if colour == _STARTING else "white", end, lane_px)
+        for x0, x1, phase in _pieces(a, b, phases):
+            colour, text = {"running": (_UP, "running"), "starting": (_STARTING, "starting")}.get(
+                str(state), (_AGENT_DOWN, "DOWN") if phase != Phase.DRAIN else (_STOPPED, "stopped")
+            )
+            _bar(ax, x0, x1, agent_y, 0.7, colour, end, lane_px)
+            _in_bar(ax, x0, x1, agent_y, text, "white" if colour == _AGENT_DOWN else "#263238", end, lane_px)
     labelled: dict[float, list[tuple[float, float]]] = {0.45: [], -0.45: []}  # above and below the row
     for span in timeline.spans_of(SpanKind.AGENT_DOWN):
         _bar(ax, span.start, span.end, agent_y, 0.7, _AGENT_DOWN, end, lane_px)
@@ -130,7 +137,7 @@ def draw_bench(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> None
     for a, b, state in runs(samples, lambda s: s.t, link_state, end):
         for x0, x1, phase in _pieces(a, b, phases):
             if state == "agent down":
-                colour, text = _AGENT_DOWN, "no agent"
+                colour, text = (_AGENT_DOWN, "no agent") if phase != Phase.DRAIN else (_STOPPED, "no agent")
             elif state == "starting":
                 colour, text = _NOT_YET, "starting"
             elif state == "up":

@@ -145,7 +145,8 @@ def _signals(timeline: Timeline) -> list[str]:
         return ["No signals reached the backend."]
     lines = [
         "Each reading at the vehicle's own time stamp, from the backend's records (a reading repeated in later",
-        "snapshots counts once).",
+        "snapshots counts once). A signal read more often than the vehicle sends telemetry shows at the",
+        "telemetry interval: the backend never saw the readings in between.",
         "",
         "| Signal | Readings | From (s) | To (s) | Median interval (s) | Values |",
         "|---|---:|---:|---:|---:|---|",
