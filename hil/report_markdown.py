@@ -10,7 +10,7 @@ from statistics import median
 
 from hil.backend_series import MSD_AT_PSAP, trigger_ms
 from hil.junit import _limit, _measured
-from hil.timeline import EcallMark, Phase, Point, SpanKind, Timeline, duration_s, link_down
+from hil.timeline import EcallMark, Phase, Point, SpanKind, Timeline, duration_s, link_down, runs
 
 ECALL_LABELS = {  # the eCall table's words for the vehicle's states and notices
     "triggered": "triggered",
@@ -94,6 +94,11 @@ def _bench(timeline: Timeline) -> list[str]:
     rows = [(s.start, s.end, f"phase: {s.label}", s.detail) for s in timeline.spans_of(SpanKind.PHASE)]
     rows += [(s.start, s.end, f"agent down: {s.label}", s.detail) for s in timeline.spans_of(SpanKind.AGENT_DOWN)]
     rows += [(a, b, "link down", "the agent ran without a link to the broker") for a, b in link_down(timeline)]
+    rows += [
+        (a, b, "agent starting", "the process runs but has written no status yet: no link tried, no outage")
+        for a, b, starting in runs(timeline.samples, lambda s: s.t, lambda s: s.starting, duration_s(timeline))
+        if starting and b > a
+    ]
     if not rows:
         return ["No phases were recorded."]
     lines = ["| What | Start (s) | End (s) | Duration (s) | Detail |", "|---|---:|---:|---:|---|"]

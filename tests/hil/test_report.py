@@ -215,6 +215,9 @@ def test_a_restarted_agent_still_starting_is_not_a_link_outage() -> None:
     assert _colour_at(ax, 62.0, 0) == PALE
     assert _colour_at(ax, 62.0, 1) == "#c8e6c9"  # the agent row: starting
     assert not any(a < 62.0 < b for a, b in link_down(timeline))
+    assert "| agent starting | 61.00 | 64.00 | 3.00 | the process runs but has written no status yet" in (
+        render_markdown(timeline)
+    )
 
 
 def test_the_fault_lane_draws_each_fault_as_a_labelled_span() -> None:
