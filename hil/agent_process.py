@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tcu.virtual_time import ENV, VirtualClock, real_seconds
+from tcu.virtual_time import FLAG, VirtualClock, real_seconds
 
 
 class AgentProcess:
@@ -45,10 +45,11 @@ class AgentProcess:
                 "run",
                 "--config",
                 str(self.config),
+                *(() if self._clock is None else (FLAG, self._clock.base.encode())),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
-                env=self._env if self._clock is None else {**self._env, ENV: self._clock.base.encode()},
+                env=self._env,
             )
         finally:
             if not isinstance(output, int):

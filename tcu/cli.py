@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from tcu.services.personal import DriverProfile, PersonalStore
 from tcu.status import read_status
 from tcu.systemd import Notifier
 from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.virtual_time import clock_from_env
+from tcu.virtual_time import virtual_or_real_clock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the agent")
     run.add_argument("--config", type=Path, required=True, help="agent TOML file")
+    # A HIL bench's virtual time (tcu.virtual_time), handed over by its runner; never set in a car, so
+    # hidden, and a command-line flag rather than an environment variable that could linger in a unit.
+    run.add_argument("--virtual-time", help=argparse.SUPPRESS)
 
     keygen = commands.add_parser("keygen", help="create the vehicle's X25519 key pair (0600 private file)")
     keygen.add_argument("--dir", type=Path, required=True)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "run":
-            clock = clock_from_env(os.environ)  # a HIL bench's virtual time, else the real clock
+            clock = virtual_or_real_clock(args.virtual_time)
             agent = Agent(load_agent_config(args.config), notifier=Notifier(), clock=clock)
             run_service(agent.run(), clock=clock)
         elif args.command == "keygen":

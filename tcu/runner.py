@@ -38,10 +38,9 @@ def run_service(main: Coroutine[Any, Any, None], *, clock: Clock | None = None) 
     if isinstance(clock, VirtualClock):
         virtual = clock.base
         logging.getLogger(__name__).warning(
-            "virtual time: %g times real time, the wall clock at %s (a HIL bench's, %s)",
+            "virtual time: %g times real time, the wall clock at %s (a HIL bench's, --virtual-time)",
             virtual.scale,
             virtual.now().isoformat(timespec="seconds"),
-            "TCU_VIRTUAL_TIME",
         )
         _stamp_logs_with(clock)
     with asyncio.Runner(loop_factory=None if virtual is None else lambda: VirtualTimeLoop(virtual)) as runner:

@@ -4,7 +4,8 @@ A bench (`tcu-hil run`) is several processes — the agent, and the runner with 
 devices and the network emulator — that must agree on the time, or a 10-minute measure cap, the eCall's
 one-hour T2 or a six-week notice period could only be tested in real time. They agree through
 `VirtualTime`: an origin on CLOCK_MONOTONIC, which every process of one boot shares, a wall time at that
-origin and a scale. The runner hands it to the agent in the `TCU_VIRTUAL_TIME` environment variable.
+origin and a scale. The runner hands it to the agent process as `tcu run --virtual-time JSON` (a hidden
+flag: a car never runs on it, and a flag, unlike an environment variable, cannot linger in a unit file).
 
 Each process runs its event loop as a `VirtualTimeLoop`, whose `time()` is virtual: every
 `asyncio.sleep`, `asyncio.timeout` and `call_later` in the process — every protocol timer of the agent
@@ -37,7 +38,7 @@ from typing import Any
 from tcu.clock import Clock, SystemClock
 from tcu.errors import ConfigError
 
-ENV = "TCU_VIRTUAL_TIME"
+FLAG = "--virtual-time"
 MAX_SCALE = 10_000.0
 MAX_CALENDAR_OFFSET_S = 100 * 366 * 86400.0  # a century: far beyond any term, far from datetime's limits
 # The longest a loop waits in one select: a scale change or a calendar move in another task is seen
@@ -91,28 +92,23 @@ class VirtualTime:
         try:
             raw = json.loads(text)
         except ValueError as exc:
-            raise ConfigError(f"{ENV} is not JSON: {exc}") from exc
+            raise ConfigError(f"{FLAG} is not JSON: {exc}") from exc
         if not isinstance(raw, dict) or set(raw) != _KEYS:
-            raise ConfigError(f"{ENV}: expected an object with the keys {', '.join(sorted(_KEYS))}")
+            raise ConfigError(f"{FLAG}: expected an object with the keys {', '.join(sorted(_KEYS))}")
         for key in ("scale", "origin_real", "calendar_offset_s"):
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ConfigError(f"{ENV}: {key} = {value!r} is not a finite number")
+                raise ConfigError(f"{FLAG}: {key} = {value!r} is not a finite number")
         try:
             wall = datetime.fromisoformat(str(raw["origin_wall"]))
         except ValueError as exc:
-            raise ConfigError(f"{ENV}: origin_wall: {exc}") from exc
+            raise ConfigError(f"{FLAG}: origin_wall: {exc}") from exc
         return cls(
             scale=float(raw["scale"]),
             origin_real=float(raw["origin_real"]),
             origin_wall=wall,
             calendar_offset_s=float(raw["calendar_offset_s"]),
         )
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> VirtualTime | None:
-        text = env.get(ENV)
-        return None if not text else cls.decode(text)
 
 
 class VirtualClock:
@@ -138,10 +134,9 @@ class VirtualClock:
         self._base = replace(self._base, calendar_offset_s=self._base.calendar_offset_s + seconds)
 
 
-def clock_from_env(env: Mapping[str, str]) -> Clock:
-    """The process's clock: the bench's virtual one when `TCU_VIRTUAL_TIME` is set, else the real one."""
-    base = VirtualTime.from_env(env)
-    return SystemClock() if base is None else VirtualClock(base)
+def virtual_or_real_clock(encoded: str | None) -> Clock:
+    """The process's clock: the bench's virtual one when its runner handed one over, else the real one."""
+    return SystemClock() if encoded is None else VirtualClock(VirtualTime.decode(encoded))
 
 
 class _ScaledSelector(selectors.BaseSelector):
@@ -183,8 +178,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 def loop_scale() -> float:
-    """Virtual seconds per real second in the running loop (1 on an ordinary loop)."""
-    loop = asyncio.get_running_loop()
+    """Virtual seconds per real second in the running loop (1 on an ordinary loop, or outside one)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return 1.0
     return loop.virtual_time.scale if isinstance(loop, VirtualTimeLoop) else 1.0
 
 
@@ -192,3 +190,14 @@ def real_seconds(seconds: float) -> float:
     """A timeout of `seconds` real seconds, in the running loop's time: for waiting on what keeps real
     time (a process starting or stopping, Mosquitto, a disk), which a scaled timeout would cut short."""
     return seconds * loop_scale()
+
+
+SILENCE_FLOOR_REAL_S = 0.25  # what a loaded bench may stall a process for, in real seconds
+
+
+def silence_limit(seconds: float) -> float:
+    """How long a source may stay silent before it counts as gone: `seconds` of loop time, but never
+    less than the real delays of the processes and ptys the data crosses (`SILENCE_FLOOR_REAL_S`), which
+    on a fast bench are many virtual seconds. On real time the configured value, as it is."""
+    scale = loop_scale()
+    return seconds if scale == 1 else max(seconds, SILENCE_FLOOR_REAL_S * scale)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from tcu.clock import SystemClock
 from tcu.errors import ConfigError
-from tcu.virtual_time import ENV, VirtualClock, VirtualTime, VirtualTimeLoop, clock_from_env, real_seconds
+from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop, real_seconds, virtual_or_real_clock
 
 WALL = datetime(2031, 5, 17, 8, 0, tzinfo=UTC)
 
@@ -76,24 +75,25 @@ def test_the_wall_clock_runs_with_the_loop_and_the_calendar_moves_alone() -> Non
 
 
 def test_another_process_reads_the_same_time_from_the_environment() -> None:
-    """The agent process of a bench: its wall time lies between the runner's before and after it ran."""
+    """The agent process of a bench (`tcu run --virtual-time`): its wall time lies between the runner's before and
+    after it ran."""
     base = VirtualTime.starting_now(50.0, wall=WALL)
     clock = VirtualClock(base)
     clock.advance_calendar(86400 * 30)
     child = (
-        "import os; from tcu.virtual_time import clock_from_env; print(clock_from_env(os.environ).now().isoformat())"
+        "import sys; from tcu.virtual_time import virtual_or_real_clock; "
+        "print(virtual_or_real_clock(sys.argv[1]).now().isoformat())"
     )
     before = clock.now()
     out = subprocess.run(
-        [sys.executable, "-c", child],
-        env={**os.environ, ENV: clock.base.encode()},
+        [sys.executable, "-c", child, clock.base.encode()],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     after = clock.now()
     assert before <= datetime.fromisoformat(out.strip()) <= after
-    assert isinstance(clock_from_env({}), SystemClock)
+    assert isinstance(virtual_or_real_clock(None), SystemClock)
 
 
 def test_real_seconds_scales_timeouts_for_what_keeps_real_time() -> None:
@@ -133,7 +133,7 @@ def test_real_seconds_scales_timeouts_for_what_keeps_real_time() -> None:
 )
 def test_a_mangled_environment_is_refused_with_its_reason(text: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
-        clock_from_env({ENV: text})
+        virtual_or_real_clock(text)
 
 
 def test_round_trip_through_the_environment() -> None:

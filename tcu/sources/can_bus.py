@@ -44,6 +44,7 @@ from tcu.sources.serial_port import SourceStats
 from tcu.sources.slcan import CanFrame
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
+from tcu.virtual_time import real_seconds, silence_limit
 
 _LOGGER = logging.getLogger(__name__)
 _SECTION = "sources.can"
@@ -164,7 +165,7 @@ class _BusWorker:
         """Wait until the bus is open; DeviceGoneError / DeviceTimeoutError say why it is not."""
         settings = self._settings
         try:
-            async with asyncio.timeout(settings.open_timeout_s):
+            async with asyncio.timeout(real_seconds(settings.open_timeout_s)):
                 failure = await asyncio.shield(self._opened)
         except TimeoutError:
             raise DeviceTimeoutError(
@@ -187,7 +188,7 @@ class _BusWorker:
         """Tell the worker to stop and wait (bounded) until it has shut the bus down."""
         self._stop.set()
         try:
-            async with asyncio.timeout(_STOP_WAIT_S):
+            async with asyncio.timeout(real_seconds(_STOP_WAIT_S)):
                 await asyncio.shield(self._finished)
         except TimeoutError:
             _LOGGER.warning(
@@ -304,15 +305,15 @@ class CanBusReader:
             loop = asyncio.get_running_loop()
             try:
                 # Only frames keep the session alive (error frames are no sign of a working bus).
-                async with asyncio.timeout(settings.stale_after_s) as deadline:
+                async with asyncio.timeout(stale_s := silence_limit(settings.stale_after_s)) as deadline:
                     while True:
                         if self.handle(await worker.next_batch()):
                             self._loop.healthy()
-                            deadline.reschedule(loop.time() + settings.stale_after_s)
+                            deadline.reschedule(loop.time() + stale_s)
             except TimeoutError:
                 # Reopening is the cure for a driver that lost its device without raising, and
                 # harmless on a bus that is merely asleep: the backoff slows the retries down.
-                raise DeviceTimeoutError(f"no CAN frame for {settings.stale_after_s:.1f} s") from None
+                raise DeviceTimeoutError(f"no CAN frame for {stale_s:.1f} s") from None
         finally:
             await worker.stop()
 

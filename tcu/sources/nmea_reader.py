@@ -33,6 +33,7 @@ from tcu.sources.nmea_track import GnssTrack
 from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
 from tcu.vehicle.state import Quality, Signal, VehicleState
+from tcu.virtual_time import silence_limit
 
 _LOGGER = logging.getLogger(__name__)
 _READ_SIZE = 4096
@@ -102,7 +103,7 @@ class NmeaReader:
         loop = asyncio.get_running_loop()
         try:
             # Only sentences keep the session alive: a receiver spewing noise is as good as gone.
-            async with asyncio.timeout(settings.stale_after_s) as deadline:
+            async with asyncio.timeout(stale_s := silence_limit(settings.stale_after_s)) as deadline:
                 while True:
                     try:
                         data = await reader.read(_READ_SIZE)
@@ -112,9 +113,9 @@ class NmeaReader:
                         raise DeviceGoneError(f"{settings.port} went away (end of file)")
                     if self.handle(stream.feed(data)):
                         self._loop.healthy()
-                        deadline.reschedule(loop.time() + settings.stale_after_s)
+                        deadline.reschedule(loop.time() + stale_s)
         except TimeoutError:
-            raise DeviceTimeoutError(f"no NMEA sentence for {settings.stale_after_s:.1f} s") from None
+            raise DeviceTimeoutError(f"no NMEA sentence for {stale_s:.1f} s") from None
         finally:
             await close_port(writer)
 

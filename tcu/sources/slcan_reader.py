@@ -53,6 +53,7 @@ from tcu.sources.slcan import (
 )
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
+from tcu.virtual_time import real_seconds, silence_limit
 
 _LOGGER = logging.getLogger(__name__)
 _READ_SIZE = 65536
@@ -139,7 +140,7 @@ class SlcanChannel:
         """Send a command and wait for its reply, skipping frames that arrive meanwhile."""
         self._write(format_command(command))
         try:
-            async with asyncio.timeout(wait_s):
+            async with asyncio.timeout(real_seconds(wait_s)):
                 while True:
                     if not self._backlog:
                         self._backlog.extend(await self._read())
@@ -228,15 +229,15 @@ class SlcanReader:
             loop = asyncio.get_running_loop()
             try:
                 # Only frames keep the session alive: garbage or BELs alone are no sign of a live bus.
-                async with asyncio.timeout(settings.stale_after_s) as deadline:
+                async with asyncio.timeout(stale_s := silence_limit(settings.stale_after_s)) as deadline:
                     while True:
                         if self.handle(await channel.read_batch()):
                             self._loop.healthy()
-                            deadline.reschedule(loop.time() + settings.stale_after_s)
+                            deadline.reschedule(loop.time() + stale_s)
             except TimeoutError:
                 # A reset adapter closes its channel silently; reopening is the cure, and harmless on
                 # a bus that is merely asleep (parked car): the backoff slows the retries down.
-                raise DeviceTimeoutError(f"no CAN frame for {settings.stale_after_s:.1f} s") from None
+                raise DeviceTimeoutError(f"no CAN frame for {stale_s:.1f} s") from None
 
     def handle(self, batch: list[Response | ProtocolError]) -> int:
         """Decode one batch into the state; returns the number of frames it held."""
