@@ -7,6 +7,11 @@ Debouncing, because a false eCall ties up a PSAP and a missed one costs lives:
 
 - only a rising edge counts (False/unknown → True) and only from a GOOD reading: a STALE or INVALID
   `True` (a dead CAN bus replaying its last frame, a value out of range) never dials;
+- a STALE or INVALID reading says nothing about the signal, so it changes nothing: the last GOOD value
+  stands. A latched crash flag that goes GOOD True → STALE (the CAN reader reconnecting) → GOOD True
+  is the same crash, not a second one; a new edge needs a GOOD False first. The same holds for the
+  airbag, the SOS button (a press goes on through a stale reading) and threshold rules, whose
+  out-of-range or `invalid` readings arrive as INVALID False;
 - the SOS button must stay pressed `sos_hold_s` (signal time); a bounce shorter than that is ignored;
 - a crash and the airbag deployment of the same impact arrive together: after any trigger, further
   automatic or manual triggers are suppressed for `retrigger_suppress_s` (the state machine would
@@ -107,26 +112,33 @@ class TriggerDetector:
             raise ValueError("sos_hold_s and retrigger_suppress_s must not be negative")
         self._hold = timedelta(seconds=sos_hold_s)
         self._suppress = timedelta(seconds=retrigger_suppress_s)
-        self._last: dict[str, bool] = {}
+        self._last: dict[str, bool] = {}  # the last GOOD value of each path; absent: none yet
+        self._sos_known = True  # the latest SOS reading was GOOD: only then may a hold become a call
         self._pressed_since: datetime | None = None
         self._sos_fired = False
         self._last_fired: datetime | None = None
 
     def next_deadline(self) -> datetime | None:
-        """Wall time at which a held SOS button becomes a trigger, if one is being held."""
-        if self._pressed_since is None or self._sos_fired:
+        """Wall time at which a held SOS button becomes a trigger, if one is being held and its latest
+        reading was GOOD (a stale hold becomes a call at the next GOOD True, if still pressed)."""
+        if self._pressed_since is None or self._sos_fired or not self._sos_known:
             return None
         return self._pressed_since + self._hold
 
     def on_signal(self, signal: Signal) -> DetectedTrigger | None:
         if signal.path not in WATCHED:
             return None
-        value = signal.quality is Quality.GOOD and signal.value is True
-        if signal.quality is not Quality.GOOD and signal.value is True:
-            _LOGGER.warning("%s is %s (%s): not an eCall trigger", signal.path, signal.value, signal.quality.value)
-        rising = value and not self._last.get(signal.path, False)
+        if signal.quality is not Quality.GOOD:
+            if signal.value is True:
+                _LOGGER.warning("%s is %s (%s): not an eCall trigger", signal.path, signal.value, signal.quality.value)
+            if signal.path == SOS_BUTTON:
+                self._sos_known = False  # the hold goes on, but is not judged until a GOOD reading
+            return None
+        value = signal.value is True
+        rising = value and self._last.get(signal.path) is not True
         self._last[signal.path] = value
         if signal.path == SOS_BUTTON:
+            self._sos_known = True
             return self._sos(value, rising, signal.timestamp)
         if rising:
             return self._fire(CallType.AUTOMATIC, _AUTOMATIC[signal.path], signal.timestamp, signal.path)
