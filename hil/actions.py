@@ -56,7 +56,7 @@ async def _restart_agent(
         await (bench.agent.kill() if kill else bench.agent.stop())
         runner.event(EventKind.AGENT, f"agent {'SIGKILLed' if kill else 'stopped'}", label)
         if down_s > 0:
-            await runner._hold(down_s)
+            await runner.hold(down_s)
         await bench.agent.start()
         runner.event(EventKind.AGENT, "agent restarted", label)
     finally:
@@ -74,7 +74,7 @@ async def _tunnel(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     with fault_span(runner, "tunnel", "no coverage: every packet black-holed"):
         bench.netem.cut()
         try:
-            await runner._hold(float(step.args.get("for_s", 10)))
+            await runner.hold(float(step.args.get("for_s", 10)))
         finally:
             bench.netem.restore()
     runner.event(EventKind.FAULT, "tunnel ends", "coverage back")
@@ -88,7 +88,7 @@ async def _broker_outage(runner: ScenarioRunner, bench: Bench, step: Step) -> No
             await kill()
         else:
             await bench.broker.stop()
-        await runner._hold(float(step.args.get("for_s", 10)))
+        await runner.hold(float(step.args.get("for_s", 10)))
         await bench.broker.start()
     runner.event(EventKind.FAULT, "broker back")
 
@@ -98,14 +98,14 @@ async def _latency(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     with fault_span(runner, "latency", f"{latency_s * 1000:.0f} ms added, {loss:.0%} of packets lost"):
         bench.netem.latency_s, bench.netem.loss = latency_s, loss
         try:
-            await runner._hold(float(step.args.get("for_s", 10)))
+            await runner.hold(float(step.args.get("for_s", 10)))
         finally:
             bench.netem.latency_s, bench.netem.loss = 0.0, 0.0
     runner.event(EventKind.FAULT, "latency ends")
 
 
 async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    bus = runner._can(bench).bus
+    bus = runner.can_bus(bench).bus
     match step.do:
         case "lock":
             bus.lock()
@@ -117,7 +117,7 @@ async def _body(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
             bus.crash()
         case "sos":
             bus.press_sos(True)
-            await runner._hold(1.0)
+            await runner.hold(1.0)
             bus.press_sos(False)
 
 
@@ -139,7 +139,7 @@ async def _unplug(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     with fault_span(runner, f"unplug {name}", f"the {name} adapter unplugged"):
         device.unplug()
         try:
-            await runner._hold(float(step.args.get("for_s", 5)))
+            await runner.hold(float(step.args.get("for_s", 5)))
         finally:
             device.plug()
     runner.event(EventKind.FAULT, f"{name} replugged")
@@ -151,10 +151,10 @@ async def _disk_full(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
     outbox = bench.layout.data_dir(runner.scenario.vin) / "outbox.sqlite3"
     cap = max(outbox.stat().st_size + 8192, 65536)
     with fault_span(runner, "disk_full", f"queue capped at {cap} bytes; the agent restarted twice"):
-        runner._agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
+        runner.agent_config(bench.layout, bench.devices, extra=f"\n[queue]\nmax_bytes = {cap}\n")
         await _restart_agent(runner, bench, f"disk_full: restart 1 of 2 (queue capped at {cap} bytes)")
-        await runner._hold(float(step.args.get("for_s", 10)))
-        runner._agent_config(bench.layout, bench.devices)
+        await runner.hold(float(step.args.get("for_s", 10)))
+        runner.agent_config(bench.layout, bench.devices)
         await _restart_agent(runner, bench, "disk_full: restart 2 of 2 (queue uncapped)")
     runner.event(EventKind.FAULT, "disk space back")
 

@@ -99,12 +99,12 @@ class ScenarioRunner:
         """Seconds into the scenario, on the bench's virtual time (`run_scenario`); 0 during start-up."""
         return max(0.0, asyncio.get_running_loop().time() - self._start)
 
-    async def _until(self, scenario_s: float) -> None:
+    async def until(self, scenario_s: float) -> None:
         delay = scenario_s - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _hold(self, scenario_s: float) -> None:
+    async def hold(self, scenario_s: float) -> None:
         await asyncio.sleep(scenario_s)
 
     def scenario_seconds(self, wall: datetime) -> float:
@@ -155,7 +155,7 @@ class ScenarioRunner:
             drive.recording, speed=drive.speed, loop=drive.loop, channel=drive.channel, link_path=link_path
         )
 
-    def _agent_config(
+    def agent_config(
         self, layout: BenchLayout, devices: dict[str, PtyDevice], *, drain_only: bool = False, extra: str = ""
     ) -> Path:
         """The scenario's agent config; `drain_only`: no sources, it only sends what is queued."""
@@ -229,7 +229,7 @@ class ScenarioRunner:
                     layout.add_vehicle(scenario.vin)  # keys and enrolment; the config is the scenario's
                     registered = self.clock.now().date() - timedelta(days=scenario.first_registration_days_ago)
                     layout.set_legal_ecall(scenario.vin, scenario.legal_ecall, first_registration=registered)
-                    config = self._agent_config(layout, devices)
+                    config = self.agent_config(layout, devices)
                     env = {"TCU_BROKER_URL": netem.url}
                     agent = AgentProcess(config, env=env, log=self.workdir / "agent.log", clock=self.clock)
                     backend = BackendStub(load_backend_config(layout.backend_config, env={}), clock=self.clock)
@@ -253,10 +253,10 @@ class ScenarioRunner:
             sampler = BenchSampler(self, bench, agent_started=-startup_s)
             sampling = tasks.create_task(sampler.run(), name="sampler")
             for step in scenario.steps:
-                await self._until(step.at)
+                await self.until(step.at)
                 self.event(EventKind.FAULT if step.do in FAULTS else EventKind.ACTION, step.do, describe(step))
                 tasks.create_task(self._perform(bench, step), name=f"step-{step.do}@{step.at}")
-            await self._until(scenario.duration_s)
+            await self.until(scenario.duration_s)
             sampler.begin_drain()
             await bench.agent.stop()
             if isinstance(replay := bench.devices.get("can"), ReplayDevice):
@@ -286,7 +286,7 @@ class ScenarioRunner:
     async def _drain(self, bench: Bench) -> None:
         """A drain-only agent (no sources) sends whatever the stopped one still had queued."""
         bench.netem.restore()
-        config = self._agent_config(bench.layout, bench.devices, drain_only=True)
+        config = self.agent_config(bench.layout, bench.devices, drain_only=True)
         drain = AgentProcess(
             config, env={"TCU_BROKER_URL": bench.netem.url}, log=self.workdir / "agent.log", clock=self.clock
         )
@@ -343,7 +343,7 @@ class ScenarioRunner:
             _LOGGER.exception("step %s at %s s failed", step.do, step.at)
             self.event(EventKind.FAULT, f"{step.do} failed", f"{type(exc).__name__}: {exc}")
 
-    def _can(self, bench: Bench) -> SlcanSimulator:
+    def can_bus(self, bench: Bench) -> SlcanSimulator:
         device = bench.devices.get("can")
         if "can" in self.real_ports:
             raise ConfigError(

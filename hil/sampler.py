@@ -196,7 +196,7 @@ class BenchSampler:
             if since_backend >= BACKEND_EVERY_S:
                 self._backend_events()
                 since_backend = 0.0
-            await self._runner._hold(POLL_S)
+            await self._runner.hold(POLL_S)
             since_backend += POLL_S
 
     def poll(self) -> None:

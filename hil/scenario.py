@@ -98,7 +98,7 @@ CHECKS: dict[str, frozenset[str]] = {
     # hil.signal_checks, over every reading the backend received, on the vehicle's stamps in scenario s.
     # A value: equals = bool/str/number (tolerance = for a number); at = s: the last reading at or
     # before then; window = [from_s, to_s]: every reading in it; neither: the last reading of the run.
-    "signal_value": frozenset({"path", "equals", "tolerance", "window"}),
+    "signal_value": frozenset({"path", "equals", "tolerance", "at", "window"}),
     # Every reading in window (default the run) within min..max, and at least min_count (1) of them.
     "signal_range": frozenset({"path", "min", "max", "window", "min_count"}),
     # A change from → to (e.g. false → true), the one nearest near = s within within_s (1); its time measured.
@@ -212,10 +212,13 @@ def _entries(raw: Any, what: str, known: dict[str, frozenset[str]], key: str) ->
         name = item[key]
         if name not in known:
             raise ConfigError(f"{where}: unknown {key} {name!r}; expected one of {', '.join(sorted(known))}")
-        args = {k: v for k, v in item.items() if k not in (key, "at")}
+        # A step's `at` is when it runs; a check takes `at` only where CHECKS lists it (signal_value,
+        # service_at), so an `at` on any other check is refused rather than silently ignored.
+        args = {k: v for k, v in item.items() if k != key and not (what == "step" and k == "at")}
         unknown = set(args) - known[name]
         if unknown:
-            raise ConfigError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}")
+            takes = ", ".join(sorted(known[name])) or "no keys"
+            raise ConfigError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}; it takes {takes}")
         entries.append((name, item))
     return entries
 

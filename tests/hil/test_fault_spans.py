@@ -28,13 +28,13 @@ class FakeRunner:
     def now(self) -> float:
         return self.t
 
-    async def _hold(self, seconds: float) -> None:
+    async def hold(self, seconds: float) -> None:
         self.t += seconds
 
     def event(self, kind: EventKind, label: str, detail: str = "") -> None:
         self.events.append((kind, label, detail))
 
-    def _agent_config(self, _layout: object, _devices: object, *, extra: str = "") -> None:
+    def agent_config(self, _layout: object, _devices: object, *, extra: str = "") -> None:
         self.configs.append(extra)
 
 
