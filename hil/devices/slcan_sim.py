@@ -44,6 +44,7 @@ from tcu.sources.slcan import (
     parse_command,
 )
 from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
+from tcu.virtual_time import loop_scale, real_seconds
 
 OK, BEL = b"\r", b"\x07"
 _TERMINAL = {True: 2, False: 0}  # TerminalState: ON (KL15) / OFF (KL30 only)
@@ -87,6 +88,10 @@ class VehicleBus:
         self._next_due_us: dict[str, int] = {}
         self._counters: dict[str, int] = {}
         self._urgent: list[str] = []
+        # The shortest cycle a message is sent at. On a fast bench's virtual time the DBC's 20 ms would be
+        # thousands of frames a real second, more than a pty and the agent keep up with; event frames
+        # (doors, crash, SOS) still go at once.
+        self.min_cycle_us = 0
 
     def due(self, now_s: float, drive_elapsed_s: float | None = None) -> list[CanFrame]:
         """Frames to send at `now_s` (seconds on the bus clock): event frames first, then every
@@ -100,7 +105,7 @@ class VehicleBus:
                 names.append(message.name)
         frames = []
         for name in names:
-            cycle_us = self.db.get_message_by_name(name).cycle_time * 1000
+            cycle_us = max(self.db.get_message_by_name(name).cycle_time * 1000, self.min_cycle_us)
             due_us = self._next_due_us.get(name, now_us) + cycle_us
             # On the grid of the cycle time (no drift), unless far behind: then no burst of catch-ups.
             self._next_due_us[name] = due_us if due_us > now_us else now_us + cycle_us
@@ -194,6 +199,9 @@ class _Channel:
     opened_at: float = 0.0
 
 
+MIN_REAL_CYCLE_S = 0.01  # on virtual time: at most 100 frames of one message a real second
+
+
 class SlcanSimulator(PtyDevice):
     """The pty shell around `VehicleBus`."""
 
@@ -218,7 +226,7 @@ class SlcanSimulator(PtyDevice):
         self._input = bytearray()
 
     def now_s(self) -> float:
-        """The bus clock (loop time since first use): cycle times and `Z1` stamps are real time."""
+        """The bus clock (loop time since first use): cycle times and `Z1` stamps are the loop's time."""
         loop_time = asyncio.get_running_loop().time()
         if self._t0 is None:
             self._t0 = loop_time
@@ -286,6 +294,8 @@ class SlcanSimulator(PtyDevice):
         )
 
     async def session(self, port: PtyPort) -> None:
+        if loop_scale() != 1:
+            self.bus.min_cycle_us = round(real_seconds(MIN_REAL_CYCLE_S) * 1_000_000)
         while True:
             wait = self._until_next_frame()
             try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -63,6 +64,48 @@ def test_events_are_sent_at_once_and_then_cyclically() -> None:
     values = decode(bus.db, body[0])
     assert (values["DoorOpenRearRight"], values["DoorOpenFrontLeft"], values["HoodOpen"]) == (1, 0, 1)
     assert (values["DoorLockedFrontLeft"], values["CentralLockState"]) == (1, 1)
+
+
+def test_on_a_fast_bench_cycles_stretch_but_events_still_go_at_once() -> None:
+    """At 100 times real time the DBC's 20 ms speed cycle would be 5,000 frames a real second: the bus
+    keeps to the shortest cycle it is given, while a crash still goes out at once."""
+    bus = VehicleBus()
+    bus.min_cycle_us = 1_000_000  # 10 real ms at scale 100
+    sent: Counter[int] = Counter()
+    for step in range(2000):  # two virtual seconds in 1 ms steps
+        sent.update(frame.can_id for frame in bus.due(step / 1000))
+    assert sent == {0x0C1: 2, 0x050: 2, 0x130: 2, 0x2A0: 2, 0x2C0: 2, 0x3B0: 2, 0x3E0: 2}
+    bus.crash(airbag=True)
+    assert [f.can_id for f in bus.due(2.0005)][:1] == [0x050]
+
+
+def test_the_simulator_stretches_its_cycles_by_the_loop_s_scale() -> None:
+    from tcu.virtual_time import VirtualTime, VirtualTimeLoop  # noqa: PLC0415
+
+    async def minimum_cycle() -> int:
+        async with SlcanSimulator() as sim:
+            serve = asyncio.ensure_future(sim.session(_NoPort()))
+            await asyncio.sleep(0)
+            serve.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serve
+            return sim.bus.min_cycle_us
+
+    base = VirtualTime.starting_now(100.0)
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(base)) as runner:
+        assert runner.run(minimum_cycle()) == 1_000_000
+    assert asyncio.run(minimum_cycle()) == 0  # real time: the DBC's own cycles
+
+
+class _NoPort:
+    """A port nobody writes to: the session waits on it."""
+
+    async def read(self) -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        raise AssertionError(f"nothing to write yet: {data!r}")
 
 
 @pytest.mark.parametrize(
