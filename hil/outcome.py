@@ -40,6 +40,23 @@ def number(args: dict[str, Any], key: str, default: float | None = None) -> floa
     return float(value)
 
 
+def duration(args: dict[str, Any], key: str, default: float | None = None) -> float | None:
+    """A `number` of seconds, which cannot be negative."""
+    value = number(args, key, default)
+    if value is not None and value < 0:
+        raise ConfigError(f"{key} = {value!r}: expected a number of seconds >= 0")
+    return value
+
+
+def bounds_text(low: float | None, high: float | None, unit: str, spec: str = "g") -> str:
+    """`low..high unit`, `>= low unit`, `<= high unit`, or `any` without either."""
+    if low is not None and high is not None:
+        return f"{low:{spec}}..{high:{spec}} {unit}"
+    if low is not None:
+        return f">= {low:{spec}} {unit}"
+    return "any" if high is None else f"<= {high:{spec}} {unit}"
+
+
 def window(args: dict[str, Any]) -> tuple[float, float] | None:
     """`window = [from_s, to_s]` in scenario seconds, or None."""
     raw = args.get("window")
@@ -53,6 +70,14 @@ def window(args: dict[str, Any]) -> tuple[float, float] | None:
     if start > end:
         raise ConfigError(f"window = {raw!r}: from_s is after to_s")
     return start, end
+
+
+def in_window(span: tuple[float, float] | None, t: float) -> bool:
+    return span is None or span[0] <= t <= span[1]
+
+
+def window_text(span: tuple[float, float] | None) -> str:
+    return "over the run" if span is None else f"in {span[0]:g}..{span[1]:g} s"
 
 
 def seconds(value: float) -> str:

@@ -7,7 +7,8 @@ consent to the linked account; `owner_change` runs `tcu owner-change` (AGB 7.2) 
 
 Checks (hil.expectations' CHECK_TABLE): the car holds nothing personal, the backend holds no personal
 value from before the owner change, the account link and its consents ended, and the new owner's
-handover list names the services (AGB 7.3).
+handover list names the services (AGB 7.3); the car holds exactly the driver profiles and paired
+accounts expected (`personal_settings`: what a remote measure must never lose, whatever it rolled back).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from backend_stub.handover import handover_list
+from hil.outcome import Outcome
 from hil.timeline import EventKind
 from tcu.errors import ConfigError
 from tcu.services.catalogue import Catalogue, Category
@@ -220,9 +222,41 @@ def _handover(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:
     )
 
 
-CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], tuple[bool, str]]] = {
+def _names(args: dict[str, Any], key: str) -> list[str] | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"{key} = {value!r}: expected a list of names")
+    return list(value)
+
+
+def personal_settings(evidence: Evidence, args: dict[str, Any]) -> Outcome:
+    """The car's personal data file holds exactly these driver profiles and paired accounts, in order:
+    what a remote measure must never lose (AGB 3.4 d), whatever it rolled back."""
+    profiles, accounts = _names(args, "profiles"), _names(args, "accounts")
+    if profiles is None and accounts is None:
+        raise ConfigError("needs profiles = [...] or accounts = [...]")
+    if evidence.personal_path is None:
+        raise ConfigError("the runner gave no personal data file of the car")
+    data = PersonalStore(evidence.personal_path).load()
+    found_profiles, found_accounts = [p.name for p in data.profiles], list(data.paired_accounts)
+    failures = []
+    if profiles is not None and found_profiles != profiles:
+        failures.append(f"driver profiles {found_profiles}, expected {profiles}")
+    if accounts is not None and found_accounts != accounts:
+        failures.append(f"paired accounts {found_accounts}, expected {accounts}")
+    detail = f"the car holds driver profiles {found_profiles} and paired accounts {found_accounts}"
+    if failures:
+        detail += "; " + "; ".join(failures)
+    limit = ", ".join(f"{k} {v}" for k, v in (("profiles", profiles), ("accounts", accounts)) if v is not None)
+    return Outcome(passed=not failures, detail=detail, measured=f"profiles {found_profiles}", limit=limit)
+
+
+CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], tuple[bool, str] | Outcome]] = {
     "car_personal_data_wiped": _car_wiped,
     "backend_personal_data_gone": _backend_clean,
     "account_unlinked": _unlinked,
     "handover_lists": _handover,
+    "personal_settings": personal_settings,
 }

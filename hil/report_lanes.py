@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hil.backend_series import MSD_AT_PSAP
-from hil.report_markdown import ecall_rows
+from hil.report_rows import ecall_rows
 from hil.timeline import EventKind, Phase, Point, Sample, Span, SpanKind, Timeline, link_state, runs
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ CENTRAL_LOCK = "Vehicle.Body.CentralLock.State"
 _LOCK_COLOURS = {"LOCKED": "#1e88e5", "DOUBLE_LOCKED": "#0d47a1", "UNLOCKED": "#e0e0e0"}
 _CHAR_PX = 7 * 0.6 * 100 / 72  # a 7 pt character at 100 dpi
 _LABEL_LEVELS = (0.3, -0.3)  # event labels sit above or below their row, clear of markers and spans
+
+
+def nothing_to_show(ax: Axes, text: str, size: float = 8) -> None:
+    """A grey note in the middle of an empty lane, saying what it would have shown."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#757575", fontsize=size)
 
 
 def _fits(text: str, width_s: float, end: float, lane_px: float, size: float = 7.0) -> bool:
@@ -207,16 +212,7 @@ def draw_faults(ax: Axes, timeline: Timeline, end: float, lane_px: float) -> Non
             clip_on=True,
         )
     if not faults and not loose:
-        ax.text(
-            0.5,
-            0.5,
-            "no faults injected",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            color="#757575",
-            fontsize=8,
-        )
+        nothing_to_show(ax, "no faults injected")
     ax.set_yticks([])
     ax.set_ylim(-0.6, height - 0.4 + (1.0 if loose else 0))
     ax.set_ylabel("faults", fontsize=9)
@@ -248,16 +244,7 @@ def draw_doors(ax: Axes, timeline: Timeline, end: float, hold: Callable[[Sequenc
     lock = series.get(CENTRAL_LOCK)
     rows = len(doors) + (1 if lock else 0)
     if not rows:
-        ax.text(
-            0.5,
-            0.5,
-            "no door or lock signals reported",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            color="#757575",
-            fontsize=8,
-        )
+        nothing_to_show(ax, "no door or lock signals reported")
         ax.set_yticks([])
         ax.set_ylabel("doors,\nlocks", fontsize=9)
         return

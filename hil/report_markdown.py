@@ -8,30 +8,10 @@ import itertools
 from collections.abc import Sequence
 from statistics import median
 
-from hil.backend_series import MSD_AT_PSAP, trigger_ms
-from hil.junit import _limit, _measured
-from hil.timeline import EcallMark, Phase, Point, SpanKind, Timeline, duration_s, link_down, runs
+from hil.report_rows import ECALL_LABELS, cell, ecall_rows, table, verdict
+from hil.timeline import Phase, Point, SpanKind, Timeline, duration_s, link_down, runs
 
-ECALL_LABELS = {  # the eCall table's words for the vehicle's states and notices
-    "triggered": "triggered",
-    "dialling": "dialling 112",
-    "call_established": "call established",
-    "msd_sent": "MSD sent",
-    "ll_ack": "MSD received by the PSAP's modem (LL-ACK)",
-    "msd_acknowledged": "MSD acknowledged (AL-ACK)",
-    "voice": "voice",
-    "cleared": "cleared down",
-    "callback_window": "callback window",
-    MSD_AT_PSAP: "MSD decoded at the PSAP",
-}
-
-
-def cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "FAIL"
+_SPAN_COLUMNS = ("Start (s)", "End (s)", "Duration (s)", "Detail")  # a fault's row, a bench phase's row
 
 
 def _phases(timeline: Timeline) -> str:
@@ -70,24 +50,25 @@ def _expectations(timeline: Timeline) -> list[str]:
     results = timeline.expectations
     if not results:
         return ["No expectations were checked."]
-    lines = ["| Expectation | Result | Measured | Limit | Detail |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {cell(r.name)} | {verdict(r.passed)} | {cell(_measured(r)) or '—'} | {cell(_limit(r)) or '—'} "
-        f"| {cell(r.detail)} |"
-        for r in results
-    ]
-    return lines
+    return table(
+        ("Expectation", "Result", "Measured", "Limit", "Detail"),
+        "lllll",
+        (
+            (cell(r.name), verdict(r.passed), cell(r.measured) or "—", cell(r.limit) or "—", cell(r.detail))
+            for r in results
+        ),
+    )
 
 
 def _faults(timeline: Timeline) -> list[str]:
     faults = timeline.spans_of(SpanKind.FAULT)
     if not faults:
         return ["No faults were injected."]
-    lines = ["| Fault | Start (s) | End (s) | Duration (s) | Detail |", "|---|---:|---:|---:|---|"]
-    lines += [
-        f"| {cell(s.label)} | {s.start:.2f} | {s.end:.2f} | {s.duration:.2f} | {cell(s.detail)} |" for s in faults
-    ]
-    return lines
+    return table(
+        ("Fault", *_SPAN_COLUMNS),
+        "lrrrl",
+        ((cell(s.label), f"{s.start:.2f}", f"{s.end:.2f}", f"{s.duration:.2f}", cell(s.detail)) for s in faults),
+    )
 
 
 def _bench(timeline: Timeline) -> list[str]:
@@ -101,36 +82,33 @@ def _bench(timeline: Timeline) -> list[str]:
     ]
     if not rows:
         return ["No phases were recorded."]
-    lines = ["| What | Start (s) | End (s) | Duration (s) | Detail |", "|---|---:|---:|---:|---|"]
-    lines += [
-        f"| {cell(what)} | {a:.2f} | {b:.2f} | {b - a:.2f} | {cell(detail)} |" for a, b, what, detail in sorted(rows)
-    ]
-    return lines
-
-
-def ecall_rows(marks: Sequence[EcallMark]) -> list[tuple[int, int, EcallMark]]:
-    """(session, ms after the session's trigger, mark) for every mark, in time order."""
-    rows = []
-    for mark in marks:
-        start = trigger_ms(marks, mark.session)
-        rows.append((mark.session, mark.at_ms - (mark.at_ms if start is None else start), mark))
-    return rows
+    return table(
+        ("What", *_SPAN_COLUMNS),
+        "lrrrl",
+        ((cell(what), f"{a:.2f}", f"{b:.2f}", f"{b - a:.2f}", cell(detail)) for a, b, what, detail in sorted(rows)),
+    )
 
 
 def _ecall(timeline: Timeline) -> list[str]:
     if not timeline.ecall:
         return ["No eCall."]
-    lines = [
+    rows = (
+        (
+            str(session),
+            str(offset),
+            f"{mark.t:.3f}",
+            cell(ECALL_LABELS.get(mark.label, mark.label)),
+            mark.source,
+            cell(mark.detail),
+        )
+        for session, offset, mark in ecall_rows(timeline.ecall)
+    )
+    return [
         "Milliseconds from the trigger, from the time stamps the vehicle put in its eCall records and the PSAP",
         "put on each MSD it received.",
         "",
-        "| Session | +ms | Time (s) | Step | Source | Detail |",
-        "|---:|---:|---:|---|---|---|",
+        *table(("Session", "+ms", "Time (s)", "Step", "Source", "Detail"), "rrrlll", rows),
     ]
-    for session, offset, mark in ecall_rows(timeline.ecall):
-        step = ECALL_LABELS.get(mark.label, mark.label)
-        lines.append(f"| {session} | {offset} | {mark.t:.3f} | {cell(step)} | {mark.source} | {cell(mark.detail)} |")
-    return lines
 
 
 def _values(points: Sequence[Point]) -> str:
@@ -148,22 +126,27 @@ def _values(points: Sequence[Point]) -> str:
 def _signals(timeline: Timeline) -> list[str]:
     if not timeline.series:
         return ["No signals reached the backend."]
-    lines = [
+    rows = []
+    for path, points in timeline.series.items():
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+        interval = f"{median(gaps):.3f}" if gaps else "—"
+        rows.append(
+            (
+                cell(path),
+                str(len(points)),
+                f"{points[0][0]:.2f}",
+                f"{points[-1][0]:.2f}",
+                interval,
+                cell(_values(points)),
+            )
+        )
+    return [
         "Each reading at the vehicle's own time stamp, from the backend's records (a reading repeated in later",
         "snapshots counts once). A signal read more often than the vehicle sends telemetry shows at the",
         "telemetry interval: the backend never saw the readings in between.",
         "",
-        "| Signal | Readings | From (s) | To (s) | Median interval (s) | Values |",
-        "|---|---:|---:|---:|---:|---|",
+        *table(("Signal", "Readings", "From (s)", "To (s)", "Median interval (s)", "Values"), "lrrrrl", rows),
     ]
-    for path, points in timeline.series.items():
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
-        interval = f"{median(gaps):.3f}" if gaps else "—"
-        lines.append(
-            f"| {cell(path)} | {len(points)} | {points[0][0]:.2f} | {points[-1][0]:.2f} | {interval} "
-            f"| {cell(_values(points))} |"
-        )
-    return lines
 
 
 def render_markdown(
@@ -186,8 +169,8 @@ def render_markdown(
     lines += ["", "## Signals", "", *_signals(timeline)]
     lines += ["", "## Events", ""]
     if timeline.events:
-        lines += ["| Time (s) | Kind | Label | Detail |", "|---:|---|---|---|"]
-        lines += [f"| {e.t:.1f} | {e.kind} | {cell(e.label)} | {cell(e.detail)} |" for e in timeline.events]
+        events = ((f"{e.t:.1f}", str(e.kind), cell(e.label), cell(e.detail)) for e in timeline.events)
+        lines += table(("Time (s)", "Kind", "Label", "Detail"), "rlll", events)
     else:
         lines.append("No events.")
     return "\n".join(lines) + "\n"

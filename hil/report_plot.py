@@ -19,8 +19,8 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from hil.report_lanes import draw_bench, draw_doors, draw_events, draw_faults
-from hil.report_markdown import ECALL_LABELS, ecall_rows, verdict
+from hil.report_lanes import draw_bench, draw_doors, draw_events, draw_faults, nothing_to_show
+from hil.report_rows import ECALL_LABELS, ecall_rows, verdict
 from hil.timeline import Phase, Point, SpanKind, Timeline, duration_s, link_down
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def _track(ax: Axes, timeline: Timeline) -> None:
     ax.set_title("position track", fontsize=10, loc="left")
     ax.tick_params(labelsize=7)
     if not fixes:
-        ax.text(0.5, 0.5, "no position reported", transform=ax.transAxes, ha="center", va="center", color="#757575")
+        nothing_to_show(ax, "no position reported", size=10)
         ax.set_xticks([])
         ax.set_yticks([])
         return
