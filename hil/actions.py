@@ -47,16 +47,23 @@ def fault_span(runner: ScenarioRunner, label: str, detail: str = "") -> Iterator
 
 
 async def _restart_agent(
-    runner: ScenarioRunner, bench: Bench, label: str, *, kill: bool = False, down_s: float = 0.0
+    runner: ScenarioRunner,
+    bench: Bench,
+    label: str,
+    *,
+    kill: bool = False,
+    down_s: float = 0.0,
+    while_down: Callable[[], None] = lambda: None,
 ) -> None:
-    """Kill (a power cut) or stop the agent, keep it down `down_s`, start it again; the time it was not
-    running is an agent-down span with `label`, exact to the moment of each call."""
+    """Kill (a power cut) or stop the agent, keep it down `down_s`, do `while_down`, start it again; the
+    time it was not running is an agent-down span with `label`, exact to the moment of each call."""
     start = runner.now()
     try:
         await (bench.agent.kill() if kill else bench.agent.stop())
         runner.event(EventKind.AGENT, f"agent {'SIGKILLed' if kill else 'stopped'}", label)
         if down_s > 0:
             await runner.hold(down_s)
+        while_down()
         await bench.agent.start()
         runner.event(EventKind.AGENT, "agent restarted", label)
     finally:
@@ -201,10 +208,15 @@ async def _advance_calendar(runner: ScenarioRunner, bench: Bench, step: Step) ->
     """The car sleeps while the calendar moves on: the agent stops, the bench's wall clock jumps, the agent
     wakes with it. Only the wall clock moves: the backend's own timers (invoices, retention) see the
     new date at their next round."""
-    seconds = float(step.args.get("days", 0)) * 86400 + float(step.args.get("hours", 0)) * 3600
-    await bench.agent.stop()
-    runner.advance_calendar(seconds)
-    await bench.agent.start()
+    days, hours = float(step.args.get("days", 0)), float(step.args.get("hours", 0))
+    # The agent's stop and start are an agent-down span like agent_kill's, so the report names the step
+    # that stopped it (not "no step of the scenario had stopped it").
+    await _restart_agent(
+        runner,
+        bench,
+        f"advance_calendar: asleep, calendar +{days:g} d" + (f" {hours:g} h" if hours else ""),
+        while_down=lambda: runner.advance_calendar(days * 86400 + hours * 3600),
+    )
     runner.event(EventKind.ACTION, "calendar moved", f"now {runner.clock.now().date().isoformat()}; agent woke")
 
 

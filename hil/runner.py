@@ -139,9 +139,10 @@ class ScenarioRunner:
                 cycle=cycle, elapsed=self.now, timing=Elm327Timing.instant(), link_path=str(ttys / "obd")
             ),
             "can": lambda: self._can_device(cycle, str(ttys / "can")),
-            # GNSS tells the time: start the fixes now, or every position is hours old (and untrusted).
+            # GNSS tells the time: the run's clock, read at each epoch (an advance_calendar moves it on),
+            # or every position would be hours or weeks old to the agent (and untrusted).
             "gnss": lambda: NmeaSimulator(
-                cycle=cycle, elapsed=self.now, start_utc=self.clock.now(), link_path=str(ttys / "gnss")
+                cycle=cycle, elapsed=self.now, utc=self.clock.now, link_path=str(ttys / "gnss")
             ),
         }
         return {name: factories[name]() for name in self.scenario.devices if name not in self.real_ports}

@@ -6,7 +6,9 @@ for a GPS-only receiver). Sentences are built with pynmeagps, not with the agent
 so the two sides of every test are independent implementations.
 
 `epoch(drive_s)` is the sans-I/O core; UTC is `start_utc` plus the drive time, so an injected
-drive-time source (sped up, or a test's) moves position and clock together. Pacing is real (loop)
+drive-time source (sped up, or a test's) moves position and clock together, or, when a `utc` source
+is given (a bench's clock), whatever time it tells: a bench whose calendar moves on while the car
+sleeps (`advance_calendar`) gets fixes dated like the agent's clock, not weeks behind. Pacing is loop
 time. Faults: `PtyDevice`'s (garbage, truncation, unplug/replug), `lose_fix()` / `regain_fix()`
 (tunnel), `corrupt_next_checksum()`.
 """
@@ -35,6 +37,7 @@ class NmeaSimulator(PtyDevice):
         cycle: DriveCycle | None = None,
         elapsed: Callable[[], float] | None = None,
         start_utc: datetime = DEFAULT_START,
+        utc: Callable[[], datetime] | None = None,
         interval_s: float = 1.0,
         talker: str = "GN",
         altitude_m: float = 519.4,
@@ -50,6 +53,7 @@ class NmeaSimulator(PtyDevice):
         self._elapsed = elapsed
         self._t0: float | None = None
         self.start_utc = start_utc
+        self._utc = utc
         self.interval_s = interval_s
         self.talker = talker
         self.altitude_m = altitude_m
@@ -67,6 +71,15 @@ class NmeaSimulator(PtyDevice):
             self._t0 = now
         return now - self._t0
 
+    def utc_at(self, drive_s: float) -> datetime:
+        """The time an epoch at `drive_s` tells: the `utc` source's now, else `start_utc` plus `drive_s`."""
+        if self._utc is None:
+            return self.start_utc + timedelta(seconds=drive_s)
+        now = self._utc()
+        if now.tzinfo is None:
+            raise ValueError("the utc source must tell timezone-aware times")
+        return now.astimezone(UTC)
+
     def lose_fix(self) -> None:
         """Drive into a tunnel: no position, RMC status V, GGA quality 0, GSA mode 1."""
         self.has_fix = False
@@ -81,7 +94,7 @@ class NmeaSimulator(PtyDevice):
     def epoch(self, drive_s: float) -> bytes:
         """One epoch's sentences for the drive at `drive_s`."""
         sample = self.cycle.at(drive_s)
-        stamp = self.start_utc + timedelta(seconds=drive_s)
+        stamp = self.utc_at(drive_s)
         gga = self._gga(sample, stamp)
         if self._corrupt_next:
             self._corrupt_next = False
