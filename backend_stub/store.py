@@ -308,6 +308,12 @@ class BackendStore(StoreRetention):
             for row in self._db.execute("SELECT seq FROM records WHERE vin=? AND epoch=? ORDER BY seq", (vin, chosen))
         ]
 
+    def count(self, vin: str, epoch: bytes | None = None) -> int:
+        """How many records of one epoch (by default the current one) are stored: `len(seqs())` in SQL."""
+        chosen = self.current_epoch(vin) if epoch is None else epoch
+        row = self._db.execute("SELECT count(*) FROM records WHERE vin=? AND epoch=?", (vin, chosen)).fetchone()
+        return int(row[0])
+
     def gaps(self, vin: str, epoch: bytes | None = None) -> list[list[int]]:
         """Sequence ranges below the highest received that never arrived (or were dropped by policy)."""
         seqs = set(self.seqs(vin, epoch))

@@ -29,7 +29,8 @@ Fixtures (function scope):
 - `assert_no_loss`  `await assert_no_loss(vin, timeout=30)`: every sequence number the car had issued is
                  stored once at the backend or named by a queue_overflow event; waits for what is still
                  in flight, then fails naming the lost seqs (`hil.fixtures.no_loss`; `check_no_loss` is
-                 the same check on any store, at once).
+                 the same check on any store, at once). A VIN no agent of the test ran, or a car that
+                 issued nothing, fails too: nothing to check (`allow_empty=True` if that is expected).
 - `tcu_virtual_vehicle`  ELM327, SLCAN and NMEA devices on ptys following one drive (`.obd`, `.can`,
                  `.gnss`, `.ports`); `.can.bus.crash()`, `.unlock()`, ...
 - `tcu_backend`  a running BackendStub (`.store`, `.ingest`, `.psap`, `.wait_for(predicate)`)
@@ -220,7 +221,7 @@ async def tcu_agent(tcu_agent_factory: AgentFactory, _tcu_agent_spec: AgentSpec)
 def assert_no_loss(tcu_agent_factory: AgentFactory) -> Callable[..., Awaitable[SeqAudit]]:
     """`await assert_no_loss(vin, timeout=30.0)` → the `SeqAudit`; AssertionError naming the lost seqs."""
 
-    async def check(vin: str, *, timeout: float = 30.0) -> SeqAudit:  # noqa: ASYNC109
-        return await tcu_agent_factory.assert_no_loss(vin, timeout=timeout)
+    async def check(vin: str, *, timeout: float = 30.0, allow_empty: bool = False) -> SeqAudit:  # noqa: ASYNC109
+        return await tcu_agent_factory.assert_no_loss(vin, timeout=timeout, allow_empty=allow_empty)
 
     return check

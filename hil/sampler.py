@@ -27,6 +27,7 @@ from backend_stub.psap import read_psap_msds
 from hil.backend_series import ecall_marks, signal_series, stored_series
 from hil.timeline import EventKind, Phase, Sample, Span, SpanKind, runs
 from tcu.status import read_status
+from tcu.virtual_time import real_seconds
 
 if TYPE_CHECKING:
     from hil.runner import Bench, ScenarioRunner
@@ -35,7 +36,17 @@ _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.2  # scenario seconds between looks at the agent: how exactly a kill or a restart is placed
 HEARTBEAT_S = 1.0  # a down agent still gets a sample this often (the live view, the queue on disk)
-BACKEND_EVERY_S = 1.0
+BACKEND_EVERY_S = 1.0  # scenario seconds between looks at the backend's news
+# Each look parses status.json and queries SQLite, in real time: on a fast bench 0.2 scenario seconds
+# would be 500 looks a real second at scale 100. So a look is never more often than this in real time,
+# and a kill or restart is placed to within POLL_S or this much real time, whichever is longer.
+POLL_REAL_S = 0.05
+BACKEND_EVERY_REAL_S = 0.5
+
+
+def poll_intervals() -> tuple[float, float]:
+    """(between looks at the agent, between looks at the backend), in the running loop's seconds."""
+    return max(POLL_S, real_seconds(POLL_REAL_S)), max(BACKEND_EVERY_S, real_seconds(BACKEND_EVERY_REAL_S))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,14 +201,15 @@ class BenchSampler:
         self._outbox = data / "outbox.sqlite3"
 
     async def run(self) -> None:
+        poll_s, backend_s = poll_intervals()
         since_backend = math.inf
         while True:
             self.poll()
-            if since_backend >= BACKEND_EVERY_S:
+            if since_backend >= backend_s:
                 self._backend_events()
                 since_backend = 0.0
-            await self._runner.hold(POLL_S)
-            since_backend += POLL_S
+            await self._runner.hold(poll_s)
+            since_backend += poll_s
 
     def poll(self) -> None:
         runner, tracker = self._runner, self.tracker
@@ -207,7 +219,7 @@ class BenchSampler:
             running=self._bench.agent.running,
             status=read_status(self._status_path),
             to_scenario=runner.scenario_seconds,
-            stored=len(self._bench.backend.store.seqs(runner.scenario.vin)),
+            stored=self._bench.backend.store.count(runner.scenario.vin),
             queue_on_disk=lambda: _queue_on_disk(self._outbox),
         )
         for noted in tracker.noted:
@@ -231,7 +243,7 @@ class BenchSampler:
         end = round(runner.now(), 3)
         drain_start = end if self._drain_start is None else self._drain_start
         before = len(self.tracker.samples)
-        stored = len(bench.backend.store.seqs(runner.scenario.vin))
+        stored = bench.backend.store.count(runner.scenario.vin)
         self.tracker.end(end, stored=stored, queue_on_disk=lambda: _queue_on_disk(self._outbox))
         timeline = runner.timeline
         timeline.samples += self.tracker.samples[before:]

@@ -4,22 +4,41 @@ says about the agent and the clock is so, and watching a fast run does not load 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from pynmeagps import NMEAReader
 
+from backend_stub.store import BackendStore
 from hil.actions import ACTION_TABLE
 from hil.devices.nmea_sim import NmeaSimulator
+from hil.fixtures.agents import AgentFactory
+from hil.fixtures.link import BenchLink
+from hil.fixtures.no_loss import check_no_loss
+from hil.layout import BenchLayout
 from hil.runner import ScenarioRunner
-from hil.sampler import StatusTracker, bench_spans
+from hil.sampler import (
+    BACKEND_EVERY_REAL_S,
+    BACKEND_EVERY_S,
+    POLL_REAL_S,
+    POLL_S,
+    BenchSampler,
+    StatusTracker,
+    bench_spans,
+    poll_intervals,
+)
 from hil.scenario import Step, parse_scenario
 from hil.timeline import EventKind, SpanKind, Timeline
 from tcu.errors import ConfigError
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop
+from tests.conftest import VIN
+from tests.hil.evidence_builder import bench_records
 
 WALL = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -143,3 +162,110 @@ def test_a_gnss_clock_source_must_tell_aware_times() -> None:
     sim = NmeaSimulator(utc=lambda: datetime(2030, 1, 1))  # naive: the mistake under test
     with pytest.raises(ValueError, match="timezone-aware"):
         sim.epoch(0.0)
+
+
+# -- assert_no_loss: nothing to check is no pass ----------------------------------------------------
+
+
+def test_check_no_loss_fails_for_a_vin_the_backend_never_heard_of(tmp_path: Path) -> None:
+    store = BackendStore(tmp_path / "backend.sqlite3")
+    try:
+        with pytest.raises(AssertionError, match=r"VIN NOSUCHVIN0000000X: nothing to check: the backend holds no"):
+            check_no_loss(store, "NOSUCHVIN0000000X")
+        with pytest.raises(AssertionError, match="the car issued none"):
+            check_no_loss(store, "NOSUCHVIN0000000X", issued_through=0)
+        assert check_no_loss(store, "NOSUCHVIN0000000X", allow_empty=True).highest == 0
+        with pytest.raises(AssertionError, match=r"LOST 2 seq\(s\)"):  # issued, never stored: a loss, not empty
+            check_no_loss(store, "NOSUCHVIN0000000X", issued_through=2, allow_empty=True)
+    finally:
+        store.close()
+
+
+async def test_the_factorys_assert_no_loss_fails_for_a_vin_it_never_ran_or_a_car_that_issued_nothing(
+    tmp_path: Path,
+) -> None:
+    with bench_records(tmp_path / "bench") as records:
+        factory = AgentFactory(
+            bench=BenchLayout(root=tmp_path / "bench", broker_url="mqtt://127.0.0.1:1"),
+            backend=records.backend,
+            link=cast("BenchLink", None),  # no agent is started: the link is never used
+            folder=tmp_path / "vehicles",
+        )
+        with pytest.raises(
+            AssertionError,
+            match=r"nothing to check: no agent of this test ran VIN NOSUCHVIN0000000X \(VINs run: none\); "
+            r"pass allow_empty=True",
+        ):
+            await factory.assert_no_loss("NOSUCHVIN0000000X", timeout=0.1)
+        assert (await factory.assert_no_loss("NOSUCHVIN0000000X", timeout=0.1, allow_empty=True)).highest == 0
+        # A car that ran and was stopped before it issued a record.
+        factory._configured.add(VIN)
+        factory._last_issued[VIN] = (0, b"epoch")
+        with pytest.raises(AssertionError, match=rf"the agent for VIN {VIN} has issued no record yet"):
+            await factory.assert_no_loss(VIN, timeout=0.1)
+        # One that issued three: they were all stored, so it passes (the honest case is unchanged).
+        for second in (1, 2, 3):
+            records.telemetry(second, second + 0.1, {"Vehicle.Speed": 0.0})
+        factory._last_issued[VIN] = (3, records.backend.store.current_epoch(VIN))
+        assert (await factory.assert_no_loss(VIN, timeout=0.1)).stored == 3
+
+
+# -- the sampler on a fast bench ---------------------------------------------------------------------
+
+
+class CountingSampler(BenchSampler):
+    """The sampler's pacing, with its looks counted instead of made."""
+
+    def __init__(self, runner: Any) -> None:
+        bench = SimpleNamespace(layout=SimpleNamespace(data_dir=lambda _vin: Path("/nonexistent")))
+        super().__init__(runner, cast("Any", bench))
+        self.polls = 0
+        self.backend_looks = 0
+
+    def poll(self) -> None:
+        self.polls += 1
+
+    def _backend_events(self) -> None:
+        self.backend_looks += 1
+
+
+@pytest.mark.parametrize("scale", [100.0, 1000.0])
+def test_at_a_high_scale_the_sampler_looks_a_bounded_number_of_times_a_real_second(scale: float) -> None:
+    """0.2 scenario seconds between looks would be 500 looks a real second at scale 100 (5000 at 1000),
+    each parsing status.json and querying SQLite: the looks are at most 20 a real second, the backend's
+    at most 2."""
+
+    async def run() -> tuple[CountingSampler, float]:
+        loop = asyncio.get_running_loop()
+        runner = SimpleNamespace(scenario=SimpleNamespace(vin=VIN), hold=asyncio.sleep)
+        sampler = CountingSampler(runner)
+        began = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(scale * 0.6):  # 0.6 real seconds
+                await sampler.run()
+        assert loop.time() > 0
+        return sampler, time.monotonic() - began
+
+    base = VirtualTime.starting_now(scale, wall=WALL)
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(base)) as loop_runner:
+        sampler, real_s = loop_runner.run(run())
+    assert 0.5 < real_s < 3.0
+    assert 2 <= sampler.polls <= real_s / POLL_REAL_S + 2, (sampler.polls, real_s)
+    assert 1 <= sampler.backend_looks <= real_s / BACKEND_EVERY_REAL_S + 2, (sampler.backend_looks, real_s)
+
+
+def test_at_real_time_the_sampler_keeps_its_scenario_intervals() -> None:
+    async def intervals() -> tuple[float, float]:
+        return poll_intervals()
+
+    assert asyncio.run(intervals()) == (POLL_S, BACKEND_EVERY_S)
+
+
+def test_the_store_counts_a_vehicles_records_in_sql(tmp_path: Path) -> None:
+    with bench_records(tmp_path / "bench") as records:
+        store = records.backend.store
+        assert store.count(VIN) == 0
+        for second in (1, 2, 3):
+            records.telemetry(second, second + 0.1, {"Vehicle.Speed": 0.0})
+        assert store.count(VIN) == len(store.seqs(VIN)) == 3
+        assert store.count(VIN, epoch=b"another queue") == 0
