@@ -122,7 +122,6 @@ class Agent:
             vin=config.vin,
             verify_key=self.services.verify_key,
             ecu=self.ecu,
-            personal=self.personal,
             journal=MeasureJournal(config.measure_journal_path),
             state=self.state,
             clock=self.clock,

@@ -37,7 +37,7 @@ _DESCRIPTIONS = {
     Interruption.ECALL: "an eCall started",
     Interruption.TIME_CAP: "the attempt would have run past its 10-minute cap",
     Interruption.AGENT_RESTART: "the agent restarted during the attempt",
-    Interruption.VERIFICATION_FAILED: "the result did not verify (configuration or personal settings differ)",
+    Interruption.VERIFICATION_FAILED: "the result did not verify (the ECU configuration differs from the plan's)",
     Interruption.STORAGE: "the vehicle could not store a change or its record (disk full or failing)",
 }
 

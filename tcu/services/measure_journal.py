@@ -20,10 +20,24 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InProgress:
+    """The attempt under way and the ECU configuration to restore. No personal settings: a measure
+    never writes them, so a rollback must leave them as the driver has them now (AGB 3.4 d)."""
+
     measure_id: str
     attempt: int
     config: bytes
-    personal: bytes
+
+
+def _in_progress(stored: dict[str, Any]) -> InProgress:
+    """The attempt as stored. A journal written by an older agent also holds a snapshot of the personal
+    settings: it is ignored (never restored, see InProgress) and gone from the file at the next write."""
+    measure_id, attempt, config = stored["measure_id"], stored["attempt"], stored["config"]
+    if type(measure_id) is not str or type(attempt) is not int or type(config) is not bytes:
+        raise TypeError(
+            f"in_progress holds {type(measure_id).__name__}, {type(attempt).__name__}, "
+            f"{type(config).__name__}; expected str, int, bytes"
+        )
+    return InProgress(measure_id=measure_id, attempt=attempt, config=config)
 
 
 class MeasureJournal:
@@ -44,7 +58,7 @@ class MeasureJournal:
             data = cbor2.loads(raw)
             seen = {str(k): dict(v) for k, v in data["seen"].items()}
             current = data.get("in_progress")
-            progress = None if current is None else InProgress(**current)
+            progress = None if current is None else _in_progress(current)
         except Exception as exc:  # written atomically by us: only a damaged file gets here; boot must go on
             _LOGGER.error(
                 "measure journal %s is unreadable (%s); starting with an empty one: a measure interrupted "
@@ -67,7 +81,6 @@ class MeasureJournal:
                         "measure_id": in_progress.measure_id,
                         "attempt": in_progress.attempt,
                         "config": in_progress.config,
-                        "personal": in_progress.personal,
                     },
                 },
                 canonical=True,

@@ -2,25 +2,31 @@
 
 For each order: verify (tcu.services.measure_order: signature, VIN, deadline, and the plan rule of
 AGB 3.4 a to d in tcu.services.measure_plan, the same the backend applied before signing), check the
-preconditions, journal a snapshot of the ECU configuration and the personal settings, run the plan's
-steps one at a time, each taking its declared time, while watching for interruptions — lock/unlock,
-the vehicle leaving an allowed state, coverage loss, an eCall, the 10-minute cap — then either verify
-and report success, or restore the snapshot exactly and report the precise reason. The backend
-decides about retries; an order is idempotent by measure id.
+preconditions, journal a snapshot of the ECU configuration, run the plan's steps one at a time, each
+taking its declared time, while watching for interruptions — lock/unlock, the vehicle leaving an
+allowed state, coverage loss, an eCall, the 10-minute cap — then either verify and report success, or
+restore the ECU configuration exactly and report the precise reason. The backend decides about
+retries; an order is idempotent by measure id.
+
+Personal settings (driver profiles, consents, the paired account: tcu.services.personal) are never
+snapshotted nor restored. A measure cannot write them — the plan rule refuses a personal key on receipt
+and the engine only writes the ECU configuration — while the driver may well change them during the
+attempt (`tcu profile add`, a pairing): restoring a snapshot taken at the start would throw the
+driver's changes away, the very loss of personal settings AGB 3.4 d forbids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from nacl.signing import VerifyKey
 
 from tcu.clock import Clock
 from tcu.errors import RejectedMessageError, StorageError
-from tcu.services.ecu_config import EcuConfiguration
+from tcu.services.ecu_config import ConfigValue, EcuConfiguration
 from tcu.services.measure_attempt import (
     ATTEMPT_CAP_S,
     Interruption,
@@ -30,7 +36,6 @@ from tcu.services.measure_attempt import (
 )
 from tcu.services.measure_journal import InProgress, MeasureJournal
 from tcu.services.measure_order import MeasureOrder, RejectedOrderError, check_not_replayed, verify_order
-from tcu.services.personal import PersonalStore
 from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.drive_cycle import VehicleMode
 from tcu.vehicle.state import Signal, VehicleState
@@ -58,7 +63,6 @@ class MeasureEngine:
         vin: str,
         verify_key: VerifyKey | None,
         ecu: EcuConfiguration,
-        personal: PersonalStore,
         journal: MeasureJournal,
         state: VehicleState,
         clock: Clock,
@@ -72,7 +76,6 @@ class MeasureEngine:
         self._vin = vin
         self._key = verify_key
         self._ecu = ecu
-        self._personal = personal
         self._journal = journal
         self._state = state
         self._clock = clock
@@ -109,7 +112,7 @@ class MeasureEngine:
             "measure %s attempt %d was interrupted by a restart; rolling back", progress.measure_id, progress.attempt
         )
         reason = describe(Interruption.AGENT_RESTART)
-        problem = self._roll_back(progress.config, progress.personal)
+        problem = self._roll_back(progress.config)
         if problem is not None:
             reason = f"{reason}; {problem}"
         self._result(
@@ -202,14 +205,9 @@ class MeasureEngine:
             return
         started_at = self._clock.now()
         attempt = MeasureAttempt(order=order, started=self._clock.monotonic(), cap_s=self._cap_s)
-        personal_before = self._personal.snapshot()
-        config_before = self._ecu.snapshot()
+        config_before, values_before = self._ecu.snapshot(), self._ecu.values
         try:
-            self._journal.begin(
-                InProgress(
-                    measure_id=order.measure_id, attempt=order.attempt, config=config_before, personal=personal_before
-                )
-            )
+            self._journal.begin(InProgress(measure_id=order.measure_id, attempt=order.attempt, config=config_before))
         except StorageError as exc:
             self._storage_failure(order, "not_started", f"the vehicle cannot journal the attempt: {exc}")
             return
@@ -232,7 +230,7 @@ class MeasureEngine:
             self._current = None
         impaired = {"services": list(order.impairs), "seconds": round(self._clock.monotonic() - attempt.started, 3)}
         timing = {"started": to_millis(started_at), "ended": to_millis(self._clock.now()), "impaired": impaired}
-        if attempt.interruption is None and self._verified(order, personal_before):
+        if attempt.interruption is None and self._verified(order, values_before):
             try:
                 self._journal.end(applied=True)
             except StorageError as exc:
@@ -247,21 +245,21 @@ class MeasureEngine:
                 return
         cause = attempt.interruption or Interruption.VERIFICATION_FAILED
         reason = describe(cause)
-        problem = self._roll_back(config_before, personal_before)
+        problem = self._roll_back(config_before)
         if problem is not None:
             reason = f"{reason}; {problem}"
         _LOGGER.warning("measure %s attempt %d rolled back: %s", order.measure_id, order.attempt, reason)
         self._result(order.measure_id, order.attempt, "rolled_back", code=cause.value, reason=reason, **timing)
 
-    def _roll_back(self, config: bytes, personal: bytes) -> str | None:
-        """Restore the snapshot; None, or what could not be written (a full disk). The values in force
-        are restored in any case, and a journal left unfinished makes the next boot restore the files."""
+    def _roll_back(self, config: bytes) -> str | None:
+        """Restore the ECU configuration; None, or what could not be written (a full disk). The values in
+        force are restored in any case, and a journal left unfinished makes the next boot restore the file.
+        The personal settings stay exactly as they are now (see the module docstring)."""
         problems = []
-        for restore, snapshot in ((self._ecu.restore, config), (self._personal.restore, personal)):
-            try:
-                restore(snapshot)
-            except StorageError as exc:
-                problems.append(str(exc))
+        try:
+            self._ecu.restore(config)
+        except StorageError as exc:
+            problems.append(str(exc))
         if not problems:
             try:
                 self._journal.end(applied=False)
@@ -309,8 +307,8 @@ class MeasureEngine:
                 attempt.applied.append(key)
             attempt.steps_done += 1
 
-    def _verified(self, order: MeasureOrder, personal_before: bytes) -> bool:
-        values = self._ecu.values
-        ok = all(values[key] == value for key, value in order.changes.items())
-        # Never touch personal settings: a measure that disturbed them is not a success.
-        return ok and self._personal.snapshot() == personal_before
+    def _verified(self, order: MeasureOrder, values_before: Mapping[str, ConfigValue]) -> bool:
+        """The configuration is exactly the one at the start with the plan's changes: only a measure writes
+        it, so any other difference (a personal or vehicle-function key) is the measure's doing and is
+        rolled back. The personal store is not compared: the driver may change it meanwhile."""
+        return dict(self._ecu.values) == {**values_before, **order.changes}

@@ -1,19 +1,20 @@
 """Personal data held in the vehicle: up to three driver profiles, privacy consents, paired accounts.
 
-Stored as one canonical CBOR file written atomically, so that a snapshot is a byte string: remote
-measures compare "before" and "after rollback" byte for byte. The privacy menu allows or blocks
-upload per data category; it never touches the eCall. An owner change (AGB 7.2) wipes everything
-personal — driver profiles, consents, the paired account, a security code on display — and keeps
-technical vehicle data (queue, provisioning, legal-eCall state).
+Stored as one canonical CBOR file written atomically, so that a snapshot is a byte string that tests
+compare byte for byte. A remote measure never writes this file nor puts an old snapshot of it back:
+the driver may change it while a measure runs, and its rollback must not lose that (AGB 3.4 d;
+tcu.services.measures). The privacy menu allows or blocks upload per data category; it never
+touches the eCall. An owner change (AGB 7.2) wipes everything personal — driver profiles, consents,
+the paired account, a security code on display — and keeps technical vehicle data (queue,
+provisioning, legal-eCall state).
 
 A driver profile needs a paired ConnectedDrive account (privacy part B: "nur mit einem gültigen
 ConnectedDrive Account"); the account is paired through the backend's portal with a security code
 sent into the car (AGB 1.6 a, tcu.services.account_link).
 
-Two technical counters survive an owner change: `owner` counts owner changes, so that a snapshot
-taken for the previous owner (a remote measure's rollback, its journal after a crash) can never bring
-their data back; `messages_seen` is the highest account message number applied, so that a replayed
-"linked" message cannot re-pair the previous owner's account.
+Two technical counters survive an owner change: `owner` counts owner changes (the sale check reads
+it: the wipe happened); `messages_seen` is the highest account message number applied, so that a
+replayed "linked" message cannot re-pair the previous owner's account.
 """
 
 from __future__ import annotations
@@ -207,20 +208,6 @@ class PersonalStore:
 
     def snapshot(self) -> bytes:
         return self._data.encode()
-
-    def restore(self, snapshot: bytes) -> None:
-        """Put a snapshot back — unless the owner changed since it was taken: the previous owner's
-        profiles must not come back through a measure's rollback (AGB 7.2); the new state stays."""
-        restored = PersonalData.decode(snapshot)
-        current = self.current()  # the owner change may have come from another process (`tcu owner-change`)
-        if restored.owner != current.owner:
-            _LOGGER.warning(
-                "personal data snapshot of owner %d not restored: the owner changed since (now owner %d)",
-                restored.owner,
-                current.owner,
-            )
-            return
-        self.save(replace(restored, messages_seen=max(restored.messages_seen, current.messages_seen)))
 
     def owner_change(self) -> dict[str, Any]:
         """Wipe everything personal; returns what was wiped, for the report to the backend."""

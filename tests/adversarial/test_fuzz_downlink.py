@@ -27,7 +27,6 @@ from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measure_order import MeasureCategory, MeasureOrder, encode_order, verify_order
 from tcu.services.measure_plan import Fault, MeasureStep
 from tcu.services.measures import MeasureEngine
-from tcu.services.personal import PersonalStore
 from tcu.services.provisioning import ProvisioningFile, encode_payload, sign_file, verify_file
 from tcu.services.terms import Booking, Extension, Term
 from tcu.uplink.records import Record
@@ -242,7 +241,6 @@ class Vehicle:
             vin=VIN,
             verify_key=KEY.verify_key,
             ecu=ecu,
-            personal=PersonalStore(root / "personal.cbor"),
             journal=MeasureJournal(root / "measures.cbor"),
             state=VehicleState(),
             clock=self.clock,

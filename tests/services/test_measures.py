@@ -53,7 +53,6 @@ class Bench:
             vin=VIN,
             verify_key=KEY.verify_key,
             ecu=self.ecu,
-            personal=self.personal,
             journal=MeasureJournal(self.journal_path),
             state=self.state,
             clock=self.clock,
@@ -222,8 +221,10 @@ def _crash(bench: Bench) -> None:
     bench.engine.interrupt(Interruption.ECALL)
 
 
-def _disturb_personal(bench: Bench) -> None:
-    bench.personal.save(PersonalData())  # e.g. a reflash wiped the profiles
+def _write_a_personal_key(bench: Bench) -> None:
+    # A measure that somehow wrote a key outside its plan (the plan rule refuses personal keys on
+    # receipt): not a success, and the rollback puts the ECU value back.
+    bench.ecu.set("personal.seat_memory", 0)
 
 
 @pytest.mark.parametrize(
@@ -234,7 +235,7 @@ def _disturb_personal(bench: Bench) -> None:
         (_drive, "vehicle_state_not_allowed"),
         (_tunnel, "coverage_lost"),
         (_crash, "ecall"),
-        (_disturb_personal, "verification_failed"),
+        (_write_a_personal_key, "verification_failed"),
     ],
 )
 async def test_every_interruption_rolls_back_exactly(bench: Bench, disturb: Callable[[Bench], None], code: str) -> None:
@@ -328,14 +329,11 @@ async def test_replayed_attempt_is_refused(bench: Bench) -> None:
 async def test_an_attempt_the_agent_died_in_is_rolled_back_at_boot(bench: Bench) -> None:
     config_before, personal_before = bench.ecu.snapshot(), bench.personal.snapshot()
     # What the disk holds after a kill in the middle of an attempt:
-    MeasureJournal(bench.journal_path).begin(
-        InProgress(measure_id="M-42", attempt=1, config=config_before, personal=personal_before)
-    )
+    MeasureJournal(bench.journal_path).begin(InProgress(measure_id="M-42", attempt=1, config=config_before))
     bench.ecu.set("gateway.firewall_rules", "half-written")
-    bench.personal.save(PersonalData())
     bench.new_engine()
     assert bench.ecu.snapshot() == config_before
-    assert bench.personal.snapshot() == personal_before
+    assert bench.personal.snapshot() == personal_before  # untouched (tests/services/test_measure_personal.py)
     assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rolled_back", "agent_restarted")
     journal = MeasureJournal(bench.journal_path)
     journal.load()

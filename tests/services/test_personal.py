@@ -30,15 +30,6 @@ def test_personal_data_round_trips_byte_for_byte(tmp_path: Path) -> None:
     assert not reloaded.data.allows(Category.POSITION)
 
 
-def test_snapshot_restore_is_exact(tmp_path: Path) -> None:
-    store = PersonalStore(tmp_path / "personal.cbor")
-    store.save(PersonalData(profiles=PROFILES))
-    snapshot = store.snapshot()
-    store.save(PersonalData())
-    store.restore(snapshot)
-    assert (tmp_path / "personal.cbor").read_bytes() == snapshot
-
-
 def test_at_most_three_profiles() -> None:
     with pytest.raises(ValueError, match="at most 3 driver profiles"):
         PersonalData(profiles=(*PROFILES, *PROFILES))
@@ -107,16 +98,6 @@ def test_owner_change_wipes_everything_personal_including_a_code_on_display(tmp_
     assert (after.owner, after.messages_seen) == (1, 7)
     assert b"Anna" not in (tmp_path / "personal.cbor").read_bytes()
     assert ACCOUNT.encode() not in (tmp_path / "personal.cbor").read_bytes()
-
-
-def test_a_snapshot_of_the_previous_owner_is_never_restored(tmp_path: Path) -> None:
-    """A remote measure's rollback (or its journal after a crash) must not bring the seller's data back."""
-    store = PersonalStore(tmp_path / "personal.cbor")
-    store.save(PersonalData(paired_accounts=(ACCOUNT,)).with_profile(PROFILES[0]))
-    snapshot = store.snapshot()  # taken when the measure started
-    PersonalStore(tmp_path / "personal.cbor").owner_change()  # `tcu owner-change` in another process
-    store.restore(snapshot)
-    assert PersonalStore(tmp_path / "personal.cbor").load().profiles == ()
 
 
 def test_files_written_before_the_counters_still_load(tmp_path: Path) -> None:

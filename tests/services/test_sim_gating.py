@@ -84,7 +84,6 @@ async def test_a_remote_measure_is_refused_while_the_sim_is_not_active(tmp_path:
         vin=VIN,
         verify_key=KEY.verify_key,
         ecu=bench.ecu,
-        personal=bench.personal,
         journal=MeasureJournal(tmp_path / "gated.cbor"),
         state=bench.state,
         clock=clock,
