@@ -1,11 +1,15 @@
-"""What the backend holds after a run, as timeline data: every signal at its own rate, the store's
+"""What the backend holds after a run, as timeline data: every signal the vehicle sent, the store's
 growth record by record, and the eCall with its millisecond time stamps.
 
-The backend has every record the vehicle sent, and each signal in a telemetry snapshot carries the
-vehicle's own time stamp of its reading (`{"v": value, "t": ms}`): a signal read every 0.5 s shows
-up every 0.5 s, one read once a minute once a minute, whatever the snapshot interval. Readings
-repeated in later snapshots (the same `t`) are one reading. Pure functions: the sampler hands in the
-records and a `to_scenario` converter (the runner's `scenario_seconds`).
+What the backend can show, and so the report: a telemetry snapshot carries each signal's latest
+reading with the vehicle's own time stamp of it (`{"v": value, "t": ms}`), so a signal appears at most
+once per telemetry interval (less often when it is read less often; a reading repeated in later
+snapshots, the same `t`, is one reading) — not at the rate the agent reads it. What happens between
+two snapshots is seen only where the vehicle sends an event as it happens: a door or lock change
+(`door`/`lock` events, at its `changed_at`, with the value it had until then just before) and the eCall
+(its transitions and the PSAP's MSDs, in milliseconds). So a door opened and closed between two
+snapshots is in the series, as the `signal_edge` check sees it. Pure functions: the sampler hands in
+the records and a `to_scenario` converter (the runner's `scenario_seconds`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ToScenario = Callable[[datetime], float]
 MSD_AT_PSAP = "msd_at_psap"
+DOOR_EVENTS = frozenset({"door", "lock"})  # tcu.telemetry.door_events: sent as the change happens
 
 
 def _moment(ms: int) -> datetime:
@@ -45,10 +50,14 @@ def _float(value: Any) -> float | None:
 
 
 def signal_series(records: Iterable[StoredRecord], to_scenario: ToScenario) -> dict[str, list[Point]]:
-    """Every telemetry signal's distinct readings, by path, in time order."""
+    """Every signal's distinct readings, by path, in time order: from telemetry snapshots and from
+    door/lock events."""
     readings: dict[str, dict[int, Scalar]] = {}
     skipped: dict[str, str] = {}
     for record in records:
+        if record.kind == "event" and record.body.get("type") in DOOR_EVENTS:
+            _door_event(record.body, readings, skipped)
+            continue
         signals = record.body.get("signals") if record.kind == "telemetry" else None
         if not isinstance(signals, Mapping):
             continue
@@ -65,6 +74,20 @@ def signal_series(records: Iterable[StoredRecord], to_scenario: ToScenario) -> d
         path: [(round(to_scenario(_moment(ms)), 3), by_ms[ms]) for ms in sorted(by_ms)]
         for path, by_ms in sorted(readings.items())
     }
+
+
+def _door_event(body: Mapping[str, Any], readings: dict[str, dict[int, Scalar]], skipped: dict[str, str]) -> None:
+    """A door/lock change at its `changed_at`; the value it had until then (`previous`) 1 ms before,
+    unless a reading of that very millisecond says otherwise."""
+    path, changed, value = body.get("path"), body.get("changed_at"), _scalar(body.get("value"))
+    if not isinstance(path, str) or isinstance(changed, bool) or not isinstance(changed, int) or value is None:
+        skipped.setdefault(str(path), f"{body.get('type')} event {str(dict(body))[:60]}")
+        return
+    by_ms = readings.setdefault(path, {})
+    previous = _scalar(body.get("previous"))
+    if previous is not None:
+        by_ms.setdefault(changed - 1, previous)
+    by_ms[changed] = value
 
 
 def stored_series(records: Iterable[StoredRecord], to_scenario: ToScenario) -> list[tuple[float, int]]:

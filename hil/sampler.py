@@ -7,8 +7,9 @@ SIGKILLed agent leaves its last status behind (link up, car moving), and the rep
 agent down, not that. Also the backend's news (measure attempts, MSDs at the PSAP, provisioning file
 states) as events, and the bench's phases (start-up until the first link-up, the run, the drain).
 
-At the end (`BenchSampler.finish`): every signal at its own rate, the store's growth and the eCall in
-milliseconds, from the backend's records (`hil.backend_series`).
+At the end (`BenchSampler.finish`), from the backend's records (`hil.backend_series`): every signal the
+vehicle sent (telemetry at its interval, door/lock changes as they happened), the store's growth and
+the eCall in milliseconds.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ moment the backend is connected and the agent process is being started).
 - `samples`: the agent as the bench saw it, one per fresh `status.json` (the agent's own status rate)
   and one whenever the agent process stops or starts: an agent that is not running is shown as down,
   never with the last status it wrote before it died.
-- `series`: every signal the vehicle sent, at its own rate, from the backend's records at the end of
-  the run (each reading at the vehicle's own time stamp); `stored`: the backend's record count, one
+- `series`: every signal the vehicle sent, from the backend's records at the end of the run (each
+  reading at the vehicle's own time stamp): telemetry at its interval, door/lock changes as they
+  happened (`hil.backend_series`); `stored`: the backend's record count, one
   step per record at the moment the backend received it.
 - `spans`: things with a start and an end: the bench's phases (start-up, run, drain), the injected
   faults (labelled, e.g. `agent_kill`, `disk_full`'s two agent restarts), the agent being down.

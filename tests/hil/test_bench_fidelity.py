@@ -14,9 +14,11 @@ from typing import Any, cast
 import pytest
 from pynmeagps import NMEAReader
 
-from backend_stub.store import BackendStore
+from backend_stub.store import BackendStore, StoredRecord
 from hil.actions import ACTION_TABLE
+from hil.backend_series import signal_series
 from hil.devices.nmea_sim import NmeaSimulator
+from hil.expectations import evaluate
 from hil.fixtures.agents import AgentFactory
 from hil.fixtures.link import BenchLink
 from hil.fixtures.no_loss import check_no_loss
@@ -38,7 +40,7 @@ from tcu.errors import ConfigError
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop
 from tests.conftest import VIN
-from tests.hil.evidence_builder import bench_records
+from tests.hil.evidence_builder import START, bench_records
 
 WALL = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -269,3 +271,54 @@ def test_the_store_counts_a_vehicles_records_in_sql(tmp_path: Path) -> None:
             records.telemetry(second, second + 0.1, {"Vehicle.Speed": 0.0})
         assert store.count(VIN) == len(store.seqs(VIN)) == 3
         assert store.count(VIN, epoch=b"another queue") == 0
+
+
+# -- the doors/locks lane has what the door events say ------------------------------------------------
+
+DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"
+LOCK = "Vehicle.Body.CentralLock.State"
+
+
+def test_a_door_opened_and_closed_between_two_snapshots_is_in_the_series_as_signal_edge_sees_it(
+    tmp_path: Path,
+) -> None:
+    with bench_records(tmp_path / "bench") as records:
+        for second in range(1, 7):  # snapshots once a second: the door reads closed in every one
+            records.telemetry(second, second + 0.05, {DOOR: False, LOCK: "UNLOCKED"})
+        records.door_event(DOOR, True, changed_s=3.3, received_s=4.4)  # open 0.4 s, between 3 and 4
+        records.door_event(DOOR, False, changed_s=3.7, received_s=4.8)
+        series = signal_series(records.backend.store.records(VIN), lambda moment: (moment - START).total_seconds())
+        scenario = parse_scenario(
+            MINIMAL + f'[[expect]]\ncheck = "signal_edge"\npath = "{DOOR}"\nfrom = false\nto = true\nnear = 3.3\n'
+        )
+        (edge,) = evaluate(scenario, records.evidence())
+    assert series[DOOR] == [
+        (1.0, False),
+        (2.0, False),
+        (3.0, False),
+        (3.299, False),  # what the open event says it was until then
+        (3.3, True),
+        (3.699, True),
+        (3.7, False),
+        (4.0, False),
+        (5.0, False),
+        (6.0, False),
+    ]
+    assert [t for t, _ in series[LOCK]] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # telemetry alone: at its interval
+    assert edge.passed, edge
+    opened = [t for (t, v), (_, before) in zip(series[DOOR][1:], series[DOOR], strict=False) if v and not before]
+    assert opened == [3.3]  # the plot shows the edge the check measured
+
+
+def test_door_events_that_cannot_be_plotted_are_left_out() -> None:
+    def event(body: dict[str, Any]) -> StoredRecord:
+        return StoredRecord(vin=VIN, seq=1, kind="event", created=START, received=START, body=body)
+
+    bad = [
+        {"type": "door", "path": DOOR, "value": True, "changed_at": True},  # a bool is no time stamp
+        {"type": "door", "path": DOOR, "value": [1], "changed_at": 5},  # a list is no door state
+        {"type": "lock", "path": 7, "value": "LOCKED", "changed_at": 5},
+    ]
+    assert signal_series([event(body) for body in bad], lambda _m: 0.0) == {}
+    good = event({"type": "lock", "path": LOCK, "value": "LOCKED", "changed_at": 5000})  # no `previous`
+    assert signal_series([good], lambda m: m.timestamp()) == {LOCK: [(5.0, "LOCKED")]}
