@@ -103,9 +103,7 @@ def ecall_timings(evidence: Evidence, args: dict[str, Any]) -> Outcome:
             failures.append(f"{stage} {elapsed} ms outside {_bound_text(low, high)}")
     session_text = f"eCall session {trigger.get('session')} ({trigger.get('call_type')}, {trigger.get('reason')})"
     detail = f"{session_text}: from the trigger {', '.join(measured)}"
-    if failures:
-        detail += f"; {'; '.join(failures)}"
-    return Outcome(passed=not failures, detail=detail, measured=", ".join(measured), limit=", ".join(limits))
+    return Outcome.unless(failures, detail, measured=", ".join(measured), limit=", ".join(limits))
 
 
 def _trigger_time(evidence: Evidence) -> tuple[float, str] | None:
@@ -217,10 +215,8 @@ def ecall_cleared_by_t2(evidence: Evidence, args: dict[str, Any]) -> Outcome:
         failures.append(psap_problem)
     vehicle_text = "never cleared" if vehicle_s is None else f"cleared {vehicle_s:.3f} s after the PSAP answered"
     detail = f"eCall session {bodies[0].get('session')}: {dials} dial(s), {vehicle_text} (vehicle); {psap_text}"
-    if failures:
-        detail += "; " + "; ".join(failures)
     measured = "never" if vehicle_s is None else f"{vehicle_s:.3f} s"
-    return Outcome(passed=not failures, detail=detail, measured=measured, limit=limit)
+    return Outcome.unless(failures, detail, measured=measured, limit=limit)
 
 
 CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], Outcome]] = {

@@ -71,10 +71,8 @@ def measure_attempt(evidence: Evidence, args: dict[str, Any]) -> Outcome:
     spent = "no duration" if impaired is None else f"impaired {impaired:g} s"
     seen = "no answer" if span is None else f"{span:.3f} s from sending to the answer at the backend"
     detail = f"measure {measure_id} attempt {_describe(attempt)}: {spent} (vehicle), {seen}"
-    if failures:
-        detail += "; " + "; ".join(failures)
     measured = "none" if impaired is None else f"{impaired:g} s"
-    return Outcome(passed=not failures, detail=detail, measured=measured, limit=limit)
+    return Outcome.unless(failures, detail, measured=measured, limit=limit)
 
 
 def measure_succeeded(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, str]:

@@ -21,6 +21,11 @@ class Outcome:
     measured: str = ""  # e.g. "p50 0.12 s, p99 0.48 s over 37 records"
     limit: str = ""  # e.g. "p50 <= 1 s, p99 <= 3 s"
 
+    @classmethod
+    def unless(cls, failures: Sequence[str], detail: str, *, measured: str = "", limit: str = "") -> Outcome:
+        """Passed unless something failed; what failed follows the detail."""
+        return cls(passed=not failures, detail="; ".join([detail, *failures]), measured=measured, limit=limit)
+
 
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100] of a non-empty sequence: a value that was measured,

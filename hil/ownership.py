@@ -247,10 +247,8 @@ def personal_settings(evidence: Evidence, args: dict[str, Any]) -> Outcome:
     if accounts is not None and found_accounts != accounts:
         failures.append(f"paired accounts {found_accounts}, expected {accounts}")
     detail = f"the car holds driver profiles {found_profiles} and paired accounts {found_accounts}"
-    if failures:
-        detail += "; " + "; ".join(failures)
     limit = ", ".join(f"{k} {v}" for k, v in (("profiles", profiles), ("accounts", accounts)) if v is not None)
-    return Outcome(passed=not failures, detail=detail, measured=f"profiles {found_profiles}", limit=limit)
+    return Outcome.unless(failures, detail, measured=f"profiles {found_profiles}", limit=limit)
 
 
 CHECKS: dict[str, Callable[[Evidence, dict[str, Any]], tuple[bool, str] | Outcome]] = {

@@ -13,14 +13,16 @@ from typing import Any
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from hil.expectations import Evidence
+from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
-from hil.scenario import Step
+from hil.scenario import Step, parse_scenario
+from hil.timeline import Event, EventKind, ExpectationResult
 from tcu.uplink.records import ReceivedRecord, RecordKind, to_millis
 from tcu.vehicle.drive_cycle import DriveCycle
 from tests.conftest import VIN
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the bench's wall time at scenario second 0
+HEAD = 'name = "t"\nduration_s = 40\n'  # the scenario around one [[expect]]: the checks read only that
 
 
 def wall(scenario_s: float) -> datetime:
@@ -36,10 +38,18 @@ def position_at(scenario_s: float) -> tuple[float, float]:
     return sample.latitude, sample.longitude
 
 
+def assert_fails(result: ExpectationResult, found: str) -> None:
+    """The check failed and said why."""
+    assert not result.passed, result
+    assert found in result.detail, result.detail
+
+
 @dataclass
 class BenchRecords:
     backend: BackendStub
     steps: list[Step] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # the runner's: link up/down, agent down/started
+    time_scale: float = 1.0
     seq: int = 0
 
     def _add(self, kind: RecordKind, created_s: float, received_s: float, body: dict[str, Any]) -> None:
@@ -68,6 +78,7 @@ class BenchRecords:
         session: int = 1,
         started_s: float | None = None,
         call_type: str = "automatic",
+        reason: str | None = None,
     ) -> None:
         started = at_s if started_s is None else started_s
         body = {
@@ -77,11 +88,21 @@ class BenchRecords:
             "call_type": call_type,
             "from": "?",
             "to": to,
-            "reason": "crash detected" if to == "triggered" else to,
+            "reason": reason or ("crash detected" if to == "triggered" else to),
             "at_ms": ms(at_s),
             "elapsed_s": round(at_s - started, 3),
         }
         self._add(RecordKind.ECALL, at_s, received_s, body)
+
+    def capabilities(self, created_s: float, running: list[str], suspended: Sequence[str] = ()) -> None:
+        """A capability report, received half a second after the vehicle made it."""
+        body = {
+            "type": "capabilities",
+            "running": running,
+            "suspended": list(suspended),
+            "provisioning_version": self.seq + 1,
+        }
+        self._add(RecordKind.EVENT, created_s, created_s + 0.5, body)
 
     def msd(self, received_s: float, position: tuple[float, float] | None, kind: str = "automatic") -> None:
         latitude, longitude = position if position is not None else (None, None)
@@ -94,17 +115,26 @@ class BenchRecords:
     def step(self, at: float, do: str, **args: Any) -> None:
         self.steps.append(Step(at=at, do=do, args=args))
 
+    def event(self, t: float, kind: str, label: str) -> None:
+        self.events.append(Event(t=t, kind=EventKind(kind), label=label))
+
     def evidence(self, *, steps: Sequence[Step] | None = None, with_position: bool = True) -> Evidence:
         return Evidence(
             vin=VIN,
             backend=self.backend,
             next_seq=self.seq + 1,
             queued=0,
-            events=(),
+            events=tuple(self.events),
             steps=tuple(self.steps if steps is None else steps),
             scenario_seconds=lambda moment: (moment - START).total_seconds(),
             position_at=position_at if with_position else None,
+            time_scale=self.time_scale,
         )
+
+    def check(self, expect: str) -> ExpectationResult:
+        """One `[[expect]]` (its TOML lines) through the scenario parser and the runner's evaluation."""
+        (result,) = evaluate(parse_scenario(HEAD + "[[expect]]\n" + expect), self.evidence())
+        return result
 
 
 @contextlib.contextmanager

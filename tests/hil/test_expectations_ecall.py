@@ -4,19 +4,16 @@ on one mutation (a stage over its limit or never reached, the MSD far off or wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hil.expectations import evaluate
 from hil.scenario import library, load_scenario, parse_scenario
-from hil.timeline import ExpectationResult
 from tcu.vehicle.geo import distance_m
-from tests.hil.evidence_builder import BenchRecords, bench_records, position_at
+from tests.hil.evidence_builder import HEAD, BenchRecords, assert_fails, position_at
 
-HEAD = 'name = "crash"\nduration_s = 40\ndevices = ["can", "gnss"]\n'
 TIMINGS = (
     'check = "ecall_timings"\ndial_max_ms = 1000\nmsd_acknowledged_max_ms = 8000\nvoice_max_ms = 9000\n'
     "cleared_min_ms = 10000\ncleared_max_ms = 20000\n"
@@ -30,18 +27,12 @@ PRECISE = frozenset(
         "telemetry_latency",
         "ecall_timings",
         "msd_received",
-        # hil.horizon_checks: measured against a limit too (the long-horizon scenarios)
+        # measured against a limit too (the long-horizon scenarios)
         "measure_attempt",
         "service_at",
         "ecall_cleared_by_t2",
     }
 )
-
-
-@pytest.fixture
-def records(tmp_path: Path) -> Iterator[BenchRecords]:
-    with bench_records(tmp_path / "bench") as built:
-        yield built
 
 
 def crash(
@@ -72,17 +63,12 @@ def crash(
         records.msd(at + 3.5, position_at(at - 0.4) if msd_position is None else msd_position)  # the last fix
 
 
-def check(records: BenchRecords, expect: str) -> ExpectationResult:
-    (result,) = evaluate(parse_scenario(HEAD + "[[expect]]\n" + expect), records.evidence())
-    return result
-
-
 # -- ecall_timings ---------------------------------------------------------------------------------
 
 
 def test_ecall_timings_show_each_stage_and_its_limit(records: BenchRecords) -> None:
     crash(records)
-    result = check(records, TIMINGS)
+    result = records.check(TIMINGS)
     assert result.passed, result
     stages = "dial 0 ms, answered 2010 ms, msd_acknowledged 3833 ms, voice 3833 ms, cleared 13833 ms"
     assert result.measured == stages
@@ -90,26 +76,21 @@ def test_ecall_timings_show_each_stage_and_its_limit(records: BenchRecords) -> N
     assert result.detail.startswith("eCall session 1 (automatic, crash detected): from the trigger dial 0 ms")
 
 
-def test_an_msd_acknowledged_too_late_fails(records: BenchRecords) -> None:
-    crash(records, ack_after_s=12.0)
-    result = check(records, TIMINGS)
-    assert not result.passed
-    assert "msd_acknowledged 12000 ms outside <= 8000 ms" in result.detail
-    assert "voice 12000 ms outside <= 9000 ms" in result.detail
-
-
-def test_an_msd_never_acknowledged_fails(records: BenchRecords) -> None:
-    crash(records, acknowledged=False)  # voice after the MSD transmission failed
-    result = check(records, TIMINGS)
-    assert not result.passed
-    assert result.detail.endswith("; msd_acknowledged never reached")
-
-
-def test_a_call_cleared_down_before_the_voice_time_fails(records: BenchRecords) -> None:
-    crash(records, voice_s=2.0)
-    result = check(records, TIMINGS)
-    assert not result.passed
-    assert "cleared 5833 ms outside 10000..20000 ms" in result.detail
+@pytest.mark.parametrize(
+    ("mutation", "found"),
+    [
+        ({"ack_after_s": 12.0}, ("msd_acknowledged 12000 ms outside <= 8000 ms", "voice 12000 ms outside <= 9000 ms")),
+        ({"acknowledged": False}, ("; msd_acknowledged never reached",)),  # voice after the MSD failed
+        ({"voice_s": 2.0}, ("cleared 5833 ms outside 10000..20000 ms",)),  # cleared down before the voice time
+    ],
+)
+def test_a_stage_over_its_limit_or_never_reached_fails(
+    records: BenchRecords, mutation: dict[str, Any], found: tuple[str, ...]
+) -> None:
+    crash(records, **mutation)
+    result = records.check(TIMINGS)
+    for text in found:
+        assert_fails(result, text)
 
 
 def test_a_test_call_is_not_the_emergency_measured(records: BenchRecords) -> None:
@@ -117,19 +98,19 @@ def test_a_test_call_is_not_the_emergency_measured(records: BenchRecords) -> Non
     records.ecall("dialling", 4.0, 4.1, session=1, call_type="test", started_s=2.0)  # slow: 2000 ms
     for to, at in (("triggered", 15.0), ("dialling", 15.1)):
         records.ecall(to, at, 16.0, session=2, started_s=15.0)
-    result = check(records, 'check = "ecall_timings"\ndial_max_ms = 500\n')
+    result = records.check('check = "ecall_timings"\ndial_max_ms = 500\n')
     assert result.passed, result
     assert result.measured.startswith("dial 100 ms, answered never")
-    missing = check(records, 'check = "ecall_timings"\nanswered_max_ms = 5000\n')
+    missing = records.check('check = "ecall_timings"\nanswered_max_ms = 5000\n')
     assert not missing.passed  # the emergency session was never answered
 
 
 def test_ecall_timings_without_a_limit_or_a_trigger_fail_with_the_reason(records: BenchRecords) -> None:
-    nothing = check(records, TIMINGS)
+    nothing = records.check(TIMINGS)
     assert not nothing.passed
     assert nothing.detail == "no eCall trigger of the first emergency session at the backend (0 transitions)"
     crash(records)
-    unlimited = check(records, 'check = "ecall_timings"\nsession = 1\n')
+    unlimited = records.check('check = "ecall_timings"\nsession = 1\n')
     assert not unlimited.passed
     assert unlimited.detail.startswith("check failed to run: needs at least one limit: answered_max_ms")
 
@@ -139,7 +120,7 @@ def test_ecall_timings_without_a_limit_or_a_trigger_fail_with_the_reason(records
 
 def test_the_msd_position_is_compared_with_the_drive_at_the_crash_step(records: BenchRecords) -> None:
     crash(records)
-    result = check(records, 'check = "msd_received"\nwithin_m = 200\n')
+    result = records.check('check = "msd_received"\nwithin_m = 200\n')
     assert result.passed, result
     off = distance_m(position_at(15.0), position_at(14.6))
     assert (result.measured, result.limit) == (f"{off:.0f} m", "<= 200 m")
@@ -149,7 +130,7 @@ def test_the_msd_position_is_compared_with_the_drive_at_the_crash_step(records: 
 def test_an_msd_far_from_the_drive_fails(records: BenchRecords) -> None:
     latitude, longitude = position_at(15.0)
     crash(records, msd_position=(latitude + 0.01, longitude))  # about 1.1 km north
-    result = check(records, 'check = "msd_received"\nwithin_m = 200\n')
+    result = records.check('check = "msd_received"\nwithin_m = 200\n')
     assert not result.passed
     assert result.measured == "1112 m"
 
@@ -157,24 +138,23 @@ def test_an_msd_far_from_the_drive_fails(records: BenchRecords) -> None:
 def test_without_a_crash_step_the_trigger_record_places_the_msd(records: BenchRecords) -> None:
     """No step caused the call (a recorded crash, a real airbag ECU): the trigger record's time counts."""
     crash(records, at=20.0, step=False)
-    result = check(records, 'check = "msd_received"\n')
+    result = records.check('check = "msd_received"\n')
     assert result.passed, result
     assert "at the eCall trigger at 20.00 s (crash detected)" in result.detail
     records.msd(30.0, position_at(90.0))  # a later MSD cannot stand in for the first
-    assert check(records, 'check = "msd_received"\n').passed
+    assert records.check('check = "msd_received"\n').passed
 
 
 def test_an_msd_without_a_position_never_passes(records: BenchRecords) -> None:
     crash(records, msd=False)
     records.msd(18.5, None)
-    result = check(records, 'check = "msd_received"\n')
+    result = records.check('check = "msd_received"\n')
     assert not result.passed
     assert result.detail.startswith("MSD #1 from WMWZZZ3CZ2E123456 carries no position")
     (blind,) = evaluate(
         parse_scenario(HEAD + '[[expect]]\ncheck = "msd_received"\n'), records.evidence(with_position=False)
     )
-    assert not blind.passed
-    assert "the bench knows no drive position" in blind.detail
+    assert_fails(blind, "the bench knows no drive position")
 
 
 # -- the library ---------------------------------------------------------------------------------
