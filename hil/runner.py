@@ -333,6 +333,7 @@ class ScenarioRunner:
             scenario_seconds=self.scenario_seconds,
             position_at=position_at if simulated else None,
             personal_path=bench.layout.data_dir(self.scenario.vin) / "personal.cbor",
+            time_scale=loop_scale(),  # the run's scale, whatever overrode the scenario's
         )
 
     # -- actions -----------------------------------------------------------------------------------
