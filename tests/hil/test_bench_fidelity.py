@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,8 +35,8 @@ from hil.sampler import (
     bench_spans,
     poll_intervals,
 )
-from hil.scenario import Step, parse_scenario
-from hil.timeline import EventKind, SpanKind, Timeline
+from hil.scenario import Step, library, load_scenario, parse_scenario
+from hil.timeline import EventKind, ExpectationResult, SpanKind, Timeline
 from tcu.errors import ConfigError
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop
@@ -322,3 +323,53 @@ def test_door_events_that_cannot_be_plotted_are_left_out() -> None:
     assert signal_series([event(body) for body in bad], lambda _m: 0.0) == {}
     good = event({"type": "lock", "path": LOCK, "value": "LOCKED", "changed_at": 5000})  # no `previous`
     assert signal_series([good], lambda m: m.timestamp()) == {LOCK: [(5.0, "LOCKED")]}
+
+
+# -- msd_received, as each library scenario configures it, catches a stale MSD position ---------------
+
+
+def _crash_scenarios() -> list[str]:
+    return sorted(
+        name
+        for name, path in library().items()
+        if any(e.check == "msd_received" for e in load_scenario(path).expectations)
+    )
+
+
+def _msd_check(name: str, tmp_path: Path, msd_from_s: float) -> ExpectationResult:
+    """The scenario's own msd_received on a PSAP that decoded an MSD carrying the drive's position at
+    scenario second `msd_from_s` (the drive as the scenario's bench runs it, parked windows and all)."""
+    scenario = load_scenario(library()[name])
+    only = replace(scenario, expectations=tuple(e for e in scenario.expectations if e.check == "msd_received"))
+    cycle = DriveCycle(parked=scenario.parked_windows())
+
+    def position_at(scenario_s: float) -> tuple[float, float]:
+        sample = cycle.at(scenario_s)
+        return sample.latitude, sample.longitude
+
+    crash = next(s for s in scenario.steps if s.do in ("crash", "sos"))
+    with bench_records(tmp_path / f"bench-{msd_from_s}") as records:
+        records.msd(crash.at + 4.0, position_at(msd_from_s))
+        evidence = replace(records.evidence(steps=scenario.steps), position_at=position_at)
+        (result,) = evaluate(only, evidence)
+    return result
+
+
+def test_the_library_has_crash_scenarios_to_check() -> None:
+    assert {"crash_ecall", "ecall_t2", "measure_crash", "payment_default"} <= set(_crash_scenarios())
+
+
+@pytest.mark.parametrize("name", _crash_scenarios())
+def test_an_msd_carrying_the_position_of_10_s_before_the_crash_fails_msd_received(name: str, tmp_path: Path) -> None:
+    """At 12-20 s the drive had gone at most 69 m and the limit was 200 m: a stale MSD passed. Each crash
+    now comes while the car moves fast enough that 10 s of staleness is more than twice the limit."""
+    crash = next(s for s in load_scenario(library()[name]).steps if s.do in ("crash", "sos"))
+    stale = _msd_check(name, tmp_path, crash.at - 10.0)
+    assert not stale.passed, stale
+    off_m, limit_m = float(stale.measured.removesuffix(" m")), float(stale.limit.removeprefix("<= ").removesuffix(" m"))
+    assert off_m > 2 * limit_m, (stale.measured, stale.limit)
+    assert limit_m <= 50
+    # What an honest bench gives passes: the MSD's position is the last 1 Hz fix before the trigger.
+    for fix_s in (crash.at - 1.0, crash.at):
+        honest = _msd_check(name, tmp_path, fix_s)
+        assert honest.passed, honest
