@@ -35,7 +35,7 @@ from typing import Any
 
 from backend_stub.voice_line import MAX_LINE, CallLine, LineCall, LineServer
 from tcu.clock import Clock
-from tcu.ecall.msd import Msd, decode
+from tcu.ecall.msd import Msd, decode, default_codec
 from tcu.errors import MsdError
 from tcu.uplink.records import to_millis
 
@@ -96,6 +96,11 @@ class PsapStub(LineServer[PsapCall]):
     @property
     def msds(self) -> list[ReceivedMsd]:
         return [msd for call in self.calls for msd in call.msds]
+
+    async def start(self) -> None:
+        # The MSD modules compiled before the first call answers, not while its MSD waits (about 0.2 s).
+        await asyncio.to_thread(default_codec().prepare)
+        await super().start()
 
     async def close(self) -> None:
         await super().close()
