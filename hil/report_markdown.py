@@ -41,7 +41,8 @@ def _summary(timeline: Timeline) -> list[str]:
         f"- **Queue depth:** max {max((s.queue_depth for s in samples), default=0)}, "
         f"at the end {samples[-1].queue_depth if samples else 0}",
         f"- **Stored at the backend:** {stored} records",
-        f"- **Signals recorded:** {len(timeline.series)}, {readings} readings, each at its own rate",
+        f"- **Signals recorded:** {len(timeline.series)}, {readings} readings "
+        "(telemetry at its interval; door and lock changes as they happened)",
     ]
     return lines
 

@@ -107,7 +107,8 @@ CHECKS: dict[str, frozenset[str]] = {
     # the PSAP) → the backend received it: p50/p99/max over the run's steps (default all of those kinds).
     "event_latency": frozenset({"steps", "p50_max_s", "p99_max_s", "max_s"}),
     # Telemetry created → received, p50/p99/max; window on the created time; exclude = ["tunnel", ...]
-    # leaves out the records created from 1 s before such a step to settle_s (5) after it ended.
+    # leaves out the records created from 1 s before such a step until the agent's link is back after it,
+    # plus settle_s (default 5, more on a fast bench: real I/O counted time_scale times; hil.latency_checks).
     "telemetry_latency": frozenset({"p50_max_s", "p99_max_s", "max_s", "window", "exclude", "settle_s", "min_count"}),
     # hil.ecall_checks: ms from the trigger to each stage (dial, answered, msd_acknowledged, voice,
     # cleared), each <stage>_max_ms / <stage>_min_ms; session = n (default the first emergency call).
@@ -127,7 +128,8 @@ CHECKS: dict[str, frozenset[str]] = {
     "measure_succeeded": frozenset({"id", "min_attempts"}),
     "ecall_before_measure_result": frozenset({"id"}),  # the MSD reached the PSAP before the measure's rollback
     "no_rejections": frozenset(),  # the backend refused nothing the vehicle sent
-    # hil.billing: a service's states in the capability reports, in order; the MSD arrived while it was suspended
+    # hil.service_checks: a service's states in the capability reports, in order; the MSD arrived while it was
+    # suspended
     "service_history": frozenset({"service", "states"}),
     "msd_while_suspended": frozenset({"service"}),
     "intelligent_call_history": frozenset({"states"}),  # whether the call-centre call was available, in order
@@ -136,8 +138,9 @@ CHECKS: dict[str, frozenset[str]] = {
     "backend_personal_data_gone": frozenset(),  # no personal value from before the owner change at the backend
     "account_unlinked": frozenset(),  # the link and its consents ended
     "handover_lists": frozenset({"services", "cancelled_on_sale"}),  # the new owner's list names these services
-    # hil.horizon_checks: a measure attempt's status, code and duration (vehicle and backend clocks); a
-    # code's state in the last capability report by scenario second `at`; the eCall ended by its T2
+    # a measure attempt's status, code and duration, vehicle and backend clocks (hil.measure_checks); a code's
+    # state in the last capability report by scenario second `at` (hil.service_checks); the eCall ended by
+    # its T2 (hil.ecall_checks); exactly these profiles and accounts in the car (hil.ownership)
     "measure_attempt": frozenset({"id", "attempt", "status", "code", "min_s", "max_s"}),
     "service_at": frozenset({"service", "at", "state"}),
     "ecall_cleared_by_t2": frozenset({"t2_s", "tolerance_s"}),

@@ -65,7 +65,10 @@ def test_report_files_and_summary(tmp_path: Path) -> None:
     assert "- **Link down while the agent ran:** 16.4 s in 2 span(s)" in text
     assert "- **Agent down:** 3.7 s in 3 span(s)" in text
     assert "- **Stored at the backend:** 100 records" in text
-    assert "- **Signals recorded:** 7, 763 readings, each at its own rate" in text
+    assert (
+        "- **Signals recorded:** 7, 763 readings (telemetry at its interval; door and lock changes as they happened)"
+        in text
+    )
     order = ["## Expectations", "## Timeline", "## Faults", "## Bench phases", "## eCall", "## Signals", "## Events"]
     assert [text.index(heading) for heading in order] == sorted(text.index(heading) for heading in order)
 

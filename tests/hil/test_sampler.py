@@ -1,5 +1,6 @@
 """What the bench records: a dead agent is down (never its stale status), the bench's phases, and every
-signal at its own rate and the eCall in milliseconds from the backend's records."""
+signal's readings as the backend received them (telemetry at its interval, door and lock events as
+they happened) and the eCall in milliseconds from the backend's records."""
 
 from __future__ import annotations
 
