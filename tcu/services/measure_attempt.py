@@ -5,6 +5,12 @@ An attempt may run at most ten minutes: AGB 3.4 d) forbids impairing other servi
 one that would run even a millisecond longer is aborted and rolled back. Elapsed time is measured in
 whole milliseconds, the resolution in which a plan declares its steps, so that float noise in the
 clock never decides the boundary.
+
+Steps end on the attempt's schedule: step n is due at the start plus the declared times of steps 1 to
+n, however late the loop noticed the end of step n-1 (`step_deadline`). A step's work is its declared
+time (a simulated ECU step); an end noticed at most a scheduling tolerance late counts as ended on
+schedule (`end_step`), for the cap and for the duration reported. Only a step that really ran longer
+than that — an ECU overrun — moves the schedule on, and it is that end which the cap judges.
 """
 
 from __future__ import annotations
@@ -70,17 +76,41 @@ class MeasureAttempt:
     applied: list[str] = field(default_factory=list)  # keys, in the order they were set
     steps_done: int = 0
     interruption: Interruption | None = None
+    ended_ms: int = 0  # when the steps done count as ended, in ms after `started` (see `end_step`)
+
+    @property
+    def cap_ms(self) -> int:
+        return round(self.cap_s * 1000)
 
     def elapsed_ms(self, now: float) -> int:
         return round((now - self.started) * 1000)
 
-    def remaining(self, now: float) -> float:
-        """Seconds left until the cap; 0 at the cap, negative past it."""
-        return (round(self.cap_s * 1000) - self.elapsed_ms(now)) / 1000
-
     def over_cap(self, now: float) -> bool:
         """More than the cap has passed: exactly 10:00 is still within it."""
-        return self.elapsed_ms(now) > round(self.cap_s * 1000)
+        return self.elapsed_ms(now) > self.cap_ms
+
+    def fits(self, expected_ms: int) -> bool:
+        """A next step of `expected_ms` would end within the cap, on schedule."""
+        return self.ended_ms + expected_ms <= self.cap_ms
+
+    def step_deadline(self, expected_ms: int) -> float:
+        """The monotonic time a next step of `expected_ms` is due to end: counted from when the steps
+        done count as ended, never from when the loop noticed it, so lateness does not add up."""
+        return self.started + (self.ended_ms + expected_ms) / 1000
+
+    def end_step(self, expected_ms: int, now: float, tolerance_s: float) -> int:
+        """A step of `expected_ms` was noticed ended at `now`: it counts as ended on schedule if that is at
+        most `tolerance_s` late (or early), else when it was noticed (an overrun, which moves the schedule
+        on and which the cap judges). Returns how many ms late it was noticed."""
+        scheduled = self.ended_ms + expected_ms
+        late = self.elapsed_ms(now) - scheduled
+        self.ended_ms = scheduled if late <= round(tolerance_s * 1000) else scheduled + late
+        return late
+
+    @property
+    def ended_over_cap(self) -> bool:
+        """The steps done ended more than the cap after the start: exactly 10:00 is still within it."""
+        return self.ended_ms > self.cap_ms
 
     def interrupt(self, reason: Interruption) -> None:
         if self.interruption is None:  # the first cause is the one reported
