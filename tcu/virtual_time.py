@@ -13,10 +13,11 @@ and the backend — runs at the bench's pace without a line of their code knowin
 are given (`VirtualClock`) stamps records with the virtual wall time.
 
 What keeps real time, and why: Mosquitto (keepalive, session expiry), paho-mqtt's keepalive pings (paho
-reads `time.monotonic` itself), pyserial's read timeouts in its threads, SQLite's busy timeout, and the
-start-up of a Python process. A bench at scale 10 therefore sees a keepalive of 3 s as 30 virtual
-seconds, and an agent that takes one real second to start as ten: a scenario states its fault
-durations with that in mind (`hil/scenario.py`).
+reads `time.monotonic` itself), pyserial's threads, SQLite's busy timeout, and the start-up of a Python
+process. The agent's waits on another process (a device's reply, the broker's, an ack, a source's next
+frame) keep their configured virtual seconds, since a black-holed link or a silent bus belong to the
+bench's virtual world, but never drop below a real floor (`io_timeout`, `silence_limit`): a loaded
+machine's stall of a quarter second is many virtual seconds on a fast bench, and no lost link.
 
 The calendar can move on without time passing for the processes (`VirtualClock.advance_calendar`): a
 car parked for seven weeks, for terms that run over months. A running process sees the move only in its
@@ -192,12 +193,20 @@ def real_seconds(seconds: float) -> float:
     return seconds * loop_scale()
 
 
-SILENCE_FLOOR_REAL_S = 0.25  # what a loaded bench may stall a process for, in real seconds
+IO_FLOOR_REAL_S = 0.5  # what a loaded bench may stall a process or a pty for, in real seconds
+SILENCE_FLOOR_REAL_S = 0.25  # a source's silence: shorter, since the frames keep coming meanwhile
+
+
+def io_timeout(seconds: float, *, real_floor_s: float = IO_FLOOR_REAL_S) -> float:
+    """A wait for another process (a device's reply, the broker's, an ack, a source's next frame): its
+    configured `seconds` on the loop's time — a black-holed link or a silent bus are conditions of the
+    bench's virtual world — but never shorter than `real_floor_s` real seconds, the stalls of the
+    processes and ptys the answer crosses, which on a fast bench are many virtual seconds. On real time
+    the configured value, as it is."""
+    scale = loop_scale()
+    return seconds if scale == 1 else max(seconds, real_floor_s * scale)
 
 
 def silence_limit(seconds: float) -> float:
-    """How long a source may stay silent before it counts as gone: `seconds` of loop time, but never
-    less than the real delays of the processes and ptys the data crosses (`SILENCE_FLOOR_REAL_S`), which
-    on a fast bench are many virtual seconds. On real time the configured value, as it is."""
-    scale = loop_scale()
-    return seconds if scale == 1 else max(seconds, SILENCE_FLOOR_REAL_S * scale)
+    """How long a source may stay silent before it counts as gone: `io_timeout` with a shorter floor."""
+    return io_timeout(seconds, real_floor_s=SILENCE_FLOOR_REAL_S)

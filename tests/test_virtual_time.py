@@ -13,7 +13,15 @@ import pytest
 
 from tcu.clock import SystemClock
 from tcu.errors import ConfigError
-from tcu.virtual_time import VirtualClock, VirtualTime, VirtualTimeLoop, real_seconds, virtual_or_real_clock
+from tcu.virtual_time import (
+    VirtualClock,
+    VirtualTime,
+    VirtualTimeLoop,
+    io_timeout,
+    real_seconds,
+    silence_limit,
+    virtual_or_real_clock,
+)
 
 WALL = datetime(2031, 5, 17, 8, 0, tzinfo=UTC)
 
@@ -184,3 +192,14 @@ def test_a_service_on_virtual_time_logs_on_the_bench_s_time_axis() -> None:
     later = next(line for line in log if line.endswith("svc: an hour later"))
     assert start.startswith("2031-05-17 08:00")
     assert later.startswith("2031-05-17 09:00")
+
+
+def test_waits_on_other_processes_never_drop_below_real_time() -> None:
+    """At 100x a 5 s AT command timeout would be 50 real ms, less than a loaded machine's stall: it keeps
+    its 5 virtual seconds only where that is at least the real floor; on real time nothing changes."""
+
+    async def waits() -> tuple[float, float, float]:
+        return io_timeout(5.0), io_timeout(120.0), silence_limit(2.0)
+
+    assert _on_loop(VirtualTime.starting_now(100.0), waits) == (50.0, 120.0, 25.0)
+    assert asyncio.run(waits()) == (5.0, 120.0, 2.0)

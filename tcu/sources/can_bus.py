@@ -44,7 +44,7 @@ from tcu.sources.serial_port import SourceStats
 from tcu.sources.slcan import CanFrame
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
-from tcu.virtual_time import real_seconds, silence_limit
+from tcu.virtual_time import io_timeout, silence_limit
 
 _LOGGER = logging.getLogger(__name__)
 _SECTION = "sources.can"
@@ -165,7 +165,7 @@ class _BusWorker:
         """Wait until the bus is open; DeviceGoneError / DeviceTimeoutError say why it is not."""
         settings = self._settings
         try:
-            async with asyncio.timeout(real_seconds(settings.open_timeout_s)):
+            async with asyncio.timeout(io_timeout(settings.open_timeout_s)):
                 failure = await asyncio.shield(self._opened)
         except TimeoutError:
             raise DeviceTimeoutError(
@@ -188,7 +188,7 @@ class _BusWorker:
         """Tell the worker to stop and wait (bounded) until it has shut the bus down."""
         self._stop.set()
         try:
-            async with asyncio.timeout(real_seconds(_STOP_WAIT_S)):
+            async with asyncio.timeout(io_timeout(_STOP_WAIT_S)):
                 await asyncio.shield(self._finished)
         except TimeoutError:
             _LOGGER.warning(

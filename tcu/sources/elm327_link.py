@@ -21,7 +21,7 @@ import serial_asyncio_fast
 
 from tcu.errors import DeviceGoneError
 from tcu.sources.elm327 import PromptFramer
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 _CLOSE_WAIT_S = 1.0
@@ -126,6 +126,6 @@ class SerialPromptLink:
         if not self._transport.is_closing():
             self._transport.abort()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(real_seconds(_CLOSE_WAIT_S)):
+            async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
                 await self._protocol.lost.wait()
         _LOGGER.debug("%s closed", self._protocol.name)

@@ -35,7 +35,7 @@ from tcu.sources.elm327 import (
 from tcu.sources.elm327_frames import HeaderFormat
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.obd_pids import SUPPORTED_PID_BASES, decode_dtcs, decode_mode01, decode_supported, decode_vin
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 _RESET_WORDS = (b"ELM327", b"LV RESET")
@@ -106,7 +106,7 @@ class Elm327Session:
                 self._note_unsolicited(unsolicited)
             self._link.send(format_command(text))
             try:
-                async with asyncio.timeout(real_seconds(wait_s)):
+                async with asyncio.timeout(io_timeout(wait_s)):
                     raw = await self._link.reply()
             except TimeoutError:
                 partial = self._link.discard()
@@ -122,7 +122,7 @@ class Elm327Session:
     async def _resync(self) -> None:
         self._link.send(b"\r")
         try:
-            async with asyncio.timeout(real_seconds(self._settings.command_timeout_s)):
+            async with asyncio.timeout(io_timeout(self._settings.command_timeout_s)):
                 await self._link.reply()
         except TimeoutError:
             _LOGGER.warning("ELM327 gives no prompt even after a resync")

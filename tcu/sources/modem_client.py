@@ -54,7 +54,7 @@ from tcu.sources.modem import (
     parse_registration_urc,
 )
 from tcu.sources.reconnect import ReconnectLoop, Sleep
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 _CLOSE_WAIT_S = 1.0
@@ -156,7 +156,7 @@ class SerialModemLink:
     async def aclose(self) -> None:
         self._transport.abort()  # no drain: a vanished pty would block it
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(real_seconds(_CLOSE_WAIT_S)):
+            async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
                 await self._protocol.closed.wait()
 
 
@@ -298,7 +298,7 @@ class ModemClient:
 
     async def _ready_command(self, text: str, limit_s: float | None = None) -> Response:
         try:
-            async with asyncio.timeout(real_seconds(self._config.command_timeout_s)):
+            async with asyncio.timeout(io_timeout(self._config.command_timeout_s)):
                 await self._ready.wait()
         except TimeoutError:
             raise DeviceGoneError(f"modem on {self._config.port} is not ready (not connected or restarting)") from None
@@ -314,7 +314,7 @@ class ModemClient:
             self._answer = answer
             try:
                 link.send(self._parser.command(text))
-                async with asyncio.timeout(real_seconds(timeout)):
+                async with asyncio.timeout(io_timeout(timeout)):
                     response = await answer
             except TimeoutError:
                 self._timeouts += 1

@@ -14,7 +14,7 @@ import serial_asyncio_fast
 
 from tcu.backoff import Backoff
 from tcu.errors import ConfigError, DeviceGoneError
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _CLOSE_WAIT_S = 0.5
 
@@ -35,7 +35,7 @@ async def close_port(writer: asyncio.StreamWriter) -> None:
     """Close and wait (bounded) until closed, so that the port can be opened again at once."""
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(real_seconds(_CLOSE_WAIT_S)):
+        async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
             await writer.wait_closed()
 
 

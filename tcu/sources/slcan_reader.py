@@ -53,7 +53,7 @@ from tcu.sources.slcan import (
 )
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
-from tcu.virtual_time import real_seconds, silence_limit
+from tcu.virtual_time import io_timeout, silence_limit
 
 _LOGGER = logging.getLogger(__name__)
 _READ_SIZE = 65536
@@ -140,7 +140,7 @@ class SlcanChannel:
         """Send a command and wait for its reply, skipping frames that arrive meanwhile."""
         self._write(format_command(command))
         try:
-            async with asyncio.timeout(real_seconds(wait_s)):
+            async with asyncio.timeout(io_timeout(wait_s)):
                 while True:
                     if not self._backlog:
                         self._backlog.extend(await self._read())

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from tcu.backoff import Backoff
 from tcu.config import BrokerConfig
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _build_client(
         keepalive=broker.keepalive_s,
         tls_context=tls_context,
         max_inflight_messages=max_inflight,
-        timeout=real_seconds(10),  # waits on the broker's replies: real time on a bench's virtual time
+        timeout=io_timeout(10),  # the broker's replies: never shorter than real I/O on a bench's virtual time
         **session,
     )
 

@@ -29,7 +29,7 @@ from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.records import to_millis
 from tcu.uplink.topics import VehicleTopics, split_topic
-from tcu.virtual_time import real_seconds
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -154,13 +154,13 @@ class UplinkSession:
             # Orderly shutdown: say so rather than leaving the broker to fire the will later.
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await client.publish(
-                    self._topics.status, self._status(False), qos=1, retain=True, timeout=real_seconds(1)
+                    self._topics.status, self._status(False), qos=1, retain=True, timeout=io_timeout(1)
                 )
             raise
 
     def _expire_inflight(self) -> None:
-        # An ack is a round trip through the broker and the backend: real time on a bench's virtual time.
-        deadline = self._clock.monotonic() - real_seconds(self._uplink.ack_timeout_s)
+        # An ack is a round trip through the broker and the backend: never shorter than real I/O on a bench.
+        deadline = self._clock.monotonic() - io_timeout(self._uplink.ack_timeout_s)
         expired = [seq for seq, sent in self._inflight.items() if sent <= deadline]
         for seq in expired:
             del self._inflight[seq]
@@ -190,7 +190,7 @@ class UplinkSession:
             batch = self._outbox.next_batch(room, skip=self._inflight)
             if not batch:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(real_seconds(self._uplink.ack_timeout_s) / 4, 0.05)):
+                    async with asyncio.timeout(max(io_timeout(self._uplink.ack_timeout_s) / 4, 0.05)):
                         await self._wakeup.wait()
                 continue
             sent_at = self._clock.monotonic()
