@@ -16,6 +16,7 @@ from tests.conftest import require_mosquitto
 OWN_TESTS = {
     "payment_default": "tests/hil/test_payment_default_scenario.py",
     "sale": "tests/hil/test_sale_scenario.py",
+    "replay_commute": "tests/hil/test_replay.py",
 }
 REPO = Path(__file__).resolve().parents[2]
 
