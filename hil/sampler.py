@@ -111,16 +111,7 @@ class StatusTracker:
                 self.noted.append(Noted(kind=EventKind.AGENT, label=label))
             self._agent_up = True
             if fresh_t is None:  # no status of its own yet: up, without a link
-                self._queue = _or(queue_on_disk(), self._queue)
-                sample = Sample(
-                    t=now,
-                    speed_kmh=None,
-                    coverage=False,
-                    queue_depth=self._queue,
-                    stored_at_backend=stored,
-                    starting=True,
-                )
-                self._append(sample)
+                self._statusless_sample(now, stored, queue_on_disk, starting=True)
         if fresh_t is not None and status is not None:
             self._status_sample(fresh_t, status, stored)
 
@@ -169,6 +160,20 @@ class StatusTracker:
         )
 
     def _down_sample(self, now: float, stored: int, queue_on_disk: Callable[[], int | None]) -> None:
+        self._statusless_sample(now, stored, queue_on_disk, agent_up=False)
+        self._agent_up = False
+
+    def _statusless_sample(
+        self,
+        now: float,
+        stored: int,
+        queue_on_disk: Callable[[], int | None],
+        *,
+        agent_up: bool = True,
+        starting: bool = False,
+    ) -> None:
+        """A sample without a status of the agent's (down, or starting): no speed, no link, the queue
+        as its file says."""
         self._queue = _or(queue_on_disk(), self._queue)
         self._append(
             Sample(
@@ -177,10 +182,10 @@ class StatusTracker:
                 coverage=False,
                 queue_depth=self._queue,
                 stored_at_backend=stored,
-                agent_up=False,
+                agent_up=agent_up,
+                starting=starting,
             )
         )
-        self._agent_up = False
 
     def _append(self, sample: Sample) -> None:
         """Samples stay in time order: a status stamped before the last sample is placed at it."""
