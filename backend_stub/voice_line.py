@@ -96,6 +96,7 @@ class LineServer(ABC, Generic[CallT]):
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # owned: cancelled and awaited by close()
         self._changed = asyncio.Event()
+        self._listening = asyncio.Event()  # set once start() listens: a caller waits on it, never polls
         self.calls: list[CallT] = []
 
     @property
@@ -109,6 +110,17 @@ class LineServer(ABC, Generic[CallT]):
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
+    async def wait_listening(self, *, within_s: float = 10.0) -> tuple[str, int]:
+        """The address once the stub listens; a stub's start may take a while (the PSAP compiles first)."""
+        try:
+            async with asyncio.timeout(within_s):
+                await self._listening.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"the {self.name} did not start listening on {self._host}:{self._port} within {within_s:g} s"
+            ) from None
+        return self.address
+
     def call(self, call_id: int | None = None) -> CallT:
         """A call by id, or the most recent one."""
         if not self.calls:
@@ -120,9 +132,11 @@ class LineServer(ABC, Generic[CallT]):
     # -- lifecycle --------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._incoming, self._host, self._port, limit=MAX_LINE)
+        self._listening.set()
         _LOGGER.info("%s answering on %s (%s:%d)", self.name, self.network, *self.address)
 
     async def close(self) -> None:
+        self._listening.clear()
         if self._server is not None:
             self._server.close()
         for call in self.calls:
