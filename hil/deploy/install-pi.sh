@@ -13,7 +13,9 @@
 # checks it with `tcu check-config` (a legal-eCall config whose modem port does not exist is refused),
 # and installs and starts the unit tcu-agent.service (Type=notify, watchdog, restart always).
 #
-# --dry-run   print every action instead of doing it.
+# --dry-run   print every action instead of doing it; what would stop a real run on this host (a missing
+#             modem port, key file or source) is printed as "would fail: ..." and the preview goes on
+#             (exit status 1 when there was any), so the page's command can be tried on a laptop first.
 # --root DIR  install everything under DIR (DIR/etc/tcu, DIR/opt/tcu, DIR/var/lib/tcu,
 #             DIR/etc/systemd/system) for the current user: no root needed, and no apt-get, useradd,
 #             chown, runuser or systemctl; agent.toml and the unit name the paths under DIR, so the
@@ -27,6 +29,17 @@ usage="usage: install-pi.sh --vin VIN --broker URL --backend-keys X25519_PUB,ED2
 fail() {
     echo "install-pi.sh: error: $*" >&2
     exit 2
+}
+problems=0
+# A problem of this host rather than of the arguments: a real run stops at it, a dry run names it and
+# previews on (dry_run is set before the first call).
+problem() {
+    if [ "$dry_run" -eq 1 ]; then
+        echo "would fail: $*"
+        problems=$((problems + 1))
+    else
+        fail "$*"
+    fi
 }
 
 vin="" broker="" backend_keys="" modem_port="" brand="BMW" first_registration="" source="tcu-sim"
@@ -64,15 +77,22 @@ if [ -n "$first_registration" ] && ! [[ "$first_registration" =~ ^[0-9]{4}-[0-9]
     fail "--first-registration '$first_registration' is not a YYYY-MM-DD date"
 fi
 [[ "$modem_port" =~ ^[^\"\\]+$ ]] || fail "--modem-port '$modem_port' holds a quote or a backslash"
+IFS=, read -r backend_box_pub backend_sign_pub <<<"$backend_keys"
+if [ -z "$backend_box_pub" ] || [ -z "$backend_sign_pub" ]; then
+    fail "--backend-keys needs two files, X25519_PUB,ED25519_PUB"
+fi
+[ "$dry_run" -eq 0 ] || echo "dry run: printing what would be done; nothing is changed"
 # Legal eCall needs the modem: say so now rather than after writing a config around a wrong path.
 if [[ "$modem_port" != *://* ]] && [ ! -e "$modem_port" ]; then
-    fail "--modem-port $modem_port does not exist (is the modem plugged in? see ls -l /dev/serial/by-id/)"
+    problem "--modem-port $modem_port does not exist (is the modem plugged in? see ls -l /dev/serial/by-id/)"
 fi
-IFS=, read -r backend_box_pub backend_sign_pub <<<"$backend_keys"
 for key in "$backend_box_pub" "$backend_sign_pub"; do
-    [ -n "$key" ] || fail "--backend-keys needs two files, X25519_PUB,ED25519_PUB"
-    [ -f "$key" ] || fail "backend public key $key does not exist (copy it from the backend's 'backend-stub keygen')"
+    [ -f "$key" ] || problem "backend public key $key does not exist (copy it from the backend's 'backend-stub keygen')"
 done
+# pip would take a missing folder for a package name to look up on an index: name the path instead.
+if [ -z "$python" ] && [ ! -e "$source" ]; then
+    problem "--source $source does not exist (the tcu-sim folder or wheel, relative to $(pwd))"
+fi
 
 if [ -n "$root" ]; then
     root="$(realpath -m -- "$root")"
@@ -80,7 +100,6 @@ if [ -n "$root" ]; then
 elif [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     fail "run as root (sudo), or give --root DIR to install under DIR as yourself, or --dry-run"
 fi
-[ "$dry_run" -eq 0 ] || echo "dry run: printing what would be done; nothing is changed"
 
 etc="$root/etc/tcu"
 opt="$root/opt/tcu"
@@ -120,7 +139,7 @@ if [ -z "$python" ]; then
     act "$python" -m pip install --quiet "$source"
 else
     echo "using $python (tcu-sim installed there already): no venv in $opt, nothing installed with pip"
-    [ "$dry_run" -eq 1 ] || "$python" -c "import tcu.cli" || fail "$python cannot import tcu: install tcu-sim there first"
+    "$python" -c "import tcu.cli" || problem "$python cannot import tcu: install tcu-sim there first"
 fi
 tcu_cli() {
     act "$python" -m tcu.cli --log-level warning "$@"
@@ -196,9 +215,18 @@ tcu_cli service install --config "$config" --python "$python" --user "$user" --u
 as_system systemctl daemon-reload
 as_system systemctl enable --now tcu-agent.service
 
-echo "vehicle public key, to enrol on the backend: $etc/keys/$vin.x25519.pub"
+if [ "$dry_run" -eq 1 ] && [ ! -f "$etc/keys/$vin.x25519.pub" ]; then
+    echo "no vehicle key was written (dry run): a real run writes its public key, to enrol on the backend, to" \
+        "$etc/keys/$vin.x25519.pub"
+else
+    echo "vehicle public key, to enrol on the backend: $etc/keys/$vin.x25519.pub"
+fi
 if [ -n "$root" ]; then
     echo "run the agent: $python -m tcu.cli run --config $config"
 else
     echo "check: systemctl status tcu-agent; journalctl -u tcu-agent -f"
+fi
+if [ "$problems" -gt 0 ]; then
+    echo "install-pi.sh: dry run: a real run would stop at the $problems problem(s) marked 'would fail' above" >&2
+    exit 1
 fi

@@ -306,6 +306,58 @@ def test_a_dry_run_prints_every_action_of_the_system_install_and_does_none(tmp_p
     assert config["vehicle"]["brand"] == _option(install, "--brand")
     assert str(config["vehicle"]["first_registration"]) == _option(install, "--first-registration")
     assert config["telemetry"]["require_services"] is True
+    assert "would fail" not in out
+    # Nothing was written, so the last lines must not read as if the vehicle key were there to enrol.
+    assert "vehicle public key, to enrol on the backend" not in out
+    assert (
+        "no vehicle key was written (dry run): a real run writes its public key, to enrol on the backend, to "
+        f"/etc/tcu/keys/{vin}.x25519.pub" in out.splitlines()
+    )
+
+
+def test_a_dry_run_on_a_laptop_previews_everything_and_names_what_would_fail(tmp_path: Path) -> None:
+    """The page's exact command, on a machine without the modem, the backend's keys or ./tcu-sim."""
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    env, calls = _trap_path(tmp_path)
+    install = _strip_sudo(_doc_command("install-pi.sh"))
+    install[0] = str(REPO / "hil/deploy/install-pi.sh")  # the page runs it from ./tcu-sim, not there either
+    result = subprocess.run(
+        ["bash", *install, "--dry-run"], cwd=laptop, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert not calls.exists(), calls.read_text()
+    lines = result.stdout.splitlines()
+    keys = _option(install, "--backend-keys").split(",")
+    assert [line for line in lines if line.startswith("would fail: ")] == [
+        f"would fail: --modem-port {_option(install, '--modem-port')} does not exist "
+        "(is the modem plugged in? see ls -l /dev/serial/by-id/)",
+        *(
+            f"would fail: backend public key {key} does not exist (copy it from the backend's 'backend-stub keygen')"
+            for key in keys
+        ),
+        f"would fail: --source {_option(install, '--source')} does not exist "
+        f"(the tcu-sim folder or wheel, relative to {laptop})",
+    ]
+    # ... and the whole preview still follows, down to the unit.
+    assert "would run: systemctl enable --now tcu-agent.service" in lines
+    assert "would write /etc/tcu/agent.toml:" in lines
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        "install-pi.sh: dry run: a real run would stop at the 4 problem(s) marked 'would fail' above",
+    )
+
+
+def test_a_real_run_refuses_a_source_that_does_not_exist(tmp_path: Path) -> None:
+    pi, root = _pi_home(tmp_path), tmp_path / "pi-root"
+    (pi / "ttyUSB2").touch()
+    install = _replace(_strip_sudo(_doc_command("install-pi.sh")), "--modem-port", str(pi / "ttyUSB2"))
+    install = [*_replace(install, "--source", "./tcu-sim-typo"), "--root", str(root)]
+    result = _run(["bash", *install], pi, check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"install-pi.sh: error: --source ./tcu-sim-typo does not exist (the tcu-sim folder or wheel, relative to {pi})",
+    )
+    assert not root.exists()  # stopped before changing anything
 
 
 def test_the_installer_stops_with_a_sentence_when_the_modem_port_is_missing(tmp_path: Path) -> None:
