@@ -16,7 +16,7 @@ from hil.devices.replay import ReplayDevice
 from hil.live_view import LiveView
 from hil.report import write_report
 from hil.runner import ScenarioRunner, run_scenario
-from hil.scenario import ACTIONS, Step, library, load_scenario
+from hil.scenario import Step, library, load_scenario, parse_step
 from hil.small_disk import SmallDiskUnavailableError
 from tcu.cli_errors import os_error_sentence
 from tcu.errors import ConfigError
@@ -163,18 +163,15 @@ def _value(text: str) -> object:
         return text
 
 
-def _step(text: str) -> Step:
-    """'at=10 do=tunnel for_s=5' → a Step."""
+def _step(text: str, *, duration_s: float) -> Step:
+    """'at=10 do=tunnel for_s=5' → a Step, checked as a `[[step]]` table is."""
     fields: dict[str, object] = {}
     for token in text.split():
         key, sep, value = token.partition("=")
         if not sep or not key:
             raise ConfigError(f"--step {text!r}: {token!r} is not key=value")
         fields[key] = _value(value)
-    try:
-        return Step(at=float(str(fields.pop("at"))), do=str(fields.pop("do")), args=fields)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"--step {text!r}: needs at=<seconds> and do=<action> ({exc})") from exc
+    return parse_step(fields, duration_s=duration_s, where=f"--step {text!r}")
 
 
 def _time_scale(text: str) -> float:
@@ -189,11 +186,12 @@ def _time_scale(text: str) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.scenario)
+    if path.suffix != ".toml" and args.scenario not in library() and not path.is_file():
+        raise ConfigError(
+            f"no scenario {args.scenario!r} in the library ({', '.join(library())}) nor a file of that name"
+        )
     scenario = load_scenario(path if path.suffix == ".toml" else library().get(args.scenario, path))
-    extra = tuple(_step(text) for text in args.step)
-    unknown = [step.do for step in extra if step.do not in ACTIONS]
-    if unknown:
-        raise ConfigError(f"--step: unknown action(s) {', '.join(unknown)}; expected one of {', '.join(ACTIONS)}")
+    extra = tuple(_step(text, duration_s=scenario.duration_s) for text in args.step)
     scenario = replace(
         scenario,
         steps=tuple(sorted(scenario.steps + extra, key=lambda s: s.at)),

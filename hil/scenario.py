@@ -48,6 +48,7 @@ move on without time passing (`advance_calendar`: a car parked for weeks; the ag
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,23 +208,61 @@ class Scenario:
 def _entries(raw: Any, what: str, known: dict[str, frozenset[str]], key: str) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(raw, list):
         raise ConfigError(f"{what}: expected [[{what}]] tables")
-    entries = []
-    for index, item in enumerate(raw):
-        where = f"{what}[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get(key), str):
-            raise ConfigError(f'{where}: needs {key} = "..."')
-        name = item[key]
-        if name not in known:
-            raise ConfigError(f"{where}: unknown {key} {name!r}; expected one of {', '.join(sorted(known))}")
-        # A step's `at` is when it runs; a check takes `at` only where CHECKS lists it (signal_value,
-        # service_at), so an `at` on any other check is refused rather than silently ignored.
-        args = {k: v for k, v in item.items() if k != key and not (what == "step" and k == "at")}
-        unknown = set(args) - known[name]
-        if unknown:
-            takes = ", ".join(sorted(known[name])) or "no keys"
-            raise ConfigError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}; it takes {takes}")
-        entries.append((name, item))
-    return entries
+    return [_entry(item, f"{what}[{index}]", what, known, key) for index, item in enumerate(raw)]
+
+
+def _entry(item: Any, where: str, what: str, known: dict[str, frozenset[str]], key: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(item, dict) or not isinstance(item.get(key), str):
+        raise ConfigError(f'{where}: needs {key} = "..."')
+    name = item[key]
+    if name not in known:
+        raise ConfigError(f"{where}: unknown {key} {name!r}; expected one of {', '.join(sorted(known))}")
+    # A step's `at` is when it runs; a check takes `at` only where CHECKS lists it (signal_value,
+    # service_at), so an `at` on any other check is refused rather than silently ignored.
+    args = {k: v for k, v in item.items() if k != key and not (what == "step" and k == "at")}
+    unknown = set(args) - known[name]
+    if unknown:
+        takes = ", ".join(sorted(known[name])) or "no keys"
+        raise ConfigError(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}; it takes {takes}")
+    return name, item
+
+
+def parse_step(item: dict[str, Any], *, duration_s: float, where: str) -> Step:
+    """One `[[step]]` table (or a `tcu-hil run --step`), checked as a whole before any run: its action,
+    its keys, its time within the run and the type and range of each value."""
+    name, _ = _entry(item, where, "step", ACTIONS, "do")
+    at = item.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise ConfigError(f"{where} ({name}): needs at = <seconds into the run>; got {at!r}")
+    if not 0 <= at <= duration_s:
+        raise ConfigError(f"{where}: step {name} at {float(at)} s is outside 0..{duration_s} s")
+    args = {k: v for k, v in item.items() if k not in ("at", "do")}
+    for key, value in args.items():
+        if problem := _step_value_problem(key, value):
+            raise ConfigError(f"{where} ({name}): {key} = {value!r}: {problem}")
+    return Step(at=float(at), do=name, args=args)
+
+
+_DOORS = ("FrontLeft", "FrontRight", "RearLeft", "RearRight")  # hil.devices.slcan_sim.Door
+
+
+def _step_value_problem(key: str, value: Any) -> str | None:
+    """Why a step's value cannot work (None: it can), judged before the run rather than by a step
+    that fails halfway through it."""
+    number = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    duration = key.endswith("_s") or key in ("days", "hours", "days_ago")
+    choices = {"door": _DOORS, "device": (*DEVICES, "modem")}.get(key)
+    if duration and (not number or value < 0):
+        return "expected a number of seconds (days, hours) of 0 or more"
+    if key == "for_s" and value == 0:
+        return "a fault of 0 s injects nothing; expected more than 0"
+    if key == "loss" and (not number or not 0 <= value <= 1):
+        return "expected a probability from 0 to 1"
+    if key == "count" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return "expected a whole number of 1 or more"
+    if choices is not None and value not in choices:
+        return f"expected one of {', '.join(choices)}"
+    return None
 
 
 def _drive(raw: Any, *, source: str, base: Path | None, devices: tuple[str, ...]) -> DriveReplay | None:
@@ -272,16 +311,19 @@ def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = N
         unknown = set(devices) - set(DEVICES)
         if unknown:
             raise ConfigError(f"{source}: unknown device(s) {', '.join(sorted(unknown))}; expected {DEVICES}")
-        steps = []
-        for name, item in _entries(raw.get("step", []), "step", ACTIONS, "do"):
-            at = float(item["at"])
-            if not 0 <= at <= duration:
-                raise ConfigError(f"{source}: step {name} at {at} s is outside 0..{duration} s")
-            steps.append(Step(at=at, do=name, args={k: v for k, v in item.items() if k not in ("at", "do")}))
+        raw_steps = raw.get("step", [])
+        if not isinstance(raw_steps, list):
+            raise ConfigError(f"{source}: step: expected [[step]] tables")
+        steps = [
+            parse_step(item, duration_s=duration, where=f"{source}: step[{index}]")
+            for index, item in enumerate(raw_steps)
+        ]
         expectations = [
             Expectation(check=name, args={k: v for k, v in item.items() if k != "check"})
             for name, item in _entries(raw.get("expect", []), "expect", CHECKS, "check")
         ]
+        if "can" not in devices and (bus := sorted({s.do for s in steps} & BUS_STEPS)):
+            raise ConfigError(f'{source}: step(s) {", ".join(bus)} drive the CAN bus: add "can" to devices')
         drive = _drive(raw.get("drive"), source=source, base=base, devices=devices)
         if drive is not None and (fixed := sorted({s.do for s in steps} & BUS_STEPS)):
             raise ConfigError(

@@ -63,8 +63,8 @@ def test_at_is_taken_where_the_check_reads_it() -> None:
         '[[expect]]\ncheck = "service_at"\nservice = "6AM"\nat = 5\nstate = "running"\n'
     )
     assert [e.args["at"] for e in value.expectations] == [5, 5]
-    step = parse_scenario(MINIMAL + '[[step]]\nat = 3\ndo = "lock"\n').steps[0]
-    assert (step.at, step.args) == (3.0, {})
+    step = parse_scenario(MINIMAL + '[[step]]\nat = 3\ndo = "park"\nfor_s = 2\n').steps[0]
+    assert (step.at, step.args) == (3.0, {"for_s": 2})
 
 
 # -- advance_calendar: an agent-down span, and a GNSS that follows the calendar -----------------------

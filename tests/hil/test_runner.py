@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hil.cli import main as hil_cli
 from hil.report import load_timeline
 from hil.scenario import parse_scenario
 from hil.timeline import EventKind
+from tcu.errors import ConfigError
 from tests.conftest import require_mosquitto
 
 SHORT = """
@@ -85,9 +88,9 @@ def test_a_failed_expectation_fails_the_run(tmp_path: Path, capsys) -> None:  # 
 
 def test_unknown_scenario_and_bad_step_are_refused(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert hil_cli(["run", "no_such_scenario"]) == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "no scenario 'no_such_scenario' in the library (agent_kill, commute," in capsys.readouterr().err
     assert hil_cli(["run", "commute", "--step", "at=1 do=fly"]) == 2
-    assert "unknown action(s) fly" in capsys.readouterr().err
+    assert "unknown do 'fly'; expected one of" in capsys.readouterr().err
 
 
 async def test_bench_mode_uses_a_real_port_instead_of_the_virtual_device(tmp_path: Path) -> None:
@@ -105,6 +108,50 @@ async def test_bench_mode_uses_a_real_port_instead_of_the_virtual_device(tmp_pat
         runner = ScenarioRunner(scenario, tmp_path / "run", broker_choice="mosquitto", real_ports={"can": adapter.path})
         timeline = await runner.run()
     assert timeline.passed, timeline.expectations
-    failed = [e for e in timeline.events if e.label == "lock failed"]
-    assert failed  # the virtual bus cannot be driven on a bench: said, not crashed
-    assert "do it on the bench" in failed[0].detail
+    by_hand = [e for e in timeline.events if e.label == "lock: by hand"]
+    assert by_hand  # the virtual bus cannot be driven on a bench: the engineer is told, the run goes on
+    assert "do it on the bench" in by_hand[0].detail
+
+
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ("at=10 do=tunnel for=8", "unknown key(s) for; it takes for_s"),
+        ("at=10 do=tunnel for_s=eight", "for_s = 'eight': expected a number of seconds"),
+        ("at=10 do=tunnel for_s=-8", "for_s = -8: expected a number of seconds"),
+        ("at=10 do=tunnel for_s=0", "a fault of 0 s injects nothing"),
+        ("at=50 do=tunnel for_s=8", "step tunnel at 50.0 s is outside 0..40.0 s"),
+        ("at=5 do=open_door door=PassengerFront", "expected one of FrontLeft, FrontRight, RearLeft, RearRight"),
+        ("at=5 do=latency loss=1.5", "loss = 1.5: expected a probability from 0 to 1"),
+        ("at=5 do=serial_garbage device=usb count=0", "device = 'usb': expected one of obd, can, gnss, modem"),
+        ("do=tunnel for_s=8", "needs at = <seconds into the run>"),
+    ],
+)
+def test_a_command_line_step_is_checked_as_a_scenario_step_is(
+    step: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before any run: a mistyped --step must not become a green run whose fault was never injected."""
+    assert hil_cli(["run", "commute", "--step", step]) == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_a_bus_step_without_the_can_device_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match='step\\(s\\) open_door drive the CAN bus: add "can" to devices'):
+        parse_scenario('name = "nocan"\nduration_s = 10\ndevices = ["gnss"]\n[[step]]\nat = 2\ndo = "open_door"\n')
+
+
+async def test_a_step_that_fails_during_the_run_fails_the_run(tmp_path: Path) -> None:
+    """A fault that was never injected cannot leave a green run behind, whatever the checks say."""
+    require_mosquitto()
+    from hil.runner import ScenarioRunner  # noqa: PLC0415
+
+    scenario = parse_scenario(
+        'name = "broken"\nduration_s = 4\ndevices = []\n[vehicle]\nlegal_ecall = false\n'
+        '[[step]]\nat = 1\ndo = "serial_garbage"\ndevice = "can"\n'  # no such device on this bench
+        '[[expect]]\ncheck = "no_rejections"\n'
+    )
+    timeline = await ScenarioRunner(scenario, tmp_path / "run", broker_choice="mosquitto").run()
+    assert not timeline.passed
+    verdict = timeline.expectations[-1]
+    assert verdict.name == "every step performed"
+    assert verdict.detail.startswith("1 step(s) failed: serial_garbage at 1 s: KeyError")

@@ -20,7 +20,9 @@ def test_the_library_parses_and_covers_the_mission() -> None:
 
 
 def test_steps_are_sorted_and_parked_windows_derived() -> None:
-    scenario = parse_scenario(MINIMAL + '[[step]]\nat = 8\ndo = "lock"\n[[step]]\nat = 2\ndo = "park"\nfor_s = 3\n')
+    scenario = parse_scenario(
+        MINIMAL + 'devices = ["can"]\n[[step]]\nat = 8\ndo = "lock"\n[[step]]\nat = 2\ndo = "park"\nfor_s = 3\n'
+    )
     assert [s.do for s in scenario.steps] == ["park", "lock"]
     assert scenario.parked_windows() == ((2.0, 5.0),)
 
