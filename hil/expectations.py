@@ -104,14 +104,15 @@ def evaluate(scenario: Scenario, evidence: Evidence) -> list[ExpectationResult]:
 
 
 def _one(expectation: Expectation, evidence: Evidence) -> ExpectationResult:
+    errored = False
     try:
         answer = CHECK_TABLE[expectation.check](evidence, expectation.args)
     except ConfigError as exc:  # the scenario's arguments: said, no traceback
         _LOGGER.error("check %s cannot run: %s", expectation.name, exc)
-        answer = Outcome(passed=False, detail=f"check failed to run: {exc}")
+        answer, errored = Outcome(passed=False, detail=f"check failed to run: {exc}"), True
     except Exception as exc:  # a check that cannot run is a failed check with its reason
         _LOGGER.exception("check %s failed to run", expectation.name)
-        answer = Outcome(passed=False, detail=f"check failed to run: {type(exc).__name__}: {exc}")
+        answer, errored = Outcome(passed=False, detail=f"check failed to run: {type(exc).__name__}: {exc}"), True
     if not isinstance(answer, Outcome):
         answer = Outcome(passed=answer[0], detail=answer[1])
     return ExpectationResult(
@@ -120,4 +121,5 @@ def _one(expectation: Expectation, evidence: Evidence) -> ExpectationResult:
         detail=answer.detail,
         measured=answer.measured,
         limit=answer.limit,
+        errored=errored,
     )

@@ -4,9 +4,10 @@ Jenkins, GitHub's test reporters) lists a bench run's checks as tests and a fail
 The common JUnit schema as pytest's `--junitxml` writes it: `<testsuites>` holding one `<testsuite
 name tests failures errors skipped time>` per scenario, one `<testcase classname name time>` per
 expectation; a failed expectation has a `<failure message=...>` whose message is the expectation's
-detail and whose text adds the measured value and the limit. A scenario that checked nothing fails
-(the CLI fails such a run too): one test case says so. Deterministic like the rest of the report: no
-timestamp, no host name.
+detail and whose text adds the measured value and the limit; a check that could not run has an
+`<error>` instead (pytest's convention: the test itself could not run), counted in `errors`. A
+scenario that checked nothing fails (the CLI fails such a run too): one test case says so.
+Deterministic like the rest of the report: no timestamp, no host name.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def expectation_text(result: ExpectationResult) -> str:
 
 def _suite(timeline: Timeline) -> ET.Element:
     results = timeline.expectations
-    failures = sum(not r.passed for r in results) + (0 if results else 1)
+    failures = _failures(results)
     classname = f"hil.{timeline.scenario}"
     suite = ET.Element(
         "testsuite",
@@ -56,7 +57,7 @@ def _suite(timeline: Timeline) -> ET.Element:
             "name": classname,
             "tests": str(max(len(results), 1)),
             "failures": str(failures),
-            "errors": "0",
+            "errors": str(_errors(results)),
             "skipped": "0",
             "time": f"{duration_s(timeline):.3f}",
         },
@@ -66,7 +67,10 @@ def _suite(timeline: Timeline) -> ET.Element:
         ET.SubElement(properties, "property", {"name": name, "value": value})
     for result in results:
         case = ET.SubElement(suite, "testcase", {"classname": classname, "name": result.name, "time": "0.000"})
-        if not result.passed:
+        if result.errored:
+            error = ET.SubElement(case, "error", {"message": result.detail, "type": "CheckError"})
+            error.text = expectation_text(result)
+        elif not result.passed:
             failure = ET.SubElement(case, "failure", {"message": result.detail, "type": "ExpectationFailed"})
             failure.text = expectation_text(result)
         else:
@@ -75,6 +79,15 @@ def _suite(timeline: Timeline) -> ET.Element:
         case = ET.SubElement(suite, "testcase", {"classname": classname, "name": "expectations", "time": "0.000"})
         ET.SubElement(case, "failure", {"message": NOTHING_CHECKED, "type": "NothingChecked"}).text = NOTHING_CHECKED
     return suite
+
+
+def _failures(results: Sequence[ExpectationResult]) -> int:
+    """Failed checks; a scenario that checked nothing is one failure."""
+    return sum(not r.passed and not r.errored for r in results) if results else 1
+
+
+def _errors(results: Sequence[ExpectationResult]) -> int:
+    return sum(r.errored for r in results)
 
 
 def _properties(timeline: Timeline) -> list[tuple[str, str]]:
@@ -94,10 +107,8 @@ def render_junit(timelines: Sequence[Timeline]) -> str:
         {
             "name": "tcu-hil",
             "tests": str(sum(max(len(t.expectations), 1) for t in timelines)),
-            "failures": str(
-                sum(sum(not r.passed for r in t.expectations) or int(not t.expectations) for t in timelines)
-            ),
-            "errors": "0",
+            "failures": str(sum(_failures(t.expectations) for t in timelines)),
+            "errors": str(sum(_errors(t.expectations) for t in timelines)),
             "time": f"{sum(duration_s(t) for t in timelines):.3f}",
         },
     )

@@ -55,7 +55,13 @@ def _expectations(timeline: Timeline) -> list[str]:
         ("Expectation", "Result", "Measured", "Limit", "Detail"),
         "lllll",
         (
-            (cell(r.name), verdict(r.passed), cell(r.measured) or "—", cell(r.limit) or "—", cell(r.detail))
+            (
+                cell(r.name),
+                "ERROR" if r.errored else verdict(r.passed),
+                cell(r.measured) or "—",
+                cell(r.limit) or "—",
+                cell(r.detail),
+            )
             for r in results
         ),
     )

@@ -106,6 +106,15 @@ class ExpectationResult:
     detail: str  # what was expected and what was found, precise enough to act on
     measured: str = ""  # a precise check's measured value, e.g. "p50 0.12 s, p99 0.48 s over 37 records"
     limit: str = ""  # the limit it was held to, e.g. "p50 <= 1 s, p99 <= 3 s"
+    # The check could not run (bad arguments, a crash in the check): not a verdict on the car, so CI
+    # lists it as an error, not a failure. Never together with passed.
+    errored: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.errored, bool):  # a timeline.json's 1 or "no" is not a flag
+            raise TypeError(f"errored must be true or false, got {self.errored!r}")
+        if self.passed and self.errored:
+            raise ValueError(f"expectation {self.name!r}: a check that could not run cannot have passed")
 
 
 @dataclass(slots=True, kw_only=True)

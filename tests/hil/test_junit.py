@@ -6,9 +6,17 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any, cast
 
+import pytest
+
+from hil import expectations
+from hil.expectations import Evidence, evaluate
 from hil.junit import NOTHING_CHECKED, render_junit, write_junit
+from hil.scenario import parse_scenario
 from hil.timeline import ExpectationResult, Timeline
+from tcu.errors import ConfigError
+from tests.hil.evidence_builder import HEAD
 from tests.hil.report_fixture import recorded_run
 
 REFERENCE_ARGS = ("-o", "junit_logging=system-out", "--junitxml", "ref.xml", "test_sample.py")
@@ -23,6 +31,17 @@ def _failing() -> Timeline:
             detail="p99 4.2 s over 37 records, limit 3 s",
             measured="p50 0.12 s, p99 4.2 s",
             limit="p99 <= 3 s",
+        )
+    )
+    return timeline
+
+
+def _errored() -> Timeline:
+    """A run whose last check could not run, beside the one that failed."""
+    timeline = _failing()
+    timeline.expectations.append(
+        ExpectationResult(
+            name="signal_value", passed=False, detail="check failed to run: KeyError: 'Vehicle.Speed'", errored=True
         )
     )
     return timeline
@@ -58,6 +77,53 @@ def test_a_failure_carries_the_detail_the_measured_value_and_the_limit() -> None
     assert passed is not None
     assert passed.text is not None
     assert "measured: 3 m\nlimit: 200 m" in passed.text
+
+
+def test_a_check_that_could_not_run_is_an_error_not_a_failure() -> None:
+    """pytest's convention, which CI systems follow: a failure is a verdict on the car, an error says the
+    check itself did not run (a broken scenario or check), so nobody reads it as the car's fault."""
+    root = ET.fromstring(render_junit([_errored(), recorded_run()]))
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("8", "1", "1")
+    suite = root.findall("testsuite")[0]
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "1")
+    case = suite.find("testcase[@name='signal_value']")
+    assert case is not None
+    assert case.find("failure") is None
+    error = case.find("error")
+    assert error is not None
+    assert error.get("message") == "check failed to run: KeyError: 'Vehicle.Speed'"
+    assert error.text == "check failed to run: KeyError: 'Vehicle.Speed'"
+    assert suite.find("testcase[@name='records_latency']/failure") is not None  # the real failure stays one
+
+
+def _raises(exc: Exception) -> Any:
+    def check(evidence: Evidence, args: dict[str, Any]) -> Any:
+        raise exc
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("exc", "detail"),
+    [
+        (ConfigError("equals needs a number"), "check failed to run: equals needs a number"),
+        (KeyError("Vehicle.Speed"), "check failed to run: KeyError: 'Vehicle.Speed'"),
+    ],
+)
+def test_evaluate_marks_a_check_that_could_not_run(
+    monkeypatch: pytest.MonkeyPatch, exc: Exception, detail: str
+) -> None:
+    monkeypatch.setitem(expectations.CHECK_TABLE, "signal_value", _raises(exc))
+    scenario = parse_scenario(HEAD + '[[expect]]\ncheck = "signal_value"\npath = "Vehicle.Speed"\nequals = 3\n')
+    (result,) = evaluate(scenario, cast(Evidence, None))
+    assert (result.passed, result.errored, result.detail) == (False, True, detail)
+
+
+def test_evaluate_does_not_mark_a_check_that_ran_and_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(expectations.CHECK_TABLE, "signal_value", lambda evidence, args: (False, "found 2"))
+    scenario = parse_scenario(HEAD + '[[expect]]\ncheck = "signal_value"\npath = "Vehicle.Speed"\nequals = 3\n')
+    (result,) = evaluate(scenario, cast(Evidence, None))
+    assert (result.passed, result.errored) == (False, False)
 
 
 def test_faults_and_phases_are_suite_properties() -> None:
@@ -102,7 +168,9 @@ def test_the_shape_is_what_pytests_junitxml_writes(tmp_path: Path) -> None:
     """Every element and attribute we write is one pytest writes too: CI systems that read pytest's
     reports read ours."""
     (tmp_path / "test_sample.py").write_text(
-        "def test_pass():\n    print('out')\n\ndef test_fail():\n    assert 1 == 2, 'one is not two'\n"
+        "import pytest\n\n@pytest.fixture\ndef broken():\n    raise OSError('no port')\n\n"
+        "def test_pass():\n    print('out')\n\ndef test_fail():\n    assert 1 == 2, 'one is not two'\n\n"
+        "def test_error(broken):\n    pass\n"
     )
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *REFERENCE_ARGS],
@@ -120,10 +188,12 @@ def test_the_shape_is_what_pytests_junitxml_writes(tmp_path: Path) -> None:
     # GitLab validate against (junit-10.xsd).
     theirs["testsuites"] |= {"tests", "failures", "errors", "time"}
     theirs["failure"] |= {"type"}
-    ours = ET.fromstring(render_junit([_failing(), Timeline(scenario="empty")]))
+    theirs["error"] |= {"type"}
+    ours = ET.fromstring(render_junit([_errored(), Timeline(scenario="empty")]))
     for element in ours.iter():
         assert element.tag in theirs, element.tag
         assert set(element.keys()) <= theirs[element.tag], (element.tag, element.keys())
-    assert {"testsuites", "testsuite", "testcase", "failure", "system-out"} <= set(theirs)
+    assert {"testsuites", "testsuite", "testcase", "failure", "error", "system-out"} <= set(theirs)
+    assert {"failure", "error"} <= {element.tag for element in ours.iter()}
     for suite in ours.findall("testsuite"):  # the counts pytest writes, as integers a reader can sum
         assert all(int(suite.get(count, "x")) >= 0 for count in ("tests", "failures", "errors", "skipped"))

@@ -134,6 +134,22 @@ def test_a_failed_expectation_fails_the_report() -> None:
     assert "| service_active | FAIL | — | — | expected remote_measure \\| found [] |" in text  # pipe escaped
 
 
+def _with_an_errored_check() -> Timeline:
+    timeline = recorded_run()
+    timeline.expectations.append(
+        ExpectationResult(
+            name="signal_value", passed=False, detail="check failed to run: KeyError: 'Vehicle.Speed'", errored=True
+        )
+    )
+    return timeline
+
+
+def test_a_check_that_could_not_run_reads_error_not_fail() -> None:
+    text = render_markdown(_with_an_errored_check())
+    assert text.startswith("# Scenario `tunnel_kill_crash`: FAIL\n")  # the run fails all the same
+    assert "| signal_value | ERROR | — | — | check failed to run: KeyError: 'Vehicle.Speed' |" in text
+
+
 def test_an_empty_run_still_reports(tmp_path: Path) -> None:
     report = write_report(Timeline(scenario="nothing"), tmp_path)
     text = report.read_text()
@@ -279,6 +295,14 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert timeline_from_json(timeline_to_json(empty)) == empty
 
 
+def test_a_check_that_could_not_run_stays_one_through_timeline_json(tmp_path: Path) -> None:
+    timeline = _with_an_errored_check()
+    dump_timeline(timeline, tmp_path / "timeline.json")
+    loaded = load_timeline(tmp_path / "timeline.json")
+    assert loaded == timeline
+    assert [r.errored for r in loaded.expectations] == [False, False, False, True]
+
+
 def test_a_version_1_timeline_still_loads() -> None:
     doc = {
         "format": "tcu-hil-timeline",
@@ -291,6 +315,7 @@ def test_a_version_1_timeline_still_loads() -> None:
         "expectations": [{"name": "x", "passed": True, "detail": "ok"}],
     }
     timeline = timeline_from_json(json.dumps(doc))
+    assert timeline.expectations == [ExpectationResult(name="x", passed=True, detail="ok", errored=False)]
     assert timeline.samples[0].agent_up is True
     assert timeline.spans == []
     assert timeline.series == {}
@@ -307,6 +332,14 @@ def test_a_version_1_timeline_still_loads() -> None:
         (lambda text: text.replace('"kind": "agent_down"', '"kind": "nap"', 1), r"spans\[5\]: 'nap'"),
         (lambda text: text.replace("[[0.0, 0.0], [0.5", "[[0.0, null], [0.5", 1), r"series\['Vehicle.Speed'\]"),
         (lambda text: text.replace('"at_ms": ', '"at": ', 1), r"ecall\[0\]: .*'at'"),
+        (
+            lambda text: text.replace('"errored": false', '"errored": 1', 1),
+            r"expectations\[0\]: errored must be true or false, got 1",
+        ),
+        (
+            lambda text: text.replace('"errored": false', '"errored": true', 1),
+            r"expectations\[0\]: expectation 'records_without_gaps': a check that could not run cannot have passed",
+        ),
     ],
 )
 def test_a_malformed_timeline_is_refused_with_the_place(mutate: Callable[[str], str], message: str) -> None:
