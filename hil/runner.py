@@ -344,14 +344,24 @@ class ScenarioRunner:
     # -- actions -----------------------------------------------------------------------------------
 
     async def _perform(self, bench: Bench, step: Step) -> None:
+        refused = step.args.get("refused")  # the refusal this step expects, if any
         try:
             await ACTION_TABLE[step.do](self, bench, step)
         except ByHandError as exc:  # a bench with real adapters: the engineer does it, the run goes on
             self.event(EventKind.ACTION, f"{step.do}: by hand", str(exc))
         except Exception as exc:  # a failing action is a finding of the run, not a crash of the runner
+            if refused is not None and str(refused) in str(exc):
+                self.event(EventKind.ACTION, f"{step.do} refused, as expected", str(exc))
+                return
             _LOGGER.exception("step %s at %s s failed", step.do, step.at)
-            self.event(EventKind.FAULT, f"{step.do} failed", f"{type(exc).__name__}: {exc}")
-            self.failed_steps.append(f"{step.do} at {step.at:g} s: {type(exc).__name__}: {exc}")
+            self._step_failed(step, f"{type(exc).__name__}: {exc}")
+        else:
+            if refused is not None:
+                self._step_failed(step, f"expected a refusal containing {refused!r}, but it was accepted")
+
+    def _step_failed(self, step: Step, why: str) -> None:
+        self.event(EventKind.FAULT, f"{step.do} failed", why)
+        self.failed_steps.append(f"{step.do} at {step.at:g} s: {why}")
 
     def _steps_result(self) -> list[ExpectationResult]:
         """A step that failed is a failed run, whatever the checks say: its fault was never injected."""

@@ -69,10 +69,12 @@ ACTIONS: dict[str, frozenset[str]] = {
     "close_door": frozenset({"door"}),
     "crash": frozenset(),
     "sos": frozenset(),
-    "book": frozenset({"service", "term"}),
-    "cancel": frozenset({"service", "sale"}),  # sale = true: a fixed term on sale of the car (AGB 7.4)
-    "suspend": frozenset(),
-    "resume": frozenset(),
+    # refused = "text": the backend must refuse the order, with a reason containing the text (the step
+    # fails if it is accepted); without it, a refusal fails the step
+    "book": frozenset({"service", "term", "refused"}),
+    "cancel": frozenset({"service", "sale", "refused"}),  # sale = true: a fixed term on sale (AGB 7.4)
+    "suspend": frozenset({"refused"}),
+    "resume": frozenset({"refused"}),
     "measure": frozenset({"id", "fault", "changes", "states", "impairs", "step_s", "max_attempts"}),
     "agent_kill": frozenset({"restart_after_s"}),  # SIGKILL the agent, start it again
     "serial_garbage": frozenset({"device", "count"}),

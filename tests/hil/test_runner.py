@@ -155,3 +155,31 @@ async def test_a_step_that_fails_during_the_run_fails_the_run(tmp_path: Path) ->
     verdict = timeline.expectations[-1]
     assert verdict.name == "every step performed"
     assert verdict.detail.startswith("1 step(s) failed: serial_garbage at 1 s: KeyError")
+
+
+async def test_a_step_that_expects_a_refusal_passes_on_it_and_fails_when_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """terms_renewal's late cancel: the backend's refusal is the behaviour under test, so it passes the
+    step; an accepted order, or a refusal for another reason, fails it."""
+    from hil import runner as runner_module  # noqa: PLC0415
+    from hil.scenario import Step  # noqa: PLC0415
+
+    async def refuse(*_args: object) -> None:
+        raise ConfigError("service 6AN: notice on 2026-12-10 is too late to stop the renewal of its 2+1 term")
+
+    async def accept(*_args: object) -> None:
+        return None
+
+    runner = runner_module.ScenarioRunner(parse_scenario('name = "t"\nduration_s = 60\n'), tmp_path)
+    late = Step(at=24, do="cancel", args={"service": "6AN", "refused": "too late to stop the renewal"})
+    other = Step(at=25, do="cancel", args={"service": "6AN", "refused": "no such code"})
+    monkeypatch.setitem(runner_module.ACTION_TABLE, "cancel", refuse)
+    await runner._perform(None, late)  # type: ignore[arg-type]  # the fake action needs no bench
+    assert runner.failed_steps == []
+    assert runner.timeline.events[-1].label == "cancel refused, as expected"
+    await runner._perform(None, other)  # type: ignore[arg-type]
+    monkeypatch.setitem(runner_module.ACTION_TABLE, "cancel", accept)
+    await runner._perform(None, late)  # type: ignore[arg-type]
+    assert [f.split(":", 1)[0] for f in runner.failed_steps] == ["cancel at 25 s", "cancel at 24 s"]
+    assert "expected a refusal containing 'too late to stop the renewal', but it was accepted" in runner.failed_steps[1]
