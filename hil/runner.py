@@ -36,7 +36,7 @@ from hil.devices.slcan_sim import SlcanSimulator
 from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
 from hil.netem import NetworkEmulator
-from hil.sampler import BenchSampler
+from hil.sampler import BenchSampler, queue_on_disk
 from hil.scenario import Scenario, Step, toml_lines
 from hil.timeline import Event, EventKind, ExpectationResult, Sample, Timeline
 from tcu.errors import ConfigError
@@ -308,7 +308,7 @@ class ScenarioRunner:
                 while empty_since is None or loop.time() - empty_since < real_seconds(_DRAIN_SETTLE_S):
                     await asyncio.sleep(real_seconds(0.5))
                     status = read_status(status_path)
-                    if _link_up(status) and _queue_depth(outbox) == 0:
+                    if _link_up(status) and queue_on_disk(outbox) == 0:
                         empty_since = loop.time() if empty_since is None else empty_since
                     else:
                         empty_since = None
@@ -394,12 +394,6 @@ _DRAIN_SETTLE_S = 2.0
 
 def _link_up(status: dict[str, Any] | None) -> bool:
     return bool(status and isinstance(status.get("link"), dict) and status["link"].get("up"))
-
-
-def _queue_depth(outbox: Path) -> int:
-    """Records in the vehicle's queue, read from the file itself (the status file lags by its interval)."""
-    with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5)) as db:
-        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
 def run_scenario(runner: ScenarioRunner, *, time_scale: float | None = None) -> Timeline:

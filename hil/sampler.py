@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backend_stub.psap import read_psap_msds
 from hil.backend_series import ecall_marks, signal_series, stored_series
+from hil.evidence_reads import vehicle_msds
 from hil.timeline import EventKind, Phase, Sample, Span, SpanKind, runs
 from tcu.status import read_status
 from tcu.virtual_time import real_seconds
@@ -226,7 +226,7 @@ class BenchSampler:
             status=read_status(self._status_path),
             to_scenario=runner.scenario_seconds,
             stored=self._bench.backend.store.count(runner.scenario.vin),
-            queue_on_disk=lambda: _queue_on_disk(self._outbox),
+            queue_on_disk=lambda: queue_on_disk(self._outbox),
         )
         for noted in tracker.noted:
             runner.event(noted.kind, noted.label, noted.detail)
@@ -250,7 +250,7 @@ class BenchSampler:
         drain_start = end if self._drain_start is None else self._drain_start
         before = len(self.tracker.samples)
         stored = bench.backend.store.count(runner.scenario.vin)
-        self.tracker.end(end, stored=stored, queue_on_disk=lambda: _queue_on_disk(self._outbox))
+        self.tracker.end(end, stored=stored, queue_on_disk=lambda: queue_on_disk(self._outbox))
         timeline = runner.timeline
         timeline.samples += self.tracker.samples[before:]
         timeline.spans += bench_spans(self.tracker, drain_start, end, explicit=timeline.spans_of(SpanKind.AGENT_DOWN))
@@ -261,7 +261,7 @@ class BenchSampler:
         psap_rows: list[dict[str, Any]] = []
         if bench.backend.psap is not None:
             try:
-                psap_rows = [row for row in read_psap_msds(bench.backend.config.database) if row["vin"] == vin]
+                psap_rows = vehicle_msds(bench.backend, vin)
             except sqlite3.Error as exc:
                 _LOGGER.warning("report: cannot read the PSAP's MSDs (%s); the eCall table lacks them", exc)
         timeline.ecall = ecall_marks(records, psap_rows, runner.scenario_seconds)
@@ -335,8 +335,9 @@ def bench_spans(tracker: StatusTracker, drain_start: float, end: float, *, expli
     return result
 
 
-def _queue_on_disk(outbox: Path) -> int | None:
-    """Records in the vehicle's queue, from the file itself: what a down agent has queued."""
+def queue_on_disk(outbox: Path) -> int | None:
+    """Records in the vehicle's queue, from the file itself (what a down agent has queued; the status
+    file lags by its interval); None while the file cannot be read."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=1)) as db:
             return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
