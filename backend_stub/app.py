@@ -13,7 +13,8 @@ from backend_stub.ingest import Ingest, IngestService
 from backend_stub.invoices import Billing, InvoiceStore
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
-from backend_stub.measures import MeasureScheduler, sim_of
+from backend_stub.measure_answers import sim_of
+from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
@@ -22,8 +23,8 @@ from backend_stub.retention import PersonalValues, RetentionJob, SideTables, run
 from backend_stub.store import BackendStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
-from tcu.keys import load_private_key, load_signing_key
-from tcu.uplink.strict_cbor import describe
+from telematics_wire.keys import load_private_key, load_signing_key
+from telematics_wire.strict_cbor import describe
 
 _LOGGER = logging.getLogger(__name__)
 RETENTION_INTERVAL_S = 3600.0  # personal data is due by the millisecond; an hour late is within "nach 4 Wochen"

@@ -38,15 +38,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
-from backend_stub.errors import BackendError
-from tcu.services.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Brand, Catalogue
-from tcu.services.entitlements import is_paid
-from tcu.services.provisioning import ProvisioningFile
-from tcu.services.terms import EXTENSION_MONTHS, Booking, Extension, ServiceStatus, Term, midnight, parse_term
-
-
-class ProvisioningError(BackendError):
-    """A change of desired state refused; the message says why and what to do instead."""
+from backend_stub.errors import ProvisioningError
+from telematics_wire.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Brand, Catalogue
+from telematics_wire.entitlements import is_paid
+from telematics_wire.provisioning import ProvisioningFile
+from telematics_wire.terms import EXTENSION_MONTHS, Booking, Extension, ServiceStatus, Term, midnight, parse_term
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

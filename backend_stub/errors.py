@@ -3,8 +3,8 @@
 BackendError
 ├── BackendConfigError   config missing or invalid (names the key)
 ├── UnknownVehicleError  a VIN that was never enrolled
-├── ProvisioningError    a change the backend refuses to issue (backend_stub/provisioning.py)
-├── MeasureRefusedError  a measure the vehicle would refuse, never signed (backend_stub/measures.py)
+├── ProvisioningError    a change of desired state the backend refuses to issue (desired_state.py, provisioning.py)
+├── MeasureRefusedError  a measure the vehicle would refuse, never signed (measures.py, measure_orders.py)
 ├── InvoiceError         an invoice or payment refused: service not booked or free, bad amount or date (invoices.py)
 ├── AccountError         an account operation refused: pairing code wrong or expired, link exists (accounts.py)
 ├── DatabaseError        the database failed (disk full, I/O error, refused commit); the transaction is undone
@@ -24,6 +24,14 @@ class BackendConfigError(BackendError):
 
 class UnknownVehicleError(BackendError):
     """The VIN has not been enrolled (`backend-stub enroll`)."""
+
+
+class ProvisioningError(BackendError):
+    """A change of desired state refused; the message says why and what to do instead."""
+
+
+class MeasureRefusedError(BackendError):
+    """A measure the backend will not sign because the vehicle would refuse it; the message says why."""
 
 
 class InvoiceError(BackendError):

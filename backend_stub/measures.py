@@ -23,16 +23,17 @@
   malformed) or after `max_attempts`; `expired` when its deadline passes. An attempt with no answer
   within `attempt_timeout_s` counts as `lost`.
 - Planned before any attempt, never signed when the vehicle would refuse it: `send` builds the order
-  and runs the vehicle's own rules on it (`MeasureOrder` validation and `check_plan`, imported from
-  tcu, with the vehicle's key table) and refuses with `MeasureRefusedError` naming the reason — more
+  and runs the vehicle's own rules on it (backend_stub.measure_orders: `MeasureOrder` validation and
+  `check_plan` from telematics_wire, with the vehicle's key table) and refuses with `MeasureRefusedError` naming the reason — more
   than 10 minutes of declared steps, a vehicle function, personal settings, a key outside the
   fault's service — before anything is stored or published; a stored measure that fails them
   (written by an older backend) is abandoned, not sent.
 
-The vehicle's answers arrive as `measure_result` events through ingest (`on_record`); its online
-status through `on_status`. Orders go to `vehicles/{VIN}/down/measure`, QoS 1, not retained: a
-stale order must not run later, and the broker's persistent session holds one sent just before the
-vehicle went offline (the vehicle still checks the deadline).
+The vehicle's answers arrive as `measure_result` events through ingest (`on_record`; what their
+codes mean: backend_stub.measure_answers); its online status through the `online` callable. Orders go to
+`vehicles/{VIN}/down/measure`, QoS 1, not retained: a stale order must not run later, and the
+broker's persistent session holds one sent just before the vehicle went offline (the vehicle still
+checks the deadline).
 """
 
 from __future__ import annotations
@@ -40,13 +41,22 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
-from backend_stub.errors import BackendError
+from backend_stub.errors import MeasureRefusedError
+from backend_stub.measure_answers import (
+    CAP_FAILURES,
+    FINAL_REJECTIONS,
+    SIM_INACTIVE,
+    WAITS_FOR,
+    SimReport,
+    answer_text,
+    impaired_seconds,
+)
+from backend_stub.measure_orders import judge, order_for
 from backend_stub.measure_store import (
     ABANDONED,
     EXPIRED,
@@ -58,68 +68,18 @@ from backend_stub.measure_store import (
 )
 from tcu.backoff import Backoff
 from tcu.clock import Clock
-from tcu.errors import RejectedMessageError
-from tcu.services.ecu_config import KeySpec, load_key_specs
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, RejectedOrderError, check_plan, sign_order
-from tcu.services.measure_plan import Fault, MeasureStep, planned_ms, seconds_text
-from tcu.services.payload_fields import is_int, shown
-from tcu.uplink.records import ReceivedRecord, RecordKind
-from tcu.uplink.topics import VehicleTopics
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.ecu_keys import KeySpec, load_key_specs
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.measure_order import MeasureCategory, sign_order
+from telematics_wire.measure_plan import Fault, MeasureStep, planned_ms, seconds_text
+from telematics_wire.payload_fields import is_int, shown
+from telematics_wire.records import ReceivedRecord, RecordKind
+from telematics_wire.topics import VehicleTopics
+from telematics_wire.vehicle_mode import VehicleMode
 
 _LOGGER = logging.getLogger(__name__)
 
-FINAL_REJECTIONS = frozenset(
-    {
-        "bad_signature",
-        "other_vehicle",
-        "vehicle_function",
-        "personal_data",
-        "outside_fault",
-        "unknown_service",
-        "unknown_key",
-        "bad_value",
-        "malformed",
-        "oversize",
-    }
-)
-# A failure that says the plan misjudged the time (AGB 3.4 d): a person re-plans, no blind retry.
-CAP_FAILURES = frozenset({"time_cap", "over_cap"})
-MAX_REASON_CHARS = 1000  # a vehicle's reason is stored and shown; longer is cut
-MAX_IMPAIRED_S = 86_400.0  # an attempt is capped at 10 minutes; a longer impairment is not a real one
-# What a failed attempt waits for before the next one may go at once (else: the backoff). "sim_active"
-# has no backoff at all: only a report of an active SIM (or the deadline) ends the wait.
-SIM_INACTIVE = "sim_inactive"
-WAITS_FOR = {"coverage_lost": "online", "vehicle_state_not_allowed": "allowed_state", SIM_INACTIVE: "sim_active"}
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class SimReport:
-    """The SIM state of a vehicle's newest capability report, and when the backend received it."""
-
-    state: str  # tcu.services.sim.SimState's value: active, telematics_deactivated, fully_deactivated, ...
-    received: datetime
-
-
-class StoredReport(Protocol):
-    """A stored capability report (backend_stub.provisioning.CapabilityReport)."""
-
-    @property
-    def report(self) -> Mapping[str, Any]: ...
-    @property
-    def received(self) -> datetime: ...
-
-
-def sim_of(report: StoredReport | None) -> SimReport | None:
-    """What a stored capability report says of the SIM; None without a report or a readable `sim`."""
-    if report is None or not isinstance(report.report.get("sim"), str):
-        return None
-    return SimReport(state=report.report["sim"], received=report.received)
-
-
-class MeasureRefusedError(BackendError):
-    """A measure the backend will not sign because the vehicle would refuse it; the message says why."""
 
 
 class MeasureScheduler:
@@ -184,7 +144,7 @@ class MeasureScheduler:
             next_attempt=now,
             reason=None,
         )
-        self._judge(measure, 1, now)
+        judge(measure, 1, now, self._specs)
         self._store.add(measure)
         _LOGGER.info(
             "measure %s for %s planned: %d step(s), %s, fixing %s of %s",
@@ -213,7 +173,7 @@ class MeasureScheduler:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise MeasureRefusedError(f"measure {measure_id}: max_attempts must be a positive integer")
         replanned = replace(measure, steps=new_steps)
-        self._judge(replanned, measure.attempts + 1, now)
+        judge(replanned, measure.attempts + 1, now, self._specs)
         how = "re-sent unchanged by decision" if steps is None else "re-planned"
         reason = f"{how}: {len(new_steps)} step(s), {seconds_text(planned_ms(new_steps))} (was: {measure.reason})"
         if not self._store.replan(
@@ -225,41 +185,6 @@ class MeasureScheduler:
         if stored is None:
             raise MeasureRefusedError(f"measure {measure_id} vanished while it was re-planned")
         return stored
-
-    def _judge(self, measure: Measure, attempt: int, now: datetime) -> None:
-        try:
-            self._order(measure, attempt, now)
-        except RejectedMessageError as exc:
-            reason = f"the vehicle would refuse measure {measure.measure_id} ({exc.code}): {exc}"
-            _LOGGER.warning("measure refused before sending: %s", reason)
-            raise MeasureRefusedError(reason) from exc
-
-    def _order(self, measure: Measure, attempt: int, now: datetime) -> MeasureOrder:
-        """The order for one attempt, checked by the vehicle's rules; raises RejectedMessageError."""
-        try:
-            category = MeasureCategory(measure.category)
-            states = frozenset(VehicleMode(s) for s in measure.allowed_states)
-        except ValueError as exc:
-            raise RejectedMessageError(f"malformed measure order: {exc}") from exc
-        if measure.fault is None:
-            raise RejectedOrderError(
-                "the measure names no fault (written before plans existed): AGB 3.4 c allows only changes "
-                "that fix a named fault; send it again as a new measure with --fault-ref and --fault-service"
-            )
-        order = MeasureOrder(
-            vin=measure.vin,
-            measure_id=measure.measure_id,
-            attempt=attempt,
-            category=category,
-            fault=measure.fault,
-            allowed_states=states,
-            steps=measure.steps,
-            impairs=measure.impairs,
-            issued=now,
-            deadline=measure.deadline,
-        )
-        check_plan(order, self._specs)
-        return order
 
     async def tick(self, publish: Publish) -> int:
         """Send every attempt that is due; returns how many were sent."""
@@ -305,7 +230,7 @@ class MeasureScheduler:
                     continue
             attempt = measure.attempts + 1
             try:
-                order = self._order(measure, attempt, now)
+                order = order_for(measure, attempt, now, self._specs)
             except RejectedMessageError as exc:
                 reason = f"not sent: the vehicle would refuse it ({exc.code}): {exc}"
                 _LOGGER.error("measure %s %s", measure.measure_id, reason)
@@ -369,9 +294,9 @@ class MeasureScheduler:
                 shown(status),
             )
             return
-        code, reason = _text(body.get("code")), _text(body.get("reason"))
+        code, reason = answer_text(body.get("code")), answer_text(body.get("reason"))
         impaired = body.get("impaired")
-        seconds = _seconds(impaired.get("seconds") if isinstance(impaired, Mapping) else None)
+        seconds = impaired_seconds(impaired.get("seconds") if isinstance(impaired, Mapping) else None)
         if not self._store.end_attempt(
             measure.measure_id, attempt, status=status, at=record.created, code=code, reason=reason, impaired_s=seconds
         ):
@@ -398,16 +323,3 @@ class MeasureScheduler:
             "measure %s attempt %d on %s: %s %s", measure.measure_id, attempt, record.vin, status[:40], code or ""
         )
 
-
-def _seconds(value: object) -> float | None:
-    """A vehicle's impaired duration as stored: a finite, non-negative number of seconds, or nothing."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, int) and value > MAX_IMPAIRED_S:
-        return None  # also keeps a 5,000-digit integer away from float()
-    return float(value) if 0 <= value <= MAX_IMPAIRED_S else None
-
-
-def _text(value: object) -> str | None:
-    """A vehicle's code or reason as stored: text (cut to MAX_REASON_CHARS) or nothing."""
-    return value[:MAX_REASON_CHARS] if isinstance(value, str) else None

@@ -19,24 +19,22 @@ Legal eCall is equipment:
 every file for such a vehicle carries 6AF unlimited and an active SIM, and no file for another vehicle
 carries 6AF. The vehicle's own rules (tcu.services.provisioning.check_change) run on every file before
 it is signed, so the backend never issues a file the vehicle is bound to refuse.
+
+The rules of each change are backend_stub.desired_state's; what was issued and what the vehicle
+answered, backend_stub.provisioning_history's; where it is kept, backend_stub.provisioning_store's.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from datetime import date, timedelta
 
 from nacl.signing import SigningKey
 
 from backend_stub.desired_state import (
     Change,
     DesiredState,
-    ProvisioningError,
-    VehicleRecord,
     book,
     cancel,
     cancel_contract,
@@ -48,100 +46,17 @@ from backend_stub.desired_state import (
     resume,
     suspend,
 )
-from backend_stub.errors import UnknownVehicleError
+from backend_stub.errors import ProvisioningError, UnknownVehicleError
+from backend_stub.provisioning_history import IssuedFile
+from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import Clock
-from tcu.errors import RejectedMessageError
-from tcu.services.provisioning import MAX_FILE_BYTES, ProvisioningFile, check_change, sign_file
-from tcu.services.terms import Term
-
-if TYPE_CHECKING:  # the store imports this module's types
-    from backend_stub.provisioning_store import ProvisioningStore
-
-__all__ = [  # DesiredState, VehicleRecord and ProvisioningError live in desired_state; importable from here too
-    "DEFAULT_VALIDITY",
-    "UNRESOLVED",
-    "CapabilityReport",
-    "DesiredState",
-    "FileState",
-    "IssuedFile",
-    "ProvisioningError",
-    "ProvisioningIssuer",
-    "ResultStatus",
-    "VehicleRecord",
-    "VehicleResult",
-]
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.provisioning import MAX_FILE_BYTES, ProvisioningFile, check_change, sign_file
+from telematics_wire.terms import Term
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_VALIDITY = timedelta(days=30)
-
-
-class FileState(StrEnum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    APPLIED = "applied"
-    REJECTED = "rejected"
-    SUPERSEDED = "superseded"
-
-
-UNRESOLVED = frozenset({FileState.PENDING, FileState.DELIVERED})
-
-
-class ResultStatus(StrEnum):
-    """What the vehicle answered (inbound: anything unforeseen is UNKNOWN and only logged)."""
-
-    APPLIED = "applied"
-    ALREADY_APPLIED = "already_applied"
-    REJECTED = "rejected"
-    DEFERRED = "deferred"
-    UNKNOWN = "unknown"
-
-    @classmethod
-    def _missing_(cls, value: object) -> ResultStatus:
-        return cls.UNKNOWN
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IssuedFile:
-    vin: str
-    version: int
-    operation: str  # what a person asked for, e.g. "book 6AE unlimited from 2026-11-23"
-    issued: datetime
-    expires: datetime
-    contents: ProvisioningFile  # what the signed payload says
-    signed: bytes  # the COSE_Sign1 message exactly as published
-    state: FileState
-    changed: datetime
-    code: str | None = None
-    reason: str | None = None
-    publications: int = 0
-    published: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VehicleResult:
-    """One `provisioning_result` event as the vehicle sent it, and the file it was booked against."""
-
-    vin: str
-    seq: int
-    created: datetime
-    received: datetime
-    version: int | None
-    status: ResultStatus
-    epoch: bytes = b""  # the vehicle's queue epoch: (epoch, seq) names the event
-    code: str | None = None
-    reason: str | None = None
-    attributed: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CapabilityReport:
-    vin: str
-    seq: int
-    created: datetime
-    received: datetime
-    report: dict[str, Any]  # the event body, as the vehicle sent it
-    ordinal: int = 0  # of its queue epoch: within one epoch the higher seq is newer, across epochs the later received
 
 
 class ProvisioningIssuer:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import tcu.persist
-from backend_stub.provisioning import FileState, ProvisioningIssuer
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import FileState
 from backend_stub.provisioning_service import parse_result
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock

@@ -16,12 +16,12 @@ from nacl.public import Box, PrivateKey
 
 from backend_stub.cli import _query as backend_query
 from backend_stub.ingest import Ingest
-from backend_stub.provisioning import CapabilityReport, ResultStatus, VehicleResult
+from backend_stub.provisioning_history import CapabilityReport, ResultStatus, VehicleResult
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
-from tcu.uplink.envelope import open_ack, seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
+from telematics_wire.envelope import open_ack, seal_record
+from telematics_wire.records import Record, RecordKind, to_millis
 from tests.conftest import VIN
 
 OLD = bytes(range(16))

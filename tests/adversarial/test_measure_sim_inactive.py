@@ -15,15 +15,16 @@ import pytest
 from nacl.signing import SigningKey
 
 from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
-from backend_stub.measures import WAITS_FOR, MeasureScheduler, SimReport, sim_of
-from backend_stub.provisioning import CapabilityReport
+from backend_stub.measure_answers import WAITS_FOR, SimReport, sim_of
+from backend_stub.measures import MeasureScheduler
+from backend_stub.provisioning_history import CapabilityReport
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
-from tcu.services.ecu_config import load_key_specs
-from tcu.services.measure_order import verify_order
-from tcu.services.measure_plan import Fault, one_step_per_change
-from tcu.uplink.records import ReceivedRecord, RecordKind
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.ecu_keys import load_key_specs
+from telematics_wire.measure_order import verify_order
+from telematics_wire.measure_plan import Fault, one_step_per_change
+from telematics_wire.records import ReceivedRecord, RecordKind
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import VIN
 
 KEY = SigningKey(bytes(range(32)))

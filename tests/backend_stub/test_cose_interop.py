@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from backend_stub.provisioning import IssuedFile, ProvisioningIssuer
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import IssuedFile
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
-from tcu.services.provisioning import encode_payload, sign_file, verify_file
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.provisioning import encode_payload, sign_file, verify_file
 from tests.conftest import VIN
 
 pytestmark = pytest.mark.timeout(900)  # the first run builds the environment

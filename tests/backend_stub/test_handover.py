@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from backend_stub.desired_state import ProvisioningError
+from backend_stub.errors import ProvisioningError
 from backend_stub.handover import ACTIVE, DEACTIVATED, handover_list
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
-from tcu.services.entitlements import derive
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.entitlements import derive
 from tests.conftest import VIN
 
 CATALOGUE = Catalogue.load()

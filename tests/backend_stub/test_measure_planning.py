@@ -20,15 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend_stub.cli import main as backend_cli
+from backend_stub.errors import MeasureRefusedError
 from backend_stub.measure_store import ABANDONED, EXPIRED, NEEDS_PLAN, PENDING, SUCCEEDED
-from backend_stub.measures import MeasureRefusedError
 from hil.layout import BenchLayout
 from tcu.clock import ManualClock
-from tcu.errors import RejectedMessageError
-from tcu.services.ecu_config import VEHICLE_FUNCTIONS, load_key_specs
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, sign_order, verify_order
-from tcu.services.measure_plan import Fault, MeasureStep
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.ecu_keys import VEHICLE_FUNCTIONS, load_key_specs
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.measure_order import MeasureCategory, MeasureOrder, sign_order, verify_order
+from telematics_wire.measure_plan import Fault, MeasureStep
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.backend_stub.test_measures import KEY, World
 from tests.conftest import VIN
 

@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from backend_stub.errors import MeasureRefusedError
 from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
-from backend_stub.measures import MeasureRefusedError, MeasureScheduler
+from backend_stub.measures import MeasureScheduler
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
-from tcu.services.ecu_config import KeyClass, load_key_specs
-from tcu.services.measure_order import MeasureOrder, verify_order
-from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
-from tcu.uplink.records import ReceivedRecord, RecordKind
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.ecu_keys import KeyClass, load_key_specs
+from telematics_wire.measure_order import MeasureOrder, verify_order
+from telematics_wire.measure_plan import Fault, MeasureStep, one_step_per_change
+from telematics_wire.records import ReceivedRecord, RecordKind
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import OTHER_VIN, VIN
 
 KEY = SigningKey(bytes(range(32)))

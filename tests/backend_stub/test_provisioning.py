@@ -11,18 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from backend_stub.errors import UnknownVehicleError
-from backend_stub.provisioning import (
-    FileState,
-    IssuedFile,
-    ProvisioningError,
-    ProvisioningIssuer,
-)
+from backend_stub.errors import ProvisioningError, UnknownVehicleError
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import FileState, IssuedFile
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Brand, Catalogue, VehicleFit
-from tcu.services.provisioning import ProvisioningFile, verify_file
-from tcu.services.terms import Booking, Extension, ServiceStatus, Term, midnight
+from telematics_wire.catalogue import Brand, Catalogue, VehicleFit
+from telematics_wire.provisioning import ProvisioningFile, verify_file
+from telematics_wire.terms import Booking, Extension, ServiceStatus, Term, midnight
 from tests.conftest import OTHER_VIN, VIN
 
 CATALOGUE = Catalogue.load()

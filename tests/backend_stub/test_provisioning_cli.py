@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from backend_stub.cli import main
-from backend_stub.provisioning import CapabilityReport
+from backend_stub.provisioning_history import CapabilityReport
 from backend_stub.provisioning_store import ProvisioningStore
 from hil.layout import BenchLayout
-from tcu.keys import write_box_keypair
+from telematics_wire.keys import write_box_keypair
 from tests.conftest import OTHER_VIN, VIN
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from backend_stub.provisioning import CapabilityReport, FileState, ProvisioningIssuer, ResultStatus, VehicleResult
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import CapabilityReport, FileState, ResultStatus, VehicleResult
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
 from tests.conftest import VIN

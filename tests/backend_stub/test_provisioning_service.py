@@ -17,16 +17,17 @@ from nacl.public import Box, PrivateKey
 from nacl.signing import SigningKey
 
 from backend_stub.ingest import Ingest
-from backend_stub.provisioning import FileState, ProvisioningIssuer
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import FileState
 from backend_stub.provisioning_service import MemoryPublisher, ProvisioningService, parse_result
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
+from tcu.broker_config import BrokerConfig
 from tcu.clock import ManualClock
-from tcu.config import BrokerConfig
-from tcu.services.catalogue import Catalogue
-from tcu.services.provisioning import verify_file
-from tcu.uplink.envelope import seal_record
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.envelope import seal_record
+from telematics_wire.provisioning import verify_file
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
 CATALOGUE = Catalogue.load()

@@ -18,13 +18,13 @@ import cbor2
 
 from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
-from backend_stub.provisioning import FileState
+from backend_stub.provisioning_history import FileState
 from hil.broker import MosquittoBroker
 from hil.devices.modem_sim import ModemSimulator
 from hil.layout import BenchLayout
-from tcu.keys import load_verify_key
-from tcu.services.catalogue import Catalogue
-from tcu.services.provisioning import ProvisioningFile, verify_file
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.keys import load_verify_key
+from telematics_wire.provisioning import ProvisioningFile, verify_file
 from tests.conftest import VIN, eventually
 from tests.integration.conftest import legal_ecall, running_agent, vehicle_config
 
