@@ -10,7 +10,8 @@ from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
 from backend_stub.config import BackendConfig
 from backend_stub.ingest import Ingest, IngestService
-from backend_stub.invoices import Billing, InvoiceStore
+from backend_stub.invoice_store import InvoiceStore
+from backend_stub.invoices import Billing
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
 from backend_stub.measure_answers import sim_of

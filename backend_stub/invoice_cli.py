@@ -23,13 +23,14 @@ from typing import Any
 from backend_stub.cli_args import calendar_date
 from backend_stub.config import BackendConfig
 from backend_stub.errors import BackendConfigError
-from backend_stub.invoices import Billing, Invoice, InvoiceStore, Reconciled, parse_amount
+from backend_stub.invoice_store import Invoice, InvoiceStore
+from backend_stub.invoices import Billing, Reconciled, parse_amount
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
-from tcu.config import validate_vin
-from tcu.keys import load_signing_key
+from telematics_wire.keys import load_signing_key
+from telematics_wire.vin import validate_vin
 
 
 def add_invoice_parser(commands: Any) -> None:

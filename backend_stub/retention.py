@@ -53,8 +53,8 @@ from backend_stub.accounts import AccountStore
 from backend_stub.database import open_database, transaction
 from backend_stub.store import BackendStore
 from tcu.clock import Clock
-from tcu.services.catalogue import Catalogue, Category
-from tcu.uplink.records import to_millis
+from telematics_wire.catalogue import Catalogue, Category
+from telematics_wire.records import to_millis
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def financial_cutoff(today: date) -> date:
 class SideTables:
     """The backend's tables beside the records, which other modules write and retention cleans:
     `psap_msds` (backend_stub.psap: the 112 PSAP's MSDs, with position) and `invoices`
-    (backend_stub.invoices). Each is left alone when it does not exist in the file."""
+    (backend_stub.invoice_store). Each is left alone when it does not exist in the file."""
 
     def __init__(self, database: Path) -> None:
         self._db = open_database(database, "")

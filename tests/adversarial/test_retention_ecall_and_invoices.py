@@ -23,7 +23,7 @@ from nacl.signing import SigningKey
 from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.call_centre_cases import read_call_centre_cases
 from backend_stub.ingest import Ingest
-from backend_stub.invoices import InvoiceStore
+from backend_stub.invoice_store import InvoiceStore
 from backend_stub.psap import PsapStub, read_psap_msds
 from backend_stub.retention import (
     FIELDS_REMOVED_KEY,
@@ -35,11 +35,11 @@ from backend_stub.retention import (
 )
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
-from tcu.ecall.msd import encode, msd_from_fixes
-from tcu.ecall.msd_model import VehicleType
-from tcu.services.catalogue import Catalogue
-from tcu.uplink.envelope import seal_record
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.envelope import seal_record
+from telematics_wire.msd import encode, msd_from_fixes
+from telematics_wire.msd_model import VehicleType
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"

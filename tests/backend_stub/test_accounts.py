@@ -17,19 +17,20 @@ from backend_stub.accounts import CODE_TTL, MAX_ATTEMPTS, AccountStore, Sealer
 from backend_stub.errors import AccountError, UnknownVehicleError
 from backend_stub.handover import ENDED_UNPAID
 from backend_stub.ingest import Ingest
-from backend_stub.invoices import Billing, InvoiceStore
+from backend_stub.invoice_store import InvoiceStore
+from backend_stub.invoices import Billing
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import PersonalValues, RetentionJob
 from backend_stub.store import BackendStore
+from tcu.broker_config import BrokerConfig
 from tcu.clock import ManualClock
-from tcu.config import BrokerConfig
 from tcu.errors import ProfileRefusedError
 from tcu.services.account_link import AccountMessages
-from tcu.services.catalogue import Catalogue
 from tcu.services.personal import DriverProfile, PersonalStore
-from tcu.uplink.envelope import seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.envelope import seal_record
+from telematics_wire.records import Record, RecordKind, to_millis
 from tests.conftest import OTHER_VIN, VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"

@@ -12,13 +12,14 @@ from nacl.signing import SigningKey
 
 from backend_stub.cli import main as backend_cli
 from backend_stub.errors import InvoiceError
-from backend_stub.invoices import Billing, InvoiceStore, parse_amount
+from backend_stub.invoice_store import InvoiceStore
+from backend_stub.invoices import Billing, parse_amount
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from hil.layout import BenchLayout
 from tcu.clock import ManualClock
-from tcu.services.entitlements import derive
-from tcu.services.terms import Term
+from telematics_wire.entitlements import derive
+from telematics_wire.terms import Term
 from tests.conftest import VIN
 
 INVOICED = date(2026, 11, 2)
