@@ -1,7 +1,9 @@
 """The backend's MQTT clients (ingest, provisioning delivery, measures, accounts): one way to connect.
 
-Each runs `tcu.uplink.mqtt_client.run_reconnecting` with the same short, jittered backoff — a backend
-on the broker's own network reconnects within seconds — so the choice is made here once.
+Each runs `tcu.uplink.mqtt_client.run_reconnecting` (the one reconnect loop, `tcu.reconnect`) with the
+same short, jittered backoff — a backend on the broker's own network reconnects within seconds — so the
+choice is made here once. The backoff starts again from its base only after a connection stayed up for
+the cap (10 s): a broker that accepts and drops the backend at once is retried ever more slowly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 
 from tcu.backoff import Backoff
-from tcu.config import BrokerConfig
+from tcu.broker_config import BrokerConfig
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
 
 RECONNECT = Backoff(base_s=0.2, cap_s=10.0)

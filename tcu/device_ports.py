@@ -3,7 +3,7 @@
 A legal-eCall vehicle whose modem port does not exist cannot make the 112 call: `check-config`
 refuses it, so an installer that runs it (hil/deploy/install-pi.sh) stops before starting a unit
 that would never call. `tcu run` itself starts anyway and keeps retrying the port, logging each
-attempt (tcu.sources.reconnect), because a USB modem may enumerate after the service starts and a
+attempt (tcu.sources.source_loop), because a USB modem may enumerate after the service starts and a
 restart loop would not bring it sooner. A missing signal source port is only a warning here.
 A pyserial URL (`socket://`, `rfc2217://`, ...) is not a path and is not checked.
 """

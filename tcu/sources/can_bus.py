@@ -38,11 +38,12 @@ import can
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.reconnect import Sleep
 from tcu.sources.log_limit import LogLimit
-from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import SourceStats
 from tcu.sources.slcan import CanFrame
 from tcu.sources.slcan_signals import CanSignalDecoder
+from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import VehicleState
 from tcu.virtual_time import io_timeout, silence_limit
 
@@ -274,10 +275,10 @@ class CanBusReader:
         self._clock = clock
         self._decoder = decoder or CanSignalDecoder.from_files()
         self._open_bus = open_bus
-        self._loop = ReconnectLoop(
+        self._loop = source_reconnect_loop(
             name=f"CAN {settings.name}",
             backoff=settings.backoff,
-            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
+            rng=rng,
             on_down=self._down,
             sleep=sleep,
         )

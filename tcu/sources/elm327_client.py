@@ -10,7 +10,7 @@ own interval, plus the stored DTCs. A PID that fails (`NO DATA`, `?`, garbage, a
 with its reason and polling goes on; after `stale_after_failures` failures in a row its signal is
 marked stale. A port that vanishes, or `max_timeouts` unanswered requests in a row, ends the
 connection: every signal of the source is marked stale and the port is reopened after a capped,
-jittered backoff (`tcu.sources.reconnect`). Timestamps come from the injected `Clock`; intervals run
+jittered backoff (`tcu.sources.source_loop`). Timestamps come from the injected `Clock`; intervals run
 on the event loop's clock.
 """
 
@@ -27,11 +27,13 @@ from typing import NoReturn
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import AdapterStatusError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.reconnect import Sleep
 from tcu.sources.elm327_link import PromptLink, SerialPromptLink
 from tcu.sources.elm327_mapping import ObdMapping, PidMapping, load_obd_mapping
 from tcu.sources.elm327_session import AdapterInfo, Elm327Session, Elm327Settings
-from tcu.sources.reconnect import ReconnectLoop, Sleep
-from tcu.vehicle.state import MAX_LIST_ITEMS, Quality, Signal, SignalValue, VehicleState
+from tcu.sources.source_loop import source_reconnect_loop
+from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.signal_values import MAX_LIST_ITEMS, SignalValue
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,10 +86,10 @@ class Elm327Client:
         self._clock = clock
         self._mapping = mapping or load_obd_mapping()
         self._opener = opener or (lambda: SerialPromptLink.open(config.port, config.baudrate))
-        self._reconnect = ReconnectLoop(
+        self._reconnect = source_reconnect_loop(
             name=f"ELM327 {config.port}",
             backoff=config.backoff,
-            rng=rng or random.Random(),  # noqa: S311 -- jitter, not cryptography
+            rng=rng,
             on_down=self._down,
             sleep=sleep,
             log_retries=False,  # `_down` says it once per outage

@@ -15,7 +15,7 @@ first voice dial of each connection — not at init, so a modem without it still
 and reported as `ModemCallStatus`; `BUSY` and `NO ANSWER` end a call like `NO CARRIER`.
 
 Faults: a command unanswered within its timeout raises `DeviceTimeoutError`; `max_timeouts` in a row
-end the connection (the port is reopened after a capped, jittered backoff, `tcu.sources.reconnect`).
+end the connection (the port is reopened after a capped, jittered backoff, `tcu.sources.source_loop`).
 A vanished port raises `DeviceGoneError` to whoever waits. `RDY` (the modem rebooted by itself) ends
 any call — reported as `ModemCallEnded` — and the modem is initialised again on the same port.
 Garbage is counted and logged, never taken for an answer. Refused commands raise `ModemCommandError`.
@@ -35,6 +35,7 @@ import serial_asyncio_fast
 
 from tcu.backoff import Backoff
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
+from tcu.reconnect import Sleep
 from tcu.sources.modem import (
     PROFILES,
     AtParser,
@@ -53,7 +54,7 @@ from tcu.sources.modem import (
     parse_registration_read,
     parse_registration_urc,
 )
-from tcu.sources.reconnect import ReconnectLoop, Sleep
+from tcu.sources.source_loop import source_reconnect_loop
 from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
@@ -175,10 +176,10 @@ class ModemClient:
         self._profile = config.profile
         self._on_event = on_event
         self._opener = opener or (lambda data, lost: SerialModemLink.open(config.port, config.baudrate, data, lost))
-        self._reconnect = ReconnectLoop(
+        self._reconnect = source_reconnect_loop(
             name=f"modem {config.port}",
             backoff=config.backoff,
-            rng=rng or random.Random(),  # noqa: S311 -- jitter, not cryptography
+            rng=rng,
             on_down=self._down,
             sleep=sleep,
         )

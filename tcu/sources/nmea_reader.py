@@ -27,11 +27,12 @@ from typing import Any, NoReturn
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.reconnect import Sleep
 from tcu.sources.nmea import NmeaStream, Sentence
 from tcu.sources.nmea_fix import ACCURACY_PATHS, DEFAULT_UERE_M, POSITION_PATHS, GnssInterpreter
 from tcu.sources.nmea_track import GnssTrack
-from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
+from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import Quality, Signal, VehicleState
 from tcu.virtual_time import silence_limit
 
@@ -81,10 +82,10 @@ class NmeaReader:
         self.track = track or GnssTrack(min_spacing_m=settings.track_spacing_m)
         self._interpreter = GnssInterpreter(self.track, uere_m=settings.uere_m)
         self._open_port = open_port
-        self._loop = ReconnectLoop(
+        self._loop = source_reconnect_loop(
             name=f"GNSS {settings.port}",
             backoff=settings.backoff,
-            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
+            rng=rng,
             on_down=self._down,
             sleep=sleep,
         )

@@ -34,8 +34,8 @@ from typing import Any, NoReturn
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.reconnect import Sleep
 from tcu.sources.log_limit import LogLimit
-from tcu.sources.reconnect import ReconnectLoop, Sleep
 from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
 from tcu.sources.slcan import (
     BITRATES,
@@ -52,6 +52,7 @@ from tcu.sources.slcan import (
     format_command,
 )
 from tcu.sources.slcan_signals import CanSignalDecoder
+from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import VehicleState
 from tcu.virtual_time import io_timeout, silence_limit
 
@@ -207,10 +208,10 @@ class SlcanReader:
         self._clock = clock
         self._decoder = decoder or CanSignalDecoder.from_files()
         self._open_port = open_port
-        self._loop = ReconnectLoop(
+        self._loop = source_reconnect_loop(
             name=f"CAN {settings.port}",
             backoff=settings.backoff,
-            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not cryptography
+            rng=rng,
             on_down=self._down,
             sleep=sleep,
         )

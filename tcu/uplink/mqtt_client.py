@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -21,7 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tcu.backoff import Backoff
-from tcu.config import BrokerConfig
+from tcu.broker_config import BrokerConfig
+from tcu.reconnect import ReconnectLoop, Sleep
 from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
@@ -115,26 +116,41 @@ async def run_reconnecting(
     backoff: Backoff,
     rng: random.Random,
     on_down: Callable[[str], None],
-) -> None:
+    proven_after_s: float | None = None,
+    monotonic: Callable[[], float] | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> NoReturn:
     """Connect, serve until the link fails, wait a jittered backoff, repeat; only cancellation ends it.
 
-    Errors other than MQTT ones are bugs and propagate.
+    `tcu.reconnect.ReconnectLoop` with MQTT's rules: an accepted connection starts the proof, and the
+    backoff resets only once it stayed up `proven_after_s` (default: the backoff's cap), so a broker
+    that accepts and drops at once is retried ever more slowly. Errors other than MQTT ones are bugs
+    and propagate.
     """
-    attempt = 0
-    while True:
+
+    async def session() -> None:
         client = connect()
         try:
             async with client:
-                attempt = 0
+                loop.healthy()
                 await serve(client)
-        except Exception as exc:
-            error = find_mqtt_error(exc)
-            if error is None:
-                raise  # not a link failure: a bug, let it surface
-            on_down(describe_mqtt_error(error, broker))
         finally:
             _retrieve_disconnect_error(client)
-        delay = backoff.delay(attempt, rng)
-        attempt += 1
-        _LOGGER.debug("reconnecting to %s in %.2f s", broker.url, delay)
-        await asyncio.sleep(delay)
+
+    def failure_reason(exc: Exception) -> str | None:
+        error = find_mqtt_error(exc)
+        return None if error is None else describe_mqtt_error(error, broker)
+
+    loop = ReconnectLoop(
+        name=f"MQTT {broker.url}",
+        backoff=backoff,
+        rng=rng,
+        on_down=on_down,
+        failure_reason=failure_reason,
+        retry_unexpected=False,
+        proven_after_s=proven_after_s,
+        monotonic=monotonic,
+        sleep=sleep,
+        log_retries=False,  # `on_down` reports the outage; each retry is a debug line
+    )
+    await loop.run(session)
