@@ -1,0 +1,63 @@
+"""The MQTT client as the agent uses it, as a `Protocol`: so a session runs over a broker or its twin.
+
+`aiomqtt.Client` satisfies it structurally (`mqtt_client.make_client` returns one typed as
+`MqttClient`, which mypy checks); the in-memory twin is `hil.mqtt_twin`, and the same contract tests
+(`tests/contract/test_mqtt_twin.py`) run against both it and a real Mosquitto.
+
+What callers may rely on, either way:
+- a link failure (refused connect, dropped or taken-over connection, a publish the broker did not
+  acknowledge within its timeout) raises `aiomqtt.MqttError`; the reconnect loop tells link failures
+  from bugs by that type;
+- a malformed topic or topic filter raises `ValueError` before anything is sent;
+- messages are `aiomqtt.Message` values, whose `payload` is `bytes` for anything a broker delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+import aiomqtt
+
+
+class MessageStream(Protocol):
+    """`client.messages`: iterating it waits for the next message; it raises `MqttError` once the link is gone."""
+
+    def __aiter__(self) -> AsyncIterator[aiomqtt.Message]: ...
+
+    def __len__(self) -> int:
+        """Messages received and not yet iterated (a consumer may batch by it)."""
+        ...
+
+
+class MqttClient(Protocol):
+    """One client identity; `async with client:` is one connection, and the context is reusable."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    @property
+    def identifier(self) -> str: ...
+
+    @property
+    def messages(self) -> MessageStream: ...
+
+    async def subscribe(self, topic: str, *, qos: int = 0) -> object: ...
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - aiomqtt's signature: a publish has its own ack timeout
+    ) -> None: ...
+
+
+# (client id, last will) -> a client not yet connected; a session calls it once per connection attempt.
+ClientFactory = Callable[[str, aiomqtt.Will | None], MqttClient]
