@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -23,11 +23,14 @@ from paho.mqtt.properties import Properties
 from tcu.backoff import Backoff
 from tcu.broker_config import BrokerConfig
 from tcu.reconnect import ReconnectLoop, Sleep
+from tcu.uplink.mqtt_port import MqttClient
 from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
 _REFUSED_CREDENTIALS = {4, 5, 134, 135}  # v3.1.1 rc 4/5, v5 reason codes 0x86/0x87
+
+ClientT = TypeVar("ClientT", bound=MqttClient)  # aiomqtt's client, or the in-memory twin in tests
 
 
 def make_client(
@@ -100,7 +103,7 @@ def find_mqtt_error(exc: BaseException) -> aiomqtt.MqttError | None:
     return None
 
 
-def _retrieve_disconnect_error(client: aiomqtt.Client) -> None:
+def _retrieve_disconnect_error(client: object) -> None:
     # aiomqtt 2.5 leaves the future of an unexpected disconnection unretrieved, so asyncio would log
     # "Future exception was never retrieved" for every dropped link; we have already reported it.
     disconnected = getattr(client, "_disconnected", None)
@@ -109,8 +112,8 @@ def _retrieve_disconnect_error(client: aiomqtt.Client) -> None:
 
 
 async def run_reconnecting(
-    connect: Callable[[], aiomqtt.Client],
-    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    connect: Callable[[], ClientT],
+    serve: Callable[[ClientT], Awaitable[None]],
     *,
     broker: BrokerConfig,
     backoff: Backoff,

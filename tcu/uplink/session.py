@@ -26,6 +26,7 @@ from tcu.config import BrokerConfig, UplinkConfig
 from tcu.errors import EnvelopeError, StorageError
 from tcu.uplink.envelope import open_ack
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
+from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.records import to_millis
 from tcu.uplink.topics import VehicleTopics, split_topic
@@ -60,6 +61,7 @@ class UplinkSession:
         rng: random.Random | None = None,
         downlink_handlers: Mapping[str, DownlinkHandler] | None = None,
         hold: Callable[[], bool] = lambda: False,
+        client_factory: ClientFactory | None = None,  # the broker's aiomqtt client unless a test brings a twin
     ) -> None:
         self._vin = vin
         self._topics = VehicleTopics(vin)
@@ -70,6 +72,7 @@ class UplinkSession:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self._handlers = dict(downlink_handlers or {})
+        self._client_factory = client_factory or self._make_client
         self._hold = hold  # True while something more important has the radio (an eCall before its AL-ACK)
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
@@ -111,17 +114,17 @@ class UplinkSession:
         """Stay connected forever; returns only by cancellation."""
         will = aiomqtt.Will(self._topics.status, self._status(False), qos=1, retain=True)
         await run_reconnecting(
-            lambda: make_client(
-                self._broker,
-                identifier=f"tcu-{self._vin}",
-                will=will,
-                max_pending_calls=self._uplink.inflight_window + 10,
-            ),
+            lambda: self._client_factory(f"tcu-{self._vin}", will),
             self._serve,
             broker=self._broker,
             backoff=self._backoff,
             rng=self._rng,
             on_down=self._on_disconnect,
+        )
+
+    def _make_client(self, identifier: str, will: aiomqtt.Will | None) -> MqttClient:
+        return make_client(
+            self._broker, identifier=identifier, will=will, max_pending_calls=self._uplink.inflight_window + 10
         )
 
     def _on_disconnect(self, reason: str) -> None:
@@ -135,7 +138,7 @@ class UplinkSession:
             self._tell_link(False)
         self._inflight.clear()  # anything unacknowledged goes again on the next connection
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: MqttClient) -> None:
         await client.subscribe(self._topics.downlink, qos=1)
         await client.publish(self._topics.status, self._status(True), qos=1, retain=True)
         self.stats.connected = True
@@ -178,7 +181,7 @@ class UplinkSession:
             self._unacked_since_log = 0
             self._next_resend_log = now + self._uplink.ack_timeout_s
 
-    async def _send_loop(self, client: aiomqtt.Client) -> None:
+    async def _send_loop(self, client: MqttClient) -> None:
         while True:
             if self._hold():
                 await asyncio.sleep(0.1)  # records stay queued; nothing is lost by waiting
@@ -202,7 +205,7 @@ class UplinkSession:
                     publishes.create_task(client.publish(self._topics.records, queued.envelope, qos=1))
             self.stats.published += len(batch)
 
-    async def _receive_loop(self, client: aiomqtt.Client) -> None:
+    async def _receive_loop(self, client: MqttClient) -> None:
         async for message in client.messages:
             topic = split_topic(str(message.topic))
             payload = message.payload
