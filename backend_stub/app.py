@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 
 from backend_stub.account_service import AccountService
 from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
 from backend_stub.config import BackendConfig
+from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest, IngestService
 from backend_stub.invoice_store import InvoiceStore
-from backend_stub.invoices import Billing
+from backend_stub.invoices import CHECK_INTERVAL_S, Billing
+from backend_stub.measure_answers import sim_of
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
-from backend_stub.measure_answers import sim_of
 from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
-from backend_stub.retention import PersonalValues, RetentionJob, SideTables, run_periodically
+from backend_stub.retention import PersonalValues, RetentionJob, SideTables
+from backend_stub.service_shell import ServiceShell, Step
 from backend_stub.store import BackendStore
+from backend_stub.wakeup import Wakeup
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from telematics_wire.keys import load_private_key, load_signing_key
@@ -42,10 +47,13 @@ class BackendStub:
         self.clock = clock or SystemClock()
         # Without a signing key the backend still delivers files and books results, but cannot sign.
         signing_key = None if config.signing_key is None else load_signing_key(config.signing_key)
+        # Every store's connection to the database is used on this one thread while the app runs, so
+        # the loop (MQTT links, the PSAP) never waits on a lock or an fsync.
+        self.database = DatabaseThread("backend-db")
         self.store = BackendStore(config.database)
         private_key = load_private_key(config.private_key)
         self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
-        self.service = IngestService(self.ingest, self.store, config.broker)
+        self.service = IngestService(self.ingest, self.store, config.broker, database=self.database)
         self.provisioning_store = ProvisioningStore(config.database)
         self.issuer = (
             None
@@ -58,7 +66,7 @@ class BackendStub:
             )
         )
         self.provisioning = ProvisioningService(
-            self.provisioning_store, self.store, config.broker, self.clock, issuer=self.issuer
+            self.provisioning_store, self.store, config.broker, self.clock, issuer=self.issuer, database=self.database
         )
         self.provisioning.attach(self.ingest)
         self.measure_store = MeasureStore(config.database)
@@ -76,7 +84,9 @@ class BackendStub:
                 attempt_timeout_s=config.measure_attempt_timeout_s,
             )
         )
-        self.measure_service = None if self.measures is None else MeasureService(self.measures, config.broker)
+        self.measure_service = (
+            None if self.measures is None else MeasureService(self.measures, config.broker, database=self.database)
+        )
         self.psap = (
             None
             if config.psap_port is None
@@ -117,7 +127,7 @@ class BackendStub:
             side=self.retention_tables,
         )
         self.account_service = AccountService(
-            self.accounts, self.provisioning_store, self.retention, config.broker, self.clock
+            self.accounts, self.provisioning_store, self.retention, config.broker, self.clock, database=self.database
         )
         self.account_service.attach(self.ingest)
         # Invoices and the payment default they start (AGB 5.5 c): suspending needs the signing key.
@@ -128,6 +138,27 @@ class BackendStub:
             else Billing(self.invoice_store, self.provisioning_store, self.issuer, self.clock)
         )
         self.account_service.billing = self.billing  # an owner change hands the seller's invoices over (AGB 7.1)
+        # The periodic jobs without an MQTT link, on the same shell and database thread.
+        self.housekeeping = ServiceShell("backend housekeeping", config.broker, identifier="", database=self.database)
+
+    def _periodic_jobs(self) -> dict[str, Step]:
+        never = Wakeup()  # these run on their interval only
+        jobs: dict[str, tuple[str, Callable[[], object], float]] = {
+            "retention": ("retention pass", self.retention.run, RETENTION_INTERVAL_S)
+        }
+        if self.billing is not None:
+            billing = self.billing
+            jobs["billing"] = ("payment check", lambda: list(billing.check_all()), CHECK_INTERVAL_S)
+        return {
+            name: functools.partial(
+                self.housekeeping.repeat,
+                functools.partial(self.housekeeping.offload, job),
+                what=what,
+                wakeup=never,
+                poll_s=interval_s,
+            )
+            for name, (what, job, interval_s) in jobs.items()
+        }
 
     async def run(self) -> None:
         try:
@@ -141,10 +172,10 @@ class BackendStub:
                 if self.call_centre is not None:
                     tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")
-                tasks.create_task(run_periodically(self.retention, RETENTION_INTERVAL_S), name="backend-retention")
-                if self.billing is not None:
-                    tasks.create_task(self.billing.run(), name="backend-billing")
+                tasks.create_task(self.housekeeping.run(loops=self._periodic_jobs()), name="backend-housekeeping")
         finally:
+            # The job in progress finishes (at most a busy timeout) before its connection closes.
+            self.database.close()
             self.retention_tables.close()
             self.invoice_store.close()
             self.accounts.close()

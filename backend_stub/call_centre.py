@@ -26,7 +26,7 @@ from backend_stub.call_centre_cases import CallCentreCase, is_case_record, parse
 from backend_stub.ingest import Ingest
 from backend_stub.voice_line import CallLine, LineCall, LineServer
 from tcu.clock import Clock
-from tcu.uplink.records import ReceivedRecord
+from telematics_wire.records import ReceivedRecord
 
 __all__ = [
     "CallCentreBehaviour",
@@ -71,7 +71,8 @@ class CallCentreStub(LineServer[VoiceCall]):
         ingest.add_observer(self.on_record)
 
     def on_record(self, record: ReceivedRecord) -> None:
-        """An ingest observer: quick, in memory only (the record itself is already in the store)."""
+        """An ingest observer: quick, in memory only (the record itself is already in the store); it runs
+        on the backend's database thread, so it only appends and sets a thread-safe wake-up."""
         if not is_case_record(record.kind_name or record.kind.value, record.body):
             return
         case = parse_case(record.vin, record.body, self._clock.now())

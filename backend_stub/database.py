@@ -10,18 +10,26 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from backend_stub.errors import DatabaseError
-from tcu.private_files import private_database
+from telematics_wire.private_files import private_database
 
 _LOGGER = logging.getLogger(__name__)
+
+# How long a write waits for another connection's lock (the CLI, a second backend) before it fails.
+# Bounded and short: database work runs on the backend's database thread, but the PSAP and every
+# service wait on its results; a batch that fails here is not acknowledged and the vehicles resend
+# it, so giving up after 2 s loses nothing, while 10 s held every queued database job for 10 s.
+BUSY_TIMEOUT_MS = 2000
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
     # Every vehicle's decrypted data: owner-only (0600, the -wal and -shm files too; a new directory 0700).
     private_database(path)
+    # check_same_thread=False: a store is built on the main thread, then used only from the backend's
+    # database thread (backend_stub.database_thread) while the app runs; one owner at a time.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")  # another process (the CLI, the backend) may be writing
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Deleted content is overwritten, not left in free pages: retention and an owner change delete
     # personal data, which must then be gone from the file too (backend_stub.retention).
     db.execute("PRAGMA secure_delete=ON")

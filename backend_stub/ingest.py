@@ -1,8 +1,10 @@
 """Ingest: open each vehicle envelope, store it once, and acknowledge it end to end.
 
 `Ingest` is sans-I/O (topic + payload in, acks to send out) so tests drive it without a broker;
-`IngestService` is the MQTT shell. Acks are sent only after the batch holding the records is
-committed: an ack promises the vehicle that it may forget the record. Duplicates (a resend after a
+`IngestService` runs it on the backend's service shell (`backend_stub.service_shell`), its
+transactions on the database thread so the loop never waits on a lock or an fsync. Acks are sent
+only after the batch holding the records is committed: an ack promises the vehicle that it may
+forget the record. Duplicates (a resend after a
 lost ack, or a replay) are stored once and acknowledged again so the vehicle stops resending.
 Observers (e.g. provisioning) hear of each newly stored record and each vehicle status.
 
@@ -24,16 +26,17 @@ from dataclasses import dataclass, field
 import aiomqtt
 from nacl.public import Box, PrivateKey, PublicKey
 
-from backend_stub.broker_link import serve_reconnecting
+from backend_stub.database_thread import DatabaseThread
 from backend_stub.errors import BackendError, DatabaseError, UnstorableError
+from backend_stub.service_shell import ServiceShell
 from backend_stub.store import BackendStore
+from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
-from tcu.config import BrokerConfig
-from tcu.errors import CborError, EnvelopeError
-from tcu.uplink.envelope import open_record, seal_ack
-from tcu.uplink.records import ReceivedRecord
-from tcu.uplink.strict_cbor import describe, loads_strict
-from tcu.uplink.topics import UP_WILDCARD, VehicleTopics, split_topic
+from telematics_wire.envelope import open_record, seal_ack
+from telematics_wire.errors import CborError, EnvelopeError
+from telematics_wire.records import ReceivedRecord
+from telematics_wire.strict_cbor import describe, loads_strict
+from telematics_wire.topics import UP_WILDCARD, VehicleTopics, split_topic
 
 _LOGGER = logging.getLogger(__name__)
 MAX_STATUS_BYTES = 1024
@@ -70,10 +73,12 @@ class Ingest:
     def add_observer(self, observer: RecordObserver) -> None:
         """Call `observer` with every newly stored record (never with a duplicate).
 
-        Observers run inside the ingest transaction, before its commit: they must be quick and must
-        not write through another connection to this database (it would wait on this transaction's
-        lock) — queue the work instead. One that raises is logged and skipped: a bug in a consumer
-        must not stop the ingest of everything else, eCall records included.
+        Observers run inside the ingest transaction, before its commit, and on the database thread
+        when the app runs: they must be quick, safe to call from that thread, and must not write
+        through another connection to this database (it would wait on this transaction's lock) —
+        queue the work instead (`backend_stub.service_shell.EventInbox`). One that raises is logged
+        and skipped: a bug in a consumer must not stop the ingest of everything else, eCall records
+        included.
         """
         self._record_observers.append(observer)
 
@@ -273,7 +278,8 @@ def _exception_text(exc: BaseException) -> str:
 
 
 class IngestService:
-    """The MQTT shell around `Ingest`: subscribe, batch per transaction, publish acks."""
+    """Ingest on the service shell: subscribe to every vehicle's uplink, store batches on the database
+    thread, publish the acks of what was committed."""
 
     def __init__(
         self,
@@ -283,28 +289,23 @@ class IngestService:
         *,
         max_batch: int = 500,
         identifier: str = "backend-stub",
+        database: DatabaseThread | None = None,
     ) -> None:
         self._ingest = ingest
         self._store = store
-        self._broker = broker
         self._max_batch = max_batch
-        self._identifier = identifier
-        self.connected = asyncio.Event()
+        self.shell = ServiceShell(
+            "backend ingest",
+            broker,
+            identifier=identifier,
+            database=database,
+            subscriptions=(UP_WILDCARD,),
+            max_inflight=1000,
+        )
+        self.connected = self.shell.connected
 
     async def run(self) -> None:
-        await serve_reconnecting(
-            self._broker, identifier=self._identifier, serve=self._serve, on_down=self._on_down, max_inflight=1000
-        )
-
-    def _on_down(self, reason: str) -> None:
-        self.connected.clear()
-        _LOGGER.warning("backend MQTT link down: %s", reason)
-
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(UP_WILDCARD, qos=1)
-        self.connected.set()
-        _LOGGER.info("backend ingest subscribed to %s on %s", UP_WILDCARD, self._broker.url)
-        await self._consume(client)
+        await self.shell.run(serve=self._consume)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         batch: list[tuple[str, bytes]] = []
@@ -317,18 +318,27 @@ class IngestService:
                 batch = []
 
     async def _flush(self, client: aiomqtt.Client, batch: list[tuple[str, bytes]]) -> None:
+        acks = await self.shell.offload(self.store_batch, batch)
+        async with asyncio.TaskGroup() as publishes:
+            for topic, ack in acks:
+                publishes.create_task(client.publish(topic, ack, qos=1))
+        self._ingest.stats.acks_sent += len(acks)
+
+    def store_batch(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Handle `batch` in one transaction; the acks to publish, none when it did not commit."""
         try:
             with self._store.transaction():
                 for topic, payload in batch:
                     self._ingest.handle(topic, payload)
         except BackendError as exc:
-            # The database failed, not a message: nothing of the batch is stored, so nothing is
-            # acknowledged and the vehicles send it again. Ingest goes on; the disk may recover.
+            # The database failed (full, locked beyond the busy timeout), not a message: nothing of the
+            # batch is stored, so nothing is acknowledged and the vehicles send it again. Ingest goes
+            # on; the disk may recover, the lock be released.
             self._ingest.forget_acks()
-            _LOGGER.error("a batch of %d message(s) was not stored and is not acknowledged: %s", len(batch), exc)
-            return
-        acks = self._ingest.take_acks()
-        async with asyncio.TaskGroup() as publishes:
-            for topic, ack in acks:
-                publishes.create_task(client.publish(topic, ack, qos=1))
-        self._ingest.stats.acks_sent += len(acks)
+            _LOGGER.error(
+                "a batch of %d message(s) was not stored and is not acknowledged (the vehicles resend it): %s",
+                len(batch),
+                exc,
+            )
+            return []
+        return self._ingest.take_acks()

@@ -1,27 +1,28 @@
 """The backend's remote-measure task: takes the vehicles' answers from ingest and sends due attempts.
 
-Observers run inside ingest's database transaction, so answers are queued there and booked once it
-has committed (booking writes through the measure store's own connection). The scheduler is ticked
-every `poll_s`, at once when a vehicle comes online, and after every answer, so a retry whose cause
-went away goes out without waiting.
+Observers run inside ingest's database transaction, so answers are queued there (`EventInbox`) and
+booked once it has committed (booking writes through the measure store's own connection). The
+scheduler is ticked every `poll_s`, at once when a vehicle comes online, and after every answer, so a
+retry whose cause went away goes out without waiting. Booking and the tick run on the database
+thread; the orders a tick issues are collected there and published here, in order, afterwards (an
+order the link drops is an attempt without an answer: lost after the attempt timeout, then retried).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import deque
 
 import aiomqtt
 
-from backend_stub.broker_link import serve_reconnecting
+from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest
 from backend_stub.measures import MeasureScheduler
-from tcu.config import BrokerConfig
-from tcu.uplink.records import ReceivedRecord, RecordKind
+from backend_stub.service_shell import EventInbox, ServiceShell
+from tcu.broker_config import BrokerConfig
+from telematics_wire.records import ReceivedRecord, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
+RESULT_EVENT = "measure_result"
 
 
 class MeasureService:
@@ -32,50 +33,53 @@ class MeasureService:
         *,
         poll_s: float = 0.5,
         identifier: str = "backend-stub-measures",
+        database: DatabaseThread | None = None,
     ) -> None:
         self._scheduler = scheduler
-        self._broker = broker
         self._poll_s = poll_s
-        self._identifier = identifier
-        self._inbox: deque[ReceivedRecord] = deque()
-        self._wakeup = asyncio.Event()
+        self._inbox: EventInbox[ReceivedRecord] = EventInbox()
+        self.shell = ServiceShell("measure service", broker, identifier=identifier, database=database)
 
     def attach(self, ingest: Ingest) -> None:
         ingest.add_observer(self._on_record)
         ingest.add_status_observer(self._on_status)
 
     def _on_record(self, record: ReceivedRecord) -> None:
-        if record.kind is RecordKind.EVENT and record.body.get("type") == "measure_result":
-            self._inbox.append(record)
-            self._wakeup.set()
+        if record.kind is RecordKind.EVENT and record.body.get("type") == RESULT_EVENT:
+            self._inbox.put(record)
 
     def _on_status(self, vin: str, online: bool) -> None:
         if online:
-            self._wakeup.set()
+            self._inbox.wakeup.set()
 
     def process_inbox(self) -> int:
-        taken = 0
-        while self._inbox:
-            self._scheduler.on_record(self._inbox.popleft())
-            taken += 1
-        return taken
+        taken = self._inbox.take()
+        for record in taken:
+            self._scheduler.on_record(record)
+        return len(taken)
 
-    async def run(self) -> None:
-        await serve_reconnecting(
-            self._broker,
-            identifier=self._identifier,
-            serve=self._serve,
-            on_down=lambda reason: _LOGGER.warning("measure service MQTT link down: %s", reason),
-        )
+    async def _scheduler_pass(self) -> list[tuple[str, bytes]]:
+        """Book the answers, then tick: the orders due, to publish in this order."""
+        orders: list[tuple[str, bytes]] = []
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        async def publish(topic: str, payload: bytes) -> None:
+        async def collect(topic: str, payload: bytes) -> None:
+            orders.append((topic, payload))
+
+        self.process_inbox()
+        await self._scheduler.tick(collect)
+        return orders
+
+    async def _send_due(self, client: aiomqtt.Client) -> None:
+        for topic, payload in await self.shell.offload_coroutine(self._scheduler_pass):
             await client.publish(topic, payload, qos=1)
 
-        while True:
-            self.process_inbox()
-            await self._scheduler.tick(publish)
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
-                    await self._wakeup.wait()
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await self.shell.repeat(
+            lambda: self._send_due(client),
+            what="booking answers and sending due measure attempts",
+            wakeup=self._inbox.wakeup,
+            poll_s=self._poll_s,
+        )
+
+    async def run(self) -> None:
+        await self.shell.run(serve=self._serve)

@@ -18,8 +18,7 @@ idempotent per record).
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -31,22 +30,19 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from backend_stub.broker_link import serve_reconnecting
+from backend_stub.database_thread import DatabaseThread
 from backend_stub.errors import BackendError
 from backend_stub.ingest import Ingest
-from backend_stub.provisioning import (
-    UNRESOLVED,
-    CapabilityReport,
-    ProvisioningIssuer,
-    ResultStatus,
-    VehicleResult,
-)
+from backend_stub.provisioning import ProvisioningIssuer
+from backend_stub.provisioning_history import UNRESOLVED, CapabilityReport, IssuedFile, ResultStatus, VehicleResult
 from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.service_shell import EventInbox, ServiceShell
 from backend_stub.store import BackendStore, StoredRecord
+from backend_stub.wakeup import Wakeup
+from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
-from tcu.config import BrokerConfig
-from tcu.uplink.records import ReceivedRecord, RecordKind
-from tcu.uplink.topics import VehicleTopics
+from telematics_wire.records import ReceivedRecord, RecordKind
+from telematics_wire.topics import VehicleTopics
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,7 +116,7 @@ class ProvisioningService:
     """The backend's provisioning task: `attach` it to ingest, then `run()` it in the app's TaskGroup.
 
     It keeps its own MQTT connection (a publisher only), so a stalled publication never holds up the
-    ingest of vehicle data and its acks.
+    ingest of vehicle data and its acks. Its database work runs on the database thread when given one.
     """
 
     def __init__(
@@ -133,20 +129,20 @@ class ProvisioningService:
         issuer: ProvisioningIssuer | None,
         poll_s: float = 0.5,
         identifier: str = "backend-stub-provisioning",
+        database: DatabaseThread | None = None,
     ) -> None:
         self._store = store
         self._records = records
-        self._broker = broker
         self._clock = clock
         self._issuer = issuer  # None without a signing key: expired files cannot be reissued
         self._poll_s = poll_s
-        self._identifier = identifier
-        self._inbox: collections.deque[tuple[ReceivedRecord, datetime]] = collections.deque()
-        self._inbox_ready = asyncio.Event()
-        self._wakeup = asyncio.Event()
-        self._republish: set[str] = set()
+        self._mqtt5 = broker.protocol == "5"
+        self._inbox: EventInbox[tuple[ReceivedRecord, datetime]] = EventInbox()
+        self._wakeup = Wakeup()
+        self._republish: set[str] = set()  # added to on the database thread, read there too
         self._seen_changes = -1
-        self.connected = asyncio.Event()
+        self.shell = ServiceShell("provisioning delivery", broker, identifier=identifier, database=database)
+        self.connected = self.shell.connected
 
     def attach(self, ingest: Ingest) -> None:
         ingest.add_observer(self.on_record)
@@ -157,8 +153,7 @@ class ProvisioningService:
     def on_record(self, record: ReceivedRecord) -> None:
         """Ingest observer: queue the events we book; runs inside ingest's transaction."""
         if record.kind is RecordKind.EVENT and record.body.get("type") in (RESULT_EVENT, CAPABILITIES_EVENT):
-            self._inbox.append((record, self._clock.now()))
-            self._inbox_ready.set()
+            self._inbox.put((record, self._clock.now()))
 
     def on_status(self, vin: str, online: bool) -> None:
         if online:
@@ -167,12 +162,10 @@ class ProvisioningService:
 
     def process_inbox(self) -> int:
         """Book what the observers queued; returns how many events were taken."""
-        taken = 0
-        while self._inbox:
-            record, received = self._inbox.popleft()
+        taken = self._inbox.take()
+        for record, received in taken:
             self._take(record, received)
-            taken += 1
-        return taken
+        return len(taken)
 
     def reconcile(self) -> int:
         """Book events stored while the backend died before booking them (see the module docstring)."""
@@ -220,18 +213,26 @@ class ProvisioningService:
         else:
             _LOGGER.info("%s: provisioning file version %d %s", vin, booked.attributed, booked.status)
 
-    async def _intake_forever(self) -> None:
-        while True:
-            await self._inbox_ready.wait()
-            self._inbox_ready.clear()
-            self.process_inbox()
+    async def _book(self) -> None:
+        await self.shell.offload(self.process_inbox)
 
     # -- delivery --------------------------------------------------------------------------------
 
     async def deliver(self, publisher: Publisher) -> int:
         """Publish every due file (new, or asked again by a vehicle coming online); returns how many."""
-        self._seen_changes = self._store.changes()
         published = 0
+        for vin, head in await self.shell.offload(self._due_files):
+            remaining_s = math.ceil((head.expires - self._clock.now()).total_seconds())
+            await publisher.publish(provisioning_topic(vin), head.signed, expiry_s=max(1, remaining_s))
+            await self.shell.offload(self._published, vin, head.version)
+            published += 1
+            _LOGGER.info("published provisioning file version %d to %s (retained)", head.version, vin)
+        return published
+
+    def _due_files(self) -> list[tuple[str, IssuedFile]]:
+        """(vin, file) to publish, oldest VIN first; an expired file is reissued first when it can be."""
+        self._seen_changes = self._store.changes()
+        due = []
         for vin in sorted(set(self._store.pending_vins()) | self._republish):
             head = self._store.head(vin)
             if head is None or head.state not in UNRESOLVED:
@@ -248,46 +249,35 @@ class ProvisioningService:
                     _LOGGER.error("%s: cannot reissue expired file version %d: %s", vin, head.version, exc)
                     self._republish.discard(vin)
                     continue
-            remaining_s = math.ceil((head.expires - self._clock.now()).total_seconds())
-            await publisher.publish(provisioning_topic(vin), head.signed, expiry_s=max(1, remaining_s))
-            self._store.mark_published(vin, head.version, self._clock.now())
-            self._republish.discard(vin)
-            published += 1
-            _LOGGER.info("published provisioning file version %d to %s (retained)", head.version, vin)
-        return published
+            due.append((vin, head))
+        return due
 
-    async def _wait_for_work(self) -> None:
-        """Until woken (a vehicle came online) or the change counter moved (another process issued)."""
-        while not self._wakeup.is_set():
-            try:
-                async with asyncio.timeout(self._poll_s):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                if self._store.changes() != self._seen_changes:
-                    return
+    def _published(self, vin: str, version: int) -> None:
+        self._store.mark_published(vin, version, self._clock.now())
+        self._republish.discard(vin)
+
+    async def _changed_elsewhere(self) -> bool:
+        """True when the change counter moved: another process (the CLI) issued a file."""
+        return await self.shell.offload(self._store.changes) != self._seen_changes
 
     async def deliver_forever(self, publisher: Publisher) -> None:
-        while True:
-            self._wakeup.clear()
-            await self.deliver(publisher)
-            await self._wait_for_work()
+        """Deliver now, then whenever woken (a vehicle came online) or the change counter moved."""
+        await self.shell.repeat(
+            lambda: self.deliver(publisher),
+            what="delivering provisioning files",
+            wakeup=self._wakeup,
+            poll_s=self._poll_s,
+            due=self._changed_elsewhere,
+        )
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        self.connected.set()
-        _LOGGER.info("provisioning delivery connected to %s", self._broker.url)
-        await self.deliver_forever(MqttPublisher(client, mqtt5=self._broker.protocol == "5"))
-
-    def _on_down(self, reason: str) -> None:
-        self.connected.clear()
-        _LOGGER.warning("provisioning delivery link down: %s; files stay pending", reason)
+        await self.deliver_forever(MqttPublisher(client, mqtt5=self._mqtt5))
 
     async def run(self) -> None:
         """Book what a previous run missed, then take in results and deliver files until cancelled."""
-        if taken := self.reconcile():
+        if taken := await self.shell.offload(self.reconcile):
             _LOGGER.info("booked %d vehicle event(s) stored before the last shutdown", taken)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._intake_forever(), name="provisioning-intake")
-            tasks.create_task(
-                serve_reconnecting(self._broker, identifier=self._identifier, serve=self._serve, on_down=self._on_down),
-                name="provisioning-delivery",
-            )
+        intake = functools.partial(
+            self.shell.repeat, self._book, what="booking vehicle events", wakeup=self._inbox.wakeup, poll_s=None
+        )
+        await self.shell.run(serve=self._serve, loops={"intake": intake})

@@ -19,7 +19,9 @@ connection a call, one ASCII line a message); on it the PSAP and the IVS say:
         await psap.call_back(); await psap.request_msd(); await psap.clear_down()
 
 Everything is kept in memory (`calls`, `msds`) and, with `database=`, in an SQLite table read back by
-`read_psap_msds(path)` — what a CLI command such as `backend-stub psap-msds --db ...` prints.
+`read_psap_msds(path)` — what a CLI command such as `backend-stub psap-msds --db ...` prints. The acks
+go out first; the row is written afterwards on the archive's own thread (`backend_stub.psap_archive`),
+so neither a database locked by another process nor a slow disk holds up a call or the event loop.
 """
 
 from __future__ import annotations
@@ -33,17 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backend_stub.psap_archive import PsapArchive
 from backend_stub.voice_line import MAX_LINE, CallLine, LineCall, LineServer
 from tcu.clock import Clock
-from tcu.ecall.msd import Msd, decode, default_codec
-from tcu.errors import MsdError
-from tcu.uplink.records import to_millis
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import Msd, decode, default_codec
+from telematics_wire.records import to_millis
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
-_SCHEMA = """CREATE TABLE IF NOT EXISTS psap_msds (
-    call_id INTEGER NOT NULL, received_ms INTEGER NOT NULL, kind TEXT NOT NULL, message_identifier INTEGER,
-    vin TEXT, latitude_deg REAL, longitude_deg REAL, position_trusted INTEGER, raw_hex TEXT NOT NULL, error TEXT)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,9 +89,7 @@ class PsapStub(LineServer[PsapCall]):
     ) -> None:
         super().__init__(host=host, port=port, clock=clock)
         self.behaviour = behaviour or PsapBehaviour()
-        self._db = sqlite3.connect(database) if database is not None else None
-        if self._db is not None:
-            self._db.execute(_SCHEMA)
+        self._archive = None if database is None else PsapArchive(database)
 
     @property
     def msds(self) -> list[ReceivedMsd]:
@@ -100,13 +98,20 @@ class PsapStub(LineServer[PsapCall]):
     async def start(self) -> None:
         # The MSD modules compiled before the first call answers, not while its MSD waits (about 0.2 s).
         await asyncio.to_thread(default_codec().prepare)
+        if self._archive is not None:
+            await self._archive.open()
         await super().start()
 
     async def close(self) -> None:
         await super().close()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._archive is not None:
+            await self._archive.close()
+            self._archive = None
+
+    async def archived(self) -> None:
+        """Once every MSD received so far is in the database (or its failure logged)."""
+        if self._archive is not None:
+            await self._archive.written()
 
     # -- operator actions ---------------------------------------------------------------------------------
     async def request_msd(self, call_id: int | None = None) -> None:
@@ -165,7 +170,7 @@ class PsapStub(LineServer[PsapCall]):
 
     def rows(self) -> list[dict[str, Any]]:
         """Every MSD received, JSON-ready: what a CLI prints."""
-        return [_row(self.call(m.call_id), m) for m in self.msds]
+        return [_row(self.call(received.call_id), received) for received in self.msds]
 
     # -- the network side -----------------------------------------------------------------------------------
     async def _take(self, line: CallLine, kind: str, callback: str | None) -> None:
@@ -197,21 +202,28 @@ class PsapStub(LineServer[PsapCall]):
             await line.close()
 
     def _msd(self, call: PsapCall, text: str) -> None:
-        now, mono = self._clock.now(), self._clock.monotonic()
-        try:
-            raw = bytes.fromhex(text)
-            msd: Msd | None = decode(raw)
-            error = None
-        except (ValueError, MsdError) as exc:
-            raw, msd, error = text.encode("ascii", "replace"), None, str(exc)
-        received = ReceivedMsd(call_id=call.id, received=now, mono=mono, raw=raw, msd=msd, error=error)
+        received = self._decode(call, text)
         call.msds.append(received)
         self._mark(call, "msd")
         self._send(call, "LL-ACK")
-        self._answer(call, msd, error)
-        # Last: the acks are on the wire before the database is touched, which may wait on another
-        # process's lock (busy timeout) or fail on a full disk.
-        self._store(call, received)
+        self._answer(call, received.msd, received.error)
+        # Last, and off the loop: the acks are on the wire before the database is touched, which may
+        # wait on another process's lock (busy timeout) or fail on a full disk.
+        if self._archive is not None:
+            row = _row(call, received)
+            self._archive.add(call.id, {**row, "received_ms": to_millis(received.received)})
+
+    def _decode(self, call: PsapCall, text: str) -> ReceivedMsd:
+        now = self._clock.now()
+        mono = self._clock.monotonic()
+        try:
+            raw = bytes.fromhex(text)
+            msd = decode(raw)
+        except (ValueError, MsdError) as exc:
+            return ReceivedMsd(
+                call_id=call.id, received=now, mono=mono, raw=text.encode("ascii", "replace"), msd=None, error=str(exc)
+            )
+        return ReceivedMsd(call_id=call.id, received=now, mono=mono, raw=raw, msd=msd)
 
     def _answer(self, call: PsapCall, msd: Msd | None, error: str | None) -> None:
         if msd is None:
@@ -258,32 +270,6 @@ class PsapStub(LineServer[PsapCall]):
         if call.line is not None:
             call.line.send(verb, *args)
         self._mark(call, " ".join((verb.lower(), *args)))
-
-    def _store(self, call: PsapCall, received: ReceivedMsd) -> None:
-        if self._db is None:
-            return
-        row = _row(call, received)
-        try:
-            with self._db:
-                self._db.execute(
-                    "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row["call_id"],
-                        to_millis(received.received),
-                        row["kind"],
-                        row["message_identifier"],
-                        row["vin"],
-                        row["latitude_deg"],
-                        row["longitude_deg"],
-                        row["position_trusted"],
-                        row["raw_hex"],
-                        row["error"],
-                    ),
-                )
-        except sqlite3.Error as exc:
-            # The record is for people afterwards; the emergency call in progress must not pay for a
-            # full disk or a locked database: the MSD stays in memory and is acknowledged as usual.
-            _LOGGER.error("PSAP call %d: MSD not written to the database (%s); kept in memory only", call.id, exc)
 
 
 def _row(call: PsapCall, received: ReceivedMsd) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import ClassVar, Generic, NoReturn, Self, TypeVar
 
+from backend_stub.wakeup import Wakeup
 from tcu.clock import Clock, SystemClock
 
 _LOGGER = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class LineServer(ABC, Generic[CallT]):
         self._clock = clock or SystemClock()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # owned: cancelled and awaited by close()
-        self._changed = asyncio.Event()
+        # Set from the database thread too: the call centre's ingest observer runs there.
+        self._changed = Wakeup()
         self._listening = asyncio.Event()  # set once start() listens: a caller waits on it, never polls
         self.calls: list[CallT] = []
 
