@@ -15,12 +15,12 @@ left unpaid at an owner change is listed with `sold` and `debtor`: it no longer 
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from backend_stub.cli_args import calendar_date
+from backend_stub.cli_output import emit
 from backend_stub.config import BackendConfig
 from backend_stub.errors import BackendConfigError
 from backend_stub.invoice_store import Invoice, InvoiceStore
@@ -88,14 +88,6 @@ def _reconciled(result: Reconciled) -> dict[str, Any]:
     }
 
 
-def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        print("  ".join(f"{key}={value}" for key, value in row.items()))
-
-
 def run_invoice_command(args: argparse.Namespace, config: BackendConfig) -> None:
     clock = SystemClock()
     today = clock.now().date()
@@ -105,7 +97,7 @@ def run_invoice_command(args: argparse.Namespace, config: BackendConfig) -> None
     try:
         vin = None if getattr(args, "vin", None) is None else validate_vin(args.vin, where="VIN argument")
         if args.invoice_command == "list":
-            _print([_row(i, today) for i in invoices.invoices(vin)], args.json)
+            emit([_row(invoice, today) for invoice in invoices.invoices(vin)], args.json)
             return
         if config.signing_key is None:
             raise BackendConfigError("[keys] signing_key is not configured: suspend and resume files cannot be signed")
@@ -121,13 +113,13 @@ def run_invoice_command(args: argparse.Namespace, config: BackendConfig) -> None
             invoice = billing.issue(
                 vin, args.service, parse_amount(args.amount), item=args.item, invoiced=args.invoiced
             )
-            _print([_row(invoice, today) | {"payment_default": billing.check(vin).in_default}], args.json)
+            emit([_row(invoice, today) | {"payment_default": billing.check(vin).in_default}], args.json)
         elif args.invoice_command == "pay":
             result = billing.pay(args.number, on=args.on)
-            _print([_reconciled(result)], args.json)
+            emit([_reconciled(result)], args.json)
         else:
             results = [billing.check(vin)] if vin is not None else list(billing.check_all())
-            _print([_reconciled(r) for r in results], args.json)
+            emit([_reconciled(result) for result in results], args.json)
     finally:
         backend.close()
         provisioning.close()

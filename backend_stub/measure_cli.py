@@ -20,16 +20,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from backend_stub.cli_output import emit
 from backend_stub.config import BackendConfig
 from backend_stub.errors import BackendError
 from backend_stub.measure_store import Measure, MeasureStore
 from backend_stub.measures import MeasureScheduler
 from tcu.clock import SystemClock
-from tcu.config import validate_vin
-from tcu.keys import load_signing_key
-from tcu.services.measure_order import MeasureCategory
-from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change, planned_ms, seconds_text
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.keys import load_signing_key
+from telematics_wire.measure_order import MeasureCategory
+from telematics_wire.measure_plan import Fault, MeasureStep, one_step_per_change, planned_ms, seconds_text
+from telematics_wire.vehicle_mode import VehicleMode
+from telematics_wire.vin import validate_vin
 
 
 def add_measure_parser(commands: Any) -> None:
@@ -143,14 +144,6 @@ def _row(measure: Measure) -> dict[str, Any]:
     }
 
 
-def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(rows, indent=2, default=str))
-    else:
-        for row in rows:
-            print("  ".join(f"{k}={v}" for k, v in row.items()))
-
-
 def run_measure_command(args: argparse.Namespace, config: BackendConfig) -> None:
     store = MeasureStore(config.database)
     try:
@@ -171,7 +164,7 @@ def run_measure_command(args: argparse.Namespace, config: BackendConfig) -> None
                 if (steps is None) == (not args.same_plan):
                     raise BackendError("measure replan: give the new steps (--step/--change) or --same-plan")
                 measure = scheduler.replan(args.id, steps=steps, max_attempts=args.max_attempts)
-                _print([_row(measure)], args.json)
+                emit([_row(measure)], args.json)
                 return
             if steps is None:
                 raise BackendError("measure send: give the plan's steps (--step SECONDS KEY=VALUE ... or --change)")
@@ -188,24 +181,24 @@ def run_measure_command(args: argparse.Namespace, config: BackendConfig) -> None
                 deadline=timedelta(hours=args.deadline_hours),
                 max_attempts=args.max_attempts,
             )
-            _print([_row(measure)], args.json)
+            emit([_row(measure)], args.json)
         elif args.measure_command == "status":
-            _print([_row(m) for m in store.all(args.vin)], args.json)
+            emit([_row(measure) for measure in store.all(args.vin)], args.json)
         else:
             if store.get(args.id) is None:
                 raise BackendError(f"no measure {args.id}")
-            _print(
+            emit(
                 [
                     {
-                        "attempt": a.attempt,
-                        "status": a.status,
-                        "code": a.code,
-                        "reason": a.reason,
-                        "sent": a.sent.isoformat(timespec="seconds"),
-                        "ended": None if a.ended is None else a.ended.isoformat(timespec="seconds"),
-                        "impaired_s": a.impaired_s,
+                        "attempt": attempt.attempt,
+                        "status": attempt.status,
+                        "code": attempt.code,
+                        "reason": attempt.reason,
+                        "sent": attempt.sent.isoformat(timespec="seconds"),
+                        "ended": None if attempt.ended is None else attempt.ended.isoformat(timespec="seconds"),
+                        "impaired_s": attempt.impaired_s,
                     }
-                    for a in store.history(args.id)
+                    for attempt in store.history(args.id)
                 ],
                 args.json,
             )

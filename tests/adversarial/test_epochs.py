@@ -14,10 +14,10 @@ import cbor2
 import pytest
 from nacl.public import Box, PrivateKey
 
-from backend_stub.cli import _query as backend_query
 from backend_stub.ingest import Ingest
 from backend_stub.provisioning_history import CapabilityReport, ResultStatus, VehicleResult
 from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.query_cli import query_store
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
 from telematics_wire.envelope import open_ack, seal_record
@@ -141,7 +141,7 @@ def test_the_cli_lists_a_vehicles_epochs(
 ) -> None:
     _deliver(ingest, store, [seal_record(vehicle_box, VIN, 1, _speed(clock, 1), epoch=OLD)])
     _deliver(ingest, store, [seal_record(vehicle_box, VIN, seq, _speed(clock, 2), epoch=NEW) for seq in (1, 2)])
-    backend_query(argparse.Namespace(command="epochs", vin=VIN, json=True), store)
+    query_store(argparse.Namespace(command="epochs", vin=VIN, json=True), store)
     rows = json.loads(capsys.readouterr().out)
     assert [(row["epoch"], row["ordinal"], row["records"]) for row in rows] == [(OLD.hex(), 1, 1), (NEW.hex(), 2, 2)]
 
