@@ -115,15 +115,7 @@ def ecall_marks(
         if record.kind != "ecall" or not isinstance(at_ms, int) or not isinstance(session, int):
             continue
         label = str(body.get("to")) if body.get("event") == "transition" else str(body.get("event"))
-        marks.append(
-            EcallMark(
-                t=round(to_scenario(_moment(at_ms)), 3),
-                at_ms=at_ms,
-                session=session,
-                label=label,
-                detail=str(body.get("reason", "")),
-            )
-        )
+        marks.append(_mark(at_ms, to_scenario, session=session, label=label, detail=str(body.get("reason", ""))))
     triggers = sorted((m.at_ms, m.session) for m in marks if m.label == "triggered")
     for row in psap_rows:
         received_ms = row.get("received_ms")
@@ -135,9 +127,9 @@ def ecall_marks(
         if row.get("error"):
             detail += f": {row['error']}"
         marks.append(
-            EcallMark(
-                t=round(to_scenario(_moment(received_ms)), 3),
-                at_ms=received_ms,
+            _mark(
+                received_ms,
+                to_scenario,
                 session=session,
                 label=MSD_AT_PSAP,
                 detail=detail,
@@ -147,6 +139,30 @@ def ecall_marks(
             )
         )
     return sorted(marks, key=lambda m: (m.at_ms, m.source != "vehicle"))
+
+
+def _mark(
+    at_ms: int,
+    to_scenario: ToScenario,
+    *,
+    session: int,
+    label: str,
+    detail: str,
+    source: str = "vehicle",
+    latitude: float | None = None,
+    longitude: float | None = None,
+) -> EcallMark:
+    """The mark at `at_ms`, placed in scenario seconds like every other mark."""
+    return EcallMark(
+        t=round(to_scenario(_moment(at_ms)), 3),
+        at_ms=at_ms,
+        session=session,
+        label=label,
+        detail=detail,
+        source=source,
+        latitude=latitude,
+        longitude=longitude,
+    )
 
 
 def trigger_ms(marks: Sequence[EcallMark], session: int) -> int | None:
