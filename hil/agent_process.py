@@ -1,4 +1,4 @@
-"""The agent as a real process, as on a Pi: so a scenario can SIGKILL it like a power cut."""
+"""The agent as a real process, as on a Pi: so a scenario or a test can SIGKILL it like a power cut."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from tcu.virtual_time import FLAG, VirtualClock, real_seconds
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
 
 class AgentProcess:
+    """`tcu run --config CONFIG` in a process of its own; the bench's runner, chaos runs and the
+    integration tests all start the agent this one way."""
+
     def __init__(
         self,
         config: Path,
@@ -21,12 +27,16 @@ class AgentProcess:
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
         clock: VirtualClock | None = None,
+        log_level: LogLevel = "info",
     ) -> None:
-        """`clock`: the bench's virtual clock, handed to each start (with the calendar as it is then)."""
+        """`log`: the file its output is appended to; None: it writes to this process's stdout and
+        stderr (a test's captured output). `clock`: the bench's virtual clock, handed to each start
+        (with the calendar as it is then)."""
         self.config = config
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._clock = clock
         self._log = log
+        self._log_level = log_level
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -34,14 +44,14 @@ class AgentProcess:
         return self._process is not None and self._process.returncode is None
 
     async def start(self) -> None:
-        output = self._log.open("ab") if self._log is not None else asyncio.subprocess.DEVNULL
+        output = self._log.open("ab") if self._log is not None else None
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "tcu.cli",
                 "--log-level",
-                "info",
+                self._log_level,
                 "run",
                 "--config",
                 str(self.config),
@@ -52,25 +62,26 @@ class AgentProcess:
                 env=self._env,
             )
         finally:
-            if not isinstance(output, int):
+            if output is not None:
                 output.close()
 
-    async def kill(self) -> None:
-        """A power cut: nothing is flushed, nothing is said to the broker."""
-        await self._signal(signal.SIGKILL)
+    async def kill(self) -> int | None:
+        """A power cut: nothing is flushed, nothing is said to the broker. Returns the exit status
+        (-SIGKILL), or None when it was not running."""
+        return await self._signal(signal.SIGKILL)
 
-    async def stop(self, timeout_s: float = 15.0) -> None:
-        """An orderly stop (SIGTERM), escalating to SIGKILL if it hangs."""
+    async def stop(self, timeout_s: float = 15.0) -> int | None:
+        """An orderly stop (SIGTERM), escalating to SIGKILL if it hangs; returns the exit status."""
         try:
             async with asyncio.timeout(real_seconds(timeout_s)):  # a process stops in real time
-                await self._signal(signal.SIGTERM)
+                return await self._signal(signal.SIGTERM)
         except TimeoutError:
-            await self.kill()
+            return await self.kill()
 
-    async def _signal(self, signum: signal.Signals) -> None:
+    async def _signal(self, signum: signal.Signals) -> int | None:
         process = self._process
         if process is None or process.returncode is not None:
-            return
+            return None
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signum)
-        await process.wait()
+        return await process.wait()

@@ -21,43 +21,43 @@ from hil.timeline import EventKind
 from tcu.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hil.runner import Bench, ScenarioRunner
+    from hil.run_context import RunContext
     from hil.scenario import Step
 
 
-def _billing(bench: Bench) -> Billing:
-    if bench.backend.billing is None:
+def _billing(run: RunContext) -> Billing:
+    if run.bench.backend.billing is None:
         raise ConfigError("the backend has no signing key: it cannot suspend or resume a vehicle")
-    return bench.backend.billing
+    return run.bench.backend.billing
 
 
-async def invoice(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    billing, vin = _billing(bench), runner.scenario.vin
+async def invoice(run: RunContext, step: Step) -> None:
+    billing, vin = _billing(run), run.scenario.vin
     days = int(step.args.get("days_ago", 0))
-    dated = bench.backend.clock.now().date() - timedelta(days=days)
+    dated = run.bench.backend.clock.now().date() - timedelta(days=days)
     issued = billing.issue(
         vin, str(step.args["service"]), parse_amount(str(step.args.get("amount", "9.99"))), invoiced=dated
     )
     default = billing.check(vin).in_default
-    runner.event(
+    run.event(
         EventKind.ACTION,
         f"invoice {issued.number} dated {dated}",
         f"{issued.item}, {issued.amount}; payment default: {'yes' if default else 'no'}",
     )
 
 
-async def pay(runner: ScenarioRunner, bench: Bench, _step: Step) -> None:
-    billing, vin = _billing(bench), runner.scenario.vin
-    unpaid = [i for i in bench.backend.invoice_store.invoices(vin) if i.paid is None]
+async def pay(run: RunContext, _step: Step) -> None:
+    billing, vin = _billing(run), run.scenario.vin
+    unpaid = [i for i in run.bench.backend.invoice_store.invoices(vin) if i.paid is None]
     if not unpaid:
         raise ConfigError(f"vehicle {vin} has no unpaid invoice to pay")
     for item in unpaid:
         result = billing.pay(item.number)
-    runner.event(
+    run.event(
         EventKind.ACTION,
         f"paid invoice(s) {', '.join(str(i.number) for i in unpaid)}",
         f"payment default: {'yes' if result.in_default else 'no'}",
     )
 
 
-ACTIONS: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {"invoice": invoice, "pay": pay}
+ACTIONS: dict[str, Callable[[RunContext, Step], Any]] = {"invoice": invoice, "pay": pay}

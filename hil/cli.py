@@ -10,7 +10,8 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from hil.chaos import ChaosRun, ChaosSettings
+from hil.chaos import ChaosRun
+from hil.chaos_schedule import ChaosSettings
 from hil.demo import demo_workdir, run_demo
 from hil.devices.replay import ReplayDevice
 from hil.live_view import LiveView

@@ -7,17 +7,25 @@ users run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import TypedDict, Unpack
 
+from backend_stub.config import BackendConfig
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
+from hil.config_toml import TomlValue, changed_fields, config_table, toml_lines, toml_table
+from tcu.broker_config import BrokerConfig, MqttProtocol, parse_broker_url
 from tcu.clock import SystemClock
-from tcu.keys import load_public_key, write_box_keypair, write_signing_keypair
+from tcu.config import KeysConfig, QueueConfig, SimulationConfig, TelemetryConfig, UplinkConfig
+from telematics_wire.keys import load_public_key, write_box_keypair, write_signing_keypair
 
 DEMO_VIN = "WMWZZZ3CZ2E123456"
+# An agent without legal eCall and without a modem (an absent [ecall] would be presumed legal eCall,
+# and the agent would refuse to start).
+NO_ECALL: Mapping[str, TomlValue] = {"legal_ecall": False}
 
 
 def vin_for(index: int) -> str:
@@ -25,11 +33,26 @@ def vin_for(index: int) -> str:
     return f"WTCZZZ{index:011d}"
 
 
+class AgentSettings(TypedDict, total=False):
+    """The keywords of an agent config a bench writes (`BenchLayout.agent_toml`)."""
+
+    simulation: bool
+    telemetry_interval_s: float
+    extra: str
+    username: str | None
+    password: str | None
+    keepalive_s: int | None
+    ecall: Mapping[str, TomlValue] | str
+    uplink: UplinkConfig | None
+    queue: QueueConfig | None
+    sources: Mapping[str, Mapping[str, TomlValue]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BenchLayout:
     root: Path
     broker_url: str
-    protocol: Literal["5", "3.1.1"] = "5"
+    protocol: MqttProtocol = "5"
 
     @property
     def keys(self) -> Path:
@@ -45,55 +68,53 @@ class BenchLayout:
     def data_dir(self, vin: str) -> Path:
         return self.root / "vehicles" / vin
 
-    def create_backend(self, *, username: str | None = None, password: str | None = None) -> None:
+    def create_backend(
+        self, *, username: str | None = None, password: str | None = None, keepalive_s: int | None = None
+    ) -> None:
+        """The backend's keys, and its config `backend_config()` (`write_backend_config` rewrites it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_box_keypair(self.keys, "backend")
         write_signing_keypair(self.keys, "backend")
-        self.backend_config.write_text(
-            'database = "backend.sqlite3"\n\n'
-            "[keys]\n"
-            'private_key = "keys/backend.x25519.key"\n'
-            'signing_key = "keys/backend.ed25519.key"\n\n' + self._broker_section(username, password)
+        self.write_backend_config(self.backend(username=username, password=password, keepalive_s=keepalive_s))
+
+    def broker(
+        self, *, username: str | None = None, password: str | None = None, keepalive_s: int | None = None
+    ) -> BrokerConfig:
+        """The bench's broker as a client of it sees it."""
+        host, port, tls = parse_broker_url(self.broker_url)
+        broker = BrokerConfig(host=host, port=port, tls=tls, protocol=self.protocol)
+        if username is not None:
+            broker = replace(broker, username=username, password=password or "")
+        return broker if keepalive_s is None else replace(broker, keepalive_s=keepalive_s)
+
+    def backend(
+        self, *, username: str | None = None, password: str | None = None, keepalive_s: int | None = None
+    ) -> BackendConfig:
+        """The bench's backend config: its database and keys in the bench folder, no PSAP stub; change it
+        with `dataclasses.replace` and `write_backend_config`."""
+        return BackendConfig(
+            database=Path("backend.sqlite3"),
+            private_key=Path("keys/backend.x25519.key"),
+            signing_key=Path("keys/backend.ed25519.key"),
+            broker=self.broker(username=username, password=password, keepalive_s=keepalive_s),
         )
+
+    def write_backend_config(self, config: BackendConfig, *, more: Mapping[str, Mapping[str, TomlValue]] = {}) -> None:
+        """`backend.toml` from `config`; `more`: keys of other tables, as a scenario passes them on (the
+        backend checks them when it loads the file)."""
+        self.backend_config.write_text(backend_toml(config, broker_url=self.broker_url, more=more))
         self.backend_config.chmod(0o600)  # it may hold the broker password: refused if others can read it
 
-    def _broker_section(self, username: str | None, password: str | None, keepalive_s: int | None = None) -> str:
-        text = f'[broker]\nurl = "{self.broker_url}"\nprotocol = "{self.protocol}"\n'
-        if username is not None:
-            text += f'username = "{username}"\npassword = "{password or ""}"\n'
-        if keepalive_s is not None:
-            text += f"keepalive_s = {keepalive_s}\n"
-        return text
-
-    def add_vehicle(
-        self,
-        vin: str,
-        *,
-        simulation: bool = True,
-        telemetry_interval_s: float = 1.0,
-        extra: str = "",
-        username: str | None = None,
-        password: str | None = None,
-        keepalive_s: int | None = None,
-        ecall: str = "[ecall]\nlegal_ecall = false\n",
-    ) -> Path:
-        """Create the vehicle's keys and config and enrol it with the backend; returns the config path."""
+    def add_vehicle(self, vin: str, **settings: Unpack[AgentSettings]) -> Path:
+        """Create the vehicle's keys and config (`write_agent_config`) and enrol it with the backend;
+        returns the config path."""
         _, public = write_box_keypair(self.keys, vin)
         store = BackendStore(self.root / "backend.sqlite3")
         try:
             store.enroll(vin, bytes(load_public_key(public)), SystemClock().now())
         finally:
             store.close()
-        return self.write_agent_config(
-            vin,
-            simulation=simulation,
-            telemetry_interval_s=telemetry_interval_s,
-            extra=extra,
-            username=username,
-            password=password,
-            keepalive_s=keepalive_s,
-            ecall=ecall,
-        )
+        return self.write_agent_config(vin, **settings)
 
     def set_legal_ecall(self, vin: str, legal: bool, *, first_registration: date | None = None) -> None:
         """Tell the backend whether the vehicle is equipped with legal eCall (as `enroll --legal-ecall`)
@@ -105,37 +126,93 @@ class BenchLayout:
         finally:
             store.close()
 
-    def write_agent_config(
+    def write_agent_config(self, vin: str, *, name: str | None = None, **settings: Unpack[AgentSettings]) -> Path:
+        """(Re)write a config for an enrolled vehicle; `name` gives a second config of the same car."""
+        config = self.root / name if name is not None else self.agent_config(vin)
+        config.write_text(self.agent_toml(vin, **settings))
+        config.chmod(0o600)  # it may hold the broker password: refused if others can read it
+        return config
+
+    def agent_toml(
         self,
         vin: str,
         *,
-        name: str | None = None,
         simulation: bool = True,
         telemetry_interval_s: float = 1.0,
         extra: str = "",
         username: str | None = None,
         password: str | None = None,
         keepalive_s: int | None = None,
-        ecall: str = "[ecall]\nlegal_ecall = false\n",
-    ) -> Path:
-        """(Re)write a config for an enrolled vehicle; `name` gives a second config of the same car.
+        ecall: Mapping[str, TomlValue] | str = NO_ECALL,
+        uplink: UplinkConfig | None = None,
+        queue: QueueConfig | None = None,
+        sources: Mapping[str, Mapping[str, TomlValue]] = {},
+    ) -> str:
+        """An agent config of this bench (the keywords are `AgentSettings`).
 
-        `ecall` is the `[ecall]` section: by default a vehicle without legal eCall and without a modem
-        (an absent section would be presumed legal eCall, and the agent would refuse to start).
+        `ecall`: the `[ecall]` table's keys (by default a vehicle without legal eCall and without a
+        modem), or TOML text of your own (with `[[ecall.trigger]]` rules, say). `uplink`, `queue`: those
+        tables, from their config dataclasses; `sources`: `[sources.<name>]` tables; `extra`: more TOML
+        text, appended as it is.
         """
-        config = self.root / name if name is not None else self.agent_config(vin)
-        config.write_text(
-            f'vin = "{vin}"\n'
-            f'data_dir = "vehicles/{vin}"\n\n'
-            "[keys]\n"
-            f'vehicle_private_key = "keys/{vin}.x25519.key"\n'
-            'backend_public_key = "keys/backend.x25519.pub"\n'
-            'backend_verify_key = "keys/backend.ed25519.pub"\n\n'
-            + self._broker_section(username, password, keepalive_s)
-            + f"\n[telemetry]\ninterval_s = {telemetry_interval_s}\n"
-            + f"\n[simulation]\nenabled = {'true' if simulation else 'false'}\n"
-            + f"\n{ecall}"
-            + extra
+        keys = KeysConfig(
+            vehicle_private_key=Path(f"keys/{vin}.x25519.key"),
+            backend_public_key=Path("keys/backend.x25519.pub"),
+            backend_verify_key=Path("keys/backend.ed25519.pub"),
         )
-        config.chmod(0o600)  # it may hold the broker password: refused if others can read it
-        return config
+        tables = [
+            toml_lines({"vin": vin, "data_dir": f"vehicles/{vin}"}, where="agent"),
+            config_table("keys", keys),
+            broker_table(self.broker_url, self.broker(username=username, password=password, keepalive_s=keepalive_s)),
+            config_table("telemetry", TelemetryConfig(interval_s=telemetry_interval_s), always=("interval_s",)),
+            config_table("simulation", SimulationConfig(enabled=simulation), always=("enabled",)),
+            ecall if isinstance(ecall, str) else toml_table("ecall", ecall),
+            *(() if uplink is None else (config_table("uplink", uplink),)),
+            *(() if queue is None else (config_table("queue", queue),)),
+            *(toml_table(f"sources.{source}", table) for source, table in sources.items()),
+        ]
+        return "\n".join(tables) + extra
+
+
+def broker_table(url: str, broker: BrokerConfig) -> str:
+    """`[broker]`: the URL as given (it says host, port and TLS), then what differs from the defaults."""
+    fields = changed_fields(broker, always=("protocol",))
+    for implied in ("host", "port", "tls"):
+        fields.pop(implied, None)
+    return toml_table("broker", {"url": url} | fields)
+
+
+# BackendConfig's fields by table and key, as backend_stub.config reads them.
+_BACKEND_TABLES: dict[str, dict[str, str]] = {
+    "": {"database": "database"},
+    "keys": {"private_key": "private_key", "signing_key": "signing_key"},
+    "ingest": {"max_payload_bytes": "max_payload_bytes"},
+    "measures": {
+        "retry_base_s": "measure_retry_base_s",
+        "retry_cap_s": "measure_retry_cap_s",
+        "attempt_timeout_s": "measure_attempt_timeout_s",
+    },
+    "psap": {"port": "psap_port", "voice_s": "psap_voice_s"},
+    "call_centre": {
+        "port": "call_centre_port",
+        "answer_delay_s": "call_centre_answer_delay_s",
+        "voice_s": "call_centre_voice_s",
+    },
+}
+
+
+def backend_toml(config: BackendConfig, *, broker_url: str, more: Mapping[str, Mapping[str, TomlValue]] = {}) -> str:
+    """A `backend.toml` of `config` (whose broker is at `broker_url`): the database, the keys, each table
+    with a field that differs from its default (and the keys of `more`), the broker last."""
+    changed = changed_fields(config, always=("database", "private_key", "signing_key"))
+    parts = []
+    for table, keys in _BACKEND_TABLES.items():
+        values: dict[str, TomlValue | None] = {key: changed.get(field) for key, field in keys.items()}
+        values |= more.get(table, {})
+        if table == "":
+            parts.append(toml_lines(values, where="backend"))
+        elif any(value is not None for value in values.values()):
+            parts.append(toml_table(table, values))
+    # Last: a bench appends keys of its own to [broker] (a CA file, say).
+    parts.append(broker_table(broker_url, config.broker))
+    return "\n".join(parts)

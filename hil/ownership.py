@@ -23,13 +23,13 @@ from backend_stub.handover import handover_list
 from hil.outcome import Outcome
 from hil.timeline import EventKind
 from tcu.errors import ConfigError
-from tcu.services.catalogue import Catalogue, Category
 from tcu.services.personal import PersonalStore
 from tcu.virtual_time import real_seconds
+from telematics_wire.catalogue import Catalogue, Category
 
 if TYPE_CHECKING:
     from hil.expectations import Evidence
-    from hil.runner import Bench, ScenarioRunner
+    from hil.run_context import RunContext
     from hil.scenario import Step
 
 _T = TypeVar("_T")
@@ -48,18 +48,18 @@ async def _until(what: str, probe: Callable[[], _T | None]) -> _T:
     return value
 
 
-def _personal(runner: ScenarioRunner, bench: Bench) -> PersonalStore:
-    return PersonalStore(bench.layout.data_dir(runner.scenario.vin) / "personal.cbor")
+def _personal(run: RunContext) -> PersonalStore:
+    return PersonalStore(run.bench.layout.data_dir(run.scenario.vin) / "personal.cbor")
 
 
-async def _tcu(bench: Bench, *args: str) -> str:
+async def _tcu(run: RunContext, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tcu.cli",
         *args,
         "--config",
-        str(bench.agent.config),
+        str(run.bench.agent.config),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -70,39 +70,39 @@ async def _tcu(bench: Bench, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-async def pair(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    vin, accounts, clock = runner.scenario.vin, bench.backend.accounts, bench.backend.clock
+async def pair(run: RunContext, step: Step) -> None:
+    vin, accounts, clock = run.scenario.vin, run.bench.backend.accounts, run.bench.backend.clock
     account = str(step.args.get("account", DEFAULT_ACCOUNT))
     if accounts.contact(account) is None:
         accounts.create(account, name="Scenario owner", email=account, now=clock.now())
     accounts.request_code(vin, account, clock.now())
-    personal = _personal(runner, bench)
+    personal = _personal(run)
     shown = await _until(
         "the car shows the security code",
         lambda: None if (code := personal.current().security_code) is None or code.account != account else code,
     )
-    runner.event(EventKind.ACTION, "security code shown in the car", f"for {account}")
+    run.event(EventKind.ACTION, "security code shown in the car", f"for {account}")
     accounts.pair(vin, account, shown.code, clock.now())
     await _until("the car knows its account", lambda: True if account in personal.current().paired_accounts else None)
-    runner.event(EventKind.ACTION, "account paired", account)
+    run.event(EventKind.ACTION, "account paired", account)
 
 
-async def profile(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
-    await _tcu(bench, "profile", "add", str(step.args.get("name", "Driver")))
-    runner.event(EventKind.ACTION, "driver profile created", str(step.args.get("name", "Driver")))
+async def profile(run: RunContext, step: Step) -> None:
+    await _tcu(run, "profile", "add", str(step.args.get("name", "Driver")))
+    run.event(EventKind.ACTION, "driver profile created", str(step.args.get("name", "Driver")))
 
 
-async def consent(runner: ScenarioRunner, bench: Bench, step: Step) -> None:
+async def consent(run: RunContext, step: Step) -> None:
     recipient = str(step.args.get("recipient", "Insurer via CarData"))
-    bench.backend.accounts.grant_consent(runner.scenario.vin, recipient, bench.backend.clock.now())
+    run.bench.backend.accounts.grant_consent(run.scenario.vin, recipient, run.bench.backend.clock.now())
 
 
-async def owner_change(runner: ScenarioRunner, bench: Bench, _step: Step) -> None:
-    await _tcu(bench, "owner-change")
-    runner.event(EventKind.ACTION, "owner change in the car", "personal data wiped; report queued")
+async def owner_change(run: RunContext, _step: Step) -> None:
+    await _tcu(run, "owner-change")
+    run.event(EventKind.ACTION, "owner change in the car", "personal data wiped; report queued")
 
 
-ACTIONS: dict[str, Callable[[ScenarioRunner, Bench, Step], Any]] = {
+ACTIONS: dict[str, Callable[[RunContext, Step], Any]] = {
     "pair": pair,
     "profile": profile,
     "consent": consent,

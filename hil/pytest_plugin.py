@@ -44,8 +44,6 @@ fixtures are pytest-asyncio fixtures, so they run whatever the project's `asynci
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -56,12 +54,10 @@ from typing import Any, Literal
 import pytest
 import pytest_asyncio
 
-from backend_stub.app import BackendStub
-from backend_stub.config import load_backend_config
-from backend_stub.store import BackendStore
 from hil.audit import SeqAudit
 from hil.broker import Broker, choose_broker, free_port
 from hil.fixtures.agents import AgentFactory, AgentSpec, BenchAgent, VirtualVehicle, virtual_vehicle
+from hil.fixtures.backend import RunningBackend, running_backend
 from hil.fixtures.link import BenchLink
 from hil.fixtures.no_loss import check_no_loss
 from hil.layout import BenchLayout
@@ -106,23 +102,6 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
             item.add_marker(pytest.mark.asyncio)
 
 
-class RunningBackend:
-    """A backend stub running in the test's event loop."""
-
-    def __init__(self, stub: BackendStub) -> None:
-        self.stub = stub
-        self.store = stub.store
-        self.ingest = stub.ingest
-        self.psap = stub.psap
-
-    async def wait_for(self, predicate: Callable[[BackendStore], Any], timeout: float = 20.0) -> Any:  # noqa: ASYNC109
-        """Poll the backend's store until `predicate(store)` is truthy; returns that value."""
-        async with asyncio.timeout(timeout):
-            while not (result := predicate(self.store)):  # noqa: ASYNC110 - the store is written by another task
-                await asyncio.sleep(0.02)
-        return result
-
-
 @pytest_asyncio.fixture(loop_scope="function")
 async def tcu_virtual_vehicle(tmp_path: Path) -> AsyncIterator[VirtualVehicle]:
     async with virtual_vehicle(tmp_path / "vehicle") as vehicle:
@@ -147,23 +126,14 @@ def tcu_bench(tmp_path: Path, tcu_broker: Broker) -> BenchLayout:
     layout = BenchLayout(root=tmp_path / "bench", broker_url=tcu_broker.url, protocol=tcu_broker.protocol)
     layout.create_backend()
     # The 112 network's PSAP, for cars with legal eCall; the operator clears down after 5 s of voice.
-    layout.backend_config.write_text(
-        layout.backend_config.read_text() + f"\n[psap]\nport = {free_port()}\nvoice_s = 5\n"
-    )
+    layout.write_backend_config(replace(layout.backend(), psap_port=free_port(), psap_voice_s=5.0))
     return layout
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def tcu_backend(tcu_bench: BenchLayout) -> AsyncIterator[RunningBackend]:
-    stub = BackendStub(load_backend_config(tcu_bench.backend_config, env={}))
-    task = asyncio.create_task(stub.run(), name="tcu-hil-backend")
-    await asyncio.wait_for(stub.service.connected.wait(), 10)
-    try:
+    async with running_backend(tcu_bench.backend_config, name="tcu-hil-backend") as stub:
         yield RunningBackend(stub)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @pytest_asyncio.fixture(loop_scope="function")

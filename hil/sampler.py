@@ -31,7 +31,7 @@ from tcu.status import read_status
 from tcu.virtual_time import real_seconds
 
 if TYPE_CHECKING:
-    from hil.runner import Bench, ScenarioRunner
+    from hil.run_context import RunContext
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -195,16 +195,12 @@ class StatusTracker:
 
 
 class BenchSampler:
-    def __init__(self, runner: ScenarioRunner, bench: Bench, *, agent_started: float = 0.0) -> None:
+    def __init__(self, run: RunContext, *, agent_started: float = 0.0) -> None:
         """`agent_started`: scenario seconds at which the runner started the agent (0 or before)."""
-        self._runner = runner
-        self._bench = bench
+        self._run = run
         self.tracker = StatusTracker(agent_started)
         self._drain_start: float | None = None
         self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
-        data = bench.layout.data_dir(runner.scenario.vin)
-        self._status_path = data / "status.json"
-        self._outbox = data / "outbox.sqlite3"
 
     async def run(self) -> None:
         poll_s, backend_s = poll_intervals()
@@ -214,71 +210,71 @@ class BenchSampler:
             if since_backend >= backend_s:
                 self._backend_events()
                 since_backend = 0.0
-            await self._runner.hold(poll_s)
+            await self._run.time.hold(poll_s)
             since_backend += poll_s
 
     def poll(self) -> None:
-        runner, tracker = self._runner, self.tracker
+        run, tracker = self._run, self.tracker
         before = len(tracker.samples)
         tracker.observe(
-            runner.now(),
-            running=self._bench.agent.running,
-            status=read_status(self._status_path),
-            to_scenario=runner.scenario_seconds,
-            stored=self._bench.backend.store.count(runner.scenario.vin),
-            queue_on_disk=lambda: queue_on_disk(self._outbox),
+            run.time.now(),
+            running=run.bench.agent.running,
+            status=read_status(run.status_path),
+            to_scenario=run.time.scenario_seconds,
+            stored=run.bench.backend.store.count(run.scenario.vin),
+            queue_on_disk=lambda: queue_on_disk(run.outbox),
         )
         for noted in tracker.noted:
-            runner.event(noted.kind, noted.label, noted.detail)
+            run.event(noted.kind, noted.label, noted.detail)
         tracker.noted.clear()
         for sample in tracker.samples[before:]:
-            runner.timeline.samples.append(sample)
-            runner.on_sample(sample)
+            run.timeline.samples.append(sample)
+            run.on_sample(sample)
 
     def begin_drain(self) -> None:
         """The last step is done: the runner stops the agent and drains its queue from here on."""
         self.poll()
-        self._drain_start = round(self._runner.now(), 3)
+        self._drain_start = round(self._run.time.now(), 3)
         self.tracker.draining = True
 
     def finish(self) -> None:
         """The drain is over: close the phases, mark when the agent was down, collect the backend's data."""
-        runner, bench = self._runner, self._bench
+        run, backend = self._run, self._run.bench.backend
         self.poll()
         self._backend_events()
-        end = round(runner.now(), 3)
+        end = round(run.time.now(), 3)
         drain_start = end if self._drain_start is None else self._drain_start
         before = len(self.tracker.samples)
-        stored = bench.backend.store.count(runner.scenario.vin)
-        self.tracker.end(end, stored=stored, queue_on_disk=lambda: queue_on_disk(self._outbox))
-        timeline = runner.timeline
+        vin = run.scenario.vin
+        stored = backend.store.count(vin)
+        self.tracker.end(end, stored=stored, queue_on_disk=lambda: queue_on_disk(run.outbox))
+        timeline = run.timeline
         timeline.samples += self.tracker.samples[before:]
         timeline.spans += bench_spans(self.tracker, drain_start, end, explicit=timeline.spans_of(SpanKind.AGENT_DOWN))
-        vin = runner.scenario.vin
-        records = bench.backend.store.records(vin)
-        timeline.series = signal_series(records, runner.scenario_seconds)
-        timeline.stored = stored_series(records, runner.scenario_seconds)
+        records = backend.store.records(vin)
+        timeline.series = signal_series(records, run.time.scenario_seconds)
+        timeline.stored = stored_series(records, run.time.scenario_seconds)
         psap_rows: list[dict[str, Any]] = []
-        if bench.backend.psap is not None:
+        if backend.psap is not None:
             try:
-                psap_rows = vehicle_msds(bench.backend, vin)
+                psap_rows = vehicle_msds(backend, vin)
             except sqlite3.Error as exc:
                 _LOGGER.warning("report: cannot read the PSAP's MSDs (%s); the eCall table lacks them", exc)
-        timeline.ecall = ecall_marks(records, psap_rows, runner.scenario_seconds)
+        timeline.ecall = ecall_marks(records, psap_rows, run.time.scenario_seconds)
 
     def _backend_events(self) -> None:
         """What the backend learnt since the last look: measure attempts, MSDs, provisioning file states."""
-        runner, bench = self._runner, self._bench
-        vin = runner.scenario.vin
-        for measure in bench.backend.measure_store.all(vin):
-            for attempt in bench.backend.measure_store.history(measure.measure_id):
+        run, backend = self._run, self._run.bench.backend
+        vin = run.scenario.vin
+        for measure in backend.measure_store.all(vin):
+            for attempt in backend.measure_store.history(measure.measure_id):
                 key: tuple[str, ...] = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
                 if key not in self._seen:
                     self._seen.add(key)
                     detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
                     label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
-                    runner.event(EventKind.MEASURE, label, detail)
-        psap = bench.backend.psap
+                    run.event(EventKind.MEASURE, label, detail)
+        psap = backend.psap
         for received in [] if psap is None else psap.msds:
             key = ("msd", str(received.call_id), str(received.mono))
             if key not in self._seen:
@@ -286,12 +282,12 @@ class BenchSampler:
                 msd = received.msd
                 where = "" if msd is None else f" at {msd.latitude_deg:.5f},{msd.longitude_deg:.5f}"
                 detail = f"call {received.call_id}{where} {received.error or ''}".strip()
-                runner.event(EventKind.ECALL, "MSD at the PSAP", detail)
-        for issued in bench.backend.provisioning_store.files(vin):
+                run.event(EventKind.ECALL, "MSD at the PSAP", detail)
+        for issued in backend.provisioning_store.files(vin):
             file_key: tuple[str, ...] = ("file", str(issued.version), issued.state.value)
             if file_key not in self._seen:
                 self._seen.add(file_key)
-                runner.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)
+                run.event(EventKind.PROVISIONING, f"file v{issued.version} {issued.state.value}", issued.operation)
 
 
 def bench_spans(tracker: StatusTracker, drain_start: float, end: float, *, explicit: Sequence[Span] = ()) -> list[Span]:

@@ -47,15 +47,14 @@ move on without time passing (`advance_calendar`: a car parked for weeks; the ag
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tcu.config import validate_vin
 from tcu.errors import ConfigError
+from telematics_wire.vin import validate_vin
 
 # action → keys it takes (besides `at` and `do`)
 ACTIONS: dict[str, frozenset[str]] = {
@@ -373,11 +372,6 @@ def _settings(raw: Any, where: str, *, reserved: set[str]) -> dict[str, Any]:
         if not isinstance(value, bool | int | float | str):
             raise ConfigError(f"{where}: {key} = {value!r}: expected a number, a string or a boolean")
     return dict(raw)
-
-
-def toml_lines(settings: dict[str, Any]) -> str:
-    """`key = value` lines of `_settings`, as TOML."""
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
 
 
 def _vehicle_files(value: Any, base: Path | None, where: str) -> list[Path]:

@@ -20,9 +20,11 @@ import pytest
 
 from backend_stub.store import BackendStore
 from hil.audit import audit_vehicle
-from hil.chaos import ACTIONS, ChaosRun, ChaosSettings, Lifetime, chaos_schedule, telemetry_holes
+from hil.chaos import ChaosRun
+from hil.chaos_schedule import ACTIONS, ChaosSettings, chaos_schedule
 from hil.small_disk import SmallDiskUnavailableError, fill, free, free_bytes, small_filesystem
-from tcu.uplink.records import ReceivedRecord, RecordKind
+from hil.telemetry_holes import Lifetime, telemetry_holes
+from telematics_wire.records import ReceivedRecord, RecordKind
 from tests.conftest import OTHER_VIN, VIN, require_mosquitto
 
 CI_SEED = 20261123

@@ -3,6 +3,8 @@ records, for the expectation tests: what a run would have left behind, without r
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -13,12 +15,13 @@ from typing import Any
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
+from backend_stub.psap_archive import PsapArchive
 from hil.expectations import Evidence, evaluate
 from hil.layout import BenchLayout
 from hil.scenario import Step, parse_scenario
 from hil.timeline import Event, EventKind, ExpectationResult
-from tcu.uplink.records import ReceivedRecord, RecordKind, to_millis
 from tcu.vehicle.drive_cycle import DriveCycle
+from telematics_wire.records import ReceivedRecord, RecordKind, to_millis
 from tests.conftest import VIN
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the bench's wall time at scenario second 0
@@ -137,12 +140,22 @@ class BenchRecords:
         return result
 
 
+async def _open_psap_archive(database: Path) -> None:
+    archive = PsapArchive(database)
+    await archive.open()
+    await archive.close()
+
+
 @contextlib.contextmanager
 def bench_records(root: Path) -> Iterator[BenchRecords]:
     layout = BenchLayout(root=root, broker_url="mqtt://127.0.0.1:1")  # nothing is connected
     layout.create_backend()
     layout.backend_config.write_text(layout.backend_config.read_text() + "\n[psap]\nport = 1\nvoice_s = 10\n")
     backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+    # The PSAP's MSD table, as its archive makes it when the backend runs (on a loop and thread of its
+    # own: a test using these records may be inside a running loop).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _open_psap_archive(backend.config.database)).result()
     try:
         yield BenchRecords(backend=backend)
     finally:  # what BackendStub.run closes when it ends

@@ -24,6 +24,7 @@ from hil.fixtures.agents import AgentFactory
 from hil.fixtures.link import BenchLink
 from hil.fixtures.no_loss import check_no_loss
 from hil.layout import BenchLayout
+from hil.run_context import Bench, RunContext, ScenarioClock
 from hil.runner import ScenarioRunner
 from hil.sampler import (
     BACKEND_EVERY_REAL_S,
@@ -35,7 +36,8 @@ from hil.sampler import (
     bench_spans,
     poll_intervals,
 )
-from hil.scenario import Step, library, load_scenario, parse_scenario
+from hil.scenario import Scenario, Step, library, load_scenario, parse_scenario
+from hil.scenario_agent_config import ScenarioAgentConfig
 from hil.timeline import EventKind, ExpectationResult, SpanKind, Timeline
 from tcu.errors import ConfigError
 from tcu.vehicle.drive_cycle import DriveCycle
@@ -70,15 +72,13 @@ def test_at_is_taken_where_the_check_reads_it() -> None:
 # -- advance_calendar: an agent-down span, and a GNSS that follows the calendar -----------------------
 
 
-class FakeRunner:
+class FakeTime:
     """Scenario time that moves only when a step holds or the agent stops; the calendar as an offset."""
 
     def __init__(self) -> None:
         self.t = 20.0
         self.calendar_s = 0.0
-        self.timeline = Timeline(scenario="x")
-        self.events: list[tuple[EventKind, str, str]] = []
-        self.clock = SimpleNamespace(now=lambda: WALL + timedelta(seconds=self.t + self.calendar_s))
+        self.wall = SimpleNamespace(now=lambda: WALL + timedelta(seconds=self.t + self.calendar_s))
 
     def now(self) -> float:
         return self.t
@@ -86,37 +86,41 @@ class FakeRunner:
     async def hold(self, seconds: float) -> None:
         self.t += seconds
 
-    def event(self, kind: EventKind, label: str, detail: str = "") -> None:
-        self.events.append((kind, label, detail))
-
     def advance_calendar(self, seconds: float) -> None:
         self.calendar_s += seconds
 
 
 class FakeAgent:
-    def __init__(self, runner: FakeRunner) -> None:
-        self.runner = runner
+    def __init__(self, time: FakeTime) -> None:
+        self.time = time
         self.calls: list[tuple[str, float, float]] = []  # (call, scenario s, calendar offset then)
 
     async def stop(self) -> None:
-        self.runner.t += 0.4  # an orderly stop takes a moment
-        self.calls.append(("stop", self.runner.t, self.runner.calendar_s))
+        self.time.t += 0.4  # an orderly stop takes a moment
+        self.calls.append(("stop", self.time.t, self.time.calendar_s))
 
     async def start(self) -> None:
-        self.calls.append(("start", self.runner.t, self.runner.calendar_s))
-        self.runner.t += 0.2
+        self.calls.append(("start", self.time.t, self.time.calendar_s))
+        self.time.t += 0.2
 
 
 def test_advance_calendar_is_an_agent_down_span_the_report_names() -> None:
-    runner = FakeRunner()
-    agent = FakeAgent(runner)
+    time = FakeTime()
+    agent = FakeAgent(time)
+    run = RunContext(
+        scenario=cast("Scenario", SimpleNamespace(vin=VIN)),
+        bench=cast("Bench", SimpleNamespace(agent=agent)),
+        time=cast("ScenarioClock", time),
+        timeline=Timeline(scenario="x"),
+        agent_config=cast("ScenarioAgentConfig", None),
+    )
     step = Step(at=20, do="advance_calendar", args={"days": 50})
-    asyncio.run(ACTION_TABLE["advance_calendar"](runner, SimpleNamespace(agent=agent), step))
+    asyncio.run(ACTION_TABLE["advance_calendar"](run, step))
     # The car slept through the move: stopped on the old date, woken on the new one.
     assert agent.calls == [("stop", 20.4, 0.0), ("start", 20.4, 50 * 86400.0)]
-    [down] = runner.timeline.spans_of(SpanKind.AGENT_DOWN)
+    [down] = run.timeline.spans_of(SpanKind.AGENT_DOWN)
     assert (down.label, down.start, down.end) == ("advance_calendar: asleep, calendar +50 d", 20.0, 20.6)
-    assert [label for kind, label, _ in runner.events if kind is EventKind.AGENT] == [
+    assert [event.label for event in run.timeline.events if event.kind is EventKind.AGENT] == [
         "agent stopped",
         "agent restarted",
     ]
@@ -124,7 +128,7 @@ def test_advance_calendar_is_an_agent_down_span_the_report_names() -> None:
     tracker = StatusTracker()
     for t, running in ((19.0, True), (20.45, False), (20.55, False), (20.7, True)):
         tracker.observe(t, running=running, status=None, to_scenario=lambda _w: 0.0, stored=0, queue_on_disk=lambda: 0)
-    spans = bench_spans(tracker, 30.0, 32.0, explicit=runner.timeline.spans_of(SpanKind.AGENT_DOWN))
+    spans = bench_spans(tracker, 30.0, 32.0, explicit=run.timeline.spans_of(SpanKind.AGENT_DOWN))
     assert [s for s in spans if s.kind is SpanKind.AGENT_DOWN] == []
 
 
@@ -141,16 +145,16 @@ def test_the_virtual_gnss_tells_the_benchs_time_across_a_calendar_move(tmp_path:
     async def run() -> list[tuple[datetime, datetime]]:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
-        runner.clock = VirtualClock(loop.virtual_time)
+        runner.time = ScenarioClock(VirtualClock(loop.virtual_time))
         await asyncio.sleep(30)  # the agent's start-up: the bench's clock runs, scenario time does not yet
-        runner._start, runner.start_wall = loop.time(), runner.clock.now()
-        gnss = runner._devices(DriveCycle())["gnss"]
+        runner.time.begin()
+        gnss = runner.devices(DriveCycle())["gnss"]
         assert isinstance(gnss, NmeaSimulator)
         told = []
         for move_days in (0, 50):
-            runner.advance_calendar(move_days * 86400.0)
+            runner.time.advance_calendar(move_days * 86400.0)
             await asyncio.sleep(5)
-            told.append((_rmc_utc(gnss.epoch(gnss.drive_s())), runner.clock.now()))
+            told.append((_rmc_utc(gnss.epoch(gnss.drive_s())), runner.time.wall.now()))
         return told
 
     base = VirtualTime.starting_now(50.0, wall=WALL)
@@ -219,9 +223,8 @@ async def test_the_factorys_assert_no_loss_fails_for_a_vin_it_never_ran_or_a_car
 class CountingSampler(BenchSampler):
     """The sampler's pacing, with its looks counted instead of made."""
 
-    def __init__(self, runner: Any) -> None:
-        bench = SimpleNamespace(layout=SimpleNamespace(data_dir=lambda _vin: Path("/nonexistent")))
-        super().__init__(runner, cast("Any", bench))
+    def __init__(self, run: Any) -> None:
+        super().__init__(run)
         self.polls = 0
         self.backend_looks = 0
 
@@ -240,8 +243,8 @@ def test_at_a_high_scale_the_sampler_looks_a_bounded_number_of_times_a_real_seco
 
     async def run() -> tuple[CountingSampler, float]:
         loop = asyncio.get_running_loop()
-        runner = SimpleNamespace(scenario=SimpleNamespace(vin=VIN), hold=asyncio.sleep)
-        sampler = CountingSampler(runner)
+        run = SimpleNamespace(time=SimpleNamespace(hold=asyncio.sleep))
+        sampler = CountingSampler(run)
         began = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(scale * 0.6):  # 0.6 real seconds

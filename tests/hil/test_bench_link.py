@@ -7,7 +7,8 @@ import math
 import pytest
 
 from hil.fixtures.link import BenchLink
-from hil.netem import CutMode, LinkShape, NetworkEmulator
+from hil.link_model import CutMode, LinkShape
+from hil.netem import NetworkEmulator
 
 
 class FakeTime:

@@ -12,7 +12,8 @@ import tomllib
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -20,11 +21,14 @@ from hypothesis import strategies as st
 
 from backend_stub.psap import PsapCall
 from hil.expectations import CHECK_TABLE, evaluate
-from hil.scenario import CHECKS, Scenario, library, load_scenario, parse_scenario, toml_lines
+from hil.layout import BenchLayout
+from hil.run_context import Bench
+from hil.scenario import CHECKS, Scenario, library, load_scenario, parse_scenario
+from hil.scenario_agent_config import ScenarioAgentConfig
 from hil.timeline import ExpectationResult
 from tcu.ecall.config import load_ecall_config
 from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
-from tcu.services.terms import Booking, Term
+from telematics_wire.terms import Booking, Term
 from tests.hil.evidence_builder import BenchRecords, assert_fails, wall
 
 HORIZON = ("measure_attempt", "service_at", "ecall_cleared_by_t2", "personal_settings")
@@ -266,8 +270,13 @@ def test_ecall_t2_gives_the_agent_raised_msd_timers_and_the_real_t2(tmp_path: Pa
     timeout its default (tcu.virtual_time.io_timeout floors it), T2 and T9 untouched, the PSAP never
     clearing."""
     scenario = _library("ecall_t2")
-    text = f'[ecall]\nlegal_ecall = true\nport = "{tmp_path / "modem"}"\n' + toml_lines(scenario.ecall_settings)
-    config = load_ecall_config(tomllib.loads(text)["ecall"], vin=scenario.vin)
+    bench = SimpleNamespace(
+        layout=BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1883"),
+        devices={},
+        real_ports={"modem": str(tmp_path / "modem")},
+    )
+    written = ScenarioAgentConfig(scenario=scenario).write(cast("Bench", bench))
+    config = load_ecall_config(tomllib.loads(written.read_text())["ecall"], vin=scenario.vin)
     assert config is not None
     assert config.command_timeout_s == 5.0
     timers = config.timers

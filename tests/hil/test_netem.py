@@ -17,7 +17,8 @@ import pytest
 from backend_stub.app import BackendStub
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
-from hil.netem import CutMode, LinkShape, NetworkEmulator, TokenBucket, transit_delay
+from hil.link_model import CutMode, LinkShape, TokenBucket, transit_delay
+from hil.netem import NetworkEmulator
 from tcu.app import Agent
 from tcu.config import load_agent_config
 from tests.conftest import VIN, eventually

@@ -434,7 +434,7 @@ def test_the_runner_puts_the_recording_on_the_can_bus_at_its_own_speed(tmp_path:
     scenario = parse_scenario(
         "time_scale = 3.0\n" + DRIVE + f'[drive]\nreplay = "{recording}"\nspeed = 0.5\nchannel = 0\n'
     )
-    device = ScenarioRunner(scenario, tmp_path)._can_device(DriveCycle(), str(tmp_path / "can"))
+    device = ScenarioRunner(scenario, tmp_path).can_device(DriveCycle(), str(tmp_path / "can"))
     assert isinstance(device, ReplayDevice)
     assert (device.recording, device.schedule.speed, device.schedule.channel) == (recording, 0.5, "0")
     device.schedule.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -11,6 +12,7 @@ from hil.report import load_timeline
 from hil.scenario import parse_scenario
 from hil.timeline import EventKind
 from tcu.errors import ConfigError
+from tcu.virtual_time import VirtualClock, VirtualTime
 from tests.conftest import require_mosquitto
 
 SHORT = """
@@ -162,8 +164,11 @@ async def test_a_step_that_expects_a_refusal_passes_on_it_and_fails_when_accepte
 ) -> None:
     """terms_renewal's late cancel: the backend's refusal is the behaviour under test, so it passes the
     step; an accepted order, or a refusal for another reason, fails it."""
-    from hil import runner as runner_module  # noqa: PLC0415
+    from hil import actions  # noqa: PLC0415
+    from hil.run_context import Bench, RunContext, ScenarioClock  # noqa: PLC0415
     from hil.scenario import Step  # noqa: PLC0415
+    from hil.scenario_agent_config import ScenarioAgentConfig  # noqa: PLC0415
+    from hil.timeline import Timeline  # noqa: PLC0415
 
     async def refuse(*_args: object) -> None:
         raise ConfigError("service 6AN: notice on 2026-12-10 is too late to stop the renewal of its 2+1 term")
@@ -171,15 +176,24 @@ async def test_a_step_that_expects_a_refusal_passes_on_it_and_fails_when_accepte
     async def accept(*_args: object) -> None:
         return None
 
-    runner = runner_module.ScenarioRunner(parse_scenario('name = "t"\nduration_s = 60\n'), tmp_path)
+    scenario = parse_scenario('name = "t"\nduration_s = 60\n')
+    run = RunContext(
+        scenario=scenario,
+        bench=cast("Bench", None),  # the fake actions need no bench
+        time=ScenarioClock(VirtualClock(VirtualTime.starting_now(1.0))),
+        timeline=Timeline(scenario=scenario.name),
+        agent_config=ScenarioAgentConfig(scenario=scenario),
+    )
     late = Step(at=24, do="cancel", args={"service": "6AN", "refused": "too late to stop the renewal"})
     other = Step(at=25, do="cancel", args={"service": "6AN", "refused": "no such code"})
-    monkeypatch.setitem(runner_module.ACTION_TABLE, "cancel", refuse)
-    await runner._perform(None, late)  # type: ignore[arg-type]  # the fake action needs no bench
-    assert runner.failed_steps == []
-    assert runner.timeline.events[-1].label == "cancel refused, as expected"
-    await runner._perform(None, other)  # type: ignore[arg-type]
-    monkeypatch.setitem(runner_module.ACTION_TABLE, "cancel", accept)
-    await runner._perform(None, late)  # type: ignore[arg-type]
-    assert [f.split(":", 1)[0] for f in runner.failed_steps] == ["cancel at 25 s", "cancel at 24 s"]
-    assert "expected a refusal containing 'too late to stop the renewal', but it was accepted" in runner.failed_steps[1]
+    monkeypatch.setitem(actions.ACTION_TABLE, "cancel", refuse)
+    await actions.perform(run, late)
+    assert run.failed_steps == []
+    assert run.timeline.events[-1].label == "cancel refused, as expected"
+    await actions.perform(run, other)
+    monkeypatch.setitem(actions.ACTION_TABLE, "cancel", accept)
+    await actions.perform(run, late)
+    assert [f.split(":", 1)[0] for f in run.failed_steps] == ["cancel at 25 s", "cancel at 24 s"]
+    assert "expected a refusal containing 'too late to stop the renewal', but it was accepted" in run.failed_steps[1]
+    [result] = actions.steps_result(run)
+    assert (result.name, result.passed) == ("every step performed", False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hil.run_context import ScenarioClock
 from hil.runner import ScenarioRunner
 from hil.scenario import parse_scenario
 from tcu.errors import ConfigError
@@ -61,18 +62,18 @@ def test_record_times_after_a_calendar_move_land_on_the_scenario_axis(tmp_path: 
     async def scenario() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
-        runner.clock = VirtualClock(loop.virtual_time)
-        runner._start, runner.start_wall = loop.time(), runner.clock.now()
+        time = runner.time = ScenarioClock(VirtualClock(loop.virtual_time))
+        time.begin()
         await asyncio.sleep(10)
-        before_move = runner.clock.now()
-        runner.advance_calendar(timedelta(weeks=7).total_seconds())
+        before_move = time.wall.now()
+        time.advance_calendar(timedelta(weeks=7).total_seconds())
         await asyncio.sleep(20)
-        after_move = runner.clock.now()
-        return runner.scenario_seconds(before_move), runner.scenario_seconds(after_move), runner.now()
+        after_move = time.wall.now()
+        return time.scenario_seconds(before_move), time.scenario_seconds(after_move), time.now()
 
     base = VirtualTime.starting_now(200.0)
     with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(base)) as loop_runner:
         before, after, now = loop_runner.run(scenario())
     assert 10 <= before < 12
     assert 30 <= after <= now < 40
-    assert (runner.clock.now() - runner.start_wall) > timedelta(weeks=7)
+    assert (runner.time.wall.now() - runner.time.start_wall) > timedelta(weeks=7)

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from backend_stub.app import BackendStub
-from backend_stub.config import load_backend_config
+from hil.agent_process import AgentProcess
 from hil.broker import MosquittoBroker
-from hil.layout import BenchLayout
+from hil.config_toml import TomlValue
+from hil.fixtures.backend import running_backend
+from hil.layout import NO_ECALL, BenchLayout
 from tcu.app import Agent
-from tcu.config import load_agent_config
+from tcu.config import QueueConfig, UplinkConfig, load_agent_config
 from tests.conftest import VIN
 
-FAST_UPLINK = "\n[uplink]\nreconnect_base_s = 0.05\nreconnect_cap_s = 0.5\nack_timeout_s = 5\n"
+FAST_UPLINK = UplinkConfig(reconnect_base_s=0.05, reconnect_cap_s=0.5, ack_timeout_s=5)
 
 
 @pytest.fixture
@@ -32,13 +31,8 @@ def layout(tmp_path: Path, mosquitto: MosquittoBroker) -> BenchLayout:
 
 @pytest.fixture
 async def backend(layout: BenchLayout) -> AsyncIterator[BackendStub]:
-    stub = BackendStub(load_backend_config(layout.backend_config, env={}))
-    task = asyncio.create_task(stub.run(), name="backend-under-test")
-    await asyncio.wait_for(stub.service.connected.wait(), 10)
-    yield stub
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running_backend(layout.backend_config) as stub:
+        yield stub
 
 
 @contextlib.asynccontextmanager
@@ -55,52 +49,31 @@ async def running_agent(config: Path) -> AsyncIterator[Agent]:
             await task
 
 
-class AgentProcess:
-    """`tcu run` as a real process, so it can be killed with SIGKILL at any instant."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tcu.cli",
-            "--log-level",
-            "warning",
-            "run",
-            "--config",
-            str(self.config),
-            stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    async def signal(self, signum: signal.Signals) -> int:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signum)
-        return await self.process.wait()
-
-
 @pytest.fixture
-def agent_processes() -> Iterator[list[AgentProcess]]:
+async def agent_processes() -> AsyncIterator[list[AgentProcess]]:
+    """Agents a test starts as processes (`tcu run`): any still running at its end are killed."""
     started: list[AgentProcess] = []
     yield started
     for agent in started:
-        if agent.process is not None and agent.process.returncode is None:
-            agent.process.kill()
+        await agent.kill()
 
 
 def vehicle_config(
-    layout: BenchLayout, *, interval_s: float = 0.02, extra: str = "", ecall: str = "[ecall]\nlegal_ecall = false\n"
+    layout: BenchLayout,
+    *,
+    interval_s: float = 0.02,
+    extra: str = "",
+    ecall: Mapping[str, TomlValue] | str = NO_ECALL,
+    queue: QueueConfig | None = None,
 ) -> Path:
-    return layout.add_vehicle(VIN, telemetry_interval_s=interval_s, extra=FAST_UPLINK + extra, ecall=ecall)
+    return layout.add_vehicle(
+        VIN, telemetry_interval_s=interval_s, uplink=FAST_UPLINK, queue=queue, extra=extra, ecall=ecall
+    )
 
 
-def legal_ecall(modem_path: str) -> str:
-    """The [ecall] section of a legal-eCall vehicle whose modem is at `modem_path`."""
-    return f'[ecall]\nlegal_ecall = true\nport = "{modem_path}"\n'
+def legal_ecall(modem_path: str, **more: TomlValue) -> dict[str, TomlValue]:
+    """The [ecall] table of a legal-eCall vehicle whose modem is at `modem_path`, with `more` keys."""
+    return {"legal_ecall": True, "port": modem_path, **more}
 
 
 def drain_only_config(config: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from pathlib import Path
 
@@ -10,23 +9,15 @@ import aiomqtt
 import pytest
 from nacl.public import Box
 
-from backend_stub.app import BackendStub
-from backend_stub.config import load_backend_config
 from hil.broker import MosquittoBroker
+from hil.fixtures.backend import running_backend
 from hil.layout import BenchLayout
-from tcu.keys import load_private_key, load_public_key
-from tcu.uplink.envelope import seal_record
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.envelope import seal_record
+from telematics_wire.keys import load_private_key, load_public_key
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import OTHER_VIN, VIN, eventually, require_mosquitto
 from tests.integration.certificates import make_tls_files
 from tests.integration.conftest import FAST_UPLINK, running_agent
-
-
-async def _run_backend(layout: BenchLayout) -> tuple[BackendStub, asyncio.Task[None]]:
-    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
-    task = asyncio.create_task(backend.run())
-    await asyncio.wait_for(backend.service.connected.wait(), 10)
-    return backend, task
 
 
 async def test_records_flow_over_tls_with_a_pinned_ca(tmp_path: Path) -> None:
@@ -38,15 +29,11 @@ async def test_records_flow_over_tls_with_a_pinned_ca(tmp_path: Path) -> None:
         layout.create_backend()
         ca = f'ca_file = "{tls.ca_file}"\n'
         layout.backend_config.write_text(layout.backend_config.read_text() + ca)
-        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, extra=FAST_UPLINK)
+        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK)
         config.write_text(config.read_text().replace('protocol = "5"\n', 'protocol = "5"\n' + ca))
-        backend, task = await _run_backend(layout)
-        try:
-            async with running_agent(config) as agent:
-                await eventually(lambda: len(backend.store.seqs(VIN)) >= 5, what="records over TLS")
-                assert agent.session.stats.connected
-        finally:
-            task.cancel()
+        async with running_backend(layout.backend_config) as backend, running_agent(config) as agent:
+            await eventually(lambda: len(backend.store.seqs(VIN)) >= 5, what="records over TLS")
+            assert agent.session.stats.connected
 
 
 # paho-mqtt 2.2 does not close the SSLSocket when do_handshake() fails (client.py, _ssl_wrap_socket);
@@ -58,7 +45,7 @@ async def test_agent_without_the_ca_refuses_the_server(tmp_path: Path) -> None:
     async with MosquittoBroker(tmp_path / "broker", tls=tls) as broker:
         layout = BenchLayout(root=tmp_path / "bench", broker_url=broker.url)
         layout.create_backend()
-        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, extra=FAST_UPLINK)
+        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK)
         async with running_agent(config) as agent:
             await eventually(lambda: agent.session.stats.last_error is not None, what="TLS failure")
             assert "CERTIFICATE_VERIFY_FAILED" in (agent.session.stats.last_error or "")
@@ -74,28 +61,24 @@ async def test_per_vehicle_acl_confines_each_car_to_its_own_topics(tmp_path: Pat
             username="backend-stub", password="pw-backend"
         )
         layout = BenchLayout(root=tmp_path / "bench", broker_url=broker.url)
-        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, extra=FAST_UPLINK, username=VIN, password="pw-1")
-        backend, task = await _run_backend(layout)
-        try:
-            async with running_agent(config) as agent:
-                await eventually(lambda: len(backend.store.seqs(VIN)) >= 3, what="own topics allowed")
-                # Another vehicle with valid credentials publishes a record into this car's subtree.
-                async with aiomqtt.Client(
-                    "127.0.0.1", broker.port, username=OTHER_VIN, password="pw-2", identifier="intruder"
-                ) as intruder:
-                    # Sealed with this car's real key: only the broker's ACL can keep it out.
-                    box = Box(
-                        load_private_key(layout.keys / f"{VIN}.x25519.key"),
-                        load_public_key(layout.keys / "backend.x25519.pub"),
-                    )
-                    record = Record(kind=RecordKind.EVENT, created=agent.clock.now(), body={"type": "intrusion"})
-                    forged = seal_record(box, VIN, 10**6, record)
-                    await intruder.publish(f"vehicles/{VIN}/up/records", forged, qos=1)
-                    await intruder.subscribe(f"vehicles/{VIN}/down/#", qos=1)
-                    await intruder.publish(f"vehicles/{OTHER_VIN}/up/status", b"", qos=1)  # its own: allowed
-                target = len(backend.store.seqs(VIN)) + 5
-                await eventually(lambda: len(backend.store.seqs(VIN)) >= target, what="more records")
-                assert 10**6 not in backend.store.seqs(VIN)
-                assert backend.store.rejections() == []  # the broker dropped it before the backend
-        finally:
-            task.cancel()
+        config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK, username=VIN, password="pw-1")
+        async with running_backend(layout.backend_config) as backend, running_agent(config) as agent:
+            await eventually(lambda: len(backend.store.seqs(VIN)) >= 3, what="own topics allowed")
+            # Another vehicle with valid credentials publishes a record into this car's subtree.
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, username=OTHER_VIN, password="pw-2", identifier="intruder"
+            ) as intruder:
+                # Sealed with this car's real key: only the broker's ACL can keep it out.
+                box = Box(
+                    load_private_key(layout.keys / f"{VIN}.x25519.key"),
+                    load_public_key(layout.keys / "backend.x25519.pub"),
+                )
+                record = Record(kind=RecordKind.EVENT, created=agent.clock.now(), body={"type": "intrusion"})
+                forged = seal_record(box, VIN, 10**6, record)
+                await intruder.publish(f"vehicles/{VIN}/up/records", forged, qos=1)
+                await intruder.subscribe(f"vehicles/{VIN}/down/#", qos=1)
+                await intruder.publish(f"vehicles/{OTHER_VIN}/up/status", b"", qos=1)  # its own: allowed
+            target = len(backend.store.seqs(VIN)) + 5
+            await eventually(lambda: len(backend.store.seqs(VIN)) >= target, what="more records")
+            assert 10**6 not in backend.store.seqs(VIN)
+            assert backend.store.rejections() == []  # the broker dropped it before the backend

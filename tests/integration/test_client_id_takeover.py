@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
-from tcu.config import BrokerConfig
+from tcu.broker_config import BrokerConfig
 from tcu.uplink.mqtt_client import make_client
 from tests.conftest import OTHER_VIN, VIN, eventually, require_mosquitto
 from tests.integration.conftest import FAST_UPLINK, running_agent
@@ -102,7 +102,7 @@ async def test_another_cars_credentials_do_not_knock_a_connected_car_offline(tmp
         )
         layout = BenchLayout(root=root, broker_url=broker.url)
         config = layout.add_vehicle(
-            VICTIM, telemetry_interval_s=0.05, extra=FAST_UPLINK, username=VICTIM, password=USERS[VICTIM]
+            VICTIM, telemetry_interval_s=0.05, uplink=FAST_UPLINK, username=VICTIM, password=USERS[VICTIM]
         )
         async with running_agent(config) as agent:
             await eventually(lambda: agent.session.stats.connected, what="the victim connected")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,17 +21,17 @@ from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import BenchLayout
 from tcu.cli import main as tcu_cli
-from tcu.services.catalogue import Category
-from tcu.services.sim import SimState
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.geo import distance_m
+from telematics_wire.catalogue import Category
+from telematics_wire.sim_state import SimState
 from tests.conftest import VIN, eventually
 from tests.integration.conftest import drain_only_config, legal_ecall, running_agent, vehicle_config
 
 
 @pytest.fixture
 async def backend_with_psap(layout: BenchLayout) -> BackendStub:
-    layout.backend_config.write_text(layout.backend_config.read_text() + f"\n[psap]\nport = {free_port()}\n")
+    layout.write_backend_config(replace(layout.backend(), psap_port=free_port()))
     return BackendStub(load_backend_config(layout.backend_config, env={}))
 
 

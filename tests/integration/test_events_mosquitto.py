@@ -9,9 +9,10 @@ from typing import Any
 from backend_stub.app import BackendStub
 from hil.layout import BenchLayout
 from tcu.app import Agent
-from tcu.services.catalogue import Category
 from tcu.services.personal import PersonalStore
-from tcu.vehicle.state import Signal, SignalValue
+from tcu.vehicle.state import Signal
+from telematics_wire.catalogue import Category
+from telematics_wire.signal_values import SignalValue
 from tests.conftest import VIN, eventually
 from tests.integration.conftest import FAST_UPLINK, running_agent
 
@@ -30,7 +31,7 @@ def _events(backend: BackendStub, *types: str) -> list[dict[str, Any]]:
 
 async def test_the_backend_receives_each_event_once(layout: BenchLayout, backend: BackendStub) -> None:
     # No simulated drive (the test is the car); the first snapshot is a minute away: events are pushed.
-    config = layout.add_vehicle(VIN, simulation=False, telemetry_interval_s=60.0, extra=FAST_UPLINK)
+    config = layout.add_vehicle(VIN, simulation=False, telemetry_interval_s=60.0, uplink=FAST_UPLINK)
     async with running_agent(config) as agent:
         await eventually(lambda: agent.session.stats.connected, what="agent online")
         # A drive that ends with the service due, then parking and leaving the car.

@@ -18,7 +18,7 @@ from backend_stub.app import BackendStub
 from hil.audit import audit_vehicle
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
-from tcu.keys import load_private_key, load_public_key
+from telematics_wire.keys import load_private_key, load_public_key
 from tests.conftest import OTHER_VIN, VIN, eventually
 from tests.integration.conftest import FAST_UPLINK, running_agent, vehicle_config
 
@@ -39,9 +39,7 @@ def _sealed_ack(box: Box, content: dict[str, object], **clear: object) -> bytes:
 async def test_retained_and_sealed_poison_is_one_rejection_each_while_another_car_keeps_flowing(
     layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
 ) -> None:
-    other = layout.add_vehicle(
-        OTHER_VIN, telemetry_interval_s=0.05, extra=FAST_UPLINK, ecall="[ecall]\nlegal_ecall = false\n"
-    )
+    other = layout.add_vehicle(OTHER_VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK)
     config = vehicle_config(layout, interval_s=0.05)
     # Acks sealed with the backend's real key but hostile inside: the car trusts the key, not the content.
     backend_box = Box(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,15 +26,14 @@ from hil.layout import BenchLayout
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.geo import distance_m
 from tests.conftest import VIN, eventually
-from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
+from tests.integration.conftest import drain_only_config, legal_ecall, running_agent, vehicle_config
 
 NUMBER = "+498912345678"
 
 
 @pytest.fixture
 async def backend(layout: BenchLayout) -> BackendStub:
-    extra = f"\n[psap]\nport = {free_port()}\n[call_centre]\nport = {free_port()}\n"
-    layout.backend_config.write_text(layout.backend_config.read_text() + extra)
+    layout.write_backend_config(replace(layout.backend(), psap_port=free_port(), call_centre_port=free_port()))
     return BackendStub(load_backend_config(layout.backend_config, env={}))
 
 
@@ -62,9 +62,11 @@ async def test_a_crash_reaches_the_call_centre_by_voice_and_its_data_through_mos
         async with can, gnss, modem:
             layout.set_legal_ecall(VIN, True)
             sources = f'\n[sources.can]\nport = "{can.path}"\n[sources.gnss]\nport = "{gnss.path}"\n'
-            ecall = (
-                f'[ecall]\nlegal_ecall = true\nport = "{modem.path}"\ncall_centre_number = "{NUMBER}"\n'
-                'vehicle_model = "BMW 320d Touring"\nvehicle_colour = "Mineralgrau"\n'
+            ecall = legal_ecall(
+                modem.path,
+                call_centre_number=NUMBER,
+                vehicle_model="BMW 320d Touring",
+                vehicle_colour="Mineralgrau",
             )
             config = drain_only_config(vehicle_config(layout, interval_s=0.5, extra=sources, ecall=ecall))
             async with running_agent(config) as agent:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ async def test_a_hyundai_dbc_drives_the_agent_to_the_backend(
 async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall(
     layout: BenchLayout, tmp_path: Path
 ) -> None:
-    layout.backend_config.write_text(layout.backend_config.read_text() + f"\n[psap]\nport = {free_port()}\n")
+    layout.write_backend_config(replace(layout.backend(), psap_port=free_port()))
     backend = BackendStub(load_backend_config(layout.backend_config, env={}))
     assert backend.psap is not None
     backend_task = asyncio.create_task(backend.run())
@@ -140,8 +141,8 @@ async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall
                 vehicle_config(
                     layout,
                     interval_s=0.1,
-                    extra=_sources(channel, "vw_mqb"),
-                    ecall=legal_ecall(modem.path) + trigger,
+                    extra=_sources(channel, "vw_mqb") + trigger,
+                    ecall=legal_ecall(modem.path),
                 )
             )
             async with ecus(DATA / "vw_mqb.dbc", channel) as car, running_agent(config):

@@ -10,12 +10,14 @@ import pytest
 
 from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
+from hil.agent_process import AgentProcess
 from hil.audit import audit_vehicle, count_seqs
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
 from tcu.app import Agent
+from tcu.config import QueueConfig, UplinkConfig
 from tests.conftest import VIN, eventually
-from tests.integration.conftest import AgentProcess, drain_only_config, running_agent, vehicle_config
+from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
 
 
 def _assert_exactly_once(backend: BackendStub, agent_next_seq: int) -> None:
@@ -66,13 +68,13 @@ async def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     config = vehicle_config(layout, interval_s=0.01)
     for round_number in range(kills):
-        process = AgentProcess(config)
+        process = AgentProcess(config, log_level="warning")
         agent_processes.append(process)
         target = len(backend.store.seqs(VIN)) + 40
         await process.start()
         await eventually(lambda t=target: len(backend.store.seqs(VIN)) >= t, what=f"round {round_number}")
         assert backend.store.vehicles()[0].online is True
-        assert await process.signal(signal.SIGKILL) == -signal.SIGKILL
+        assert await process.kill() == -signal.SIGKILL
         # The broker publishes the retained last will as soon as the dead agent's socket closes.
         await eventually(lambda: backend.store.vehicles()[0].online is False, what="last will: offline")
     # Restart once more without a signal source: it drains what the killed runs left queued.
@@ -86,7 +88,7 @@ async def test_full_queue_limit_drops_oldest_telemetry_names_it_and_delivers_the
     layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
 ) -> None:
     await mosquitto.kill()  # offline: the queue can only grow
-    config = vehicle_config(layout, interval_s=0.01, extra="\n[queue]\nmax_bytes = 65536\n")
+    config = vehicle_config(layout, interval_s=0.01, queue=QueueConfig(max_bytes=65536))
     async with running_agent(config) as agent:
         # max_bytes gives the same SQLITE_FULL as a full disk: the queue keeps to its size and makes
         # room by dropping its oldest telemetry, rather than stopping or holding records in memory.
@@ -139,7 +141,7 @@ async def test_wrong_credentials_are_reported_and_retried(tmp_path, layout: Benc
             telemetry_interval_s=0.05,
             username=VIN,
             password="wrong",
-            extra="\n[uplink]\nreconnect_base_s = 0.05\nreconnect_cap_s = 0.2\n",
+            uplink=UplinkConfig(reconnect_base_s=0.05, reconnect_cap_s=0.2),
         )
         async with running_agent(config) as agent:
             # Under load a first attempt may time out instead; the refusal is what must be reported.
