@@ -7,7 +7,7 @@ time, so sending it again unchanged would only impair the services again; a pers
 Attempts are `sent`, then `succeeded`, `rolled_back`, `not_started`, `rejected`, `already_applied`
 (the vehicle's words) or `lost` (no answer in time).
 
-Each measure keeps its plan (the fault it fixes and its steps, tcu.services.measure_plan) as CBOR in
+Each measure keeps its plan (the fault it fixes and its steps, telematics_wire.measure_plan) as CBOR in
 `plan`; `changes` holds every change of the plan, for people reading the table. A row written before
 plans existed has no `plan`: it reads as one step per change of `step_s` each and no fault, which the
 plan rule refuses, so the scheduler abandons it with that reason instead of sending it.
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
 from backend_stub.database import migrate, open_database, transaction
-from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
-from tcu.uplink.records import from_millis, to_millis
+from telematics_wire.measure_plan import Fault, MeasureStep, one_step_per_change
+from telematics_wire.records import from_millis, to_millis
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS measures (
@@ -64,8 +65,17 @@ CREATE TABLE IF NOT EXISTS measure_changes (id INTEGER PRIMARY KEY CHECK (id = 1
 INSERT OR IGNORE INTO measure_changes VALUES (1, 0);
 """
 
-PENDING, SUCCEEDED, ABANDONED, EXPIRED = "pending", "succeeded", "abandoned", "expired"
-NEEDS_PLAN = "needs_plan"
+
+class MeasureState(StrEnum):
+    """Where a measure stands (the module's docstring tells each); stored as its value."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    ABANDONED = "abandoned"
+    EXPIRED = "expired"
+    NEEDS_PLAN = "needs_plan"
+
+
 LEGACY_STEP_S = 0.0  # what `step_s` holds for a planned measure: its steps carry their own durations
 
 
@@ -81,7 +91,7 @@ class Measure:
     created: datetime
     deadline: datetime
     max_attempts: int
-    state: str
+    state: MeasureState
     attempts: int
     next_attempt: datetime
     reason: str | None
@@ -135,7 +145,7 @@ def _measure(row: tuple[Any, ...]) -> Measure:
         created=from_millis(row[7]),
         deadline=from_millis(row[8]),
         max_attempts=row[9],
-        state=row[10],
+        state=MeasureState(row[10]),
         attempts=row[11],
         next_attempt=from_millis(row[12]),
         reason=row[13],
@@ -212,17 +222,21 @@ class MeasureStore:
 
     def pending(self) -> list[Measure]:
         return [
-            _measure(r)
-            for r in self._db.execute("SELECT * FROM measures WHERE state=? ORDER BY created_ms", (PENDING,))
+            _measure(row)
+            for row in self._db.execute(
+                "SELECT * FROM measures WHERE state=? ORDER BY created_ms", (MeasureState.PENDING,)
+            )
         ]
 
     def needing_plan(self) -> list[Measure]:
         return [
-            _measure(r)
-            for r in self._db.execute("SELECT * FROM measures WHERE state=? ORDER BY created_ms", (NEEDS_PLAN,))
+            _measure(row)
+            for row in self._db.execute(
+                "SELECT * FROM measures WHERE state=? ORDER BY created_ms", (MeasureState.NEEDS_PLAN,)
+            )
         ]
 
-    def set_state(self, measure_id: str, state: str, reason: str | None = None) -> None:
+    def set_state(self, measure_id: str, state: MeasureState, reason: str | None = None) -> None:
         self._write("UPDATE measures SET state=?, reason=? WHERE measure_id=?", (state, reason, measure_id))
 
     def schedule(
@@ -239,7 +253,7 @@ class MeasureStore:
         """Give a measure that needs a plan its new steps (or its old ones again) and make it pending;
         False when it is not waiting for a plan."""
         measure = self.get(measure_id)
-        if measure is None or measure.state != NEEDS_PLAN:
+        if measure is None or measure.state != MeasureState.NEEDS_PLAN:
             return False
         changes = {key: value for step in steps for key, value in step.changes.items()}
         return bool(
@@ -251,11 +265,11 @@ class MeasureStore:
                     cbor2.dumps(changes),
                     LEGACY_STEP_S,
                     max_attempts,
-                    PENDING,
+                    MeasureState.PENDING,
                     to_millis(at),
                     reason,
                     measure_id,
-                    NEEDS_PLAN,
+                    MeasureState.NEEDS_PLAN,
                 ),
             )
         )

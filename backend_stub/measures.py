@@ -24,10 +24,10 @@
   within `attempt_timeout_s` counts as `lost`.
 - Planned before any attempt, never signed when the vehicle would refuse it: `send` builds the order
   and runs the vehicle's own rules on it (backend_stub.measure_orders: `MeasureOrder` validation and
-  `check_plan` from telematics_wire, with the vehicle's key table) and refuses with `MeasureRefusedError` naming the reason — more
-  than 10 minutes of declared steps, a vehicle function, personal settings, a key outside the
-  fault's service — before anything is stored or published; a stored measure that fails them
-  (written by an older backend) is abandoned, not sent.
+  `check_plan` from telematics_wire, with the vehicle's key table) and refuses with
+  `MeasureRefusedError` naming the reason — more than 10 minutes of declared steps, a vehicle
+  function, personal settings, a key outside the fault's service — before anything is stored or
+  published; a stored measure that fails them (written by an older backend) is abandoned, not sent.
 
 The vehicle's answers arrive as `measure_result` events through ingest (`on_record`; what their
 codes mean: backend_stub.measure_answers); its online status through the `online` callable. Orders go to
@@ -57,15 +57,7 @@ from backend_stub.measure_answers import (
     impaired_seconds,
 )
 from backend_stub.measure_orders import judge, order_for
-from backend_stub.measure_store import (
-    ABANDONED,
-    EXPIRED,
-    NEEDS_PLAN,
-    PENDING,
-    SUCCEEDED,
-    Measure,
-    MeasureStore,
-)
+from backend_stub.measure_store import Measure, MeasureState, MeasureStore
 from tcu.backoff import Backoff
 from tcu.clock import Clock
 from telematics_wire.ecu_keys import KeySpec, load_key_specs
@@ -139,7 +131,7 @@ class MeasureScheduler:
             created=now,
             deadline=ends,
             max_attempts=max_attempts,
-            state=PENDING,
+            state=MeasureState.PENDING,
             attempts=0,
             next_attempt=now,
             reason=None,
@@ -164,7 +156,7 @@ class MeasureScheduler:
         measure = self._store.get(measure_id)
         if measure is None:
             raise MeasureRefusedError(f"no measure {measure_id}")
-        if measure.state != NEEDS_PLAN:
+        if measure.state != MeasureState.NEEDS_PLAN:
             raise MeasureRefusedError(
                 f"measure {measure_id} is {measure.state}: only a measure that needs a new plan is re-planned"
             )
@@ -195,14 +187,14 @@ class MeasureScheduler:
             if now >= measure.deadline:
                 self._store.set_state(
                     measure.measure_id,
-                    EXPIRED,
+                    MeasureState.EXPIRED,
                     f"deadline {measure.deadline.isoformat()} passed while it needed a new plan",
                 )
         for measure in self._store.pending():
             if now >= measure.deadline:
                 waited = " while the vehicle's SIM was not active" if measure.waiting_for == "sim_active" else ""
                 self._store.set_state(
-                    measure.measure_id, EXPIRED, f"deadline {measure.deadline.isoformat()} passed{waited}"
+                    measure.measure_id, MeasureState.EXPIRED, f"deadline {measure.deadline.isoformat()} passed{waited}"
                 )
                 continue
             open_attempt = self._store.open_attempt(measure.vin)
@@ -226,7 +218,7 @@ class MeasureScheduler:
             if measure.attempts >= measure.max_attempts:
                 tried = self._tried(measure)
                 if tried >= measure.max_attempts:
-                    self._store.set_state(measure.measure_id, ABANDONED, f"no success in {tried} attempts")
+                    self._store.set_state(measure.measure_id, MeasureState.ABANDONED, f"no success in {tried} attempts")
                     continue
             attempt = measure.attempts + 1
             try:
@@ -234,7 +226,7 @@ class MeasureScheduler:
             except RejectedMessageError as exc:
                 reason = f"not sent: the vehicle would refuse it ({exc.code}): {exc}"
                 _LOGGER.error("measure %s %s", measure.measure_id, reason)
-                self._store.set_state(measure.measure_id, ABANDONED, reason)
+                self._store.set_state(measure.measure_id, MeasureState.ABANDONED, reason)
                 continue
             self._store.start_attempt(measure.measure_id, attempt, now)
             busy.add(measure.vin)
@@ -302,7 +294,7 @@ class MeasureScheduler:
         ):
             return  # a duplicate, or an answer to an attempt already counted lost
         if status in ("succeeded", "already_applied"):
-            self._store.set_state(measure.measure_id, SUCCEEDED)
+            self._store.set_state(measure.measure_id, MeasureState.SUCCEEDED)
         elif code in CAP_FAILURES and status in ("rolled_back", "rejected"):
             planned = seconds_text(planned_ms(measure.steps))
             why = (
@@ -312,14 +304,13 @@ class MeasureScheduler:
                 "or re-send it unchanged on purpose (--same-plan)"
             )
             _LOGGER.warning("measure %s needs a new plan: %s", measure.measure_id, why)
-            self._store.set_state(measure.measure_id, NEEDS_PLAN, why)
+            self._store.set_state(measure.measure_id, MeasureState.NEEDS_PLAN, why)
         elif status == "rejected" and code in FINAL_REJECTIONS:
-            self._store.set_state(measure.measure_id, ABANDONED, f"vehicle refused it ({code}): {reason}")
+            self._store.set_state(measure.measure_id, MeasureState.ABANDONED, f"vehicle refused it ({code}): {reason}")
         elif status == "rejected" and code == "expired":
-            self._store.set_state(measure.measure_id, EXPIRED, reason)
+            self._store.set_state(measure.measure_id, MeasureState.EXPIRED, reason)
         else:
             self._retry(measure, self._clock.now(), code, reason)
         _LOGGER.info(
             "measure %s attempt %d on %s: %s %s", measure.measure_id, attempt, record.vin, status[:40], code or ""
         )
-

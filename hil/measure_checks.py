@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from backend_stub.measure_store import SUCCEEDED
+from backend_stub.measure_store import MeasureState
 from hil.evidence_reads import msds
 from hil.outcome import Outcome, bounds_text, duration
 from tcu.errors import ConfigError
@@ -82,7 +82,7 @@ def measure_succeeded(evidence: Evidence, args: dict[str, Any]) -> tuple[bool, s
     if measure is None:
         return False, f"no measure {args['id']} at the backend"
     attempts = "; ".join(_describe(a) for a in history)
-    ok = measure.state == SUCCEEDED and len(history) >= int(args.get("min_attempts", 1))
+    ok = measure.state == MeasureState.SUCCEEDED and len(history) >= int(args.get("min_attempts", 1))
     return ok, f"state {measure.state} after attempts: {attempts or 'none'}"
 
 

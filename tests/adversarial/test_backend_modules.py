@@ -75,9 +75,9 @@ def test_every_backend_error_is_defined_in_errors_py() -> None:
     for info in pkgutil.iter_modules([str(PACKAGE)]):
         module = importlib.import_module(f"backend_stub.{info.name}")
         for name, value in vars(module).items():
-            if inspect.isclass(value) and issubclass(value, BackendError) and value.__module__ == module.__name__:
-                if module.__name__ != "backend_stub.errors":
-                    elsewhere.append(f"{module.__name__}.{name}")
+            defined_here = inspect.isclass(value) and value.__module__ == module.__name__
+            if defined_here and issubclass(value, BackendError) and module.__name__ != "backend_stub.errors":
+                elsewhere.append(f"{module.__name__}.{name}")
     assert elsewhere == []
 
 
@@ -107,7 +107,8 @@ def test_a_wrong_vin_is_one_sentence_from_every_command_family(
     assert backend_cli([*command, "--config", str(bench.backend_config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("backend-stub: error: VIN argument: 'NOT-A-VIN' is not a VIN"), err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
 
 
 def test_a_missing_public_key_file_is_one_sentence(
@@ -117,4 +118,6 @@ def test_a_missing_public_key_file_is_one_sentence(
     code = backend_cli(["enroll", VIN, "--public-key", str(missing), "--config", str(bench.backend_config)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("backend-stub: error:") and str(missing) in err and "Traceback" not in err
+    assert err.startswith("backend-stub: error:")
+    assert str(missing) in err
+    assert "Traceback" not in err

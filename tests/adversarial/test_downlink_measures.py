@@ -17,7 +17,7 @@ import pytest
 
 import tcu.persist
 from backend_stub.errors import MeasureRefusedError
-from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
+from backend_stub.measure_store import MeasureState, MeasureStore
 from backend_stub.measures import MeasureScheduler
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
@@ -139,13 +139,13 @@ async def test_a_verified_order_the_vehicle_refuses_is_matched_abandoned_and_fre
     [answer] = await link.tick()
     assert (answer["measure_id"], answer["attempt"], answer["code"]) == ("M1", 1, "unknown_key")
     state, reason = link.state("M1")
-    assert state == ABANDONED
+    assert state == MeasureState.ABANDONED
     assert "unknown_key" in (reason or "")
     assert [(a.attempt, a.status) for a in link.store.history("M1")] == [(1, "rejected")]
     # The vehicle's one attempt slot is free at once, not after the 900 s attempt timeout.
     [answer] = await link.tick()
     assert (answer["measure_id"], answer["status"]) == ("M2", "succeeded")
-    assert link.state("M2")[0] == SUCCEEDED
+    assert link.state("M2")[0] == MeasureState.SUCCEEDED
 
 
 async def test_an_order_past_its_deadline_on_the_vehicles_clock_is_booked_expired(
@@ -157,7 +157,7 @@ async def test_an_order_past_its_deadline_on_the_vehicles_clock_is_booked_expire
         link.send()
         [answer] = await link.tick()
         assert (answer["measure_id"], answer["attempt"], answer["code"]) == ("M1", 1, "expired")
-        assert link.state()[0] == EXPIRED
+        assert link.state()[0] == MeasureState.EXPIRED
         assert link.store.open_attempt(VIN) is None
     finally:
         link.store.close()
@@ -176,7 +176,7 @@ async def test_an_order_arriving_on_a_full_disk_is_refused_and_the_backends_retr
         "storage",
     )
     assert "No space left on device" in answer["reason"]
-    assert link.state()[0] == PENDING  # retried, not given up
+    assert link.state()[0] == MeasureState.PENDING  # retried, not given up
     assert link.car.ecu.values["gateway.firewall_rules"] == "v12"
 
     for _ in range(3):  # the disk stays full: each retry is refused the same way, nothing crashes
@@ -187,7 +187,7 @@ async def test_an_order_arriving_on_a_full_disk_is_refused_and_the_backends_retr
     link.clock.advance(3600)
     [answer] = await link.tick()
     assert (answer["attempt"], answer["status"]) == (5, "succeeded")
-    assert link.state()[0] == SUCCEEDED
+    assert link.state()[0] == MeasureState.SUCCEEDED
     assert link.car.ecu.values["gateway.firewall_rules"] == "v13"
 
 
@@ -204,7 +204,7 @@ async def test_a_disk_that_fills_during_an_attempt_rolls_it_back_and_the_next_bo
     assert (answer["status"], answer["code"]) == ("rolled_back", "storage")
     assert "stored again at the next boot" in answer["reason"]
     assert link.car.ecu.values["gateway.firewall_rules"] == "v12"  # in force: restored
-    assert link.state()[0] == PENDING
+    assert link.state()[0] == MeasureState.PENDING
 
     disk.full = False
     link.car.on_step = lambda _step: None

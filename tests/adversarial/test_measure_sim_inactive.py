@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
 from backend_stub.measure_answers import WAITS_FOR, SimReport, sim_of
+from backend_stub.measure_store import MeasureState, MeasureStore
 from backend_stub.measures import MeasureScheduler
 from backend_stub.provisioning_history import CapabilityReport
 from tcu.backoff import Backoff
@@ -109,11 +109,11 @@ async def test_a_measure_refused_for_an_inactive_sim_waits_for_the_sim_and_keeps
     for _ in range(24):  # a day in hours: far beyond any backoff
         car.clock.advance(3600)
         assert await car.tick() == []
-    assert car.state()[0] == PENDING
+    assert car.state()[0] == MeasureState.PENDING
     car.reports_sim("active")  # the file that reactivates the SIM was applied; the car reports again
     assert await car.tick() == [2]
     car.answer(2, "succeeded")
-    assert car.state()[0] == SUCCEEDED
+    assert car.state()[0] == MeasureState.SUCCEEDED
 
 
 async def test_a_report_of_an_active_sim_from_before_the_refusal_is_stale(car: Car) -> None:
@@ -137,7 +137,7 @@ async def test_without_a_report_of_an_active_sim_the_deadline_ends_the_wait_and_
     car.clock.advance(2 * 3600)
     assert await car.tick() == []
     state, reason = car.state()
-    assert state == EXPIRED
+    assert state == MeasureState.EXPIRED
     assert reason is not None
     assert "SIM was not active" in reason
 
@@ -152,7 +152,7 @@ async def test_other_failures_still_count_towards_max_attempts(car: Car) -> None
     car.answer(2, "rolled_back", "lock_or_unlock")
     car.clock.advance(3600)
     assert await car.tick() == []
-    assert car.state() == (ABANDONED, "no success in 1 attempts")
+    assert car.state() == (MeasureState.ABANDONED, "no success in 1 attempts")
 
 
 def test_the_sim_is_read_from_the_stored_capability_report() -> None:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from backend_stub.cli import main as backend_cli
 from backend_stub.errors import MeasureRefusedError
-from backend_stub.measure_store import ABANDONED, EXPIRED, NEEDS_PLAN, PENDING, SUCCEEDED
+from backend_stub.measure_store import MeasureState
 from hil.layout import BenchLayout
 from tcu.clock import ManualClock
 from telematics_wire.ecu_keys import VEHICLE_FUNCTIONS, load_key_specs
@@ -55,7 +55,7 @@ async def test_an_attempt_aborted_by_the_cap_is_not_retried_blindly(world: World
     world.clock.advance(86_400)  # online, parked, a day later: every retry condition holds
     assert await world.tick() == []
     measure = _measure(world)
-    assert measure.state == NEEDS_PLAN
+    assert measure.state == MeasureState.NEEDS_PLAN
     assert "attempt 1 ran into the 10-minute cap (AGB 3.4 d" in measure.reason
     assert "backend-stub measure replan M1 --step" in measure.reason
 
@@ -66,7 +66,7 @@ async def test_a_vehicle_that_finds_the_plan_too_long_asks_for_a_new_plan(world:
     world.answer("M1", 1, "rejected", "over_cap")
     world.clock.advance(86_400)
     assert await world.tick() == []
-    assert _measure(world).state == NEEDS_PLAN
+    assert _measure(world).state == MeasureState.NEEDS_PLAN
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ async def test_technical_interruptions_are_still_retried(world: World, status: s
     world.answer("M1", 1, status, code)
     world.clock.advance(3600)
     assert await world.tick() == [("M1", 2)]
-    assert _measure(world).state == PENDING
+    assert _measure(world).state == MeasureState.PENDING
 
 
 async def test_a_person_replans_and_the_new_plan_is_sent_as_the_next_attempt(world: World) -> None:
@@ -102,12 +102,12 @@ async def test_a_person_replans_and_the_new_plan_is_sent_as_the_next_attempt(wor
     )
     world.scheduler.replan("M1", steps=shorter)
     measure = _measure(world)
-    assert (measure.state, measure.steps) == (PENDING, shorter)
+    assert (measure.state, measure.steps) == (MeasureState.PENDING, shorter)
     assert measure.reason.startswith("re-planned: 2 step(s), 540 s (was: attempt 1 ran into the 10-minute cap")
     assert await world.tick() == [("M1", 2)]  # attempt numbers go on: the vehicle's replay check holds
     assert world.sent[-1].steps == shorter
     world.answer("M1", 2, "succeeded")
-    assert _measure(world).state == SUCCEEDED
+    assert _measure(world).state == MeasureState.SUCCEEDED
 
 
 async def test_the_same_plan_goes_again_only_by_a_persons_decision(world: World) -> None:
@@ -116,7 +116,7 @@ async def test_the_same_plan_goes_again_only_by_a_persons_decision(world: World)
     world.answer("M1", 1, "rolled_back", "time_cap")
     world.scheduler.replan("M1", steps=None, max_attempts=2)
     measure = _measure(world)
-    assert (measure.state, measure.max_attempts) == (PENDING, 3)
+    assert (measure.state, measure.max_attempts) == (MeasureState.PENDING, 3)
     assert measure.reason.startswith("re-sent unchanged by decision")
     assert await world.tick() == [("M1", 2)]
 
@@ -135,7 +135,7 @@ async def test_a_replan_is_judged_like_a_new_measure(world: World) -> None:
         world.scheduler.replan("M1", steps=too_long)
     with pytest.raises(MeasureRefusedError, match="no measure M9"):
         world.scheduler.replan("M9", steps=None)
-    assert _measure(world).state == NEEDS_PLAN
+    assert _measure(world).state == MeasureState.NEEDS_PLAN
     assert await world.tick() == []
 
 
@@ -146,7 +146,7 @@ async def test_a_measure_waiting_for_a_plan_still_expires(world: World) -> None:
     world.clock.advance(3600)
     await world.tick()
     measure = _measure(world)
-    assert measure.state == EXPIRED
+    assert measure.state == MeasureState.EXPIRED
     assert "while it needed a new plan" in measure.reason
 
 
@@ -176,7 +176,7 @@ async def test_a_measure_stored_before_plans_existed_is_abandoned_with_the_reaso
         assert [(s.changes, s.expected_ms) for s in old.steps] == [({"gateway.firewall_rules": "v13"}, 2500)]
         assert await world.tick() == []
         old = _measure(world, "OLD")
-        assert old.state == ABANDONED
+        assert old.state == MeasureState.ABANDONED
         assert "names no fault" in old.reason
         world.send("NEW")  # the migrated table takes planned measures
         assert await world.tick() == [("NEW", 1)]

@@ -14,7 +14,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from backend_stub.errors import MeasureRefusedError
-from backend_stub.measure_store import ABANDONED, EXPIRED, PENDING, SUCCEEDED, MeasureStore
+from backend_stub.measure_store import MeasureState, MeasureStore
 from backend_stub.measures import MeasureScheduler
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
@@ -107,7 +107,7 @@ async def test_retried_with_backoff_until_it_succeeds(world: World) -> None:
     world.answer("M1", 2, "succeeded")
     world.clock.advance(3600)
     assert await world.tick() == []
-    assert world.state() == SUCCEEDED
+    assert world.state() == MeasureState.SUCCEEDED
     history = world.store.history("M1")
     assert [(a.attempt, a.status, a.code) for a in history] == [
         (1, "rolled_back", "lock_or_unlock"),
@@ -156,7 +156,7 @@ async def test_given_up_when_retrying_cannot_help(world: World, code: str) -> No
     world.answer("M1", 1, "rejected", code)
     world.clock.advance(10_000)
     assert await world.tick() == []
-    assert world.state() == ABANDONED
+    assert world.state() == MeasureState.ABANDONED
     measure = world.store.get("M1")
     assert measure is not None
     assert code in (measure.reason or "")
@@ -169,7 +169,7 @@ async def test_given_up_after_max_attempts(world: World) -> None:
         world.answer("M1", attempt, "rolled_back", "ecall")
         world.clock.advance(10_000)
     assert await world.tick() == []
-    assert world.state() == ABANDONED
+    assert world.state() == MeasureState.ABANDONED
 
 
 async def test_expires_at_its_deadline(world: World) -> None:
@@ -178,7 +178,7 @@ async def test_expires_at_its_deadline(world: World) -> None:
     world.answer("M1", 1, "rolled_back", "ecall")
     world.clock.advance(3600)
     assert await world.tick() == []
-    assert world.state() == EXPIRED
+    assert world.state() == MeasureState.EXPIRED
 
 
 async def test_unanswered_attempt_is_counted_lost_and_retried(world: World) -> None:
@@ -190,7 +190,7 @@ async def test_unanswered_attempt_is_counted_lost_and_retried(world: World) -> N
     world.clock.advance(61)
     assert await world.tick() == [("M1", 2)]
     world.answer("M1", 1, "succeeded")  # the late answer to the lost attempt changes nothing
-    assert world.state() == PENDING
+    assert world.state() == MeasureState.PENDING
 
 
 async def test_duplicate_results_are_counted_once(world: World) -> None:
@@ -198,7 +198,7 @@ async def test_duplicate_results_are_counted_once(world: World) -> None:
     await world.tick()
     world.answer("M1", 1, "rolled_back", "lock_or_unlock")
     world.answer("M1", 1, "succeeded")
-    assert world.state() == PENDING
+    assert world.state() == MeasureState.PENDING
     assert world.store.history("M1")[0].status == "rolled_back"
 
 
@@ -284,7 +284,7 @@ async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed
     assert await world.tick() == [("M1", 1)]
     state = world.store.get("M2")
     assert state is not None
-    assert state.state == ABANDONED
+    assert state.state == MeasureState.ABANDONED
     assert "would refuse it (vehicle_function)" in (state.reason or "")
 
 
@@ -310,7 +310,7 @@ async def test_an_answer_that_names_no_attempt_we_sent_is_logged_only(world: Wor
             vin=VIN, seq=1, kind=RecordKind.EVENT, created=world.clock.now(), body={"type": "measure_result", **body}
         )
     )
-    assert world.state() == PENDING
+    assert world.state() == MeasureState.PENDING
     assert world.store.history("M1")[0].status == "sent"
 
 

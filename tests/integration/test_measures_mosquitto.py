@@ -9,11 +9,12 @@ from pathlib import Path
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from backend_stub.measure_store import SUCCEEDED
+from backend_stub.measure_store import MeasureState
 from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import BenchLayout
-from tcu.services.measure_plan import Fault, one_step_per_change
-from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
+from tcu.vehicle.drive_cycle import DriveCycle
+from telematics_wire.measure_plan import Fault, one_step_per_change
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import VIN, eventually
 from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
 
@@ -56,7 +57,7 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
                 await eventually(lambda: agent.measures.current is not None, what="attempt 1 running")
                 can.bus.unlock()  # the customer opens the car mid-measure
                 await eventually(lambda: len(backend.measure_store.history("FIX-4711")) >= 2, what="retry sent")
-                await eventually(lambda: _state(backend) == SUCCEEDED, what="measure succeeded")
+                await eventually(lambda: _state(backend) == MeasureState.SUCCEEDED, what="measure succeeded")
                 assert {k: agent.ecu.values[k] for k in CHANGES} == CHANGES
         history = backend.measure_store.history("FIX-4711")
         assert (history[0].status, history[0].code) == ("rolled_back", "lock_or_unlock")
