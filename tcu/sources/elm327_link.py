@@ -1,8 +1,9 @@
 """The ELM327's I/O edge: bytes out, prompt-terminated replies in, over a serial port.
 
-`PromptLink` is the small protocol the session talks to; `SerialPromptLink` implements it with
-pyserial-asyncio-fast on a device path or pyserial URL (`/dev/ttyUSB0`, `socket://host:35000`,
-`rfc2217://...`). An in-memory twin driving the simulator lives in `hil.devices.elm327_sim`.
+`PromptLink` is the small protocol the session talks to; `SerialPromptLink` implements it with the
+sources' one serial shell (`tcu.sources.serial_port`) on a device path or pyserial URL (`/dev/ttyUSB0`,
+`socket://host:35000`, `rfc2217://...`). An in-memory twin driving the simulator lives in
+`hil.devices.elm327_sim`.
 
 Bytes are cut into replies as they arrive (in `data_received`), so the session can drop whatever
 came unasked (garbage, a late reply, a reset banner) before it sends, and the poll scheduler can
@@ -12,19 +13,15 @@ notice an unplugged port while it idles between requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Protocol
 
-import serial_asyncio_fast
-
 from tcu.errors import DeviceGoneError
 from tcu.sources.elm327 import PromptFramer
-from tcu.virtual_time import io_timeout
+from tcu.sources.serial_port import close_transport, open_transport
 
 _LOGGER = logging.getLogger(__name__)
-_CLOSE_WAIT_S = 1.0
 
 
 class PromptLink(Protocol):
@@ -82,15 +79,8 @@ class SerialPromptLink:
     @classmethod
     async def open(cls, url: str, baudrate: int) -> SerialPromptLink:
         """Open `url` (a device path or pyserial URL); `DeviceGoneError` when it is not there."""
-        loop = asyncio.get_running_loop()
         protocol = _PromptProtocol(url)
-        try:
-            transport, _ = await serial_asyncio_fast.create_serial_connection(
-                loop, lambda: protocol, url, baudrate=baudrate, exclusive=True
-            )
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
-            raise DeviceGoneError(f"cannot open {url}: {exc}") from exc
-        return cls(transport, protocol)
+        return cls(await open_transport(url, baudrate, protocol, device="ELM327"), protocol)
 
     def _check(self) -> None:
         if self._protocol.lost.is_set():
@@ -120,12 +110,5 @@ class SerialPromptLink:
         await self._protocol.lost.wait()
 
     async def aclose(self) -> None:
-        """Close without flushing (a vanished pty would block a drain) and wait for the port to close."""
-        # A port that vanished is closing already: aborting it again would run the library's close a
-        # second time, which fails in a background task and logs a traceback for an ordinary unplug.
-        if not self._transport.is_closing():
-            self._transport.abort()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
-                await self._protocol.lost.wait()
+        await close_transport(self._transport, self._protocol.lost.wait())
         _LOGGER.debug("%s closed", self._protocol.name)

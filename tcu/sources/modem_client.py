@@ -31,8 +31,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
-import serial_asyncio_fast
-
 from tcu.backoff import Backoff
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.reconnect import Sleep
@@ -54,11 +52,11 @@ from tcu.sources.modem import (
     parse_registration_read,
     parse_registration_urc,
 )
+from tcu.sources.serial_port import close_transport, open_transport
 from tcu.sources.source_loop import source_reconnect_loop
 from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
-_CLOSE_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,7 +131,7 @@ class _SerialProtocol(asyncio.Protocol):
 
 
 class SerialModemLink:
-    """`ModemLink` over a serial port with pyserial-asyncio-fast."""
+    """`ModemLink` over a serial port (the sources' one serial shell, `tcu.sources.serial_port`)."""
 
     def __init__(self, name: str, transport: asyncio.Transport, protocol: _SerialProtocol) -> None:
         self._name, self._transport, self._protocol = name, transport, protocol
@@ -141,13 +139,7 @@ class SerialModemLink:
     @classmethod
     async def open(cls, url: str, baudrate: int, on_data: DataCallback, on_lost: LostCallback) -> SerialModemLink:
         protocol = _SerialProtocol(on_data, on_lost)
-        try:
-            transport, _ = await serial_asyncio_fast.create_serial_connection(
-                asyncio.get_running_loop(), lambda: protocol, url, baudrate=baudrate, exclusive=True
-            )
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
-            raise DeviceGoneError(f"cannot open modem port {url}: {exc}") from exc
-        return cls(url, transport, protocol)
+        return cls(url, await open_transport(url, baudrate, protocol, device="modem"), protocol)
 
     def send(self, data: bytes) -> None:
         if self._protocol.closed.is_set() or self._transport.is_closing():
@@ -155,10 +147,7 @@ class SerialModemLink:
         self._transport.write(data)
 
     async def aclose(self) -> None:
-        self._transport.abort()  # no drain: a vanished pty would block it
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
-                await self._protocol.closed.wait()
+        await close_transport(self._transport, self._protocol.closed.wait())
 
 
 # -- the client -----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ not the port's) and lives in memory only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Collection, Mapping
@@ -37,6 +38,7 @@ from tcu.vehicle.state import Quality, Signal, VehicleState
 from tcu.virtual_time import silence_limit
 
 _LOGGER = logging.getLogger(__name__)
+_OPEN_RECEIVER: OpenPort = functools.partial(open_serial, device="GNSS")
 _READ_SIZE = 4096
 SOURCE = "gnss"
 
@@ -74,7 +76,7 @@ class NmeaReader:
         track: GnssTrack | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
-        open_port: OpenPort = open_serial,
+        open_port: OpenPort = _OPEN_RECEIVER,
     ) -> None:
         self._settings = settings
         self._state = state

@@ -1,5 +1,11 @@
-"""What every serial source shares: opening a port (device path or pyserial URL), closing it so it
-can be reopened at once, counters, and settings read from a `[sources.*]` config table."""
+"""What every serial source shares: the one shell that opens a port (device path or pyserial URL) and
+closes it so it can be reopened at once, counters, and settings read from a `[sources.*]` config table.
+
+Every device (ELM327, SLCAN, NMEA, modem) opens its port through `open_transport` — pyserial-asyncio-fast,
+`exclusive`, so a second program (or a second task of ours) cannot read the same port, with a failure
+raised as `DeviceGoneError` naming the device and the port — and closes it through `close_transport`.
+`open_serial` is the stream-shaped variant for the readers that only read lines or frames.
+"""
 
 from __future__ import annotations
 
@@ -16,27 +22,54 @@ from tcu.backoff import Backoff
 from tcu.errors import ConfigError, DeviceGoneError
 from tcu.virtual_time import io_timeout
 
-_CLOSE_WAIT_S = 0.5
+# The one bound on closing a port, for every device. A healthy close takes one turn of the loop plus
+# pyserial's close() in a thread; only a driver stuck in that close ever waits this long, and then the
+# session ends anyway (the next open is refused until the driver lets go, and the backoff retries).
+CLOSE_WAIT_S = 1.0
 
 _SettingsT = TypeVar("_SettingsT")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-OpenPort = Callable[[str, int], Awaitable[Streams]]
+OpenPort = Callable[[str, int], Awaitable[Streams]]  # url, baud rate: the readers' seam for tests
 
 
-async def open_serial(url: str, baudrate: int) -> Streams:
-    """Open a device path or pyserial URL; `DeviceGoneError` when it is not there."""
+async def open_transport(url: str, baudrate: int, protocol: asyncio.Protocol, *, device: str) -> asyncio.Transport:
+    """Open a device path or pyserial URL, exclusively, for `protocol`; `DeviceGoneError` when it is not there."""
+    loop = asyncio.get_running_loop()
     try:
-        return await serial_asyncio_fast.open_serial_connection(url=url, baudrate=baudrate, exclusive=True)
-    except (OSError, ValueError) as exc:  # SerialException is an OSError
-        raise DeviceGoneError(f"cannot open {url}: {exc}") from exc
+        transport, _ = await serial_asyncio_fast.create_serial_connection(
+            loop, lambda: protocol, url, baudrate=baudrate, exclusive=True
+        )
+    except (OSError, ValueError) as exc:  # SerialException is an OSError; a malformed URL a ValueError
+        raise DeviceGoneError(f"cannot open {device} port {url}: {exc}") from exc
+    return transport
+
+
+async def close_transport(transport: asyncio.WriteTransport, closed: Awaitable[object]) -> None:
+    """Close without flushing and wait (bounded) until the port is closed, so it can be opened again at once.
+
+    No flush: a vanished pty or a stuck adapter would block it. A port that vanished is closing already:
+    aborting it again would run the library's close a second time, which fails in a background task and
+    logs a traceback for an ordinary unplug. `closed` is what the protocol resolves in `connection_lost`.
+    """
+    if not transport.is_closing():
+        transport.abort()
+    with contextlib.suppress(OSError, TimeoutError):  # a stream's wait_closed raises the loss's own error
+        async with asyncio.timeout(io_timeout(CLOSE_WAIT_S)):
+            await closed
+
+
+async def open_serial(url: str, baudrate: int, *, device: str) -> Streams:
+    """`open_transport` for a reader that wants streams (SLCAN, NMEA)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport = await open_transport(url, baudrate, protocol, device=device)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 async def close_port(writer: asyncio.StreamWriter) -> None:
-    """Close and wait (bounded) until closed, so that the port can be opened again at once."""
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(io_timeout(_CLOSE_WAIT_S)):
-            await writer.wait_closed()
+    """`close_transport` for a port opened with `open_serial`."""
+    await close_transport(writer.transport, writer.wait_closed())
 
 
 def settings_from_table(cls: type[_SettingsT], table: Mapping[str, Any], *, section: str) -> _SettingsT:

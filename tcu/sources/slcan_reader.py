@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections import deque
@@ -57,8 +58,9 @@ from tcu.vehicle.state import VehicleState
 from tcu.virtual_time import io_timeout, silence_limit
 
 _LOGGER = logging.getLogger(__name__)
+_OPEN_ADAPTER: OpenPort = functools.partial(open_serial, device="SLCAN")
 _READ_SIZE = 65536
-_CLOSE_WAIT_S = 0.5  # a closing adapter gets this long to acknowledge `C`
+_CLOSE_ACK_WAIT_S = 0.5  # a closing adapter gets this long to acknowledge `C` (then the port closes anyway)
 _SECTION = "sources.can"
 
 
@@ -107,7 +109,7 @@ class SlcanChannel:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: SlcanSettings, *, open_port: OpenPort = open_serial) -> AsyncIterator[SlcanChannel]:
+    async def open(cls, settings: SlcanSettings, *, open_port: OpenPort = _OPEN_ADAPTER) -> AsyncIterator[SlcanChannel]:
         reader, writer = await open_port(settings.port, settings.baudrate)
         channel = cls(reader, writer, name=settings.port)
         if settings.passive:
@@ -143,7 +145,7 @@ class SlcanChannel:
         try:
             async with asyncio.timeout(io_timeout(wait_s)):
                 while True:
-                    if not self._backlog:
+                    while not self._backlog:  # a read may end mid-line and hold nothing whole yet
                         self._backlog.extend(await self._read())
                     item = self._backlog.popleft()
                     if isinstance(item, ProtocolError):
@@ -181,7 +183,7 @@ class SlcanChannel:
     async def _close(self, wait_s: float) -> None:
         """Best effort `C`, then close; a vanished port must not block or raise here."""
         with contextlib.suppress(DeviceGoneError, DeviceTimeoutError, ProtocolError, OSError):
-            await self.command(Close(), wait_s=min(wait_s, _CLOSE_WAIT_S), may_fail=True)
+            await self.command(Close(), wait_s=min(wait_s, _CLOSE_ACK_WAIT_S), may_fail=True)
         await close_port(self._writer)
 
 
@@ -201,7 +203,7 @@ class SlcanReader:
         decoder: CanSignalDecoder | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
-        open_port: OpenPort = open_serial,
+        open_port: OpenPort = _OPEN_ADAPTER,
     ) -> None:
         self._settings = settings
         self._state = state
