@@ -17,8 +17,9 @@ python-can's `recv()` blocks, so each session has one worker thread that owns th
 shuts the bus down when told to stop. At most `max_pending_frames` wait for the loop; beyond that new
 batches are dropped, counted and logged, so a flood can never grow memory without bound.
 
-The session ends, the CAN signals are marked stale and the reader reconnects after a capped, jittered
-backoff (`ReconnectLoop`, as for the SLCAN reader) when the interface fails (a pulled USB adapter,
+What it does with frames — decoding, counting, staleness, reconnecting — it shares with the SLCAN
+reader (`tcu.sources.can_feed`). The session ends, the CAN signals are marked stale and the reader
+reconnects after a capped, jittered backoff when the interface fails (a pulled USB adapter,
 `ip link set can0 down`: python-can raises), or no frame has come for `stale_after_s`. An interface
 that cannot be opened is one log line per attempt, with python-can's reason, never a traceback.
 """
@@ -37,15 +38,14 @@ import can
 
 from tcu.backoff import Backoff
 from tcu.clock import Clock
-from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
+from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError
 from tcu.reconnect import Sleep
-from tcu.sources.log_limit import LogLimit
+from tcu.sources.can_feed import CanFeed
 from tcu.sources.serial_port import SourceStats
 from tcu.sources.slcan import CanFrame
 from tcu.sources.slcan_signals import CanSignalDecoder
-from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import VehicleState
-from tcu.virtual_time import io_timeout, silence_limit
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 _SECTION = "sources.can"
@@ -271,24 +271,22 @@ class CanBusReader:
         open_bus: OpenBus = open_python_can_bus,
     ) -> None:
         self._settings = settings
-        self._state = state
-        self._clock = clock
-        self._decoder = decoder or CanSignalDecoder.from_files()
         self._open_bus = open_bus
-        self._loop = source_reconnect_loop(
-            name=f"CAN {settings.name}",
+        self._feed = CanFeed(
+            name=settings.name,
+            state=state,
+            clock=clock,
+            decoder=decoder,
             backoff=settings.backoff,
             rng=rng,
-            on_down=self._down,
             sleep=sleep,
         )
-        self._log = LogLimit(_LOGGER)
-        self.stats = SourceStats()
-        self.connected = asyncio.Event()  # set while the bus is open (tests, health reports)
+        self.stats = self._feed.stats
+        self.connected = self._feed.connected  # set while the bus is open (tests, health reports)
         self._worker: _BusWorker | None = None
 
     async def run(self) -> NoReturn:
-        await self._loop.run(self._session)
+        await self._feed.loop.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings
@@ -300,43 +298,28 @@ class CanBusReader:
         worker.start()
         try:
             await worker.opened()
-            self.stats.sessions += 1
-            self.connected.set()
             _LOGGER.info("%s: CAN bus open", settings.name)
-            loop = asyncio.get_running_loop()
-            try:
-                # Only frames keep the session alive (error frames are no sign of a working bus).
-                async with asyncio.timeout(stale_s := silence_limit(settings.stale_after_s)) as deadline:
-                    while True:
-                        if self.handle(await worker.next_batch()):
-                            self._loop.healthy()
-                            deadline.reschedule(loop.time() + stale_s)
-            except TimeoutError:
-                # Reopening is the cure for a driver that lost its device without raising, and
-                # harmless on a bus that is merely asleep: the backoff slows the retries down.
-                raise DeviceTimeoutError(f"no CAN frame for {stale_s:.1f} s") from None
+            await self._feed.serve(worker.next_batch, self.handle, settings.stale_after_s)
         finally:
             await worker.stop()
 
     def handle(self, batch: Sequence[can.Message]) -> int:
         """Decode one batch into the state; returns the number of frames that count as bus activity."""
-        now, monotonic = self._clock.now(), self._clock.monotonic()
-        decode = self._decoder.decode
-        update = self._state.update
+        frames: list[CanFrame] = []
+        uncarried = 0  # frames on the bus that a CanFrame cannot hold: bus activity all the same
         stats = self.stats
         name = self._settings.name
-        frames = 0
+        warn = self._feed.frame_warnings.warning
         for message in batch:
             if message.is_error_frame:
                 stats.errors += 1
-                self._log.warning(
+                warn(
                     ("error", message.arbitration_id),
                     "%s: error frame on the bus (id 0x%X)",
                     name,
                     message.arbitration_id,
                 )
                 continue
-            frames += 1
             try:
                 remote = message.is_remote_frame
                 frame = CanFrame(
@@ -348,23 +331,9 @@ class CanBusReader:
                 )
             except ValueError as exc:  # CAN FD payloads, out-of-range identifiers
                 stats.errors += 1
-                self._log.warning(
-                    ("frame", message.arbitration_id), "%s: skipped frame 0x%X: %s", name, message.arbitration_id, exc
-                )
+                uncarried += 1
+                warn(("frame", message.arbitration_id), "%s: skipped frame 0x%X: %s", name, message.arbitration_id, exc)
                 continue
-            try:
-                signals = decode(frame, now, monotonic)
-            except ProtocolError as exc:  # the reason names the frame and its DBC message
-                stats.errors += 1
-                self._log.warning(("decode", message.arbitration_id), "%s: skipped a frame: %s", name, exc)
-                continue
-            for signal in signals:
-                update(signal)
-            stats.signals += len(signals)
-        stats.messages += frames
-        return frames
-
-    def _down(self, reason: str) -> None:
-        self.connected.clear()
-        stale = self._state.mark_stale(self._decoder.source, self._clock)
-        _LOGGER.warning("%s: CAN source down (%s); %d signal(s) stale", self._settings.name, reason, len(stale))
+            frames.append(frame)
+        stats.messages += uncarried
+        return self._feed.decode(frames) + uncarried

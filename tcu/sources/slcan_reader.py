@@ -9,15 +9,14 @@ frame on the bus); leaving it sends `C` and closes the port. With `passive` noth
 a stream that does not answer Lawicel commands (a logger or gateway that emits SLCAN lines on its own,
 a TCP bridge, another program's adapter shared read-only), the reader only parses the t/T/r/R lines.
 
-`SlcanReader.run()` loops around it with `ReconnectLoop`: when the port vanishes (EIO,
+`SlcanReader.run()` loops around it with the sources' reconnect loop: when the port vanishes (EIO,
 SerialException, EOF), or no frame has come for `stale_after_s` (an adapter that reset itself and
 closed its channel, a bus gone to sleep), the CAN signals are marked stale and it reconnects after a
-capped, jittered backoff. Garbage on the line is logged with its reason and skipped.
+capped, jittered backoff. Garbage on the line is logged with its reason and skipped. What it does
+with frames it shares with the python-can reader (`tcu.sources.can_feed`).
 
-Every frame read in one chunk is stamped with one `clock.now()` and one `clock.monotonic()`: they
-arrived together, and one call each per chunk keeps the hot path cheap. The adapter's own `Z1`
-timestamp is parsed but not used for the signals (it is a 60 s wrapping counter on the adapter's
-clock, not wall time).
+The adapter's own `Z1` timestamp is parsed but not used for the signals (it is a 60 s wrapping counter
+on the adapter's clock, not wall time): frames are stamped with the injected clock.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ from tcu.backoff import Backoff
 from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
 from tcu.reconnect import Sleep
-from tcu.sources.log_limit import LogLimit
-from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
+from tcu.sources.can_feed import CanFeed
+from tcu.sources.serial_port import OpenPort, close_port, open_serial, settings_from_table
 from tcu.sources.slcan import (
     BITRATES,
     CanFrame,
@@ -53,9 +52,8 @@ from tcu.sources.slcan import (
     format_command,
 )
 from tcu.sources.slcan_signals import CanSignalDecoder
-from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import VehicleState
-from tcu.virtual_time import io_timeout, silence_limit
+from tcu.virtual_time import io_timeout
 
 _LOGGER = logging.getLogger(__name__)
 _OPEN_ADAPTER: OpenPort = functools.partial(open_serial, device="SLCAN")
@@ -206,72 +204,41 @@ class SlcanReader:
         open_port: OpenPort = _OPEN_ADAPTER,
     ) -> None:
         self._settings = settings
-        self._state = state
-        self._clock = clock
-        self._decoder = decoder or CanSignalDecoder.from_files()
         self._open_port = open_port
-        self._loop = source_reconnect_loop(
-            name=f"CAN {settings.port}",
+        self._feed = CanFeed(
+            name=settings.port,
+            state=state,
+            clock=clock,
+            decoder=decoder,
             backoff=settings.backoff,
             rng=rng,
-            on_down=self._down,
             sleep=sleep,
         )
-        self._log = LogLimit(_LOGGER)
-        self.stats = SourceStats()
-        self.connected = asyncio.Event()  # set while a channel is open (tests, health reports)
+        self.stats = self._feed.stats
+        self.connected = self._feed.connected  # set while a channel is open (tests, health reports)
 
     async def run(self) -> NoReturn:
-        await self._loop.run(self._session)
+        await self._feed.loop.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings
         async with SlcanChannel.open(settings, open_port=self._open_port) as channel:
-            self.stats.sessions += 1
-            self.connected.set()
-            loop = asyncio.get_running_loop()
-            try:
-                # Only frames keep the session alive: garbage or BELs alone are no sign of a live bus.
-                async with asyncio.timeout(stale_s := silence_limit(settings.stale_after_s)) as deadline:
-                    while True:
-                        if self.handle(await channel.read_batch()):
-                            self._loop.healthy()
-                            deadline.reschedule(loop.time() + stale_s)
-            except TimeoutError:
-                # A reset adapter closes its channel silently; reopening is the cure, and harmless on
-                # a bus that is merely asleep (parked car): the backoff slows the retries down.
-                raise DeviceTimeoutError(f"no CAN frame for {stale_s:.1f} s") from None
+            await self._feed.serve(channel.read_batch, self.handle, settings.stale_after_s)
 
     def handle(self, batch: list[Response | ProtocolError]) -> int:
         """Decode one batch into the state; returns the number of frames it held."""
-        now, monotonic = self._clock.now(), self._clock.monotonic()
-        decode = self._decoder.decode
-        update = self._state.update
-        stats = self.stats
-        frames = 0
-        for item in batch:
-            if isinstance(item, CanFrame):
-                frames += 1
-                try:
-                    signals = decode(item, now, monotonic)
-                except ProtocolError as exc:
-                    stats.errors += 1
-                    self._log.warning(("decode", item.can_id), "%s: skipped a frame: %s", self._settings.port, exc)
-                    continue
-                for signal in signals:
-                    update(signal)
-                stats.signals += len(signals)
-            elif isinstance(item, ProtocolError):
-                stats.errors += 1
-                _LOGGER.warning("%s: skipped: %s", self._settings.port, item)
-            elif isinstance(item, Error):
-                self._log.warning(
-                    "bel", "%s: the adapter reported an error (BEL), e.g. a receive overrun", self._settings.port
-                )
-        stats.messages += frames
-        return frames
+        frames = [item for item in batch if isinstance(item, CanFrame)]
+        if len(frames) < len(batch):
+            self._report_others(batch)
+        return self._feed.decode(frames)
 
-    def _down(self, reason: str) -> None:
-        self.connected.clear()
-        stale = self._state.mark_stale(self._decoder.source, self._clock)
-        _LOGGER.warning("%s: CAN source down (%s); %d signal(s) stale", self._settings.port, reason, len(stale))
+    def _report_others(self, batch: list[Response | ProtocolError]) -> None:
+        port = self._settings.port
+        for item in batch:
+            if isinstance(item, ProtocolError):
+                self.stats.errors += 1
+                _LOGGER.warning("%s: skipped: %s", port, item)
+            elif isinstance(item, Error):
+                self._feed.frame_warnings.warning(
+                    "bel", "%s: the adapter reported an error (BEL), e.g. a receive overrun", port
+                )
