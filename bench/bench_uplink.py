@@ -1,9 +1,12 @@
-"""Uplink benchmark: sealed+queued records/s, end-to-end records/s through Mosquitto, backlog drain.
+"""Uplink benchmark: sealed+queued records/s, end-to-end records/s through Mosquitto, backlog drain,
+and single-record puts from 1, 10 and 100 concurrent producers, synchronous on the loop (the store
+as the agent used it before issue 14) against the writer thread with group commit (the agent now).
 
     python -m bench.bench_uplink            # needs mosquitto (apt-get install mosquitto)
 
 Goals (issue 2): >= 5,000 records/s sealed+queued on one core, >= 1,000 records/s end to end,
-3,600 queued records drained in < 10 s. The queue runs with synchronous=FULL (power-cut safe).
+3,600 queued records drained in < 10 s. Issue 14: the writer thread no slower than the synchronous
+store at one producer, faster with many. The queue runs with synchronous=FULL (power-cut safe).
 """
 
 from __future__ import annotations
@@ -23,10 +26,16 @@ from backend_stub.config import load_backend_config
 from hil.broker import MosquittoBroker
 from hil.layout import DEMO_VIN, BenchLayout
 from tcu.app import Agent
+from tcu.clock import SystemClock
 from tcu.config import load_agent_config
 from tcu.sources.simulated import sample_signals
-from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.uplink.queue_store import QueueStore
 from tcu.vehicle.drive_cycle import DriveCycle
+from telematics_wire.envelope import seal_record, vehicle_box
+from telematics_wire.keys import load_private_key, load_public_key
+from telematics_wire.records import Record, RecordKind, to_millis
+
+PRODUCERS = (1, 10, 100)
 
 
 def telemetry_record(index: int) -> Record:
@@ -60,16 +69,65 @@ async def _wait(condition: Callable[[], bool], within: float = 120.0) -> None:
             await asyncio.sleep(0.005)
 
 
-def measure_sealed_queued(layout: BenchLayout, count: int, batch: int) -> float:
+async def measure_sealed_queued(layout: BenchLayout, count: int, batch: int) -> float:
     agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
     records = [telemetry_record(i) for i in range(count)]
-    with agent.outbox:
+    async with agent.outbox:
         start = time.perf_counter()
         for offset in range(0, count, batch):
-            agent.outbox.put_many(records[offset : offset + batch])
+            await agent.outbox.put_many(records[offset : offset + batch])
         elapsed = time.perf_counter() - start
-        agent.outbox.acknowledge(range(1, agent.outbox.stats().next_seq))
+        await agent.outbox.acknowledge(range(1, agent.outbox.stats().next_seq))
     return count / elapsed
+
+
+def _shares(records: list[Record], producers: int) -> list[list[Record]]:
+    return [records[index::producers] for index in range(producers)]
+
+
+async def measure_put_sync(layout: BenchLayout, count: int, producers: int) -> float:
+    """Single-record puts on the loop, as before the writer thread: each blocks the loop for its commit."""
+    config = load_agent_config(layout.agent_config(DEMO_VIN), env={})
+    keys = config.keys
+    box = vehicle_box(load_private_key(keys.vehicle_private_key), load_public_key(keys.backend_public_key))
+    store = QueueStore(
+        config.queue_path,
+        sealer=lambda seq, record, epoch: seal_record(box, config.vin, seq, record, epoch=epoch),
+        clock=SystemClock(),
+        config=config.queue,
+        max_envelope_bytes=config.uplink.max_payload_bytes,
+    ).open()
+
+    async def produce(share: list[Record]) -> None:
+        for record in share:
+            store.put(record)
+            await asyncio.sleep(0)  # a producer's other work; the loop was blocked during the put
+
+    records = [telemetry_record(i) for i in range(count)]
+    start = time.perf_counter()
+    await asyncio.gather(*(produce(share) for share in _shares(records, producers)))
+    elapsed = time.perf_counter() - start
+    store.acknowledge(range(1, store.stats().next_seq))
+    store.close()
+    return count / elapsed
+
+
+async def measure_put_writer(layout: BenchLayout, count: int, producers: int) -> tuple[float, float]:
+    """Single-record puts through the agent's writer thread; (records/s, records per commit)."""
+    agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
+
+    async def produce(share: list[Record]) -> None:
+        for record in share:
+            await agent.outbox.put(record)
+
+    records = [telemetry_record(i) for i in range(count)]
+    async with agent.outbox:
+        start = time.perf_counter()
+        await asyncio.gather(*(produce(share) for share in _shares(records, producers)))
+        elapsed = time.perf_counter() - start
+        commits = agent.outbox.commits
+        await agent.outbox.acknowledge(range(1, agent.outbox.stats().next_seq))
+    return count / elapsed, count / max(commits, 1)
 
 
 async def measure_end_to_end(layout: BenchLayout, count: int, batch: int) -> float:
@@ -83,9 +141,8 @@ async def measure_end_to_end(layout: BenchLayout, count: int, batch: int) -> flo
     records = [telemetry_record(i) for i in range(count)]
     start = time.perf_counter()
     for offset in range(0, count, batch):
-        agent.outbox.put_many(records[offset : offset + batch])
+        await agent.outbox.put_many(records[offset : offset + batch])
         agent.session.notify()
-        await asyncio.sleep(0)
     await _wait(lambda: backend.ingest.stats.stored - before >= count and agent.outbox.stats().depth == 0)
     elapsed = time.perf_counter() - start
     for task in tasks:
@@ -96,8 +153,8 @@ async def measure_end_to_end(layout: BenchLayout, count: int, batch: int) -> flo
 
 async def measure_backlog_drain(layout: BenchLayout, count: int) -> float:
     agent = Agent(load_agent_config(layout.agent_config(DEMO_VIN), env={}))
-    with agent.outbox:  # queued while "offline": the agent is not running yet
-        agent.outbox.put_many([telemetry_record(i) for i in range(count)])
+    async with agent.outbox:  # queued while "offline": the agent is not running yet
+        await agent.outbox.put_many([telemetry_record(i) for i in range(count)])
     backend = BackendStub(load_backend_config(layout.backend_config, env={}))
     backend_task = await _run(backend)
     await backend.service.connected.wait()
@@ -116,11 +173,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tcu-bench-uplink-") as tmp:
         async with bench(Path(tmp)) as (_, layout):
             results = {
-                "sealed_queued_per_s_batch100": measure_sealed_queued(layout, args.records, 100),
-                "sealed_queued_per_s_single": measure_sealed_queued(layout, args.records // 5, 1),
+                "sealed_queued_per_s_batch100": await measure_sealed_queued(layout, args.records, 100),
+                "sealed_queued_per_s_single": await measure_sealed_queued(layout, args.records // 5, 1),
                 "end_to_end_per_s": await measure_end_to_end(layout, args.records, 50),
                 "backlog_3600_drain_s": await measure_backlog_drain(layout, 3600),
             }
+            for producers in PRODUCERS:
+                puts = args.records // 5
+                results[f"put_per_s_sync_{producers}"] = await measure_put_sync(layout, puts, producers)
+                rate, per_commit = await measure_put_writer(layout, puts, producers)
+                results[f"put_per_s_writer_{producers}"] = rate
+                results[f"records_per_commit_writer_{producers}"] = per_commit
     return results
 
 
@@ -136,6 +199,10 @@ def main() -> None:
         "end_to_end_per_s": ">= 1000",
         "backlog_3600_drain_s": "< 10",
     }
+    for producers in PRODUCERS:
+        goals[f"put_per_s_sync_{producers}"] = f"(on the loop, {producers} producer(s))"
+        goals[f"put_per_s_writer_{producers}"] = f">= sync, {producers} producer(s)"
+        goals[f"records_per_commit_writer_{producers}"] = "(group commit)"
     print(f"{'measure':32} {'value':>12}  goal")
     for name, value in results.items():
         print(f"{name:32} {value:12.1f}  {goals[name]}")

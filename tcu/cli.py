@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -15,15 +16,17 @@ from tcu.config import load_agent_config
 from tcu.device_ports import port_problems
 from tcu.ecall.msd_cli import decode_command, msd_command
 from tcu.errors import ConfigError, TcuError
-from tcu.keys import write_box_keypair
 from tcu.runner import configure_logging, run_service
 from tcu.service_unit import SYSTEM_UNIT_DIR, UNIT_NAME, UnitOptions, install_unit, render_unit
-from tcu.services.catalogue import Category
 from tcu.services.personal import DriverProfile, PersonalStore
 from tcu.status import read_status
 from tcu.systemd import Notifier
-from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.uplink.queue_store import OutboxStats
 from tcu.virtual_time import virtual_or_real_clock
+from telematics_wire.catalogue import Category
+from telematics_wire.errors import WireError
+from telematics_wire.keys import write_box_keypair
+from telematics_wire.records import Record, RecordKind, to_millis
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,9 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _queue_stats(config_path: Path, as_json: bool) -> None:
-    agent = Agent(load_agent_config(config_path), clock=SystemClock())
-    with agent.outbox:
-        stats = agent.outbox.stats()
+    stats = asyncio.run(_read_queue_stats(Agent(load_agent_config(config_path), clock=SystemClock())))
     if as_json:
         print(
             json.dumps(
@@ -105,6 +106,11 @@ def _queue_stats(config_path: Path, as_json: bool) -> None:
     else:
         print(f"queued records: {stats.depth} {stats.depth_by_priority}")
         print(f"next sequence number: {stats.next_seq}; dropped telemetry so far: {stats.dropped_total}")
+
+
+async def _read_queue_stats(agent: Agent) -> OutboxStats:
+    async with agent.outbox:
+        return agent.outbox.stats()
 
 
 def _privacy(args: argparse.Namespace) -> None:
@@ -155,9 +161,13 @@ def _owner_change(config_path: Path) -> None:
     """AGB 7.2: the car's personal data goes; the report tells the backend to unlink the account."""
     agent = Agent(load_agent_config(config_path))
     report = agent.personal.owner_change()
-    with agent.outbox:  # a running agent sends it from the shared queue
-        agent.outbox.put(Record(kind=RecordKind.EVENT, created=agent.clock.now(), body=report))
+    asyncio.run(_queue_once(agent, Record(kind=RecordKind.EVENT, created=agent.clock.now(), body=report)))
     print(json.dumps(report, indent=2))
+
+
+async def _queue_once(agent: Agent, record: Record) -> None:
+    async with agent.outbox:  # a running agent sends it from the shared queue
+        await agent.outbox.put(record)
 
 
 def _service(args: argparse.Namespace) -> None:
@@ -254,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             print(msd_command(args.json_file, version=args.version, explicit_propulsion=args.explicit_propulsion))
         elif args.command == "ecall":
             print(decode_command(args.hex))
-    except TcuError as exc:
+    except (TcuError, WireError) as exc:
         print(f"tcu: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path a person gave that the file system refuses: a sentence, not a traceback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from dataclasses import replace
@@ -20,12 +21,13 @@ from tcu.app import Agent
 from tcu.cli import main as tcu_cli
 from tcu.clock import ManualClock, SystemClock
 from tcu.config import load_agent_config
-from tcu.keys import load_private_key, load_public_key, load_signing_key
 from tcu.services.personal import PersonalStore
 from tcu.status import StatusWriter
-from tcu.uplink.envelope import open_record, seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
+from tcu.uplink.queue_store import QueuedEnvelope
 from tcu.vehicle.state import Signal
+from telematics_wire.envelope import open_record, seal_record
+from telematics_wire.keys import load_private_key, load_public_key, load_signing_key
+from telematics_wire.records import Record, RecordKind, to_millis
 from tests.conftest import VIN
 
 
@@ -59,10 +61,19 @@ def test_check_config_accepts_a_good_bench_and_names_a_missing_key(layout: Bench
     assert f"tcu: error: key file {layout.keys / f'{VIN}.x25519.key'} does not exist" in capsys.readouterr().err
 
 
+async def _put(agent: Agent, record: Record) -> None:
+    async with agent.outbox:
+        await agent.outbox.put(record)
+
+
+async def _queued(agent: Agent) -> list[QueuedEnvelope]:
+    async with agent.outbox:
+        return await agent.outbox.next_batch(10)
+
+
 def test_queue_command_shows_what_is_waiting(layout: BenchLayout, capsys) -> None:
     agent = Agent(load_agent_config(layout.agent_config(VIN), env={}))
-    with agent.outbox:
-        agent.outbox.put(Record(kind=RecordKind.EVENT, created=agent.clock.now(), body={"type": "door_opened"}))
+    asyncio.run(_put(agent, Record(kind=RecordKind.EVENT, created=agent.clock.now(), body={"type": "door_opened"})))
     assert tcu_cli(["queue", "--config", str(layout.agent_config(VIN)), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "depth": 1,
@@ -136,9 +147,15 @@ def test_privacy_profiles_and_owner_change(layout: BenchLayout, capsys, backend_
     assert "position        allowed" in capsys.readouterr().out
     # The report waits in the durable queue for the running agent to send.
     agent = Agent(load_agent_config(layout.agent_config(VIN), env={}))
-    with agent.outbox:
-        [queued] = agent.outbox.next_batch(10)
+    [queued] = asyncio.run(_queued(agent))
     assert backend_box_for(queued.envelope)["type"] == "owner_change"
+
+
+async def _load_and_write_status(agent: Agent) -> None:
+    async with agent.outbox:
+        agent.services.load()
+        await agent.outbox.committed()  # the capability report the load hands over
+        StatusWriter(agent.config.status_path, agent.status).write()  # what the agent does every second
 
 
 def test_status_command_shows_the_agents_status_file(layout: BenchLayout, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -147,9 +164,7 @@ def test_status_command_shows_the_agents_status_file(layout: BenchLayout, capsys
     assert "is the agent running?" in capsys.readouterr().err
     agent = Agent(load_agent_config(config, env={}))
     agent.state.update(Signal(path="Vehicle.Speed", value=42.0, timestamp=agent.clock.now(), source="test"))
-    with agent.outbox:
-        agent.services.load()
-        StatusWriter(agent.config.status_path, agent.status).write()  # what the agent does every second
+    asyncio.run(_load_and_write_status(agent))
     assert tcu_cli(["status", "--config", str(config)]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["vin"] == VIN

@@ -10,8 +10,8 @@ from typing import Any
 from tcu.clock import Clock
 from tcu.errors import RecordTooLargeError
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.records import Record, RecordKind, to_millis
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ class SnapshotTelemetry:
         self._select = select  # consent filter: a blocked category is never collected for upload
         self.enabled = True
 
-    def take(self) -> Record | None:
-        """Queue one snapshot now; None when there is nothing (allowed) to report."""
+    async def take(self) -> Record | None:
+        """Queue one snapshot now (returns once it is durable); None when there is nothing (allowed) to report."""
         snapshot = self._state.snapshot()
         allowed = self._select(snapshot.keys())
         signals = {path: s for path, s in snapshot.items() if path in allowed}
@@ -57,7 +57,7 @@ class SnapshotTelemetry:
             return None
         record = Record(kind=RecordKind.TELEMETRY, created=self._clock.now(), body={"signals": encode_signals(signals)})
         try:
-            self._outbox.put(record)
+            await self._outbox.put(record)
         except RecordTooLargeError as exc:
             _LOGGER.error("telemetry snapshot not queued: %s", exc)
             return None
@@ -75,4 +75,4 @@ class SnapshotTelemetry:
             if due < loop.time():
                 due = loop.time() + self._interval_s
             if self.enabled:
-                self.take()
+                await self.take()

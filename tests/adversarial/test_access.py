@@ -26,12 +26,13 @@ from backend_stub.errors import BackendConfigError
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
 from tcu.config import QueueConfig, load_agent_config
-from tcu.errors import ConfigError, KeyFileError
-from tcu.keys import load_private_key, write_box_keypair
-from tcu.private_files import private_database
-from tcu.uplink.envelope import seal_record
+from tcu.errors import ConfigError
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.envelope import seal_record
+from telematics_wire.errors import KeyFileError
+from telematics_wire.keys import load_private_key, write_box_keypair
+from telematics_wire.private_files import private_database
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
 AGENT = f"""
@@ -99,7 +100,7 @@ def test_an_existing_readable_backend_database_is_narrowed_and_said(
         assert set(sqlite_files(database)) == {"backend.sqlite3", "backend.sqlite3-wal", "backend.sqlite3-shm"}
         for path in tmp_path.iterdir():
             path.chmod(0o644)
-        with caplog.at_level(logging.WARNING, logger="tcu.private_files"):
+        with caplog.at_level(logging.WARNING, logger="telematics_wire.private_files"):
             store = BackendStore(database)
         try:
             assert set(sqlite_files(database).values()) == {0o600}
@@ -110,17 +111,17 @@ def test_an_existing_readable_backend_database_is_narrowed_and_said(
             store.close()
 
 
-def test_the_agents_queue_and_data_directory_are_owner_only(tmp_path: Path, vehicle_box: Box) -> None:
+async def test_the_agents_queue_and_data_directory_are_owner_only(tmp_path: Path, vehicle_box: Box) -> None:
     data_dir = tmp_path / "vehicles" / VIN
     clock = ManualClock()
-    with Outbox(
+    async with Outbox(
         data_dir / "queue.sqlite3",
         sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
         clock=clock,
         config=QueueConfig(),
         max_envelope_bytes=64 * 1024,
     ) as outbox:
-        outbox.put(Record(kind=RecordKind.EVENT, created=clock.now(), body={"type": "test"}))
+        await outbox.put(Record(kind=RecordKind.EVENT, created=clock.now(), body={"type": "test"}))
         files = sqlite_files(data_dir / "queue.sqlite3")
         assert {"queue.sqlite3", "queue.sqlite3-wal"} <= set(files)
         assert set(files.values()) == {0o600}, files

@@ -28,9 +28,9 @@ from tcu.sources.slcan import CanFrame, SlcanStream, format_frame
 from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, to_millis
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.records import Record, to_millis
 from tests.ecall.test_service import ecall_rig
 from tests.sources.test_elm327_client import MAPPING, STOPPED, Rig, assert_matches, running
 
@@ -46,11 +46,11 @@ class _Queued:
     def __init__(self) -> None:
         self.records: list[Record] = []
 
-    def put(self, record: Record) -> None:
+    async def put(self, record: Record) -> None:
         self.records.append(record)
 
 
-def test_simulated_readings_after_each_step_are_stored_reported_and_good() -> None:
+async def test_simulated_readings_after_each_step_are_stored_reported_and_good() -> None:
     clock, state, cycle = ManualClock(), VehicleState(), DriveCycle()
     vehicle = SimulatedVehicle(state=state, clock=clock, cycle=cycle)
     queued = _Queued()
@@ -64,7 +64,7 @@ def test_simulated_readings_after_each_step_are_stored_reported_and_good() -> No
         clock.step_wall(step)
         vehicle.update()
         sample = cycle.at(clock.monotonic())
-        assert telemetry.take() is not None
+        assert await telemetry.take() is not None
         sent = queued.records[-1].body["signals"]
         for path, value in ((SPEED, sample.speed_kmh), (ODOMETER, sample.odometer_km)):
             stored = state.get(path)

@@ -27,7 +27,6 @@ from tcu.app import Agent
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.config import load_agent_config
-from tcu.keys import load_private_key, load_public_key
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
@@ -47,9 +46,11 @@ from tcu.sources.nmea_fix import (
 from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
 from tcu.telemetry.snapshots import encode_signals
 from tcu.telemetry.vin_check import VIN_PATH, VinCheck
-from tcu.uplink.envelope import open_ack, open_record, seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, Quality, Signal, VehicleState
+from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.envelope import open_ack, open_record, seal_record
+from telematics_wire.keys import load_private_key, load_public_key
+from telematics_wire.records import Record, RecordKind, to_millis
+from telematics_wire.signal_values import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
 from tests.conftest import VIN
 
 DTC_LIST = "Vehicle.OBD.DTCList"
@@ -375,16 +376,16 @@ def test_a_vin_mismatch_the_data_policy_blocks_is_logged_but_not_sent(
     assert OBD_VIN in caplog.text
 
 
-def test_the_agent_queues_the_vin_mismatch_event_for_the_backend(tmp_path: Path) -> None:
+async def test_the_agent_queues_the_vin_mismatch_event_for_the_backend(tmp_path: Path) -> None:
     bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
     bench.create_backend()
     bench.add_vehicle(VIN)
     agent = Agent(load_agent_config(bench.agent_config(VIN), env={}))
     box = Box(load_private_key(bench.keys / "backend.x25519.key"), load_public_key(bench.keys / f"{VIN}.x25519.pub"))
-    with agent.outbox:
+    async with agent.outbox:
         agent.state.update(vin_reading(OBD_VIN, agent.clock))
         agent.state.update(vin_reading(OBD_VIN, agent.clock))
-        bodies = [open_record(box, queued.envelope, topic_vin=VIN).body for queued in agent.outbox.next_batch(10)]
+        bodies = [open_record(box, queued.envelope, topic_vin=VIN).body for queued in await agent.outbox.next_batch(10)]
     assert [b for b in bodies if b.get("type") == "vin_mismatch"] == [
         {"type": "vin_mismatch", "configured_vin": VIN, "read_vin": OBD_VIN, "source": "obd"}
     ]

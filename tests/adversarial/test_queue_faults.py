@@ -14,21 +14,21 @@ from hil.small_disk import SmallDiskUnavailableError, fill, small_filesystem
 from tcu.clock import ManualClock
 from tcu.config import QueueConfig
 from tcu.errors import RecordTooLargeError
-from tcu.uplink.envelope import EPOCH_BYTES, open_record, seal_record
-from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, RecordKind
+from tcu.uplink.queue_store import QueueStore
+from telematics_wire.envelope import EPOCH_BYTES, open_record, seal_record
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
-MakeOutbox = Callable[..., Outbox]
+MakeOutbox = Callable[..., QueueStore]
 
 
 @pytest.fixture
 def make_outbox(tmp_path: Path, vehicle_box: Box, clock: ManualClock) -> Iterator[MakeOutbox]:
-    opened: list[Outbox] = []
+    opened: list[QueueStore] = []
 
-    def factory(path: Path | None = None, **options: Any) -> Outbox:
+    def factory(path: Path | None = None, **options: Any) -> QueueStore:
         config = options.pop("config", QueueConfig())
-        outbox = Outbox(
+        outbox = QueueStore(
             path or tmp_path / "outbox.sqlite3",
             sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
             clock=clock,
@@ -48,7 +48,7 @@ def _record(clock: ManualClock, kind: RecordKind = RecordKind.TELEMETRY, **body:
     return Record(kind=kind, created=clock.now(), body=body or {"n": 1})
 
 
-def _opened(outbox: Outbox, backend_box: Box) -> list[Any]:
+def _opened(outbox: QueueStore, backend_box: Box) -> list[Any]:
     return [open_record(backend_box, q.envelope, topic_vin=VIN) for q in outbox.next_batch(100_000)]
 
 
@@ -118,7 +118,7 @@ def test_a_queue_made_before_epochs_keeps_the_legacy_epoch_and_its_records(
 # -- the memory spill ---------------------------------------------------------------------------
 
 
-def _fill_with_events(outbox: Outbox, clock: ManualClock, count: int = 60) -> None:
+def _fill_with_events(outbox: QueueStore, clock: ManualClock, count: int = 60) -> None:
     for i in range(count):
         outbox.put(_record(clock, RecordKind.EVENT, n=i, pad="x" * 2000))
 

@@ -13,17 +13,17 @@ from hil.layout import BenchLayout
 from tcu.app import Agent
 from tcu.clock import ManualClock
 from tcu.config import load_agent_config
-from tcu.keys import load_private_key, load_public_key, load_signing_key
-from tcu.services.entitlements import derive
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
-from tcu.services.provisioning import ProvisioningFile
-from tcu.services.sim import SimState
-from tcu.services.terms import Booking, Term
 from tcu.telemetry.data_policy import uplink_refusal
-from tcu.uplink.envelope import open_record
-from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import Signal
+from telematics_wire.entitlements import derive
+from telematics_wire.envelope import open_record
+from telematics_wire.keys import load_private_key, load_public_key, load_signing_key
+from telematics_wire.provisioning import ProvisioningFile
+from telematics_wire.records import Record, RecordKind
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Booking, Term
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import signed
 from tests.services.test_manager import KEY, Harness
@@ -134,7 +134,7 @@ def _vin_reading(agent: Agent, value: str) -> Signal:
     return Signal(path=path, value=value, timestamp=agent.clock.now(), source="obd")
 
 
-def test_the_agent_sends_nothing_collected_while_its_sim_is_deactivated(
+async def test_the_agent_sends_nothing_collected_while_its_sim_is_deactivated(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """require_services is off (the default): the SIM gates all the same, and the report tells the truth."""
@@ -149,16 +149,16 @@ def test_the_agent_sends_nothing_collected_while_its_sim_is_deactivated(
 
     box = Box(*box_keys)
     now = agent.clock.now()
-    with agent.outbox:
+    async with agent.outbox:
         agent.services.load()
         agent.state.update(Signal(path="Vehicle.Speed", value=50.0, timestamp=now, source="test"))
         agent.services.receive(signed(backend_key, VIN, 1, now, TELESERVICES, sim="deactivated"))
         assert agent.sim.state is SimState.FULLY_DEACTIVATED
         agent.state.update(_vin_reading(agent, "WBA3A5C51CF256985"))  # a vin_mismatch event: not collected
         agent.queue_record(Record(kind=RecordKind.EVENT, created=now, body={"type": "door_opened"}))  # nor sent
-        assert agent.telemetry.take() is None  # nothing collected
+        assert await agent.telemetry.take() is None  # nothing collected
         agent.services.receive(signed(backend_key, VIN, 2, now, TELESERVICES, PAID, sim="deactivated"))
-        bodies = [open_record(box, q.envelope, topic_vin=VIN).body for q in agent.outbox.next_batch(100)]
+        bodies = [open_record(box, q.envelope, topic_vin=VIN).body for q in await agent.outbox.next_batch(100)]
         assert agent.status()["services"]["sim"] == "fully_deactivated"
     types = [body.get("type") for body in bodies]
     assert "vin_mismatch" not in types

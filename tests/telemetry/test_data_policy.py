@@ -5,15 +5,15 @@ from pathlib import Path
 
 from tcu.clock import ManualClock
 from tcu.config import QueueConfig
-from tcu.services.catalogue import Catalogue, Category
-from tcu.services.entitlements import derive
 from tcu.services.personal import PersonalData
-from tcu.services.provisioning import ProvisioningFile
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.outbox import Outbox
 from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.catalogue import Catalogue, Category
+from telematics_wire.entitlements import derive
+from telematics_wire.provisioning import ProvisioningFile
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking
 
@@ -59,21 +59,21 @@ def test_categories_of_signals() -> None:
     assert CATALOGUE.category_of("Vehicle.SpeedLimit") is Category.SENSORS
 
 
-def test_blocked_category_is_never_collected(tmp_path: Path, vehicle_box, clock: ManualClock) -> None:
-    from tcu.uplink.envelope import seal_record  # noqa: PLC0415
+async def test_blocked_category_is_never_collected(tmp_path: Path, vehicle_box, clock: ManualClock) -> None:
+    from telematics_wire.envelope import seal_record  # noqa: PLC0415
 
     state = VehicleState()
     for path, value in SIGNALS.items():
         state.update(Signal(path=path, value=value, timestamp=NOW, source="test"))
     policy = _policy(PersonalData().with_consent(Category.POSITION, False), None, require_services=False)
-    with Outbox(
+    async with Outbox(
         tmp_path / "q.sqlite3",
         sealer=lambda s, r, e: seal_record(vehicle_box, VIN, s, r, epoch=e),
         clock=clock,
         config=QueueConfig(),
         max_envelope_bytes=65536,
     ) as outbox:
-        record = SnapshotTelemetry(
+        record = await SnapshotTelemetry(
             state=state, outbox=outbox, clock=clock, interval_s=1, on_queued=lambda: None, select=policy.allowed_paths
         ).take()
     assert record is not None

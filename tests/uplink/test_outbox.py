@@ -1,159 +1,239 @@
+"""The queue's writer thread: disk work off the event loop, group commit, outcomes to the right producer.
+
+A slow disk is simulated by holding SQLite's COMMIT on the writer thread (a statement trace that waits
+on a threading.Event); each test asserts what the event loop did meanwhile, never wall-clock time.
+"""
+
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import cbor2
 import pytest
 from nacl.public import Box
 
+from hil.small_disk import SmallDiskUnavailableError, fill, small_filesystem
 from tcu.clock import ManualClock
 from tcu.config import QueueConfig
-from tcu.errors import RecordTooLargeError
-from tcu.uplink.envelope import open_record, seal_record
+from tcu.errors import RecordTooLargeError, StorageError, StorageFullError
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.envelope import open_record, seal_record
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
+
+_WAIT_S = 10.0  # a bound on waiting for the writer thread, never a measure
+
+
+class SlowCommits:
+    """A statement trace that holds each COMMIT on the writer thread while `hold` is set."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.holding = threading.Event()  # a COMMIT is being held
+        self._release = threading.Event()
+        self._hold = False
+
+    def hold(self) -> None:
+        self._release.clear()
+        self._hold = True
+
+    def release(self) -> None:
+        self._hold = False
+        self._release.set()
+
+    def __call__(self, statement: str) -> None:
+        if statement != "COMMIT":
+            return
+        self.commits += 1
+        if self._hold:
+            self.holding.set()
+            self._release.wait(_WAIT_S)
+            self.holding.clear()
+
+    async def until_holding(self) -> None:
+        """Wait (off the loop) until the writer sits in a held COMMIT."""
+        assert await asyncio.to_thread(self.holding.wait, _WAIT_S), "the writer never reached a COMMIT"
 
 
 def _record(clock: ManualClock, kind: RecordKind = RecordKind.TELEMETRY, **body: object) -> Record:
     return Record(kind=kind, created=clock.now(), body=body or {"n": 1})
 
 
+MakeOutbox = Callable[..., Outbox]
+
+
 @pytest.fixture
-def make_outbox(tmp_path: Path, vehicle_box: Box, clock: ManualClock) -> Iterator[object]:
-    opened: list[Outbox] = []
+def sealer(vehicle_box: Box) -> Callable[[int, Record, bytes], bytes]:
+    def seal(seq: int, record: Record, epoch: bytes) -> bytes:
+        if record.body.get("unsealable"):
+            raise ValueError("this record cannot be sealed")
+        return seal_record(vehicle_box, VIN, seq, record, epoch=epoch)
 
-    def factory(config: QueueConfig | None = None, max_envelope: int = 64 * 1024) -> Outbox:
-        outbox = Outbox(
-            tmp_path / "outbox.sqlite3",
-            sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
-            clock=clock,
-            config=config or QueueConfig(),
-            max_envelope_bytes=max_envelope,
-        ).open()
-        opened.append(outbox)
-        return outbox
-
-    yield factory
-    for outbox in opened:
-        outbox.close()
+    return seal
 
 
-def _seqs(outbox: Outbox, limit: int = 1000) -> list[int]:
-    return [q.seq for q in outbox.next_batch(limit)]
+@pytest.fixture
+async def slow() -> SlowCommits:
+    return SlowCommits()
 
 
-def test_records_get_consecutive_sequence_numbers_sealed_inside(make_outbox, clock, backend_box) -> None:
-    outbox = make_outbox()
-    outbox.put_many([_record(clock, n=i) for i in range(3)])
-    batch = outbox.next_batch(10)
-    assert [q.seq for q in batch] == [1, 2, 3]
-    opened = [open_record(backend_box, q.envelope, topic_vin=VIN) for q in batch]
-    assert [(r.seq, r.body["n"]) for r in opened] == [(1, 0), (2, 1), (3, 2)]
+@pytest.fixture
+async def outbox(
+    tmp_path: Path, clock: ManualClock, slow: SlowCommits, sealer: Callable[[int, Record, bytes], bytes]
+) -> AsyncIterator[Outbox]:
+    queue = Outbox(
+        tmp_path / "outbox.sqlite3",
+        sealer=sealer,
+        clock=clock,
+        config=QueueConfig(),
+        max_envelope_bytes=2048,
+        trace=slow,
+    )
+    async with queue:
+        yield queue
+    slow.release()
 
 
-def test_acknowledged_records_are_deleted_and_numbers_never_reused(make_outbox, clock) -> None:
-    outbox = make_outbox()
-    outbox.put_many([_record(clock) for _ in range(5)])
-    assert outbox.acknowledge([1, 2, 3, 4, 5, 99]) == 5
-    outbox.close()
-    reopened = make_outbox()
-    assert reopened.stats().depth == 0
-    reopened.put(_record(clock))
-    assert _seqs(reopened) == [6]
+def _bodies(backend_box: Box, queued: list) -> list[dict[str, object]]:  # type: ignore[type-arg]
+    return [dict(open_record(backend_box, q.envelope, topic_vin=VIN).body) for q in queued]
 
 
-def test_unacknowledged_records_survive_reopen(make_outbox, clock) -> None:
-    outbox = make_outbox()
-    outbox.put_many([_record(clock) for _ in range(4)])
-    outbox.acknowledge([2])
-    outbox.close()
-    assert _seqs(make_outbox()) == [1, 3, 4]
-
-
-def test_drain_order_is_priority_then_oldest_first(make_outbox, clock) -> None:
-    outbox = make_outbox()
-    outbox.put(_record(clock, RecordKind.TELEMETRY))  # 1
-    outbox.put(_record(clock, RecordKind.EVENT))  # 2
-    outbox.put(_record(clock, RecordKind.TELEMETRY))  # 3
-    outbox.put(_record(clock, RecordKind.ECALL))  # 4
-    outbox.put(_record(clock, RecordKind.EVENT))  # 5
-    assert _seqs(outbox) == [4, 2, 5, 1, 3]
-
-
-def test_next_batch_skips_records_in_flight(make_outbox, clock) -> None:
-    outbox = make_outbox()
-    outbox.put_many([_record(clock) for _ in range(5)])
-    assert [q.seq for q in outbox.next_batch(2, skip={1, 2, 4})] == [3, 5]
-    assert outbox.next_batch(0) == []
-
-
-def test_full_queue_drops_oldest_telemetry_and_reports_it_once(make_outbox, clock, backend_box) -> None:
-    outbox = make_outbox(QueueConfig(max_records=4))
-    outbox.put(_record(clock, RecordKind.EVENT))  # 1
-    outbox.put_many([_record(clock) for _ in range(3)])  # 2, 3, 4
-    outbox.put(_record(clock))  # 5: over the bound, drops 2
-    outbox.put(_record(clock))  # 6: drops 3
-    assert _seqs(outbox) == [1, 4, 5, 6]
-    assert outbox.emit_overflow_notice()  # two drops, one notice
-    batch = outbox.next_batch(10)
-    assert [q.seq for q in batch] == [1, 7, 5, 6]  # the notice (7) pushed out 4 to stay in bounds
-    notice = open_record(backend_box, batch[1].envelope, topic_vin=VIN)
-    assert notice.kind is RecordKind.EVENT
-    assert notice.body == {"type": "queue_overflow", "dropped": 2, "dropped_seqs": [[2, 3]]}
-    assert not outbox.emit_overflow_notice()  # notice 7 still waits: the drop of 4 gathers for the next
-    outbox.acknowledge(q.seq for q in outbox.next_batch(10))
-    assert outbox.emit_overflow_notice()  # names 4; with room again it evicts nothing
-    assert outbox.stats().dropped_total == 3
-    (notice,) = [open_record(backend_box, q.envelope, topic_vin=VIN) for q in outbox.next_batch(10)]
-    assert notice.body["dropped_seqs"] == [[4, 4]]
-    assert not outbox.emit_overflow_notice()
-
-
-def test_events_are_never_dropped_for_telemetry(make_outbox, clock) -> None:
-    outbox = make_outbox(QueueConfig(max_records=2))
-    outbox.put_many([_record(clock, RecordKind.EVENT) for _ in range(3)])
-    outbox.put(_record(clock, RecordKind.ECALL))
-    outbox.put(_record(clock))  # the new telemetry itself is the oldest telemetry: it goes
-    assert outbox.stats().depth_by_priority == {"ecall": 1, "event": 3}
-
-
-def test_full_disk_keeps_everything_and_recovers(
-    make_outbox, clock, backend_box, caplog: pytest.LogCaptureFixture
+async def test_the_event_loop_keeps_running_while_a_commit_waits_on_the_disk(
+    outbox: Outbox, slow: SlowCommits, clock: ManualClock
 ) -> None:
-    # max_bytes is enforced by SQLite itself (max_page_count): the same SQLITE_FULL a full disk gives.
-    outbox = make_outbox(QueueConfig(max_bytes=64 * 1024))
-    with caplog.at_level(logging.ERROR):
-        for i in range(60):
-            outbox.put(_record(clock, RecordKind.EVENT, n=i, pad="x" * 2000))
-    stats = outbox.stats()
-    assert stats.storage_full
-    assert stats.spilled_in_memory > 0
-    assert stats.depth + stats.spilled_in_memory == 60
-    assert "disk or queue size limit full" in caplog.text
-    # The backend acknowledges what it got; freed pages take the records held in memory, in order.
-    delivered: list[int] = []
-    while outbox.stats().depth:
-        batch = outbox.next_batch(1000)
-        delivered += [open_record(backend_box, q.envelope, topic_vin=VIN).body["n"] for q in batch]
-        outbox.acknowledge(q.seq for q in batch)
-    assert delivered == list(range(60))
-    assert not outbox.stats().storage_full
-    assert outbox.stats().spilled_in_memory == 0
+    slow.hold()
+    put = asyncio.create_task(outbox.put(_record(clock)))
+    await slow.until_holding()
+    ticks = 0
+    for _ in range(50):  # other work on the loop goes on while the fsync is stuck
+        await asyncio.sleep(0)
+        ticks += 1
+    assert ticks == 50
+    assert not put.done(), "a put returns only once its record is committed"
+    assert outbox.stats().depth == 0
+    slow.release()
+    await asyncio.wait_for(put, _WAIT_S)
+    assert outbox.stats().depth == 1, "counted as soon as the put returns"
 
 
-def test_record_too_large_is_refused_and_the_rest_kept(make_outbox, clock) -> None:
-    outbox = make_outbox(max_envelope=1024)
-    with pytest.raises(RecordTooLargeError, match="over the max payload of 1024 bytes"):
-        outbox.put_many([_record(clock, n=1), _record(clock, pad="y" * 5000), _record(clock, n=3)])
-    assert _seqs(outbox) == [1, 2]
+async def test_puts_arriving_during_a_commit_share_the_next_one_in_order(
+    outbox: Outbox, slow: SlowCommits, clock: ManualClock, backend_box: Box
+) -> None:
+    slow.hold()
+    first = asyncio.create_task(outbox.put(_record(clock, n=0)))
+    await slow.until_holding()
+    commits_before = slow.commits
+    producers = [asyncio.create_task(outbox.put(_record(clock, n=i))) for i in range(1, 101)]
+    await asyncio.sleep(0)
+    assert not any(producer.done() for producer in producers)
+    slow.release()
+    await asyncio.wait_for(asyncio.gather(first, *producers), _WAIT_S)
+    assert slow.commits - commits_before == 1, "a hundred producers, one more fsync"
+    assert outbox.commits == 2, "the held put's group, then everyone else's"
+    queued = await outbox.next_batch(1000)
+    assert [q.seq for q in queued] == list(range(1, 102))
+    assert [body["n"] for body in _bodies(backend_box, queued)] == list(range(101)), "seq order is hand-over order"
 
 
-def test_record_body_round_trips_as_cbor(make_outbox, clock, backend_box) -> None:
-    outbox = make_outbox()
-    body = {"signals": {"Vehicle.Speed": {"v": 12.5, "t": 1}}, "flag": True, "blob": b"\x00\x01"}
-    outbox.put(Record(kind=RecordKind.EVENT, created=clock.now(), body=body))
-    opened = open_record(backend_box, outbox.next_batch(1)[0].envelope, topic_vin=VIN)
-    assert cbor2.dumps(dict(opened.body)) == cbor2.dumps(body)
+async def test_in_a_group_each_producer_gets_its_own_outcome(
+    outbox: Outbox, slow: SlowCommits, clock: ManualClock, backend_box: Box
+) -> None:
+    slow.hold()
+    first = asyncio.create_task(outbox.put(_record(clock, n=0)))
+    await slow.until_holding()
+    good = asyncio.create_task(outbox.put_many([_record(clock, n=1), _record(clock, n=2)]))
+    too_large = asyncio.create_task(outbox.put_many([_record(clock, n=3), _record(clock, pad="x" * 4000)]))
+    broken = asyncio.create_task(outbox.put(_record(clock, unsealable=True)))
+    last = asyncio.create_task(outbox.put(_record(clock, n=4)))
+    slow.release()
+    done = await asyncio.wait_for(asyncio.gather(first, good, too_large, broken, last, return_exceptions=True), _WAIT_S)
+    assert done[0] is None and done[1] is None and done[4] is None
+    assert isinstance(done[2], RecordTooLargeError), "the big record is refused to its producer"
+    assert isinstance(done[3], ValueError), "a producer's own failure is its own"
+    queued = await outbox.next_batch(1000)
+    assert [body["n"] for body in _bodies(backend_box, queued)] == [0, 1, 2, 3, 4], "nothing of the others lost"
+
+
+async def test_a_failure_on_the_writer_reaches_its_caller_and_the_writer_goes_on(
+    outbox: Outbox, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await outbox.put_many([_record(clock, n=i) for i in range(3)])
+
+    def disk_full(seqs: object) -> int:
+        raise StorageFullError("queue: cannot delete acknowledged records: disk or queue size limit full")
+
+    monkeypatch.setattr(outbox._store, "acknowledge", disk_full)  # noqa: SLF001 - a disk that fails on cue
+    with pytest.raises(StorageFullError, match="disk or queue size limit full"):
+        await outbox.acknowledge([1])
+    monkeypatch.undo()
+    assert [q.seq for q in await outbox.next_batch(10)] == [1, 2, 3], "nothing queued was lost"
+    assert await outbox.acknowledge([1]) == 1
+
+
+async def test_records_handed_over_without_waiting_keep_their_order(outbox: Outbox, clock: ManualClock) -> None:
+    futures = [outbox.submit([_record(clock, n=i)]) for i in range(20)]
+    await outbox.committed()
+    assert all(future.done() and future.exception() is None for future in futures)
+    assert outbox.stats().next_seq == 21
+
+
+async def test_records_handed_over_before_the_queue_opens_are_written_when_it_does(
+    tmp_path: Path, clock: ManualClock, sealer: Callable[[int, Record, bytes], bytes]
+) -> None:
+    queue = Outbox(
+        tmp_path / "outbox.sqlite3", sealer=sealer, clock=clock, config=QueueConfig(), max_envelope_bytes=2048
+    )
+    early = queue.submit([_record(clock, RecordKind.EVENT)])
+    async with queue:
+        await asyncio.wait_for(early, _WAIT_S)
+        assert queue.stats().depth == 1
+    assert queue.stats().next_seq == 0, "a closed queue reports nothing"
+    with pytest.raises(StorageError, match="not open"):
+        await queue.next_batch(1)
+
+
+async def test_closing_commits_everything_handed_over_first(tmp_path: Path, clock: ManualClock, sealer) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "outbox.sqlite3"
+    queue = Outbox(path, sealer=sealer, clock=clock, config=QueueConfig(), max_envelope_bytes=2048)
+    async with queue:
+        for i in range(50):
+            queue.submit([_record(clock, n=i)])
+    reopened = Outbox(path, sealer=sealer, clock=clock, config=QueueConfig(), max_envelope_bytes=2048)
+    async with reopened:
+        assert reopened.stats().depth == 50
+
+
+async def test_on_a_full_disk_producers_are_not_stopped_and_nothing_queued_is_lost(
+    tmp_path: Path, clock: ManualClock, sealer: Callable[[int, Record, bytes], bytes], backend_box: Box
+) -> None:
+    try:
+        with small_filesystem(tmp_path / "disk", 2 * 1024 * 1024) as disk:
+            queue = Outbox(
+                disk / "outbox.sqlite3",
+                sealer=sealer,
+                clock=clock,
+                config=QueueConfig(),
+                max_envelope_bytes=2048,
+                reserve_bytes=0,
+            )
+            async with queue:
+                await queue.put_many([_record(clock, RecordKind.EVENT, n=i) for i in range(5)])
+                fill(disk)
+                puts = [queue.put(_record(clock, RecordKind.EVENT, n=i, pad="e" * 1500)) for i in range(5, 400)]
+                await asyncio.wait_for(asyncio.gather(*puts), _WAIT_S * 3)  # none raises: held in memory
+                stats = queue.stats()
+                assert stats.storage_full and stats.spilled_in_memory > 0
+                queued = await queue.next_batch(10_000)
+                assert [body["n"] for body in _bodies(backend_box, queued)][:5] == [0, 1, 2, 3, 4]
+                (disk / "ballast.bin").unlink()
+                clock.advance(5)
+                await queue.acknowledge(q.seq for q in queued)  # room again: the hold is written, oldest first
+                await queue.put(_record(clock, RecordKind.EVENT, n=400))
+                assert queue.stats().spilled_in_memory == 0
+                rest = [body["n"] for body in _bodies(backend_box, await queue.next_batch(10_000))]
+                assert [n for n in rest] == sorted(rest) and rest[-1] == 400
+                assert len(queued) - 5 + len(rest) == 396, "every event reached the disk"
+    except SmallDiskUnavailableError as exc:
+        pytest.skip(str(exc))
