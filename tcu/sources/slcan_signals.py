@@ -26,9 +26,13 @@ from tcu.ecall.triggers import TriggerRule
 from tcu.errors import ConfigError, ProtocolError
 from tcu.sources.slcan import CanFrame
 from tcu.vehicle.can_database import PACKAGED_DBC, load_can_database
-from tcu.vehicle.can_mapping import CanTarget, ResolvedEntry, convert, resolve_entry, resolve_trigger, split_key
+from tcu.vehicle.can_dbc_lookup import split_key
+from tcu.vehicle.can_mapping import resolve_entry
+from tcu.vehicle.can_target import CanTarget, ResolvedEntry, convert
+from tcu.vehicle.can_trigger import resolve_trigger
 from tcu.vehicle.mapping import load_mapping, packaged_mapping_name
-from tcu.vehicle.state import Quality, Signal, SignalValue
+from tcu.vehicle.state import Quality, Signal
+from telematics_wire.signal_values import SignalValue
 
 _LOGGER = logging.getLogger(__name__)
 

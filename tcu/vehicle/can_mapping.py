@@ -2,7 +2,8 @@
 
 A mapping file (`tcu/vehicle/mapping/can.toml` documents the format) has `[vss]` and `[extension]`
 tables of `"Message.Signal" = "Vehicle.Path"` (shorthand) or `"Message.Signal" = { path = ..., ... }`.
-`resolve_entry` turns one entry into a `CanTarget`: everything the hot path needs, worked out once —
+`resolve_entry` turns one entry into a `CanTarget` (`tcu.vehicle.can_target`): everything the hot path
+needs, worked out once —
 the conversion from the raw integer cantools decodes (`scaling=False`) to the VSS value folded into
 one multiply-add, the rounding to the source resolution, the plausible raw range, and a table for
 value names, booleans and values meaning "not available". Every check a person can get wrong
@@ -14,19 +15,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from tcu.errors import ConfigError
-from tcu.vehicle.state import Quality, SignalValue
+from tcu.vehicle.can_dbc_lookup import find_signal, raw_bounds, raw_key
+from tcu.vehicle.can_target import LINEAR, TABLE, CanTarget, ResolvedEntry
+from tcu.vehicle.state import Quality
 from tcu.vehicle.units import canonical_unit, conversion
 from tcu.vehicle.vss_catalogue import FLOATS, INTEGER_RANGES, VssSpec, vss_spec
-
-# How a target turns a raw value into its VSS value (plain ints: compared on the hot path).
-LINEAR = 0  # raw * factor + offset, rounded; `table` overrides single raw values
-TABLE = 1  # raw → value through `table` only; a raw value not in it is `miss`
-THRESHOLD = 2  # a bool: low <= raw * factor + offset <= high
-DERIVED = 3  # a bool: the value of `base` is in `members`, or within [low, high]
+from telematics_wire.signal_values import SignalValue
 
 # A 1-bit flag with a VAL_ table maps to a boolean by default (raw 1 → true) only when its names read
 # that way: raw 1 says "yes" in a word we know and nothing says otherwise. Anything else ("Not pressed",
@@ -74,142 +71,6 @@ def _reads_as_default_flag(choices: Mapping[int, str]) -> bool:
 
 _ENTRY_KEYS = frozenset({"path", "scale", "offset", "unit", "values", "invalid", "decimals", "datatype", "vss_unit"})
 _MAX_DECIMALS = 12
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CanTarget:
-    """One VSS signal fed by one DBC signal, with its conversion precomputed."""
-
-    name: str  # signal name in its DBC message
-    path: str
-    kind: int
-    factor: float = 1.0
-    offset: float = 0.0
-    decimals: int | None = None  # round() digits; None: an integer datatype (round to int)
-    raw_min: float = -math.inf
-    raw_max: float = math.inf
-    table: Mapping[float, tuple[SignalValue, Quality]] = field(default_factory=dict)
-    miss: tuple[SignalValue, Quality] | None = None  # TABLE: None means (str(raw), INVALID)
-    low: float = -math.inf
-    high: float = math.inf
-    members: frozenset[SignalValue] = frozenset()
-    base: CanTarget | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedEntry:
-    """A mapping entry as `tcu check-config` shows it."""
-
-    source: str  # Message.Signal
-    message: str
-    target: CanTarget
-    datatype: str
-    conversion: str  # e.g. "raw*0.01 km/h", "mph → km/h", "1-bit 0/1 → false/true"
-    values: str  # the value table, "" when none
-    origin: str  # where it was written: file and table, or ecall.trigger[n]
-
-
-def convert(target: CanTarget, raw: float) -> tuple[SignalValue, Quality]:
-    """The VSS value and quality of one raw value (the hot path: keep it flat)."""
-    table = target.table
-    if table:
-        hit = table.get(raw)
-        if hit is not None:
-            return hit
-    kind = target.kind
-    if kind == LINEAR:
-        value = raw * target.factor + target.offset
-        if value - value:  # NaN or infinity, from an IEEE float signal: never a good reading, never rounded
-            return float(value), Quality.INVALID
-        good = target.raw_min <= raw <= target.raw_max
-        decimals = target.decimals
-        shown: SignalValue = round(value) if decimals is None else round(value, decimals)
-        return shown, Quality.GOOD if good else Quality.INVALID
-    if kind == TABLE:
-        return target.miss if target.miss is not None else (str(raw), Quality.INVALID)
-    if kind == THRESHOLD:
-        if not target.raw_min <= raw <= target.raw_max:
-            return False, Quality.INVALID
-        return target.low <= raw * target.factor + target.offset <= target.high, Quality.GOOD
-    base = target.base
-    assert base is not None
-    derived, quality = convert(base, raw)
-    if quality is not Quality.GOOD:
-        return False, quality
-    if target.members:
-        return derived in target.members, Quality.GOOD
-    if isinstance(derived, bool) or not isinstance(derived, int | float):
-        return False, Quality.INVALID
-    return target.low <= derived <= target.high, Quality.GOOD
-
-
-def split_key(key: str, where: str) -> tuple[str, str]:
-    message, dot, signal = key.partition(".")
-    if not dot or not message or not signal or "." in signal:
-        raise ConfigError(f'{where}: expected "Message.Signal" as the key, got {key!r}')
-    return message, signal
-
-
-def find_signal(database: Any, key: str, where: str) -> tuple[Any, Any]:
-    message_name, signal_name = split_key(key, where)
-    try:
-        message = database.get_message_by_name(message_name)
-    except KeyError:
-        raise ConfigError(f"{where}: no message {message_name!r} in the CAN database") from None
-    try:
-        return message, message.get_signal_by_name(signal_name)
-    except KeyError:
-        names = ", ".join(s.name for s in message.signals)
-        raise ConfigError(f"{where}: message {message_name} has no signal {signal_name!r} (it has {names})") from None
-
-
-def raw_bounds(signal: Any) -> tuple[float, float]:
-    """Raw values a signal can carry, narrowed to its DBC [min|max] (a [0|0] range means none)."""
-    if signal.is_float:
-        low, high = -math.inf, math.inf
-    elif signal.is_signed:
-        low, high = -(1 << (signal.length - 1)), (1 << (signal.length - 1)) - 1
-    else:
-        low, high = 0, (1 << signal.length) - 1
-    minimum, maximum = signal.minimum, signal.maximum
-    if (minimum is None and maximum is None) or minimum == maximum == 0:
-        return low, high
-    scale, offset = float(signal.scale), float(signal.offset)
-    if scale == 0 or not math.isfinite(scale) or not math.isfinite(offset):
-        raise ConfigError(f"signal {signal.name}: factor {scale:g} and offset {offset:g} do not make a physical value")
-    ends = [(float(b) - offset) / scale for b in (minimum, maximum) if b is not None]
-    slack = 1e-9 * max(1.0, *(abs(e) for e in ends))
-    if minimum is not None:
-        bound = (float(minimum) - offset) / scale
-        low, high = (max(low, bound - slack), high) if scale > 0 else (low, min(high, bound + slack))
-    if maximum is not None:
-        bound = (float(maximum) - offset) / scale
-        low, high = (low, min(high, bound + slack)) if scale > 0 else (max(low, bound - slack), high)
-    return low, high
-
-
-def _raw_key(signal: Any, key: str | int, where: str) -> int:
-    """A `values`/`invalid` key: a VAL_ name of the signal, or a raw integer ("3" or 3)."""
-    choices = {str(name): int(raw) for raw, name in (signal.choices or {}).items()}
-    if isinstance(key, str) and key in choices:
-        return choices[key]
-    raw: int | None = None
-    if type(key) is int:
-        raw = key
-    elif isinstance(key, str) and key.strip().lstrip("+-").isdecimal() and key.isascii():
-        raw = int(key)
-    if raw is None:  # a float (1.9 would silently be raw 1), a bool, a list, a table, an unknown name
-        known = ", ".join(choices) or "none: the signal has no VAL_ table"
-        raise ConfigError(
-            f"{where}: {key!r} is neither a VAL_ name of {signal.name} (names: {known}) nor a raw integer"
-        )
-    if signal.is_signed:
-        low, high = -(1 << (signal.length - 1)), (1 << (signal.length - 1)) - 1
-    else:
-        low, high = 0, (1 << signal.length) - 1
-    if not low <= raw <= high:
-        raise ConfigError(f"{where}: raw value {raw} does not fit the {signal.length}-bit signal {signal.name}")
-    return raw
 
 
 def _decimals(*numbers: float) -> int:
@@ -281,7 +142,7 @@ def resolve_entry(database: Any, key: str, spec_in: str | Mapping[str, Any], *, 
         raise ConfigError(f"{where}: invalid must be a list of VAL_ names or raw values")
     table: dict[float, tuple[SignalValue, Quality]] = {}
     for item in invalid_keys:
-        raw = _raw_key(signal, item, f"{where} invalid")
+        raw = raw_key(signal, item, f"{where} invalid")
         table[raw] = (choices.get(raw, str(raw)), Quality.INVALID)
     note = " (datatype inferred: not in the VSS catalogue)" if guessed else ""
     common = {"source": key, "message": message.name, "datatype": spec.datatype + note, "origin": where}
@@ -332,7 +193,7 @@ def _boolean(
     for key, flag in values.items():
         if not isinstance(flag, bool):
             raise ConfigError(f"{where} values.{key}: {spec.path} is boolean; expected true or false, got {flag!r}")
-        table[_raw_key(signal, key, f"{where} values")] = (flag, Quality.GOOD)
+        table[raw_key(signal, key, f"{where} values")] = (flag, Quality.GOOD)
     target = CanTarget(name=signal.name, path=spec.path, kind=TABLE, table=table, miss=(False, Quality.INVALID))
     return ResolvedEntry(target=target, conversion="values", values=_show(values, table), **common)
 
@@ -360,7 +221,7 @@ def _string(
     for key, text in values.items():
         if not isinstance(text, str):
             raise ConfigError(f"{where} values.{key}: {spec.path} is a string; got {text!r}")
-        table.setdefault(_raw_key(signal, key, f"{where} values"), (text, Quality.GOOD))
+        table.setdefault(raw_key(signal, key, f"{where} values"), (text, Quality.GOOD))
     if spec.allowed:
         wrong = sorted({str(v) for v, q in table.values() if q is Quality.GOOD and v not in spec.allowed})
         if wrong:
@@ -432,7 +293,7 @@ def _linear(
             raise ConfigError(
                 f"{where} values.{key}: {spec.path} is {spec.datatype}; expected a number, got {number!r}"
             )
-        table.setdefault(_raw_key(signal, key, f"{where} values"), (number, Quality.GOOD))
+        table.setdefault(raw_key(signal, key, f"{where} values"), (number, Quality.GOOD))
     target = CanTarget(
         name=signal.name,
         path=spec.path,
@@ -460,133 +321,3 @@ def _g(number: float) -> str:
 
 def _signed(number: float) -> str:
     return "" if number == 0 else f"{'+' if number > 0 else '-'}{abs(number):g}"
-
-
-def resolve_trigger(
-    database: Any,
-    *,
-    path: str,
-    signal_key: str,
-    values: tuple[Any, ...],
-    at_least: float | None,
-    at_most: float | None,
-    invalid: tuple[Any, ...],
-    entries: Mapping[str, ResolvedEntry],
-    where: str,
-) -> ResolvedEntry:
-    """A crash/airbag/SOS rule as a boolean target on `path`: True while the signal is in `values` or range.
-
-    `signal_key` is "Message.Signal" (values are VAL_ names or raw integers; thresholds physical, in
-    the DBC's unit) or a VSS path some entry of the mapping feeds (values and thresholds in VSS terms).
-    """
-    low = -math.inf if at_least is None else at_least
-    high = math.inf if at_most is None else at_most
-    if any(not math.isfinite(bound) for bound in (at_least, at_most) if bound is not None) or low > high:
-        raise ConfigError(f"{where}: at_least / at_most must be finite numbers with at_least <= at_most")
-    if signal_key.startswith("Vehicle."):
-        base = entries.get(signal_key)
-        if base is None:
-            raise ConfigError(f"{where}: signal {signal_key} is fed by no entry of the CAN mapping")
-        _check_fires_on_base(base, values, low, high, where)
-        if invalid:
-            raise ConfigError(
-                f"{where}: invalid applies to a Message.Signal; mark {signal_key}'s invalid values in its mapping entry"
-            )
-        target = CanTarget(
-            name=base.target.name,
-            path=path,
-            kind=DERIVED,
-            base=base.target,
-            members=frozenset(values),
-            low=low,
-            high=high,
-        )
-        condition = f"in {list(values)}" if values else _range(at_least, at_most)
-        return ResolvedEntry(
-            source=base.source,
-            message=base.message,
-            target=target,
-            datatype="boolean",
-            conversion=f"{signal_key} {condition}",
-            values="",
-            origin=where,
-        )
-    message, signal = find_signal(database, signal_key, where)
-    choices = {int(raw): str(name) for raw, name in (signal.choices or {}).items()}
-    table: dict[float, tuple[SignalValue, Quality]] = {}
-    for item in invalid:
-        table[_raw_key(signal, item, f"{where} invalid")] = (False, Quality.INVALID)
-    if values:
-        raws = set()
-        for item in values:
-            if isinstance(item, bool) and signal.length != 1:
-                raise ConfigError(
-                    f"{where}: {item!r} names no value of the {signal.length}-bit {signal.name}; "
-                    "use VAL_ names or raw integers"
-                )
-            raws.add(_raw_key(signal, int(item) if isinstance(item, bool) else item, f"{where} values"))
-        for raw in raws:
-            table.setdefault(raw, (True, Quality.GOOD))
-        for raw in choices:
-            table.setdefault(raw, (False, Quality.GOOD))
-        # A raw value the DBC names nothing is an unknown state, not "no crash": INVALID, never a trigger.
-        miss: tuple[SignalValue, Quality] = (False, Quality.INVALID) if choices else (False, Quality.GOOD)
-        target = CanTarget(name=signal.name, path=path, kind=TABLE, table=table, miss=miss)
-        shown = ", ".join(f"{raw}{f' ({choices[raw]})' if raw in choices else ''} → true" for raw in sorted(raws))
-        return ResolvedEntry(
-            source=signal_key,
-            message=message.name,
-            target=target,
-            datatype="boolean",
-            conversion="rule: values",
-            values=shown,
-            origin=where,
-        )
-    raw_min, raw_max = raw_bounds(signal)
-    ends = [raw * float(signal.scale) + float(signal.offset) for raw in (raw_min, raw_max)]
-    if not signal.is_float and (max(ends) < low or min(ends) > high):
-        raise ConfigError(
-            f"{where}: {signal_key} carries {min(ends):g} .. {max(ends):g} {signal.unit or ''}; "
-            f"{_range(at_least, at_most)} can never hold, so this trigger could never fire"
-        )
-    target = CanTarget(
-        name=signal.name,
-        path=path,
-        kind=THRESHOLD,
-        factor=float(signal.scale),
-        offset=float(signal.offset),
-        raw_min=raw_min,
-        raw_max=raw_max,
-        table=table,
-        low=low,
-        high=high,
-    )
-    unit = f" {signal.unit}" if signal.unit else ""
-    return ResolvedEntry(
-        source=signal_key,
-        message=message.name,
-        target=target,
-        datatype="boolean",
-        conversion=f"rule: physical value {_range(at_least, at_most)}{unit}",
-        values="",
-        origin=where,
-    )
-
-
-def _check_fires_on_base(base: ResolvedEntry, values: tuple[Any, ...], low: float, high: float, where: str) -> None:
-    """A rule on a VSS path must be able to fire: its values are ones the entry feeding it can produce."""
-    good = {value for value, quality in base.target.table.values() if quality is Quality.GOOD}
-    if values:
-        if base.target.kind == TABLE and not good & set(values):
-            shown = ", ".join(sorted(repr(value) for value in good)) or "nothing good"
-            raise ConfigError(
-                f"{where}: none of {list(values)} is a value {base.target.path} can take ({shown}); "
-                "this trigger could never fire"
-            )
-    elif base.datatype in ("boolean", "string"):
-        raise ConfigError(f"{where}: at_least / at_most need a numeric signal; {base.target.path} is {base.datatype}")
-
-
-def _range(at_least: float | None, at_most: float | None) -> str:
-    parts = ([] if at_least is None else [f">= {at_least:g}"]) + ([] if at_most is None else [f"<= {at_most:g}"])
-    return " and ".join(parts)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tcu.clock import ManualClock
 from tcu.ecall.triggers import AIRBAG_DEPLOYED, CRASH_DETECTED, SOS_BUTTON, CallType, DetectedTrigger, TriggerDetector
-from tcu.vehicle.can_mapping import THRESHOLD, CanTarget, convert
+from tcu.vehicle.can_target import THRESHOLD, CanTarget, convert
 from tcu.vehicle.state import Quality, Signal, VehicleState
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
