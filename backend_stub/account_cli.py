@@ -16,8 +16,8 @@ from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import PersonalValues, RetentionJob, SideTables
 from backend_stub.store import BackendStore
 from tcu.clock import SystemClock
-from tcu.config import validate_vin
-from tcu.keys import load_private_key, load_signing_key
+from telematics_wire.keys import load_private_key, load_signing_key
+from telematics_wire.vin import validate_vin
 
 COMMANDS = ("account", "handover", "retention")
 

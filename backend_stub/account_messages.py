@@ -18,8 +18,8 @@ from nacl.signing import SigningKey
 
 from backend_stub.database import checkpoint, transaction
 from backend_stub.errors import AccountError
-from tcu.services.cose import sign1
-from tcu.uplink.records import to_millis
+from telematics_wire.cose import sign1
+from telematics_wire.records import to_millis
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS account_messages (

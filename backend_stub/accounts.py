@@ -39,8 +39,8 @@ from backend_stub.account_messages import AccountMessages
 from backend_stub.database import open_database, transaction
 from backend_stub.errors import AccountError, UnknownVehicleError
 from backend_stub.pairing_codes import CODE_TTL, MAX_ATTEMPTS, PairingCodes, check_code_format
-from tcu.services.account_link import ACCOUNT_LINK, ACCOUNT_PATTERN, PAIRING_CODE
-from tcu.uplink.records import from_millis, to_millis
+from telematics_wire.account_link import ACCOUNT_LINK, ACCOUNT_PATTERN, PAIRING_CODE
+from telematics_wire.records import from_millis, to_millis
 
 __all__ = [  # CODE_TTL, MAX_ATTEMPTS and check_code_format live in backend_stub.pairing_codes
     "CODE_TTL",

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from backend_stub.store import BackendStore
-from tcu.ecall.msd import Msd, decode
-from tcu.errors import MsdError
-from tcu.uplink.records import MAX_MILLIS, RecordKind, from_millis
-from tcu.uplink.strict_cbor import describe
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import Msd, decode
+from telematics_wire.records import MAX_MILLIS, RecordKind, from_millis
+from telematics_wire.strict_cbor import describe
 
 EVENT = "call_centre_data"  # tcu.ecall.call_centre_data.EVENT
 _CALL_TYPES = frozenset({"automatic", "manual", "test"})

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend_stub.errors import BackendConfigError
-from tcu.config import REQUIRED, BrokerConfig, TomlSection, load_toml, parse_broker, refuse_exposed_password
+from tcu.broker_config import BrokerConfig, parse_broker, refuse_exposed_password
 from tcu.errors import ConfigError
+from tcu.toml_config import REQUIRED, TomlSection, load_toml
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,12 +5,12 @@ backend_stub.provisioning.ProvisioningIssuer applies one of these to the newest 
 what to do instead, for a change the terms do not allow:
 
 - `book`: a service with a term from a start date, checked against the catalogue of the terms
-  (tcu.services.catalogue) and the vehicle's record: a code offered for its brand, one it is built
+  (telematics_wire.catalogue) and the vehicle's record: a code offered for its brand, one it is built
   with (its equipment), a term the catalogue offers for that code and brand, and a first registration
   for the 5y and 2+1 terms, which run from it. A term that would already have ended is refused. A
   booking of the same service that has not ended must be extended or cancelled first; an ended one is
   replaced. Booking reactivates a deactivated SIM.
-- `cancel`: records a notice dated `on` in the file, and the terms (tcu.services.terms) decide its
+- `cancel`: records a notice dated `on` in the file, and the terms (telematics_wire.terms) decide its
   effect: an unlimited service stops six weeks after the notice (AGB 6.2); a 2+1 term noticed by its
   deadline does not renew, a later notice is refused as too late; any other fixed term runs out and
   cannot be cancelled — except on sale of the vehicle (`sale`, AGB 7.4): six weeks. Legal eCall never.
@@ -21,7 +21,7 @@ what to do instead, for a change the terms do not allow:
 - `suspend` / `resume`: payment default (AGB 5.5 c) per booked option code. The file names the
   suspended codes; the vehicle stops their fixed-term (paid) services — the intelligent call too
   where it comes with a suspended paid package such as 612 — and keeps their unlimited ones
-  (tcu.services.entitlements). Only an *invoiceable* code can be suspended: one booked, not ended,
+  (telematics_wire.entitlements). Only an *invoiceable* code can be suspended: one booked, not ended,
   with at least one fixed-term service (an invoice is always for such a code, AGB 3.2). `suspend`
   without codes suspends every invoiceable booked code.
 - `end_unpaid`: the bookings of the given codes end at once (the seller's unpaid, suspended

@@ -1,7 +1,7 @@
 """What the new owner is told on a sale (AGB 7.3): every active and every deactivated service of the car.
 
 The rows say what the car itself derives from the same provisioning file — the backend runs the
-vehicle's own rules (tcu.services.entitlements.derive) on the head file it issued, with the car's
+vehicle's own rules (telematics_wire.entitlements.derive) on the head file it issued, with the car's
 legal-eCall equipment and brand — so the buyer is never told a service is active that the car keeps
 off. A code is "active" while the car runs one of its services: a booking whose term runs is
 "deactivated" when the SIM is off or eCall-only (AGB 6.1), and a code in payment default lists which
@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from backend_stub.provisioning_store import ProvisioningStore
-from tcu.services.catalogue import LEGAL_ECALL, VehicleFit
-from tcu.services.entitlements import Entitlements, derive
-from tcu.services.sim import SimState
-from tcu.services.terms import Booking
+from telematics_wire.catalogue import LEGAL_ECALL, VehicleFit
+from telematics_wire.entitlements import Entitlements, derive
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Booking
 
 ACTIVE = "active"
 DEACTIVATED = "deactivated"

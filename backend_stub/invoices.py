@@ -2,13 +2,13 @@
 
 "In Zahlungsverzug kommt der Kunde, wenn er innerhalb von 30 Tagen nach Rechnungsstellung nicht
 gezahlt hat": an invoice dated D may be paid up to and including day D + 30 (UTC dates, like the
-terms in tcu.services.terms); from 00:00 UTC on day D + 31 it is overdue. BMW may then suspend "die
+terms in telematics_wire.terms); from 00:00 UTC on day D + 31 it is overdue. BMW may then suspend "die
 betroffenen Dienste" until the customer has paid. An invoice is for one booked option code, one with
 a fixed-term service (a paid one, AGB 3.2; backend_stub.desired_state.invoiceable), so the affected
 services are that code's: the backend suspends exactly the codes of the overdue invoices (the
 provisioning file's `suspended`), and the vehicle stops their fixed-term services — the intelligent
 call with them where a suspended paid package brings it — never a free unlimited service, never
-legal eCall (tcu.services.entitlements). A code is resumed once none of its invoices is overdue.
+legal eCall (telematics_wire.entitlements). A code is resumed once none of its invoices is overdue.
 
 `Billing.check` reconciles one vehicle and is idempotent: it runs after every issue and payment and,
 in the running backend, for every vehicle every `CHECK_INTERVAL_S`, so a default that begins while

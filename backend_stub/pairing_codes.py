@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from backend_stub.errors import AccountError
-from tcu.uplink.records import from_millis, to_millis
+from telematics_wire.records import from_millis, to_millis
 
 CODE_TTL = timedelta(minutes=15)
 MAX_ATTEMPTS = 5

@@ -2,7 +2,7 @@
 
 The backend owns the *desired state* of every vehicle — the booked services with their terms, the
 codes suspended for payment default, the SIM — and turns every change into a new, complete provisioning file
-(tcu.services.provisioning): the next version for that VIN, signed with the backend's Ed25519 key,
+(telematics_wire.provisioning): the next version for that VIN, signed with the backend's Ed25519 key,
 valid for a configurable time (30 days by default). Complete files rather than deltas, so that a late
 or repeated delivery converges. The desired state *is* the content of the newest file: there is no
 second copy that could drift from what was signed.
@@ -17,7 +17,7 @@ recorded per vehicle at enrolment (`backend-stub enroll --legal-ecall --brand --
 --first-registration`); every file carries the first registration.
 Legal eCall is equipment:
 every file for such a vehicle carries 6AF unlimited and an active SIM, and no file for another vehicle
-carries 6AF. The vehicle's own rules (tcu.services.provisioning.check_change) run on every file before
+carries 6AF. The vehicle's own rules (telematics_wire.provisioning.check_change) run on every file before
 it is signed, so the backend never issues a file the vehicle is bound to refuse.
 
 The rules of each change are backend_stub.desired_state's; what was issued and what the vehicle

@@ -13,10 +13,10 @@ from typing import Any
 import cbor2
 
 from backend_stub.errors import UnstorableError
-from tcu.uplink.envelope import MAX_KIND_CHARS
-from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, from_millis, to_millis
-from tcu.uplink.strict_cbor import describe
-from tcu.vehicle.state import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
+from telematics_wire.envelope import MAX_KIND_CHARS
+from telematics_wire.records import MAX_MILLIS, ReceivedRecord, from_millis, to_millis
+from telematics_wire.signal_values import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS
+from telematics_wire.strict_cbor import describe
 
 MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
 MAX_PATH_CHARS = 256  # VSS paths are well under 100 characters

@@ -26,9 +26,9 @@ from backend_stub.database import savepoint, transaction
 from backend_stub.storable import MAX_PATH_CHARS, MAX_STORED_SEQ, signal_problem, storable, stored_moment
 from backend_stub.store_retention import BodyRewrite, StoreRetention, VehicleOrder
 from backend_stub.store_schema import open_store
-from tcu.uplink.envelope import seq_ranges
-from tcu.uplink.records import ReceivedRecord, RecordKind, from_millis, to_millis
-from tcu.uplink.strict_cbor import describe
+from telematics_wire.envelope import seq_ranges
+from telematics_wire.records import ReceivedRecord, RecordKind, from_millis, to_millis
+from telematics_wire.strict_cbor import describe
 
 __all__ = [  # signal_problem, the limits, BodyRewrite and VehicleOrder live elsewhere; importable from here as before
     "MAX_PATH_CHARS",

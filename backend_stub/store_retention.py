@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 
 from backend_stub.database import checkpoint
-from tcu.uplink.records import to_millis
+from telematics_wire.records import to_millis
 
 # rewrite(kind, body) -> the body without its personal values, or None when it holds none.
 BodyRewrite = Callable[[str, dict[str, Any]], dict[str, Any] | None]

@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import bench_ecall, bench_fleet, bench_msd, bench_sources, bench_uplink
 from hil.broker import MosquittoBroker
 from hil.layout import DEMO_VIN, BenchLayout
-from tcu.ecall.msd import MsdCodec
+from telematics_wire.msd import MsdCodec
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from tcu.ecall.config import EcallConfig
 from tcu.ecall.service import EcallService
 from tcu.ecall.state_machine import EcallState
 from tcu.ecall.triggers import CRASH_DETECTED
-from tcu.uplink.records import Record
 from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.records import Record
 
 VIN = "WMWZZZ3CZ2E123456"
 

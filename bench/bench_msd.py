@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from tcu.ecall.msd import LocationDelta, Msd, MsdCodec, Propulsion, VehicleType
+from telematics_wire.msd import LocationDelta, Msd, MsdCodec, Propulsion, VehicleType
 
 MSD = Msd(
     automatic_activation=True,

@@ -26,9 +26,9 @@ from typing import Any
 import cbor2
 
 from backend_stub.store import BackendStore, StoredRecord
-from tcu.uplink.envelope import seq_ranges
 from tcu.uplink.overflow_notice import OVERFLOW
-from tcu.uplink.records import RecordKind, to_millis
+from telematics_wire.envelope import seq_ranges
+from telematics_wire.records import RecordKind, to_millis
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

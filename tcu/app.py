@@ -13,17 +13,14 @@ from tcu.config import AgentConfig
 from tcu.ecall.service import EcallActivity, EcallService
 from tcu.ecall.state_machine import EcallState
 from tcu.errors import RecordTooLargeError
-from tcu.keys import load_private_key, load_public_key, load_verify_key
 from tcu.services.account_link import AccountMessages
-from tcu.services.catalogue import Catalogue
-from tcu.services.ecu_config import EcuConfiguration, load_key_specs
-from tcu.services.entitlements import Entitlements
+from tcu.services.ecu_config import EcuConfiguration
 from tcu.services.manager import ServiceManager
 from tcu.services.measure_attempt import Interruption
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.measures import MeasureEngine
 from tcu.services.personal import PersonalStore
-from tcu.services.sim import Sim, SimPolicy, SimState
+from tcu.services.sim import Sim, SimPolicy
 from tcu.sources.configured import build_sources
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.status import KEY_SIGNALS, StatusWriter
@@ -33,11 +30,16 @@ from tcu.telemetry.data_policy import DataPolicy, uplink_refusal
 from tcu.telemetry.events import VehicleEvents
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.telemetry.vin_check import VinCheck
-from tcu.uplink.envelope import seal_record, vehicle_box
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import Record, RecordKind
 from tcu.uplink.session import UplinkSession
 from tcu.vehicle.state import VehicleState
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.ecu_keys import load_key_specs
+from telematics_wire.entitlements import Entitlements
+from telematics_wire.envelope import seal_record, vehicle_box
+from telematics_wire.keys import load_private_key, load_public_key, load_verify_key
+from telematics_wire.records import Record, RecordKind
+from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
 

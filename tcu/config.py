@@ -8,48 +8,21 @@ thing CI and the HIL runner change per run.
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from tcu.broker_config import BrokerConfig, parse_broker, refuse_exposed_password
 from tcu.ecall.config import EcallConfig, load_ecall_config
 from tcu.errors import ConfigError
-from tcu.private_files import refuse_exposed
-from tcu.services.catalogue import Brand, Catalogue, VehicleFit
+from tcu.toml_config import REQUIRED, TomlSection, load_toml
+from telematics_wire.catalogue import Brand, Catalogue, VehicleFit
+from telematics_wire.errors import VinError
+from telematics_wire.vin import validate_vin
 
-VIN_PATTERN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # ISO 3779: no I, O, Q
-MqttProtocol = Literal["5", "3.1.1"]
 SyncMode = Literal["full", "normal"]
-
-
-def validate_vin(vin: str, *, where: str = "vin") -> str:
-    if not VIN_PATTERN.fullmatch(vin):
-        raise ConfigError(f"{where}: {vin!r} is not a VIN: expected 17 characters from 0-9 and A-Z without I, O, Q")
-    return vin
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BrokerConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    protocol: MqttProtocol = "5"
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,121 +132,6 @@ class AgentConfig:
         return self.data_dir / "measures.cbor"
 
 
-REQUIRED: Any = object()  # sentinel: the key must be present
-
-
-class TomlSection:
-    """Typed access to one TOML table that names the key in every error."""
-
-    def __init__(self, data: Mapping[str, Any], name: str, base: Path) -> None:
-        self._data = data
-        self._name = name
-        self._base = base
-        self._used: set[str] = set()
-
-    def _where(self, key: str) -> str:
-        return f"{self._name}.{key}" if self._name else key
-
-    def _get(self, key: str, kinds: tuple[type, ...], expected: str, default: Any) -> Any:
-        self._used.add(key)
-        if key not in self._data:
-            if default is REQUIRED:
-                raise ConfigError(f"{self._where(key)}: missing; expected {expected}")
-            return default
-        value = self._data[key]
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self._where(key)}: got {value!r}; expected {expected}")
-        if not isinstance(value, kinds):
-            raise ConfigError(f"{self._where(key)}: got {value!r}; expected {expected}")
-        return value
-
-    def text(self, key: str, default: Any = None) -> Any:
-        return self._get(key, (str,), "a string", default)
-
-    def integer(self, key: str, default: Any = None) -> Any:
-        return self._get(key, (int,), "an integer", default)
-
-    def number(self, key: str, default: Any = None) -> Any:
-        value = self._get(key, (int, float), "a number", default)
-        return None if value is None else float(value)
-
-    def flag(self, key: str, default: Any = None) -> Any:
-        return self._get(key, (bool,), "true or false", default)
-
-    def path(self, key: str, default: Any = None) -> Any:
-        value = self._get(key, (str,), "a file path", default)
-        if value is None or isinstance(value, Path):
-            return value
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self._base / path
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> Any:
-        value = self.text(key, default)
-        if value not in choices:
-            raise ConfigError(f"{self._where(key)}: got {value!r}; expected one of {', '.join(choices)}")
-        return value
-
-    def raw(self) -> Mapping[str, Any]:
-        """The table as read, for a section another module validates itself."""
-        return self._data
-
-    def table(self, key: str) -> TomlSection:
-        self._used.add(key)
-        value = self._data.get(key, {})
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{self._where(key)}: expected a table [{self._where(key)}]")
-        return TomlSection(value, self._where(key), self._base)
-
-    def reject_unknown(self, *, allow: tuple[str, ...] = ()) -> None:
-        unknown = set(self._data) - self._used - set(allow)
-        if unknown:
-            raise ConfigError(f"{self._name or 'top level'}: unknown key(s) {', '.join(sorted(unknown))}")
-
-
-def parse_broker_url(url: str, *, where: str = "broker.url") -> tuple[str, int, bool]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"{where}: {url!r} is not a broker URL; expected mqtt://host:port or mqtts://host:port")
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {url!r} has an invalid port") from exc
-    return parts.hostname, port, tls
-
-
-def parse_broker(section: TomlSection, env: Mapping[str, str]) -> BrokerConfig:
-    url = section.text("url", "mqtt://127.0.0.1:1883")
-    url = env.get("TCU_BROKER_URL") or url
-    host, port, tls = parse_broker_url(url)
-    config = BrokerConfig(
-        host=host,
-        port=port,
-        tls=tls,
-        username=section.text("username"),
-        password=section.text("password"),
-        ca_file=section.path("ca_file"),
-        cert_file=section.path("cert_file"),
-        key_file=section.path("key_file"),
-        protocol=section.choice("protocol", ("5", "3.1.1"), "5"),
-        keepalive_s=section.integer("keepalive_s", 30),
-        session_expiry_s=section.integer("session_expiry_s", 7 * 24 * 3600),
-    )
-    section.reject_unknown()
-    return config
-
-
-def refuse_exposed_password(path: Path, broker: BrokerConfig) -> None:
-    """A config file holding the broker password is a secret, like a key file: owner-only, or refused."""
-    if broker.password is None:
-        return
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
-    refuse_exposed(path, info, "the [broker] password in", ConfigError)
-
-
 def parse_vehicle_fit(section: TomlSection) -> VehicleFit:
     """`[vehicle] brand`, `equipment` (option codes) and `first_registration`, checked against the catalogue."""
     brand = Brand(section.choice("brand", tuple(b.value for b in Brand), Brand.BMW.value))
@@ -298,18 +156,6 @@ def parse_vehicle_fit(section: TomlSection) -> VehicleFit:
     return VehicleFit(brand=brand, equipment=equipment, first_registration=registered)
 
 
-def load_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
-
-
 def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Read and validate an agent config file; raises ConfigError naming the offending key."""
     env = os.environ if env is None else env
@@ -322,7 +168,10 @@ def load_agent_config(path: Path, env: Mapping[str, str] | None = None) -> Agent
     vehicle = root.table("vehicle")
     sources = root.table("sources")
     ecall = root.table("ecall")
-    vin = validate_vin(root.text("vin", REQUIRED))
+    try:
+        vin = validate_vin(root.text("vin", REQUIRED))
+    except VinError as exc:
+        raise ConfigError(str(exc)) from exc
     config = AgentConfig(
         vin=vin,
         # An absent [ecall] is presumed legal eCall, and then refused for want of a modem port.

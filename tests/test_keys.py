@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from nacl.public import Box
 
-from tcu.errors import KeyFileError
-from tcu.keys import (
+from telematics_wire.errors import KeyFileError
+from telematics_wire.keys import (
     load_private_key,
     load_public_key,
     load_signing_key,

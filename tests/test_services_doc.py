@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hil.scenario import library, load_scenario
-from tcu.services.catalogue import Brand, Catalogue
-from tcu.services.terms import Term
+from telematics_wire.catalogue import Brand, Catalogue
+from telematics_wire.terms import Term
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DOC = ROOT / "docs" / "services.md"

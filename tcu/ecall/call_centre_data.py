@@ -29,10 +29,10 @@ from typing import Any
 
 from tcu.ecall.config import EcallConfig
 from tcu.ecall.incident import Incident
-from tcu.ecall.msd_model import Propulsion
 from tcu.ecall.triggers import AIRBAG_DEPLOYED, CRASH_DETECTED, DetectedTrigger
-from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.state import Quality, VehicleState
+from telematics_wire.msd_model import Propulsion
+from telematics_wire.records import Record, RecordKind, to_millis
 
 EVENT = "call_centre_data"
 BELTS = ("Vehicle.Cabin.Seat.Row1.DriverSide.IsBelted", "Vehicle.Cabin.Seat.Row1.PassengerSide.IsBelted")

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from tcu.ecall.triggers import CallType
-from tcu.uplink.records import to_millis
+from telematics_wire.records import to_millis
 
 StateT = TypeVar("StateT", bound=StrEnum)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tcu.ecall.triggers import CallType
-from tcu.services.sim import SimState
+from telematics_wire.sim_state import SimState
 
 
 class CallRoute(StrEnum):

@@ -41,10 +41,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tcu.ecall.msd_model import Propulsion, VehicleType, check_vin
 from tcu.ecall.triggers import TriggerKind, TriggerRule
-from tcu.errors import ConfigError, MsdError
+from tcu.errors import ConfigError
 from tcu.sources.modem import PROFILES, ModemProfile
+from telematics_wire.errors import MsdError
+from telematics_wire.msd_model import Propulsion, VehicleType, check_vin
 
 _PROPULSION = {flag.name.lower(): flag for flag in Propulsion if flag.name}
 # A placeholder in the unassigned "0000..." block, not a real call centre: set the carmaker's number.

@@ -18,10 +18,10 @@ from datetime import datetime
 
 from tcu.clock import Clock, age_s
 from tcu.ecall.config import EcallConfig
-from tcu.ecall.msd import encode, msd_from_fixes
 from tcu.ecall.triggers import CallType
 from tcu.sources.nmea_track import GnssTrack
 from tcu.vehicle.state import Quality, VehicleState, as_float
+from telematics_wire.msd import encode, msd_from_fixes
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.sources import modem_client as mc
 from tcu.sources.modem import CallStatus
-from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import VehicleState
+from telematics_wire.records import Record, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
 _MODEM_ERRORS = (ModemCommandError, DeviceTimeoutError, DeviceGoneError)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from tcu.ecall.msd import MsdCodec, default_codec, msd_from_json, msd_to_json
-from tcu.errors import MsdError
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import MsdCodec, default_codec, msd_from_json, msd_to_json
 
 
 def msd_command(

@@ -43,16 +43,18 @@ from tcu.ecall.call_route import CallRoute, route_call
 from tcu.ecall.config import EcallConfig, check_ecall_vin
 from tcu.ecall.incident import Incident, IncidentCapture
 from tcu.ecall.intelligent_call import IntelligentCall
-from tcu.ecall.msd import default_codec
 from tcu.ecall.state_machine import EcallState, Occurrence
 from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, Trigger, TriggerDetector
-from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError, MsdError
-from tcu.services.sim import Sim, SimPolicy, SimState, registration_wanted
+from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError
+from tcu.services.sim import Sim, SimPolicy, registration_wanted
 from tcu.sources import modem_client as mc
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.nmea_track import GnssTrack
-from tcu.uplink.records import Record, RecordKind, to_millis
 from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import default_codec
+from telematics_wire.records import Record, RecordKind, to_millis
+from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
 _INDICATION_EVENT: dict[EcallIndication, sm.Event] = {

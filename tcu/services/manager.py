@@ -6,7 +6,7 @@ apply leaves the old or the new file, never a mix, and a term that ends while th
 noticed when it wakes. Each file is answered with a `provisioning_result` event through the durable
 uplink; a file that arrives during an eCall waits until the eCall is over, and one that cannot be stored
 (full disk) is answered `deferred` with code `storage` and tried again every tick until it can be.
-Any payload gives one answer and never an exception: the verification is total (tcu.services.cose).
+Any payload gives one answer and never an exception: the verification is total (telematics_wire.cose).
 While the SIM is not active (eCall-only or deactivated) a verified file is applied only if it
 reactivates the SIM; any other is answered `rejected` with code `sim_inactive` and the reason.
 """
@@ -24,14 +24,15 @@ from typing import Any
 from nacl.signing import VerifyKey
 
 from tcu.clock import Clock
-from tcu.errors import RejectedMessageError, StorageError
+from tcu.errors import StorageError
 from tcu.persist import read_optional, write_atomic
-from tcu.services.catalogue import Catalogue
-from tcu.services.cose import verify1
-from tcu.services.entitlements import Entitlements, derive
-from tcu.services.provisioning import MAX_FILE_BYTES, ProvisioningFile, parse_payload, verify_file
-from tcu.services.sim import SimState
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.cose import verify1
+from telematics_wire.entitlements import Entitlements, derive
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.provisioning import MAX_FILE_BYTES, ProvisioningFile, parse_payload, verify_file
+from telematics_wire.records import Record, RecordKind
+from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
 

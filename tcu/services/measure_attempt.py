@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tcu.services.measure_order import MeasureOrder
-from tcu.services.measure_plan import ATTEMPT_CAP_MS, MeasureStep
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.measure_order import MeasureOrder
+from telematics_wire.measure_plan import ATTEMPT_CAP_MS, MeasureStep
+from telematics_wire.vehicle_mode import VehicleMode
 
 ATTEMPT_CAP_S = ATTEMPT_CAP_MS / 1000
 

@@ -1,7 +1,7 @@
 """The remote-measure engine: runs signed measure orders one at a time, rolls back on interruption.
 
-For each order: verify (tcu.services.measure_order: signature, VIN, deadline, and the plan rule of
-AGB 3.4 a to d in tcu.services.measure_plan, the same the backend applied before signing), check the
+For each order: verify (telematics_wire.measure_order: signature, VIN, deadline, and the plan rule of
+AGB 3.4 a to d in telematics_wire.measure_plan, the same the backend applied before signing), check the
 preconditions, journal a snapshot of the ECU configuration, run the plan's steps one at a time, each
 taking its declared time, while watching for interruptions — lock/unlock, the vehicle leaving an
 allowed state, coverage loss, an eCall, the 10-minute cap — then either verify and report success, or
@@ -26,8 +26,8 @@ from typing import Any
 from nacl.signing import VerifyKey
 
 from tcu.clock import Clock
-from tcu.errors import RejectedMessageError, StorageError
-from tcu.services.ecu_config import ConfigValue, EcuConfiguration
+from tcu.errors import StorageError
+from tcu.services.ecu_config import EcuConfiguration
 from tcu.services.measure_attempt import (
     ATTEMPT_CAP_S,
     Interruption,
@@ -36,11 +36,13 @@ from tcu.services.measure_attempt import (
     precondition_failure,
 )
 from tcu.services.measure_journal import InProgress, MeasureJournal
-from tcu.services.measure_order import MeasureOrder, RejectedOrderError, check_not_replayed, verify_order
-from tcu.uplink.records import Record, RecordKind, to_millis
-from tcu.vehicle.drive_cycle import VehicleMode
 from tcu.vehicle.state import Signal, VehicleState
 from tcu.virtual_time import real_seconds
+from telematics_wire.ecu_keys import ConfigValue
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.measure_order import MeasureOrder, RejectedOrderError, check_not_replayed, verify_order
+from telematics_wire.records import Record, RecordKind, to_millis
+from telematics_wire.vehicle_mode import VehicleMode
 
 _LOGGER = logging.getLogger(__name__)
 

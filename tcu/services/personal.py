@@ -29,7 +29,7 @@ import cbor2
 
 from tcu.errors import ProfileRefusedError, StorageError
 from tcu.persist import read_optional, write_atomic
-from tcu.services.catalogue import Category
+from telematics_wire.catalogue import Category
 
 _LOGGER = logging.getLogger(__name__)
 

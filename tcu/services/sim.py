@@ -17,25 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from tcu.errors import EcallDeactivationRefusedError
+from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class SimState(StrEnum):
-    ACTIVE = "active"
-    # "eCall-only" in the docs, the README and the terms' sense ("die SIM-Karte ... sowie der gesetzliche
-    # Notruf bleiben aktiv", AGB 6.1): only the legal 112 eCall. The wire value stays as it is.
-    TELEMATICS_DEACTIVATED = "telematics_deactivated"
-    ECALL_ONLY = "telematics_deactivated"  # an alias of TELEMATICS_DEACTIVATED: the same member
-    FULLY_DEACTIVATED = "fully_deactivated"
-    UNKNOWN = "unknown"
-
-    @classmethod
-    def _missing_(cls, value: object) -> SimState:
-        return cls.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

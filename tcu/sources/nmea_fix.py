@@ -20,7 +20,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from tcu.sources.nmea import Gga, Gsa, Rmc, Sentence, Vtg
 from tcu.sources.nmea_track import GnssPosition, GnssTrack
-from tcu.vehicle.state import SignalValue
+from telematics_wire.signal_values import SignalValue
 
 LATITUDE = "Vehicle.CurrentLocation.Latitude"
 LONGITUDE = "Vehicle.CurrentLocation.Longitude"

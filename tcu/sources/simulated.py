@@ -10,7 +10,8 @@ import asyncio
 
 from tcu.clock import Clock
 from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
-from tcu.vehicle.state import Signal, SignalValue, VehicleState
+from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.signal_values import SignalValue
 
 SOURCE = "simulation"
 BRAKES = "Vehicle.Chassis.Axle"

@@ -14,10 +14,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tcu.services.catalogue import Category
-from tcu.services.entitlements import Entitlements
 from tcu.telemetry.data_policy import DataPolicy
 from tcu.vehicle.state import Signal
+from telematics_wire.catalogue import Category
+from telematics_wire.entitlements import Entitlements
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from tcu.services.catalogue import Catalogue, Category
-from tcu.services.entitlements import Entitlements
 from tcu.services.personal import PersonalData
 from tcu.uplink.overflow_notice import OVERFLOW
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.catalogue import Catalogue, Category
+from telematics_wire.entitlements import Entitlements
+from telematics_wire.records import Record, RecordKind
 
 # Event types that answer the backend or account for the queue: not data collected in the car. An
 # owner change goes up too: it is what makes the backend delete the seller's personal data (AGB 7.2).

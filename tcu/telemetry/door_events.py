@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tcu.clock import Clock
-from tcu.uplink.records import to_millis
-from tcu.vehicle.state import Quality, Signal, SignalValue
+from tcu.vehicle.state import Quality, Signal
+from telematics_wire.records import to_millis
+from telematics_wire.signal_values import SignalValue
 
 if TYPE_CHECKING:
     from tcu.telemetry.events import EventReporter

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tcu.clock import Clock
-from tcu.services.catalogue import Category
 from tcu.telemetry.data_policy import Verdict
 from tcu.telemetry.door_events import DoorEvents
 from tcu.telemetry.service_calls import ServiceCalls
 from tcu.telemetry.snapshots import encode_signals
-from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.catalogue import Category
+from telematics_wire.records import Record, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
 

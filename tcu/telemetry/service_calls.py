@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 from tcu.errors import StorageError
 from tcu.persist import read_optional, write_atomic
 from tcu.telemetry.snapshots import encode_signals
-from tcu.vehicle.state import Quality, Signal, SignalValue, VehicleState
+from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.signal_values import SignalValue
 
 if TYPE_CHECKING:
     from tcu.telemetry.events import EventReporter

@@ -16,8 +16,8 @@ import logging
 from collections.abc import Callable
 
 from tcu.clock import Clock
-from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import Quality, Signal
+from telematics_wire.records import Record, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tcu.uplink.records import Record, RecordKind, to_millis
+from telematics_wire.records import Record, RecordKind, to_millis
 
 _SHED_FORMAT = ">Qqq"  # count, first and last creation time (ms)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tcu.uplink.envelope import seq_ranges
 from tcu.uplink.memory_hold import Shed
+from telematics_wire.envelope import seq_ranges
 
 OVERFLOW = "queue_overflow"
 # Ranges named per notice: about 12 bytes each, so a notice stays far below the 64 KiB payload limit;

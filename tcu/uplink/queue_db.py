@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tcu.config import QueueConfig
 from tcu.errors import StorageError, StorageFullError
-from tcu.private_files import private_database
-from tcu.uplink.envelope import EPOCH_BYTES, LEGACY_EPOCH
+from telematics_wire.envelope import EPOCH_BYTES, LEGACY_EPOCH
+from telematics_wire.private_files import private_database
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -21,16 +21,18 @@ from nacl.public import Box
 
 from tcu import __version__
 from tcu.backoff import Backoff
+from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
-from tcu.config import BrokerConfig, UplinkConfig
-from tcu.errors import EnvelopeError, StorageError
-from tcu.uplink.envelope import open_ack
+from tcu.config import UplinkConfig
+from tcu.errors import StorageError
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
 from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 from tcu.uplink.outbox import Outbox
-from tcu.uplink.records import to_millis
-from tcu.uplink.topics import VehicleTopics, split_topic
 from tcu.virtual_time import io_timeout
+from telematics_wire.envelope import open_ack
+from telematics_wire.errors import EnvelopeError
+from telematics_wire.records import to_millis
+from telematics_wire.topics import VehicleTopics, split_topic
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tcu.vehicle.geo import bearing_deg, distance_m
+from telematics_wire.vehicle_mode import VehicleMode
 
 # A closed loop through Munich (lat, lon); long enough that one lap takes several cycles.
 DEFAULT_ROUTE: tuple[tuple[float, float], ...] = (
@@ -50,12 +51,6 @@ def oil_level(percent: float) -> OilLevel:
     if percent < 25.0:
         return OilLevel.CRITICALLY_LOW if percent < 10.0 else OilLevel.LOW
     return OilLevel.NORMAL
-
-
-class VehicleMode(StrEnum):
-    PARKED = "parked"  # ignition off, nobody inside
-    LIVING = "living"  # ignition on / occupants inside, not driving
-    DRIVING = "driving"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

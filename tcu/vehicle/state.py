@@ -19,16 +19,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from tcu.clock import Clock
+from telematics_wire.signal_values import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, SignalValue
 
 _LOGGER = logging.getLogger(__name__)
-
-# A list-valued VSS signal (string[], e.g. Vehicle.OBD.DTCList) is a tuple: a Signal is immutable, and
-# a list shared with a subscriber could change under it. The bounds are what the backend accepts
-# (docs/protocol.md); a source with more to say must choose what to send.
-SignalValue = float | int | bool | str | tuple[str, ...]
-MAX_LIST_ITEMS = 128
-MAX_LIST_ITEM_CHARS = 32
-
 
 class Quality(StrEnum):
     GOOD = "good"

@@ -16,9 +16,9 @@ from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
 from tcu.services.account_link import AccountMessages
-from tcu.services.cose import sign1
 from tcu.services.personal import PersonalData, PersonalStore
-from tcu.uplink.records import to_millis
+from telematics_wire.cose import sign1
+from telematics_wire.records import to_millis
 from tests.conftest import OTHER_VIN, VIN
 
 KEY = SigningKey.generate()

@@ -32,10 +32,10 @@ from backend_stub.errors import DatabaseError
 from backend_stub.ingest import Ingest, IngestService
 from backend_stub.store import BackendStore
 from hil.broker import MosquittoBroker
+from tcu.broker_config import BrokerConfig
 from tcu.clock import ManualClock, SystemClock
-from tcu.config import BrokerConfig
-from tcu.uplink.envelope import open_ack, seal_record
-from tcu.uplink.records import MAX_MILLIS, Record, RecordKind, to_millis
+from telematics_wire.envelope import open_ack, seal_record
+from telematics_wire.records import MAX_MILLIS, Record, RecordKind, to_millis
 from tests.conftest import OTHER_VIN, VIN, eventually, require_mosquitto
 
 RECORDS = f"vehicles/{VIN}/up/records"

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend_stub.call_centre import CallCentreStub, parse_case
-from tcu.ecall.msd import encode, msd_from_fixes
-from tcu.ecall.msd_model import VehicleType
-from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, RecordKind
+from telematics_wire.msd import encode, msd_from_fixes
+from telematics_wire.msd_model import VehicleType
+from telematics_wire.records import MAX_MILLIS, ReceivedRecord, RecordKind
 from tests.conftest import OTHER_VIN, VIN
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

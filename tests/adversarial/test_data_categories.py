@@ -9,8 +9,8 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from tcu.services.catalogue import Catalogue, Category
 from tcu.services.personal import DriverProfile, PersonalStore
+from telematics_wire.catalogue import Catalogue, Category
 
 CATALOGUE = Catalogue.load()
 

@@ -16,15 +16,15 @@ import cbor2
 import pytest
 
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
-from tcu.services.cose import COSE_SIGN1_TAG, sign1
 from tcu.services.manager import ServiceManager
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, encode_order
-from tcu.services.measure_plan import Fault, MeasureStep
-from tcu.services.provisioning import ProvisioningFile, encode_payload
-from tcu.services.terms import Booking, Term
-from tcu.uplink.records import Record, to_millis
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.cose import COSE_SIGN1_TAG, sign1
+from telematics_wire.measure_order import MeasureCategory, MeasureOrder, encode_order
+from telematics_wire.measure_plan import Fault, MeasureStep
+from telematics_wire.provisioning import ProvisioningFile, encode_payload
+from telematics_wire.records import Record, to_millis
+from telematics_wire.terms import Booking, Term
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import VIN
 from tests.services.test_measures import KEY, Bench
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import Box
 
-from tcu.errors import CborError, EnvelopeError, TcuError
-from tcu.uplink.envelope import MAX_ACK_RANGES, MAX_SEQ, open_ack, open_record, seal_ack, seal_record
-from tcu.uplink.records import Record, RecordKind
-from tcu.uplink.strict_cbor import describe, loads_strict
+from telematics_wire.envelope import MAX_ACK_RANGES, MAX_SEQ, open_ack, open_record, seal_ack, seal_record
+from telematics_wire.errors import CborError, EnvelopeError, WireError
+from telematics_wire.records import Record, RecordKind
+from telematics_wire.strict_cbor import describe, loads_strict
 from tests.conftest import VIN
 
 CREATED = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -193,11 +193,11 @@ _FIELD_VALUES = CBOR_VALUES | st.just(VIN) | st.just(1) | st.binary(min_size=16,
 ENVELOPE_LIKE = st.dictionaries(_HEADER_KEYS, _FIELD_VALUES, max_size=8)
 
 
-def _outcome(call: Callable[[], T]) -> T | TcuError:
+def _outcome(call: Callable[[], T]) -> T | WireError:
     """The value, or the package's own error: anything else escapes and fails the test."""
     try:
         return call()
-    except TcuError as exc:
+    except WireError as exc:
         return exc
 
 

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue, Category
 from tcu.telemetry.data_policy import Verdict
 from tcu.telemetry.events import VehicleEvents
-from tcu.uplink.records import Record
-from tcu.vehicle.state import Signal, SignalValue, VehicleState
+from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.catalogue import Catalogue, Category
+from telematics_wire.records import Record
+from telematics_wire.signal_values import SignalValue
 
 CATALOGUE = Catalogue.load()
 LOCK = "Vehicle.Body.CentralLock.State"

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcu.ecall.msd import (
+from telematics_wire.errors import MsdError, WireError
+from telematics_wire.msd import (
     MAX_MSD_BYTES,
     AdditionalData,
     LocationDelta,
@@ -31,8 +32,7 @@ from tcu.ecall.msd import (
     msd_from_json,
     msd_to_json,
 )
-from tcu.ecall.msd_model import TIMESTAMP_MAX, VIN_ALPHABET
-from tcu.errors import MsdError, TcuError
+from telematics_wire.msd_model import TIMESTAMP_MAX, VIN_ALPHABET
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T = TypeVar("T")
@@ -41,11 +41,11 @@ V2_TYPES = [t for t in VehicleType if t is not VehicleType.UNKNOWN][:13]
 ALL_TYPES = [t for t in VehicleType if t is not VehicleType.UNKNOWN]
 
 
-def outcome(call: Callable[..., T], *args: object) -> T | TcuError:
+def outcome(call: Callable[..., T], *args: object) -> T | WireError:
     """What `call` returned, or the package error it raised; anything else escapes and fails the test."""
     try:
         return call(*args)
-    except TcuError as exc:
+    except WireError as exc:
         return exc
 
 
@@ -87,7 +87,7 @@ def test_any_msd_the_model_accepts_encodes_and_decodes_to_itself(case: tuple[int
     version, msd = case
     for codec in (None, EXPLICIT):
         data = outcome(encode, msd, version) if codec is None else outcome(codec.encode, msd, version)
-        if isinstance(data, TcuError):
+        if isinstance(data, WireError):
             # The only refusal allowed for a valid model: additional data too long for 140 bytes.
             assert isinstance(data, MsdError)
             assert msd.additional_data is not None
@@ -136,7 +136,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 )
 def test_any_bytes_decode_to_an_msd_or_an_msd_error(data: bytes) -> None:
     result = outcome(decode, data)
-    if isinstance(result, TcuError):
+    if isinstance(result, WireError):
         assert isinstance(result, MsdError)
         assert str(result)
     else:
@@ -215,7 +215,7 @@ def near_valid_json(draw: st.DrawFn) -> dict[str, Any]:
 @given(st.one_of(json_values, near_valid_json()))
 def test_any_json_value_gives_an_msd_or_an_msd_error(obj: Any) -> None:
     result = outcome(msd_from_json, obj)
-    if isinstance(result, TcuError):
+    if isinstance(result, WireError):
         assert isinstance(result, MsdError)
         assert str(result)
         return

@@ -11,12 +11,12 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcu.errors import RejectedMessageError
-from tcu.services.cose import sign1
-from tcu.services.ecu_config import KeyClass, load_key_specs
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, RejectedOrderError, encode_order, verify_order
-from tcu.services.measure_plan import ATTEMPT_CAP_MS, Fault, MeasureStep, planned_ms
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.cose import sign1
+from telematics_wire.ecu_keys import KeyClass, load_key_specs
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.measure_order import MeasureCategory, MeasureOrder, RejectedOrderError, encode_order, verify_order
+from telematics_wire.measure_plan import ATTEMPT_CAP_MS, Fault, MeasureStep, planned_ms
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import VIN
 from tests.services.test_measures import KEY
 

@@ -9,7 +9,7 @@ import pytest
 
 from backend_stub.retention import PersonalValues
 from hil.ownership import personal_left
-from tcu.services.catalogue import Catalogue
+from telematics_wire.catalogue import Catalogue
 
 CATALOGUE = Catalogue.load()
 

@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcu.services.catalogue import BASE_SERVICES, INTELLIGENT_ECALL_SERVICE, Brand, Catalogue, VehicleFit
-from tcu.services.entitlements import derive
-from tcu.services.provisioning import ProvisioningFile, check_fit, encode_payload, parse_payload
-from tcu.services.sim import SimState
-from tcu.services.terms import Booking, Term
+from telematics_wire.catalogue import BASE_SERVICES, INTELLIGENT_ECALL_SERVICE, Brand, Catalogue, VehicleFit
+from telematics_wire.entitlements import derive
+from telematics_wire.provisioning import ProvisioningFile, check_fit, encode_payload, parse_payload
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Booking, Term
 from tests.conftest import VIN
 
 CATALOGUE = Catalogue.load()

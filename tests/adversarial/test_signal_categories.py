@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from backend_stub.retention import PersonalValues
-from tcu.services.catalogue import UNCLASSIFIED, Catalogue, Category
-from tcu.services.entitlements import Entitlements
 from tcu.services.personal import PersonalData
-from tcu.services.sim import SimState
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
+from telematics_wire.catalogue import UNCLASSIFIED, Catalogue, Category
+from telematics_wire.entitlements import Entitlements
+from telematics_wire.sim_state import SimState
 
 CATALOGUE = Catalogue.load()
 ROOT = "Vehicle"

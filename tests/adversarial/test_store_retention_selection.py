@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from backend_stub.store import BackendStore
-from tcu.uplink.records import ReceivedRecord, RecordKind
+from telematics_wire.records import ReceivedRecord, RecordKind
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SOLD, OTHER = "WBA00000000000001", "WBA00000000000002"

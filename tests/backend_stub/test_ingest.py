@@ -11,8 +11,8 @@ from nacl.public import Box, PrivateKey
 from backend_stub.ingest import Ingest
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
-from tcu.uplink.envelope import open_ack, seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
+from telematics_wire.envelope import open_ack, seal_record
+from telematics_wire.records import Record, RecordKind, to_millis
 from tests.conftest import OTHER_VIN, VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"

@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 from backend_stub.psap import PsapStub
-from tcu.ecall.msd import Msd, VehicleType, encode
+from telematics_wire.msd import Msd, VehicleType, encode
 from tests.conftest import VIN
 
 MSD = encode(

@@ -18,9 +18,9 @@ from backend_stub.ingest import Ingest
 from backend_stub.retention import REMOVED_KEY, PersonalValues, RetentionJob, one_year_after
 from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
-from tcu.uplink.envelope import seal_record
-from tcu.uplink.records import Record, RecordKind, to_millis
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.envelope import seal_record
+from telematics_wire.records import Record, RecordKind, to_millis
 from tests.conftest import VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"

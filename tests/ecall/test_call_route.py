@@ -13,7 +13,7 @@ import pytest
 
 from tcu.ecall.call_route import CallRoute, route_call
 from tcu.ecall.triggers import CallType
-from tcu.services.sim import SimState
+from telematics_wire.sim_state import SimState
 
 LEGAL, NO_LEGAL = True, False  # equipped with the legal 112 eCall (6AF) or not
 ACTIVE, ECALL_ONLY = SimState.ACTIVE, SimState.TELEMATICS_DEACTIVATED

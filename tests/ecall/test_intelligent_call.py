@@ -20,7 +20,8 @@ from tcu.ecall.call_centre_call import CallCentreState
 from tcu.ecall.call_centre_data import EVENT
 from tcu.ecall.state_machine import EcallState
 from tcu.ecall.triggers import AIRBAG_DEPLOYED, SOS_BUTTON
-from tcu.services.sim import Sim, SimPolicy, SimState
+from tcu.services.sim import Sim, SimPolicy
+from telematics_wire.sim_state import SimState
 from tests.conftest import VIN, eventually
 from tests.ecall.test_service import Rig, ecall_rig
 

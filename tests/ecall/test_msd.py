@@ -19,7 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcu.ecall.msd import (
+from tcu.ecall.msd_cli import decode_command, msd_command
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import (
     MAX_MSD_BYTES,
     AdditionalData,
     LocationDelta,
@@ -36,10 +38,8 @@ from tcu.ecall.msd import (
     msd_from_json,
     msd_to_json,
 )
-from tcu.ecall.msd import compilable_module_text as module_text
-from tcu.ecall.msd_cli import decode_command, msd_command
-from tcu.ecall.msd_model import VIN_ALPHABET
-from tcu.errors import MsdError
+from telematics_wire.msd import compilable_module_text as module_text
+from telematics_wire.msd_model import VIN_ALPHABET
 
 VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parents[1] / "data" / "msd" / "vectors.json").read_text(encoding="utf-8")

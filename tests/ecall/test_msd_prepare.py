@@ -9,8 +9,8 @@ from typing import Any
 import asn1tools
 import pytest
 
-from tcu.ecall.msd import MsdCodec, msd_from_json
-from tcu.errors import MsdError
+from telematics_wire.errors import MsdError
+from telematics_wire.msd import MsdCodec, msd_from_json
 
 VECTORS = json.loads((Path(__file__).parents[1] / "data" / "msd" / "vectors.json").read_text())
 

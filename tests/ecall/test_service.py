@@ -29,8 +29,8 @@ from tcu.services.sim import Sim
 from tcu.sources.modem import PROFILES, RegistrationStatus
 from tcu.sources.modem_client import ModemClient, ModemClientConfig, ModemEvent
 from tcu.sources.nmea_track import GnssPosition, GnssTrack
-from tcu.uplink.records import Record, RecordKind
 from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN, eventually
 
 PROFILE = replace(PROFILES["simcom"], dial_timeout_s=0.5)

@@ -14,8 +14,8 @@ import serial_asyncio_fast
 
 from backend_stub.psap import PsapBehaviour, PsapStub, read_psap_msds
 from hil.devices.modem_sim import Coverage, ModemSimulator, ModemTiming
-from tcu.ecall.msd import Msd, VehicleType, encode
 from tcu.sources.modem import PROFILES, SimStatus
+from telematics_wire.msd import Msd, VehicleType, encode
 from tests.conftest import VIN
 
 MSD = encode(

@@ -33,7 +33,7 @@ from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
 from hil.devices.modem_sim import ModemSimulator
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
-from tcu.keys import write_box_keypair, write_signing_keypair
+from telematics_wire.keys import write_box_keypair, write_signing_keypair
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta
 
 from nacl.signing import SigningKey
 
-from tcu.services.catalogue import Brand, Catalogue
-from tcu.services.provisioning import ProvisioningFile, sign_file
-from tcu.services.terms import Booking, Term
+from telematics_wire.catalogue import Brand, Catalogue
+from telematics_wire.provisioning import ProvisioningFile, sign_file
+from telematics_wire.terms import Booking, Term
 
 START = date(2026, 11, 1)
 FIRST_REGISTRATION = START  # a new car: its 5y and 2+1 terms run from here

@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from tcu.errors import ConfigError
-from tcu.services.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Brand, Catalogue, EntryKind
-from tcu.services.terms import Term
+from telematics_wire.catalogue import INTELLIGENT_ECALL, LEGAL_ECALL, TELESERVICES, Brand, Catalogue, EntryKind
+from telematics_wire.errors import SpecError
+from telematics_wire.terms import Term
 
 SEED = """
 BMW Assist (612)
@@ -348,7 +348,7 @@ def test_data_whose_service_term_a_booking_leaves_open_is_refused_at_load() -> N
         '  { service = "a", brands = ["BMW"], terms = ["Laufzeit 1 Jahr"] },\n'
         '  { service = "b", brands = ["BMW"], terms = ["Laufzeit 3 Monate", "Laufzeit 3 Jahre"] },\n]\n'
     )
-    with pytest.raises(ConfigError, match="booked 1y, it lists"):
+    with pytest.raises(SpecError, match="booked 1y, it lists"):
         Catalogue.load("[services.6AE]\ncategories = []\n[categories]\n", codes)
 
 
@@ -364,7 +364,7 @@ def test_entries_without_an_option_code_are_not_equipment() -> None:
 def test_every_code_has_its_data_categories_and_a_mismatch_is_refused() -> None:
     text = "[services.6AE]\ncategories = []\n[categories]\n"
     with pytest.raises(
-        ConfigError, match=r"must list the same codes; only in the first: \[\], only in the second: \['322'"
+        SpecError, match=r"must list the same codes; only in the first: \[\], only in the second: \['322'"
     ):
         Catalogue.load(text)
 
@@ -373,5 +373,5 @@ def test_a_term_not_of_the_terms_in_the_data_is_refused() -> None:
     codes = (
         '[codes.6AE]\nname = "Teleservices"\nservices = [{ service = "x", brands = ["BMW"], terms = ["3 Jahre"] }]\n'
     )
-    with pytest.raises(ConfigError, match="'3 Jahre' is not a term of the terms of service"):
+    with pytest.raises(SpecError, match="'3 Jahre' is not a term of the terms of service"):
         Catalogue.load("[services.6AE]\ncategories = []\n[categories]\n", codes)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tcu.services.catalogue import Catalogue
-from tcu.services.entitlements import derive
 from tcu.services.personal import PersonalData
-from tcu.services.provisioning import ProvisioningFile
-from tcu.services.sim import SimState
-from tcu.services.terms import Term
 from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.entitlements import derive
+from telematics_wire.provisioning import ProvisioningFile
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Term
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking
 

@@ -13,12 +13,12 @@ import pytest
 from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue
-from tcu.services.entitlements import Entitlements
 from tcu.services.manager import ServiceManager
-from tcu.services.sim import SimState
-from tcu.services.terms import Term
-from tcu.uplink.records import Record
+from telematics_wire.catalogue import Catalogue
+from telematics_wire.entitlements import Entitlements
+from telematics_wire.records import Record
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Term
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import booking, signed
 
@@ -145,7 +145,7 @@ _APPLY_AND_DIE = textwrap.dedent(
     from nacl.signing import SigningKey
     from datetime import UTC, datetime
     from tcu.clock import ManualClock
-    from tcu.services.catalogue import Catalogue
+    from telematics_wire.catalogue import Catalogue
     from tcu.services.manager import ServiceManager
 
     path, kill_at, message = Path(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3])

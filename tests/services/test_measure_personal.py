@@ -18,10 +18,11 @@ import cbor2
 import pytest
 
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Category
-from tcu.services.ecu_config import EcuConfiguration, load_key_specs
+from tcu.services.ecu_config import EcuConfiguration
 from tcu.services.measure_journal import MeasureJournal
 from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
+from telematics_wire.catalogue import Category
+from telematics_wire.ecu_keys import load_key_specs
 from tests.services.test_measures import CHANGES, Bench
 
 ACCOUNT = "anna@example.org"

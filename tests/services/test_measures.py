@@ -13,16 +13,17 @@ import pytest
 from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
-from tcu.services.ecu_config import EcuConfiguration, KeyClass, KeySpec, load_key_specs
+from tcu.services.ecu_config import EcuConfiguration
 from tcu.services.measure_attempt import Interruption, MeasureAttempt
 from tcu.services.measure_journal import InProgress, MeasureJournal
-from tcu.services.measure_order import MeasureCategory, MeasureOrder, sign_order
-from tcu.services.measure_plan import Fault, MeasureStep, one_step_per_change
 from tcu.services.measures import SCHEDULING_TOLERANCE_REAL_S, MeasureEngine
 from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
-from tcu.uplink.records import Record, to_millis
-from tcu.vehicle.drive_cycle import VehicleMode
 from tcu.vehicle.state import Signal, VehicleState
+from telematics_wire.ecu_keys import KeyClass, KeySpec, load_key_specs
+from telematics_wire.measure_order import MeasureCategory, MeasureOrder, sign_order
+from telematics_wire.measure_plan import Fault, MeasureStep, one_step_per_change
+from telematics_wire.records import Record, to_millis
+from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import OTHER_VIN, VIN
 
 KEY = SigningKey(bytes(range(32)))

@@ -7,8 +7,8 @@ import cbor2
 import pytest
 
 from tcu.errors import ProfileRefusedError
-from tcu.services.catalogue import Category
 from tcu.services.personal import DriverProfile, PersonalData, PersonalStore, SecurityCode
+from telematics_wire.catalogue import Category
 
 PROFILES = (
     DriverProfile(name="Anna", seat_position=4, mirror_position=2, climate_c=20.5, radio_presets=("BR24", "FM4")),

@@ -7,11 +7,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from tcu.clock import ManualClock
-from tcu.errors import RejectedMessageError
-from tcu.services.catalogue import Brand, Catalogue, VehicleFit
-from tcu.services.cose import sign1
-from tcu.services.provisioning import encode_payload, verify_file
-from tcu.services.terms import Extension, Term
+from telematics_wire.catalogue import Brand, Catalogue, VehicleFit
+from telematics_wire.cose import sign1
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.provisioning import encode_payload, verify_file
+from telematics_wire.terms import Extension, Term
 from tests.conftest import OTHER_VIN, VIN
 from tests.services.provisioning_helpers import FIRST_REGISTRATION, booking, signed
 

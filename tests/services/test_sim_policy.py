@@ -10,7 +10,8 @@ from tcu.clock import ManualClock
 from tcu.ecall.config import EcallTimers
 from tcu.ecall.state_machine import EcallState
 from tcu.errors import EcallDeactivationRefusedError
-from tcu.services.sim import Sim, SimPolicy, SimState, registration_wanted
+from tcu.services.sim import Sim, SimPolicy, registration_wanted
+from telematics_wire.sim_state import SimState
 from tests.conftest import eventually
 from tests.ecall.test_service import ecall_rig
 

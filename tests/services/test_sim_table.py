@@ -25,14 +25,15 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from tcu.errors import RejectedMessageError
-from tcu.services.catalogue import Brand, Catalogue, Category, VehicleFit
-from tcu.services.entitlements import Entitlements, derive
 from tcu.services.personal import PersonalData
-from tcu.services.provisioning import ProvisioningFile, check_change, check_fit
-from tcu.services.sim import SimPolicy, SimState
-from tcu.services.terms import Booking, Term
+from tcu.services.sim import SimPolicy
 from tcu.telemetry.data_policy import DataPolicy
+from telematics_wire.catalogue import Brand, Catalogue, Category, VehicleFit
+from telematics_wire.entitlements import Entitlements, derive
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.provisioning import ProvisioningFile, check_change, check_fit
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Booking, Term
 from tests.conftest import VIN
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

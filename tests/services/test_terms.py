@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcu.services.terms import Booking, Extension, ServiceStatus, Term, add_months, midnight, parse_term
+from telematics_wire.terms import Booking, Extension, ServiceStatus, Term, add_months, midnight, parse_term
 
 REGISTERED = date(2026, 3, 1)  # first registration ("Erstzulassung")
 BOOKED = date(2026, 11, 23)

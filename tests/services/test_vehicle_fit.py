@@ -9,7 +9,7 @@ import pytest
 
 from tcu.config import load_agent_config
 from tcu.errors import ConfigError
-from tcu.services.catalogue import Brand, VehicleFit
+from telematics_wire.catalogue import Brand, VehicleFit
 from tests.test_config import MINIMAL
 
 

@@ -17,7 +17,7 @@ from tcu.errors import ProtocolError
 from tcu.sources.nmea import Gga, Gsa, NmeaStream, Rmc, Sentence, Vtg, checksum, frame_sentence, parse_sentence
 from tcu.sources.nmea_fix import GnssInterpreter
 from tcu.sources.nmea_track import GnssTrack
-from tcu.vehicle.state import SignalValue
+from telematics_wire.signal_values import SignalValue
 
 DATA = Path(__file__).parent.parent / "data" / "nmea"
 TRANSCRIPTS = ["ublox_m8_multi_gnss", "sirf_gp_nmea23"]

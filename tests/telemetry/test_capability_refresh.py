@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
-from tcu.services.catalogue import Category
 from tcu.telemetry.capabilities import NewSignalWatch
 from tcu.vehicle.state import Signal
+from telematics_wire.catalogue import Category
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 CATEGORIES = {"Vehicle.Speed": Category.POSITION, "Vehicle.CurrentLocation.Latitude": Category.POSITION}

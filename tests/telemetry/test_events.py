@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from tcu.clock import ManualClock
-from tcu.services.catalogue import Catalogue, Category
 from tcu.telemetry.data_policy import Verdict
 from tcu.telemetry.events import VehicleEvents
-from tcu.uplink.records import Record, RecordKind
-from tcu.vehicle.state import Quality, Signal, SignalValue, VehicleState
+from tcu.vehicle.state import Quality, Signal, VehicleState
+from telematics_wire.catalogue import Catalogue, Category
+from telematics_wire.records import Record, RecordKind
+from telematics_wire.signal_values import SignalValue
 
 CATALOGUE = Catalogue.load()
 DISTANCE = "Vehicle.Service.DistanceToService"

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.public import Box, PrivateKey
 
-from tcu.errors import EnvelopeError
-from tcu.uplink.envelope import open_ack, open_record, peek_vin, seal_ack, seal_record, seq_ranges
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.envelope import open_ack, open_record, peek_vin, seal_ack, seal_record, seq_ranges
+from telematics_wire.errors import EnvelopeError
+from telematics_wire.records import Record, RecordKind
 from tests.conftest import OTHER_VIN, VIN
 
 CREATED = datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_ack_for_another_vehicle_is_refused(vehicle_box: Box, backend_box: Box) 
 
 @pytest.mark.parametrize("bad_range", [[3, 1], [0, 2], [1], ["a", "b"], [1, 10_000_000]])
 def test_ack_with_bad_range_is_refused(vehicle_box: Box, backend_box: Box, bad_range: list[object]) -> None:
-    from tcu.uplink.envelope import _seal  # noqa: PLC0415 - craft a well-sealed but malformed ack
+    from telematics_wire.envelope import _seal  # noqa: PLC0415 - craft a well-sealed but malformed ack
 
     payload = _seal(backend_box, {"vin": VIN}, {"vin": VIN, "acks": [bad_range]})
     with pytest.raises(EnvelopeError, match="bad range"):

@@ -10,8 +10,8 @@ from pathlib import Path
 import cbor2
 from nacl.public import Box, PrivateKey, PublicKey
 
-from tcu.uplink.envelope import open_ack, open_record, seal_ack, seal_record
-from tcu.uplink.records import Record, RecordKind
+from telematics_wire.envelope import open_ack, open_record, seal_ack, seal_record
+from telematics_wire.records import Record, RecordKind
 
 ROOT = Path(__file__).parents[2]
 VECTOR = json.loads((ROOT / "tests/data/envelope/worked_example.json").read_text())

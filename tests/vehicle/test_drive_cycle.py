@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tcu.vehicle.drive_cycle import DriveCycle, VehicleMode
+from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.geo import distance_m
+from telematics_wire.vehicle_mode import VehicleMode
 
 
 def test_the_cycle_stops_accelerates_cruises_and_brakes() -> None:

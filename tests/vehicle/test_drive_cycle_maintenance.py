@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tcu.services.catalogue import Catalogue, Category
 from tcu.sources.simulated import sample_signals
 from tcu.vehicle.drive_cycle import SECONDS_PER_DAY, DriveCycle, OilLevel, oil_level
 from tcu.vehicle.vss_catalogue import INTEGER_RANGES, vss_spec
+from telematics_wire.catalogue import Catalogue, Category
 
 CATALOGUE = Catalogue.load()
 

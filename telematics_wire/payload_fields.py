@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from tcu.errors import RejectedMessageError
-from tcu.uplink.records import from_millis, to_millis
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.records import from_millis, to_millis
 
 INT64_MAX = 2**63 - 1
 MIN_MILLIS = 0

@@ -164,7 +164,7 @@ class Booking:
 
     def for_term(self, term: Term, *, first_registration: date | None = None) -> Booking:
         """This booking as one included service with its own `term` runs it (a package's services keep their
-        own terms: tcu.services.catalogue `ServiceDefinition.included_terms`).
+        own terms: telematics_wire.catalogue `ServiceDefinition.included_terms`).
 
         Same code and start; the vehicle's `first_registration` (a 3m or 1y booking does not keep it, but a
         2+1y or 5y service in it runs from it; default: the booking's own). Store extensions buy more of

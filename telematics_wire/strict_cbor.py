@@ -16,7 +16,7 @@ from typing import Any
 
 import cbor2
 
-from tcu.errors import CborError
+from telematics_wire.errors import CborError
 
 MAX_DEPTH = 16  # the deepest message of the protocol nests 5 levels; deeper attacks the decoder
 _MAX_REASON_CHARS = 120

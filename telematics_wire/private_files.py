@@ -17,15 +17,13 @@ import pwd
 import stat
 from pathlib import Path
 
-from tcu.errors import TcuError
-
 _LOGGER = logging.getLogger(__name__)
 
 _GROUP_OR_OTHERS = stat.S_IRWXG | stat.S_IRWXO
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 
-def refuse_exposed(path: Path, info: os.stat_result, what: str, error: type[TcuError]) -> None:
+def refuse_exposed(path: Path, info: os.stat_result, what: str, error: type[Exception]) -> None:
     """Raise `error` when group or others may access `path` (`info` is its stat), naming the fix."""
     if not info.st_mode & _GROUP_OR_OTHERS:
         return

@@ -13,8 +13,8 @@ from pathlib import Path
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
-from tcu.errors import KeyFileError
-from tcu.private_files import refuse_exposed
+from telematics_wire.errors import KeyFileError
+from telematics_wire.private_files import refuse_exposed
 
 _KEY_BYTES = 32
 

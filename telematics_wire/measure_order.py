@@ -12,11 +12,11 @@ Payload, a CBOR map with exactly these fields:
 
 The vehicle refuses an order that is forged, for another VIN, past its deadline, a replay (an
 attempt number not above the last one seen for that measure), or whose plan fails AGB 3.4 a) to d)
-(tcu.services.measure_plan: vehicle functions, personal settings, keys outside the fault's service,
+(telematics_wire.measure_plan: vehicle functions, personal settings, keys outside the fault's service,
 more than 10 minutes of declared steps). The rules live here once: `MeasureOrder` validates its
 fields when built (the vehicle builds it from the payload, the backend before it signs) and
 `check_plan` applies the plan rule; the backend imports both, so it never signs an order the vehicle
-would refuse. Bounds are those of tcu.services.payload_fields; a field this vehicle does not know is
+would refuse. Bounds are those of telematics_wire.payload_fields; a field this vehicle does not know is
 refused rather than ignored (it could change what the order means).
 
 A refusal of an order whose signature verified is a `RejectedOrderError` carrying the order's
@@ -35,11 +35,11 @@ from typing import Any
 import cbor2
 from nacl.signing import SigningKey, VerifyKey
 
-from tcu.errors import RejectedMessageError
-from tcu.services import payload_fields as fields
-from tcu.services.cose import decode, sign1, verify1
-from tcu.services.ecu_config import ConfigValue, KeySpec
-from tcu.services.measure_plan import (
+from telematics_wire import payload_fields as fields
+from telematics_wire.cose import decode, sign1, verify1
+from telematics_wire.ecu_keys import ConfigValue, KeySpec
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.measure_plan import (
     ATTEMPT_CAP_MS,
     MAX_FAULT_REF_CHARS,
     MAX_IMPAIRS,
@@ -49,8 +49,8 @@ from tcu.services.measure_plan import (
     MeasureStep,
     plan_problem,
 )
-from tcu.uplink.records import to_millis
-from tcu.vehicle.drive_cycle import VehicleMode
+from telematics_wire.records import to_millis
+from telematics_wire.vehicle_mode import VehicleMode
 
 Malformed = Callable[[str], RejectedMessageError]
 MAX_ORDER_BYTES = 16 * 1024
@@ -306,7 +306,7 @@ def _parse_steps(value: object, malformed: Malformed) -> tuple[MeasureStep, ...]
 
 
 def check_plan(order: MeasureOrder, specs: Mapping[str, KeySpec]) -> None:
-    """AGB 3.4 a) to d) on the order's plan (tcu.services.measure_plan), on the vehicle and at the backend
+    """AGB 3.4 a) to d) on the order's plan (telematics_wire.measure_plan), on the vehicle and at the backend
     before signing. Raises RejectedOrderError with the problem's code (vehicle_function, personal_data,
     outside_fault, unknown_service, unknown_key, bad_value, over_cap) and reason."""
     problem = plan_problem(fault=order.fault, steps=order.steps, impairs=order.impairs, specs=specs)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import Flag, StrEnum, auto
 from typing import Final
 
-from tcu.errors import MsdError
+from telematics_wire.errors import MsdError
 
 MAS_PER_DEGREE = 3_600_000
 LATITUDE_LIMIT_MAS = 324_000_000  # ±90°

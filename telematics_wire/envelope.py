@@ -22,9 +22,9 @@ from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.utils import random
 
-from tcu.errors import CborError, EnvelopeError
-from tcu.uplink.records import MAX_MILLIS, ReceivedRecord, Record, RecordKind, from_millis, to_millis
-from tcu.uplink.strict_cbor import describe, loads_strict
+from telematics_wire.errors import CborError, EnvelopeError
+from telematics_wire.records import MAX_MILLIS, ReceivedRecord, Record, RecordKind, from_millis, to_millis
+from telematics_wire.strict_cbor import describe, loads_strict
 
 ENVELOPE_VERSION = 1
 NONCE_BYTES = Box.NONCE_SIZE

@@ -42,8 +42,9 @@ from typing import Any, Final
 
 import asn1tools
 
-from tcu.ecall.msd_json import msd_from_json, msd_to_json
-from tcu.ecall.msd_model import (
+from telematics_wire.errors import MsdError
+from telematics_wire.msd_json import msd_from_json, msd_to_json
+from telematics_wire.msd_model import (
     DIRECTION_UNKNOWN,
     POSITION_UNKNOWN,
     AdditionalData,
@@ -55,7 +56,6 @@ from tcu.ecall.msd_model import (
     locate,
     msd_from_fixes,
 )
-from tcu.errors import MsdError
 
 __all__ = [
     "MAX_MSD_BYTES",

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from tcu.ecall.msd_model import (
+from telematics_wire.errors import MsdError
+from telematics_wire.msd_model import (
     AdditionalData,
     LocationDelta,
     Msd,
@@ -32,7 +33,6 @@ from tcu.ecall.msd_model import (
     heading_to_direction,
     shown,
 )
-from tcu.errors import MsdError
 
 _REQUIRED = ("automatic_activation", "test_call", "position_can_be_trusted", "vehicle_type", "vin")
 _OPTIONAL = (

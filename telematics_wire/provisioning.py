@@ -1,6 +1,6 @@
 """Provisioning files: the backend's signed statement of every service one vehicle has.
 
-A file is a COSE_Sign1 message (tcu.services.cose) whose payload is a CBOR map:
+A file is a COSE_Sign1 message (telematics_wire.cose) whose payload is a CBOR map:
 
     {"type": "provisioning", "vin": str, "version": uint, "issued": ms, "expires": ms,
      "first_registration": "2026-11-23",          # optional; required by any 5y or 2+1y term
@@ -15,13 +15,13 @@ It carries the complete desired state, never a delta, so a late or repeated deli
 this VIN, has a higher version than the one applied (an identical re-delivery of the applied file is
 acknowledged again, not re-applied), has not expired, and makes no forbidden change: a legal-eCall
 vehicle keeps 6AF, unlimited, unsuspended, and its SIM. Every booking is checked against the catalogue of the terms
-(tcu.services.catalogue): a known code, offered for the vehicle's brand, with a term the catalogue
+(telematics_wire.catalogue): a known code, offered for the vehicle's brand, with a term the catalogue
 offers for it; a vehicle that knows its equipment refuses a code it is not built with, and one that
 knows its first registration refuses a file that names another.
 
 `suspended` names the booked codes whose payment is in default (AGB 5.5 c): the backend knows which
 invoice is unpaid, so it names the codes; the vehicle derives which of their services stop
-(tcu.services.entitlements: the fixed-term, paid ones). Legal eCall is never suspended.
+(telematics_wire.entitlements: the fixed-term, paid ones). Legal eCall is never suspended.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from typing import Any
 import cbor2
 from nacl.signing import SigningKey, VerifyKey
 
-from tcu.errors import RejectedMessageError
-from tcu.services import payload_fields as fields
-from tcu.services.catalogue import LEGAL_ECALL, Catalogue, VehicleFit
-from tcu.services.cose import decode, sign1, verify1
-from tcu.services.payload_fields import shown
-from tcu.services.terms import Booking, Extension, Term, parse_term
-from tcu.uplink.records import to_millis
+from telematics_wire import payload_fields as fields
+from telematics_wire.catalogue import LEGAL_ECALL, Catalogue, VehicleFit
+from telematics_wire.cose import decode, sign1, verify1
+from telematics_wire.errors import RejectedMessageError
+from telematics_wire.payload_fields import shown
+from telematics_wire.records import to_millis
+from telematics_wire.terms import Booking, Extension, Term, parse_term
 
 MAX_FILE_BYTES = 16 * 1024
 SIM_STATES = ("active", "deactivated")

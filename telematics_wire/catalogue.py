@@ -15,8 +15,8 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-from tcu.errors import ConfigError
-from tcu.services.terms import Term
+from telematics_wire.errors import SpecError
+from telematics_wire.terms import Term
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class VehicleFit:
 
 
 def _read(name: str) -> str:
-    return resources.files("tcu.services").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("telematics_wire").joinpath(name).read_text(encoding="utf-8")
 
 
 def _included(code: str, item: Any) -> IncludedService:
@@ -220,9 +220,9 @@ class Catalogue:
             categories = raw["services"]
             entries = codes["codes"]
         except KeyError as exc:
-            raise ConfigError(f"service catalogue is invalid: no table {exc}") from exc
+            raise SpecError(f"service catalogue is invalid: no table {exc}") from exc
         if set(categories) != set(entries):
-            raise ConfigError(
+            raise SpecError(
                 f"service catalogue is invalid: catalogue.toml [services] and option_codes.toml [codes] must list "
                 f"the same codes; only in the first: {sorted(set(categories) - set(entries))}, only in the second: "
                 f"{sorted(set(entries) - set(categories))}"
@@ -245,7 +245,7 @@ class Catalogue:
                 sorted(((p, Category(c)) for p, c in raw["categories"].items()), key=lambda pc: -len(pc[0]))
             )
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"service catalogue is invalid: {exc!r}") from exc
+            raise SpecError(f"service catalogue is invalid: {exc!r}") from exc
         return cls(services=services, prefixes=prefixes)
 
     def for_vehicle(self, fit: VehicleFit) -> Catalogue:

@@ -10,7 +10,7 @@ sequence and mapping is accepted.
 
 Decoding is strict and total (`decode`): any bytes give a value or RejectedMessageError, whether they
 come from an attacker (unsigned) or from the backend's key (signed). The message, its protected header
-and the payloads read by tcu.services.provisioning and tcu.services.measure_order all go through it.
+and the payloads read by telematics_wire.provisioning and telematics_wire.measure_order all go through it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import cbor2
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from tcu.errors import CborError, RejectedMessageError
-from tcu.services.payload_fields import is_int, shown
-from tcu.uplink.strict_cbor import MAX_DEPTH, loads_strict
+from telematics_wire.errors import CborError, RejectedMessageError
+from telematics_wire.payload_fields import is_int, shown
+from telematics_wire.strict_cbor import MAX_DEPTH, loads_strict
 
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
@@ -71,7 +71,7 @@ def _check_plain(value: object, depth: int, what: str) -> None:
 
 
 def decode(data: bytes, *, what: str, top_tag: int | None = None) -> Any:
-    """Strict CBOR for signed downlink messages (`tcu.uplink.strict_cbor`: one item, no duplicate map
+    """Strict CBOR for signed downlink messages (`telematics_wire.strict_cbor`: one item, no duplicate map
     keys, bounded depth, no tags but bignums), with `top_tag`, when given, allowed on top only.
 
     Any bytes give a value or RejectedMessageError("malformed ...").

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tcu.services.ecu_config import VEHICLE_FUNCTIONS, ConfigValue, KeyClass, KeySpec, services_of
-from tcu.services.payload_fields import shown
+from telematics_wire.ecu_keys import VEHICLE_FUNCTIONS, ConfigValue, KeyClass, KeySpec, services_of
+from telematics_wire.payload_fields import shown
 
 ATTEMPT_CAP_MS = 600_000  # AGB 3.4 d: other services may be impaired no more than 10 minutes per attempt
 MAX_STEPS = 64
@@ -50,7 +50,7 @@ class Fault:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeasureStep:
     """One step of a plan: the changes it makes and the time it is expected to take. Validated with
-    the order it belongs to (bounds: tcu.services.measure_order)."""
+    the order it belongs to (bounds: telematics_wire.measure_order)."""
 
     changes: Mapping[str, ConfigValue]
     expected_ms: int

@@ -8,7 +8,7 @@ combination), each from the ConnectedDrive terms (AGB) and their catalogue of op
   2015/758). It is never "running" as a service: it is not something a contract can switch.
 - A booked option code brings the services the catalogue lists for it and the vehicle's brand, each
   on its own term: the booked one where the service lists it, else the service's own
-  (tcu.services.catalogue `included_terms`). A service runs while its term runs (tcu.services.terms);
+  (telematics_wire.catalogue `included_terms`). A service runs while its term runs (telematics_wire.terms);
   a code runs while any of its services runs.
 - Payment default (AGB 5.5 c) suspends "die betroffenen Dienste" of the codes the file names in
   `suspended`: of each, the services with a fixed term — the paid ones, "befristeter kostenpflichtiger
@@ -36,17 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tcu.services.catalogue import (
-    BASE_SERVICES,
-    INTELLIGENT_ECALL_SERVICE,
-    LEGAL_ECALL,
-    Brand,
-    Catalogue,
-    Category,
-)
-from tcu.services.provisioning import ProvisioningFile
-from tcu.services.sim import SimState
-from tcu.services.terms import Booking, ServiceStatus, Term
+from telematics_wire.catalogue import BASE_SERVICES, INTELLIGENT_ECALL_SERVICE, LEGAL_ECALL, Brand, Catalogue, Category
+from telematics_wire.provisioning import ProvisioningFile
+from telematics_wire.sim_state import SimState
+from telematics_wire.terms import Booking, ServiceStatus, Term
 
 _LOGGER = logging.getLogger(__name__)
 
