@@ -21,9 +21,11 @@ PROCESS_KIT = frozenset(
         "tcu.cli_errors",
         "tcu.clock",
         "tcu.errors",
+        "tcu.reconnect",
         "tcu.runner",
         "tcu.toml_config",
         "tcu.uplink.mqtt_client",
+        "tcu.uplink.mqtt_port",
         "tcu.virtual_time",
     }
 )
