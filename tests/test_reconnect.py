@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -251,3 +253,10 @@ async def test_cancelling_during_the_backoff_wait_ends_the_loop_cleanly() -> Non
         await task
     assert sessions == 1
     assert reasons == ["DeviceGoneError: gone"]
+
+
+def test_the_loop_is_a_leaf_the_backend_may_import() -> None:
+    """The backend runs this loop too: importing it must not load the agent's config, devices or eCall."""
+    code = "import sys, tcu.reconnect; print(sorted(m for m in sys.modules if m.startswith('tcu')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['tcu', 'tcu.backoff', 'tcu.reconnect']"
