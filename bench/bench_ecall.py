@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from backend_stub.psap import PsapStub
+from backend_stub.psap import PsapStub, ReceivedMsd
 from hil.devices.modem_sim import ModemSimulator, ModemTiming
 from tcu.clock import SystemClock
 from tcu.ecall.config import EcallConfig
@@ -35,6 +35,27 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.001)
 
 
+async def crash_and_clear(
+    service: EcallService, state: VehicleState, psap: PsapStub, modem: ModemSimulator, number: int
+) -> tuple[float, ReceivedMsd]:
+    """Crash number `number`: its MSD at the PSAP, voice, the PSAP's clear-down, the callback window. Returns
+    when the crash was signalled (time.monotonic, the clock the PSAP stamps with) and what the PSAP got."""
+    clock = SystemClock()
+    state.update(Signal(path=CRASH_DETECTED, value=False, timestamp=clock.now(), source="can"))
+    crash = Signal(path=CRASH_DETECTED, value=True, timestamp=clock.now(), source="can")
+    started = time.monotonic()
+    state.update(crash)
+    received = await psap.wait_for_msd(number, within_s=30.0)
+    await until(lambda: service.state is EcallState.VOICE)
+    await psap.clear_down()
+    await until(lambda: service.state is EcallState.CALLBACK_WINDOW)
+    # The cleared call's NO CARRIER follows the clear-down indication: let it reach the client, or it
+    # would end the next crash's dial (a stale NO CARRIER, an artefact of crashing again at once).
+    await until(lambda: not modem.in_call)
+    await asyncio.sleep(0.05)
+    return started, received
+
+
 async def measure(runs: int) -> list[float]:
     clock, state, records = SystemClock(), VehicleState(), list[Record]()
     latencies: list[float] = []
@@ -42,21 +63,20 @@ async def measure(runs: int) -> list[float]:
         sim = ModemSimulator(psap_address=psap.address, timing=ModemTiming.instant())
         async with sim:
             config = EcallConfig(port=sim.path, retrigger_suppress_s=0.0)
-            service = EcallService(config, vin=VIN, state=state, clock=clock, report=records.append)
+            service = EcallService(config, vin=VIN, state=state, clock=clock)
+
+            async def keep(record: Record) -> None:
+                records.append(record)
+
             async with asyncio.TaskGroup() as tasks:
                 task = tasks.create_task(service.run(), name="ecall")
+                drain = tasks.create_task(service.reports.drain(keep), name="ecall-reports")
                 await until(lambda: bool(getattr(service.modem, "ready", False)))
                 for run in range(runs):
-                    state.update(Signal(path=CRASH_DETECTED, value=False, timestamp=clock.now(), source="can"))
-                    crash = Signal(path=CRASH_DETECTED, value=True, timestamp=clock.now(), source="can")
-                    started = time.monotonic()  # the PSAP stamps with the same clock (SystemClock.monotonic)
-                    state.update(crash)
-                    received = await psap.wait_for_msd(run + 1)
+                    started, received = await crash_and_clear(service, state, psap, sim, run + 1)
                     latencies.append(received.mono - started)
-                    await until(lambda: service.state is EcallState.VOICE)
-                    await psap.clear_down()
-                    await until(lambda: service.state is EcallState.CALLBACK_WINDOW)
                 task.cancel()
+                drain.cancel()
     assert len(records) > 0
     return latencies
 

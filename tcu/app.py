@@ -4,14 +4,15 @@ every long-lived task named in one asyncio.TaskGroup per part."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tcu.clock import Clock, SystemClock
 from tcu.config import AgentConfig
-from tcu.ecall.service import EcallActivity, EcallService
-from tcu.ecall.state_machine import EcallState
+from tcu.ecall.activity import EcallActivity
+from tcu.ecall.service import EcallService
 from tcu.errors import RecordTooLargeError
 from tcu.services.account_link import AccountMessages
 from tcu.services.ecu_config import EcuConfiguration
@@ -70,15 +71,6 @@ class Agent:
             config=config.queue,
             max_envelope_bytes=config.uplink.max_payload_bytes,
         )
-        self.session = UplinkSession(
-            vin=config.vin,
-            broker=config.broker,
-            uplink=config.uplink,
-            outbox=self.outbox,
-            box=self._box,
-            clock=self.clock,
-            hold=self._ecall_has_the_radio,
-        )
         self.sources = build_sources(
             config.sources,
             state=self.state,
@@ -89,7 +81,7 @@ class Agent:
         )
         self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))
         # The eCall depends on nothing of the telematics: not the queue, the MQTT session, the services
-        # or consent. Its reports go to the queue on a best-effort basis only.
+        # or consent. Its reports wait in its bounded queue until telematics stores them (_run_telematics).
         self.ecall = (
             None
             if config.ecall is None
@@ -98,12 +90,20 @@ class Agent:
                 vin=config.vin,
                 state=self.state,
                 clock=self.clock,
-                report=self._report_ecall,
                 track=self.sources.track,
                 sim=self.sim,
                 # 6AC running, not suspended, SIM active (AGB 5.5 c, 6.1); read at each trigger
                 intelligent_call_available=lambda: self.services.entitlements.intelligent_ecall,
             )
+        )
+        self.session = UplinkSession(
+            vin=config.vin,
+            broker=config.broker,
+            uplink=config.uplink,
+            outbox=self.outbox,
+            box=self._box,
+            clock=self.clock,
+            radio_free=None if self.ecall is None else self.ecall.radio_free,  # the eCall before its AL-ACK
         )
         self.catalogue = Catalogue.load().for_vehicle(config.vehicle.fit)  # files checked against the build
         self.personal = PersonalStore(config.personal_path)
@@ -198,10 +198,6 @@ class Agent:
             "signals": {path: self.state.value(path) for path in KEY_SIGNALS},
         }
 
-    def _ecall_has_the_radio(self) -> bool:
-        """Until the PSAP has acknowledged the MSD, telematics keeps off the radio."""
-        return self.ecall is not None and self.ecall.state in _ECALL_BEFORE_ACK
-
     def ecall_active(self) -> bool:
         return self.ecall is not None and self.ecall.active.is_set()
 
@@ -221,20 +217,22 @@ class Agent:
             _LOGGER.warning("SIM stays %s: %s", self.sim.state.value, decision.reason)
         self.report_capabilities()
 
-    def _report_ecall(self, record: Record) -> None:
-        """eCall reports reach the backend through the queue when it works; the call never waits for it."""
+    async def _store_ecall_report(self, record: Record) -> None:
+        """Telematics' end of the eCall's report queue: stored durably off the event loop, then sent."""
         try:
-            self.queue_record(record)
-        except Exception:
-            _LOGGER.exception("eCall report not queued; the eCall itself is unaffected")
+            await self.outbox.put(record)
+        except RecordTooLargeError as exc:
+            _LOGGER.error("%s record not queued: %s", record.kind, exc)
+            return
+        self.session.notify()
 
     def _on_link(self, up: bool) -> None:
         if not up:
             self.measures.interrupt(Interruption.COVERAGE_LOST)
 
     def queue_record(self, record: Record) -> None:
-        """Queue an event or report durably and wake the uplink; while the SIM is not active only eCall
-        records and answers to the backend (tcu.telemetry.data_policy.uplink_refusal)."""
+        """Hand an event or report to the queue's writer and wake the uplink once it is durable; while the
+        SIM is not active only eCall records and answers to the backend (data_policy.uplink_refusal)."""
         refusal = uplink_refusal(record, self.services.entitlements)
         if refusal is not None:
             kind = str(record.body.get("type", record.kind.value))
@@ -242,10 +240,15 @@ class Agent:
                 self._withheld.add(kind)
                 _LOGGER.warning("%s (further ones not logged while the SIM stays so)", refusal)
             return
-        try:
-            self.outbox.put(record)
-        except RecordTooLargeError as exc:
-            _LOGGER.error("%s record not queued: %s", record.kind, exc)
+        # Producers here are synchronous callbacks: they hand over and go on; the writer keeps the order.
+        self.outbox.submit([record]).add_done_callback(functools.partial(self._queued, record))
+
+    def _queued(self, record: Record, outcome: asyncio.Future[None]) -> None:
+        if outcome.cancelled():
+            return
+        error = outcome.exception()
+        if error is not None:
+            _LOGGER.error("%s record not queued: %s", record.kind, error)
             return
         self.session.notify()
 
@@ -269,7 +272,7 @@ class Agent:
 
     async def _run_telematics(self) -> None:
         config = self.config
-        with self.outbox:
+        async with self.outbox:
             self.personal.load()
             self.events.load()  # service items called before a restart are not called again
             self.ecu.load()
@@ -280,6 +283,8 @@ class Agent:
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.session.run(), name="uplink")
+                if self.ecall is not None:
+                    tasks.create_task(self.ecall.reports.drain(self._store_ecall_report), name="ecall-reports")
                 tasks.create_task(self.telemetry.run(), name="telemetry")
                 tasks.create_task(self.new_signals.run(), name="capabilities")
                 tasks.create_task(self.events.run(), name="events")
@@ -299,11 +304,6 @@ class Agent:
                     tasks.create_task(simulated.run(), name="source-simulation")
                 for name, runner in self.sources.runners.items():
                     tasks.create_task(runner(), name=f"source-{name}")
-
-
-_ECALL_BEFORE_ACK = frozenset(
-    {EcallState.TRIGGERED, EcallState.DIALLING, EcallState.CALL_ESTABLISHED, EcallState.MSD_SENT}
-)
 
 
 async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, object]], restart_s: float = 5.0) -> None:

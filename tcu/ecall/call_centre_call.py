@@ -133,7 +133,8 @@ class CallCentreCall:
         return self._deadlines.next_due()
 
     def handle(self, event: Event, now: Instant) -> list[Output]:
-        self._out, self._now = [], now
+        self._out = []
+        self._now = now
         if isinstance(event, Trigger):
             self._start(event)
         elif self._session is None:
@@ -154,14 +155,14 @@ class CallCentreCall:
         return self._out
 
     def _start(self, trigger: Trigger) -> None:
-        s = self._session
-        if s is not None and s.call_type is CallType.TEST and trigger.call_type is not CallType.TEST:
+        session = self._session
+        if session is not None and session.call_type is CallType.TEST and trigger.call_type is not CallType.TEST:
             if self._state is not CallCentreState.WAITING:
                 self._out.append(HangUp(reason="test call pre-empted by an emergency"))
             self._report("test_call_preempted", self._state, f"{trigger.reason}: the test call gives way")
             self._session = None
             self._deadlines.clear()
-        elif s is not None:
+        elif session is not None:
             what = f"{trigger.call_type.value} trigger ({trigger.reason})"
             self._report("trigger_ignored", self._state, f"{what} ignored: the call centre call is {self._state.value}")
             return
@@ -171,10 +172,10 @@ class CallCentreCall:
         self._out.append(SendData())
 
     def _dial(self, reason: str) -> None:
-        s = self._require()
-        s.attempts += 1
-        self._go(CallCentreState.DIALLING, f"{reason}: dialling the call centre", attempt=s.attempts)
-        self._out.append(VoiceDial(attempt=s.attempts))
+        session = self._require()
+        session.attempts += 1
+        self._go(CallCentreState.DIALLING, f"{reason}: dialling the call centre", attempt=session.attempts)
+        self._out.append(VoiceDial(attempt=session.attempts))
         self._deadlines["answer"] = self._now.mono + self.timers.answer_timeout_s
 
     def _expired(self, name: str) -> None:
@@ -190,23 +191,23 @@ class CallCentreCall:
         self._deadlines.pop("answer", None)
         if hang_up:
             self._out.append(HangUp(reason=reason))
-        s = self._require()
+        session = self._require()
         if self.fallback_to_112:
             self._end(f"{reason}; falling back to the 112 eCall")
             self._out.append(FallBack(reason=f"intelligent emergency call failed: {reason}"))
             return
         limit = self.timers.max_attempts
-        if limit is not None and s.attempts >= limit:
-            self._end(f"{reason}; gave up after {s.attempts} attempts (limit {limit})")
+        if limit is not None and session.attempts >= limit:
+            self._end(f"{reason}; gave up after {session.attempts} attempts (limit {limit})")
             return
         self._go(CallCentreState.WAITING, reason, redial_in_s=self.timers.redial_interval_s)
         self._deadlines["redial"] = self._now.mono + self.timers.redial_interval_s
 
     def _hang_up_request(self, event: HangUpRequest) -> None:
-        s = self._require()
+        session = self._require()
         unanswered = self._state is not CallCentreState.CONNECTED
-        if not (s.call_type is CallType.TEST or (s.call_type is CallType.MANUAL and unanswered)):
-            why = f"a {s.call_type.value} call ends only by the call centre or T2"
+        if not (session.call_type is CallType.TEST or (session.call_type is CallType.MANUAL and unanswered)):
+            why = f"a {session.call_type.value} call ends only by the call centre or T2"
             self._report("hangup_refused", self._state, f"hang-up refused ({event.reason}): {why}")
             return
         if self._state is not CallCentreState.WAITING:
@@ -223,20 +224,18 @@ class CallCentreCall:
         return self._session
 
     def _go(self, to: CallCentreState, reason: str, **details: str | int | float | bool) -> None:
-        previous, self._state = self._state, to
+        previous = self._state
+        self._state = to
         self._report("transition", previous, reason, **details)
 
     def _report(self, event: str, previous: CallCentreState, reason: str, **details: str | int | float | bool) -> None:
-        s = self._require()
-        report = Report(
+        report = Report.about(
+            self._require(),
             event=event,
-            session=s.number,
-            call_type=s.call_type,
             from_state=previous,
             to_state=self._state,
             reason=reason,
             at=self._now.wall,
-            session_started=s.started,
-            details=dict(details),
+            details=details,
         )
         self._out.append(report)

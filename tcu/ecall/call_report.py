@@ -10,12 +10,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from tcu.ecall.triggers import CallType
 from telematics_wire.records import to_millis
 
 StateT = TypeVar("StateT", bound=StrEnum)
+
+
+class ReportedSession(Protocol):
+    """What a report tells of the session it belongs to."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def call_type(self) -> CallType: ...
+    @property
+    def started(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +42,31 @@ class CallReport(Generic[StateT]):
     at: datetime
     session_started: datetime
     details: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    @classmethod
+    def about(
+        cls,
+        session: ReportedSession,
+        *,
+        event: str,
+        from_state: StateT,
+        to_state: StateT,
+        reason: str,
+        at: datetime,
+        details: Mapping[str, str | int | float | bool],
+    ) -> Self:
+        """The report of `event` in `session`, as both call machines make it."""
+        return cls(
+            event=event,
+            session=session.number,
+            call_type=session.call_type,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            at=at,
+            session_started=session.started,
+            details=dict(details),
+        )
 
     def body(self) -> dict[str, Any]:
         """The `ecall` record body the backend stores."""

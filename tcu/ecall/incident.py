@@ -43,7 +43,11 @@ class IncidentCapture:
     def __init__(
         self, config: EcallConfig, *, vin: str, state: VehicleState, clock: Clock, track: GnssTrack | None
     ) -> None:
-        self._config, self._vin, self._state, self._clock, self._track = config, vin, state, clock, track
+        self._config = config
+        self._vin = vin
+        self._state = state
+        self._clock = clock
+        self._track = track
 
     def snapshot(self, at: datetime, call_type: CallType) -> Incident:
         try:
@@ -53,7 +57,8 @@ class IncidentCapture:
             return Incident(at=at, call_type=call_type, fixes=(), heading_deg=None, trusted=False)
 
     def _locate(self, at: datetime, call_type: CallType) -> Incident:
-        clock, max_age = self._clock, self._config.position_max_age_s  # ages by the monotonic clock: see age_s
+        clock = self._clock
+        max_age = self._config.position_max_age_s  # ages by the monotonic clock: see age_s
         fixes: tuple[tuple[float, float], ...] = ()
         heading: float | None = None
         fresh = False
@@ -62,13 +67,19 @@ class IncidentCapture:
             heading = self._track.direction_deg
             fresh = 0 <= age_s(clock, latest.timestamp, latest.received) <= max_age
         else:
-            lat, lon = self._state.get(LATITUDE), self._state.get(LONGITUDE)
-            if lat is not None and lon is not None and Quality.INVALID not in (lat.quality, lon.quality):
-                fixes = ((as_float(lat.value), as_float(lon.value)),)
-                age = max(age_s(clock, s.timestamp, s.monotonic) for s in (lat, lon))
-                fresh = lat.quality is lon.quality is Quality.GOOD and 0 <= age <= max_age
-            if (h := self._state.get(HEADING)) is not None and h.quality is Quality.GOOD:
-                heading = as_float(h.value)
+            latitude = self._state.get(LATITUDE)
+            longitude = self._state.get(LONGITUDE)
+            if (
+                latitude is not None
+                and longitude is not None
+                and Quality.INVALID not in (latitude.quality, longitude.quality)
+            ):
+                fixes = ((as_float(latitude.value), as_float(longitude.value)),)
+                age = max(age_s(clock, signal.timestamp, signal.monotonic) for signal in (latitude, longitude))
+                fresh = latitude.quality is longitude.quality is Quality.GOOD and 0 <= age <= max_age
+            direction = self._state.get(HEADING)
+            if direction is not None and direction.quality is Quality.GOOD:
+                heading = as_float(direction.value)
         accuracy = self._state.get(ACCURACY)
         accurate = (
             accuracy is None or accuracy.quality is not Quality.GOOD or as_float(accuracy.value) <= TRUSTED_ACCURACY_M
@@ -79,13 +90,22 @@ class IncidentCapture:
             at=at, call_type=call_type, fixes=fixes, heading_deg=heading, trusted=bool(fixes) and fresh and accurate
         )
 
+    def call_msd(
+        self, incident: Incident | None, message_identifier: int, call_type: CallType
+    ) -> tuple[Incident, bytes]:
+        """The MSD of a call's incident (or, should none have been captured, of this moment), and the
+        incident as it now stands."""
+        if incident is None:
+            incident = self.snapshot(self._clock.now(), call_type)
+        return self.msd(incident, message_identifier)
+
     def msd(
         self, incident: Incident, message_identifier: int, *, number_of_passengers: int | None = None
     ) -> tuple[Incident, bytes]:
         """The encoded MSD, and the incident as it now stands (with a position found since the trigger)."""
         if not incident.fixes:  # nothing known at the trigger: whatever is known now beats nothing
             incident = replace(self.snapshot(incident.at, incident.call_type), at=incident.at)
-        c = self._config
+        config = self._config
 
         def build(fixes: tuple[tuple[float, float], ...], heading: float | None, trusted: bool) -> bytes:
             msd = msd_from_fixes(
@@ -94,14 +114,14 @@ class IncidentCapture:
                 automatic_activation=incident.call_type is CallType.AUTOMATIC,
                 test_call=incident.call_type is CallType.TEST,
                 position_can_be_trusted=trusted,
-                vehicle_type=c.vehicle_type,
+                vehicle_type=config.vehicle_type,
                 vin=self._vin,
                 message_identifier=message_identifier,
-                propulsion=c.propulsion,
+                propulsion=config.propulsion,
                 timestamp=incident.at,
                 number_of_passengers=number_of_passengers,
             )
-            return encode(msd, c.msd_version)
+            return encode(msd, config.msd_version)
 
         try:
             return incident, build(incident.fixes, incident.heading_deg, incident.trusted)

@@ -8,8 +8,9 @@
 
 `EcallService` owns it: it decides (tcu.ecall.call_route) that a trigger goes to the call centre, feeds
 it the modem events while the call runs, and starts the 112 eCall when it says `FallBack`. The order of
-work in each step is the eCall's: modem commands and the fall-back first, the data record and the
-reports (which may wait on a disk) afterwards; a failing report never touches the call.
+work in each step is the eCall's: the reports are noted (logged, and handed to `deliver`, which only
+collects them for after the engine's step), then the modem commands and the fall-back, then the data
+record (building it encodes an MSD); nothing handed to `deliver` can hold up or touch the call.
 """
 
 from __future__ import annotations
@@ -19,15 +20,27 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from tcu.clock import Clock
-from tcu.ecall import call_centre_call as cc
+from tcu.ecall.call_centre_call import (
+    Answered,
+    CallCentreCall,
+    CallCentreTimers,
+    FallBack,
+    HangUp,
+    Report,
+    SendData,
+    Tick,
+    Unreachable,
+    VoiceDial,
+)
+from tcu.ecall.call_centre_call import Event as CallCentreEvent
 from tcu.ecall.call_centre_data import belted_seats, call_centre_record
 from tcu.ecall.config import EcallConfig
 from tcu.ecall.incident import Incident, IncidentCapture
 from tcu.ecall.state_machine import Instant
 from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
-from tcu.sources import modem_client as mc
 from tcu.sources.modem import CallStatus
+from tcu.sources.modem_client import ModemCallEnded, ModemCallStatus, ModemEvent, ModemRing
 from tcu.vehicle.state import VehicleState
 from telematics_wire.records import Record, RecordKind
 
@@ -54,15 +67,21 @@ class IntelligentCall:
         fall_back: FallBackStarter,
         announce: Callable[[], None],
     ) -> None:
-        timers = cc.CallCentreTimers(
+        timers = CallCentreTimers(
             answer_timeout_s=config.call_centre_answer_s,
             redial_interval_s=config.timers.redial_interval_s,
             max_call_s=config.timers.t2_s,
             max_attempts=config.timers.max_dial_attempts,
         )
-        self.machine = cc.CallCentreCall(timers, fallback_to_112=config.legal_ecall)
-        self._config, self._state, self._clock, self._capture = config, state, clock, capture
-        self._modem, self._deliver, self._fall_back, self._announce = modem, deliver, fall_back, announce
+        self.machine = CallCentreCall(timers, fallback_to_112=config.legal_ecall)
+        self._config = config
+        self._state = state
+        self._clock = clock
+        self._capture = capture
+        self._modem = modem
+        self._deliver = deliver
+        self._fall_back = fall_back
+        self._announce = announce
         self._detected: DetectedTrigger | None = None
         self._incident: Incident | None = None
         self._session = 0
@@ -77,49 +96,50 @@ class IntelligentCall:
     async def start(self, detected: DetectedTrigger, incident: Incident) -> None:
         running = self.machine.call_type
         if running is None or (running is CallType.TEST and detected.trigger.call_type is not CallType.TEST):
-            self._detected, self._incident = detected, incident  # a new session (an emergency pre-empts a test)
+            # a new session (an emergency pre-empts a test)
+            self._detected = detected
+            self._incident = incident
         await self._step(detected.trigger)
 
     async def tick(self) -> None:
         if (deadline := self.machine.next_deadline()) is not None and deadline <= self._clock.monotonic():
-            await self._step(cc.Tick())
+            await self._step(Tick())
 
     async def request_hang_up(self, request: HangUpRequest) -> None:
         await self._step(request)
 
-    async def on_modem(self, event: mc.ModemEvent) -> bool:
+    async def on_modem(self, event: ModemEvent) -> bool:
         """Feed a modem event about our call; False (not consumed) when no call centre call runs."""
         if not self.machine.active:
             return False
-        if isinstance(event, mc.ModemCallStatus) and event.status is CallStatus.ACTIVE:
-            await self._step(cc.Answered())
-        elif isinstance(event, mc.ModemCallStatus) and event.status is CallStatus.DISCONNECTED:
-            await self._step(cc.Unreachable(reason="the call was disconnected"))
-        elif isinstance(event, mc.ModemCallEnded):
-            await self._step(cc.Unreachable(reason=event.reason))
+        if isinstance(event, ModemCallStatus) and event.status is CallStatus.ACTIVE:
+            await self._step(Answered())
+        elif isinstance(event, ModemCallStatus) and event.status is CallStatus.DISCONNECTED:
+            await self._step(Unreachable(reason="the call was disconnected"))
+        elif isinstance(event, ModemCallEnded):
+            await self._step(Unreachable(reason=event.reason))
         else:
-            return isinstance(event, mc.ModemCallStatus | mc.ModemRing)  # no 112 eCall runs to take a RING
+            return isinstance(event, ModemCallStatus | ModemRing)  # no 112 eCall runs to take a RING
         return True
 
     # -- one step: the machine, then its outputs in the eCall's order ----------------------------------------
-    async def _step(self, event: cc.Event) -> None:
+    async def _step(self, event: CallCentreEvent) -> None:
         outputs = self.machine.handle(event, Instant.of(self._clock))
         for output in outputs:
-            if isinstance(output, cc.Report) and output.event == "transition" and output.from_state.value == "idle":
-                self._session = output.session
+            if isinstance(output, Report):
+                if output.event == "transition" and output.from_state.value == "idle":
+                    self._session = output.session
+                self._note(output)  # before the commands: a nested step's reports then follow this one's
         self._announce()
         for output in outputs:
-            if isinstance(output, cc.HangUp):
+            if isinstance(output, HangUp):
                 await self._hang_up(output.reason)
-            elif isinstance(output, cc.VoiceDial):
+            elif isinstance(output, VoiceDial):
                 await self._dial(output.attempt)
-            elif isinstance(output, cc.FallBack) and self._detected and self._incident:
+            elif isinstance(output, FallBack) and self._detected and self._incident:
                 await self._fall_back(self._detected, self._incident, output.reason)
-        for output in outputs:
-            if isinstance(output, cc.SendData):
-                self._send_data()
-            elif isinstance(output, cc.Report):
-                self._emit(output)
+        if any(isinstance(output, SendData) for output in outputs):
+            self._send_data()
 
     async def _dial(self, attempt: int) -> None:
         number = self._config.call_centre_number
@@ -133,7 +153,7 @@ class IntelligentCall:
                 await self._modem.hang_up()
                 await self._modem.voice_dial(number)
         except _MODEM_ERRORS as exc:
-            await self._step(cc.Unreachable(reason=f"dial {attempt} to {number} refused: {exc}"))
+            await self._step(Unreachable(reason=f"dial {attempt} to {number} refused: {exc}"))
 
     async def _hang_up(self, reason: str) -> None:
         try:
@@ -162,7 +182,7 @@ class IntelligentCall:
             return
         self._hand_over(record)
 
-    def _emit(self, report: cc.Report) -> None:
+    def _note(self, report: Report) -> None:
         log = _LOGGER.info if report.event == "transition" and report.to_state.value != "idle" else _LOGGER.warning
         states = f"{report.from_state.value} → {report.to_state.value}"
         call = f"intelligent call {report.session} ({report.call_type.value})"

@@ -1,13 +1,18 @@
 """The eCall service: triggers, the call state machine, the modem and the MSD, under the app's TaskGroup.
 
     ecall = EcallService(config.ecall, vin=config.vin, state=agent.state, clock=clock,
-                         report=outbox.put, track=gnss_reader.track, sim=sim)
+                         track=gnss_reader.track, sim=sim)
     tasks.create_task(ecall.run(), name="ecall")
+    ecall.reports           # EcallReports: records for the backend, drained by telematics
     ecall.active            # asyncio.Event, set while an eCall pre-empts everything else
+    ecall.radio_free        # asyncio.Event, cleared while the 112 eCall holds the radio (before the AL-ACK)
     ecall.subscribe(fn)     # fn(EcallActivity): started / ended, e.g. a remote-measure engine rolls back
 
 It needs only the vehicle picture, the modem and the clock: no telematics service, consent, payment or
-MQTT session is on its path; `report` (eCall records for the backend) may fail without touching the call.
+MQTT session is on its path, and it never waits on a disk or a telematics listener. Each step of the
+engine runs the machine's modem commands first; the step's reports then go to `reports` (a bounded queue
+that drops its oldest report when telematics does not keep up, `tcu.ecall.reports`) and its activity to
+the listeners, scheduled on the loop after the step (`tcu.ecall.activity`).
 
 Which call a trigger makes is `tcu.ecall.call_route.route_call` (legal eCall, SIM, 6AC, trigger): the
 112 eCall below, the intelligent emergency call to the carmaker's call centre (`IntelligentCall`, which
@@ -33,22 +38,45 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import NoReturn, Protocol
 
 from tcu.clock import Clock
-from tcu.ecall import state_machine as sm
+from tcu.ecall.activity import ActivityAnnouncer, ActivityListener, EcallActivity
 from tcu.ecall.call_route import CallRoute, route_call
 from tcu.ecall.config import EcallConfig, check_ecall_vin
 from tcu.ecall.incident import Incident, IncidentCapture
 from tcu.ecall.intelligent_call import IntelligentCall
-from tcu.ecall.state_machine import EcallState, Occurrence
+from tcu.ecall.reports import EcallReports
+from tcu.ecall.state_machine import (
+    AlAck,
+    Answer,
+    CallDropped,
+    Dial,
+    DialFailed,
+    EcallState,
+    EcallStateMachine,
+    Event,
+    HangUp,
+    Instant,
+    MsdFailed,
+    Occurrence,
+    Output,
+    Report,
+    SendMsd,
+)
 from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, Trigger, TriggerDetector
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.services.sim import Sim, SimPolicy, registration_wanted
-from tcu.sources import modem_client as mc
 from tcu.sources.modem import EcallIndication, EcallType
+from tcu.sources.modem_client import (
+    ModemCallEnded,
+    ModemClient,
+    ModemClientConfig,
+    ModemEvent,
+    ModemIndication,
+    ModemRing,
+    ModemStatus,
+)
 from tcu.sources.nmea_track import GnssTrack
 from tcu.vehicle.state import Signal, VehicleState
 from telematics_wire.errors import MsdError
@@ -57,20 +85,20 @@ from telematics_wire.records import Record, RecordKind, to_millis
 from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
-_INDICATION_EVENT: dict[EcallIndication, sm.Event] = {
+_INDICATION_EVENT: dict[EcallIndication, Event] = {
     EcallIndication.CONNECTED: Occurrence.CALL_CONNECTED,
     EcallIndication.SEND_MSD: Occurrence.MSD_REQUESTED,
     EcallIndication.LL_ACK: Occurrence.MSD_TRANSMITTED,
-    EcallIndication.AL_ACK: sm.AlAck(),
-    EcallIndication.AL_ACK_CLEAR_DOWN: sm.AlAck(clear_down=True),
+    EcallIndication.AL_ACK: AlAck(),
+    EcallIndication.AL_ACK_CLEAR_DOWN: AlAck(clear_down=True),
     EcallIndication.CLEARED_DOWN: Occurrence.CLEAR_DOWN,
-    EcallIndication.MSD_FAILED: sm.MsdFailed(reason="the modem gave up the in-band transmission"),
+    EcallIndication.MSD_FAILED: MsdFailed(reason="the modem gave up the in-band transmission"),
 }
 _MODEM_ERRORS = (ModemCommandError, DeviceTimeoutError, DeviceGoneError)
 
 
 class EcallModem(Protocol):
-    """What the service needs from a modem; `mc.ModemClient` is the real one."""
+    """What the service needs from a modem; `ModemClient` is the real one."""
 
     async def run(self) -> NoReturn: ...
     async def dial(self, ecall_type: EcallType) -> None: ...
@@ -81,21 +109,9 @@ class EcallModem(Protocol):
     async def set_registration(self, registered: bool) -> None: ...
 
 
-ModemFactory = Callable[[Callable[[mc.ModemEvent], None]], EcallModem]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EcallActivity:
-    """Told to subscribers when an eCall session starts pre-empting everything else, and when it stops."""
-
-    started: bool
-    session: int
-    call_type: CallType
-    state: EcallState
-    at: datetime
-
-
-_Item = DetectedTrigger | mc.ModemEvent | HangUpRequest | SimState | CallType | None  # CallType.TEST: test call
+ModemFactory = Callable[[Callable[[ModemEvent], None]], EcallModem]
+# What the engine's queue carries; None: a timer may be due; CallType.TEST: a test call was asked for.
+_Item = DetectedTrigger | ModemEvent | HangUpRequest | SimState | CallType | None
 
 
 class EcallService:
@@ -106,10 +122,10 @@ class EcallService:
         vin: str,
         state: VehicleState,
         clock: Clock,
-        report: Callable[[Record], None],
         track: GnssTrack | None = None,
         sim: Sim | None = None,
         modem: ModemFactory | None = None,
+        reports: EcallReports | None = None,
         intelligent_call_available: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
@@ -117,19 +133,24 @@ class EcallService:
         self.sim = sim or Sim(SimPolicy(legal_ecall=config.legal_ecall))
         if config.legal_ecall and not self.sim.policy.legal_ecall:
             raise ConfigError("ecall.legal_ecall is true but the SIM policy was built for a vehicle without it")
+        self.reports = reports or EcallReports()
+        self.active = asyncio.Event()
+        self.radio_free = asyncio.Event()
+        self.radio_free.set()
         self._state = state
         self._clock = clock
-        self._report = report
         self._intelligent_available = intelligent_call_available or (lambda: False)
         self._capture = IncidentCapture(config, vin=self.vin, state=state, clock=clock, track=track)
-        self._machine = sm.EcallStateMachine(config.timers)
+        self._machine = EcallStateMachine(config.timers)
         self._detector = TriggerDetector(sos_hold_s=config.sos_hold_s, retrigger_suppress_s=config.retrigger_suppress_s)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._listeners: list[Callable[[EcallActivity], None]] = []
+        self._announcer = ActivityAnnouncer()
         self._incident: Incident | None = None
         self._session = 0
         self._registration_wanted: bool | None = None
-        self.active = asyncio.Event()
+        # What this step of the engine has to tell, told once its modem commands have run.
+        self._step_records: list[Record] = []
+        self._step_activity: list[EcallActivity] = []
         self.modem = (modem or self._default_modem)(self._queue.put_nowait)
         self.intelligent = IntelligentCall(
             config,
@@ -137,7 +158,7 @@ class EcallService:
             clock=clock,
             capture=self._capture,
             modem=self.modem,
-            deliver=self._deliver,
+            deliver=self._step_records.append,
             fall_back=self._fall_back,
             announce=self._sync_active,
         )
@@ -147,28 +168,28 @@ class EcallService:
         """Encode a sample MSD: compiles the ASN.1 module (~70 ms) now rather than in the first eCall, and
         proves an MSD can be built with this VIN and configuration, else refuses to start."""
         try:
-            self._incident = self._capture.snapshot(self._clock.now(), CallType.TEST)
-            self._msd(1)
+            self._capture.call_msd(None, 1, CallType.TEST)
         except MsdError as exc:
             raise ConfigError(f"ecall: cannot build an MSD with this configuration: {exc}") from exc
-        finally:
-            self._incident = None
 
-    def _default_modem(self, on_event: Callable[[mc.ModemEvent], None]) -> EcallModem:
-        c = self.config
-        settings = mc.ModemClientConfig(
-            port=c.port, baudrate=c.baudrate, profile=c.profile, command_timeout_s=c.command_timeout_s
+    def _default_modem(self, on_event: Callable[[ModemEvent], None]) -> EcallModem:
+        config = self.config
+        settings = ModemClientConfig(
+            port=config.port,
+            baudrate=config.baudrate,
+            profile=config.profile,
+            command_timeout_s=config.command_timeout_s,
         )
-        return mc.ModemClient(settings, on_event=on_event)
+        return ModemClient(settings, on_event=on_event)
 
     @property
     def state(self) -> EcallState:
         return self._machine.state
 
-    def subscribe(self, listener: Callable[[EcallActivity], None]) -> Callable[[], None]:
-        """Be told when an eCall starts (stop and roll back whatever you do) and ends; returns unsubscribe."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    def subscribe(self, listener: ActivityListener) -> Callable[[], None]:
+        """Be told when an eCall starts (stop and roll back whatever you do) and ends; returns unsubscribe.
+        The listener is called on the event loop after the engine's step, never inside it."""
+        return self._announcer.subscribe(listener)
 
     def trigger_test_call(self) -> None:
         self._queue.put_nowait(CallType.TEST)
@@ -204,13 +225,14 @@ class EcallService:
 
     # -- the engine ----------------------------------------------------------------------------------------
     def _on_signal(self, signal: Signal) -> None:
-        if (detected := self._detector.on_signal(signal)) is not None:
+        detected = self._detector.on_signal(signal)
+        if detected is not None:
             self._queue.put_nowait(detected)
 
     async def _engine(self) -> NoReturn:
         await self._apply_registration()
         while True:
-            item: _Item = None  # None: a timer is due
+            item: _Item = None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._next_delay()):
                     item = await self._queue.get()
@@ -218,24 +240,31 @@ class EcallService:
                 await self._process(item)
             except Exception:  # a bug must never end the eCall service
                 _LOGGER.exception("eCall engine failed on %r; carrying on", item)
+            finally:
+                self._tell_step()
 
     def _next_delay(self) -> float | None:
         delays = []
-        if (deadline := self._machine.next_deadline()) is not None:
-            delays.append(deadline - self._clock.monotonic())
-        if (sos := self._detector.next_deadline()) is not None:
-            delays.append((sos - self._clock.now()).total_seconds())
-        if (call_centre := self.intelligent.next_deadline()) is not None:
-            delays.append(call_centre - self._clock.monotonic())
+        machine_deadline = self._machine.next_deadline()
+        if machine_deadline is not None:
+            delays.append(machine_deadline - self._clock.monotonic())
+        sos_deadline = self._detector.next_deadline()
+        if sos_deadline is not None:
+            delays.append((sos_deadline - self._clock.now()).total_seconds())
+        call_centre_deadline = self.intelligent.next_deadline()
+        if call_centre_deadline is not None:
+            delays.append(call_centre_deadline - self._clock.monotonic())
         return max(0.0, min(delays)) if delays else None
 
     async def _process(self, item: _Item) -> None:
-        if (sos := self._detector.tick(self._clock.now())) is not None:
+        sos = self._detector.tick(self._clock.now())
+        if sos is not None:
             await self._trigger(sos)
-        if (deadline := self._machine.next_deadline()) is not None and deadline <= self._clock.monotonic():
+        deadline = self._machine.next_deadline()
+        if deadline is not None and deadline <= self._clock.monotonic():
             await self._feed(Occurrence.TICK)
         await self.intelligent.tick()
-        if isinstance(item, mc.ModemEvent) and await self.intelligent.on_modem(item):
+        if isinstance(item, ModemEvent) and await self.intelligent.on_modem(item):
             pass  # about the call to the call centre
         elif isinstance(item, HangUpRequest) and self.intelligent.active:
             await self.intelligent.request_hang_up(item)
@@ -247,15 +276,24 @@ class EcallService:
             await self._feed(item)
         elif isinstance(item, SimState):
             await self._apply_registration()
-        elif isinstance(item, mc.ModemStatus) and item.ready and item.registration.registered:
+        elif isinstance(item, ModemStatus) and item.ready and item.registration.registered:
             await self._feed(Occurrence.NETWORK_AVAILABLE)
-        elif isinstance(item, mc.ModemIndication) and (event := _INDICATION_EVENT.get(item.indication)):
-            await self._feed(event)
-        elif isinstance(item, mc.ModemRing):
+        elif isinstance(item, ModemIndication) and item.indication in _INDICATION_EVENT:
+            await self._feed(_INDICATION_EVENT[item.indication])
+        elif isinstance(item, ModemRing):
             await self._feed(Occurrence.INCOMING_CALL)
-        elif isinstance(item, mc.ModemCallEnded) and self._machine.active:
-            await self._feed(sm.CallDropped(reason=item.reason))
+        elif isinstance(item, ModemCallEnded) and self._machine.active:
+            await self._feed(CallDropped(reason=item.reason))
         await self._apply_registration()  # a call to the call centre may have begun or ended; no-op if unchanged
+
+    def _tell_step(self) -> None:
+        """After a step's modem commands: its reports to the bounded queue, its activity to the listeners."""
+        for record in self._step_records:
+            self.reports.put(record)
+        self._step_records.clear()  # in place: the intelligent call appends to this very list
+        for activity in self._step_activity:
+            self._announcer.schedule(activity)
+        self._step_activity.clear()
 
     async def _trigger(self, detected: DetectedTrigger) -> None:
         call_type = detected.trigger.call_type
@@ -279,7 +317,7 @@ class EcallService:
                 "reason": reason,
                 "at_ms": to_millis(detected.at),
             }
-            self._deliver(Record(kind=RecordKind.ECALL, created=detected.at, body=body))
+            self._step_records.append(Record(kind=RecordKind.ECALL, created=detected.at, body=body))
 
     def _ask_intelligent(self) -> bool:
         try:
@@ -293,35 +331,37 @@ class EcallService:
         trigger = Trigger(call_type=detected.trigger.call_type, reason=f"{detected.trigger.reason}; {reason}")
         await self._feed(trigger, incident=incident)
 
-    async def _feed(self, event: sm.Event, *, incident: Incident | None = None) -> None:
-        outputs = self._machine.handle(event, sm.Instant.of(self._clock))
+    async def _feed(self, event: Event, *, incident: Incident | None = None) -> None:
+        outputs = self._machine.handle(event, Instant.of(self._clock))
         for output in outputs:
-            if isinstance(output, sm.Report):
+            if isinstance(output, Report):
                 if output.session != self._session:
-                    self._session, self._incident = output.session, incident
-                self._emit(output)
+                    self._session = output.session
+                    self._incident = incident
+                self._note(output)
+        self._sync_radio()
         self._sync_active()
         await self._apply_registration()
         for output in outputs:
             await self._execute(output)
 
-    async def _execute(self, output: sm.Output) -> None:
-        if isinstance(output, sm.Dial):
+    async def _execute(self, output: Output) -> None:
+        if isinstance(output, Dial):
             try:
                 await self._dial(EcallType[output.call_type.name])  # TEST, MANUAL, AUTOMATIC
             except _MODEM_ERRORS as exc:
-                await self._feed(sm.DialFailed(reason=f"dial refused: {exc}"))
-        elif isinstance(output, sm.SendMsd):
+                await self._feed(DialFailed(reason=f"dial refused: {exc}"))
+        elif isinstance(output, SendMsd):
             try:
                 await self.modem.send_msd(self._msd(output.message_identifier))
             except _MODEM_ERRORS as exc:
-                await self._feed(sm.MsdFailed(reason=str(exc)))
-        elif isinstance(output, sm.Answer):
+                await self._feed(MsdFailed(reason=str(exc)))
+        elif isinstance(output, Answer):
             try:
                 await self.modem.answer()
             except _MODEM_ERRORS as exc:
-                await self._feed(sm.CallDropped(reason=f"could not answer: {exc}"))
-        elif isinstance(output, sm.HangUp):
+                await self._feed(CallDropped(reason=f"could not answer: {exc}"))
+        elif isinstance(output, HangUp):
             try:
                 await self.modem.hang_up()
             except _MODEM_ERRORS as exc:
@@ -354,8 +394,7 @@ class EcallService:
 
     # -- the MSD -------------------------------------------------------------------------------------------
     def _msd(self, message_identifier: int) -> bytes:
-        incident = self._incident or self._capture.snapshot(self._clock.now(), self._call_type())
-        self._incident, msd = self._capture.msd(incident, message_identifier)
+        self._incident, msd = self._capture.call_msd(self._incident, message_identifier, self._call_type())
         return msd
 
     def _call_type(self) -> CallType:
@@ -364,11 +403,12 @@ class EcallService:
             return self.intelligent.machine.call_type or CallType.AUTOMATIC
         return session.call_type
 
-    # -- reports and subscribers -----------------------------------------------------------------------------
-    def _emit(self, report: sm.Report) -> None:
-        quiet = report.event in ("transition", "ll_ack") and report.from_state is not EcallState.IDLE  # INFO
-        log = _LOGGER.info if quiet else _LOGGER.warning
-        log(
+    # -- what the call tells: reports, the radio hold, the activity ------------------------------------------
+    def _note(self, report: Report) -> None:
+        """Log a report now; its record goes to telematics after the step's modem commands."""
+        routine = report.event in ("transition", "ll_ack") and report.from_state is not EcallState.IDLE
+        _LOGGER.log(
+            logging.INFO if routine else logging.WARNING,
             "eCall %d (%s) %s: %s → %s: %s",
             report.session,
             report.call_type.value,
@@ -377,26 +417,29 @@ class EcallService:
             report.to_state.value,
             report.reason,
         )
-        self._deliver(Record(kind=RecordKind.ECALL, created=report.at, body=report.body()))
+        self._step_records.append(Record(kind=RecordKind.ECALL, created=report.at, body=report.body()))
 
-    def _deliver(self, record: Record) -> None:
-        try:
-            self._report(record)
-        except Exception:  # the backend report is an afterthought; the call is not
-            _LOGGER.exception("eCall report could not be queued")
+    def _sync_radio(self) -> None:
+        """Telematics keeps off the radio until the PSAP has the MSD (`RADIO_HOLDING_STATES`)."""
+        if self._machine.holds_the_radio:
+            self.radio_free.clear()
+        else:
+            self.radio_free.set()
 
     def _sync_active(self) -> None:
-        """Tell subscribers when an emergency call (112 or to the call centre) starts pre-empting, and stops."""
+        """Note when an emergency call (112 or to the call centre) starts pre-empting, and when it stops."""
         started = self._machine.active or self.intelligent.active
         if started == self.active.is_set():
             return
-        (self.active.set if started else self.active.clear)()
-        call_type = self._call_type()
+        if started:
+            self.active.set()
+        else:
+            self.active.clear()
         activity = EcallActivity(
-            started=started, session=self._session, call_type=call_type, state=self._machine.state, at=self._clock.now()
+            started=started,
+            session=self._session,
+            call_type=self._call_type(),
+            state=self._machine.state,
+            at=self._clock.now(),
         )
-        for listener in tuple(self._listeners):
-            try:
-                listener(activity)
-            except Exception:
-                _LOGGER.exception("eCall activity listener %r failed", listener)
+        self._step_activity.append(activity)

@@ -87,6 +87,13 @@ class AlAck:
     clear_down: bool = False
 
 
+# Until the PSAP has acknowledged the MSD (AL-ACK), or the call went to voice without it, nothing else may
+# use the radio: an uplink burst could delay the dial or disturb the in-band modem.
+RADIO_HOLDING_STATES = frozenset(
+    {EcallState.TRIGGERED, EcallState.DIALLING, EcallState.CALL_ESTABLISHED, EcallState.MSD_SENT}
+)
+
+
 Event = Occurrence | Trigger | DialFailed | CallDropped | MsdFailed | AlAck | HangUpRequest
 
 
@@ -125,7 +132,7 @@ Output = Dial | SendMsd | Answer | HangUp | Report
 class Session:
     number: int
     call_type: CallType
-    started: Instant
+    started: datetime
     attempts: int = 0
     last_dial: float | None = None
     connected_once: bool = False
@@ -155,6 +162,11 @@ class EcallStateMachine:
         return self._state not in (EcallState.IDLE, EcallState.CALLBACK_WINDOW)
 
     @property
+    def holds_the_radio(self) -> bool:
+        """Telematics keeps off the radio: a session is under way and the PSAP has not acknowledged the MSD."""
+        return self._state in RADIO_HOLDING_STATES
+
+    @property
     def session(self) -> Session | None:
         """The session under way or in its callback window (read it, do not change it)."""
         return self._session
@@ -164,7 +176,8 @@ class EcallStateMachine:
         return self._deadlines.next_due()
 
     def handle(self, event: Event, now: Instant) -> list[Output]:
-        self._out, self._now = [], now
+        self._out = []
+        self._now = now
         if isinstance(event, Trigger):
             self._trigger(event)
         elif event is Occurrence.TICK:
@@ -176,24 +189,24 @@ class EcallStateMachine:
         return self._out
 
     # -- dispatch ---------------------------------------------------------------------------------------
-    def _dispatch(self, event: Event, s: Session) -> None:
+    def _dispatch(self, event: Event, session: Session) -> None:
         state = self._state
         if state in (EcallState.TRIGGERED, EcallState.DIALLING, EcallState.CALLBACK_WINDOW):
-            handled = self._outside_call(event, s)
+            handled = self._outside_call(event, session)
         else:
             handled = state in (EcallState.CALL_ESTABLISHED, EcallState.MSD_SENT, EcallState.VOICE)
-            handled = handled and self._in_call(event, s)
+            handled = handled and self._in_call(event, session)
         quiet = event in (Occurrence.NETWORK_AVAILABLE, Occurrence.INCOMING_CALL)  # routine news, not reported
         if not handled and not (quiet or isinstance(event, DialFailed | CallDropped)):
             name = event.value if isinstance(event, Occurrence) else type(event).__name__
             self._notice("unexpected", f"{name} ignored in state {state.value}")
 
-    def _outside_call(self, event: Event, s: Session) -> bool:
+    def _outside_call(self, event: Event, session: Session) -> bool:
         state = self._state
         if event is Occurrence.NETWORK_AVAILABLE and state is EcallState.TRIGGERED:
             # Coverage is back: dial now rather than at the end of the spacing, but never in a burst.
             now = self._now.mono
-            due = now if s.last_dial is None else max(now, s.last_dial + self.timers.redial_min_gap_s)
+            due = now if session.last_dial is None else max(now, session.last_dial + self.timers.redial_min_gap_s)
             if due <= now:
                 self._dial()
             elif due < self._deadlines.get("redial", float("inf")):
@@ -201,39 +214,39 @@ class EcallStateMachine:
         elif isinstance(event, DialFailed | CallDropped) and state is EcallState.DIALLING:
             self._redial_later(event.reason)
         elif event is Occurrence.CALL_CONNECTED and state is EcallState.DIALLING:
-            again = s.dropped_at is not None
-            self._connected(s)
+            again = session.dropped_at is not None
+            self._connected(session)
             self._go(EcallState.CALL_ESTABLISHED, "call re-established" if again else "PSAP answered")
             self._deadlines["T5"] = self._now.mono + self.timers.t5_s
         elif event is Occurrence.INCOMING_CALL and state is not EcallState.DIALLING:
             # The PSAP calling while the vehicle waits (to redial, or for the callback): answer, always.
             self._out.append(Answer())
-            s.in_callback = state is EcallState.CALLBACK_WINDOW
-            self._connected(s)
+            session.in_callback = state is EcallState.CALLBACK_WINDOW
+            self._connected(session)
             self._go(EcallState.VOICE, "PSAP callback answered automatically")
         else:
             return False
         return True
 
-    def _in_call(self, event: Event, s: Session) -> bool:
+    def _in_call(self, event: Event, session: Session) -> bool:
         state = self._state
         if event is Occurrence.MSD_REQUESTED:
-            again = s.message_identifier > 0
+            again = session.message_identifier > 0
             self._send_msd("PSAP requested the MSD again" if again else "PSAP requested the MSD (SEND MSD)")
         elif event is Occurrence.MSD_TRANSMITTED and state is not EcallState.CALL_ESTABLISHED:
-            s.msd_delivered = True  # also when late, after T7 gave up: delivered rules out a redial
+            session.msd_delivered = True  # also when late, after T7 gave up: delivered rules out a redial
             if state is EcallState.MSD_SENT:
                 self._deadlines.pop("T7", None)
                 self._deadlines["T6"] = self._now.mono + self.timers.t6_s
-            self._notice("ll_ack", f"LL-ACK: the PSAP's modem received MSD {s.message_identifier}")
+            self._notice("ll_ack", f"LL-ACK: the PSAP's modem received MSD {session.message_identifier}")
         elif isinstance(event, AlAck) and state is not EcallState.CALL_ESTABLISHED:
-            s.msd_delivered = True
+            session.msd_delivered = True
             self._go(EcallState.MSD_ACKNOWLEDGED, f"AL-ACK {'clear-down' if event.clear_down else 'positive'}")
             if event.clear_down:
                 self._out.append(HangUp(reason="PSAP clear-down (AL-ACK)"))
                 self._cleared("PSAP cleared down with the AL-ACK")
             else:
-                self._go(EcallState.VOICE, f"voice after the AL-ACK for MSD {s.message_identifier}")
+                self._go(EcallState.VOICE, f"voice after the AL-ACK for MSD {session.message_identifier}")
         elif isinstance(event, MsdFailed) and state is EcallState.MSD_SENT:
             self._go(EcallState.VOICE, f"MSD transmission failed ({event.reason}); voice, MSD still on request")
         elif event is Occurrence.CLEAR_DOWN:
@@ -244,8 +257,9 @@ class EcallStateMachine:
             return False
         return True
 
-    def _connected(self, s: Session) -> None:
-        s.connected_once, s.dropped_at = True, None
+    def _connected(self, session: Session) -> None:
+        session.connected_once = True
+        session.dropped_at = None
         self._deadlines.pop("redial_window", None)
         self._deadlines["T2"] = self._now.mono + self.timers.t2_s
 
@@ -254,85 +268,85 @@ class EcallStateMachine:
             self._expired(name)
 
     def _expired(self, name: str) -> None:
-        t = self.timers
+        timers = self.timers
         if name == "redial":
             self._dial()
         elif name == "dial":
-            self._out.append(HangUp(reason=f"not connected within {t.dial_timeout_s:g} s"))
-            self._redial_later(f"dial attempt not connected within {t.dial_timeout_s:g} s")
+            self._out.append(HangUp(reason=f"not connected within {timers.dial_timeout_s:g} s"))
+            self._redial_later(f"dial attempt not connected within {timers.dial_timeout_s:g} s")
         elif name in _TO_VOICE:  # the MSD phase gives up waiting; the call goes on, the MSD stays on request
-            self._go(EcallState.VOICE, _TO_VOICE[name].format(t=t))
+            self._go(EcallState.VOICE, _TO_VOICE[name].format(timers=timers))
         elif name == "T2":
-            self._out.append(HangUp(reason=f"T2 fallback: call up for {t.t2_s:g} s"))
-            self._cleared(f"T2: clear-down fallback after {t.t2_s:g} s")
+            self._out.append(HangUp(reason=f"T2 fallback: call up for {timers.t2_s:g} s"))
+            self._cleared(f"T2: clear-down fallback after {timers.t2_s:g} s")
         elif name == "redial_window":
-            gone = f"not re-established {t.drop_redial_window_s:g} s after the drop"
-            self._notice("redial_window_exceeded", f"{gone}; trying every {t.redial_interval_s:g} s")
+            gone = f"not re-established {timers.drop_redial_window_s:g} s after the drop"
+            self._notice("redial_window_exceeded", f"{gone}; trying every {timers.redial_interval_s:g} s")
         elif name == "T9":
-            self._go(EcallState.IDLE, f"T9: callback window of {t.t9_s:g} s over")
+            self._go(EcallState.IDLE, f"T9: callback window of {timers.t9_s:g} s over")
             self._session = None
 
     # -- the rules --------------------------------------------------------------------------------------
     def _trigger(self, event: Trigger) -> None:
-        s = self._session
-        if s is not None and self.active:
-            if s.call_type is CallType.TEST and event.call_type is not CallType.TEST:
+        session = self._session
+        if session is not None and self.active:
+            if session.call_type is CallType.TEST and event.call_type is not CallType.TEST:
                 if self._state is not EcallState.TRIGGERED:
                     self._out.append(HangUp(reason="test call pre-empted by an emergency"))
                 self._notice("test_call_preempted", f"{event.reason}: the test call gives way to the emergency")
             else:
                 what = f"{event.call_type.value} trigger ({event.reason})"
-                self._notice("trigger_ignored", f"{what} ignored: session {s.number} is {self._state.value}")
+                self._notice("trigger_ignored", f"{what} ignored: session {session.number} is {self._state.value}")
                 return
         self._sessions += 1
-        self._session = Session(number=self._sessions, call_type=event.call_type, started=self._now)
+        self._session = Session(number=self._sessions, call_type=event.call_type, started=self._now.wall)
         self._deadlines.clear()
         self._go(EcallState.TRIGGERED, event.reason)
         self._dial()
 
     def _dial(self) -> None:
-        s = self._require()
+        session = self._require()
         limit = self.timers.max_dial_attempts
-        if limit is not None and s.attempts >= limit and not s.connected_once:
-            self._cleared(f"gave up after {s.attempts} dial attempts (limit {limit})")
+        if limit is not None and session.attempts >= limit and not session.connected_once:
+            self._cleared(f"gave up after {session.attempts} dial attempts (limit {limit})")
             return
-        s.attempts += 1
-        s.last_dial = self._now.mono
+        session.attempts += 1
+        session.last_dial = self._now.mono
         self._deadlines.pop("redial", None)
-        self._go(EcallState.DIALLING, f"dial attempt {s.attempts}", attempt=s.attempts)
-        self._out.append(Dial(call_type=s.call_type, attempt=s.attempts))
+        self._go(EcallState.DIALLING, f"dial attempt {session.attempts}", attempt=session.attempts)
+        self._out.append(Dial(call_type=session.call_type, attempt=session.attempts))
         self._deadlines["dial"] = self._now.mono + self.timers.dial_timeout_s
 
     def _redial_later(self, reason: str) -> None:
-        s = self._require()
-        t = self.timers
-        in_window = s.dropped_at is not None and "redial_window" in self._deadlines
-        delay = t.drop_redial_interval_s if in_window else t.redial_interval_s
+        session = self._require()
+        timers = self.timers
+        in_window = session.dropped_at is not None and "redial_window" in self._deadlines
+        delay = timers.drop_redial_interval_s if in_window else timers.redial_interval_s
         self._go(EcallState.TRIGGERED, reason, redial_in_s=delay)
         self._deadlines["redial"] = self._now.mono + delay
 
     def _dropped(self, reason: str) -> None:
-        s = self._require()
-        if s.in_callback:
+        session = self._require()
+        if session.in_callback:
             self._cleared(f"{reason}; callback call ended")
-        elif s.msd_delivered:
+        elif session.msd_delivered:
             self._cleared(f"{reason}; MSD delivered, so no redial: the PSAP calls back")
         else:
-            if s.dropped_at is None:
-                s.dropped_at = self._now.mono
+            if session.dropped_at is None:
+                session.dropped_at = self._now.mono
                 self._deadlines["redial_window"] = self._now.mono + self.timers.drop_redial_window_s
             self._deadlines.pop("T2", None)
             self._go(EcallState.TRIGGERED, f"{reason}; MSD not delivered: re-establishing the call")
             self._dial()
 
     def _send_msd(self, reason: str) -> None:
-        s = self._require()
-        s.message_identifier = min(255, s.message_identifier + 1)
-        self._go(EcallState.MSD_SENT, reason, message_identifier=s.message_identifier)
+        session = self._require()
+        session.message_identifier = min(255, session.message_identifier + 1)
+        self._go(EcallState.MSD_SENT, reason, message_identifier=session.message_identifier)
         for name in ("T5", "T6"):
             self._deadlines.pop(name, None)
         self._deadlines["T7"] = self._now.mono + self.timers.t7_s  # restarted by every retransmission
-        self._out.append(SendMsd(message_identifier=s.message_identifier))
+        self._out.append(SendMsd(message_identifier=session.message_identifier))
 
     def _cleared(self, reason: str) -> None:
         self._go(EcallState.CLEARED, reason)
@@ -342,12 +356,12 @@ class EcallStateMachine:
         self._deadlines["T9"] = self._now.mono + self.timers.t9_s
 
     def _hang_up_request(self, event: HangUpRequest) -> None:
-        s = self._session
-        if s is None or not self.active:
+        session = self._session
+        if session is None or not self.active:
             return
         unconnected = self._state in (EcallState.TRIGGERED, EcallState.DIALLING)
-        if not (s.call_type is CallType.TEST or (s.call_type is CallType.MANUAL and unconnected)):
-            why = f"a {s.call_type.value} eCall ends only by the PSAP or T2"
+        if not (session.call_type is CallType.TEST or (session.call_type is CallType.MANUAL and unconnected)):
+            why = f"a {session.call_type.value} eCall ends only by the PSAP or T2"
             self._notice("hangup_refused", f"hang-up refused ({event.reason}): {why}")
             return
         if self._state is not EcallState.TRIGGERED:
@@ -363,7 +377,8 @@ class EcallStateMachine:
         return self._session
 
     def _go(self, to: EcallState, reason: str, **details: str | int | float | bool) -> None:
-        previous, self._state = self._state, to
+        previous = self._state
+        self._state = to
         if to is not previous:
             for name in _STATE_TIMERS.get(previous, ()):
                 self._deadlines.pop(name, None)
@@ -373,25 +388,22 @@ class EcallStateMachine:
         self._report(event, self._state, reason)
 
     def _report(self, event: str, previous: EcallState, reason: str, **details: str | int | float | bool) -> None:
-        s = self._require()
-        report = Report(
+        report = Report.about(
+            self._require(),
             event=event,
-            session=s.number,
-            call_type=s.call_type,
             from_state=previous,
             to_state=self._state,
             reason=reason,
             at=self._now.wall,
-            session_started=s.started.wall,
-            details=dict(details),
+            details=details,
         )
         self._out.append(report)
 
 
 _TO_VOICE = {
-    "T5": "T5: no SEND MSD within {t.t5_s:g} s; voice",
-    "T7": "T7: MSD not acknowledged within {t.t7_s:g} s; voice",
-    "T6": "T6: no AL-ACK within {t.t6_s:g} s of the LL-ACK; voice",
+    "T5": "T5: no SEND MSD within {timers.t5_s:g} s; voice",
+    "T7": "T7: MSD not acknowledged within {timers.t7_s:g} s; voice",
+    "T6": "T6: no AL-ACK within {timers.t6_s:g} s of the LL-ACK; voice",
 }
 _STATE_TIMERS: Mapping[EcallState, tuple[str, ...]] = {  # timers that end when their state is left
     EcallState.TRIGGERED: ("redial",),

@@ -62,7 +62,7 @@ class UplinkSession:
         clock: Clock,
         rng: random.Random | None = None,
         downlink_handlers: Mapping[str, DownlinkHandler] | None = None,
-        hold: Callable[[], bool] = lambda: False,
+        radio_free: asyncio.Event | None = None,
         client_factory: ClientFactory | None = None,  # the broker's aiomqtt client unless a test brings a twin
     ) -> None:
         self._vin = vin
@@ -75,7 +75,9 @@ class UplinkSession:
         self._rng = rng or random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self._handlers = dict(downlink_handlers or {})
         self._client_factory = client_factory or self._make_client
-        self._hold = hold  # True while something more important has the radio (an eCall before its AL-ACK)
+        # Cleared while something more important has the radio (the eCall before its AL-ACK: its owner,
+        # tcu.ecall, clears and sets it); the sender waits on it, records stay queued meanwhile.
+        self._radio_free = radio_free if radio_free is not None else _always_set()
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
         self._inflight: dict[int, float] = {}
@@ -185,14 +187,14 @@ class UplinkSession:
 
     async def _send_loop(self, client: MqttClient) -> None:
         while True:
-            if self._hold():
-                await asyncio.sleep(0.1)  # records stay queued; nothing is lost by waiting
+            if not self._radio_free.is_set():
+                await self._radio_free.wait()
                 continue
             self._wakeup.clear()
             self._expire_inflight()
-            self._outbox.emit_overflow_notice()
+            await self._outbox.emit_overflow_notice()
             room = self._uplink.inflight_window - len(self._inflight)
-            batch = self._outbox.next_batch(room, skip=self._inflight)
+            batch = await self._outbox.next_batch(room, skip=self._inflight)
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(io_timeout(self._uplink.ack_timeout_s) / 4, 0.05)):
@@ -218,7 +220,7 @@ class UplinkSession:
             kind = topic[2]
             try:
                 if kind == "ack":
-                    self._apply_ack(payload)
+                    await self._apply_ack(payload)
                 elif kind in self._handlers:
                     await self._handlers[kind](payload)
                 else:
@@ -233,7 +235,7 @@ class UplinkSession:
                 self.stats.rejected_downlink += 1
                 _LOGGER.exception("downlink %s (%d bytes) failed in its handler; ignored", message.topic, len(payload))
 
-    def _apply_ack(self, payload: bytes) -> None:
+    async def _apply_ack(self, payload: bytes) -> None:
         ack = open_ack(self._box, payload, vin=self._vin, max_bytes=self._uplink.max_payload_bytes)
         if ack.epoch != self._outbox.epoch:
             # An ack for this VIN's previous queue (re-flashed, wiped): its numbers are not ours.
@@ -245,7 +247,7 @@ class UplinkSession:
             )
             return
         try:
-            deleted = self._outbox.acknowledge(ack.seqs)
+            deleted = await self._outbox.acknowledge(ack.seqs)
         except StorageError as exc:
             # Keep the records: the backend de-duplicates the resend.
             _LOGGER.error("cannot apply ack: %s", exc)
@@ -254,3 +256,9 @@ class UplinkSession:
             self._inflight.pop(seq, None)
         self.stats.acknowledged += deleted
         self._wakeup.set()
+
+
+def _always_set() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event

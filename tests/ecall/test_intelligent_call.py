@@ -1,8 +1,8 @@
 """The intelligent emergency call (6AC) end to end, in process: VehicleState → service → modem simulator on a
 pty → the call-centre stub's voice line (and the PSAP stub for the 112 fall-back).
 
-The data record the call centre reads goes through the uplink in the product; here it is the `report`
-sink, and `parse_case` (the call centre's reader) is applied to it as the backend would.
+The data record the call centre reads goes through the uplink in the product; here it is the eCall report
+queue drained into `rig.records`, and `parse_case` (the call centre's reader) is applied to it as the backend would.
 """
 
 from __future__ import annotations

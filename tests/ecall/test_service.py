@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +20,9 @@ from backend_stub.psap import PsapBehaviour, PsapStub
 from hil.devices.modem_sim import Coverage, ModemSimulator, ModemTiming
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
+from tcu.ecall.activity import EcallActivity
 from tcu.ecall.config import EcallConfig, EcallTimers, load_ecall_config
-from tcu.ecall.service import EcallActivity, EcallService
+from tcu.ecall.service import EcallService
 from tcu.ecall.state_machine import EcallState
 from tcu.ecall.triggers import CRASH_DETECTED, SOS_BUTTON
 from tcu.errors import ConfigError
@@ -87,13 +88,18 @@ async def ecall_rig(
     timers: EcallTimers | None = None,
     clock: ManualClock | None = None,
     legal_ecall: bool = True,
-    report: Callable[[Record], None] | None = None,
+    store: Callable[[Record], Awaitable[None]] | None = None,
     numbers: dict[str, tuple[str, int]] | None = None,
     intelligent_call_available: Callable[[], bool] | None = None,
     **config_changes: Any,
 ) -> AsyncIterator[Rig]:
     clock = clock or ManualClock()
-    state, records = VehicleState(), []
+    state = VehicleState()
+    records: list[Record] = []
+
+    async def keep(record: Record) -> None:
+        records.append(record)
+
     async with PsapStub(behaviour=behaviour) as psap:
         modem = ModemSimulator(
             psap_address=psap.address,
@@ -131,7 +137,6 @@ async def ecall_rig(
                 vin=VIN,
                 state=state,
                 clock=clock,
-                report=report or records.append,
                 track=track,
                 sim=sim,
                 modem=client,
@@ -143,11 +148,13 @@ async def ecall_rig(
             service.subscribe(rig.activity.append)
             async with asyncio.TaskGroup() as tasks:
                 task = tasks.create_task(service.run(), name="ecall")
+                drain = tasks.create_task(service.reports.drain(store or keep), name="ecall-reports")
                 try:
                     await eventually(lambda: rig.client.ready, what="modem initialised")
                     yield rig
                 finally:
                     task.cancel()
+                    drain.cancel()
 
 
 def munich_track(clock: ManualClock) -> GnssTrack:
@@ -304,10 +311,10 @@ async def test_a_test_call_on_command(tmp_path: Path) -> None:
 
 
 async def test_a_failing_backend_report_never_touches_the_call(tmp_path: Path) -> None:
-    def broken(record: Record) -> None:
+    async def broken(record: Record) -> None:
         raise OSError("disk full")
 
-    async with ecall_rig(tmp_path, report=broken) as rig:
+    async with ecall_rig(tmp_path, store=broken) as rig:
         rig.crash()
         assert (await rig.psap.wait_for_msd()).msd is not None
 
@@ -363,7 +370,6 @@ def test_the_service_refuses_an_invalid_vin() -> None:
             vin="SHORT",
             state=VehicleState(),
             clock=ManualClock(),
-            report=lambda r: None,
             modem=no_modem,
         )
 
