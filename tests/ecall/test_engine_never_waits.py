@@ -34,6 +34,13 @@ from tests.conftest import VIN
 WITHIN_S = 5.0  # a bound for a hang, never a measurement
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the engine, the drain and the disk's thread run until `condition` holds (a hang fails)."""
+    async with asyncio.timeout(WITHIN_S):
+        while not condition():  # noqa: ASYNC110 - what changes it runs between these yields
+            await asyncio.sleep(0.001)
+
+
 @dataclass
 class FakeModem:
     """Answers every command at once and writes down what it was told, with what the test wants to know
@@ -157,13 +164,9 @@ async def test_a_crash_dials_and_sends_the_msd_while_the_disk_is_still_blocked()
             assert disk.started == ["transition"], "the first report is on the disk, still being written"
             assert disk.stored == [], "and the disk has not finished it: the call went on regardless"
             r.modem.indicate(EcallIndication.AL_ACK)
-            async with asyncio.timeout(WITHIN_S):
-                while r.service.state is not EcallState.VOICE:
-                    await asyncio.sleep(0)
+            await until(lambda: r.service.state is EcallState.VOICE)
             disk.release()
-            async with asyncio.timeout(WITHIN_S):
-                while r.service.reports.pending or len(disk.stored) < len(disk.started):
-                    await asyncio.sleep(0.01)
+            await until(lambda: not r.service.reports.pending and len(disk.stored) == len(disk.started))
             expected = ["triggered", "dialling", "call_established", "msd_sent", "msd_acknowledged", "voice"]
             assert disk.stored == expected, "every report stored, in the order the call made them"
     finally:
@@ -192,11 +195,10 @@ async def test_a_listener_that_raises_or_blocks_is_told_after_the_dial_and_delay
         r.crash()
         await r.modem.wait_for("dial automatic")
         assert told == [], "listeners are scheduled on the loop, never called inside the engine's step"
-        async with asyncio.timeout(WITHIN_S):
-            while len(told) < 2:
-                await asyncio.sleep(0)
+        await until(lambda: len(told) == 2)
         assert told == [("blocks", ["dial automatic"]), ("records", ["dial automatic"])]
-        assert "eCall activity listener" in caplog.text and "a telematics bug" in caplog.text
+        assert "eCall activity listener" in caplog.text
+        assert "a telematics bug" in caplog.text
         r.modem.indicate(EcallIndication.CONNECTED)
         r.modem.indicate(EcallIndication.SEND_MSD)
         await r.modem.wait_for("send_msd")  # the engine goes on after a listener raised
@@ -214,9 +216,7 @@ async def test_a_full_report_queue_drops_the_oldest_reports_never_the_call(caplo
         r.modem.indicate(EcallIndication.AL_ACK_CLEAR_DOWN)
         await r.modem.wait_for("hang_up")
         assert r.modem.commands() == ["dial automatic", "send_msd", "hang_up"], "the call ran to its end"
-        async with asyncio.timeout(WITHIN_S):
-            while r.service.state is not EcallState.CALLBACK_WINDOW or reports.pending < 2:
-                await asyncio.sleep(0)
+        await until(lambda: r.service.state is EcallState.CALLBACK_WINDOW and reports.pending == 2)
         # idle→triggered→dialling→call_established→msd_sent→msd_acknowledged→cleared→callback_window
         assert (reports.pending, reports.dropped) == (2, 5)
         assert caplog.text.count("eCall report queue full") == 5
@@ -228,9 +228,7 @@ async def test_a_full_report_queue_drops_the_oldest_reports_never_the_call(caplo
 
         async with asyncio.TaskGroup() as tasks:  # telematics is back: the newest reports are there
             drain = tasks.create_task(reports.drain(keep))
-            async with asyncio.timeout(WITHIN_S):
-                while len(kept) < 2:
-                    await asyncio.sleep(0)
+            await until(lambda: len(kept) == 2)
             drain.cancel()
         assert kept == ["cleared", "callback_window"]
 
