@@ -34,11 +34,11 @@ from pynmeagps import NMEAReader
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.slcan_sim import VehicleBus
 from tcu.clock import SystemClock
-from tcu.sources.can_bus import CanBusReader, CanBusSettings
+from tcu.sources.can_bus import CanBusConfig, CanBusReader
 from tcu.sources.nmea import NmeaStream, parse_sentence
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.sources.slcan import CanFrame, SlcanStream, format_frame
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import Signal, VehicleState
 
@@ -75,7 +75,7 @@ def slcan_rate(data: bytes, frames: int, seconds: float) -> tuple[float, float]:
     def once() -> SlcanReader:
         state = VehicleState()
         state.subscribe(lambda signal: None)  # telemetry listens; its callback is its own cost
-        reader = SlcanReader(SlcanSettings(port="bench"), state=state, clock=SystemClock(), decoder=decoder)
+        reader = SlcanReader(SlcanConfig(port="bench"), state=state, clock=SystemClock(), decoder=decoder)
         stream = SlcanStream()
         for chunk in chunks:
             reader.handle(stream.feed(chunk))
@@ -107,7 +107,7 @@ def python_can_rates(seconds: float) -> dict[str, float]:
     def handle_only() -> int:
         state = VehicleState()
         state.subscribe(lambda signal: None)
-        reader = CanBusReader(CanBusSettings(interface="virtual"), state=state, clock=SystemClock(), decoder=decoder)
+        reader = CanBusReader(CanBusConfig(interface="virtual"), state=state, clock=SystemClock(), decoder=decoder)
         for batch in batches:
             reader.handle(batch)
         assert reader.stats.errors == 0
@@ -117,7 +117,7 @@ def python_can_rates(seconds: float) -> dict[str, float]:
         channel = f"bench-{os.getpid()}"
         state = VehicleState()
         state.subscribe(lambda signal: None)
-        settings = CanBusSettings(interface="virtual", channel=channel, max_pending_frames=len(messages) + 1)
+        settings = CanBusConfig(interface="virtual", channel=channel, max_pending_frames=len(messages) + 1)
         reader = CanBusReader(settings, state=state, clock=SystemClock(), decoder=decoder)
         sender = can.Bus(interface="virtual", channel=channel)
         async with asyncio.TaskGroup() as tasks:
@@ -156,7 +156,7 @@ def nmea_rates(seconds: float) -> dict[str, float]:
         return len(raw_lines)
 
     def into_state() -> int:
-        reader = NmeaReader(NmeaSettings(port="bench"), state=VehicleState(), clock=SystemClock())
+        reader = NmeaReader(NmeaConfig(port="bench"), state=VehicleState(), clock=SystemClock())
         reader.handle(NmeaStream().feed(data))
         return len(lines)
 
@@ -180,7 +180,7 @@ async def latency(samples: int) -> list[float]:
             arrived.setdefault(round(float(signal.value) * 100), time.perf_counter())
 
     state.subscribe(on_update)
-    reader = SlcanReader(SlcanSettings(port=os.ttyname(slave)), state=state, clock=SystemClock())
+    reader = SlcanReader(SlcanConfig(port=os.ttyname(slave)), state=state, clock=SystemClock())
     device_ready = threading.Event()
     stop = threading.Event()
 

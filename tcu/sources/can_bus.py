@@ -8,7 +8,7 @@ reader, so a Pi with a CAN HAT and a bench with a Vector box share one mapping.
     bitrate = 500000               # omitted: the interface's default (SocketCAN: set with `ip link`)
     options = { fd = false }       # passed to can.Bus() as keyword arguments, unchecked by us
 
-    reader = CanBusReader(CanBusSettings(interface="virtual", channel="bench"), state=state, clock=clock)
+    reader = CanBusReader(CanBusConfig(interface="virtual", channel="bench"), state=state, clock=clock)
     tasks.create_task(reader.run(), name="source-can")      # under the app's TaskGroup
 
 python-can's `recv()` blocks, so each session has one worker thread that owns the bus: it opens it
@@ -54,11 +54,11 @@ _MAX_BATCH = 512  # frames handed over at once: one loop wake-up each, not one p
 _STOP_WAIT_S = 2.0  # a worker stuck in a driver call is left behind (daemon) after this long
 _SERIAL_ONLY_KEYS = frozenset({"port", "baudrate", "listen_only", "passive", "timestamps", "command_timeout_s"})
 
-OpenBus = Callable[["CanBusSettings"], can.BusABC]
+OpenBus = Callable[["CanBusConfig"], can.BusABC]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CanBusSettings:
+class CanBusConfig:
     """`[sources.can]` of the agent config, when it names a python-can `interface`."""
 
     interface: str
@@ -100,7 +100,7 @@ class CanBusSettings:
         return self.interface if self.channel is None else f"{self.interface}:{self.channel}"
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> CanBusSettings:
+    def from_table(cls, table: Mapping[str, Any]) -> CanBusConfig:
         """Build from the raw `[sources.can]` table; ConfigError names the offending key."""
         values = dict(table)
         base_s, cap_s = values.pop("reconnect_base_s", 0.5), values.pop("reconnect_cap_s", 30.0)
@@ -121,7 +121,7 @@ class CanBusSettings:
             raise ConfigError(f"{_SECTION}: {exc}") from exc
 
 
-def open_python_can_bus(settings: CanBusSettings) -> can.BusABC:
+def open_python_can_bus(settings: CanBusConfig) -> can.BusABC:
     """`can.Bus(interface=..., channel=..., bitrate=..., **options)`; blocking, run in the worker."""
     kwargs: dict[str, Any] = dict(settings.options)
     if settings.channel is not None:
@@ -142,7 +142,7 @@ def _one_line(exc: BaseException) -> str:
 class _BusWorker:
     """One session's thread: opens the bus, reads it, hands batches to the loop, shuts it down."""
 
-    def __init__(self, settings: CanBusSettings, open_bus: OpenBus, stats: SourceStats) -> None:
+    def __init__(self, settings: CanBusConfig, open_bus: OpenBus, stats: SourceStats) -> None:
         self._settings = settings
         self._open_bus = open_bus
         self._stats = stats
@@ -261,7 +261,7 @@ class CanBusReader:
 
     def __init__(
         self,
-        settings: CanBusSettings,
+        settings: CanBusConfig,
         *,
         state: VehicleState,
         clock: Clock,

@@ -42,13 +42,13 @@ from typing import Any
 from tcu.clock import Clock
 from tcu.ecall.triggers import AUTOMATIC_PATHS, SOS_BUTTON, TriggerRule
 from tcu.errors import ConfigError
-from tcu.sources.can_bus import CanBusReader, CanBusSettings
+from tcu.sources.can_bus import CanBusConfig, CanBusReader
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.sources.nmea_track import GnssTrack
 from tcu.sources.serial_port import settings_from_table
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
 
@@ -82,14 +82,14 @@ def can_reader(
 ) -> SlcanReader | CanBusReader:
     """`interface` picks a python-can bus; without it, our own SLCAN reader on a serial `port`."""
     if "interface" in table:
-        return CanBusReader(CanBusSettings.from_table(table), state=state, clock=clock, decoder=decoder)
+        return CanBusReader(CanBusConfig.from_table(table), state=state, clock=clock, decoder=decoder)
     bus_only = {"channel", "options"} & set(table)
     if bus_only:
         raise ConfigError(
             f"sources.can: {', '.join(sorted(bus_only))} go(es) with a python-can interface; add "
             'interface = "socketcan" (or pcan, kvaser, vector, slcan, ...), or name a serial port with port = "..."'
         )
-    return SlcanReader(SlcanSettings.from_table(table), state=state, clock=clock, decoder=decoder)
+    return SlcanReader(SlcanConfig.from_table(table), state=state, clock=clock, decoder=decoder)
 
 
 def _file_list(value: object, key: str, base: Path) -> list[Path]:
@@ -159,6 +159,6 @@ def build_sources(
     elif triggers:
         raise ConfigError(f"{triggers[0].where}: trigger rules name CAN signals, but there is no [sources.can]")
     if "gnss" in sources:
-        built.gnss = NmeaReader(NmeaSettings.from_table(sources["gnss"]), state=state, clock=clock)
+        built.gnss = NmeaReader(NmeaConfig.from_table(sources["gnss"]), state=state, clock=clock)
         built.runners["gnss"] = built.gnss.run
     return built

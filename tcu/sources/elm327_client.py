@@ -30,7 +30,7 @@ from tcu.errors import AdapterStatusError, DeviceGoneError, DeviceTimeoutError, 
 from tcu.reconnect import Sleep
 from tcu.sources.elm327_link import PromptLink, SerialPromptLink
 from tcu.sources.elm327_mapping import ObdMapping, PidMapping, load_obd_mapping
-from tcu.sources.elm327_session import AdapterInfo, Elm327Session, Elm327Settings
+from tcu.sources.elm327_session import AdapterInfo, Elm327Session, Elm327SessionConfig
 from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import Quality, Signal, VehicleState
 from telematics_wire.signal_values import MAX_LIST_ITEMS, SignalValue
@@ -44,7 +44,7 @@ LinkOpener = Callable[[], Awaitable[PromptLink]]
 class Elm327ClientConfig:
     port: str  # device path or pyserial URL (socket://, rfc2217://, spy://...)
     baudrate: int = 38400
-    settings: Elm327Settings = field(default_factory=Elm327Settings)
+    settings: Elm327SessionConfig = field(default_factory=Elm327SessionConfig)
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
     max_timeouts: int = 3  # unanswered requests in a row before the port is reopened
     stale_after_failures: int = 3  # failed polls in a row before that one signal is marked stale

@@ -43,7 +43,7 @@ _BANNER_COMMANDS = frozenset({"ATZ", "ATI", "ATWS", "ATD"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Elm327Settings:
+class Elm327SessionConfig:
     """How to talk to the adapter; the defaults suit a genuine ELM327 and common clones."""
 
     command_timeout_s: float = 1.0  # one request; the adapter's own NO DATA timeout is about 0.2 s
@@ -89,9 +89,9 @@ def _by_sender(messages: Iterable[EcuMessage]) -> list[EcuMessage]:
 
 
 class Elm327Session:
-    def __init__(self, link: PromptLink, settings: Elm327Settings | None = None) -> None:
+    def __init__(self, link: PromptLink, settings: Elm327SessionConfig | None = None) -> None:
         self._link = link
-        self._settings = settings or Elm327Settings()
+        self._settings = settings or Elm327SessionConfig()
         self._lock = asyncio.Lock()
         self._echo_off = False
         self._headers = HeaderFormat.NONE

@@ -1,6 +1,6 @@
 """The GNSS source: an NMEA 0183 receiver on a serial port, written into `VehicleState` as "gnss".
 
-    reader = NmeaReader(NmeaSettings(port="/dev/ttyACM1"), state=state, clock=clock)
+    reader = NmeaReader(NmeaConfig(port="/dev/ttyACM1"), state=state, clock=clock)
     tasks.create_task(reader.run(), name="source-gnss")     # under the app's TaskGroup
     reader.track                                             # last three positions, for the eCall MSD
 
@@ -44,7 +44,7 @@ SOURCE = "gnss"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NmeaSettings:
+class NmeaConfig:
     """`[sources.gnss]` of the agent config."""
 
     port: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pyserial URL
@@ -59,7 +59,7 @@ class NmeaSettings:
             raise ConfigError("sources.gnss: stale_after_s and uere_m must be positive, track_spacing_m >= 0")
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> NmeaSettings:
+    def from_table(cls, table: Mapping[str, Any]) -> NmeaConfig:
         """Build from the raw `[sources.gnss]` table; ConfigError names the offending key."""
         return settings_from_table(cls, table, section="sources.gnss")
 
@@ -69,7 +69,7 @@ class NmeaReader:
 
     def __init__(
         self,
-        settings: NmeaSettings,
+        settings: NmeaConfig,
         *,
         state: VehicleState,
         clock: Clock,

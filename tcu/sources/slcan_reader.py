@@ -1,6 +1,6 @@
 """The CAN source: an SLCAN adapter on a serial port, decoded through the DBC into `VehicleState`.
 
-    reader = SlcanReader(SlcanSettings(port="/dev/ttyACM0"), state=state, clock=clock)
+    reader = SlcanReader(SlcanConfig(port="/dev/ttyACM0"), state=state, clock=clock)
     tasks.create_task(reader.run(), name="source-can")      # under the app's TaskGroup
 
 `SlcanChannel.open()` is the reusable lifecycle: open the port, `C` (whatever a previous run left
@@ -63,7 +63,7 @@ _SECTION = "sources.can"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SlcanSettings:
+class SlcanConfig:
     """`[sources.can]` of the agent config, when it names a serial port (no `interface`)."""
 
     port: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pyserial URL (socket://, rfc2217://)
@@ -90,7 +90,7 @@ class SlcanSettings:
             )
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> SlcanSettings:
+    def from_table(cls, table: Mapping[str, Any]) -> SlcanConfig:
         """Build from the raw `[sources.can]` table; ConfigError names the offending key."""
         return settings_from_table(cls, table, section=_SECTION)
 
@@ -107,7 +107,7 @@ class SlcanChannel:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: SlcanSettings, *, open_port: OpenPort = _OPEN_ADAPTER) -> AsyncIterator[SlcanChannel]:
+    async def open(cls, settings: SlcanConfig, *, open_port: OpenPort = _OPEN_ADAPTER) -> AsyncIterator[SlcanChannel]:
         reader, writer = await open_port(settings.port, settings.baudrate)
         channel = cls(reader, writer, name=settings.port)
         if settings.passive:
@@ -194,7 +194,7 @@ class SlcanReader:
 
     def __init__(
         self,
-        settings: SlcanSettings,
+        settings: SlcanConfig,
         *,
         state: VehicleState,
         clock: Clock,

@@ -21,11 +21,11 @@ from hil.devices.nmea_sim import NmeaSimulator
 from tcu.clock import ManualClock
 from tcu.sources.nmea import NmeaStream
 from tcu.sources.nmea_fix import LATITUDE
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.sources.nmea_track import GnssPosition, GnssTrack
 from tcu.sources.simulated import SimulatedVehicle
 from tcu.sources.slcan import CanFrame, SlcanStream, format_frame
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.uplink.outbox import Outbox
 from tcu.vehicle.drive_cycle import DriveCycle
@@ -121,7 +121,7 @@ def test_the_latest_reading_always_wins_whatever_the_wall_clock_does(
 
 def test_can_readings_after_a_step_back_are_stored() -> None:
     clock, state = ManualClock(), VehicleState()
-    reader = SlcanReader(SlcanSettings(port="/dev/null"), state=state, clock=clock)
+    reader = SlcanReader(SlcanConfig(port="/dev/null"), state=state, clock=clock)
 
     def speed_frame(kmh: float, counter: int) -> bytes:
         raw = round(kmh * 100)
@@ -140,7 +140,7 @@ def test_can_readings_after_a_step_back_are_stored() -> None:
 def test_gnss_readings_after_a_step_back_are_stored_and_the_fix_keeps_its_monotonic_time() -> None:
     clock = ManualClock(wall=datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
     state = VehicleState()
-    reader = NmeaReader(NmeaSettings(port="/dev/null"), state=state, clock=clock)
+    reader = NmeaReader(NmeaConfig(port="/dev/null"), state=state, clock=clock)
     sim = NmeaSimulator(start_utc=clock.now())
     reader.handle(NmeaStream().feed(sim.epoch(30.0)))
     first = state.value(LATITUDE)

@@ -30,7 +30,7 @@ from tcu.config import load_agent_config
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
-from tcu.sources.elm327_session import Elm327Settings
+from tcu.sources.elm327_session import Elm327SessionConfig
 from tcu.sources.nmea import NmeaStream, frame_sentence
 from tcu.sources.nmea_fix import (
     ALTITUDE,
@@ -43,7 +43,7 @@ from tcu.sources.nmea_fix import (
     VDOP,
     VERTICAL_ACCURACY,
 )
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.telemetry.snapshots import encode_signals
 from tcu.telemetry.vin_check import VIN_PATH, VinCheck
 from tcu.vehicle.state import Quality, Signal, VehicleState
@@ -55,7 +55,7 @@ from tests.conftest import VIN
 
 DTC_LIST = "Vehicle.OBD.DTCList"
 DTCS = ["P0143", "U0196", "C0234"]
-SETTINGS = Elm327Settings(command_timeout_s=0.25, reset_timeout_s=1.0, search_timeout_s=1.0)
+SETTINGS = Elm327SessionConfig(command_timeout_s=0.25, reset_timeout_s=1.0, search_timeout_s=1.0)
 
 
 def fast_mapping() -> ObdMapping:
@@ -215,7 +215,7 @@ def gnss_rig(clock: ManualClock) -> tuple[VehicleState, NmeaReader, NmeaSimulato
     state = VehicleState()
     return (
         state,
-        NmeaReader(NmeaSettings(port="/dev/ttyGNSS"), state=state, clock=clock),
+        NmeaReader(NmeaConfig(port="/dev/ttyGNSS"), state=state, clock=clock),
         NmeaSimulator(start_utc=GNSS_START),
     )
 

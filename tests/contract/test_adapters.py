@@ -23,8 +23,8 @@ from hil.devices.pty_device import PtyDevice
 from hil.devices.slcan_sim import SlcanSimulator
 from tcu.clock import SystemClock
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.vehicle.state import Quality, VehicleState
 from tests.conftest import eventually
 
@@ -74,7 +74,7 @@ async def test_obd_adapter_initialises_and_reports_engine_data(tmp_path: Path) -
 async def test_can_adapter_delivers_decoded_frames(tmp_path: Path) -> None:
     state = VehicleState()
     async with port("CAN", tmp_path) as path:
-        reader = SlcanReader(SlcanSettings(port=path), state=state, clock=SystemClock())
+        reader = SlcanReader(SlcanConfig(port=path), state=state, clock=SystemClock())
         async with running(reader.run()):
             await eventually(lambda: reader.stats.messages >= 10, what="ten frames", within=30)
     assert reader.stats.signals > 0
@@ -84,7 +84,7 @@ async def test_can_adapter_delivers_decoded_frames(tmp_path: Path) -> None:
 async def test_gnss_receiver_gives_a_plausible_fix(tmp_path: Path) -> None:
     state = VehicleState()
     async with port("GNSS", tmp_path) as path:
-        reader = NmeaReader(NmeaSettings(port=path), state=state, clock=SystemClock())
+        reader = NmeaReader(NmeaConfig(port=path), state=state, clock=SystemClock())
         async with running(reader.run()):
             await eventually(
                 lambda: state.get("Vehicle.CurrentLocation.Latitude") is not None, what="a position", within=60

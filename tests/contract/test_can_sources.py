@@ -32,9 +32,9 @@ from hil.devices.pty_device import PtyDevice, PtyPort
 from hil.devices.slcan_sim import load_vehicle_dbc
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
-from tcu.sources.can_bus import CanBusReader, CanBusSettings, open_python_can_bus
+from tcu.sources.can_bus import CanBusConfig, CanBusReader, open_python_can_bus
 from tcu.sources.slcan import CanFrame, format_frame
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.vehicle.state import Quality, VehicleState
 from tests.conftest import eventually
 
@@ -170,9 +170,9 @@ class VirtualRig(Rig):
         self.unplugged = False
         self.opened = 0
         self._sender = can.Bus(interface="virtual", channel=channel)
-        self.reader = reader_factory(CanBusSettings(interface="virtual", channel=channel), open_bus=self._open)
+        self.reader = reader_factory(CanBusConfig(interface="virtual", channel=channel), open_bus=self._open)
 
-    def _open(self, settings: CanBusSettings) -> Any:
+    def _open(self, settings: CanBusConfig) -> Any:
         if self.unplugged:
             raise can.CanInitializationError("No such device: virtual channel unplugged")
         self.opened += 1
@@ -196,7 +196,7 @@ class SocketcanRig(Rig):
 
     def __init__(self, reader_factory: Callable[..., CanBusReader]) -> None:
         self._sender = can.Bus(interface="socketcan", channel="vcan0")
-        self.reader = reader_factory(CanBusSettings(interface="socketcan", channel="vcan0"))
+        self.reader = reader_factory(CanBusConfig(interface="socketcan", channel="vcan0"))
 
     async def send(self, frame: CanFrame) -> None:
         self._sender.send(can.Message(arbitration_id=frame.can_id, data=frame.data, is_extended_id=frame.extended))
@@ -237,8 +237,8 @@ RIGS = ["slcan", "slcan-passive", "python-can-virtual", "python-can-slcan-listen
 async def make_rig(
     kind: str, tmp_path: Path, clock: ManualClock, state: VehicleState, sleep: GatedSleep, stale_after_s: float
 ) -> AsyncIterator[Rig]:
-    def bus_reader(settings: CanBusSettings, **kwargs: Any) -> CanBusReader:
-        settings = CanBusSettings(
+    def bus_reader(settings: CanBusConfig, **kwargs: Any) -> CanBusReader:
+        settings = CanBusConfig(
             interface=settings.interface,
             channel=settings.channel,
             bitrate=settings.bitrate,
@@ -254,7 +254,7 @@ async def make_rig(
             reader: SlcanReader | CanBusReader
             if kind == "python-can-slcan-listen-only":
                 reader = bus_reader(
-                    CanBusSettings(
+                    CanBusConfig(
                         interface="slcan",
                         channel=device.path,
                         bitrate=500_000,
@@ -262,9 +262,7 @@ async def make_rig(
                     )
                 )
             else:
-                settings = SlcanSettings(
-                    port=device.path, passive=passive, stale_after_s=stale_after_s, backoff=BACKOFF
-                )
+                settings = SlcanConfig(port=device.path, passive=passive, stale_after_s=stale_after_s, backoff=BACKOFF)
                 reader = SlcanReader(settings, state=state, clock=clock, sleep=sleep)
             yield SlcanRig(device, reader)  # type: ignore[arg-type]
     elif kind == "python-can-virtual":

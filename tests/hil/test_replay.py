@@ -28,7 +28,7 @@ from hil.scenario import library, load_scenario, parse_scenario
 from tcu.clock import ManualClock
 from tcu.errors import ConfigError
 from tcu.sources.slcan import CanFrame, SlcanStream
-from tcu.sources.slcan_reader import SlcanChannel, SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanChannel, SlcanConfig, SlcanReader
 from tcu.vehicle.state import VehicleState
 from tests.conftest import eventually, require_mosquitto
 
@@ -225,7 +225,7 @@ async def test_each_format_replays_through_a_pty_into_the_slcan_reader(
     state = VehicleState()
     seen = observe(state)
     async with ReplayDevice(path, speed=10.0, link_path=str(tmp_path / "ttyREPLAY")) as device:
-        reader = SlcanReader(SlcanSettings(port=device.path), state=state, clock=clock)
+        reader = SlcanReader(SlcanConfig(port=device.path), state=state, clock=clock)
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(reader.run(), name="source-can")
             await asyncio.wait_for(device.finished.wait(), 15)
@@ -250,7 +250,7 @@ async def test_z1_stamps_are_the_recorded_times_scaled(tmp_path: Path) -> None:
     path = RECORDINGS / "commute.asc"
     with can.LogReader(path) as reader:
         stamps = [m.timestamp for m in reader if not (m.is_error_frame or m.is_fd)][:150]
-    settings = SlcanSettings(port=str(tmp_path / "ttyREPLAY"), timestamps=True)
+    settings = SlcanConfig(port=str(tmp_path / "ttyREPLAY"), timestamps=True)
     async with ReplayDevice(path, speed=2.0, link_path=settings.port), SlcanChannel.open(settings) as channel:
         frames: list[CanFrame] = []
         while len(frames) < len(stamps):
@@ -285,7 +285,7 @@ async def test_frames_due_while_the_channel_is_closed_are_missed_not_burst() -> 
 async def test_a_looped_replay_runs_pass_after_pass(tmp_path: Path, clock: ManualClock) -> None:
     state = VehicleState()
     async with ReplayDevice(RECORDINGS / "commute.log", speed=50.0, loop=True) as device:
-        reader = SlcanReader(SlcanSettings(port=device.path), state=state, clock=clock)
+        reader = SlcanReader(SlcanConfig(port=device.path), state=state, clock=clock)
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(reader.run(), name="source-can")
             await eventually(
@@ -320,7 +320,7 @@ async def test_tcu_hil_replay_serves_the_recording_once_and_sums_up(tmp_path: Pa
         assert first.startswith(f"replaying {RECORDINGS / 'commute.blf'} at speed 20, once, on {link}")
         second = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
         assert second.strip() == f'point the agent at it:  [sources.can]  port = "{link}"'
-        async with SlcanChannel.open(SlcanSettings(port=str(link))) as channel:
+        async with SlcanChannel.open(SlcanConfig(port=str(link))) as channel:
             frames = 0
             while frames < 1412:
                 frames += sum(isinstance(item, CanFrame) for item in await channel.read_batch())

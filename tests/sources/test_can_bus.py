@@ -22,9 +22,9 @@ from hil.devices.slcan_sim import load_vehicle_dbc
 from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.errors import ConfigError
-from tcu.sources.can_bus import CanBusReader, CanBusSettings
+from tcu.sources.can_bus import CanBusConfig, CanBusReader
 from tcu.sources.configured import build_sources, can_reader
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.vehicle.state import VehicleState
 from tests.conftest import eventually
 
@@ -69,7 +69,7 @@ def test_interface_picks_the_python_can_source_and_port_keeps_slcan(clock: Manua
     )
     assert isinstance(reader, CanBusReader)
     assert isinstance(can_reader({"port": "/dev/ttyACM0"}, state=state, clock=clock), SlcanReader)
-    settings = CanBusSettings.from_table(
+    settings = CanBusConfig.from_table(
         {"interface": "socketcan", "channel": "can0", "stale_after_s": 5, "reconnect_cap_s": 8}
     )
     assert (settings.name, settings.bitrate, settings.stale_after_s, settings.backoff.cap_s) == (
@@ -120,7 +120,7 @@ def test_fd_payloads_and_error_frames_are_counted_and_logged(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = VehicleState()
-    reader = CanBusReader(CanBusSettings(interface="virtual"), state=state, clock=clock)
+    reader = CanBusReader(CanBusConfig(interface="virtual"), state=state, clock=clock)
     frames = reader.handle(
         [
             can.Message(arbitration_id=0x0C1, data=bytes(12), is_fd=True, is_extended_id=False),
@@ -143,12 +143,12 @@ def test_fd_payloads_and_error_frames_are_counted_and_logged(
 async def test_an_interface_that_cannot_be_opened_is_one_line_without_traceback(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def no_adapter(settings: CanBusSettings) -> can.BusABC:
+    def no_adapter(settings: CanBusConfig) -> can.BusABC:
         raise can.CanInitializationError("PCAN_ERROR_ILLHW:\n  The hardware\n  is not present")
 
     sleep = RecordingSleep()
     reader = CanBusReader(
-        CanBusSettings(interface="pcan", channel="PCAN_USBBUS1"),
+        CanBusConfig(interface="pcan", channel="PCAN_USBBUS1"),
         state=VehicleState(),
         clock=clock,
         sleep=sleep,
@@ -178,13 +178,13 @@ async def test_a_driver_that_hangs_while_opening_times_out(
         def shutdown(self) -> None:
             closed.set()
 
-    def hanging(settings: CanBusSettings) -> Any:
+    def hanging(settings: CanBusConfig) -> Any:
         release.wait(5)
         return Bus()
 
     sleep = RecordingSleep()
     reader = CanBusReader(
-        CanBusSettings(interface="kvaser", channel=0, open_timeout_s=0.2),
+        CanBusConfig(interface="kvaser", channel=0, open_timeout_s=0.2),
         state=VehicleState(),
         clock=clock,
         sleep=sleep,
@@ -203,7 +203,7 @@ async def test_a_hanging_driver_gets_one_thread_however_often_the_source_retries
     release = threading.Event()
     opens: list[int] = []
 
-    def hanging(settings: CanBusSettings) -> Any:
+    def hanging(settings: CanBusConfig) -> Any:
         opens.append(threading.get_ident())
         release.wait(5)
         raise can.CanInitializationError("gave up")
@@ -215,7 +215,7 @@ async def test_a_hanging_driver_gets_one_thread_however_often_the_source_retries
         await asyncio.sleep(0)
 
     reader = CanBusReader(
-        CanBusSettings(interface="kvaser", channel=0, open_timeout_s=0.05),
+        CanBusConfig(interface="kvaser", channel=0, open_timeout_s=0.05),
         state=VehicleState(),
         clock=clock,
         sleep=sleep,
@@ -236,7 +236,7 @@ async def test_a_flood_is_bounded_and_the_drops_are_counted(
     state = VehicleState()
     channel = f"flood-{id(state)}"
     reader = CanBusReader(
-        CanBusSettings(interface="virtual", channel=channel, max_pending_frames=1000, stale_after_s=30),
+        CanBusConfig(interface="virtual", channel=channel, max_pending_frames=1000, stale_after_s=30),
         state=state,
         clock=clock,
     )
@@ -292,7 +292,7 @@ async def test_passive_slcan_reads_what_python_can_slcan_writes(
     writes its own open sequence and frames; our passive reader sends nothing and decodes the frames."""
     writer_end, reader_end = pty_pair
     state = VehicleState()
-    settings = SlcanSettings(port=reader_end, passive=True, backoff=Backoff(base_s=0.5, cap_s=1.0))
+    settings = SlcanConfig(port=reader_end, passive=True, backoff=Backoff(base_s=0.5, cap_s=1.0))
     reader = SlcanReader(settings, state=state, clock=clock)
     async with running(reader.run):
         await eventually(reader.connected.is_set, within=5, what="port open")
@@ -326,7 +326,7 @@ async def test_an_adapter_without_listen_only_is_told_apart(
 
     sleep = RecordingSleep()
     async with NoListenOnly(name="canable", link_path=tmp_path / "ttyCAN") as device:
-        settings = SlcanSettings(port=device.path, listen_only=True)
+        settings = SlcanConfig(port=device.path, listen_only=True)
         reader = SlcanReader(settings, state=VehicleState(), clock=clock, sleep=sleep)
         async with running(reader.run):
             await eventually(lambda: len(sleep.delays) == 1, within=5, what="the refusal")

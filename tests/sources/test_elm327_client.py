@@ -19,7 +19,7 @@ from tcu.errors import DeviceGoneError
 from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_link import PromptLink
 from tcu.sources.elm327_mapping import ObdMapping, PidMapping, load_obd_mapping
-from tcu.sources.elm327_session import Elm327Settings
+from tcu.sources.elm327_session import Elm327SessionConfig
 from tcu.sources.obd_pids import PIDS
 from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
 from tcu.vehicle.state import Quality, VehicleState
@@ -27,7 +27,7 @@ from tcu.vehicle.state import Quality, VehicleState
 CRUISING = 25.0  # s into the drive cycle: 50 km/h, 2550 rpm
 STOPPED = 5.0  # standing at a light: 0 km/h
 DTCS = ["P0143", "U0196", "C0234"]
-SETTINGS = Elm327Settings(command_timeout_s=0.25, reset_timeout_s=1.0, search_timeout_s=1.0)
+SETTINGS = Elm327SessionConfig(command_timeout_s=0.25, reset_timeout_s=1.0, search_timeout_s=1.0)
 
 
 def fast_mapping(extra: tuple[PidMapping, ...] = ()) -> ObdMapping:
@@ -335,7 +335,7 @@ async def test_against_elm327_emulator(emulator: str, logs: pytest.LogCaptureFix
     config = Elm327ClientConfig(
         port=emulator,
         # It sleeps about 0.5 s on ATZ and ATDPN and 1.5 s on its search.
-        settings=Elm327Settings(command_timeout_s=2.0, reset_timeout_s=5.0, search_timeout_s=5.0),
+        settings=Elm327SessionConfig(command_timeout_s=2.0, reset_timeout_s=5.0, search_timeout_s=5.0),
         backoff=Backoff(base_s=0.05, cap_s=0.2),
     )
     client = Elm327Client(config, state=state, clock=clock, mapping=MAPPING)

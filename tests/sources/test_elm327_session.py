@@ -15,10 +15,10 @@ import pytest
 from tcu.errors import AdapterStatusError, DeviceGoneError, DeviceTimeoutError, ProtocolError
 from tcu.sources.elm327 import PromptFramer
 from tcu.sources.elm327_frames import HeaderFormat
-from tcu.sources.elm327_session import Elm327Session, Elm327Settings
+from tcu.sources.elm327_session import Elm327Session, Elm327SessionConfig
 
 DATA = Path(__file__).parents[1] / "data" / "elm327"
-FAST = Elm327Settings(command_timeout_s=0.05, reset_timeout_s=0.05, search_timeout_s=0.05)
+FAST = Elm327SessionConfig(command_timeout_s=0.05, reset_timeout_s=0.05, search_timeout_s=0.05)
 
 
 class ScriptedLink:
@@ -226,6 +226,6 @@ async def test_ok_expected_from_settings() -> None:
 
 def test_settings_validation() -> None:
     with pytest.raises(ValueError, match="command_timeout_s must be positive"):
-        Elm327Settings(command_timeout_s=0)
+        Elm327SessionConfig(command_timeout_s=0)
     with pytest.raises(ValueError, match="protocol 'Z'"):
-        Elm327Settings(protocol="Z")
+        Elm327SessionConfig(protocol="Z")

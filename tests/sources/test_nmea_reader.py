@@ -18,7 +18,7 @@ from tcu.clock import ManualClock
 from tcu.errors import ConfigError
 from tcu.sources.nmea import NmeaStream
 from tcu.sources.nmea_fix import FIX_QUALITY, FIX_TYPE, LATITUDE, LONGITUDE, TIMESTAMP
-from tcu.sources.nmea_reader import NmeaReader, NmeaSettings
+from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.state import Quality, VehicleState
 from tests.conftest import eventually
@@ -49,7 +49,7 @@ async def sim(tmp_path: Path) -> AsyncIterator[NmeaSimulator]:
 def make_reader(
     port: str, clock: ManualClock, state: VehicleState, sleep: GatedSleep, **settings: object
 ) -> NmeaReader:
-    config = NmeaSettings(port=port, backoff=Backoff(base_s=0.5, cap_s=4.0), **settings)  # type: ignore[arg-type]
+    config = NmeaConfig(port=port, backoff=Backoff(base_s=0.5, cap_s=4.0), **settings)  # type: ignore[arg-type]
     return NmeaReader(config, state=state, clock=clock, sleep=sleep)
 
 
@@ -185,20 +185,20 @@ async def test_golden_transcripts_over_a_pty(tmp_path: Path, clock: ManualClock,
 
 
 def test_settings_from_the_config_table() -> None:
-    settings = NmeaSettings.from_table({"port": "/dev/ttyACM1", "baudrate": 38400, "uere_m": 3.0})
+    settings = NmeaConfig.from_table({"port": "/dev/ttyACM1", "baudrate": 38400, "uere_m": 3.0})
     assert (settings.baudrate, settings.uere_m) == (38400, 3.0)
     with pytest.raises(ConfigError, match="unknown key"):
-        NmeaSettings.from_table({"port": "/dev/x", "rate": 1})
+        NmeaConfig.from_table({"port": "/dev/x", "rate": 1})
     with pytest.raises(ConfigError, match=r"sources\.gnss\.port: missing"):
-        NmeaSettings.from_table({"baudrate": 9600})
+        NmeaConfig.from_table({"baudrate": 9600})
     with pytest.raises(ConfigError, match="must be positive"):
-        NmeaSettings.from_table({"port": "/dev/x", "uere_m": 0})
+        NmeaConfig.from_table({"port": "/dev/x", "uere_m": 0})
 
 
 def test_fix_timestamps_are_the_receivers_signal_timestamps_the_clocks() -> None:
     clock = ManualClock(wall=START + timedelta(hours=5))
     state = VehicleState()
-    reader = NmeaReader(NmeaSettings(port="/dev/null"), state=state, clock=clock)
+    reader = NmeaReader(NmeaConfig(port="/dev/null"), state=state, clock=clock)
     sim = NmeaSimulator(start_utc=START)
     reader.handle(NmeaStream().feed(sim.epoch(30.0)))
     assert state.value(TIMESTAMP) == "2026-11-23T09:00:30Z"

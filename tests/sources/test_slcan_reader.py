@@ -19,7 +19,7 @@ from tcu.backoff import Backoff
 from tcu.clock import ManualClock
 from tcu.errors import ConfigError
 from tcu.sources.slcan import Close, ListenOnly, Open, SetBitrate, SetTimestamps, SlcanStream
-from tcu.sources.slcan_reader import SlcanReader, SlcanSettings
+from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.vehicle.drive_cycle import DriveCycle
 from tcu.vehicle.state import Quality, VehicleState
 from tests.conftest import eventually
@@ -64,7 +64,7 @@ async def sim(tmp_path: Path) -> AsyncIterator[SlcanSimulator]:
 def make_reader(
     port: str, clock: ManualClock, state: VehicleState, sleep: GatedSleep, **settings: object
 ) -> SlcanReader:
-    config = SlcanSettings(port=port, backoff=Backoff(base_s=0.5, cap_s=4.0), **settings)  # type: ignore[arg-type]
+    config = SlcanConfig(port=port, backoff=Backoff(base_s=0.5, cap_s=4.0), **settings)  # type: ignore[arg-type]
     return SlcanReader(config, state=state, clock=clock, sleep=sleep)
 
 
@@ -278,25 +278,25 @@ async def test_golden_transcript_over_a_pty(tmp_path: Path, clock: ManualClock) 
 
 
 def test_settings_from_the_config_table() -> None:
-    settings = SlcanSettings.from_table({"port": "/dev/ttyACM0", "bitrate": 250_000, "listen_only": True})
+    settings = SlcanConfig.from_table({"port": "/dev/ttyACM0", "bitrate": 250_000, "listen_only": True})
     assert (settings.port, settings.bitrate, settings.listen_only) == ("/dev/ttyACM0", 250_000, True)
     with pytest.raises(ConfigError, match="unknown key"):
-        SlcanSettings.from_table({"port": "/dev/x", "speed": 1})
+        SlcanConfig.from_table({"port": "/dev/x", "speed": 1})
     with pytest.raises(ConfigError, match=r"sources\.can\.port: missing"):
-        SlcanSettings.from_table({})
+        SlcanConfig.from_table({})
     with pytest.raises(ConfigError, match="83300 is not one of"):
-        SlcanSettings.from_table({"port": "/dev/x", "bitrate": 83_300})
+        SlcanConfig.from_table({"port": "/dev/x", "bitrate": 83_300})
     with pytest.raises(ConfigError, match=r"backoff needs 0 < base \(5\.0\) <= cap \(1\.0\)"):
-        SlcanSettings.from_table({"port": "/dev/x", "reconnect_base_s": 5, "reconnect_cap_s": 1})
+        SlcanConfig.from_table({"port": "/dev/x", "reconnect_base_s": 5, "reconnect_cap_s": 1})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) backoff"):
-        SlcanSettings.from_table({"port": "/dev/x", "backoff": 1})
-    assert SlcanSettings.from_table({"port": "/dev/x", "reconnect_cap_s": 5}).backoff.cap_s == 5.0
+        SlcanConfig.from_table({"port": "/dev/x", "backoff": 1})
+    assert SlcanConfig.from_table({"port": "/dev/x", "reconnect_cap_s": 5}).backoff.cap_s == 5.0
 
 
 def test_timestamps_come_from_the_injected_clock_not_the_adapter() -> None:
     clock = ManualClock(wall=datetime(2030, 5, 1, tzinfo=UTC))
     state = VehicleState()
-    reader = SlcanReader(SlcanSettings(port="/dev/null"), state=state, clock=clock)
+    reader = SlcanReader(SlcanConfig(port="/dev/null"), state=state, clock=clock)
     reader.handle(SlcanStream().feed(b"t0C14AF1205000010\r"))
     signal = state.get("Vehicle.Speed")
     assert signal is not None
