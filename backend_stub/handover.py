@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from backend_stub.provisioning_store import ProvisioningStore
@@ -23,8 +24,14 @@ from telematics_wire.entitlements import Entitlements, derive
 from telematics_wire.sim_state import SimState
 from telematics_wire.terms import Booking
 
-ACTIVE = "active"
-DEACTIVATED = "deactivated"
+
+class ServiceState(StrEnum):
+    """A service's state in the handover list the new owner sees."""
+
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+
+
 ENDED_UNPAID = "ended at the owner change: unpaid by the previous owner (AGB 5.5 c, 7.1); it can be booked again"
 
 
@@ -77,7 +84,7 @@ def handover_list(
         running = sorted(car.services_running.get(code, ()))
         suspended = sorted(car.services_suspended.get(code, ()))
         row = _booking_row(store, booking, now) | {
-            "state": ACTIVE if code in car.running else DEACTIVATED,
+            "state": ServiceState.ACTIVE if code in car.running else ServiceState.DEACTIVATED,
             "running_services": running,
             "suspended_services": suspended,
             **sim,
@@ -94,7 +101,7 @@ def handover_list(
         rows.append(
             _booking_row(store, booking, now)
             | {
-                "state": DEACTIVATED,
+                "state": ServiceState.DEACTIVATED,
                 "status": "ended",
                 "running_services": [],
                 "suspended_services": [],
@@ -107,7 +114,7 @@ def handover_list(
             {
                 "code": LEGAL_ECALL,
                 "name": "Legal eCall (EU 112)",
-                "state": ACTIVE,
+                "state": ServiceState.ACTIVE,
                 "status": "active",
                 "term": "legal",
                 "end": None,

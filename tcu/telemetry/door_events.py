@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tcu.clock import Clock
@@ -27,20 +28,27 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-DOOR, LOCK = "door", "lock"
+
+class AccessEvent(StrEnum):
+    """The `type` of an access event record: a door or flap opened/closed, or the central lock changed."""
+
+    DOOR = "door"
+    LOCK = "lock"
+
+
 CENTRAL_LOCK = "Vehicle.Body.CentralLock.State"
 _FLAPS = ("Vehicle.Cabin.Door.", "Vehicle.Body.Trunk.", "Vehicle.Body.Hood.")
 
 
-def event_type(path: str) -> str | None:
+def event_type(path: str) -> AccessEvent | None:
     """`door` for an open/closed signal of a door or flap, `lock` for a lock state, None otherwise."""
     if path == CENTRAL_LOCK:
-        return LOCK
+        return AccessEvent.LOCK
     if path.startswith(_FLAPS):
         if path.endswith(".IsOpen"):
-            return DOOR
+            return AccessEvent.DOOR
         if path.endswith(".IsLocked"):
-            return LOCK
+            return AccessEvent.LOCK
     return None
 
 

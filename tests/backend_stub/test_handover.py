@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from backend_stub.errors import ProvisioningError
-from backend_stub.handover import ACTIVE, DEACTIVATED, handover_list
+from backend_stub.handover import ServiceState, handover_list
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
 from tcu.clock import ManualClock
@@ -46,9 +46,11 @@ def _agrees_with_the_car(store: ProvisioningStore, now: datetime) -> list[dict[s
     for row in rows:
         code = str(row["code"])
         if code == "6AF":
-            assert (row["state"], car.legal_ecall) == (ACTIVE, True), "legal eCall is listed only for a car with it"
+            assert (row["state"], car.legal_ecall) == (ServiceState.ACTIVE, True), (
+                "legal eCall is listed only for a car with it"
+            )
             continue
-        assert row["state"] == (ACTIVE if code in car.running else DEACTIVATED), row
+        assert row["state"] == (ServiceState.ACTIVE if code in car.running else ServiceState.DEACTIVATED), row
         assert row["running_services"] == sorted(car.services_running.get(code, ())), row
         assert row["suspended_services"] == sorted(car.services_suspended.get(code, ())), row
         assert row["sim"] == car.sim.value
@@ -71,9 +73,9 @@ def test_the_reviewer_s_case_no_active_service_on_a_deactivated_sim_and_no_suspe
     issuer.suspend(VIN)
     rows = {row["code"]: row for row in _agrees_with_the_car(store, datetime(2027, 1, 1, tzinfo=UTC))}
     assert {code: row["state"] for code, row in rows.items()} == {
-        "6AE": DEACTIVATED,
-        "6AC": DEACTIVATED,
-        STORE: DEACTIVATED,
+        "6AE": ServiceState.DEACTIVATED,
+        "6AC": ServiceState.DEACTIVATED,
+        STORE: ServiceState.DEACTIVATED,
     }
     assert {row["sim"] for row in rows.values()} == {"fully_deactivated"}
     assert "payment default" not in str(rows["6AE"].get("note", ""))
@@ -90,7 +92,7 @@ def test_a_suspended_paid_package_keeps_its_free_services_running_for_the_buyer(
     issuer.book(VIN, "612", "2+1y")
     issuer.suspend(VIN, ["612"])
     [row] = _agrees_with_the_car(store, START)
-    assert row["state"] == ACTIVE
+    assert row["state"] == ServiceState.ACTIVE
     assert "Teleservices" in row["running_services"]
     assert "Intelligenter Notruf" in row["suspended_services"]
 
