@@ -36,7 +36,7 @@ from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
 
-Report = Callable[[Record], None]
+RecordSink = Callable[[Record], None]  # hands a record to telematics (the outbox)
 REMEMBERED_REJECTIONS = 16
 
 
@@ -50,7 +50,7 @@ class ServiceManager:
         legal_ecall: bool,
         clock: Clock,
         catalogue: Catalogue,
-        report: Report,
+        report: RecordSink,
         on_change: Callable[[Entitlements], None] = lambda _e: None,
         ecall_active: Callable[[], bool] = lambda: False,
         step_hook: Callable[[str], None] = lambda _step: None,
