@@ -10,8 +10,9 @@ handed over, as they were on the loop.
     acks = await database.run(flush, batch)   # the loop runs other tasks meanwhile
     database.close()                          # waits for the job in progress, then ends the thread
 
-A job keeps running when the task awaiting it is cancelled (a thread cannot be interrupted): its
-transaction commits or rolls back as a whole, and `close` waits for it before the connections close.
+A job that has started keeps running when the task awaiting it is cancelled (a thread cannot be
+interrupted): its transaction commits or rolls back as a whole, and `close` waits for it before the
+connections close. A job still queued then is dropped.
 """
 
 from __future__ import annotations

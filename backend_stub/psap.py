@@ -96,10 +96,12 @@ class PsapStub(LineServer[PsapCall]):
         return [msd for call in self.calls for msd in call.msds]
 
     async def start(self) -> None:
-        # The MSD modules compiled before the first call answers, not while its MSD waits (about 0.2 s).
-        await asyncio.to_thread(default_codec().prepare)
-        if self._archive is not None:
-            await self._archive.open()
+        # The MSD modules compiled before the first call answers, not while its MSD waits (about 0.2 s);
+        # the archive's table made meanwhile, on its own thread.
+        async with asyncio.TaskGroup() as preparing:
+            preparing.create_task(asyncio.to_thread(default_codec().prepare))
+            if self._archive is not None:
+                preparing.create_task(self._archive.open())
         await super().start()
 
     async def close(self) -> None:

@@ -98,7 +98,8 @@ class ServiceShell:
         tick whose publications are collected, then made here): it runs to its end on the thread."""
         if self._database is None:
             return await job()
-        return await self._database.run(asyncio.run, job())
+        # The coroutine is made on the thread: a job dropped before it starts leaves none unawaited.
+        return await self._database.run(lambda: asyncio.run(job()))
 
     async def run(self, *, serve: Serve | None = None, loops: Mapping[str, Step] | None = None) -> None:
         """`serve` on the MQTT link (reconnecting) and run each `loops` task until cancelled.
