@@ -12,8 +12,8 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing, contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,22 +28,11 @@ from backend_stub.store import BackendStore
 from tcu.broker_config import BrokerConfig
 from tcu.clock import ManualClock
 from telematics_wire.envelope import open_ack, seal_record
-from telematics_wire.msd import Msd, VehicleType, encode
 from telematics_wire.records import Record, RecordKind, to_millis
+from tests.backend_stub.psap_caller import emergency_call, send_msd
 from tests.conftest import VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"
-MSD = encode(
-    Msd(
-        automatic_activation=True,
-        test_call=False,
-        position_can_be_trusted=True,
-        vehicle_type=VehicleType.M1,
-        vin=VIN,
-        latitude_mas=173_160_000,
-        longitude_mas=41_400_000,
-    )
-)
 
 
 class Backend:
@@ -90,24 +79,6 @@ def locked(path: Path) -> Iterator[sqlite3.Connection]:
                 other.execute("ROLLBACK")
 
 
-@asynccontextmanager
-async def emergency_call(psap: PsapStub) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection(*psap.address)
-    try:
-        writer.write(b"CALL automatic -\n")
-        assert await _lines(reader, 2) == ["CONNECTED", "SEND-MSD"]
-        yield reader, writer
-    finally:
-        writer.write(b"HANGUP\n")
-        writer.close()
-        await writer.wait_closed()
-
-
-async def _lines(reader: asyncio.StreamReader, count: int) -> list[str]:
-    async with asyncio.timeout(10):
-        return [(await reader.readline()).decode("ascii").strip() for _ in range(count)]
-
-
 def _record(vehicle_box: Box, clock: ManualClock, seq: int) -> bytes:
     stamp = to_millis(clock.now() + timedelta(seconds=seq))
     body = {"signals": {"Vehicle.Speed": {"v": float(seq), "t": stamp}}}
@@ -127,8 +98,7 @@ async def test_the_psap_acknowledges_an_msd_while_a_batch_waits_on_the_lock(
             flush = asyncio.create_task(backend.flush([(RECORDS, _record(vehicle_box, clock, 1))], entered))
             assert await asyncio.to_thread(entered.wait, 10)  # the batch now waits on the lock, off the loop
             async with emergency_call(psap) as (reader, writer):
-                writer.write(f"MSD {MSD.hex()}\n".encode("ascii"))
-                assert await _lines(reader, 2) == ["LL-ACK", "AL-ACK positive"]
+                assert await send_msd(reader, writer) == ["LL-ACK", "AL-ACK positive"]
                 # The loop answered the eCall while the batch was still waiting: it did not wait with it.
                 assert not flush.done()
             other.execute("ROLLBACK")  # the other process lets go within the busy timeout
@@ -172,8 +142,7 @@ async def test_the_psap_answers_the_next_call_while_its_own_write_waits_on_the_l
         with locked(path) as other:
             for call in (1, 2):  # the first call's row is still waiting on the lock when the second comes
                 async with emergency_call(psap) as (reader, writer):
-                    writer.write(f"MSD {MSD.hex()}\n".encode("ascii"))
-                    assert await _lines(reader, 2) == ["LL-ACK", "AL-ACK positive"]
+                    assert await send_msd(reader, writer) == ["LL-ACK", "AL-ACK positive"]
                 assert len(psap.msds) == call
             other.execute("ROLLBACK")  # within the busy timeout: the waiting rows go in
         await psap.archived()

@@ -10,25 +10,8 @@ from contextlib import closing
 from pathlib import Path
 
 from backend_stub.psap import PsapStub
-from telematics_wire.msd import Msd, VehicleType, encode
+from tests.backend_stub.psap_caller import MSD, emergency_call, send_msd
 from tests.conftest import VIN
-
-MSD = encode(
-    Msd(
-        automatic_activation=True,
-        test_call=False,
-        position_can_be_trusted=True,
-        vehicle_type=VehicleType.M1,
-        vin=VIN,
-        latitude_mas=173_160_000,
-        longitude_mas=41_400_000,
-    )
-)
-
-
-async def _lines(reader: asyncio.StreamReader, count: int) -> list[str]:
-    async with asyncio.timeout(5):
-        return [(await reader.readline()).decode("ascii").strip() for _ in range(count)]
 
 
 async def test_an_msd_the_database_cannot_take_is_still_acknowledged(tmp_path: Path) -> None:
@@ -36,17 +19,11 @@ async def test_an_msd_the_database_cannot_take_is_still_acknowledged(tmp_path: P
     async with PsapStub(database=database) as psap:
         with closing(sqlite3.connect(database)) as db, db:  # every write now fails, as on a full disk
             db.execute("CREATE TRIGGER refuse BEFORE INSERT ON psap_msds BEGIN SELECT RAISE(FAIL, 'disk is full'); END")
-        reader, writer = await asyncio.open_connection(*psap.address)
-        writer.write(b"CALL automatic -\n")
-        assert await _lines(reader, 2) == ["CONNECTED", "SEND-MSD"]
-        writer.write(f"MSD {MSD.hex()}\n".encode("ascii"))
-        assert await _lines(reader, 2) == ["LL-ACK", "AL-ACK positive"]
+        async with emergency_call(psap) as (reader, writer):
+            assert await send_msd(reader, writer) == ["LL-ACK", "AL-ACK positive"]
         [received] = psap.msds
         assert received.msd is not None
         assert received.msd.vin == VIN
-        writer.write(b"HANGUP\n")
-        writer.close()
-        await writer.wait_closed()
 
 
 def _call_and_time_the_acks(address: tuple[str, int]) -> float:
