@@ -278,6 +278,7 @@ class Agent:
             self.ecu.load()
             self.measures.recover()  # an attempt the agent died in is rolled back before anything else
             self.services.load()  # reports the capabilities it derives
+            await self.outbox.committed()  # ready: what the start-up reported is queued (and counted)
             self.ready.set()
             self._notifier.ready(f"VIN {config.vin}: {self.outbox.stats().depth} record(s) queued")
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)

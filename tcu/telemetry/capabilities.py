@@ -135,7 +135,10 @@ class NewSignalWatch:
         # The steps are separate methods so that tests drive them by hand, with no real waiting.
         while True:
             try:
-                await asyncio.wait_for(self._changed.wait(), self._poll_s)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands as the event is set,
+                # and the agent's shutdown then waits on this loop forever.
+                async with asyncio.timeout(self._poll_s):
+                    await self._changed.wait()
             except TimeoutError:
                 self.poll_consents()
                 continue

@@ -149,7 +149,9 @@ async def test_in_a_group_each_producer_gets_its_own_outcome(
     last = asyncio.create_task(outbox.put(_record(clock, n=4)))
     slow.release()
     done = await asyncio.wait_for(asyncio.gather(first, good, too_large, broken, last, return_exceptions=True), _WAIT_S)
-    assert done[0] is None and done[1] is None and done[4] is None
+    assert done[0] is None
+    assert done[1] is None
+    assert done[4] is None
     assert isinstance(done[2], RecordTooLargeError), "the big record is refused to its producer"
     assert isinstance(done[3], ValueError), "a producer's own failure is its own"
     queued = await outbox.next_batch(1000)
@@ -164,7 +166,7 @@ async def test_a_failure_on_the_writer_reaches_its_caller_and_the_writer_goes_on
     def disk_full(seqs: object) -> int:
         raise StorageFullError("queue: cannot delete acknowledged records: disk or queue size limit full")
 
-    monkeypatch.setattr(outbox._store, "acknowledge", disk_full)  # noqa: SLF001 - a disk that fails on cue
+    monkeypatch.setattr(outbox._store, "acknowledge", disk_full)  # a disk that fails on cue
     with pytest.raises(StorageFullError, match="disk or queue size limit full"):
         await outbox.acknowledge([1])
     monkeypatch.undo()
@@ -224,7 +226,8 @@ async def test_on_a_full_disk_producers_are_not_stopped_and_nothing_queued_is_lo
                 puts = [queue.put(_record(clock, RecordKind.EVENT, n=i, pad="e" * 1500)) for i in range(5, 400)]
                 await asyncio.wait_for(asyncio.gather(*puts), _WAIT_S * 3)  # none raises: held in memory
                 stats = queue.stats()
-                assert stats.storage_full and stats.spilled_in_memory > 0
+                assert stats.storage_full
+                assert stats.spilled_in_memory > 0
                 queued = await queue.next_batch(10_000)
                 assert [body["n"] for body in _bodies(backend_box, queued)][:5] == [0, 1, 2, 3, 4]
                 (disk / "ballast.bin").unlink()
@@ -233,7 +236,8 @@ async def test_on_a_full_disk_producers_are_not_stopped_and_nothing_queued_is_lo
                 await queue.put(_record(clock, RecordKind.EVENT, n=400))
                 assert queue.stats().spilled_in_memory == 0
                 rest = [body["n"] for body in _bodies(backend_box, await queue.next_batch(10_000))]
-                assert [n for n in rest] == sorted(rest) and rest[-1] == 400
+                assert rest == sorted(rest)
+                assert rest[-1] == 400
                 assert len(queued) - 5 + len(rest) == 396, "every event reached the disk"
     except SmallDiskUnavailableError as exc:
         pytest.skip(str(exc))
