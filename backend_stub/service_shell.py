@@ -117,7 +117,10 @@ class ServiceShell:
             for topic in self._subscriptions:
                 await client.subscribe(topic, qos=1)
             self.connected.set()
-            _LOGGER.info("%s connected to %s as %s", self.name, self._broker.url, self._identifier)
+            if self._subscriptions:  # "backend ingest subscribed to ...": the line a bench waits for
+                _LOGGER.info("%s subscribed to %s on %s", self.name, ", ".join(self._subscriptions), self._broker.url)
+            else:
+                _LOGGER.info("%s connected to %s as %s", self.name, self._broker.url, self._identifier)
             await serve(client)
 
         await serve_reconnecting(
