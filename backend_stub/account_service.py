@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 
-import aiomqtt
-
 from backend_stub.accounts import AccountStore, OwnerChange
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.handover import handover_list
@@ -31,6 +29,7 @@ from backend_stub.service_shell import EventInbox, ServiceShell
 from backend_stub.wakeup import Wakeup
 from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
+from tcu.uplink.mqtt_port import MqttClient
 from telematics_wire.records import ReceivedRecord, RecordKind
 from telematics_wire.terms import Booking
 from telematics_wire.topics import VehicleTopics
@@ -115,13 +114,13 @@ class AccountService:
     async def _handle_owner_changes(self) -> None:
         await self.shell.offload(self.process_inbox)
 
-    async def _publish_messages(self, client: aiomqtt.Client) -> None:
+    async def _publish_messages(self, client: MqttClient) -> None:
         for number, vin, signed in await self.shell.offload(self._accounts.pending_messages, self._clock.now()):
             await client.publish(VehicleTopics(vin).down("account"), signed, qos=1)
             await self.shell.offload(self._accounts.mark_published, number, self._clock.now())
             _LOGGER.info("account message %d published to vehicle %s", number, vin)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: MqttClient) -> None:
         await self.shell.repeat(
             lambda: self._publish_messages(client),
             what="publishing account messages",

@@ -11,11 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 
-import aiomqtt
-
 from tcu.backoff import Backoff
 from tcu.broker_config import BrokerConfig
 from tcu.uplink.mqtt_client import make_client, run_reconnecting
+from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 
 RECONNECT = Backoff(base_s=0.2, cap_s=10.0)
 
@@ -24,13 +23,23 @@ async def serve_reconnecting(
     broker: BrokerConfig,
     *,
     identifier: str,
-    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    serve: Callable[[MqttClient], Awaitable[None]],
     on_down: Callable[[str], None],
     max_inflight: int = 100,
+    clients: ClientFactory | None = None,
 ) -> None:
-    """Connect as `identifier`, `serve` until the link fails, reconnect; only cancellation ends it."""
+    """Connect as `identifier`, `serve` until the link fails, reconnect; only cancellation ends it.
+
+    `clients` makes the client instead of `make_client` (the in-memory twin, `hil.mqtt_twin`); the
+    backend sets no last will."""
+
+    def connect() -> MqttClient:
+        if clients is not None:
+            return clients(identifier, None)
+        return make_client(broker, identifier=identifier, max_inflight=max_inflight)
+
     await run_reconnecting(
-        lambda: make_client(broker, identifier=identifier, max_inflight=max_inflight),
+        connect,
         serve,
         broker=broker,
         backoff=RECONNECT,

@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiomqtt
 from nacl.public import Box, PrivateKey, PublicKey
 
 from backend_stub.database_thread import DatabaseThread
@@ -32,6 +31,7 @@ from backend_stub.service_shell import ServiceShell
 from backend_stub.store import BackendStore
 from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
+from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 from telematics_wire.envelope import open_record, seal_ack
 from telematics_wire.errors import CborError, EnvelopeError
 from telematics_wire.records import ReceivedRecord
@@ -290,6 +290,7 @@ class IngestService:
         max_batch: int = 500,
         identifier: str = "backend-stub",
         database: DatabaseThread | None = None,
+        clients: ClientFactory | None = None,
     ) -> None:
         self._ingest = ingest
         self._store = store
@@ -301,13 +302,14 @@ class IngestService:
             database=database,
             subscriptions=(UP_WILDCARD,),
             max_inflight=1000,
+            clients=clients,
         )
         self.connected = self.shell.connected
 
     async def run(self) -> None:
         await self.shell.run(serve=self._consume)
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: MqttClient) -> None:
         batch: list[tuple[str, bytes]] = []
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -317,7 +319,7 @@ class IngestService:
                 await self._flush(client, batch)
                 batch = []
 
-    async def _flush(self, client: aiomqtt.Client, batch: list[tuple[str, bytes]]) -> None:
+    async def _flush(self, client: MqttClient, batch: list[tuple[str, bytes]]) -> None:
         acks = await self.shell.offload(self.store_batch, batch)
         async with asyncio.TaskGroup() as publishes:
             for topic, ack in acks:

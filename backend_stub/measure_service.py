@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 
-import aiomqtt
-
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest
 from backend_stub.measures import MeasureScheduler
 from backend_stub.service_shell import EventInbox, ServiceShell
 from tcu.broker_config import BrokerConfig
+from tcu.uplink.mqtt_port import MqttClient
 from telematics_wire.records import ReceivedRecord, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,11 +68,11 @@ class MeasureService:
         await self._scheduler.tick(collect)
         return orders
 
-    async def _send_due(self, client: aiomqtt.Client) -> None:
+    async def _send_due(self, client: MqttClient) -> None:
         for topic, payload in await self.shell.offload_coroutine(self._scheduler_pass):
             await client.publish(topic, payload, qos=1)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: MqttClient) -> None:
         await self.shell.repeat(
             lambda: self._send_due(client),
             what="booking answers and sending due measure attempts",

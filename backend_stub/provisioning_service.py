@@ -41,6 +41,7 @@ from backend_stub.store import BackendStore, StoredRecord
 from backend_stub.wakeup import Wakeup
 from tcu.broker_config import BrokerConfig
 from tcu.clock import Clock
+from tcu.uplink.mqtt_port import MqttClient
 from telematics_wire.records import ReceivedRecord, RecordKind
 from telematics_wire.topics import VehicleTopics
 
@@ -85,16 +86,19 @@ class Publisher(Protocol):
 
 
 class MqttPublisher:
-    def __init__(self, client: aiomqtt.Client, *, mqtt5: bool) -> None:
+    def __init__(self, client: MqttClient, *, mqtt5: bool) -> None:
         self._client = client
         self._mqtt5 = mqtt5
 
     async def publish(self, topic: str, payload: bytes, *, expiry_s: int) -> None:
-        properties = None
-        if self._mqtt5:
+        # The expiry is an MQTT 5 property, which only aiomqtt's client carries (the twin, `hil.mqtt_twin`,
+        # does not model properties): without it the file is retained until replaced.
+        if self._mqtt5 and isinstance(self._client, aiomqtt.Client):
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = expiry_s
-        await self._client.publish(topic, payload, qos=1, retain=True, properties=properties)
+            await self._client.publish(topic, payload, qos=1, retain=True, properties=properties)
+            return
+        await self._client.publish(topic, payload, qos=1, retain=True)
 
 
 @dataclass
@@ -270,7 +274,7 @@ class ProvisioningService:
             due=self._changed_elsewhere,
         )
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: MqttClient) -> None:
         await self.deliver_forever(MqttPublisher(client, mqtt5=self._mqtt5))
 
     async def run(self) -> None:

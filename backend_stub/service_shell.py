@@ -25,13 +25,14 @@ from backend_stub.broker_link import serve_reconnecting
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.wakeup import Wakeup
 from tcu.broker_config import BrokerConfig
+from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 
 _LOGGER = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _Item = TypeVar("_Item")
 
-Serve = Callable[[aiomqtt.Client], Awaitable[None]]
+Serve = Callable[[MqttClient], Awaitable[None]]
 Step = Callable[[], Coroutine[Any, Any, object]]
 
 
@@ -78,6 +79,7 @@ class ServiceShell:
         database: DatabaseThread | None = None,
         subscriptions: tuple[str, ...] = (),
         max_inflight: int = 100,
+        clients: ClientFactory | None = None,
     ) -> None:
         self.name = name
         self.connected = asyncio.Event()
@@ -86,6 +88,7 @@ class ServiceShell:
         self._database = database
         self._subscriptions = subscriptions
         self._max_inflight = max_inflight
+        self._clients = clients  # None: a real client to the broker (`make_client`)
 
     async def offload(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run database work on the database thread (inline without one) and return its result."""
@@ -113,7 +116,7 @@ class ServiceShell:
                 tasks.create_task(self._link(serve), name=f"{self.name}-link")
 
     async def _link(self, serve: Serve) -> None:
-        async def connected(client: aiomqtt.Client) -> None:
+        async def connected(client: MqttClient) -> None:
             for topic in self._subscriptions:
                 await client.subscribe(topic, qos=1)
             self.connected.set()
@@ -129,6 +132,7 @@ class ServiceShell:
             serve=connected,
             on_down=self._on_down,
             max_inflight=self._max_inflight,
+            clients=self._clients,
         )
 
     def _on_down(self, reason: str) -> None:
