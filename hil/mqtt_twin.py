@@ -12,18 +12,24 @@ same contract tests (`tests/contract/test_mqtt_twin.py`):
   protocol error, for which the broker drops the connection (and sends the will);
 - persistent sessions (the agent's): subscriptions survive a disconnect and QoS 1 messages are queued
   for them; QoS 0 is not queued. A clean start begins an empty session that ends with its connection;
+- acknowledgements: a client acknowledges a QoS 1 message on receipt, as paho does, unless it was made
+  with `manual_ack` (the agent's): then only `ack` does, and a message not acknowledged when the
+  connection ends (read or not, handled or not) is sent again, first and in order, on the session's next
+  connection, takeover included. Such a client hands out nothing more once its connection is gone;
 - client-id takeover: a second connection with the same id closes the first (no will), and takes over
-  the session and its queue;
+  the session, its queue and what it had not acknowledged;
 - the last will goes out when a connection is lost (`drop`), not on an orderly disconnect;
 - a stalled broker (`pause`): QoS 1 publishes wait for their acknowledgement and fail with `MqttError`
   after their timeout, yet are delivered on `resume`, as bytes already in a socket would be: at least
-  once, never exactly once. A connection dropped meanwhile loses what it had not got through.
+  once, never exactly once; a client's acks are likewise applied on `resume`. A connection dropped
+  meanwhile loses what it had not got through.
 - a stopped broker (`stop`) drops every connection without wills and refuses new ones until `start`;
   retained messages and sessions persist, as Mosquitto's persistence file keeps them.
 
-Not modelled: MQTT 5 properties (message and session expiry), QoS 2, ACLs, keepalive, message size limits.
-A message a client had received but not yet iterated is lost with its connection, as with aiomqtt
-(paho acknowledges on receipt).
+Not modelled: MQTT 5 properties (message and session expiry), QoS 2, ACLs, keepalive, message size limits,
+the broker's in-flight limit (a manual-ack client that acknowledges nothing would stall on Mosquitto).
+An auto-acknowledging client loses with its connection what it had received but not yet iterated;
+aiomqtt still hands those (already acknowledged) messages out after the drop: the twin is the stricter.
 
 It lives in `hil` (like the ELM327 twin) so tests, benches and the demo can share it; `tcu` never
 imports it, a test injects it into `UplinkSession` as the client factory.
@@ -93,6 +99,7 @@ class _Session:
     persistent: bool
     subscriptions: dict[str, int] = field(default_factory=dict)  # filter -> granted QoS
     queued: deque[aiomqtt.Message] = field(default_factory=deque)  # QoS 1 for an offline persistent session
+    unacked: dict[int, aiomqtt.Message] = field(default_factory=dict)  # mid -> sent to a manual-ack client
     link: _Link | None = None
 
 
@@ -103,11 +110,14 @@ class _Link:
     identifier: str
     session: _Session
     will: aiomqtt.Will | None
+    manual_ack: bool
     inbox: deque[aiomqtt.Message] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # an inbox item arrived, or the link closed
     closed_because: str | None = None
 
     def deliver(self, message: aiomqtt.Message) -> None:
+        if self.manual_ack and message.qos >= 1:
+            self.session.unacked[message.mid] = message  # until the client's `ack`; else sent again
         self.inbox.append(message)
         self.ready.set()
 
@@ -134,6 +144,7 @@ class MemoryBroker:
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._stalled: list[_Stalled] = []
+        self._stalled_acks: list[tuple[_Link, int]] = []  # (connection, mid) sent while paused
         self._running = True
         self._mids = itertools.count(1)
         self.published: list[Publication] = []  # everything accepted, in order: for tests to read
@@ -146,8 +157,11 @@ class MemoryBroker:
         clean_start: bool = False,
         will: aiomqtt.Will | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        manual_ack: bool = False,
     ) -> MemoryClient:
-        return MemoryClient(self, identifier, clean_start=clean_start, will=will, timeout=timeout)
+        return MemoryClient(
+            self, identifier, clean_start=clean_start, will=will, timeout=timeout, manual_ack=manual_ack
+        )
 
     @property
     def retained(self) -> dict[str, bytes]:
@@ -187,6 +201,9 @@ class MemoryBroker:
             self._route(item.publication)
             if not item.acked.done():
                 item.acked.set_result(True)
+        acks, self._stalled_acks = self._stalled_acks, []
+        for link, mid in acks:
+            self._ack(link, mid)
 
     def stop(self) -> None:
         """The broker process dies: every connection drops without a will; connecting fails until `start`."""
@@ -204,7 +221,7 @@ class MemoryBroker:
 
     # -- what clients call -----------------------------------------------------------------------
 
-    def _connect(self, identifier: str, *, clean_start: bool, will: aiomqtt.Will | None) -> _Link:
+    def _connect(self, identifier: str, *, clean_start: bool, will: aiomqtt.Will | None, manual_ack: bool) -> _Link:
         if not self._running:
             raise aiomqtt.MqttError(f"[code:1] Connection refused: no broker for {identifier!r}")
         session = self._sessions.get(identifier)
@@ -215,9 +232,12 @@ class MemoryBroker:
         if session is None or clean_start:
             session = _Session(persistent=not clean_start)
             self._sessions[identifier] = session
-        link = _Link(identifier, session, will)
+        link = _Link(identifier, session, will, manual_ack)
         session.link = link
         self.connects[identifier] = self.connects.get(identifier, 0) + 1
+        unacked, session.unacked = list(session.unacked.values()), {}
+        for message in unacked:  # what the last connection did not acknowledge goes first, in its order
+            link.deliver(message)
         while session.queued:
             link.deliver(session.queued.popleft())
         return link
@@ -229,6 +249,15 @@ class MemoryBroker:
             session.link = None
             if not session.persistent and self._sessions.get(link.identifier) is session:
                 del self._sessions[link.identifier]
+
+    def _ack(self, link: _Link, mid: int) -> None:
+        """A PUBACK from `link`: lost with a closed connection, held by a stalled broker."""
+        if link.closed_because is not None:
+            return
+        if self._paused:
+            self._stalled_acks.append((link, mid))
+            return
+        link.session.unacked.pop(mid, None)
 
     def _subscribe(self, link: _Link, topic_filter: str, qos: int) -> None:
         granted = min(qos, 1)
@@ -313,12 +342,14 @@ class MemoryClient:
         clean_start: bool,
         will: aiomqtt.Will | None,
         timeout: float,
+        manual_ack: bool = False,
     ) -> None:
         self._broker = broker
         self._identifier = identifier
         self._clean_start = clean_start
         self._will = will
         self._timeout = timeout
+        self._manual_ack = manual_ack
         self._link: _Link | None = None
 
     @property
@@ -341,7 +372,9 @@ class MemoryClient:
         if self._link is not None and self._link.closed_because is None:
             raise aiomqtt.MqttReentrantError("The client context manager is reusable, but not reentrant")
         await asyncio.sleep(0)  # a connect is I/O: let others run, as a real one would
-        self._link = self._broker._connect(self._identifier, clean_start=self._clean_start, will=self._will)
+        self._link = self._broker._connect(
+            self._identifier, clean_start=self._clean_start, will=self._will, manual_ack=self._manual_ack
+        )
         return self
 
     async def __aexit__(
@@ -354,6 +387,12 @@ class MemoryClient:
     @property
     def messages(self) -> MemoryMessages:
         return MemoryMessages(self)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """PUBACK `message` on the current connection (manual acks only; otherwise it was acked on receipt)."""
+        link = self._link
+        if self._manual_ack and link is not None and message.qos >= 1:
+            self._broker._ack(link, message.mid)
 
     async def subscribe(self, topic: str, *, qos: int = 0) -> object:
         validate_filter(topic)

@@ -4,6 +4,11 @@ Sessions are persistent on purpose: aiomqtt's default clean start on the first c
 throws away messages the broker queued while the process was down (a provisioning file sent to a
 vehicle that was off). MQTT 5 gets `clean_start=False` plus a Session Expiry Interval; MQTT 3.1.1
 (the embedded broker) gets `clean_session=False`.
+
+Acknowledgements: paho acknowledges a QoS 1 message (PUBACK) as soon as it arrives, so a message the
+application had not handled yet is gone if the link drops. A client made with `manual_ack=True` leaves
+the PUBACK to the caller (`BrokerClient.ack`, once the message is handled): the broker then sends an
+unacknowledged message again to the persistent session on the next connection.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import aiomqtt
+from aiomqtt.client import MessagesIterator
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -33,6 +39,43 @@ _REFUSED_CREDENTIALS = {4, 5, 134, 135}  # v3.1.1 rc 4/5, v5 reason codes 0x86/0
 ClientT = TypeVar("ClientT", bound=MqttClient)  # aiomqtt's client, or the in-memory twin in tests
 
 
+class BrokerClient(aiomqtt.Client):
+    """aiomqtt's client with `ack`, which satisfies `tcu.uplink.mqtt_port.MqttClient`."""
+
+    def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._manual_ack = manual_ack
+        self._client.manual_ack_set(manual_ack)  # aiomqtt 2.5 has no option of its own for it
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """PUBACK `message` (QoS 1, manual acks; otherwise paho does nothing): the broker may forget it."""
+        self._client.ack(message.mid, message.qos)
+
+    @property
+    def messages(self) -> MessagesIterator:
+        return _LinkMessages(self) if self._manual_ack else super().messages
+
+    def link_lost(self) -> bool:
+        """The current connection dropped."""
+        return self._disconnected.done()
+
+
+class _LinkMessages(MessagesIterator):
+    """aiomqtt goes on handing out what it had queued after the link dropped. With manual acks those
+    messages cannot be acknowledged any more and the broker sends them again on the next connection:
+    handled now, they would be handled twice. So iteration ends with the link, as for an empty queue."""
+
+    def __init__(self, client: BrokerClient) -> None:
+        super().__init__(client)
+        self._owner = client
+
+    async def __anext__(self) -> aiomqtt.Message:
+        message = await super().__anext__()
+        if self._owner.link_lost():
+            raise aiomqtt.MqttError("Disconnected during message iteration")
+        return message
+
+
 def make_client(
     broker: BrokerConfig,
     *,
@@ -40,8 +83,10 @@ def make_client(
     will: aiomqtt.Will | None = None,
     max_inflight: int = 100,
     max_pending_calls: int = 1000,
-) -> aiomqtt.Client:
-    client = _build_client(broker, identifier=identifier, will=will, max_inflight=max_inflight)
+    manual_ack: bool = False,
+) -> BrokerClient:
+    """A client of `broker`; with `manual_ack`, QoS 1 messages are acknowledged only by `BrokerClient.ack`."""
+    client = _build_client(broker, identifier=identifier, will=will, max_inflight=max_inflight, manual_ack=manual_ack)
     # Our callers bound their concurrent publishes themselves (the uplink's in-flight window);
     # aiomqtt's own warning past 10 pending calls would fire on every healthy burst.
     client.pending_calls_threshold = max_pending_calls
@@ -49,8 +94,8 @@ def make_client(
 
 
 def _build_client(
-    broker: BrokerConfig, *, identifier: str, will: aiomqtt.Will | None, max_inflight: int
-) -> aiomqtt.Client:
+    broker: BrokerConfig, *, identifier: str, will: aiomqtt.Will | None, max_inflight: int, manual_ack: bool
+) -> BrokerClient:
     tls_context = None
     if broker.tls:
         tls_context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
@@ -64,7 +109,7 @@ def _build_client(
         session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": properties}
     else:
         session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-    return aiomqtt.Client(
+    return BrokerClient(
         broker.host,
         broker.port,
         identifier=identifier,
@@ -75,6 +120,7 @@ def _build_client(
         tls_context=tls_context,
         max_inflight_messages=max_inflight,
         timeout=io_timeout(10),  # the broker's replies: never shorter than real I/O on a bench's virtual time
+        manual_ack=manual_ack,
         **session,
     )
 

@@ -1,15 +1,19 @@
 """The MQTT client as the agent uses it, as a `Protocol`: so a session runs over a broker or its twin.
 
-`aiomqtt.Client` satisfies it structurally (`mqtt_client.make_client` returns one typed as
-`MqttClient`, which mypy checks); the in-memory twin is `hil.mqtt_twin`, and the same contract tests
-(`tests/contract/test_mqtt_twin.py`) run against both it and a real Mosquitto.
+`mqtt_client.BrokerClient` (aiomqtt's client plus `ack`) satisfies it structurally, which mypy checks
+where `make_client`'s result is used as one; the in-memory twin is `hil.mqtt_twin`, and the same
+contract tests (`tests/contract/test_mqtt_twin.py`) run against both it and a real Mosquitto.
 
 What callers may rely on, either way:
 - a link failure (refused connect, dropped or taken-over connection, a publish the broker did not
   acknowledge within its timeout) raises `aiomqtt.MqttError`; the reconnect loop tells link failures
   from bugs by that type;
 - a malformed topic or topic filter raises `ValueError` before anything is sent;
-- messages are `aiomqtt.Message` values, whose `payload` is `bytes` for anything a broker delivered.
+- messages are `aiomqtt.Message` values, whose `payload` is `bytes` for anything a broker delivered;
+- a client made with manual acks acknowledges a QoS 1 message (PUBACK) only when told (`ack`), so the
+  broker sends it again, after a reconnect, to a persistent session that had not acknowledged it; such
+  a client hands out nothing more once its connection is gone (what it still held comes again). Any
+  other client acknowledges on receipt and `ack` does nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ class MqttClient(Protocol):
 
     async def subscribe(self, topic: str, *, qos: int = 0) -> object: ...
 
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Acknowledge `message` to the broker, on this connection; lost, like any packet, if it is gone."""
+        ...
+
     async def publish(
         self,
         topic: str,
@@ -59,5 +67,6 @@ class MqttClient(Protocol):
     ) -> None: ...
 
 
-# (client id, last will) -> a client not yet connected; a session calls it once per connection attempt.
+# (client id, last will) -> a client not yet connected, with manual acks (the session acknowledges each
+# downlink message once handled); a session calls it once per connection attempt.
 ClientFactory = Callable[[str, aiomqtt.Will | None], MqttClient]

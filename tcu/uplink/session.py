@@ -4,6 +4,9 @@ One reconnect loop around a reusable client; inside a connection, a sender and a
 one TaskGroup. Records stay in the queue until the backend's sealed ack names them; a record
 published but not acknowledged within `ack_timeout_s` is sent again (the backend de-duplicates by
 queue epoch and sequence number), and everything in flight is resent after a reconnect.
+
+Downlink messages are acknowledged to the broker (PUBACK) only once their handler returned: one the
+link lost before that comes again on the next connection (the session is persistent).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class UplinkSession:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - reconnect jitter, not cryptography
         self._handlers = dict(downlink_handlers or {})
-        self._client_factory = client_factory or self._make_client
+        self._client_factory = client_factory or broker_client_factory(broker, uplink)
         # Cleared while something more important has the radio (the eCall before its AL-ACK: its owner,
         # tcu.ecall, clears and sets it); the sender waits on it, records stay queued meanwhile.
         self._radio_free = radio_free if radio_free is not None else _always_set()
@@ -124,11 +127,6 @@ class UplinkSession:
             backoff=self._backoff,
             rng=self._rng,
             on_down=self._on_disconnect,
-        )
-
-    def _make_client(self, identifier: str, will: aiomqtt.Will | None) -> MqttClient:
-        return make_client(
-            self._broker, identifier=identifier, will=will, max_pending_calls=self._uplink.inflight_window + 10
         )
 
     def _on_disconnect(self, reason: str) -> None:
@@ -211,29 +209,37 @@ class UplinkSession:
 
     async def _receive_loop(self, client: MqttClient) -> None:
         async for message in client.messages:
-            topic = split_topic(str(message.topic))
-            payload = message.payload
-            if topic is None or topic[0] != self._vin or topic[1] != "down" or not isinstance(payload, bytes):
+            await self._handle_downlink(message)
+            # Only now, whatever the outcome: applied, refused with a logged reason, or its handler crashed
+            # (logged too). Sent again, a refused or crashing message would fail again on every connection,
+            # forever; a message the link lost before this line comes again. A handler cancelled with the
+            # link never gets here, so its message comes again too.
+            client.ack(message)
+
+    async def _handle_downlink(self, message: aiomqtt.Message) -> None:
+        topic = split_topic(str(message.topic))
+        payload = message.payload
+        if topic is None or topic[0] != self._vin or topic[1] != "down" or not isinstance(payload, bytes):
+            self.stats.rejected_downlink += 1
+            _LOGGER.warning("ignored message on unexpected topic %s", message.topic)
+            return
+        kind = topic[2]
+        try:
+            if kind == "ack":
+                await self._apply_ack(payload)
+            elif kind in self._handlers:
+                await self._handlers[kind](payload)
+            else:
                 self.stats.rejected_downlink += 1
-                _LOGGER.warning("ignored message on unexpected topic %s", message.topic)
-                continue
-            kind = topic[2]
-            try:
-                if kind == "ack":
-                    await self._apply_ack(payload)
-                elif kind in self._handlers:
-                    await self._handlers[kind](payload)
-                else:
-                    self.stats.rejected_downlink += 1
-                    _LOGGER.warning("no handler for downlink %r (%d bytes); ignored", kind, len(payload))
-            except EnvelopeError as exc:
-                self.stats.rejected_downlink += 1
-                _LOGGER.warning("rejected downlink %s: %s", message.topic, exc)
-            except Exception:
-                # One message is at most one rejection: a handler's bug must not restart the session
-                # (a retained message would then restart it on every subscription).
-                self.stats.rejected_downlink += 1
-                _LOGGER.exception("downlink %s (%d bytes) failed in its handler; ignored", message.topic, len(payload))
+                _LOGGER.warning("no handler for downlink %r (%d bytes); ignored", kind, len(payload))
+        except EnvelopeError as exc:
+            self.stats.rejected_downlink += 1
+            _LOGGER.warning("rejected downlink %s: %s", message.topic, exc)
+        except Exception:
+            # One message is at most one rejection: a handler's bug must not restart the session
+            # (a retained message would then restart it on every subscription).
+            self.stats.rejected_downlink += 1
+            _LOGGER.exception("downlink %s (%d bytes) failed in its handler; ignored", message.topic, len(payload))
 
     async def _apply_ack(self, payload: bytes) -> None:
         ack = open_ack(self._box, payload, vin=self._vin, max_bytes=self._uplink.max_payload_bytes)
@@ -256,6 +262,17 @@ class UplinkSession:
             self._inflight.pop(seq, None)
         self.stats.acknowledged += deleted
         self._wakeup.set()
+
+
+def broker_client_factory(broker: BrokerConfig, uplink: UplinkConfig) -> ClientFactory:
+    """The session's clients of a real broker: persistent sessions, and manual acks (see `_receive_loop`)."""
+
+    def make(identifier: str, will: aiomqtt.Will | None) -> MqttClient:
+        return make_client(
+            broker, identifier=identifier, will=will, max_pending_calls=uplink.inflight_window + 10, manual_ack=True
+        )
+
+    return make
 
 
 def _always_set() -> asyncio.Event:

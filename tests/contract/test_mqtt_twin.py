@@ -1,9 +1,10 @@
 """Contract tests of the MQTT twin: every test runs against `hil.mqtt_twin.MemoryBroker` and against a
 real Mosquitto, so what a unit test learns from the twin holds on the broker the product runs on.
 
-The Mosquitto clients are the product's own (`make_client`: MQTT 5, persistent session); a clean start
-is a raw aiomqtt client with a session expiry of 0. "Nothing more arrived" is asserted with a fence: a
-message published after the one that must not arrive, which must then be the next one in.
+The Mosquitto clients are the product's own (`make_client`: MQTT 5, persistent session, manual acks
+when asked); a clean start is the same client with a session expiry of 0. "Nothing more arrived" is
+asserted with a fence: a message published after the one that must not arrive, which must then be the
+next one in.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from paho.mqtt.properties import Properties
 from hil.broker import MosquittoBroker
 from hil.mqtt_twin import MemoryBroker
 from tcu.broker_config import BrokerConfig
-from tcu.uplink.mqtt_client import make_client
+from tcu.uplink.mqtt_client import BrokerClient, make_client
 from tcu.uplink.mqtt_port import MqttClient
 from tests.conftest import require_mosquitto
 
@@ -32,7 +33,14 @@ WITHIN_S = 5.0  # a real broker on loopback answers in milliseconds; this only b
 
 
 class BrokerUnderTest(Protocol):
-    def client(self, identifier: str, *, clean_start: bool = False, will: aiomqtt.Will | None = None) -> MqttClient: ...
+    def client(
+        self,
+        identifier: str,
+        *,
+        clean_start: bool = False,
+        will: aiomqtt.Will | None = None,
+        manual_ack: bool = False,
+    ) -> MqttClient: ...
 
     def drop(self, client: MqttClient) -> None:
         """The network under this client's connection fails (no DISCONNECT is sent)."""
@@ -47,8 +55,15 @@ class TwinUnderTest:
     def __init__(self) -> None:
         self.broker = MemoryBroker()
 
-    def client(self, identifier: str, *, clean_start: bool = False, will: aiomqtt.Will | None = None) -> MqttClient:
-        return self.broker.client(identifier, clean_start=clean_start, will=will)
+    def client(
+        self,
+        identifier: str,
+        *,
+        clean_start: bool = False,
+        will: aiomqtt.Will | None = None,
+        manual_ack: bool = False,
+    ) -> MqttClient:
+        return self.broker.client(identifier, clean_start=clean_start, will=will, manual_ack=manual_ack)
 
     def drop(self, client: MqttClient) -> None:
         self.broker.drop(client.identifier)
@@ -63,13 +78,20 @@ class TwinUnderTest:
 class MosquittoUnderTest:
     def __init__(self, broker: MosquittoBroker) -> None:
         self.broker = broker
-        self.clients: list[aiomqtt.Client] = []
+        self.clients: list[BrokerClient] = []
 
-    def client(self, identifier: str, *, clean_start: bool = False, will: aiomqtt.Will | None = None) -> MqttClient:
+    def client(
+        self,
+        identifier: str,
+        *,
+        clean_start: bool = False,
+        will: aiomqtt.Will | None = None,
+        manual_ack: bool = False,
+    ) -> MqttClient:
         if clean_start:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 0
-            client = aiomqtt.Client(
+            client = BrokerClient(
                 "127.0.0.1",
                 self.broker.port,
                 identifier=identifier,
@@ -77,14 +99,17 @@ class MosquittoUnderTest:
                 clean_start=True,
                 properties=properties,
                 will=will,
+                manual_ack=manual_ack,
             )
         else:
-            client = make_client(BrokerConfig(port=self.broker.port), identifier=identifier, will=will)
+            client = make_client(
+                BrokerConfig(port=self.broker.port), identifier=identifier, will=will, manual_ack=manual_ack
+            )
         self.clients.append(client)
         return client
 
     def drop(self, client: MqttClient) -> None:
-        assert isinstance(client, aiomqtt.Client)
+        assert isinstance(client, BrokerClient)
         client._client.socket().shutdown(socket.SHUT_RDWR)
 
     def pause(self) -> None:
@@ -335,3 +360,80 @@ async def test_publish_in_flight_on_a_stalled_broker_fails_yet_may_arrive(broker
         assert await next_message(subscriber) == ("stall/1", b"in-flight", 1, False)
         await publisher.publish("stall/2", b"after", qos=1)
         assert await next_message(subscriber) == ("stall/2", b"after", 1, False)
+
+
+async def _until_held(client: MqttClient, count: int) -> None:
+    """Wait until `client` holds `count` received messages it has not handed out yet."""
+    async with asyncio.timeout(WITHIN_S):
+        while len(client.messages) < count:  # noqa: ASYNC110 - filled by the client's own socket reader
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("ended", ["dropped", "closed"])
+async def test_an_unacknowledged_qos1_message_comes_again_to_a_persistent_session(
+    broker: BrokerUnderTest, ended: str
+) -> None:
+    """With manual acks, what the client read but did not acknowledge, and what it held unread, comes
+    again on its next connection, first and in order; what it acknowledged does not."""
+    identifier = fresh_id("car")
+    will = aiomqtt.Will("wills/acks", b"gone", qos=1)
+    async with connected(broker, "pub") as publisher, connected(broker, "watch") as watcher:
+        await watcher.subscribe("wills/acks", qos=1)
+        car = broker.client(identifier, will=will, manual_ack=True)
+        async with car:
+            await car.subscribe("acks/#", qos=1)
+            for index in range(1, 4):
+                await publisher.publish(f"acks/{index}", str(index).encode(), qos=1)
+            first = await anext(aiter(car.messages))
+            car.ack(first)
+            await next_message(car)  # read, never acknowledged
+            await _until_held(car, 1)  # the third arrived, unread
+            if ended == "dropped":
+                broker.drop(car)
+                assert await next_message(watcher) == ("wills/acks", b"gone", 1, False)  # the broker saw it
+                with pytest.raises(aiomqtt.MqttError):
+                    await next_message(car)  # nothing more is handed out: it could not be acknowledged
+        await publisher.publish("acks/4", b"4", qos=1)  # queued for the offline session
+        async with broker.client(identifier, manual_ack=True) as car:
+            assert await fenced(publisher, car, "acks/fence") == [
+                ("acks/2", b"2", 1, False),
+                ("acks/3", b"3", 1, False),
+                ("acks/4", b"4", 1, False),
+            ]
+
+
+async def test_acknowledged_messages_do_not_come_again(broker: BrokerUnderTest) -> None:
+    identifier = fresh_id("car")
+    async with connected(broker, "pub") as publisher:
+        async with broker.client(identifier, manual_ack=True) as car:
+            await car.subscribe("done/#", qos=1)
+            await publisher.publish("done/1", b"1", qos=1)
+            await publisher.publish("done/2", b"2", qos=0)  # QoS 0 needs no ack and is never sent again
+            for _ in range(2):
+                car.ack(await anext(aiter(car.messages)))
+        async with broker.client(identifier, manual_ack=True) as car:
+            assert await fenced(publisher, car, "done/fence") == []
+
+
+async def test_a_takeover_gets_what_the_old_connection_did_not_acknowledge(broker: BrokerUnderTest) -> None:
+    identifier = fresh_id("car")
+    async with connected(broker, "pub") as publisher:
+        first = broker.client(identifier, manual_ack=True)
+        async with first:
+            await first.subscribe("handover/#", qos=1)
+            await publisher.publish("handover/1", b"1", qos=1)
+            assert await next_message(first) == ("handover/1", b"1", 1, False)
+            async with broker.client(identifier, manual_ack=True) as second:
+                assert await fenced(publisher, second, "handover/fence") == [("handover/1", b"1", 1, False)]
+
+
+async def test_without_manual_acks_a_message_is_acknowledged_on_receipt(broker: BrokerUnderTest) -> None:
+    """Why the agent asks for manual acks: otherwise a message it read but never handled is gone."""
+    identifier = fresh_id("car")
+    async with connected(broker, "pub") as publisher:
+        async with broker.client(identifier) as car:
+            await car.subscribe("auto/#", qos=1)
+            await publisher.publish("auto/1", b"1", qos=1)
+            assert await next_message(car) == ("auto/1", b"1", 1, False)
+        async with broker.client(identifier) as car:
+            assert await fenced(publisher, car, "auto/fence") == []

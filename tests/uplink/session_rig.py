@@ -149,7 +149,7 @@ async def running_session(
     )
 
     def twin_client(identifier: str, will: aiomqtt.Will | None) -> MemoryClient:
-        return broker.client(identifier, will=will)
+        return broker.client(identifier, will=will, manual_ack=True)  # as the session's own factory makes them
 
     async with outbox, broker.client("backend-stub", clean_start=True) as backend:
         await backend.subscribe("vehicles/+/up/records", qos=1)
