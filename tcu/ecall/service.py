@@ -67,9 +67,10 @@ from tcu.ecall.state_machine import (
 from tcu.ecall.triggers import CallType, DetectedTrigger, HangUpRequest, Trigger, TriggerDetector
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.services.sim import Sim, SimPolicy, registration_wanted
-from tcu.sources.modem import EcallIndication, EcallType
+from tcu.sources.modem import CallStatus, EcallIndication, EcallType
 from tcu.sources.modem_client import (
     ModemCallEnded,
+    ModemCallStatus,
     ModemClient,
     ModemClientConfig,
     ModemEvent,
@@ -94,11 +95,17 @@ _INDICATION_EVENT: dict[EcallIndication, Event] = {
     EcallIndication.CLEARED_DOWN: Occurrence.CLEAR_DOWN,
     EcallIndication.MSD_FAILED: MsdFailed(reason="the modem gave up the in-band transmission"),
 }
+_CALL_ENDING = frozenset({EcallIndication.CLEARED_DOWN, EcallIndication.AL_ACK_CLEAR_DOWN})
 _MODEM_ERRORS = (ModemCommandError, DeviceTimeoutError, DeviceGoneError)
 
 
 class EcallModem(Protocol):
     """What the service needs from a modem; `ModemClient` is the real one."""
+
+    @property
+    def calls(self) -> int:
+        """Calls the modem accepted so far; its events carry the count when they were read."""
+        ...
 
     async def run(self) -> NoReturn: ...
     async def dial(self, ecall_type: EcallType) -> None: ...
@@ -264,7 +271,9 @@ class EcallService:
         if deadline is not None and deadline <= self._clock.monotonic():
             await self._feed(Occurrence.TICK)
         await self.intelligent.tick()
-        if isinstance(item, ModemEvent) and await self.intelligent.on_modem(item):
+        if isinstance(item, ModemEvent) and self._ends_an_earlier_call(item):
+            pass  # logged: never the end of the call dialled since
+        elif isinstance(item, ModemEvent) and await self.intelligent.on_modem(item):
             pass  # about the call to the call centre
         elif isinstance(item, HangUpRequest) and self.intelligent.active:
             await self.intelligent.request_hang_up(item)
@@ -285,6 +294,25 @@ class EcallService:
         elif isinstance(item, ModemCallEnded) and self._machine.active:
             await self._feed(CallDropped(reason=item.reason))
         await self._apply_registration()  # a call to the call centre may have begun or ended; no-op if unchanged
+
+    def _ends_an_earlier_call(self, event: ModemEvent) -> bool:
+        """The end of a call older than the modem's latest: read before the latest dial's or answer's OK, though
+        handled after it (a crash right after a clear-down: the cleared call's NO CARRIER is still on its way
+        when the new dial goes out). Taken for the new call it would fail the dial and delay it a redial
+        spacing (30 s); `tcu.sources.modem_client` says why line order makes this certain."""
+        if isinstance(event, ModemCallEnded):
+            what = event.reason
+        elif isinstance(event, ModemIndication) and event.indication in _CALL_ENDING:
+            what = f"eCall indication {event.indication.value}"
+        elif isinstance(event, ModemCallStatus) and event.status is CallStatus.DISCONNECTED:
+            what = "call status disconnected"
+        else:
+            return False
+        latest = self.modem.calls
+        if event.call >= latest:
+            return False
+        _LOGGER.info("modem: %s ended call %d, not call %d placed since: ignored", what, event.call, latest)
+        return True
 
     def _tell_step(self) -> None:
         """After a step's modem commands: its reports to the bounded queue, its activity to the listeners."""

@@ -11,6 +11,12 @@
 
 The echo of the command in flight is dropped (a modem echoes until `ATE0`, and again after a reset).
 
+A call's end crosses a new dial on the line: the modem writes the previous call's `NO CARRIER` when it
+releases that call, which may be just after the host sent `ATD…;` (V.250 §6.3.1: for `D` the same words
+are also its final result codes). `command(..., call_up=True)` says a call the modem accepted earlier
+has not been seen to end: the first `NO CARRIER`/`BUSY`/`NO ANSWER` while the dial is pending is then
+that call's URC, not the new dial's failure.
+
 eCall over AT is vendor-specific beyond `AT+CECALL=<type>` (0 test, 1 reconfiguration, 2 manual,
 3 automatic): how the MSD is handed over and how the PSAP's requests come back differ per module.
 `ModemProfile` holds exactly those differences. The two profiles here are this project's dialects,
@@ -28,6 +34,7 @@ from enum import IntEnum, StrEnum
 _FINALS = frozenset({"OK", "ERROR"})
 _CALL_FINALS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE", "CONNECT"})
 _WORD_URCS = frozenset({"RING", "NO CARRIER", "RDY", "BUSY", "NO ANSWER"})
+CALL_END_WORDS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER"})  # a call is over (a URC, or ATD/ATA's final)
 _PLUS_PREFIX = re.compile(r"^(\+[A-Z][A-Z0-9]*):\s?(.*)$")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
 _CME = {
@@ -260,21 +267,23 @@ class AtParser:
         self._pending: str | None = None
         self._lines: list[str] = []
         self._max_line = max_line
+        self._earlier_call_up = False
 
     @property
     def pending(self) -> str | None:
         return self._pending
 
-    def command(self, text: str) -> bytes:
-        """Start a command (one at a time); returns the bytes to write."""
+    def command(self, text: str, *, call_up: bool = False) -> bytes:
+        """Start a command (one at a time); returns the bytes to write. `call_up`: a call the modem accepted
+        earlier has not been seen to end, so its end word may still be on its way (see the module doc)."""
         if self._pending is not None:
             raise RuntimeError(f"AT command {self._pending!r} is still in flight")
-        self._pending, self._lines = text, []
+        self._pending, self._lines, self._earlier_call_up = text, [], call_up
         return text.encode("ascii") + b"\r"
 
     def cancel(self) -> None:
         """Forget the command in flight (it timed out); its late answer will count as garbage."""
-        self._pending, self._lines = None, []
+        self._pending, self._lines, self._earlier_call_up = None, [], False
 
     def feed(self, data: bytes) -> list[Parsed]:
         self._buffer += data
@@ -298,6 +307,9 @@ class AtParser:
         pending = self._pending
         if pending is not None and text.upper() == pending.upper():
             return []  # echo
+        if self._earlier_call_up and text in CALL_END_WORDS:
+            self._earlier_call_up = False  # the earlier call's end, once: a second one is the dial's own
+            return [Urc(name=text)]
         final = self._final(text)
         if final is not None:
             return [final]
@@ -322,7 +334,7 @@ class AtParser:
         elif text not in _FINALS and not (text in _CALL_FINALS and pending.upper().startswith(("ATD", "ATA"))):
             return None
         response = Response(command=pending, final=text, lines=tuple(self._lines), cme_error=cme)
-        self._pending, self._lines = None, []
+        self._pending, self._lines, self._earlier_call_up = None, [], False
         return response
 
 

@@ -19,6 +19,15 @@ end the connection (the port is reopened after a capped, jittered backoff, `tcu.
 A vanished port raises `DeviceGoneError` to whoever waits. `RDY` (the modem rebooted by itself) ends
 any call — reported as `ModemCallEnded` — and the modem is initialised again on the same port.
 Garbage is counted and logged, never taken for an answer. Refused commands raise `ModemCommandError`.
+
+Which call an end belongs to: `calls` counts the calls the modem accepted (a dial, voice dial or answer
+acknowledged with `OK`), and every `ModemCallEnded`, `ModemIndication` and `ModemCallStatus` carries
+`call`, the count when it was read. The modem writes result codes and URCs on one line in the order
+things happen, and it releases a call (writing its `NO CARRIER`, V.250) before it accepts another: it
+refuses an eCall while one is up (`+CME ERROR: 3`, 27.007 `+CECALL`). So an end read before the new
+dial's `OK` ended an earlier call, even when the owner handles it after the dial: `call < calls` says
+so. The new call's own failure before its `OK` is the dial's final result code (`ERROR`/`+CME ERROR`,
+or `NO CARRIER`/`BUSY` for `ATD`), never a URC.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from tcu.backoff import Backoff
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.reconnect import Sleep
 from tcu.sources.modem import (
+    CALL_END_WORDS,
     PROFILES,
     AtParser,
     CallStatus,
@@ -83,6 +93,7 @@ class ModemStatus:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemIndication:
     indication: EcallIndication
+    call: int  # `ModemClient.calls` when it was read: it is about that call or an earlier one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,11 +104,13 @@ class ModemRing:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemCallStatus:
     status: CallStatus  # a voice call's progress: dialling, alerting, active (answered), ...
+    call: int  # `ModemClient.calls` when it was read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemCallEnded:
     reason: str
+    call: int  # `ModemClient.calls` when it was read: it ended that call or an earlier one, never a later one
 
 
 ModemEvent = ModemStatus | ModemIndication | ModemRing | ModemCallEnded | ModemCallStatus
@@ -183,6 +196,9 @@ class ModemClient:
         self._timeouts = 0
         self._want_registered = True
         self._call_status_on = False  # the call-status URC enabled on this connection
+        self._starting_call = False  # the command in flight places or answers a call
+        self._call_up = False  # the modem accepted a call whose end has not been read yet
+        self.calls = 0  # calls the modem accepted, over all connections (see the module doc)
         self.registration = RegistrationStatus.UNKNOWN
         self.sim = SimStatus.UNKNOWN
         self.rssi_dbm: int | None = None
@@ -197,7 +213,8 @@ class ModemClient:
 
     # -- what the eCall service asks ------------------------------------------------------------------------
     async def dial(self, ecall_type: EcallType) -> None:
-        await self._ready_command(self._profile.dial_command(ecall_type), self._profile.dial_timeout_s)
+        command = self._profile.dial_command(ecall_type)
+        await self._ready_command(command, self._profile.dial_timeout_s, starts_call=True)
 
     async def send_msd(self, msd: bytes) -> None:
         await self._ready_command(self._profile.msd_command(msd))
@@ -214,10 +231,10 @@ class ModemClient:
                 self._call_status_on = True
             except ModemCommandError as exc:  # dial anyway: the owner's answer timer decides
                 _LOGGER.warning("modem cannot report call progress (%s): an answer will go unnoticed", exc)
-        await self._ready_command(command, self._profile.dial_timeout_s)
+        await self._ready_command(command, self._profile.dial_timeout_s, starts_call=True)
 
     async def answer(self) -> None:
-        await self._ready_command("ATA")
+        await self._ready_command("ATA", starts_call=True)
 
     async def hang_up(self) -> None:
         await self._ready_command("ATH")
@@ -246,6 +263,7 @@ class ModemClient:
         finally:
             self._link = None
             self._ready.clear()
+            self._call_up = False  # a lost port or a reset modem holds no call (`_down` reports its end)
             if self._answer is not None and not self._answer.done():
                 self._answer.set_exception(DeviceGoneError(f"modem on {self._config.port} went away"))
             await link.aclose()
@@ -286,15 +304,15 @@ class ModemClient:
         if self._failure is not None:
             raise self._failure
 
-    async def _ready_command(self, text: str, limit_s: float | None = None) -> Response:
+    async def _ready_command(self, text: str, limit_s: float | None = None, *, starts_call: bool = False) -> Response:
         try:
             async with asyncio.timeout(io_timeout(self._config.command_timeout_s)):
                 await self._ready.wait()
         except TimeoutError:
             raise DeviceGoneError(f"modem on {self._config.port} is not ready (not connected or restarting)") from None
-        return await self._command(text, limit_s)
+        return await self._command(text, limit_s, starts_call=starts_call)
 
-    async def _command(self, text: str, limit_s: float | None = None) -> Response:
+    async def _command(self, text: str, limit_s: float | None = None, *, starts_call: bool = False) -> Response:
         timeout = self._config.command_timeout_s if limit_s is None else limit_s
         async with self._lock:
             link = self._link
@@ -302,8 +320,9 @@ class ModemClient:
                 raise DeviceGoneError(f"modem on {self._config.port} is not connected")
             answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self._answer = answer
+            self._starting_call = starts_call
             try:
-                link.send(self._parser.command(text))
+                link.send(self._parser.command(text, call_up=starts_call and self._call_up))
                 async with asyncio.timeout(io_timeout(timeout)):
                     response = await answer
             except TimeoutError:
@@ -313,7 +332,7 @@ class ModemClient:
                     self._fail(DeviceTimeoutError(f"{self._timeouts} modem commands in a row went unanswered"))
                 raise error from None
             finally:
-                self._answer = None
+                self._answer, self._starting_call = None, False
                 self._parser.cancel()  # no-op after an answer; after a failure the next command starts clean
         self._timeouts = 0
         if not response.ok:
@@ -325,6 +344,7 @@ class ModemClient:
     def _on_data(self, data: bytes) -> None:
         for item in self._parser.feed(data):
             if isinstance(item, Response):
+                self._count_call(item)  # here, in line order: the URCs after this OK are the new call's
                 if self._answer is not None and not self._answer.done():
                     self._answer.set_result(item)
             elif isinstance(item, Urc):
@@ -333,10 +353,19 @@ class ModemClient:
                 self.garbage_lines += 1
                 _LOGGER.warning("modem: ignoring garbage %r", item.data[:40])
 
+    def _count_call(self, response: Response) -> None:
+        if not response.ok:
+            return
+        if self._starting_call:
+            self.calls += 1
+            self._call_up = True
+        elif response.command.upper() == "ATH":  # hung up by us: V.250 `H` answers OK, no NO CARRIER follows
+            self._call_up = False
+
     def _urc(self, urc: Urc) -> None:
         indication = self._profile.indication(urc)
         if indication is not None:
-            self._on_event(ModemIndication(indication=indication))
+            self._on_event(ModemIndication(indication=indication, call=self.calls))
         elif urc.name in ("+CREG", "+CEREG"):
             registration = parse_registration_urc(urc.value)
             if registration is not self.registration:
@@ -345,15 +374,17 @@ class ModemClient:
         elif urc.name == "RING":
             self._on_event(ModemRing())
         elif (status := self._profile.call_status(urc)) is not None:
-            self._on_event(ModemCallStatus(status=status))
-        elif urc.name in ("NO CARRIER", "BUSY", "NO ANSWER"):
-            self._on_event(ModemCallEnded(reason=urc.name))
+            self._on_event(ModemCallStatus(status=status, call=self.calls))
+        elif urc.name in CALL_END_WORDS:
+            self._call_up = False
+            self._on_event(ModemCallEnded(reason=urc.name, call=self.calls))
         elif urc.name == "RDY":
             _LOGGER.warning("modem restarted by itself (RDY): any call is lost; initialising again")
             self._ready.clear()
             self._reinit = True
             self._wake.set()
-            self._on_event(ModemCallEnded(reason="modem restarted"))
+            self._call_up = False
+            self._on_event(ModemCallEnded(reason="modem restarted", call=self.calls))
             self._emit_status("modem restarted")
         else:
             _LOGGER.debug("modem URC %s: %s", urc.name, urc.value)
@@ -370,7 +401,7 @@ class ModemClient:
 
     def _down(self, reason: str) -> None:
         self.registration = RegistrationStatus.UNKNOWN
-        self._on_event(ModemCallEnded(reason=f"modem lost: {reason}"))
+        self._on_event(ModemCallEnded(reason=f"modem lost: {reason}", call=self.calls))
         self._emit_status(reason)
 
     def _emit_status(self, reason: str) -> None:

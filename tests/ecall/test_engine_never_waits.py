@@ -50,6 +50,7 @@ class FakeModem:
     observe: Callable[[], object] = lambda: None
     log: list[tuple[str, object]] = field(default_factory=list)
     told: asyncio.Condition = field(default_factory=asyncio.Condition)
+    calls: int = 0
 
     async def run(self) -> NoReturn:
         await asyncio.get_running_loop().create_future()
@@ -88,7 +89,7 @@ class FakeModem:
         return next(seen for command, seen in self.log if command == name)
 
     def indicate(self, indication: EcallIndication) -> None:
-        self.on_event(ModemIndication(indication=indication))
+        self.on_event(ModemIndication(indication=indication, call=self.calls))
 
 
 @dataclass
