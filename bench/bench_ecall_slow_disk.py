@@ -86,7 +86,7 @@ async def measure(runs: int, *, fsync_s: float, directory: Path) -> Result:
                 drain = tasks.create_task(service.reports.drain(store), name="ecall-reports")
                 await until(lambda: bool(getattr(service.modem, "ready", False)))
                 for run in range(runs):
-                    started, received = await crash_and_clear(service, state, psap, modem, run + 1)
+                    started, received = await crash_and_clear(service, state, psap, run + 1)
                     arrived = psap.call(received.call_id).at("call")
                     assert arrived is not None
                     dial_s.append(arrived - started)
