@@ -126,6 +126,17 @@ class Rig:
         return len(set(self.received) - acked)
 
 
+def watched_outbox(tmp_path: Path, *, vehicle_box: Box, clock: ManualClock) -> WatchedOutbox:
+    """The car's durable queue in `tmp_path`, sealing for `VIN`; not yet opened."""
+    return WatchedOutbox(
+        tmp_path / "outbox.sqlite3",
+        sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
+        clock=clock,
+        config=QueueConfig(),
+        max_envelope_bytes=64 * 1024,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_session(
     tmp_path: Path,
@@ -140,13 +151,7 @@ async def running_session(
     wait_connected: bool = True,
 ) -> AsyncIterator[Rig]:
     broker = broker or MemoryBroker()
-    outbox = WatchedOutbox(
-        tmp_path / "outbox.sqlite3",
-        sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
-        clock=clock,
-        config=QueueConfig(),
-        max_envelope_bytes=64 * 1024,
-    )
+    outbox = watched_outbox(tmp_path, vehicle_box=vehicle_box, clock=clock)
 
     def twin_client(identifier: str, will: aiomqtt.Will | None) -> MemoryClient:
         return broker.client(identifier, will=will, manual_ack=True)  # as the session's own factory makes them

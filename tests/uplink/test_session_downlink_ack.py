@@ -28,16 +28,16 @@ from hil.broker import MosquittoBroker
 from hil.mqtt_twin import MemoryBroker
 from tcu.broker_config import BrokerConfig
 from tcu.clock import ManualClock
-from tcu.config import QueueConfig, UplinkConfig
+from tcu.config import UplinkConfig
 from tcu.uplink.mqtt_client import BrokerClient, make_client
 from tcu.uplink.mqtt_port import MqttClient
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.session import DownlinkHandler, UplinkSession, broker_client_factory
-from telematics_wire.envelope import seal_record
 from telematics_wire.errors import EnvelopeError
 from telematics_wire.records import Record, RecordKind
 from telematics_wire.topics import VehicleTopics
 from tests.conftest import VIN, require_mosquitto
+from tests.uplink.session_rig import watched_outbox
 
 WITHIN_S = 10.0  # bounds a wait on the session's tasks or the broker; never reached when passing
 UPLINK = UplinkConfig(inflight_window=5, ack_timeout_s=30.0, reconnect_base_s=0.001, reconnect_cap_s=0.002)
@@ -188,13 +188,7 @@ class Car:
 @pytest.fixture
 async def car(network: Network, tmp_path: Path, vehicle_box: Box, clock: ManualClock) -> AsyncIterator[Car]:
     handlers = Handlers()
-    outbox = Outbox(
-        tmp_path / "outbox.sqlite3",
-        sealer=lambda seq, record, epoch: seal_record(vehicle_box, VIN, seq, record, epoch=epoch),
-        clock=clock,
-        config=QueueConfig(),
-        max_envelope_bytes=64 * 1024,
-    )
+    outbox = watched_outbox(tmp_path, vehicle_box=vehicle_box, clock=clock)
     session = UplinkSession(
         vin=VIN,
         broker=network.config,
