@@ -105,7 +105,14 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
         self._writer = WriterThread(self._name)
         self._writer.start()
-        await self._call(self._store.open)
+        try:
+            await self._call(self._store.open)
+        except BaseException:
+            # The thread is not a daemon: one left running would hold the process at exit, and a
+            # supervisor retrying the open would leak one per attempt.
+            await self._writer.stop(lambda: None)
+            self._writer = None
+            raise
         self._post_commit()  # records handed over while the queue was closed
         return self
 

@@ -241,3 +241,16 @@ async def test_on_a_full_disk_producers_are_not_stopped_and_nothing_queued_is_lo
                 assert len(queued) - 5 + len(rest) == 396, "every event reached the disk"
     except SmallDiskUnavailableError as exc:
         pytest.skip(str(exc))
+
+
+async def test_a_queue_that_cannot_open_leaves_no_writer_thread_behind(
+    tmp_path: Path, clock: ManualClock, sealer
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    before = {thread.name for thread in threading.enumerate()}
+    for _attempt in range(3):  # a supervisor retrying the open
+        with pytest.raises(StorageError):
+            async with Outbox(path, sealer=sealer, clock=clock, config=QueueConfig(), max_envelope_bytes=2048):
+                pass
+    assert {thread.name for thread in threading.enumerate()} - before == set()
