@@ -29,7 +29,6 @@ The invoices and the recorded defaults are kept by backend_stub.invoice_store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,10 +248,3 @@ class Billing:
                 yield self.check(vin)
             except Exception:  # one vehicle's trouble never stops the others'
                 _LOGGER.exception("payment check for %s failed; next try in %.0f s", vin, CHECK_INTERVAL_S)
-
-    async def run(self, interval_s: float = CHECK_INTERVAL_S) -> None:
-        """A default begins on day 31 whether or not anybody touches the vehicle."""
-        while True:
-            for _ in self.check_all():
-                pass
-            await asyncio.sleep(interval_s)

@@ -35,15 +35,13 @@
 Which category a path has is the catalogue's (`Catalogue.category_of`; a path it does not list is
 personal). Paths are found at any depth of a body. A value the job cannot classify — a key of a
 map of paths that is not text, a body nested deeper than `MAX_DEPTH` — is treated as personal:
-deleting too much is the safe side. `RetentionJob.run` is one pass; `run_periodically` is the
-backend's task.
+deleting too much is the safe side. `RetentionJob.run` is one pass; the backend runs one at start and
+then every `interval_s` on its database thread (backend_stub/app.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -269,19 +267,3 @@ class RetentionJob:
             self._store.checkpoint()  # the old page images in the -wal file hold the deleted values
         _LOGGER.info("retention pass: %s", report)
         return report
-
-
-async def run_periodically(
-    job: RetentionJob,
-    interval_s: float,
-    *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> None:
-    """The backend's retention task: a pass at start and every `interval_s`; a failing pass is logged
-    and the next one tries again."""
-    while True:
-        try:
-            job.run()
-        except Exception:  # retention must never stop the backend; the next pass retries
-            _LOGGER.exception("retention pass failed; retrying in %g s", interval_s)
-        await sleep(interval_s)
