@@ -141,6 +141,15 @@ class BackendStub:
         # The periodic jobs without an MQTT link, on the same shell and database thread.
         self.housekeeping = ServiceShell("backend housekeeping", config.broker, identifier="", database=self.database)
 
+    def reader(self) -> BackendStore:
+        """A read-only view of the records on a connection of its own, for a test or a bench to poll
+        while the backend runs; the caller closes it.
+
+        `self.store` is the backend's own connection, used by its database thread: a read on it from
+        another thread could see a batch not yet committed (or one about to be rolled back). A
+        connection of its own sees only committed batches (WAL: a reader never blocks the writer)."""
+        return BackendStore(self.config.database, read_only=True)
+
     def _periodic_jobs(self) -> dict[str, Step]:
         never = Wakeup()  # these run on their interval only
         jobs: dict[str, tuple[str, Callable[[], object], float]] = {

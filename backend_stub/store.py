@@ -103,8 +103,10 @@ class Epoch:
 
 
 class BackendStore(StoreRetention):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self._db = open_store(path)
+        if read_only:  # a reader beside the running backend (`BackendStub.reader`): a write is an error
+            self._db.execute("PRAGMA query_only=ON")
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ import pytest_asyncio
 from hil.audit import SeqAudit
 from hil.broker import Broker, choose_broker, free_port
 from hil.fixtures.agents import AgentFactory, AgentSpec, BenchAgent, VirtualVehicle, virtual_vehicle
-from hil.fixtures.backend import RunningBackend, running_backend
+from hil.fixtures.backend import RunningBackend, bench_backend
 from hil.fixtures.link import BenchLink
 from hil.fixtures.no_loss import check_no_loss
 from hil.layout import BenchLayout
@@ -132,8 +132,8 @@ def tcu_bench(tmp_path: Path, tcu_broker: Broker) -> BenchLayout:
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def tcu_backend(tcu_bench: BenchLayout) -> AsyncIterator[RunningBackend]:
-    async with running_backend(tcu_bench.backend_config, name="tcu-hil-backend") as stub:
-        yield RunningBackend(stub)
+    async with bench_backend(tcu_bench.backend_config, name="tcu-hil-backend") as backend:
+        yield backend
 
 
 @pytest_asyncio.fixture(loop_scope="function")

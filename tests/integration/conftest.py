@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.agent_process import AgentProcess
 from hil.broker import MosquittoBroker
 from hil.config_toml import TomlValue
@@ -33,6 +34,14 @@ def layout(tmp_path: Path, mosquitto: MosquittoBroker) -> BenchLayout:
 async def backend(layout: BenchLayout) -> AsyncIterator[BackendStub]:
     async with running_backend(layout.backend_config) as stub:
         yield stub
+
+
+@pytest.fixture
+def backend_store(backend: BackendStub) -> Iterator[BackendStore]:
+    """What the running `backend` has committed, on a connection of its own (`BackendStub.reader`): its
+    own connection belongs to its database thread, where a batch may be half written."""
+    with contextlib.closing(backend.reader()) as reader:
+        yield reader
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import pytest
 from nacl.public import Box
 
 from hil.broker import MosquittoBroker
-from hil.fixtures.backend import running_backend
+from hil.fixtures.backend import bench_backend
 from hil.layout import BenchLayout
 from telematics_wire.envelope import seal_record
 from telematics_wire.keys import load_private_key, load_public_key
@@ -31,7 +31,7 @@ async def test_records_flow_over_tls_with_a_pinned_ca(tmp_path: Path) -> None:
         layout.backend_config.write_text(layout.backend_config.read_text() + ca)
         config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK)
         config.write_text(config.read_text().replace('protocol = "5"\n', 'protocol = "5"\n' + ca))
-        async with running_backend(layout.backend_config) as backend, running_agent(config) as agent:
+        async with bench_backend(layout.backend_config) as backend, running_agent(config) as agent:
             await eventually(lambda: len(backend.store.seqs(VIN)) >= 5, what="records over TLS")
             assert agent.session.stats.connected
 
@@ -62,7 +62,7 @@ async def test_per_vehicle_acl_confines_each_car_to_its_own_topics(tmp_path: Pat
         )
         layout = BenchLayout(root=tmp_path / "bench", broker_url=broker.url)
         config = layout.add_vehicle(VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK, username=VIN, password="pw-1")
-        async with running_backend(layout.backend_config) as backend, running_agent(config) as agent:
+        async with bench_backend(layout.backend_config) as backend, running_agent(config) as agent:
             await eventually(lambda: len(backend.store.seqs(VIN)) >= 3, what="own topics allowed")
             # Another vehicle with valid credentials publishes a record into this car's subtree.
             async with aiomqtt.Client(

@@ -91,11 +91,12 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
         [msd] = [row for row in read_psap_msds(backend.config.database) if row["kind"] == "automatic"]
         assert msd["vin"] == VIN
         # Until the PSAP has the MSD, telematics keeps off the radio: nothing made after the crash got through.
-        early = [
-            r
-            for r in backend.store.records(VIN)
-            if r.created.timestamp() * 1000 > crash_wall_ms and r.received.timestamp() * 1000 < msd["received_ms"]
-        ]
+        with contextlib.closing(backend.reader()) as backend_store:
+            early = [
+                r
+                for r in backend_store.records(VIN)
+                if r.created.timestamp() * 1000 > crash_wall_ms and r.received.timestamp() * 1000 < msd["received_ms"]
+            ]
         assert early == [], [(r.seq, r.body.get("type")) for r in early]
         where = cycle.at(crash_at)
         assert distance_m((where.latitude, where.longitude), (msd["latitude_deg"], msd["longitude_deg"])) < 200

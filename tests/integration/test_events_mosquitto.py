@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.layout import BenchLayout
 from tcu.app import Agent
 from tcu.services.personal import PersonalStore
@@ -25,11 +25,11 @@ def _read(agent: Agent, path: str, value: SignalValue) -> None:
     )
 
 
-def _events(backend: BackendStub, *types: str) -> list[dict[str, Any]]:
-    return [r.body for r in backend.store.records(VIN, kind="event") if r.body.get("type") in types]
+def _events(store: BackendStore, *types: str) -> list[dict[str, Any]]:
+    return [r.body for r in store.records(VIN, kind="event") if r.body.get("type") in types]
 
 
-async def test_the_backend_receives_each_event_once(layout: BenchLayout, backend: BackendStub) -> None:
+async def test_the_backend_receives_each_event_once(layout: BenchLayout, backend_store: BackendStore) -> None:
     # No simulated drive (the test is the car); the first snapshot is a minute away: events are pushed.
     config = layout.add_vehicle(VIN, simulation=False, telemetry_interval_s=60.0, uplink=FAST_UPLINK)
     async with running_agent(config) as agent:
@@ -51,32 +51,32 @@ async def test_the_backend_receives_each_event_once(layout: BenchLayout, backend
             ("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", True),
         ):
             _read(agent, path, value)
-        await eventually(lambda: len(_events(backend, "door")) == 1, what="door opened")
+        await eventually(lambda: len(_events(backend_store, "door")) == 1, what="door opened")
         _read(agent, "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", False)
-        await eventually(lambda: len(_events(backend, "door")) == 2, what="door closed")
+        await eventually(lambda: len(_events(backend_store, "door")) == 2, what="door closed")
         _read(agent, "Vehicle.Body.CentralLock.State", "LOCKED")
-        await eventually(lambda: len(_events(backend, "lock")) == 1, what="car locked")
+        await eventually(lambda: len(_events(backend_store, "lock")) == 1, what="car locked")
 
-        (call,) = _events(backend, "service_call")
+        (call,) = _events(backend_store, "service_call")
         assert call["item"] == "service"
         assert call["context"]["Vehicle.TraveledDistance"]["v"] == 20_000.0
-        (parked,) = _events(backend, "parked_position")
+        (parked,) = _events(backend_store, "parked_position")
         assert parked["position"]["Vehicle.CurrentLocation.Latitude"]["v"] == 48.137154
-        assert [(d["value"], d["previous"]) for d in _events(backend, "door")] == [(True, False), (False, True)]
-        assert _events(backend, "lock")[0]["value"] == "LOCKED"
-        assert backend.store.records(VIN, kind="telemetry") == []  # pushed as events, not with a snapshot
+        assert [(d["value"], d["previous"]) for d in _events(backend_store, "door")] == [(True, False), (False, True)]
+        assert _events(backend_store, "lock")[0]["value"] == "LOCKED"
+        assert backend_store.records(VIN, kind="telemetry") == []  # pushed as events, not with a snapshot
 
         # The customer blocks position data in the car: the backend learns it from a new capability report.
-        reports = len(_events(backend, "capabilities"))
+        reports = len(_events(backend_store, "capabilities"))
         store = PersonalStore(agent.config.personal_path)
-        store.save(store.load().with_consent(Category.POSITION, False))
-        await eventually(lambda: len(_events(backend, "capabilities")) > reports, what="capability report")
-        latest = _events(backend, "capabilities")[-1]
+        await store.save(store.load().with_consent(Category.POSITION, False))
+        await eventually(lambda: len(_events(backend_store, "capabilities")) > reports, what="capability report")
+        latest = _events(backend_store, "capabilities")[-1]
         assert latest["categories"]["position"]["transmitted"] is False
         assert latest["categories"]["position"]["reason"] == "blocked by the customer's privacy setting"
         # ... and the next parking is not reported.
         for path, value in (("Vehicle.Mode", "driving"), ("Vehicle.Speed", 30.0), ("Vehicle.Mode", "parked")):
             _read(agent, path, value)
         _read(agent, "Vehicle.Body.CentralLock.State", "UNLOCKED")
-        await eventually(lambda: len(_events(backend, "lock")) == 2, what="unlocked")
-        assert len(_events(backend, "parked_position")) == 1
+        await eventually(lambda: len(_events(backend_store, "lock")) == 2, what="unlocked")
+        assert len(_events(backend_store, "parked_position")) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.audit import audit_vehicle
 from hil.layout import BenchLayout
 from hil.small_disk import BALLAST, SmallDiskUnavailableError, fill, small_filesystem
@@ -34,7 +34,7 @@ def full_data_dir(layout: BenchLayout) -> Iterator[Path]:
 
 
 async def test_an_agent_started_on_a_full_disk_runs_and_delivers_once_space_returns(
-    layout: BenchLayout, full_data_dir: Path, backend: BackendStub, caplog: pytest.LogCaptureFixture
+    layout: BenchLayout, full_data_dir: Path, backend_store: BackendStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = vehicle_config(layout, interval_s=0.05)
     (full_data_dir / "status.json").write_text("{}")  # an old status file, as after a previous run
@@ -47,10 +47,10 @@ async def test_an_agent_started_on_a_full_disk_runs_and_delivers_once_space_retu
             assert status.get("queue", {}).get("storage_full") is True, "the status file stays current"
             (full_data_dir / BALLAST).unlink()  # space returns
             await eventually(lambda: agent.outbox.stats().spilled_in_memory == 0, within=30, what="memory written")
-            await eventually(lambda: len(backend.store.seqs(VIN)) >= 20, what="delivery resumed by itself")
+            await eventually(lambda: len(backend_store.seqs(VIN)) >= 20, what="delivery resumed by itself")
             agent.telemetry.enabled = False
             await eventually(lambda: agent.outbox.stats().depth == 0, what="queue drained")
             issued = agent.outbox.stats().next_seq - 1
     assert "restarting it" not in caplog.text, "telematics must not restart over a full disk"
-    audit = audit_vehicle(backend.store, VIN, issued_through=issued)
+    audit = audit_vehicle(backend_store, VIN, issued_through=issued)
     assert audit.ok, audit.describe()

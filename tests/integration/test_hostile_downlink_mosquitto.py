@@ -14,7 +14,7 @@ import cbor2
 import pytest
 from nacl.public import Box
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.audit import audit_vehicle
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
@@ -37,7 +37,7 @@ def _sealed_ack(box: Box, content: dict[str, object], **clear: object) -> bytes:
 
 
 async def test_retained_and_sealed_poison_is_one_rejection_each_while_another_car_keeps_flowing(
-    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+    layout: BenchLayout, backend_store: BackendStore, mosquitto: MosquittoBroker
 ) -> None:
     other = layout.add_vehicle(OTHER_VIN, telemetry_interval_s=0.05, uplink=FAST_UPLINK)
     config = vehicle_config(layout, interval_s=0.05)
@@ -54,7 +54,7 @@ async def test_retained_and_sealed_poison_is_one_rejection_each_while_another_ca
         for topic, payload in poison.items():
             await attacker.publish(topic, payload, qos=1, retain=True)
     async with running_agent(other) as second, running_agent(config) as agent:
-        await eventually(lambda: len(backend.store.seqs(VIN)) >= 5, what="records of the attacked car")
+        await eventually(lambda: len(backend_store.seqs(VIN)) >= 5, what="records of the attacked car")
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="attacker") as attacker:
             await attacker.publish(f"vehicles/{VIN}/down/ack", cbor2.dumps({"v": BIGNUM, "vin": VIN}), qos=1)
             await attacker.publish(f"vehicles/{VIN}/down/ack", cbor2.dumps({"v": 1, "vin": BIGNUM}), qos=1)
@@ -63,12 +63,12 @@ async def test_retained_and_sealed_poison_is_one_rejection_each_while_another_ca
             for acks in ([[1, 2**64]], [[BIGNUM, BIGNUM]], [[n, n] for n in range(1, 2000)]):
                 await attacker.publish(f"vehicles/{VIN}/down/ack", _sealed_ack(backend_box, {"vin": VIN, "acks": acks}))
         await eventually(lambda: agent.session.stats.rejected_downlink >= 7, what="forged acks rejected")
-        target = len(backend.store.seqs(VIN)) + 20
-        await eventually(lambda: len(backend.store.seqs(VIN)) >= target, what="the attacked car still sending")
+        target = len(backend_store.seqs(VIN)) + 20
+        await eventually(lambda: len(backend_store.seqs(VIN)) >= target, what="the attacked car still sending")
         assert agent.session.stats.connects == 1, "the poison must not restart the session"
         assert second.session.stats.connects == 1
         provisioning_results = [
-            r for r in backend.store.records(VIN, kind="event") if r.body.get("type") == "provisioning_result"
+            r for r in backend_store.records(VIN, kind="event") if r.body.get("type") == "provisioning_result"
         ]
         assert len(provisioning_results) == 1, "one answer to the retained poison, not one per resubscription"
         assert provisioning_results[0].body.get("status") == "rejected"
@@ -77,6 +77,6 @@ async def test_retained_and_sealed_poison_is_one_rejection_each_while_another_ca
         await eventually(lambda: agent.outbox.stats().depth == 0 and second.outbox.stats().depth == 0, what="drained")
         issued = {VIN: agent.outbox.stats().next_seq - 1, OTHER_VIN: second.outbox.stats().next_seq - 1}
     for vin, last in issued.items():
-        audit = audit_vehicle(backend.store, vin, issued_through=last)
+        audit = audit_vehicle(backend_store, vin, issued_through=last)
         assert audit.ok, audit.describe()
         assert audit.stored == last

@@ -92,7 +92,8 @@ async def test_a_crash_reaches_the_call_centre_by_voice_and_its_data_through_mos
         assert distance_m((where.latitude, where.longitude), (case.msd.latitude_deg, case.msd.longitude_deg)) < 200
         assert backend.psap.calls == [], "the call centre answered: no 112 eCall"
         # The record is in the backend's store, where the CLI reads it back.
-        [stored] = read_call_centre_cases(backend.store, VIN)
+        with contextlib.closing(backend.reader()) as backend_store:
+            [stored] = read_call_centre_cases(backend_store, VIN)
         assert stored.msd == case.msd
         assert backend_cli(["call-centre-cases", "--config", str(layout.backend_config), "--vin", VIN]) == 0
         assert f"vin={VIN}" in capsys.readouterr().out

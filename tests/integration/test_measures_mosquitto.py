@@ -45,7 +45,10 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
                 await eventually(
                     lambda: agent.state.value("Vehicle.Body.CentralLock.State") == "LOCKED", what="locked car"
                 )
-                await eventually(lambda: backend.store.last_value(VIN, "Vehicle.Mode") is not None, what="mode known")
+                with contextlib.closing(backend.reader()) as backend_store:
+                    await eventually(
+                        lambda: backend_store.last_value(VIN, "Vehicle.Mode") is not None, what="mode known"
+                    )
                 backend.measures.send(
                     vin=VIN,
                     measure_id="FIX-4711",

@@ -21,6 +21,7 @@ import pytest
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.psap import read_psap_msds
+from backend_stub.store import BackendStore
 from hil.broker import free_port
 from hil.devices.modem_sim import ModemSimulator
 from hil.layout import BenchLayout
@@ -79,20 +80,20 @@ def _sources(channel: str, name: str) -> str:
     )
 
 
-def _last(backend: BackendStub) -> dict[str, Any]:
-    return {v.path: v.value for v in backend.store.last_values(VIN)}
+def _last(store: BackendStore) -> dict[str, Any]:
+    return {v.path: v.value for v in store.last_values(VIN)}
 
 
-async def _expect(backend: BackendStub, expected: Mapping[str, Any]) -> None:
+async def _expect(store: BackendStore, expected: Mapping[str, Any]) -> None:
     def arrived() -> bool:
-        last = _last(backend)
+        last = _last(store)
         return all(last.get(path) == value for path, value in expected.items())
 
-    await eventually(arrived, what=f"{dict(expected)} at the backend (has {_last(backend)})")
+    await eventually(arrived, what=f"{dict(expected)} at the backend (has {_last(store)})")
 
 
 async def test_a_hyundai_dbc_drives_the_agent_to_the_backend(
-    layout: BenchLayout, backend: BackendStub, tmp_path: Path
+    layout: BenchLayout, backend_store: BackendStore, tmp_path: Path
 ) -> None:
     channel = f"hyundai-{tmp_path.name}"
     config = drain_only_config(vehicle_config(layout, interval_s=0.1, extra=_sources(channel, "hyundai_2015_ccan")))
@@ -102,7 +103,7 @@ async def test_a_hyundai_dbc_drives_the_agent_to_the_backend(
         car.set("CGW1", CF_Gway_Ign1=1, CF_Gway_AstDrSw=1, CF_Gway_DrvKeyLockSw=0)
         car.set("CGW2", CF_Gway_RLDrSw=0, CF_Gway_RRDrSw=1)
         await _expect(
-            backend,
+            backend_store,
             {
                 "Vehicle.Speed": speed,  # km/h on the bus and in VSS
                 "Vehicle.TraveledDistance": round(odometer, 1),  # the DBC's 0.1 km resolution, no float noise
@@ -115,7 +116,7 @@ async def test_a_hyundai_dbc_drives_the_agent_to_the_backend(
         )
         car.set("CGW1", CF_Gway_Ign1=0, CF_Gway_AstDrSw=0, CF_Gway_DrvKeyLockSw=1)  # parked and locked
         await _expect(
-            backend,
+            backend_store,
             {
                 "Vehicle.LowVoltageSystemState": "OFF",
                 "Vehicle.Cabin.Door.Row1.PassengerSide.IsOpen": False,
@@ -131,6 +132,7 @@ async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall
     backend = BackendStub(load_backend_config(layout.backend_config, env={}))
     assert backend.psap is not None
     backend_task = asyncio.create_task(backend.run())
+    backend_store = backend.reader()
     channel = f"vw-{tmp_path.name}"
     trigger = '[[ecall.trigger]]\nkind = "crash"\nsignal = "Airbag_01.AB_Crash_Int"\nat_least = 1\n'
     try:
@@ -153,7 +155,7 @@ async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall
                 car.set("Gateway_72", ZV_FT_offen=1, ZV_BT_offen=0)
                 car.set("Airbag_01", AB_Crash_Int=0)
                 await _expect(
-                    backend,
+                    backend_store,
                     {
                         "Vehicle.Speed": round(speed, 2),
                         "Vehicle.TraveledDistance": odometer,
@@ -171,3 +173,4 @@ async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall
         backend_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await backend_task
+        backend_store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import can
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.devices.slcan_sim import Door, VehicleBus
 from hil.layout import BenchLayout
 from tests.conftest import VIN, eventually
@@ -45,7 +45,7 @@ async def ecus(channel: str) -> AsyncIterator[VehicleBus]:
 
 
 async def test_a_python_can_bus_feeds_the_agent_and_the_backend(
-    layout: BenchLayout, backend: BackendStub, tmp_path: Path
+    layout: BenchLayout, backend_store: BackendStore, tmp_path: Path
 ) -> None:
     channel = f"vehicle-{tmp_path.name}"
     sources = f'\n[sources.can]\ninterface = "virtual"\nchannel = "{channel}"\n'
@@ -53,7 +53,7 @@ async def test_a_python_can_bus_feeds_the_agent_and_the_backend(
     async with ecus(channel) as bus, running_agent(config) as agent:
 
         def last() -> dict[str, object]:
-            return {v.path: v.value for v in backend.store.last_values(VIN)}
+            return {v.path: v.value for v in backend_store.last_values(VIN)}
 
         await eventually(lambda: {"Vehicle.Speed", "Vehicle.Mode"} <= set(last()), what="CAN values at the backend")
         speed = agent.state.get("Vehicle.Speed")

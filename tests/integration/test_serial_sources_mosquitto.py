@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.slcan_sim import Door, SlcanSimulator
@@ -14,12 +14,12 @@ from tests.conftest import VIN, eventually
 from tests.integration.conftest import drain_only_config, running_agent, vehicle_config
 
 
-def _last(backend: BackendStub) -> dict[str, object]:
-    return {v.path: v.value for v in backend.store.last_values(VIN)}
+def _last(store: BackendStore) -> dict[str, object]:
+    return {v.path: v.value for v in store.last_values(VIN)}
 
 
 async def test_virtual_devices_feed_the_agent_and_the_backend(
-    layout: BenchLayout, backend: BackendStub, tmp_path: Path
+    layout: BenchLayout, backend_store: BackendStore, tmp_path: Path
 ) -> None:
     obd = Elm327Simulator(timing=Elm327Timing.instant(), link_path=tmp_path / "ttyOBD")
     can = SlcanSimulator(link_path=tmp_path / "ttyCAN")
@@ -39,15 +39,15 @@ async def test_virtual_devices_feed_the_agent_and_the_backend(
                 "Vehicle.CurrentLocation.Latitude": "gnss",
                 "Vehicle.CurrentLocation.Longitude": "gnss",
             }
-            await eventually(lambda: set(wanted) <= set(_last(backend)), what="values from all three devices")
+            await eventually(lambda: set(wanted) <= set(_last(backend_store)), what="values from all three devices")
             for path, source in wanted.items():
                 signal = agent.state.get(path)
                 assert signal is not None
                 assert signal.source == source, path
-            latitude = _last(backend)["Vehicle.CurrentLocation.Latitude"]
+            latitude = _last(backend_store)["Vehicle.CurrentLocation.Latitude"]
             assert isinstance(latitude, float)
             assert 48.0 < latitude < 48.3  # the drive-cycle route through Munich
             can.bus.open_door(Door.FRONT_LEFT)
             await eventually(
-                lambda: _last(backend).get("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen") is True, what="door open"
+                lambda: _last(backend_store).get("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen") is True, what="door open"
             )
