@@ -8,11 +8,12 @@ handed over, as they were on the loop.
 
     database = DatabaseThread("backend-db")
     acks = await database.run(flush, batch)   # the loop runs other tasks meanwhile
-    database.close()                          # waits for the job in progress, then ends the thread
+    database.close()                          # runs what was handed over, then ends the thread
 
 A job that has started keeps running when the task awaiting it is cancelled (a thread cannot be
-interrupted): its transaction commits or rolls back as a whole, and `close` waits for it before the
-connections close. A job still queued then is dropped.
+interrupted): its transaction commits or rolls back as a whole. `close` runs every job handed over
+before it (a batch queued at shutdown is stored, not dropped) and only then returns, so the
+connections close after the last of them.
 """
 
 from __future__ import annotations
@@ -42,5 +43,5 @@ class DatabaseThread:
         self._executor.submit(job, *args, **kwargs)
 
     def close(self) -> None:
-        """Finish the job in progress (and any queued), then end the thread; idempotent."""
+        """Run the job in progress and every queued one, then end the thread; idempotent."""
         self._executor.shutdown(wait=True)

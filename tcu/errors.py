@@ -28,15 +28,12 @@ class TcuError(Exception):
     """Root of every error the agent raises on purpose."""
 
 
-
 class ConfigError(TcuError):
     """The configuration cannot be used; the message names the key and what was expected."""
 
 
-
 class UplinkError(TcuError):
     """Something on the vehicle → backend path failed."""
-
 
 
 class RecordTooLargeError(UplinkError):
@@ -81,7 +78,6 @@ class AdapterStatusError(SourceError):
 
 class EcallError(TcuError):
     """The eCall subsystem failed; never silently."""
-
 
 
 class ModemCommandError(EcallError):

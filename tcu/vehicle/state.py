@@ -23,6 +23,7 @@ from telematics_wire.signal_values import MAX_LIST_ITEM_CHARS, MAX_LIST_ITEMS, S
 
 _LOGGER = logging.getLogger(__name__)
 
+
 class Quality(StrEnum):
     GOOD = "good"
     STALE = "stale"  # the source stopped delivering (device unplugged, timeouts)
