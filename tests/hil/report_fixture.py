@@ -156,3 +156,13 @@ def recorded_run() -> Timeline:
         stored=stored,
         ecall=_ecall(),
     )
+
+
+def with_errored_check(timeline: Timeline) -> Timeline:
+    """`timeline` with one more check, one that could not run (a broken scenario or check, not the car)."""
+    timeline.expectations.append(
+        ExpectationResult(
+            name="signal_value", passed=False, detail="check failed to run: KeyError: 'Vehicle.Speed'", errored=True
+        )
+    )
+    return timeline

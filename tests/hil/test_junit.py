@@ -17,7 +17,7 @@ from hil.scenario import parse_scenario
 from hil.timeline import ExpectationResult, Timeline
 from tcu.errors import ConfigError
 from tests.hil.evidence_builder import HEAD
-from tests.hil.report_fixture import recorded_run
+from tests.hil.report_fixture import recorded_run, with_errored_check
 
 REFERENCE_ARGS = ("-o", "junit_logging=system-out", "--junitxml", "ref.xml", "test_sample.py")
 
@@ -38,33 +38,57 @@ def _failing() -> Timeline:
 
 def _errored() -> Timeline:
     """A run whose last check could not run, beside the one that failed."""
-    timeline = _failing()
-    timeline.expectations.append(
-        ExpectationResult(
-            name="signal_value", passed=False, detail="check failed to run: KeyError: 'Vehicle.Speed'", errored=True
-        )
-    )
-    return timeline
+    return with_errored_check(_failing())
+
+
+def _counts(element: ET.Element) -> tuple[str | None, ...]:
+    return tuple(element.get(count) for count in ("tests", "failures", "errors"))
+
+
+def _outcome(case: ET.Element) -> str:
+    """`passed`, or what the case carries: `failure`, `error` (both: `error+failure`)."""
+    return "+".join(sorted(child.tag for child in case if child.tag in ("failure", "error", "skipped"))) or "passed"
+
+
+def _outline(root: ET.Element) -> dict[str, Any]:
+    """What a CI system reads of a report: the totals, and each suite with its counts and cases."""
+    return {
+        "tag": root.tag,
+        "totals": _counts(root),
+        "suites": [
+            {
+                "name": suite.get("name"),
+                "counts": _counts(suite),
+                "time": suite.get("time"),
+                "cases": [(case.get("classname"), case.get("name"), _outcome(case)) for case in suite.iter("testcase")],
+            }
+            for suite in root.findall("testsuite")
+        ],
+    }
+
+
+SUITE = "hil.tunnel_kill_crash"
+RECORDED_CASES = [
+    (SUITE, "records_without_gaps", "passed"),
+    (SUITE, "msd_received(within_m=200)", "passed"),
+    (SUITE, "measure_succeeded", "passed"),
+]
 
 
 def test_one_suite_per_scenario_one_case_per_expectation() -> None:
-    root = ET.fromstring(render_junit([recorded_run(), _failing()]))
-    assert root.tag == "testsuites"
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("7", "1", "0")
-    suites = root.findall("testsuite")
-    assert [(s.get("name"), s.get("tests"), s.get("failures")) for s in suites] == [
-        ("hil.tunnel_kill_crash", "3", "0"),
-        ("hil.tunnel_kill_crash", "4", "1"),
-    ]
-    assert suites[0].get("time") == "124.500"
-    cases = suites[1].findall("testcase")
-    assert [(c.get("classname"), c.get("name")) for c in cases] == [
-        ("hil.tunnel_kill_crash", "records_without_gaps"),
-        ("hil.tunnel_kill_crash", "msd_received(within_m=200)"),
-        ("hil.tunnel_kill_crash", "measure_succeeded"),
-        ("hil.tunnel_kill_crash", "records_latency"),
-    ]
-    assert [c.find("failure") is None for c in cases] == [True, True, True, False]
+    assert _outline(ET.fromstring(render_junit([recorded_run(), _failing()]))) == {
+        "tag": "testsuites",
+        "totals": ("7", "1", "0"),
+        "suites": [
+            {"name": SUITE, "counts": ("3", "0", "0"), "time": "124.500", "cases": RECORDED_CASES},
+            {
+                "name": SUITE,
+                "counts": ("4", "1", "0"),
+                "time": "124.500",
+                "cases": [*RECORDED_CASES, (SUITE, "records_latency", "failure")],
+            },
+        ],
+    }
 
 
 def test_a_failure_carries_the_detail_the_measured_value_and_the_limit() -> None:
@@ -83,17 +107,15 @@ def test_a_check_that_could_not_run_is_an_error_not_a_failure() -> None:
     """pytest's convention, which CI systems follow: a failure is a verdict on the car, an error says the
     check itself did not run (a broken scenario or check), so nobody reads it as the car's fault."""
     root = ET.fromstring(render_junit([_errored(), recorded_run()]))
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("8", "1", "1")
-    suite = root.findall("testsuite")[0]
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "1")
-    case = suite.find("testcase[@name='signal_value']")
-    assert case is not None
-    assert case.find("failure") is None
-    error = case.find("error")
+    outline = _outline(root)
+    assert (outline["totals"], outline["suites"][0]["counts"]) == (("8", "1", "1"), ("5", "1", "1"))
+    assert outline["suites"][0]["cases"][-2:] == [
+        (SUITE, "records_latency", "failure"),  # the real failure stays one
+        (SUITE, "signal_value", "error"),
+    ]
+    error = root.find("testsuite/testcase[@name='signal_value']/error")
     assert error is not None
-    assert error.get("message") == "check failed to run: KeyError: 'Vehicle.Speed'"
-    assert error.text == "check failed to run: KeyError: 'Vehicle.Speed'"
-    assert suite.find("testcase[@name='records_latency']/failure") is not None  # the real failure stays one
+    assert (error.get("message"), error.text) == ("check failed to run: KeyError: 'Vehicle.Speed'",) * 2
 
 
 def _raises(exc: Exception) -> Any:

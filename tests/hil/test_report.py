@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from hil.report_lanes import draw_bench, draw_doors, draw_events, draw_faults
 from hil.report_plot import hold_limit, numeric_line
 from hil.timeline import ExpectationResult, Sample, Span, SpanKind, Timeline, link_down, runs
 from tcu.errors import ConfigError
-from tests.hil.report_fixture import KILL, recorded_run
+from tests.hil.report_fixture import KILL, recorded_run, with_errored_check
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -52,49 +54,77 @@ def _png_chunks(path: Path) -> list[bytes]:
 # -- report.md -------------------------------------------------------------------------------------
 
 
+def _summary(text: str) -> dict[str, str]:
+    """The report's summary bullets, `- **Label:** value`, as {label: value}."""
+    return dict(re.findall(r"^- \*\*(.+?):\*\* (.*)$", text, re.MULTILINE))
+
+
+def _table(text: str, heading: str) -> list[str]:
+    """The lines of the first table under the line `heading`: its header, its rule, its rows."""
+    after = text.split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(index for index, line in enumerate(after) if line.startswith("|"))
+    return list(itertools.takewhile(lambda line: line.startswith("|"), after[start:]))
+
+
 def test_report_files_and_summary(tmp_path: Path) -> None:
     report = write_report(recorded_run(), tmp_path / "run")
     assert report == tmp_path / "run" / "report.md"
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"report.md", "timeline.png", "timeline.json", "junit.xml"}
     text = report.read_text()
     assert text.startswith("# Scenario `tunnel_kill_crash`: PASS\n")
-    assert "- **Result:** PASS — 3 of 3 expectations passed" in text
-    assert "- **Phases:** start-up 0.0 to 1.6 s, run 1.6 to 120.0 s, drain 120.0 to 124.5 s" in text
-    # The tunnel's outage (33..49 s) and the first seconds before the first sample's link; not the
-    # agent's 3 s down, not the start-up, not the drain.
-    assert "- **Link down while the agent ran:** 16.4 s in 2 span(s)" in text
-    assert "- **Agent down:** 3.7 s in 3 span(s)" in text
-    assert "- **Stored at the backend:** 100 records" in text
-    assert (
-        "- **Signals recorded:** 7, 763 readings (telemetry at its interval; door and lock changes as they happened)"
-        in text
-    )
+    assert _summary(text) == {
+        "Result": "PASS — 3 of 3 expectations passed",
+        "Duration": "124.5 s scenario time, 122 samples, 14 events",
+        "Phases": "start-up 0.0 to 1.6 s, run 1.6 to 120.0 s, drain 120.0 to 124.5 s "
+        "(start-up and drain are the bench's own, not faults)",
+        # The tunnel's outage (33..49 s) and the first seconds before the first sample's link; not the
+        # agent's 3 s down, not the start-up, not the drain.
+        "Link down while the agent ran": "16.4 s in 2 span(s)",
+        "Agent down": "3.7 s in 3 span(s)",
+        "Faults injected": "3",
+        "Queue depth": "max 16, at the end 0",
+        "Stored at the backend": "100 records",
+        "Signals recorded": "7, 763 readings (telemetry at its interval; door and lock changes as they happened)",
+    }
     order = ["## Expectations", "## Timeline", "## Faults", "## Bench phases", "## eCall", "## Signals", "## Events"]
     assert [text.index(heading) for heading in order] == sorted(text.index(heading) for heading in order)
 
 
 def test_expectations_show_measured_value_and_limit() -> None:
-    text = render_markdown(recorded_run())
-    assert "| Expectation | Result | Measured | Limit | Detail |" in text
-    assert "| msd_received(within_m=200) | PASS | 3 m | 200 m | MSD #1 at 48.14077,11.56622: 3 m from" in text
-    assert "| records_without_gaps | PASS | — | — | vehicle produced 90, backend stored 90 |" in text
+    assert _table(render_markdown(recorded_run()), "## Expectations") == [
+        "| Expectation | Result | Measured | Limit | Detail |",
+        "|---|---|---|---|---|",
+        "| records_without_gaps | PASS | — | — | vehicle produced 90, backend stored 90 |",
+        "| msd_received(within_m=200) | PASS | 3 m | 200 m "
+        "| MSD #1 at 48.14077,11.56622: 3 m from the crash position |",
+        "| measure_succeeded | PASS | — | — | m-7 succeeded after 2 attempts |",
+    ]
 
 
 def test_every_fault_is_listed_as_a_span_with_its_start_and_end() -> None:
     text = render_markdown(recorded_run())
-    assert "| tunnel | 30.00 | 48.00 | 18.00 | no coverage |" in text
-    assert "| agent_kill | 58.00 | 61.00 | 3.00 | SIGKILL, restarted after 3 s |" in text
-    assert "| disk_full | 64.00 | 75.40 | 11.40 | queue capped; restarted twice |" in text
+    assert _table(text, "## Faults")[2:] == [
+        "| tunnel | 30.00 | 48.00 | 18.00 | no coverage |",
+        "| agent_kill | 58.00 | 61.00 | 3.00 | SIGKILL, restarted after 3 s |",
+        "| disk_full | 64.00 | 75.40 | 11.40 | queue capped; restarted twice |",
+    ]
     # disk_full's two restarts are said, each with its own start and end
-    assert "| agent down: disk_full: restart 1 of 2 (queue capped) | 64.00 | 64.30 | 0.30 |" in text
-    assert "| agent down: disk_full: restart 2 of 2 (queue uncapped) | 75.00 | 75.40 | 0.40 |" in text
+    assert [row for row in _table(text, "## Bench phases, agent and link") if "disk_full" in row] == [
+        "| agent down: disk_full: restart 1 of 2 (queue capped) | 64.00 | 64.30 | 0.30 |  |",
+        "| agent down: disk_full: restart 2 of 2 (queue uncapped) | 75.00 | 75.40 | 0.40 |  |",
+    ]
 
 
 def test_startup_and_drain_are_marked_as_the_benchs_own() -> None:
-    text = render_markdown(recorded_run())
-    assert "| phase: startup | 0.00 | 1.60 | 1.60 | the agent starting |" in text
-    assert "| phase: drain | 120.00 | 124.50 | 4.50 | drain-only agent |" in text
-    assert "| link down | 120.00" not in text  # the drain agent connecting is no outage
+    rows = _table(render_markdown(recorded_run()), "## Bench phases, agent and link")
+    # No link down from 120 s: the drain agent connecting is no outage.
+    assert [row for row in rows if row.startswith(("| phase:", "| link down"))] == [
+        "| phase: startup | 0.00 | 1.60 | 1.60 | the agent starting |",
+        "| link down | 1.60 | 2.00 | 0.40 | the agent ran without a link to the broker |",
+        "| phase: run | 1.60 | 120.00 | 118.40 |  |",
+        "| link down | 33.00 | 49.00 | 16.00 | the agent ran without a link to the broker |",
+        "| phase: drain | 120.00 | 124.50 | 4.50 | drain-only agent |",
+    ]
 
 
 def test_the_ecall_table_has_millisecond_offsets_from_the_trigger() -> None:
@@ -134,18 +164,8 @@ def test_a_failed_expectation_fails_the_report() -> None:
     assert "| service_active | FAIL | — | — | expected remote_measure \\| found [] |" in text  # pipe escaped
 
 
-def _with_an_errored_check() -> Timeline:
-    timeline = recorded_run()
-    timeline.expectations.append(
-        ExpectationResult(
-            name="signal_value", passed=False, detail="check failed to run: KeyError: 'Vehicle.Speed'", errored=True
-        )
-    )
-    return timeline
-
-
 def test_a_check_that_could_not_run_reads_error_not_fail() -> None:
-    text = render_markdown(_with_an_errored_check())
+    text = render_markdown(with_errored_check(recorded_run()))
     assert text.startswith("# Scenario `tunnel_kill_crash`: FAIL\n")  # the run fails all the same
     assert "| signal_value | ERROR | — | — | check failed to run: KeyError: 'Vehicle.Speed' |" in text
 
@@ -296,7 +316,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_a_check_that_could_not_run_stays_one_through_timeline_json(tmp_path: Path) -> None:
-    timeline = _with_an_errored_check()
+    timeline = with_errored_check(recorded_run())
     dump_timeline(timeline, tmp_path / "timeline.json")
     loaded = load_timeline(tmp_path / "timeline.json")
     assert loaded == timeline
