@@ -286,7 +286,7 @@ class CanBusReader:
         self._worker: _BusWorker | None = None
 
     async def run(self) -> NoReturn:
-        await self._feed.loop.run(self._session)
+        await self._feed.reconnect.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings

@@ -53,7 +53,7 @@ class CanFeed:
         self._state = state
         self._clock = clock
         self._decoder = decoder or CanSignalDecoder.from_files()
-        self.loop: ReconnectLoop = source_reconnect_loop(
+        self.reconnect: ReconnectLoop = source_reconnect_loop(
             name=f"CAN {name}", backoff=backoff, on_down=self._down, rng=rng, sleep=sleep
         )
         self.frame_warnings = LogLimit(_LOGGER)  # one line per kind of fault and frame, not one per frame
@@ -91,7 +91,7 @@ class CanFeed:
             async with asyncio.timeout(stale_s := silence_limit(stale_after_s)) as deadline:
                 while True:
                     if handle(await next_batch()):
-                        self.loop.healthy()
+                        self.reconnect.healthy()
                         deadline.reschedule(loop.time() + stale_s)
         except TimeoutError:
             # Reopening is the cure for an adapter that reset itself and closed its channel silently, or a

@@ -47,7 +47,7 @@ from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
 from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
 from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
 from tcu.sources.nmea_track import GnssTrack
-from tcu.sources.serial_port import settings_from_table
+from tcu.sources.serial_port import config_from_table
 from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
 from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
@@ -149,7 +149,7 @@ def build_sources(
     if "obd" in sources:
         obd_table = dict(sources["obd"])
         mapping_path = _file_list(obd_table.pop("mapping"), "obd.mapping", base)[0] if "mapping" in obd_table else None
-        obd = settings_from_table(Elm327ClientConfig, _obd_table(obd_table), section="sources.obd")
+        obd = config_from_table(Elm327ClientConfig, _obd_table(obd_table), section="sources.obd")
         built.obd_mapping = load_obd_mapping(mapping_path)
         built.runners["obd"] = Elm327Client(obd, state=state, clock=clock, mapping=built.obd_mapping).run
     if "can" in sources:

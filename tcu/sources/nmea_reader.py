@@ -32,7 +32,7 @@ from tcu.reconnect import Sleep
 from tcu.sources.nmea import NmeaStream, Sentence
 from tcu.sources.nmea_fix import ACCURACY_PATHS, DEFAULT_UERE_M, POSITION_PATHS, GnssInterpreter
 from tcu.sources.nmea_track import GnssTrack
-from tcu.sources.serial_port import OpenPort, SourceStats, close_port, open_serial, settings_from_table
+from tcu.sources.serial_port import OpenPort, SourceStats, close_port, config_from_table, open_serial
 from tcu.sources.source_loop import source_reconnect_loop
 from tcu.vehicle.state import Quality, Signal, VehicleState
 from tcu.virtual_time import silence_limit
@@ -61,7 +61,7 @@ class NmeaConfig:
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> NmeaConfig:
         """Build from the raw `[sources.gnss]` table; ConfigError names the offending key."""
-        return settings_from_table(cls, table, section="sources.gnss")
+        return config_from_table(cls, table, section="sources.gnss")
 
 
 class NmeaReader:
@@ -84,7 +84,7 @@ class NmeaReader:
         self.track = track or GnssTrack(min_spacing_m=settings.track_spacing_m)
         self._interpreter = GnssInterpreter(self.track, uere_m=settings.uere_m)
         self._open_port = open_port
-        self._loop = source_reconnect_loop(
+        self._reconnect = source_reconnect_loop(
             name=f"GNSS {settings.port}",
             backoff=settings.backoff,
             rng=rng,
@@ -95,7 +95,7 @@ class NmeaReader:
         self.connected = asyncio.Event()  # set while the port is open (tests, health reports)
 
     async def run(self) -> NoReturn:
-        await self._loop.run(self._session)
+        await self._reconnect.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings
@@ -115,7 +115,7 @@ class NmeaReader:
                     if not data:
                         raise DeviceGoneError(f"{settings.port} went away (end of file)")
                     if self.handle(stream.feed(data)):
-                        self._loop.healthy()
+                        self._reconnect.healthy()
                         deadline.reschedule(loop.time() + stale_s)
         except TimeoutError:
             raise DeviceTimeoutError(f"no NMEA sentence for {stale_s:.1f} s") from None

@@ -27,7 +27,7 @@ from tcu.virtual_time import io_timeout
 # session ends anyway (the next open is refused until the driver lets go, and the backoff retries).
 CLOSE_WAIT_S = 1.0
 
-_SettingsT = TypeVar("_SettingsT")
+_ConfigT = TypeVar("_ConfigT")
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 OpenPort = Callable[[str, int], Awaitable[Streams]]  # url, baud rate: the readers' seam for tests
 
@@ -72,7 +72,7 @@ async def close_port(writer: asyncio.StreamWriter) -> None:
     await close_transport(writer.transport, writer.wait_closed())
 
 
-def settings_from_table(cls: type[_SettingsT], table: Mapping[str, Any], *, section: str) -> _SettingsT:
+def config_from_table(cls: type[_ConfigT], table: Mapping[str, Any], *, section: str) -> _ConfigT:
     """A serial source's settings from its raw config table: the dataclass fields but `backoff`,
     which `reconnect_base_s` / `reconnect_cap_s` describe (as in `[uplink]`)."""
     values: dict[str, Any] = dict(table)

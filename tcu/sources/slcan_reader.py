@@ -36,7 +36,7 @@ from tcu.clock import Clock
 from tcu.errors import ConfigError, DeviceGoneError, DeviceTimeoutError, ProtocolError
 from tcu.reconnect import Sleep
 from tcu.sources.can_feed import CanFeed
-from tcu.sources.serial_port import OpenPort, close_port, open_serial, settings_from_table
+from tcu.sources.serial_port import OpenPort, close_port, config_from_table, open_serial
 from tcu.sources.slcan import (
     BITRATES,
     CanFrame,
@@ -92,7 +92,7 @@ class SlcanConfig:
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> SlcanConfig:
         """Build from the raw `[sources.can]` table; ConfigError names the offending key."""
-        return settings_from_table(cls, table, section=_SECTION)
+        return config_from_table(cls, table, section=_SECTION)
 
 
 class SlcanChannel:
@@ -218,7 +218,7 @@ class SlcanReader:
         self.connected = self._feed.connected  # set while a channel is open (tests, health reports)
 
     async def run(self) -> NoReturn:
-        await self._feed.loop.run(self._session)
+        await self._feed.reconnect.run(self._session)
 
     async def _session(self) -> None:
         settings = self._settings
