@@ -29,7 +29,11 @@ def _imports(path: Path) -> set[str]:
     """The backend_stub modules a module imports anywhere in its source (type-only imports too)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("backend_stub."):
+        if isinstance(node, ast.ImportFrom) and node.module == "backend_stub":  # from backend_stub import accounts
+            names.update(
+                f"backend_stub.{alias.name}" for alias in node.names if (PACKAGE / f"{alias.name}.py").exists()
+            )
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("backend_stub."):
             names.add(node.module)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names if alias.name.startswith("backend_stub."))
