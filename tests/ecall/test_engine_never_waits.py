@@ -23,7 +23,7 @@ from tcu.ecall.activity import EcallActivity
 from tcu.ecall.config import EcallConfig
 from tcu.ecall.reports import EcallReports
 from tcu.ecall.service import EcallService
-from tcu.ecall.state_machine import RADIO_HOLDING_STATES, EcallState
+from tcu.ecall.state_machine import EcallState
 from tcu.ecall.triggers import CRASH_DETECTED
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.modem_client import ModemEvent, ModemIndication
@@ -247,15 +247,6 @@ async def test_the_radio_is_held_from_the_trigger_until_the_al_ack() -> None:
         async with asyncio.timeout(WITHIN_S):
             await released  # woken by the AL-ACK itself: nobody polls
         assert r.service.state is EcallState.VOICE
-
-
-def test_the_states_that_hold_the_radio_are_those_before_the_psap_has_the_msd() -> None:
-    assert frozenset(RADIO_HOLDING_STATES) == {
-        EcallState.TRIGGERED,
-        EcallState.DIALLING,
-        EcallState.CALL_ESTABLISHED,
-        EcallState.MSD_SENT,
-    }
 
 
 def test_the_report_queue_refuses_to_be_built_without_room() -> None:
