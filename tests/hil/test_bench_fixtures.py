@@ -28,6 +28,21 @@ def stored(vin: str, at_least: int = 1) -> Callable[[BackendStore], bool]:
     return lambda store: len(store.seqs(vin)) >= at_least
 
 
+@pytest.fixture
+async def delivering(tcu_agent: BenchAgent, tcu_backend: RunningBackend) -> BenchAgent:
+    """`tcu_agent` (as its marker configures it) once the backend has stored a record of it."""
+    await tcu_backend.wait_for(stored(tcu_agent.config.vin))
+    return tcu_agent
+
+
+@pytest.fixture
+async def six_stored(tcu_agent_factory: AgentFactory, tcu_backend: RunningBackend) -> BenchAgent:
+    """A car of the factory, running, whose first six records the backend has stored."""
+    agent = await tcu_agent_factory()
+    await tcu_backend.wait_for(stored(agent.config.vin, 6))
+    return agent
+
+
 @pytest.mark.tcu_agent(vin=OTHER_VIN, sources="virtual", telemetry_interval_s=0.1)
 async def test_the_marker_configures_the_agent_and_shares_the_virtual_vehicle(
     tcu_agent: BenchAgent, tcu_virtual_vehicle: VirtualVehicle, tcu_backend: RunningBackend, tcu_link: BenchLink
@@ -46,38 +61,33 @@ async def test_the_marker_configures_the_agent_and_shares_the_virtual_vehicle(
 
 @pytest.mark.tcu_agent(link=False)
 async def test_link_false_goes_straight_to_the_broker(
-    tcu_agent: BenchAgent, tcu_broker: Broker, tcu_link: BenchLink, tcu_backend: RunningBackend
+    delivering: BenchAgent, tcu_broker: Broker, tcu_link: BenchLink
 ) -> None:
-    assert tcu_agent.config.broker.url == tcu_broker.url
-    assert tcu_agent.config.simulation.enabled  # the default source: the simulated drive
-    await tcu_backend.wait_for(stored(tcu_agent.config.vin))
-    assert tcu_link.stats.connections == 0
+    assert delivering.config.broker.url == tcu_broker.url
+    assert delivering.config.simulation.enabled  # the default source: the simulated drive
+    assert tcu_link.stats.connections == 0  # its records reached the backend all the same
 
 
 async def test_a_tunnel_holds_records_and_loses_none(
-    tcu_agent: BenchAgent, tcu_link: BenchLink, tcu_backend: RunningBackend, assert_no_loss: NoLoss
+    delivering: BenchAgent, tcu_link: BenchLink, assert_no_loss: NoLoss
 ) -> None:
-    vin = tcu_agent.config.vin
-    await tcu_backend.wait_for(stored(vin))
     async with tcu_link.tunnel():
         await asyncio.sleep(1.5)
-        held = tcu_agent.outbox.stats().depth  # made in the tunnel, not acknowledged
+        held = delivering.outbox.stats().depth  # made in the tunnel, not acknowledged
     assert tcu_link.stats.cuts == 1
     assert held >= 3
-    issued = tcu_agent.issued_through
-    audit = await assert_no_loss(vin)
+    issued = delivering.issued_through
+    audit = await assert_no_loss(delivering.config.vin)
     assert audit.stored >= issued  # the tunnel's records are judged, and all arrived
 
 
 async def test_a_broker_outage_loses_nothing(
-    tcu_agent: BenchAgent, tcu_link: BenchLink, tcu_backend: RunningBackend, assert_no_loss: NoLoss
+    delivering: BenchAgent, tcu_link: BenchLink, tcu_backend: RunningBackend, assert_no_loss: NoLoss
 ) -> None:
-    vin = tcu_agent.config.vin
-    await tcu_backend.wait_for(stored(vin))
-    connects = tcu_agent.session.stats.connects
+    connects = delivering.session.stats.connects
     await tcu_link.broker_outage(1)
-    await tcu_backend.wait_for(lambda _: tcu_agent.session.stats.connects > connects)
-    await assert_no_loss(vin)
+    await tcu_backend.wait_for(lambda _: delivering.session.stats.connects > connects)
+    await assert_no_loss(delivering.config.vin)
 
 
 @pytest.mark.tcu_agent(sources="virtual", legal_ecall=True)
@@ -130,15 +140,13 @@ def _doctor(bench: BenchLayout, sql: str, *args: object) -> None:
 
 
 async def test_assert_no_loss_names_a_seq_the_backend_lost(
-    tcu_agent_factory: AgentFactory, tcu_bench: BenchLayout, tcu_backend: RunningBackend, assert_no_loss: NoLoss
+    six_stored: BenchAgent, tcu_agent_factory: AgentFactory, tcu_bench: BenchLayout, assert_no_loss: NoLoss
 ) -> None:
-    agent = await tcu_agent_factory()
-    vin = agent.config.vin
-    await tcu_backend.wait_for(stored(vin, 6))
+    vin = six_stored.config.vin
     # The honest store passes; checked while the car runs, so what it had issued is delivered (a record
     # issued in the moment before a stop would stay in its queue, and be reported lost, rightly).
     await assert_no_loss(vin)
-    await tcu_agent_factory.stop(agent)
+    await tcu_agent_factory.stop(six_stored)
     last, _ = tcu_agent_factory.issued(vin)  # stored, or issued just before the stop: lost either way
     assert last is not None
     _doctor(tcu_bench, "DELETE FROM records WHERE vin=? AND seq IN (3, ?)", vin, last)
@@ -147,12 +155,10 @@ async def test_assert_no_loss_names_a_seq_the_backend_lost(
 
 
 async def test_assert_no_loss_names_a_record_stored_twice(
-    tcu_agent_factory: AgentFactory, tcu_bench: BenchLayout, tcu_backend: RunningBackend, assert_no_loss: NoLoss
+    six_stored: BenchAgent, tcu_agent_factory: AgentFactory, tcu_bench: BenchLayout, assert_no_loss: NoLoss
 ) -> None:
-    agent = await tcu_agent_factory()
-    vin = agent.config.vin
-    await tcu_backend.wait_for(stored(vin, 6))
-    await tcu_agent_factory.stop(agent)
+    vin = six_stored.config.vin
+    await tcu_agent_factory.stop(six_stored)
     _doctor(
         tcu_bench,
         "UPDATE records SET kind=(SELECT kind FROM records WHERE vin=?1 AND seq=2), "
