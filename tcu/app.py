@@ -132,6 +132,7 @@ class Agent:
             ecall_active=self.ecall_active,
             sim_inactive=self.services.sim_inactive,
         )
+        self._after_ecall: set[asyncio.Task[None]] = set()  # applies started when an eCall ended (_on_ecall)
         if self.ecall is not None:
             self.ecall.subscribe(self._on_ecall)
         self.session.add_downlink_handler("measure", self.measures.handle_downlink)
@@ -205,7 +206,16 @@ class Agent:
         if activity.started:
             self.measures.interrupt(Interruption.ECALL)  # the eCall goes first; the measure rolls back
         else:
-            self.services.ecall_ended()  # a provisioning file that waited for the call
+            # A provisioning file that waited for the call: applied in its own task, never inside the
+            # eCall's listener (its signature check and fsyncs would hold the eCall engine up).
+            followup = asyncio.create_task(self.services.ecall_ended(), name="provisioning-after-ecall")
+            self._after_ecall.add(followup)
+            followup.add_done_callback(self._after_ecall_done)
+
+    def _after_ecall_done(self, followup: asyncio.Task[None]) -> None:
+        self._after_ecall.discard(followup)
+        if not followup.cancelled() and (error := followup.exception()) is not None:
+            _LOGGER.error("the provisioning file that waited for the eCall was not applied", exc_info=error)
 
     def _on_entitlements(self, entitlements: Entitlements) -> None:
         if entitlements.sim is not self.sim.state:
@@ -276,7 +286,7 @@ class Agent:
             self.personal.load()
             self.events.load()  # service items called before a restart are not called again
             self.ecu.load()
-            self.measures.recover()  # an attempt the agent died in is rolled back before anything else
+            await self.measures.recover()  # an attempt the agent died in is rolled back before anything else
             self.services.load()  # reports the capabilities it derives
             await self.outbox.committed()  # ready: what the start-up reported is queued (and counted)
             self.ready.set()

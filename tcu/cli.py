@@ -120,7 +120,7 @@ def _privacy(args: argparse.Namespace) -> None:
         if args.setting is None:
             raise ConfigError("privacy: give allow or block after the category")
         data = data.with_consent(Category(args.category), args.setting == "allow")
-        store.save(data)
+        asyncio.run(store.save(data))
     for category in Category:
         print(f"{category.value:15} {'allowed' if data.allows(category) else 'blocked'}")
 
@@ -133,7 +133,7 @@ def _profile(args: argparse.Namespace) -> None:
             raise ConfigError("profile add: give the profile's name")
         # Refused without a paired ConnectedDrive account, beyond three profiles (privacy part B).
         data = data.with_profile(DriverProfile(name=args.name, seat_position=args.seat, climate_c=args.climate))
-        store.save(data)
+        asyncio.run(store.save(data))
     for profile in data.profiles:
         print(f"{profile.name}: seat {profile.seat_position}, climate {profile.climate_c} °C")
 
@@ -160,7 +160,7 @@ def _account(args: argparse.Namespace) -> None:
 def _owner_change(config_path: Path) -> None:
     """AGB 7.2: the car's personal data goes; the report tells the backend to unlink the account."""
     agent = Agent(load_agent_config(config_path))
-    report = agent.personal.owner_change()
+    report = asyncio.run(agent.personal.owner_change())
     asyncio.run(_queue_once(agent, Record(kind=RecordKind.EVENT, created=agent.clock.now(), body=report)))
     print(json.dumps(report, indent=2))
 

@@ -3,13 +3,19 @@
 Write a temporary file in the same directory (all of it: a short write is continued, never renamed
 into place), fsync it, rename it over the target, fsync the directory (so the rename itself is
 durable). Every OS failure, the clean-up's included, is a StorageError.
+
+`write_atomic` blocks for two fsyncs plus the directory's (unbounded on a slow SD card); the agent's
+owners of a state file use `AtomicFile`, which does the same on a worker thread of its own, so the
+event loop (the eCall's included) runs on while the disk works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tcu.errors import StorageError
@@ -39,6 +45,42 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         with contextlib.suppress(OSError):  # the disk that failed the write may fail this too
             tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class AtomicFile:
+    """One state file and its writer: `await file.write(data)` replaces the file as `write_atomic` does,
+    on this file's own worker thread, and returns once the bytes are durable; a failure raises the same
+    StorageError the blocking call raises.
+
+    Writes run one at a time in the order they were handed over (one worker per file: two never share
+    the temporary file, and the last one handed over is what the file holds). A write handed over is
+    carried out even if its caller stops waiting (is cancelled): what is on disk then is the old or the
+    new bytes, as after a power cut, and never a write overtaken by a later one.
+    """
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = path
+        self._durable = durable
+        # An idle worker ends when the file object is collected; at interpreter exit it finishes its writes.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"atomic-file {path.name}")
+
+    def submit(self, data: bytes) -> Future[None]:
+        """Hand `data` over without waiting, for callers that cannot await (signal subscribers, which may
+        run without an event loop); the future tells the outcome, and its holder must look at it (a failure
+        is theirs to log; a done-callback runs on the worker thread)."""
+        return self._worker.submit(write_atomic, self.path, data, durable=self._durable)
+
+    async def write(self, data: bytes) -> None:
+        # Shielded: a cancelled caller does not withdraw a write the worker may have begun (see the class).
+        await asyncio.shield(asyncio.wrap_future(self.submit(data)))
+
+    async def settled(self) -> None:
+        """Return once every write handed over before this call has finished, whatever its outcome."""
+        await asyncio.wrap_future(self._worker.submit(_nothing))
+
+
+def _nothing() -> None:
+    """A job that marks a place in a worker's order (AtomicFile.settled)."""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -135,7 +135,8 @@ def test_privacy_profiles_and_owner_change(layout: BenchLayout, capsys, backend_
     assert tcu_cli(["profile", "--config", config, "add", "Anna"]) == 2
     assert "needs a paired ConnectedDrive account" in capsys.readouterr().err
     personal = PersonalStore(load_agent_config(layout.agent_config(VIN), env={}).personal_path)
-    personal.save(replace(personal.load(), paired_accounts=("anna@example.org",)))  # paired (test_account_pairing...)
+    # paired (test_account_pairing...)
+    asyncio.run(personal.save(replace(personal.load(), paired_accounts=("anna@example.org",))))
     assert tcu_cli(["profile", "--config", config, "add", "Anna", "--seat", "4"]) == 0
     assert tcu_cli(["profile", "--config", config, "add", "Ben"]) == 0
     assert "Ben: seat 0" in capsys.readouterr().out
@@ -185,7 +186,7 @@ def test_account_pairing_by_security_code_then_a_driver_profile(layout: BenchLay
             signing_key=load_signing_key(layout.keys / "backend.ed25519.key"),
         )
         for number, _, signed in accounts.pending_messages(SystemClock().now()):
-            agent.accounts.receive(signed)
+            asyncio.run(agent.accounts.receive(signed))
             accounts.mark_published(number, SystemClock().now())
         accounts.close()
 

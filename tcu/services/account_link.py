@@ -17,6 +17,7 @@ pair the previous owner's account again. A refused message is logged with the re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,6 +33,7 @@ from telematics_wire.errors import RejectedMessageError
 from telematics_wire.records import to_millis
 
 _LOGGER = logging.getLogger(__name__)
+
 
 class AccountMessages:
     """The car's handler for account messages: shows the security code, records the paired account."""
@@ -50,21 +52,25 @@ class AccountMessages:
         self._personal = personal
         self._clock = clock
         self._on_change = on_change
+        # One message at a time, from reading the personal data to storing it: the next one's replay
+        # check must see this one's number, and neither may store over the other's change.
+        self._applying = asyncio.Lock()
 
     async def handle_downlink(self, payload: bytes) -> None:
-        self.receive(payload)
+        await self.receive(payload)
 
-    def receive(self, payload: bytes) -> PersonalData | None:
-        """Apply one message; None (and a log line with the reason) when it is refused."""
+    async def receive(self, payload: bytes) -> PersonalData | None:
+        """Apply one message once it is stored; None (and a log line with the reason) when it is refused."""
         try:
-            return self._apply(payload)
+            async with self._applying:
+                return await self._apply(payload)
         except RejectedMessageError as exc:
             _LOGGER.warning("account message refused (%s): %s", exc.code, exc)
         except StorageError:
             _LOGGER.exception("account message could not be stored; the backend can send it again")
         return None
 
-    def _apply(self, payload: bytes) -> PersonalData:
+    async def _apply(self, payload: bytes) -> PersonalData:
         if self._key is None:
             raise RejectedMessageError(
                 "no backend verify key pinned in this vehicle (keys.backend_verify_key)", code="bad_signature"
@@ -99,7 +105,7 @@ class AccountMessages:
             accounts = tuple(a for a in data.paired_accounts if a != account)
             changed = replace(data, paired_accounts=accounts, messages_seen=fields["n"])
             _LOGGER.info("ConnectedDrive account %s unlinked from this vehicle", account)
-        self._personal.save(changed)
+        await self._personal.save(changed)
         if self._on_change is not None:
             self._on_change(changed)
         return changed

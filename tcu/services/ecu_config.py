@@ -1,8 +1,8 @@
 """The simulated ECU configuration: the key/value settings a remote measure may change.
 
 Which keys exist and what class each has is the shared key table (`telematics_wire.ecu_keys`). The
-values live in one canonical CBOR file written atomically, so a snapshot is a byte string and a rollback
-restores it exactly.
+values live in one canonical CBOR file written atomically (off the event loop: tcu.persist.AtomicFile),
+so a snapshot is a byte string and a rollback restores it exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cbor2
 
-from tcu.persist import read_optional, write_atomic
+from tcu.persist import AtomicFile, read_optional
 from telematics_wire.ecu_keys import ConfigValue, KeySpec
 
 
@@ -21,6 +21,7 @@ class EcuConfiguration:
 
     def __init__(self, path: Path, specs: Mapping[str, KeySpec]) -> None:
         self._path = path
+        self._file = AtomicFile(path)
         self._specs = dict(specs)
         self._values: dict[str, ConfigValue] = {k: s.default for k, s in specs.items()}
 
@@ -41,12 +42,14 @@ class EcuConfiguration:
     def snapshot(self) -> bytes:
         return cbor2.dumps(self._values, canonical=True)
 
-    def restore(self, snapshot: bytes) -> None:
+    async def restore(self, snapshot: bytes) -> None:
+        """The values are in force at once; returns once they are durable (StorageError: they are not)."""
         self._values = dict(cbor2.loads(snapshot))
-        write_atomic(self._path, snapshot)
+        await self._file.write(snapshot)
 
-    def set(self, key: str, value: ConfigValue) -> None:
+    async def set(self, key: str, value: ConfigValue) -> None:
+        """As `restore`: in force at once, durable on return. Each write holds every value set before it."""
         if key not in self._specs:
             raise KeyError(key)
         self._values[key] = value
-        write_atomic(self._path, self.snapshot())
+        await self._file.write(self.snapshot())

@@ -6,6 +6,8 @@ apply leaves the old or the new file, never a mix, and a term that ends while th
 noticed when it wakes. Each file is answered with a `provisioning_result` event through the durable
 uplink; a file that arrives during an eCall waits until the eCall is over, and one that cannot be stored
 (full disk) is answered `deferred` with code `storage` and tried again every tick until it can be.
+The file is written off the event loop (tcu.persist.AtomicFile) and reported `applied` only once it is
+durable; applies run one at a time, so each is verified against the file the previous one left.
 Any payload gives one answer and never an exception: the verification is total (telematics_wire.cose).
 While the SIM is not active (eCall-only or deactivated) a verified file is applied only if it
 reactivates the SIM; any other is answered `rejected` with code `sim_inactive` and the reason.
@@ -25,7 +27,7 @@ from nacl.signing import VerifyKey
 
 from tcu.clock import Clock
 from tcu.errors import StorageError
-from tcu.persist import read_optional, write_atomic
+from tcu.persist import AtomicFile, read_optional
 from telematics_wire.catalogue import Catalogue
 from telematics_wire.cose import verify1
 from telematics_wire.entitlements import Entitlements, derive
@@ -57,6 +59,8 @@ class ServiceManager:
     ) -> None:
         self._vin = vin
         self._path = state_file
+        self._store = AtomicFile(state_file)
+        self._applying = asyncio.Lock()  # verify, write, believe: one file at a time
         self._key = verify_key
         self._legal = legal_ecall
         self._clock = clock
@@ -127,27 +131,29 @@ class ServiceManager:
         self._report(Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body))
 
     async def handle_downlink(self, payload: bytes) -> None:
-        self.receive(payload)
+        await self.receive(payload)
 
-    def receive(self, payload: bytes) -> None:
+    async def receive(self, payload: bytes) -> None:
         """A provisioning file from the backend: apply it now, or after the eCall in progress."""
-        if self._ecall_active():
-            self._deferred = payload
-            _LOGGER.info("provisioning file received during an eCall; applying it after the call")
-            self._result("deferred", None, reason="an eCall is in progress")
-            return
-        self._apply(payload)
+        async with self._applying:
+            if self._ecall_active():
+                self._deferred = payload
+                _LOGGER.info("provisioning file received during an eCall; applying it after the call")
+                self._result("deferred", None, reason="an eCall is in progress")
+                return
+            await self._apply(payload)
 
-    def ecall_ended(self) -> None:
-        self.retry_deferred()
+    async def ecall_ended(self) -> None:
+        await self.retry_deferred()
 
-    def retry_deferred(self) -> None:
+    async def retry_deferred(self) -> None:
         """Apply the file that waited for an eCall to end or for room on the disk, if any."""
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:
-            self._apply(deferred)
+        async with self._applying:
+            deferred, self._deferred = self._deferred, None
+            if deferred is not None:
+                await self._apply(deferred)
 
-    def _apply(self, payload: bytes) -> None:
+    async def _apply(self, payload: bytes) -> None:
         if self._key is None:
             reason = "no backend verify key pinned in this vehicle (keys.backend_verify_key)"
             self._reject(payload, None, "bad_signature", reason)
@@ -176,7 +182,7 @@ class ServiceManager:
             self._reject(payload, version, "sim_inactive", refusal)
             return
         try:
-            write_atomic(self._path, payload)
+            await self._store.write(payload)
         except StorageError as exc:
             # Not the file's fault: keep it and try again on every tick (and at the next delivery). The
             # backend keeps a deferred file unresolved and sends it again when the vehicle comes online.
@@ -225,5 +231,5 @@ class ServiceManager:
         while True:
             await asyncio.sleep(tick_s)
             if self._deferred is not None and not self._ecall_active():
-                self.retry_deferred()
+                await self.retry_deferred()
             self.refresh()

@@ -1,11 +1,13 @@
 """The measures the vehicle has seen, and the snapshot of an attempt in progress, on disk.
 
 Written atomically before the first change of an attempt and cleared after it ends: if the agent
-dies mid-apply, the next boot finds the snapshot and restores it before anything else runs.
+dies mid-apply, the next boot finds the snapshot and restores it before anything else runs. Written off
+the event loop (tcu.persist.AtomicFile); each change is made to the journal as the last one left it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from tcu.persist import read_optional, write_atomic
+from tcu.persist import AtomicFile, read_optional
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ class MeasureJournal:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._file = AtomicFile(path)
+        # Held from reading the journal to believing the change: a change made while another one is
+        # being written would start from the journal before it and lose it on disk.
+        self._changing = asyncio.Lock()
         self._seen: dict[str, dict[str, Any]] = {}
         self._in_progress: InProgress | None = None
 
@@ -69,9 +75,9 @@ class MeasureJournal:
             return
         self._seen, self._in_progress = seen, progress
 
-    def _save(self, seen: dict[str, dict[str, Any]], in_progress: InProgress | None) -> None:
-        write_atomic(
-            self._path,
+    async def _save(self, seen: dict[str, dict[str, Any]], in_progress: InProgress | None) -> None:
+        """Called under `_changing`; returns once the change is durable, and only then believes it."""
+        await self._file.write(
             cbor2.dumps(
                 {
                     "seen": seen,
@@ -98,19 +104,21 @@ class MeasureJournal:
     def applied(self, measure_id: str) -> bool:
         return bool(self._seen.get(measure_id, {}).get("applied", False))
 
-    def seen(self, measure_id: str, attempt: int) -> None:
+    async def seen(self, measure_id: str, attempt: int) -> None:
         """Raises StorageError (and remembers nothing) when the journal cannot be written."""
-        self._save(
-            {**self._seen, measure_id: {**self._seen.get(measure_id, {}), "attempt": attempt}}, self._in_progress
-        )
+        async with self._changing:
+            seen = {**self._seen, measure_id: {**self._seen.get(measure_id, {}), "attempt": attempt}}
+            await self._save(seen, self._in_progress)
 
-    def begin(self, progress: InProgress) -> None:
-        seen = {**self._seen, progress.measure_id: {"attempt": progress.attempt, "applied": False}}
-        self._save(seen, progress)
+    async def begin(self, progress: InProgress) -> None:
+        async with self._changing:
+            seen = {**self._seen, progress.measure_id: {"attempt": progress.attempt, "applied": False}}
+            await self._save(seen, progress)
 
-    def end(self, *, applied: bool) -> None:
-        seen = dict(self._seen)
-        if self._in_progress is not None:
-            measure_id = self._in_progress.measure_id
-            seen[measure_id] = {**seen.get(measure_id, {}), "applied": applied}
-        self._save(seen, None)
+    async def end(self, *, applied: bool) -> None:
+        async with self._changing:
+            seen = dict(self._seen)
+            if self._in_progress is not None:
+                measure_id = self._in_progress.measure_id
+                seen[measure_id] = {**seen.get(measure_id, {}), "applied": applied}
+            await self._save(seen, None)

@@ -92,7 +92,9 @@ class MeasureEngine:
         self._sleep = sleep
         self._orders: asyncio.Queue[MeasureOrder] = asyncio.Queue()
         self._current: MeasureAttempt | None = None
+        self._executing = False  # an order taken from the queue and not yet answered (journal writes included)
         self._interrupted = asyncio.Event()
+        self._receiving = asyncio.Lock()
         self._locks: dict[str, object] = {}  # lock states when the attempt started
 
     @property
@@ -101,13 +103,14 @@ class MeasureEngine:
 
     @property
     def idle(self) -> bool:
-        return self._current is None and self._orders.empty()
+        """No order waiting, none in progress, and every result of one reported."""
+        return not self._executing and self._orders.empty()
 
     def _result(self, order_id: str, attempt: int | None, status: str, **details: Any) -> None:
         body = {"type": "measure_result", "measure_id": order_id, "attempt": attempt, "status": status, **details}
         self._report(Record(kind=RecordKind.EVENT, created=self._clock.now(), body=body))
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """At boot, before anything else: an attempt the agent died in is rolled back."""
         self._journal.load()
         progress = self._journal.in_progress
@@ -117,7 +120,7 @@ class MeasureEngine:
             "measure %s attempt %d was interrupted by a restart; rolling back", progress.measure_id, progress.attempt
         )
         reason = describe(Interruption.AGENT_RESTART)
-        problem = self._roll_back(progress.config)
+        problem = await self._roll_back(progress.config)
         if problem is not None:
             reason = f"{reason}; {problem}"
         self._result(
@@ -125,10 +128,15 @@ class MeasureEngine:
         )
 
     async def handle_downlink(self, payload: bytes) -> None:
-        self.receive(payload)
+        await self.receive(payload)
 
-    def receive(self, payload: bytes) -> None:
-        """Any payload gives one answer (or a queued order), never an exception."""
+    async def receive(self, payload: bytes) -> None:
+        """Any payload gives one answer (or a queued order), never an exception. One order at a time: the
+        replay check of the next one sees this one recorded."""
+        async with self._receiving:
+            await self._receive(payload)
+
+    async def _receive(self, payload: bytes) -> None:
         if self._key is None:
             reason = "no backend verify key pinned in this vehicle (keys.backend_verify_key)"
             _LOGGER.error("measure order rejected (bad_signature): %s", reason)
@@ -158,7 +166,7 @@ class MeasureEngine:
             self._result(order.measure_id, order.attempt, "rejected", code="sim_inactive", reason=reason)
             return
         try:
-            self._journal.seen(order.measure_id, order.attempt)
+            await self._journal.seen(order.measure_id, order.attempt)
         except StorageError as exc:
             # Not recorded, so not run: replay protection needs the record. The backend retries later
             # with the next attempt number, which the journal (unchanged) still accepts.
@@ -192,7 +200,12 @@ class MeasureEngine:
         unsubscribe = self._state.subscribe(self._on_signal)
         try:
             while True:
-                await self._execute(await self._orders.get())
+                order = await self._orders.get()
+                self._executing = True
+                try:
+                    await self._execute(order)
+                finally:
+                    self._executing = False
         finally:
             unsubscribe()
 
@@ -211,18 +224,22 @@ class MeasureEngine:
         started_at = self._clock.now()
         attempt = MeasureAttempt(order=order, started=self._clock.monotonic(), cap_s=self._cap_s)
         config_before, values_before = self._ecu.snapshot(), self._ecu.values
-        try:
-            self._journal.begin(InProgress(measure_id=order.measure_id, attempt=order.attempt, config=config_before))
-        except StorageError as exc:
-            self._storage_failure(order, "not_started", f"the vehicle cannot journal the attempt: {exc}")
-            return
         self._locks = {
             path: signal.value
             for path, signal in self._state.snapshot().items()
             if path in LOCK_PATHS or path.endswith(LOCK_SUFFIX)
         }
+        # Current from here: an eCall or a lock change while the journal is being written interrupts it.
         self._current = attempt
         self._interrupted.clear()
+        try:
+            await self._journal.begin(
+                InProgress(measure_id=order.measure_id, attempt=order.attempt, config=config_before)
+            )
+        except StorageError as exc:
+            self._current = None
+            self._storage_failure(order, "not_started", f"the vehicle cannot journal the attempt: {exc}")
+            return
         _LOGGER.info(
             "measure %s attempt %d started; impairs %s",
             order.measure_id,
@@ -240,7 +257,7 @@ class MeasureEngine:
         timing = {"started": to_millis(started_at), "ended": to_millis(ended_at), "impaired": impaired}
         if attempt.interruption is None and self._verified(order, values_before):
             try:
-                self._journal.end(applied=True)
+                await self._journal.end(applied=True)
             except StorageError as exc:
                 # Unrecorded, a success would be undone by the next boot's recovery: undo it now instead.
                 _LOGGER.error(
@@ -253,24 +270,24 @@ class MeasureEngine:
                 return
         cause = attempt.interruption or Interruption.VERIFICATION_FAILED
         reason = describe(cause)
-        problem = self._roll_back(config_before)
+        problem = await self._roll_back(config_before)
         if problem is not None:
             reason = f"{reason}; {problem}"
         _LOGGER.warning("measure %s attempt %d rolled back: %s", order.measure_id, order.attempt, reason)
         self._result(order.measure_id, order.attempt, "rolled_back", code=cause.value, reason=reason, **timing)
 
-    def _roll_back(self, config: bytes) -> str | None:
+    async def _roll_back(self, config: bytes) -> str | None:
         """Restore the ECU configuration; None, or what could not be written (a full disk). The values in
         force are restored in any case, and a journal left unfinished makes the next boot restore the file.
         The personal settings stay exactly as they are now (see the module docstring)."""
         problems = []
         try:
-            self._ecu.restore(config)
+            await self._ecu.restore(config)
         except StorageError as exc:
             problems.append(str(exc))
         if not problems:
             try:
-                self._journal.end(applied=False)
+                await self._journal.end(applied=False)
             except StorageError as exc:
                 problems.append(str(exc))
         if not problems:
@@ -336,7 +353,7 @@ class MeasureEngine:
                 return attempt.ended_ms
             for key, value in step.changes.items():
                 try:
-                    self._ecu.set(key, value)
+                    await self._ecu.set(key, value)
                 except StorageError as exc:
                     _LOGGER.error("measure %s: cannot store %s: %s", attempt.order.measure_id, key, exc)
                     attempt.interrupt(Interruption.STORAGE)

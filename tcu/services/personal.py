@@ -28,7 +28,7 @@ from typing import Any
 import cbor2
 
 from tcu.errors import ProfileRefusedError, StorageError
-from tcu.persist import read_optional, write_atomic
+from tcu.persist import AtomicFile, read_optional
 from telematics_wire.catalogue import Category
 
 _LOGGER = logging.getLogger(__name__)
@@ -162,10 +162,11 @@ def _count(value: object) -> int:
 
 
 class PersonalStore:
-    """The personal data file in the data dir; every change is one atomic write."""
+    """The personal data file in the data dir; every change is one atomic write, off the event loop."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._file = AtomicFile(path)
         self._data = PersonalData()
         self._seen: tuple[int, int] | None = None
 
@@ -200,8 +201,9 @@ class PersonalStore:
                 self._data = PersonalData()
         return self._data
 
-    def save(self, data: PersonalData) -> None:
-        write_atomic(self._path, data.encode())
+    async def save(self, data: PersonalData) -> None:
+        """Returns once `data` is durable, and only then is it the data in force (StorageError: unchanged)."""
+        await self._file.write(data.encode())
         self._data = data
         info = self._path.stat()
         self._seen = (info.st_mtime_ns, info.st_size)
@@ -209,11 +211,11 @@ class PersonalStore:
     def snapshot(self) -> bytes:
         return self._data.encode()
 
-    def owner_change(self) -> dict[str, Any]:
+    async def owner_change(self) -> dict[str, Any]:
         """Wipe everything personal; returns what was wiped, for the report to the backend."""
         before = self.current()
         try:
-            self.save(before.for_new_owner())
+            await self.save(before.for_new_owner())
         except StorageError:
             _LOGGER.exception("owner change could not be written")
             raise

@@ -12,7 +12,8 @@ CarData's example of event data ("ein automatischer Service-Call"). The items an
 Once per due item, not per reading: the items called are kept in a small file, so a restart while the
 item is still due calls nothing again. An item whose readings all say "not due" again (the workshop reset
 the service, topped up the oil, changed the pads) is forgotten, and its next due date calls again.
-A queue failure leaves the item uncalled, so the next reading tries again.
+A queue failure leaves the item uncalled, so the next reading tries again. The record is written off
+the event loop (tcu.persist.AtomicFile), in the order the items were called and forgotten.
 
 An item that falls due while the data policy does not allow its signals (the customer blocked
 maintenance data, no running service uses it, the SIM is off) is not called and counts as handled:
@@ -25,12 +26,13 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tcu.errors import StorageError
-from tcu.persist import read_optional, write_atomic
+from tcu.persist import AtomicFile, read_optional
 from tcu.telemetry.snapshots import encode_signals
 from tcu.vehicle.state import Quality, Signal, VehicleState
 from telematics_wire.signal_values import SignalValue
@@ -110,6 +112,7 @@ class ServiceCalls:
         self._state = state
         self._reporter = reporter
         self._path = store_path
+        self._file = AtomicFile(store_path)
         self._items = items if items is not None else cbs_items()
         self._item_of = {path: item for item in self._items for path in item.rules}
         self._due: dict[str, dict[str, bool]] = {item.name: {} for item in self._items}  # item → path → due
@@ -164,9 +167,17 @@ class ServiceCalls:
             _LOGGER.info("service item %s is due; not called, and not called later for this due date", item.name)
         self._remember(self.called | {item.name})
 
+    async def settled(self) -> None:
+        """Return once the record of every call made so far is written (or its failure logged)."""
+        await self._file.settled()
+
     def _remember(self, called: set[str]) -> None:
         self.called = called
-        try:
-            write_atomic(self._path, json.dumps({"called": sorted(called)}).encode())
-        except StorageError as exc:
+        # A subscriber of the vehicle state cannot wait for the disk: it hands the record over and goes on.
+        self._file.submit(json.dumps({"called": sorted(called)}).encode()).add_done_callback(self._remembered)
+
+    def _remembered(self, written: Future[None]) -> None:
+        """On the writer's thread: a record that could not be written is only logged (see the docstring)."""
+        exc = written.exception()
+        if exc is not None:
             _LOGGER.error("service calls made are not recorded (%s): a restart may call them again", exc)

@@ -34,15 +34,15 @@ GOOD: dict[str, Any] = {
 }
 
 
-def _car(tmp_path: Path) -> tuple[AccountMessages, PersonalStore]:
+async def _car(tmp_path: Path) -> tuple[AccountMessages, PersonalStore]:
     personal = PersonalStore(tmp_path / "personal.cbor")
-    personal.save(PersonalData(messages_seen=1))
+    await personal.save(PersonalData(messages_seen=1))
     return AccountMessages(vin=VIN, verify_key=KEY.verify_key, personal=personal, clock=ManualClock(wall=NOW)), personal
 
 
-def test_a_good_message_pairs(tmp_path: Path) -> None:
-    car, personal = _car(tmp_path)
-    assert car.receive(sign1(cbor2.dumps(GOOD), KEY)) is not None
+async def test_a_good_message_pairs(tmp_path: Path) -> None:
+    car, personal = await _car(tmp_path)
+    assert await car.receive(sign1(cbor2.dumps(GOOD), KEY)) is not None
     assert personal.current().paired_accounts == ("anna@example.org",)
 
 
@@ -66,37 +66,37 @@ def test_a_good_message_pairs(tmp_path: Path) -> None:
         ({"account": "anna\nroot"}, "letters, digits"),
     ],
 )
-def test_a_signed_but_wrong_message_is_refused_with_the_reason(
+async def test_a_signed_but_wrong_message_is_refused_with_the_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, change: dict[str, Any], reason: str
 ) -> None:
-    car, personal = _car(tmp_path)
+    car, personal = await _car(tmp_path)
     with caplog.at_level(logging.WARNING):
-        assert car.receive(sign1(cbor2.dumps({**GOOD, **change}), KEY)) is None
+        assert await car.receive(sign1(cbor2.dumps({**GOOD, **change}), KEY)) is None
     assert reason in caplog.text
     assert personal.current() == PersonalData(messages_seen=1)
 
 
-def test_a_message_not_signed_by_the_backend_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    car, personal = _car(tmp_path)
+async def test_a_message_not_signed_by_the_backend_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    car, personal = await _car(tmp_path)
     with caplog.at_level(logging.WARNING):
-        assert car.receive(sign1(cbor2.dumps(GOOD), SigningKey.generate())) is None
+        assert await car.receive(sign1(cbor2.dumps(GOOD), SigningKey.generate())) is None
     assert "bad signature" in caplog.text
     assert personal.current().paired_accounts == ()
 
 
-def test_duplicate_keys_a_2_to_the_64_bignum_and_trailing_bytes_are_refused(tmp_path: Path) -> None:
-    car, personal = _car(tmp_path)
+async def test_duplicate_keys_a_2_to_the_64_bignum_and_trailing_bytes_are_refused(tmp_path: Path) -> None:
+    car, personal = await _car(tmp_path)
     payload = cbor2.dumps(GOOD)
     duplicate = b"\xa8" + payload[1:] + cbor2.dumps("linked") + cbor2.dumps(True)  # one key twice
     for bad in (duplicate, payload + b"\x00", cbor2.dumps({**GOOD, "n": cbor2.CBORTag(2, b"\x01" + bytes(8))})):
-        assert car.receive(sign1(bad, KEY)) is None
+        assert await car.receive(sign1(bad, KEY)) is None
     assert personal.current() == PersonalData(messages_seen=1)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
-def test_any_bytes_are_a_refusal_never_a_crash(tmp_path_factory: pytest.TempPathFactory, payload: bytes) -> None:
-    car, personal = _car(tmp_path_factory.mktemp("car"))
+async def test_any_bytes_are_a_refusal_never_a_crash(tmp_path_factory: pytest.TempPathFactory, payload: bytes) -> None:
+    car, personal = await _car(tmp_path_factory.mktemp("car"))
     for message in (payload, sign1(payload, KEY)):
-        assert car.receive(message) is None
+        assert await car.receive(message) is None
     assert personal.current() == PersonalData(messages_seen=1)

@@ -88,8 +88,8 @@ def provisioning(tmp_path: Path, clock: ManualClock) -> Provisioning:
 
 
 @pytest.fixture
-def bench(tmp_path: Path, clock: ManualClock) -> Bench:
-    return Bench(tmp_path, clock)
+async def bench(tmp_path: Path, clock: ManualClock) -> Bench:
+    return await Bench(tmp_path, clock).start()
 
 
 def _payload(**changes: Any) -> dict[str, Any]:
@@ -158,11 +158,11 @@ ABSURD_FILES = {
 
 
 @pytest.mark.parametrize("message", UNSIGNED.values(), ids=UNSIGNED.keys())
-def test_unsigned_garbage_gives_one_rejection_on_each_topic(
+async def test_unsigned_garbage_gives_one_rejection_on_each_topic(
     message: bytes, provisioning: Provisioning, bench: Bench
 ) -> None:
-    provisioning.manager.receive(message)
-    bench.engine.receive(message)
+    await provisioning.manager.receive(message)
+    await bench.engine.receive(message)
 
     [result] = provisioning.results()
     assert result["status"] == "rejected"
@@ -177,11 +177,11 @@ def test_unsigned_garbage_gives_one_rejection_on_each_topic(
 
 
 @pytest.mark.parametrize(("changes", "reason"), ABSURD_FILES.values(), ids=ABSURD_FILES.keys())
-def test_signed_absurd_file_is_refused_with_the_reason_and_not_stored(
+async def test_signed_absurd_file_is_refused_with_the_reason_and_not_stored(
     changes: dict[str, Any], reason: str, provisioning: Provisioning
 ) -> None:
     message = sign1(cbor2.dumps(_payload(**changes)), KEY)
-    provisioning.manager.receive(message)
+    await provisioning.manager.receive(message)
 
     [result] = provisioning.results()
     assert (result["status"], result["code"]) == ("rejected", "malformed")
@@ -191,26 +191,26 @@ def test_signed_absurd_file_is_refused_with_the_reason_and_not_stored(
     provisioning.boot()  # and a reboot
 
 
-def test_a_refused_file_for_this_vehicle_names_its_version_but_never_another_vehicles(
+async def test_a_refused_file_for_this_vehicle_names_its_version_but_never_another_vehicles(
     provisioning: Provisioning,
 ) -> None:
-    provisioning.manager.receive(sign1(cbor2.dumps(_payload(expires=U64_MAX)), KEY))
-    provisioning.manager.receive(sign1(cbor2.dumps(_payload(vin="WVWZZZ1JZXW000002", version=7, sim=5)), KEY))
+    await provisioning.manager.receive(sign1(cbor2.dumps(_payload(expires=U64_MAX)), KEY))
+    await provisioning.manager.receive(sign1(cbor2.dumps(_payload(vin="WVWZZZ1JZXW000002", version=7, sim=5)), KEY))
     assert [(r["version"], r["code"]) for r in provisioning.results()] == [(3, "malformed"), (None, "other_vehicle")]
 
 
-def test_the_far_edges_of_the_time_range_are_accepted(provisioning: Provisioning) -> None:
+async def test_the_far_edges_of_the_time_range_are_accepted(provisioning: Provisioning) -> None:
     last = to_millis(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC))
-    provisioning.manager.receive(sign1(cbor2.dumps(_payload(issued=0, expires=last)), KEY))
+    await provisioning.manager.receive(sign1(cbor2.dumps(_payload(issued=0, expires=last)), KEY))
     assert [(r["status"], r["version"]) for r in provisioning.results()] == [("applied", 3)]
     assert provisioning.boot().entitlements.version == 3
 
 
-def test_a_retained_poison_file_delivered_again_is_answered_once(provisioning: Provisioning) -> None:
+async def test_a_retained_poison_file_delivered_again_is_answered_once(provisioning: Provisioning) -> None:
     poison = sign1(cbor2.dumps(_payload(expires=U64_MAX)), KEY)
     for _ in range(5):  # one delivery per reconnect
-        provisioning.manager.receive(poison)
-        provisioning.manager.receive(UNSIGNED["bignum header"])
+        await provisioning.manager.receive(poison)
+        await provisioning.manager.receive(UNSIGNED["bignum header"])
     assert [r["code"] for r in provisioning.results()] == ["malformed", "malformed"]
 
 
@@ -277,10 +277,10 @@ ABSURD_ORDERS = {
 
 
 @pytest.mark.parametrize(("changes", "ids", "reason"), ABSURD_ORDERS.values(), ids=ABSURD_ORDERS.keys())
-def test_signed_absurd_order_is_refused_naming_the_order(
+async def test_signed_absurd_order_is_refused_naming_the_order(
     changes: dict[str, Any], ids: tuple[str, int | None], reason: str, bench: Bench
 ) -> None:
-    bench.engine.receive(_order(**changes))
+    await bench.engine.receive(_order(**changes))
 
     [answer] = [r.body for r in bench.reports]
     assert answer["status"] == "rejected"
@@ -296,11 +296,11 @@ def _with_duplicate_version(payload: bytes) -> bytes:
     return b"\xa9" + payload[1:] + cbor2.dumps("version") + cbor2.dumps(99)
 
 
-def test_signed_but_ambiguous_encodings_are_refused(provisioning: Provisioning) -> None:
+async def test_signed_but_ambiguous_encodings_are_refused(provisioning: Provisioning) -> None:
     payload = cbor2.dumps(_payload())
-    provisioning.manager.receive(sign1(_with_duplicate_version(payload), KEY))
-    provisioning.manager.receive(sign1(payload + b"\x00", KEY))  # trailing bytes inside the signed payload
-    provisioning.manager.receive(sign1(payload, KEY) + b"\x00")  # and after the signed message
+    await provisioning.manager.receive(sign1(_with_duplicate_version(payload), KEY))
+    await provisioning.manager.receive(sign1(payload + b"\x00", KEY))  # trailing bytes inside the signed payload
+    await provisioning.manager.receive(sign1(payload, KEY) + b"\x00")  # and after the signed message
 
     reasons = [(r["code"], r["reason"]) for r in provisioning.results()]
     assert [code for code, _ in reasons] == ["malformed"] * 3

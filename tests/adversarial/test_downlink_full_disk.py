@@ -45,7 +45,7 @@ def _book(store: ProvisioningStore, seq: int, body: dict[str, Any]) -> None:
     store.record_result(parse_result(vin=VIN, seq=seq, created=at, received=at, body=body))
 
 
-def test_a_file_arriving_on_a_full_disk_waits_and_is_applied_once_there_is_room(
+async def test_a_file_arriving_on_a_full_disk_waits_and_is_applied_once_there_is_room(
     tmp_path: Path, clock: ManualClock, disk: Disk, store: ProvisioningStore
 ) -> None:
     issuer = ProvisioningIssuer(store, signing_key=KEY, clock=clock, enrolled=lambda _vin: True)
@@ -54,9 +54,9 @@ def test_a_file_arriving_on_a_full_disk_waits_and_is_applied_once_there_is_room(
     car = Provisioning(tmp_path / "provisioning.cose", clock)
 
     disk.full = True
-    car.manager.receive(issued.signed)
-    car.manager.receive(issued.signed)  # the retained copy again, at a reconnect
-    car.manager.retry_deferred()  # a tick while the disk is still full
+    await car.manager.receive(issued.signed)
+    await car.manager.receive(issued.signed)  # the retained copy again, at a reconnect
+    await car.manager.retry_deferred()  # a tick while the disk is still full
     [deferred] = car.results()
     assert (deferred["status"], deferred["version"], deferred["code"]) == ("deferred", issued.version, "storage")
     assert "No space left on device" in deferred["reason"]
@@ -66,7 +66,7 @@ def test_a_file_arriving_on_a_full_disk_waits_and_is_applied_once_there_is_room(
     assert file.state is FileState.DELIVERED  # unresolved: the backend sends it again when the car comes online
 
     disk.full = False
-    car.manager.retry_deferred()  # the next tick
+    await car.manager.retry_deferred()  # the next tick
     assert [(r["status"], r["version"]) for r in car.results()[1:]] == [("applied", issued.version)]
     assert car.boot().entitlements.version == issued.version
     _book(store, 2, car.results()[-1])
@@ -101,7 +101,7 @@ def test_a_short_write_is_continued_and_a_stalled_one_never_replaces_the_file(
 
 
 @pytest.mark.parametrize("damage", [b"", b"\xff\xff", b"\xa1\x64seen\x05", b"\xa1\x64seen\xa1\x61m\x01"])
-def test_a_damaged_measure_journal_does_not_stop_the_boot(
+async def test_a_damaged_measure_journal_does_not_stop_the_boot(
     tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "measures.cbor"
@@ -111,13 +111,13 @@ def test_a_damaged_measure_journal_does_not_stop_the_boot(
     assert journal.in_progress is None
     assert journal.last_attempt("m") == 0
     assert "measure journal" in caplog.text
-    journal.seen("m", 1)  # and it works again
+    await journal.seen("m", 1)  # and it works again
     assert journal.last_attempt("m") == 1
 
 
-def test_a_journal_that_cannot_be_written_remembers_nothing(tmp_path: Path, disk: Disk) -> None:
+async def test_a_journal_that_cannot_be_written_remembers_nothing(tmp_path: Path, disk: Disk) -> None:
     journal = MeasureJournal(tmp_path / "measures.cbor")
     disk.full = True
     with pytest.raises(StorageError):
-        journal.seen("M1", 4)
+        await journal.seen("M1", 4)
     assert journal.last_attempt("M1") == 0  # attempt 4, never recorded, is not a replay later

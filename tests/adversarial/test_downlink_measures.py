@@ -8,7 +8,7 @@ import asyncio
 import errno
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from telematics_wire.records import ReceivedRecord, RecordKind
 from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import VIN
 from tests.services.test_measures import KEY, Bench
+from tests.settle import settle
 
 
 class Disk:
@@ -73,6 +74,10 @@ class Link:
         self.booked = 0
         self.sent: list[tuple[str, int]] = []
 
+    async def start(self) -> Link:
+        await self.car.start()
+        return self
+
     def send(self, measure_id: str = "M1", **changes: object) -> None:
         changes = changes or {"gateway.firewall_rules": "v13"}
         service = load_key_specs()[next(iter(changes))].owner or ""  # the fault of the first key's service
@@ -86,17 +91,14 @@ class Link:
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         assert topic == f"vehicles/{VIN}/down/measure"
-        self.car.engine.receive(payload)  # must not raise, whatever it holds
+        await self.car.engine.receive(payload)  # must not raise, whatever it holds
 
     async def tick(self) -> list[dict[str, Any]]:
         """One scheduler tick; the vehicle runs what it accepted; its answers are booked. Returns them."""
         await self.scheduler.tick(self._publish)
         engine = asyncio.create_task(self.car.engine.run())
         try:
-            for _ in range(200):
-                await asyncio.sleep(0)
-                if self.car.engine.idle:
-                    break
+            await settle(lambda: self.car.engine.idle)
         finally:
             engine.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -118,21 +120,21 @@ class Link:
 
 
 @pytest.fixture
-def link(tmp_path: Path, clock: ManualClock) -> Iterator[Link]:
-    link = Link(tmp_path, clock)
+async def link(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Link]:
+    link = await Link(tmp_path, clock).start()
     yield link
     link.store.close()
 
 
-def _older_firmware(link: Link, missing: str) -> None:
+async def _older_firmware(link: Link, missing: str) -> None:
     """The vehicle's key table lacks a key the backend's has (older ECU firmware)."""
     specs = {k: v for k, v in load_key_specs().items() if k != missing}
     link.car.ecu = EcuConfiguration(link.car.journal_path.with_name("ecu.cbor"), specs)
-    link.car.engine = link.car.new_engine()
+    link.car.engine = await link.car.new_engine()
 
 
 async def test_a_verified_order_the_vehicle_refuses_is_matched_abandoned_and_frees_the_vehicle(link: Link) -> None:
-    _older_firmware(link, "navigation.map_region")
+    await _older_firmware(link, "navigation.map_region")
     link.send("M1", **{"navigation.map_region": "EU-2027"})
     link.send("M2")
 
@@ -152,7 +154,7 @@ async def test_an_order_past_its_deadline_on_the_vehicles_clock_is_booked_expire
     tmp_path: Path, clock: ManualClock
 ) -> None:
     car_clock = ManualClock(wall=clock.now() + timedelta(days=8))  # the vehicle's clock runs ahead
-    link = Link(tmp_path, clock, car_clock)
+    link = await Link(tmp_path, clock, car_clock).start()
     try:
         link.send()
         [answer] = await link.tick()
@@ -210,7 +212,7 @@ async def test_a_disk_that_fills_during_an_attempt_rolls_it_back_and_the_next_bo
     link.car.on_step = lambda _step: None
     link.car.ecu.load()
     assert link.car.ecu.values["gateway.firewall_rules"] == "v13"  # on disk: still the half-applied state
-    link.car.engine = link.car.new_engine()  # reboot: recovery restores it from the journal
+    link.car.engine = await link.car.new_engine()  # reboot: recovery restores it from the journal
     link.car.ecu.load()
     assert link.car.ecu.values["gateway.firewall_rules"] == "v12"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -33,8 +34,8 @@ class _AllowAll:
 
 def _events(tmp_path: Path) -> tuple[VehicleEvents, VehicleState, ManualClock, list[Record]]:
     clock, state, records = ManualClock(), VehicleState(), []
-    store = tmp_path / "service_calls.json"
-    store.unlink(missing_ok=True)
+    # A directory per example: the writer of the last example's record may still be at work on its own.
+    store = Path(tempfile.mkdtemp(dir=tmp_path)) / "service_calls.json"
     events = VehicleEvents(
         state=state, clock=clock, gate=_AllowAll(), report=records.append, store_path=store, debounce_s=1.0
     )

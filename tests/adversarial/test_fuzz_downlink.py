@@ -8,6 +8,7 @@ bools for ints, dates at the end of time...).
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -250,7 +251,12 @@ class Vehicle:
             coverage=lambda: True,
             ecall_active=lambda: False,
         )
-        self.engine.recover()
+
+    async def boot_and_receive(self, file: bytes, order: bytes) -> None:
+        """The agent's boot (an interrupted measure is recovered first), then one message on each topic."""
+        await self.engine.recover()
+        await self.manager.receive(file)
+        await self.engine.receive(order)
 
     def _manager(self) -> ServiceManager:
         manager = ServiceManager(
@@ -278,8 +284,7 @@ def test_the_handlers_answer_every_signed_payload_once_and_never_raise(payload: 
     message = sign1(payload, KEY)
     with tempfile.TemporaryDirectory() as root:
         vehicle = Vehicle(Path(root))
-        vehicle.manager.receive(message)
-        vehicle.engine.receive(message)
+        asyncio.run(vehicle.boot_and_receive(message, message))
         provisioning = [r.body for r in vehicle.reports if r.body["type"] == "provisioning_result"]
         measures = [r.body for r in vehicle.reports if r.body["type"] == "measure_result"]
         assert len(provisioning) == 1
@@ -298,8 +303,7 @@ def test_the_fuzzer_reaches_the_accepting_paths() -> None:
     exercises the deep checks and not only the first refusal."""
     with tempfile.TemporaryDirectory() as root:
         vehicle = Vehicle(Path(root))
-        vehicle.manager.receive(sign1(_dumps(_valid_file()), KEY))
-        vehicle.engine.receive(sign1(_dumps(_valid_order()), KEY))
+        asyncio.run(vehicle.boot_and_receive(sign1(_dumps(_valid_file()), KEY), sign1(_dumps(_valid_order()), KEY)))
         assert [r.body["status"] for r in vehicle.reports] == ["applied"]
         assert not vehicle.engine.idle
         vehicle.reboot_and_tick()

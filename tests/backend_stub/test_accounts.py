@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -59,7 +60,7 @@ class World:
         """The backend publishes, the car receives (the broker in between is not what is tested here)."""
         for number, vin, signed in self.accounts.pending_messages(self.clock.now()):
             if vin == VIN:
-                self.car.receive(signed)
+                asyncio.run(self.car.receive(signed))
             self.accounts.mark_published(number, self.clock.now())
 
     def shown_code(self) -> str:
@@ -132,7 +133,7 @@ def test_the_code_the_car_shows_pairs_the_account_and_allows_driver_profiles(wor
     data = world.personal.current()
     assert data.paired_accounts == (ANNA,)
     assert data.security_code is None  # shown until the pairing succeeded
-    world.personal.save(data.with_profile(DriverProfile(name="Anna")))
+    asyncio.run(world.personal.save(data.with_profile(DriverProfile(name="Anna"))))
     [link] = world.accounts.links(VIN)
     assert (link.account, link.ended) == (ANNA, None)
 
@@ -204,7 +205,7 @@ def test_the_code_is_not_kept_at_the_backend_once_delivered(world: World, tmp_pa
 
 
 def _owner_change_body(world: World) -> dict[str, object]:
-    return world.personal.owner_change()  # what `tcu owner-change` queues
+    return asyncio.run(world.personal.owner_change())  # what `tcu owner-change` queues
 
 
 def test_owner_change_unlinks_ends_consents_lists_services_and_removes_personal_data(world: World) -> None:
@@ -309,9 +310,9 @@ def test_a_link_message_replayed_after_the_sale_does_not_pair_the_old_account(wo
     world.accounts.pair(VIN, ANNA, world.shown_code(), world.clock.now())
     [(_, _, recorded)] = world.accounts.pending_messages(world.clock.now())  # an attacker keeps a copy
     world.deliver()
-    world.personal.owner_change()
+    asyncio.run(world.personal.owner_change())
     world.clock.advance(timedelta(hours=1).total_seconds())
-    assert world.car.receive(recorded) is None
+    assert asyncio.run(world.car.receive(recorded)) is None
     assert world.personal.current().paired_accounts == ()
 
 

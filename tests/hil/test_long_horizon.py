@@ -226,17 +226,17 @@ def test_ecall_cleared_by_t2_without_a_call(records: BenchRecords) -> None:
 # -- personal_settings ----------------------------------------------------------------------------
 
 
-def test_personal_settings_reads_the_cars_file(records: BenchRecords, tmp_path: Path) -> None:
+async def test_personal_settings_reads_the_cars_file(records: BenchRecords, tmp_path: Path) -> None:
     path = tmp_path / "personal.cbor"
     evidence = records.evidence()
     kept = PersonalData(paired_accounts=("owner@example.org",), profiles=(DriverProfile(name="Driver"),))
-    PersonalStore(path).save(kept)
+    await PersonalStore(path).save(kept)
     scenario = _scenario(
         '[[expect]]\ncheck = "personal_settings"\nprofiles = ["Driver"]\naccounts = ["owner@example.org"]\n'
     )
     (passed,) = evaluate(scenario, replace(evidence, personal_path=path))
     assert passed.passed, passed.detail
-    PersonalStore(path).save(PersonalData(paired_accounts=("owner@example.org",)))  # a rollback that lost it
+    await PersonalStore(path).save(PersonalData(paired_accounts=("owner@example.org",)))  # a rollback that lost it
     (lost,) = evaluate(scenario, replace(evidence, personal_path=path))
     assert_fails(lost, "driver profiles [], expected ['Driver']")
 

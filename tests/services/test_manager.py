@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -56,9 +57,9 @@ def state_file(tmp_path: Path) -> Path:
     return tmp_path / "provisioning.cose"
 
 
-def test_applied_file_is_persisted_reported_and_survives_restart(state_file: Path, clock: ManualClock) -> None:
+async def test_applied_file_is_persisted_reported_and_survives_restart(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock)
-    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"), booking("6AM")))
+    await harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"), booking("6AM")))
     assert harness.results() == [("applied", 1, None)]
     assert harness.manager.entitlements.running == {"6AE", "6AM"}
     assert harness.changes[-1].running == {"6AE", "6AM"}
@@ -67,12 +68,14 @@ def test_applied_file_is_persisted_reported_and_survives_restart(state_file: Pat
     assert restarted.manager.entitlements.version == 1
 
 
-def test_rejections_are_reported_with_code_and_leave_the_state_alone(state_file: Path, clock: ManualClock) -> None:
+async def test_rejections_are_reported_with_code_and_leave_the_state_alone(
+    state_file: Path, clock: ManualClock
+) -> None:
     harness = Harness(state_file, clock)
-    harness.manager.receive(signed(KEY, VIN, 2, clock.now(), booking("6AE")))
-    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AP")))  # older
-    harness.manager.receive(signed(SigningKey.generate(), VIN, 3, clock.now(), booking("6AP")))  # forged
-    harness.manager.receive(b"\x00garbage")
+    await harness.manager.receive(signed(KEY, VIN, 2, clock.now(), booking("6AE")))
+    await harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AP")))  # older
+    await harness.manager.receive(signed(SigningKey.generate(), VIN, 3, clock.now(), booking("6AP")))  # forged
+    await harness.manager.receive(b"\x00garbage")
     assert harness.results() == [
         ("applied", 2, None),
         ("rejected", 1, "old_version"),  # signed and readable: the version is named
@@ -83,29 +86,29 @@ def test_rejections_are_reported_with_code_and_leave_the_state_alone(state_file:
     assert harness.manager.entitlements.running == {"6AE"}
 
 
-def test_redelivery_of_the_applied_file_is_acknowledged_again(state_file: Path, clock: ManualClock) -> None:
+async def test_redelivery_of_the_applied_file_is_acknowledged_again(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock)
     message = signed(KEY, VIN, 1, clock.now(), booking("6AE"))
-    harness.manager.receive(message)
-    harness.manager.receive(message)
+    await harness.manager.receive(message)
+    await harness.manager.receive(message)
     assert harness.results() == [("applied", 1, None), ("already_applied", 1, None)]
 
 
-def test_file_arriving_during_an_ecall_is_applied_after_it(state_file: Path, clock: ManualClock) -> None:
+async def test_file_arriving_during_an_ecall_is_applied_after_it(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock)
     harness.ecall = True
-    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    await harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
     assert harness.results() == [("deferred", None, None)]
     assert harness.manager.entitlements.running == frozenset()
     harness.ecall = False
-    harness.manager.ecall_ended()
+    await harness.manager.ecall_ended()
     assert harness.results()[-1] == ("applied", 1, None)
     assert harness.manager.entitlements.running == {"6AE"}
 
 
-def test_term_ending_is_noticed_without_a_new_file(state_file: Path, clock: ManualClock) -> None:
+async def test_term_ending_is_noticed_without_a_new_file(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock)
-    harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE", Term.MONTHS_3)))
+    await harness.manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE", Term.MONTHS_3)))
     assert harness.manager.entitlements.sim is SimState.ACTIVE
     clock.advance(timedelta(days=120).total_seconds())
     harness.manager.refresh()  # what the periodic tick does
@@ -114,12 +117,12 @@ def test_term_ending_is_noticed_without_a_new_file(state_file: Path, clock: Manu
 
 
 def test_a_stored_file_that_no_longer_verifies_is_not_trusted(state_file: Path, clock: ManualClock) -> None:
-    Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    asyncio.run(Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"))))
     state_file.write_bytes(state_file.read_bytes()[:-5])
     assert Harness(state_file, clock, legal=True).manager.entitlements.running == frozenset()
 
 
-def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: ManualClock) -> None:
+async def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock, legal=True)
     legal = booking("6AF", Term.UNLIMITED)
     files = [
@@ -131,7 +134,7 @@ def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: Man
         signed(KEY, VIN, 5, clock.now(), legal, sim="deactivated"),  # tries to kill the SIM
     ]
     for message in files:
-        harness.manager.receive(message)
+        await harness.manager.receive(message)
         entitlements = harness.manager.entitlements
         assert entitlements.legal_ecall
         assert entitlements.sim is not SimState.FULLY_DEACTIVATED
@@ -140,7 +143,7 @@ def test_legal_ecall_survives_every_contract_change(state_file: Path, clock: Man
 
 _APPLY_AND_DIE = textwrap.dedent(
     """
-    import os, signal, sys
+    import asyncio, os, signal, sys
     from pathlib import Path
     from nacl.signing import SigningKey
     from datetime import UTC, datetime
@@ -156,7 +159,7 @@ _APPLY_AND_DIE = textwrap.dedent(
                              legal_ecall=False, clock=ManualClock(datetime(2026, 11, 23, 10, tzinfo=UTC)),
                              catalogue=Catalogue.load(), report=lambda record: None, step_hook=hook)
     manager.load()
-    manager.receive(message)
+    asyncio.run(manager.receive(message))
     """
 )
 
@@ -165,7 +168,7 @@ _APPLY_AND_DIE = textwrap.dedent(
 def test_power_cut_during_apply_leaves_the_old_or_the_new_file(
     state_file: Path, clock: ManualClock, kill_at: str, expected_version: int
 ) -> None:
-    Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE")))
+    asyncio.run(Harness(state_file, clock).manager.receive(signed(KEY, VIN, 1, clock.now(), booking("6AE"))))
     second = signed(KEY, VIN, 2, clock.now(), booking("6AE"), booking("6AM"))
     process = subprocess.run(
         [sys.executable, "-c", _APPLY_AND_DIE, str(state_file), kill_at, second.hex(), VIN],
@@ -179,5 +182,5 @@ def test_power_cut_during_apply_leaves_the_old_or_the_new_file(
     assert after.manager.entitlements.running == ({"6AE"} if expected_version == 1 else {"6AE", "6AM"})
     assert [p.name for p in state_file.parent.iterdir() if p.name.endswith(".tmp")] in ([], [".provisioning.cose.tmp"])
     # The backend re-delivers the file it has no result for; the vehicle converges either way.
-    after.manager.receive(second)
+    asyncio.run(after.manager.receive(second))
     assert after.results()[-1][0] == ("applied" if expected_version == 1 else "already_applied")

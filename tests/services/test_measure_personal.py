@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import cbor2
 import pytest
@@ -24,6 +25,7 @@ from tcu.services.personal import DriverProfile, PersonalData, PersonalStore
 from telematics_wire.catalogue import Category
 from telematics_wire.ecu_keys import load_key_specs
 from tests.services.test_measures import CHANGES, Bench
+from tests.settle import settle
 
 ACCOUNT = "anna@example.org"
 BEN = DriverProfile(name="Ben", seat_position=7, radio_presets=("FM4",))
@@ -35,24 +37,30 @@ class PersonalBench(Bench):
     def __init__(self, tmp_path: Path, clock: ManualClock) -> None:
         super().__init__(tmp_path, clock)
         self.personal_path = tmp_path / "personal.cbor"
-        self.personal.save(replace(self.personal.data, paired_accounts=(ACCOUNT,)))
         self.cut_at: int | None = None  # the step during which the power goes
+        self.power_gone = False
+
+    async def start(self) -> Self:
+        await super().start()
+        await self.personal.save(replace(self.personal.data, paired_accounts=(ACCOUNT,)))
+        return self
 
     async def sleep(self, seconds: float) -> None:
         await super().sleep(seconds)
         if self.steps == self.cut_at:
+            self.power_gone = True
             await asyncio.Event().wait()  # never returns: the process dies here
 
     def on_disk(self) -> PersonalData:
         return PersonalStore(self.personal_path).load()
 
 
-def driver_changes(bench: PersonalBench, store: PersonalStore) -> None:
+async def driver_changes(bench: PersonalBench, store: PersonalStore) -> None:
     """What a driver does in the car while the measure runs: adds a profile, moves Anna's seat,
     refuses position upload. The agent then reads the file as it does for every upload (data policy)."""
     data = store.current()
     anna = replace(data.profiles[0], seat_position=9)
-    store.save(replace(data, profiles=(anna,)).with_profile(BEN).with_consent(Category.POSITION, False))
+    await store.save(replace(data, profiles=(anna,)).with_profile(BEN).with_consent(Category.POSITION, False))
     bench.personal.current()
 
 
@@ -73,8 +81,8 @@ WRITERS: dict[str, Callable[[PersonalBench], PersonalStore]] = {
 
 
 @pytest.fixture
-def bench(tmp_path: Path, clock: ManualClock) -> PersonalBench:
-    return PersonalBench(tmp_path, clock)
+async def bench(tmp_path: Path, clock: ManualClock) -> PersonalBench:
+    return await PersonalBench(tmp_path, clock).start()
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
@@ -83,9 +91,9 @@ async def test_a_rollback_keeps_a_profile_added_and_one_changed_during_the_attem
 ) -> None:
     config_before = bench.ecu.snapshot()
 
-    def step(n: int) -> None:
+    async def step(n: int) -> None:
         if n == 2:  # the first change is applied: the driver gets in, adjusts, and locks up again
-            driver_changes(bench, WRITERS[writer](bench))
+            await driver_changes(bench, WRITERS[writer](bench))
             bench.set_signal("Vehicle.Body.CentralLock.State", "LOCKED")
 
     bench.on_step = step
@@ -117,12 +125,9 @@ async def test_a_boot_after_a_power_cut_mid_attempt_restores_the_ecu_and_keeps_t
     config_before = bench.ecu.snapshot()
     bench.on_step = lambda n: driver_changes(bench, PersonalStore(bench.personal_path)) if n == 2 else None
     bench.cut_at = 2  # the power goes during the second step, after the first change was written
-    bench.engine.receive(bench.order(changes={**CHANGES, "navigation.map_region": "EU-2027"}))
+    await bench.engine.receive(bench.order(changes={**CHANGES, "navigation.map_region": "EU-2027"}))
     task = asyncio.create_task(bench.engine.run())
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if bench.steps == 2:
-            break
+    assert await settle(lambda: bench.power_gone)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -134,7 +139,7 @@ async def test_a_boot_after_a_power_cut_mid_attempt_restores_the_ecu_and_keeps_t
     bench.ecu.load()
     bench.personal = PersonalStore(bench.personal_path)
     bench.personal.load()
-    bench.engine = bench.new_engine()
+    bench.engine = await bench.new_engine()
     assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rolled_back", "agent_restarted")
     assert (tmp_path / "ecu.cbor").read_bytes() == config_before
     assert_the_drivers_changes_are_kept(bench)
@@ -164,9 +169,9 @@ def _old_journal(bench: PersonalBench, *, personal: bytes) -> None:
 async def test_an_old_journals_personal_snapshot_is_never_restored(bench: PersonalBench) -> None:
     config_before = bench.ecu.snapshot()
     _old_journal(bench, personal=bench.personal.snapshot())
-    bench.ecu.set("gateway.firewall_rules", "half-written")
-    driver_changes(bench, PersonalStore(bench.personal_path))
-    bench.new_engine()
+    await bench.ecu.set("gateway.firewall_rules", "half-written")
+    await driver_changes(bench, PersonalStore(bench.personal_path))
+    await bench.new_engine()
     assert bench.ecu.snapshot() == config_before
     assert bench.reports[-1].body["code"] == "agent_restarted"
     assert_the_drivers_changes_are_kept(bench)
@@ -177,9 +182,9 @@ async def test_a_rollback_after_an_owner_change_never_brings_the_sellers_data_ba
     """AGB 7.2: `tcu owner-change` during a measure (or before the boot that recovers one) wipes the
     seller's profiles and account for good; neither the rollback nor the recovery restores them."""
 
-    def step(n: int) -> None:
+    async def step(n: int) -> None:
         if n == 2:  # the car is sold mid-measure, and driven off
-            PersonalStore(bench.personal_path).owner_change()
+            await PersonalStore(bench.personal_path).owner_change()
             bench.set_signal("Vehicle.Mode", "driving")
 
     bench.on_step = step
@@ -188,9 +193,9 @@ async def test_a_rollback_after_an_owner_change_never_brings_the_sellers_data_ba
     assert bench.on_disk() == PersonalData(owner=1)
 
     # The same after a crash: a journal written before the owner change, holding the seller's data.
-    bench.personal.save(replace(bench.personal.current(), paired_accounts=(ACCOUNT,)).with_profile(BEN))
+    await bench.personal.save(replace(bench.personal.current(), paired_accounts=(ACCOUNT,)).with_profile(BEN))
     _old_journal(bench, personal=bench.personal.snapshot())
-    PersonalStore(bench.personal_path).owner_change()
-    bench.new_engine()
+    await PersonalStore(bench.personal_path).owner_change()
+    await bench.new_engine()
     assert bench.on_disk() == PersonalData(owner=2)
     assert b"Ben" not in bench.personal_path.read_bytes() + bench.journal_path.read_bytes()

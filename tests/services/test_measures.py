@@ -4,10 +4,12 @@ interruption, exact rollback."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 import pytest
 from nacl.signing import SigningKey
@@ -25,13 +27,20 @@ from telematics_wire.measure_plan import Fault, MeasureStep, one_step_per_change
 from telematics_wire.records import Record, to_millis
 from telematics_wire.vehicle_mode import VehicleMode
 from tests.conftest import OTHER_VIN, VIN
+from tests.settle import settle
 
 KEY = SigningKey(bytes(range(32)))
 CHANGES = {"navigation.traffic_feed": "rtti-v3", "navigation.poi_database": "2026-Q1"}
 FAULT = Fault(ref="TICKET-4711 no traffic information", service="navigation")
 
 
+# What a test does at a step of the fake time (Bench.sleep); a coroutine is awaited (a write to the disk).
+StepHook = Callable[[int], Awaitable[None] | None]
+
+
 class Bench:
+    """Construct, then `await bench.start()` (it writes the car's starting state)."""
+
     def __init__(self, tmp_path: Path, clock: ManualClock) -> None:
         self.clock = clock
         self.state = VehicleState()
@@ -40,17 +49,21 @@ class Bench:
         self.set_signal("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)
         self.ecu = EcuConfiguration(tmp_path / "ecu.cbor", load_key_specs())
         self.personal = PersonalStore(tmp_path / "personal.cbor")
-        self.personal.save(PersonalData(profiles=(DriverProfile(name="Anna", seat_position=4),)))
-        self.ecu.set("personal.seat_memory", 4)
         self.journal_path = tmp_path / "measures.cbor"
         self.reports: list[Record] = []
         self.coverage = True
         self.ecall = False
-        self.on_step: Callable[[int], None] = lambda _n: None
+        self.on_step: StepHook = lambda _n: None
         self.steps = 0
-        self.engine = self.new_engine()
 
-    def new_engine(self, sleep: Callable[[float], Awaitable[None]] | None = None) -> MeasureEngine:
+    async def start(self) -> Self:
+        await self.personal.save(PersonalData(profiles=(DriverProfile(name="Anna", seat_position=4),)))
+        await self.ecu.set("personal.seat_memory", 4)
+        self.engine = await self.new_engine()
+        return self
+
+    async def new_engine(self, sleep: Callable[[float], Awaitable[None]] | None = None) -> MeasureEngine:
+        """The engine of a (re)booted agent: recovery has run."""
         engine = MeasureEngine(
             vin=VIN,
             verify_key=KEY.verify_key,
@@ -63,14 +76,16 @@ class Bench:
             ecall_active=lambda: self.ecall,
             sleep=sleep or self.sleep,
         )
-        engine.recover()
+        await engine.recover()
         return engine
 
     async def sleep(self, seconds: float) -> None:
         """Fake time: the clock jumps, then the test's hook for this step runs."""
         self.clock.advance(seconds)
         self.steps += 1
-        self.on_step(self.steps)
+        disturbance = self.on_step(self.steps)
+        if inspect.isawaitable(disturbance):
+            await disturbance
         await asyncio.sleep(0)
 
     def set_signal(self, path: str, value: object) -> None:
@@ -107,21 +122,18 @@ class Bench:
         )  # type: ignore[arg-type]
 
     async def run(self, message: bytes) -> dict[str, object]:
-        self.engine.receive(message)
+        await self.engine.receive(message)
         task = asyncio.create_task(self.engine.run())
         try:
-            for _ in range(2000):
-                await asyncio.sleep(0)
-                if self.reports and self.engine.idle:
-                    break
+            await settle(lambda: bool(self.reports) and self.engine.idle)
         finally:
             task.cancel()
         return self.reports[-1].body  # type: ignore[return-value]
 
 
 @pytest.fixture
-def bench(tmp_path: Path, clock: ManualClock) -> Bench:
-    return Bench(tmp_path, clock)
+async def bench(tmp_path: Path, clock: ManualClock) -> Bench:
+    return await Bench(tmp_path, clock).start()
 
 
 async def test_a_measure_applies_its_changes_and_touches_nothing_personal(bench: Bench) -> None:
@@ -204,7 +216,7 @@ async def test_a_plan_of_exactly_ten_minutes_succeeds_on_a_loop_that_wakes_late(
         asked.append(seconds)
         await bench.sleep(seconds + late_s)
 
-    bench.engine = bench.new_engine(sleep=late)
+    bench.engine = await bench.new_engine(sleep=late)
     started = bench.clock.now()
     result = await bench.run(bench.order(steps=TEN_MINUTES))
     assert result["status"] == "succeeded"
@@ -235,7 +247,7 @@ async def test_a_step_after_an_overrun_still_gets_its_declared_time(bench: Bench
         asked.append(seconds)
         await bench.sleep(seconds)
 
-    bench.engine = bench.new_engine(sleep=recorded)
+    bench.engine = await bench.new_engine(sleep=recorded)
     bench.on_step = lambda n: bench.clock.advance(5.0) if n == 1 else None
     result = await bench.run(bench.order(changes={**CHANGES, "navigation.map_region": "EU-2027"}, step_s=100))
     assert (result["status"], result["impaired"]) == ("succeeded", {"services": ["6AP"], "seconds": 305.0})
@@ -255,7 +267,7 @@ async def test_lateness_does_not_accumulate_across_64_steps(bench: Bench, tmp_pa
     keys = [f"navigation.tile_{i}" for i in range(64)]
     specs = {**load_key_specs(), **{key: KeySpec("v1", KeyClass.SERVICE, "navigation") for key in keys}}
     bench.ecu = EcuConfiguration(tmp_path / "ecu64.cbor", specs)
-    bench.engine = bench.new_engine()
+    bench.engine = await bench.new_engine()
     steps = tuple(MeasureStep(changes={key: "v2"}, expected_ms=9_375) for key in keys)
     result = await bench.run(bench.order(steps=steps))
     assert (result["status"], result["impaired"]) == ("succeeded", {"services": ["6AP"], "seconds": 600.0})
@@ -302,10 +314,10 @@ def _crash(bench: Bench) -> None:
     bench.engine.interrupt(Interruption.ECALL)
 
 
-def _write_a_personal_key(bench: Bench) -> None:
+async def _write_a_personal_key(bench: Bench) -> None:
     # A measure that somehow wrote a key outside its plan (the plan rule refuses personal keys on
     # receipt): not a success, and the rollback puts the ECU value back.
-    bench.ecu.set("personal.seat_memory", 0)
+    await bench.ecu.set("personal.seat_memory", 0)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +331,9 @@ def _write_a_personal_key(bench: Bench) -> None:
         (_write_a_personal_key, "verification_failed"),
     ],
 )
-async def test_every_interruption_rolls_back_exactly(bench: Bench, disturb: Callable[[Bench], None], code: str) -> None:
+async def test_every_interruption_rolls_back_exactly(
+    bench: Bench, disturb: Callable[[Bench], Awaitable[None] | None], code: str
+) -> None:
     config_before, personal_before = bench.ecu.snapshot(), bench.personal.snapshot()
     bench.on_step = lambda n: disturb(bench) if n == 2 else None  # after the first change was applied
     result = await bench.run(bench.order(changes={**CHANGES, "navigation.map_region": "EU-2027"}))
@@ -394,7 +408,7 @@ async def test_measure_allowed_while_living_or_driving_runs_then(bench: Bench) -
 )
 async def test_bad_orders_are_refused_with_the_reason(bench: Bench, kwargs: dict[str, object], code: str) -> None:
     config_before = bench.ecu.snapshot()
-    bench.engine.receive(bench.order(**kwargs))  # type: ignore[arg-type]
+    await bench.engine.receive(bench.order(**kwargs))  # type: ignore[arg-type]
     assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rejected", code)
     assert bench.ecu.snapshot() == config_before
 
@@ -402,17 +416,17 @@ async def test_bad_orders_are_refused_with_the_reason(bench: Bench, kwargs: dict
 async def test_replayed_attempt_is_refused(bench: Bench) -> None:
     bench.coverage = False
     await bench.run(bench.order(attempt=3))  # not started: no coverage
-    bench.engine.receive(bench.order(attempt=3))
-    bench.engine.receive(bench.order(attempt=2))
+    await bench.engine.receive(bench.order(attempt=3))
+    await bench.engine.receive(bench.order(attempt=2))
     assert [r.body["code"] for r in bench.reports[-2:]] == ["replayed", "replayed"]
 
 
 async def test_an_attempt_the_agent_died_in_is_rolled_back_at_boot(bench: Bench) -> None:
     config_before, personal_before = bench.ecu.snapshot(), bench.personal.snapshot()
     # What the disk holds after a kill in the middle of an attempt:
-    MeasureJournal(bench.journal_path).begin(InProgress(measure_id="M-42", attempt=1, config=config_before))
-    bench.ecu.set("gateway.firewall_rules", "half-written")
-    bench.new_engine()
+    await MeasureJournal(bench.journal_path).begin(InProgress(measure_id="M-42", attempt=1, config=config_before))
+    await bench.ecu.set("gateway.firewall_rules", "half-written")
+    await bench.new_engine()
     assert bench.ecu.snapshot() == config_before
     assert bench.personal.snapshot() == personal_before  # untouched (tests/services/test_measure_personal.py)
     assert (bench.reports[-1].body["status"], bench.reports[-1].body["code"]) == ("rolled_back", "agent_restarted")

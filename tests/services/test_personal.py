@@ -16,13 +16,13 @@ PROFILES = (
 )
 
 
-def test_personal_data_round_trips_byte_for_byte(tmp_path: Path) -> None:
+async def test_personal_data_round_trips_byte_for_byte(tmp_path: Path) -> None:
     store = PersonalStore(tmp_path / "personal.cbor")
     data = replace(
         PersonalData(profiles=PROFILES, paired_accounts=("anna@example.org",)),
         consents={**PersonalData().consents, Category.POSITION: False},
     )
-    store.save(data)
+    await store.save(data)
     snapshot = store.snapshot()
     reloaded = PersonalStore(tmp_path / "personal.cbor")
     assert reloaded.load() == data
@@ -35,12 +35,12 @@ def test_at_most_three_profiles() -> None:
         PersonalData(profiles=(*PROFILES, *PROFILES))
 
 
-def test_owner_change_wipes_personal_data_and_says_what(tmp_path: Path) -> None:
+async def test_owner_change_wipes_personal_data_and_says_what(tmp_path: Path) -> None:
     store = PersonalStore(tmp_path / "personal.cbor")
-    store.save(
+    await store.save(
         PersonalData(profiles=PROFILES, paired_accounts=("anna@example.org",)).with_consent(Category.POSITION, False)
     )
-    report = store.owner_change()
+    report = await store.owner_change()
     assert report["wiped"] == {
         "driver_profiles": 2,
         "paired_accounts": 1,
@@ -52,10 +52,10 @@ def test_owner_change_wipes_personal_data_and_says_what(tmp_path: Path) -> None:
     assert wiped == PersonalData(owner=1)  # nothing personal; only the count of owners moved
 
 
-def test_a_change_by_another_process_is_seen(tmp_path: Path) -> None:
+async def test_a_change_by_another_process_is_seen(tmp_path: Path) -> None:
     running = PersonalStore(tmp_path / "personal.cbor")
     running.load()
-    PersonalStore(tmp_path / "personal.cbor").save(PersonalData().with_consent(Category.ENVIRONMENT, False))
+    await PersonalStore(tmp_path / "personal.cbor").save(PersonalData().with_consent(Category.ENVIRONMENT, False))
     assert not running.current().allows(Category.ENVIRONMENT)
 
 
@@ -80,7 +80,7 @@ def test_a_driver_profile_needs_a_paired_account() -> None:
         paired.with_profile(PROFILES[0]).with_profile(PROFILES[0])
 
 
-def test_owner_change_wipes_everything_personal_including_a_code_on_display(tmp_path: Path) -> None:
+async def test_owner_change_wipes_everything_personal_including_a_code_on_display(tmp_path: Path) -> None:
     store = PersonalStore(tmp_path / "personal.cbor")
     code = SecurityCode(code="12345678", account=ACCOUNT, expires_ms=2_000_000_000_000)
     before = replace(
@@ -88,8 +88,8 @@ def test_owner_change_wipes_everything_personal_including_a_code_on_display(tmp_
         security_code=code,
         messages_seen=7,
     )
-    store.save(before)
-    report = store.owner_change()
+    await store.save(before)
+    report = await store.owner_change()
     assert report["wiped"]["security_code"] is True
     after = PersonalStore(tmp_path / "personal.cbor").load()
     # Every field that is personal is back to its default; the technical counters carry over.

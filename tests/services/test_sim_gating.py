@@ -47,37 +47,39 @@ def _results(harness: Harness) -> list[tuple[str, str | None, str | None]]:
     return [(b["status"], b["code"], b["reason"]) for b in bodies]
 
 
-def test_ecall_only_applies_only_the_file_that_reactivates_the_sim(state_file: Path, clock: ManualClock) -> None:
+async def test_ecall_only_applies_only_the_file_that_reactivates_the_sim(state_file: Path, clock: ManualClock) -> None:
     harness = Harness(state_file, clock, legal=True)
     manager = harness.manager
-    manager.receive(signed(KEY, VIN, 1, clock.now(), LEGAL))  # no base service: eCall-only
+    await manager.receive(signed(KEY, VIN, 1, clock.now(), LEGAL))  # no base service: eCall-only
     assert manager.entitlements.sim is SimState.TELEMATICS_DEACTIVATED
-    manager.receive(signed(KEY, VIN, 2, clock.now(), LEGAL, PAID))  # still no base service
+    await manager.receive(signed(KEY, VIN, 2, clock.now(), LEGAL, PAID))  # still no base service
     status, code, reason = _results(harness)[-1]
     assert (status, code) == ("rejected", "sim_inactive")
     assert reason is not None
     assert "the SIM is telematics_deactivated" in reason
     assert "only a provisioning file that reactivates it is applied" in reason
     assert manager.entitlements.version == 1
-    manager.receive(signed(KEY, VIN, 3, clock.now(), LEGAL, PAID, TELESERVICES))
+    await manager.receive(signed(KEY, VIN, 3, clock.now(), LEGAL, PAID, TELESERVICES))
     assert _results(harness)[-1][0] == "applied"
     assert (manager.entitlements.sim, manager.entitlements.running) == (SimState.ACTIVE, {"6AE", "6AK"})
 
 
-def test_a_deactivated_sim_is_reactivated_only_by_a_file_that_says_so(state_file: Path, clock: ManualClock) -> None:
+async def test_a_deactivated_sim_is_reactivated_only_by_a_file_that_says_so(
+    state_file: Path, clock: ManualClock
+) -> None:
     harness = Harness(state_file, clock, legal=False)
     manager = harness.manager
-    manager.receive(signed(KEY, VIN, 1, clock.now(), TELESERVICES, sim="deactivated"))
+    await manager.receive(signed(KEY, VIN, 1, clock.now(), TELESERVICES, sim="deactivated"))
     assert manager.entitlements.sim is SimState.FULLY_DEACTIVATED
-    manager.receive(signed(KEY, VIN, 2, clock.now(), TELESERVICES, PAID, sim="deactivated"))
+    await manager.receive(signed(KEY, VIN, 2, clock.now(), TELESERVICES, PAID, sim="deactivated"))
     assert _results(harness)[-1][:2] == ("rejected", "sim_inactive")
-    manager.receive(signed(KEY, VIN, 3, clock.now(), TELESERVICES))
+    await manager.receive(signed(KEY, VIN, 3, clock.now(), TELESERVICES))
     assert _results(harness)[-1][0] == "applied"
     assert manager.entitlements.sim is SimState.ACTIVE
 
 
 async def test_a_remote_measure_is_refused_while_the_sim_is_not_active(tmp_path: Path, clock: ManualClock) -> None:
-    bench = Bench(tmp_path, clock)
+    bench = await Bench(tmp_path, clock).start()
     file = ProvisioningFile(vin=VIN, version=1, issued=clock.now(), expires=clock.now(), bookings=(LEGAL,))
     entitlements = derive(file, legal_ecall_equipped=True, now=clock.now())
     bench.engine = MeasureEngine(
@@ -152,12 +154,12 @@ async def test_the_agent_sends_nothing_collected_while_its_sim_is_deactivated(
     async with agent.outbox:
         agent.services.load()
         agent.state.update(Signal(path="Vehicle.Speed", value=50.0, timestamp=now, source="test"))
-        agent.services.receive(signed(backend_key, VIN, 1, now, TELESERVICES, sim="deactivated"))
+        await agent.services.receive(signed(backend_key, VIN, 1, now, TELESERVICES, sim="deactivated"))
         assert agent.sim.state is SimState.FULLY_DEACTIVATED
         agent.state.update(_vin_reading(agent, "WBA3A5C51CF256985"))  # a vin_mismatch event: not collected
         agent.queue_record(Record(kind=RecordKind.EVENT, created=now, body={"type": "door_opened"}))  # nor sent
         assert await agent.telemetry.take() is None  # nothing collected
-        agent.services.receive(signed(backend_key, VIN, 2, now, TELESERVICES, PAID, sim="deactivated"))
+        await agent.services.receive(signed(backend_key, VIN, 2, now, TELESERVICES, PAID, sim="deactivated"))
         bodies = [open_record(box, q.envelope, topic_vin=VIN).body for q in await agent.outbox.next_batch(100)]
         assert agent.status()["services"]["sim"] == "fully_deactivated"
     types = [body.get("type") for body in bodies]

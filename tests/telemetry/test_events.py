@@ -3,6 +3,7 @@ sent once, pushed at once, within the data policy. Time is a ManualClock; nothin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -48,10 +49,15 @@ class _Car:
         self.gate = _Gate()
         self.records: list[Record] = []
         self.store = tmp_path / "service_calls.json"
-        self.events = self.restart()
+        self.events = self._start()
 
     def restart(self) -> VehicleEvents:
-        """A fresh agent on the same data dir: new state, the same service-call record."""
+        """A fresh agent on the same data dir: new state, the same service-call record, as the agent before
+        left it (a stopping agent's writer finishes what it was handed)."""
+        asyncio.run(self.events.service_calls.settled())
+        return self._start()
+
+    def _start(self) -> VehicleEvents:
         self.state = VehicleState()
         self.events = VehicleEvents(
             state=self.state,
