@@ -12,6 +12,7 @@ import pytest
 from nacl.public import Box, PrivateKey
 
 from hil.broker import MosquittoBroker, mosquitto_path
+from hil.layout import BenchLayout
 from tcu.clock import ManualClock
 
 VIN = "WMWZZZ3CZ2E123456"
@@ -41,6 +42,16 @@ def vehicle_box(vehicle_key: PrivateKey, backend_key: PrivateKey) -> Box:
 @pytest.fixture
 def backend_box(vehicle_key: PrivateKey, backend_key: PrivateKey) -> Box:
     return Box(backend_key, vehicle_key.public_key)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> BenchLayout:
+    """A backend and one enrolled vehicle (VIN) on disk, the broker unreachable: for tests of the agent's
+    and the backend's parts without a network (tests/integration has its own, with a broker)."""
+    bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
+    bench.create_backend()
+    bench.add_vehicle(VIN)
+    return bench
 
 
 def require_mosquitto() -> None:

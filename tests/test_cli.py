@@ -32,14 +32,6 @@ from tests.conftest import VIN
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> BenchLayout:
-    bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
-    bench.create_backend()
-    bench.add_vehicle(VIN)
-    return bench
-
-
-@pytest.fixture
 def backend_box_for(layout: BenchLayout):  # type: ignore[no-untyped-def]
     box = Box(load_private_key(layout.keys / "backend.x25519.key"), load_public_key(layout.keys / f"{VIN}.x25519.pub"))
     return lambda envelope: open_record(box, envelope, topic_vin=VIN).body

@@ -16,7 +16,6 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import cbor2
 import pytest
@@ -39,6 +38,7 @@ from tcu.services.personal import PersonalData, PersonalStore
 from telematics_wire.cose import sign1
 from telematics_wire.keys import load_signing_key
 from telematics_wire.records import to_millis
+from tests.adversarial.test_downlink_measures import Disk
 from tests.conftest import VIN
 from tests.services.provisioning_helpers import booking, signed
 from tests.services.test_manager import KEY, Harness
@@ -49,23 +49,15 @@ HELD_S = 5.0  # how long a held fsync waits for its gate at most: a test that ne
 OTHER_TASK_TURNS = 100
 
 
-class SlowDisk:
-    """tcu.persist's view of the OS: fsync waits until `gate` opens (`entered` says one is waiting);
-    `full` makes every write fail with ENOSPC, as on a real full filesystem."""
+class SlowDisk(Disk):
+    """The full-disk switch (`full`: ENOSPC) with a slow fsync: it waits until `gate` opens (`entered`
+    says one is waiting)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.gate = threading.Event()
         self.entered = threading.Event()
-        self.full = False
         self.fsyncs_on: set[str] = set()  # thread names that called fsync
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-    def write(self, fd: int, data: bytes) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return os.write(fd, data)
 
     def fsync(self, fd: int) -> None:
         self.fsyncs_on.add(threading.current_thread().name)
@@ -266,22 +258,14 @@ def _ended() -> EcallActivity:
 
 
 @pytest.fixture
-def bench(tmp_path: Path) -> BenchLayout:
-    bench = BenchLayout(root=tmp_path, broker_url="mqtt://127.0.0.1:1")
-    bench.create_backend()
-    bench.add_vehicle(VIN)
-    return bench
-
-
-@pytest.fixture
-def agent(bench: BenchLayout) -> Agent:
-    return Agent(load_agent_config(bench.agent_config(VIN), env={}))
+def agent(layout: BenchLayout) -> Agent:
+    return Agent(load_agent_config(layout.agent_config(VIN), env={}))
 
 
 async def test_the_end_of_an_ecall_applies_the_waiting_file_in_a_task_of_its_own(
-    bench: BenchLayout, agent: Agent, disk: SlowDisk
+    layout: BenchLayout, agent: Agent, disk: SlowDisk
 ) -> None:
-    backend_key = load_signing_key(bench.keys / "backend.ed25519.key")
+    backend_key = load_signing_key(layout.keys / "backend.ed25519.key")
     async with agent.outbox:
         agent.services.load()
         disk.full = True  # the file waits for room on the disk: the end of a call tries it again
