@@ -292,29 +292,47 @@ class Agent:
             self.ready.set()
             self._notifier.ready(f"VIN {config.vin}: {self.outbox.stats().depth} record(s) queued")
             _LOGGER.info("agent for VIN %s starting; data in %s", config.vin, config.data_dir)
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.session.run(), name="uplink")
-                if self.ecall is not None:
-                    tasks.create_task(self.ecall.reports.drain(self._store_ecall_report), name="ecall-reports")
-                tasks.create_task(self.telemetry.run(), name="telemetry")
-                tasks.create_task(self.new_signals.run(), name="capabilities")
-                tasks.create_task(self.events.run(), name="events")
-                tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
-                tasks.create_task(self.measures.run(), name="remote-measures")
-                tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")
-                if config.vehicle.status_interval_s > 0:
-                    status = StatusWriter(config.status_path, self.status, config.vehicle.status_interval_s)
-                    tasks.create_task(status.run(), name="status-file")
-                if config.simulation.enabled:
-                    simulated = SimulatedVehicle(
-                        state=self.state,
-                        clock=self.clock,
-                        update_interval_s=config.simulation.update_interval_s,
-                        speedup=config.simulation.speedup,
-                    )
-                    tasks.create_task(simulated.run(), name="source-simulation")
-                for name, runner in self.sources.runners.items():
-                    tasks.create_task(runner(), name=f"source-{name}")
+            try:
+                await self._run_telematics_tasks()
+            finally:
+                self._hand_over_pending_ecall_reports()
+
+    def _hand_over_pending_ecall_reports(self) -> None:
+        """A stop (or a telematics restart) while eCall reports still wait in their queue: hand them to the
+        queue's writer, which commits them before the queue closes, so an eCall's records survive it."""
+        if self.ecall is None:
+            return
+        pending = self.ecall.reports.take_pending()
+        if pending:
+            _LOGGER.info("%d eCall report(s) not yet stored at telematics' stop: handed to the queue", len(pending))
+        for record in pending:  # one hand-over each: a record refused (too large) fails only itself
+            self.outbox.submit([record]).add_done_callback(functools.partial(self._queued, record))
+
+    async def _run_telematics_tasks(self) -> None:
+        config = self.config
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.session.run(), name="uplink")
+            if self.ecall is not None:
+                tasks.create_task(self.ecall.reports.drain(self._store_ecall_report), name="ecall-reports")
+            tasks.create_task(self.telemetry.run(), name="telemetry")
+            tasks.create_task(self.new_signals.run(), name="capabilities")
+            tasks.create_task(self.events.run(), name="events")
+            tasks.create_task(self.services.run(config.vehicle.services_tick_s), name="services")
+            tasks.create_task(self.measures.run(), name="remote-measures")
+            tasks.create_task(self._notifier.watchdog(), name="systemd-watchdog")
+            if config.vehicle.status_interval_s > 0:
+                status = StatusWriter(config.status_path, self.status, config.vehicle.status_interval_s)
+                tasks.create_task(status.run(), name="status-file")
+            if config.simulation.enabled:
+                simulated = SimulatedVehicle(
+                    state=self.state,
+                    clock=self.clock,
+                    update_interval_s=config.simulation.update_interval_s,
+                    speedup=config.simulation.speedup,
+                )
+                tasks.create_task(simulated.run(), name="source-simulation")
+            for name, runner in self.sources.runners.items():
+                tasks.create_task(runner(), name=f"source-{name}")
 
 
 async def _supervise(name: str, run: Callable[[], Coroutine[Any, Any, object]], restart_s: float = 5.0) -> None:

@@ -3,6 +3,7 @@
     reports = EcallReports(capacity=256)
     reports.put(record)            # the engine: never waits; when full, the oldest report is dropped (logged)
     await reports.drain(store)     # telematics: `await store(record)` for each, one at a time, forever
+    reports.take_pending()         # telematics stopping: what the drain had not stored yet
 
 The eCall engine must never wait on a disk or on telematics (issue 14): it only ever calls `put`, which
 returns at once. Telematics drains the queue when it runs; while it does not (starting, restarting, or a
@@ -51,6 +52,13 @@ class EcallReports:
                 self.dropped,
             )
         self._queue.put_nowait(record)
+
+    def take_pending(self) -> list[Record]:
+        """Every report not yet stored, oldest first, and the queue empty: for a stop that hands them on."""
+        pending: list[Record] = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        return pending
 
     async def drain(self, store: ReportStore) -> NoReturn:
         """Store every report, oldest first; a report that cannot be stored is logged and skipped."""
