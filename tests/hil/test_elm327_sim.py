@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import serial
-import serial_asyncio_fast
 
 from hil.devices.elm327_sim import DEFAULT_VIN, Elm327MemoryLink, Elm327Simulator, Elm327Timing, isotp_frames
 from tcu.sources import obd_pids
 from tcu.sources.elm327 import parse_reply
 from tcu.sources.elm327_frames import HeaderFormat
 from tcu.vehicle.drive_cycle import DriveCycle
+from tests.hil.serial_port import Streams, opened
 
 T = 25.0  # cruising: 50 km/h, 2550 rpm
 SAMPLE = DriveCycle().at(T)
@@ -168,18 +166,11 @@ def test_isotp_frames() -> None:
 # -- over a pty ----------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def port(path: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=path, baudrate=38400)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(serial.SerialException):
-            await writer.wait_closed()
+def port(path: str) -> contextlib.AbstractAsyncContextManager[Streams]:
+    return opened(path, baudrate=38400)  # the ELM327's default
 
 
-async def command(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], text: bytes) -> bytes:
+async def command(streams: Streams, text: bytes) -> bytes:
     reader, writer = streams
     writer.write(text + b"\r")
     async with asyncio.timeout(2):

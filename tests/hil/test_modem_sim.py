@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import serial
-import serial_asyncio_fast
 
 from backend_stub.psap import PsapBehaviour, PsapStub, read_psap_msds
 from hil.devices.modem_sim import Coverage, ModemSimulator, ModemTiming
 from tcu.sources.modem import PROFILES, SimStatus
 from telematics_wire.msd import Msd, VehicleType, encode
 from tests.conftest import VIN
+from tests.hil.serial_port import opened
 
 MSD = encode(
     Msd(
@@ -69,15 +68,10 @@ class At:
 
 @contextlib.asynccontextmanager
 async def terminal(path: str) -> AsyncIterator[At]:
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=path, baudrate=115200)
-    try:
+    async with opened(path) as (reader, writer):
         at = At(reader, writer)
         assert await at.ask("ATE0") == ["ATE0", "OK"], "echo is on at power-on"
         yield at
-    finally:
-        writer.close()
-        with contextlib.suppress(serial.SerialException):
-            await writer.wait_closed()
 
 
 @contextlib.asynccontextmanager

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +10,7 @@ import serial
 import serial_asyncio_fast
 
 from hil.devices.pty_device import PtyDevice, PtyPort
-
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+from tests.hil.serial_port import Streams, opened
 
 
 class Echo(PtyDevice):
@@ -33,17 +30,6 @@ class Echo(PtyDevice):
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 await port.write(b"<" + line + b">\n")
-
-
-@contextlib.asynccontextmanager
-async def opened(path: str) -> AsyncIterator[Streams]:
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=path, baudrate=115200)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(serial.SerialException):
-            await writer.wait_closed()
 
 
 async def ask(streams: Streams, line: bytes, wait_s: float = 2.0) -> bytes:

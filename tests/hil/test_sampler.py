@@ -53,6 +53,15 @@ class Bench:
             queue_on_disk=lambda: self.disk_queue,
         )
 
+    def died_and_restarted(self, *, seen_down: float, seen_back: float) -> None:
+        """An agent up since its status of 0.5 s, its process seen gone at `seen_down`, back at `seen_back`."""
+        self.file = status(0.5)
+        self.at(0.6)
+        self.running = False
+        self.at(seen_down)
+        self.running = True
+        self.at(seen_back)
+
 
 def test_a_killed_agents_last_status_never_shows_as_its_state() -> None:
     bench = Bench(StatusTracker())
@@ -144,13 +153,7 @@ def test_start_up_run_and_drain_are_marked_and_are_not_link_outages() -> None:
 
 def test_an_agent_that_died_on_its_own_is_a_down_span() -> None:
     tracker = StatusTracker()
-    bench = Bench(tracker)
-    bench.file = status(0.5)
-    bench.at(0.6)
-    bench.running = False
-    bench.at(8.0)
-    bench.running = True
-    bench.at(9.0)
+    Bench(tracker).died_and_restarted(seen_down=8.0, seen_back=9.0)
     explicit = [Span(kind=SpanKind.AGENT_DOWN, label="agent_kill: SIGKILL", start=30.0, end=33.0)]
     spans = bench_spans(tracker, 40.0, 45.0, explicit=explicit)
     down = [s for s in spans if s.kind is SpanKind.AGENT_DOWN]
@@ -230,12 +233,7 @@ def test_ecall_marks_carry_the_milliseconds_of_the_vehicle_and_the_psap() -> Non
 
 def test_the_live_view_says_agent_down_and_starting_not_link_down() -> None:
     bench = Bench(StatusTracker())
-    bench.file = status(0.5)
-    bench.at(0.6)
-    bench.running = False
-    bench.at(1.0)
-    bench.running = True
-    bench.at(3.0)
+    bench.died_and_restarted(seen_down=1.0, seen_back=3.0)
     lines = [render_line(sample, 10.0) for sample in bench.tracker.samples]
     assert [line.split(" | ")[2] for line in lines] == ["link up", "link agent down", "link starting"]
     assert lines[1].split(" | ")[1] == "speed -"  # not the dead agent's last 50 km/h

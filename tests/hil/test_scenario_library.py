@@ -40,4 +40,3 @@ def test_every_library_scenario_runs_in_ci_on_virtual_time() -> None:
     for name, test_file in OWN_TESTS.items():
         assert name in library()
         assert f'"run", "{name}"' in (REPO / test_file).read_text(), f"{test_file} does not run {name}"
-
