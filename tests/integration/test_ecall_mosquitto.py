@@ -75,7 +75,9 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
                 backend.issuer.suspend(VIN)
                 backend.issuer.deactivate_sim(VIN)  # the dealer: 6AE and 6AC end, the SIM stays for 112
                 for category in Category:
-                    assert tcu_cli(["privacy", "--config", str(config), category.value, "block"]) == 0
+                    # The driver's command line is its own process in a car; here a thread, off the test's loop.
+                    argv = ["privacy", "--config", str(config), category.value, "block"]
+                    assert await asyncio.to_thread(tcu_cli, argv) == 0
                 await eventually(lambda: agent.services.entitlements.version >= 7, what="all files applied")
                 entitlements = agent.services.entitlements
                 # A cancellation runs out after six weeks' notice (AGB 6.2); the payment default suspends the paid
