@@ -3,9 +3,9 @@
 Observers run inside ingest's database transaction, so answers are queued there (`EventInbox`) and
 booked once it has committed (booking writes through the measure store's own connection). The
 scheduler is ticked every `poll_s`, at once when a vehicle comes online, and after every answer, so a
-retry whose cause went away goes out without waiting. Booking and the tick run on the database
-thread; the orders a tick issues are collected there and published here, in order, afterwards (an
-order the link drops is an attempt without an answer: lost after the attempt timeout, then retried).
+retry whose cause went away goes out without waiting. Booking and the tick are plain database work on
+the database thread; the orders the tick returns are published here, on the loop, in order (an order
+the link drops is an attempt without an answer: lost after the attempt timeout, then retried).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import logging
 
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest
-from backend_stub.measures import MeasureScheduler
+from backend_stub.measures import DueOrder, MeasureScheduler
 from backend_stub.service_shell import EventInbox, ServiceShell
 from tcu.broker_config import BrokerConfig
-from tcu.uplink.mqtt_port import MqttClient
+from tcu.uplink.mqtt_port import ClientFactory, MqttClient
 from telematics_wire.records import ReceivedRecord, RecordKind
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,11 +33,12 @@ class MeasureService:
         poll_s: float = 0.5,
         identifier: str = "backend-stub-measures",
         database: DatabaseThread | None = None,
+        clients: ClientFactory | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._poll_s = poll_s
         self._inbox: EventInbox[ReceivedRecord] = EventInbox()
-        self.shell = ServiceShell("measure service", broker, identifier=identifier, database=database)
+        self.shell = ServiceShell("measure service", broker, identifier=identifier, database=database, clients=clients)
 
     def attach(self, ingest: Ingest) -> None:
         ingest.add_observer(self._on_record)
@@ -57,20 +58,15 @@ class MeasureService:
             self._scheduler.on_record(record)
         return len(taken)
 
-    async def _scheduler_pass(self) -> list[tuple[str, bytes]]:
+    def _scheduler_pass(self) -> list[DueOrder]:
         """Book the answers, then tick: the orders due, to publish in this order."""
-        orders: list[tuple[str, bytes]] = []
-
-        async def collect(topic: str, payload: bytes) -> None:
-            orders.append((topic, payload))
-
         self.process_inbox()
-        await self._scheduler.tick(collect)
-        return orders
+        return self._scheduler.tick()
 
     async def _send_due(self, client: MqttClient) -> None:
-        for topic, payload in await self.shell.offload_coroutine(self._scheduler_pass):
-            await client.publish(topic, payload, qos=1)
+        for order in await self.shell.offload(self._scheduler_pass):
+            await client.publish(order.topic, order.payload, qos=1)
+            _LOGGER.info("measure %s: attempt %d sent to %s", order.measure_id, order.attempt, order.vin)
 
     async def _serve(self, client: MqttClient) -> None:
         await self.shell.repeat(

@@ -30,18 +30,20 @@
   published; a stored measure that fails them (written by an older backend) is abandoned, not sent.
 
 The vehicle's answers arrive as `measure_result` events through ingest (`on_record`; what their
-codes mean: backend_stub.measure_answers); its online status through the `online` callable. Orders go to
-`vehicles/{VIN}/down/measure`, QoS 1, not retained: a stale order must not run later, and the
-broker's persistent session holds one sent just before the vehicle went offline (the vehicle still
-checks the deadline).
+codes mean: backend_stub.measure_answers); its online status through the `online` callable. `tick` is
+plain database work: it starts the attempts that are due and returns their signed orders (`DueOrder`),
+which the caller publishes, in that order, to `vehicles/{VIN}/down/measure`, QoS 1, not retained: a
+stale order must not run later, and the broker's persistent session holds one sent just before the
+vehicle went offline (the vehicle still checks the deadline). An order never published is an attempt
+without an answer: lost after `attempt_timeout_s`, then retried.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from nacl.signing import SigningKey
@@ -71,7 +73,16 @@ from telematics_wire.vehicle_mode import VehicleMode
 
 _LOGGER = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueOrder:
+    """A started attempt's signed order, to publish on `topic` (QoS 1, not retained)."""
+
+    measure_id: str
+    attempt: int
+    vin: str
+    topic: str
+    payload: bytes
 
 
 class MeasureScheduler:
@@ -178,11 +189,11 @@ class MeasureScheduler:
             raise MeasureRefusedError(f"measure {measure_id} vanished while it was re-planned")
         return stored
 
-    async def tick(self, publish: Publish) -> int:
-        """Send every attempt that is due; returns how many were sent."""
+    def tick(self) -> list[DueOrder]:
+        """Start every attempt that is due; returns their orders, to publish in this order."""
         now = self._clock.now()
         busy: set[str] = set()
-        sent = 0
+        due: list[DueOrder] = []
         for measure in self._store.needing_plan():  # a measure waiting for a person still has its deadline
             if now >= measure.deadline:
                 self._store.set_state(
@@ -230,10 +241,16 @@ class MeasureScheduler:
                 continue
             self._store.start_attempt(measure.measure_id, attempt, now)
             busy.add(measure.vin)
-            await publish(VehicleTopics(measure.vin).down("measure"), sign_order(order, self._key))
-            _LOGGER.info("measure %s: attempt %d sent to %s", measure.measure_id, attempt, measure.vin)
-            sent += 1
-        return sent
+            due.append(
+                DueOrder(
+                    measure_id=measure.measure_id,
+                    attempt=attempt,
+                    vin=measure.vin,
+                    topic=VehicleTopics(measure.vin).down("measure"),
+                    payload=sign_order(order, self._key),
+                )
+            )
+        return due
 
     def _tried(self, measure: Measure) -> int:
         """Attempts the vehicle could run: refusals for an inactive SIM are not attempts of the measure."""

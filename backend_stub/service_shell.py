@@ -96,14 +96,6 @@ class ServiceShell:
             return job(*args, **kwargs)
         return await self._database.run(job, *args, **kwargs)
 
-    async def offload_coroutine(self, job: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-        """Like `offload`, for database work written as a coroutine that never waits on I/O (a scheduler
-        tick whose publications are collected, then made here): it runs to its end on the thread."""
-        if self._database is None:
-            return await job()
-        # The coroutine is made on the thread: a job dropped before it starts leaves none unawaited.
-        return await self._database.run(lambda: asyncio.run(job()))
-
     async def run(self, *, serve: Serve | None = None, loops: Mapping[str, Step] | None = None) -> None:
         """`serve` on the MQTT link (reconnecting) and run each `loops` task until cancelled.
 

@@ -72,7 +72,6 @@ class Link:
             rng=random.Random(1),
         )
         self.booked = 0
-        self.sent: list[tuple[str, int]] = []
 
     async def start(self) -> Link:
         await self.car.start()
@@ -89,13 +88,11 @@ class Link:
             allowed_states=(VehicleMode.PARKED,),
         )
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        assert topic == f"vehicles/{VIN}/down/measure"
-        await self.car.engine.receive(payload)  # must not raise, whatever it holds
-
     async def tick(self) -> list[dict[str, Any]]:
         """One scheduler tick; the vehicle runs what it accepted; its answers are booked. Returns them."""
-        await self.scheduler.tick(self._publish)
+        for order in self.scheduler.tick():
+            assert order.topic == f"vehicles/{VIN}/down/measure"
+            await self.car.engine.receive(order.payload)  # must not raise, whatever it holds
         engine = asyncio.create_task(self.car.engine.run())
         try:
             await settle(lambda: self.car.engine.idle)

@@ -39,7 +39,6 @@ class Car:
         self.clock = clock
         self.store = MeasureStore(path)
         self.report: SimReport | None = None
-        self.sent: list[int] = []
         self.scheduler = MeasureScheduler(
             self.store,
             signing_key=KEY,
@@ -51,14 +50,13 @@ class Car:
             rng=random.Random(1),
         )
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        order = verify_order(payload, KEY.verify_key, vin=VIN, now=self.clock.now(), specs=load_key_specs())
-        self.sent.append(order.attempt)
-
-    async def tick(self) -> list[int]:
-        before = len(self.sent)
-        await self.scheduler.tick(self._publish)
-        return self.sent[before:]
+    def tick(self) -> list[int]:
+        """One scheduler tick: the attempts whose orders it returned."""
+        specs = load_key_specs()
+        return [
+            verify_order(due.payload, KEY.verify_key, vin=VIN, now=self.clock.now(), specs=specs).attempt
+            for due in self.scheduler.tick()
+        ]
 
     def answer(self, attempt: int, status: str, code: str | None = None) -> None:
         body = {"type": "measure_result", "measure_id": "M1", "attempt": attempt, "status": status, "code": code}
@@ -98,60 +96,60 @@ def test_sim_inactive_is_a_condition_the_backend_waits_for() -> None:
     assert WAITS_FOR["sim_inactive"] == "sim_active"
 
 
-async def test_a_measure_refused_for_an_inactive_sim_waits_for_the_sim_and_keeps_its_attempts(car: Car) -> None:
+def test_a_measure_refused_for_an_inactive_sim_waits_for_the_sim_and_keeps_its_attempts(car: Car) -> None:
     """Before: the refusal fell through to the backoff; three hours of retries used up every attempt and
     abandoned the measure. Now it waits — no order at all while the SIM is off — and runs once the car
     reports its SIM active, with all its attempts left."""
     _send(car, max_attempts=1)
     car.reports_sim("telematics_deactivated")
-    assert await car.tick() == [1]
+    assert car.tick() == [1]
     car.answer(1, "rejected", "sim_inactive")
     for _ in range(24):  # a day in hours: far beyond any backoff
         car.clock.advance(3600)
-        assert await car.tick() == []
+        assert car.tick() == []
     assert car.state()[0] == MeasureState.PENDING
     car.reports_sim("active")  # the file that reactivates the SIM was applied; the car reports again
-    assert await car.tick() == [2]
+    assert car.tick() == [2]
     car.answer(2, "succeeded")
     assert car.state()[0] == MeasureState.SUCCEEDED
 
 
-async def test_a_report_of_an_active_sim_from_before_the_refusal_is_stale(car: Car) -> None:
+def test_a_report_of_an_active_sim_from_before_the_refusal_is_stale(car: Car) -> None:
     _send(car)
     car.reports_sim("active")  # what the backend knew before the dealer deactivated the SIM
     car.clock.advance(10)
-    assert await car.tick() == [1]
+    assert car.tick() == [1]
     car.answer(1, "rejected", "sim_inactive")
     car.clock.advance(7200)
-    assert await car.tick() == []  # the old report says nothing about the SIM now
+    assert car.tick() == []  # the old report says nothing about the SIM now
     car.clock.advance(1)
     car.reports_sim("active")
-    assert await car.tick() == [2]
+    assert car.tick() == [2]
 
 
-async def test_without_a_report_of_an_active_sim_the_deadline_ends_the_wait_and_says_why(car: Car) -> None:
+def test_without_a_report_of_an_active_sim_the_deadline_ends_the_wait_and_says_why(car: Car) -> None:
     _send(car, hours=2)
-    assert await car.tick() == [1]
+    assert car.tick() == [1]
     car.answer(1, "rejected", "sim_inactive")
     car.reports_sim("fully_deactivated")
     car.clock.advance(2 * 3600)
-    assert await car.tick() == []
+    assert car.tick() == []
     state, reason = car.state()
     assert state == MeasureState.EXPIRED
     assert reason is not None
     assert "SIM was not active" in reason
 
 
-async def test_other_failures_still_count_towards_max_attempts(car: Car) -> None:
+def test_other_failures_still_count_towards_max_attempts(car: Car) -> None:
     """Only the SIM refusal is not an attempt: a real failure after it still uses one up."""
     _send(car, max_attempts=1)
-    assert await car.tick() == [1]
+    assert car.tick() == [1]
     car.answer(1, "rejected", "sim_inactive")
     car.reports_sim("active")
-    assert await car.tick() == [2]
+    assert car.tick() == [2]
     car.answer(2, "rolled_back", "lock_or_unlock")
     car.clock.advance(3600)
-    assert await car.tick() == []
+    assert car.tick() == []
     assert car.state() == (MeasureState.ABANDONED, "no success in 1 attempts")
 
 

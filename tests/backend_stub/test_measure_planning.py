@@ -48,24 +48,24 @@ def _measure(world: World, measure_id: str = "M1") -> Any:
     return measure
 
 
-async def test_an_attempt_aborted_by_the_cap_is_not_retried_blindly(world: World) -> None:
+def test_an_attempt_aborted_by_the_cap_is_not_retried_blindly(world: World) -> None:
     world.send()
-    assert await world.tick() == [("M1", 1)]
+    assert world.tick() == [("M1", 1)]
     world.answer("M1", 1, "rolled_back", "time_cap", impaired={"services": ["6AP"], "seconds": 600.0})
     world.clock.advance(86_400)  # online, parked, a day later: every retry condition holds
-    assert await world.tick() == []
+    assert world.tick() == []
     measure = _measure(world)
     assert measure.state == MeasureState.NEEDS_PLAN
     assert "attempt 1 ran into the 10-minute cap (AGB 3.4 d" in measure.reason
     assert "backend-stub measure replan M1 --step" in measure.reason
 
 
-async def test_a_vehicle_that_finds_the_plan_too_long_asks_for_a_new_plan(world: World) -> None:
+def test_a_vehicle_that_finds_the_plan_too_long_asks_for_a_new_plan(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rejected", "over_cap")
     world.clock.advance(86_400)
-    assert await world.tick() == []
+    assert world.tick() == []
     assert _measure(world).state == MeasureState.NEEDS_PLAN
 
 
@@ -82,19 +82,19 @@ async def test_a_vehicle_that_finds_the_plan_too_long_asks_for_a_new_plan(world:
         ("rolled_back", "storage"),
     ],
 )
-async def test_technical_interruptions_are_still_retried(world: World, status: str, code: str) -> None:
+def test_technical_interruptions_are_still_retried(world: World, status: str, code: str) -> None:
     """AGB 3.6: coverage, vehicle state, lock/unlock, eCall — the same plan is sent again."""
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, status, code)
     world.clock.advance(3600)
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
     assert _measure(world).state == MeasureState.PENDING
 
 
-async def test_a_person_replans_and_the_new_plan_is_sent_as_the_next_attempt(world: World) -> None:
+def test_a_person_replans_and_the_new_plan_is_sent_as_the_next_attempt(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", "time_cap")
     shorter = (
         MeasureStep(changes={"gateway.firewall_rules": "v13"}, expected_ms=240_000),
@@ -104,26 +104,26 @@ async def test_a_person_replans_and_the_new_plan_is_sent_as_the_next_attempt(wor
     measure = _measure(world)
     assert (measure.state, measure.steps) == (MeasureState.PENDING, shorter)
     assert measure.reason.startswith("re-planned: 2 step(s), 540 s (was: attempt 1 ran into the 10-minute cap")
-    assert await world.tick() == [("M1", 2)]  # attempt numbers go on: the vehicle's replay check holds
+    assert world.tick() == [("M1", 2)]  # attempt numbers go on: the vehicle's replay check holds
     assert world.sent[-1].steps == shorter
     world.answer("M1", 2, "succeeded")
     assert _measure(world).state == MeasureState.SUCCEEDED
 
 
-async def test_the_same_plan_goes_again_only_by_a_persons_decision(world: World) -> None:
+def test_the_same_plan_goes_again_only_by_a_persons_decision(world: World) -> None:
     world.send(max_attempts=1)
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", "time_cap")
     world.scheduler.replan("M1", steps=None, max_attempts=2)
     measure = _measure(world)
     assert (measure.state, measure.max_attempts) == (MeasureState.PENDING, 3)
     assert measure.reason.startswith("re-sent unchanged by decision")
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
 
 
-async def test_a_replan_is_judged_like_a_new_measure(world: World) -> None:
+def test_a_replan_is_judged_like_a_new_measure(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     with pytest.raises(MeasureRefusedError, match="is pending: only a measure that needs a new plan"):
         world.scheduler.replan("M1", steps=None)
     world.answer("M1", 1, "rolled_back", "time_cap")
@@ -136,21 +136,21 @@ async def test_a_replan_is_judged_like_a_new_measure(world: World) -> None:
     with pytest.raises(MeasureRefusedError, match="no measure M9"):
         world.scheduler.replan("M9", steps=None)
     assert _measure(world).state == MeasureState.NEEDS_PLAN
-    assert await world.tick() == []
+    assert world.tick() == []
 
 
-async def test_a_measure_waiting_for_a_plan_still_expires(world: World) -> None:
+def test_a_measure_waiting_for_a_plan_still_expires(world: World) -> None:
     world.send(deadline=timedelta(hours=1))
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", "time_cap")
     world.clock.advance(3600)
-    await world.tick()
+    world.tick()
     measure = _measure(world)
     assert measure.state == MeasureState.EXPIRED
     assert "while it needed a new plan" in measure.reason
 
 
-async def test_a_measure_stored_before_plans_existed_is_abandoned_with_the_reason(tmp_path: Path) -> None:
+def test_a_measure_stored_before_plans_existed_is_abandoned_with_the_reason(tmp_path: Path) -> None:
     """The old table (changes + step_s, no fault) is migrated; its measure names no fault, so it is not sent."""
     path = tmp_path / "backend.sqlite3"
     db = sqlite3.connect(path)
@@ -174,12 +174,12 @@ async def test_a_measure_stored_before_plans_existed_is_abandoned_with_the_reaso
         old = _measure(world, "OLD")
         assert old.fault is None
         assert [(s.changes, s.expected_ms) for s in old.steps] == [({"gateway.firewall_rules": "v13"}, 2500)]
-        assert await world.tick() == []
+        assert world.tick() == []
         old = _measure(world, "OLD")
         assert old.state == MeasureState.ABANDONED
         assert "names no fault" in old.reason
         world.send("NEW")  # the migrated table takes planned measures
-        assert await world.tick() == [("NEW", 1)]
+        assert world.tick() == [("NEW", 1)]
     finally:
         world.store.close()
 

@@ -48,17 +48,16 @@ class World:
             rng=random.Random(1),
         )
 
-    async def publish(self, topic: str, payload: bytes) -> None:
-        order = verify_order(
-            payload, KEY.verify_key, vin=topic.split("/")[1], now=self.clock.now(), specs=load_key_specs()
-        )
-        assert topic == f"vehicles/{order.vin}/down/measure"
-        self.sent.append(order)
-
-    async def tick(self) -> list[tuple[str, int]]:
-        before = len(self.sent)
-        await self.scheduler.tick(self.publish)
-        return [(o.measure_id, o.attempt) for o in self.sent[before:]]
+    def tick(self) -> list[tuple[str, int]]:
+        """One scheduler tick; the orders it returns, checked as the vehicle checks them."""
+        ticked = []
+        for due in self.scheduler.tick():
+            order = verify_order(due.payload, KEY.verify_key, vin=due.vin, now=self.clock.now(), specs=load_key_specs())
+            assert due.topic == f"vehicles/{order.vin}/down/measure"
+            assert (due.measure_id, due.attempt) == (order.measure_id, order.attempt)
+            self.sent.append(order)
+            ticked.append((order.measure_id, order.attempt))
+        return ticked
 
     def answer(
         self, measure_id: str, attempt: int, status: str, code: str | None = None, vin: str = VIN, **extra: Any
@@ -96,17 +95,17 @@ def world(tmp_path: Path, clock: ManualClock) -> Iterator[World]:
     world.store.close()
 
 
-async def test_retried_with_backoff_until_it_succeeds(world: World) -> None:
+def test_retried_with_backoff_until_it_succeeds(world: World) -> None:
     world.send()
-    assert await world.tick() == [("M1", 1)]
-    assert await world.tick() == []  # in flight
+    assert world.tick() == [("M1", 1)]
+    assert world.tick() == []  # in flight
     world.answer("M1", 1, "rolled_back", "lock_or_unlock", impaired={"services": [], "seconds": 12.5})
-    assert await world.tick() == []  # backoff: 60 s
+    assert world.tick() == []  # backoff: 60 s
     world.clock.advance(61)
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
     world.answer("M1", 2, "succeeded")
     world.clock.advance(3600)
-    assert await world.tick() == []
+    assert world.tick() == []
     assert world.state() == MeasureState.SUCCEEDED
     history = world.store.history("M1")
     assert [(a.attempt, a.status, a.code) for a in history] == [
@@ -116,102 +115,102 @@ async def test_retried_with_backoff_until_it_succeeds(world: World) -> None:
     assert history[0].impaired_s == 12.5
 
 
-async def test_retried_at_once_when_the_vehicle_comes_back_online(world: World) -> None:
+def test_retried_at_once_when_the_vehicle_comes_back_online(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.online[VIN] = False
     world.answer("M1", 1, "rolled_back", "coverage_lost")
-    assert await world.tick() == []
+    assert world.tick() == []
     world.online[VIN] = True
-    assert await world.tick() == [("M1", 2)]  # no waiting for the backoff
+    assert world.tick() == [("M1", 2)]  # no waiting for the backoff
 
 
-async def test_retried_at_once_when_the_vehicle_reaches_an_allowed_state(world: World) -> None:
+def test_retried_at_once_when_the_vehicle_reaches_an_allowed_state(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.mode[VIN] = "driving"
     world.answer("M1", 1, "not_started", "vehicle_state_not_allowed")
-    assert await world.tick() == []
+    assert world.tick() == []
     world.mode[VIN] = "parked"
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
 
 
-async def test_never_two_attempts_at_once_on_one_vehicle(world: World) -> None:
+def test_never_two_attempts_at_once_on_one_vehicle(world: World) -> None:
     world.send("M1")
     world.send("M2")
     world.send("M3", vin=OTHER_VIN)
-    assert await world.tick() == [("M1", 1), ("M3", 1)]
-    assert await world.tick() == []
+    assert world.tick() == [("M1", 1), ("M3", 1)]
+    assert world.tick() == []
     world.answer("M1", 1, "succeeded")
-    assert await world.tick() == [("M2", 1)]
+    assert world.tick() == [("M2", 1)]
 
 
 @pytest.mark.parametrize(
     "code",
     ["vehicle_function", "personal_data", "outside_fault", "bad_signature", "unknown_key", "other_vehicle"],
 )
-async def test_given_up_when_retrying_cannot_help(world: World, code: str) -> None:
+def test_given_up_when_retrying_cannot_help(world: World, code: str) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rejected", code)
     world.clock.advance(10_000)
-    assert await world.tick() == []
+    assert world.tick() == []
     assert world.state() == MeasureState.ABANDONED
     measure = world.store.get("M1")
     assert measure is not None
     assert code in (measure.reason or "")
 
 
-async def test_given_up_after_max_attempts(world: World) -> None:
+def test_given_up_after_max_attempts(world: World) -> None:
     world.send(max_attempts=2)
     for attempt in (1, 2):
-        assert await world.tick() == [("M1", attempt)]
+        assert world.tick() == [("M1", attempt)]
         world.answer("M1", attempt, "rolled_back", "ecall")
         world.clock.advance(10_000)
-    assert await world.tick() == []
+    assert world.tick() == []
     assert world.state() == MeasureState.ABANDONED
 
 
-async def test_expires_at_its_deadline(world: World) -> None:
+def test_expires_at_its_deadline(world: World) -> None:
     world.send(deadline=timedelta(hours=1))
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", "ecall")
     world.clock.advance(3600)
-    assert await world.tick() == []
+    assert world.tick() == []
     assert world.state() == MeasureState.EXPIRED
 
 
-async def test_unanswered_attempt_is_counted_lost_and_retried(world: World) -> None:
+def test_unanswered_attempt_is_counted_lost_and_retried(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.clock.advance(900)
-    assert await world.tick() == []  # marks attempt 1 lost, schedules the retry
+    assert world.tick() == []  # marks attempt 1 lost, schedules the retry
     assert world.store.history("M1")[0].status == "lost"
     world.clock.advance(61)
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
     world.answer("M1", 1, "succeeded")  # the late answer to the lost attempt changes nothing
     assert world.state() == MeasureState.PENDING
 
 
-async def test_duplicate_results_are_counted_once(world: World) -> None:
+def test_duplicate_results_are_counted_once(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", "lock_or_unlock")
     world.answer("M1", 1, "succeeded")
     assert world.state() == MeasureState.PENDING
     assert world.store.history("M1")[0].status == "rolled_back"
 
 
-async def test_lost_attempt_of_another_measure_on_the_vehicle_waits_its_backoff(world: World) -> None:
+def test_lost_attempt_of_another_measure_on_the_vehicle_waits_its_backoff(world: World) -> None:
     world.send("M1")
-    assert await world.tick() == [("M1", 1)]
+    assert world.tick() == [("M1", 1)]
     world.answer("M1", 1, "rolled_back", "lock_or_unlock")  # M1 waits 60 s
     world.send("M2")
-    assert await world.tick() == [("M2", 1)]
+    assert world.tick() == [("M2", 1)]
     world.clock.advance(900)  # M2's attempt gets no answer
-    assert await world.tick() == []  # found lost while looking at M1; M2 is rescheduled, not resent at once
+    assert world.tick() == []  # found lost while looking at M1; M2 is rescheduled, not resent at once
     assert world.store.history("M2")[0].status == "lost"
-    assert await world.tick() == [("M1", 2)]
+    assert world.tick() == [("M1", 2)]
 
 
 def _steps(*durations_ms: int) -> tuple[MeasureStep, ...]:
@@ -244,7 +243,7 @@ def _steps(*durations_ms: int) -> tuple[MeasureStep, ...]:
         ({}, {"steps": _steps(300_000, 300_001)}, r"\(over_cap\).*600.001 s in all, more than the 600 s"),
     ],
 )
-async def test_the_backend_refuses_to_plan_what_the_vehicle_would_refuse(
+def test_the_backend_refuses_to_plan_what_the_vehicle_would_refuse(
     world: World, changes: dict[str, Any], kwargs: dict[str, Any], reason: str
 ) -> None:
     """Judged at `send`, before anything is stored or published, with a reason a person can act on."""
@@ -252,13 +251,13 @@ async def test_the_backend_refuses_to_plan_what_the_vehicle_would_refuse(
     with pytest.raises(MeasureRefusedError, match=reason):
         world.send(**{**plan, **kwargs})
     assert world.store.get("M1") is None
-    assert await world.tick() == []
+    assert world.tick() == []
 
 
 @pytest.mark.parametrize("durations_ms", [(599_999,), (600_000,), (300_000, 300_000), (0, 600_000)])
-async def test_a_plan_of_at_most_ten_minutes_is_sent(world: World, durations_ms: tuple[int, ...]) -> None:
+def test_a_plan_of_at_most_ten_minutes_is_sent(world: World, durations_ms: tuple[int, ...]) -> None:
     world.send(steps=_steps(*durations_ms))
-    assert await world.tick() == [("M1", 1)]
+    assert world.tick() == [("M1", 1)]
     assert [s.expected_ms for s in world.sent[0].steps] == list(durations_ms)
 
 
@@ -274,14 +273,14 @@ def test_the_backend_and_the_vehicle_apply_one_key_rule(world: World) -> None:
             assert spec.key_class is KeyClass.SERVICE
 
 
-async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed(world: World) -> None:
+def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed(world: World) -> None:
     """Written by an older backend (or by hand) before the check existed."""
     world.send()
     measure = world.store.get("M1")
     assert measure is not None
     steps = one_step_per_change({"ecall.enabled": False}, expected_ms=0)
     world.store.add(replace(measure, measure_id="M2", vin=OTHER_VIN, steps=steps))
-    assert await world.tick() == [("M1", 1)]
+    assert world.tick() == [("M1", 1)]
     state = world.store.get("M2")
     assert state is not None
     assert state.state == MeasureState.ABANDONED
@@ -302,9 +301,9 @@ async def test_a_stored_measure_the_vehicle_would_refuse_is_abandoned_not_signed
         {"measure_id": "?", "attempt": None, "status": "rejected", "code": "bad_signature"},
     ],
 )
-async def test_an_answer_that_names_no_attempt_we_sent_is_logged_only(world: World, body: dict[str, Any]) -> None:
+def test_an_answer_that_names_no_attempt_we_sent_is_logged_only(world: World, body: dict[str, Any]) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.scheduler.on_record(
         ReceivedRecord(
             vin=VIN, seq=1, kind=RecordKind.EVENT, created=world.clock.now(), body={"type": "measure_result", **body}
@@ -314,14 +313,14 @@ async def test_an_answer_that_names_no_attempt_we_sent_is_logged_only(world: Wor
     assert world.store.history("M1")[0].status == "sent"
 
 
-async def test_odd_codes_reasons_and_durations_are_stored_safely(world: World) -> None:
+def test_odd_codes_reasons_and_durations_are_stored_safely(world: World) -> None:
     world.send()
-    await world.tick()
+    world.tick()
     world.answer("M1", 1, "rolled_back", code=None, impaired={"seconds": float("nan")})  # type: ignore[arg-type]
     [attempt] = world.store.history("M1")
     assert (attempt.status, attempt.impaired_s) == ("rolled_back", None)
     world.clock.advance(10_000)
-    await world.tick()
+    world.tick()
     world.scheduler.on_record(
         ReceivedRecord(
             vin=VIN,
