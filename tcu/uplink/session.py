@@ -193,6 +193,8 @@ class UplinkSession:
             await self._outbox.emit_overflow_notice()
             room = self._uplink.inflight_window - len(self._inflight)
             batch = await self._outbox.next_batch(room, skip=self._inflight)
+            if not self._radio_free.is_set():
+                continue  # the eCall took the radio while the queue was read: the batch stays queued
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(io_timeout(self._uplink.ack_timeout_s) / 4, 0.05)):

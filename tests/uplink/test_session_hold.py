@@ -5,11 +5,13 @@ drains, nothing lost. `tcu.ecall` owns the event; the session only waits on it."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 
 from nacl.public import Box
 
 from tcu.clock import ManualClock
+from tcu.uplink.queue_store import QueuedEnvelope
 from tests.uplink.session_rig import ACK_TIMEOUT_S, Rig, running_session
 
 
@@ -61,3 +63,30 @@ async def test_a_link_that_comes_up_during_an_ecall_sends_nothing_until_released
         assert rig.outbox.passes == 0
         radio_free.set()
         assert await rig.settled() == [1, 2, 3, 4]
+
+
+async def test_a_crash_while_the_sender_reads_the_queue_keeps_that_batch_off_the_radio(
+    tmp_path: Path, vehicle_box: Box, backend_box: Box, clock: ManualClock
+) -> None:
+    """The queue is read on its writer thread: a crash can take the radio while the sender waits for it."""
+    radio_free = asyncio.Event()
+    radio_free.set()
+    async with running_session(
+        tmp_path, vehicle_box=vehicle_box, backend_box=backend_box, clock=clock, radio_free=radio_free
+    ) as rig:
+        read = rig.outbox.next_batch
+
+        async def read_as_the_crash_comes(limit: int, *, skip: Iterable[int] = ()) -> list[QueuedEnvelope]:
+            batch = await read(limit, skip=skip)
+            radio_free.clear()  # the eCall took the radio while this read was on the writer thread
+            return batch
+
+        rig.outbox.next_batch = read_as_the_crash_comes  # type: ignore[method-assign]
+        await rig.put(2)
+        await rig.until(lambda: not radio_free.is_set(), "the sender to read the queue")
+        await _quiet_while_held(rig)
+        assert rig.received == []
+
+        rig.outbox.next_batch = read  # type: ignore[method-assign]
+        radio_free.set()  # the PSAP's AL-ACK
+        assert await rig.settled() == [1, 2]
