@@ -67,7 +67,9 @@ class AccountMessages:
         except RejectedMessageError as exc:
             _LOGGER.warning("account message refused (%s): %s", exc.code, exc)
         except StorageError:
-            _LOGGER.exception("account message could not be stored; the backend can send it again")
+            # Lost: the broker has it acknowledged once this returns, and the backend does not resend. The
+            # customer asks the portal for a new pairing code (a link message comes again with the next change).
+            _LOGGER.exception("account message not stored (the disk refused it): lost; a new pairing code is needed")
         return None
 
     async def _apply(self, payload: bytes) -> PersonalData:
