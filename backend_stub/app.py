@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from backend_stub.account_service import AccountService
 from backend_stub.accounts import AccountStore, Sealer
@@ -19,20 +19,21 @@ from backend_stub.measure_answers import sim_of
 from backend_stub.measure_service import MeasureService
 from backend_stub.measure_store import MeasureStore
 from backend_stub.measures import MeasureScheduler
+from backend_stub.periodic import every
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
 from backend_stub.retention import PersonalValues, RetentionJob, SideTables
-from backend_stub.service_shell import ServiceShell, Step
 from backend_stub.store import BackendStore
-from backend_stub.wakeup import Wakeup
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from telematics_wire.keys import load_private_key, load_signing_key
 from telematics_wire.strict_cbor import describe
 
 _LOGGER = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 RETENTION_INTERVAL_S = 3600.0  # personal data is due by the millisecond; an hour late is within "nach 4 Wochen"
 
 
@@ -50,6 +51,7 @@ class BackendStub:
         # Every store's connection to the database is used on this one thread while the app runs, so
         # the loop (MQTT links, the PSAP) never waits on a lock or an fsync.
         self.database = DatabaseThread("backend-db")
+        self._running = False  # between `run` starting and its stores closing: see `operate`
         self.store = BackendStore(config.database)
         private_key = load_private_key(config.private_key)
         self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
@@ -138,8 +140,18 @@ class BackendStub:
             else Billing(self.invoice_store, self.provisioning_store, self.issuer, self.clock)
         )
         self.account_service.billing = self.billing  # an owner change hands the seller's invoices over (AGB 7.1)
-        # The periodic jobs without an MQTT link, on the same shell and database thread.
-        self.housekeeping = ServiceShell("backend housekeeping", config.broker, identifier="", database=self.database)
+
+    async def operate(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """`job(*args, **kwargs)` with the backend's own stores, for an operator in this process (a
+        bench's step, a test booking a service): on the database thread while the app runs, a plain
+        call when it does not.
+
+        The stores' connections are shared with that thread: a call from the loop could interleave
+        with its transaction (a commit of the other's half-done work, "cannot commit transaction - SQL
+        statements in progress"). Handed over, it runs after the work queued before it, alone."""
+        if not self._running:
+            return job(*args, **kwargs)
+        return await self.database.run(job, *args, **kwargs)
 
     def reader(self) -> BackendStore:
         """A read-only view of the records on a connection of its own, for a test or a bench to poll
@@ -150,26 +162,12 @@ class BackendStub:
         connection of its own sees only committed batches (WAL: a reader never blocks the writer)."""
         return BackendStore(self.config.database, read_only=True)
 
-    def _periodic_jobs(self) -> dict[str, Step]:
-        never = Wakeup()  # these run on their interval only
-        jobs: dict[str, tuple[str, Callable[[], object], float]] = {
-            "retention": ("retention pass", self.retention.run, RETENTION_INTERVAL_S)
-        }
+    def _check_payments(self) -> None:
         if self.billing is not None:
-            billing = self.billing
-            jobs["billing"] = ("payment check", lambda: list(billing.check_all()), CHECK_INTERVAL_S)
-        return {
-            name: functools.partial(
-                self.housekeeping.repeat,
-                functools.partial(self.housekeeping.offload, job),
-                what=what,
-                wakeup=never,
-                poll_s=interval_s,
-            )
-            for name, (what, job, interval_s) in jobs.items()
-        }
+            list(self.billing.check_all())  # the checks run as the generator is consumed: here, on the thread
 
     async def run(self) -> None:
+        self._running = True
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.service.run(), name="backend-ingest")
@@ -181,8 +179,13 @@ class BackendStub:
                 if self.call_centre is not None:
                     tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")
-                tasks.create_task(self.housekeeping.run(loops=self._periodic_jobs()), name="backend-housekeeping")
+                retention = every(RETENTION_INTERVAL_S, "retention pass", self.retention.run, self.database)
+                tasks.create_task(retention, name="backend-retention")
+                if self.billing is not None:
+                    payments = every(CHECK_INTERVAL_S, "payment check", self._check_payments, self.database)
+                    tasks.create_task(payments, name="backend-billing")
         finally:
+            self._running = False  # an operator's call from here on is plain: there is no thread
             # The job in progress finishes (at most a busy timeout) before its connection closes.
             self.database.close()
             self.retention_tables.close()
