@@ -81,8 +81,10 @@ async def run_demo(
             queued = agent.outbox.stats().depth
             agent_task.cancel()
             await asyncio.sleep(0.3)  # the last acks reach the backend's store
-            stored_seqs = backend.store.seqs(DEMO_VIN)
-            gaps = backend.store.gaps(DEMO_VIN)
+            # A connection of our own: the backend's belongs to its database thread, where a batch may be open.
+            with contextlib.closing(backend.reader()) as records:
+                stored_seqs = records.seqs(DEMO_VIN)
+                gaps = records.gaps(DEMO_VIN)
             backend_task.cancel()
     finally:
         await broker.stop()
