@@ -173,17 +173,21 @@ def _issuer(run: RunContext) -> ProvisioningIssuer:
 
 
 async def _provision(run: RunContext, step: Step) -> None:
-    issuer, vin = _issuer(run), run.scenario.vin
+    issuer, vin, backend = _issuer(run), run.scenario.vin, run.bench.backend
+    # On the backend's database thread: its connections are that thread's while it runs.
     match step.do:
         case "book":
             term = step.args.get("term")  # none: the only term the catalogue offers for the code
-            issued = issuer.book(vin, str(step.args["service"]), None if term is None else str(term))
+            issued = await backend.operate(
+                issuer.book, vin, str(step.args["service"]), None if term is None else str(term)
+            )
         case "cancel":
-            issued = issuer.cancel(vin, str(step.args["service"]), sale=bool(step.args.get("sale", False)))
+            sale = bool(step.args.get("sale", False))
+            issued = await backend.operate(issuer.cancel, vin, str(step.args["service"]), sale=sale)
         case "suspend":
-            issued = issuer.suspend(vin)
+            issued = await backend.operate(issuer.suspend, vin)
         case _:
-            issued = issuer.resume(vin)
+            issued = await backend.operate(issuer.resume, vin)
     run.event(EventKind.PROVISIONING, f"file v{issued.version} issued", step.do)
 
 
@@ -193,7 +197,8 @@ async def _measure(run: RunContext, step: Step) -> None:
         raise ConfigError("the backend has no signing key: it cannot sign measure orders")
     fault = dict(step.args.get("fault", {}))
     step_ms = round(float(step.args.get("step_s", 1.0)) * 1000)
-    scheduler.send(
+    await run.bench.backend.operate(
+        scheduler.send,
         vin=run.scenario.vin,
         measure_id=str(step.args["id"]),
         fault=Fault(ref=str(fault.get("ref", "")), service=str(fault.get("service", ""))),

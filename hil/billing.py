@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from backend_stub.invoices import Billing, parse_amount
+from backend_stub.invoice_store import Invoice
+from backend_stub.invoices import Billing, Reconciled, parse_amount
 from hil.timeline import EventKind
 from tcu.errors import ConfigError
 
@@ -35,10 +36,14 @@ async def invoice(run: RunContext, step: Step) -> None:
     billing, vin = _billing(run), run.scenario.vin
     days = int(step.args.get("days_ago", 0))
     dated = run.bench.backend.clock.now().date() - timedelta(days=days)
-    issued = billing.issue(
-        vin, str(step.args["service"]), parse_amount(str(step.args.get("amount", "9.99"))), invoiced=dated
-    )
-    default = billing.check(vin).in_default
+    amount = parse_amount(str(step.args.get("amount", "9.99")))
+
+    def issue_and_check() -> tuple[Invoice, bool]:
+        issued = billing.issue(vin, str(step.args["service"]), amount, invoiced=dated)
+        return issued, billing.check(vin).in_default
+
+    # On the backend's database thread: its connections are that thread's while it runs.
+    issued, default = await run.bench.backend.operate(issue_and_check)
     run.event(
         EventKind.ACTION,
         f"invoice {issued.number} dated {dated}",
@@ -47,12 +52,17 @@ async def invoice(run: RunContext, step: Step) -> None:
 
 
 async def pay(run: RunContext, _step: Step) -> None:
-    billing, vin = _billing(run), run.scenario.vin
-    unpaid = [i for i in run.bench.backend.invoice_store.invoices(vin) if i.paid is None]
-    if not unpaid:
-        raise ConfigError(f"vehicle {vin} has no unpaid invoice to pay")
-    for item in unpaid:
-        result = billing.pay(item.number)
+    billing, vin, backend = _billing(run), run.scenario.vin, run.bench.backend
+
+    def pay_unpaid() -> tuple[list[Invoice], Reconciled]:
+        unpaid = [i for i in backend.invoice_store.invoices(vin) if i.paid is None]
+        if not unpaid:
+            raise ConfigError(f"vehicle {vin} has no unpaid invoice to pay")
+        for item in unpaid:
+            result = billing.pay(item.number)
+        return unpaid, result
+
+    unpaid, result = await backend.operate(pay_unpaid)  # on the database thread, as `invoice`
     run.event(
         EventKind.ACTION,
         f"paid invoice(s) {', '.join(str(i.number) for i in unpaid)}",

@@ -71,18 +71,24 @@ async def _tcu(run: RunContext, *args: str) -> str:
 
 
 async def pair(run: RunContext, step: Step) -> None:
-    vin, accounts, clock = run.scenario.vin, run.bench.backend.accounts, run.bench.backend.clock
+    vin, backend = run.scenario.vin, run.bench.backend
+    accounts, clock = backend.accounts, backend.clock
     account = str(step.args.get("account", DEFAULT_ACCOUNT))
-    if accounts.contact(account) is None:
-        accounts.create(account, name="Scenario owner", email=account, now=clock.now())
-    accounts.request_code(vin, account, clock.now())
+
+    def request_code() -> None:
+        if accounts.contact(account) is None:
+            accounts.create(account, name="Scenario owner", email=account, now=clock.now())
+        accounts.request_code(vin, account, clock.now())
+
+    # On the backend's database thread: its connections are that thread's while it runs.
+    await backend.operate(request_code)
     personal = _personal(run)
     shown = await _until(
         "the car shows the security code",
         lambda: None if (code := personal.current().security_code) is None or code.account != account else code,
     )
     run.event(EventKind.ACTION, "security code shown in the car", f"for {account}")
-    accounts.pair(vin, account, shown.code, clock.now())
+    await backend.operate(accounts.pair, vin, account, shown.code, clock.now())
     await _until("the car knows its account", lambda: True if account in personal.current().paired_accounts else None)
     run.event(EventKind.ACTION, "account paired", account)
 
@@ -94,7 +100,8 @@ async def profile(run: RunContext, step: Step) -> None:
 
 async def consent(run: RunContext, step: Step) -> None:
     recipient = str(step.args.get("recipient", "Insurer via CarData"))
-    run.bench.backend.accounts.grant_consent(run.scenario.vin, recipient, run.bench.backend.clock.now())
+    backend = run.bench.backend
+    await backend.operate(backend.accounts.grant_consent, run.scenario.vin, recipient, backend.clock.now())
 
 
 async def owner_change(run: RunContext, _step: Step) -> None:

@@ -202,8 +202,10 @@ class ScenarioRunner:
             run.event(EventKind.ACTION, "end", "agent stopped; draining what it had queued")
             await self._drain(run)
             sampling.cancel()
-            sampler.finish()  # the phases, the agent's down times, every signal and the eCall from the backend
-            self.timeline.expectations = evaluate(scenario, self._evidence(run)) + steps_result(run)
+            await sampler.finish()  # the phases, the agent's down times, every signal and the eCall from the backend
+            # On the backend's database thread: the checks read its stores, whose connections are that thread's.
+            expectations = await bench.backend.operate(evaluate, scenario, self._evidence(run))
+            self.timeline.expectations = expectations + steps_result(run)
             backend_task.cancel()
 
     async def _start_up(self, run: RunContext) -> float:

@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backend_stub.measure_store import Attempt
+from backend_stub.provisioning_history import IssuedFile
+from backend_stub.store import BackendStore
 from hil.backend_series import ecall_marks, signal_series, stored_series
 from hil.evidence_reads import vehicle_msds
 from hil.timeline import EventKind, Phase, Sample, Span, SpanKind, runs
@@ -201,6 +204,14 @@ class BenchSampler:
         self.tracker = StatusTracker(agent_started)
         self._drain_start: float | None = None
         self._seen: set[tuple[str, ...]] = set()  # backend facts already turned into events
+        self._committed: BackendStore | None = None  # opened at the first look, closed by `finish`
+
+    def _records(self) -> BackendStore:
+        """The backend's records as committed, on a connection of the sampler's own (`BackendStub.reader`):
+        the backend's own belongs to its database thread while it runs."""
+        if self._committed is None:
+            self._committed = self._run.bench.backend.reader()
+        return self._committed
 
     async def run(self) -> None:
         poll_s, backend_s = poll_intervals()
@@ -208,7 +219,7 @@ class BenchSampler:
         while True:
             self.poll()
             if since_backend >= backend_s:
-                self._backend_events()
+                await self._backend_events()
                 since_backend = 0.0
             await self._run.time.hold(poll_s)
             since_backend += poll_s
@@ -221,7 +232,7 @@ class BenchSampler:
             running=run.bench.agent.running,
             status=read_status(run.status_path),
             to_scenario=run.time.scenario_seconds,
-            stored=run.bench.backend.store.count(run.scenario.vin),
+            stored=self._records().count(run.scenario.vin),
             queue_on_disk=lambda: queue_on_disk(run.outbox),
         )
         for noted in tracker.noted:
@@ -237,21 +248,29 @@ class BenchSampler:
         self._drain_start = round(self._run.time.now(), 3)
         self.tracker.draining = True
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         """The drain is over: close the phases, mark when the agent was down, collect the backend's data."""
+        try:
+            self.poll()
+            await self._backend_events()
+            self._collect()
+        finally:
+            if self._committed is not None:
+                self._committed.close()
+                self._committed = None
+
+    def _collect(self) -> None:
         run, backend = self._run, self._run.bench.backend
-        self.poll()
-        self._backend_events()
         end = round(run.time.now(), 3)
         drain_start = end if self._drain_start is None else self._drain_start
         before = len(self.tracker.samples)
         vin = run.scenario.vin
-        stored = backend.store.count(vin)
+        stored = self._records().count(vin)
         self.tracker.end(end, stored=stored, queue_on_disk=lambda: queue_on_disk(run.outbox))
         timeline = run.timeline
         timeline.samples += self.tracker.samples[before:]
         timeline.spans += bench_spans(self.tracker, drain_start, end, explicit=timeline.spans_of(SpanKind.AGENT_DOWN))
-        records = backend.store.records(vin)
+        records = self._records().records(vin)
         timeline.series = signal_series(records, run.time.scenario_seconds)
         timeline.stored = stored_series(records, run.time.scenario_seconds)
         psap_rows: list[dict[str, Any]] = []
@@ -262,18 +281,26 @@ class BenchSampler:
                 _LOGGER.warning("report: cannot read the PSAP's MSDs (%s); the eCall table lacks them", exc)
         timeline.ecall = ecall_marks(records, psap_rows, run.time.scenario_seconds)
 
-    def _backend_events(self) -> None:
+    async def _backend_events(self) -> None:
         """What the backend learnt since the last look: measure attempts, MSDs, provisioning file states."""
         run, backend = self._run, self._run.bench.backend
         vin = run.scenario.vin
-        for measure in backend.measure_store.all(vin):
-            for attempt in backend.measure_store.history(measure.measure_id):
-                key: tuple[str, ...] = ("measure", measure.measure_id, str(attempt.attempt), attempt.status)
-                if key not in self._seen:
-                    self._seen.add(key)
-                    detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
-                    label = f"{measure.measure_id} #{attempt.attempt} {attempt.status}"
-                    run.event(EventKind.MEASURE, label, detail)
+
+        def news() -> tuple[list[tuple[str, Attempt]], list[IssuedFile]]:
+            attempts = [
+                (measure.measure_id, attempt)
+                for measure in backend.measure_store.all(vin)
+                for attempt in backend.measure_store.history(measure.measure_id)
+            ]
+            return attempts, backend.provisioning_store.files(vin)
+
+        attempts, files = await backend.operate(news)  # on the backend's database thread, which owns its stores
+        for measure_id, attempt in attempts:
+            key: tuple[str, ...] = ("measure", measure_id, str(attempt.attempt), attempt.status)
+            if key not in self._seen:
+                self._seen.add(key)
+                detail = f"{attempt.code or ''} {attempt.reason or ''}".strip()
+                run.event(EventKind.MEASURE, f"{measure_id} #{attempt.attempt} {attempt.status}", detail)
         psap = backend.psap
         for received in [] if psap is None else psap.msds:
             key = ("msd", str(received.call_id), str(received.mono))
@@ -283,7 +310,7 @@ class BenchSampler:
                 where = "" if msd is None else f" at {msd.latitude_deg:.5f},{msd.longitude_deg:.5f}"
                 detail = f"call {received.call_id}{where} {received.error or ''}".strip()
                 run.event(EventKind.ECALL, "MSD at the PSAP", detail)
-        for issued in backend.provisioning_store.files(vin):
+        for issued in files:
             file_key: tuple[str, ...] = ("file", str(issued.version), issued.state.value)
             if file_key not in self._seen:
                 self._seen.add(file_key)

@@ -87,7 +87,8 @@ async def test_while_the_app_runs_a_job_runs_on_its_database_thread_and_a_plain_
         assert await backend.operate(backend.provisioning_store.set_legal_ecall, VIN, True) is True
     after_ident = await backend.operate(threading.get_ident)
     assert before.ident == here == after_ident  # no thread to hand it to: nothing else uses the stores
-    assert during.ident != here and during.name.startswith("backend-db")
+    assert during.ident != here
+    assert during.name.startswith("backend-db")
     with pytest.raises(ValueError, match="boom"):  # a job's exception reaches the operator
         await backend.operate(_fail, "boom")
 

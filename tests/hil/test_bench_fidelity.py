@@ -231,7 +231,7 @@ class CountingSampler(BenchSampler):
     def poll(self) -> None:
         self.polls += 1
 
-    def _backend_events(self) -> None:
+    async def _backend_events(self) -> None:
         self.backend_looks += 1
 
 
