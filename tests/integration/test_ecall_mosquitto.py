@@ -65,15 +65,16 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
             )
             async with running_agent(config) as agent:
                 # Every way a contract or a person could switch things off:
-                backend.issuer.book(VIN, "6AE")
-                backend.issuer.book(VIN, "6AC")
-                backend.issuer.book(VIN, "STORE-CONNECTED", "1y")  # a paid service, for the payment default
+                issuer = backend.issuer
+                await backend.operate(issuer.book, VIN, "6AE")  # on the backend's database thread
+                await backend.operate(issuer.book, VIN, "6AC")
+                await backend.operate(issuer.book, VIN, "STORE-CONNECTED", "1y")  # paid, for the payment default
                 booked = {"6AE", "6AC", "STORE-CONNECTED"}
                 await eventually(lambda: agent.services.entitlements.running == booked, what="booked")
-                backend.issuer.cancel(VIN, "6AE")
-                backend.issuer.cancel(VIN, "6AC")
-                backend.issuer.suspend(VIN)
-                backend.issuer.deactivate_sim(VIN)  # the dealer: 6AE and 6AC end, the SIM stays for 112
+                await backend.operate(issuer.cancel, VIN, "6AE")
+                await backend.operate(issuer.cancel, VIN, "6AC")
+                await backend.operate(issuer.suspend, VIN)
+                await backend.operate(issuer.deactivate_sim, VIN)  # the dealer: 6AE and 6AC end, the SIM stays for 112
                 for category in Category:
                     # The driver's command line is its own process in a car; here a thread, off the test's loop.
                     argv = ["privacy", "--config", str(config), category.value, "block"]

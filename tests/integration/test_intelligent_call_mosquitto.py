@@ -71,8 +71,8 @@ async def test_a_crash_reaches_the_call_centre_by_voice_and_its_data_through_mos
             )
             config = drain_only_config(vehicle_config(layout, interval_s=0.5, extra=sources, ecall=ecall))
             async with running_agent(config) as agent:
-                backend.issuer.book(VIN, "6AE")
-                backend.issuer.book(VIN, "6AC")
+                await backend.operate(backend.issuer.book, VIN, "6AE")  # on the backend's database thread
+                await backend.operate(backend.issuer.book, VIN, "6AC")
                 await eventually(lambda: agent.services.entitlements.intelligent_ecall, what="6AC running")
                 await eventually(lambda: agent.state.value("Vehicle.CurrentLocation.Latitude") is not None, what="fix")
                 crash_at = elapsed()

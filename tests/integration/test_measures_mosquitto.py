@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from backend_stub.measure_store import MeasureState
+from backend_stub.measure_store import MeasureState, MeasureStore
 from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import BenchLayout
 from tcu.vehicle.drive_cycle import DriveCycle
@@ -49,7 +49,8 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
                     await eventually(
                         lambda: backend_store.last_value(VIN, "Vehicle.Mode") is not None, what="mode known"
                     )
-                backend.measures.send(
+                await backend.operate(  # on the backend's database thread, which owns its stores
+                    backend.measures.send,
                     vin=VIN,
                     measure_id="FIX-4711",
                     fault=Fault(ref="TICKET-4711 no traffic information", service="navigation"),
@@ -59,10 +60,12 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
                 )
                 await eventually(lambda: agent.measures.current is not None, what="attempt 1 running")
                 can.bus.unlock()  # the customer opens the car mid-measure
-                await eventually(lambda: len(backend.measure_store.history("FIX-4711")) >= 2, what="retry sent")
-                await eventually(lambda: _state(backend) == MeasureState.SUCCEEDED, what="measure succeeded")
+                # What the backend committed, on a connection of the test's own.
+                with contextlib.closing(MeasureStore(backend.config.database)) as committed:
+                    await eventually(lambda: len(committed.history("FIX-4711")) >= 2, what="retry sent")
+                    await eventually(lambda: _state(committed) == MeasureState.SUCCEEDED, what="measure succeeded")
+                    history = committed.history("FIX-4711")
                 assert {k: agent.ecu.values[k] for k in CHANGES} == CHANGES
-        history = backend.measure_store.history("FIX-4711")
         assert (history[0].status, history[0].code) == ("rolled_back", "lock_or_unlock")
         assert history[-1].status == "succeeded"
         assert history[-1].impaired_s is not None
@@ -73,6 +76,6 @@ async def test_measure_interrupted_by_unlock_is_retried_and_completes(layout: Be
             await backend_task
 
 
-def _state(backend: BackendStub) -> str | None:
-    measure = backend.measure_store.get("FIX-4711")
+def _state(committed: MeasureStore) -> str | None:
+    measure = committed.get("FIX-4711")
     return None if measure is None else measure.state

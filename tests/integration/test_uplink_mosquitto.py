@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import aiomqtt
@@ -10,6 +11,7 @@ import pytest
 
 from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
+from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from hil.agent_process import AgentProcess
 from hil.audit import audit_vehicle, count_seqs
@@ -164,9 +166,11 @@ async def test_wrong_credentials_are_reported_and_retried(tmp_path, layout: Benc
 
 async def test_the_capability_report_follows_the_first_readings(layout: BenchLayout, backend: BackendStub) -> None:
     def position_reported() -> bool:
-        report = backend.provisioning_store.capabilities(VIN)
+        report = committed.capabilities(VIN)
         return report is not None and report.report["categories"]["position"]["transmitted"] is True
 
-    async with running_agent(vehicle_config(layout, interval_s=0.05)):
-        # The boot report precedes the first readings; the report that follows them says what goes out.
-        await eventually(position_reported, what="a capability report naming the position transmitted")
+    # What the backend committed, on a connection of the test's own: its own belongs to its database thread.
+    with contextlib.closing(ProvisioningStore(backend.config.database)) as committed:
+        async with running_agent(vehicle_config(layout, interval_s=0.05)):
+            # The boot report precedes the first readings; the report that follows them says what goes out.
+            await eventually(position_reported, what="a capability report naming the position transmitted")
