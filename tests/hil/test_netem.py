@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backend_stub.app import BackendStub
+from backend_stub.store import BackendStore
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
 from hil.link_model import CutMode, LinkShape, TokenBucket, transit_delay
@@ -27,6 +27,7 @@ from tests.integration.conftest import vehicle_config
 
 layout = integration.layout  # the bench and backend fixtures, shared with tests/integration
 backend = integration.backend
+backend_store = integration.backend_store  # what the backend committed, on a connection of the test's own
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -323,55 +324,55 @@ async def agent_behind(net: NetworkEmulator, config: Path) -> AsyncIterator[Agen
             await task
 
 
-async def drain_exactly_once(agent: Agent, backend: BackendStub) -> None:
+async def drain_exactly_once(agent: Agent, backend_store: BackendStore) -> None:
     agent.telemetry.enabled = False
     await eventually(lambda: agent.outbox.stats().depth == 0, what="queue drained")
     next_seq = agent.outbox.stats().next_seq
-    await eventually(lambda: len(backend.store.seqs(VIN)) == next_seq - 1, what="backend caught up")
-    assert backend.store.seqs(VIN) == list(range(1, next_seq)), f"gaps: {backend.store.gaps(VIN)}"
+    await eventually(lambda: len(backend_store.seqs(VIN)) == next_seq - 1, what="backend caught up")
+    assert backend_store.seqs(VIN) == list(range(1, next_seq)), f"gaps: {backend_store.gaps(VIN)}"
 
 
 async def test_agent_queues_through_a_black_hole_and_delivers_exactly_once(
-    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+    layout: BenchLayout, backend_store: BackendStore, mosquitto: MosquittoBroker
 ) -> None:
     config = with_keepalive(vehicle_config(layout), 2)
     async with NetworkEmulator(upstream_port=mosquitto.port) as net, agent_behind(net, config) as agent:
         assert agent.config.broker.keepalive_s == 2
-        await eventually(lambda: len(backend.store.seqs(VIN)) >= 20, what="records flowing")
+        await eventually(lambda: len(backend_store.seqs(VIN)) >= 20, what="records flowing")
         net.cut(CutMode.BLACKHOLE)
         await eventually(lambda: not agent.session.stats.connected, within=15, what="keepalive noticed")
-        delivered = len(backend.store.seqs(VIN))
+        delivered = len(backend_store.seqs(VIN))
         queued = agent.outbox.stats().depth
         await eventually(lambda: agent.outbox.stats().depth >= queued + 25, what="records queued in the tunnel")
-        assert len(backend.store.seqs(VIN)) == delivered  # nothing leaks through a black hole
+        assert len(backend_store.seqs(VIN)) == delivered  # nothing leaks through a black hole
         net.restore()
         await eventually(lambda: agent.session.stats.connects >= 2, what="agent reconnected")
-        await drain_exactly_once(agent, backend)
+        await drain_exactly_once(agent, backend_store)
     assert net.stats.dropped == 0
 
 
 async def test_agent_reconnects_after_a_refusing_cut(
-    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+    layout: BenchLayout, backend_store: BackendStore, mosquitto: MosquittoBroker
 ) -> None:
     async with NetworkEmulator(upstream_port=mosquitto.port) as net, agent_behind(net, vehicle_config(layout)) as agent:
-        await eventually(lambda: len(backend.store.seqs(VIN)) >= 20, what="records flowing")
+        await eventually(lambda: len(backend_store.seqs(VIN)) >= 20, what="records flowing")
         net.cut(CutMode.REFUSE)
         await eventually(lambda: not agent.session.stats.connected, what="agent saw the link go")
         queued = agent.outbox.stats().depth
         await eventually(lambda: agent.outbox.stats().depth >= queued + 25, what="records queued offline")
         net.restore()
         await eventually(lambda: agent.session.stats.connects >= 2, what="agent reconnected")
-        await drain_exactly_once(agent, backend)
+        await drain_exactly_once(agent, backend_store)
     assert net.stats.dropped >= 1
 
 
 async def test_agent_behind_200ms_latency_delivers_everything(
-    layout: BenchLayout, backend: BackendStub, mosquitto: MosquittoBroker
+    layout: BenchLayout, backend_store: BackendStore, mosquitto: MosquittoBroker
 ) -> None:
     async with NetworkEmulator(upstream_port=mosquitto.port, rng=random.Random(5)) as net:
         net.up = net.down = LinkShape(latency_s=0.2, jitter_s=0.02)
         async with agent_behind(net, vehicle_config(layout)) as agent:
-            await eventually(lambda: len(backend.store.seqs(VIN)) >= 40, what="records through a slow link")
-            await drain_exactly_once(agent, backend)
+            await eventually(lambda: len(backend_store.seqs(VIN)) >= 40, what="records through a slow link")
+            await drain_exactly_once(agent, backend_store)
         assert net.stats.bytes_up > 0
         assert net.stats.bytes_down > 0
