@@ -13,21 +13,10 @@ import pytest
 from backend_stub.psap import PsapBehaviour, PsapStub, read_psap_msds
 from hil.devices.modem_sim import Coverage, ModemSimulator, ModemTiming
 from tcu.sources.modem import PROFILES, SimStatus
-from telematics_wire.msd import Msd, VehicleType, encode
+from tests.backend_stub.psap_caller import MSD
 from tests.conftest import VIN
 from tests.hil.serial_port import opened
 
-MSD = encode(
-    Msd(
-        automatic_activation=True,
-        test_call=False,
-        position_can_be_trusted=True,
-        vehicle_type=VehicleType.M1,
-        vin=VIN,
-        latitude_mas=173_160_000,
-        longitude_mas=41_400_000,
-    )
-)
 FINALS = ("OK", "ERROR", "+CME ERROR", "NO CARRIER")
 URCS = ("+CREG: ", "+CECALLIND: ", "+UUECALLSTAT: ", "RING", "+CLIP: ", "RDY")
 
