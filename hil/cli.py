@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import signal
 import sys
 import tomllib
@@ -252,10 +253,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return _replay(args)
     if args.command == "demo":
+        workdir = demo_workdir(args.workdir)
         try:
             result = asyncio.run(
                 run_demo(
-                    demo_workdir(args.workdir),
+                    workdir,
                     duration_s=args.duration or None,
                     broker_choice=args.broker,
                     telemetry_interval_s=args.interval,
@@ -263,6 +265,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             return 130
+        finally:
+            if args.workdir is None:  # a bench folder nobody asked to keep (it holds keys): gone with the demo
+                shutil.rmtree(workdir, ignore_errors=True)
         return 0 if result.ok else 1
     return 2
 

@@ -18,6 +18,7 @@ deterministic except the ASC header's `date` line, which python-can fills with t
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from collections.abc import Callable
@@ -198,8 +199,14 @@ def write_all(folder: Path = RECORDINGS) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    for path in write_all(Path(args[0]) if args else RECORDINGS):
+    parser = argparse.ArgumentParser(
+        prog="python -m hil.recorded_drive", description="Write the recorded drive as BLF, ASC and candump log."
+    )
+    parser.add_argument(
+        "folder", nargs="?", type=Path, default=RECORDINGS, help=f"where to write (default {RECORDINGS})"
+    )
+    args = parser.parse_args(argv)
+    for path in write_all(args.folder):
         print(f"{path} ({path.stat().st_size} bytes)")
     return 0
 

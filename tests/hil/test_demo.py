@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hil.cli import main as hil_cli
 from hil.demo import run_demo
 from tests.conftest import require_mosquitto
 
@@ -21,3 +22,17 @@ async def test_demo_delivers_every_record_exactly_once(tmp_path: Path, broker: s
     assert result.stored >= 15
     assert "link=up" in out.getvalue()
     assert out.getvalue().rstrip().splitlines()[-1].startswith("OK: backend stored")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_demo_removes_its_own_bench_folder_and_keeps_one_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    """The folder holds keys and a database: one made for the run goes with it; `--workdir DIR` is kept."""
+    require_mosquitto()
+    made = tmp_path / "made-for-the-run"
+    monkeypatch.setattr("hil.demo.tempfile.mkdtemp", lambda prefix: str(made.mkdir() or made))
+    given = ["--workdir", str(tmp_path / "given")] if keep else []
+    assert hil_cli(["demo", "--duration", "1.5", "--interval", "0.1", *given]) == 0
+    assert made.exists() is False
+    assert (tmp_path / "given" / "backend.toml").exists() is keep
