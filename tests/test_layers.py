@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# What the backend and the bench may take from tcu besides the wire package: leaf modules that import
-# nothing of the car (checked below).
+# What the backend may take from tcu besides the wire package: leaf modules that import nothing of the car
+# (checked below). The bench drives the agent and may take any of it.
 PROCESS_KIT = frozenset(
     {
         "tcu.backoff",
