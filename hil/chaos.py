@@ -33,7 +33,7 @@ from hil.audit import audit_vehicle
 from hil.backend_process import BackendProcess
 from hil.broker import MosquittoBroker
 from hil.chaos_report import ChaosReport, log_findings
-from hil.chaos_schedule import ChaosSettings, Fault, chaos_schedule
+from hil.chaos_schedule import ChaosConfig, Fault, chaos_schedule
 from hil.layout import BenchLayout
 from hil.small_disk import fill, free, small_filesystem
 from hil.telemetry_holes import Lifetime, telemetry_holes
@@ -49,7 +49,7 @@ FAST_UPLINK = UplinkConfig(reconnect_base_s=0.05, reconnect_cap_s=0.5, ack_timeo
 
 @dataclass
 class ChaosRun:
-    settings: ChaosSettings
+    settings: ChaosConfig
     workdir: Path
     on_line: Callable[[str], None] = field(default=lambda line: _LOGGER.info("%s", line))
     _actions: list[str] = field(default_factory=list, init=False)

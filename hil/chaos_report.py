@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hil.audit import SeqAudit, count_seqs, format_ranges
-from hil.chaos_schedule import ChaosSettings, Fault
+from hil.chaos_schedule import ChaosConfig, Fault
 from hil.telemetry_holes import Hole
 
 # In the agent's log: each count is a finding worth a look even when the audit passes.
@@ -24,7 +24,7 @@ _LOG_FINDINGS = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChaosReport:
-    settings: ChaosSettings
+    settings: ChaosConfig
     schedule: tuple[Fault, ...]
     actions: list[str]
     audit: SeqAudit

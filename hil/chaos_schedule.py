@@ -71,7 +71,7 @@ def chaos_schedule(seed: int, seconds: float, *, mean_gap_s: float = 3.0) -> tup
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChaosSettings:
+class ChaosConfig:
     seed: int
     seconds: float = 40.0  # the fault window; the drain comes after
     telemetry_interval_s: float = 0.02  # 50 records/s: a few seconds of outage fill the queue bound

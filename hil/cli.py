@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hil.chaos import ChaosRun
-from hil.chaos_schedule import ChaosSettings
+from hil.chaos_schedule import ChaosConfig
 from hil.demo import demo_workdir, run_demo
 from hil.devices.replay import ReplayDevice
 from hil.live_view import LiveView
@@ -108,7 +108,7 @@ def _chaos(args: argparse.Namespace) -> int:
             "max_records": args.max_records,
             "disk_bytes": None if args.disk_kib is None else args.disk_kib * 1024,
         }
-        settings = ChaosSettings(seed=seed, **{key: value for key, value in chosen.items() if value is not None})
+        settings = ChaosConfig(seed=seed, **{key: value for key, value in chosen.items() if value is not None})
         run = ChaosRun(settings, workdir / f"seed-{seed}", on_line=print)
         try:
             report = asyncio.run(run.run())

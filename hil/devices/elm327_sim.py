@@ -54,7 +54,7 @@ class Elm327Timing:
 
 
 @dataclass(slots=True)
-class _Settings:
+class _SimConfig:
     """What ATZ restores."""
 
     echo: bool = True
@@ -117,7 +117,7 @@ class Elm327Simulator(PtyDevice):
         self.version = version
         self.ecu_online = True  # False: the car is off; searches fail, requests get NO DATA
         self.requests: list[str] = []  # every command received, for tests and run reports
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         self._cleared_at_km = self.cycle.start_odometer_km - 120.0
         self._ecus = [_Ecu(can_id=ENGINE, pids=ENGINE_PIDS, answers=self._engine)]
         if transmission_ecu:
@@ -175,7 +175,7 @@ class Elm327Simulator(PtyDevice):
 
     # -- the adapter ------------------------------------------------------------------------------
     def on_plug(self) -> None:
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         self._input.clear()
 
     def _reply(self, lines: Iterable[str]) -> bytes:
@@ -214,7 +214,7 @@ class Elm327Simulator(PtyDevice):
                 setattr(s, name, cmd.endswith("1"))
                 return [(0.0, self._reply(["OK"]))]
         if cmd in ("Z", "WS"):
-            self._settings = _Settings()
+            self._settings = _SimConfig()
             return [(self.timing.reset_s if cmd == "Z" else 0.0, self._banner())]
         if cmd == "D":  # defaults for the display options; echo and linefeeds stay
             s.spaces, s.headers, s.caf = True, False, True
@@ -302,7 +302,7 @@ class Elm327Simulator(PtyDevice):
 
     async def reset(self) -> None:
         """The adapter reboots on its own (brown-out, watchdog): settings lost, banner printed."""
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         await self.inject(self._banner())
 
 

@@ -81,7 +81,7 @@ class ModemTiming:
 
 
 @dataclass(slots=True)
-class _Settings:
+class _SimConfig:
     echo: bool = True
     cmee: int = 0
     creg: int = 0
@@ -113,7 +113,7 @@ class ModemSimulator(PtyDevice):
         self.numbers = dict(numbers or {})  # the simulated telephone network: number → callee address
         self.requests: list[str] = []  # every command line received, for tests and run reports
         self.resets = 0
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         self._input = bytearray()
         self._out: PtyPort | None = None
         self._call: CallLine | None = None
@@ -143,7 +143,7 @@ class ModemSimulator(PtyDevice):
         return f"{host}:{port}"
 
     def on_plug(self) -> None:
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         self._input.clear()
 
     async def __aexit__(
@@ -171,7 +171,7 @@ class ModemSimulator(PtyDevice):
         """The modem reboots on its own: the call is lost, power-on settings, `RDY`."""
         self.resets += 1
         await self._end_call(None)
-        self._settings = _Settings()
+        self._settings = _SimConfig()
         await self.inject(b"\r\nRDY\r\n")
 
     async def drop_call(self) -> None:
@@ -422,7 +422,7 @@ class ModemSimulator(PtyDevice):
 
     # -- output ----------------------------------------------------------------------------------------------
     async def _restore(self) -> None:
-        self._settings = _Settings()
+        self._settings = _SimConfig()
 
     async def _creg_urc(self) -> None:
         if self._settings.creg:

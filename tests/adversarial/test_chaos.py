@@ -21,7 +21,7 @@ import pytest
 from backend_stub.store import BackendStore
 from hil.audit import audit_vehicle
 from hil.chaos import ChaosRun
-from hil.chaos_schedule import ACTIONS, ChaosSettings, chaos_schedule
+from hil.chaos_schedule import ACTIONS, ChaosConfig, chaos_schedule
 from hil.small_disk import SmallDiskUnavailableError, fill, free, free_bytes, small_filesystem
 from hil.telemetry_holes import Lifetime, telemetry_holes
 from telematics_wire.records import ReceivedRecord, RecordKind
@@ -297,7 +297,7 @@ def test_ballast_fills_a_real_small_filesystem_and_frees_it(tmp_path: Path) -> N
 # -- the chaos runs ----------------------------------------------------------------------------
 
 
-async def _chaos(tmp_path: Path, settings: ChaosSettings) -> None:
+async def _chaos(tmp_path: Path, settings: ChaosConfig) -> None:
     require_mosquitto()
     try:
         report = await ChaosRun(settings, tmp_path / "chaos", on_line=print).run()
@@ -310,7 +310,7 @@ async def _chaos(tmp_path: Path, settings: ChaosSettings) -> None:
 @pytest.mark.mosquitto
 @pytest.mark.timeout(CI_SECONDS + 150)
 async def test_seeded_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
-    await _chaos(tmp_path, ChaosSettings(seed=CI_SEED, seconds=CI_SECONDS, drain_timeout_s=30))
+    await _chaos(tmp_path, ChaosConfig(seed=CI_SEED, seconds=CI_SECONDS, drain_timeout_s=30))
 
 
 @pytest.mark.mosquitto
@@ -319,4 +319,4 @@ async def test_seeded_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Pat
 @pytest.mark.skipif(not LONG_SECONDS, reason="on demand: set TCU_CHAOS_SECONDS (and TCU_CHAOS_SEEDS=1,2,...)")
 @pytest.mark.parametrize("seed", LONG_SEEDS)
 async def test_long_seeded_chaos(tmp_path: Path, seed: int) -> None:
-    await _chaos(tmp_path, ChaosSettings(seed=seed, seconds=LONG_SECONDS))
+    await _chaos(tmp_path, ChaosConfig(seed=seed, seconds=LONG_SECONDS))
