@@ -167,10 +167,6 @@ class MemoryBroker:
     def retained(self) -> dict[str, bytes]:
         return {topic: publication.payload for topic, publication in self._retained.items()}
 
-    def is_connected(self, identifier: str) -> bool:
-        session = self._sessions.get(identifier)
-        return session is not None and session.link is not None
-
     # -- faults ----------------------------------------------------------------------------------
 
     def drop(self, identifier: str, reason: str = "connection lost") -> None:
