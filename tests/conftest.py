@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.public import Box, PrivateKey
@@ -81,3 +83,17 @@ async def eventually(condition: Callable[[], bool], *, within: float = 20.0, wha
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out after {within} s waiting for {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def running_task(
+    coroutine: Coroutine[Any, Any, object], name: str | None = None
+) -> AsyncIterator[asyncio.Task[object]]:
+    """`coroutine` as a task for the block; cancelled and awaited at its end (any other error it raised escapes)."""
+    task = asyncio.create_task(coroutine, name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

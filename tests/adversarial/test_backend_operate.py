@@ -21,7 +21,7 @@ from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
 from backend_stub.provisioning_store import ProvisioningStore
 from hil.layout import BenchLayout
-from tests.conftest import VIN
+from tests.conftest import VIN, running_task
 
 
 def _backend(tmp_path: Path) -> BackendStub:
@@ -33,14 +33,9 @@ def _backend(tmp_path: Path) -> BackendStub:
 
 @contextlib.asynccontextmanager
 async def running(backend: BackendStub) -> AsyncIterator[None]:
-    task = asyncio.create_task(backend.run(), name="backend")
-    await asyncio.sleep(0)  # run() has started: its database thread owns the stores
-    try:
+    async with running_task(backend.run(), name="backend"):
+        await asyncio.sleep(0)  # run() has started: its database thread owns the stores
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_booking_waits_for_the_database_threads_transaction_and_both_land(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tcu.clock import ManualClock
 from tcu.uplink.mqtt_port import MqttClient
 from telematics_wire.envelope import open_ack, seal_record
 from telematics_wire.records import Record, RecordKind, to_millis
-from tests.conftest import VIN
+from tests.conftest import VIN, running_task
 
 RECORDS = f"vehicles/{VIN}/up/records"
 ACKS = f"vehicles/{VIN}/down/ack"
@@ -40,15 +39,12 @@ async def twin_ingest(
 
     ingest = Ingest(store, backend_key, clock, max_payload_bytes=64 * 1024)
     service = IngestService(ingest, store, BrokerConfig(), clients=clients)
-    task = asyncio.create_task(service.run())
     try:
-        async with asyncio.timeout(5):
-            await service.connected.wait()
-        yield broker, store
+        async with running_task(service.run()):
+            async with asyncio.timeout(5):
+                await service.connected.wait()
+            yield broker, store
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         store.close()
 
 

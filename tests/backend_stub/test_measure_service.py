@@ -36,7 +36,7 @@ from telematics_wire.measure_plan import Fault, one_step_per_change
 from telematics_wire.records import Record, RecordKind
 from telematics_wire.vehicle_mode import VehicleMode
 from tests.backend_stub.test_measures import KEY
-from tests.conftest import OTHER_VIN, VIN
+from tests.conftest import OTHER_VIN, VIN, running_task
 from tests.settle import settle
 
 FAULT = Fault(ref="TICKET-1 firewall blocks the traffic service", service="gateway")
@@ -138,15 +138,10 @@ async def backend(tmp_path: Path, vehicle_key: PrivateKey, backend_key: PrivateK
 
 @contextlib.asynccontextmanager
 async def running(backend: Backend) -> AsyncIterator[None]:
-    task = asyncio.create_task(backend.service.run())
-    try:
+    async with running_task(backend.service.run()):
         async with asyncio.timeout(5):
             await backend.service.shell.connected.wait()
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_orders_due_are_published_in_order_and_the_tick_runs_on_the_database_thread(

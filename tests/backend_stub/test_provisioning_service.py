@@ -28,7 +28,7 @@ from telematics_wire.catalogue import Catalogue
 from telematics_wire.envelope import seal_record
 from telematics_wire.provisioning import verify_file
 from telematics_wire.records import Record, RecordKind
-from tests.conftest import VIN
+from tests.conftest import VIN, running_task
 
 CATALOGUE = Catalogue.load()
 TOPIC = f"vehicles/{VIN}/down/provisioning"
@@ -165,13 +165,8 @@ async def test_without_a_signing_key_an_expired_file_is_not_published(backend: B
 
 @contextlib.asynccontextmanager
 async def delivering(service: ProvisioningService, publisher: MemoryPublisher) -> AsyncIterator[None]:
-    task = asyncio.create_task(service.deliver_forever(publisher), name="delivery-under-test")
-    try:
+    async with running_task(service.deliver_forever(publisher), name="delivery-under-test"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _until(condition: Callable[[], bool]) -> None:
