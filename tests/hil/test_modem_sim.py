@@ -136,6 +136,7 @@ async def test_an_ecall_reaches_the_psap_which_decodes_acknowledges_and_clears_d
             "cleardown",
             "ended by psap",
         ]
+        await psap.archived()  # the PSAP acknowledges first and writes its row on its archive thread after
         rows = read_psap_msds(tmp_path / "psap.sqlite3")
         assert [(r["vin"], r["message_identifier"], r["position_trusted"]) for r in rows] == [(VIN, 1, 1)]
         assert psap.rows()[0]["raw_hex"] == MSD.hex()
