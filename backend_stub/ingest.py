@@ -90,6 +90,12 @@ class Ingest:
         """
         self._status_observers.append(observer)
 
+    def notify_stored(self, record: ReceivedRecord) -> None:
+        """Tell the record observers of a record another ingest worker stored and committed
+        (`backend_stub.ingest_workers`): the services that book events run in this process only."""
+        for observer in self._record_observers:
+            self._notify(observer, record)
+
     def _notify(self, observer: Callable[..., None], *args: object) -> None:
         try:
             observer(*args)
@@ -291,6 +297,7 @@ class IngestService:
         identifier: str = "backend-stub",
         database: DatabaseThread | None = None,
         clients: ClientFactory | None = None,
+        subscriptions: tuple[str, ...] = (UP_WILDCARD,),
     ) -> None:
         self._ingest = ingest
         self._store = store
@@ -300,7 +307,7 @@ class IngestService:
             broker,
             identifier=identifier,
             database=database,
-            subscriptions=(UP_WILDCARD,),
+            subscriptions=subscriptions,  # shared ($share/...) when several ingest workers split the load
             max_inflight=1000,
             clients=clients,
         )
