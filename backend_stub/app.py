@@ -13,6 +13,9 @@ from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
 from backend_stub.config import BackendConfig
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest, IngestService
+from backend_stub.ingest_worker import GROUP as INGEST_GROUP
+from backend_stub.ingest_worker import RECORDS_WILDCARD, STATUS_WILDCARD, shared
+from backend_stub.ingest_workers import IngestWorkers
 from backend_stub.invoice_store import InvoiceStore
 from backend_stub.invoices import CHECK_INTERVAL_S, Billing
 from backend_stub.measure_answers import sim_of
@@ -30,6 +33,7 @@ from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from telematics_wire.keys import load_private_key, load_signing_key
 from telematics_wire.strict_cbor import describe
+from telematics_wire.topics import UP_WILDCARD
 
 _LOGGER = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -43,7 +47,7 @@ def _text(value: object) -> str | None:
 
 
 class BackendStub:
-    def __init__(self, config: BackendConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: BackendConfig, *, clock: Clock | None = None, log_level: str = "info") -> None:
         self.config = config
         self.clock = clock or SystemClock()
         # Without a signing key the backend still delivers files and books results, but cannot sign.
@@ -55,7 +59,19 @@ class BackendStub:
         self.store = BackendStore(config.database)
         private_key = load_private_key(config.private_key)
         self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
-        self.service = IngestService(self.ingest, self.store, config.broker, database=self.database)
+        # Several ingest workers: this process's ingest is one member of the shared subscription of
+        # records and keeps the statuses (retained, which a shared subscription never gets).
+        subscriptions = (
+            (UP_WILDCARD,) if config.ingest_workers == 1 else (STATUS_WILDCARD, shared(RECORDS_WILDCARD, INGEST_GROUP))
+        )
+        self.service = IngestService(
+            self.ingest, self.store, config.broker, database=self.database, subscriptions=subscriptions
+        )
+        self.workers = (
+            None
+            if config.ingest_workers == 1
+            else IngestWorkers(config, config.ingest_workers, relayed=self.ingest.notify_stored, log_level=log_level)
+        )
         self.provisioning_store = ProvisioningStore(config.database)
         self.issuer = (
             None
@@ -171,6 +187,8 @@ class BackendStub:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.service.run(), name="backend-ingest")
+                if self.workers is not None:
+                    tasks.create_task(self.workers.run(), name="backend-ingest-workers")
                 tasks.create_task(self.provisioning.run(), name="backend-provisioning")
                 if self.measure_service is not None:
                     tasks.create_task(self.measure_service.run(), name="backend-measures")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from backend_stub.account_cli import COMMANDS as ACCOUNT_COMMANDS
@@ -18,7 +19,7 @@ from backend_stub.account_cli import add_account_parsers, run_account_command
 from backend_stub.app import BackendStub
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.enroll_cli import add_enroll_parser, run_enroll
-from backend_stub.errors import BackendError
+from backend_stub.errors import BackendConfigError, BackendError
 from backend_stub.invoice_cli import add_invoice_parser, run_invoice_command
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provision_cli import add_provision_parser, run_provision_command
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="ingest vehicle data from the broker")
     run.add_argument("--config", type=Path, required=True)
+    run.add_argument(
+        "--ingest-workers", type=int, help="ingest processes on a shared subscription (default: [ingest] workers, 1)"
+    )
     keygen = commands.add_parser("keygen", help="create the backend's X25519 and Ed25519 key pairs")
     keygen.add_argument("--dir", type=Path, required=True)
     add_enroll_parser(commands)
@@ -50,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_command(args: argparse.Namespace, config: BackendConfig) -> None:
     if args.command == "run":
-        run_service(BackendStub(config).run())
+        if args.ingest_workers is not None:
+            if args.ingest_workers < 1:
+                raise BackendConfigError(f"--ingest-workers must be at least 1, got {args.ingest_workers}")
+            config = replace(config, ingest_workers=args.ingest_workers)
+        run_service(BackendStub(config, log_level=args.log_level).run())
     elif args.command == "enroll":
         run_enroll(args, config)
     elif args.command in QUERY_COMMANDS:

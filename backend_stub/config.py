@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend_stub.errors import BackendConfigError
+from backend_stub.store_location import PostgresUrl
 from tcu.broker_config import BrokerConfig, parse_broker, refuse_exposed_password
 from tcu.errors import ConfigError
 from tcu.toml_config import REQUIRED, TomlSection, load_toml
+from telematics_wire.private_files import refuse_exposed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackendConfig:
-    database: Path
+    database: Path  # the SQLite file: the records too, unless `store_url` names PostgreSQL
     private_key: Path  # X25519: opens vehicle envelopes, seals acks
     signing_key: Path | None  # Ed25519: signs provisioning files and measure orders
     broker: BrokerConfig
     max_payload_bytes: int = 64 * 1024
+    ingest_workers: int = 1  # ingest processes on a shared subscription (backend_stub.ingest_workers)
     measure_retry_base_s: float = 30.0  # backoff after a failed remote-measure attempt ...
     measure_retry_cap_s: float = 900.0  # ... capped here (the cause going away retries at once)
     measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
@@ -28,6 +31,7 @@ class BackendConfig:
     call_centre_port: int | None = None  # the intelligent emergency call's call centre on 127.0.0.1; None: none
     call_centre_answer_delay_s: float = 0.0  # ringing before an agent picks up
     call_centre_voice_s: float | None = None  # the agent clears down after this long; None: the vehicle ends it
+    store_url: PostgresUrl | None = None  # [store] url: the record store in PostgreSQL (store_location.py)
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -39,12 +43,15 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         measures = root.table("measures")
         psap = root.table("psap")
         call_centre = root.table("call_centre")
+        store = root.table("store")
+        url = store.text("url")
         config = BackendConfig(
             database=root.path("database", REQUIRED),
             private_key=keys.path("private_key", REQUIRED),
             signing_key=keys.path("signing_key"),
             broker=parse_broker(root.table("broker"), env),
             max_payload_bytes=ingest.integer("max_payload_bytes", 64 * 1024),
+            ingest_workers=ingest.integer("workers", 1),
             measure_retry_base_s=measures.number("retry_base_s", 30.0),
             measure_retry_cap_s=measures.number("retry_cap_s", 900.0),
             measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
@@ -53,10 +60,15 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             call_centre_port=call_centre.integer("port"),
             call_centre_answer_delay_s=call_centre.number("answer_delay_s", 0.0),
             call_centre_voice_s=call_centre.number("voice_s"),
+            store_url=None if url is None else PostgresUrl(url),
         )
-        for section in (keys, ingest, measures, psap, call_centre, root):
+        for section in (keys, ingest, measures, psap, call_centre, store, root):
             section.reject_unknown()
         refuse_exposed_password(path, config.broker)
+        if config.store_url is not None and config.store_url.has_password:
+            refuse_exposed(path, path.stat(), "the [store] url password in", ConfigError)
     except ConfigError as exc:
         raise BackendConfigError(str(exc)) from exc
+    if config.ingest_workers < 1:
+        raise BackendConfigError(f"{path}: ingest.workers must be at least 1, got {config.ingest_workers}")
     return config

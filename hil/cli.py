@@ -15,6 +15,7 @@ from hil.chaos import ChaosRun
 from hil.chaos_schedule import ChaosConfig
 from hil.demo import demo_workdir, run_demo
 from hil.devices.replay import ReplayDevice
+from hil.fleet_cli import add_fleet_parser, run_fleet_command
 from hil.live_view import LiveView
 from hil.report import write_report
 from hil.runner import ScenarioRunner, run_scenario
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
 
     commands.add_parser("list", help="the scenarios shipped with tcu-hil")
+    add_fleet_parser(commands)
     run = commands.add_parser("run", help="run a scenario: a name from `tcu-hil list` or a TOML file")
     run.add_argument("scenario")
     run.add_argument("--workdir", type=Path, help="bench folder (default: a new temporary one)")
@@ -252,6 +254,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _chaos(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "fleet":
+        return run_fleet_command(args)
     if args.command == "demo":
         workdir = demo_workdir(args.workdir)
         try:
