@@ -144,6 +144,7 @@ async def _wait_for_ingest(log: Path, workers: int, backend: asyncio.subprocess.
 async def run_fleet(root: Path, plan: FleetPlan) -> FleetResult:
     broker = MosquittoBroker(root / "mosquitto")
     _, configs = build_bench(root, broker.url, plan)
+    _LOGGER.info("bench for %d vehicles built in %s", plan.vehicles, root)
     context = multiprocessing.get_context("spawn")
     window_start = context.Barrier(plan.processes + 1)  # the fleet processes and this coordinator
     async with broker:
@@ -166,6 +167,9 @@ async def run_fleet(root: Path, plan: FleetPlan) -> FleetResult:
             )
         try:
             await _wait_for_ingest(backend_log, plan.workers, backend, timeout_s=60.0)
+            _LOGGER.info(
+                "backend with %d ingest worker(s) subscribed; starting %d fleet processes", plan.workers, plan.processes
+            )
             backend_meter = _CpuMeter([backend.pid, *children(backend.pid)])  # with its ingest workers
             broker_meter = _CpuMeter(children(os.getpid(), "mosquitto"))
             reports, window = await _run_processes(
@@ -212,6 +216,7 @@ async def _run_processes(
         started.append((process, receiver))
     try:
         await asyncio.to_thread(window_start.wait, plan.connect_timeout_s + _STARTUP_S)
+        _LOGGER.info("every fleet process connected its vehicles: the %.0f s window starts", plan.seconds)
         backend_before, broker_before, wall_before = backend_meter.total_s(), broker_meter.total_s(), time.monotonic()
         await asyncio.sleep(plan.seconds)
         window = _Window(
@@ -219,6 +224,7 @@ async def _run_processes(
             backend_cpu_s=backend_meter.total_s() - backend_before,
             broker_cpu_s=broker_meter.total_s() - broker_before,
         )
+        _LOGGER.info("window over: the vehicles stop producing and drain")
         deadline = plan.drain_window_s + 60.0  # the drain, then the vehicles' shutdown
         reports = [await asyncio.to_thread(_receive, receiver, deadline) for _, receiver in started]
     finally:

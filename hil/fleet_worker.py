@@ -38,7 +38,7 @@ class WorkerPlan:
     seconds: float  # the measured window
     connect_timeout_s: float
     drain_window_s: float
-    log_level: str = "error"
+    log_level: str = "warning"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +75,7 @@ async def run_share(plan: WorkerPlan, window_start: threading.Barrier) -> Worker
             async with asyncio.timeout(plan.connect_timeout_s):
                 await asyncio.gather(*(agent.session.wait_connected() for agent in agents))
         connected = sum(agent.session.stats.connected for agent in agents)
+        _LOGGER.info("fleet process %d: %d of %d vehicles connected", plan.index, connected, len(agents))
         # A thread waits at the barrier: the loop keeps serving the agents meanwhile.
         await asyncio.to_thread(window_start.wait)
         lag.samples_ms.clear()
@@ -92,6 +93,7 @@ async def run_share(plan: WorkerPlan, window_start: threading.Barrier) -> Worker
                 while any(agent.outbox.stats().depth for agent in agents):  # noqa: ASYNC110 - polls many queues
                     await asyncio.sleep(_DRAIN_POLL_S)
         drain_s = time.perf_counter() - drain_start
+        _LOGGER.info("fleet process %d: drained in %.1f s", plan.index, drain_s)
         left = sum(agent.outbox.stats().depth for agent in agents)
         queued = {agent.config.vin: agent.outbox.stats().next_seq - 1 for agent in agents}
         for task in [*runners, lag_task]:

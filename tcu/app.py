@@ -43,6 +43,9 @@ from telematics_wire.records import Record, RecordKind
 from telematics_wire.sim_state import SimState
 
 _LOGGER = logging.getLogger(__name__)
+# The shipped catalogue (two TOML files, ~130 ms to parse) is read once per process, not per agent: a
+# fleet process runs thousands of agents. It is immutable; each agent takes its own `for_vehicle` copy.
+_shipped_catalogue = functools.cache(Catalogue.load)
 
 
 class Agent:
@@ -105,7 +108,7 @@ class Agent:
             clock=self.clock,
             radio_free=None if self.ecall is None else self.ecall.radio_free,  # the eCall before its AL-ACK
         )
-        self.catalogue = Catalogue.load().for_vehicle(config.vehicle.fit)  # files checked against the build
+        self.catalogue = _shipped_catalogue().for_vehicle(config.vehicle.fit)  # files checked against the build
         self.personal = PersonalStore(config.personal_path)
         self.services = ServiceManager(
             vin=config.vin,
