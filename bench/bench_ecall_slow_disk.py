@@ -1,22 +1,25 @@
-"""Crash → dial with a slow disk under the eCall reports: `python -m bench.bench_ecall_slow_disk [runs]`.
+"""Crash → MSD at the PSAP with a slow disk under the eCall reports: `python -m bench.bench_ecall_slow_disk`.
 
-A measurement, not a test (issue 14: the eCall never waits on a disk). The same in-process path as
-`bench_ecall` (VehicleState → trigger → state machine → modem client → pty → modem simulator → simulated
-112 network → PSAP stub), with the eCall's reports drained as the agent drains them
-(`Agent._store_ecall_report`: `await Outbox.put`, sealed and committed by the queue's writer thread)
-into a real queue database on a slow SD card: every commit takes `--fsync-ms` (500 ms) longer, injected
-through the queue's statement trace on the writer's thread. Every call makes about ten reports, so the
-disk falls behind at once and stays behind: the eCall's report queue fills and drops its oldest reports,
-as it is meant to, and the dial must not notice.
+A measurement, not a test (issue 14: the eCall never waits on a disk; issue 15: p99 < 50 ms with every
+fsync 50 ms slower, a slow SD card). The same in-process path as `bench_ecall` (VehicleState → trigger →
+state machine → modem client → pty → modem simulator → simulated 112 network → PSAP stub), with the eCall's
+reports drained exactly as the agent drains them: `EcallReports.drain` into `tcu.app.store_ecall_report`,
+the function the agent itself hands the drain (`await Outbox.put`, sealed and committed by the queue's
+writer thread, then the uplink woken), into a real queue database on a slow card: every commit takes
+`--fsync-ms` longer, injected through the queue's statement trace on the writer's thread. Every call
+makes about ten reports; when the disk falls behind, the eCall's report queue fills and drops its oldest
+reports, as it is meant to, and the call must not notice.
 
-Measured: crash signal → the call arriving at the PSAP (the dial) and → the MSD decoded there, p50 and p99
-over `runs` triggers. Goal: crash → dial p99 < 50 ms.
+Measured over `runs` triggers: crash signal → the call arriving at the PSAP (the dial) and → the MSD
+decoded at the PSAP, which sends its AL-ACK at once (acknowledged). The baseline is the same with the disk
+untouched (`--fsync-ms 0`). Goal: crash → MSD acknowledged p99 < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import statistics
 import tempfile
@@ -29,6 +32,7 @@ from nacl.public import PrivateKey
 from backend_stub.psap import PsapStub
 from bench.bench_ecall import VIN, crash_and_clear, until
 from hil.devices.modem_sim import ModemSimulator, ModemTiming
+from tcu.app import store_ecall_report
 from tcu.clock import SystemClock
 from tcu.config import QueueConfig
 from tcu.ecall.config import EcallConfig
@@ -49,7 +53,8 @@ class SlowCommits:
 
     def __call__(self, statement: str) -> None:
         if statement.strip().upper().startswith("COMMIT"):
-            time.sleep(self._fsync_s)  # the slow card: nothing else about the write changes
+            if self._fsync_s > 0:
+                time.sleep(self._fsync_s)  # the slow card: nothing else about the write changes
             self.commits += 1
 
 
@@ -59,6 +64,7 @@ class Result:
     msd_s: list[float]
     commits: int
     dropped: int
+    stored: int  # reports the agent's store put in the queue (it wakes the uplink after each)
 
 
 async def measure(runs: int, *, fsync_s: float, directory: Path) -> Result:
@@ -75,12 +81,14 @@ async def measure(runs: int, *, fsync_s: float, directory: Path) -> Result:
     )
     dial_s: list[float] = []
     msd_s: list[float] = []
+    stored: list[None] = []
     async with PsapStub() as psap, outbox:
         modem = ModemSimulator(psap_address=psap.address, timing=ModemTiming.instant())
         async with modem:
             config = EcallConfig(port=modem.path, retrigger_suppress_s=0.0)
             service = EcallService(config, vin=VIN, state=state, clock=clock)
-            store = outbox.put  # what Agent._store_ecall_report awaits (then it wakes the uplink)
+            # What Agent._run_telematics_tasks hands the drain; the uplink it would wake is not running here.
+            store = functools.partial(store_ecall_report, outbox, lambda: stored.append(None))
             async with asyncio.TaskGroup() as tasks:
                 engine = tasks.create_task(service.run(), name="ecall")
                 drain = tasks.create_task(service.reports.drain(store), name="ecall-reports")
@@ -93,7 +101,7 @@ async def measure(runs: int, *, fsync_s: float, directory: Path) -> Result:
                     msd_s.append(received.mono - started)
                 engine.cancel()
                 drain.cancel()
-    return Result(dial_s=dial_s, msd_s=msd_s, commits=slow.commits, dropped=service.reports.dropped)
+    return Result(dial_s=dial_s, msd_s=msd_s, commits=slow.commits, dropped=service.reports.dropped, stored=len(stored))
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float, float]:
@@ -105,7 +113,7 @@ def percentiles(seconds: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="?", type=int, default=200)
-    parser.add_argument("--fsync-ms", type=float, default=500.0, help="extra time every queue commit takes (500)")
+    parser.add_argument("--fsync-ms", type=float, default=50.0, help="extra time every queue commit takes (50)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # per-transition and queue-full warnings would flood the terminal
     with tempfile.TemporaryDirectory(prefix="tcu-bench-slow-disk-") as tmp:
@@ -115,8 +123,11 @@ def main() -> None:
     print(f"{args.runs} crashes, eCall reports queued on a disk whose every commit takes +{args.fsync_ms:g} ms:")
     print(f"  crash → dial at the PSAP:  p50 {dial_p50:.2f} ms, p99 {dial_p99:.2f} ms, max {dial_max:.2f} ms")
     print(f"  crash → MSD at the PSAP:   p50 {msd_p50:.2f} ms, p99 {msd_p99:.2f} ms, max {msd_max:.2f} ms")
-    print(f"  queue commits {result.commits}, eCall reports dropped (its queue full) {result.dropped}")
-    print(f"  goal crash → dial p99 < {GOAL_MS:g} ms: {'met' if dial_p99 < GOAL_MS else 'MISSED'}")
+    print(
+        f"  queue commits {result.commits}, eCall reports stored {result.stored}, "
+        f"dropped (their queue full) {result.dropped}"
+    )
+    print(f"  goal crash → MSD acknowledged p99 < {GOAL_MS:g} ms: {'met' if msd_p99 < GOAL_MS else 'MISSED'}")
 
 
 if __name__ == "__main__":
