@@ -20,7 +20,7 @@ from typing import NoReturn, TypeVar
 
 from tcu.backoff import Backoff
 from tcu.clock import Clock
-from tcu.errors import DeviceTimeoutError, ProtocolError
+from tcu.errors import DeviceTimeoutError
 from tcu.reconnect import ReconnectLoop, Sleep
 from tcu.sources.log_limit import LogLimit
 from tcu.sources.serial_port import SourceStats
@@ -62,20 +62,15 @@ class CanFeed:
 
     def decode(self, frames: Sequence[CanFrame]) -> int:
         """Decode frames into the state; returns how many there were. A frame the DBC refuses is skipped."""
-        now, monotonic = self._clock.now(), self._clock.monotonic()
-        decode = self._decoder.decode
+        signals, rejected = self._decoder.decode_batch(frames, self._clock.now(), self._clock.monotonic())
+        for frame, exc in rejected:  # the reason names the frame and its DBC message
+            self.frame_warnings.warning(("decode", frame.can_id), "%s: skipped a frame: %s", self.name, exc)
         update = self._state.update
+        for signal in signals:
+            update(signal)
         stats = self.stats
-        for frame in frames:
-            try:
-                signals = decode(frame, now, monotonic)
-            except ProtocolError as exc:  # the reason names the frame and its DBC message
-                stats.errors += 1
-                self.frame_warnings.warning(("decode", frame.can_id), "%s: skipped a frame: %s", self.name, exc)
-                continue
-            for signal in signals:
-                update(signal)
-            stats.signals += len(signals)
+        stats.errors += len(rejected)
+        stats.signals += len(signals)
         stats.messages += len(frames)
         return len(frames)
 

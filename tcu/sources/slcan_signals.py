@@ -1,12 +1,17 @@
 """CAN frames → VSS signals, through a CAN database (cantools) and a typed mapping (`tcu.vehicle.can_mapping`).
 
 Decoding sits on the hot path of a busy bus (thousands of frames per second), so everything that
-can be worked out once is: a per-frame-id plan holds the cantools message's bound `decode`, the
-expected length and, per mapped signal, a `CanTarget` whose conversion (scale, offset, unit, value
-table, rounding, plausible range) is folded into a multiply-add or one dict lookup. cantools runs
-with `decode_choices=False, scaling=False`: raw integers, no `NamedSignalValue` objects. Unmapped
-messages and signals cost one dict lookup, and a payload equal to the previous one of its frame id is
-not decoded again.
+can be worked out once is: a per-frame-id plan holds, per mapped signal, a `CanTarget` whose conversion
+(scale, offset, unit, value table, rounding, plausible range) is folded into a multiply-add or one dict
+lookup, and where its bits sit (`tcu.vehicle.can_bits`): a raw value is a shift and a mask of the
+frame read as one integer, the same integer cantools gives with `decode_choices=False, scaling=False`.
+Multiplexed messages and float signals go through cantools' own `decode`. Unmapped messages and
+signals cost nothing past one dict lookup.
+
+Frames read together share one timestamp (`decode_batch`), so within a batch a reading already made
+(the same raw value of a signal, the same mapped bits of a message) is the same immutable `Signal`,
+built once: a door status repeating itself, or an alive counter ticking beside unchanged signals, is
+a dict lookup per frame.
 
 The database is the packaged fictional car unless `[sources.can] dbc` names files; the mapping is
 the packaged `tcu/vehicle/mapping/can.toml` unless `[sources.can] mapping` names one. eCall trigger
@@ -16,7 +21,7 @@ rules (`[[ecall.trigger]]`) become targets too, replacing the mapping's entry fo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +30,14 @@ from typing import Any
 from tcu.ecall.triggers import TriggerRule
 from tcu.errors import ConfigError, ProtocolError
 from tcu.sources.slcan import CanFrame
+from tcu.vehicle.can_bits import bit_fields
 from tcu.vehicle.can_database import PACKAGED_DBC, load_can_database
 from tcu.vehicle.can_dbc_lookup import split_key
 from tcu.vehicle.can_mapping import resolve_entry
 from tcu.vehicle.can_target import CanTarget, ResolvedEntry, convert
 from tcu.vehicle.can_trigger import resolve_trigger
 from tcu.vehicle.mapping import load_mapping, packaged_mapping_name
-from tcu.vehicle.state import Quality, Signal
-from telematics_wire.signal_values import SignalValue
+from tcu.vehicle.state import Signal
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,17 +45,57 @@ SOURCE = "can"
 MAPPING_TABLES = ("vss", "extension")  # standard VSS paths, then our own
 
 
-@dataclass(frozen=True, slots=True)
+# Signals decoded per identical payload within one batch, per message; a batch's frames share one timestamp.
+_PAYLOAD_CACHE = 256
+_EXTENDED = 1 << 31  # 11-bit 0x123 and 29-bit 0x123 are different frames; bit 31 keeps them apart in one int key
+
+# One mapped signal on the fast path: (shift, mask, sign bit, big-endian, target, this batch's Signal per raw).
+_Field = tuple[int, int, int, bool, CanTarget, dict[Any, Signal]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Plan:
+    """How one DBC message becomes signals: shifts and masks (`fields`), or cantools (`fields` None)."""
+
     message: str
     length: int
-    decode: Callable[..., Mapping[str, Any]]
-    targets: tuple[CanTarget, ...]
+    decode: Callable[..., Mapping[str, Any]]  # cantools' Message.decode, for the fallback
+    targets: tuple[tuple[CanTarget, dict[Any, Signal]], ...]
+    fields: tuple[_Field, ...] | None
+    big_endian: bool  # a field needs the frame read big-endian
+    occupied: int  # bits of the mapped signals (frame read little-endian): the payload cache's key
+    payloads: dict[int, tuple[Signal, ...]]  # this batch's signals per payload (multi-signal messages)
 
 
 def _plan_key(can_id: int, extended: bool) -> int:
-    # 11-bit 0x123 and 29-bit 0x123 are different frames; bit 31 keeps them apart in one int key.
-    return can_id | (1 << 31) if extended else can_id
+    return can_id | _EXTENDED if extended else can_id
+
+
+def _plan(message: Any, targets: Sequence[CanTarget]) -> _Plan:
+    with_caches = tuple((target, dict[Any, Signal]()) for target in targets)
+    layouts = bit_fields(message, [message.get_signal_by_name(target.name) for target in targets])
+    fields: tuple[_Field, ...] | None = None
+    if isinstance(layouts, str):
+        _LOGGER.info("CAN message %s is decoded by cantools: %s", message.name, layouts)
+        layouts = []
+    else:
+        fields = tuple(
+            (f.shift, f.mask, f.sign, f.big_endian, target, cache)
+            for f, (target, cache) in zip(layouts, with_caches, strict=True)
+        )
+    occupied = 0
+    for layout in layouts:
+        occupied |= layout.occupied
+    return _Plan(
+        message=message.name,
+        length=message.length,
+        decode=message.decode,
+        targets=with_caches,
+        fields=fields,
+        big_endian=any(layout.big_endian for layout in layouts),
+        occupied=occupied,
+        payloads={},
+    )
 
 
 class CanSignalDecoder:
@@ -74,16 +119,14 @@ class CanSignalDecoder:
         for entry in self.entries:
             grouped.setdefault(entry.message, []).append(entry.target)
         self._plans: dict[int, _Plan] = {}
-        # The last payload per frame id and what it decoded to: cyclic frames mostly repeat
-        # themselves (a door status sent ten times a second), and then decoding is a bytes compare.
-        self._last: dict[int, tuple[bytes, tuple[tuple[str, SignalValue, Quality], ...]]] = {}
-        self._stamp: tuple[datetime, float | None] | None = None
-        self._signals: dict[tuple[str, SignalValue, Quality], Signal] = {}
         for message_name, targets in grouped.items():
             message = database.get_message_by_name(message_name)
-            self._plans[_plan_key(message.frame_id, message.is_extended_frame)] = _Plan(
-                message=message.name, length=message.length, decode=message.decode, targets=tuple(targets)
-            )
+            self._plans[_plan_key(message.frame_id, message.is_extended_frame)] = _plan(message, targets)
+        # Frames read in one batch share one timestamp, so an identical reading (a door still closed in the
+        # next frame) is the same immutable Signal: built and validated once per batch, not per frame.
+        self._stamp: tuple[datetime, float | None] | None = None
+        self._batch_caches: list[dict[Any, Any]] = [cache for plan in self._plans.values() for _, cache in plan.targets]
+        self._batch_caches += [plan.payloads for plan in self._plans.values()]
 
     @property
     def paths(self) -> frozenset[str]:
@@ -127,48 +170,101 @@ class CanSignalDecoder:
         `timestamp` is the wall time the frame was read, `monotonic` the same moment on the monotonic
         clock (what orders readings in the vehicle state).
 
-        Raises ProtocolError when a known frame is too short for its DBC message.
+        Raises ProtocolError when a known frame is too short for its DBC message, or does not decode.
         """
-        plan = self._plans.get(_plan_key(frame.can_id, frame.extended))
-        if plan is None or frame.remote:
-            return []
-        if len(frame.data) < plan.length:
-            raise ProtocolError(
-                f"frame 0x{frame.can_id:X} has {len(frame.data)} data bytes; "
-                f"DBC message {plan.message} needs {plan.length}"
-            )
-        key = _plan_key(frame.can_id, frame.extended)
-        data = frame.data
-        cached = self._last.get(key)
-        if cached is None or cached[0] != data:
-            try:
-                values = plan.decode(data, False, False)
-                readings = tuple((t.path, *convert(t, values[t.name])) for t in plan.targets if t.name in values)
-            except Exception as exc:  # cantools (a multiplexer value the database lacks), a value it cannot hold
-                raise ProtocolError(f"frame 0x{frame.can_id:X} ({plan.message}) does not decode: {exc}") from exc
-            cached = (data, readings)
-            self._last[key] = cached
-        # Frames read in one chunk share one timestamp, so an identical reading (a door still closed in
-        # the next frame) is the same immutable Signal: built and validated once per chunk, not per frame.
+        signals, rejected = self.decode_batch((frame,), timestamp, monotonic)
+        if rejected:
+            raise rejected[0][1]
+        return signals
+
+    def decode_batch(
+        self, frames: Iterable[CanFrame], timestamp: datetime, monotonic: float | None = None
+    ) -> tuple[list[Signal], list[tuple[CanFrame, ProtocolError]]]:
+        """The mapped signals of frames read together, in order, and the frames rejected with the reason."""
         if self._stamp != (timestamp, monotonic):
             self._stamp = (timestamp, monotonic)
-            self._signals.clear()
-        signals = self._signals
-        out = []
-        for reading in cached[1]:
-            signal = signals.get(reading)
-            if signal is None:
-                path, value, quality = reading
-                signal = signals[reading] = Signal(
-                    path=path,
-                    value=value,
-                    timestamp=timestamp,
-                    source=self.source,
-                    quality=quality,
-                    monotonic=monotonic,
+            for cache in self._batch_caches:
+                cache.clear()
+        plans = self._plans
+        signals: list[Signal] = []
+        rejected: list[tuple[CanFrame, ProtocolError]] = []
+        for frame in frames:
+            plan = plans.get(frame.can_id | _EXTENDED if frame.extended else frame.can_id)
+            if plan is None or frame.remote:
+                continue
+            data = frame.data
+            if len(data) < plan.length:
+                rejected.append((frame, self._too_short(frame, plan)))
+                continue
+            try:
+                if plan.fields is None:
+                    signals += self._by_cantools(plan, data)
+                    continue
+                if len(data) > plan.length:
+                    data = data[: plan.length]  # as cantools: the DBC's length counts, extra bytes are ignored
+                little = int.from_bytes(data, "little")
+                if len(plan.fields) == 1:  # the field's own per-raw cache is the payload cache
+                    shift, mask, sign, big_endian, target, cache = plan.fields[0]
+                    raw = ((int.from_bytes(data) if big_endian else little) >> shift) & mask
+                    if raw & sign:
+                        raw -= sign << 1
+                    signal = cache.get(raw)
+                    if signal is None:
+                        signal = cache[raw] = self._signal(target, raw)
+                    signals.append(signal)
+                    continue
+                payloads = plan.payloads
+                key = little & plan.occupied
+                known = payloads.get(key)
+                if known is None:
+                    known = self._fields(plan.fields, little, int.from_bytes(data) if plan.big_endian else 0)
+                    if len(payloads) >= _PAYLOAD_CACHE:
+                        payloads.clear()
+                    payloads[key] = known
+                signals += known
+            except Exception as exc:  # cantools (a multiplexer value the database lacks), a value it cannot hold
+                rejected.append(
+                    (frame, ProtocolError(f"frame 0x{frame.can_id:X} ({plan.message}) does not decode: {exc}"))
                 )
+        return signals, rejected
+
+    def _fields(self, fields: tuple[_Field, ...], little: int, big: int) -> tuple[Signal, ...]:
+        out = []
+        for shift, mask, sign, big_endian, target, cache in fields:
+            raw = ((big if big_endian else little) >> shift) & mask
+            if raw & sign:
+                raw -= sign << 1
+            signal = cache.get(raw)
+            if signal is None:
+                signal = cache[raw] = self._signal(target, raw)
             out.append(signal)
+        return tuple(out)
+
+    def _by_cantools(self, plan: _Plan, data: bytes) -> list[Signal]:
+        values = plan.decode(data, False, False)
+        out = []
+        for target, cache in plan.targets:
+            if target.name in values:  # a multiplexed signal the frame does not carry is absent
+                raw = values[target.name]
+                signal = cache.get(raw)
+                if signal is None:
+                    signal = cache[raw] = self._signal(target, raw)
+                out.append(signal)
         return out
+
+    def _signal(self, target: CanTarget, raw: float) -> Signal:
+        assert self._stamp is not None
+        value, quality = convert(target, raw)
+        timestamp, monotonic = self._stamp
+        return Signal(
+            path=target.path, value=value, timestamp=timestamp, source=self.source, quality=quality, monotonic=monotonic
+        )
+
+    @staticmethod
+    def _too_short(frame: CanFrame, plan: _Plan) -> ProtocolError:
+        return ProtocolError(
+            f"frame 0x{frame.can_id:X} has {len(frame.data)} data bytes; DBC message {plan.message} needs {plan.length}"
+        )
 
 
 def _rule_entry(database: Any, rule: TriggerRule, entries: Mapping[str, ResolvedEntry]) -> ResolvedEntry:

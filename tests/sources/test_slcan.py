@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import select
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ from tcu.sources.slcan import (
     Transmit,
     TransmitAck,
     Version,
+    _data_frame,
+    _parsed_frame,
     format_command,
     format_frame,
     format_response,
@@ -313,3 +316,60 @@ def test_python_can_understands_our_frames_and_we_understand_its_commands(pty_pa
         ]
     finally:
         bus.shutdown()
+
+
+def _spoiled(line: bytes, at: int, char: bytes) -> bytes:
+    return line[:at] + char + line[at + 1 :] if at < len(line) else line + char
+
+
+# Valid frame lines, some with one character spoiled, some cut short or grown, plus lines made of the
+# characters a slicing parser could mistake for hex (`int(x, 16)` takes "+", " ", "_").
+_near_frame_lines = st.one_of(
+    st.builds(
+        _spoiled,
+        frames.map(lambda frame: format_frame(frame)[:-1]),
+        st.integers(0, 30),
+        st.sampled_from([b"", b"0", b"8", b"9", b"F", b"f", b"g", b" ", b"+", b"_", b"-", b"\x07", b"\xff"]),
+    ),
+    st.builds(
+        lambda kind, body: kind + body,
+        st.sampled_from([b"t", b"T", b"r", b"R"]),
+        st.text("0123456789abcdefABCDEF +_-", max_size=28).map(str.encode),
+    ),
+)
+
+
+@given(_near_frame_lines)
+def test_the_slicing_fast_path_agrees_with_the_frame_pattern(line: bytes) -> None:
+    """`_data_frame` (slices, for speed) builds exactly the frame the pattern parser builds, or leaves the
+    line to it, so every rejection keeps its precise reason."""
+    try:
+        expected: CanFrame | str = _parsed_frame(line)
+    except ProtocolError as exc:
+        expected = str(exc)
+    fast = _data_frame(line)
+    if isinstance(expected, str):
+        assert fast is None
+        with pytest.raises(ProtocolError, match=re.escape(expected)):
+            parse_frame(line)
+    else:
+        assert fast is None or fast == expected
+        assert parse_frame(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"t0C1+AF12", "DLC '+' is not a digit"),
+        (b"t0C12AF 2", "data 'AF 2' contains non-hex characters"),
+        (b"t_C12AF12", "identifier '_C1' is not 3 hex digits"),
+        (b"t0C19AF12", "DLC 9 exceeds 8"),
+        (b"t8001AF", "11-bit identifier 0x800 exceeds 0x7FF"),
+        (b"t0C11AFEA60", "timestamp 60000 ms exceeds 59999"),
+        (b"t0C12AF1", "DLC 2 needs 4 hex digits of data (+4 for a timestamp), got 3"),
+    ],
+)
+def test_lines_that_only_look_like_frames_are_rejected_with_the_reason(line: bytes, reason: str) -> None:
+    (item,) = SlcanStream().feed(line + b"\r")
+    assert isinstance(item, ProtocolError)
+    assert reason in str(item)

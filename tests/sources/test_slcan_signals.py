@@ -11,6 +11,9 @@ from pathlib import Path
 
 import cantools
 import pytest
+from cantools.database.namedsignalvalue import NamedSignalValue
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tcu.errors import ConfigError, ProtocolError
 from tcu.sources.slcan import CanFrame, SlcanStream
@@ -171,3 +174,87 @@ def test_unreadable_dbc_is_a_config_error(tmp_path: Path) -> None:
     dbc.write_text('BO_ 1 Broken: 8 X\n SG_ A : 0|99@1+ (1,0) [0|1] "" X\n')
     with pytest.raises(ConfigError, match=r"broken\.dbc: cannot be loaded"):
         CanSignalDecoder.from_files(dbc_path=dbc)
+
+
+LAYOUTS = REPO / "tests" / "data" / "can" / "layouts.dbc"  # Motorola, signed, 64-bit, extended, mux, float
+LAYOUT_MAPPING = """
+[extension]
+"Mixed.IntelSigned" = "Vehicle.Test.IntelSigned"
+"Mixed.MotorolaUnsigned" = "Vehicle.Test.MotorolaUnsigned"
+"Mixed.MotorolaSigned" = "Vehicle.Test.MotorolaSigned"
+"Mixed.IntelOdd" = "Vehicle.Test.IntelOdd"
+"Mixed.Gear" = "Vehicle.Test.Gear"
+"WideExtended.MotorolaWide" = "Vehicle.Test.MotorolaWide"
+"IntelWide.IntelWideSigned" = "Vehicle.Test.IntelWideSigned"
+"Muxed.Temperature" = "Vehicle.Test.Temperature"
+"Muxed.Level" = "Vehicle.Test.Level"
+"Floaty.Pressure" = "Vehicle.Test.Pressure"
+"""
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory) -> CanSignalDecoder:
+    mapping = tmp_path_factory.mktemp("layouts") / "can.toml"
+    mapping.write_text(LAYOUT_MAPPING)
+    return CanSignalDecoder.from_files(mapping, dbc_path=LAYOUTS)
+
+
+def cantools_view(decoder: CanSignalDecoder, frame: CanFrame) -> dict[str, object] | str:
+    """What cantools itself makes of a frame (scaled, choice names), rounded as each target rounds:
+    {path: value}, or why cantools refuses the frame."""
+    message = decoder.database.get_message_by_frame_id(frame.can_id)
+    try:
+        decoded = message.decode(frame.data)
+    except Exception as exc:
+        return str(exc)
+    targets = {entry.target.name: entry.target for entry in decoder.entries if entry.message == message.name}
+    view: dict[str, object] = {}
+    for name, value in decoded.items():
+        if name in targets:
+            target = targets[name]
+            view[target.path] = value.name if isinstance(value, NamedSignalValue) else round(value, target.decimals)
+    return view
+
+
+_PAYLOADS = st.binary(min_size=8, max_size=8)
+layout_frames = st.one_of(
+    st.builds(lambda payload: CanFrame(can_id=0x100, data=payload), _PAYLOADS),  # Mixed
+    st.builds(lambda payload: CanFrame(can_id=0x102, data=payload), _PAYLOADS),  # IntelWide
+    st.builds(lambda payload: CanFrame(can_id=0x18FF5201, extended=True, data=payload), _PAYLOADS),  # WideExtended
+    st.builds(lambda payload: CanFrame(can_id=0x103, data=payload[:4]), _PAYLOADS),  # Muxed
+    st.builds(lambda payload: CanFrame(can_id=0x104, data=payload[:4]), _PAYLOADS),  # Floaty
+)
+
+
+@settings(max_examples=60)
+@given(frames=st.lists(layout_frames, min_size=1, max_size=100))
+def test_decoded_values_are_cantools_values_in_any_batch(layouts: CanSignalDecoder, frames: list[CanFrame]) -> None:
+    """The shift-and-mask path (Intel, Motorola, signed, 64-bit) and the cantools fallback (multiplexed,
+    float) both give cantools' own scaled values and choice names, however a batch repeats payloads."""
+    signals, rejected = layouts.decode_batch(frames, NOW, 1.0)
+    got = iter(signals)
+    reasons = dict((id(frame), str(exc)) for frame, exc in rejected)
+    for frame in frames:
+        expected = cantools_view(layouts, frame)
+        if isinstance(expected, str):
+            assert expected in reasons[id(frame)]
+            continue
+        decoded = {signal.path: signal.value for signal in [next(got) for _ in expected]}
+        assert decoded == pytest.approx(expected, rel=1e-12, nan_ok=True)
+    assert next(got, None) is None
+
+
+def test_the_fallback_names_the_frame_a_multiplexer_value_it_lacks(layouts: CanSignalDecoder) -> None:
+    assert values(layouts, 0x103, "01100000") == {"Vehicle.Test.Temperature": (1.6, Quality.GOOD)}
+    assert values(layouts, 0x103, "02320000") == {"Vehicle.Test.Level": (50, Quality.GOOD)}
+    with pytest.raises(ProtocolError, match=r"frame 0x103 \(Muxed\) does not decode: expected multiplexer id 1 or 2"):
+        layouts.decode(CanFrame(can_id=0x103, data=bytes.fromhex("03000000")), NOW)
+
+
+def test_a_batch_past_the_payload_cache_decodes_like_frames_one_by_one(layouts: CanSignalDecoder) -> None:
+    """A batch repeating more distinct payloads than the cache holds (it is cleared and refilled)."""
+    frames = [CanFrame(can_id=0x100, data=(n % 700 * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8)) for n in range(2_000)]
+    signals, rejected = layouts.decode_batch(frames, NOW, 1.0)
+    one_by_one = [signal for n, frame in enumerate(frames) for signal in layouts.decode(frame, NOW, 2.0 + n)]
+    assert not rejected
+    assert [(s.path, s.value, s.quality) for s in signals] == [(s.path, s.value, s.quality) for s in one_by_one]
