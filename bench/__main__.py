@@ -1,7 +1,7 @@
 """The benchmark suite in one command: every line against its baseline, measured in the same run.
 
-    python -m bench --quick                      # about two minutes on the 2-core machine; needs mosquitto
-    python -m bench                              # about six minutes: more records, a 1,000-TCU fleet
+    python -m bench --quick                      # about three minutes on the 2-core machine; needs mosquitto
+    python -m bench                              # six to eight minutes: more records, a 1,000-TCU fleet
     python -m bench --json bench/history.json    # append the run; print each row's change and regressions
     python -m bench --update-readme --machine-note "2-core machine, 6 agents busy"
 
@@ -36,6 +36,7 @@ from typing import Any
 from nacl.public import PrivateKey
 
 from bench import bench_ecall_slow_disk, bench_fleet, bench_msd, bench_sources, bench_uplink, history, readme_table
+from bench.baseline_cantools import python_can_cantools_frames_per_s
 from bench.comparison import ROUNDS, Better, Contender, Figures, interleave
 from bench.suite_rows import Goal, Row
 from hil.broker import MosquittoBroker
@@ -207,7 +208,6 @@ def _slcan_frames_per_s(data: bytes, frames: int, seconds: float) -> float:
 
 
 async def can_rows(sizes: Sizes) -> list[Row]:
-    cantools_rate = _optional("baseline_cantools", "python_can_cantools_frames_per_s")
     rows: list[Row] = []
     for key, label, (data, frames), worst, goal in (
         ("slcan_bus_mix", "simulated bus mix", bench_sources.bus_bytes(10.0), False, 1.0),
@@ -221,7 +221,7 @@ async def can_rows(sizes: Sizes) -> list[Row]:
     ):
         ours, (base,) = await _versus(
             _in_thread(_slcan_frames_per_s, data, frames, sizes.seconds),
-            [None if cantools_rate is None else _in_thread(cantools_rate, data, sizes.seconds, worst_case=worst)],
+            [_in_thread(python_can_cantools_frames_per_s, data, sizes.seconds, worst_case=worst)],
             sizes.rounds,
         )
         rows.append(
@@ -231,11 +231,7 @@ async def can_rows(sizes: Sizes) -> list[Row]:
                 unit="frames/s",
                 better=Better.HIGHER,
                 ours=ours,
-                baseline_name=(
-                    "python-can's SLCAN line parsing + cantools decode_message, same frames, no mapping"
-                    if cantools_rate
-                    else _unavailable("python-can + cantools", "baseline_cantools")
-                ),
+                baseline_name="python-can's SLCAN line parsing + cantools decode_message, same frames, no mapping",
                 baseline=base,
                 goal=Goal.ratio(goal),
             )
@@ -480,7 +476,7 @@ def report_history(path: Path, run: history.Entry) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short windows and a 300-TCU fleet (under 3 min)")
+    parser.add_argument("--quick", action="store_true", help="short windows and a 200-TCU fleet (about 3 min)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds per row (3)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="append the run to this history file")
     parser.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a ratio dropped > 10 %%")
