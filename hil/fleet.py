@@ -81,6 +81,7 @@ class FleetResult:
     loop_lag_p99_ms: float  # the worst process's
     loop_lag_max_ms: float
     cpu_ms_per_vehicle_s: float  # the fleet processes' CPU time per vehicle per second of window
+    cpu_ms_per_record: float  # the same per record queued: honest when the vehicles fell behind 1 record/s
     fleet_cpu_percent: float  # of one core, all fleet processes together
     backend_cpu_percent: float  # the backend and its ingest workers
     broker_cpu_percent: float
@@ -246,7 +247,8 @@ def _receive(receiver: multiprocessing.connection.Connection, timeout_s: float) 
 def _result(plan: FleetPlan, reports: list[WorkerReport], audit: FleetAudit, window: _Window) -> FleetResult:
     vehicles = sum(report.vehicles for report in reports)
     connected = sum(report.connected for report in reports)
-    rate = sum(report.queued_in_window for report in reports) / vehicles / window.seconds
+    in_window = sum(report.queued_in_window for report in reports)
+    rate = in_window / vehicles / window.seconds
     cpu_s = sum(report.cpu_s for report in reports)
     added_mb = sum(report.rss_mb - report.rss_before_agents_mb for report in reports)
     left = sum(report.left_in_queues for report in reports)
@@ -267,6 +269,7 @@ def _result(plan: FleetPlan, reports: list[WorkerReport], audit: FleetAudit, win
         loop_lag_p99_ms=max(report.lag.p99_ms for report in reports),
         loop_lag_max_ms=max(report.lag.max_ms for report in reports),
         cpu_ms_per_vehicle_s=round(cpu_s * 1000 / vehicles / window.seconds, 3),
+        cpu_ms_per_record=round(cpu_s * 1000 / max(in_window, 1), 3),
         fleet_cpu_percent=round(cpu_s / window.seconds * 100, 1),
         backend_cpu_percent=round(window.backend_cpu_s / window.seconds * 100, 1),
         broker_cpu_percent=round(window.broker_cpu_s / window.seconds * 100, 1),

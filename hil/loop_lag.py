@@ -41,7 +41,7 @@ def summarise(samples_ms: list[float]) -> LagSummary:
     """p50, p99 and the worst of `samples_ms` (zeros without two samples)."""
     if len(samples_ms) < 2:
         return LagSummary(samples=len(samples_ms), p50_ms=0.0, p99_ms=0.0, max_ms=max(samples_ms, default=0.0))
-    cuts = statistics.quantiles(samples_ms, n=100)
+    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")  # never past the worst sample
     return LagSummary(
         samples=len(samples_ms), p50_ms=round(cuts[49], 1), p99_ms=round(cuts[98], 1), max_ms=round(max(samples_ms), 1)
     )
