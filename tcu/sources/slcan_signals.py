@@ -203,16 +203,6 @@ class CanSignalDecoder:
                 if len(data) > plan.length:
                     data = data[: plan.length]  # as cantools: the DBC's length counts, extra bytes are ignored
                 little = int.from_bytes(data, "little")
-                if len(plan.fields) == 1:  # the field's own per-raw cache is the payload cache
-                    shift, mask, sign, big_endian, target, cache = plan.fields[0]
-                    raw = ((int.from_bytes(data) if big_endian else little) >> shift) & mask
-                    if raw & sign:
-                        raw -= sign << 1
-                    signal = cache.get(raw)
-                    if signal is None:
-                        signal = cache[raw] = self._signal(target, raw)
-                    signals.append(signal)
-                    continue
                 payloads = plan.payloads
                 key = little & plan.occupied
                 known = payloads.get(key)
