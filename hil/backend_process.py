@@ -33,6 +33,13 @@ class BackendProcess:
             )
 
     @property
+    def pid(self) -> int:
+        """The running backend's process id (a fleet run measures its CPU time)."""
+        if self._process is None:
+            raise RuntimeError("the backend is not running")
+        return self._process.pid
+
+    @property
     def exited(self) -> int | None:
         """The exit code of a backend that ended on its own; None while it runs (or was never started)."""
         return None if self._process is None else self._process.returncode

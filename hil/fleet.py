@@ -24,13 +24,14 @@ import logging
 import multiprocessing
 import os
 import resource
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from backend_stub.config import load_backend_config
+from hil.backend_process import BackendProcess
 from hil.broker import MosquittoBroker
 from hil.fleet_audit import FleetAudit, audit_fleet
 from hil.fleet_worker import WorkerPlan, WorkerReport, run_worker_process
@@ -134,38 +135,27 @@ def _subscribed(log: Path) -> int:
     return log.read_text(errors="replace").count(_SUBSCRIBED) if log.exists() else 0
 
 
-async def _wait_for_ingest(log: Path, workers: int, backend: asyncio.subprocess.Process, timeout_s: float) -> None:
+async def _wait_for_ingest(log: Path, workers: int, backend: BackendProcess, timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while _subscribed(log) < workers:
-            if backend.returncode is not None:
-                raise RuntimeError(f"the backend exited with status {backend.returncode}: see {log}")
+            if backend.exited is not None:
+                raise RuntimeError(f"the backend exited with status {backend.exited}: see {log}")
             await asyncio.sleep(0.2)
 
 
 async def run_fleet(root: Path, plan: FleetPlan) -> FleetResult:
     broker = MosquittoBroker(root / "mosquitto")
-    _, configs = build_bench(root, broker.url, plan)
+    layout, configs = build_bench(root, broker.url, plan)
+    layout.write_backend_config(
+        replace(load_backend_config(layout.backend_config, env={}), ingest_workers=plan.workers)
+    )
     _LOGGER.info("bench for %d vehicles built in %s", plan.vehicles, root)
     context = multiprocessing.get_context("spawn")
     window_start = context.Barrier(plan.processes + 1)  # the fleet processes and this coordinator
+    backend_log = root / "backend.log"
+    backend = BackendProcess(layout.backend_config, backend_log)
     async with broker:
-        backend_log = root / "backend.log"
-        with backend_log.open("wb") as log_file:
-            backend = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "backend_stub.cli",
-                "--log-level",
-                "info",
-                "run",
-                "--config",
-                str(root / "backend.toml"),
-                "--ingest-workers",
-                str(plan.workers),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
+        await backend.start()
         try:
             await _wait_for_ingest(backend_log, plan.workers, backend, timeout_s=60.0)
             _LOGGER.info(
@@ -177,8 +167,7 @@ async def run_fleet(root: Path, plan: FleetPlan) -> FleetResult:
                 context, window_start, configs, plan, backend_meter=backend_meter, broker_meter=broker_meter
             )
         finally:
-            backend.terminate()
-            await backend.wait()
+            await backend.stop()
     queued = {vin: count for report in reports for vin, count in report.queued.items()}
     return _result(plan, reports, audit_fleet(root / "backend.sqlite3", queued), window)
 

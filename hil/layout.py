@@ -186,7 +186,7 @@ def broker_table(url: str, broker: BrokerConfig) -> str:
 _BACKEND_TABLES: dict[str, dict[str, str]] = {
     "": {"database": "database"},
     "keys": {"private_key": "private_key", "signing_key": "signing_key"},
-    "ingest": {"max_payload_bytes": "max_payload_bytes"},
+    "ingest": {"max_payload_bytes": "max_payload_bytes", "workers": "ingest_workers"},
     "measures": {
         "retry_base_s": "measure_retry_base_s",
         "retry_cap_s": "measure_retry_cap_s",
