@@ -62,6 +62,8 @@ class _Plan:
     decode: Callable[..., Mapping[str, Any]]  # cantools' Message.decode, for the fallback
     targets: tuple[tuple[CanTarget, dict[Any, Signal]], ...]
     fields: tuple[_Field, ...] | None
+    # The same fields as (shift, mask, cache) when all are unsigned Intel, the common case: one comprehension.
+    plain: tuple[tuple[int, int, dict[Any, Signal]], ...] | None
     big_endian: bool  # a field needs the frame read big-endian
     occupied: int  # bits of the mapped signals (frame read little-endian): the payload cache's key
     payloads: dict[int, tuple[Signal, ...]]  # this batch's signals per payload (multi-signal messages)
@@ -92,6 +94,11 @@ def _plan(message: Any, targets: Sequence[CanTarget]) -> _Plan:
         decode=message.decode,
         targets=with_caches,
         fields=fields,
+        plain=(
+            tuple((shift, mask, cache) for shift, mask, _, _, _, cache in fields)
+            if fields and not any(layout.big_endian or layout.sign for layout in layouts)
+            else None
+        ),
         big_endian=any(layout.big_endian for layout in layouts),
         occupied=occupied,
         payloads={},
@@ -206,6 +213,11 @@ class CanSignalDecoder:
                 payloads = plan.payloads
                 key = little & plan.occupied
                 known = payloads.get(key)
+                if known is None and plan.plain is not None:
+                    try:  # each raw value already seen in this batch: its Signal is in the field's cache
+                        known = tuple([cache[(little >> shift) & mask] for shift, mask, cache in plan.plain])
+                    except KeyError:  # a raw value new to this batch: the general path makes its Signal
+                        known = None
                 if known is None:
                     known = self._fields(plan.fields, little, int.from_bytes(data) if plan.big_endian else 0)
                     if len(payloads) >= _PAYLOAD_CACHE:
