@@ -46,6 +46,7 @@ _LOGGER = logging.getLogger(__name__)
 # The shipped catalogue (two TOML files, ~130 ms to parse) is read once per process, not per agent: a
 # fleet process runs thousands of agents. It is immutable; each agent takes its own `for_vehicle` copy.
 _shipped_catalogue = functools.cache(Catalogue.load)
+_shipped_key_specs = functools.cache(load_key_specs)  # the ECU key table likewise; EcuConfiguration copies it
 
 
 class Agent:
@@ -122,7 +123,7 @@ class Agent:
             ecall_active=self.ecall_active,
         )
         self.session.add_downlink_handler("provisioning", self.services.handle_downlink)
-        self.ecu = EcuConfiguration(config.ecu_config_path, load_key_specs())
+        self.ecu = EcuConfiguration(config.ecu_config_path, _shipped_key_specs())
         self.measures = MeasureEngine(
             vin=config.vin,
             verify_key=self.services.verify_key,
