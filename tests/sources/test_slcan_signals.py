@@ -251,10 +251,20 @@ def test_the_fallback_names_the_frame_a_multiplexer_value_it_lacks(layouts: CanS
         layouts.decode(CanFrame(can_id=0x103, data=bytes.fromhex("03000000")), NOW)
 
 
-def test_a_batch_past_the_payload_cache_decodes_like_frames_one_by_one(layouts: CanSignalDecoder) -> None:
-    """A batch repeating more distinct payloads than the cache holds (it is cleared and refilled)."""
-    frames = [CanFrame(can_id=0x100, data=(n % 700 * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8)) for n in range(2_000)]
-    signals, rejected = layouts.decode_batch(frames, NOW, 1.0)
-    one_by_one = [signal for n, frame in enumerate(frames) for signal in layouts.decode(frame, NOW, 2.0 + n)]
+@pytest.mark.parametrize(
+    ("which", "can_id"),
+    [("layouts", 0x100), ("vehicle", 0x2A0)],  # Motorola and signed fields; unsigned Intel fields only
+)
+def test_a_batch_decodes_like_frames_one_by_one(
+    layouts: CanSignalDecoder, decoder: CanSignalDecoder, which: str, can_id: int
+) -> None:
+    """Payloads repeating within a batch, more distinct ones than the payload cache holds (it is cleared
+    and refilled), raw values seen and new: the same readings as frames decoded each in its own batch."""
+    chosen = layouts if which == "layouts" else decoder
+    length = chosen.database.get_message_by_frame_id(can_id).length
+    payloads = [(n % 700 * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8)[:length] for n in range(2_000)]
+    frames = [CanFrame(can_id=can_id, data=payload) for payload in payloads]
+    signals, rejected = chosen.decode_batch(frames, NOW, 1.0)
+    one_by_one = [signal for n, frame in enumerate(frames) for signal in chosen.decode(frame, NOW, 2.0 + n)]
     assert not rejected
     assert [(s.path, s.value, s.quality) for s in signals] == [(s.path, s.value, s.quality) for s in one_by_one]
