@@ -4,8 +4,11 @@ Versions 2 (EN 15722:2015) and 3 (EN 15722:2020) are supported; both wrap the MS
 `ECallMessage ::= SEQUENCE { msdVersion INTEGER(0..255), msd OCTET STRING (CONTAINING MSDMessage) }`, so
 byte 0 tells the version before anything else is decoded. An encoded MSD is at most 140 bytes.
 
-ASN.1 modules. `asn1/msd_v2.asn` and `asn1/msd_v3.asn` are kept as published; two substitutions are made
-in memory when a codec first needs a version, both of which leave every bit on the wire unchanged:
+ASN.1 modules. `asn1/msd_v2.asn` and `asn1/msd_v3.asn` are kept as published. The bits are written and
+read by `msd_uper`, the unaligned PER of these two modules written out by hand, because asn1tools costs
+the agent ~38 MB and ~0.4 s to import, a compile per version, and 4x the time per MSD; asn1tools stays
+the oracle its tests compare it with, over the modules with two substitutions (`compilable_module_text`),
+both of which leave every bit on the wire unchanged:
 
 - `oid RELATIVE-OID` becomes `oid OCTET STRING` holding the BER content octets of the relative OID,
   because asn1tools cannot compile RELATIVE-OID and PER frames both as a length plus those octets;
@@ -40,8 +43,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 
-import asn1tools
-
+from telematics_wire import msd_uper
 from telematics_wire.errors import MsdError
 from telematics_wire.msd_json import msd_from_json, msd_to_json
 from telematics_wire.msd_model import (
@@ -92,9 +94,6 @@ _PROPULSION_FIELDS: Final = (
 )
 _PASSENGERS_FIELD: Final = {2: "numberOfPassengers", 3: "numberOfOccupants"}
 _NO_MOVEMENT: Final = {"latitudeDelta": 0, "longitudeDelta": 0}
-# What asn1tools 0.169 raises on corrupt input besides its own errors (found by fuzzing): e.g.
-# NotImplementedError for an extension bitmap longer than 64 bits.
-_ASN1TOOLS_DECODE_SLIPS: Final = (IndexError, ValueError, KeyError, TypeError, NotImplementedError, OverflowError)
 # (pattern, replacement, occurrences each module must have): a changed module fails loudly.
 _SUBSTITUTIONS: Final = (
     (re.compile(r"\boid(\s+)RELATIVE-OID\b"), r"oid\1OCTET STRING", 1),
@@ -147,40 +146,27 @@ def _relative_oid_from_ber(content: bytes) -> tuple[int, ...]:
 
 
 class MsdCodec:
-    """Encodes and decodes MSDs; compiles each version's ASN.1 module once, on first use."""
+    """Encodes and decodes MSDs. Nothing is compiled: the first MSD costs what every other one does."""
 
     def __init__(self, *, explicit_propulsion_defaults: bool = False) -> None:
         self._explicit = explicit_propulsion_defaults
-        self._specs: dict[int, Any] = {}
-
-    def _spec(self, version: int) -> Any:
-        spec = self._specs.get(version)
-        if spec is None:
-            try:
-                spec = asn1tools.compile_string(compilable_module_text(version), "uper", numeric_enums=True)
-            except asn1tools.Error as exc:
-                raise MsdError(f"cannot compile the MSD version {version} ASN.1 module: {exc}") from exc
-            self._specs[version] = spec
-        return spec
 
     def prepare(self, *versions: int) -> None:
-        """Compile these versions' modules now (all by default): a first MSD then costs no compile, which
-        would otherwise fall at the moment of a crash (about 0.2 s)."""
-        for version in versions or (2, 3):
+        """Check that these versions (all by default) are supported. Kept for callers that warm the codec
+        up before a crash: with the written-out codec there is nothing left to compile."""
+        for version in versions or SUPPORTED_VERSIONS:
             _check_version(version)
-            self._spec(version)
 
     def encode(self, msd: Msd, version: int = 2) -> bytes:
         """UPER-encoded ECallMessage of `msd` as MSD `version` (2 or 3), at most 140 bytes."""
         if not isinstance(msd, Msd):
             raise MsdError(f"expected an Msd to encode, got {type(msd).__name__}")
         _check_version(version)
-        spec = self._spec(version)
         try:
-            inner = spec.encode("MSDMessage", self._to_asn1(msd, version))
-            outer = bytes(spec.encode("ECallMessage", {"msdVersion": version, "msd": inner}))
-        except asn1tools.Error as exc:
+            inner = msd_uper.encode_msd_message(version, self._to_asn1(msd, version))
+        except MsdError as exc:
             raise MsdError(f"cannot encode the MSD as version {version}: {exc}") from exc
+        outer = msd_uper.encode_ecall_message(version, inner)
         if len(outer) > MAX_MSD_BYTES:
             raise MsdError(
                 f"the MSD encodes to {len(outer)} bytes, the limit is {MAX_MSD_BYTES}: "
@@ -203,11 +189,10 @@ class MsdCodec:
                 f"MSD version {version} (first byte 0x{version:02X}) is not supported; versions 2 and 3 are"
                 + (" (version 1 MSDs have no version byte and cannot be told apart)" if version < 2 else "")
             )
-        spec = self._spec(version)
         try:
-            inner = bytes(spec.decode("ECallMessage", data)["msd"])
-            value = spec.decode("MSDMessage", inner)
-        except (asn1tools.Error, *_ASN1TOOLS_DECODE_SLIPS) as exc:
+            _, inner = msd_uper.decode_ecall_message(data)
+            value = msd_uper.decode_msd_message(version, inner)
+        except MsdError as exc:
             raise MsdError(f"not a valid version {version} MSD (corrupt or truncated?): {exc}") from exc
         # UPER offers no decode_with_length: version byte + length determinant (1 or 2 bytes) + inner.
         used = 1 + (1 if len(inner) < 128 else 2) + len(inner)
