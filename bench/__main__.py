@@ -36,6 +36,7 @@ from typing import Any
 from nacl.public import PrivateKey
 
 from bench import bench_ecall_slow_disk, bench_fleet, bench_msd, bench_sources, bench_uplink, history, readme_table
+from bench.baseline_asn1tools import asn1tools_round_trips_per_s
 from bench.baseline_cantools import python_can_cantools_frames_per_s
 from bench.comparison import ROUNDS, Better, Contender, Figures, interleave
 from bench.suite_rows import Goal, Row
@@ -257,11 +258,10 @@ async def can_rows(sizes: Sizes) -> list[Row]:
 
 
 async def msd_rows(sizes: Sizes) -> list[Row]:
-    asn1tools_rate = _optional("baseline_asn1tools", "asn1tools_round_trips_per_s")
     codec = MsdCodec()
     ours, (base,) = await _versus(
         _in_thread(bench_msd.round_trips_per_second, codec, 2, sizes.seconds),
-        [None if asn1tools_rate is None else _in_thread(asn1tools_rate, 2, sizes.seconds)],
+        [_in_thread(asn1tools_round_trips_per_s, 2, sizes.seconds)],
         sizes.rounds,
     )
     return [
@@ -271,9 +271,7 @@ async def msd_rows(sizes: Sizes) -> list[Row]:
             unit="/s",
             better=Better.HIGHER,
             ours=ours,
-            baseline_name=(
-                "asn1tools on the same module" if asn1tools_rate else _unavailable("asn1tools", "baseline_asn1tools")
-            ),
+            baseline_name="asn1tools on the same module, same MSD",
             baseline=base,
             goal=Goal.ratio(1.0),
         )
@@ -382,7 +380,10 @@ async def fleet_rows(sizes: Sizes) -> list[Row]:
             unit="ms",
             better=Better.LOWER,
             ours=Figures.of([cpu_ms]),
-            detail=f"event loop p99 {fleet.loop_lag_p99_ms:,.0f} ms late, {fleet.lost} lost",
+            detail=(
+                f"{fleet.records_per_vehicle_s:.2f} records/s each, "
+                f"event loop p99 {fleet.loop_lag_p99_ms:,.0f} ms late, {fleet.lost} lost"
+            ),
             baseline_name="none",
             goal=Goal.bound(0.3),
             failure=_fleet_failure(fleet),
