@@ -11,7 +11,11 @@ transaction, so many producers share one fsync. Should that shared transaction f
 records are committed again on their own, so one producer's bad record never fails another's.
 
 `stats()` costs no I/O: the writer publishes the store's counts after every job, before it tells the
-waiting callers, so a caller that awaited `put` sees its records counted.
+waiting callers, so a caller that awaited `put` sees its records counted. The same counts answer, on
+the loop, the calls that would find nothing to do (`next_batch` of an empty queue, `emit_overflow_notice`
+with no drops since the last notice) while the writer is idle and the counts are under a second old: the
+uplink asks both on every pass, and a crossing to the writer thread and back costs more CPU than the
+statement it runs. Another connection (`tcu owner-change`) writing the file is seen within that second.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +49,8 @@ from telematics_wire.records import Record
 _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_FRESH_S = 1.0  # counts younger than this answer a call that would find nothing, without the writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,8 @@ class Outbox:
         self._writer: WriterThread | None = None  # one per opening: a restarted agent opens the queue again
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats = CLOSED_STATS
+        self._notice_due = False  # the store's drops not yet named by a notice, published with the counts
+        self._published_at = -_FRESH_S  # time.monotonic() of the last published counts
         # Handed over and not yet taken by a commit; shared with the writer thread under the lock.
         self._lock = threading.Lock()
         self._waiting: list[_Handover] = []
@@ -212,7 +221,9 @@ class Outbox:
 
     async def next_batch(self, limit: int, *, skip: Iterable[int] = ()) -> list[QueuedEnvelope]:
         """The next envelopes to send in drain order, leaving out `skip` (already in flight)."""
-        skipped = frozenset(skip)  # taken here: the caller's set changes while the writer reads
+        if (limit <= 0 or self._stats.depth == 0) and self._settled():
+            return []
+        skipped = tuple(skip)  # taken here: the caller's set changes while the writer reads
         return await self._call(lambda: self._store.next_batch(limit, skip=skipped))
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
@@ -227,7 +238,22 @@ class Outbox:
 
     async def emit_overflow_notice(self) -> bool:
         """Queue one `queue_overflow` event naming the records dropped since the last one (see the store)."""
+        if not self._notice_due and self._settled():
+            return False
         return await self._call(self._store.emit_overflow_notice)
+
+    def _settled(self) -> bool:
+        """The published counts are the store's now: the writer runs idle, nothing waits for it, and they are
+        fresh enough for another connection's writes to count. (A closed queue is not: the call goes on to
+        the writer, which refuses it.)"""
+        writer = self._writer
+        return (
+            writer is not None
+            and writer.running
+            and writer.idle
+            and not self._waiting
+            and time.monotonic() - self._published_at < _FRESH_S
+        )
 
     def _call(self, job: Callable[[], T]) -> asyncio.Future[T]:
         return self._running_writer().call(lambda: self._refreshed(job))
@@ -249,6 +275,9 @@ class Outbox:
             self._stats = self._store.stats()
         except sqlite3.Error as exc:  # the counts stay as they were; the next job tries again
             _LOGGER.warning("queue counts not refreshed: %s", exc)
+            return
+        self._notice_due = self._store.notice_due
+        self._published_at = time.monotonic()
 
 
 def _settle_all(group: list[_Handover], outcomes: list[BaseException | None]) -> None:

@@ -134,5 +134,8 @@ def write_meta(db: sqlite3.Connection, name: str, value: bytes | None) -> None:
         )
 
 
-def next_seq(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()[0])
+def advance_next_seq(db: sqlite3.Connection, expected: int, value: int) -> bool:
+    """Set the next sequence number to `value` if it is still `expected`; False if another connection
+    moved it (inside the caller's write transaction, so the caller can number its records again)."""
+    cursor = db.execute("UPDATE counters SET value=? WHERE name='next_seq' AND value=?", (value, expected))
+    return cursor.rowcount == 1

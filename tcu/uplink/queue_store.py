@@ -34,6 +34,7 @@ they are counted again whenever another connection (the `tcu owner-change` comma
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections import Counter
@@ -48,7 +49,7 @@ from tcu.uplink.disk_clamp import DiskClamp
 from tcu.uplink.memory_hold import MemoryHold, Shed
 from tcu.uplink.overflow_notice import MAX_NOTICE_RANGES, notice_body
 from tcu.uplink.overflow_policy import SentLedger, delete_records, drop_oldest_telemetry, evict_overflow
-from tcu.uplink.queue_db import next_seq, open_queue_database, read_meta, write_meta, write_transaction
+from tcu.uplink.queue_db import advance_next_seq, open_queue_database, read_meta, write_meta, write_transaction
 from telematics_wire.envelope import EPOCH_BYTES, LEGACY_EPOCH, MAX_SEQ
 from telematics_wire.records import Priority, Record, RecordKind, to_millis
 
@@ -56,6 +57,8 @@ _LOGGER = logging.getLogger(__name__)
 
 Sealer = Callable[[int, Record, bytes], bytes]  # (seq, record, epoch) -> envelope
 StatementTrace = Callable[[str], None]  # sees each SQL statement as SQLite runs it, on the writer's thread
+_Row = tuple[int, int, str, int, bytes]  # an outbox row: seq, priority, kind, created_ms, envelope
+_PRIORITIES = {int(priority): priority for priority in Priority}  # a lookup, not an enum call per row
 
 _ACK_CHUNK = 128  # sequence numbers deleted per transaction: each needs room in the log
 _EVICT_FOR_SPACE = 64  # telemetry records dropped at least per round when the disk is full
@@ -244,24 +247,22 @@ class QueueStore:
         """
         db = self._conn
         shed = self._hold.shed
+        # Sealed before the transaction (the write lock is held only for the writing) and numbered from
+        # the count kept in memory: no statement reads the counter back.
+        first = self._next_seq
+        rows, refused, added = self._sealed_rows(records, first)
+        if notice_of is not None and any(refused):
+            raise StorageError(f"queue {self._path}: the overflow notice itself is too large to send")
         with write_transaction(db, f"queue {self._path}: cannot store {len(records)} record(s)"):
-            first = seq = next_seq(db)
-            rows = []
-            refused: list[str | None] = []
-            added: Counter[int] = Counter()
-            for record in records:
-                envelope = self._seal(seq, record, self._epoch)
-                if len(envelope) > self._max_envelope:
-                    refused.append(f"{record.kind} record of {len(envelope)} bytes")
-                    continue
-                refused.append(None)
-                rows.append((seq, int(record.priority), record.kind.value, to_millis(record.created), envelope))
-                added[int(record.priority)] += 1
-                seq += 1
-            if notice_of is not None and any(refused):
-                raise StorageError(f"queue {self._path}: the overflow notice itself is too large to send")
+            if not advance_next_seq(db, first, first + len(rows)):
+                # Another connection (`tcu owner-change`) queued records since we counted: ours go after
+                # theirs, numbered and sealed again under the write lock this transaction now holds.
+                self._count(db)
+                first = self._next_seq
+                rows, refused, added = self._sealed_rows(records, first)
+                if not advance_next_seq(db, first, first + len(rows)):
+                    raise StorageError(f"queue {self._path}: the sequence counter moved under the write lock")
             db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)", rows)
-            db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (seq,))
             if shed.count:  # the memory hold's account, kept from now on by the database (or the notice)
                 db.execute("UPDATE counters SET value=value+? WHERE name='dropped'", (shed.count,))
                 if notice_of is None:
@@ -275,12 +276,32 @@ class QueueStore:
             self._hold.take_shed()
             self._dropped += shed.count
         self._depth.update(added)
-        self._next_seq = seq
+        self._next_seq = first + len(rows)  # only once committed: a failed write leaves its numbers unused
         self._after_drop(evicted)
         if self._storage_full:
             _LOGGER.warning("queue %s writable again", self._path)
             self._storage_full = False
         return refused
+
+    def _sealed_rows(self, records: Sequence[Record], first: int) -> tuple[list[_Row], list[str | None], Counter[int]]:
+        """The rows to insert, numbered from `first`; for each record None or why it is too large; the
+        rows counted by priority."""
+        seal, epoch, limit = self._seal, self._epoch, self._max_envelope
+        rows: list[_Row] = []
+        refused: list[str | None] = []
+        added: Counter[int] = Counter()
+        seq = first
+        for record in records:
+            envelope = seal(seq, record, epoch)
+            if len(envelope) > limit:
+                refused.append(f"{record.kind} record of {len(envelope)} bytes")
+                continue
+            refused.append(None)
+            priority = int(record.priority)
+            rows.append((seq, priority, record.kind.value, to_millis(record.created), envelope))
+            added[priority] += 1
+            seq += 1
+        return rows, refused, added
 
     def _after_drop(self, victims: list[int]) -> None:
         """After the commit that dropped `victims` (all telemetry)."""
@@ -380,6 +401,11 @@ class QueueStore:
             self._drops_pending = True  # more ranges than one notice names: the next notice goes on
         return True
 
+    @property
+    def notice_due(self) -> bool:
+        """False when `emit_overflow_notice` would certainly find nothing to name."""
+        return self._drops_pending
+
     def _notice_waiting(self, db: sqlite3.Connection) -> bool:
         stored = read_meta(db, "notice_seq")
         if stored is None:
@@ -392,11 +418,18 @@ class QueueStore:
         """The next envelopes to send in drain order, leaving out `skip` (already in flight)."""
         if limit <= 0 or self._db is None:
             return []
-        skipped = set(skip)
-        rows = self._db.execute(
-            "SELECT seq, priority, envelope FROM outbox ORDER BY priority, seq LIMIT ?", (limit + len(skipped),)
-        ).fetchall()
-        return [QueuedEnvelope(int(s), Priority(p), bytes(e)) for s, p, e in rows if s not in skipped][:limit]
+        skipped = list(skip)
+        if skipped:  # left out by SQLite: the envelopes of a whole in-flight window are never read to be dropped
+            rows = self._db.execute(
+                "SELECT seq, priority, envelope FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY priority, seq LIMIT ?",
+                (json.dumps(skipped), limit),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT seq, priority, envelope FROM outbox ORDER BY priority, seq LIMIT ?", (limit,)
+            )
+        return [QueuedEnvelope(seq, _PRIORITIES[priority], envelope) for seq, priority, envelope in rows]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """These records went out: if dropped before their ack, they are named unconfirmed, not lost."""
