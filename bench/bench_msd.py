@@ -1,11 +1,19 @@
-"""MSD encode+decode throughput: `python bench/bench_msd.py [seconds]`. A measurement, not a test."""
+"""MSD encode+decode throughput: `python -m bench.bench_msd [seconds]`. A measurement, not a test.
+
+Ours (`MsdCodec`: `Msd` in, validated, encoded, decoded, validated, `Msd` out) against plain asn1tools
+on the same module and the same MSD as a dict (bench/baseline_asn1tools.py), interleaved three times;
+the ratio is of the medians (and of the minima) of the rates.
+"""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bench.baseline_asn1tools import asn1tools_round_trips_per_s
 from telematics_wire.msd import LocationDelta, Msd, MsdCodec, Propulsion, VehicleType
 
 MSD = Msd(
@@ -36,8 +44,42 @@ def round_trips_per_second(codec: MsdCodec, version: int, seconds: float) -> flo
     return count / (time.perf_counter() - start)
 
 
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Round trips/s of ours and of plain asn1tools, one figure per interleaved round."""
+
+    ours: tuple[float, ...]
+    baseline: tuple[float, ...]
+
+    @property
+    def ratio_median(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.baseline)
+
+    @property
+    def ratio_min(self) -> float:
+        return min(self.ours) / min(self.baseline)
+
+
+def compare(version: int = 2, seconds: float = 1.0, rounds: int = 3) -> Comparison:
+    """Ours and asn1tools on the same MSD, interleaved `rounds` times (the machine is shared and noisy)."""
+    codec = MsdCodec()
+    ours: list[float] = []
+    baseline: list[float] = []
+    for _ in range(rounds):
+        ours.append(round_trips_per_second(codec, version, seconds))
+        baseline.append(asn1tools_round_trips_per_s(version, seconds))
+    return Comparison(tuple(ours), tuple(baseline))
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    for version in (2, 3):
+        result = compare(version, seconds)
+        print(
+            f"MSD v{version} encode+decode: ours min/median {min(result.ours):,.0f} / "
+            f"{statistics.median(result.ours):,.0f} /s, asn1tools {min(result.baseline):,.0f} / "
+            f"{statistics.median(result.baseline):,.0f} /s, ratio {result.ratio_min:.2f} / {result.ratio_median:.2f}"
+        )
     for form, codec in (("omitted", MsdCodec()), ("explicit", MsdCodec(explicit_propulsion_defaults=True))):
         for version in (2, 3):
             rate = round_trips_per_second(codec, version, seconds)

@@ -214,16 +214,20 @@ def _normalise_timestamp(value: object) -> datetime:
         raise MsdError(f"timestamp must be a datetime or None, got {shown(value)}")
     if value.utcoffset() is None:
         raise MsdError(f"timestamp {value.isoformat()} has no time zone; give it in UTC")
-    outside = f"timestamp {value.isoformat()!r} is outside 1970-01-01T00:00:01Z..2106-02-07T06:28:15Z"
     try:
         utc = value.astimezone(UTC).replace(microsecond=0)
     except OverflowError:  # 0001-01-01T00:00+01:00 and 9999-12-31T23:59-01:00 have no UTC datetime
-        raise MsdError(outside) from None
+        raise MsdError(_outside(value)) from None
     seconds = int(utc.timestamp())
     if not 1 <= seconds <= TIMESTAMP_MAX:
         # 0 is the wire's "unknown": use None for that.
-        raise MsdError(outside)
+        raise MsdError(_outside(value))
     return utc
+
+
+def _outside(value: datetime) -> str:
+    # Built only when refusing: every decoded MSD passes through _normalise_timestamp.
+    return f"timestamp {value.isoformat()!r} is outside 1970-01-01T00:00:01Z..2106-02-07T06:28:15Z"
 
 
 def degrees_to_mas(degrees: float, *, limit_degrees: float) -> int:

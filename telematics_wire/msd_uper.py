@@ -204,11 +204,13 @@ def _put_vin(writer: _Writer, vin: Mapping[str, str]) -> None:
         text = vin[part]
         if len(text) != size:
             raise MsdError(f"{part} {text!r} must have {size} characters")
+        code = 0
         for character in text:
             index = _VIN_INDEX.get(character)
             if index is None:
                 raise MsdError(f"{part} {text!r}: {character!r} is not a VIN character")
-            writer.put(index, 6, part)
+            code = (code << 6) | index
+        writer.put(code, 6 * size, part)
 
 
 def _put_propulsion(writer: _Writer, storage: Mapping[str, bool]) -> None:
@@ -288,9 +290,10 @@ def _take_control(reader: _Reader, version: int) -> dict[str, Any]:
 def _take_vin(reader: _Reader) -> dict[str, str]:
     vin: dict[str, str] = {}
     for part, size in _VIN_PARTS:
+        code = reader.take(6 * size, part)
         characters = []
-        for _ in range(size):
-            index = reader.take(6, part)
+        for shift in range(6 * (size - 1), -1, -6):
+            index = (code >> shift) & 0x3F
             if index >= len(_VIN_ALPHABET):
                 raise MsdError(f"{part}: character index {index} is outside the 33-character VIN alphabet")
             characters.append(_VIN_ALPHABET[index])
