@@ -14,7 +14,7 @@ from backend_stub.errors import UnknownVehicleError
 from backend_stub.handover import handover_list
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.retention import PersonalValues, RetentionJob, SideTables
-from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.clock import SystemClock
 from telematics_wire.keys import load_private_key, load_signing_key
 from telematics_wire.vin import validate_vin
@@ -60,7 +60,7 @@ def _print(row: dict[str, Any], as_json: bool) -> None:
 
 
 def run_account_command(args: argparse.Namespace, config: BackendConfig) -> None:
-    backend = BackendStore(config.database)
+    backend = open_record_store(config)
     provisioning = ProvisioningStore(config.database)
     accounts = AccountStore(
         config.database,

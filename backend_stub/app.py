@@ -29,6 +29,7 @@ from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
 from backend_stub.retention import PersonalValues, RetentionJob, SideTables
 from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.backoff import Backoff
 from tcu.clock import Clock, SystemClock
 from telematics_wire.keys import load_private_key, load_signing_key
@@ -56,7 +57,7 @@ class BackendStub:
         # the loop (MQTT links, the PSAP) never waits on a lock or an fsync.
         self.database = DatabaseThread("backend-db")
         self._running = False  # between `run` starting and its stores closing: see `operate`
-        self.store = BackendStore(config.database)
+        self.store = open_record_store(config)  # the SQLite file, or PostgreSQL ([store] url)
         private_key = load_private_key(config.private_key)
         self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
         # Several ingest workers: this process's ingest is one member of the shared subscription of
@@ -176,7 +177,7 @@ class BackendStub:
         `self.store` is the backend's own connection, used by its database thread: a read on it from
         another thread could see a batch not yet committed (or one about to be rolled back). A
         connection of its own sees only committed batches (WAL: a reader never blocks the writer)."""
-        return BackendStore(self.config.database, read_only=True)
+        return open_record_store(self.config, read_only=True)
 
     def _check_payments(self) -> None:
         if self.billing is not None:

@@ -15,6 +15,7 @@ from backend_stub.config import BackendConfig
 from backend_stub.errors import BackendConfigError
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.clock import SystemClock
 from telematics_wire.catalogue import Brand
 from telematics_wire.keys import load_public_key
@@ -55,7 +56,7 @@ def _codes(text: str) -> frozenset[str]:
 
 
 def run_enroll(args: argparse.Namespace, config: BackendConfig) -> None:
-    store = BackendStore(config.database)
+    store = open_record_store(config)
     try:
         _enroll(args, config, store)
     finally:

@@ -27,7 +27,7 @@ from backend_stub.invoice_store import Invoice, InvoiceStore
 from backend_stub.invoices import Billing, Reconciled, parse_amount
 from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_store import ProvisioningStore
-from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.clock import SystemClock
 from telematics_wire.keys import load_signing_key
 from telematics_wire.vin import validate_vin
@@ -93,7 +93,7 @@ def run_invoice_command(args: argparse.Namespace, config: BackendConfig) -> None
     today = clock.now().date()
     invoices = InvoiceStore(config.database)
     provisioning = ProvisioningStore(config.database)
-    backend = BackendStore(config.database)
+    backend = open_record_store(config)
     try:
         vin = None if getattr(args, "vin", None) is None else validate_vin(args.vin, where="VIN argument")
         if args.invoice_command == "list":

@@ -21,6 +21,7 @@ from backend_stub.provisioning import DEFAULT_VALIDITY, ProvisioningIssuer
 from backend_stub.provisioning_history import IssuedFile
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.clock import SystemClock
 from telematics_wire.keys import load_signing_key
 from telematics_wire.terms import EXTENSION_MONTHS, Term
@@ -93,7 +94,7 @@ def add_provision_parser(commands: Any) -> None:
 
 def run_provision_command(args: argparse.Namespace, config: BackendConfig) -> None:
     vin = validate_vin(args.vin, where="VIN argument")
-    backend = BackendStore(config.database)
+    backend = open_record_store(config)
     store = ProvisioningStore(config.database)
     try:
         if args.action == "status":

@@ -19,6 +19,7 @@ from backend_stub.errors import UnknownVehicleError
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import read_psap_msds
 from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from telematics_wire.vin import validate_vin
 
 COMMANDS = ("vehicles", "last", "records", "rejections", "epochs", "capabilities", "psap-msds", "call-centre-cases")
@@ -55,10 +56,10 @@ def run_query_command(args: argparse.Namespace, config: BackendConfig) -> None:
     elif args.command == "psap-msds":
         emit(read_psap_msds(config.database), args.json)
     elif args.command == "call-centre-cases":
-        with contextlib.closing(BackendStore(config.database)) as cases_store:
+        with contextlib.closing(open_record_store(config)) as cases_store:
             emit([case.row() for case in read_call_centre_cases(cases_store, args.vin)], args.json)
     else:
-        with contextlib.closing(BackendStore(config.database)) as store:
+        with contextlib.closing(open_record_store(config)) as store:
             query_store(args, store)
 
 

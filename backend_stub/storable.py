@@ -27,6 +27,8 @@ def signal_problem(path: object, item: object) -> str | None:
     """Why this `signals` entry cannot be a last value, or None when it can (docs/protocol.md)."""
     if not isinstance(path, str) or not 1 <= len(path) <= MAX_PATH_CHARS:
         return f"path is not text of 1..{MAX_PATH_CHARS} characters"
+    if "\0" in path:  # PostgreSQL's text cannot hold it (the record store may be there)
+        return "path holds the character U+0000"
     if not isinstance(item, dict) or "v" not in item:
         return 'not a map with a value "v"'
     stamp = item.get("t")
@@ -62,6 +64,8 @@ def storable(record: ReceivedRecord) -> tuple[str, int, bytes]:
     kind = record.kind_name or record.kind.value
     if not 1 <= len(kind) <= MAX_KIND_CHARS:
         raise UnstorableError(f"record kind {describe(kind)} is not 1..{MAX_KIND_CHARS} characters")
+    if "\0" in kind:
+        raise UnstorableError(f"record kind {describe(kind)} holds the character U+0000")
     created = to_millis(record.created)
     if not 0 <= created <= MAX_MILLIS:
         raise UnstorableError(f"creation time {created} ms is outside 1970..9999")

@@ -9,6 +9,9 @@ never by the signal's timestamp, which a vehicle clock that jumps would make mea
 The store holds only what it can read back (`backend_stub.storable`: a record outside it is refused with
 `UnstorableError`); a signal moves its last value only when it is a usable reading (`signal_problem`),
 others stay in the record's body and are named to the caller. Its tables: `backend_stub.store_schema`.
+
+`BackendStore` is the SQLite store; `backend_stub.store_postgres.PostgresStore` runs the same queries on
+PostgreSQL, for ingest workers on several hosts (`backend_stub.store_location` picks one from the config).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import savepoint, transaction
+from backend_stub.database import checkpoint, savepoint, transaction
 from backend_stub.storable import MAX_PATH_CHARS, MAX_STORED_SEQ, signal_problem, storable, stored_moment
 from backend_stub.store_retention import BodyRewrite, StoreRetention, VehicleOrder
 from backend_stub.store_schema import open_store
+from backend_stub.store_sql import SqlConnection
 from telematics_wire.envelope import seq_ranges
 from telematics_wire.records import ReceivedRecord, RecordKind, from_millis, to_millis
 from telematics_wire.strict_cbor import describe
@@ -104,9 +108,10 @@ class Epoch:
 
 class BackendStore(StoreRetention):
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        self._db = open_store(path)
+        self._file = open_store(path)
         if read_only:  # a reader beside the running backend (`BackendStub.reader`): a write is an error
-            self._db.execute("PRAGMA query_only=ON")
+            self._file.execute("PRAGMA query_only=ON")
+        self._db: SqlConnection = self._file  # what the queries run on (PostgresStore: its own)
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
 
     def close(self) -> None:
@@ -115,7 +120,7 @@ class BackendStore(StoreRetention):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         try:
-            with transaction(self._db):
+            with transaction(self._file):
                 yield
         except BaseException:
             self._ordinals.clear()  # it may hold an epoch first seen in the batch that just failed
@@ -123,7 +128,11 @@ class BackendStore(StoreRetention):
 
     def savepoint(self) -> AbstractContextManager[None]:
         """One message's writes inside the batch transaction, undone alone when handling it fails."""
-        return savepoint(self._db, "message")
+        return savepoint(self._file, "message")
+
+    def checkpoint(self) -> bool:
+        """Empty the write-ahead log after deleting (database.checkpoint)."""
+        return checkpoint(self._file)
 
     # -- vehicles --------------------------------------------------------------------------------
 
@@ -175,8 +184,8 @@ class BackendStore(StoreRetention):
         kind, created, body = storable(record)
         ordinal, new_epoch = self._epoch_ordinal(record, received)
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO records (vin, epoch, seq, kind, created_ms, received_ms, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records (vin, epoch, seq, kind, created_ms, received_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (record.vin, record.epoch, record.seq, kind, created, to_millis(received), body),
         )
         if cursor.rowcount == 0:
@@ -236,6 +245,11 @@ class BackendStore(StoreRetention):
                 )
             else:
                 skipped.append(f"signal {describe(path)}: {problem}")
+        self._write_last_values(rows)
+        return tuple(skipped)
+
+    def _write_last_values(self, rows: list[tuple[Any, ...]]) -> None:
+        """(vin, path, value, ts_ms, seq, ordinal, received_ms) rows, each kept where it is newer."""
         # Newer in the vehicle's own order, never by the stamp `t`: a vehicle clock that jumps must
         # neither pin a value nor hide a fresher one. Across epochs the one received later wins, so a
         # second agent that once used this VIN cannot freeze the car's values.
@@ -246,7 +260,6 @@ class BackendStore(StoreRetention):
             "THEN excluded.seq > last_values.seq ELSE excluded.received_ms >= last_values.received_ms END",
             rows,
         )
-        return tuple(skipped)
 
     def last_values(self, vin: str) -> list[LastValue]:
         return [

@@ -7,7 +7,6 @@ order of epochs; the methods are the store's own (`store.scrub_records(...)`).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from backend_stub.database import checkpoint
+from backend_stub.store_sql import SqlConnection
 from telematics_wire.records import to_millis
 
 # rewrite(kind, body) -> the body without its personal values, or None when it holds none.
@@ -33,7 +32,7 @@ class VehicleOrder:
 
 
 class StoreRetention:
-    _db: sqlite3.Connection
+    _db: SqlConnection
 
     def transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError  # BackendStore's
@@ -71,17 +70,21 @@ class StoreRetention:
                 rows = self._db.execute(query, (*params, batch)).fetchall()
                 for row_vin, epoch, seq, kind, body in rows:
                     scrubbed = rewrite(kind, cbor2.loads(body))
+                    # `scrubbed_ms IS NULL` again: another worker's retention pass (PostgreSQL) may have
+                    # scrubbed it since the SELECT; a body is rewritten and counted once.
                     if scrubbed is None:
                         self._db.execute(
-                            "UPDATE records SET scrubbed_ms=? WHERE vin=? AND epoch=? AND seq=?",
+                            "UPDATE records SET scrubbed_ms=? "
+                            "WHERE vin=? AND epoch=? AND seq=? AND scrubbed_ms IS NULL",
                             (stamp, row_vin, epoch, seq),
                         )
                     else:
-                        self._db.execute(
-                            "UPDATE records SET scrubbed_ms=?, body=? WHERE vin=? AND epoch=? AND seq=?",
+                        cursor = self._db.execute(
+                            "UPDATE records SET scrubbed_ms=?, body=? "
+                            "WHERE vin=? AND epoch=? AND seq=? AND scrubbed_ms IS NULL",
                             (stamp, cbor2.dumps(scrubbed), row_vin, epoch, seq),
                         )
-                        changed += 1
+                        changed += cursor.rowcount
             if len(rows) < batch:
                 return changed
 
@@ -95,21 +98,23 @@ class StoreRetention:
     ) -> int:
         """Delete the last values of personal paths received at or before `received_by`, and/or of `vin`
         before `before` in its own order. Returns how many went."""
-        where, params = _selection("1", row="l", ordinal="l.ordinal", received_by=received_by, vin=vin, before=before)
+        where, params = _selection(
+            "TRUE", row="l", ordinal="l.ordinal", received_by=received_by, vin=vin, before=before
+        )
         deleted = 0
         with self.transaction():
+            # In (vin, path) order, the order PostgreSQL ingest workers lock last values in: no deadlock.
             query = "SELECT l.vin, l.path FROM last_values l WHERE "
-            query += where
+            query += where + " ORDER BY l.vin, l.path"
             rows = self._db.execute(query, params).fetchall()
+            # The selection again in the DELETE: a value another worker stored since the SELECT (PostgreSQL)
+            # is newer than the cutoff or the change, and stays.
+            delete = "DELETE FROM last_values AS l WHERE l.vin=? AND l.path=? AND "
+            delete += where
             for row_vin, path in rows:
                 if personal(path):
-                    self._db.execute("DELETE FROM last_values WHERE vin=? AND path=?", (row_vin, path))
-                    deleted += 1
+                    deleted += self._db.execute(delete, (row_vin, path, *params)).rowcount
         return deleted
-
-    def checkpoint(self) -> bool:
-        """Empty the write-ahead log after deleting (database.checkpoint)."""
-        return checkpoint(self._db)
 
     def scrubbed(self, vin: str) -> int:
         """How many of the vehicle's records have been through scrubbing."""

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import cbor2
 import pytest
@@ -13,14 +12,15 @@ from backend_stub.store import BackendStore
 from tcu.clock import ManualClock
 from telematics_wire.envelope import open_ack, seal_record
 from telematics_wire.records import Record, RecordKind, to_millis
+from tests.backend_stub.conftest import OpenStore
 from tests.conftest import OTHER_VIN, VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"
 
 
 @pytest.fixture
-def store(tmp_path: Path, vehicle_key: PrivateKey, clock: ManualClock) -> Iterator[BackendStore]:
-    store = BackendStore(tmp_path / "backend.sqlite3")
+def store(open_store: OpenStore, vehicle_key: PrivateKey, clock: ManualClock) -> Iterator[BackendStore]:
+    store = open_store()  # SQLite and PostgreSQL (tests/backend_stub/conftest.py)
     store.enroll(VIN, bytes(vehicle_key.public_key), clock.now())
     yield store
     store.close()

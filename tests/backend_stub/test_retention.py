@@ -1,5 +1,5 @@
 """Retention with a clock that travels: personal data 4 weeks after receipt, contract data a year after
-the contract ended, technical data kept — always read back from the real SQLite file."""
+the contract ended, technical data kept — always read back from the real store, SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tcu.clock import ManualClock
 from telematics_wire.catalogue import Catalogue
 from telematics_wire.envelope import seal_record
 from telematics_wire.records import Record, RecordKind, to_millis
+from tests.backend_stub.conftest import OpenStore
 from tests.conftest import VIN
 
 RECORDS = f"vehicles/{VIN}/up/records"
@@ -34,6 +35,7 @@ PROFILE = "Vehicle.Driver.Identifier.Subject"
 @dataclass
 class Backend:
     path: Path
+    open_store: OpenStore
     clock: ManualClock
     store: BackendStore
     accounts: AccountStore
@@ -50,20 +52,23 @@ class Backend:
         return self.seq
 
     def reopened(self) -> BackendStore:
-        """What is on disk, through a connection of its own."""
-        return BackendStore(self.path)
+        """What is stored, through a connection of its own."""
+        return self.open_store()
 
 
 @pytest.fixture
-def backend(tmp_path: Path, vehicle_key: PrivateKey, backend_key: PrivateKey) -> Iterator[Backend]:
+def backend(
+    tmp_path: Path, open_store: OpenStore, vehicle_key: PrivateKey, backend_key: PrivateKey
+) -> Iterator[Backend]:
     clock = ManualClock(wall=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
-    path = tmp_path / "backend.sqlite3"
-    store = BackendStore(path)
+    path = tmp_path / "backend.sqlite3"  # the accounts' file; the records' too unless PostgreSQL
+    store = open_store()
     store.enroll(VIN, bytes(vehicle_key.public_key), clock.now())
     accounts = AccountStore(path, sealer=Sealer(bytes(backend_key)), signing_key=SigningKey.generate())
     job = RetentionJob(store, accounts, PersonalValues(Catalogue.load()), clock)
     yield Backend(
         path=path,
+        open_store=open_store,
         clock=clock,
         store=store,
         accounts=accounts,
@@ -213,6 +218,7 @@ def _contract_data_on_disk(backend: Backend) -> tuple[int, int, bool]:
     ],
     ids=["364 days", "365 days", "366 days", "leap: 365 days", "leap: 366 days"],
 )
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # accounts live in the SQLite file with either store
 def test_contract_data_goes_one_year_after_the_contract_ended(
     backend: Backend, ended: datetime, days: int, kept: bool
 ) -> None:
@@ -224,6 +230,7 @@ def test_contract_data_goes_one_year_after_the_contract_ended(
     assert _contract_data_on_disk(backend) == ((1, 1, True) if kept else (0, 0, False))
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # accounts live in the SQLite file with either store
 def test_an_active_contract_is_never_deleted(backend: Backend) -> None:
     _paired_and_ended(backend, datetime(2026, 3, 10, tzinfo=UTC))
     backend.accounts.request_code(VIN, ACCOUNT, backend.clock.now())  # the same customer pairs again
@@ -251,6 +258,7 @@ def test_one_year_is_a_calendar_year(end: datetime, due: datetime) -> None:
     assert one_year_after(end) == due
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # accounts live in the SQLite file with either store
 def test_contact_data_is_stored_encrypted_only(backend: Backend, tmp_path: Path) -> None:
     backend.accounts.create(ACCOUNT, name="Anna Muster", email="anna.private@example.org", now=backend.clock.now())
     assert backend.accounts.contact(ACCOUNT) == {"name": "Anna Muster", "email": "anna.private@example.org"}
@@ -259,6 +267,7 @@ def test_contact_data_is_stored_encrypted_only(backend: Backend, tmp_path: Path)
     assert b"Muster" not in on_disk
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # PostgreSQL has no secure_delete (README)
 def test_scrubbed_personal_values_are_gone_from_the_file_not_only_from_queries(
     backend: Backend, tmp_path: Path
 ) -> None:
