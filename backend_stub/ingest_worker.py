@@ -23,6 +23,7 @@ from backend_stub.config import BackendConfig
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest, IngestService
 from backend_stub.store import BackendStore
+from backend_stub.store_location import open_record_store
 from tcu.clock import Clock, SystemClock
 from tcu.runner import configure_logging, run_service
 from telematics_wire.keys import load_private_key
@@ -70,7 +71,7 @@ def build_worker(
     config: BackendConfig, index: int, relay: Connection, *, clock: Clock | None = None
 ) -> tuple[IngestService, BackendStore, DatabaseThread]:
     """Worker `index`'s ingest service, its store and its database thread (the caller closes both)."""
-    store = BackendStore(config.database)
+    store = open_record_store(config)  # the SQLite file, or PostgreSQL shared across hosts ([store] url)
     ingest = RelayingIngest(
         store, load_private_key(config.private_key), clock or SystemClock(), config.max_payload_bytes, relay=relay
     )
