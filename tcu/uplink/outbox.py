@@ -93,10 +93,15 @@ class Outbox:
         self._stats = CLOSED_STATS
         self._notice_due = False  # the store's drops not yet named by a notice, published with the counts
         self._published_at = -_FRESH_S  # time.monotonic() of the last published counts
+        # The last batch that came short, as (the counts its job published, its records and those it
+        # skipped): until a job publishes other counts, everything queued is among them.
+        self._drained: tuple[OutboxStats, frozenset[int]] | None = None
         # Handed over and not yet taken by a commit; shared with the writer thread under the lock.
         self._lock = threading.Lock()
         self._waiting: list[_Handover] = []
         self._commit_posted = False
+        self._sent_marks: list[int] = []  # `mark_sent` since the writer's last job, which applies them first
+        self._unsettled = 0  # jobs handed to the writer that have not yet published their counts
         self.commits = 0  # group commits run: how many producers shared each fsync shows in tests and benchmarks
 
     @property
@@ -169,19 +174,24 @@ class Outbox:
             if self._commit_posted or not self._waiting or writer is None or not writer.running:
                 return
             self._commit_posted = True
+            self._unsettled += 1
         try:
             writer.post(self._commit_waiting)
         except StorageError:  # closing meanwhile: they wait for the reopening
             with self._lock:
                 self._commit_posted = False
+                self._unsettled -= 1
 
     def _commit_waiting(self) -> None:
         """On the writer thread: commit everything handed over so far, as one group."""
         with self._lock:
             group, self._waiting = self._waiting, []
             self._commit_posted = False
+        self._apply_sent_marks()
         outcomes = self._commit(group)
         self._publish_stats()
+        with self._lock:
+            self._unsettled -= 1  # before the producers hear of it: what they do next may ask the counts
         assert self._loop is not None  # set before the writer started
         deliver(self._loop, lambda: _settle_all(group, outcomes))
 
@@ -221,15 +231,33 @@ class Outbox:
 
     async def next_batch(self, limit: int, *, skip: Iterable[int] = ()) -> list[QueuedEnvelope]:
         """The next envelopes to send in drain order, leaving out `skip` (already in flight)."""
-        if (limit <= 0 or self._stats.depth == 0) and self._settled():
+        skipped = frozenset(skip)  # taken here: the caller's set changes while the writer reads
+        if self._settled() and (limit <= 0 or self._stats.depth == 0 or self._all_in(skipped)):
             return []
-        skipped = tuple(skip)  # taken here: the caller's set changes while the writer reads
-        return await self._call(lambda: self._store.next_batch(limit, skip=skipped))
+        batch, published = await self._job(lambda: self._store.next_batch(limit, skip=skipped))
+        self._drained = (published, skipped.union(queued.seq for queued in batch)) if len(batch) < limit else None
+        return batch
+
+    def _all_in(self, skipped: frozenset[int]) -> bool:
+        """Everything queued is in flight: the last batch came short, it and what it skipped are skipped
+        now, and no job has published other counts since (a commit, an ack, a notice)."""
+        drained = self._drained
+        return drained is not None and drained[0] is self._stats and drained[1] <= skipped
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
-        """These records went out (see the store); in order with everything else, nobody waits."""
-        sent = tuple(seqs)
-        self._running_writer().post(lambda: self._store.mark_sent(sent))
+        """These records went out (see the store); nobody waits. Not a job of its own, which would wake
+        the writer for every batch sent: the writer's next job applies them first, so they stay in order
+        with everything else (a drop after them names them unconfirmed)."""
+        if not self._running_writer().running:
+            raise StorageError(f"{self._name} is not running: the queue is not open")
+        with self._lock:
+            self._sent_marks.extend(seqs)
+
+    def _apply_sent_marks(self) -> None:
+        with self._lock:
+            marks, self._sent_marks = self._sent_marks, []
+        if marks:
+            self._store.mark_sent(marks)
 
     async def acknowledge(self, seqs: Iterable[int]) -> int:
         """Forget records the backend has stored; how many were still queued."""
@@ -243,20 +271,40 @@ class Outbox:
         return await self._call(self._store.emit_overflow_notice)
 
     def _settled(self) -> bool:
-        """The published counts are the store's now: the writer runs idle, nothing waits for it, and they are
-        fresh enough for another connection's writes to count. (A closed queue is not: the call goes on to
-        the writer, which refuses it.)"""
+        """The published counts are the store's now: every job handed to the writer has published its own,
+        nothing waits to be committed, and they are fresh enough for another connection's writes to count.
+        (A closed queue is not settled: the call goes on to the writer, which refuses it.)"""
         writer = self._writer
         return (
             writer is not None
             and writer.running
-            and writer.idle
+            and not self._unsettled
             and not self._waiting
             and time.monotonic() - self._published_at < _FRESH_S
         )
 
-    def _call(self, job: Callable[[], T]) -> asyncio.Future[T]:
-        return self._running_writer().call(lambda: self._refreshed(job))
+    async def _call(self, job: Callable[[], T]) -> T:
+        result, _ = await self._job(job)
+        return result
+
+    def _job(self, job: Callable[[], T]) -> asyncio.Future[tuple[T, OutboxStats]]:
+        """Run `job` on the writer: its result, and the counts published right after it."""
+        writer = self._running_writer()
+        with self._lock:
+            self._unsettled += 1
+        try:
+            return writer.call(lambda: self._settling(job))
+        except BaseException:
+            with self._lock:
+                self._unsettled -= 1
+            raise
+
+    def _settling(self, job: Callable[[], T]) -> tuple[T, OutboxStats]:
+        try:
+            return self._refreshed(job), self._stats
+        finally:
+            with self._lock:
+                self._unsettled -= 1  # before the caller hears of it: what it does next may ask the counts
 
     def _running_writer(self) -> WriterThread:
         if self._writer is None:
@@ -265,6 +313,7 @@ class Outbox:
 
     def _refreshed(self, job: Callable[[], T]) -> T:
         """On the writer thread: run `job`, then publish the counts, whatever the job's outcome."""
+        self._apply_sent_marks()
         try:
             return job()
         finally:
@@ -275,6 +324,7 @@ class Outbox:
             self._stats = self._store.stats()
         except sqlite3.Error as exc:  # the counts stay as they were; the next job tries again
             _LOGGER.warning("queue counts not refreshed: %s", exc)
+            self._published_at = -_FRESH_S  # nor do they answer anything on the loop until then
             return
         self._notice_due = self._store.notice_due
         self._published_at = time.monotonic()

@@ -30,12 +30,6 @@ class WriterThread:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._unfinished = 0  # jobs handed over and not yet run to their end
-
-    @property
-    def idle(self) -> bool:
-        """No job waits or runs: whatever the jobs publish for the loop is as of the last one."""
-        return self._unfinished == 0
 
     @property
     def running(self) -> bool:
@@ -54,7 +48,6 @@ class WriterThread:
             if not self.running:
                 raise StorageError(f"{self._name} is not running: the queue is not open")
             self._jobs.append(job)
-            self._unfinished += 1
             self._wake.notify()
 
     def call(self, job: Callable[[], T]) -> asyncio.Future[T]:
@@ -74,7 +67,6 @@ class WriterThread:
                 return
             self._stopping = True
             self._jobs.append(lambda: _run_into(last, loop, future))
-            self._unfinished += 1
             self._wake.notify()
         try:
             await future
@@ -95,9 +87,6 @@ class WriterThread:
                 job()
             except Exception:
                 _LOGGER.exception("%s: a job failed", self._name)
-            finally:
-                with self._wake:
-                    self._unfinished -= 1
 
 
 def _run_into(job: Callable[[], T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]) -> None:

@@ -128,3 +128,25 @@ async def test_a_drop_is_named_by_the_next_notice_call(outbox: Outbox, clock: Ma
         await outbox.put(_record(clock, n))  # the fourth drops the oldest: the bound is 3
     assert await outbox.emit_overflow_notice()
     assert not await outbox.emit_overflow_notice(), "one notice waits at a time"
+
+
+async def test_a_batch_that_came_short_answers_until_the_queue_changes(outbox: Outbox, clock: ManualClock) -> None:
+    await outbox.put(_record(clock, 0))
+    assert [queued.seq for queued in await outbox.next_batch(10)] == [1]  # short: everything queued
+    assert await outbox.next_batch(10, skip={1}) == []  # all in flight, answered from the counts
+    await outbox.put(_record(clock, 1))
+    assert [queued.seq for queued in await outbox.next_batch(10, skip={1})] == [2], "a commit changes the answer"
+    assert [queued.seq for queued in await outbox.next_batch(10)] == [1, 2], "a resend is not skipped"
+
+
+async def test_records_marked_sent_are_named_unconfirmed_when_dropped(
+    outbox: Outbox, clock: ManualClock, backend_box: Box
+) -> None:
+    await outbox.put(_record(clock, 0))
+    outbox.mark_sent([1])  # no job of its own: the next one applies it before it drops anything
+    for n in range(1, 4):
+        await outbox.put(_record(clock, n))  # the fourth record drops seq 1: the bound is 3
+    assert await outbox.emit_overflow_notice()
+    opened = [open_record(backend_box, queued.envelope, topic_vin=VIN) for queued in await outbox.next_batch(10)]
+    [notice] = [record.body for record in opened if record.kind is RecordKind.EVENT]
+    assert notice["unconfirmed_seqs"] == [[1, 1]]
