@@ -7,12 +7,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tcu.clock import Clock, SystemClock
 from tcu.config import AgentConfig
-from tcu.ecall.activity import EcallActivity
-from tcu.ecall.service import EcallService
 from tcu.errors import RecordTooLargeError
 from tcu.services.account_link import AccountMessages
 from tcu.services.ecu_config import EcuConfiguration
@@ -41,6 +39,10 @@ from telematics_wire.envelope import seal_record, vehicle_box
 from telematics_wire.keys import load_private_key, load_public_key, load_verify_key
 from telematics_wire.records import Record, RecordKind
 from telematics_wire.sim_state import SimState
+
+if TYPE_CHECKING:  # the eCall's modules (modem, state machine, MSD: ~3 MB) load when [ecall] configures one
+    from tcu.ecall.activity import EcallActivity
+    from tcu.ecall.service import EcallService
 
 _LOGGER = logging.getLogger(__name__)
 # The shipped catalogue (two TOML files, ~130 ms to parse) is read once per process, not per agent: a
@@ -86,10 +88,12 @@ class Agent:
         self.sim = Sim(SimPolicy(legal_ecall=config.legal_ecall))
         # The eCall depends on nothing of the telematics: not the queue, the MQTT session, the services
         # or consent. Its reports wait in its bounded queue until telematics stores them (_run_telematics).
-        self.ecall = (
-            None
-            if config.ecall is None
-            else EcallService(
+        self.ecall: EcallService | None = None
+        if config.ecall is not None:
+            # Imported here, at start-up, never at a crash; the service warms its MSD codec up on creation.
+            from tcu.ecall.service import EcallService  # noqa: PLC0415 - see TYPE_CHECKING above
+
+            self.ecall = EcallService(
                 config.ecall,
                 vin=config.vin,
                 state=self.state,
@@ -99,7 +103,6 @@ class Agent:
                 # 6AC running, not suspended, SIM active (AGB 5.5 c, 6.1); read at each trigger
                 intelligent_call_available=lambda: self.services.entitlements.intelligent_ecall,
             )
-        )
         self.session = UplinkSession(
             vin=config.vin,
             broker=config.broker,

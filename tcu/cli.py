@@ -14,7 +14,6 @@ from tcu.cli_errors import os_error_sentence
 from tcu.clock import SystemClock
 from tcu.config import load_agent_config
 from tcu.device_ports import port_problems
-from tcu.ecall.msd_cli import decode_command, msd_command
 from tcu.errors import ConfigError, TcuError
 from tcu.runner import configure_logging, run_service
 from tcu.service_unit import SYSTEM_UNIT_DIR, UNIT_NAME, UnitOptions, install_unit, render_unit
@@ -261,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "account":
             _account(args)
         elif args.command == "ecall" and args.ecall_command == "msd":
+            from tcu.ecall.msd_cli import msd_command  # noqa: PLC0415 - `tcu run` needs no MSD tools
+
             print(msd_command(args.json_file, version=args.version, explicit_propulsion=args.explicit_propulsion))
         elif args.command == "ecall":
+            from tcu.ecall.msd_cli import decode_command  # noqa: PLC0415 - `tcu run` needs no MSD tools
+
             print(decode_command(args.hex))
     except (TcuError, WireError) as exc:
         print(f"tcu: error: {exc}", file=sys.stderr)

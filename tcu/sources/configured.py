@@ -37,20 +37,23 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tcu.clock import Clock
 from tcu.ecall.triggers import AUTOMATIC_PATHS, SOS_BUTTON, TriggerRule
 from tcu.errors import ConfigError
-from tcu.sources.can_bus import CanBusConfig, CanBusReader
-from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig
-from tcu.sources.elm327_mapping import ObdMapping, load_obd_mapping
-from tcu.sources.nmea_reader import NmeaConfig, NmeaReader
-from tcu.sources.nmea_track import GnssTrack
-from tcu.sources.serial_port import config_from_table
-from tcu.sources.slcan_reader import SlcanConfig, SlcanReader
-from tcu.sources.slcan_signals import CanSignalDecoder
 from tcu.vehicle.state import VehicleState
+
+# Each device's modules are imported when a config names it: python-can and cantools alone cost ~15 MB
+# and 0.3 s, the ELM327 client and its PID tables ~2 MB, pyserial ~0.6 MB, in an agent that may have no
+# adapter at all (the simulated drive).
+if TYPE_CHECKING:
+    from tcu.sources.can_bus import CanBusReader
+    from tcu.sources.elm327_mapping import ObdMapping
+    from tcu.sources.nmea_reader import NmeaReader
+    from tcu.sources.nmea_track import GnssTrack
+    from tcu.sources.slcan_reader import SlcanReader
+    from tcu.sources.slcan_signals import CanSignalDecoder
 
 _LOGGER = logging.getLogger(__name__)
 KNOWN = ("obd", "can", "gnss", "modem")  # the modem belongs to the eCall, configured there
@@ -82,6 +85,8 @@ def can_reader(
 ) -> SlcanReader | CanBusReader:
     """`interface` picks a python-can bus; without it, our own SLCAN reader on a serial `port`."""
     if "interface" in table:
+        from tcu.sources.can_bus import CanBusConfig, CanBusReader  # noqa: PLC0415 - see above
+
         return CanBusReader(CanBusConfig.from_table(table), state=state, clock=clock, decoder=decoder)
     bus_only = {"channel", "options"} & set(table)
     if bus_only:
@@ -89,6 +94,8 @@ def can_reader(
             f"sources.can: {', '.join(sorted(bus_only))} go(es) with a python-can interface; add "
             'interface = "socketcan" (or pcan, kvaser, vector, slcan, ...), or name a serial port with port = "..."'
         )
+    from tcu.sources.slcan_reader import SlcanConfig, SlcanReader  # noqa: PLC0415 - see above
+
     return SlcanReader(SlcanConfig.from_table(table), state=state, clock=clock, decoder=decoder)
 
 
@@ -112,6 +119,8 @@ def can_decoder(
     if isinstance(table.get("mapping"), list):
         raise ConfigError("sources.can.mapping: expected one file path")
     mapping = _file_list(table["mapping"], "can.mapping", base)[0] if "mapping" in table else None
+    from tcu.sources.slcan_signals import CanSignalDecoder  # noqa: PLC0415 - see above
+
     decoder = CanSignalDecoder.from_files(mapping, dbc_paths=dbc, triggers=triggers)
     published = decoder.paths
     if legal_ecall and not published & AUTOMATIC_PATHS:
@@ -147,6 +156,10 @@ def build_sources(
     built = ConfiguredSources()
     base = base or Path.cwd()
     if "obd" in sources:
+        from tcu.sources.elm327_client import Elm327Client, Elm327ClientConfig  # noqa: PLC0415 - see above
+        from tcu.sources.elm327_mapping import load_obd_mapping  # noqa: PLC0415 - see above
+        from tcu.sources.serial_port import config_from_table  # noqa: PLC0415 - see above
+
         obd_table = dict(sources["obd"])
         mapping_path = _file_list(obd_table.pop("mapping"), "obd.mapping", base)[0] if "mapping" in obd_table else None
         obd = config_from_table(Elm327ClientConfig, _obd_table(obd_table), section="sources.obd")
@@ -159,6 +172,8 @@ def build_sources(
     elif triggers:
         raise ConfigError(f"{triggers[0].where}: trigger rules name CAN signals, but there is no [sources.can]")
     if "gnss" in sources:
+        from tcu.sources.nmea_reader import NmeaConfig, NmeaReader  # noqa: PLC0415 - see above
+
         built.gnss = NmeaReader(NmeaConfig.from_table(sources["gnss"]), state=state, clock=clock)
         built.runners["gnss"] = built.gnss.run
     return built

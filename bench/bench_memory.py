@@ -1,0 +1,135 @@
+"""The agent's memory and import time against a bare interpreter with its four libraries. A measurement.
+
+    python -m bench.bench_memory [--seconds 8] [--runs 5]
+
+- RSS of one `tcu run` process on the simulated drive after `--seconds`: without CAN, and with a CAN
+  source (an SLCAN simulator on a pty, served by this process, the packaged DBC and mapping).
+- Import time of the agent (`import tcu.cli`, what `tcu run` imports, `tcu.app` with it): measured
+  inside a fresh interpreter around the import alone, median of `--runs`.
+- Baseline: a fresh interpreter doing `import aiomqtt, nacl, cbor2, sqlite3` (the libraries the agent
+  cannot do without): its RSS after the import and the import's time, interleaved with the agent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.broker import MosquittoBroker
+from hil.devices.slcan_sim import SlcanSimulator
+from hil.layout import DEMO_VIN, BenchLayout
+
+AGENT_IMPORT = "import tcu.cli"
+BASELINE_IMPORT = "import aiomqtt, nacl, cbor2, sqlite3"
+# Run in a fresh interpreter: the import's own time, then the process's resident set after it.
+_PROBE = """
+import time
+start = time.perf_counter()
+{statement}
+elapsed = time.perf_counter() - start
+rss_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+print(elapsed, rss_kb)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCost:
+    seconds: float
+    rss_mb: float
+
+
+def import_cost(statement: str) -> ImportCost:
+    """Time of `statement` in a fresh interpreter, and that interpreter's RSS after it."""
+    output = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(statement=statement)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return ImportCost(seconds=float(output[0]), rss_mb=int(output[1]) / 1024)
+
+
+def import_costs(runs: int) -> tuple[list[ImportCost], list[ImportCost]]:
+    """(agent, baseline), `runs` of each, interleaved."""
+    agent: list[ImportCost] = []
+    baseline: list[ImportCost] = []
+    for _ in range(runs):
+        agent.append(import_cost(AGENT_IMPORT))
+        baseline.append(import_cost(BASELINE_IMPORT))
+    return agent, baseline
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+
+
+async def agent_rss_mb(seconds: float, *, can: bool = False) -> float:
+    """Resident memory of one `tcu run` process on the simulated drive after `seconds`; with `can`, the
+    agent also reads an SLCAN adapter (a simulator on a pty in this process) through the packaged DBC."""
+    with tempfile.TemporaryDirectory(prefix="tcu-bench-rss-") as tmp:
+        broker = MosquittoBroker(Path(tmp) / "mosquitto")
+        layout = BenchLayout(root=Path(tmp), broker_url=broker.url)
+        layout.create_backend()
+        device = SlcanSimulator(link_path=str(Path(tmp) / "ttyCAN")) if can else None
+        sources = {} if device is None else {"can": {"port": device.path}}
+        config = layout.add_vehicle(DEMO_VIN, telemetry_interval_s=1.0, sources=sources)
+        async with broker:
+            if device is not None:
+                await device.__aenter__()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tcu.cli",
+                    "--log-level",
+                    "error",
+                    "run",
+                    "--config",
+                    str(config),
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+                try:
+                    await asyncio.sleep(seconds)
+                    if process.returncode is not None:
+                        raise RuntimeError(f"tcu run ended early with status {process.returncode}")
+                    return await asyncio.to_thread(_rss_mb, process.pid)
+                finally:
+                    if process.returncode is None:
+                        process.terminate()
+                    await process.wait()
+            finally:
+                if device is not None:
+                    await device.__aexit__(None, None, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    agent, baseline = import_costs(args.runs)
+    without_can = [asyncio.run(agent_rss_mb(args.seconds)) for _ in range(3)]
+    with_can = [asyncio.run(agent_rss_mb(args.seconds, can=True)) for _ in range(3)]
+    base_rss = statistics.median(cost.rss_mb for cost in baseline)
+    base_s = statistics.median(cost.seconds for cost in baseline)
+    agent_s = statistics.median(cost.seconds for cost in agent)
+    print(f"baseline ({BASELINE_IMPORT}): RSS {base_rss:.1f} MB, import {base_s * 1000:.0f} ms (median of {args.runs})")
+    print(
+        f"agent import ({AGENT_IMPORT}): {agent_s * 1000:.0f} ms median, min "
+        f"{min(c.seconds for c in agent) * 1000:.0f} ms, ratio {agent_s / base_s:.2f}; RSS after import "
+        f"{statistics.median(c.rss_mb for c in agent):.1f} MB"
+    )
+    for label, figures in (("without CAN", without_can), ("with SLCAN + DBC", with_can)):
+        rss = statistics.median(figures)
+        print(
+            f"tcu run, {label}, after {args.seconds:.0f} s: RSS {rss:.1f} MB median of 3 "
+            f"({', '.join(f'{x:.1f}' for x in figures)}), ratio {rss / base_rss:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
