@@ -35,9 +35,19 @@ from typing import Any
 
 from nacl.public import PrivateKey
 
-from bench import bench_ecall_slow_disk, bench_fleet, bench_msd, bench_sources, bench_uplink, history, readme_table
+from bench import (
+    bench_ecall_slow_disk,
+    bench_fleet,
+    bench_memory,
+    bench_msd,
+    bench_sources,
+    bench_uplink,
+    history,
+    readme_table,
+)
 from bench.baseline_asn1tools import asn1tools_round_trips_per_s
 from bench.baseline_cantools import python_can_cantools_frames_per_s
+from bench.baseline_sqlite import bare_insert_per_s
 from bench.comparison import ROUNDS, Better, Contender, Figures, interleave
 from bench.suite_rows import Goal, Row
 from hil.broker import MosquittoBroker
@@ -124,14 +134,13 @@ async def _uplink_bench() -> AsyncIterator[tuple[MosquittoBroker, BenchLayout, P
 
 async def uplink_rows(sizes: Sizes) -> list[Row]:
     payload = envelope_bytes()
-    bare_insert = _optional("baseline_sqlite", "bare_insert_per_s")
     plain_paho = _optional("baseline_paho", "plain_paho_per_s")
     paho_sqlite = _optional("baseline_paho", "paho_into_sqlite_per_s")
     rows: list[Row] = []
     async with _uplink_bench() as (broker, layout, scratch):
         ours, (bare,) = await _versus(
             lambda: bench_uplink.measure_sealed_queued(layout, sizes.records, 100),
-            [None if bare_insert is None else _in_thread(bare_insert, scratch, sizes.records, 100, payload)],
+            [_in_thread(bare_insert_per_s, scratch, sizes.records, 100, payload)],
             sizes.rounds,
         )
         rows.append(
@@ -141,11 +150,7 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
                 unit="records/s",
                 better=Better.HIGHER,
                 ours=ours,
-                baseline_name=(
-                    f"bare SQLite INSERT of {payload} B blobs, WAL + FULL, batches of 100"
-                    if bare_insert
-                    else _unavailable("bare SQLite", "baseline_sqlite")
-                ),
+                baseline_name=f"bare SQLite INSERT of {payload} B blobs, WAL + FULL, batches of 100",
                 baseline=bare,
                 goal=Goal.ratio(0.5),
             )
@@ -317,47 +322,60 @@ async def ecall_rows(sizes: Sizes) -> list[Row]:
     ]
 
 
-async def agent_rss_mb(seconds: float) -> float:
-    """Resident memory of one `tcu run` process on the simulated drive, after `seconds`."""
-    with tempfile.TemporaryDirectory(prefix="tcu-bench-rss-") as tmp:
-        broker = MosquittoBroker(Path(tmp) / "mosquitto")
-        layout = BenchLayout(root=Path(tmp), broker_url=broker.url)
-        layout.create_backend()
-        config = layout.add_vehicle(DEMO_VIN, telemetry_interval_s=1.0)
-        async with broker:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tcu.cli",
-                "--log-level",
-                "error",
-                "run",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-            try:
-                await asyncio.sleep(seconds)
-                status = await asyncio.to_thread(Path(f"/proc/{process.pid}/status").read_text)
-                rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            finally:
-                process.terminate()
-                await process.wait()
-    return rss_kb / 1024
-
-
 async def memory_rows(sizes: Sizes) -> list[Row]:
-    rss, _ = await _versus(lambda: agent_rss_mb(sizes.rss_seconds), [], sizes.rounds)
+    """The agent's RSS without and with CAN, and its import time, against a bare interpreter importing the
+    four libraries the agent cannot do without (`bench_memory`)."""
+
+    async def rss(can: bool) -> float:
+        return await bench_memory.agent_rss_mb(sizes.rss_seconds, can=can)
+
+    async def imported(statement: str, figure: str) -> float:
+        cost = await asyncio.to_thread(bench_memory.import_cost, statement)
+        return cost.rss_mb if figure == "rss" else cost.seconds * 1000
+
+    without_can, with_can, bare = [
+        Figures.of(values)
+        for values in await interleave(
+            [lambda: rss(can=False), lambda: rss(can=True), lambda: imported(bench_memory.BASELINE_IMPORT, "rss")],
+            sizes.rounds,
+        )
+    ]
+    agent_import, (bare_import,) = await _versus(
+        lambda: imported(bench_memory.AGENT_IMPORT, "seconds"),
+        [lambda: imported(bench_memory.BASELINE_IMPORT, "seconds")],
+        sizes.rounds,
+    )
+    baseline_name = f"`{bench_memory.BASELINE_IMPORT}` in a fresh interpreter"
     return [
         Row(
-            key="agent_rss",
-            measure="agent RSS, `tcu run` simulated drive",
+            key="agent_rss_without_can",
+            measure="agent RSS, `tcu run` simulated drive, no CAN",
             unit="MB",
             better=Better.LOWER,
-            ours=rss,
-            baseline_name=_unavailable("import aiomqtt, nacl, cbor2, sqlite3", "bench_memory"),
+            ours=without_can,
+            baseline_name=baseline_name,
+            baseline=bare,
+            goal=Goal.bound(35.0),
+        ),
+        Row(
+            key="agent_rss_with_can",
+            measure="agent RSS, `tcu run` simulated drive + SLCAN adapter with the DBC",
+            unit="MB",
+            better=Better.LOWER,
+            ours=with_can,
+            baseline_name=baseline_name,
+            baseline=bare,
             goal=Goal.bound(50.0),
-        )
+        ),
+        Row(
+            key="agent_import_time",
+            measure=f"import time, `{bench_memory.AGENT_IMPORT}` (goal: half of before issue 15)",
+            unit="ms",
+            better=Better.LOWER,
+            ours=agent_import,
+            baseline_name=f"`{bench_memory.BASELINE_IMPORT}`",
+            baseline=bare_import,
+        ),
     ]
 
 
