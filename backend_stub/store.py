@@ -50,6 +50,17 @@ __all__ = [  # signal_problem, the limits, BodyRewrite and VehicleOrder live els
 ]
 
 
+# Newer in the vehicle's own order, never by the stamp `t`: a vehicle clock that jumps must neither pin
+# a value nor hide a fresher one. Across epochs the one received later wins, so a second agent that once
+# used this VIN cannot freeze the car's values. (An INSERT into last_values ends with it.)
+LAST_VALUE_RULE = (
+    "ON CONFLICT (vin, path) DO UPDATE SET "
+    "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq, ordinal=excluded.ordinal, "
+    "received_ms=excluded.received_ms WHERE CASE WHEN excluded.ordinal = last_values.ordinal "
+    "THEN excluded.seq > last_values.seq ELSE excluded.received_ms >= last_values.received_ms END"
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleSummary:
     vin: str
@@ -250,16 +261,9 @@ class BackendStore(StoreRetention):
 
     def _write_last_values(self, rows: list[tuple[Any, ...]]) -> None:
         """(vin, path, value, ts_ms, seq, ordinal, received_ms) rows, each kept where it is newer."""
-        # Newer in the vehicle's own order, never by the stamp `t`: a vehicle clock that jumps must
-        # neither pin a value nor hide a fresher one. Across epochs the one received later wins, so a
-        # second agent that once used this VIN cannot freeze the car's values.
-        self._db.executemany(
-            "INSERT INTO last_values VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vin, path) DO UPDATE SET "
-            "value=excluded.value, ts_ms=excluded.ts_ms, seq=excluded.seq, ordinal=excluded.ordinal, "
-            "received_ms=excluded.received_ms WHERE CASE WHEN excluded.ordinal = last_values.ordinal "
-            "THEN excluded.seq > last_values.seq ELSE excluded.received_ms >= last_values.received_ms END",
-            rows,
-        )
+        upsert = "INSERT INTO last_values VALUES (?, ?, ?, ?, ?, ?, ?) "
+        upsert += LAST_VALUE_RULE
+        self._db.executemany(upsert, rows)
 
     def last_values(self, vin: str) -> list[LastValue]:
         return [

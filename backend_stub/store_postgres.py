@@ -39,7 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from backend_stub import database
 from backend_stub.errors import DatabaseError
-from backend_stub.store import BackendStore, LastValue, VehicleSummary
+from backend_stub.store import LAST_VALUE_RULE, BackendStore, LastValue, VehicleSummary
 from backend_stub.store_location import PostgresUrl
 from backend_stub.store_postgres_connection import PostgresConnection, connect
 from telematics_wire.records import ReceivedRecord, to_millis
@@ -49,6 +49,12 @@ _LOGGER = logging.getLogger(__name__)
 EPOCH_LOCK_CLASS = 0x5443  # first key of the per-vehicle advisory lock; the second is hashtext(vin)
 _STATUS, _LAST_VALUE = 0, 1  # held-back writes, in the order a commit writes them
 _SET_ONLINE = "UPDATE vehicles SET online=?, status_ms=? WHERE vin=?"
+# Many last values in one statement, in the order given (psycopg placeholders: it runs on the raw connection).
+_UPSERT_MANY = (
+    "INSERT INTO last_values SELECT vin, path, value, ts_ms, seq, ordinal, received_ms FROM unnest("
+    "%b::text[], %b::text[], %b::bytea[], %b::bigint[], %b::bigint[], %b::integer[], %b::bigint[]) "
+    "WITH ORDINALITY AS given (vin, path, value, ts_ms, seq, ordinal, received_ms, n) ORDER BY n "
+)
 
 # (kind, vin, path, row): `kind` and the key decide the order they are written in.
 _Write = tuple[int, str, str, tuple[Any, ...]]
@@ -179,8 +185,18 @@ class PostgresStore(BackendStore):
         values = [row for kind, _, _, row in writes if kind == _LAST_VALUE]
         if statuses:
             self._pg.executemany(_SET_ONLINE, statuses)
-        if values:
-            super()._write_last_values(values)
+        # One statement per round, a round holding each (vin, path) once: PostgreSQL cannot update a row
+        # twice in one statement. A vehicle's second record in the batch is the second round, so every
+        # row still meets the rule in the batch's order; the first round takes every lock, sorted.
+        rounds: list[list[tuple[Any, ...]]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for row in values:
+            turn = seen[row[0], row[1]] = seen.get((row[0], row[1]), -1) + 1
+            if turn == len(rounds):
+                rounds.append([])
+            rounds[turn].append(row)
+        for rows in rounds:
+            self._pg.raw.execute(_UPSERT_MANY + LAST_VALUE_RULE, [list(column) for column in zip(*rows, strict=True)])
 
     def _write_last_values(self, rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
