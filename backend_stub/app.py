@@ -186,6 +186,7 @@ class BackendStub:
     async def run(self) -> None:
         self._running = True
         try:
+            self.store.claim_services()  # PostgreSQL: refuses a second backend on the same record store
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.service.run(), name="backend-ingest")
                 if self.workers is not None:

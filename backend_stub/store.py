@@ -145,6 +145,11 @@ class BackendStore(StoreRetention):
         """Empty the write-ahead log after deleting (database.checkpoint)."""
         return checkpoint(self._file)
 
+    def claim_services(self) -> None:
+        """Called by the backend that runs the services (provisioning, measures, accounts, billing) on
+        this store, before it starts them. A SQLite file is one host's: nothing to claim. PostgreSQL
+        (`PostgresStore`) refuses a second backend, whose services would keep their own SQLite file."""
+
     # -- vehicles --------------------------------------------------------------------------------
 
     def enroll(self, vin: str, public_key: bytes, now: datetime) -> None:

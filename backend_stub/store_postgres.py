@@ -38,7 +38,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from backend_stub import database
-from backend_stub.errors import DatabaseError
+from backend_stub.errors import BackendConfigError, DatabaseError
 from backend_stub.store import LAST_VALUE_RULE, BackendStore, LastValue, VehicleSummary
 from backend_stub.store_location import PostgresUrl
 from backend_stub.store_postgres_connection import PostgresConnection, connect
@@ -47,6 +47,7 @@ from telematics_wire.records import ReceivedRecord, to_millis
 _LOGGER = logging.getLogger(__name__)
 
 EPOCH_LOCK_CLASS = 0x5443  # first key of the per-vehicle advisory lock; the second is hashtext(vin)
+SERVICES_LOCK = 0x5443_5520_5356_4353  # held by the one backend running the services ("TCU SVCS")
 _STATUS, _LAST_VALUE = 0, 1  # held-back writes, in the order a commit writes them
 _SET_ONLINE = "UPDATE vehicles SET online=?, status_ms=? WHERE vin=?"
 # Many last values in one statement, in the order given (psycopg placeholders: it runs on the raw connection).
@@ -74,6 +75,7 @@ class PostgresStore(BackendStore):
         self._applied = 0  # how many of `_pending` were written already (a read needed them)
         self._seen_new: list[tuple[str, bytes]] = []  # epochs this transaction registered
         self._unannounced: set[tuple[str, bytes]] = set()  # registered, but their transaction rolled back
+        self._claimed = False  # this connection holds SERVICES_LOCK
 
     def close(self) -> None:
         self._pg.close()
@@ -165,6 +167,21 @@ class PostgresStore(BackendStore):
         with contextlib.suppress(psycopg.Error):
             self._pg.close()
         self._pg = self._db = connect(self._url, read_only=self._read_only)
+        if self._claimed:  # a session lock goes with its connection: take it again, or stop
+            self._claimed = False
+            self.claim_services()
+
+    def claim_services(self) -> None:
+        """Refuse to be the second backend on this database: its provisioning, measures, accounts and
+        invoices would live in a SQLite file of its own and contradict the first one's. Ingest
+        workers share the store without claiming it. Raises `BackendConfigError`."""
+        row = self._pg.execute("SELECT pg_try_advisory_lock(?)", (SERVICES_LOCK,)).fetchone()
+        if row is None or not row[0]:
+            raise BackendConfigError(
+                f"another backend already runs its services on the record store at {self._url}; one backend "
+                "per record store (the other stores are in its SQLite file): add ingest workers instead"
+            )
+        self._claimed = True
 
     # -- held-back writes ------------------------------------------------------------------------
 

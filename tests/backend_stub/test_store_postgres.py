@@ -195,6 +195,26 @@ def test_a_lost_connection_fails_the_batch_and_the_next_one_connects_again(
         assert store.add_record(_record(1, 1.0), NOW).new
 
 
+@pytest.mark.postgres
+def test_a_second_backend_on_one_record_store_is_refused_and_ingest_workers_are_not(
+    workers: tuple[BackendStore, BackendStore], postgres_url: PostgresUrl
+) -> None:
+    """Its provisioning, measures and accounts would live in a SQLite file of its own and contradict the
+    first backend's: refused at start. An ingest worker never claims, so it shares the store."""
+    from backend_stub.store_postgres import PostgresStore  # noqa: PLC0415 - optional extra
+
+    backend, _ = workers
+    backend.claim_services()
+    with contextlib.closing(PostgresStore(postgres_url)) as second:
+        with pytest.raises(BackendConfigError, match="another backend already runs its services"):
+            second.claim_services()
+        with second.transaction():  # the worker's side: storing works all the same
+            assert second.add_record(_record(1, 1.0), NOW).new
+    backend.close()  # the first backend stops: its claim goes with its connection
+    with contextlib.closing(PostgresStore(postgres_url)) as successor:
+        successor.claim_services()
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 
