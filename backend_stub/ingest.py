@@ -16,7 +16,6 @@ never `str()`, which fails on a 5,000-digit integer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections import defaultdict
@@ -328,9 +327,10 @@ class IngestService:
 
     async def _flush(self, client: MqttClient, batch: list[tuple[str, bytes]]) -> None:
         acks = await self.shell.offload(self.store_batch, batch)
-        async with asyncio.TaskGroup() as publishes:
-            for topic, ack in acks:
-                publishes.create_task(client.publish(topic, ack, qos=1))
+        # Not awaited: an ack the link loses is no loss, the vehicle sends its records again after its ack
+        # timeout and gets them acknowledged again (duplicates are stored once).
+        for topic, ack in acks:
+            client.publish_nowait(topic, ack, qos=1)
         self._ingest.stats.acks_sent += len(acks)
 
     def store_batch(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

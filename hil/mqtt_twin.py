@@ -426,3 +426,12 @@ class MemoryClient:
             raise aiomqtt.MqttError("Operation timed out") from None
         if not delivered:
             raise aiomqtt.MqttError(f"Disconnected before the broker acknowledged {topic!r}")
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """`publish` without waiting for the acknowledgement: delivered at once, or held by a stalled broker."""
+        validate_topic(topic)
+        link = self.link_or_error("Could not publish message")
+        if not topic:
+            self._broker.drop(self._identifier, "[code:130] Protocol error")
+            raise aiomqtt.MqttError("Could not publish message: the broker dropped the connection (empty topic)")
+        self._broker._accept(Publication(topic, _as_bytes(payload), min(qos, 1), retain), sender=link)

@@ -8,6 +8,9 @@ What callers may rely on, either way:
 - a link failure (refused connect, dropped or taken-over connection, a publish the broker did not
   acknowledge within its timeout) raises `aiomqtt.MqttError`; the reconnect loop tells link failures
   from bugs by that type;
+- `publish_nowait` hands a message over in publication order and returns at once: the broker's
+  acknowledgement is not awaited (for senders whose delivery an end-to-end ack decides); it raises
+  `aiomqtt.MqttError` when the client has no connection to send it on;
 - a malformed topic or topic filter raises `ValueError` before anything is sent;
 - messages are `aiomqtt.Message` values, whose `payload` is `bytes` for anything a broker delivered;
 - a client made with manual acks acknowledges a QoS 1 message (PUBACK) only when told (`ack`), so the
@@ -65,6 +68,10 @@ class MqttClient(Protocol):
         retain: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 - aiomqtt's signature: a publish has its own ack timeout
     ) -> None: ...
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """Send `payload` without waiting for the broker's acknowledgement; `MqttError` without a connection."""
+        ...
 
 
 # (client id, last will) -> a client not yet connected, with manual acks (the session acknowledges each

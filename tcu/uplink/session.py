@@ -5,6 +5,11 @@ one TaskGroup. Records stay in the queue until the backend's sealed ack names th
 published but not acknowledged within `ack_timeout_s` is sent again (the backend de-duplicates by
 queue epoch and sequence number), and everything in flight is resent after a reconnect.
 
+Since the end-to-end ack decides delivery, the sender hands each batch to the client without waiting
+for the broker's PUBACKs (`publish_nowait`; the client keeps its own in-flight window and the session
+its `inflight_window`), and sleeps until a wake-up or the one deadline of its window, the earliest
+resend due, rather than keeping a task, an awaited publish and a timer per record.
+
 Downlink messages are acknowledged to the broker (PUBACK) only once their handler returned: one the
 link lost before that comes again on the next connection (the session is persistent).
 """
@@ -83,7 +88,8 @@ class UplinkSession:
         self._radio_free = radio_free if radio_free is not None else _always_set()
         self._backoff = Backoff(base_s=uplink.reconnect_base_s, cap_s=uplink.reconnect_cap_s)
         self._wakeup = asyncio.Event()
-        self._inflight: dict[int, float] = {}
+        self._inflight: dict[int, float] = {}  # seq -> when sent, in sending order: the first is due first
+        self._deadline: asyncio.TimerHandle | None = None  # wakes the sender when the first resend is due
         self._unacked_since_log = 0
         self._next_resend_log = 0.0
         self._connected = asyncio.Event()
@@ -139,6 +145,7 @@ class UplinkSession:
         if was_up:
             self._tell_link(False)
         self._inflight.clear()  # anything unacknowledged goes again on the next connection
+        self._cancel_deadline()
 
     async def _serve(self, client: MqttClient) -> None:
         await client.subscribe(self._topics.downlink, qos=1)
@@ -184,30 +191,59 @@ class UplinkSession:
             self._next_resend_log = now + self._uplink.ack_timeout_s
 
     async def _send_loop(self, client: MqttClient) -> None:
-        while True:
-            if not self._radio_free.is_set():
-                await self._radio_free.wait()
-                continue
-            self._wakeup.clear()
-            self._expire_inflight()
-            await self._outbox.emit_overflow_notice()
-            room = self._uplink.inflight_window - len(self._inflight)
-            batch = await self._outbox.next_batch(room, skip=self._inflight)
-            if not self._radio_free.is_set():
-                continue  # the eCall took the radio while the queue was read: the batch stays queued
-            if not batch:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(io_timeout(self._uplink.ack_timeout_s) / 4, 0.05)):
-                        await self._wakeup.wait()
-                continue
-            sent_at = self._clock.monotonic()
-            for queued in batch:
-                self._inflight[queued.seq] = sent_at
-            self._outbox.mark_sent(queued.seq for queued in batch)
-            async with asyncio.TaskGroup() as publishes:
-                for queued in batch:
-                    publishes.create_task(client.publish(self._topics.records, queued.envelope, qos=1))
-            self.stats.published += len(batch)
+        try:
+            while True:
+                if not self._radio_free.is_set():
+                    await self._radio_free.wait()
+                    continue
+                self._wakeup.clear()
+                self._expire_inflight()
+                await self._outbox.emit_overflow_notice()
+                room = self._uplink.inflight_window - len(self._inflight)
+                batch = await self._outbox.next_batch(room, skip=self._inflight)
+                if not self._radio_free.is_set():
+                    continue  # the eCall took the radio while the queue was read: the batch stays queued
+                if batch:
+                    sent_at = self._clock.monotonic()
+                    for queued in batch:
+                        self._inflight[queued.seq] = sent_at
+                    self._outbox.mark_sent(queued.seq for queued in batch)
+                    for queued in batch:  # the backend's ack decides delivery: the broker's PUBACK is not awaited
+                        client.publish_nowait(self._topics.records, queued.envelope, qos=1)
+                    self.stats.published += len(batch)
+                    if len(batch) == room:
+                        continue  # the queue may hold more than the window took
+                # Nothing more was queued when it was read: what is queued later wakes the sender (`notify`).
+                self._arm_deadline()
+                await self._wakeup.wait()
+        finally:
+            self._cancel_deadline()
+
+    def _arm_deadline(self) -> None:
+        """One timer for the whole window: set for the first record in flight to fall due, if none is set
+        earlier. Acks only move that moment later, so a timer that fires early costs one idle pass."""
+        if not self._inflight:
+            self._cancel_deadline()
+            return
+        first_sent = next(iter(self._inflight.values()))
+        timeout = io_timeout(self._uplink.ack_timeout_s)
+        # On the loop's time, from the injected clock's: capped, in case the two run at different speeds.
+        delay = min(max(first_sent + timeout - self._clock.monotonic(), 0.05), timeout / 4)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self._deadline is not None and not self._deadline.cancelled() and self._deadline.when() <= due:
+            return
+        self._cancel_deadline()
+        self._deadline = loop.call_at(due, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._deadline = None
+        self._wakeup.set()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     async def _receive_loop(self, client: MqttClient) -> None:
         async for message in client.messages:

@@ -181,6 +181,17 @@ async def test_qos1_messages_arrive_once_in_publication_order(broker: BrokerUnde
         assert await fenced(publisher, subscriber, "order/fence") == []
 
 
+async def test_publish_nowait_sends_in_order_and_refuses_without_a_connection(broker: BrokerUnderTest) -> None:
+    async with connected(broker, "pub") as publisher, connected(broker, "sub") as subscriber:
+        await subscriber.subscribe("nowait/#", qos=1)
+        for index in range(50):
+            publisher.publish_nowait(f"nowait/{index % 3}", str(index).encode(), qos=1)
+        received = [await next_message(subscriber) for _ in range(50)]
+        assert received == [(f"nowait/{index % 3}", str(index).encode(), 1, False) for index in range(50)]
+    with pytest.raises(aiomqtt.MqttError):
+        publisher.publish_nowait("nowait/after", b"x", qos=1)  # its connection is closed
+
+
 @pytest.mark.parametrize(("subscribed", "published", "delivered"), [(0, 1, 0), (1, 0, 0), (1, 1, 1)])
 async def test_delivery_qos_is_the_lower_of_subscription_and_publication(
     broker: BrokerUnderTest, subscribed: int, published: int, delivered: int
