@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import io
 import logging
 import os
 import platform
@@ -25,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -50,7 +52,7 @@ from bench.baseline_cantools import python_can_cantools_frames_per_s
 from bench.baseline_sqlite import bare_insert_per_s
 from bench.comparison import ROUNDS, Better, Contender, Figures, interleave
 from bench.suite_rows import Goal, Row
-from hil.broker import MosquittoBroker
+from hil.fleet import FleetResult
 from hil.layout import DEMO_VIN, BenchLayout
 from telematics_wire.envelope import seal_record, vehicle_box
 from telematics_wire.msd import MsdCodec
@@ -58,6 +60,7 @@ from telematics_wire.msd import MsdCodec
 _LOGGER = logging.getLogger(__name__)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+BEFORE_ISSUE_15 = "98837c0"  # the last commit of issue 14: the import-time goal is half of its figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class Sizes:
     @classmethod
     def for_run(cls, quick: bool, rounds: int) -> Sizes:
         if quick:
-            return cls(rounds, 5_000, 1_500, 0.5, 300, 40, 5.0, 200, 15.0)
+            return cls(rounds, 5_000, 1_500, 0.5, 300, 40, 4.0, 200, 15.0)
         return cls(rounds, 20_000, 10_000, 2.0, 1_000, 200, 8.0, 1_000, 30.0)
 
 
@@ -124,12 +127,12 @@ def envelope_bytes() -> int:
 
 
 @contextlib.asynccontextmanager
-async def _uplink_bench() -> AsyncIterator[tuple[MosquittoBroker, BenchLayout, Path]]:
+async def _uplink_bench() -> AsyncIterator[tuple[str, BenchLayout, Path]]:
     with tempfile.TemporaryDirectory(prefix="tcu-bench-uplink-") as tmp:
         async with bench_uplink.bench(Path(tmp)) as (broker, layout):
             scratch = Path(tmp) / "baselines"
             scratch.mkdir()
-            yield broker, layout, scratch
+            yield broker.url, layout, scratch
 
 
 async def uplink_rows(sizes: Sizes) -> list[Row]:
@@ -137,7 +140,7 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
     plain_paho = _optional("baseline_paho", "plain_paho_per_s")
     paho_sqlite = _optional("baseline_paho", "paho_into_sqlite_per_s")
     rows: list[Row] = []
-    async with _uplink_bench() as (broker, layout, scratch):
+    async with _uplink_bench() as (broker_url, layout, scratch):
         ours, (bare,) = await _versus(
             lambda: bench_uplink.measure_sealed_queued(layout, sizes.records, 100),
             [_in_thread(bare_insert_per_s, scratch, sizes.records, 100, payload)],
@@ -159,8 +162,8 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
         ours, (plain, into_sqlite) = await _versus(
             lambda: bench_uplink.measure_end_to_end(layout, count, 50),
             [
-                None if plain_paho is None else _in_thread(plain_paho, broker.url, count, payload),
-                None if paho_sqlite is None else _in_thread(paho_sqlite, broker.url, scratch, count, payload),
+                None if plain_paho is None else _in_thread(plain_paho, broker_url, count, payload),
+                None if paho_sqlite is None else _in_thread(paho_sqlite, broker_url, scratch, count, payload),
             ],
             sizes.rounds,
         )
@@ -322,84 +325,119 @@ async def ecall_rows(sizes: Sizes) -> list[Row]:
     ]
 
 
+def _tree_at(commit: str, directory: Path) -> Path:
+    """The agent's packages as they were at `commit`, extracted into `directory` (read-only for the repo)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "tcu", "telematics_wire"],
+        check=True,
+        capture_output=True,
+        cwd=README.parent,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
 async def memory_rows(sizes: Sizes) -> list[Row]:
-    """The agent's RSS without and with CAN, and its import time, against a bare interpreter importing the
-    four libraries the agent cannot do without (`bench_memory`)."""
+    """The agent's RSS without devices and with all of them, against a bare interpreter importing the four
+    libraries the agent cannot do without; its import time against the same agent before this issue
+    (the goal: halved) and against those libraries (`bench_memory`)."""
 
-    async def rss(can: bool) -> float:
-        return await bench_memory.agent_rss_mb(sizes.rss_seconds, can=can)
+    async def rss(devices: str) -> float:
+        return await bench_memory.agent_rss_mb(sizes.rss_seconds, devices=devices)
 
-    async def imported(statement: str, figure: str) -> float:
-        cost = await asyncio.to_thread(bench_memory.import_cost, statement)
+    async def imported(statement: str, figure: str, tree: Path | None = None) -> float:
+        cost = await asyncio.to_thread(bench_memory.import_cost, statement, tree=tree)
         return cost.rss_mb if figure == "rss" else cost.seconds * 1000
 
-    without_can, with_can, bare = [
+    bare_libraries = bench_memory.BASELINE_IMPORT
+    without_devices, everything, bare = (
         Figures.of(values)
         for values in await interleave(
-            [lambda: rss(can=False), lambda: rss(can=True), lambda: imported(bench_memory.BASELINE_IMPORT, "rss")],
-            sizes.rounds,
+            [lambda: rss("none"), lambda: rss("all"), lambda: imported(bare_libraries, "rss")], sizes.rounds
         )
-    ]
-    agent_import, (bare_import,) = await _versus(
-        lambda: imported(bench_memory.AGENT_IMPORT, "seconds"),
-        [lambda: imported(bench_memory.BASELINE_IMPORT, "seconds")],
-        sizes.rounds,
     )
-    baseline_name = f"`{bench_memory.BASELINE_IMPORT}` in a fresh interpreter"
+    with tempfile.TemporaryDirectory(prefix="tcu-bench-before-") as tmp:
+        before = _tree_at(BEFORE_ISSUE_15, Path(tmp))
+        agent_import, before_import, bare_import = (
+            Figures.of(values)
+            for values in await interleave(
+                [
+                    lambda: imported(bench_memory.AGENT_IMPORT, "seconds"),
+                    lambda: imported(bench_memory.AGENT_IMPORT, "seconds", before),
+                    lambda: imported(bare_libraries, "seconds"),
+                ],
+                sizes.rounds,
+            )
+        )
+    libraries = f"`{bare_libraries}` in a fresh interpreter"
+    import_measure = f"import time, `{bench_memory.AGENT_IMPORT}`"
     return [
         Row(
-            key="agent_rss_without_can",
-            measure="agent RSS, `tcu run` simulated drive, no CAN",
+            key="agent_rss_without_devices",
+            measure="agent RSS, `tcu run` simulated drive, no device (no CAN)",
             unit="MB",
             better=Better.LOWER,
-            ours=without_can,
-            baseline_name=baseline_name,
+            ours=without_devices,
+            baseline_name=libraries,
             baseline=bare,
             goal=Goal.bound(35.0),
         ),
         Row(
-            key="agent_rss_with_can",
-            measure="agent RSS, `tcu run` simulated drive + SLCAN adapter with the DBC",
+            key="agent_rss_everything",
+            measure="agent RSS, `tcu run` with everything: CAN, OBD, GNSS, legal eCall",
             unit="MB",
             better=Better.LOWER,
-            ours=with_can,
-            baseline_name=baseline_name,
+            ours=everything,
+            baseline_name=libraries,
             baseline=bare,
             goal=Goal.bound(50.0),
         ),
         Row(
-            key="agent_import_time",
-            measure=f"import time, `{bench_memory.AGENT_IMPORT}` (goal: half of before issue 15)",
+            key="agent_import_time_vs_before",
+            measure=import_measure,
             unit="ms",
             better=Better.LOWER,
             ours=agent_import,
-            baseline_name=f"`{bench_memory.BASELINE_IMPORT}`",
+            baseline_name=f"the same at {BEFORE_ISSUE_15} (before issue 15)",
+            baseline=before_import,
+            goal=Goal.ratio(2.0),
+        ),
+        Row(
+            key="agent_import_time_vs_libraries",
+            measure=import_measure,
+            unit="ms",
+            better=Better.LOWER,
+            ours=agent_import,
+            baseline_name=libraries,
             baseline=bare_import,
         ),
     ]
 
 
 async def fleet_rows(sizes: Sizes) -> list[Row]:
-    """One round only: a fleet run is the longest measure, and it has no baseline to interleave with."""
+    """One round only: a fleet run is the longest measure, and it has no baseline to interleave with. The
+    fleet in one process through `hil.fleet`, whose CPU figure is the fleet process's over the measured
+    window alone (start-up and drain left out), with the backend and an ingest worker beside it."""
     vehicles = sizes.fleet_vehicles
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~5 descriptors per vehicle
     try:
         with tempfile.TemporaryDirectory(prefix="tcu-bench-fleet-") as tmp:
-            fleet = await bench_fleet.run_fleet(Path(tmp), vehicles, sizes.fleet_seconds, "normal", 30.0)
+            fleet = await bench_fleet.run_fleet_processes(
+                Path(tmp), vehicles, 1, sizes.fleet_seconds, sync="normal", drain_window_s=30.0
+            )
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    # The agents' process over the whole run (connect, window, drain), as in the issue: cpu_percent is of one core.
-    cpu_ms = fleet.cpu_percent * 10 / vehicles
     return [
         Row(
             key="fleet_cpu_per_vehicle_s",
             measure=f"fleet: {vehicles} TCUs in one process, 1 record/s each, CPU per vehicle-second",
             unit="ms",
             better=Better.LOWER,
-            ours=Figures.of([cpu_ms]),
+            ours=Figures.of([fleet.cpu_ms_per_vehicle_s]),
             detail=(
-                f"{fleet.records_per_vehicle_s:.2f} records/s each, "
+                f"{fleet.cpu_ms_per_record:.2f} ms per record, {fleet.records_per_vehicle_s:.2f} records/s each, "
                 f"event loop p99 {fleet.loop_lag_p99_ms:,.0f} ms late, {fleet.lost} lost"
             ),
             baseline_name="none",
@@ -409,7 +447,7 @@ async def fleet_rows(sizes: Sizes) -> list[Row]:
     ]
 
 
-def _fleet_failure(fleet: bench_fleet.FleetResult) -> str:
+def _fleet_failure(fleet: FleetResult) -> str:
     """Why the fleet run failed its no-loss audit, or nothing."""
     reasons = []
     if fleet.lost:
