@@ -76,7 +76,7 @@ async def run_fleet(root: Path, vehicles: int, seconds: float, sync: str, drain_
         f'\n[queue]\nsynchronous = "{sync}"\n[uplink]\nreconnect_base_s = 0.5\nreconnect_cap_s = 5\n'
         "[vehicle]\nstatus_interval_s = 30\n"
     )
-    configs = [layout.add_vehicle(vin_for(i), telemetry_interval_s=1.0, extra=extra) for i in range(vehicles)]
+    configs = layout.add_vehicles((vin_for(i) for i in range(vehicles)), telemetry_interval_s=1.0, extra=extra)
     for config in configs:  # one simulated-drive update per second, like the telemetry
         config.write_text(
             config.read_text().replace(

@@ -7,7 +7,7 @@ users run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -108,13 +108,22 @@ class BenchLayout:
     def add_vehicle(self, vin: str, **settings: Unpack[AgentSettings]) -> Path:
         """Create the vehicle's keys and config (`write_agent_config`) and enrol it with the backend;
         returns the config path."""
-        _, public = write_box_keypair(self.keys, vin)
+        return self.add_vehicles([vin], **settings)[0]
+
+    def add_vehicles(self, vins: Iterable[str], **settings: Unpack[AgentSettings]) -> list[Path]:
+        """`add_vehicle` for many vehicles with the same settings, enrolled in one transaction: opening
+        the store and committing per vehicle took ~40 ms each (a 5,000-vehicle fleet: minutes)."""
+        vins = list(vins)
+        public_keys = {vin: bytes(load_public_key(write_box_keypair(self.keys, vin)[1])) for vin in vins}
         store = BackendStore(self.root / "backend.sqlite3")
         try:
-            store.enroll(vin, bytes(load_public_key(public)), SystemClock().now())
+            with store.transaction():
+                now = SystemClock().now()
+                for vin, public_key in public_keys.items():
+                    store.enroll(vin, public_key, now)
         finally:
             store.close()
-        return self.write_agent_config(vin, **settings)
+        return [self.write_agent_config(vin, **settings) for vin in vins]
 
     def set_legal_ecall(self, vin: str, legal: bool, *, first_registration: date | None = None) -> None:
         """Tell the backend whether the vehicle is equipped with legal eCall (as `enroll --legal-ecall`)
