@@ -7,9 +7,10 @@
 
 Ours and its baseline run interleaved (ours, baseline, ours, baseline, ...: three rounds each) and each
 row prints min and median; the ratio is median against median, oriented so that above 1 ours is better
-(`bench.comparison`). The goals are the issue's, as ratios where it names one (`bench.suite_rows`). A
-baseline whose module is missing prints as "not available". Each figure comes from the same code as
-its own script (bench/bench_*.py, bench/baseline_*.py), which gives more detail.
+(`bench.comparison`). The goals are the issue's, as ratios where it names one (`bench.suite_rows`); a
+row without a baseline (the backlog, the pty latency, the fleet) has a goal on its own figure. Each
+figure comes from the same code as its own script (bench/bench_*.py, bench/baseline_*.py), which gives
+more detail.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import io
 import logging
 import os
@@ -38,6 +38,7 @@ from typing import Any
 from nacl.public import PrivateKey
 
 from bench import (
+    baseline_paho,
     bench_ecall_slow_disk,
     bench_fleet,
     bench_memory,
@@ -84,15 +85,6 @@ class Sizes:
         return cls(rounds, 20_000, 10_000, 2.0, 1_000, 200, 8.0, 1_000, 30.0)
 
 
-def _optional(module: str, function: str) -> Callable[..., Any] | None:
-    """A baseline another part of the suite provides, or None while its module is not there."""
-    try:
-        return getattr(importlib.import_module(f"bench.{module}"), function)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError, SyntaxError) as exc:
-        _LOGGER.warning("baseline bench/%s.py %s: not available (%s)", module, function, exc)
-        return None
-
-
 def _in_thread(function: Callable[..., float], *args: Any, **kwargs: Any) -> Contender:
     """A blocking measure as a contender: run off the loop (a baseline may run its own event loop)."""
 
@@ -102,18 +94,10 @@ def _in_thread(function: Callable[..., float], *args: Any, **kwargs: Any) -> Con
     return run
 
 
-def _unavailable(what: str, module: str) -> str:
-    return f"{what}: not available (bench/{module}.py missing)"
-
-
-async def _versus(
-    ours: Contender, baselines: Sequence[Contender | None], rounds: int
-) -> tuple[Figures, list[Figures | None]]:
-    """Ours and every available baseline interleaved; a missing baseline's figures are None."""
-    present = [baseline for baseline in baselines if baseline is not None]
-    samples = await interleave([ours, *present], rounds)
-    measured = iter(samples[1:])
-    return Figures.of(samples[0]), [None if b is None else Figures.of(next(measured)) for b in baselines]
+async def _versus(ours: Contender, baselines: Sequence[Contender], rounds: int) -> tuple[Figures, list[Figures]]:
+    """Ours and its baselines interleaved, round by round, ours first."""
+    samples = await interleave([ours, *baselines], rounds)
+    return Figures.of(samples[0]), [Figures.of(values) for values in samples[1:]]
 
 
 def envelope_bytes() -> int:
@@ -137,8 +121,6 @@ async def _uplink_bench() -> AsyncIterator[tuple[str, BenchLayout, Path]]:
 
 async def uplink_rows(sizes: Sizes) -> list[Row]:
     payload = envelope_bytes()
-    plain_paho = _optional("baseline_paho", "plain_paho_per_s")
-    paho_sqlite = _optional("baseline_paho", "paho_into_sqlite_per_s")
     rows: list[Row] = []
     async with _uplink_bench() as (broker_url, layout, scratch):
         ours, (bare,) = await _versus(
@@ -162,8 +144,8 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
         ours, (plain, into_sqlite) = await _versus(
             lambda: bench_uplink.measure_end_to_end(layout, count, 50),
             [
-                None if plain_paho is None else _in_thread(plain_paho, broker_url, count, payload),
-                None if paho_sqlite is None else _in_thread(paho_sqlite, broker_url, scratch, count, payload),
+                _in_thread(baseline_paho.plain_paho_per_s, broker_url, count, payload),
+                _in_thread(baseline_paho.paho_into_sqlite_per_s, broker_url, scratch, count, payload),
             ],
             sizes.rounds,
         )
@@ -175,11 +157,7 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
                 unit="records/s",
                 better=Better.HIGHER,
                 ours=ours,
-                baseline_name=(
-                    f"plain paho QoS 1 publisher → subscriber, {payload} B, same broker"
-                    if plain_paho
-                    else _unavailable("plain paho", "baseline_paho")
-                ),
+                baseline_name=f"plain paho QoS 1 publisher → subscriber, {payload} B, same broker",
                 baseline=plain,
                 goal=Goal.ratio(0.5),
             ),
@@ -189,11 +167,7 @@ async def uplink_rows(sizes: Sizes) -> list[Row]:
                 unit="records/s",
                 better=Better.HIGHER,
                 ours=ours,
-                baseline_name=(
-                    "paho subscriber committing each batch into SQLite (WAL + FULL)"
-                    if paho_sqlite
-                    else _unavailable("paho into SQLite", "baseline_paho")
-                ),
+                baseline_name="paho subscriber committing each batch into SQLite (WAL + FULL)",
                 baseline=into_sqlite,
             ),
         ]
@@ -298,8 +272,6 @@ async def ecall_rows(sizes: Sizes) -> list[Row]:
         return run
 
     slow, (untouched, harsher) = await _versus(p99_msd(0.05), [p99_msd(0.0), p99_msd(0.5)], sizes.rounds)
-    assert untouched is not None
-    assert harsher is not None
     baseline_name = "the same with the disk untouched"
     return [
         Row(

@@ -2,7 +2,7 @@
 
 A goal is either a ratio against the baseline (`Goal.ratio(0.5)`: ours at least half the baseline's
 rate) or a bound on our own figure (`Goal.bound(50.0)`: below 50 ms for a latency, at least that for a
-rate), as the issue states it. A row whose baseline is missing still prints, with "not available".
+rate), as the issue states it. A row without a baseline shows "—" for it and its ratio.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bench.comparison import Better, Figures, ratio
 class Verdict(enum.Enum):
     PASS = "pass"
     FAIL = "FAIL"
-    NONE = "—"  # no goal, or its baseline is not available
+    NONE = "—"  # no goal, or a ratio goal without a baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class Row:
     unit: str
     better: Better
     ours: Figures
-    baseline_name: str  # what the baseline is, or why there is none
+    baseline_name: str  # what the baseline is ("none")
     baseline: Figures | None = None
     goal: Goal | None = None
     detail: str = ""  # shown with our figure: what else the run saw (event-loop lag, records lost)
@@ -82,7 +82,7 @@ class Row:
             "measure": self.measure,
             "ours": figures_text(self.ours, self.unit) + (f"; {self.detail}" if self.detail else ""),
             "baseline": self.baseline_name,
-            "baseline figure": "not available" if self.baseline is None else figures_text(self.baseline, self.unit),
+            "baseline figure": "—" if self.baseline is None else figures_text(self.baseline, self.unit),
             "ratio": "—" if current is None else f"{current:.2f} ({self.ratio_direction})",
             "goal": "—" if self.goal is None else self.goal.text(self.unit, self.better),
             "result": self.verdict.value + (f": {self.failure}" if self.failure else ""),

@@ -62,11 +62,11 @@ def test_a_bound_on_a_latency_is_strictly_below() -> None:
     assert _row([50.0], [2.0], Better.LOWER, Goal.bound(50.0)).verdict is Verdict.FAIL
 
 
-def test_a_missing_baseline_shows_not_available_and_no_verdict_on_its_ratio_goal() -> None:
+def test_a_row_without_a_baseline_has_no_ratio_and_no_verdict_on_a_ratio_goal() -> None:
     row = _row([50.0], None, Better.HIGHER, Goal.ratio(0.5))
     assert row.ratio is None
     assert row.verdict is Verdict.NONE
-    assert row.cells()["baseline figure"] == "not available"
+    assert (row.cells()["baseline figure"], row.cells()["ratio"]) == ("—", "—")
 
 
 def test_a_failed_check_fails_the_row_whatever_its_figure() -> None:
