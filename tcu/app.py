@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from tcu.clock import Clock, SystemClock
-from tcu.config import AgentConfig
+from tcu.config import AgentConfig, shipped_catalogue
 from tcu.errors import RecordTooLargeError
 from tcu.services.account_link import AccountMessages
 from tcu.services.ecu_config import EcuConfiguration
@@ -32,7 +32,6 @@ from tcu.telemetry.vin_check import VinCheck
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.session import UplinkSession
 from tcu.vehicle.state import VehicleState
-from telematics_wire.catalogue import Catalogue
 from telematics_wire.ecu_keys import load_key_specs
 from telematics_wire.entitlements import Entitlements
 from telematics_wire.envelope import seal_record, vehicle_box
@@ -45,10 +44,9 @@ if TYPE_CHECKING:  # the eCall's modules (modem, state machine, MSD: ~3 MB) load
     from tcu.ecall.service import EcallService
 
 _LOGGER = logging.getLogger(__name__)
-# The shipped catalogue (two TOML files, ~130 ms to parse) is read once per process, not per agent: a
-# fleet process runs thousands of agents. It is immutable; each agent takes its own `for_vehicle` copy.
-_shipped_catalogue = functools.cache(Catalogue.load)
-_shipped_key_specs = functools.cache(load_key_specs)  # the ECU key table likewise; EcuConfiguration copies it
+# The ECU key table is parsed once per process, like the shipped catalogue (tcu.config): a fleet process
+# runs thousands of agents. EcuConfiguration copies it.
+_shipped_key_specs = functools.cache(load_key_specs)
 
 
 class Agent:
@@ -112,7 +110,7 @@ class Agent:
             clock=self.clock,
             radio_free=None if self.ecall is None else self.ecall.radio_free,  # the eCall before its AL-ACK
         )
-        self.catalogue = _shipped_catalogue().for_vehicle(config.vehicle.fit)  # files checked against the build
+        self.catalogue = shipped_catalogue().for_vehicle(config.vehicle.fit)  # files checked against the build
         self.personal = PersonalStore(config.personal_path)
         self.services = ServiceManager(
             vin=config.vin,

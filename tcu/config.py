@@ -7,6 +7,7 @@ thing CI and the HIL runner change per run.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from telematics_wire.errors import VinError
 from telematics_wire.vin import validate_vin
 
 SyncMode = Literal["full", "normal"]
+
+# The shipped catalogue (two TOML files, ~130 ms to parse) is read once per process, not per config or
+# agent: a fleet process loads thousands of configs. It is immutable; an agent takes its `for_vehicle` copy.
+shipped_catalogue = functools.cache(Catalogue.load)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +147,7 @@ def parse_vehicle_fit(section: TomlSection) -> VehicleFit:
             raise ConfigError(f"vehicle.equipment: got {codes!r}; expected an array of option codes (strings)")
         equipment = frozenset(codes)
         try:
-            Catalogue.load().check_equipment(equipment, brand)
+            shipped_catalogue().check_equipment(equipment, brand)
         except ValueError as exc:
             raise ConfigError(f"vehicle.equipment: {exc}") from exc
     registered = section._get("first_registration", (date, str), "a date, e.g. 2026-11-23", None)
