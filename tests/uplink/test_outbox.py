@@ -254,3 +254,39 @@ async def test_a_queue_that_cannot_open_leaves_no_writer_thread_behind(
             async with Outbox(path, sealer=sealer, clock=clock, config=QueueConfig(), max_envelope_bytes=2048):
                 pass
     assert {thread.name for thread in threading.enumerate()} - before == set()
+
+
+# Calls that would find nothing to do are answered on the loop from the counts the writer published.
+
+
+async def test_a_record_handed_over_is_in_the_next_batch_at_once(outbox: Outbox, clock: ManualClock) -> None:
+    assert await outbox.next_batch(10) == []  # empty, and answered from the counts
+    outbox.submit([_record(clock)])  # not awaited: still waiting for the writer when the batch is asked
+    assert [queued.seq for queued in await outbox.next_batch(10)] == [1]
+
+
+async def test_a_batch_that_came_short_answers_until_the_queue_changes(outbox: Outbox, clock: ManualClock) -> None:
+    await outbox.put(_record(clock))
+    assert [queued.seq for queued in await outbox.next_batch(10)] == [1]  # short: everything queued
+    assert await outbox.next_batch(10, skip={1}) == []  # all in flight, answered from the counts
+    await outbox.put(_record(clock))
+    assert [queued.seq for queued in await outbox.next_batch(10, skip={1})] == [2], "a commit changes the answer"
+    assert [queued.seq for queued in await outbox.next_batch(10)] == [1, 2], "a resend is not skipped"
+
+
+async def test_drops_are_named_by_the_next_notice_and_sent_ones_unconfirmed(
+    tmp_path: Path, clock: ManualClock, sealer: Callable[[int, Record, bytes], bytes], backend_box: Box
+) -> None:
+    bound = QueueConfig(max_records=3)
+    queue = Outbox(tmp_path / "outbox.sqlite3", sealer=sealer, clock=clock, config=bound, max_envelope_bytes=2048)
+    async with queue:
+        assert not await queue.emit_overflow_notice()  # nothing dropped: answered from the counts
+        await queue.put(_record(clock))
+        queue.mark_sent([1])  # no job of its own: the next one applies it before it drops anything
+        for _ in range(3):
+            await queue.put(_record(clock))  # the fourth record drops seq 1: the bound is 3
+        assert await queue.emit_overflow_notice()
+        assert not await queue.emit_overflow_notice(), "one notice waits at a time"
+        opened = [open_record(backend_box, queued.envelope, topic_vin=VIN) for queued in await queue.next_batch(10)]
+    [notice] = [record.body for record in opened if record.kind is RecordKind.EVENT]
+    assert notice["unconfirmed_seqs"] == [[1, 1]]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +159,51 @@ def test_record_body_round_trips_as_cbor(make_store, clock, backend_box) -> None
     store.put(Record(kind=RecordKind.EVENT, created=clock.now(), body=body))
     opened = open_record(backend_box, store.next_batch(1)[0].envelope, topic_vin=VIN)
     assert cbor2.dumps(dict(opened.body)) == cbor2.dumps(body)
+
+
+# The writer numbers records from the count it keeps in memory; these pin down when that count may
+# move (only with a commit), and that a second connection on the same file (`tcu owner-change` beside a
+# running agent) never shares a number with it.
+
+
+def _opened(store: QueueStore, backend_box: Box) -> list[tuple[int, object]]:
+    """(number in the queue, body's n) of every queued record, opened as the backend opens it."""
+    pairs = []
+    for queued in store.next_batch(1000):
+        record = open_record(backend_box, queued.envelope, topic_vin=VIN)
+        assert record.seq == queued.seq, "sealed with the number it is queued under"
+        pairs.append((queued.seq, record.body["n"]))
+    return pairs
+
+
+def test_the_number_kept_in_memory_goes_on_after_a_reopen(make_store, clock) -> None:
+    store = make_store()
+    store.put_many([_record(clock, n=n) for n in range(3)])
+    store.acknowledge([1, 2, 3])
+    store.close()
+    reopened = make_store()
+    reopened.put(_record(clock))
+    assert _seqs(reopened) == [4]
+    assert reopened.stats().next_seq == 5
+
+
+def test_a_failed_write_leaves_its_numbers_unused(make_store, clock, backend_box, tmp_path: Path) -> None:
+    store = make_store()
+    store.put_many([_record(clock, n=0), _record(clock, n=1)])
+    # A row in the way of number 3 fails the next insert after the counter moved in its transaction.
+    with contextlib.closing(sqlite3.connect(tmp_path / "outbox.sqlite3", isolation_level=None)) as other:
+        other.execute("INSERT INTO outbox VALUES (3, 2, 'telemetry', 0, x'00')")
+        store.put(_record(clock, n=2))  # held in memory: the write failed
+        assert store.stats().next_seq == 3
+        other.execute("DELETE FROM outbox WHERE seq=3")
+    store.put(_record(clock, n=3))  # the held record goes first, under the number the failed write left unused
+    assert _opened(store, backend_box) == [(1, 0), (2, 1), (3, 2), (4, 3)]
+
+
+def test_records_another_connection_queued_meanwhile_are_numbered_around(make_store, clock, backend_box) -> None:
+    agent, command = make_store(), make_store()  # both opened before either wrote: both count 1 next
+    agent.put(_record(clock, n=0))
+    command.put(_record(clock, RecordKind.EVENT, n=1))  # `tcu owner-change` beside the running agent
+    agent.put(_record(clock, n=2))
+    assert sorted(_opened(agent, backend_box)) == [(1, 0), (2, 1), (3, 2)]
+    assert agent.stats().next_seq == command.stats().next_seq == 4
