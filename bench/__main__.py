@@ -1,7 +1,7 @@
 """The benchmark suite in one command: every line against its baseline, measured in the same run.
 
-    python -m bench --quick                      # about three minutes on the 2-core machine; needs mosquitto
-    python -m bench                              # six to eight minutes: more records, a 1,000-TCU fleet
+    python -m bench --quick                      # 205 s on the busy 2-core machine (load ~10); needs mosquitto
+    python -m bench                              # longer: more records, a 1,000-TCU fleet
     python -m bench --json bench/history.json    # append the run; print each row's change and regressions
     python -m bench --update-readme --machine-note "2-core machine, 6 agents busy"
 
@@ -66,7 +66,7 @@ BEFORE_ISSUE_15 = "98837c0"  # the last commit of issue 14: the import-time goal
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    """How much each measure does: `--quick` keeps the whole suite well under three minutes."""
+    """How much each measure does: `--quick` keeps the whole suite to about three minutes (205 s at load ~10)."""
 
     rounds: int
     records: int  # sealed + queued
@@ -474,7 +474,7 @@ def run_info(quick: bool, note: str | None) -> history.RunInfo:
         python=platform.python_version(),
         cpus=cpus,
         load_average=round(load, 2),
-        note=note or f"{cpus}-core machine shared with other work, load average {load:.1f} at the start",
+        note=note or f"{cpus}-core machine shared with other agents at work, load average {load:.1f} at the start",
     )
 
 
@@ -503,6 +503,11 @@ def report_history(path: Path, run: history.Entry) -> bool:
     return any(change.regression for change in changes.values())
 
 
+def update_readme(rows: Sequence[Row], info: history.RunInfo) -> None:
+    README.write_text(readme_table.replace_block(README.read_text(), readme_table.markdown_table(rows, info)))
+    print(f"README table rewritten from the run of {info.date} ({README})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short windows and a 200-TCU fleet (about 3 min)")
@@ -511,7 +516,14 @@ def main() -> None:
     parser.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a ratio dropped > 10 %%")
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's table from this run")
     parser.add_argument("--machine-note", help='the caveat with the table, e.g. "2-core machine, 6 agents busy"')
+    parser.add_argument(
+        "--readme-from", type=Path, metavar="FILE", help="rewrite README.md's table from the last run in FILE; no run"
+    )
     args = parser.parse_args()
+    if args.readme_from:
+        info, rows = history.run_from_entry(history.load(args.readme_from)[-1])
+        update_readme(rows, info)
+        return
     logging.basicConfig(level=logging.ERROR)  # per-transition and queue-full warnings would flood the terminal
     if args.update_readme:  # a README without its markers fails before minutes of measuring, not after
         readme_table.replace_block(README.read_text(), "")
@@ -524,8 +536,7 @@ def main() -> None:
     if args.json:
         regressed = report_history(args.json, history.entry(info, rows))
     if args.update_readme:
-        README.write_text(readme_table.replace_block(README.read_text(), readme_table.markdown_table(rows, info)))
-        print(f"README table rewritten ({README})")
+        update_readme(rows, info)
     if regressed and args.fail_on_regression:
         sys.exit(1)
 

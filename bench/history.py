@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.comparison import Better
-from bench.suite_rows import Row
+from bench.comparison import Better, Figures
+from bench.suite_rows import Goal, Row
 
 REGRESSION = 0.10
 
@@ -74,8 +74,31 @@ def row_entry(row: Row) -> Entry:
         "ratio": row.ratio,
         "goal": None if row.goal is None else {"threshold": row.goal.threshold, "on_ratio": row.goal.on_ratio},
         "verdict": row.verdict.value,
+        "detail": row.detail,
         "failure": row.failure,
     }
+
+
+def row_from_entry(row: Entry) -> Row:
+    """A row as `row_entry` stored it (for a table regenerated from a recorded run)."""
+    goal = row.get("goal")
+    return Row(
+        key=row["key"],
+        measure=row["measure"],
+        unit=row["unit"],
+        better=Better(row["better"]),
+        ours=Figures.of(row["ours"]),
+        baseline_name=row["baseline_name"],
+        baseline=None if row.get("baseline") is None else Figures.of(row["baseline"]),
+        goal=None if goal is None else Goal(goal["threshold"], on_ratio=goal["on_ratio"]),
+        detail=row.get("detail", ""),
+        failure=row.get("failure", ""),
+    )
+
+
+def run_from_entry(run: Entry) -> tuple[RunInfo, list[Row]]:
+    info = RunInfo(**{name: run[name] for name in RunInfo.__dataclass_fields__})
+    return info, [row_from_entry(row) for row in run["rows"]]
 
 
 def entry(info: RunInfo, rows: Sequence[Row]) -> Entry:

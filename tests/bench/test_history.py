@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench import history
 from bench.comparison import Better, Figures
-from bench.suite_rows import Row
+from bench.suite_rows import Goal, Row
 
 
 def _info(*, quick: bool = True, cpus: int = 2, date: str = "2026-11-30T05:00:00+00:00") -> history.RunInfo:
@@ -77,3 +77,21 @@ def test_only_a_run_of_the_same_kind_on_as_many_cpus_is_comparable() -> None:
     assert history.previous_comparable([quick, full, other_machine], current) is quick
     assert history.previous_comparable([full, other_machine], current) is None
     assert history.compare(current, None) == []
+
+
+def test_a_recorded_run_gives_back_its_rows_for_the_readme() -> None:
+    row = Row(
+        key="fleet",
+        measure="fleet",
+        unit="ms",
+        better=Better.LOWER,
+        ours=Figures.of([3.0]),
+        baseline_name="none",
+        goal=Goal.bound(0.3),
+        detail="0 lost",
+        failure="0.5 records/s each",
+    )
+    info, rows = history.run_from_entry(history.entry(_info(), [row]))
+
+    assert rows == [row]
+    assert info == _info()
