@@ -16,7 +16,7 @@ PostgreSQL, for ingest workers on several hosts (`backend_stub.store_location` p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,6 +210,16 @@ class BackendStore(StoreRetention):
         if record.kind in (RecordKind.TELEMETRY, RecordKind.EVENT):
             skipped = self._update_last_values(record, received, ordinal)
         return Added(new=True, skipped=skipped, new_epoch=new_epoch)
+
+    def add_records(self, records: Sequence[ReceivedRecord], received: datetime) -> list[Added]:
+        """`add_record` of each, in order, all or none: raises `UnstorableError`, having written nothing,
+        when one cannot be held. PostgreSQL (`PostgresStore`) stores them in one statement."""
+        try:
+            with self.savepoint():
+                return [self.add_record(record, received) for record in records]
+        except BaseException:
+            self._ordinals.clear()  # it may hold an epoch registered inside the undone savepoint
+            raise
 
     def _epoch_ordinal(self, record: ReceivedRecord, received: datetime) -> tuple[int, bool]:
         """The epoch's place in this vehicle's order, registering an epoch seen for the first time."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -39,10 +39,11 @@ from psycopg.pq import TransactionStatus
 
 from backend_stub import database
 from backend_stub.errors import BackendConfigError, DatabaseError
-from backend_stub.store import LAST_VALUE_RULE, BackendStore, LastValue, VehicleSummary
+from backend_stub.storable import storable
+from backend_stub.store import LAST_VALUE_RULE, Added, BackendStore, LastValue, VehicleSummary
 from backend_stub.store_location import PostgresUrl
 from backend_stub.store_postgres_connection import PostgresConnection, connect
-from telematics_wire.records import ReceivedRecord, to_millis
+from telematics_wire.records import ReceivedRecord, RecordKind, to_millis
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ _UPSERT_MANY = (
     "%b::text[], %b::text[], %b::bytea[], %b::bigint[], %b::bigint[], %b::integer[], %b::bigint[]) "
     "WITH ORDINALITY AS given (vin, path, value, ts_ms, seq, ordinal, received_ms, n) ORDER BY n "
 )
+# Many records in one statement, in key order (psycopg placeholders); the keys it stored come back.
+_INSERT_MANY = (
+    "INSERT INTO records (vin, epoch, seq, kind, created_ms, received_ms, body) "
+    "SELECT vin, epoch, seq, kind, created_ms, %b::bigint, body FROM unnest("
+    "%b::text[], %b::bytea[], %b::bigint[], %b::text[], %b::bigint[], %b::bytea[]) "
+    "WITH ORDINALITY AS given (vin, epoch, seq, kind, created_ms, body, n) ORDER BY n "
+    "ON CONFLICT DO NOTHING RETURNING vin, epoch, seq"
+)
+_WITH_LAST_VALUES = (RecordKind.TELEMETRY, RecordKind.EVENT)
 
 # (kind, vin, path, row): `kind` and the key decide the order they are written in.
 _Write = tuple[int, str, str, tuple[Any, ...]]
@@ -239,6 +249,35 @@ class PostgresStore(BackendStore):
     def last_values(self, vin: str) -> list[LastValue]:
         self._flush()
         return super().last_values(vin)
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def add_records(self, records: Sequence[ReceivedRecord], received: datetime) -> list[Added]:
+        """`add_record` of each, in order, in one INSERT: one round trip instead of one per record.
+
+        Raises `UnstorableError`, having written nothing, when one of them cannot be held. The rows
+        go in sorted by key, so two workers given the same records (a resend) lock them in one order."""
+        held = [storable(record) for record in records]  # every refusal before the first write
+        first: dict[tuple[str, bytes, int], int] = {}  # a record twice in `records`: the second is a duplicate
+        for index, record in enumerate(records):
+            first.setdefault((record.vin, record.epoch, record.seq), index)
+        epochs = {index: self._epoch_ordinal(records[index], received) for index in first.values()}
+        if not first:
+            return []
+        rows = [(*key, *held[index]) for key, index in sorted(first.items())]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        cursor = self._pg.raw.execute(_INSERT_MANY, [to_millis(received), *columns])
+        stored = {(vin, bytes(epoch), seq) for vin, epoch, seq in cursor.fetchall()}
+        added = []
+        for index, record in enumerate(records):
+            key = (record.vin, record.epoch, record.seq)
+            if first[key] != index or key not in stored:
+                added.append(Added(new=False))
+                continue
+            ordinal, new_epoch = epochs[index]
+            skipped = self._update_last_values(record, received, ordinal) if record.kind in _WITH_LAST_VALUES else ()
+            added.append(Added(new=True, skipped=skipped, new_epoch=new_epoch))
+        return added
 
     # -- epochs and rejections -------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Records stored per second, the record store on PostgreSQL against SQLite: `python -m bench.bench_store
 [records]`. A measurement, not a test.
 
-Both through the same interface (`BackendStore.add_record` in one transaction per batch of 100, as the
-backend's ingest commits a batch), the same records (50 vehicles, 12 signals each, 712-byte bodies)
+Both through the same interface, one transaction per batch of 100 as the backend's ingest commits a
+batch: `add_record` per record, and `add_records` per batch (PostgreSQL: one INSERT of the whole batch
+instead of a round trip per record). The same records (50 vehicles, 12 signals each, 712-byte bodies)
 and the same durability: SQLite WAL with `synchronous=FULL`, PostgreSQL with fsync and
 `synchronous_commit=on` (its defaults) — every commit on disk before it returns. PostgreSQL runs on
 this machine (`hil.postgres.PostgresServer`, loopback TCP): a remote server adds a network round trip
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,16 +69,20 @@ def fleet_records(count: int) -> list[ReceivedRecord]:
     return records
 
 
-def records_per_second(open_store: Opener, records: list[ReceivedRecord]) -> float:
-    """Store `records` in batches of `BATCH` on a fresh store; records/s, commits included."""
+def records_per_second(open_store: Opener, records: list[ReceivedRecord], *, batched: bool = False) -> float:
+    """Store `records` in batches of `BATCH` on a fresh store, by `add_records` when `batched`, else one
+    `add_record` each; records/s, commits included."""
     with contextlib.closing(open_store()) as store:
         for vehicle in range(VEHICLES):
             store.enroll(vin_of(vehicle), b"k" * 32, START)
         start = time.perf_counter()
         for first in range(0, len(records), BATCH):
             with store.transaction():
-                for record in records[first : first + BATCH]:
-                    store.add_record(record, START)
+                if batched:
+                    store.add_records(records[first : first + BATCH], START)
+                else:
+                    for record in records[first : first + BATCH]:
+                        store.add_record(record, START)
         elapsed = time.perf_counter() - start
         assert store.count(vin_of(0)) == len(records) // VEHICLES, "every record stored once"
     return len(records) / elapsed
@@ -103,31 +108,45 @@ def postgres_opener(server: PostgresServer) -> Opener:
     return opened
 
 
-async def compare(count: int = 5000) -> tuple[Figures, Figures]:
-    """(PostgreSQL, SQLite) records/s, interleaved three times."""
+CONTENDERS = ("PostgreSQL batched", "SQLite batched", "PostgreSQL one by one", "SQLite one by one")
+
+
+async def compare(count: int = 5000) -> dict[str, Figures]:
+    """Records/s of each of `CONTENDERS`, interleaved three times."""
     records = fleet_records(count)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as directory:
         async with PostgresServer(durable=True) as server:
             postgres, sqlite = postgres_opener(server), sqlite_opener(Path(directory))
 
-            async def on_postgres() -> float:
-                return await asyncio.to_thread(records_per_second, postgres, records)
+            def contender(opener: Opener, *, batched: bool) -> Callable[[], Awaitable[float]]:
+                async def measured() -> float:
+                    return await asyncio.to_thread(records_per_second, opener, records, batched=batched)
 
-            async def on_sqlite() -> float:
-                return await asyncio.to_thread(records_per_second, sqlite, records)
+                return measured
 
-            ours, base = await interleave([on_postgres, on_sqlite])
-    return Figures.of(ours), Figures.of(base)
+            samples = await interleave(
+                [
+                    contender(postgres, batched=True),
+                    contender(sqlite, batched=True),
+                    contender(postgres, batched=False),
+                    contender(sqlite, batched=False),
+                ]
+            )
+    return {name: Figures.of(values) for name, values in zip(CONTENDERS, samples, strict=True)}
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    postgres, sqlite = asyncio.run(compare(count))
+    figures = asyncio.run(compare(count))
     print(f"records stored, {count} records of {VEHICLES} vehicles, batches of {BATCH}, every commit durable")
-    for name, figures in (("PostgreSQL", postgres), ("SQLite", sqlite)):
-        shown = ", ".join(f"{value:,.0f}" for value in figures.values)
-        print(f"  {name:<10} {figures.median:>9,.0f} records/s median, {figures.min:,.0f} min  ({shown})")
-    print(f"  ratio PostgreSQL/SQLite: {ratio(postgres, sqlite, Better.HIGHER):.2f} (medians)")
+    for name, measured in figures.items():
+        shown = ", ".join(f"{value:,.0f}" for value in measured.values)
+        print(f"  {name:<21} {measured.median:>9,.0f} records/s median, {measured.min:,.0f} min  ({shown})")
+    for way in ("batched", "one by one"):
+        shown = ratio(figures[f"PostgreSQL {way}"], figures[f"SQLite {way}"], Better.HIGHER)
+        print(f"  ratio PostgreSQL/SQLite, {way}: {shown:.2f} (medians)")
+    gain = ratio(figures["PostgreSQL batched"], figures["PostgreSQL one by one"], Better.HIGHER)
+    print(f"  PostgreSQL batched / one by one: {gain:.2f}")
 
 
 if __name__ == "__main__":
