@@ -6,9 +6,8 @@ SLCAN and NMEA devices from the same `DriveCycle`, so both paths show the same c
 
 from __future__ import annotations
 
-import asyncio
-
 from tcu.clock import Clock
+from tcu.shared_tick import every
 from tcu.vehicle.drive_cycle import DriveCycle, DriveSample
 from tcu.vehicle.state import Signal, VehicleState
 from telematics_wire.signal_values import SignalValue
@@ -61,13 +60,12 @@ class SimulatedVehicle:
         self._start = clock.monotonic()
 
     def update(self) -> None:
-        elapsed = (self._clock.monotonic() - self._start) * self._speedup
         now, monotonic = self._clock.now(), self._clock.monotonic()
-        sample = self._cycle.at(elapsed)
+        sample = self._cycle.at((monotonic - self._start) * self._speedup)
+        update = self._state.update
         for path, value in sample_signals(sample).items():
-            self._state.update(Signal(path=path, value=value, timestamp=now, source=SOURCE, monotonic=monotonic))
+            update(Signal(path=path, value=value, timestamp=now, source=SOURCE, monotonic=monotonic))
 
     async def run(self) -> None:
-        while True:
-            self.update()
-            await asyncio.sleep(self._interval_s)
+        self.update()
+        await every(self._interval_s, self.update)  # on the loop's shared tick, like the other agents' drives

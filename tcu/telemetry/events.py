@@ -18,7 +18,6 @@ snapshot. `VehicleEvents` is the one `VehicleState` subscriber that feeds all th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tcu.clock import Clock
+from tcu.shared_tick import every
 from tcu.telemetry.data_policy import Verdict
 from tcu.telemetry.door_events import DoorEvents
 from tcu.telemetry.service_calls import ServiceCalls
@@ -213,6 +213,4 @@ class VehicleEvents:
         self.parked.tick()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick_s)
-            self.tick()
+        await every(self._tick_s, self.tick)  # on the loop's shared tick: a fleet runs thousands of these

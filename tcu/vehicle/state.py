@@ -48,18 +48,26 @@ class Signal:
             raise ValueError(f"signal path {self.path!r} is not a VSS path (must start with 'Vehicle.')")
         if self.timestamp.tzinfo is None:
             raise ValueError(f"signal {self.path}: timestamp must be timezone-aware UTC")
-        if self.monotonic is not None and (
-            isinstance(self.monotonic, bool)
-            or not isinstance(self.monotonic, int | float)
-            or not math.isfinite(self.monotonic)
+        monotonic = self.monotonic
+        # A finite float, as Clock.monotonic gives it, passes on one type check; anything else the long way.
+        if (
+            monotonic is not None
+            and (type(monotonic) is not float or not math.isfinite(monotonic))
+            and not _finite_number(monotonic)
         ):
-            raise ValueError(f"signal {self.path}: monotonic time {self.monotonic!r} is not a finite number")
-        if isinstance(self.value, tuple | list):  # one isinstance on the hot path for scalars
+            raise ValueError(f"signal {self.path}: monotonic time {monotonic!r} is not a finite number")
+        # Tuples of types, not `tuple | list`: a union is built anew on every reading.
+        if isinstance(self.value, (tuple, list)):  # one isinstance on the hot path for scalars
             _check_list(self.path, self.value)
 
     def read_before(self, other: Signal) -> bool:
         """True when this reading was taken before `other`, by the monotonic clock; unknown is False."""
         return self.monotonic is not None and other.monotonic is not None and self.monotonic < other.monotonic
+
+
+def _finite_number(value: object) -> bool:
+    """An int or float (a bool is neither here) that is finite."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _check_list(path: str, value: tuple[object, ...] | list[object]) -> None:

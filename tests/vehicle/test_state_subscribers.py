@@ -90,3 +90,14 @@ def test_a_reading_replaces_the_stored_one_unless_taken_before_it(
     state.update(_reading(2.0, arriving))
     assert state.value(SPEED) == kept
     assert len(heard) == (kept == 2.0)
+
+
+@pytest.mark.parametrize("monotonic", [1.5, 2, 0.0, -3.25])
+def test_a_reading_takes_a_finite_int_or_float_as_its_monotonic_time(monotonic: float) -> None:
+    assert _reading(1.0, monotonic).monotonic == monotonic
+
+
+@pytest.mark.parametrize("monotonic", [float("nan"), float("inf"), -float("inf"), True, "1.0"])
+def test_a_reading_refuses_a_monotonic_time_that_is_no_finite_number(monotonic: object) -> None:
+    with pytest.raises(ValueError, match="is not a finite number"):
+        _reading(1.0, monotonic)  # type: ignore[arg-type]
