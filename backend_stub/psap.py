@@ -39,7 +39,7 @@ from backend_stub.psap_archive import PsapArchive
 from backend_stub.voice_line import MAX_LINE, CallLine, LineCall, LineServer
 from tcu.clock import Clock
 from telematics_wire.errors import MsdError
-from telematics_wire.msd import Msd, decode, default_codec
+from telematics_wire.msd import Msd, decode
 from telematics_wire.records import to_millis
 
 _LOGGER = logging.getLogger(__name__)
@@ -96,12 +96,8 @@ class PsapStub(LineServer[PsapCall]):
         return [msd for call in self.calls for msd in call.msds]
 
     async def start(self) -> None:
-        # The MSD modules compiled before the first call answers, not while its MSD waits (about 0.2 s);
-        # the archive's table made meanwhile, on its own thread.
-        async with asyncio.TaskGroup() as preparing:
-            preparing.create_task(asyncio.to_thread(default_codec().prepare))
-            if self._archive is not None:
-                preparing.create_task(self._archive.open())
+        if self._archive is not None:  # its table made on its own thread before the first call answers
+            await self._archive.open()
         await super().start()
 
     async def close(self) -> None:

@@ -151,12 +151,6 @@ class MsdCodec:
     def __init__(self, *, explicit_propulsion_defaults: bool = False) -> None:
         self._explicit = explicit_propulsion_defaults
 
-    def prepare(self, *versions: int) -> None:
-        """Check that these versions (all by default) are supported. Kept for callers that warm the codec
-        up before a crash: with the written-out codec there is nothing left to compile."""
-        for version in versions or SUPPORTED_VERSIONS:
-            _check_version(version)
-
     def encode(self, msd: Msd, version: int = 2) -> bytes:
         """UPER-encoded ECallMessage of `msd` as MSD `version` (2 or 3), at most 140 bytes."""
         if not isinstance(msd, Msd):

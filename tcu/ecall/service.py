@@ -81,7 +81,6 @@ from tcu.sources.modem_client import (
 from tcu.sources.nmea_track import GnssTrack
 from tcu.vehicle.state import Signal, VehicleState
 from telematics_wire.errors import MsdError
-from telematics_wire.msd import default_codec
 from telematics_wire.records import Record, RecordKind, to_millis
 from telematics_wire.sim_state import SimState
 
@@ -172,8 +171,8 @@ class EcallService:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Encode a sample MSD: compiles the ASN.1 module (~70 ms) now rather than in the first eCall, and
-        proves an MSD can be built with this VIN and configuration, else refuses to start."""
+        """Encode a sample MSD: proves an MSD can be built with this VIN and configuration before the first
+        crash needs one, else refuses to start."""
         try:
             self._capture.call_msd(None, 1, CallType.TEST)
         except MsdError as exc:
@@ -216,19 +215,10 @@ class EcallService:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.modem.run(), name="ecall-modem")
                 tasks.create_task(self._engine(), name="ecall-engine")
-                tasks.create_task(self._prepare_msd(), name="ecall-msd-compile")
         finally:
             unsubscribe_state()
             unsubscribe_sim()
         raise AssertionError("the eCall tasks never end")
-
-    async def _prepare_msd(self) -> None:
-        """Compile the MSD module now, off the loop, rather than at the first crash (about 0.2 s). A crash
-        meanwhile compiles it itself; a module that cannot compile fails that MSD with its reason."""
-        try:
-            await asyncio.to_thread(default_codec().prepare, self.config.msd_version)
-        except MsdError as exc:
-            _LOGGER.error("eCall MSD module: %s", exc)
 
     # -- the engine ----------------------------------------------------------------------------------------
     def _on_signal(self, signal: Signal) -> None:

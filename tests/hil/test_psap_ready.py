@@ -1,5 +1,6 @@
 """A legal-eCall agent fixture waits for the backend's PSAP stub to listen instead of failing at setup:
-the PSAP compiles the MSD modules before it listens (0.2-2 s), which raced `tcu_agent` 3 runs in 5.
+the PSAP opened its archive (and once compiled the MSD modules) before it listened, which raced `tcu_agent`
+3 runs in 5.
 
 Every test here slows the PSAP's start down on purpose (`tcu_bench` below), so the race is certain."""
 

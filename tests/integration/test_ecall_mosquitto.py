@@ -52,7 +52,7 @@ async def test_crash_reaches_the_psap_whatever_was_switched_off(
     gnss = NmeaSimulator(cycle=cycle, elapsed=elapsed, start_utc=datetime.now(UTC), link_path=tmp_path / "ttyGNSS")
     try:
         await asyncio.wait_for(backend.service.connected.wait(), 10)
-        await backend.psap.wait_listening()  # it compiles the MSD codec first; no longer behind the ingest
+        await backend.psap.wait_listening()  # it starts beside the ingest, not behind it
         async with (
             can,
             gnss,

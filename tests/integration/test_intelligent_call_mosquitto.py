@@ -56,7 +56,7 @@ async def test_a_crash_reaches_the_call_centre_by_voice_and_its_data_through_mos
     try:
         await asyncio.wait_for(backend.service.connected.wait(), 10)
         await eventually(lambda: centre.listening, what="call centre listening")
-        await backend.psap.wait_listening()  # it compiles the MSD codec first; no longer behind the ingest
+        await backend.psap.wait_listening()  # it starts beside the ingest, not behind it
         modem = ModemSimulator(
             psap_address=backend.psap.address, link_path=tmp_path / "ttyMODEM", numbers={NUMBER: centre.address}
         )

@@ -137,7 +137,7 @@ async def test_a_vw_dbc_drives_the_agent_and_its_crash_intensity_makes_the_ecall
     trigger = '[[ecall.trigger]]\nkind = "crash"\nsignal = "Airbag_01.AB_Crash_Int"\nat_least = 1\n'
     try:
         await asyncio.wait_for(backend.service.connected.wait(), 10)
-        await backend.psap.wait_listening()  # it compiles the MSD codec first; no longer behind the ingest
+        await backend.psap.wait_listening()  # it starts beside the ingest, not behind it
         async with ModemSimulator(psap_address=backend.psap.address, link_path=tmp_path / "ttyMODEM") as modem:
             layout.set_legal_ecall(VIN, True)
             config = drain_only_config(
