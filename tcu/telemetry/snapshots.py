@@ -19,10 +19,14 @@ _LOGGER = logging.getLogger(__name__)
 def encode_signals(signals: Mapping[str, Signal]) -> dict[str, Any]:
     """The wire form of signals in a record body: path → {"v": value, "t": ms, "q": quality}."""
     encoded: dict[str, Any] = {}
+    # A source stamps all readings of one update alike: each distinct stamp is converted once.
+    stamp, millis = None, 0
     for path, signal in signals.items():
         # A list value (VSS string[], e.g. the stored DTCs) goes out as a CBOR array.
         value = list(signal.value) if isinstance(signal.value, tuple) else signal.value
-        item: dict[str, Any] = {"v": value, "t": to_millis(signal.timestamp)}
+        if signal.timestamp is not stamp:
+            stamp, millis = signal.timestamp, to_millis(signal.timestamp)
+        item: dict[str, Any] = {"v": value, "t": millis}
         if signal.quality is not Quality.GOOD:
             item["q"] = signal.quality.value
         encoded[path] = item
