@@ -124,3 +124,18 @@ def test_seq_ranges_cover_exactly_the_given_numbers(seqs: set[int]) -> None:
     covered = [n for low, high in ranges for n in range(low, high + 1)]
     assert covered == sorted(seqs)
     assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(ranges))
+
+
+def test_sealing_gives_the_bytes_cbor2_gives_even_after_a_body_that_cannot_be_encoded(vehicle_box: Box) -> None:
+    """The sealer keeps one CBOR encoder per thread: what it seals must stay byte for byte `cbor2.dumps`'s,
+    a value seen twice in one body included, and after an encoding that failed half-way."""
+    nonce = bytes(24)
+    signal = {"v": 50.5, "t": 1}
+    record = _record(signals={"Vehicle.Speed": signal, "Vehicle.Other": signal})  # one dict, twice
+    with pytest.raises(cbor2.CBOREncodeError):
+        seal_record(vehicle_box, VIN, 1, _record(signals={"Vehicle.Speed": signal, "bad": object()}), nonce=nonce)
+    outer = cbor2.loads(seal_record(vehicle_box, VIN, 7, record, nonce=nonce))
+    content = {"vin": VIN, "seq": 7, "kind": "telemetry", "ts": 1795428000123, "body": dict(record.body)}
+    expected_box = vehicle_box.encrypt(cbor2.dumps(content), nonce).ciphertext
+    assert outer == {"v": 1, "vin": VIN, "seq": 7, "nonce": nonce, "box": expected_box}
+    assert seal_record(vehicle_box, VIN, 7, record, nonce=nonce) == cbor2.dumps(outer)
