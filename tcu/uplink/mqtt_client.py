@@ -63,10 +63,14 @@ class _LeanProperties(Properties):
 
 
 def _share_property_tables() -> None:
+    """Hand paho's packet decoder (a private module of paho 2.2) the lean class. A paho laid out otherwise
+    keeps its own class: slower, never wrong. Idempotent; what we build ourselves stays paho's class."""
+    if getattr(paho_packets, "Properties", None) is not Properties:
+        _LOGGER.debug("paho's packet decoder is not laid out as in paho 2.2: its Properties left as they are")
+        return
     template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     for table in ("types", "names", "properties"):
         setattr(_LeanProperties, table, getattr(template, table))
-    # The decoder of received packets, and only it: what we build ourselves stays paho's own class.
     paho_packets.Properties = _LeanProperties  # type: ignore[attr-defined]
 
 
