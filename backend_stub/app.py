@@ -60,18 +60,18 @@ class BackendStub:
         self.store = open_record_store(config)  # the SQLite file, or PostgreSQL ([store] url)
         private_key = load_private_key(config.private_key)
         self.ingest = Ingest(self.store, private_key, self.clock, config.max_payload_bytes)
-        # Several ingest workers: this process's ingest is one member of the shared subscription of
-        # records and keeps the statuses (retained, which a shared subscription never gets).
-        subscriptions = (
-            (UP_WILDCARD,) if config.ingest_workers == 1 else (STATUS_WILDCARD, shared(RECORDS_WILDCARD, INGEST_GROUP))
-        )
+        # Several ingest workers (or, on PostgreSQL, workers on other hosts may join): this process's
+        # ingest is one member of the shared subscription of records and keeps the statuses (retained,
+        # which a shared subscription never gets).
+        several = config.ingest_workers > 1 or config.store_url is not None
+        subscriptions = (STATUS_WILDCARD, shared(RECORDS_WILDCARD, INGEST_GROUP)) if several else (UP_WILDCARD,)
         self.service = IngestService(
             self.ingest, self.store, config.broker, database=self.database, subscriptions=subscriptions
         )
         self.workers = (
-            None
-            if config.ingest_workers == 1
-            else IngestWorkers(config, config.ingest_workers, relayed=self.ingest.notify_stored, log_level=log_level)
+            IngestWorkers(config, config.ingest_workers, relayed=self.ingest.notify_stored, log_level=log_level)
+            if several
+            else None
         )
         self.provisioning_store = ProvisioningStore(config.database)
         self.issuer = (

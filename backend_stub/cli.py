@@ -20,6 +20,7 @@ from backend_stub.app import BackendStub
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.enroll_cli import add_enroll_parser, run_enroll
 from backend_stub.errors import BackendConfigError, BackendError
+from backend_stub.ingest_worker import run_standalone
 from backend_stub.invoice_cli import add_invoice_parser, run_invoice_command
 from backend_stub.measure_cli import add_measure_parser, run_measure_command
 from backend_stub.provision_cli import add_provision_parser, run_provision_command
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--ingest-workers", type=int, help="ingest processes on a shared subscription (default: [ingest] workers, 1)"
     )
+    worker = commands.add_parser(
+        "ingest-worker", help="one more ingest worker, on any host: needs the PostgreSQL record store ([store] url)"
+    )
+    worker.add_argument("--config", type=Path, required=True)
+    worker.add_argument("--name", help="the worker's MQTT client name, unique per worker (default: the host name)")
     keygen = commands.add_parser("keygen", help="create the backend's X25519 and Ed25519 key pairs")
     keygen.add_argument("--dir", type=Path, required=True)
     add_enroll_parser(commands)
@@ -59,6 +65,8 @@ def _run_command(args: argparse.Namespace, config: BackendConfig) -> None:
                 raise BackendConfigError(f"--ingest-workers must be at least 1, got {args.ingest_workers}")
             config = replace(config, ingest_workers=args.ingest_workers)
         run_service(BackendStub(config, log_level=args.log_level).run())
+    elif args.command == "ingest-worker":
+        run_standalone(config, args.name)
     elif args.command == "enroll":
         run_enroll(args, config)
     elif args.command in QUERY_COMMANDS:

@@ -10,7 +10,10 @@ backend's own, unshared subscription: a shared subscription gets no retained mes
 A worker that dies is started again under the same client identifier, so its persistent session —
 and what the broker queued for it meanwhile — is taken up again; what it had not acknowledged end to
 end the vehicles send again. The records a worker relays (`RelayingIngest`) reach this process's
-ingest observers on the event loop.
+ingest observers on the event loop: through each worker's pipe when the record store is the SQLite
+file; from PostgreSQL (`store_postgres_relay.RelayListener`) when it is there, which also hears the
+workers that run on other hosts (`backend-stub ingest-worker`) — then this pool runs even with no
+worker of its own.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from backend_stub.config import BackendConfig
 from backend_stub.ingest_worker import run_worker
 from telematics_wire.records import ReceivedRecord
+
+if TYPE_CHECKING:
+    from backend_stub.store_postgres_relay import RelayListener
 
 _LOGGER = logging.getLogger(__name__)
 RESTART_S = 1.0  # a worker that died is started again after this pause, so a crash loop stays slow
@@ -44,17 +51,25 @@ class IngestWorkers:
         self._log_level = log_level
         self._context = multiprocessing.get_context("spawn")  # no forked copy of the backend's threads
         self.restarts = 0
+        self.listener: RelayListener | None = None  # PostgreSQL: what every worker, here or not, relays
+        if config.store_url is not None:
+            from backend_stub.store_postgres_relay import RelayListener  # noqa: PLC0415 - psycopg: optional
+
+            self.listener = RelayListener(config.store_url, relayed)
 
     async def run(self) -> None:
         """Run the workers until cancelled; then stop them (SIGTERM, then SIGKILL after `_STOP_S`)."""
         async with asyncio.TaskGroup() as tasks:
+            if self.listener is not None:
+                tasks.create_task(self.listener.run(), name="ingest-relay-listener")
             for index in range(1, self._count):
                 tasks.create_task(self._keep_running(index), name=f"ingest-worker-{index}")
 
     async def _keep_running(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            receiver, sender = self._context.Pipe(duplex=False)
+            # SQLite: a pipe per worker. PostgreSQL: the worker relays through the database.
+            receiver, sender = self._context.Pipe(duplex=False) if self.listener is None else (None, None)
             process = self._context.Process(
                 target=run_worker,
                 args=(self._config, index, sender, self._log_level),
@@ -62,11 +77,12 @@ class IngestWorkers:
                 daemon=True,  # never outlives the backend, even when it is killed
             )
             process.start()
-            sender.close()  # the worker holds the only writing end: its exit ends the reader below
-            reader = threading.Thread(
-                target=self._read_relay, args=(receiver, loop), name=f"ingest-relay-{index}", daemon=True
-            )
-            reader.start()
+            if receiver is not None and sender is not None:
+                sender.close()  # the worker holds the only writing end: its exit ends the reader below
+                reader = threading.Thread(
+                    target=self._read_relay, args=(receiver, loop), name=f"ingest-relay-{index}", daemon=True
+                )
+                reader.start()
             try:
                 await loop.run_in_executor(None, process.join)
             finally:

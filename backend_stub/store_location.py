@@ -1,68 +1,33 @@
 """Where the record store lives: the backend's SQLite file (the default), or a PostgreSQL database named
-by `[store] url`, which ingest workers on several hosts can share.
+by `[store] url` (`backend_stub.store_url.PostgresUrl`), which ingest workers on several hosts can share.
 
 Only the record store (`BackendStore`: vehicles, records, epochs, last values, rejections) moves to
 PostgreSQL. Provisioning, measures, accounts, invoices and the PSAP's MSDs stay in the `database` file.
-
-A PostgreSQL URL may hold a password (`postgresql://user:secret@host/db`, or `?password=` in its query):
-`PostgresUrl` never shows it — its `repr` and `str` are the URL without password and query — so a log
-line or a traceback that names the store leaks nothing. Prefer no password in the URL at all: libpq
-reads `PGPASSWORD` or `~/.pgpass`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Protocol
 
 from backend_stub.errors import BackendConfigError
 from backend_stub.store import BackendStore
+from backend_stub.store_url import SCHEMES, PostgresUrl
 
-if TYPE_CHECKING:
-    from backend_stub.config import BackendConfig
-
-SCHEMES = ("postgresql", "postgres")
+__all__ = ["SCHEMES", "PostgresUrl", "StoreSettings", "open_record_store"]
 
 
-@dataclass(frozen=True, slots=True)
-class PostgresUrl:
-    url: str = field(repr=False)  # libpq's connection URI, secret included: handed to the driver only
-
-    def __post_init__(self) -> None:
-        try:
-            parts = urlsplit(self.url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError as exc:
-            raise BackendConfigError(f"[store] url is not a URL: {exc}") from None
-        if parts.scheme not in SCHEMES:
-            raise BackendConfigError(
-                f"[store] url must start with postgresql:// (got {parts.scheme or 'no scheme'!r}); "
-                "leave [store] out to keep the records in the SQLite file"
-            )
+class StoreSettings(Protocol):
+    """What of `BackendConfig` says where the stores are (named here: the config module imports this one)."""
 
     @property
-    def has_password(self) -> bool:
-        parts = urlsplit(self.url)
-        return parts.password is not None or "password=" in parts.query
+    def store_url(self) -> PostgresUrl | None: ...
 
     @property
-    def shown(self) -> str:
-        """The URL as logs and errors name it: no password, no query (which may carry one)."""
-        parts = urlsplit(self.url)
-        user = "" if parts.username is None else f"{parts.username}@"
-        host = parts.hostname or ""
-        port = "" if parts.port is None else f":{parts.port}"
-        return f"{parts.scheme}://{user}{host}{port}{parts.path}"
-
-    def __str__(self) -> str:
-        return self.shown
-
-    def __repr__(self) -> str:
-        return f"PostgresUrl({self.shown!r})"
+    def database(self) -> Path: ...
 
 
-def open_record_store(config: BackendConfig, *, read_only: bool = False) -> BackendStore:
+def open_record_store(config: StoreSettings, *, read_only: bool = False) -> BackendStore:
     """The configured record store: PostgreSQL when `[store] url` names one, the SQLite file otherwise.
 
     Raises `BackendConfigError` when the PostgreSQL driver is missing, `DatabaseError` when the server

@@ -21,6 +21,8 @@ What differs from SQLite, and why:
   may stay in free space and WAL segments until they are reused (README, "PostgreSQL record store").
 - A connection lost (server restart) fails the batch in progress (not acknowledged: the vehicles send
   it again); the next transaction connects anew.
+- Relay. An ingest worker on another host tells the backend's services of the event records it stored
+  through the database (`relay`, `backend_stub.store_postgres_relay`), not through a pipe.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from backend_stub import database
 from backend_stub.errors import BackendConfigError, DatabaseError
 from backend_stub.storable import storable
 from backend_stub.store import LAST_VALUE_RULE, Added, BackendStore, LastValue, VehicleSummary
-from backend_stub.store_location import PostgresUrl
 from backend_stub.store_postgres_connection import PostgresConnection, connect
+from backend_stub.store_url import PostgresUrl
 from telematics_wire.records import ReceivedRecord, RecordKind, to_millis
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ _INSERT_MANY = (
     "ON CONFLICT DO NOTHING RETURNING vin, epoch, seq"
 )
 _WITH_LAST_VALUES = (RecordKind.TELEMETRY, RecordKind.EVENT)
+RELAY_CHANNEL = "tcu_event_relay"  # what the backend LISTENs on (store_postgres_relay)
+_RELAY_MANY = (
+    "INSERT INTO event_relay (vin, epoch, seq) SELECT vin, epoch, seq "
+    "FROM unnest(%b::text[], %b::bytea[], %b::bigint[]) WITH ORDINALITY AS given (vin, epoch, seq, n) ORDER BY n"
+)
 
 # (kind, vin, path, row): `kind` and the key decide the order they are written in.
 _Write = tuple[int, str, str, tuple[Any, ...]]
@@ -84,6 +91,7 @@ class PostgresStore(BackendStore):
         self._pending: list[_Write] = []  # held back until the commit, sorted then
         self._applied = 0  # how many of `_pending` were written already (a read needed them)
         self._seen_new: list[tuple[str, bytes]] = []  # epochs this transaction registered
+        self._relayed: list[tuple[str, bytes, int]] = []  # written at the commit (`relay`)
         self._unannounced: set[tuple[str, bytes]] = set()  # registered, but their transaction rolled back
         self._claimed = False  # this connection holds SERVICES_LOCK
 
@@ -100,6 +108,7 @@ class PostgresStore(BackendStore):
         try:
             yield
             self._flush()
+            self._write_relayed()
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, psycopg.Error):
@@ -110,7 +119,7 @@ class PostgresStore(BackendStore):
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """One message's writes inside the batch transaction, undone alone when handling it fails."""
-        pending, applied, seen = len(self._pending), self._applied, len(self._seen_new)
+        pending, applied, seen, relayed = len(self._pending), self._applied, len(self._seen_new), len(self._relayed)
         try:
             self._pg.execute("SAVEPOINT message")
         except psycopg.Error as exc:
@@ -119,6 +128,7 @@ class PostgresStore(BackendStore):
             yield
         except BaseException:
             del self._pending[pending:]
+            del self._relayed[relayed:]
             self._applied = min(self._applied, applied)  # written inside it: undone with it, due again
             self._unannounced.update(self._seen_new[seen:])
             del self._seen_new[seen:]
@@ -171,6 +181,7 @@ class PostgresStore(BackendStore):
         self._pending.clear()
         self._applied = 0
         self._seen_new.clear()
+        self._relayed.clear()
 
     def _reconnect(self) -> None:
         _LOGGER.warning("connection to the record store at %s lost; connecting again", self._url)
@@ -249,6 +260,23 @@ class PostgresStore(BackendStore):
     def last_values(self, vin: str) -> list[LastValue]:
         self._flush()
         return super().last_values(vin)
+
+    # -- the relay to the backend's services ----------------------------------------------------------
+
+    def relay(self, record: ReceivedRecord) -> None:
+        """Hand a record this transaction stored to the backend's services: a row of `event_relay` and a
+        NOTIFY, written at the commit. PostgreSQL delivers a notification only when its transaction
+        commits, and the row commits with the record or not at all: nothing of a rolled-back batch is
+        heard of, and nothing committed is lost while the backend is away (it reads the rows left)."""
+        self._relayed.append((record.vin, record.epoch, record.seq))
+        if not self._in_transaction:
+            self._write_relayed()
+
+    def _write_relayed(self) -> None:
+        if self._relayed:
+            self._pg.raw.execute(_RELAY_MANY, [list(column) for column in zip(*self._relayed, strict=True)])
+            self._pg.raw.execute(f"NOTIFY {RELAY_CHANNEL}")
+            self._relayed.clear()
 
     # -- records ---------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from backend_stub.errors import DatabaseError
-from backend_stub.store_location import PostgresUrl
 from backend_stub.store_postgres_schema import create_tables
+from backend_stub.store_url import PostgresUrl
 
 CONNECT_TIMEOUT_S = 10
 

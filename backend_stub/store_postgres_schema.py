@@ -59,6 +59,14 @@ _TABLES = (
         vin         TEXT COLLATE "C",
         reason      TEXT NOT NULL
     )""",
+    # Stored records an ingest worker relays to the backend's services (`store_postgres_relay`): written
+    # in the batch's transaction, deleted by the backend once it has handed them over.
+    """CREATE TABLE IF NOT EXISTS event_relay (
+        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        vin         TEXT COLLATE "C" NOT NULL,
+        epoch       BYTEA NOT NULL,
+        seq         BIGINT NOT NULL
+    )""",
     "CREATE INDEX IF NOT EXISTS records_by_time ON records (vin, created_ms)",
     # The retention job reads only records it has not scrubbed yet, oldest received first.
     "CREATE INDEX IF NOT EXISTS records_unscrubbed ON records (received_ms) WHERE scrubbed_ms IS NULL",
