@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend_stub.errors import BackendConfigError
-from backend_stub.store_location import PostgresUrl
+from backend_stub.store_url import PostgresUrl
 from tcu.broker_config import BrokerConfig, parse_broker, refuse_exposed_password
 from tcu.errors import ConfigError
 from tcu.toml_config import REQUIRED, TomlSection, load_toml

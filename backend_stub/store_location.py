@@ -12,9 +12,9 @@ from typing import Protocol
 
 from backend_stub.errors import BackendConfigError
 from backend_stub.store import BackendStore
-from backend_stub.store_url import SCHEMES, PostgresUrl
+from backend_stub.store_url import PostgresUrl
 
-__all__ = ["SCHEMES", "PostgresUrl", "StoreSettings", "open_record_store"]
+__all__ = ["StoreSettings", "open_record_store"]
 
 
 class StoreSettings(Protocol):

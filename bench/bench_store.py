@@ -96,8 +96,8 @@ def postgres_opener(server: PostgresServer) -> Opener:
     """A fresh schema on `server` per store opened: each round starts from empty tables."""
     import psycopg  # noqa: PLC0415 - the optional extra
 
-    from backend_stub.store_location import PostgresUrl  # noqa: PLC0415
     from backend_stub.store_postgres import PostgresStore  # noqa: PLC0415
+    from backend_stub.store_url import PostgresUrl  # noqa: PLC0415
 
     def opened() -> BackendStore:
         schema = f"bench_{uuid.uuid4().hex[:12]}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backend_stub.store import BackendStore
-from backend_stub.store_location import PostgresUrl
+from backend_stub.store_url import PostgresUrl
 from hil.postgres import PostgresServer, postgres_bin_dir
 
 TEST_DATABASE = "tcu_tests"

@@ -18,7 +18,7 @@ from nacl.public import Box
 from backend_stub.app import BackendStub
 from backend_stub.cli import main as backend_cli
 from backend_stub.config import load_backend_config
-from backend_stub.store_location import PostgresUrl
+from backend_stub.store_url import PostgresUrl
 from hil.broker import MosquittoBroker
 from hil.layout import BenchLayout
 from tcu.clock import SystemClock

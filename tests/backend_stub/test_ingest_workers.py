@@ -100,9 +100,14 @@ def test_a_batch_that_did_not_commit_relays_nothing(
     receiver, sender = multiprocessing.Pipe(duplex=False)
     store = BackendStore(database)
     ingest = RelayingIngest(store, backend_key, clock, 64 * 1024, relay=sender)
-    with pytest.raises(RuntimeError), store.transaction():
-        ingest.handle(RECORDS, seal_record(vehicle_box, VIN, 1, _event(clock)))
-        raise RuntimeError("disk gone")  # what IngestService.store_batch answers with forget_acks
+
+    def store_then_fail() -> None:
+        with store.transaction():
+            ingest.handle(RECORDS, seal_record(vehicle_box, VIN, 1, _event(clock)))
+            raise RuntimeError("disk gone")  # what IngestService.store_batch answers with forget_acks
+
+    with pytest.raises(RuntimeError):
+        store_then_fail()
     ingest.forget_acks()
     with store.transaction():
         ingest.handle(RECORDS, seal_record(vehicle_box, VIN, 2, _telemetry(clock, 1.0)))
@@ -115,5 +120,5 @@ def test_a_batch_that_did_not_commit_relays_nothing(
 def test_ingest_workers_must_be_at_least_one(tmp_path: Path) -> None:
     config = tmp_path / "backend.toml"
     config.write_text('database = "b.sqlite3"\n[keys]\nprivate_key = "k"\n[ingest]\nworkers = 0\n')
-    with pytest.raises(BackendConfigError, match="ingest.workers must be at least 1"):
+    with pytest.raises(BackendConfigError, match=r"ingest\.workers must be at least 1"):
         load_backend_config(config, env={})

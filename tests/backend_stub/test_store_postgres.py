@@ -18,7 +18,8 @@ import pytest
 from backend_stub.config import load_backend_config
 from backend_stub.errors import BackendConfigError
 from backend_stub.store import Added, BackendStore
-from backend_stub.store_location import PostgresUrl, open_record_store
+from backend_stub.store_location import open_record_store
+from backend_stub.store_url import PostgresUrl
 from telematics_wire.records import ReceivedRecord, RecordKind, to_millis
 from tests.backend_stub.conftest import require_postgres
 from tests.conftest import OTHER_VIN, VIN

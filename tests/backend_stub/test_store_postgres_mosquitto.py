@@ -11,7 +11,7 @@ import pytest
 
 from backend_stub.cli import main as backend_cli
 from backend_stub.store import BackendStore
-from backend_stub.store_location import PostgresUrl
+from backend_stub.store_url import PostgresUrl
 from hil.broker import MosquittoBroker
 from hil.fixtures.backend import running_backend
 from hil.layout import BenchLayout

@@ -13,7 +13,7 @@ import pytest
 from nacl.public import Box, PrivateKey
 
 from backend_stub.ingest_worker import RelayingIngest
-from backend_stub.store_location import PostgresUrl
+from backend_stub.store_url import PostgresUrl
 from tcu.clock import ManualClock
 from telematics_wire.envelope import seal_record
 from telematics_wire.records import ReceivedRecord, Record, RecordKind, to_millis
