@@ -2,11 +2,13 @@
 body, and the signals that may become a last value.
 
 A record outside these bounds is refused at ingest (`UnstorableError`, one rejection); a signal that
-cannot be a last value stays in its record's body and is named to the caller (`signal_problem`).
+cannot be a last value stays in its record's body and is named to the caller (`signal_problem`;
+`usable_signals` for a record's signals at once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from telematics_wire.strict_cbor import describe
 MAX_STORED_SEQ = 2**63 - 1  # SQLite's INTEGER; the protocol's own bound is lower (envelope.MAX_SEQ)
 MAX_PATH_CHARS = 256  # VSS paths are well under 100 characters
 _MAX_INT_VALUE = 2**64  # CBOR's own integers (major types 0 and 1); bignums are not signal values
+_PLAIN_VALUE_TYPES = frozenset({bool, float, str})  # a value of these types is a reading as it is
 
 
 def signal_problem(path: object, item: object) -> str | None:
@@ -42,6 +45,34 @@ def signal_problem(path: object, item: object) -> str | None:
     if type(value) is int and not -_MAX_INT_VALUE <= value < _MAX_INT_VALUE:
         return f"value is {describe(value)}, beyond a CBOR integer"
     return None
+
+
+def usable_signals(signals: dict[Any, Any]) -> tuple[Collection[str], tuple[str, ...]]:
+    """(the paths whose entries may be a last value, a reason for each other entry) of a `signals` map.
+
+    The common case, every entry a plain reading, is checked in one pass without building a reason;
+    anything else goes through `signal_problem` entry by entry, which words the reasons."""
+    for path, item in signals.items():
+        # Only what `signal_problem` accepts passes here; a list value (or anything odd) takes the long way.
+        if type(path) is not str or not 0 < len(path) <= MAX_PATH_CHARS or "\0" in path or type(item) is not dict:
+            break
+        stamp = item.get("t")
+        value: Any = item.get("v")  # None when missing: no reading either
+        if type(stamp) is not int or not 0 <= stamp <= MAX_MILLIS:
+            break
+        kind = type(value)
+        if kind not in _PLAIN_VALUE_TYPES and (kind is not int or not -_MAX_INT_VALUE <= value < _MAX_INT_VALUE):
+            break
+    else:
+        return signals.keys(), ()
+    paths, skipped = [], []
+    for path, item in signals.items():
+        problem = signal_problem(path, item)
+        if problem is None:
+            paths.append(path)
+        else:
+            skipped.append(f"signal {describe(path)}: {problem}")
+    return paths, tuple(skipped)
 
 
 def _list_problem(value: list[Any]) -> str | None:

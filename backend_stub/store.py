@@ -9,6 +9,8 @@ never by the signal's timestamp, which a vehicle clock that jumps would make mea
 The store holds only what it can read back (`backend_stub.storable`: a record outside it is refused with
 `UnstorableError`); a signal moves its last value only when it is a usable reading (`signal_problem`),
 others stay in the record's body and are named to the caller. Its tables: `backend_stub.store_schema`.
+Inside a transaction the last values are held and written at its commit, once per signal and run of a
+vehicle's records (`backend_stub.held_last_values`: the same end as one by one, cheaper).
 
 `BackendStore` is the SQLite store; `backend_stub.store_postgres.PostgresStore` runs the same queries on
 PostgreSQL, for ingest workers on several hosts (`backend_stub.store_location` picks one from the config).
@@ -16,8 +18,9 @@ PostgreSQL, for ingest workers on several hosts (`backend_stub.store_location` p
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +29,21 @@ from typing import Any
 import cbor2
 
 from backend_stub.database import checkpoint, savepoint, transaction
-from backend_stub.storable import MAX_PATH_CHARS, MAX_STORED_SEQ, signal_problem, storable, stored_moment
+from backend_stub.errors import DatabaseError
+from backend_stub.held_last_values import HeldRecord, folded_rows
+from backend_stub.storable import (
+    MAX_PATH_CHARS,
+    MAX_STORED_SEQ,
+    signal_problem,
+    storable,
+    stored_moment,
+    usable_signals,
+)
 from backend_stub.store_retention import BodyRewrite, StoreRetention, VehicleOrder
 from backend_stub.store_schema import open_store
 from backend_stub.store_sql import SqlConnection
 from telematics_wire.envelope import seq_ranges
 from telematics_wire.records import ReceivedRecord, RecordKind, from_millis, to_millis
-from telematics_wire.strict_cbor import describe
 
 __all__ = [  # signal_problem, the limits, BodyRewrite and VehicleOrder live elsewhere; importable from here as before
     "MAX_PATH_CHARS",
@@ -118,12 +129,16 @@ class Epoch:
 
 
 class BackendStore(StoreRetention):
+    _holding = False  # inside `transaction`: last values held, written folded at its commit (PostgresStore: never)
+
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self._file = open_store(path)
         if read_only:  # a reader beside the running backend (`BackendStub.reader`): a write is an error
             self._file.execute("PRAGMA query_only=ON")
         self._db: SqlConnection = self._file  # what the queries run on (PostgresStore: its own)
         self._ordinals: dict[tuple[str, bytes], int] = {}  # (vin, epoch) -> ordinal, once seen
+        self._held: list[HeldRecord] = []  # this transaction's readings (backend_stub.held_last_values)
+        self._written = 0  # how many of `_held` are written already (a read needed them)
 
     def close(self) -> None:
         self._db.close()
@@ -132,14 +147,31 @@ class BackendStore(StoreRetention):
     def transaction(self) -> Iterator[None]:
         try:
             with transaction(self._file):
-                yield
+                # A batch's last values are written once per signal and run of a vehicle's records, at
+                # the commit, not per record: 100 records of one car move each signal once.
+                self._holding = True
+                try:
+                    yield
+                    self._write_held()
+                finally:
+                    self._holding = False
+                    self._held.clear()
+                    self._written = 0
         except BaseException:
             self._ordinals.clear()  # it may hold an epoch first seen in the batch that just failed
             raise
 
-    def savepoint(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
         """One message's writes inside the batch transaction, undone alone when handling it fails."""
-        return savepoint(self._file, "message")
+        held, written = len(self._held), self._written
+        try:
+            with savepoint(self._file, "message"):
+                yield
+        except BaseException:
+            del self._held[held:]
+            self._written = min(self._written, written)  # written inside it: undone with it, due again
+            raise
 
     def checkpoint(self) -> bool:
         """Empty the write-ahead log after deleting (database.checkpoint)."""
@@ -168,6 +200,7 @@ class BackendStore(StoreRetention):
         return None if row is None or row[0] is None else bool(row[0])
 
     def last_value(self, vin: str, path: str) -> Any:
+        self._write_held()  # the transaction's own reads see its last values, as SQLite's connection would
         row = self._db.execute("SELECT value FROM last_values WHERE vin=? AND path=?", (vin, path)).fetchone()
         return None if row is None else cbor2.loads(row[0])
 
@@ -262,17 +295,30 @@ class BackendStore(StoreRetention):
         signals = record.body.get("signals")
         if not isinstance(signals, dict):
             return ()
-        rows, skipped = [], []
-        for path, item in signals.items():
-            problem = signal_problem(path, item)
-            if problem is None:
-                rows.append(
-                    (record.vin, path, cbor2.dumps(item["v"]), item["t"], record.seq, ordinal, to_millis(received))
-                )
-            else:
-                skipped.append(f"signal {describe(path)}: {problem}")
-        self._write_last_values(rows)
-        return tuple(skipped)
+        paths, skipped = usable_signals(signals)
+        held = HeldRecord(
+            vin=record.vin,
+            ordinal=ordinal,
+            seq=record.seq,
+            received_ms=to_millis(received),
+            signals=signals,
+            paths=paths,
+        )
+        if self._holding:
+            self._held.append(held)
+        else:
+            self._write_last_values(folded_rows([held]))
+        return skipped
+
+    def _write_held(self) -> None:
+        """Write the readings held since the transaction began, or since a read needed them."""
+        if not self._holding or self._written == len(self._held):
+            return
+        try:
+            self._write_last_values(folded_rows(self._held[self._written :]))
+        except sqlite3.Error as exc:  # the batch fails whole and is not acknowledged, as a failed commit
+            raise DatabaseError(f"cannot store the last values of the transaction: {exc}") from exc
+        self._written = len(self._held)
 
     def _write_last_values(self, rows: list[tuple[Any, ...]]) -> None:
         """(vin, path, value, ts_ms, seq, ordinal, received_ms) rows, each kept where it is newer."""
@@ -281,6 +327,7 @@ class BackendStore(StoreRetention):
         self._db.executemany(upsert, rows)
 
     def last_values(self, vin: str) -> list[LastValue]:
+        self._write_held()
         return [
             LastValue(path=path, value=cbor2.loads(value), timestamp=stored_moment(ts), seq=seq)
             for path, value, ts, seq in self._db.execute(
