@@ -27,6 +27,7 @@ from hil.proc_stats import rss_mb
 from tcu.app import Agent
 from tcu.config import load_agent_config
 from tcu.runner import configure_logging
+from tcu.uplink.writer_thread import WriterThread
 
 _LOGGER = logging.getLogger(__name__)
 _DRAIN_POLL_S = 0.2
@@ -40,6 +41,10 @@ class WorkerPlan:
     connect_timeout_s: float
     drain_window_s: float
     log_level: str = "warning"
+    # Vehicles whose queues share one writer thread (0: a thread per queue, as a lone agent has): a thread
+    # per queue costs a wake-up and a context switch for nearly every record; one thread for all would
+    # serialise every fsync of the process (one thread does ~430 fsyncs/s on this disk, four ~3,700).
+    vehicles_per_writer: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +72,31 @@ async def run_share(plan: WorkerPlan, window_start: threading.Barrier) -> Worker
     """Run `plan`'s agents through connect, the window (starting when every process meets at
     `window_start`) and the drain; cancels them at the end."""
     rss_before = rss_mb()
-    agents = [Agent(load_agent_config(config, env={})) for config in plan.configs]
+    writers = _shared_writers(plan)
+    try:
+        return await _run_agents(plan, window_start, writers, rss_before)
+    finally:
+        for writer in writers:  # after every agent's queue closed: the tasks have ended
+            await writer.stop(lambda: None)
+
+
+def _shared_writers(plan: WorkerPlan) -> list[WriterThread]:
+    if plan.vehicles_per_writer <= 0:
+        return []
+    count = -(-len(plan.configs) // plan.vehicles_per_writer)
+    writers = [WriterThread(f"fleet-{plan.index}-writer-{number}") for number in range(count)]
+    for writer in writers:
+        writer.start()
+    return writers
+
+
+async def _run_agents(
+    plan: WorkerPlan, window_start: threading.Barrier, writers: list[WriterThread], rss_before: float
+) -> WorkerReport:
+    agents = [
+        Agent(load_agent_config(config, env={}), writer=writers[number % len(writers)] if writers else None)
+        for number, config in enumerate(plan.configs)
+    ]
     lag = LoopLag()
     async with asyncio.TaskGroup() as tasks:
         runners = [tasks.create_task(agent.run(), name=f"agent-{agent.config.vin}") for agent in agents]

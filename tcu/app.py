@@ -31,6 +31,7 @@ from tcu.telemetry.snapshots import SnapshotTelemetry
 from tcu.telemetry.vin_check import VinCheck
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.session import UplinkSession
+from tcu.uplink.writer_thread import WriterThread
 from tcu.vehicle.state import VehicleState
 from telematics_wire.ecu_keys import load_key_specs
 from telematics_wire.entitlements import Entitlements
@@ -58,6 +59,7 @@ class Agent:
         *,
         clock: Clock | None = None,
         notifier: Notifier | None = None,
+        writer: WriterThread | None = None,  # a queue writer shared with other agents in this process (a fleet)
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -74,6 +76,7 @@ class Agent:
             clock=self.clock,
             config=config.queue,
             max_envelope_bytes=config.uplink.max_payload_bytes,
+            writer=writer,
         )
         self.sources = build_sources(
             config.sources,

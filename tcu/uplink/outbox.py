@@ -43,7 +43,7 @@ from tcu.uplink.queue_store import (
     Sealer,
     StatementTrace,
 )
-from tcu.uplink.writer_thread import WriterThread, deliver
+from tcu.uplink.writer_thread import Writer, WriterThread, deliver
 from telematics_wire.records import Record
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,7 +75,10 @@ class Outbox:
         spill_limit: int = 10_000,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         trace: StatementTrace | None = None,
+        writer: WriterThread | None = None,
     ) -> None:
+        """`writer`: a thread shared with other queues (a fleet process's), started and stopped by its owner
+        after every queue on it has closed; by default the queue starts a thread of its own at each opening."""
         self._store = QueueStore(
             path,
             sealer=sealer,
@@ -88,7 +91,8 @@ class Outbox:
         )
         self._max_envelope = max_envelope_bytes
         self._name = f"outbox-writer {path.name}"
-        self._writer: WriterThread | None = None  # one per opening: a restarted agent opens the queue again
+        self._shared_writer = writer
+        self._writer: Writer | None = None  # one per opening: a restarted agent opens the queue again
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats = CLOSED_STATS
         self._notice_due = False  # the store's drops not yet named by a notice, published with the counts
@@ -117,8 +121,12 @@ class Outbox:
 
     async def __aenter__(self) -> Outbox:
         self._loop = asyncio.get_running_loop()
-        self._writer = WriterThread(self._name)
-        self._writer.start()
+        if self._shared_writer is None:
+            own = WriterThread(self._name)
+            own.start()
+            self._writer = own
+        else:
+            self._writer = self._shared_writer.lane(self._name)  # its stop closes the queue, not the thread
         try:
             await self._call(self._store.open)
         except BaseException:
@@ -306,7 +314,7 @@ class Outbox:
             with self._lock:
                 self._unsettled -= 1  # before the caller hears of it: what it does next may ask the counts
 
-    def _running_writer(self) -> WriterThread:
+    def _running_writer(self) -> Writer:
         if self._writer is None:
             raise StorageError("the queue is not open")
         return self._writer
