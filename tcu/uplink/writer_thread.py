@@ -93,14 +93,13 @@ class WriterThread:
 
     async def stop(self, last: Callable[[], object]) -> None:
         """Refuse new jobs, run those handed over, then `last` (closing the database), then end."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
+        closing, future = _with_outcome(last)
         with self._lock:
             thread = self._thread
             if thread is None or self._stopping:
                 return
             self._stopping = True
-            self._jobs.put(lambda: _run_into(last, loop, future))
+            self._jobs.put(closing)
             self._jobs.put(_END)
         try:
             await future
@@ -145,14 +144,13 @@ class WriterLane:
 
     async def stop(self, last: Callable[[], object]) -> None:
         """Refuse new jobs on this lane, run those handed over, then `last`; the thread goes on."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
+        closing, future = _with_outcome(last)
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
             try:
-                self._writer.post(lambda: _run_into(last, loop, future))
+                self._writer.post(closing)
             except StorageError:
                 # The owner stopped the thread before this lane: whatever was handed over ran, `last` cannot.
                 _LOGGER.warning("%s: its shared writer stopped first; its last job did not run", self._name)
@@ -199,10 +197,16 @@ _inboxes_lock = threading.Lock()
 
 
 def _call(post: Callable[[Callable[[], None]], None], job: Callable[[], T]) -> asyncio.Future[T]:
+    wrapped, future = _with_outcome(job)
+    post(wrapped)
+    return future
+
+
+def _with_outcome(job: Callable[[], T]) -> tuple[Callable[[], None], asyncio.Future[T]]:
+    """`job` wrapped to hand its outcome to the returned future, on the running loop."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
-    post(lambda: _run_into(job, loop, future))
-    return future
+    return functools.partial(_run_into, job, loop, future), future
 
 
 def _run_into(job: Callable[[], T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]) -> None:

@@ -19,7 +19,7 @@ from tcu.clock import ManualClock
 from tcu.config import QueueConfig
 from tcu.errors import RecordTooLargeError, StorageError, StorageFullError
 from tcu.uplink.outbox import Outbox
-from telematics_wire.envelope import open_record, seal_record
+from telematics_wire.envelope import open_record
 from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
@@ -62,16 +62,6 @@ def _record(clock: ManualClock, kind: RecordKind = RecordKind.TELEMETRY, **body:
 
 
 MakeOutbox = Callable[..., Outbox]
-
-
-@pytest.fixture
-def sealer(vehicle_box: Box) -> Callable[[int, Record, bytes], bytes]:
-    def seal(seq: int, record: Record, epoch: bytes) -> bytes:
-        if record.body.get("unsealable"):
-            raise ValueError("this record cannot be sealed")
-        return seal_record(vehicle_box, VIN, seq, record, epoch=epoch)
-
-    return seal
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tcu.config import QueueConfig
 from tcu.errors import StorageError, StorageFullError
 from tcu.uplink.outbox import Outbox
 from tcu.uplink.writer_thread import WriterThread
-from telematics_wire.envelope import open_record, seal_record
+from telematics_wire.envelope import open_record
 from telematics_wire.records import Record, RecordKind
 from tests.conftest import VIN
 
@@ -25,16 +25,6 @@ Sealer = Callable[[int, Record, bytes], bytes]
 
 def _record(clock: ManualClock, **body: object) -> Record:
     return Record(kind=RecordKind.TELEMETRY, created=clock.now(), body=body)
-
-
-@pytest.fixture
-def sealer(vehicle_box: Box) -> Sealer:
-    def seal(seq: int, record: Record, epoch: bytes) -> bytes:
-        if record.body.get("unsealable"):
-            raise ValueError("this record cannot be sealed")
-        return seal_record(vehicle_box, VIN, seq, record, epoch=epoch)
-
-    return seal
 
 
 @pytest.fixture
