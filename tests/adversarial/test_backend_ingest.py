@@ -342,7 +342,7 @@ class _Publisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
 
-    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
         self.published.append((topic, payload))
 
 
