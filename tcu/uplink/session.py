@@ -221,14 +221,16 @@ class UplinkSession:
 
     def _arm_deadline(self) -> None:
         """One timer for the whole window: set for the first record in flight to fall due, if none is set
-        earlier. Acks only move that moment later, so a timer that fires early costs one idle pass."""
-        if not self._inflight:
-            self._cancel_deadline()
-            return
-        first_sent = next(iter(self._inflight.values()))
+        earlier. Acks only move that moment later, so a timer that fires early costs one idle pass. With
+        nothing in flight it is a quarter of the ack timeout away all the same: records another process
+        queued (`tcu owner-change` beside the running agent) wake nobody here, and must not wait for the
+        next record of this one, which a parked car may never queue."""
         timeout = io_timeout(self._uplink.ack_timeout_s)
-        # On the loop's time, from the injected clock's: capped, in case the two run at different speeds.
-        delay = min(max(first_sent + timeout - self._clock.monotonic(), 0.05), timeout / 4)
+        delay = timeout / 4
+        if self._inflight:
+            first_sent = next(iter(self._inflight.values()))
+            # On the loop's time, from the injected clock's: capped, in case the two run at different speeds.
+            delay = min(max(first_sent + timeout - self._clock.monotonic(), 0.05), delay)
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
         if self._deadline is not None and not self._deadline.cancelled() and self._deadline.when() <= due:

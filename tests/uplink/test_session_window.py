@@ -3,6 +3,7 @@ timeout, and what a dropped link does to records in flight. Time moves only when
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,3 +127,18 @@ async def test_a_broker_that_goes_away_and_comes_back(rig: Rig) -> None:
     await rig.reconnect_backend()
     await rig.until(lambda: rig.session.stats.connected, "the session to reconnect")
     assert sorted(await rig.settled()) == [1, 2, 3]
+
+
+async def test_an_idle_sender_still_looks_at_the_queue_every_quarter_ack_timeout(rig: Rig) -> None:
+    """Nothing in flight and nothing queued here: records another process queues (`tcu owner-change`
+    beside the running agent) wake nobody, so the sender must keep a wake-up of its own, as it did
+    before it had one deadline for the window, or they would wait for this agent's next record."""
+    await rig.put(2)
+    assert await rig.settled() == [1, 2]
+    await rig.ack([1, 2])
+    await rig.until(lambda: rig.outbox.stats().depth == 0, "the ack applied")
+    assert await rig.settled() == []
+    loop = asyncio.get_running_loop()
+    wake_up = rig.session._deadline  # the only trace of a timer that is seconds away
+    assert wake_up is not None, "an idle sender waits with no time limit"
+    assert wake_up.when() - loop.time() == pytest.approx(ACK_TIMEOUT_S / 4, abs=0.5)
