@@ -162,7 +162,9 @@ class _Inbox:
     """Outcomes on their way to one loop, from any thread; one scheduled drain at a time carries them all."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: `_inboxes` keys inboxes by their loop weakly, and a strong reference here kept every
+        # finished loop (two per `tcu owner-change`, many in tests) and its inbox alive for good.
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._waiting: list[Callable[[], None]] = []
         self._scheduled = False
@@ -173,12 +175,16 @@ class _Inbox:
             if self._scheduled:  # the drain the loop has yet to run takes this one too
                 return
             self._scheduled = True
+        loop = self._loop()
         try:
-            self._loop.call_soon_threadsafe(self._drain)
+            if loop is not None:  # None: collected, closed long ago
+                loop.call_soon_threadsafe(self._drain)
+                return
         except RuntimeError:
-            _LOGGER.debug("event loop closed; an outcome was not delivered")
-            with self._lock:
-                self._waiting.clear()  # nobody left to tell; `_scheduled` stays: a closed loop stays closed
+            pass
+        _LOGGER.debug("event loop closed; an outcome was not delivered")
+        with self._lock:
+            self._waiting.clear()  # nobody left to tell; `_scheduled` stays: a closed loop stays closed
 
     def _drain(self) -> None:
         """On the loop: the outcomes in the order they came; one that fails keeps no other from its caller."""
