@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -191,22 +190,23 @@ async def compare_end_to_end(layout: BenchLayout, broker_url: str, count: int, r
     broker: min and median of each, and the ratios of the medians (the machine is shared, so only
     figures measured side by side compare)."""
     size = sealed_telemetry_size(layout)
-    runs: dict[str, list[float]] = {"ours": [], "paho": [], "paho_sqlite": []}
     with tempfile.TemporaryDirectory(prefix="tcu-bench-paho-") as tmp:
-        for _ in range(rounds):
-            runs["ours"].append(await measure_end_to_end(layout, count, 50))
-            runs["paho"].append(await asyncio.to_thread(baseline_paho.plain_paho_per_s, broker_url, count, size))
-            runs["paho_sqlite"].append(
-                await asyncio.to_thread(baseline_paho.paho_into_sqlite_per_s, broker_url, Path(tmp), count, size)
-            )
+
+        async def plain() -> float:
+            return await asyncio.to_thread(baseline_paho.plain_paho_per_s, broker_url, count, size)
+
+        async def into_sqlite() -> float:
+            return await asyncio.to_thread(baseline_paho.paho_into_sqlite_per_s, broker_url, Path(tmp), count, size)
+
+        samples = await interleave([lambda: measure_end_to_end(layout, count, 50), plain, into_sqlite], rounds)
+    ours, paho, paho_sqlite = (Figures.of(values) for values in samples)
     results: dict[str, float] = {"end_to_end_payload_bytes": float(size)}
-    for name, rates in runs.items():
-        results[f"end_to_end_{name}_min_per_s"] = min(rates)
-        results[f"end_to_end_{name}_median_per_s"] = statistics.median(rates)
-    ours = results["end_to_end_ours_median_per_s"]
-    results["end_to_end_ratio_paho"] = ours / results["end_to_end_paho_median_per_s"]
-    results["end_to_end_ratio_paho_sqlite"] = ours / results["end_to_end_paho_sqlite_median_per_s"]
-    results["end_to_end_per_s"] = ours
+    for name, figures in (("ours", ours), ("paho", paho), ("paho_sqlite", paho_sqlite)):
+        results[f"end_to_end_{name}_min_per_s"] = figures.min
+        results[f"end_to_end_{name}_median_per_s"] = figures.median
+    results["end_to_end_ratio_paho"] = ratio(ours, paho, Better.HIGHER)
+    results["end_to_end_ratio_paho_sqlite"] = ratio(ours, paho_sqlite, Better.HIGHER)
+    results["end_to_end_per_s"] = ours.median
     return results
 
 
