@@ -30,6 +30,7 @@ from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
 from hil.devices.slcan_sim import SlcanSimulator
 from hil.layout import DEMO_VIN, NO_ECALL, BenchLayout
+from hil.proc_stats import rss_mb
 
 AGENT_IMPORT = "import tcu.cli"
 BASELINE_IMPORT = "import aiomqtt, nacl, cbor2, sqlite3"
@@ -67,11 +68,6 @@ def import_costs(runs: int) -> tuple[list[ImportCost], list[ImportCost]]:
         agent.append(import_cost(AGENT_IMPORT))
         baseline.append(import_cost(BASELINE_IMPORT))
     return agent, baseline
-
-
-def _rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
 def _devices(tmp: Path, devices: str) -> dict[str, PtyDevice]:
@@ -121,7 +117,10 @@ async def agent_rss_mb(seconds: float, *, devices: str = "none") -> float:
                 await asyncio.sleep(seconds)
                 if process.returncode is not None:
                     raise RuntimeError(f"tcu run ended early with status {process.returncode}")
-                return await asyncio.to_thread(_rss_mb, process.pid)
+                resident = await asyncio.to_thread(rss_mb, process.pid)
+                if not resident:  # rss_mb's answer for a process that is gone
+                    raise RuntimeError("tcu run ended before its memory was read")
+                return resident
             finally:
                 if process.returncode is None:
                     process.terminate()
