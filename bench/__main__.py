@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from bench.baseline_cantools import python_can_cantools_frames_per_s
 from bench.baseline_sqlite import bare_insert_per_s
 from bench.comparison import ROUNDS, Better, Contender, Figures, interleave
 from bench.suite_rows import Goal, Row
-from hil.fleet import FleetResult
+from hil.fleet import FleetResult, raised_open_file_limit
 from hil.layout import DEMO_VIN, BenchLayout
 from telematics_wire.envelope import seal_record, vehicle_box
 from telematics_wire.msd import MsdCodec
@@ -392,15 +391,10 @@ async def fleet_rows(sizes: Sizes) -> list[Row]:
     fleet in one process through `hil.fleet`, whose CPU figure is the fleet process's over the measured
     window alone (start-up and drain left out), with the backend and an ingest worker beside it."""
     vehicles = sizes.fleet_vehicles
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~5 descriptors per vehicle
-    try:
-        with tempfile.TemporaryDirectory(prefix="tcu-bench-fleet-") as tmp:
-            fleet = await bench_fleet.run_fleet_processes(
-                Path(tmp), vehicles, 1, sizes.fleet_seconds, sync="normal", drain_window_s=30.0
-            )
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with raised_open_file_limit(), tempfile.TemporaryDirectory(prefix="tcu-bench-fleet-") as tmp:
+        fleet = await bench_fleet.run_fleet_processes(
+            Path(tmp), vehicles, 1, sizes.fleet_seconds, sync="normal", drain_window_s=30.0
+        )
     return [
         Row(
             key="fleet_cpu_per_vehicle_s",

@@ -187,11 +187,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--processes", type=int, default=1, help="fleet processes (> 1: hil.fleet, N ingest workers)")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~5 descriptors per vehicle
-    if args.processes > 1:
-        _main_processes(args)
-        return
+    with fleet.raised_open_file_limit():
+        if args.processes > 1:
+            _main_processes(args)
+        else:
+            _main_one_process(args)
+
+
+def _main_one_process(args: argparse.Namespace) -> None:
     results = []
     for count in args.vehicles:
         with tempfile.TemporaryDirectory(prefix="tcu-fleet-") as tmp:
@@ -210,7 +213,6 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 if __name__ == "__main__":

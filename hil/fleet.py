@@ -19,6 +19,7 @@ bench's `max_queued_messages 1000000` is far above what one vehicle or the backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import multiprocessing
@@ -92,10 +93,16 @@ class FleetResult:
     passed: bool
 
 
-def raise_open_file_limit() -> None:
-    """Up to the hard limit: ~5 descriptors per vehicle; children (Mosquitto, the workers) inherit it."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+@contextlib.contextmanager
+def raised_open_file_limit() -> Iterator[None]:
+    """Up to the hard limit for the block, then back: ~5 descriptors per vehicle; children (Mosquitto,
+    the workers) started inside inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def build_bench(root: Path, broker_url: str, plan: FleetPlan) -> tuple[BenchLayout, list[Path]]:

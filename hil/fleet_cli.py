@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from hil.fleet import FleetPlan, raise_open_file_limit, run_fleet, summary_lines
+from hil.fleet import FleetPlan, raised_open_file_limit, run_fleet, summary_lines
 
 
 def add_fleet_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,10 +37,10 @@ def run_fleet_command(args: argparse.Namespace) -> int:
         sync=args.sync,
         drain_window_s=args.drain_window,
     )
-    raise_open_file_limit()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tcu-fleet-"))
     try:
-        result = asyncio.run(run_fleet(root, plan))
+        with raised_open_file_limit():
+            result = asyncio.run(run_fleet(root, plan))
     finally:
         if args.workdir is None:  # keys and every vehicle's data: gone with the run nobody asked to keep
             shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backend_stub.store import BackendStore
-from hil.fleet import FleetPlan, raise_open_file_limit, run_fleet, summary_lines
+from hil.fleet import FleetPlan, raised_open_file_limit, run_fleet, summary_lines
 from hil.fleet_audit import audit_fleet
 from tcu.clock import SystemClock
 from telematics_wire.records import ReceivedRecord, RecordKind
@@ -61,9 +61,9 @@ def test_the_audit_names_a_vehicle_whose_record_is_missing(tmp_path: Path) -> No
 @pytest.mark.skipif(not LARGE_VEHICLES, reason="on demand: set TCU_FLEET_VEHICLES (and TCU_FLEET_SECONDS)")
 async def test_a_large_fleet_keeps_to_its_rate_with_a_punctual_loop_and_loses_nothing(tmp_path: Path) -> None:
     require_mosquitto()
-    raise_open_file_limit()
     plan = FleetPlan(vehicles=LARGE_VEHICLES, seconds=LARGE_SECONDS)
-    result = await run_fleet(tmp_path, plan)
+    with raised_open_file_limit():
+        result = await run_fleet(tmp_path, plan)
     print("\n".join(summary_lines([result])))
     assert result.passed
     assert result.loop_lag_p99_ms < 100
