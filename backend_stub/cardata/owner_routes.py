@@ -1,0 +1,104 @@
+"""Our additions to BMW's interface, under `/simulator/` and tagged "Simulator (ours)": the capability
+service per VIN, and the owner's own pages — data report, transaction report (JSON and a readable HTML
+page) and their consents.
+
+The capability service is for third parties (the seed: which data is available and how often), so a
+client's access token with `cardata:api:read` reads it. The owner's pages show what went to *every*
+third party and change consents, so a third party's token must not reach them: they need a token
+whose scope the owner approved for themselves, `cardata:owner` (SCOPE_OWNER) — a third party asking
+for it shows so at the approval.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and
+# they name dependencies local to the router function.
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+from fastapi.responses import HTMLResponse
+
+from backend_stub.cardata.http_context import CardataContext, Vin, XVersion
+from backend_stub.cardata.http_errors import BODY_ERRORS, CUSTOMER_ERRORS
+from backend_stub.cardata.http_models import CapabilitiesDto, CapabilityDto, ConsentDto, ConsentGrantRequest
+from backend_stub.cardata.tokens import SCOPE_API, Grant
+
+SCOPE_OWNER = "cardata:owner"
+TAG = "Simulator (ours)"
+
+ClientId = Annotated[str, Path(alias="clientId", description="The third party's OAuth client_id")]
+
+
+def owner_router(context: CardataContext) -> APIRouter:
+    router = APIRouter(prefix="/simulator", tags=[TAG], responses=CUSTOMER_ERRORS, dependencies=[XVersion])
+    service, run = context.service, context.run
+    Client = Annotated[Grant, Depends(context.bearer(SCOPE_API))]  # noqa: N806 (a type alias)
+    Owner = Annotated[Grant, Depends(context.bearer(SCOPE_OWNER))]  # noqa: N806
+
+    @router.get(
+        "/vehicles/{vin}/capabilities",
+        summary="Which CarData keys this vehicle can deliver now, and how often",
+        operation_id="getCapabilities",
+    )
+    async def get_capabilities(grant: Client, vin: Vin) -> CapabilitiesDto:
+        found = await run(service.capabilities, grant.gcid, vin)
+        return CapabilitiesDto(
+            vin=vin,
+            capabilities=[
+                CapabilityDto(
+                    key=item.key, available=item.available, reason=item.reason, minIntervalSeconds=item.min_interval_s
+                )
+                for item in found
+            ],
+        )
+
+    @router.get("/reports/data", summary="The owner's data report: what is stored now", operation_id="getDataReport")
+    async def data_report(grant: Owner) -> dict[str, Any]:
+        report: dict[str, Any] = await run(service.data_report, grant.gcid)
+        return report
+
+    @router.get(
+        "/reports/transactions",
+        summary="The owner's transaction report: every transfer to a third party",
+        operation_id="getTransactionReport",
+    )
+    async def transaction_report(grant: Owner) -> dict[str, Any]:
+        report: dict[str, Any] = await run(service.transaction_report, grant.gcid)
+        return report
+
+    @router.get(
+        "/reports/transactions.html",
+        summary="The owner's transaction report as a page",
+        operation_id="getTransactionReportPage",
+        response_class=HTMLResponse,
+    )
+    async def transaction_page(grant: Owner) -> HTMLResponse:
+        page: str = await run(service.transaction_report_html, grant.gcid)
+        return HTMLResponse(page)
+
+    @router.get("/consents", summary="The owner's consents", operation_id="listConsents")
+    async def list_consents(grant: Owner) -> list[ConsentDto]:
+        found: list[dict[str, Any]] = await run(service.consents, grant.gcid)
+        return [ConsentDto.model_validate(item) for item in found]
+
+    @router.put(
+        "/consents/{vin}/{clientId}",
+        summary="Grant a third party these keys or categories of this vehicle",
+        operation_id="grantConsent",
+        responses=BODY_ERRORS,
+    )
+    async def grant_consent(grant: Owner, vin: Vin, client_id: ClientId, request: ConsentGrantRequest) -> ConsentDto:
+        keys = await run(service.grant, grant.gcid, vin, client_id, request.keys, context.clock.now())
+        return ConsentDto(vin=vin, clientId=client_id, keys=sorted(keys))
+
+    @router.delete(
+        "/consents/{vin}/{clientId}",
+        summary="Revoke a third party's consent: REST and streaming stop at once",
+        operation_id="revokeConsent",
+        status_code=204,
+        response_class=Response,
+        responses={204: {"description": "Revoked"}},
+    )
+    async def revoke_consent(grant: Owner, vin: Vin, client_id: ClientId) -> Response:
+        await run(service.revoke, grant.gcid, vin, client_id, context.clock.now())
+        return Response(status_code=204)
+
+    return router
