@@ -1,0 +1,224 @@
+"""The CarData facade the HTTP layer calls: each method checks who asks, then answers as BMW's DTOs do.
+
+Every method takes the caller's gcid (and client_id) from a verified token (backend_stub.cardata.tokens)
+and raises only `backend_stub.cardata.errors`: a malformed VIN is BadRequest, a VIN not mapped to the
+caller's account Forbidden (the same for another owner's car and one that does not exist: nothing
+leaks), a container of another account or client NotFound.
+
+Only the last transmitted values are served (the seed: "Sie erhalten jeweils die vom Fahrzeug zuletzt
+ausgelesenen und an die BMW Group übertragenen Werte. Eine Echtzeitabfrage ... ist nicht möglich"),
+and of them only the keys in the container, the owner's consent for this client and the capability
+at request time — and every answer that carried data is logged for the transaction report.
+
+The stores share the backend's database connection thread: while the backend runs, call these
+through `BackendStub.database.run` (the HTTP layer does).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from backend_stub.cardata import reports
+from backend_stub.cardata.capability import Capability, capabilities, entitlements_now
+from backend_stub.cardata.catalogue import CardataCatalogue
+from backend_stub.cardata.consents import CardataStore
+from backend_stub.cardata.errors import BadRequest, Forbidden, Unauthorized
+from backend_stub.cardata.records import Container
+from backend_stub.cardata.timestamps import iso_z
+from backend_stub.provisioning_store import ProvisioningStore
+from backend_stub.store import BackendStore
+from tcu.clock import Clock
+from telematics_wire.errors import VinError
+from telematics_wire.records import from_millis
+from telematics_wire.vin import validate_vin
+
+__all__ = ["CardataService", "container_details"]
+_LOGGER = logging.getLogger(__name__)
+
+_BRANDS = {"BMW": "BMW", "BMW i": "BMWi", "MINI": "MINI"}  # ours → BMW's VehicleDto enum
+
+
+def container_details(container: Container) -> dict[str, Any]:
+    """BMW's ContainerDetailsDto."""
+    return {
+        "containerId": container.container_id,
+        "name": container.name,
+        "purpose": container.purpose,
+        "state": container.state,
+        "created": iso_z(container.created),
+        "technicalDescriptors": sorted(container.keys),
+    }
+
+
+def _container_summary(container: Container) -> dict[str, Any]:
+    """BMW's ContainerDto (a list's entry: no descriptors)."""
+    details = container_details(container)
+    del details["technicalDescriptors"]
+    return details
+
+
+class CardataService:
+    def __init__(
+        self,
+        store: CardataStore,
+        catalogue: CardataCatalogue,
+        records: BackendStore,
+        provisioning: ProvisioningStore,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.records = records
+        self.provisioning = provisioning
+        self.clock = clock
+
+    def _now(self, now: datetime | None) -> datetime:
+        return now if now is not None else self.clock.now()
+
+    # -- who may see what ------------------------------------------------------------------------------
+
+    def _account(self, gcid: str) -> str:
+        account = self.store.account_of(gcid) if isinstance(gcid, str) else None
+        if account is None:
+            raise Unauthorized("the token names no known customer (gcid)")
+        return account
+
+    def _own_vehicle(self, gcid: str, vin: object) -> str:
+        self._account(gcid)
+        if not isinstance(vin, str):
+            raise BadRequest("vin must be text")
+        try:
+            checked = validate_vin(vin)
+        except VinError as exc:
+            raise BadRequest(str(exc)[:200]) from exc
+        if checked not in self.store.vehicles_of(gcid):
+            raise Forbidden(f"vehicle {checked} is not mapped to this customer")
+        return checked
+
+    # -- vehicles --------------------------------------------------------------------------------------
+
+    def vehicle_mappings(self, gcid: str) -> list[dict[str, Any]]:
+        """BMW's VehicleMappingDto list: the customer's vehicles now."""
+        self._account(gcid)
+        result = []
+        for vin in self.store.vehicles_of(gcid):
+            link = self.store.owner_link(vin)
+            if link is not None:
+                result.append({"vin": vin, "mappedSince": iso_z(link[2]), "mappingType": "PRIMARY"})
+        return result
+
+    def basic_data(self, gcid: str, vin: str) -> dict[str, Any]:
+        """BMW's VehicleDto, from what the backend knows of the build and the SIM."""
+        vin = self._own_vehicle(gcid, vin)
+        build = self.provisioning.vehicle(vin)
+        entitlements, _ = entitlements_now(vin, self.clock.now(), self.provisioning)
+        return {
+            "vin": vin,
+            "brand": _BRANDS.get(build.brand.value, "BMW"),
+            "isTelematicsCapable": self.records.public_key(vin) is not None,
+            "simStatus": entitlements.sim.value,
+            "fullSAList": "" if build.equipment is None else ",".join(sorted(build.equipment)),
+            "constructionDate": None if build.first_registration is None else build.first_registration.isoformat(),
+        }
+
+    def _capabilities(self, vin: str, now: datetime) -> list[Capability]:
+        return capabilities(
+            vin, now=now, catalogue=self.catalogue, provisioning=self.provisioning, records=self.records
+        )
+
+    def capabilities(self, gcid: str, vin: str, now: datetime | None = None) -> dict[str, Any]:
+        """The capability service's answer for one of the customer's vehicles."""
+        vin = self._own_vehicle(gcid, vin)
+        now = self._now(now)
+        return {
+            "vin": vin,
+            "timestamp": iso_z(now),
+            "capabilities": [
+                {
+                    "key": found.key,
+                    "available": found.available,
+                    "reason": found.reason,
+                    "minIntervalSeconds": found.min_interval_s,
+                }
+                for found in self._capabilities(vin, now)
+            ],
+        }
+
+    def telematic_data(
+        self, gcid: str, client_id: str, vin: str, container_id: str, now: datetime | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """{key: {"value", "unit", "timestamp"}}: the last transmitted values of the keys in the container
+        that the owner consents to for this client and that are available now. Logs a "rest" transfer."""
+        vin = self._own_vehicle(gcid, vin)
+        now = self._now(now)
+        container = self.store.container(gcid, client_id, container_id)
+        consented = self.store.consented_keys(vin, client_id, now)
+        if not consented:
+            raise Forbidden(f"the owner of {vin} has not consented to this client receiving its data")
+        available = {found.key for found in self._capabilities(vin, now) if found.available}
+        wanted = container.keys & consented & available
+        data = self._values(vin, wanted)
+        self.store.log_transfer(gcid, client_id, vin, "rest", data.keys(), now)
+        return data
+
+    def _values(self, vin: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = {self.catalogue.entries[key] for key in keys}
+        last = {value.path: value for value in self.records.last_values(vin)}
+        data: dict[str, dict[str, Any]] = {}
+        for entry in sorted(wanted, key=lambda item: item.key):
+            if entry.signal is not None and entry.signal in last:
+                stored = last[entry.signal]
+                text = entry.text(stored.value)
+                if text is not None:
+                    data[entry.key] = {"value": text, "unit": entry.unit, "timestamp": iso_z(stored.timestamp)}
+            elif entry.event == "ecall":
+                started = self._last_ecall(vin)
+                if started is not None:
+                    data[entry.key] = {"value": iso_z(started), "unit": entry.unit, "timestamp": iso_z(started)}
+        return data
+
+    def _last_ecall(self, vin: str) -> datetime | None:
+        """When the newest emergency call began; nothing of what it carried (the MSD is the PSAP's)."""
+        newest = None
+        for record in self.records.records(vin, kind="ecall"):
+            started = record.body.get("session_started_ms", record.body.get("at_ms"))
+            if isinstance(started, int) and not isinstance(started, bool) and 0 <= started < 2**47:
+                moment = from_millis(started)
+                newest = moment if newest is None or moment > newest else newest
+        return newest
+
+    # -- containers ------------------------------------------------------------------------------------
+
+    def create_container(
+        self, gcid: str, client_id: str, name: object, purpose: object, keys: object, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        self._account(gcid)
+        if not isinstance(keys, list | tuple):
+            raise BadRequest("technicalDescriptors must be a list of CarData keys")
+        container = self.store.create_container(gcid, client_id, name, purpose, keys, self._now(now))
+        return container_details(container)
+
+    def containers(self, gcid: str, client_id: str) -> dict[str, Any]:
+        self._account(gcid)
+        return {"containers": [_container_summary(found) for found in self.store.containers(gcid, client_id)]}
+
+    def container(self, gcid: str, client_id: str, container_id: str) -> dict[str, Any]:
+        self._account(gcid)
+        return container_details(self.store.container(gcid, client_id, container_id))
+
+    def delete_container(self, gcid: str, client_id: str, container_id: str, now: datetime | None = None) -> None:
+        self._account(gcid)
+        self.store.delete_container(gcid, client_id, container_id, self._now(now))
+
+    # -- reports ---------------------------------------------------------------------------------------
+
+    def data_report(self, gcid: str, now: datetime | None = None) -> dict[str, Any]:
+        self._account(gcid)
+        return reports.data_report(gcid, self.store, self.records, self.catalogue, self._now(now))
+
+    def transaction_report(self, gcid: str, now: datetime | None = None) -> dict[str, Any]:
+        self._account(gcid)
+        return reports.transaction_report(gcid, self.store, self._now(now))
