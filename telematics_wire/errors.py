@@ -7,6 +7,7 @@ WireError
 ├── KeyFileError           key file missing, wrong size or too permissive
 ├── RejectedMessageError   a signed backend message refused (signature, VIN, version, expiry)
 │   └── RejectedOrderError a measure order refused, naming its id and attempt (measure_order.py)
+├── SipError               a SIP message, SDP or NG-eCall body (multipart, MSD part, PIDF-LO, control XML) refused
 ├── SpecError              a specification table (service catalogue, option codes, ECU keys) that is invalid
 └── VinError               text that is not a vehicle identification number
 
@@ -48,6 +49,10 @@ class RejectedMessageError(WireError):
         super().__init__(message)
         self.code = code
         self.version = version  # of the refused file, when its signature verified and it could be read
+
+
+class SipError(WireError):
+    """A SIP message, SDP offer or NG-eCall body that must be refused (telematics_wire.sip); the message says why."""
 
 
 class SpecError(WireError):

@@ -1,0 +1,394 @@
+"""SIP requests and responses (RFC 3261 §7, §18.3, §20) as values, and the total decoder for one UDP datagram.
+
+`parse_message` turns any bytes into a `SipRequest`, a `SipResponse` or `SipError` with the reason: at
+most `MAX_MESSAGE_BYTES`, header lines and count capped, UTF-8 head, folded lines unfolded, compact
+header names expanded, Content-Length authoritative (a datagram shorter than it is refused, bytes past
+it are dropped as §18.3 says; without it the body is the rest of the datagram), and the headers every
+request and response needs (Via, From, To, Call-ID, CSeq) present and readable. `encode()` writes CRLF
+lines, full header names and a Content-Length that is always the body's length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from telematics_wire.errors import SipError
+from telematics_wire.sip.dialog import CSeq, parse_cseq, parse_name_addr
+from telematics_wire.sip.header_syntax import is_token, split_list
+
+SIP_VERSION: Final = "SIP/2.0"
+MAX_MESSAGE_BYTES: Final = 65_536
+MAX_HEADER_LINES: Final = 256
+MAX_LINE_CHARS: Final = 8_192
+MAX_BODY_DIGITS: Final = 9  # a Content-Length past 999,999,999 cannot fit a 64 KiB message anyway
+
+# RFC 3261 §7.3.3 and the IANA registry: one-letter names a peer may use instead of the full ones.
+COMPACT_FORMS: Final = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+}
+# Our spelling of the names we write or read, so encode() is stable whatever case a peer used.
+_CANONICAL: Final = {
+    name.lower(): name
+    for name in (
+        *COMPACT_FORMS.values(),
+        "Accept",
+        "Allow",
+        "Call-Info",
+        "Content-Disposition",
+        "Content-ID",
+        "CSeq",
+        "Geolocation",
+        "Geolocation-Routing",
+        "Info-Package",
+        "Max-Forwards",
+        "Record-Route",
+        "Recv-Info",
+        "Route",
+        "Server",
+        "User-Agent",
+        "WWW-Authenticate",
+    )
+}
+# Headers whose value is a comma-separated list (RFC 3261 §7.3.1); others are taken whole.
+_LIST_HEADERS: Final = frozenset(
+    {
+        "accept",
+        "allow",
+        "call-info",
+        "contact",
+        "geolocation",
+        "recv-info",
+        "record-route",
+        "route",
+        "supported",
+        "via",
+    }
+)
+_MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
+_STATUS_LINE: Final = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)", re.IGNORECASE)
+_REQUEST_LINE: Final = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^\s]+) SIP/2\.0", re.IGNORECASE)
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+_LINE_BREAK: Final = re.compile(r"\r?\n")
+_FORBIDDEN_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+REASON_PHRASES: Final = {
+    100: "Trying",
+    180: "Ringing",
+    183: "Session Progress",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    415: "Unsupported Media Type",
+    469: "Bad Info Package",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+}
+
+
+def canonical_name(name: str) -> str:
+    """A header name in our spelling: compact forms expanded, known names in their usual case."""
+    lowered = name.lower()
+    if lowered in COMPACT_FORMS:
+        return COMPACT_FORMS[lowered]
+    return _CANONICAL.get(lowered, name)
+
+
+class SipHeaders:
+    """An ordered, immutable list of (name, value) header fields; look-ups ignore case and compact forms."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        checked: list[tuple[str, str]] = []
+        for name, value in fields:
+            if not isinstance(name, str) or not is_token(name):
+                raise SipError(f"header name {name!r} is not a token")
+            if not isinstance(value, str) or _FORBIDDEN_IN_VALUE.search(value):
+                raise SipError(f"header {name} has a control character or line break in its value")
+            checked.append((canonical_name(name), value.strip()))
+        self._fields: tuple[tuple[str, str], ...] = tuple(checked)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SipHeaders) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash(self._fields)
+
+    def __repr__(self) -> str:
+        return f"SipHeaders({list(self._fields)!r})"
+
+    def get(self, name: str) -> str | None:
+        """The first field called `name` (whole, not split at commas), or None."""
+        wanted = canonical_name(name).lower()
+        for key, value in self._fields:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def get_all(self, name: str) -> tuple[str, ...]:
+        """Every value of `name` in order; list headers (Via, Contact, Call-Info, ...) split at their commas."""
+        wanted = canonical_name(name).lower()
+        values: list[str] = []
+        for key, value in self._fields:
+            if key.lower() != wanted:
+                continue
+            if wanted in _LIST_HEADERS:
+                values.extend(split_list(value, key))
+            else:
+                values.append(value)
+        return tuple(values)
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise SipError(f"no {canonical_name(name)} header")
+        return value
+
+    def without(self, *names: str) -> SipHeaders:
+        dropped = {canonical_name(name).lower() for name in names}
+        return SipHeaders(pair for pair in self._fields if pair[0].lower() not in dropped)
+
+    def replaced(self, name: str, value: str) -> SipHeaders:
+        """Every `name` field dropped and one `name: value` added where the first one was (else at the end)."""
+        wanted = canonical_name(name).lower()
+        result: list[tuple[str, str]] = []
+        placed = False
+        for key, old in self._fields:
+            if key.lower() != wanted:
+                result.append((key, old))
+            elif not placed:
+                result.append((canonical_name(name), value))
+                placed = True
+        if not placed:
+            result.append((canonical_name(name), value))
+        return SipHeaders(result)
+
+    def added(self, *fields: tuple[str, str]) -> SipHeaders:
+        return SipHeaders((*self._fields, *fields))
+
+
+def _common_properties(headers: SipHeaders) -> None:
+    """Raises SipError unless the headers every SIP message needs are present and readable."""
+    for name in _MANDATORY:
+        headers.require(name)
+    parse_cseq(headers.require("CSeq"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipRequest:
+    method: str
+    uri: str
+    headers: SipHeaders = field(default_factory=SipHeaders)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not is_token(self.method):
+            raise SipError(f"request method {self.method!r} is not a token")
+        if not isinstance(self.uri, str) or not self.uri or re.search(r"[\s\x00-\x1f\x7f]", self.uri):
+            raise SipError(f"request URI {self.uri!r} is empty or holds whitespace or control characters")
+        _check_parts(self.headers, self.body)
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.require("Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self.headers.require("CSeq"))
+
+    def encode(self) -> bytes:
+        return _encode(f"{self.method} {self.uri} {SIP_VERSION}", self.headers, self.body)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipResponse:
+    status: int
+    reason: str = ""
+    headers: SipHeaders = field(default_factory=SipHeaders)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 699:
+            raise SipError(f"status code {self.status!r} is outside 100..699")
+        if not isinstance(self.reason, str) or _FORBIDDEN_IN_VALUE.search(self.reason):
+            raise SipError("reason phrase has a control character or line break")
+        _check_parts(self.headers, self.body)
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.require("Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self.headers.require("CSeq"))
+
+    def encode(self) -> bytes:
+        reason = self.reason or REASON_PHRASES.get(self.status, "")
+        return _encode(f"{SIP_VERSION} {self.status} {reason}", self.headers, self.body)
+
+
+SipMessage = SipRequest | SipResponse
+
+
+def _check_parts(headers: object, body: object) -> None:
+    if not isinstance(headers, SipHeaders):
+        raise SipError(f"headers must be SipHeaders, got {type(headers).__name__}")
+    if not isinstance(body, bytes):
+        raise SipError(f"body must be bytes, got {type(body).__name__}")
+
+
+def _encode(start_line: str, headers: SipHeaders, body: bytes) -> bytes:
+    lines = [start_line]
+    lines.extend(f"{name}: {value}" for name, value in headers.without("Content-Length"))
+    lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SipError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return data
+
+
+def parse_message(data: bytes) -> SipRequest | SipResponse:
+    """One SIP message from one UDP datagram, or SipError saying why not."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SipError(f"a SIP message is bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SipError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    data = data.lstrip(b"\r\n")  # §7.5: CRLFs before the start line are ignored (keep-alives)
+    if not data:
+        raise SipError("empty message")
+    head_end = _HEAD_END.search(data)
+    if head_end is None:
+        raise SipError("no empty line after the headers")
+    try:
+        head = data[: head_end.start()].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipError(f"headers are not UTF-8 (byte {exc.start})") from exc
+    start_line, headers = _parse_head(head)
+    body = _take_body(headers, data[head_end.end() :])
+    message: SipRequest | SipResponse
+    status = _STATUS_LINE.fullmatch(start_line)
+    if status is not None:
+        message = SipResponse(status=int(status.group(1)), reason=status.group(2), headers=headers, body=body)
+    else:
+        request = _REQUEST_LINE.fullmatch(start_line)
+        if request is None:
+            raise SipError(f"start line {start_line[:80]!r} is neither a request nor a status line")
+        message = SipRequest(method=request.group(1), uri=request.group(2), headers=headers, body=body)
+    _common_properties(headers)
+    if isinstance(message, SipRequest) and message.cseq.method != message.method:
+        raise SipError(f"CSeq method {message.cseq.method} does not match the request's {message.method}")
+    return message
+
+
+def _parse_head(head: str) -> tuple[str, SipHeaders]:
+    raw_lines = _LINE_BREAK.split(head)
+    if len(raw_lines) > MAX_HEADER_LINES + 1:
+        raise SipError(f"more than {MAX_HEADER_LINES} header lines")
+    start_line = raw_lines[0]
+    if start_line[:1] in (" ", "\t"):
+        raise SipError("start line begins with whitespace")
+    unfolded: list[str] = []
+    for line in raw_lines[1:]:
+        if len(line) > MAX_LINE_CHARS:
+            raise SipError(f"header line of {len(line)} characters exceeds {MAX_LINE_CHARS}")
+        if line[:1] in (" ", "\t"):  # §7.3.1 folding: a continuation of the previous field
+            if not unfolded:
+                raise SipError("continuation line before any header")
+            unfolded[-1] = unfolded[-1] + " " + line.strip()
+            if len(unfolded[-1]) > MAX_LINE_CHARS:
+                raise SipError(f"folded header exceeds {MAX_LINE_CHARS} characters")
+        else:
+            unfolded.append(line)
+    fields: list[tuple[str, str]] = []
+    for line in unfolded:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise SipError(f"header line {line[:60]!r} is not 'name: value'")
+        fields.append((name, value.strip(" \t")))
+    return start_line, SipHeaders(fields)
+
+
+def _take_body(headers: SipHeaders, rest: bytes) -> bytes:
+    lengths = headers.get_all("Content-Length")
+    if not lengths:
+        return rest
+    if len(set(lengths)) != 1:
+        raise SipError(f"conflicting Content-Length headers {sorted(set(lengths))}")
+    text = lengths[0]
+    if not text.isascii() or not text.isdigit():
+        raise SipError(f"Content-Length {text[:30]!r} is not a non-negative decimal number")
+    if len(text.lstrip("0")) > MAX_BODY_DIGITS:
+        raise SipError(f"Content-Length {text[:30]} is larger than any message")
+    length = int(text)
+    if length > len(rest):
+        raise SipError(f"Content-Length {length} exceeds the {len(rest)} bytes after the headers")
+    return rest[:length]  # §18.3: on UDP, bytes past Content-Length are discarded
+
+
+def response_to(
+    request: SipRequest,
+    status: int,
+    reason: str = "",
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> SipResponse:
+    """A response as a UAS builds it (RFC 3261 §8.2.6.2): Via, From, Call-ID, CSeq copied, To with our tag
+    added when it has none (§8.2.6.2, not on 100 Trying), Record-Route copied for a dialog (§12.1.1).
+
+    `headers` go after those (Contact, Content-Type, ...); a Content-Type belongs there when `body` is given.
+    """
+    copied: list[tuple[str, str]] = [("Via", via) for via in request.headers.get_all("Via")]
+    copied.append(("From", request.headers.require("From")))
+    to_value = request.headers.require("To")
+    if to_tag is not None and status > 100:
+        to_value = parse_name_addr(to_value, "To").with_tag(to_tag).format() if _tagless(to_value) else to_value
+    copied.append(("To", to_value))
+    copied.append(("Call-ID", request.call_id))
+    copied.append(("CSeq", request.headers.require("CSeq")))
+    if 100 < status < 300:
+        copied.extend(("Record-Route", route) for route in request.headers.get_all("Record-Route"))
+    return SipResponse(
+        status=status,
+        reason=reason or REASON_PHRASES.get(status, ""),
+        headers=SipHeaders((*copied, *headers)),
+        body=body,
+    )
+
+
+def _tagless(value: str) -> bool:
+    return parse_name_addr(value, "To").tag is None
