@@ -15,6 +15,11 @@
     call_centre_answer_s = 20.0        # legal-eCall vehicle: no answer by then → the 112 eCall instead
     vehicle_model = "BMW 320d Touring" # told to the call centre with the crash data (empty: unknown)
     vehicle_colour = "Mineralgrau"
+    transport = "auto"                 # auto: NG eCall over IMS when the network offers it, else CS | cs | ng
+    [ecall.ng]                         # NG eCall (EN 17184, RFC 8147): the SIP user agent, tcu.ecall.ng
+    proxy = "127.0.0.1:5060"           # the P-CSCF (host:port, UDP) the emergency INVITE goes to
+    local_port = 0                     # SIP port of the vehicle's user agent (0: any free port)
+    rtp_port = 0                       # RTP voice port (0: any free port)
     [ecall.timers]                     # seconds; every key optional, defaults in EcallTimers
     t9_s = 3600                        # EN 16062 names: t2_s t5_s t6_s t7_s t9_s t10_s
     redial_interval_s = 30             # also dial_timeout_s, drop_redial_window_s, drop_redial_interval_s, ...
@@ -41,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tcu.ecall.ng.transport import EcallTransport
 from tcu.ecall.triggers import TriggerKind, TriggerRule
 from tcu.errors import ConfigError
 from tcu.sources.modem import PROFILES, ModemProfile
@@ -96,6 +102,41 @@ class EcallTimers:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NgConfig:
+    """`[ecall.ng]`: where the NG eCall's SIP goes and which local ports it uses."""
+
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = 5060
+    local_port: int = 0  # 0: any free port (the INVITE's Contact tells the PSAP where to call back)
+    rtp_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.proxy_host or not self.proxy_host.isprintable() or " " in self.proxy_host:
+            raise ConfigError(f"ecall.ng.proxy: bad host {self.proxy_host[:80]!r}; expected host:port")
+        if not 0 < self.proxy_port < 65536:
+            raise ConfigError(f"ecall.ng.proxy: port {self.proxy_port} is not 1 to 65535")
+        for name in ("local_port", "rtp_port"):
+            if not 0 <= getattr(self, name) < 65536:
+                raise ConfigError(f"ecall.ng.{name}: {getattr(self, name)} is not 0 to 65535")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> NgConfig:
+        keys = _Keys(table, "ecall.ng")
+        proxy = keys.get("proxy", str, 'host:port such as "127.0.0.1:5060"', "127.0.0.1:5060")
+        host, _, port = proxy.rpartition(":")
+        if not host or not port.isdigit() or len(port) > 5:
+            raise ConfigError(f'ecall.ng.proxy: got {proxy[:80]!r}; expected host:port such as "127.0.0.1:5060"')
+        config = cls(
+            proxy_host=host.removeprefix("[").removesuffix("]"),  # "[::1]:5060"
+            proxy_port=int(port),
+            local_port=keys.get("local_port", int, "a port number (0: any free port)", 0),
+            rtp_port=keys.get("rtp_port", int, "a port number (0: any free port)", 0),
+        )
+        keys.reject_unknown()
+        return config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EcallConfig:
     port: str
     legal_ecall: bool = True
@@ -114,6 +155,8 @@ class EcallConfig:
     call_centre_answer_s: float = 20.0  # legal vehicle: the call centre's answer bound before the 112 fall-back
     vehicle_model: str = ""  # for the call centre; "" unknown
     vehicle_colour: str = ""
+    transport: EcallTransport = EcallTransport.AUTO  # CS or NG: tcu.ecall.ng.transport.choose_transport
+    ng: NgConfig = field(default_factory=NgConfig)
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -162,6 +205,10 @@ class EcallConfig:
         numbers = {name: timers.number(name, getattr(defaults, name)) for name in seconds}
         attempts = timers.get("max_dial_attempts", int, "an integer (0: no limit)", 0)
         rules = _trigger_rules(keys.get("trigger", list, "an array of tables [[ecall.trigger]]", []))
+        transports = ", ".join(EcallTransport)
+        transport = keys.get("transport", str, transports, EcallTransport.AUTO.value)
+        if transport not in set(EcallTransport):
+            raise ConfigError(f"ecall.transport: got {transport!r}; expected one of {transports}")
         sos_hold_s = keys.number("sos_hold_s", 0.3)
         for rule in rules:
             if rule.hold_s is not None:
@@ -188,6 +235,8 @@ class EcallConfig:
             vehicle_colour=keys.get("vehicle_colour", str, "a text such as the paint name", ""),
             timers=EcallTimers(**numbers, max_dial_attempts=attempts or None),
             triggers=rules,
+            transport=EcallTransport(transport),
+            ng=NgConfig.from_table(keys.get("ng", dict, "a table [ecall.ng]", {})),
         )
         timers.reject_unknown()
         keys.reject_unknown()

@@ -384,6 +384,20 @@ def parse_csq(value: str) -> SignalQuality:
     return SignalQuality(rssi=_int(fields[0], 99), ber=_int(fields[1], 99))
 
 
+def parse_cnem(value: str) -> bool:
+    """`+CNEM: <reporting>,<emb_Iu_supp>,<emb_S1_supp>` answering `AT+CNEM?` (3GPP TS 27.007, network emergency
+    bearer services support): whether the network supports emergency bearer services in S1 mode (LTE), the IMS
+    emergency call an NG eCall needs. Absent or garbled: not supported."""
+    fields = value.split(",")
+    return len(fields) >= 3 and _int(fields[2]) == 1
+
+
+def parse_cnems1(value: str) -> bool:
+    """`+CNEMS1: <emb_S1_supp>`, the URC `AT+CNEM=1` enables: 1 when emergency bearer services in S1 mode are
+    supported, 0 when not."""
+    return _int(value.split(",", maxsplit=1)[0]) == 1
+
+
 def parse_cecall(value: str) -> EcallType | None:
     """`+CECALL: <type>` answering `AT+CECALL?`; an empty payload means no eCall in progress."""
     number = _int(value, -1)

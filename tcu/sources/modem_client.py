@@ -13,6 +13,9 @@ goes to `on_event` as a `ModemEvent`, synchronously from the read callback, so i
 A voice call's progress needs the profile's call-status URC (`AT+CLCC=1`): it is switched on before the
 first voice dial of each connection — not at init, so a modem without it still carries the 112 eCall —
 and reported as `ModemCallStatus`; `BUSY` and `NO ANSWER` end a call like `NO CARRIER`.
+With `report_ims_emergency` (an eCall that may go NG over IMS), init also sends `AT+CNEM=1` and reads
+`AT+CNEM?` (3GPP TS 27.007): whether the network supports IMS emergency calls, kept up to date by the
+`+CNEMS1` URC and carried in `ModemStatus.ims_emergency`; a modem that refuses it offers CS eCall only.
 
 Faults: a command unanswered within its timeout raises `DeviceTimeoutError`; `max_timeouts` in a row
 end the connection (the port is reopened after a capped, jittered backoff, `tcu.sources.source_loop`).
@@ -57,6 +60,8 @@ from tcu.sources.modem import (
     SimStatus,
     Urc,
     describe_cme,
+    parse_cnem,
+    parse_cnems1,
     parse_cpin,
     parse_csq,
     parse_registration_read,
@@ -77,6 +82,7 @@ class ModemClientConfig:
     command_timeout_s: float = 5.0
     poll_interval_s: float = 30.0
     max_timeouts: int = 3
+    report_ims_emergency: bool = False  # AT+CNEM=1 at init: the NG eCall needs to know the network's IMS support
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=10.0))
 
 
@@ -88,6 +94,7 @@ class ModemStatus:
     sim: SimStatus
     rssi_dbm: int | None = None
     reason: str = ""
+    ims_emergency: bool = False  # the network supports IMS emergency calls (`+CNEMS1: 1`): NG eCall possible
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +209,7 @@ class ModemClient:
         self.registration = RegistrationStatus.UNKNOWN
         self.sim = SimStatus.UNKNOWN
         self.rssi_dbm: int | None = None
+        self.ims_emergency = False
         self.garbage_lines = 0
 
     @property
@@ -281,11 +289,21 @@ class ModemClient:
             _LOGGER.error("modem SIM is %s: no eCall is possible until it is fixed", self.sim.value)
         for command in ("AT+CREG=1", "AT+CLIP=1"):
             await self._command(command)
+        if self._config.report_ims_emergency:
+            await self._enable_ims_emergency_reports()
         await self._command(_cops(self._want_registered), self._profile.dial_timeout_s)
         await self._poll(announce=False)
         self._ready.set()
         _LOGGER.info("modem ready: SIM %s, %s, %s dBm", self.sim.value, self.registration.name, self.rssi_dbm)
         self._emit_status("initialised")
+
+    async def _enable_ims_emergency_reports(self) -> None:
+        try:
+            await self._command("AT+CNEM=1")
+            self.ims_emergency = parse_cnem(_first((await self._command("AT+CNEM?")).values("+CNEM"), ""))
+        except ModemCommandError as exc:  # an older modem: no NG eCall through it, the CS eCall as ever
+            self.ims_emergency = False
+            _LOGGER.warning("modem cannot report IMS emergency support (%s): circuit-switched eCall only", exc)
 
     async def _poll(self, *, announce: bool = True) -> None:
         registration = parse_registration_read(_first((await self._command("AT+CREG?")).values("+CREG"), ""))
@@ -371,6 +389,11 @@ class ModemClient:
             if registration is not self.registration:
                 self.registration = registration
                 self._emit_status(f"{urc.name} URC")
+        elif urc.name == "+CNEMS1":
+            supported = parse_cnems1(urc.value)
+            if supported is not self.ims_emergency:
+                self.ims_emergency = supported
+                self._emit_status("+CNEMS1 URC")
         elif urc.name == "RING":
             self._on_event(ModemRing())
         elif (status := self._profile.call_status(urc)) is not None:
@@ -407,7 +430,12 @@ class ModemClient:
     def _emit_status(self, reason: str) -> None:
         self._on_event(
             ModemStatus(
-                ready=self.ready, registration=self.registration, sim=self.sim, rssi_dbm=self.rssi_dbm, reason=reason
+                ready=self.ready,
+                registration=self.registration,
+                sim=self.sim,
+                rssi_dbm=self.rssi_dbm,
+                reason=reason,
+                ims_emergency=self.ims_emergency,
             )
         )
 
