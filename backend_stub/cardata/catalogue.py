@@ -14,6 +14,7 @@ NaN, a 5,000-digit integer) becomes a value of the key's datatype or None, never
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -176,10 +177,11 @@ class CardataCatalogue:
     def _checked(self, items: Iterable[object], *, what: str, categories: bool) -> frozenset[str]:
         if isinstance(items, str | bytes):
             raise BadRequest(f"expected a list of {what}s, got a single string")
+        requested = list(itertools.islice(items, MAX_REQUESTED + 1))  # a generator of millions stops here
+        if len(requested) > MAX_REQUESTED:
+            raise BadRequest(f"at most {MAX_REQUESTED} {what}s in one request")
         keys: set[str] = set()
-        for count, item in enumerate(items, start=1):
-            if count > MAX_REQUESTED:
-                raise BadRequest(f"at most {MAX_REQUESTED} {what}s in one request")
+        for item in requested:
             if not isinstance(item, str) or not 0 < len(item) <= MAX_KEY_CHARS:
                 raise BadRequest(f"{what} {quoted(item)} is not a name of 1..{MAX_KEY_CHARS} characters")
             if item in self.entries:

@@ -19,6 +19,7 @@ __all__ = [
     "Client",
     "Container",
     "Transfer",
+    "VehicleMapping",
     "check_text",
     "check_uuid",
 ]
@@ -56,6 +57,15 @@ class Container:
     @property
     def state(self) -> str:
         return "ACTIVE" if self.deleted is None else "DELETED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleMapping:
+    """One of a customer's vehicles (BMW's VehicleMappingDto): the owner is always the primary user."""
+
+    vin: str
+    mapped_since: datetime
+    mapping_type: str = "PRIMARY"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,38 +26,19 @@ from backend_stub.cardata.capability import Capability, capabilities, entitlemen
 from backend_stub.cardata.catalogue import CardataCatalogue
 from backend_stub.cardata.consents import CardataStore
 from backend_stub.cardata.errors import BadRequest, Forbidden, Unauthorized
-from backend_stub.cardata.records import Container
+from backend_stub.cardata.records import Container, VehicleMapping
 from backend_stub.cardata.timestamps import iso_z
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.store import BackendStore
 from tcu.clock import Clock
 from telematics_wire.errors import VinError
-from telematics_wire.records import from_millis
+from telematics_wire.records import MAX_MILLIS, from_millis
 from telematics_wire.vin import validate_vin
 
-__all__ = ["CardataService", "container_details"]
+__all__ = ["CardataService"]
 _LOGGER = logging.getLogger(__name__)
 
 _BRANDS = {"BMW": "BMW", "BMW i": "BMWi", "MINI": "MINI"}  # ours → BMW's VehicleDto enum
-
-
-def container_details(container: Container) -> dict[str, Any]:
-    """BMW's ContainerDetailsDto."""
-    return {
-        "containerId": container.container_id,
-        "name": container.name,
-        "purpose": container.purpose,
-        "state": container.state,
-        "created": iso_z(container.created),
-        "technicalDescriptors": sorted(container.keys),
-    }
-
-
-def _container_summary(container: Container) -> dict[str, Any]:
-    """BMW's ContainerDto (a list's entry: no descriptors)."""
-    details = container_details(container)
-    del details["technicalDescriptors"]
-    return details
 
 
 class CardataService:
@@ -100,18 +81,18 @@ class CardataService:
 
     # -- vehicles --------------------------------------------------------------------------------------
 
-    def vehicle_mappings(self, gcid: str) -> list[dict[str, Any]]:
-        """BMW's VehicleMappingDto list: the customer's vehicles now."""
+    def vehicle_mappings(self, gcid: str) -> list[VehicleMapping]:
+        """The customer's vehicles now (BMW's VehicleMappingDto)."""
         self._account(gcid)
         result = []
         for vin in self.store.vehicles_of(gcid):
             link = self.store.owner_link(vin)
             if link is not None:
-                result.append({"vin": vin, "mappedSince": iso_z(link[2]), "mappingType": "PRIMARY"})
+                result.append(VehicleMapping(vin=vin, mapped_since=link[2]))
         return result
 
     def basic_data(self, gcid: str, vin: str) -> dict[str, Any]:
-        """BMW's VehicleDto, from what the backend knows of the build and the SIM."""
+        """BMW's VehicleDto, from what the backend knows of the build and the SIM (the rest is left empty)."""
         vin = self._own_vehicle(gcid, vin)
         build = self.provisioning.vehicle(vin)
         entitlements, _ = entitlements_now(vin, self.clock.now(), self.provisioning)
@@ -121,37 +102,25 @@ class CardataService:
             "isTelematicsCapable": self.records.public_key(vin) is not None,
             "simStatus": entitlements.sim.value,
             "fullSAList": "" if build.equipment is None else ",".join(sorted(build.equipment)),
-            "constructionDate": None if build.first_registration is None else build.first_registration.isoformat(),
+            "constructionDate": "" if build.first_registration is None else build.first_registration.isoformat(),
         }
+
+    def capabilities(self, gcid: str, vin: str, now: datetime | None = None) -> list[Capability]:
+        """The capability service's answer for one of the customer's vehicles, every key by name."""
+        vin = self._own_vehicle(gcid, vin)
+        return self._capabilities(vin, self._now(now))
 
     def _capabilities(self, vin: str, now: datetime) -> list[Capability]:
         return capabilities(
             vin, now=now, catalogue=self.catalogue, provisioning=self.provisioning, records=self.records
         )
 
-    def capabilities(self, gcid: str, vin: str, now: datetime | None = None) -> dict[str, Any]:
-        """The capability service's answer for one of the customer's vehicles."""
-        vin = self._own_vehicle(gcid, vin)
-        now = self._now(now)
-        return {
-            "vin": vin,
-            "timestamp": iso_z(now),
-            "capabilities": [
-                {
-                    "key": found.key,
-                    "available": found.available,
-                    "reason": found.reason,
-                    "minIntervalSeconds": found.min_interval_s,
-                }
-                for found in self._capabilities(vin, now)
-            ],
-        }
-
     def telematic_data(
         self, gcid: str, client_id: str, vin: str, container_id: str, now: datetime | None = None
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, dict[str, str]]:
         """{key: {"value", "unit", "timestamp"}}: the last transmitted values of the keys in the container
-        that the owner consents to for this client and that are available now. Logs a "rest" transfer."""
+        that the owner consents to for this client and that are available now. Logs a "rest" transfer
+        of exactly the keys returned."""
         vin = self._own_vehicle(gcid, vin)
         now = self._now(now)
         container = self.store.container(gcid, client_id, container_id)
@@ -159,25 +128,24 @@ class CardataService:
         if not consented:
             raise Forbidden(f"the owner of {vin} has not consented to this client receiving its data")
         available = {found.key for found in self._capabilities(vin, now) if found.available}
-        wanted = container.keys & consented & available
-        data = self._values(vin, wanted)
+        data = self._values(vin, container.keys & consented & available)
         self.store.log_transfer(gcid, client_id, vin, "rest", data.keys(), now)
         return data
 
-    def _values(self, vin: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        wanted = {self.catalogue.entries[key] for key in keys}
-        last = {value.path: value for value in self.records.last_values(vin)}
-        data: dict[str, dict[str, Any]] = {}
-        for entry in sorted(wanted, key=lambda item: item.key):
+    def _values(self, vin: str, keys: Iterable[str]) -> dict[str, dict[str, str]]:
+        wanted = [self.catalogue.entries[key] for key in sorted(keys)]
+        last = {value.path: value for value in self.records.last_values(vin)} if wanted else {}
+        data: dict[str, dict[str, str]] = {}
+        for entry in wanted:
             if entry.signal is not None and entry.signal in last:
                 stored = last[entry.signal]
                 text = entry.text(stored.value)
                 if text is not None:
-                    data[entry.key] = {"value": text, "unit": entry.unit, "timestamp": iso_z(stored.timestamp)}
+                    data[entry.key] = {"value": text, "unit": entry.unit or "", "timestamp": iso_z(stored.timestamp)}
             elif entry.event == "ecall":
                 started = self._last_ecall(vin)
                 if started is not None:
-                    data[entry.key] = {"value": iso_z(started), "unit": entry.unit, "timestamp": iso_z(started)}
+                    data[entry.key] = {"value": iso_z(started), "unit": entry.unit or "", "timestamp": iso_z(started)}
         return data
 
     def _last_ecall(self, vin: str) -> datetime | None:
@@ -185,33 +153,58 @@ class CardataService:
         newest = None
         for record in self.records.records(vin, kind="ecall"):
             started = record.body.get("session_started_ms", record.body.get("at_ms"))
-            if isinstance(started, int) and not isinstance(started, bool) and 0 <= started < 2**47:
+            if isinstance(started, int) and not isinstance(started, bool) and 0 <= started <= MAX_MILLIS:
                 moment = from_millis(started)
                 newest = moment if newest is None or moment > newest else newest
         return newest
 
     # -- containers ------------------------------------------------------------------------------------
 
-    def create_container(
-        self, gcid: str, client_id: str, name: object, purpose: object, keys: object, *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    def create_container(  # noqa: PLR0917 - positional as the HTTP layer calls it through `run`
+        self, gcid: str, client_id: str, name: object, purpose: object, keys: object, now: datetime | None = None
+    ) -> Container:
         self._account(gcid)
         if not isinstance(keys, list | tuple):
             raise BadRequest("technicalDescriptors must be a list of CarData keys")
-        container = self.store.create_container(gcid, client_id, name, purpose, keys, self._now(now))
-        return container_details(container)
+        return self.store.create_container(gcid, client_id, name, purpose, keys, self._now(now))
 
-    def containers(self, gcid: str, client_id: str) -> dict[str, Any]:
+    def containers(self, gcid: str, client_id: str) -> list[Container]:
         self._account(gcid)
-        return {"containers": [_container_summary(found) for found in self.store.containers(gcid, client_id)]}
+        return self.store.containers(gcid, client_id)
 
-    def container(self, gcid: str, client_id: str, container_id: str) -> dict[str, Any]:
+    def container(self, gcid: str, client_id: str, container_id: str) -> Container:
         self._account(gcid)
-        return container_details(self.store.container(gcid, client_id, container_id))
+        return self.store.container(gcid, client_id, container_id)
 
     def delete_container(self, gcid: str, client_id: str, container_id: str, now: datetime | None = None) -> None:
         self._account(gcid)
         self.store.delete_container(gcid, client_id, container_id, self._now(now))
+
+    # -- the owner's consent ---------------------------------------------------------------------------
+
+    def grant(
+        self, gcid: str, vin: str, client_id: str, keys_or_categories: object, now: datetime | None = None
+    ) -> frozenset[str]:
+        """The owner consents to `client_id` receiving these keys or categories of `vin` (added)."""
+        vin = self._own_vehicle(gcid, vin)
+        if not isinstance(keys_or_categories, list | tuple | set | frozenset):
+            raise BadRequest("keys must be a list of CarData keys or categories")
+        return self.store.grant(vin, client_id, keys_or_categories, self._now(now))
+
+    def revoke(self, gcid: str, vin: str, client_id: str, now: datetime | None = None) -> None:
+        """The owner withdraws every key from `client_id`: REST answers and streaming stop at once."""
+        vin = self._own_vehicle(gcid, vin)
+        self.store.revoke(vin, client_id, self._now(now))
+
+    def consents(self, gcid: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The owner's consents in force: [{"vin", "clientId", "keys"}]."""
+        self._account(gcid)
+        now = self._now(now)
+        return [
+            {"vin": vin, "clientId": client_id, "keys": sorted(keys)}
+            for vin in self.store.vehicles_of(gcid)
+            for _, client_id, keys in self.store.consenting_clients(vin, now)
+        ]
 
     # -- reports ---------------------------------------------------------------------------------------
 
@@ -222,3 +215,9 @@ class CardataService:
     def transaction_report(self, gcid: str, now: datetime | None = None) -> dict[str, Any]:
         self._account(gcid)
         return reports.transaction_report(gcid, self.store, self._now(now))
+
+    def data_report_html(self, gcid: str, now: datetime | None = None) -> str:
+        return reports.report_page("CarData data report", self.data_report(gcid, now))
+
+    def transaction_report_html(self, gcid: str, now: datetime | None = None) -> str:
+        return reports.report_page("CarData transaction report", self.transaction_report(gcid, now))
