@@ -26,7 +26,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Protocol, Self
+
+if TYPE_CHECKING:
+    from hil.streaming_listener import StreamingListener
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ class MosquittoBroker(_Lifecycle):
     # With `users`: these connect to the backend listener (`backend_url`), everyone else to `url`.
     backend_users: frozenset[str] = frozenset({"backend-stub"})
     backend_port: int = field(default_factory=free_port)
+    streaming: StreamingListener | None = None  # CarData's TLS + dynamic-security listener (hil.streaming_listener)
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
 
     @property
@@ -146,6 +150,8 @@ class MosquittoBroker(_Lifecycle):
             "log_type warning",
             "log_type notice",
         ]
+        if self.streaming is not None:  # the plugin on its listener only: the others keep their auth
+            lines.append("per_listener_settings true")
         if self.users is None:
             lines += [f"listener {self.port} 127.0.0.1", *self._tls_lines(), "allow_anonymous true"]
         else:
@@ -154,13 +160,15 @@ class MosquittoBroker(_Lifecycle):
             backend = {u: p for u, p in self.users.items() if u in self.backend_users}
             lines += [
                 # Before any listener: each listener then has its own credentials and ACL.
-                "per_listener_settings true",
+                *([] if self.streaming is not None else ["per_listener_settings true"]),
                 f"listener {self.port} 127.0.0.1",
                 "use_username_as_clientid true",  # no car can connect under another car's client id
                 *self._auth_lines(self._write_passwords("vehicles.passwords", vehicles), acl),
                 f"listener {self.backend_port} 127.0.0.1",
                 *self._auth_lines(self._write_passwords("backend.passwords", backend), acl),
             ]
+        if self.streaming is not None:
+            lines += self.streaming.config_lines(self.workdir)
         config = self.workdir / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config
@@ -210,6 +218,8 @@ class MosquittoBroker(_Lifecycle):
             await wait_for_port(self.port)
             if self.users is not None:
                 await wait_for_port(self.backend_port)
+            if self.streaming is not None:
+                await wait_for_port(self.streaming.port)
         except TimeoutError as exc:
             log = self.workdir / "mosquitto.log"
             detail = log.read_text()[-2000:] if log.exists() else "(no log)"
