@@ -183,9 +183,11 @@ def _boolean(value: str | None, what: str) -> bool:
 def parse_control(data: bytes) -> ControlAck | ControlRequest:
     """A control block's ack, or else its first request; SipError for anything else or hostile XML."""
     root = parse_xml(data, what="control block", max_bytes=MAX_CONTROL_BYTES)
-    if root.tag != qualified(CONTROL_NAMESPACE, _ROOT):
+    namespace, _, name = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+    # RFC 8147's schema says ...:control, IANA's registry ...:Control: the URN is read without regard to case.
+    if namespace.lower() != CONTROL_NAMESPACE.lower() or name != _ROOT:
         raise SipError(f"control block root is {root.tag[:80]!r}, not {_ROOT} in {CONTROL_NAMESPACE}")
-    ack = root.find(qualified(CONTROL_NAMESPACE, "ack"))
+    ack = root.find(qualified(namespace, "ack"))
     if ack is not None:
         ref = ack.get("ref")
         if not ref:
@@ -199,10 +201,10 @@ def parse_control(data: bytes) -> ControlAck | ControlRequest:
                 reason=element.get("reason"),
                 details=element.get("details"),
             )
-            for element in ack.findall(qualified(CONTROL_NAMESPACE, "actionResult"))
+            for element in ack.findall(qualified(namespace, "actionResult"))
         )
         return ControlAck(ref=ref, received=received, action_results=results)
-    request = root.find(qualified(CONTROL_NAMESPACE, "request"))
+    request = root.find(qualified(namespace, "request"))
     if request is not None:
         return ControlRequest(action=_required(request, "action"), datatype=request.get("datatype"))
     raise SipError("control block carries neither an ack nor a request")

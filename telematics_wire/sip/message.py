@@ -243,6 +243,8 @@ class SipResponse:
             raise SipError(f"status code {self.status!r} is outside 100..699")
         if not isinstance(self.reason, str) or _FORBIDDEN_IN_VALUE.search(self.reason):
             raise SipError("reason phrase has a control character or line break")
+        if not self.reason.strip():
+            object.__setattr__(self, "reason", REASON_PHRASES.get(self.status, "Unknown"))
         _check_parts(self.headers, self.body)
 
     @property
@@ -254,8 +256,7 @@ class SipResponse:
         return parse_cseq(self.headers.require("CSeq"))
 
     def encode(self) -> bytes:
-        reason = self.reason or REASON_PHRASES.get(self.status, "")
-        return _encode(f"{SIP_VERSION} {self.status} {reason}", self.headers, self.body)
+        return _encode(f"{SIP_VERSION} {self.status} {self.reason}", self.headers, self.body)
 
 
 SipMessage = SipRequest | SipResponse
@@ -270,8 +271,7 @@ def _check_parts(headers: object, body: object) -> None:
 
 def _encode(start_line: str, headers: SipHeaders, body: bytes) -> bytes:
     lines = [start_line]
-    lines.extend(f"{name}: {value}" for name, value in headers.without("Content-Length"))
-    lines.append(f"Content-Length: {len(body)}")
+    lines.extend(f"{name}: {value}" for name, value in headers.replaced("Content-Length", str(len(body))))
     data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -297,6 +297,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         raise SipError(f"headers are not UTF-8 (byte {exc.start})") from exc
     start_line, headers = _parse_head(head)
     body = _take_body(headers, data[head_end.end() :])
+    headers = headers.replaced("Content-Length", str(len(body)))  # the value states the body it came with
     message: SipRequest | SipResponse
     status = _STATUS_LINE.fullmatch(start_line)
     if status is not None:
@@ -384,7 +385,7 @@ def response_to(
         copied.extend(("Record-Route", route) for route in request.headers.get_all("Record-Route"))
     return SipResponse(
         status=status,
-        reason=reason or REASON_PHRASES.get(status, ""),
+        reason=reason,
         headers=SipHeaders((*copied, *headers)),
         body=body,
     )
