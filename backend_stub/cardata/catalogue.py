@@ -188,6 +188,8 @@ class CardataCatalogue:
                 keys.add(item)
             elif categories and item in CardataCategory.__members__:
                 keys.update(entry.key for entry in self.in_category(CardataCategory(item)))
+            elif item in CardataCategory.__members__:
+                raise BadRequest(f"{quoted(item)} is a category: name its keys here")
             else:
                 raise BadRequest(f"unknown CarData {what} {quoted(item)}: see the catalogue ({len(self.entries)} keys)")
         if not keys and not categories:

@@ -155,7 +155,8 @@ def test_containers_belong_to_their_account_and_client(world: CardataWorld) -> N
         ("a\x00b", "ok", [DOOR], "container name"),
         (42, "ok", [DOOR], "must be text"),
         ("ok", "ok", [], "at least one"),
-        ("ok", "ok", ["VEHICLE_STATUS"], "unknown CarData technical descriptor"),
+        ("ok", "ok", ["VEHICLE_STATUS"], "is a category"),
+        ("ok", "ok", ["vehicle.no.such"], "unknown CarData technical descriptor"),
         ("ok", "ok", [f"vehicle.key{i}" for i in range(10_000)], "at most"),
     ],
 )
