@@ -10,6 +10,11 @@ from typing import ParamSpec, TypeVar
 from backend_stub.account_service import AccountService
 from backend_stub.accounts import AccountStore, Sealer
 from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
+from backend_stub.cardata.catalogue import load_cardata_catalogue
+from backend_stub.cardata.http_app import create_app
+from backend_stub.cardata.server import CardataServer
+from backend_stub.cardata.streaming import CardataStreamer
+from backend_stub.cardata.wiring import CardataParts, open_cardata
 from backend_stub.config import BackendConfig
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest, IngestService
@@ -157,6 +162,29 @@ class BackendStub:
             else Billing(self.invoice_store, self.provisioning_store, self.issuer, self.clock)
         )
         self.account_service.billing = self.billing  # an owner change hands the seller's invoices over (AGB 7.1)
+        # CarData (issue 16): third parties' HTTP API beside ingest, on the same database; its store
+        # calls run on the database thread (`operate`), never on the loop.
+        self.cardata: CardataParts | None = None
+        self.cardata_server: CardataServer | None = None
+        if config.cardata_port is not None:
+            self.cardata = open_cardata(
+                config, clock=self.clock, records=self.store, provisioning=self.provisioning_store
+            )
+            cardata_app = create_app(
+                self.cardata.service,
+                self.cardata.flow,
+                max_body_bytes=config.cardata_max_body_bytes,
+                run=self.database.run,
+                clock=self.clock,
+                auto_approve_account=config.cardata_auto_approve_account,
+            )
+            self.cardata_server = CardataServer(cardata_app, host=config.cardata_host, port=config.cardata_port)
+        # CarData streaming and push: each stored record to the consenting clients, on the streaming broker.
+        self.cardata_streaming: CardataStreamer | None = None
+        if config.cardata_streaming is not None:
+            catalogue = load_cardata_catalogue()
+            self.cardata_streaming = CardataStreamer(catalogue, config.database, config.cardata_streaming, self.clock)
+            self.cardata_streaming.attach(self.ingest)
 
     async def operate(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """`job(*args, **kwargs)` with the backend's own stores, for an operator in this process (a
@@ -199,6 +227,10 @@ class BackendStub:
                 if self.call_centre is not None:
                     tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")
+                if self.cardata_server is not None:
+                    tasks.create_task(self.cardata_server.run(), name="cardata-http")
+                if self.cardata_streaming is not None:
+                    tasks.create_task(self.cardata_streaming.run(), name="cardata-streaming")
                 retention = every(RETENTION_INTERVAL_S, "retention pass", self.retention.run, self.database)
                 tasks.create_task(retention, name="backend-retention")
                 if self.billing is not None:
@@ -210,6 +242,8 @@ class BackendStub:
             self.database.close()
             self.retention_tables.close()
             self.invoice_store.close()
+            if self.cardata is not None:
+                self.cardata.close()
             self.accounts.close()
             self.measure_store.close()
             self.provisioning_store.close()

@@ -32,6 +32,12 @@ class BackendConfig:
     call_centre_answer_delay_s: float = 0.0  # ringing before an agent picks up
     call_centre_voice_s: float | None = None  # the agent clears down after this long; None: the vehicle ends it
     store_url: PostgresUrl | None = None  # [store] url: the record store in PostgreSQL (store_location.py)
+    cardata_port: int | None = None  # [cardata] port: the CarData HTTP API (0: any free port); None: not served
+    cardata_host: str = "127.0.0.1"  # loopback unless the config says otherwise: it hands out vehicle data
+    cardata_auto_approve_account: str | None = None  # a bench's owner: device codes approved at once, no person
+    cardata_max_body_bytes: int = 64 * 1024  # a larger request body is refused before it is parsed
+    # [cardata.streaming]: the TLS + dynamic-security listener the streams go out on; None: no streaming
+    cardata_streaming: BrokerConfig | None = None
 
 
 def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -45,6 +51,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
         call_centre = root.table("call_centre")
         store = root.table("store")
         url = store.text("url")
+        cardata = root.table("cardata")
         config = BackendConfig(
             database=root.path("database", REQUIRED),
             private_key=keys.path("private_key", REQUIRED),
@@ -61,14 +68,26 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             call_centre_answer_delay_s=call_centre.number("answer_delay_s", 0.0),
             call_centre_voice_s=call_centre.number("voice_s"),
             store_url=None if url is None else PostgresUrl(url),
+            cardata_port=cardata.integer("port"),
+            cardata_host=cardata.text("host", "127.0.0.1"),
+            cardata_auto_approve_account=cardata.text("auto_approve_account"),
+            cardata_max_body_bytes=cardata.integer("max_body_bytes", 64 * 1024),
+            cardata_streaming=parse_broker(cardata.table("streaming"), {}) if "streaming" in cardata.raw() else None,
         )
-        for section in (keys, ingest, measures, psap, call_centre, store, root):
+        for section in (keys, ingest, measures, psap, call_centre, store, cardata, root):
             section.reject_unknown()
         refuse_exposed_password(path, config.broker)
+        if config.cardata_streaming is not None:
+            refuse_exposed_password(path, config.cardata_streaming)
         if config.store_url is not None and config.store_url.has_password:
             refuse_exposed(path, path.stat(), "the [store] url password in", ConfigError)
     except ConfigError as exc:
         raise BackendConfigError(str(exc)) from exc
     if config.ingest_workers < 1:
         raise BackendConfigError(f"{path}: ingest.workers must be at least 1, got {config.ingest_workers}")
+    if config.cardata_port is not None and not 0 <= config.cardata_port <= 65535:
+        raise BackendConfigError(f"{path}: cardata.port must be 0..65535, got {config.cardata_port}")
+    if config.cardata_max_body_bytes < 1:
+        got = config.cardata_max_body_bytes
+        raise BackendConfigError(f"{path}: cardata.max_body_bytes must be at least 1, got {got}")
     return config

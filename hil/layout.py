@@ -207,6 +207,12 @@ _BACKEND_TABLES: dict[str, dict[str, str]] = {
         "answer_delay_s": "call_centre_answer_delay_s",
         "voice_s": "call_centre_voice_s",
     },
+    "cardata": {
+        "port": "cardata_port",
+        "host": "cardata_host",
+        "auto_approve_account": "cardata_auto_approve_account",
+        "max_body_bytes": "cardata_max_body_bytes",
+    },
 }
 
 

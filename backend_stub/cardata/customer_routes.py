@@ -10,7 +10,7 @@ description, so there it is checked only when sent.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and
 # they name dependencies local to the router function.
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
@@ -23,6 +23,7 @@ from backend_stub.cardata.http_models import (
     ContainerState,
     CreateContainerRequest,
     ExVeTelematicDataResponseDto,
+    MappingType,
     TelematicDataEntryDto,
     VehicleDto,
     VehicleMappingDto,
@@ -34,8 +35,9 @@ from backend_stub.cardata.tokens import SCOPE_API, Grant
 ContainerId = Annotated[str, Path(alias="containerId", description="ID that identifies an unique container")]
 
 
-def _state(found: Container) -> ContainerState:
-    return ContainerState.ACTIVE if found.deleted is None else ContainerState.DELETED
+def _present(found: dict[str, Any]) -> dict[str, Any]:
+    """The service's answer without its null fields: BMW's schemas have none (an absent field is absent)."""
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def _container(found: Container) -> ContainerDto:
@@ -43,20 +45,14 @@ def _container(found: Container) -> ContainerDto:
         containerId=found.container_id,
         name=found.name,
         purpose=found.purpose,
-        state=_state(found),
+        state=ContainerState(found.state),
         created=found.created,
     )
 
 
 def _container_details(found: Container) -> ContainerDetailsDto:
-    return ContainerDetailsDto(
-        containerId=found.container_id,
-        name=found.name,
-        purpose=found.purpose,
-        state=_state(found),
-        created=found.created,
-        technicalDescriptors=sorted(found.keys),
-    )
+    summary = _container(found).model_dump()
+    return ContainerDetailsDto(**summary, technicalDescriptors=sorted(found.keys))
 
 
 def customer_router(context: CardataContext) -> APIRouter:
@@ -131,7 +127,7 @@ def customer_router(context: CardataContext) -> APIRouter:
     async def get_mappings(grant: Authorized) -> list[VehicleMappingDto]:
         found = await run(service.vehicle_mappings, grant.gcid)
         return [
-            VehicleMappingDto(vin=item.vin, mappedSince=item.mapped_since, mappingType=item.mapping_type)
+            VehicleMappingDto(vin=item.vin, mappedSince=item.mapped_since, mappingType=MappingType(item.mapping_type))
             for item in found
         ]
 
@@ -144,7 +140,7 @@ def customer_router(context: CardataContext) -> APIRouter:
     )
     async def get_basic_data(grant: Authorized, vin: Vin) -> VehicleDto:
         found = await run(service.basic_data, grant.gcid, vin)
-        return VehicleDto.model_validate(found)
+        return VehicleDto.model_validate(_present(found))
 
     @router.get(
         "/vehicles/{vin}/telematicData",
@@ -160,7 +156,7 @@ def customer_router(context: CardataContext) -> APIRouter:
     ) -> ExVeTelematicDataResponseDto:
         found = await run(service.telematic_data, grant.gcid, grant.client_id, vin, container_id, context.clock.now())
         return ExVeTelematicDataResponseDto(
-            telematicData={key: TelematicDataEntryDto.model_validate(entry) for key, entry in found.items()}
+            telematicData={key: TelematicDataEntryDto.model_validate(_present(entry)) for key, entry in found.items()}
         )
 
     return router

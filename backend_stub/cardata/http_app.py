@@ -27,9 +27,11 @@ from backend_stub.cardata.body_limit import BodyLimit
 from backend_stub.cardata.customer_routes import customer_router
 from backend_stub.cardata.http_context import CardataContext, Runner, run_inline
 from backend_stub.cardata.http_errors import install_error_handlers
+from backend_stub.cardata.oauth import DeviceFlow
 from backend_stub.cardata.oauth_errors import OAuthError
 from backend_stub.cardata.oauth_routes import FORM_SCHEMAS, oauth_router, on_oauth_error
-from backend_stub.cardata.owner_routes import owner_router
+from backend_stub.cardata.owner_routes import device_page_router, owner_router
+from backend_stub.cardata.service import CardataService
 from tcu.clock import Clock, SystemClock
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,8 +43,8 @@ _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
 def create_app(
-    service: Any,
-    flow: Any,
+    service: CardataService,
+    flow: DeviceFlow,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     run: Runner = run_inline,
@@ -76,6 +78,7 @@ def create_app(
     app.include_router(customer_router(context))
     app.include_router(oauth_router(context))
     app.include_router(owner_router(context))
+    app.include_router(device_page_router())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -7,12 +7,14 @@ renders as BMW's `CustomerErrorResponse`, so a route never builds an error body 
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, Protocol, TypeVar
+from typing import Annotated, ParamSpec, Protocol, TypeVar
 
 from fastapi import Depends, Header, Path, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend_stub.cardata.errors import BadRequest, Forbidden, Unauthorized, quoted
+from backend_stub.cardata.oauth import DeviceFlow
+from backend_stub.cardata.service import CardataService
 from backend_stub.cardata.tokens import Grant
 from tcu.clock import Clock
 from telematics_wire.errors import VinError
@@ -29,18 +31,18 @@ BEARER = HTTPBearer(scheme_name="bearerAuth", bearerFormat="opaque", description
 class Runner(Protocol):
     """Runs a blocking job off the event loop and awaits it (`BackendStub.operate`, `DatabaseThread.run`)."""
 
-    async def __call__(self, job: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
+    async def __call__(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
 
 
-async def run_inline(job: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+async def run_inline(job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """A plain call, for an app whose stores have no database thread (a test's in-memory twins)."""
     return job(*args, **kwargs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CardataContext:
-    service: Any  # backend_stub.cardata.service.CardataService
-    flow: Any  # backend_stub.cardata.oauth.DeviceFlow
+    service: CardataService
+    flow: DeviceFlow
     run: Runner
     clock: Clock
     auto_approve_account: str | None = None  # a bench's owner: every device code approved at once

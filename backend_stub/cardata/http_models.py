@@ -115,6 +115,7 @@ class CapabilityDto(BaseModel):
 
 class CapabilitiesDto(BaseModel):
     vin: str
+    timestamp: str = ""  # when it was computed: at the request, from the vehicle's state then
     capabilities: list[CapabilityDto] = Field(default_factory=list)
 
 
@@ -127,6 +128,8 @@ class ConsentGrantRequest(BaseModel):
 
 
 class ConsentDto(BaseModel):
+    """One consent of the owner in force: which client may receive which keys of which vehicle."""
+
     vin: str
     clientId: str  # noqa: N815
     keys: list[str] = Field(default_factory=list)

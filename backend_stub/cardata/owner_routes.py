@@ -11,14 +11,16 @@ for it shows so at the approval.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and
 # they name dependencies local to the router function.
+import html
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import HTMLResponse
 
 from backend_stub.cardata.http_context import CardataContext, Vin, XVersion
 from backend_stub.cardata.http_errors import BODY_ERRORS, CUSTOMER_ERRORS
 from backend_stub.cardata.http_models import CapabilitiesDto, CapabilityDto, ConsentDto, ConsentGrantRequest
+from backend_stub.cardata.timestamps import iso_z
 from backend_stub.cardata.tokens import SCOPE_API, Grant
 
 SCOPE_OWNER = "cardata:owner"
@@ -39,12 +41,17 @@ def owner_router(context: CardataContext) -> APIRouter:
         operation_id="getCapabilities",
     )
     async def get_capabilities(grant: Client, vin: Vin) -> CapabilitiesDto:
-        found = await run(service.capabilities, grant.gcid, vin)
+        now = context.clock.now()
+        found = await run(service.capabilities, grant.gcid, vin, now)
         return CapabilitiesDto(
             vin=vin,
+            timestamp=iso_z(now),
             capabilities=[
                 CapabilityDto(
-                    key=item.key, available=item.available, reason=item.reason, minIntervalSeconds=item.min_interval_s
+                    key=item.key,
+                    available=item.available,
+                    reason=item.reason,
+                    minIntervalSeconds=item.min_interval_s,
                 )
                 for item in found
             ],
@@ -52,8 +59,7 @@ def owner_router(context: CardataContext) -> APIRouter:
 
     @router.get("/reports/data", summary="The owner's data report: what is stored now", operation_id="getDataReport")
     async def data_report(grant: Owner) -> dict[str, Any]:
-        report: dict[str, Any] = await run(service.data_report, grant.gcid)
-        return report
+        return await run(service.data_report, grant.gcid, context.clock.now())
 
     @router.get(
         "/reports/transactions",
@@ -61,8 +67,7 @@ def owner_router(context: CardataContext) -> APIRouter:
         operation_id="getTransactionReport",
     )
     async def transaction_report(grant: Owner) -> dict[str, Any]:
-        report: dict[str, Any] = await run(service.transaction_report, grant.gcid)
-        return report
+        return await run(service.transaction_report, grant.gcid, context.clock.now())
 
     @router.get(
         "/reports/transactions.html",
@@ -71,17 +76,25 @@ def owner_router(context: CardataContext) -> APIRouter:
         response_class=HTMLResponse,
     )
     async def transaction_page(grant: Owner) -> HTMLResponse:
-        page: str = await run(service.transaction_report_html, grant.gcid)
-        return HTMLResponse(page)
+        return HTMLResponse(await run(service.transaction_report_html, grant.gcid, context.clock.now()))
 
-    @router.get("/consents", summary="The owner's consents", operation_id="listConsents")
+    @router.get(
+        "/reports/data.html",
+        summary="The owner's data report as a page",
+        operation_id="getDataReportPage",
+        response_class=HTMLResponse,
+    )
+    async def data_page(grant: Owner) -> HTMLResponse:
+        return HTMLResponse(await run(service.data_report_html, grant.gcid, context.clock.now()))
+
+    @router.get("/consents", summary="The owner's consents in force", operation_id="listConsents")
     async def list_consents(grant: Owner) -> list[ConsentDto]:
-        found: list[dict[str, Any]] = await run(service.consents, grant.gcid)
+        found = await run(service.consents, grant.gcid, context.clock.now())
         return [ConsentDto.model_validate(item) for item in found]
 
     @router.put(
         "/consents/{vin}/{clientId}",
-        summary="Grant a third party these keys or categories of this vehicle",
+        summary="Grant a third party these keys or categories of this vehicle (added to what it has)",
         operation_id="grantConsent",
         responses=BODY_ERRORS,
     )
@@ -100,5 +113,29 @@ def owner_router(context: CardataContext) -> APIRouter:
     async def revoke_consent(grant: Owner, vin: Vin, client_id: ClientId) -> Response:
         await run(service.revoke, grant.gcid, vin, client_id, context.clock.now())
         return Response(status_code=204)
+
+    return router
+
+
+def device_page_router() -> APIRouter:
+    """The verification URI a sign-in shows: how the owner approves the code (no login page here)."""
+    router = APIRouter(prefix="/simulator", tags=[TAG])
+
+    @router.get(
+        "/device",
+        summary="How the owner approves a device code",
+        operation_id="getDevicePage",
+        response_class=HTMLResponse,
+    )
+    async def device_page(
+        user_code: Annotated[str, Query(max_length=32, description="The code the client shows")] = "CODE",
+    ) -> HTMLResponse:
+        code = html.escape(user_code)
+        return HTMLResponse(
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Approve a sign-in</title>'
+            f"</head><body><h1>Approve sign-in {code}</h1><p>The simulator has no login page: the owner "
+            f"approves on the backend with <code>backend-stub cardata approve {code} --account ACCOUNT "
+            "--config backend.toml</code> (or denies with <code>--deny</code>).</p></body></html>"
+        )
 
     return router
