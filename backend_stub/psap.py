@@ -168,7 +168,7 @@ class PsapStub(LineServer[PsapCall]):
 
     def rows(self) -> list[dict[str, Any]]:
         """Every MSD received, JSON-ready: what a CLI prints."""
-        return [_row(self.call(received.call_id), received) for received in self.msds]
+        return [msd_row(self.call(received.call_id), received) for received in self.msds]
 
     # -- the network side -----------------------------------------------------------------------------------
     async def _take(self, line: CallLine, kind: str, callback: str | None) -> None:
@@ -208,7 +208,7 @@ class PsapStub(LineServer[PsapCall]):
         # Last, and off the loop: the acks are on the wire before the database is touched, which may
         # wait on another process's lock (busy timeout) or fail on a full disk.
         if self._archive is not None:
-            row = _row(call, received)
+            row = msd_row(call, received)
             self._archive.add(call.id, {**row, "received_ms": to_millis(received.received)})
 
     def _decode(self, call: PsapCall, text: str) -> ReceivedMsd:
@@ -270,10 +270,15 @@ class PsapStub(LineServer[PsapCall]):
         self._mark(call, " ".join((verb.lower(), *args)))
 
 
-def _row(call: PsapCall, received: ReceivedMsd) -> dict[str, Any]:
+def msd_row(call: PsapCall, received: ReceivedMsd, transport: str = "cs") -> dict[str, Any]:
+    """One received MSD as a row: the table's columns, what `backend-stub psap-msds` prints.
+
+    transport: "cs" (this module's 112 voice call) or "ng" (`backend_stub.psap_ng`, SIP)."""
     msd = received.msd
+    started, answered = call.at("call"), call.at("connected")
     return {
         "call_id": call.id,
+        "transport": transport,
         "kind": call.kind,
         "received": received.received.isoformat(timespec="milliseconds"),
         "message_identifier": None if msd is None else msd.message_identifier,
@@ -283,11 +288,18 @@ def _row(call: PsapCall, received: ReceivedMsd) -> dict[str, Any]:
         "position_trusted": None if msd is None else msd.position_can_be_trusted,
         "raw_hex": received.raw.hex(),
         "error": received.error,
+        "answered_after_ms": None if started is None or answered is None else round((answered - started) * 1000),
+        "msd_after_ms": None if started is None else round((received.mono - started) * 1000),
     }
 
 
 def read_psap_msds(database: Path) -> list[dict[str, Any]]:
-    """The MSDs a PSAP stub stored in `database`, oldest first (for the backend CLI)."""
+    """The MSDs the PSAP stubs (CS and NG) stored in `database`, oldest first (for the backend CLI).
+
+    A table from before NG eCall (not yet migrated: the CLI only reads) held circuit-switched ones only."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM psap_msds ORDER BY received_ms, call_id")]
+        rows = [dict(row) for row in db.execute("SELECT * FROM psap_msds ORDER BY received_ms, call_id")]
+    for row in rows:
+        row.setdefault("transport", "cs")
+    return rows

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from backend_stub.database import BUSY_TIMEOUT_MS
+from backend_stub.database import BUSY_TIMEOUT_MS, migrate
 from backend_stub.database_thread import DatabaseThread
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,8 +30,18 @@ CREATE TABLE IF NOT EXISTS psap_msds (
     longitude_deg      REAL,
     position_trusted   INTEGER,
     raw_hex            TEXT NOT NULL,
-    error              TEXT
+    error              TEXT,
+    transport          TEXT NOT NULL DEFAULT 'cs',
+    answered_after_ms  INTEGER,
+    msd_after_ms       INTEGER
 )"""
+# Both kinds of eCall in one table: "cs" (the 112 voice call, in-band modem) or "ng" (SIP, RFC 8147);
+# the timings are from the call's start (the CALL line, the INVITE) to its answer and to this MSD.
+_ADD_TRANSPORT = """
+ALTER TABLE psap_msds ADD COLUMN transport TEXT NOT NULL DEFAULT 'cs';
+ALTER TABLE psap_msds ADD COLUMN answered_after_ms INTEGER;
+ALTER TABLE psap_msds ADD COLUMN msd_after_ms INTEGER
+"""
 _COLUMNS = (  # the order of the table's columns, and of _INSERT's parameters
     "call_id",
     "received_ms",
@@ -43,8 +53,12 @@ _COLUMNS = (  # the order of the table's columns, and of _INSERT's parameters
     "position_trusted",
     "raw_hex",
     "error",
+    "transport",
+    "answered_after_ms",
+    "msd_after_ms",
 )
-_INSERT = "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Named columns: a table migrated from before NG eCall has the new ones at its end.
+_INSERT = f"INSERT INTO psap_msds ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"  # noqa: S608 - our constants
 
 
 class PsapArchive:
@@ -74,6 +88,7 @@ class PsapArchive:
     def _open(self) -> None:
         self._db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_MS / 1000)
         self._db.execute(_SCHEMA)
+        migrate(self._db, table="psap_msds", column="transport", script=_ADD_TRANSPORT)
 
     def _insert(self, call_id: int, row: dict[str, Any]) -> None:
         if self._db is None:

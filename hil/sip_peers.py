@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -40,11 +41,15 @@ STOP_WITHIN_S = 5.0
 _PROBE_BRANCH = "z9hG4bK-tcu-ready-"
 
 
-def free_udp_port() -> int:
-    """A UDP port free on loopback right now (the caller binds it soon after: a small race, as with TCP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+def free_udp_port(avoid: Collection[int] = ()) -> int:
+    """A UDP port free on loopback right now and not in `avoid` (ports chosen for peers not yet started:
+    the kernel may hand the same free port out twice). The caller binds it soon after: a small race."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((LOOPBACK, 0))
+            port = int(probe.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def _port_taken(port: int) -> bool:
@@ -122,7 +127,7 @@ class Kamailio(_Process):
     def __init__(self, *, psap: tuple[str, int], port: int | None = None, config: Path | None = None) -> None:
         super().__init__()
         self.psap = psap
-        self.port = free_udp_port() if port is None else port
+        self.port = free_udp_port(avoid=(psap[1],)) if port is None else port
         self.config = SCENARIOS / "kamailio.cfg" if config is None else config
 
     @staticmethod
@@ -252,12 +257,14 @@ class Sipp(_Process):
         self.workdir = Path(tempfile.mkdtemp(prefix="tcu-sipp-"))
         for name, data in self.files.items():
             (self.workdir / name).write_bytes(data)
+        media = free_udp_port(avoid=(self.port, *((self.remote[1],) if self.remote else ())))
+        control = free_udp_port(avoid=(self.port, media, media + 2))
         argv = [
             str(SIPP),
             *("-sf", str(self.scenario)),
             *("-i", LOOPBACK, "-p", str(self.port)),
-            *("-mi", LOOPBACK, "-mp", str(free_udp_port())),  # not 6000: benches may run side by side
-            *("-cp", str(free_udp_port())),  # its control socket, else 8888 on every address
+            *("-mi", LOOPBACK, "-mp", str(media)),  # not 6000 (and 6002): benches may run side by side
+            *("-cp", str(control)),  # its control socket, else 8888 on every address
             *("-m", str(self.calls)),
             *("-timeout", f"{self.timeout_s:g}s", "-timeout_error"),
             "-nostdin",

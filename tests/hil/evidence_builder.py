@@ -111,7 +111,8 @@ class BenchRecords:
         latitude, longitude = position if position is not None else (None, None)
         with contextlib.closing(sqlite3.connect(self.backend.config.database)) as db, db:
             db.execute(
-                "INSERT INTO psap_msds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO psap_msds (call_id, received_ms, kind, message_identifier, vin, latitude_deg,"
+                " longitude_deg, position_trusted, raw_hex, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (1, ms(received_s), kind, 1, VIN, latitude, longitude, 1, "00", None),
             )
 

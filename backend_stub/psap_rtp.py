@@ -1,0 +1,97 @@
+"""The NG PSAP's side of an eCall's voice: RTP (RFC 3550) of PCMU silence every 20 ms, packets received counted.
+
+The operator's voice is not simulated: what matters on a bench is that media flows both ways beside the
+SIP signalling, from the 200 OK on, without waiting for the MSD. One `PsapVoice` a call: its UDP port
+goes into the SDP answer, `start(remote)` sends to the vehicle's SDP address, `close()` ends it. A
+datagram counts as received RTP when it has the fixed header of version 2 (anything else on the port is
+counted as rejected and dropped: the port is open to whoever guesses it).
+
+The backend may not import the car's RTP stream (`tcu.ecall.ng.rtp`, see tests/test_layers.py); this is
+the little the PSAP needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import struct
+from collections.abc import Callable
+
+_LOGGER = logging.getLogger(__name__)
+
+FRAME_S = 0.020  # 20 ms of audio a packet (RFC 3551 default ptime for PCMU)
+_SAMPLES = 160  # 20 ms at 8 kHz, one μ-law byte per sample
+_SILENCE = b"\xff" * _SAMPLES  # μ-law zero
+_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+_VERSION_2 = 0x80
+_PCMU = 0
+
+
+class _Counter(asyncio.DatagramProtocol):
+    def __init__(self, voice: PsapVoice) -> None:
+        self._voice = voice
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if len(data) >= _HEADER.size and data[0] & 0xC0 == _VERSION_2:
+            self._voice.received += 1
+        else:
+            self._voice.rejected += 1
+        self._voice.on_packet()
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable once the vehicle hung up
+        _LOGGER.debug("PSAP RTP: %s", exc)
+
+
+class PsapVoice:
+    """One call's RTP: bound by `open()`, sending after `start()`, ended by `close()`."""
+
+    def __init__(self, host: str, on_packet: Callable[[], None] = lambda: None) -> None:
+        self._host = host
+        self.on_packet = on_packet  # wakes whoever waits on the counts (the PSAP's `wait_for`)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received = 0
+        self.rejected = 0
+
+    @property
+    def port(self) -> int:
+        if self._transport is None:
+            raise RuntimeError("the PSAP's RTP socket is not open")
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Counter(self), local_addr=(self._host, 0))
+
+    def start(self, remote: tuple[str, int], tasks: set[asyncio.Task[None]]) -> None:
+        """Send silence to `remote` until `close()`; the task joins `tasks` (owned by the PSAP: cancelled on close)."""
+        if self._sender is None and self._transport is not None:
+            self._sender = asyncio.create_task(self._send(remote), name=f"psap-rtp-{self.port}")
+            tasks.add(self._sender)
+            self._sender.add_done_callback(tasks.discard)
+
+    async def close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def _send(self, remote: tuple[str, int]) -> None:
+        ssrc, sequence, timestamp = secrets.randbits(32), secrets.randbits(16), secrets.randbits(32)
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while self._transport is not None:
+            packet = _HEADER.pack(_VERSION_2, _PCMU, sequence, timestamp, ssrc) + _SILENCE
+            self._transport.sendto(packet, remote)
+            self.sent += 1
+            sequence = (sequence + 1) & 0xFFFF
+            timestamp = (timestamp + _SAMPLES) & 0xFFFFFFFF
+            next_at += FRAME_S  # paced on the loop's clock, not drifting with each send's cost
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
