@@ -37,7 +37,7 @@ from backend_stub.cardata.errors import BadRequest, Conflict, NotFound
 from backend_stub.cardata.id_token import IdTokenSigner
 from backend_stub.cardata.oauth_errors import OAuthError
 from backend_stub.cardata.tokens import SCHEMA as TOKEN_SCHEMA
-from backend_stub.cardata.tokens import SCOPES, Grant, TokenDigest, TokenSet, TokenStore
+from backend_stub.cardata.tokens import SCOPES, Grant, Refusal, TokenDigest, TokenSet, TokenStore
 from backend_stub.database import open_database, transaction
 from tcu.clock import Clock
 from telematics_wire.records import from_millis, to_millis
@@ -50,6 +50,7 @@ __all__ = [
     "DeviceFlow",
     "Directory",
     "SignInRequest",
+    "TokenListener",
     "pkce_challenge",
 ]
 _LOGGER = logging.getLogger(__name__)
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS cardata_device_codes (
     gcid          TEXT
 ) WITHOUT ROWID;
 """
+
+
+class TokenListener(Protocol):
+    """Told after each commit: `StreamingCredentials` keeps the broker's passwords in step this way."""
+
+    def tokens_issued(self, tokens: TokenSet) -> None: ...
+
+    def tokens_revoked(self, gcid: str) -> None: ...
 
 
 class Directory(Protocol):
@@ -149,10 +158,11 @@ class DeviceFlow:
         verification_uri: str,
         interval_s: int = POLL_INTERVAL_S,
         code_ttl_s: int = CODE_TTL_S,
+        listener: TokenListener | None = None,
     ) -> None:
         if interval_s < 0 or code_ttl_s <= 0:
             raise ValueError("the poll interval must be >= 0 s and the code lifetime > 0 s")
-        self._clock, self._directory = clock, directory
+        self._clock, self._directory, self.listener = clock, directory, listener
         self._verification_uri = verification_uri
         self._interval_s, self._code_ttl_s = interval_s, code_ttl_s
         self._db = open_database(path, _SCHEMA + TOKEN_SCHEMA)
@@ -216,6 +226,7 @@ class DeviceFlow:
         if isinstance(outcome, OAuthError):  # raised after the commit: the poll time and interval stay booked
             raise outcome
         _LOGGER.info("CarData tokens issued to client %s for gcid %s", client_id, outcome.gcid)
+        self._issued(outcome)
         return outcome
 
     def refresh(self, client_id: str, refresh_token: str, *, now: datetime | None = None) -> TokenSet:
@@ -224,9 +235,12 @@ class DeviceFlow:
         self._require_client(client_id)
         with self._lock, transaction(self._db):
             outcome = self._tokens.refresh(client_id=client_id, refresh_token=refresh_token, now=now)
-        if isinstance(outcome, OAuthError):
-            _LOGGER.info("CarData refresh refused for client %s: %s", client_id, outcome.description)
-            raise outcome
+        if isinstance(outcome, Refusal):
+            _LOGGER.info("CarData refresh refused for client %s: %s", client_id, outcome.error.description)
+            if outcome.revoked_gcid is not None and self.listener is not None:
+                self.listener.tokens_revoked(outcome.revoked_gcid)
+            raise outcome.error
+        self._issued(outcome)
         return outcome
 
     def verify_access_token(self, token: object, now: datetime | None = None) -> Grant:
@@ -266,7 +280,10 @@ class DeviceFlow:
         """End every token of `gcid` (for one client when given) at once; how many sign-ins were live."""
         now = now or self._clock.now()
         with self._lock, transaction(self._db):
-            return self._tokens.revoke(gcid, now=now, reason=reason, client_id=client_id)
+            revoked = self._tokens.revoke(gcid, now=now, reason=reason, client_id=client_id)
+        if self.listener is not None:
+            self.listener.tokens_revoked(gcid)
+        return revoked
 
     def streaming_expiries(self) -> dict[str, datetime]:
         """gcid → when its newest streaming id_token expires (for `StreamingCredentials` at start)."""
@@ -274,6 +291,10 @@ class DeviceFlow:
             return self._tokens.streaming_expiries()
 
     # -- inside --------------------------------------------------------------------------------
+
+    def _issued(self, tokens: TokenSet) -> None:
+        if self.listener is not None:
+            self.listener.tokens_issued(tokens)
 
     def _require_client(self, client_id: str) -> None:
         if not isinstance(client_id, str) or not 0 < len(client_id) <= _MAX_ID_CHARS:

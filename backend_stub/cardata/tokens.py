@@ -41,6 +41,7 @@ __all__ = [
     "SCOPE_OPENID",
     "SCOPE_STREAMING",
     "Grant",
+    "Refusal",
     "TokenDigest",
     "TokenSet",
     "TokenStore",
@@ -130,6 +131,14 @@ class Grant:
         return scope in self.scope
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused refresh, and the owner whose tokens it revoked (a spent refresh token used again)."""
+
+    error: OAuthError
+    revoked_gcid: str | None = None
+
+
 class TokenStore:
     """The grant and token tables on a connection the caller holds a transaction on."""
 
@@ -145,22 +154,23 @@ class TokenStore:
         assert cursor.lastrowid is not None  # an INSERT into a rowid table always has one
         return self._issue(cursor.lastrowid, gcid=gcid, client_id=client_id, scope=scope, now=now)
 
-    def refresh(self, *, client_id: str, refresh_token: object, now: datetime) -> TokenSet | OAuthError:
+    def refresh(self, *, client_id: str, refresh_token: object, now: datetime) -> TokenSet | Refusal:
         """New tokens for a refresh token of `client_id`, which is spent; else the invalid_grant to answer.
 
-        The error is returned, not raised: a reuse revokes the grant, and the caller must commit that.
+        A refusal is returned, not raised: a reuse revokes the grant, and the caller must commit that.
         """
         row = self._lookup(refresh_token, "refresh")
         if row is None or row["client_id"] != client_id:
-            return OAuthError("invalid_grant", "the refresh token is unknown or belongs to another client")
+            return Refusal(OAuthError("invalid_grant", "the refresh token is unknown or belongs to another client"))
         if row["revoked_ms"] is not None:
-            return OAuthError("invalid_grant", "the sign-in this refresh token belongs to was revoked")
+            return Refusal(OAuthError("invalid_grant", "the sign-in this refresh token belongs to was revoked"))
         if row["expires_ms"] <= to_millis(now):
-            return OAuthError("invalid_grant", "the refresh token has expired; sign in again")
+            return Refusal(OAuthError("invalid_grant", "the refresh token has expired; sign in again"))
         if row["used_ms"] is not None:
             # Reuse of a spent token: one of the two users is a thief. End both.
             self.revoke_grant(row["grant_id"], now=now, reason="a spent refresh token was used again")
-            return OAuthError("invalid_grant", "the refresh token was already used; this sign-in is revoked")
+            error = OAuthError("invalid_grant", "the refresh token was already used; this sign-in is revoked")
+            return Refusal(error, revoked_gcid=row["gcid"])
         self._db.execute("UPDATE cardata_tokens SET used_ms=? WHERE digest=?", (to_millis(now), row["digest"]))
         return self._issue(row["grant_id"], gcid=row["gcid"], client_id=client_id, scope=row["scope"], now=now)
 
