@@ -37,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import NoReturn, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Protocol
 
 from tcu.clock import Clock
 from tcu.ecall.activity import ActivityAnnouncer, ActivityListener, EcallActivity
@@ -46,6 +46,9 @@ from tcu.ecall.call_route import CallRoute, route_call
 from tcu.ecall.config import EcallConfig, check_ecall_vin
 from tcu.ecall.incident import Incident, IncidentCapture
 from tcu.ecall.intelligent_call import IntelligentCall
+from tcu.ecall.ng.dual_modem import TransportModem
+from tcu.ecall.ng.ng_modem import CarriesMsd, NgEcallModem, NgMsd
+from tcu.ecall.ng.transport import EcallTransport
 from tcu.ecall.reports import EcallReports
 from tcu.ecall.state_machine import (
     AlAck,
@@ -80,9 +83,10 @@ from tcu.sources.modem_client import (
 )
 from tcu.sources.nmea_track import GnssTrack
 from tcu.vehicle.state import Signal, VehicleState
-from telematics_wire.errors import MsdError
+from telematics_wire.errors import MsdError, SipError
 from telematics_wire.records import Record, RecordKind, to_millis
 from telematics_wire.sim_state import SimState
+from telematics_wire.sip.pidf_lo import Location
 
 _LOGGER = logging.getLogger(__name__)
 _INDICATION_EVENT: dict[EcallIndication, Event] = {
@@ -158,6 +162,8 @@ class EcallService:
         self._step_records: list[Record] = []
         self._step_activity: list[EcallActivity] = []
         self.modem = (modem or self._default_modem)(self._queue.put_nowait)
+        if isinstance(self.modem, CarriesMsd):  # NG eCall: the MSD rides in the INVITE (tcu.ecall.ng.ng_modem)
+            self.modem.bind_service(msd=self._next_msd, report=self._report_body)
         self.intelligent = IntelligentCall(
             config,
             state=state,
@@ -185,8 +191,16 @@ class EcallService:
             baudrate=config.baudrate,
             profile=config.profile,
             command_timeout_s=config.command_timeout_s,
+            report_ims_emergency=config.transport is not EcallTransport.CS,
         )
-        return ModemClient(settings, on_event=on_event)
+        if config.transport is EcallTransport.CS:
+            return ModemClient(settings, on_event=on_event)
+        return TransportModem(
+            on_event,
+            configured=config.transport,
+            cs=lambda leg_event: ModemClient(settings, on_event=leg_event),
+            ng=lambda leg_event: NgEcallModem(config.ng, vin=self.vin, on_event=leg_event),
+        )
 
     @property
     def state(self) -> EcallState:
@@ -414,6 +428,24 @@ class EcallService:
     def _msd(self, message_identifier: int) -> bytes:
         self._incident, msd = self._capture.call_msd(self._incident, message_identifier, self._call_type())
         return msd
+
+    def _next_msd(self) -> NgMsd:
+        """The MSD an NG dial carries in its INVITE: numbered as the machine's next transmission will be
+        (tcu.ecall.ng.ng_modem says how the identifiers stay unique), with the incident's position."""
+        session = self._machine.session
+        identifier = min(255, (0 if session is None else session.message_identifier) + 1)
+        msd = self._msd(identifier)
+        incident = self._incident
+        location = None
+        if incident is not None and incident.fixes:
+            latitude, longitude = incident.fixes[0]  # newest first
+            with contextlib.suppress(SipError):  # a position PIDF-LO cannot carry: the MSD still has it
+                location = Location(latitude=latitude, longitude=longitude, timestamp=incident.at)
+        return NgMsd(message_identifier=identifier, msd=msd, location=location)
+
+    def _report_body(self, body: Mapping[str, Any]) -> None:
+        """A report of the NG transport (its choice, a call's SIP and RTP figures): to telematics, never waiting."""
+        self.reports.put(Record(kind=RecordKind.ECALL, created=self._clock.now(), body=dict(body)))
 
     def _call_type(self) -> CallType:
         session = self._machine.session

@@ -1,6 +1,6 @@
 """The vehicle's SIP transport on UDP: transactions with RFC 3261's timers, Via with rport, server retransmits.
 
-    sip = SipTransport(host="0.0.0.0", port=0, proxy=("127.0.0.1", 5060), on_request=handle)
+    sip = SipTransport(host="", port=0, proxy=("127.0.0.1", 5060), on_request=handle)  # "": towards the proxy
     async with sip:                                  # binds the socket
         sip.send_invite(invite, on_response)         # INVITE client transaction (§17.1.1), Via added here
         sip.cancel(invite)                           # CANCEL for it (§9.1), on the INVITE's branch
@@ -102,10 +102,11 @@ class SipTransport:
         infos = await loop.getaddrinfo(*self._proxy, type=socket.SOCK_DGRAM)
         proxy_ip = str(infos[0][4][0])
         self._proxy = (proxy_ip, self._proxy[1])
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=self._bind)
-        port = int(self._transport.get_extra_info("sockname")[1])
         host = self._bind[0] if self._bind[0] not in _ANY_HOST else _route_source(proxy_ip)
-        self.advertised = (host, port)
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(host, self._bind[1])
+        )
+        self.advertised = (host, int(self._transport.get_extra_info("sockname")[1]))
         return self
 
     async def __aexit__(
