@@ -26,7 +26,7 @@ def parse_xml(data: bytes, *, what: str, max_bytes: int) -> Element:
         raise SipError(f"{what} refused: {type(exc).__name__} (DTDs and entities are not accepted)") from exc
     except ParseError as exc:
         raise SipError(f"{what} is not well-formed XML: {exc}") from exc
-    except (ValueError, UnicodeError) as exc:  # e.g. an encoding declaration Python does not know
+    except (ValueError, LookupError) as exc:  # e.g. an encoding declaration Python does not know (LookupError)
         raise SipError(f"{what} cannot be read as XML: {exc}") from exc
     _check_depth(root, what)
     return root

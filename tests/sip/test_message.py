@@ -218,7 +218,7 @@ _NAMES = {
 _TOKEN_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     spellings=st.fixed_dictionaries({key: st.sampled_from(names) for key, names in _NAMES.items()}),
     order=st.permutations(list(_NAMES)),
