@@ -22,7 +22,14 @@ Run-time switches, beside `PtyDevice`'s faults (`mute`, garbage, unplug/replug):
 - `sim = SimStatus.NOT_INSERTED` — `AT+CPIN?` and `AT+CECALL` answer `+CME ERROR: 10`;
 - `await reset()` — the modem reboots by itself: the call is lost, settings are back to power-on
   (echo on, numeric errors off, registered), and it prints `RDY`;
-- `await drop_call()` — the network loses the call (the PSAP sees the line close).
+- `await drop_call()` — the network loses the call (the PSAP sees the line close);
+- `network` (`Network`, `await set_network(...)`) — what the simulated network offers: `legacy_only`
+  (2G/3G, the default: the CS eCall as ever), `lte_only` (IMS emergency calls, no 2G/3G: `+CREG` reports
+  not registered and `AT+CECALL` answers `+CME ERROR: 30`, "no 2G/3G"), or `both`. `AT+CNEM=0|1`,
+  `AT+CNEM?` (`+CNEM: <reporting>,<emb_Iu_supp>,<emb_S1_supp>`) and the `+CNEMS1: <emb_S1_supp>` URC
+  (3GPP TS 27.007 §10.1.38) report the IMS emergency support; `AT+CEREG?` the LTE registration. The NG
+  eCall itself does not pass through this simulator: the agent's SIP goes over loopback UDP to the
+  P-CSCF stand-in (`[ecall.ng] proxy`), so `lte_only` only decides what the modem reports and refuses.
 """
 
 from __future__ import annotations
@@ -68,6 +75,22 @@ class Coverage(StrEnum):
 _STAT = {Coverage.REGISTERED: 1, Coverage.SEARCHING: 2, Coverage.NO_SERVICE: 0}
 
 
+class Network(StrEnum):
+    """What the simulated network offers (issue 17): NG eCall needs IMS emergency, CS eCall needs 2G/3G."""
+
+    LEGACY_ONLY = "legacy_only"  # 2G/3G, no IMS emergency support: the CS eCall
+    LTE_ONLY = "lte_only"  # LTE with IMS emergency support, 2G/3G switched off: the NG eCall
+    BOTH = "both"
+
+    @property
+    def legacy(self) -> bool:
+        return self is not Network.LTE_ONLY
+
+    @property
+    def lte(self) -> bool:
+        return self is not Network.LEGACY_ONLY
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemTiming:
     """Radio delays; `ModemTiming.instant()` for tests and benchmarks."""
@@ -88,6 +111,7 @@ class _SimConfig:
     clip: bool = False
     cops: int = 0  # 0 automatic registration, 2 deregistered (dormant)
     call_status: bool = False  # the profile's call-status URC (AT+CLCC=1) enabled
+    cnem: bool = False  # AT+CNEM=1: +CNEMS1 URCs when the network's IMS emergency support changes
 
 
 class ModemSimulator(PtyDevice):
@@ -102,6 +126,7 @@ class ModemSimulator(PtyDevice):
         rssi: int = 20,
         link_path: str | os.PathLike[str] | None = None,
         numbers: Mapping[str, tuple[str, int]] | None = None,
+        network: Network = Network.LEGACY_ONLY,
     ) -> None:
         super().__init__(name="modem", link_path=link_path)
         self.psap_address = psap_address
@@ -111,6 +136,7 @@ class ModemSimulator(PtyDevice):
         self.timing = timing or ModemTiming()
         self.rssi = rssi
         self.numbers = dict(numbers or {})  # the simulated telephone network: number → callee address
+        self.network = network
         self.requests: list[str] = []  # every command line received, for tests and run reports
         self.resets = 0
         self._settings = _SimConfig()
@@ -125,7 +151,19 @@ class ModemSimulator(PtyDevice):
     # -- state -----------------------------------------------------------------------------------------------
     @property
     def registration(self) -> int:
-        return 0 if self._settings.cops == 2 else _STAT[self.coverage]
+        """The CS domain's (2G/3G) `+CREG` stat: what a CS eCall needs."""
+        return 0 if self._settings.cops == 2 or not self.network.legacy else _STAT[self.coverage]
+
+    @property
+    def eps_registration(self) -> int:
+        """LTE's `+CEREG` stat."""
+        return 0 if self._settings.cops == 2 or not self.network.lte else _STAT[self.coverage]
+
+    @property
+    def ims_emergency(self) -> bool:
+        """`<emb_S1_supp>`: the LTE cell in reach supports emergency bearer services. A property of the
+        network, not of our registration: an eCall-only modem (`AT+COPS=2`) may still make an emergency call."""
+        return self.network.lte and self.coverage is Coverage.REGISTERED
 
     @property
     def registered(self) -> bool:
@@ -160,10 +198,19 @@ class ModemSimulator(PtyDevice):
 
     # -- faults and switches ---------------------------------------------------------------------------------
     async def set_coverage(self, coverage: Coverage) -> None:
-        before = self.registration
-        self.coverage = coverage
+        await self._change_radio(coverage, self.network)
+
+    async def set_network(self, network: Network) -> None:
+        """The network's offer changes (2G/3G switched off, an IMS core going down): URCs as a modem sends them."""
+        await self._change_radio(self.coverage, network)
+
+    async def _change_radio(self, coverage: Coverage, network: Network) -> None:
+        before, ims_before = self.registration, self.ims_emergency
+        self.coverage, self.network = coverage, network
         if self.registration != before:
             await self._creg_urc()
+        if self.ims_emergency != ims_before and self._settings.cnem:
+            await self._urc(f"+CNEMS1: {int(self.ims_emergency)}")
         if not self.registered and self._call is not None:
             await self._end_call("NO CARRIER")
 
@@ -216,10 +263,18 @@ class ModemSimulator(PtyDevice):
         elif cmd[:8] in ("AT+CREG=", "AT+CEREG") and cmd.endswith(("=0", "=1", "=2")):
             s.creg = int(cmd[-1])
             await self._ok()
-        elif cmd in ("AT+CREG?", "AT+CEREG?"):
-            await self._ok(f"{cmd[2:-1]}: {s.creg},{self.registration}")
+        elif cmd == "AT+CREG?":
+            await self._ok(f"+CREG: {s.creg},{self.registration}")
+        elif cmd == "AT+CEREG?":
+            await self._ok(f"+CEREG: {s.creg},{self.eps_registration}")
+        elif cmd in ("AT+CNEM=0", "AT+CNEM=1"):
+            s.cnem = cmd.endswith("1")
+            await self._ok()
+        elif cmd == "AT+CNEM?":  # <emb_Iu_supp>: no emergency bearer over UMTS PS is simulated
+            await self._ok(f"+CNEM: {int(s.cnem)},0,{int(self.ims_emergency)}")
         elif cmd == "AT+CSQ":
-            await self._ok(f"+CSQ: {self.rssi if self.registered else 99},99")
+            attached = self.registered or self.eps_registration == 1
+            await self._ok(f"+CSQ: {self.rssi if attached else 99},99")
         elif cmd in ("AT+COPS=0", "AT+COPS=2"):
             before, s.cops = self.registration, int(cmd[-1])
             await self._ok()
@@ -261,6 +316,8 @@ class ModemSimulator(PtyDevice):
         elif self.sim is not SimStatus.READY:
             await self._error(10 if self.sim is SimStatus.NOT_INSERTED else 11)
         elif not self.registered:
+            if self.network is Network.LTE_ONLY and self.coverage is Coverage.REGISTERED:
+                _LOGGER.warning("modem: CS eCall refused: no 2G/3G on this network (lte_only)")
             await self._error(30)
         elif self._call is not None or self._call_task is not None:
             await self._error(3)
