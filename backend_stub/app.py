@@ -32,6 +32,7 @@ from backend_stub.provisioning import ProvisioningIssuer
 from backend_stub.provisioning_service import ProvisioningService
 from backend_stub.provisioning_store import ProvisioningStore
 from backend_stub.psap import PsapBehaviour, PsapStub
+from backend_stub.psap_ng import PsapNg
 from backend_stub.retention import PersonalValues, RetentionJob, SideTables
 from backend_stub.store import BackendStore
 from backend_stub.store_location import open_record_store
@@ -119,6 +120,16 @@ class BackendStub:
                 database=config.database,
                 behaviour=PsapBehaviour(voice_s=config.psap_voice_s),
                 clock=self.clock,  # an MSD's received time on the backend's clock (a bench's virtual time)
+            )
+        )
+        self.psap_ng = (  # the same PSAP's NG eCall side: SIP over UDP (RFC 8147), its MSDs in the same table
+            None
+            if config.psap_sip_port is None
+            else PsapNg(
+                port=config.psap_sip_port,
+                database=config.database,
+                behaviour=PsapBehaviour(voice_s=config.psap_voice_s),
+                clock=self.clock,
             )
         )
         if self.measure_service is not None:
@@ -224,6 +235,8 @@ class BackendStub:
                     tasks.create_task(self.measure_service.run(), name="backend-measures")
                 if self.psap is not None:
                     tasks.create_task(self.psap.run(), name="psap")
+                if self.psap_ng is not None:
+                    tasks.create_task(self.psap_ng.run(), name="psap-ng")
                 if self.call_centre is not None:
                     tasks.create_task(self.call_centre.run(), name="call-centre")
                 tasks.create_task(self.account_service.run(), name="backend-accounts")

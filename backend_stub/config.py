@@ -28,6 +28,7 @@ class BackendConfig:
     measure_attempt_timeout_s: float = 900.0  # no answer by then: the attempt counts as lost
     psap_port: int | None = None  # the simulated 112 network's PSAP on 127.0.0.1; None: no PSAP stub
     psap_voice_s: float | None = None  # the operator clears down after this long; None: never (T2 does)
+    psap_sip_port: int | None = None  # the NG eCall PSAP's SIP (UDP) port on 127.0.0.1; None: no NG PSAP
     call_centre_port: int | None = None  # the intelligent emergency call's call centre on 127.0.0.1; None: none
     call_centre_answer_delay_s: float = 0.0  # ringing before an agent picks up
     call_centre_voice_s: float | None = None  # the agent clears down after this long; None: the vehicle ends it
@@ -64,6 +65,7 @@ def load_backend_config(path: Path, env: Mapping[str, str] | None = None) -> Bac
             measure_attempt_timeout_s=measures.number("attempt_timeout_s", 900.0),
             psap_port=psap.integer("port"),
             psap_voice_s=psap.number("voice_s"),
+            psap_sip_port=psap.integer("sip_port"),
             call_centre_port=call_centre.integer("port"),
             call_centre_answer_delay_s=call_centre.number("answer_delay_s", 0.0),
             call_centre_voice_s=call_centre.number("voice_s"),

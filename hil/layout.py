@@ -201,7 +201,7 @@ _BACKEND_TABLES: dict[str, dict[str, str]] = {
         "retry_cap_s": "measure_retry_cap_s",
         "attempt_timeout_s": "measure_attempt_timeout_s",
     },
-    "psap": {"port": "psap_port", "voice_s": "psap_voice_s"},
+    "psap": {"port": "psap_port", "voice_s": "psap_voice_s", "sip_port": "psap_sip_port"},
     "call_centre": {
         "port": "call_centre_port",
         "answer_delay_s": "call_centre_answer_delay_s",

@@ -10,12 +10,17 @@ import socket
 import sqlite3
 import struct
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from backend_stub.app import BackendStub
+from backend_stub.config import load_backend_config
 from backend_stub.psap import PsapBehaviour, PsapStub, read_psap_msds
 from backend_stub.psap_ng import PsapNg
+from hil.layout import BenchLayout
+from hil.sip_peers import free_udp_port
 from telematics_wire.msd import decode
 from telematics_wire.sip.ecall_body import (
     INFO_PACKAGE,
@@ -31,7 +36,7 @@ from telematics_wire.sip.multipart import BodyPart, build_multipart
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 from tests.backend_stub.psap_caller import MSD, emergency_call, send_msd
 from tests.backend_stub.sip_vehicle import LATITUDE, LONGITUDE, SipVehicle
-from tests.conftest import VIN
+from tests.conftest import VIN, running_task
 
 NO_VOICE = PsapBehaviour(voice_s=None)
 
@@ -334,3 +339,21 @@ async def test_a_table_from_before_ng_ecall_is_migrated_and_its_rows_stay_circui
         await psap.archived()
     rows = read_psap_msds(database)
     assert [(row["transport"], row["msd_after_ms"] is None) for row in rows] == [("cs", True), ("ng", False)]
+
+
+async def test_the_backend_runs_the_ng_psap_on_its_configured_sip_port(tmp_path: Path) -> None:
+    """`[psap] sip_port` (as the bench writes it) → `backend-stub run` answers NG eCalls there, archived."""
+    layout = BenchLayout(root=tmp_path / "bench", broker_url="mqtt://127.0.0.1:1")  # no broker: not needed
+    layout.create_backend()
+    port = free_udp_port()
+    layout.write_backend_config(replace(layout.backend(), psap_sip_port=port))
+    backend = BackendStub(load_backend_config(layout.backend_config, env={}))
+    assert backend.psap_ng is not None
+    async with running_task(backend.run(), name="backend"):
+        assert await backend.psap_ng.wait_listening() == ("127.0.0.1", port)
+        async with SipVehicle() as vehicle:
+            await vehicle.call(("127.0.0.1", port))
+        await backend.psap_ng.wait_for_msd()
+        await backend.psap_ng.archived()
+    [row] = read_psap_msds(backend.config.database)
+    assert (row["transport"], row["vin"]) == ("ng", VIN)
