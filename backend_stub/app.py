@@ -174,7 +174,7 @@ class BackendStub:
         )
         self.account_service.billing = self.billing  # an owner change hands the seller's invoices over (AGB 7.1)
         # CarData (issue 16): third parties' HTTP API beside ingest, on the same database; its store
-        # calls run on the database thread (`operate`), never on the loop.
+        # calls run on the database thread, never on the loop.
         self.cardata: CardataParts | None = None
         self.cardata_server: CardataServer | None = None
         if config.cardata_port is not None:

@@ -14,7 +14,7 @@ the first poll gets tokens: no person has to type the user code.
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -102,7 +102,13 @@ async def _form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", f"send the parameters as {FORM_TYPE}")
     body = await request.body()  # at most max_body_bytes: the middleware refused anything larger
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=_MAX_FIELDS)
+        pairs = parse_qsl(  # errors="strict": a %FF is a malformed form, not a U+FFFD in a client_id
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            max_num_fields=_MAX_FIELDS,
+            errors="strict",
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise OAuthError(
             "invalid_request", "the form is not well-formed UTF-8 application/x-www-form-urlencoded"
@@ -153,7 +159,8 @@ def oauth_router(context: CardataContext) -> APIRouter:
         openapi_extra=_form_body(DeviceCodeFlowPart3TokenPolling.__name__, RefreshTokenRequest.__name__),
         responses=_errors(400, 401, 403),
     )
-    async def token(request: Request) -> TokenResponse:
+    async def token(request: Request, response: Response) -> TokenResponse:
+        response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1: tokens are never cached
         fields = await _form(request)
         client_id, grant_type = _required(fields, "client_id", "grant_type")
         now = clock.now()

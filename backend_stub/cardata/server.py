@@ -74,6 +74,7 @@ class CardataServer:
         server = uvicorn.Server(self._config)
         try:
             self._config.load()
+            server.lifespan = self._config.lifespan_class(self._config)  # as `Server.serve` would (lifespan off)
             await server.startup(sockets=[listener])
             self.port = listener.getsockname()[1]
             _LOGGER.info("CarData API listening on %s (OpenAPI at %s/openapi.json)", self.url, self.url)
