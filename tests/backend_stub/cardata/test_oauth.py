@@ -252,6 +252,32 @@ def test_revoke_ends_the_owners_tokens_at_once(setup: Setup) -> None:
     assert setup.flow.streaming_expiries() == {}
 
 
+@dataclass
+class Listener:
+    issued: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+
+    def tokens_issued(self, tokens: TokenSet) -> None:
+        self.issued.append(tokens.access_token)
+
+    def tokens_revoked(self, gcid: str) -> None:
+        self.revoked.append(gcid)
+
+
+def test_the_listener_hears_of_every_issue_and_revocation(setup: Setup) -> None:
+    listener = Listener()
+    setup.flow.listener = listener
+    first = _signed_in(setup)
+    second = setup.flow.refresh(setup.client_id, first.refresh_token)
+    assert listener.issued == [first.access_token, second.access_token]
+    with pytest.raises(OAuthError):
+        setup.flow.refresh(setup.client_id, first.refresh_token)  # reuse: the sign-in is revoked
+    assert listener.revoked == [first.gcid]
+    setup.flow.revoke(first.gcid, reason="owner change")
+    assert listener.revoked == [first.gcid, first.gcid]
+    assert len(listener.issued) == 2  # refusals issue nothing
+
+
 def test_codes_and_tokens_are_not_in_the_database_file(setup: Setup) -> None:
     verifier = _verifier()
     code = _start(setup, verifier)
