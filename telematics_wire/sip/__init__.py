@@ -8,6 +8,8 @@ neither sends a byte through this package. Every decoder is total: any bytes bec
                      `parse_message` (one UDP datagram, Content-Length, size caps), `response_to`
 - `dialog.py`       `new_call_id`, `new_tag`, `new_branch`; `Via`, `CSeq`, `NameAddr` (From/To/Contact),
                      `SipUri` with their parse_/format pairs
+- `call_dialog.py`  `Dialog` (§12): `dialog_as_caller`, `dialog_as_callee`, in-dialog ACK/INFO/BYE with the
+                     route set a record-routing proxy leaves, `next_hop()`
 - `header_syntax.py` tokens, quoted strings, `;params`, comma lists, media types
 - `multipart.py`    `BodyPart`, `build_multipart`, `parse_multipart` (binary parts bit for bit)
 - `ecall_body.py`   RFC 8147 URNs, media types, Call-Info purpose, INFO package; control block

@@ -217,7 +217,7 @@ class SipRequest:
             raise SipError(f"request method {self.method!r} is not a token")
         if not isinstance(self.uri, str) or not self.uri or re.search(r"[\s\x00-\x1f\x7f]", self.uri):
             raise SipError(f"request URI {self.uri!r} is empty or holds whitespace or control characters")
-        _check_parts(self.headers, self.body)
+        _check_parts(self)
 
     @property
     def call_id(self) -> str:
@@ -245,7 +245,7 @@ class SipResponse:
             raise SipError("reason phrase has a control character or line break")
         if not self.reason.strip():
             object.__setattr__(self, "reason", REASON_PHRASES.get(self.status, "Unknown"))
-        _check_parts(self.headers, self.body)
+        _check_parts(self)
 
     @property
     def call_id(self) -> str:
@@ -262,16 +262,20 @@ class SipResponse:
 SipMessage = SipRequest | SipResponse
 
 
-def _check_parts(headers: object, body: object) -> None:
-    if not isinstance(headers, SipHeaders):
-        raise SipError(f"headers must be SipHeaders, got {type(headers).__name__}")
-    if not isinstance(body, bytes):
-        raise SipError(f"body must be bytes, got {type(body).__name__}")
+def _check_parts(message: SipRequest | SipResponse) -> None:
+    if not isinstance(message.headers, SipHeaders):
+        raise SipError(f"headers must be SipHeaders, got {type(message.headers).__name__}")
+    if not isinstance(message.body, bytes):
+        raise SipError(f"body must be bytes, got {type(message.body).__name__}")
+    # The body's length is the only Content-Length: encode() writes it, so a message never holds another.
+    if message.headers.get("Content-Length") is not None:
+        object.__setattr__(message, "headers", message.headers.without("Content-Length"))
 
 
 def _encode(start_line: str, headers: SipHeaders, body: bytes) -> bytes:
     lines = [start_line]
-    lines.extend(f"{name}: {value}" for name, value in headers.replaced("Content-Length", str(len(body))))
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append(f"Content-Length: {len(body)}")
     data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -297,7 +301,6 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         raise SipError(f"headers are not UTF-8 (byte {exc.start})") from exc
     start_line, headers = _parse_head(head)
     body = _take_body(headers, data[head_end.end() :])
-    headers = headers.replaced("Content-Length", str(len(body)))  # the value states the body it came with
     message: SipRequest | SipResponse
     status = _STATUS_LINE.fullmatch(start_line)
     if status is not None:

@@ -163,7 +163,7 @@ def test_response_to_copies_the_transaction_and_tags_the_to() -> None:
     assert trying.headers.get("To") == "<urn:service:sos.ecall.manual>"  # §8.2.6.1: no tag on 100
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=2048))
 @example(b"INVITE sip:a SIP/2.0\r\n\r\n")
 @example(b"SIP/2.0 200 OK\r\nl: 99999999999999999999\r\n\r\n")
@@ -197,7 +197,7 @@ _LINES = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_LINES, max_size=14), st.sampled_from(["\r\n", "\n"]))
 def test_decoder_is_total_on_plausible_messages(lines: list[str], newline: str) -> None:
     data = newline.join(lines).encode()
