@@ -70,10 +70,14 @@ def _start(setup: Setup, verifier: str, scope: str = SCOPE) -> DeviceCode:
     return setup.flow.start(setup.client_id, scope, pkce_challenge(verifier), "S256")
 
 
-def _poll_error(setup: Setup, code: DeviceCode, verifier: str) -> str:
+def _refusal(setup: Setup, code: DeviceCode, verifier: str) -> OAuthError:
     with pytest.raises(OAuthError) as caught:
         setup.flow.exchange(setup.client_id, code.device_code, verifier)
-    return caught.value.error
+    return caught.value
+
+
+def _poll_error(setup: Setup, code: DeviceCode, verifier: str) -> str:
+    return _refusal(setup, code, verifier).error
 
 
 def _signed_in(setup: Setup, scope: str = SCOPE) -> TokenSet:
@@ -115,9 +119,8 @@ def test_polling_faster_than_the_interval_slows_the_client_down_for_good(setup: 
     code = _start(setup, verifier)
     assert _poll_error(setup, code, verifier) == "authorization_pending"
     setup.clock.advance(code.interval - 1)
-    with pytest.raises(OAuthError) as caught:
-        setup.flow.exchange(setup.client_id, code.device_code, verifier)
-    assert (caught.value.error, caught.value.http_status) == ("slow_down", 400)
+    refusal = _refusal(setup, code, verifier)
+    assert (refusal.error, refusal.http_status) == ("slow_down", 400)
     setup.clock.advance(code.interval)  # the old interval no longer suffices: it grew by 5 s
     assert _poll_error(setup, code, verifier) == "slow_down"  # and again: now 15 s
     setup.clock.advance(code.interval + 10)
@@ -128,9 +131,8 @@ def test_an_expired_code_answers_expired_token_and_cannot_be_approved(setup: Set
     verifier = _verifier()
     code = _start(setup, verifier)
     setup.clock.advance(code.expires_in)
-    with pytest.raises(OAuthError) as caught:
-        setup.flow.exchange(setup.client_id, code.device_code, verifier)
-    assert (caught.value.error, caught.value.http_status) == ("expired_token", 401)
+    refusal = _refusal(setup, code, verifier)
+    assert (refusal.error, refusal.http_status) == ("expired_token", 401)
     with pytest.raises(NotFound, match="expired"):
         setup.flow.approve(code.user_code, "account-1")
 
@@ -139,9 +141,8 @@ def test_a_denied_code_answers_access_denied(setup: Setup) -> None:
     verifier = _verifier()
     code = _start(setup, verifier)
     setup.flow.deny(code.user_code)
-    with pytest.raises(OAuthError) as caught:
-        setup.flow.exchange(setup.client_id, code.device_code, verifier)
-    assert (caught.value.error, caught.value.http_status) == ("access_denied", 403)
+    refusal = _refusal(setup, code, verifier)
+    assert (refusal.error, refusal.http_status) == ("access_denied", 403)
     with pytest.raises(Conflict):
         setup.flow.approve(code.user_code, "account-1")
 
