@@ -2,8 +2,8 @@
 
 This module wires the command line: the top-level parser, `run` and `keygen`, and the hand-over to
 each family of commands (enroll_cli, query_cli, provision_cli, measure_cli, invoice_cli,
-account_cli), which add their own parsers and carry them out. Every refusal ends as one line on
-stderr and exit status 2, never a traceback.
+account_cli, cardata_cli), which add their own parsers and carry them out. Every refusal ends as one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from backend_stub.account_cli import COMMANDS as ACCOUNT_COMMANDS
 from backend_stub.account_cli import add_account_parsers, run_account_command
 from backend_stub.app import BackendStub
+from backend_stub.cardata_cli import COMMAND as CARDATA_COMMAND
+from backend_stub.cardata_cli import add_cardata_parser, run_cardata_command
 from backend_stub.config import BackendConfig, load_backend_config
 from backend_stub.enroll_cli import add_enroll_parser, run_enroll
 from backend_stub.errors import BackendConfigError, BackendError
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     add_measure_parser(commands)
     add_invoice_parser(commands)
     add_account_parsers(commands)
+    add_cardata_parser(commands)
     return parser
 
 
@@ -79,6 +82,8 @@ def _run_command(args: argparse.Namespace, config: BackendConfig) -> None:
         run_invoice_command(args, config)
     elif args.command in ACCOUNT_COMMANDS:
         run_account_command(args, config)
+    elif args.command == CARDATA_COMMAND:
+        run_cardata_command(args, config)
 
 
 def main(argv: list[str] | None = None) -> int:
