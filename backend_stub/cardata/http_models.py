@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_DESCRIPTORS = 500  # keys in one container: the catalogue has fewer; more is an attack, not a request
 MAX_TEXT_CHARS = 256  # a container's name or purpose
+
+
+# BMW's brands as VehicleDto lists them.
+Brand = Literal["BMW", "BMWi", "BMW Motorrad", "Toyota-Supra", "MINI", "Rolls-Royce"]
 
 
 class ContainerState(StrEnum):
@@ -65,7 +70,7 @@ class VehicleDto(BaseModel):
     """Basic data of one vehicle: what our backend knows of it; the rest empty."""
 
     vin: str
-    brand: str = "BMW"
+    brand: Brand = "BMW"
     isTelematicsCapable: bool = True  # noqa: N815
     puStep: str = ""  # noqa: N815
     modelRange: str = ""  # noqa: N815

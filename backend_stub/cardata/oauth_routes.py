@@ -66,7 +66,7 @@ class DeviceCodeResponse(BaseModel):
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: str = "Bearer"  # noqa: S105 (the token type, not a secret)
+    token_type: str  # "Bearer"
     expires_in: int
     refresh_token: str
     scope: str
@@ -137,7 +137,7 @@ def oauth_router(context: CardataContext) -> APIRouter:
         summary="Starts the device code flow",
         operation_id="startDeviceCodeFlow",
         openapi_extra=_form_body(DeviceCodeFlowPart1.__name__),
-        responses=_errors(400),
+        responses=_errors(400, 500),
     )
     async def device_code(request: Request) -> DeviceCodeResponse:
         fields = await _form(request)
