@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from telematics_wire.errors import SipError
-from telematics_wire.sip.dialog import CSeq, parse_cseq, parse_name_addr
+from telematics_wire.sip.dialog import CSeq, parse_cseq, parse_name_addr, parse_via
 from telematics_wire.sip.header_syntax import is_token, split_list
 
 SIP_VERSION: Final = "SIP/2.0"
@@ -199,10 +199,19 @@ class SipHeaders:
 
 
 def _common_properties(headers: SipHeaders) -> None:
-    """Raises SipError unless the headers every SIP message needs are present and readable."""
+    """Raises SipError unless the headers every SIP message needs are present and readable, so that a
+    receiver can route a response or match a dialog without a second way to fail (§8.2.1, §18.1.2)."""
     for name in _MANDATORY:
         headers.require(name)
     parse_cseq(headers.require("CSeq"))
+    for via in headers.get_all("Via"):
+        parse_via(via)
+    for name in ("From", "To"):
+        if len(headers.get_all(name)) != 1:
+            raise SipError(f"more than one {name} header")
+        parse_name_addr(headers.require(name), name)
+    if len(headers.get_all("Call-ID")) != 1 or not headers.require("Call-ID"):
+        raise SipError("Call-ID must be one non-empty header")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -132,6 +132,11 @@ def test_encode_always_writes_the_true_content_length() -> None:
         (options("".join(f"X-{n}: {n}\r\n" for n in range(MAX_HEADER_LINES))), "more than 256 header lines"),
         (options(body=b"x" * MAX_MESSAGE_BYTES), "exceeds 65536"),
         (b" " + options(), "start line begins with whitespace"),
+        (options("Via: SIP/2.0/UDP host:99999\r\n"), "port 99999"),
+        (options("Via: HTTP/1.1 host\r\n"), "is not 'SIP/2.0/<transport>"),
+        (options("From: <sip:other@x>;tag=2\r\n"), "more than one From header"),
+        (options().replace(b"To: <urn:service:sos.ecall.manual>", b"To: <urn:service"), "'<' without '>'"),
+        (options().replace(b"Call-ID: call-1@192.0.2.1", b"Call-ID:"), "Call-ID must be one non-empty header"),
     ],
 )
 def test_bad_messages_are_refused_with_a_reason(data: bytes, reason: str) -> None:
