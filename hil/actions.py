@@ -12,6 +12,7 @@ from typing import Any
 from backend_stub.provisioning import ProvisioningIssuer
 from hil.billing import ACTIONS as BILLING_ACTIONS
 from hil.devices.slcan_sim import Door
+from hil.ng_ecall_checks import ACTIONS as NG_ECALL_ACTIONS
 from hil.ownership import ACTIONS as OWNERSHIP_ACTIONS
 from hil.run_context import ByHandError, RunContext
 from hil.scenario import Step
@@ -249,6 +250,7 @@ ACTION_TABLE: dict[str, Callable[[RunContext, Step], Any]] = {
     "advance_calendar": _advance_calendar,
     **BILLING_ACTIONS,
     **OWNERSHIP_ACTIONS,
+    **NG_ECALL_ACTIONS,
 }
 
 

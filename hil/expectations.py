@@ -24,6 +24,7 @@ from hil.audit import audit_vehicle
 from hil.ecall_checks import CHECKS as ECALL_CHECKS
 from hil.latency_checks import CHECKS as LATENCY_CHECKS
 from hil.measure_checks import CHECKS as MEASURE_CHECKS
+from hil.ng_ecall_checks import CHECKS as NG_ECALL_CHECKS
 from hil.outcome import Outcome
 from hil.ownership import CHECKS as OWNERSHIP_CHECKS
 from hil.scenario import Expectation, Scenario, Step
@@ -93,6 +94,7 @@ CHECK_TABLE: dict[str, Check] = {
     **SERVICE_CHECKS,
     **MEASURE_CHECKS,
     **OWNERSHIP_CHECKS,
+    **NG_ECALL_CHECKS,
 }
 
 

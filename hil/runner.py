@@ -26,7 +26,7 @@ from hil.actions import FAULTS, describe, perform, steps_result
 from hil.agent_process import AgentProcess
 from hil.broker import choose_broker, free_port
 from hil.devices.elm327_sim import Elm327Simulator, Elm327Timing
-from hil.devices.modem_sim import ModemSimulator
+from hil.devices.modem_sim import ModemSimulator, Network
 from hil.devices.nmea_sim import NmeaSimulator
 from hil.devices.pty_device import PtyDevice
 from hil.devices.replay import ReplayDevice
@@ -38,6 +38,7 @@ from hil.run_context import Bench, RunContext, ScenarioClock
 from hil.sampler import BenchSampler, queue_on_disk
 from hil.scenario import Scenario
 from hil.scenario_agent_config import MODEM, ScenarioAgentConfig
+from hil.sip_peers import free_udp_port
 from hil.timeline import Event, EventKind, Sample, Timeline
 from tcu.status import read_status
 from tcu.vehicle.drive_cycle import DriveCycle
@@ -126,13 +127,16 @@ class ScenarioRunner:
             async with NetworkEmulator(upstream_port=broker.port) as netem:
                 layout = BenchLayout(root=self.workdir / "bench", broker_url=broker.url, protocol=broker.protocol)
                 layout.create_backend()
-                psap_port = free_port()
+                psap_port, sip_port = free_port(), free_udp_port()
+                # The NG eCall's SIP goes straight to the backend's NG PSAP (no IMS core on this bench).
+                self.agent_config = replace(self.agent_config, ng_proxy=f"127.0.0.1:{sip_port}")
                 backend_config = replace(
                     layout.backend(),
                     # A bench retries remote measures within seconds, not the field's minutes.
                     measure_retry_base_s=2.0,
                     measure_retry_cap_s=10.0,
                     psap_port=psap_port,
+                    psap_sip_port=sip_port,
                     psap_voice_s=10.0,
                 )
                 layout.write_backend_config(backend_config, more={"psap": scenario.psap_settings})
@@ -141,7 +145,9 @@ class ScenarioRunner:
                 devices = self.devices(cycle)
                 if scenario.legal_ecall and MODEM not in self.real_ports:  # calls go to the backend's PSAP
                     devices[MODEM] = ModemSimulator(
-                        psap_address=("127.0.0.1", psap_port), link_path=str(self.workdir / "tty" / "modem")
+                        psap_address=("127.0.0.1", psap_port),
+                        link_path=str(self.workdir / "tty" / "modem"),
+                        network=Network(scenario.network),
                     )
                 async with contextlib.AsyncExitStack() as stack:
                     for device in devices.values():

@@ -5,6 +5,7 @@
     duration_s = 90
     time_scale = 4.0                 # the bench's virtual time: scenario seconds per real second
     devices = ["obd", "can", "gnss"] # virtual serial devices; [] feeds the agent the simulated drive
+    network = "legacy_only"          # what the virtual modem's network offers: legacy_only, lte_only, both
     telemetry_interval_s = 1.0
 
     [vehicle]
@@ -90,6 +91,9 @@ ACTIONS: dict[str, frozenset[str]] = {
     # the calendar moves on by days (and hours) while the car sleeps: the agent stops, the bench's
     # wall clock jumps, the agent starts again; scenario time does not pass (tcu.virtual_time)
     "advance_calendar": frozenset({"days", "hours"}),
+    # hil.ng_ecall_checks: the network's offer changes (the modem's +CNEMS1/+CREG); the PSAP asks for the MSD again
+    "network": frozenset({"offer"}),
+    "request_msd": frozenset(),
 }
 
 # check → keys it takes
@@ -147,9 +151,16 @@ CHECKS: dict[str, frozenset[str]] = {
     "service_at": frozenset({"service", "at", "state"}),
     "ecall_cleared_by_t2": frozenset({"t2_s", "tolerance_s"}),
     "personal_settings": frozenset({"profiles", "accounts"}),  # exactly these in the car's personal file
+    # hil.ng_ecall_checks, on the first emergency call: the transport that carried its MSD (and the vehicle's
+    # choices in order), RTP both ways, only the PSAP cleared it down, MSDs resent with identifiers +1
+    "ecall_transport": frozenset({"transport", "tried"}),
+    "ng_voice": frozenset({"min_packets"}),
+    "cleared_by_psap": frozenset(),
+    "msd_resent": frozenset({"count"}),
 }
 
 DEVICES = ("obd", "can", "gnss")
+NETWORKS = ("legacy_only", "lte_only", "both")  # hil.devices.modem_sim.Network
 DRIVE_KEYS = frozenset({"replay", "speed", "loop", "channel"})
 # Steps that change the simulated CAN bus: a recording cannot be changed.
 BUS_STEPS = frozenset({"lock", "unlock", "open_door", "close_door", "crash", "sos"})
@@ -201,6 +212,7 @@ class Scenario:
     first_registration_days_ago: int = 0  # [vehicle]: the car was first registered this many days back
     ecall_settings: dict[str, Any] = field(default_factory=dict)  # [ecall]: more keys of the agent's [ecall]
     psap_settings: dict[str, Any] = field(default_factory=dict)  # [psap]: more keys of the backend's [psap]
+    network: str = "legacy_only"  # NETWORKS: the virtual modem's network offer (NG eCall needs IMS emergency)
 
     def parked_windows(self) -> tuple[tuple[float, float], ...]:
         return tuple((s.at, s.at + float(s.args.get("for_s", self.duration_s))) for s in self.steps if s.do == "park")
@@ -252,7 +264,7 @@ def _step_value_problem(key: str, value: Any) -> str | None:
     that fails halfway through it."""
     number = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
     duration = key.endswith("_s") or key in ("days", "hours", "days_ago")
-    choices = {"door": _DOORS, "device": (*DEVICES, "modem")}.get(key)
+    choices = {"door": _DOORS, "device": (*DEVICES, "modem"), "offer": NETWORKS}.get(key)
     if duration and (not number or value < 0):
         return "expected a number of seconds (days, hours) of 0 or more"
     if key == "for_s" and value == 0:
@@ -326,6 +338,9 @@ def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = N
         if "can" not in devices and (bus := sorted({s.do for s in steps} & BUS_STEPS)):
             raise ConfigError(f'{source}: step(s) {", ".join(bus)} drive the CAN bus: add "can" to devices')
         drive = _drive(raw.get("drive"), source=source, base=base, devices=devices)
+        network = raw.get("network", "legacy_only")
+        if network not in NETWORKS:
+            raise ConfigError(f"{source}: network = {network!r}: expected one of {', '.join(NETWORKS)}")
         if drive is not None and (fixed := sorted({s.do for s in steps} & BUS_STEPS)):
             raise ConfigError(
                 f"{source}: step(s) {', '.join(fixed)} change the simulated CAN bus, but [drive] replays "
@@ -347,7 +362,8 @@ def parse_scenario(text: str, *, source: str = "scenario", base: Path | None = N
             can_mapping=next(iter(_vehicle_files(vehicle.get("mapping"), base, f"{source}: vehicle.mapping")), None),
             first_registration_days_ago=_days_ago(vehicle.get("first_registration_days_ago", 0), source),
             ecall_settings=_settings(raw.get("ecall", {}), f"{source}: [ecall]", reserved={"legal_ecall", "port"}),
-            psap_settings=_settings(raw.get("psap", {}), f"{source}: [psap]", reserved={"port"}),
+            psap_settings=_settings(raw.get("psap", {}), f"{source}: [psap]", reserved={"port", "sip_port"}),
+            network=network,
         )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}") from exc

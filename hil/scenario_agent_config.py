@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hil.config_toml import TomlValue
+from hil.config_toml import TomlValue, toml_table
 from hil.scenario import Scenario
 from tcu.config import QueueConfig, UplinkConfig
 from tcu.virtual_time import loop_scale
@@ -28,6 +28,7 @@ class ScenarioAgentConfig:
     scenario: Scenario
     can_dbc: Sequence[Path] = ()
     can_mapping: Path | None = None
+    ng_proxy: str | None = None  # "host:port": `[ecall.ng] proxy`, where the NG eCall's SIP goes (the bench's NG PSAP)
 
     def write(self, bench: Bench, *, drain_only: bool = False, queue: QueueConfig | None = None) -> Path:
         """The scenario's agent config in the bench folder; `drain_only`: no sources, it only sends what
@@ -40,6 +41,7 @@ class ScenarioAgentConfig:
         ecall: dict[str, TomlValue] = {"legal_ecall": MODEM in ports}
         if MODEM in ports:
             ecall["port"] = ports[MODEM]
+        ng = "" if MODEM not in ports or self.ng_proxy is None else toml_table("ecall.ng", {"proxy": self.ng_proxy})
         return bench.layout.write_agent_config(
             scenario.vin,
             name=f"agent-{scenario.vin}-drain.toml" if drain_only else None,
@@ -52,6 +54,7 @@ class ScenarioAgentConfig:
             # real time, so the keepalive is as short as MQTT allows on a fast bench.
             keepalive_s=max(1, round(3 / loop_scale())),
             ecall=ecall | scenario.ecall_settings,
+            extra=ng,
         )
 
     def _source(self, name: str, port: str) -> dict[str, TomlValue]:
