@@ -1,0 +1,133 @@
+"""NG eCall against real SIP software (issue 17): Kamailio as the proxy on the path (the IMS core / ESInet
+stand-in, routing urn:service:sos.* to the PSAP), SIPp as the PSAP checking our INVITE, SIPp as the
+vehicle calling our PSAP with a binary MSD. One Kamailio for the module; each SIPp runs one call (-m 1).
+
+The MSD that crossed SIP is compared bit for bit with the same crash's MSD over the circuit-switched call,
+and decoded by our codec and by asn1tools over the EN 15722 modules alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asn1tools
+import pytest
+import pytest_asyncio
+
+from backend_stub.psap import PsapBehaviour, PsapStub
+from backend_stub.psap_ng import PsapNg
+from hil.sip_peers import SCENARIOS, Kamailio, Sipp, free_udp_port
+from telematics_wire import msd_uper
+from telematics_wire.msd import compilable_module_text, decode
+from telematics_wire.sip.ecall_body import MSD_CONTENT_TYPE, ControlAck, ControlRequest, msd_call_info
+from telematics_wire.sip.ecall_invite import read_control
+from telematics_wire.sip.message import SipRequest
+from telematics_wire.sip.multipart import boundary_of, build_multipart, parse_multipart
+from tests.backend_stub.psap_caller import MSD, emergency_call, send_msd
+from tests.backend_stub.sip_vehicle import SipVehicle
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def psap_port() -> int:
+    """Where Kamailio sends emergency calls: SIPp's PSAP or ours, one after the other."""
+    return free_udp_port()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def proxy(psap_port: int) -> AsyncIterator[Kamailio]:
+    for reason in (Kamailio.missing(), Sipp.missing()):
+        if reason is not None:
+            pytest.skip(reason)
+    async with Kamailio(psap=("127.0.0.1", psap_port)) as kamailio:
+        yield kamailio
+
+
+def asn1_decoded(msd: bytes) -> object:
+    """The MSD as asn1tools decodes it over the module of its version (the oracle, not our codec)."""
+    version, inner = msd_uper.decode_ecall_message(msd)
+    spec = asn1tools.compile_string(compilable_module_text(version), "uper", numeric_enums=True)
+    return spec.decode("MSDMessage", inner)
+
+
+def location_before_msd(invite: SipRequest) -> SipRequest:
+    """The same INVITE with its PIDF-LO part moved in front of the binary MSD part.
+
+    SIPp reads a message as a C string: its regexps see nothing past the first NUL byte, and an MSD has
+    NULs. build_ecall_invite puts the MSD before the PIDF-LO, so SIPp cannot check the location there
+    (RFC 8147 leaves the order to the sender; SDP first is all RFC 5621 asks).
+    """
+    content_type = invite.headers.require("Content-Type")
+    parts = parse_multipart(content_type, invite.body)
+    ordered = sorted(parts, key=lambda part: part.media_type == MSD_CONTENT_TYPE.lower())
+    _, body = build_multipart(ordered, boundary=boundary_of(content_type))
+    return SipRequest(method=invite.method, uri=invite.uri, headers=invite.headers, body=body)
+
+
+async def test_our_ecall_invite_passes_the_sipp_psap_through_kamailio(proxy: Kamailio, psap_port: int) -> None:
+    async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
+        invite = location_before_msd(vehicle.build_invite())
+        ok = await vehicle.call(proxy.address, invite)
+        assert ok.headers.get_all("Record-Route"), "Kamailio stays on the path"
+        ack = read_control(ok)
+        assert isinstance(ack, ControlAck)
+        assert ack.received
+        assert invite.headers.get("Call-Info") == msd_call_info(ack.ref).format()
+        bye = await vehicle.receive_request("BYE")  # the PSAP clears down, through the proxy
+        vehicle.reply(bye)
+        assert await sipp_psap.finished() == 0, sipp_psap.report()
+
+
+async def test_the_sipp_psap_fails_an_invite_whose_msd_is_not_the_part_call_info_names(
+    proxy: Kamailio, psap_port: int
+) -> None:
+    """The scenario's checks bite: a Call-Info naming another Content-ID fails the call (exit code 1).
+
+    SIPp marks the call failed and plays the scenario to its end (answer, BYE), which the vehicle lets it."""
+    async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
+        invite = location_before_msd(vehicle.build_invite())
+        wrong = invite.headers.replaced("Call-Info", msd_call_info("elsewhere@ivs.invalid").format())
+        await vehicle.call(proxy.address, SipRequest(method="INVITE", uri=invite.uri, headers=wrong, body=invite.body))
+        vehicle.reply(await vehicle.receive_request("BYE"))
+        assert await sipp_psap.finished() == 1, sipp_psap.report()
+        assert "Failed regexp match" in sipp_psap.report()
+
+
+async def test_a_sipp_vehicle_reaches_our_psap_through_kamailio_and_its_msd_decodes_bit_for_bit(
+    proxy: Kamailio, psap_port: int
+) -> None:
+    ivs = Sipp(SCENARIOS / "ivs_uac.xml", remote=proxy.address, service="sos.ecall.automatic", files={"msd.bin": MSD})
+    async with PsapNg(port=psap_port, behaviour=PsapBehaviour(voice_s=0.0)) as psap, ivs:
+        assert await ivs.finished() == 0, ivs.report()  # acked received=true, then our BYE answered
+        ng = await psap.wait_for_msd()
+        call = psap.call()
+        assert (call.kind, call.ended_by) == ("automatic", "psap")
+        assert call.location is not None
+        assert (call.location.latitude, call.location.longitude, call.location.radius_m) == (48.1, 11.5, 15.0)
+    async with PsapStub() as cs_psap:  # the same crash's MSD over the circuit-switched call
+        async with emergency_call(cs_psap) as (reader, writer):
+            await send_msd(reader, writer)
+        cs = await cs_psap.wait_for_msd()
+    assert ng.raw == cs.raw == MSD
+    assert ng.msd == cs.msd == decode(MSD)
+    assert asn1_decoded(ng.raw) == asn1_decoded(cs.raw)
+
+
+async def test_our_psap_asks_again_and_clears_down_through_kamailio(proxy: Kamailio, psap_port: int) -> None:
+    """In-dialog requests from the PSAP follow the route set Kamailio recorded."""
+    async with PsapNg(port=psap_port) as psap, SipVehicle() as vehicle:
+        await vehicle.call(proxy.address)
+        asking = asyncio.create_task(psap.request_msd())
+        info = await vehicle.receive_request("INFO")
+        assert vehicle.source == proxy.address
+        assert isinstance(read_control(info), ControlRequest)
+        vehicle.reply(info)
+        await asking
+        clearing = asyncio.create_task(psap.clear_down())
+        bye = await vehicle.receive_request("BYE")
+        assert vehicle.source == proxy.address
+        vehicle.reply(bye)
+        await clearing
+        assert psap.call().ended_by == "psap"
