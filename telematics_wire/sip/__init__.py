@@ -4,8 +4,9 @@ The vehicle's SIP user agent (`tcu.ecall.ng`) and the PSAP's NG side (`backend_s
 neither sends a byte through this package. Every decoder is total: any bytes become a value or `SipError`
 (`telematics_wire.errors`) with the reason.
 
-- `message.py`      `SipRequest`, `SipResponse`, `SipHeaders` (case-insensitive, compact forms),
-                     `parse_message` (one UDP datagram, Content-Length, size caps), `response_to`
+- `message.py`      `SipRequest`, `SipResponse`, `parse_message` (one UDP datagram, Content-Length, size
+                     caps), `response_to`; re-exports `SipHeaders`
+- `headers.py`      `SipHeaders`: ordered, case-insensitive, compact forms, list headers split
 - `dialog.py`       `new_call_id`, `new_tag`, `new_branch`; `Via`, `CSeq`, `NameAddr` (From/To/Contact),
                      `SipUri` with their parse_/format pairs
 - `call_dialog.py`  `Dialog` (§12): `dialog_as_caller`, `dialog_as_callee`, in-dialog ACK/INFO/BYE with the

@@ -11,13 +11,14 @@ lines, full header names and a Content-Length that is always the body's length.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from telematics_wire.errors import SipError
 from telematics_wire.sip.dialog import CSeq, parse_cseq, parse_name_addr, parse_via
-from telematics_wire.sip.header_syntax import is_token, split_list
+from telematics_wire.sip.header_syntax import is_token
+from telematics_wire.sip.headers import FORBIDDEN_IN_VALUE, SipHeaders, canonical_name
 
 SIP_VERSION: Final = "SIP/2.0"
 MAX_MESSAGE_BYTES: Final = 65_536
@@ -25,69 +26,11 @@ MAX_HEADER_LINES: Final = 256
 MAX_LINE_CHARS: Final = 8_192
 MAX_BODY_DIGITS: Final = 9  # a Content-Length past 999,999,999 cannot fit a 64 KiB message anyway
 
-# RFC 3261 §7.3.3 and the IANA registry: one-letter names a peer may use instead of the full ones.
-COMPACT_FORMS: Final = {
-    "a": "Accept-Contact",
-    "b": "Referred-By",
-    "c": "Content-Type",
-    "e": "Content-Encoding",
-    "f": "From",
-    "i": "Call-ID",
-    "k": "Supported",
-    "l": "Content-Length",
-    "m": "Contact",
-    "o": "Event",
-    "r": "Refer-To",
-    "s": "Subject",
-    "t": "To",
-    "u": "Allow-Events",
-    "v": "Via",
-    "x": "Session-Expires",
-}
-# Our spelling of the names we write or read, so encode() is stable whatever case a peer used.
-_CANONICAL: Final = {
-    name.lower(): name
-    for name in (
-        *COMPACT_FORMS.values(),
-        "Accept",
-        "Allow",
-        "Call-Info",
-        "Content-Disposition",
-        "Content-ID",
-        "CSeq",
-        "Geolocation",
-        "Geolocation-Routing",
-        "Info-Package",
-        "Max-Forwards",
-        "Record-Route",
-        "Recv-Info",
-        "Route",
-        "Server",
-        "User-Agent",
-        "WWW-Authenticate",
-    )
-}
-# Headers whose value is a comma-separated list (RFC 3261 §7.3.1); others are taken whole.
-_LIST_HEADERS: Final = frozenset(
-    {
-        "accept",
-        "allow",
-        "call-info",
-        "contact",
-        "geolocation",
-        "recv-info",
-        "record-route",
-        "route",
-        "supported",
-        "via",
-    }
-)
 _MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 _STATUS_LINE: Final = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)", re.IGNORECASE)
 _REQUEST_LINE: Final = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^\s]+) SIP/2\.0", re.IGNORECASE)
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _LINE_BREAK: Final = re.compile(r"\r?\n")
-_FORBIDDEN_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 REASON_PHRASES: Final = {
     100: "Trying",
@@ -108,94 +51,6 @@ REASON_PHRASES: Final = {
     500: "Server Internal Error",
     503: "Service Unavailable",
 }
-
-
-def canonical_name(name: str) -> str:
-    """A header name in our spelling: compact forms expanded, known names in their usual case."""
-    lowered = name.lower()
-    if lowered in COMPACT_FORMS:
-        return COMPACT_FORMS[lowered]
-    return _CANONICAL.get(lowered, name)
-
-
-class SipHeaders:
-    """An ordered, immutable list of (name, value) header fields; look-ups ignore case and compact forms."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
-        checked: list[tuple[str, str]] = []
-        for name, value in fields:
-            if not isinstance(name, str) or not is_token(name):
-                raise SipError(f"header name {name!r} is not a token")
-            if not isinstance(value, str) or _FORBIDDEN_IN_VALUE.search(value):
-                raise SipError(f"header {name} has a control character or line break in its value")
-            checked.append((canonical_name(name), value.strip()))
-        self._fields: tuple[tuple[str, str], ...] = tuple(checked)
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SipHeaders) and self._fields == other._fields
-
-    def __hash__(self) -> int:
-        return hash(self._fields)
-
-    def __repr__(self) -> str:
-        return f"SipHeaders({list(self._fields)!r})"
-
-    def get(self, name: str) -> str | None:
-        """The first field called `name` (whole, not split at commas), or None."""
-        wanted = canonical_name(name).lower()
-        for key, value in self._fields:
-            if key.lower() == wanted:
-                return value
-        return None
-
-    def get_all(self, name: str) -> tuple[str, ...]:
-        """Every value of `name` in order; list headers (Via, Contact, Call-Info, ...) split at their commas."""
-        wanted = canonical_name(name).lower()
-        values: list[str] = []
-        for key, value in self._fields:
-            if key.lower() != wanted:
-                continue
-            if wanted in _LIST_HEADERS:
-                values.extend(split_list(value, key))
-            else:
-                values.append(value)
-        return tuple(values)
-
-    def require(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise SipError(f"no {canonical_name(name)} header")
-        return value
-
-    def without(self, *names: str) -> SipHeaders:
-        dropped = {canonical_name(name).lower() for name in names}
-        return SipHeaders(pair for pair in self._fields if pair[0].lower() not in dropped)
-
-    def replaced(self, name: str, value: str) -> SipHeaders:
-        """Every `name` field dropped and one `name: value` added where the first one was (else at the end)."""
-        wanted = canonical_name(name).lower()
-        result: list[tuple[str, str]] = []
-        placed = False
-        for key, old in self._fields:
-            if key.lower() != wanted:
-                result.append((key, old))
-            elif not placed:
-                result.append((canonical_name(name), value))
-                placed = True
-        if not placed:
-            result.append((canonical_name(name), value))
-        return SipHeaders(result)
-
-    def added(self, *fields: tuple[str, str]) -> SipHeaders:
-        return SipHeaders((*self._fields, *fields))
 
 
 def _common_properties(headers: SipHeaders) -> None:
@@ -250,7 +105,7 @@ class SipResponse:
     def __post_init__(self) -> None:
         if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 699:
             raise SipError(f"status code {self.status!r} is outside 100..699")
-        if not isinstance(self.reason, str) or _FORBIDDEN_IN_VALUE.search(self.reason):
+        if not isinstance(self.reason, str) or FORBIDDEN_IN_VALUE.search(self.reason):
             raise SipError("reason phrase has a control character or line break")
         if not self.reason.strip():
             object.__setattr__(self, "reason", REASON_PHRASES.get(self.status, "Unknown"))
@@ -405,3 +260,16 @@ def response_to(
 
 def _tagless(value: str) -> bool:
     return parse_name_addr(value, "To").tag is None
+
+
+__all__ = [  # SipHeaders and canonical_name live in headers.py; callers import them from here too
+    "MAX_MESSAGE_BYTES",
+    "REASON_PHRASES",
+    "SipHeaders",
+    "SipMessage",
+    "SipRequest",
+    "SipResponse",
+    "canonical_name",
+    "parse_message",
+    "response_to",
+]

@@ -18,7 +18,7 @@ from typing import Final
 
 from telematics_wire.errors import SipError
 from telematics_wire.sip.header_syntax import check_token, param, parse_media_type
-from telematics_wire.sip.message import SipHeaders, canonical_name
+from telematics_wire.sip.headers import SipHeaders
 
 MULTIPART_MIXED: Final = "multipart/mixed"
 MAX_PARTS: Final = 16
@@ -165,7 +165,7 @@ def _parse_part(raw: bytes) -> BodyPart:
         content_type=headers.get("Content-Type") or "text/plain",  # RFC 2046 §5.1: the default
         data=data,
         content_id=_strip_angles(content_id) if content_id is not None else None,
-        disposition=headers.get(canonical_name("Content-Disposition")),
+        disposition=headers.get("Content-Disposition"),
         transfer_encoding=encoding,
     )
 
