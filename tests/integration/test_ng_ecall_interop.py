@@ -18,14 +18,20 @@ import pytest_asyncio
 from backend_stub.psap import PsapBehaviour, PsapStub
 from backend_stub.psap_ng import PsapNg
 from hil.sip_peers import SCENARIOS, Kamailio, Sipp, free_udp_port
+from tcu.ecall.config import NgConfig
+from tcu.ecall.ng.ng_modem import NgEcallModem, NgMsd
+from tcu.sources.modem import EcallIndication, EcallType
+from tcu.sources.modem_client import ModemEvent, ModemIndication
 from telematics_wire import msd_uper
 from telematics_wire.msd import compilable_module_text, decode
 from telematics_wire.sip.ecall_body import MSD_CONTENT_TYPE, ControlAck, ControlRequest, msd_call_info
 from telematics_wire.sip.ecall_invite import read_control
 from telematics_wire.sip.message import SipRequest
 from telematics_wire.sip.multipart import boundary_of, build_multipart, parse_multipart
+from telematics_wire.sip.pidf_lo import Location
 from tests.backend_stub.psap_caller import MSD, emergency_call, send_msd
-from tests.backend_stub.sip_vehicle import SipVehicle
+from tests.backend_stub.sip_vehicle import FIX_TIME, SipVehicle
+from tests.conftest import VIN, running_task
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -130,4 +136,31 @@ async def test_our_psap_asks_again_and_clears_down_through_kamailio(proxy: Kamai
         assert vehicle.source == proxy.address
         vehicle.reply(bye)
         await clearing
+        assert psap.call().ended_by == "psap"
+
+
+async def test_the_cars_ng_modem_reaches_our_psap_through_kamailio(proxy: Kamailio, psap_port: int) -> None:
+    """The agent's own SIP user agent (tcu.ecall.ng, S2) on the proxy path: the modem events the eCall
+    state machine relies on come out of a real proxy's routing, and only our PSAP ends the call."""
+    events: asyncio.Queue[ModemEvent] = asyncio.Queue()
+    modem = NgEcallModem(NgConfig(proxy_host="127.0.0.1", proxy_port=proxy.port), vin=VIN, on_event=events.put_nowait)
+    location = Location(latitude=48.1, longitude=11.5, radius_m=10.0, timestamp=FIX_TIME)
+    modem.bind_service(msd=lambda: NgMsd(message_identifier=1, msd=MSD, location=location), report=lambda body: None)
+
+    async def indications(count: int) -> list[EcallIndication]:
+        heard: list[EcallIndication] = []
+        async with asyncio.timeout(10):
+            while len(heard) < count:
+                event = await events.get()
+                if isinstance(event, ModemIndication):
+                    heard.append(event.indication)
+        return heard
+
+    async with PsapNg(port=psap_port) as psap, running_task(modem.run(), name="ecall-ng"):
+        await modem.dial(EcallType.AUTOMATIC)
+        connected = [EcallIndication.CONNECTED, EcallIndication.SEND_MSD]
+        assert await indications(4) == [*connected, EcallIndication.LL_ACK, EcallIndication.AL_ACK]
+        assert (await psap.wait_for_msd()).raw == MSD
+        await psap.clear_down()
+        assert await indications(1) == [EcallIndication.CLEARED_DOWN]
         assert psap.call().ended_by == "psap"
