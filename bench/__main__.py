@@ -42,6 +42,7 @@ from bench import (
     bench_fleet,
     bench_memory,
     bench_msd,
+    bench_ng_ecall,
     bench_sources,
     bench_uplink,
     history,
@@ -272,6 +273,11 @@ async def ecall_rows(sizes: Sizes) -> list[Row]:
 
     slow, (untouched, harsher) = await _versus(p99_msd(0.05), [p99_msd(0.0), p99_msd(0.5)], sizes.rounds)
     baseline_name = "the same with the disk untouched"
+    ng, (cs,) = await _versus(
+        bench_ng_ecall.p99_contender("ng", sizes.ecall_runs),
+        [bench_ng_ecall.p99_contender("cs", sizes.ecall_runs)],
+        sizes.rounds,
+    )
     return [
         Row(
             key="ecall_slow_disk_50ms",
@@ -292,6 +298,16 @@ async def ecall_rows(sizes: Sizes) -> list[Row]:
             baseline_name=baseline_name,
             baseline=untouched,
             goal=Goal.bound(bench_ecall_slow_disk.GOAL_MS),
+        ),
+        Row(
+            key="ng_ecall_msd_ack",
+            measure="crash → MSD acknowledged at the PSAP, p99, NG eCall (SIP over loopback UDP, no radio delays)",
+            unit="ms",
+            better=Better.LOWER,
+            ours=ng,
+            baseline_name="the circuit-switched eCall (in-band modem, pty + TCP), same service",
+            baseline=cs,
+            goal=Goal.bound(bench_ng_ecall.GOAL_MS),
         ),
     ]
 
