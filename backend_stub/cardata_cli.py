@@ -41,6 +41,9 @@ def add_cardata_parser(commands: Any) -> None:
     approve.add_argument("user_code")
     approve.add_argument("--account", help="the owner's account (required unless --deny)")
     approve.add_argument("--deny", action="store_true", help="refuse the sign-in instead")
+    approve.add_argument(
+        "--owner", action="store_true", help="it is the owner's own sign-in: keep cardata:owner (reports, consents)"
+    )
     grant = actions.add_parser("grant", help="the vehicle's owner lets a client receive these keys or categories")
     grant.add_argument("vin")
     grant.add_argument("client_id")
@@ -103,7 +106,7 @@ def _approve(parts: CardataParts, args: argparse.Namespace) -> None:
         return
     if not args.account:
         raise NotFound("name the owner's account with --account (or refuse with --deny)")
-    request = parts.flow.approve(args.user_code, args.account)
+    request = parts.flow.approve(args.user_code, args.account, owner=args.owner)
     print(f"sign-in {args.user_code} approved: client {request.client_id} acts for {args.account} ({request.scope})")
 
 

@@ -33,11 +33,20 @@ from typing import Any, Final, Protocol
 
 from nacl.signing import SigningKey
 
-from backend_stub.cardata.errors import BadRequest, Conflict, NotFound
+from backend_stub.cardata.errors import BadRequest, Conflict, Forbidden, NotFound
 from backend_stub.cardata.id_token import IdTokenSigner
 from backend_stub.cardata.oauth_errors import OAuthError
 from backend_stub.cardata.tokens import SCHEMA as TOKEN_SCHEMA
-from backend_stub.cardata.tokens import SCOPES, Grant, Refusal, TokenDigest, TokenSet, TokenStore
+from backend_stub.cardata.tokens import (
+    SCOPE_OWNER,
+    SCOPES,
+    SCOPES_KNOWN,
+    Grant,
+    Refusal,
+    TokenDigest,
+    TokenSet,
+    TokenStore,
+)
 from backend_stub.database import open_database, transaction
 from tcu.clock import Clock
 from telematics_wire.records import from_millis, to_millis
@@ -251,18 +260,34 @@ class DeviceFlow:
 
     # -- the owner's and the operator's side ------------------------------------------------------
 
-    def approve(self, user_code: str, account: str, *, now: datetime | None = None) -> SignInRequest:
-        """The owner of `account` lets the client that shows `user_code` in."""
+    def approve(
+        self, user_code: str, account: str, *, owner: bool = False, now: datetime | None = None
+    ) -> SignInRequest:
+        """The owner of `account` lets the client that shows `user_code` in.
+
+        `owner`: the account holder signs in for themselves (their own app or portal), so the grant
+        keeps `cardata:owner` if the client asked for it. Without it (a third party's sign-in, a
+        bench's auto-approval) that scope is dropped: a third party never reads the owner's reports."""
         now = now or self._clock.now()
         gcid = self._directory.gcid_of(account)  # before our transaction: it writes on its own connection
         with self._lock, transaction(self._db):
             request = self._decide(user_code, now)
+            asked = request.scope.split()
+            scope = request.scope if owner else " ".join(name for name in asked if name != SCOPE_OWNER)
+            if not scope:
+                raise Forbidden("this sign-in asks only for the owner's own pages: approve it as the owner, or deny it")
             self._db.execute(
-                "UPDATE cardata_device_codes SET state='approved', account=?, gcid=? WHERE user_digest=?",
-                (account, gcid, self._digest.of(normalise_user_code(user_code))),
+                "UPDATE cardata_device_codes SET state='approved', account=?, gcid=?, scope=? WHERE user_digest=?",
+                (account, gcid, scope, self._digest.of(normalise_user_code(user_code))),
+            )
+        if scope != request.scope:
+            _LOGGER.info(
+                "CarData sign-in of client %s: %s dropped (not approved as the owner's own)",
+                request.client_id,
+                SCOPE_OWNER,
             )
         _LOGGER.info("CarData sign-in of client %s approved for gcid %s", request.client_id, gcid)
-        return SignInRequest(client_id=request.client_id, scope=request.scope, expires=request.expires, gcid=gcid)
+        return SignInRequest(client_id=request.client_id, scope=scope, expires=request.expires, gcid=gcid)
 
     def deny(self, user_code: str, *, now: datetime | None = None) -> SignInRequest:
         """The owner refuses: the client's next poll answers access_denied."""
@@ -378,11 +403,15 @@ class DeviceFlow:
 
 
 def _normalise_scope(scope: str) -> str:
-    """The requested scopes in BMW's order; none requested means all (BMW's description)."""
+    """The requested scopes in BMW's order (ours last); none requested means all of BMW's (BMW's
+    description) and never the owner's own `cardata:owner`, which a client must ask for by name."""
     if not isinstance(scope, str) or len(scope) > _MAX_SCOPE_CHARS:
         raise OAuthError("invalid_scope", "scope is too long")
     requested = set(scope.split())
-    unknown = requested - set(SCOPES)
+    unknown = requested - set(SCOPES_KNOWN)
     if unknown:
-        raise OAuthError("invalid_scope", f"unknown scope {sorted(unknown)[0][:40]!r}; known: {' '.join(SCOPES)}")
-    return " ".join(name for name in SCOPES if name in requested or not requested)
+        known = " ".join(SCOPES_KNOWN)
+        raise OAuthError("invalid_scope", f"unknown scope {sorted(unknown)[0][:40]!r}; known: {known}")
+    if not requested:
+        return " ".join(SCOPES)
+    return " ".join(name for name in SCOPES_KNOWN if name in requested)

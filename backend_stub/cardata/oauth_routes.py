@@ -8,7 +8,8 @@ is refused as RFC 6749 §3.1 requires, and nothing but the named fields is read.
 BMW's own client polls on 403, not on RFC 8628's 400.
 
 With `auto_approve_account` set (a bench), each device code is approved for that account at once, so
-the first poll gets tokens: no person has to type the user code.
+the first poll gets tokens: no person has to type the user code — except a sign-in asking for the
+owner's own pages (`cardata:owner`), which waits for `backend-stub cardata approve CODE --owner`.
 """
 
 from typing import Any
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 from backend_stub.cardata.http_context import CardataContext
 from backend_stub.cardata.http_errors import OAuthErrorResponse
 from backend_stub.cardata.oauth_errors import OAuthError
+from backend_stub.cardata.tokens import SCOPE_OWNER
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -148,7 +150,8 @@ def oauth_router(context: CardataContext) -> APIRouter:
         started = await run(
             flow.start, client_id, fields.get("scope", ""), challenge, method, response_type=response_type, now=now
         )
-        if context.auto_approve_account is not None:
+        # A bench approves third parties at once; the owner's own pages wait for the owner's approval.
+        if context.auto_approve_account is not None and SCOPE_OWNER not in fields.get("scope", "").split():
             await run(flow.approve, started.user_code, context.auto_approve_account, now=now)
         return DeviceCodeResponse.model_validate(started.as_response())
 

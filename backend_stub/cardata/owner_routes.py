@@ -5,8 +5,10 @@ page) and their consents.
 The capability service is for third parties (the seed: which data is available and how often), so a
 client's access token with `cardata:api:read` reads it. The owner's pages show what went to *every*
 third party and change consents, so a third party's token must not reach them: they need a token
-whose scope the owner approved for themselves, `cardata:owner` (SCOPE_OWNER) — a third party asking
-for it shows so at the approval.
+whose scope the owner approved for themselves, `cardata:owner` (SCOPE_OWNER). A client must ask for
+it by name (it is never among the defaults), and the sign-in keeps it only when the owner approves it
+as their own (`backend-stub cardata approve CODE --account A --owner`); approved without `--owner`
+(a third party's sign-in, a bench's auto-approval) the token carries the rest of the scope only.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and
@@ -21,9 +23,9 @@ from backend_stub.cardata.http_context import CardataContext, Vin, XVersion
 from backend_stub.cardata.http_errors import BODY_ERRORS, CUSTOMER_ERRORS
 from backend_stub.cardata.http_models import CapabilitiesDto, CapabilityDto, ConsentDto, ConsentGrantRequest
 from backend_stub.cardata.timestamps import iso_z
-from backend_stub.cardata.tokens import SCOPE_API, Grant
+from backend_stub.cardata.tokens import SCOPE_API, SCOPE_OWNER, Grant
 
-SCOPE_OWNER = "cardata:owner"
+__all__ = ["SCOPE_OWNER", "device_page_router", "owner_router"]
 TAG = "Simulator (ours)"
 
 ClientId = Annotated[str, Path(alias="clientId", description="The third party's OAuth client_id")]

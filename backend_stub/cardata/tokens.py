@@ -37,8 +37,10 @@ __all__ = [
     "REFRESH_TOKEN_TTL_S",
     "SCHEMA",
     "SCOPES",
+    "SCOPES_KNOWN",
     "SCOPE_API",
     "SCOPE_OPENID",
+    "SCOPE_OWNER",
     "SCOPE_STREAMING",
     "Grant",
     "Refusal",
@@ -54,6 +56,10 @@ SCOPE_API: Final = "cardata:api:read"
 SCOPE_STREAMING: Final = "cardata:streaming:read"
 # In BMW's order; a request without a scope gets all of them (BMW's description of `scope`).
 SCOPES: Final = ("authenticate_user", SCOPE_OPENID, SCOPE_STREAMING, SCOPE_API)
+# Ours: the owner's own pages (reports, consents). Never among the defaults, and kept in a grant only
+# when the owner approves a sign-in as their own (`DeviceFlow.approve(..., owner=True)`).
+SCOPE_OWNER: Final = "cardata:owner"
+SCOPES_KNOWN: Final = (*SCOPES, SCOPE_OWNER)
 _MAX_OPAQUE_CHARS = 256  # ours are 43; a longer one is refused before it is digested
 
 SCHEMA = """

@@ -70,9 +70,9 @@ class HttpWorld:
         """A third party of its own, so a test's containers, consents and transfers are its own."""
         return self.parts.store.add_client("insurer", self.clock.now()).client_id
 
-    async def sign_in(self, client_id: str, scope: str = SCOPE) -> dict[str, Any]:
-        """The device-code flow as BMW's client runs it; the owner approves on the backend in between.
-        The answer gains `client_id`, for the test's own use."""
+    async def sign_in(self, client_id: str, scope: str = SCOPE, *, owner: bool = False) -> dict[str, Any]:
+        """The device-code flow as BMW's client runs it; the owner approves on the backend in between
+        (`owner`: as their own sign-in). The answer gains `client_id`, for the test's own use."""
         verifier, challenge = pkce_pair()
         started = await self.http.post(
             "/gcdm/oauth/device/code",
@@ -86,7 +86,7 @@ class HttpWorld:
             },
         )
         assert started.status_code == 200, started.text
-        self.parts.flow.approve(started.json()["user_code"], OWNER, now=self.clock.now())
+        self.parts.flow.approve(started.json()["user_code"], OWNER, owner=owner, now=self.clock.now())
         tokens = await self.http.post(
             "/gcdm/oauth/token",
             headers=FORM,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 
 from backend_stub.cardata.http_app import create_app
 from backend_stub.cardata.owner_routes import SCOPE_OWNER
-from backend_stub.cardata.tokens import Grant
 from backend_stub.config import load_backend_config
 from backend_stub.errors import BackendConfigError
 from tcu.clock import ManualClock
@@ -119,49 +117,82 @@ async def test_a_device_code_request_without_pkce_is_refused(world: HttpWorld) -
     oauth_refusal(await world.http.post("/gcdm/oauth/device/code", headers=FORM, data=form), 400, "invalid_request")
 
 
-class OwnerFlow:
-    """The real flow, whose grants also carry the owner's scope: the owner's own sign-in (H2's flow
-    does not yet hand `cardata:owner` out)."""
-
-    def __init__(self, flow: Any) -> None:
-        self._flow = flow
-
-    def verify_access_token(self, token: object, now: Any = None) -> Grant:
-        grant: Grant = self._flow.verify_access_token(token, now)
-        return replace(grant, scope=grant.scope | {SCOPE_OWNER})
+OWNER_SCOPE = f"openid {SCOPE_OWNER}"
 
 
 async def test_owner_pages_need_the_owner_scope_and_revocation_stops_rest_at_once(world: HttpWorld) -> None:
     tokens = await world.sign_in(world.add_client())
     refused = await world.http.get("/simulator/reports/transactions", headers=bearer(tokens))
     assert refused.status_code == 403, "a third party's token read the owner's transaction report"
-    owner_app = create_app(world.parts.service, OwnerFlow(world.parts.flow), clock=world.clock)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=owner_app), base_url="http://owner") as owner:
-        url = f"/simulator/consents/{VIN}/{tokens['client_id']}"
-        granted = await owner.put(url, headers=bearer(tokens), json={"keys": [DOOR]})
-        assert (granted.status_code, granted.json()["keys"]) == (200, [DOOR]), granted.text
-        container = await world.http.post(
-            "/customers/containers",
-            headers=bearer(tokens),
-            json={"name": "d", "purpose": "p", "technicalDescriptors": [DOOR]},
-        )
-        world.add_door_value(False)
-        data_url = f"/customers/vehicles/{VIN}/telematicData?containerId={container.json()['containerId']}"
-        assert DOOR in (await world.http.get(data_url, headers=bearer(tokens))).json()["telematicData"]
-        page = await owner.get("/simulator/reports/transactions.html", headers=bearer(tokens))
-        assert page.status_code == 200
-        assert page.headers["content-type"].startswith("text/html")
-        assert tokens["client_id"] in page.text
-        assert (await owner.delete(url, headers=bearer(tokens))).status_code == 204
-        assert (await world.http.get(data_url, headers=bearer(tokens))).status_code == 403
-        consents = await owner.get("/simulator/consents", headers=bearer(tokens))
-        assert tokens["client_id"] not in [item["clientId"] for item in consents.json()]
-        foreign = await owner.put(
-            f"/simulator/consents/WBA00000000000017/{tokens['client_id']}",
-            headers=bearer(tokens),
-            json={"keys": [DOOR]},
-        )
-        assert foreign.status_code == 403
+    mine = await world.sign_in(world.add_client(), OWNER_SCOPE, owner=True)  # the owner's own app
+    assert mine["scope"] == OWNER_SCOPE
+    owner, url = bearer(mine), f"/simulator/consents/{VIN}/{tokens['client_id']}"
+    granted = await world.http.put(url, headers=owner, json={"keys": [DOOR]})
+    assert (granted.status_code, granted.json()["keys"]) == (200, [DOOR]), granted.text
+    container = await world.http.post(
+        "/customers/containers",
+        headers=bearer(tokens),
+        json={"name": "d", "purpose": "p", "technicalDescriptors": [DOOR]},
+    )
+    world.add_door_value(False)
+    data_url = f"/customers/vehicles/{VIN}/telematicData?containerId={container.json()['containerId']}"
+    assert DOOR in (await world.http.get(data_url, headers=bearer(tokens))).json()["telematicData"]
+    page = await world.http.get("/simulator/reports/transactions.html", headers=owner)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert tokens["client_id"] in page.text
+    assert (await world.http.delete(url, headers=owner)).status_code == 204
+    assert (await world.http.get(data_url, headers=bearer(tokens))).status_code == 403
+    consents = await world.http.get("/simulator/consents", headers=owner)
+    assert tokens["client_id"] not in [item["clientId"] for item in consents.json()]
+    foreign = await world.http.put(
+        f"/simulator/consents/WBA00000000000017/{tokens['client_id']}", headers=owner, json={"keys": [DOOR]}
+    )
+    assert foreign.status_code == 403
+
+
+async def test_a_third_party_asking_for_the_owner_scope_is_signed_in_without_it(world: HttpWorld) -> None:
+    tokens = await world.sign_in(world.add_client(), f"{OWNER_SCOPE} cardata:api:read")  # not approved as own
+    assert tokens["scope"] == "openid cardata:api:read"
+    for page in ("/simulator/reports/transactions", "/simulator/reports/data", "/simulator/consents"):
+        assert (await world.http.get(page, headers=bearer(tokens))).status_code == 403, page
+
+
+async def test_a_bench_approves_third_parties_at_once_but_never_the_owner_scope(tmp_path: Path) -> None:
+    clock = ManualClock()
+    backend = bench_backend(tmp_path, clock, port=0, auto_approve_account=OWNER)
+    assert backend.cardata is not None
+    backend.accounts.create(OWNER, name="Anna", email="anna@example.org", now=clock.now())
+    app = create_app(backend.cardata.service, backend.cardata.flow, clock=clock, auto_approve_account=OWNER)
+    client_id = backend.cardata.store.add_client("insurer", clock.now()).client_id
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
+            answers = {}
+            for scope in ("openid cardata:api:read", OWNER_SCOPE):
+                verifier, challenge = pkce_pair()
+                form = {
+                    "client_id": client_id,
+                    "response_type": "device_code",
+                    "scope": scope,
+                    "code_challenge": challenge,
+                    "code_challenge_method": "S256",
+                }
+                started = (await http.post("/gcdm/oauth/device/code", headers=FORM, data=form)).json()
+                poll = {
+                    "client_id": client_id,
+                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                    "device_code": started["device_code"],
+                    "code_verifier": verifier,
+                }
+                answers[scope] = (await http.post("/gcdm/oauth/token", headers=FORM, data=poll)).json()
+    finally:
+        backend.cardata.close()
+        backend.database.close()
+        backend.accounts.close()
+        backend.provisioning_store.close()
+        backend.store.close()
+    assert answers["openid cardata:api:read"]["scope"] == "openid cardata:api:read"
+    assert answers[OWNER_SCOPE]["error"] == "authorization_pending", "the bench handed out the owner's pages"
 
 
 async def test_capabilities_answer_per_key_for_a_client(world: HttpWorld) -> None:

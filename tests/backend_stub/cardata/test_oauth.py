@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from backend_stub.cardata.errors import BadRequest, Conflict, NotFound, Unauthorized
+from backend_stub.cardata.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from backend_stub.cardata.oauth import DeviceCode, DeviceFlow, pkce_challenge
 from backend_stub.cardata.oauth_errors import OAuthError
-from backend_stub.cardata.tokens import ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, TokenSet
+from backend_stub.cardata.tokens import ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, SCOPE_OWNER, TokenSet
 from tcu.clock import ManualClock
 
 SCOPE = "authenticate_user openid cardata:streaming:read cardata:api:read"
@@ -337,3 +337,17 @@ def _shared_flow(factory: pytest.TempPathFactory) -> DeviceFlow:
             verification_uri="https://backend.test/oneid/link",
         )
     return _FLOWS[key]
+
+
+def test_the_owner_scope_is_granted_only_when_asked_for_and_approved_as_the_owners_own(setup: Setup) -> None:
+    assert _signed_in(setup, "").scope == SCOPE, "no scope asked means BMW's four, never cardata:owner"
+    verifier = _verifier()
+    code = _start(setup, verifier, "openid cardata:owner")
+    setup.flow.approve(code.user_code, "account-1", owner=True)
+    mine = setup.flow.exchange(setup.client_id, code.device_code, verifier)
+    assert setup.flow.verify_access_token(mine.access_token).allows(SCOPE_OWNER)
+    assert not _signed_in(setup, f"{SCOPE} {SCOPE_OWNER}").scope.split().count(SCOPE_OWNER)
+    alone = _start(setup, _verifier(), SCOPE_OWNER)
+    with pytest.raises(Forbidden):  # nothing would be left to grant a third party
+        setup.flow.approve(alone.user_code, "account-1")
+    assert setup.flow.approve(alone.user_code, "account-1", owner=True).scope == SCOPE_OWNER
