@@ -69,8 +69,23 @@ def _common_properties(headers: SipHeaders) -> None:
         raise SipError("Call-ID must be one non-empty header")
 
 
+class _Transaction:
+    """What requests and responses both answer: the Call-ID and CSeq that tie them to a transaction."""
+
+    __slots__ = ()
+    headers: SipHeaders
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.require("Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self.headers.require("CSeq"))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SipRequest:
+class SipRequest(_Transaction):
     method: str
     uri: str
     headers: SipHeaders = field(default_factory=SipHeaders)
@@ -83,20 +98,12 @@ class SipRequest:
             raise SipError(f"request URI {self.uri!r} is empty or holds whitespace or control characters")
         _check_parts(self)
 
-    @property
-    def call_id(self) -> str:
-        return self.headers.require("Call-ID")
-
-    @property
-    def cseq(self) -> CSeq:
-        return parse_cseq(self.headers.require("CSeq"))
-
     def encode(self) -> bytes:
         return _encode(f"{self.method} {self.uri} {SIP_VERSION}", self.headers, self.body)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SipResponse:
+class SipResponse(_Transaction):
     status: int
     reason: str = ""
     headers: SipHeaders = field(default_factory=SipHeaders)
@@ -110,14 +117,6 @@ class SipResponse:
         if not self.reason.strip():
             object.__setattr__(self, "reason", REASON_PHRASES.get(self.status, "Unknown"))
         _check_parts(self)
-
-    @property
-    def call_id(self) -> str:
-        return self.headers.require("Call-ID")
-
-    @property
-    def cseq(self) -> CSeq:
-        return parse_cseq(self.headers.require("CSeq"))
 
     def encode(self) -> bytes:
         return _encode(f"{SIP_VERSION} {self.status} {self.reason}", self.headers, self.body)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from telematics_wire import msd as msd_codec
 from telematics_wire.errors import SipError
-from telematics_wire.msd_model import Msd, Propulsion, VehicleType
 from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag
 from telematics_wire.sip.ecall_body import (
     MSD_CONTENT_TYPE,
@@ -36,19 +35,9 @@ from telematics_wire.sip.message import SipHeaders, SipRequest, parse_message, r
 from telematics_wire.sip.multipart import BodyPart, build_multipart
 from telematics_wire.sip.pidf_lo import Location
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
+from tests.ecall.test_msd import BASE
 
-CRASH = Msd(
-    automatic_activation=True,
-    test_call=False,
-    position_can_be_trusted=True,
-    vehicle_type=VehicleType.M1,
-    vin="WM9VDSVDSYA123456",
-    propulsion=Propulsion.GASOLINE,
-    timestamp=datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
-    latitude_mas=174_600_000,
-    longitude_mas=41_400_000,
-    direction=45,
-)
+CRASH = BASE  # the circuit-switched codec tests' MSD: the same bytes must travel over SIP
 WHERE = Location(latitude=48.5, longitude=11.5, radius_m=8.0, timestamp=datetime(2024, 5, 1, 10, 0, tzinfo=UTC))
 SDP = build_sdp(AudioSession(address="127.0.0.1", port=40_000))
 
