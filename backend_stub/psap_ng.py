@@ -32,6 +32,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
+MAX_CALLS = 32
 _MAX_REASON = 120  # a 400's reason phrase: the decoder's sentence, cut to a header's sensible length
 
 
@@ -99,11 +101,14 @@ class PsapNg(LineServer[NgCall]):
         clock: Clock | None = None,
         database: Path | None = None,
         proxy: Address | None = None,
+        max_calls: int = MAX_CALLS,
     ) -> None:
-        """proxy: where the PSAP's own new calls (callbacks) go first; None: straight to the vehicle's Contact."""
+        """proxy: where the PSAP's own new calls (callbacks) go first; None: straight to the vehicle's Contact.
+        max_calls: calls up at once; one more INVITE gets 486 Busy Here (each call holds a socket and RTP)."""
         super().__init__(host=host, port=port, clock=clock)
         self.behaviour = behaviour or PsapBehaviour()
         self._proxy = proxy
+        self._max_calls = max_calls
         self._endpoint = SipEndpoint(self._on_request, name=self.name)
         self._archive = None if database is None else PsapArchive(database)
 
@@ -269,7 +274,9 @@ class PsapNg(LineServer[NgCall]):
 
     def _in_dialog(self, call: NgCall, request: SipRequest, source: Address) -> None:
         if request.method == "ACK":
-            call.acked.set()
+            if not call.acked.is_set():
+                call.acked.set()
+                self._mark(call, "acked")
         elif request.method == "BYE":
             self._reply(request, source, 200)
             if call.active:
@@ -286,6 +293,10 @@ class PsapNg(LineServer[NgCall]):
         invite = read_ecall_invite(request)  # SipError → 400 with the reason, in _on_request
         offer = parse_sdp(invite.sdp) if invite.sdp is not None else None
         dialog = SipDialog.as_callee(request, new_tag())
+        if sum(call.active for call in self.calls) >= self._max_calls:
+            _LOGGER.warning("%s: %d calls up, %s from %s refused busy", self.name, self._max_calls, invite.urn, source)
+            self._reply(request, source, 486)
+            return
         self._reply(request, source, 100)
         call = self._new_call(_kind_of(invite.urn), dialog.remote_target, urn=invite.urn)
         call.dialog, call.location = dialog, invite.location
@@ -325,8 +336,10 @@ class PsapNg(LineServer[NgCall]):
         if control is not None:
             self._mark(call, _ack_event(ok))
         self._archive_msd(call, received)
-        if offer is not None:
+        if offer is not None and ip_address(offer.address).is_loopback:
             call.voice.start((offer.address, offer.port), self._tasks)
+        elif offer is not None:  # the simulated network is loopback: RTP elsewhere would be a reflection
+            _LOGGER.warning("%s call %d: no voice to %s, not on loopback", self.name, call.id, offer.address)
         if not await self._await_ack(call, answer, source):
             _LOGGER.warning(
                 "%s call %d: no ACK for the 200 OK within %g s; clearing down", self.name, call.id, TIMEOUT_S

@@ -76,6 +76,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
             return
         if isinstance(message, SipResponse):
             self._response(message, branch, source)
+        elif message.method == "ACK" and (branch, "INVITE") in self._answered:
+            return  # the ACK of a non-2xx final answer shares the INVITE's branch (§17.1.1.3): it ends there
         elif (answered := self._answered.get((branch, message.method))) is not None:
             self._send_bytes(*answered)  # a retransmission: the same answer again, not a second call
         else:

@@ -357,3 +357,26 @@ async def test_the_backend_runs_the_ng_psap_on_its_configured_sip_port(tmp_path:
         await backend.psap_ng.archived()
     [row] = read_psap_msds(backend.config.database)
     assert (row["transport"], row["vin"]) == ("ng", VIN)
+
+
+async def test_calls_beyond_the_limit_get_busy_here_and_the_calls_up_stay() -> None:
+    async with PsapNg(behaviour=NO_VOICE, max_calls=1) as psap, SipVehicle() as first, SipVehicle() as second:
+        await first.call(psap.address)
+        second.send(second.build_invite(), psap.address)
+        assert (await second.receive_response()).status == 486
+        assert [call.active for call in psap.calls] == [True]
+
+
+async def test_no_voice_is_sent_off_loopback(caplog: pytest.LogCaptureFixture) -> None:
+    """An SDP offer naming another host must not turn the PSAP into a 50-packets-a-second reflector."""
+    async with ng_psap() as psap, SipVehicle() as vehicle:
+        invite = vehicle.build_invite()
+        offer = invite.body.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 192.0.2.7", 1)
+        elsewhere = SipRequest(method="INVITE", uri=invite.uri, headers=invite.headers, body=offer)
+        with caplog.at_level(logging.WARNING, logger="backend_stub.psap_ng"):
+            await vehicle.call(psap.address, elsewhere)
+            call = psap.call()
+            await psap.wait_for(call.acked.is_set)
+        assert "no voice to 192.0.2.7" in caplog.text
+        assert call.rtp_sent == 0
+        assert call.active  # the emergency call itself is answered all the same
