@@ -24,6 +24,7 @@ from tcu.ecall.ng.rtp import RtpStream
 from tcu.ecall.ng.sip_transactions import SipTimers
 from tcu.ecall.ng.sip_transport import RequestHandler, SipTransport
 from tcu.errors import DeviceGoneError
+from tcu.virtual_time import io_timeout
 from telematics_wire.sip.message import SipResponse
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class NgEndpoint:
     async def ready(self) -> tuple[SipTransport, RtpStream]:
         self._wanted.set()
         try:
-            async with asyncio.timeout(OPEN_WAIT_S):
+            async with asyncio.timeout(io_timeout(OPEN_WAIT_S)):  # binding is real I/O: a real floor
                 await self._open.wait()
         except TimeoutError:
             raise DeviceGoneError(f"NG eCall SIP endpoint not open ({self._failure})") from None

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 from telematics_wire.sip.message import SipHeaders, SipRequest, SipResponse
 
@@ -29,6 +30,20 @@ _LOGGER = logging.getLogger(__name__)
 
 Send = Callable[[bytes], None]
 ResponseCallback = Callable[[SipResponse | None], None]  # None: no final response in time (Timer B or F)
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class TimerLoop(Protocol):
+    """What the transactions need of an event loop: its clock and its timers (a test passes a fake)."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+
+
 TIMER_D_S = 32.0  # §17.1.1.2: at least 32 s on UDP, to answer retransmitted finals with the ACK again
 
 
@@ -63,16 +78,24 @@ class TransactionState(StrEnum):
 class _ClientTransaction:
     """What both client transactions share: a request on the wire, retransmitted until a response."""
 
-    def __init__(self, request: SipRequest, *, send: Send, timers: SipTimers, on_response: ResponseCallback) -> None:
+    def __init__(
+        self,
+        request: SipRequest,
+        *,
+        send: Send,
+        timers: SipTimers,
+        on_response: ResponseCallback,
+        loop: TimerLoop | None = None,
+    ) -> None:
         self.request = request
         self._data = request.encode()
         self._send = send
         self._timers = timers
         self._on_response = on_response
-        self._loop = asyncio.get_running_loop()
-        self._retransmit: asyncio.TimerHandle | None = None
-        self._give_up: asyncio.TimerHandle | None = None
-        self._linger: asyncio.TimerHandle | None = None
+        self._loop: TimerLoop = loop or asyncio.get_running_loop()
+        self._retransmit: Cancellable | None = None
+        self._give_up: Cancellable | None = None
+        self._linger: Cancellable | None = None
         self._interval = timers.t1_s
         self._planned = self._loop.time()
         self.state = self._INITIAL
@@ -131,10 +154,7 @@ class _ClientTransaction:
 
 class InviteClient(_ClientTransaction):
     _INITIAL = TransactionState.CALLING
-
-    def __init__(self, request: SipRequest, *, send: Send, timers: SipTimers, on_response: ResponseCallback) -> None:
-        super().__init__(request, send=send, timers=timers, on_response=on_response)
-        self._ack: bytes | None = None
+    _ack: bytes | None = None
 
     def _next_interval(self) -> float:
         return self._interval * 2  # Timer A doubles without a cap (§17.1.1.2)

@@ -16,7 +16,8 @@ Incoming requests: the top Via gets `received` and `rport` filled in (RFC 3581 �
 to `on_request` once; a retransmission of it gets our last response again (the server transaction,
 §17.2) or nothing while we have none. An INVITE is answered `100 Trying` at once. A 2xx to an INVITE is
 retransmitted (T1 doubling to T2) until its ACK arrives, for at most 64·T1 (§13.3.1.4). At most
-`MAX_SERVER_TRANSACTIONS` are kept: a flood of new branches is answered 503 without being remembered.
+`MAX_SERVER_TRANSACTIONS` are kept: a flood of new branches makes room by forgetting the oldest one
+already answered (so the PSAP's BYE still gets through), and is answered 503 only while all are open.
 
 Receiving is total: any datagram is a SIP message, or counted in `rejected` and logged; a 2xx retransmission
 for an INVITE transaction already ended goes to `on_stray_2xx` (the dialog sends its ACK again).
@@ -48,7 +49,7 @@ _ANY_HOST = ("", "0.0.0.0", "::")  # noqa: S104 - names of the wildcard address,
 class _ServerTransaction:
     last: bytes | None = None
     destination: Address | None = None
-    expiry: asyncio.TimerHandle | None = None
+    expiry: asyncio.TimerHandle | None = None  # set once a final response went out
 
 
 @dataclass(slots=True)
@@ -287,7 +288,7 @@ class SipTransport:
             if server.last is not None and server.destination is not None:
                 self._send(server.last, server.destination)
             return
-        if len(self._servers) >= MAX_SERVER_TRANSACTIONS:
+        if len(self._servers) >= MAX_SERVER_TRANSACTIONS and not self._forget_oldest_answered():
             self._send(response_to(request, 503).encode(), _response_destination(via))
             _LOGGER.warning("SIP: %d open server transactions; %s refused with 503", len(self._servers), request.method)
             return
@@ -295,6 +296,14 @@ class SipTransport:
         if request.method == "INVITE":
             self.respond(request, response_to(request, 100))
         self._on_request(request, source)
+
+    def _forget_oldest_answered(self) -> bool:
+        for key, server in self._servers.items():  # oldest first
+            if server.expiry is not None:
+                server.expiry.cancel()
+                del self._servers[key]
+                return True
+        return False
 
 
 def _client_key(request: SipRequest) -> tuple[str, str]:

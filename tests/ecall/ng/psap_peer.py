@@ -58,6 +58,7 @@ class _RtpEcho(asyncio.DatagramProtocol):
 class PsapPeer:
     script: Script = field(default_factory=Script)
     requests: list[SipRequest] = field(default_factory=list)
+    arrival_times: list[float] = field(default_factory=list)  # the loop's time of each of `requests`
     responses: list[SipResponse] = field(default_factory=list)
     invite: SipRequest | None = None
     ecall: EcallInvite | None = None
@@ -94,6 +95,11 @@ class PsapPeer:
         assert target is not None
         self._transport.sendto(message.encode(), target)
 
+    def send_raw(self, data: bytes) -> None:
+        assert self._transport is not None
+        assert self.vehicle is not None
+        self._transport.sendto(data, self.vehicle)
+
     def received(self, data: bytes, source: Address) -> None:
         message = parse_message(data)
         self.vehicle = source
@@ -101,6 +107,7 @@ class PsapPeer:
             self.responses.append(message)
         else:
             self.requests.append(message)
+            self.arrival_times.append(asyncio.get_running_loop().time())
             if not self.script.silent:
                 self._request(message)
         self.arrived.set()
