@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backend_stub.psap import PsapCall, PsapStub
 from backend_stub.psap_ng import PsapNg
+from bench import bench_ecall_slow_disk
+from bench.bench_ecall import VIN, until
 from bench.comparison import Contender
 from hil.devices.modem_sim import ModemSimulator, ModemTiming, Network
 from tcu.clock import SystemClock
@@ -42,17 +43,10 @@ from tcu.sources.modem_client import ModemClient
 from tcu.vehicle.state import Signal, VehicleState
 from telematics_wire.records import Record
 
-VIN = "WMWZZZ3CZ2E123456"
 GOAL_MS = 50.0
 TRANSPORTS = ("ng", "cs")
 _OFFER = {"ng": Network.BOTH, "cs": Network.LEGACY_ONLY}  # what the network offers for each call
 _ACKED = "al-ack positive"  # both PSAPs' mark when the acknowledgement of a decoded MSD goes out
-
-
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    async with asyncio.timeout(within_s):
-        while not condition():  # noqa: ASYNC110 - state changed by I/O on the pty, UDP and TCP loopback
-            await asyncio.sleep(0.001)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +132,9 @@ def interleaved(runs: int) -> list[str]:
 
 
 def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
-    """p50 and p99 (nearest rank) in milliseconds."""
-    ms = sorted(x * 1000 for x in seconds)
-    return statistics.median(ms), ms[min(len(ms) - 1, round(0.99 * len(ms)) - 1)]
+    """p50 and p99 in milliseconds, computed as the other eCall benches compute them."""
+    p50, p99, _ = bench_ecall_slow_disk.percentiles(list(seconds))
+    return p50, p99
 
 
 def main() -> None:
