@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -39,14 +39,14 @@ from typing import Any
 from backend_stub.psap import PsapBehaviour, PsapCall, ReceivedMsd, msd_row
 from backend_stub.psap_archive import PsapArchive
 from backend_stub.psap_rtp import PsapVoice
-from backend_stub.psap_sip_dialog import SipDialog, address_of
 from backend_stub.psap_sip_endpoint import T1_S, T2_S, TIMEOUT_S, Address, SipEndpoint
 from backend_stub.voice_line import CallLine, LineServer
 from tcu.clock import Clock
 from telematics_wire.errors import MsdError, SipError
 from telematics_wire.msd import decode
 from telematics_wire.records import to_millis
-from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_name_addr
+from telematics_wire.sip.call_dialog import Dialog, dialog_as_callee, dialog_as_caller
+from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_name_addr, parse_sip_uri
 from telematics_wire.sip.ecall_body import (
     INFO_PACKAGE,
     SDP_CONTENT_TYPE,
@@ -62,6 +62,7 @@ from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
+DEFAULT_SIP_PORT = 5060
 MAX_CALLS = 32
 _MAX_REASON = 120  # a 400's reason phrase: the decoder's sentence, cut to a header's sensible length
 
@@ -74,7 +75,7 @@ class NgCall(PsapCall):
 
     urn: str = ""
     location: Location | None = None
-    dialog: SipDialog | None = field(default=None, repr=False)
+    dialog: Dialog | None = field(default=None, repr=False)  # telematics_wire.sip.call_dialog: a value, replaced
     voice: PsapVoice | None = field(default=None, repr=False)
     acked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # the ACK of our 2xx came
     resends: int = 0
@@ -183,8 +184,7 @@ class PsapNg(LineServer[NgCall]):
         self._end(call, "psap")
         if call.voice is not None:
             await call.voice.close()
-        bye = call.dialog.request("BYE", sent_by=self.address, contact=self.contact)
-        await self._transact(call, bye, call.dialog.destination())
+        await self._transact(call, *self._in_call(call, "BYE"))
 
     async def call_back(self, call_id: int | None = None, *, ring_for_s: float = 60.0) -> NgCall:
         """INVITE the vehicle at the Contact its eCall gave; returns the ringing call at once.
@@ -194,7 +194,7 @@ class PsapNg(LineServer[NgCall]):
         original = self.call(call_id)
         if not original.callback:
             raise LookupError(f"call {original.id} left no Contact to call back")
-        destination = self._proxy or address_of(original.callback)
+        destination = self._proxy or _address_of(original.callback)
         call = self._new_call("callback", original.callback, urn="")
         call.voice = PsapVoice(self._host, self._changed.set)
         await call.voice.open()
@@ -233,14 +233,13 @@ class PsapNg(LineServer[NgCall]):
             self._end(call, "ivs" if response.status < 500 else "network")
             return
         try:
-            call.dialog = SipDialog.as_caller(invite, response)
+            call.dialog = dialog_as_caller(invite, response)
             offer = parse_sdp(_sdp_of(response))
         except SipError as exc:
             _LOGGER.warning("%s callback %d: unusable 2xx (%s)", self.name, call.id, exc)
             self._end(call, "network")
             return
-        ack = call.dialog.request("ACK", sent_by=self.address, contact=self.contact, cseq=invite.cseq.number)
-        self._endpoint.send(ack, call.dialog.destination())
+        self._endpoint.send(*self._in_call(call, "ACK", cseq=invite.cseq.number))
         self._mark(call, "connected")
         if call.voice is not None:
             call.voice.start((offer.address, offer.port), self._tasks)
@@ -258,7 +257,7 @@ class PsapNg(LineServer[NgCall]):
             if request.method not in ("ACK", "BYE", "INFO", "INVITE"):
                 self._reply(request, source, 405, headers=(("Allow", ALLOW),))
                 return
-            call = next((c for c in self.calls if c.dialog is not None and c.dialog.owns(request)), None)
+            call = next((c for c in self.calls if c.dialog is not None and c.dialog.matches(request)), None)
             if call is None:
                 _LOGGER.warning(
                     "%s: %s from %s:%d for no dialog of ours (forged or stale)", self.name, request.method, *source
@@ -277,7 +276,10 @@ class PsapNg(LineServer[NgCall]):
             if not call.acked.is_set():
                 call.acked.set()
                 self._mark(call, "acked")
-        elif request.method == "BYE":
+            return
+        assert call.dialog is not None
+        call.dialog = call.dialog.received(request)  # SipError (→ 400) for a CSeq going back: a replay
+        if request.method == "BYE":
             self._reply(request, source, 200)
             if call.active:
                 _LOGGER.info("%s call %d: the vehicle hung up", self.name, call.id)
@@ -292,7 +294,7 @@ class PsapNg(LineServer[NgCall]):
     def _incoming_invite(self, request: SipRequest, source: Address) -> None:
         invite = read_ecall_invite(request)  # SipError → 400 with the reason, in _on_request
         offer = parse_sdp(invite.sdp) if invite.sdp is not None else None
-        dialog = SipDialog.as_callee(request, new_tag())
+        dialog = dialog_as_callee(request, new_tag())
         if sum(call.active for call in self.calls) >= self._max_calls:
             _LOGGER.warning("%s: %d calls up, %s from %s refused busy", self.name, self._max_calls, invite.urn, source)
             self._reply(request, source, 486)
@@ -302,7 +304,7 @@ class PsapNg(LineServer[NgCall]):
         call.dialog, call.location = dialog, invite.location
         received = self._received_msd(call, invite.msd)
         _LOGGER.info(
-            "%s call %d: %s from %s, location %s", self.name, call.id, invite.urn, dialog.remote, invite.location
+            "%s call %d: %s from %s, location %s", self.name, call.id, invite.urn, dialog.remote_uri, invite.location
         )
         answer = self._answer(
             call, request, source=source, received=received, msd_ref=invite.msd_content_id, offer=offer
@@ -410,16 +412,34 @@ class PsapNg(LineServer[NgCall]):
         await self._after_msd(call, received, acked=self.behaviour.al_ack)
 
     async def _info(self, call: NgCall, *, control: bytes) -> None:
-        assert call.dialog is not None
         headers, content_type, body = info_body(control=control)
-        info = call.dialog.request(
-            "INFO",
-            sent_by=self.address,
-            contact=self.contact,
-            headers=(*headers, ("Content-Type", content_type)),
+        await self._transact(call, *self._in_call(call, "INFO", headers=headers, body=body, content_type=content_type))
+
+    def _in_call(
+        self,
+        call: NgCall,
+        method: str,
+        *,
+        cseq: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> tuple[SipRequest, Address]:
+        """A request in the call's dialog (its CSeq counted) and where it goes: the first route or the vehicle."""
+        assert call.dialog is not None
+        host, port = self.address
+        dialog, request = call.dialog.request(
+            method,
+            via_sent_by=f"{host}:{port}",
+            branch=new_branch(),
+            contact=None if method == "ACK" else self.contact,
             body=body,
+            content_type=content_type,
+            extra_headers=headers,
+            cseq=cseq,
         )
-        await self._transact(call, info, call.dialog.destination())
+        call.dialog = dialog
+        return request, _address_of(dialog.route_set[0] if dialog.route_set else dialog.remote_target)
 
     async def _transact(self, call: NgCall, request: SipRequest, destination: Address) -> None:
         try:
@@ -483,6 +503,12 @@ class PsapNg(LineServer[NgCall]):
         task = asyncio.create_task(job, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _address_of(uri_or_route: str) -> Address:
+    """Where a request for a SIP URI (or a Route value) is sent: its host and port, 5060 when it names none."""
+    uri = parse_sip_uri(parse_name_addr(uri_or_route, "Route").uri)
+    return uri.host.strip("[]"), DEFAULT_SIP_PORT if uri.port is None else uri.port
 
 
 def _to_tag(request: SipRequest) -> str | None:

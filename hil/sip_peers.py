@@ -25,10 +25,11 @@ import shutil
 import signal
 import socket
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,20 +62,60 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _missing(binary: Path, package: str) -> str | None:
-    if binary.exists() and os.access(binary, os.X_OK):
-        return None
-    return f"{binary} is not installed (apt-get install {package})"
+class _Process(ABC):
+    """One child process in a working directory of its own: `start` runs `_argv()` there and waits for
+    `_ready()`; `stop` sends SIGTERM (then SIGKILL) and removes the directory."""
 
-
-class _Process:
-    """One child process with its working directory; stopped with SIGTERM, then SIGKILL."""
-
-    name = "process"
+    name: ClassVar[str]
+    binary: ClassVar[Path]
+    package: ClassVar[str]  # the Debian package that installs `binary`
 
     def __init__(self) -> None:
         self.workdir: Path | None = None
+        self.files: dict[str, bytes] = {}  # written into `workdir` before the start: name → bytes
         self._process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why the peer cannot run here (a skip reason), or None."""
+        if cls.binary.exists() and os.access(cls.binary, os.X_OK):
+            return None
+        return f"{cls.binary} is not installed (apt-get install {cls.package})"
+
+    @abstractmethod
+    def _argv(self) -> list[str]:
+        """The command line, once `workdir` exists."""
+
+    @abstractmethod
+    async def _ready(self) -> None:
+        """Return once the peer serves; raise if it cannot."""
+
+    async def start(self) -> None:
+        reason = self.missing()
+        if reason is not None:
+            raise FileNotFoundError(reason)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tcu-{self.name}-"))
+        for name, data in self.files.items():
+            (self.workdir / name).write_bytes(data)
+        await self._spawn(self._argv())
+        try:
+            await self._ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._stop()
+        self._cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     @property
     def returncode(self) -> int | None:
@@ -123,6 +164,8 @@ class Kamailio(_Process):
     """Kamailio as a stateful proxy routing the emergency service URNs to `psap` (`hil/sip/kamailio.cfg`)."""
 
     name = "kamailio"
+    binary = KAMAILIO
+    package = "kamailio"
 
     def __init__(self, *, psap: tuple[str, int], port: int | None = None, config: Path | None = None) -> None:
         super().__init__()
@@ -130,21 +173,14 @@ class Kamailio(_Process):
         self.port = free_udp_port(avoid=(psap[1],)) if port is None else port
         self.config = SCENARIOS / "kamailio.cfg" if config is None else config
 
-    @staticmethod
-    def missing() -> str | None:
-        return _missing(KAMAILIO, "kamailio")
-
     @property
     def address(self) -> tuple[str, int]:
         return LOOPBACK, self.port
 
-    async def start(self) -> None:
-        reason = self.missing()
-        if reason is not None:
-            raise FileNotFoundError(reason)
-        self.workdir = Path(tempfile.mkdtemp(prefix="tcu-kamailio-"))
+    def _argv(self) -> list[str]:
+        assert self.workdir is not None
         host, port = self.psap
-        argv = [
+        return [
             str(KAMAILIO),
             *("-f", str(self.config)),
             "-DD",  # in the foreground, as our child: SIGTERM reaches it, its exit is ours to see
@@ -156,18 +192,9 @@ class Kamailio(_Process):
             *("-m", "32", "-M", "4"),  # shared and private memory (MB): a test proxy needs little
             *("-A", f'PSAP_URI="sip:psap@{host}:{port}"'),
         ]
-        await self._spawn(argv)
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
 
-    async def stop(self) -> None:
-        await self._stop()
-        self._cleanup()
-
-    async def _wait_ready(self) -> None:
+    async def _ready(self) -> None:
+        """Kamailio answers an OPTIONS to itself (kamailio.cfg): then it routes."""
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((LOOPBACK, 0))
@@ -186,15 +213,6 @@ class Kamailio(_Process):
                     if answer.startswith(b"SIP/2.0 200"):
                         _LOGGER.info("kamailio ready on %s:%d, emergency calls to %s:%d", *self.address, *self.psap)
                         return
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 def _options(port: int, local: int, attempt: int) -> bytes:
@@ -219,6 +237,8 @@ class Sipp(_Process):
     that many; `timeout_s` ends it (as a failure) if they have not finished by then."""
 
     name = "sipp"
+    binary = SIPP
+    package = "sip-tester"
 
     def __init__(
         self,
@@ -242,21 +262,12 @@ class Sipp(_Process):
         self.files = dict(files or {})
         self.variables = dict(variables or {})
 
-    @staticmethod
-    def missing() -> str | None:
-        return _missing(SIPP, "sip-tester")
-
     @property
     def address(self) -> tuple[str, int]:
         return LOOPBACK, self.port
 
-    async def start(self) -> None:
-        reason = self.missing()
-        if reason is not None:
-            raise FileNotFoundError(reason)
-        self.workdir = Path(tempfile.mkdtemp(prefix="tcu-sipp-"))
-        for name, data in self.files.items():
-            (self.workdir / name).write_bytes(data)
+    def _argv(self) -> list[str]:
+        assert self.workdir is not None
         media = free_udp_port(avoid=(self.port, *((self.remote[1],) if self.remote else ())))
         control = free_udp_port(avoid=(self.port, media, media + 2))
         argv = [
@@ -276,13 +287,7 @@ class Sipp(_Process):
             argv += ["-set", name, value]
         if self.remote is not None:
             argv.append(f"{self.remote[0]}:{self.remote[1]}")
-        await self._spawn(argv)
-        if self.remote is None:
-            try:
-                await self._wait_bound()
-            except BaseException:
-                await self.stop()
-                raise
+        return argv
 
     async def finished(self, within_s: float | None = None) -> int:
         """SIPp's exit code once it has run its calls (0: every call passed)."""
@@ -305,22 +310,12 @@ class Sipp(_Process):
             return b""
         return (self.workdir / "messages.log").read_bytes()
 
-    async def stop(self) -> None:
-        await self._stop()
-        self._cleanup()
-
-    async def _wait_bound(self) -> None:
+    async def _ready(self) -> None:
+        """A UAS holds its port (UDP has no connect to probe); a UAC is on its way at once."""
+        if self.remote is not None:
+            return
         async with asyncio.timeout(READY_WITHIN_S):
             while not _port_taken(self.port):
                 if (early := self._exited_early()) is not None:
                     raise early
                 await asyncio.sleep(0.02)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

@@ -8,14 +8,16 @@ async with SipVehicle() as vehicle:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_name_addr
+from telematics_wire.sip.call_dialog import Dialog, dialog_as_caller
+from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag
 from telematics_wire.sip.ecall_body import URN_AUTOMATIC
 from telematics_wire.sip.ecall_invite import build_ecall_invite
-from telematics_wire.sip.message import SipHeaders, SipRequest, SipResponse, parse_message, response_to
+from telematics_wire.sip.message import SipRequest, SipResponse, parse_message, response_to
 from telematics_wire.sip.pidf_lo import Location
 from telematics_wire.sip.sdp import AudioSession, build_sdp
 from tests.backend_stub.psap_caller import MSD
@@ -114,42 +116,36 @@ class SipVehicle:
         return response
 
     def ack(self) -> SipRequest:
+        assert self.answer is not None
+        return self.dialog().ack(invite_cseq=1, via_sent_by=f"127.0.0.1:{self.port}", branch=new_branch())
+
+    def dialog(self) -> Dialog:
+        """The call's dialog as the vehicle (the caller) holds it: the route set Kamailio recorded, reversed."""
         assert self.invite is not None
         assert self.answer is not None
-        headers = SipHeaders(
-            (
-                ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={new_branch()};rport"),
-                ("Max-Forwards", "70"),
-                *(("Route", route) for route in reversed(self.answer.headers.get_all("Record-Route"))),
-                ("From", self.invite.headers.require("From")),
-                ("To", self.answer.headers.require("To")),
-                ("Call-ID", self.call_id),
-                ("CSeq", "1 ACK"),
-            )
-        )
-        remote = parse_name_addr(self.answer.headers.get_all("Contact")[0], "Contact").uri
-        return SipRequest(method="ACK", uri=remote, headers=headers)
+        return dialog_as_caller(self.invite, self.answer)
 
     def in_dialog(
-        self, method: str, cseq: int, *, headers: tuple[tuple[str, str], ...] = (), body: bytes = b""
+        self,
+        method: str,
+        cseq: int,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
     ) -> SipRequest:
-        """A request from the vehicle inside the call (BYE, INFO)."""
-        assert self.invite is not None
-        assert self.answer is not None
-        fields = SipHeaders(
-            (
-                ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={new_branch()};rport"),
-                ("Max-Forwards", "70"),
-                ("From", self.invite.headers.require("From")),
-                ("To", self.answer.headers.require("To")),
-                ("Call-ID", self.call_id),
-                ("CSeq", f"{cseq} {method}"),
-                ("Contact", f"<{self.contact}>"),
-                *headers,
-            )
+        """A request from the vehicle inside the call (BYE, INFO) with CSeq `cseq`."""
+        _, request = self.dialog().request(
+            method,
+            via_sent_by=f"127.0.0.1:{self.port}",
+            branch=new_branch(),
+            contact=self.contact,
+            body=body,
+            content_type=content_type,
+            extra_headers=headers,
+            cseq=cseq,
         )
-        remote = parse_name_addr(self.answer.headers.get_all("Contact")[0], "Contact").uri
-        return SipRequest(method=method, uri=remote, headers=fields, body=body)
+        return request
 
     def reply(
         self, request: SipRequest, status: int = 200, *, headers: tuple[tuple[str, str], ...] = (), body: bytes = b""

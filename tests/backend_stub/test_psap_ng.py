@@ -127,7 +127,7 @@ async def test_the_psap_asks_for_the_msd_again_and_acks_the_fresh_one_by_info() 
         vehicle.reply(request)
         await asking
         headers, content_type, body = info_body(msd=MSD, msd_content_id="msd2@ivs")
-        info = vehicle.in_dialog("INFO", 2, headers=(*headers, ("Content-Type", content_type)), body=body)
+        info = vehicle.in_dialog("INFO", 2, headers=headers, body=body, content_type=content_type)
         vehicle.send(info, vehicle.source or psap.address)
         assert (await vehicle.receive_response()).status == 200
         ack_info = await vehicle.receive_request("INFO")
@@ -275,7 +275,7 @@ async def test_an_info_outside_the_ecall_package_gets_469() -> None:
     async with ng_psap() as psap, SipVehicle() as vehicle:
         await vehicle.call(psap.address)
         content_type, body = build_multipart([BodyPart(content_type="text/plain", data=b"hello")])
-        info = vehicle.in_dialog("INFO", 2, headers=(("Content-Type", content_type),), body=body)
+        info = vehicle.in_dialog("INFO", 2, body=body, content_type=content_type)
         vehicle.send(info, vehicle.source or psap.address)
         assert (await vehicle.receive_response()).status == 469
         assert psap.call().active
@@ -288,7 +288,7 @@ async def test_an_info_with_a_broken_control_block_gets_400() -> None:
         broken = body.replace(
             b"<EmergencyCallData.Control", b"<!DOCTYPE x [<!ENTITY e 'boom'>]><EmergencyCallData.Control"
         )
-        info = vehicle.in_dialog("INFO", 2, headers=(*headers, ("Content-Type", content_type)), body=broken)
+        info = vehicle.in_dialog("INFO", 2, headers=headers, body=broken, content_type=content_type)
         vehicle.send(info, vehicle.source or psap.address)
         assert (await vehicle.receive_response()).status == 400
         assert psap.call().active
@@ -380,3 +380,16 @@ async def test_no_voice_is_sent_off_loopback(caplog: pytest.LogCaptureFixture) -
         assert "no voice to 192.0.2.7" in caplog.text
         assert call.rtp_sent == 0
         assert call.active  # the emergency call itself is answered all the same
+
+
+async def test_a_replayed_in_dialog_request_with_an_older_cseq_gets_400() -> None:
+    async with ng_psap() as psap, SipVehicle() as vehicle:
+        await vehicle.call(psap.address)
+        headers, content_type, body = info_body(msd=MSD, msd_content_id="msd2@ivs")
+        for cseq, status in ((3, 200), (2, 400)):  # the second: captured earlier, sent again with a new branch
+            info = vehicle.in_dialog("INFO", cseq, headers=headers, body=body, content_type=content_type)
+            vehicle.send(info, vehicle.source or psap.address)
+            while isinstance(reply := await vehicle.receive(), SipRequest):  # the PSAP's ack INFO in between
+                vehicle.reply(reply)
+            assert reply.status == status
+        assert len(psap.msds) == 2  # the INVITE's and the first INFO's, not the replay's
