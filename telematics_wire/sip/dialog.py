@@ -98,7 +98,7 @@ class Via:
         value = param(self.params, "rport")
         if not value:
             return None
-        if not value.isdigit() or len(value) > 5:
+        if not value.isascii() or not value.isdigit() or len(value) > 5:
             raise SipError(f"Via rport {value[:20]!r} is not a port")
         return _port(value, "Via rport")
 

@@ -75,7 +75,11 @@ def build_pidf_lo(
     method: str = METHOD_GPS,
     device_id: str = "ivs",
 ) -> bytes:
-    """A PIDF-LO document for `entity` (a pres: or sip: URI): a Point, or a Circle when `radius_m` is known."""
+    """A PIDF-LO document for `entity` (a pres: or sip: URI): a Point, or a Circle when `radius_m` is known.
+
+    Coordinates are written as Python's shortest exact float text, so they read back bit for bit; the
+    timestamp in UTC to the millisecond.
+    """
     location = Location(latitude=lat, longitude=lon, radius_m=radius_m, timestamp=timestamp, method=method)
     if not entity or any(character.isspace() for character in entity):
         raise SipError(f"PIDF-LO entity {entity!r} is empty or holds whitespace")

@@ -108,6 +108,11 @@ def parse_sdp(data: bytes) -> AudioSession:
     return _audio_session(audio, attributes, media_address or session_address, origin)
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes other scripts' digits, and strip() eats \x1c-\x1f."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def _connection(value: str) -> str:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
@@ -117,7 +122,7 @@ def _connection(value: str) -> str:
 
 def _origin(value: str) -> tuple[int, int]:
     parts = value.split()
-    if len(parts) != 6 or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[1]) + len(parts[2]) > 40:
+    if len(parts) != 6 or not _decimal(parts[1]) or not _decimal(parts[2]) or len(parts[1]) + len(parts[2]) > 40:
         raise SipError(f"SDP origin {value[:60]!r} is not '<user> <id> <version> IN <family> <address>'")
     return int(parts[1]) % 2**63, int(parts[2]) % 2**63
 
@@ -125,7 +130,7 @@ def _origin(value: str) -> tuple[int, int]:
 def _audio_session(
     media: list[str], attributes: list[str], address: str | None, origin: tuple[int, int]
 ) -> AudioSession:
-    if len(media) < 4 or not media[1].isdigit() or len(media[1]) > 5:
+    if len(media) < 4 or not _decimal(media[1]) or len(media[1]) > 5:
         raise SipError(f"SDP audio line {' '.join(media)[:60]!r} is not 'audio <port> <proto> <formats>'")
     if media[2] != "RTP/AVP":
         raise SipError(f"SDP audio profile {media[2][:20]!r} is not RTP/AVP")
@@ -138,7 +143,7 @@ def _audio_session(
     for attribute in attributes:
         name, _, value = attribute.partition(":")
         if name == "ptime":
-            if not value.strip().isdigit() or len(value.strip()) > 4:
+            if not _decimal(value) or len(value) > 4:
                 raise SipError(f"SDP ptime {value[:20]!r} is not a number of milliseconds")
             ptime = int(value)
         elif name in DIRECTIONS:

@@ -142,6 +142,8 @@ def test_sdp_media_level_address_wins_and_other_streams_are_skipped() -> None:
         (b"x=0\r\nbroken line\r\n", "not '<type>=<value>'"),
         (b"c=IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP 0\r\nv=0\r\n", "does not start with v=0"),
         (b"v=0\r\n\xff", "not UTF-8"),
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 1 RTP/AVP 0\r\na=ptime:20\x1d\r\n", "not a number"),
+        ("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio \u0663 RTP/AVP 0\r\n".encode(), "not 'audio <port>"),
         (b"v=0\r\n" + b"a=x\r\n" * 3000, "exceeds"),
     ],
 )

@@ -3,12 +3,16 @@ INVITE of its call flow) and a Kamailio-routed 200 OK: what other implementation
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telematics_wire import msd as msd_codec
+from telematics_wire.errors import SipError
 from telematics_wire.sip.dialog import parse_name_addr, parse_via
 from telematics_wire.sip.ecall_body import (
     URN_MANUAL,
@@ -107,3 +111,19 @@ def test_built_invite_is_byte_stable() -> None:
         boundary="golden-boundary",
     )
     assert request.encode() == golden("built_invite.sip")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4000), st.binary(min_size=1, max_size=6)), min_size=1, max_size=4))
+def test_reading_a_mangled_invite_fails_only_with_sip_error(edits: list[tuple[int, bytes]]) -> None:
+    """The PSAP's whole read (message, multipart, Call-Info, MSD, PIDF-LO, SDP) is total."""
+    data = bytearray(golden("rfc8147_invite.sip"))
+    for position, replacement in edits:
+        index = position % len(data)
+        data[index : index + len(replacement)] = replacement
+    with contextlib.suppress(SipError):
+        message = parse_message(bytes(data))
+        if isinstance(message, SipRequest):
+            invite = read_ecall_invite(message)
+            if invite.sdp is not None:
+                parse_sdp(invite.sdp)
