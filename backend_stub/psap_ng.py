@@ -30,63 +30,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from backend_stub.psap import PsapBehaviour, PsapCall, ReceivedMsd, msd_row
+from backend_stub.psap import PsapBehaviour, ReceivedMsd, msd_row
 from backend_stub.psap_archive import PsapArchive
+from backend_stub.psap_ng_call import (
+    Address,
+    NgCall,
+    ack_event,
+    address_of,
+    callback_invite,
+    kind_of,
+    request_in_call,
+    sdp_of,
+    to_tag,
+)
 from backend_stub.psap_rtp import PsapVoice
-from backend_stub.psap_sip_endpoint import T1_S, T2_S, TIMEOUT_S, Address, SipEndpoint
+from backend_stub.psap_sip_endpoint import TIMEOUT_S, SipEndpoint
 from backend_stub.voice_line import CallLine, LineServer
 from tcu.clock import Clock
 from telematics_wire.errors import MsdError, SipError
 from telematics_wire.msd import decode
 from telematics_wire.records import to_millis
-from telematics_wire.sip.call_dialog import Dialog, dialog_as_callee, dialog_as_caller
-from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_name_addr, parse_sip_uri
+from telematics_wire.sip.call_dialog import dialog_as_callee, dialog_as_caller
+from telematics_wire.sip.dialog import new_tag
 from telematics_wire.sip.ecall_body import (
     INFO_PACKAGE,
-    SDP_CONTENT_TYPE,
     build_control_ack,
     build_control_request_msd,
-    is_automatic_urn,
-    is_test_urn,
 )
 from telematics_wire.sip.ecall_invite import ALLOW, answer_body, info_body, read_control, read_ecall_invite, read_msd
-from telematics_wire.sip.message import SipHeaders, SipRequest, SipResponse, response_to
-from telematics_wire.sip.pidf_lo import Location
+from telematics_wire.sip.message import SipRequest, response_to
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
-DEFAULT_SIP_PORT = 5060
 MAX_CALLS = 32
 _MAX_REASON = 120  # a 400's reason phrase: the decoder's sentence, cut to a header's sensible length
-
-
-@dataclass(slots=True, kw_only=True)
-class NgCall(PsapCall):
-    """An NG eCall (or the PSAP's callback): a `PsapCall` with its SIP dialog and voice stream.
-
-    `callback` is the vehicle's Contact URI, where `call_back` rings."""
-
-    urn: str = ""
-    location: Location | None = None
-    dialog: Dialog | None = field(default=None, repr=False)  # telematics_wire.sip.call_dialog: a value, replaced
-    voice: PsapVoice | None = field(default=None, repr=False)
-    acked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # the ACK of our 2xx came
-    resends: int = 0
-
-    @property
-    def rtp_sent(self) -> int:
-        return 0 if self.voice is None else self.voice.sent
-
-    @property
-    def rtp_received(self) -> int:
-        return 0 if self.voice is None else self.voice.received
 
 
 class PsapNg(LineServer[NgCall]):
@@ -184,7 +167,7 @@ class PsapNg(LineServer[NgCall]):
         self._end(call, "psap")
         if call.voice is not None:
             await call.voice.close()
-        await self._transact(call, *self._in_call(call, "BYE"))
+        await self._transact(call, *request_in_call(call, "BYE", sent_by=self.address, contact=self.contact))
 
     async def call_back(self, call_id: int | None = None, *, ring_for_s: float = 60.0) -> NgCall:
         """INVITE the vehicle at the Contact its eCall gave; returns the ringing call at once.
@@ -194,29 +177,12 @@ class PsapNg(LineServer[NgCall]):
         original = self.call(call_id)
         if not original.callback:
             raise LookupError(f"call {original.id} left no Contact to call back")
-        destination = self._proxy or _address_of(original.callback)
+        destination = self._proxy or address_of(original.callback)
         call = self._new_call("callback", original.callback, urn="")
         call.voice = PsapVoice(self._host, self._changed.set)
         await call.voice.open()
         sdp = build_sdp(AudioSession(address=self._host, port=call.voice.port), username="psap")
-        invite = SipRequest(
-            method="INVITE",
-            uri=original.callback,
-            headers=SipHeaders(
-                (
-                    ("Via", f"SIP/2.0/UDP {self.address[0]}:{self.address[1]};branch={new_branch()};rport"),
-                    ("Max-Forwards", "70"),
-                    ("From", f"<{self.contact}>;tag={new_tag()}"),
-                    ("To", f"<{original.callback}>"),
-                    ("Call-ID", new_call_id(self.address[0])),
-                    ("CSeq", "1 INVITE"),
-                    ("Contact", f"<{self.contact}>"),
-                    ("Allow", ALLOW),
-                    ("Content-Type", SDP_CONTENT_TYPE),
-                )
-            ),
-            body=sdp,
-        )
+        invite = callback_invite(target=original.callback, contact=self.contact, sent_by=self.address, sdp=sdp)
         self._own(self._ring(call, invite, destination, ring_for_s), f"psap-ng-callback-{call.id}")
         return call
 
@@ -234,21 +200,21 @@ class PsapNg(LineServer[NgCall]):
             return
         try:
             call.dialog = dialog_as_caller(invite, response)
-            offer = parse_sdp(_sdp_of(response))
+            offer = parse_sdp(sdp_of(response))
         except SipError as exc:
             _LOGGER.warning("%s callback %d: unusable 2xx (%s)", self.name, call.id, exc)
             self._end(call, "network")
             return
-        self._endpoint.send(*self._in_call(call, "ACK", cseq=invite.cseq.number))
+        ack = request_in_call(call, "ACK", sent_by=self.address, contact=self.contact, cseq=invite.cseq.number)
+        self._endpoint.send(*ack)
         self._mark(call, "connected")
-        if call.voice is not None:
-            call.voice.start((offer.address, offer.port), self._tasks)
+        self._start_voice(call, offer)
 
     # -- the network side -----------------------------------------------------------------------------------
     def _on_request(self, request: SipRequest, source: Address) -> None:
         """One request from the network; whatever is wrong with it costs at most this request."""
         try:
-            if request.method == "INVITE" and _to_tag(request) is None:
+            if request.method == "INVITE" and to_tag(request) is None:
                 self._incoming_invite(request, source)
                 return
             if request.method == "OPTIONS":
@@ -300,7 +266,7 @@ class PsapNg(LineServer[NgCall]):
             self._reply(request, source, 486)
             return
         self._reply(request, source, 100)
-        call = self._new_call(_kind_of(invite.urn), dialog.remote_target, urn=invite.urn)
+        call = self._new_call(kind_of(invite.urn), dialog.remote_target, urn=invite.urn)
         call.dialog, call.location = dialog, invite.location
         received = self._received_msd(call, invite.msd)
         _LOGGER.info(
@@ -336,35 +302,17 @@ class PsapNg(LineServer[NgCall]):
         self._endpoint.respond(request, answer, source)
         self._mark(call, "connected")
         if control is not None:
-            self._mark(call, _ack_event(ok))
+            self._mark(call, ack_event(ok))
         self._archive_msd(call, received)
-        if offer is not None and ip_address(offer.address).is_loopback:
-            call.voice.start((offer.address, offer.port), self._tasks)
-        elif offer is not None:  # the simulated network is loopback: RTP elsewhere would be a reflection
-            _LOGGER.warning("%s call %d: no voice to %s, not on loopback", self.name, call.id, offer.address)
-        if not await self._await_ack(call, answer, source):
+        if offer is not None:
+            self._start_voice(call, offer)
+        if not await self._endpoint.resend_until(call.acked, answer, source, while_=lambda: call.active):
             _LOGGER.warning(
                 "%s call %d: no ACK for the 200 OK within %g s; clearing down", self.name, call.id, TIMEOUT_S
             )
             await self.clear_down(call.id)
             return
         await self._after_msd(call, received, acked=control is not None)
-
-    async def _await_ack(self, call: NgCall, answer: SipResponse, source: Address) -> bool:
-        """Send the 2xx again until its ACK comes (§13.3.1.4: T1, doubling up to T2, for 64·T1)."""
-        interval = T1_S
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + TIMEOUT_S
-        while call.active and loop.time() < deadline:
-            try:
-                async with asyncio.timeout(interval):
-                    await call.acked.wait()
-            except TimeoutError:
-                self._endpoint.send(answer, source)
-                interval = min(interval * 2, T2_S)
-            else:
-                return True
-        return call.acked.is_set() or not call.active
 
     async def _after_msd(self, call: NgCall, received: ReceivedMsd, *, acked: bool) -> None:
         """What the operator does once an MSD is in: ask again for a bad one, clear down, or talk and clear down."""
@@ -403,7 +351,7 @@ class PsapNg(LineServer[NgCall]):
         received = self._received_msd(call, msd)
         self._archive_msd(call, received)
         if self.behaviour.al_ack:
-            self._mark(call, _ack_event(received.msd is not None))
+            self._mark(call, ack_event(received.msd is not None))
         self._own(self._ack_by_info(call, received, msd_ref), f"psap-ng-info-ack-{call.id}")
 
     async def _ack_by_info(self, call: NgCall, received: ReceivedMsd, msd_ref: str) -> None:
@@ -413,33 +361,16 @@ class PsapNg(LineServer[NgCall]):
 
     async def _info(self, call: NgCall, *, control: bytes) -> None:
         headers, content_type, body = info_body(control=control)
-        await self._transact(call, *self._in_call(call, "INFO", headers=headers, body=body, content_type=content_type))
-
-    def _in_call(
-        self,
-        call: NgCall,
-        method: str,
-        *,
-        cseq: int | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        content_type: str | None = None,
-    ) -> tuple[SipRequest, Address]:
-        """A request in the call's dialog (its CSeq counted) and where it goes: the first route or the vehicle."""
-        assert call.dialog is not None
-        host, port = self.address
-        dialog, request = call.dialog.request(
-            method,
-            via_sent_by=f"{host}:{port}",
-            branch=new_branch(),
-            contact=None if method == "ACK" else self.contact,
+        info = request_in_call(
+            call,
+            "INFO",
+            sent_by=self.address,
+            contact=self.contact,
+            headers=headers,
             body=body,
             content_type=content_type,
-            extra_headers=headers,
-            cseq=cseq,
         )
-        call.dialog = dialog
-        return request, _address_of(dialog.route_set[0] if dialog.route_set else dialog.remote_target)
+        await self._transact(call, *info)
 
     async def _transact(self, call: NgCall, request: SipRequest, destination: Address) -> None:
         try:
@@ -498,36 +429,16 @@ class PsapNg(LineServer[NgCall]):
         tag = to_tag if to_tag is not None else (new_tag() if status > 100 else None)
         self._endpoint.respond(request, response_to(request, status, text, to_tag=tag, headers=headers), source)
 
+    def _start_voice(self, call: NgCall, offer: AudioSession) -> None:
+        if call.voice is None:
+            return
+        if ip_address(offer.address).is_loopback:
+            call.voice.start((offer.address, offer.port), self._tasks)
+        else:  # the simulated network is loopback: RTP elsewhere would make the PSAP a reflector
+            _LOGGER.warning("%s call %d: no voice to %s, not on loopback", self.name, call.id, offer.address)
+
     def _own(self, job: Coroutine[Any, Any, None], name: str) -> None:
         """Run `job` as a task the PSAP owns: cancelled and awaited by `close()`."""
         task = asyncio.create_task(job, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _address_of(uri_or_route: str) -> Address:
-    """Where a request for a SIP URI (or a Route value) is sent: its host and port, 5060 when it names none."""
-    uri = parse_sip_uri(parse_name_addr(uri_or_route, "Route").uri)
-    return uri.host.strip("[]"), DEFAULT_SIP_PORT if uri.port is None else uri.port
-
-
-def _to_tag(request: SipRequest) -> str | None:
-    return parse_name_addr(request.headers.require("To"), "To").tag
-
-
-def _ack_event(received: bool) -> str:
-    # The circuit-switched stub's name for a positive ack, so a scenario's checks read both transports alike.
-    return "al-ack positive" if received else "ack received=false"
-
-
-def _kind_of(urn: str) -> str:
-    if is_test_urn(urn):
-        return "test"
-    return "automatic" if is_automatic_urn(urn) else "manual"
-
-
-def _sdp_of(message: SipResponse) -> bytes:
-    content_type = message.headers.get("Content-Type") or ""
-    if content_type.split(";")[0].strip().lower() != SDP_CONTENT_TYPE:
-        raise SipError(f"answer is {content_type[:60]!r}, not {SDP_CONTENT_TYPE}")
-    return message.body

@@ -98,6 +98,25 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 self._answered.popitem(last=False)
         self._send_bytes(data, to)
 
+    async def resend_until(
+        self, done: asyncio.Event, response: SipResponse, to: Address, *, while_: Callable[[], bool]
+    ) -> bool:
+        """Send a 2xx to an INVITE again until `done` (its ACK came): T1, doubling up to T2, for 64·T1
+        (§13.3.1.4). False when no ACK came in time; True also once `while_()` turns false (call ended)."""
+        interval = T1_S
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT_S
+        while while_() and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(interval):
+                    await done.wait()
+            except TimeoutError:
+                self.send(response, to)
+                interval = min(interval * 2, T2_S)
+            else:
+                return True
+        return done.is_set() or not while_()
+
     def send(self, message: SipRequest | SipResponse, to: Address) -> None:
         """Send once, no transaction (an ACK, a retransmitted 2xx)."""
         self._send_bytes(message.encode(), to)
