@@ -66,6 +66,8 @@ from telematics_wire.sip.ecall_invite import ALLOW, answer_body, info_body, read
 from telematics_wire.sip.message import SipRequest, response_to
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 
+__all__ = ["MAX_CALLS", "NgCall", "PsapNg"]  # NgCall lives in psap_ng_call; callers import it from here too
+
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
 MAX_CALLS = 32
