@@ -24,7 +24,14 @@ from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.modem_client import ModemEvent, ModemIndication
 from telematics_wire import msd_uper
 from telematics_wire.msd import compilable_module_text, decode
-from telematics_wire.sip.ecall_body import MSD_CONTENT_TYPE, ControlAck, ControlRequest, msd_call_info
+from telematics_wire.sip.ecall_body import (
+    MSD_CONTENT_TYPE,
+    URN_AUTOMATIC,
+    URN_TEST,
+    ControlAck,
+    ControlRequest,
+    msd_call_info,
+)
 from telematics_wire.sip.ecall_invite import read_control
 from telematics_wire.sip.message import SipRequest
 from telematics_wire.sip.multipart import boundary_of, build_multipart, parse_multipart
@@ -72,9 +79,12 @@ def location_before_msd(invite: SipRequest) -> SipRequest:
     return SipRequest(method=invite.method, uri=invite.uri, headers=invite.headers, body=body)
 
 
-async def test_our_ecall_invite_passes_the_sipp_psap_through_kamailio(proxy: Kamailio, psap_port: int) -> None:
+@pytest.mark.parametrize("urn", [URN_AUTOMATIC, URN_TEST])
+async def test_our_ecall_invite_passes_the_sipp_psap_through_kamailio(
+    proxy: Kamailio, psap_port: int, urn: str
+) -> None:
     async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
-        invite = location_before_msd(vehicle.build_invite())
+        invite = location_before_msd(vehicle.build_invite(urn=urn))
         ok = await vehicle.call(proxy.address, invite)
         assert ok.headers.get_all("Record-Route"), "Kamailio stays on the path"
         ack = read_control(ok)
