@@ -21,9 +21,11 @@ The API is the circuit-switched `PsapStub`'s (`calls`, `msds`, `wait_for_msd`, `
 same `PsapBehaviour`), so a scenario treats both alike; with `database=` the MSDs go into the same table
 (`transport` = "ng"). Every datagram is isolated: one that does not parse is dropped and logged; a
 request that parses but is wrong (no MSD part, a Call-Info pointing nowhere, a broken PIDF-LO) gets a
-400 with the reason; a request for a dialog we do not have (a forged BYE, wrong tags) gets a 481; an MSD
-that does not decode is acknowledged with received="false" and the reason logged — the voice call is
-answered all the same, and the PSAP asks for the MSD again (`resend_invalid`).
+400 with the reason, and so does an in-dialog request with an older CSeq (a replay); a request for a
+dialog we do not have (a forged BYE, wrong tags) gets a 481; one call more than `max_calls` gets 486. An
+MSD that does not decode is acknowledged with received="false" and the reason logged — the voice call is
+answered all the same, and the PSAP asks for the MSD again (`resend_invalid`). RTP goes only to loopback
+addresses (the simulated network's), never where any SDP points.
 """
 
 from __future__ import annotations
