@@ -390,6 +390,15 @@ def token_form(module: ModuleApp, **changes: str) -> dict[str, str]:
     }
 
 
+async def post_form(http: httpx.AsyncClient, path: str, form: dict[str, str] | bytes, status: int) -> str:
+    """POST a form (fields, or raw bytes as sent) and expect the OAuth refusal `status`."""
+    if isinstance(form, bytes):
+        response = await http.post(path, content=form, headers=FORM)
+    else:
+        response = await http.post(path, data=form, headers=FORM)
+    return oauth_refused(response, path, status)
+
+
 # BMW documents 400 as the device-code endpoint's only refusal: an unknown client there is 400
 # invalid_client (RFC 6749 §5.2 allows it for a client that did not authenticate by header).
 UNDOCUMENTED_401 = pytest.mark.xfail(
@@ -418,12 +427,8 @@ async def test_a_bad_device_code_request_is_refused_as_oauth_says(
     http: httpx.AsyncClient, cardata_module: ModuleApp, case: str
 ) -> None:
     change, status = DEVICE_CASES[case]
-    path = "/gcdm/oauth/device/code"
-    if isinstance(change, bytes):
-        response = await http.post(path, content=change, headers=FORM)
-    else:
-        response = await http.post(path, data=device_form(cardata_module, **change), headers=FORM)
-    oauth_refused(response, path, status)
+    form = change if isinstance(change, bytes) else device_form(cardata_module, **change)
+    await post_form(http, "/gcdm/oauth/device/code", form, status)
 
 
 TOKEN_CASES: dict[str, tuple[dict[str, str] | bytes, int]] = {
@@ -445,12 +450,8 @@ async def test_a_bad_token_request_is_refused_as_oauth_says(
     http: httpx.AsyncClient, cardata_module: ModuleApp, case: str
 ) -> None:
     change, status = TOKEN_CASES[case]
-    path = "/gcdm/oauth/token"
-    if isinstance(change, bytes):
-        response = await http.post(path, content=change, headers=FORM)
-    else:
-        response = await http.post(path, data=token_form(cardata_module, **change), headers=FORM)
-    oauth_refused(response, path, status)
+    form = change if isinstance(change, bytes) else token_form(cardata_module, **change)
+    await post_form(http, "/gcdm/oauth/token", form, status)
 
 
 async def test_an_expired_device_code_is_expired_token_and_issues_nothing(
@@ -468,9 +469,7 @@ async def test_an_expired_device_code_is_expired_token_and_issues_nothing(
     clock.step_wall(started.expires_in + 1)
     try:
         form = token_form(cardata_module, device_code=started.device_code, code_verifier=verifier)
-        assert oauth_refused(
-            await http.post("/gcdm/oauth/token", data=form, headers=FORM), "/gcdm/oauth/token", 401
-        ) == ("expired_token")
+        assert await post_form(http, "/gcdm/oauth/token", form, 401) == "expired_token"
     finally:
         clock.step_wall(-(started.expires_in + 1))
     after = database_state(cardata_module.database)
