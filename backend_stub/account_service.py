@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 from backend_stub.accounts import AccountStore, OwnerChange
 from backend_stub.database_thread import DatabaseThread
@@ -53,6 +54,7 @@ class AccountService:
         database: DatabaseThread | None = None,
     ) -> None:
         self.billing = billing  # None: no signing key, so no invoices can suspend anything
+        self.owner_changed: Callable[[OwnerChange], None] | None = None  # told after each (CarData's logins)
         self._accounts = accounts
         self._provisioning = provisioning
         self._retention = retention
@@ -101,6 +103,8 @@ class AccountService:
         if change is None:
             return None
         self._retention.after_owner_change(record.vin, record.epoch, record.seq)
+        if self.owner_changed is not None:
+            self.owner_changed(change)
         account = "no linked account" if change.ended_link is None else f"account {change.ended_link.account}"
         _LOGGER.warning(
             "owner change of vehicle %s: link with %s ended, consents ended, personal data removed; "

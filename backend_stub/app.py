@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from backend_stub.account_service import AccountService
-from backend_stub.accounts import AccountStore, Sealer
+from backend_stub.accounts import AccountStore, OwnerChange, Sealer
 from backend_stub.call_centre import CallCentreBehaviour, CallCentreStub
-from backend_stub.cardata.catalogue import load_cardata_catalogue
 from backend_stub.cardata.http_app import create_app
 from backend_stub.cardata.server import CardataServer
-from backend_stub.cardata.streaming import CardataStreamer
-from backend_stub.cardata.wiring import CardataParts, open_cardata
+from backend_stub.cardata.streaming_credentials import StreamingCredentials
+from backend_stub.cardata.wiring import CardataParts, open_cardata, open_streaming
 from backend_stub.config import BackendConfig
 from backend_stub.database_thread import DatabaseThread
 from backend_stub.ingest import Ingest, IngestService
@@ -51,6 +51,13 @@ RETENTION_INTERVAL_S = 3600.0  # personal data is due by the millisecond; an hou
 def _text(value: object) -> str | None:
     # A last value is whatever a vehicle sent; str() of a huge integer would raise.
     return None if value is None else (value if isinstance(value, str) else describe(value)).lower()
+
+
+def _owner_changed(cardata: CardataParts, credentials: StreamingCredentials, change: OwnerChange) -> None:
+    """The seller's consents on the car ended with the link: their streaming login follows at once."""
+    gcid = None if change.ended_link is None else cardata.store.known_gcid(change.ended_link.account)
+    if gcid is not None:
+        credentials.consents_changed(gcid)
 
 
 class BackendStub:
@@ -190,12 +197,16 @@ class BackendStub:
                 auto_approve_account=config.cardata_auto_approve_account,
             )
             self.cardata_server = CardataServer(cardata_app, host=config.cardata_host, port=config.cardata_port)
-        # CarData streaming and push: each stored record to the consenting clients, on the streaming broker.
-        self.cardata_streaming: CardataStreamer | None = None
-        if config.cardata_streaming is not None:
-            catalogue = load_cardata_catalogue()
-            self.cardata_streaming = CardataStreamer(catalogue, config.database, config.cardata_streaming, self.clock)
-            self.cardata_streaming.attach(self.ingest)
+        # CarData streaming and push: each stored record to the consenting clients, on the streaming broker,
+        # whose logins (gcid + id_token) follow the tokens and consents.
+        self.cardata_streaming = open_streaming(config, clock=self.clock, parts=self.cardata, run=self.database.run)
+        if self.cardata_streaming is not None:
+            self.cardata_streaming.streamer.attach(self.ingest)
+            credentials = self.cardata_streaming.credentials
+            if credentials is not None and self.cardata is not None:
+                self.account_service.owner_changed = functools.partial(_owner_changed, self.cardata, credentials)
+        if self.cardata is not None:
+            self.retention.cardata = self.cardata.purge_ended
 
     async def operate(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """`job(*args, **kwargs)` with the backend's own stores, for an operator in this process (a

@@ -18,7 +18,11 @@
 - Contract data goes one year after the contract ended (part A: "Die Vertragsdaten werden automatisch
   1 Jahr nach Ablauf des Vertrages gelöscht"): an ended account link, its consents, and an account
   left without any link. One year is a calendar year (an end on 1 June 2027 is deleted on 1 June 2028,
-  366 days later); an end on 29 February counts to 28 February.
+  366 days later); an end on 29 February counts to 28 February. CarData's consents hang on the link
+  and go with it; a deleted account's gcid, containers, transaction log and sign-ins go with the
+  account (`RetentionJob.cardata`: `backend_stub.cardata.consents.CardataStore.purge_ended`). The
+  transaction log stays as long as the account: the seed lets the owner ask for the transaction
+  report "jederzeit", also about a car sold long ago, and no term sets it a shorter life.
 - Financial transactions go after 10 years (part A: "Finanztransaktionen werden im Rahmen der
   gesetzlichen Bestimmungen nach 10 Jahren gelöscht"): a paid invoice, counted as the law counts
   (§ 147 Abs. 4 AO, § 257 Abs. 5 HGB) from the end of the calendar year of its last transaction —
@@ -42,6 +46,7 @@ then every `interval_s` on its database thread (backend_stub/app.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -199,12 +204,14 @@ class RetentionReport:
     links_deleted: int = 0
     psap_msds_scrubbed: int = 0
     invoices_deleted: int = 0
+    cardata_rows_deleted: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.records_scrubbed} record(s) scrubbed of personal values, {self.last_values_deleted} personal "
             f"last value(s) deleted, {self.links_deleted} ended contract(s) deleted, {self.psap_msds_scrubbed} "
-            f"PSAP MSD(s) scrubbed, {self.invoices_deleted} invoice(s) of 10 years ago deleted"
+            f"PSAP MSD(s) scrubbed, {self.invoices_deleted} invoice(s) of 10 years ago deleted, "
+            f"{self.cardata_rows_deleted} CarData row(s) of them deleted"
         )
 
 
@@ -223,6 +230,8 @@ class RetentionJob:
         self._personal = personal
         self._clock = clock
         self._side = side  # the PSAP's MSDs and the invoices; None: a store without them
+        # CarData's rows left without their link or account: rows deleted (None: CarData not served).
+        self.cardata: Callable[[], int] | None = None
 
     def after_owner_change(self, vin: str, epoch: bytes, seq: int) -> RetentionReport:
         """The previous owner's personal data: everything before the owner-change record, now."""
@@ -252,6 +261,8 @@ class RetentionJob:
             scrubbed += late.records_scrubbed
             deleted += late.last_values_deleted
         links = self._accounts.delete_ended_links(lambda ended: one_year_after(ended) <= now)
+        # Every pass, not only when links went: a pass that stopped in between is finished by the next.
+        cardata = 0 if self.cardata is None else self.cardata()
         psap = invoices = 0
         if self._side is not None:
             psap = self._side.scrub_psap_msds(cutoff)
@@ -262,8 +273,9 @@ class RetentionJob:
             links_deleted=links,
             psap_msds_scrubbed=psap,
             invoices_deleted=invoices,
+            cardata_rows_deleted=cardata,
         )
-        if scrubbed or deleted or links or psap or invoices:
+        if scrubbed or deleted or links or psap or invoices or cardata:
             self._store.checkpoint()  # the old page images in the -wal file hold the deleted values
         _LOGGER.info("retention pass: %s", report)
         return report

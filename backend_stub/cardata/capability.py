@@ -124,7 +124,7 @@ def _vehicle(vin: str, now: datetime, provisioning: ProvisioningStore, records: 
     )
 
 
-def _verdict(entry: CardataKey, vehicle: _Vehicle, privacy: Category) -> str | None:
+def _verdict(entry: CardataKey, vehicle: _Vehicle, privacy: Category, *, delivered: bool) -> str | None:
     """None when the key is available; else why not."""
     entitlements = vehicle.entitlements
     if entry.event == "ecall":
@@ -140,7 +140,7 @@ def _verdict(entry: CardataKey, vehicle: _Vehicle, privacy: Category) -> str | N
         return f"no running service uses {privacy.label} ({privacy.value})"
     if privacy in vehicle.blocked:
         return f"the customer blocked {privacy.label} ({privacy.value}) in the vehicle's privacy settings"
-    if entry.signal is not None and entry.signal not in vehicle.seen_signals:
+    if not delivered and entry.signal is not None and entry.signal not in vehicle.seen_signals:
         return f"this vehicle has not delivered {entry.signal}"
     return None
 
@@ -152,13 +152,17 @@ def capabilities(
     catalogue: CardataCatalogue,
     provisioning: ProvisioningStore,
     records: BackendStore,
+    delivered: bool = False,
 ) -> list[Capability]:
-    """Every key of the catalogue for `vin` at `now`, available or not and why, by key name."""
+    """Every key of the catalogue for `vin` at `now`, available or not and why, by key name.
+
+    `delivered`: the caller holds a reading the vehicle just sent (streaming, push), which proves the
+    vehicle has the signal; the rule "has not delivered" (4.) is then moot and left out."""
     vehicle = _vehicle(vin, now, provisioning, records)
     result = []
     for name, entry in sorted(catalogue.entries.items()):
         path = entry.signal if entry.signal is not None else _EVENT_PATHS[entry.event or ""]
-        why = _verdict(entry, vehicle, provisioning.catalogue.category_of(path))
+        why = _verdict(entry, vehicle, provisioning.catalogue.category_of(path), delivered=delivered)
         result.append(
             Capability(
                 key=name,

@@ -25,7 +25,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +114,8 @@ def _dump(keys: Iterable[str]) -> str:
 class CardataStore:
     def __init__(self, path: Path, catalogue: CardataCatalogue | None = None) -> None:
         self.catalogue = catalogue or load_cardata_catalogue()
+        # Told the owner's gcid after a grant or revoke commits (the backend's StreamingCredentials).
+        self.consents_changed: Callable[[str], None] | None = None
         self._db = open_database(path, SCHEMA)
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "account_links" not in tables:
@@ -142,6 +144,11 @@ class CardataStore:
             self._db.execute("INSERT INTO cardata_gcids VALUES (?, ?) ON CONFLICT DO NOTHING", (account, gcid))
             row = self._db.execute("SELECT gcid FROM cardata_gcids WHERE account=?", (account,)).fetchone()
         return str(row[0])
+
+    def known_gcid(self, account: str) -> str | None:
+        """The account's gcid if it has one (never makes one)."""
+        row = self._db.execute("SELECT gcid FROM cardata_gcids WHERE account=?", (account,)).fetchone()
+        return None if row is None else str(row[0])
 
     def account_of(self, gcid: str) -> str | None:
         row = self._db.execute("SELECT account FROM cardata_gcids WHERE gcid=?", (gcid,)).fetchone()
@@ -207,6 +214,7 @@ class CardataStore:
                 (link[0], client_id, _dump(keys), to_millis(now)),
             )
         _LOGGER.info("CarData consent for vehicle %s: client %s may receive %d keys", vin, client_id, len(keys))
+        self._changed(link[1])
         return keys
 
     def revoke(
@@ -227,7 +235,18 @@ class CardataStore:
                     (link[0], client_id, _dump(left), to_millis(now)),
                 )
         _LOGGER.info("CarData consent for vehicle %s: client %s keeps %d keys", vin, client_id, len(left))
+        self._changed(link[1])
         return left
+
+    def has_consents(self, gcid: str, now: datetime) -> bool:
+        """Whether the gcid's account consents to any client on any vehicle linked now."""
+        account = self.account_of(gcid)
+        row = self._db.execute(f"SELECT 1 {_ACTIVE_CONSENTS} AND l.account=? LIMIT 1", (to_millis(now), account))
+        return account is not None and row.fetchone() is not None
+
+    def _changed(self, account: str) -> None:
+        if self.consents_changed is not None:
+            self.consents_changed(self.gcid_of(account))
 
     def consented_keys(self, vin: str, client_id: str, now: datetime) -> frozenset[str]:
         row = self._db.execute(
@@ -331,6 +350,33 @@ class CardataStore:
                 "UPDATE cardata_containers SET deleted_ms=? WHERE container_id=? AND deleted_ms IS NULL",
                 (to_millis(now), container_id),
             )
+
+    # -- retention (backend_stub.retention) ---------------------------------------------------------
+
+    def purge_ended(self) -> tuple[int, list[str]]:
+        """What retention left without its owner: consents of links it deleted (contract data, one
+        year after the contract ended, with the link), and of accounts it deleted, their gcid,
+        containers and transfers. Returns (rows deleted, the gcids forgotten).
+
+        Transfers are the owner's history (the transaction report can be asked for "jederzeit"): kept
+        while the account exists, also for a vehicle sold long ago; they go with the account. A
+        container belongs to the account and client, not to a vehicle: it stays while the account does."""
+        with transaction(self._db):
+            deleted = self._db.execute(
+                "DELETE FROM cardata_consents WHERE link_id NOT IN (SELECT id FROM account_links)"
+            ).rowcount
+            gone = [
+                str(row[0])
+                for row in self._db.execute(
+                    "SELECT gcid FROM cardata_gcids WHERE account NOT IN (SELECT account FROM accounts)"
+                ).fetchall()
+            ]
+            for gcid in gone:
+                for table in ("cardata_containers", "cardata_transfers", "cardata_gcids"):
+                    deleted += self._db.execute(f"DELETE FROM {table} WHERE gcid=?", (gcid,)).rowcount  # noqa: S608 - our names
+        if deleted:
+            _LOGGER.info("CarData retention: %d row(s) deleted, %d account(s) forgotten", deleted, len(gone))
+        return deleted, gone
 
     # -- transfers (the transaction report) ----------------------------------------------------------
 

@@ -310,10 +310,22 @@ class DeviceFlow:
             self.listener.tokens_revoked(gcid)
         return revoked
 
+    def forget(self, gcid: str) -> None:
+        """Delete every grant and token of `gcid` (its account was deleted by retention)."""
+        with self._lock, transaction(self._db):
+            self._tokens.forget(gcid)
+        if self.listener is not None:
+            self.listener.tokens_revoked(gcid)
+
     def streaming_expiries(self) -> dict[str, datetime]:
         """gcid → when its newest streaming id_token expires (for `StreamingCredentials` at start)."""
         with self._lock:
             return self._tokens.streaming_expiries()
+
+    def streaming_holders(self) -> dict[str, str]:
+        """gcid → the client whose id_token is its streaming password (for `StreamingCredentials` at start)."""
+        with self._lock:
+            return self._tokens.streaming_holders()
 
     # -- inside --------------------------------------------------------------------------------
 

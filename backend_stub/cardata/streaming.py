@@ -5,7 +5,12 @@ subscribe there with username = gcid and password = id_token, `backend_stub.card
 - Only consented keys: each message carries the keys of the record that the client may receive now,
   and nothing when it may receive none. With several consenting clients of one owner on the one topic,
   the message carries the keys the streaming client (`holder`, the one whose id_token is the owner's
-  streaming password) may receive; when no holder is known, only the keys all of them may receive.
+  streaming password, newest wins: `StreamingCredentials.holder`) may receive, and nothing while no
+  client holds the login (nobody could read it). Without a holder function (streaming logins kept by
+  hand), only the keys all of them may receive.
+- Only available keys: those the capability service calls available for the VIN now (SIM state,
+  running services, the privacy settings: `availability.py`), as REST answers — read per round with
+  the consents and dropped with them.
 - At most as often as the catalogue allows (`CardataKey.min_interval_s`, per gcid + VIN + key): a
   reading that comes too early is held and coalesced, the latest wins (`stream_rate.RateGate`).
 - Push events (`backend_stub.cardata.push`) go out at once, whatever the interval.
@@ -34,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from backend_stub.cardata.availability import Availability
 from backend_stub.cardata.catalogue import CardataCatalogue
 from backend_stub.cardata.consents import CardataStore
 from backend_stub.cardata.push import PushMap
@@ -101,7 +107,7 @@ def audiences(consents: list[tuple[str, str, frozenset[str]]], holder: Holder | 
     result = []
     for gcid, entries in by_gcid.items():
         streaming = None if holder is None else holder(gcid)
-        chosen = entries if streaming is None else [entry for entry in entries if entry[0] == streaming]
+        chosen = entries if holder is None else [entry for entry in entries if entry[0] == streaming]
         if chosen:
             keys = frozenset.intersection(*(keys for _, keys in chosen))
             result.append(Audience(gcid, tuple(client for client, _ in chosen), keys))
@@ -109,12 +115,22 @@ def audiences(consents: list[tuple[str, str, frozenset[str]]], holder: Holder | 
 
 
 class ConsentCache:
-    """`consenting_clients` by VIN, dropped when the database changed or `max_age_s` passed.
+    """`consenting_clients` and the available keys by VIN, dropped when the database changed or
+    `max_age_s` passed (a term may end by time alone).
 
     Used on the streamer's database thread only (the connections are that thread's)."""
 
-    def __init__(self, store: CardataStore, database: Path, clock: Clock, max_age_s: float) -> None:
+    def __init__(
+        self,
+        store: CardataStore,
+        database: Path,
+        clock: Clock,
+        max_age_s: float,
+        availability: Availability | None = None,
+    ) -> None:
         self._store = store
+        self._availability = availability
+        self._available: dict[str, frozenset[str]] = {}
         self._clock = clock
         self._max_age_s = max_age_s
         # A connection of its own: data_version changes when any *other* connection commits.
@@ -128,14 +144,27 @@ class ConsentCache:
         moment = self._clock.monotonic()
         if version != self._version or moment - self._since > self._max_age_s:
             self._by_vin.clear()
+            self._available.clear()
             self._version, self._since = version, moment
         cached = self._by_vin.get(vin)
         if cached is None:
             cached = self._by_vin[vin] = self._store.consenting_clients(vin, now)
         return cached
 
+    def available(self, vin: str, now: datetime) -> frozenset[str] | None:
+        """The keys the capability service calls available (after `consenting` for the same round);
+        None when nothing decides (every key passes)."""
+        if self._availability is None:
+            return None
+        cached = self._available.get(vin)
+        if cached is None:
+            cached = self._available[vin] = self._availability.available(vin, now)
+        return cached
+
     def close(self) -> None:
         self._probe.close()
+        if self._availability is not None:
+            self._availability.close()
 
 
 @dataclass(slots=True)
@@ -168,6 +197,7 @@ class CardataStreamer:
         clock: Clock,
         *,
         holder: Holder | None = None,
+        availability: Availability | None = None,
         max_queue: int = MAX_QUEUE,
         poll_s: float = 0.2,
         identifier: str = "backend-stub-cardata",
@@ -177,6 +207,7 @@ class CardataStreamer:
         self._database = database
         self._clock = clock
         self._holder = holder
+        self._availability = availability  # used (and closed) on the streamer's database thread
         self._poll_s = poll_s
         self._push = PushMap(catalogue)
         self._intervals = {name: entry.min_interval_s for name, entry in catalogue.entries.items()}
@@ -271,11 +302,14 @@ class CardataStreamer:
     def _audiences(self, vins: list[str], now: datetime) -> dict[StreamId, Audience]:
         if self._cache is None:
             self._store = CardataStore(self._database, self._catalogue)
-            self._cache = ConsentCache(self._store, self._database, self._clock, CONSENT_MAX_AGE_S)
+            self._cache = ConsentCache(self._store, self._database, self._clock, CONSENT_MAX_AGE_S, self._availability)
         heard: dict[StreamId, Audience] = {}
         for vin in vins:
-            for audience in audiences(self._cache.consenting(vin, now), self._holder):
-                heard[(audience.gcid, vin)] = audience
+            found = audiences(self._cache.consenting(vin, now), self._holder)
+            available = self._cache.available(vin, now) if found else None  # read only for a listener
+            for audience in found:
+                keys = audience.keys if available is None else audience.keys & available
+                heard[(audience.gcid, vin)] = Audience(audience.gcid, audience.clients, keys)
         return heard
 
     def _log_transfers(self, sent: Mapping[_Transfer, set[str]], now: datetime) -> None:

@@ -3,7 +3,18 @@
 username = gcid, password = the newest id_token, a role confining it to `<gcid>/#` (the commands:
 `backend_stub.cardata.dynsec_commands`). A gcid is disabled — and its connection ended — when its
 newest id_token expires (a check every `check_every_s` against the injected clock) or when the backend
-says so (`revoke_all`: every consent ended, an owner change, a revoked sign-in).
+says so (`revoke_all`, `tokens_revoked`: a revoked sign-in).
+
+Consent decides too (`may_stream(gcid)`: the owner consents to some client on some vehicle). A token
+issued while there is none is kept back, not enabled; a gcid whose last consent ended is disabled and
+its token kept back. The backend says when a gcid's consents changed (`consents_changed`: a grant or
+revoke through the backend, an owner change), and every check also reviews all gcids we hold a token
+for, which catches changes made by another process (`backend-stub cardata revoke`, an unlink).
+`may_stream` is a database read: it runs on the thread that calls `tokens_issued`/`consents_changed`
+(the backend's database thread) and, for the periodic review, through `run` (the same thread).
+
+`holder(gcid)` is the client whose token holds the gcid's streaming login now (the newest wins): the
+streamer sends it the keys that client may receive (`backend_stub.cardata.streaming`).
 
 Desired state, then reconciliation: each change replaces what is still to be sent for that gcid, and
 a sender applies it whenever the admin connection is up, again after every reconnect (the commands are
@@ -20,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,11 +77,15 @@ class StreamingCredentials:
         identifier: str = "backend-stub-dynsec",
         check_every_s: float = 30.0,
         may_stream: Callable[[str], bool] | None = None,
+        run: Callable[[Callable[[], dict[str, bool]]], Awaitable[dict[str, bool]]] | None = None,
         clients: ClientFactory | None = None,
     ) -> None:
         self._broker, self._clock, self._identifier = broker, clock, identifier
         self._check_every_s, self._may_stream, self._clients = check_every_s, may_stream, clients
+        self._run = run  # where `may_stream` runs for the periodic review; None: inline
         self._expiries: dict[str, datetime] = {}  # enabled gcids → their newest id_token's expiry
+        self._holders: dict[str, str] = {}  # enabled gcids → the client whose token is the password
+        self._kept: dict[str, TokenSet] = {}  # gcids with a live streaming token → it (enabled or kept back)
         self._pending: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # gcid → (generation, commands)
         self._generation = 0
         self._batches: dict[str, _Batch] = {}  # correlation → its batch
@@ -83,21 +98,36 @@ class StreamingCredentials:
 
     def tokens_issued(self, tokens: TokenSet) -> None:
         """New tokens (`DeviceFlow` listener): the id_token becomes the gcid's password, if it may stream."""
-        self._on_loop(self._issue, tokens)
+        if tokens.id_token is None or SCOPE_STREAMING not in tokens.scope.split():
+            return
+        self._on_loop(self._issue, tokens, self._allowed(tokens.gcid))
 
     def tokens_revoked(self, gcid: str) -> None:
         """A revoked sign-in (`DeviceFlow` listener): the gcid may no longer stream."""
-        self._on_loop(self._disable, gcid, "its sign-in was revoked")
+        self._on_loop(self._forget, gcid, "its sign-in was revoked")
 
     def revoke_all(self, gcid: str) -> None:
-        """Every consent of `gcid` ended (or the owner changed): refuse and disconnect it now."""
+        """Every consent of `gcid` ended (or the owner changed): refuse and disconnect it now. Its token
+        is kept back: a consent granted again before it expires lets it stream again."""
         self._on_loop(self._disable, gcid, "every consent ended")
 
-    def track(self, expiries: Mapping[str, datetime]) -> None:
-        """At start, the accounts the token store knows (`DeviceFlow.streaming_expiries()`): those already
-        expired are disabled (they may have expired while the backend was down), the others watched."""
+    def consents_changed(self, gcid: str) -> None:
+        """A consent of `gcid` was granted or ended (or its link ended): enable or disable it to match."""
+        self._on_loop(self._review, {gcid: self._allowed(gcid)})
+
+    def holder(self, gcid: str) -> str | None:
+        """The client whose token holds the gcid's streaming login now; None when it may not stream.
+        Any thread may ask (the streamer's database thread does)."""
+        return self._holders.get(gcid)
+
+    def track(self, expiries: Mapping[str, datetime], *, holders: Mapping[str, str] | None = None) -> None:
+        """At start, the accounts the token store knows (`DeviceFlow.streaming_expiries()` and
+        `.streaming_holders()`): those already expired are disabled (they may have expired while the
+        backend was down), the others watched."""
         for gcid, expires in expiries.items():
             self._expiries.setdefault(gcid, expires)
+            if holders is not None and gcid in holders:
+                self._holders.setdefault(gcid, holders[gcid])
         self.expire_due()
 
     # -- the checks ------------------------------------------------------------------------------
@@ -107,7 +137,9 @@ class StreamingCredentials:
         now = now or self._clock.now()
         expired = sorted(gcid for gcid, expires in self._expiries.items() if expires <= now)
         for gcid in expired:
-            self._disable(gcid, "its id_token expired")
+            self._forget(gcid, "its id_token expired")
+        for gcid in [gcid for gcid, tokens in self._kept.items() if tokens.expires <= now]:
+            del self._kept[gcid]  # kept back and expired: nothing left to enable
         return expired
 
     def expiry_of(self, gcid: str) -> datetime | None:
@@ -143,7 +175,19 @@ class StreamingCredentials:
     async def _check_expiries(self) -> None:
         while True:
             self.expire_due()
+            await self.review_all()
             await asyncio.sleep(self._check_every_s)
+
+    async def review_all(self) -> None:
+        """Re-check consent for every gcid we hold a token for (changes another process made)."""
+        gcids = sorted(self._kept.keys() | self._expiries.keys())
+        if self._may_stream is None or not gcids:
+            return
+
+        def verdicts() -> dict[str, bool]:
+            return {gcid: self._allowed(gcid) for gcid in gcids}
+
+        self._review(await self._run(verdicts) if self._run is not None else verdicts())
 
     async def _serve(self, client: MqttClient) -> None:
         await client.subscribe(RESPONSE_TOPIC, qos=1)
@@ -197,19 +241,42 @@ class StreamingCredentials:
 
     # -- inside ----------------------------------------------------------------------------------
 
-    def _issue(self, tokens: TokenSet) -> None:
-        if tokens.id_token is None or SCOPE_STREAMING not in tokens.scope.split():
-            return
-        if self._may_stream is not None and not self._may_stream(tokens.gcid):
+    def _allowed(self, gcid: str) -> bool:
+        return self._may_stream is None or self._may_stream(gcid)
+
+    def _issue(self, tokens: TokenSet, allowed: bool) -> None:
+        self._kept[tokens.gcid] = tokens
+        if allowed:
+            self._enable(tokens)
+        elif tokens.gcid in self._expiries:  # its consents ended since its last token
+            self._disable(tokens.gcid, "no consent to stream")
+        else:
             _LOGGER.info("CarData streaming stays off for gcid %s: no consent to stream", tokens.gcid)
-            return
+
+    def _enable(self, tokens: TokenSet) -> None:
+        assert tokens.id_token is not None  # tokens_issued keeps only tokens with one
         self._expiries[tokens.gcid] = tokens.expires
+        self._holders[tokens.gcid] = tokens.client_id
         self._want(tokens.gcid, enable_commands(tokens.gcid, tokens.id_token))
+
+    def _review(self, verdicts: Mapping[str, bool]) -> None:
+        for gcid, allowed in verdicts.items():
+            kept = self._kept.get(gcid)
+            if allowed and gcid not in self._expiries and kept is not None and kept.expires > self._clock.now():
+                _LOGGER.info("CarData streaming enabled for gcid %s: a consent was granted", gcid)
+                self._enable(kept)
+            elif not allowed and gcid in self._expiries:
+                self._disable(gcid, "every consent ended")
 
     def _disable(self, gcid: str, why: str) -> None:
         self._expiries.pop(gcid, None)
+        self._holders.pop(gcid, None)
         _LOGGER.info("CarData streaming disabled for gcid %s: %s", gcid, why)
         self._want(gcid, disable_commands(gcid))
+
+    def _forget(self, gcid: str, why: str) -> None:
+        self._kept.pop(gcid, None)
+        self._disable(gcid, why)
 
     def _want(self, gcid: str, commands: list[dict[str, Any]]) -> None:
         self._generation += 1

@@ -211,6 +211,13 @@ class TokenStore:
         )
         return cursor.rowcount
 
+    def forget(self, gcid: str) -> None:
+        """Delete the grants of `gcid` and their tokens."""
+        self._db.execute(
+            "DELETE FROM cardata_tokens WHERE grant_id IN (SELECT id FROM cardata_grants WHERE gcid=?)", (gcid,)
+        )
+        self._db.execute("DELETE FROM cardata_grants WHERE gcid=?", (gcid,))
+
     def streaming_expiries(self) -> dict[str, datetime]:
         """Per gcid with a streaming grant that is not revoked: when its newest id_token expires."""
         rows = self._db.execute(
@@ -219,6 +226,15 @@ class TokenStore:
             (f"% {SCOPE_STREAMING} %",),
         ).fetchall()
         return {gcid: from_millis(expires_ms) for gcid, expires_ms in rows}
+
+    def streaming_holders(self) -> dict[str, str]:
+        """Per gcid with a streaming grant that is not revoked: the client of the newest id_token."""
+        rows = self._db.execute(
+            "SELECT gcid, client_id FROM cardata_grants WHERE revoked_ms IS NULL AND id_expires_ms IS NOT NULL "
+            "AND ' ' || scope || ' ' LIKE ? ORDER BY id_expires_ms, id",
+            (f"% {SCOPE_STREAMING} %",),
+        ).fetchall()
+        return dict(rows)  # ordered oldest first: the newest of each gcid is the one kept
 
     def purge(self, now: datetime) -> None:
         """Forget tokens past their expiry (a spent refresh token is kept until then, to catch its reuse)."""
