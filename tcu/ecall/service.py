@@ -47,7 +47,8 @@ from tcu.ecall.config import EcallConfig, check_ecall_vin
 from tcu.ecall.incident import Incident, IncidentCapture
 from tcu.ecall.intelligent_call import IntelligentCall
 from tcu.ecall.ng.dual_modem import TransportModem
-from tcu.ecall.ng.ng_modem import CarriesMsd, NgEcallModem, NgMsd
+from tcu.ecall.ng.ng_call import CarriesMsd, NgMsd
+from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.ecall.ng.transport import EcallTransport
 from tcu.ecall.reports import EcallReports
 from tcu.ecall.state_machine import (

@@ -25,9 +25,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn
 
-from tcu.ecall.ng.ng_modem import MsdSource, NgEcallModem, ReportSink
+from tcu.ecall.ng.ng_call import MsdSource, ReportSink
+from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.ecall.ng.transport import EcallTransport, NetworkOffer, Transport, TransportDecision, choose_transport
 from tcu.errors import DeviceGoneError, DeviceTimeoutError, ModemCommandError
 from tcu.sources.modem import EcallIndication, EcallType, RegistrationStatus
@@ -40,22 +41,11 @@ from tcu.sources.modem_client import (
     ModemStatus,
 )
 
+if TYPE_CHECKING:  # the service imports this module; its modem protocol is what the CS leg offers
+    from tcu.ecall.service import EcallModem
+
 _LOGGER = logging.getLogger(__name__)
 _MODEM_ERRORS = (ModemCommandError, DeviceTimeoutError, DeviceGoneError)
-
-
-class CsModem(Protocol):
-    """What the CS leg must offer (`ModemClient`)."""
-
-    @property
-    def calls(self) -> int: ...
-    async def run(self) -> NoReturn: ...
-    async def dial(self, ecall_type: EcallType) -> None: ...
-    async def voice_dial(self, number: str) -> None: ...
-    async def send_msd(self, msd: bytes) -> None: ...
-    async def answer(self) -> None: ...
-    async def hang_up(self) -> None: ...
-    async def set_registration(self, registered: bool) -> None: ...
 
 
 class TransportModem:
@@ -64,7 +54,7 @@ class TransportModem:
         on_event: Callable[[ModemEvent], None],
         *,
         configured: EcallTransport,
-        cs: Callable[[Callable[[ModemEvent], None]], CsModem],
+        cs: Callable[[Callable[[ModemEvent], None]], EcallModem],
         ng: Callable[[Callable[[ModemEvent], None]], NgEcallModem],
     ) -> None:
         self._on_event = on_event

@@ -1,27 +1,48 @@
-"""One NG eCall as a SIP dialog (RFC 3261 §12): its identifiers, route set and sequence numbers, and the
-in-dialog requests (ACK for a 2xx, INFO, BYE) built from them. Sans-I/O: `NgEcallModem` sends them.
+"""One NG eCall: the call's own bookkeeping around its SIP dialog (`telematics_wire.sip.call_dialog.Dialog`,
+RFC 3261 §12), and the in-dialog requests (ACK for a 2xx, INFO, BYE) built from it. Sans-I/O:
+`NgEcallModem` sends them, and the transport puts its own Via on top.
 
-A call is ours (`Role.UAC`: the vehicle's INVITE to the eCall URN) or the PSAP's (`Role.UAS`: its
-callback INVITE to the Contact we gave). The dialog is set up by the 2xx we receive or send: remote tag,
-remote target (Contact) and route set (Record-Route, reversed for the UAC, §12.1.2).
+A call is ours (`Role.UAC`: the vehicle's INVITE to the eCall URN; the dialog comes with the 2xx) or the
+PSAP's (`Role.UAS`: its callback INVITE to the Contact we gave; the dialog comes with our To tag).
+`NgMsd`/`MsdSource`/`CarriesMsd`: how the eCall service gives an NG call its MSD (see `ng_modem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tcu.ecall.ng.rtp import RtpCounts
 from telematics_wire.errors import SipError
-from telematics_wire.sip.dialog import MAX_CSEQ, NameAddr, parse_name_addr
+from telematics_wire.sip.call_dialog import Dialog, dialog_as_callee, dialog_as_caller
+from telematics_wire.sip.dialog import new_branch, parse_name_addr
 from telematics_wire.sip.ecall_body import SDP_CONTENT_TYPE
 from telematics_wire.sip.ecall_invite import body_parts
-from telematics_wire.sip.message import SipHeaders, SipRequest, SipResponse
+from telematics_wire.sip.message import SipRequest, SipResponse
+from telematics_wire.sip.pidf_lo import Location
 from telematics_wire.sip.sdp import parse_sdp
 
-MAX_FORWARDS = "70"
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NgMsd:
+    """The MSD for an INVITE: the identifier the state machine's next transmission gets, its bytes, the place."""
+
+    message_identifier: int
+    msd: bytes
+    location: Location | None
+
+
+MsdSource = Callable[[], NgMsd]
+ReportSink = Callable[[Mapping[str, Any]], None]  # a record body for the backend; never waits
+
+
+@runtime_checkable
+class CarriesMsd(Protocol):
+    """A modem that needs the MSD at the dial (NG eCall); the eCall service binds itself to it."""
+
+    def bind_service(self, *, msd: MsdSource, report: ReportSink) -> None: ...
 
 
 class Role(StrEnum):
@@ -41,19 +62,15 @@ class NgCall:
     number: int  # `NgEcallModem.calls` of this call
     role: Role
     call_id: str
-    local_uri: str
     local_tag: str
-    remote_uri: str
-    remote_tag: str | None
-    remote_target: str  # where in-dialog requests go (the peer's Contact, or the URN until then)
-    contact: str  # our Contact header value
-    local_cseq: int = 1
-    route_set: tuple[str, ...] = ()
+    sent_by: str  # our host:port, for the Via of in-dialog requests (the transport writes its own anyway)
+    contact: str  # our Contact URI
     phase: CallPhase = CallPhase.CALLING
     invite: SipRequest | None = None  # ours as sent (UAC), or the PSAP's (UAS)
+    dialog: Dialog | None = None
     provisional: bool = False  # UAC: a 1xx came, so a CANCEL may be sent (§9.1)
     cancel_wanted: bool = False  # UAC: hung up before the answer
-    msd_in_invite: int | None = None  # the messageIdentifier the INVITE carried, until the machine numbers it
+    msd_in_invite: int | None = None  # the messageIdentifier the INVITE carried
     msd_owed: bool = False  # the machine's next SendMsd is the INVITE's MSD: already delivered
     msd_content_ids: list[str] = field(default_factory=list)
 
@@ -61,56 +78,54 @@ class NgCall:
     def confirmed(self) -> bool:
         return self.phase is CallPhase.CONFIRMED
 
-    def from_header(self) -> str:
-        return NameAddr(uri=self.local_uri).with_tag(self.local_tag).format()
-
-    def to_header(self) -> str:
-        remote = NameAddr(uri=self.remote_uri)
-        return (remote.with_tag(self.remote_tag) if self.remote_tag else remote).format()
-
-    def confirm_as_uac(self, response: SipResponse) -> None:
-        """The 2xx to our INVITE sets up the dialog (§12.1.2)."""
-        self.remote_tag = parse_name_addr(response.headers.require("To"), "To").tag
-        contact = response.headers.get_all("Contact")
-        if contact:
-            self.remote_target = parse_name_addr(contact[0], "Contact").uri
-        self.route_set = tuple(reversed(response.headers.get_all("Record-Route")))
+    def confirm_as_caller(self, response: SipResponse) -> None:
+        """The 2xx to our INVITE sets up the dialog (§12.1.2); SipError when it cannot (no To tag, no Contact)."""
+        assert self.invite is not None, "a caller's call has its INVITE"
+        self.dialog = dialog_as_caller(self.invite, response)
         self.phase = CallPhase.CONFIRMED
 
+    def ring_as_callee(self, invite: SipRequest) -> None:
+        """The PSAP's INVITE sets up the dialog we answer in (§12.1.1); SipError when it cannot (no Contact)."""
+        self.dialog = dialog_as_callee(invite, self.local_tag)
+        self.invite = invite
+        self.phase = CallPhase.RINGING
+
     def request(self, method: str, *, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> SipRequest:
-        """An in-dialog request with the next CSeq (§12.2.1.1); the transport adds the Via."""
-        if self.local_cseq >= MAX_CSEQ:
-            raise SipError("the dialog's CSeq is exhausted")
-        self.local_cseq += 1
-        return self._build(method, self.local_cseq, headers, body)
+        """The next in-dialog request (INFO, BYE) with its CSeq counted."""
+        if self.dialog is None:
+            raise SipError(f"no dialog to send {method} in")
+        content_type = dict(headers).get("Content-Type")
+        extra = [(name, value) for name, value in headers if name != "Content-Type"]
+        self.dialog, request = self.dialog.request(
+            method,
+            via_sent_by=self.sent_by,
+            branch=new_branch(),
+            contact=self.contact,
+            body=body,
+            content_type=content_type,
+            extra_headers=extra,
+        )
+        return request
 
-    def ack_for_2xx(self, response: SipResponse) -> SipRequest:
-        """The ACK for the 2xx to our INVITE: the INVITE's CSeq number, a new transaction (§13.2.2.4)."""
-        assert self.invite is not None, "an ACK needs the INVITE it acknowledges"
-        return self._build("ACK", self.invite.cseq.number, (), b"")
-
-    def _build(self, method: str, number: int, headers: Iterable[tuple[str, str]], body: bytes) -> SipRequest:
-        fields = [("Route", route) for route in self.route_set]
-        fields += [
-            ("Max-Forwards", MAX_FORWARDS),
-            ("From", self.from_header()),
-            ("To", self.to_header()),
-            ("Call-ID", self.call_id),
-            ("CSeq", f"{number} {method}"),
-            ("Contact", self.contact),
-            *headers,
-        ]
-        return SipRequest(method=method, uri=self.remote_target, headers=SipHeaders(fields), body=body)
+    def ack_for_2xx(self) -> SipRequest:
+        """The ACK for the 2xx to our INVITE: the INVITE's CSeq number, a transaction of its own (§13.2.2.4)."""
+        assert self.dialog is not None, "the 2xx set up the dialog"
+        assert self.invite is not None, "a caller's call has its INVITE"
+        return self.dialog.ack(invite_cseq=self.invite.cseq.number, via_sent_by=self.sent_by, branch=new_branch())
 
     def owns(self, request: SipRequest) -> bool:
-        """The request belongs to this dialog: Call-ID, and the tags seen from the peer's side (§12.2.2)."""
-        if request.call_id != self.call_id:
+        """The request belongs to this call: its dialog, or (still ringing) the INVITE's Call-ID and From tag,
+        as a CANCEL carries them."""
+        if self.dialog is None or request.call_id != self.call_id:
             return False
-        from_tag = parse_name_addr(request.headers.require("From"), "From").tag
-        to_tag = parse_name_addr(request.headers.require("To"), "To").tag
-        if self.role is Role.UAS and self.phase is CallPhase.RINGING:
-            return from_tag == self.remote_tag
-        return from_tag == self.remote_tag and to_tag == self.local_tag
+        if self.phase is CallPhase.RINGING:
+            return parse_name_addr(request.headers.require("From"), "From").tag == self.dialog.remote_tag
+        return self.dialog.matches(request)
+
+    def received(self, request: SipRequest) -> None:
+        """Count the PSAP's in-dialog request; SipError for a CSeq lower than its last (§12.2.2: 500)."""
+        if self.dialog is not None:
+            self.dialog = self.dialog.received(request)
 
     def end(self, reason: str, voice: RtpCounts | None) -> dict[str, Any]:
         """Mark the call over; the `ng_call_ended` record body for the backend (what SIP and RTP carried)."""

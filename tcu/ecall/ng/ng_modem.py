@@ -34,12 +34,11 @@ our INVITE is pending (after the first provisional response, §9.1), 486 to a ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import NoReturn
 
 from tcu.ecall.config import NgConfig
-from tcu.ecall.ng.ng_call import CallPhase, NgCall, Role, remote_audio
+from tcu.ecall.ng.ng_call import CallPhase, MsdSource, NgCall, ReportSink, Role, remote_audio
 from tcu.ecall.ng.ng_endpoint import NgEndpoint
 from tcu.ecall.ng.rtp import RtpStream
 from tcu.ecall.ng.sip_transactions import SipTimers
@@ -52,31 +51,10 @@ from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_n
 from telematics_wire.sip.ecall_body import SDP_CONTENT_TYPE, URN_AUTOMATIC, URN_MANUAL, URN_TEST, ControlAck
 from telematics_wire.sip.ecall_invite import ALLOW, build_ecall_invite, info_body, read_control
 from telematics_wire.sip.message import SipRequest, SipResponse, response_to
-from telematics_wire.sip.pidf_lo import Location
 from telematics_wire.sip.sdp import AudioSession, build_sdp
 
 _LOGGER = logging.getLogger(__name__)
 _URN = {EcallType.AUTOMATIC: URN_AUTOMATIC, EcallType.MANUAL: URN_MANUAL, EcallType.TEST: URN_TEST}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NgMsd:
-    """The MSD for an INVITE: the identifier the state machine's next transmission gets, its bytes, the place."""
-
-    message_identifier: int
-    msd: bytes
-    location: Location | None
-
-
-MsdSource = Callable[[], NgMsd]
-ReportSink = Callable[[Mapping[str, Any]], None]  # a record body for the backend; never waits
-
-
-@runtime_checkable
-class CarriesMsd(Protocol):
-    """A modem that needs the MSD at the dial (NG eCall); the eCall service binds itself to it."""
-
-    def bind_service(self, *, msd: MsdSource, report: ReportSink) -> None: ...
 
 
 class NgEcallModem:
@@ -139,23 +117,20 @@ class NgEcallModem:
             number=self.calls,
             role=Role.UAC,
             call_id=new_call_id(host),
-            local_uri=f"sip:{self._vin}@{host}",
             local_tag=new_tag(),
-            remote_uri=urn,
-            remote_tag=None,
-            remote_target=urn,
-            contact=f"<sip:ivs@{host}:{port}>",
+            sent_by=f"{host}:{port}",
+            contact=f"sip:ivs@{host}:{port}",
             msd_in_invite=data.message_identifier,
         )
         try:
             invite = build_ecall_invite(
                 request_uri=urn,
-                from_uri=call.local_uri,
-                contact=f"sip:ivs@{host}:{port}",
+                from_uri=f"sip:{self._vin}@{host}",
+                contact=call.contact,
                 call_id=call.call_id,
                 from_tag=call.local_tag,
                 branch=new_branch(),  # the transport puts its own Via on top anyway
-                cseq=call.local_cseq,
+                cseq=1,
                 msd=data.msd,
                 location=data.location,
                 sdp=_sdp(host, rtp.port),
@@ -199,7 +174,7 @@ class NgEcallModem:
             call.invite,
             200,
             to_tag=call.local_tag,
-            headers=[("Contact", call.contact), ("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)],
+            headers=[("Contact", f"<{call.contact}>"), ("Allow", ALLOW), ("Content-Type", SDP_CONTENT_TYPE)],
             body=_sdp(sip.advertised[0], rtp.port),
         )
         sip.respond(call.invite, ok, on_no_ack=lambda: self._no_ack(call))
@@ -235,8 +210,12 @@ class NgEcallModem:
                 sip.cancel(call.invite, lambda final: None)  # §9.1: the CANCEL waited for a provisional
             return
         if response is not None and response.status < 300:
-            call.confirm_as_uac(response)
-            ack = call.ack_for_2xx(response)
+            try:
+                call.confirm_as_caller(response)
+            except SipError as exc:  # a 2xx we cannot answer in (no To tag, no Contact): the call failed
+                self._failed(call, f"SIP 200 OK unusable ({exc})")
+                return
+            ack = call.ack_for_2xx()
             if sip is not None:
                 self._acks[call.call_id] = sip.send_ack(ack)
             if call is not self._call or call.cancel_wanted:  # answered after we gave up: end it properly
@@ -249,9 +228,13 @@ class NgEcallModem:
             self._emit(call, EcallIndication.SEND_MSD)  # the INVITE carried it: the machine numbers it now
             self._control(call, response)
             return
-        if call is not self._call or call.cancel_wanted:
-            return  # 487 to our CANCEL, or the end of a call given up: nothing to tell
         reason = "no answer to the INVITE (Timer B)" if response is None else f"SIP {response.status} {response.reason}"
+        self._failed(call, reason)
+
+    def _failed(self, call: NgCall, reason: str) -> None:
+        """Our INVITE got no call: the dial failed (unless we gave it up ourselves: a 487 to our CANCEL)."""
+        if call is not self._call or call.cancel_wanted:
+            return
         self._finish(call, reason)
         self._on_event(ModemCallEnded(reason=f"NG eCall: {reason}", call=call.number))
 
@@ -308,6 +291,8 @@ class NgEcallModem:
             sip.respond(request, response_to(request, 200, to_tag=new_tag(), headers=[("Allow", ALLOW)]))
         elif not ours or call is None:
             sip.respond(request, response_to(request, 481))
+        elif not self._in_order(call, request):
+            sip.respond(request, response_to(request, 500, "CSeq lower than the dialog's last"))
         elif method == "BYE":
             sip.respond(request, response_to(request, 200))
             self._finish(call, "the PSAP cleared down (BYE)")
@@ -330,7 +315,7 @@ class NgEcallModem:
             return  # requests arrive only on open sockets
         host, port = sip.advertised
         if dialog is not None and dialog.confirmed:
-            headers = [("Contact", dialog.contact), ("Content-Type", SDP_CONTENT_TYPE)]
+            headers = [("Contact", f"<{dialog.contact}>"), ("Content-Type", SDP_CONTENT_TYPE)]
             sip.respond(request, response_to(request, 200, headers=headers, body=_sdp(host, rtp.port)))
             return
         if self._call is not None and self._call.phase is not CallPhase.ENDED:
@@ -340,26 +325,34 @@ class NgEcallModem:
         if to_tag is not None:
             sip.respond(request, response_to(request, 481))  # a re-INVITE for a dialog we no longer have
             return
-        sender = parse_name_addr(request.headers.require("From"), "From")
-        contact = request.headers.get_all("Contact")
         call = NgCall(
             number=self.calls,
             role=Role.UAS,
             call_id=request.call_id,
-            local_uri=parse_name_addr(request.headers.require("To"), "To").uri,
             local_tag=new_tag(),
-            remote_uri=sender.uri,
-            remote_tag=sender.tag,
-            remote_target=parse_name_addr(contact[0], "Contact").uri if contact else sender.uri,
-            contact=f"<sip:ivs@{host}:{port}>",
-            route_set=request.headers.get_all("Record-Route"),
-            phase=CallPhase.RINGING,
-            invite=request,
+            sent_by=f"{host}:{port}",
+            contact=f"sip:ivs@{host}:{port}",
         )
+        try:
+            call.ring_as_callee(request)
+        except SipError as exc:  # no Contact, no From tag: no dialog to answer in
+            sip.respond(request, response_to(request, 400, f"cannot answer: {exc}"[:120], to_tag=call.local_tag))
+            return
         self._call = call
-        sip.respond(request, response_to(request, 180, to_tag=call.local_tag, headers=[("Contact", call.contact)]))
-        _LOGGER.info("NG eCall: the PSAP calls back (%s)", sender.uri)
+        contact = [("Contact", f"<{call.contact}>")]
+        sip.respond(request, response_to(request, 180, to_tag=call.local_tag, headers=contact))
+        _LOGGER.info("NG eCall: the PSAP calls back (%s)", request.headers.require("From"))
         self._on_event(ModemRing())
+
+    @staticmethod
+    def _in_order(call: NgCall, request: SipRequest) -> bool:
+        if request.method == "CANCEL":
+            return True  # a CANCEL repeats its INVITE's CSeq number
+        try:
+            call.received(request)
+        except SipError:
+            return False
+        return True
 
     def _no_ack(self, call: NgCall) -> None:
         """Our 2xx to the callback was never acknowledged (§13.3.1.4): end the call, and say it dropped."""

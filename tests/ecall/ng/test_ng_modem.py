@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tcu.ecall.config import NgConfig
-from tcu.ecall.ng.ng_modem import NgEcallModem, NgMsd
+from tcu.ecall.ng.ng_call import NgMsd
+from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.ecall.ng.sip_transactions import SipTimers
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.modem_client import ModemCallEnded, ModemEvent, ModemIndication, ModemRing
