@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: local Mosquitto when installed, embedded amqtt otherwise",
     )
     demo.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
+    demo.add_argument(
+        "--cardata",
+        action="store_true",
+        help="the backend also serves CarData to third parties: API, auto-approved sign-in, streaming (Mosquitto)",
+    )
 
     commands.add_parser("list", help="the scenarios shipped with tcu-hil")
     add_fleet_parser(commands)
@@ -265,6 +270,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     duration_s=args.duration or None,
                     broker_choice=args.broker,
                     telemetry_interval_s=args.interval,
+                    cardata=args.cardata,
                 )
             )
         except KeyboardInterrupt:

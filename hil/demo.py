@@ -13,10 +13,12 @@ from typing import Literal, TextIO
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
-from hil.broker import choose_broker
+from hil.broker import Broker, MosquittoBroker, choose_broker, mosquitto_path
+from hil.cardata_bench import CardataBench, pair_owner
 from hil.layout import DEMO_VIN, BenchLayout
 from tcu.app import Agent
 from tcu.config import load_agent_config
+from tcu.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,17 +46,32 @@ def _live_line(elapsed: float, agent: Agent, backend: BackendStub) -> str:
     )
 
 
+def _broker(
+    workdir: Path, choice: Literal["auto", "mosquitto", "embedded"], *, cardata: bool
+) -> tuple[Broker, CardataBench | None]:
+    if not cardata:
+        return choose_broker(workdir, choice), None
+    if choice == "embedded" or mosquitto_path() is None:
+        raise ConfigError("--cardata streams through Mosquitto's dynamic-security listener: install mosquitto")
+    third_parties = CardataBench.create(workdir)
+    return MosquittoBroker(workdir / "mosquitto", streaming=third_parties.listener), third_parties
+
+
 async def run_demo(
     workdir: Path,
     *,
     duration_s: float | None,
     broker_choice: Literal["auto", "mosquitto", "embedded"] = "auto",
     telemetry_interval_s: float = 1.0,
+    cardata: bool = False,
     out: TextIO = sys.stdout,
 ) -> DemoResult:
-    broker = choose_broker(workdir, broker_choice)
+    """`cardata`: the backend also serves CarData (`hil.cardata_bench`) — needs Mosquitto and its plugin."""
+    broker, third_parties = _broker(workdir, broker_choice, cardata=cardata)
     layout = BenchLayout(root=workdir, broker_url=broker.url, protocol=broker.protocol)
     layout.create_backend()
+    if third_parties is not None:
+        layout.write_backend_config(third_parties.configure(layout.backend()))
     layout.add_vehicle(DEMO_VIN, telemetry_interval_s=telemetry_interval_s)
     print(f"bench in {workdir}; broker {type(broker).__name__} on {broker.url} (MQTT {broker.protocol})", file=out)
     await broker.start()
@@ -67,6 +84,9 @@ async def run_demo(
             backend_task = tasks.create_task(backend.run(), name="backend-stub")
             agent_task = tasks.create_task(agent.run(), name="agent")
             await agent.ready.wait()
+            if third_parties is not None:
+                await pair_owner(backend, layout, DEMO_VIN, third_parties.owner)
+                print(third_parties.describe(layout, DEMO_VIN), file=out, flush=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration_s):
                     while True:

@@ -183,12 +183,13 @@ class BenchLayout:
         return "\n".join(tables) + extra
 
 
-def broker_table(url: str, broker: BrokerConfig) -> str:
-    """`[broker]`: the URL as given (it says host, port and TLS), then what differs from the defaults."""
+def broker_table(url: str, broker: BrokerConfig, *, table: str = "broker") -> str:
+    """`[broker]` (or another broker's table): the URL as given (it says host, port and TLS), then what
+    differs from the defaults."""
     fields = changed_fields(broker, always=("protocol",))
     for implied in ("host", "port", "tls"):
         fields.pop(implied, None)
-    return toml_table("broker", {"url": url} | fields)
+    return toml_table(table, {"url": url} | fields)
 
 
 # BackendConfig's fields by table and key, as backend_stub.config reads them.
@@ -228,6 +229,10 @@ def backend_toml(config: BackendConfig, *, broker_url: str, more: Mapping[str, M
             parts.append(toml_lines(values, where="backend"))
         elif any(value is not None for value in values.values()):
             parts.append(toml_table(table, values))
+    streaming = config.cardata_streaming  # CarData's streaming listener, the backend as its plugin's admin
+    if streaming is not None:
+        url = f"{'mqtts' if streaming.tls else 'mqtt'}://{streaming.host}:{streaming.port}"
+        parts.append(broker_table(url, streaming, table="cardata.streaming"))
     # Last: a bench appends keys of its own to [broker] (a CA file, say).
     parts.append(broker_table(broker_url, config.broker))
     return "\n".join(parts)

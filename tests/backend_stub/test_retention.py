@@ -14,6 +14,7 @@ from nacl.public import Box, PrivateKey
 from nacl.signing import SigningKey
 
 from backend_stub.accounts import AccountStore, Sealer
+from backend_stub.cardata.consents import CardataStore
 from backend_stub.ingest import Ingest
 from backend_stub.retention import REMOVED_KEY, PersonalValues, RetentionJob, one_year_after
 from backend_stub.store import BackendStore
@@ -30,6 +31,7 @@ ACCOUNT = "anna@example.org"
 POSITION = ("Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocation.Longitude", "Vehicle.Speed")
 TECHNICAL = ("Vehicle.LowVoltageBattery.CurrentVoltage", "Vehicle.Powertrain.CombustionEngine.ECT")
 PROFILE = "Vehicle.Driver.Identifier.Subject"
+MILEAGE_KEY = "vehicle.vehicle.travelledDistance"  # a CarData key
 
 
 @dataclass
@@ -280,3 +282,34 @@ def test_scrubbed_personal_values_are_gone_from_the_file_not_only_from_queries(
     backend.clock.advance(timedelta(days=28).total_seconds())
     backend.job.run()
     assert all(subject.encode() not in p.read_bytes() for p in tmp_path.glob("backend.sqlite3*"))
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])  # CarData lives in the SQLite file with either store
+def test_cardata_consents_go_with_their_contract_and_the_rest_with_the_account(backend: Backend) -> None:
+    ended = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+    cardata = CardataStore(backend.path)
+    try:
+        backend.accounts.create(ACCOUNT, name="Anna Muster", email="anna@example.org", now=backend.clock.now())
+        backend.accounts.request_code(VIN, ACCOUNT, backend.clock.now())
+        [(_, _, signed)] = backend.accounts.pending_messages(backend.clock.now())
+        backend.accounts.pair(VIN, ACCOUNT, cbor2.loads(cbor2.loads(signed).value[2])["code"], backend.clock.now())
+        gcid, client = cardata.gcid_of(ACCOUNT), cardata.add_client("Insurer").client_id
+        cardata.grant(VIN, client, ["VEHICLE_STATUS"], backend.clock.now())
+        cardata.create_container(gcid, client, "status", "insurance", [MILEAGE_KEY], backend.clock.now())
+        cardata.log_transfer(gcid, client, VIN, "stream", [MILEAGE_KEY], backend.clock.now())
+        backend.clock.wall = ended
+        backend.accounts.unlink(VIN, ended, reason="ended in the portal")
+        backend.job.cardata = lambda: cardata.purge_ended()[0]
+
+        backend.clock.wall = ended + timedelta(days=364)  # the contract's year is not over: all of it stays
+        assert backend.job.run().cardata_rows_deleted == 0
+        assert len(cardata.consents_of(gcid)) == 1
+        assert len(cardata.transfers(gcid)) == 1  # the owner may still ask for the transaction report
+
+        backend.clock.wall = ended + timedelta(days=366)  # the link went, and the account with its last link
+        assert backend.job.run().cardata_rows_deleted == 4  # the consent, the container, the transfer, the gcid
+        assert cardata.account_of(gcid) is None
+        assert (cardata.consents_of(gcid), cardata.transfers(gcid), cardata.containers(gcid, client)) == ([], [], [])
+        assert cardata.known_gcid(ACCOUNT) is None  # a new account of that name starts with nobody's history
+    finally:
+        cardata.close()

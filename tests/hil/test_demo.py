@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hil.cli import main as hil_cli
 from hil.demo import run_demo
-from tests.conftest import require_mosquitto
+from hil.streaming_listener import DYNSEC_PLUGIN
+from tests.conftest import eventually, require_mosquitto
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
@@ -36,3 +40,22 @@ def test_the_demo_removes_its_own_bench_folder_and_keeps_one_it_was_given(
     assert hil_cli(["demo", "--duration", "1.5", "--interval", "0.1", *given]) == 0
     assert made.exists() is False
     assert (tmp_path / "given" / "backend.toml").exists() is keep
+
+
+async def test_the_demo_with_cardata_serves_third_parties_and_says_where(tmp_path: Path) -> None:
+    require_mosquitto()
+    if not DYNSEC_PLUGIN.exists():
+        pytest.skip(f"Mosquitto's dynamic-security plugin is not installed ({DYNSEC_PLUGIN})")
+    out = io.StringIO()
+    demo = asyncio.create_task(
+        run_demo(tmp_path, duration_s=1.5, broker_choice="mosquitto", telemetry_interval_s=0.2, cardata=True, out=out)
+    )
+    await eventually(lambda: "CarData streaming" in out.getvalue() or demo.done(), within=30, what="CarData lines")
+    url = re.search(r"CarData API (http://\S+)", out.getvalue())
+    assert url is not None, out.getvalue()
+    async with httpx.AsyncClient(base_url=url[1]) as http:  # the owner was paired with the demo car
+        assert (await http.get("/simulator/device")).status_code == 200
+    result = await demo
+    assert result.ok, out.getvalue()
+    assert "[cardata.streaming]" in (tmp_path / "backend.toml").read_text()
+    assert re.search(r"CarData streaming mqtts://127\.0\.0\.1:\d+ \(CA \S+ca\.pem\)", out.getvalue())

@@ -171,6 +171,60 @@ def test_accounts_that_expired_while_the_backend_was_down_are_disabled_at_start(
     assert credentials.expiry_of(OTHER) == clock.now() + timedelta(minutes=5)
 
 
+def _tokens_of(client_id: str, gcid: str, now: datetime) -> TokenSet:
+    id_token, expires = SIGNER.sign(gcid=gcid, client_id=client_id, now=now)
+    return TokenSet(
+        gcid=gcid, client_id=client_id, access_token="a", refresh_token="r", id_token=id_token, scope=SCOPE,
+        expires=expires,
+    )  # fmt: skip
+
+
+def test_the_newest_token_holds_the_login_and_consent_turns_it_off_and_on() -> None:
+    clock, consenting = ManualClock(), {GCID}
+    credentials = _credentials(clock, may_stream=lambda gcid: gcid in consenting)
+    credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+    credentials.tokens_issued(_tokens_of("fleet", GCID, clock.now()))
+    assert credentials.holder(GCID) == "fleet"
+    consenting.clear()  # the owner revoked the last consent
+    credentials.consents_changed(GCID)
+    assert (credentials.holder(GCID), credentials.expiry_of(GCID)) == (None, None)
+    consenting.add(GCID)  # and granted one again while the token still lives: no new sign-in needed
+    credentials.consents_changed(GCID)
+    assert credentials.holder(GCID) == "fleet"
+    credentials.tokens_revoked(GCID)  # a revoked sign-in is forgotten: a consent does not bring it back
+    credentials.consents_changed(GCID)
+    assert credentials.holder(GCID) is None
+
+
+def test_a_token_issued_before_the_consent_streams_once_the_consent_comes() -> None:
+    clock, consenting = ManualClock(), set()
+    credentials = _credentials(clock, may_stream=lambda gcid: gcid in consenting)
+    credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+    assert credentials.holder(GCID) is None
+    consenting.add(GCID)
+    clock.advance(3600)  # ...but not once the token expired
+    credentials.expire_due()
+    credentials.consents_changed(GCID)
+    assert credentials.holder(GCID) is None
+
+
+async def test_the_periodic_review_catches_a_revoke_made_by_another_process() -> None:
+    clock, consenting = ManualClock(), {GCID, OTHER}
+    asked: list[str] = []
+
+    async def on_database_thread(job: Any) -> Any:
+        asked.append("run")
+        return job()
+
+    credentials = _credentials(clock, may_stream=lambda gcid: gcid in consenting, run=on_database_thread)
+    credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+    credentials.track({OTHER: clock.now() + timedelta(minutes=5)}, holders={OTHER: "fleet"})  # from before a restart
+    consenting.clear()  # `backend-stub cardata revoke` in its own process: nobody told us
+    await credentials.review_all()
+    assert (credentials.holder(GCID), credentials.holder(OTHER)) == (None, None)
+    assert asked == ["run"], "the consent reads run where the store's connection lives, once per review"
+
+
 # -- on a real Mosquitto with the dynamic-security plugin -------------------------------------------
 
 
