@@ -220,21 +220,19 @@ class TokenStore:
 
     def streaming_expiries(self) -> dict[str, datetime]:
         """Per gcid with a streaming grant that is not revoked: when its newest id_token expires."""
-        rows = self._db.execute(
-            "SELECT gcid, max(id_expires_ms) FROM cardata_grants "
-            "WHERE revoked_ms IS NULL AND id_expires_ms IS NOT NULL AND ' ' || scope || ' ' LIKE ? GROUP BY gcid",
-            (f"% {SCOPE_STREAMING} %",),
-        ).fetchall()
-        return {gcid: from_millis(expires_ms) for gcid, expires_ms in rows}
+        return {gcid: from_millis(expires_ms) for gcid, (_, expires_ms) in self._streaming_logins().items()}
 
     def streaming_holders(self) -> dict[str, str]:
         """Per gcid with a streaming grant that is not revoked: the client of the newest id_token."""
+        return {gcid: client_id for gcid, (client_id, _) in self._streaming_logins().items()}
+
+    def _streaming_logins(self) -> dict[str, tuple[str, int]]:
         rows = self._db.execute(
-            "SELECT gcid, client_id FROM cardata_grants WHERE revoked_ms IS NULL AND id_expires_ms IS NOT NULL "
-            "AND ' ' || scope || ' ' LIKE ? ORDER BY id_expires_ms, id",
+            "SELECT gcid, client_id, id_expires_ms FROM cardata_grants WHERE revoked_ms IS NULL "
+            "AND id_expires_ms IS NOT NULL AND ' ' || scope || ' ' LIKE ? ORDER BY id_expires_ms, id",
             (f"% {SCOPE_STREAMING} %",),
         ).fetchall()
-        return dict(rows)  # ordered oldest first: the newest of each gcid is the one kept
+        return {gcid: (client_id, expires_ms) for gcid, client_id, expires_ms in rows}  # the newest of each stays
 
     def purge(self, now: datetime) -> None:
         """Forget tokens past their expiry (a spent refresh token is kept until then, to catch its reuse)."""

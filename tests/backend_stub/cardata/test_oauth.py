@@ -351,3 +351,18 @@ def test_the_owner_scope_is_granted_only_when_asked_for_and_approved_as_the_owne
     with pytest.raises(Forbidden):  # nothing would be left to grant a third party
         setup.flow.approve(alone.user_code, "account-1")
     assert setup.flow.approve(alone.user_code, "account-1", owner=True).scope == SCOPE_OWNER
+
+
+def test_after_a_restart_the_newest_streaming_sign_in_holds_the_login(setup: Setup) -> None:
+    first = _signed_in(setup)
+    setup.clock.advance(10)
+    other = str(uuid.uuid4())
+    setup.directory.clients.add(other)
+    verifier = _verifier()
+    code = setup.flow.start(other, SCOPE, pkce_challenge(verifier), "S256")
+    setup.flow.approve(code.user_code, "account-1")
+    newest = setup.flow.exchange(other, code.device_code, verifier)
+    assert setup.flow.streaming_holders() == {first.gcid: other}
+    assert setup.flow.streaming_expiries() == {first.gcid: newest.expires}
+    setup.flow.revoke(first.gcid, reason="owner change")
+    assert setup.flow.streaming_holders() == {}
