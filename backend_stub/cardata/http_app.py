@@ -84,7 +84,9 @@ def create_app(
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's description without its 422 answers (we answer BMW's 400), with the form schemas."""
+    """FastAPI's description without its 422 answers (we answer BMW's 400), with the form schemas, and
+    every refusal as the JSON it is: FastAPI gives an HTML page's error responses the page's media type,
+    but http_errors.py renders every refusal as JSON."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -98,9 +100,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in path_item.values():
             if isinstance(operation, dict):
                 operation.get("responses", {}).pop("422", None)
+                _errors_as_json(operation.get("responses", {}))
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     schemas.update(FORM_SCHEMAS)
     app.openapi_schema = document
     return document
+
+
+def _errors_as_json(responses: dict[str, Any]) -> None:
+    for status, response in responses.items():
+        content = response.get("content", {})
+        if int(status) >= 400 and "text/html" in content:
+            content["application/json"] = content.pop("text/html")

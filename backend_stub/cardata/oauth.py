@@ -200,7 +200,7 @@ class DeviceFlow:
         now = now or self._clock.now()
         if response_type != "device_code":
             raise OAuthError("unsupported_response_type", "response_type must be device_code")
-        self._require_client(client_id)
+        self._require_client(client_id, http_status=400)  # BMW documents only 400 at the device-code endpoint
         granted = _normalise_scope(scope)
         if code_challenge_method != "S256":
             raise OAuthError("invalid_request", "code_challenge_method must be S256 (plain is refused)")
@@ -333,11 +333,10 @@ class DeviceFlow:
         if self.listener is not None:
             self.listener.tokens_issued(tokens)
 
-    def _require_client(self, client_id: str) -> None:
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= _MAX_ID_CHARS:
-            raise OAuthError("invalid_client", "client_id is not a registered client")
-        if self._directory.client(client_id) is None:
-            raise OAuthError("invalid_client", "client_id is not a registered client")
+    def _require_client(self, client_id: str, *, http_status: int | None = None) -> None:
+        known = isinstance(client_id, str) and 0 < len(client_id) <= _MAX_ID_CHARS
+        if not known or self._directory.client(client_id) is None:
+            raise OAuthError("invalid_client", "client_id is not a registered client", http_status=http_status)
 
     def _insert_code(self, device_code: str, client_id: str, scope: str, challenge: str, now: datetime) -> str:
         for _ in range(5):  # a user code already pending is drawn again

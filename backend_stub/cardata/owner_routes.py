@@ -128,6 +128,7 @@ def device_page_router() -> APIRouter:
         summary="How the owner approves a device code",
         operation_id="getDevicePage",
         response_class=HTMLResponse,
+        responses={400: CUSTOMER_ERRORS[400]},  # a user code longer than any we issue
     )
     async def device_page(
         user_code: Annotated[str, Query(max_length=32, description="The code the client shows")] = "CODE",

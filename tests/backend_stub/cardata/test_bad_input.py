@@ -401,9 +401,6 @@ async def post_form(http: httpx.AsyncClient, path: str, form: dict[str, str] | b
 
 # BMW documents 400 as the device-code endpoint's only refusal: an unknown client there is 400
 # invalid_client (RFC 6749 §5.2 allows it for a client that did not authenticate by header).
-UNDOCUMENTED_401 = pytest.mark.xfail(
-    strict=True, reason="H3: device/code answers invalid_client with 401, which neither BMW nor we document there"
-)
 DEVICE_CASES: dict[str, tuple[dict[str, str] | bytes, int]] = {
     "unknown client": ({"client_id": str(uuid.uuid4())}, 400),
     "bignum client": ({"client_id": str(2**64)}, 400),
@@ -419,9 +416,7 @@ DEVICE_CASES: dict[str, tuple[dict[str, str] | bytes, int]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(case, marks=UNDOCUMENTED_401) if "client" in case else case for case in DEVICE_CASES]
-)
+@pytest.mark.parametrize("case", list(DEVICE_CASES))
 @pytest.mark.usefixtures("unchanged")
 async def test_a_bad_device_code_request_is_refused_as_oauth_says(
     http: httpx.AsyncClient, cardata_module: ModuleApp, case: str
