@@ -30,6 +30,7 @@ import cbor2
 
 from backend_stub.database import checkpoint, savepoint, transaction
 from backend_stub.errors import DatabaseError
+from backend_stub.event_readings import record_signals
 from backend_stub.held_last_values import HeldRecord, folded_rows
 from backend_stub.storable import (
     MAX_PATH_CHARS,
@@ -292,7 +293,7 @@ class BackendStore(StoreRetention):
         ]
 
     def _update_last_values(self, record: ReceivedRecord, received: datetime, ordinal: int) -> tuple[str, ...]:
-        signals = record.body.get("signals")
+        signals = record_signals(record.body)  # a snapshot's, or what a door/lock/parked/service event sent
         if not isinstance(signals, dict):
             return ()
         paths, skipped = usable_signals(signals)

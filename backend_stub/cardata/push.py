@@ -13,11 +13,9 @@ read, never the MSD, the position it carried, or anything the PSAP received.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from backend_stub.cardata.catalogue import CardataCatalogue, CardataKey
 from backend_stub.cardata.stream_message import Reading, iso_timestamp, moment_of, readings_from_signals
+from backend_stub.event_readings import event_signals
 from telematics_wire.records import ReceivedRecord, RecordKind
 
 _ECALL = "ecall"
@@ -50,7 +48,7 @@ class PushMap:
             return ecall
         names = {entry.key for entry in keys}
         found = readings_from_signals(
-            _signals_of(record.body, event), self._catalogue, record.created, streamable_only=False
+            event_signals(record.body), self._catalogue, record.created, streamable_only=False
         )
         return {key: reading for key, reading in found.items() if key in names}
 
@@ -63,16 +61,4 @@ def _event_of(record: ReceivedRecord) -> str | None:
     if record.kind is RecordKind.EVENT:
         event = body.get("type")
         return event if isinstance(event, str) else None
-    return None
-
-
-def _signals_of(body: Mapping[str, Any], event: str) -> object:
-    """The encoded signals (`{path: {"v", "t"}}`) an event record carries (tcu.telemetry)."""
-    if event in ("door", "lock"):  # one signal's change: path, new value, when it changed
-        path = body.get("path")
-        return {path: {"v": body.get("value"), "t": body.get("changed_at")}} if isinstance(path, str) else None
-    if event == "parked_position":
-        return body.get("position")
-    if event == "service_call":
-        return body.get("readings")
     return None

@@ -244,6 +244,15 @@ async def test_a_third_party_streams_a_door_and_a_position_until_the_owner_revok
                 assert door["vin"] == VIN
                 assert door["topic"] == f"{gcid}/{VIN}"
                 assert door["data"][DOOR]["value"] is True
+                # REST serves the last transmitted values: these event-only records transmitted the door's.
+                served = await http.get(
+                    f"/customers/vehicles/{VIN}/telematicData", headers=headers, params={"containerId": container}
+                )
+                assert served.status_code == 200, served.text
+                values = served.json()["telematicData"]
+                assert values[DOOR]["value"] == "true", values
+                assert values[DOOR]["timestamp"] == door["data"][DOOR]["timestamp"]  # when the door changed
+                assert LATITUDE in values, values
 
                 # The owner signs in to their own pages (their approval: the bench approves no such
                 # sign-in by itself) and withdraws the consent there.
@@ -267,7 +276,8 @@ async def test_a_third_party_streams_a_door_and_a_position_until_the_owner_revok
             report = await http.get("/simulator/reports/transactions", headers=owner)
             assert report.status_code == 200, report.text
             sent_to = {(item["clientId"], item["channel"]) for item in _transfers(report.json())}
-            assert sent_to == {(client_id, "push")}, report.text  # the REST read found no values yet: nothing went
+            # The first REST read found no values yet (nothing went); the one after the events did.
+            assert sent_to == {(client_id, "push"), (client_id, "rest")}, report.text
 
 
 def approve_as_owner(backend: BackendStub) -> Callable[[str], Awaitable[object]]:

@@ -73,6 +73,37 @@ def test_telematic_data_is_the_last_values_of_the_consented_container_keys(scene
     assert (logged.client_id, logged.vin, logged.channel, logged.keys) == (scene.client, VIN, "rest", set(data))
 
 
+def door_event(world: CardataWorld, path: str, value: object, changed_at_ms: int, kind: str = "door") -> None:
+    """A `door`/`lock` event record as the car sends it (tcu.telemetry.door_events): no `signals`."""
+    body = {"type": kind, "path": path, "value": value, "previous": not value, "changed_at": changed_at_ms}
+    world.store_record(VIN, body, kind=RecordKind.EVENT)
+
+
+def test_an_event_is_a_transmitted_value_until_a_newer_record_says_otherwise(scene: Scene) -> None:
+    """The seed: CarData gives the last *transmitted* values, and a door or lock event transmits one."""
+    world = scene.world
+    world.store.grant(VIN, scene.client, [DOOR, LOCK, LATITUDE], world.now())
+    world.clock.advance(5)
+    door_event(world, "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", False, to_millis(world.now()) - 300)
+    door_event(world, "Vehicle.Body.CentralLock.State", "UNLOCKED", to_millis(world.now()), kind="lock")
+    parked = {"Vehicle.CurrentLocation.Latitude": {"v": 48.2, "t": to_millis(world.now())}}
+    world.store_record(VIN, {"type": "parked_position", "position": parked}, kind=RecordKind.EVENT)
+    data = world.service.telematic_data(scene.anna, scene.client, VIN, scene.container)
+    assert data == {
+        DOOR: {"value": "false", "unit": "", "timestamp": "2026-11-23T10:00:04.700Z"},  # its changed_at
+        LOCK: {"value": "UNLOCKED", "unit": "", "timestamp": "2026-11-23T10:00:05.000Z"},
+        LATITUDE: {"value": "48.2", "unit": "degrees", "timestamp": "2026-11-23T10:00:05.000Z"},
+    }
+    report = world.service.data_report(scene.anna)
+    (vehicle,) = report["vehicles"]
+    shown = {item["signal"]: item["value"] for item in vehicle["lastValues"]}
+    assert shown["Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"] is False
+    world.clock.advance(5)
+    world.send(VIN, {"Vehicle.Cabin.Door.Row1.DriverSide.IsOpen": True})  # a newer snapshot wins again
+    data = world.service.telematic_data(scene.anna, scene.client, VIN, scene.container)
+    assert data[DOOR] == {"value": "true", "unit": "", "timestamp": "2026-11-23T10:00:10.000Z"}
+
+
 def test_revoking_stops_the_next_answer_at_once(scene: Scene) -> None:
     world = scene.world
     world.store.grant(VIN, scene.client, ["VEHICLE_STATUS"], world.now())
