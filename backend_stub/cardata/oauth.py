@@ -101,6 +101,10 @@ class TokenListener(Protocol):
 
     def tokens_revoked(self, gcid: str) -> None: ...
 
+    async def applied(self, gcid: str) -> None:
+        """Return once what was last told for `gcid` is in force (the token endpoint awaits it)."""
+        ...
+
 
 class Directory(Protocol):
     """Who is who: `CardataStore` (backend_stub.cardata.consents) fits."""

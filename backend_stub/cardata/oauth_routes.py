@@ -7,11 +7,17 @@ is refused as RFC 6749 §3.1 requires, and nothing but the named fields is read.
 `authorization_pending`/`access_denied` 403, `invalid_client`/`expired_token` 401, the rest 400 —
 BMW's own client polls on 403, not on RFC 8628's 400.
 
+Tokens are answered once their streaming login is in force (`TokenListener.applied`: the broker holds
+the new id_token as the gcid's password), so a client connecting to the stream at once is not refused;
+a broker that does not answer within `STREAMING_WAIT_S` delays no sign-in longer (the login follows).
+
 With `auto_approve_account` set (a bench), each device code is approved for that account at once, so
 the first poll gets tokens: no person has to type the user code — except a sign-in asking for the
 owner's own pages (`cardata:owner`), which waits for `backend-stub cardata approve CODE --owner`.
 """
 
+import asyncio
+import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,15 +25,20 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from backend_stub.cardata.errors import CardataError
 from backend_stub.cardata.http_context import CardataContext
 from backend_stub.cardata.http_errors import OAuthErrorResponse
+from backend_stub.cardata.oauth import DeviceFlow
 from backend_stub.cardata.oauth_errors import OAuthError
 from backend_stub.cardata.tokens import SCOPE_OWNER
+
+_LOGGER = logging.getLogger(__name__)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_REFRESH = "refresh_token"
 _MAX_FIELDS = 16  # every form here has at most five
+STREAMING_WAIT_S = 2.0  # the broker applies a login in milliseconds; a sign-in never hangs on a dead one
 
 
 class DeviceCodeFlowPart1(BaseModel):
@@ -175,9 +186,25 @@ def oauth_router(context: CardataContext) -> APIRouter:
             issued = await run(flow.refresh, client_id, refresh, now=now)
         else:
             raise OAuthError("unsupported_grant_type", f"grant_type must be {GRANT_DEVICE_CODE} or {GRANT_REFRESH}")
+        await _streaming_login_in_force(flow, issued.gcid)
         return TokenResponse.model_validate(issued.as_response())
 
     return router
+
+
+async def _streaming_login_in_force(flow: DeviceFlow, gcid: str) -> None:
+    """Wait (bounded) until the new id_token is the gcid's streaming password. The tokens are issued
+    either way: a broker that is down or refuses is logged, and the client's connect is refused until
+    the login follows, as before."""
+    if flow.listener is None:
+        return
+    try:
+        async with asyncio.timeout(STREAMING_WAIT_S):
+            await flow.listener.applied(gcid)
+    except TimeoutError:
+        _LOGGER.warning("CarData tokens for gcid %s answered before the broker applied the streaming login", gcid)
+    except CardataError as exc:  # DynsecError: the broker refused the login
+        _LOGGER.warning("CarData tokens for gcid %s answered without a streaming login: %s", gcid, exc)
 
 
 async def on_oauth_error(request: Request, exc: Exception) -> JSONResponse:

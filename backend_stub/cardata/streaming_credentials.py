@@ -18,8 +18,9 @@ streamer sends it the keys that client may receive (`backend_stub.cardata.stream
 
 Desired state, then reconciliation: each change replaces what is still to be sent for that gcid, and
 a sender applies it whenever the admin connection is up, again after every reconnect (the commands are
-idempotent), until the broker answers. A caller that must know (a test, a bench) awaits `applied(gcid)`;
-the token endpoint never waits on the broker. The sync entry points (`tokens_issued`, `tokens_revoked`,
+idempotent), until the broker answers. A caller that must know awaits `applied(gcid)`: the token
+endpoint does, for at most a moment (oauth_routes.STREAMING_WAIT_S), so a client that connects as soon
+as it has its id_token finds the login there. The sync entry points (`tokens_issued`, `tokens_revoked`,
 `revoke_all`) may be called from another thread (the database thread): they hop onto the loop.
 
 BMW allows one streaming connection per account; the plugin client is per gcid, so two third parties of

@@ -11,8 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from backend_stub.cardata import oauth_routes
+from backend_stub.cardata.dynsec_commands import DynsecError
 from backend_stub.cardata.http_app import create_app
 from backend_stub.cardata.owner_routes import SCOPE_OWNER
+from backend_stub.cardata.tokens import TokenSet
 from backend_stub.config import load_backend_config
 from backend_stub.errors import BackendConfigError
 from tcu.clock import ManualClock
@@ -115,6 +118,70 @@ async def test_a_bad_token_request_gets_an_oauth_error(
 async def test_a_device_code_request_without_pkce_is_refused(world: HttpWorld) -> None:
     form = {"client_id": world.add_client(), "response_type": "device_code", "scope": "openid"}
     oauth_refusal(await world.http.post("/gcdm/oauth/device/code", headers=FORM, data=form), 400, "invalid_request")
+
+
+class GatedLogins:
+    """The streaming side of a broker that applies a login only when the test opens the gate (or refuses it)."""
+
+    def __init__(self, refusal: Exception | None = None) -> None:
+        self.issued: list[str] = []
+        self.asked = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.refusal = refusal
+
+    def tokens_issued(self, tokens: TokenSet) -> None:
+        self.issued.append(tokens.gcid)
+
+    def tokens_revoked(self, gcid: str) -> None:
+        pass
+
+    async def applied(self, gcid: str) -> None:
+        assert gcid in self.issued  # told before the answer waits on it
+        self.asked.set()
+        if self.refusal is not None:
+            raise self.refusal
+        await self.gate.wait()
+
+
+async def approved_poll(world: HttpWorld) -> dict[str, str]:
+    """A token request for an approved device code (the answer is the next thing that happens)."""
+    client_id = world.add_client()
+    started, verifier = await start(world, client_id)
+    world.parts.flow.approve(started["user_code"], OWNER, now=world.clock.now())
+    return {
+        "client_id": client_id,
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": started["device_code"],
+        "code_verifier": verifier,
+    }
+
+
+async def test_tokens_are_answered_once_the_streaming_login_is_in_force(
+    world: HttpWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that connects to the stream the moment it has its id_token must find the login there."""
+    logins = GatedLogins()
+    monkeypatch.setattr(world.parts.flow, "listener", logins)
+    poll = await approved_poll(world)
+    async with asyncio.TaskGroup() as tasks:
+        answer = tasks.create_task(world.http.post("/gcdm/oauth/token", data=poll))
+        await asyncio.wait_for(logins.asked.wait(), 10)
+        await asyncio.sleep(0.05)
+        assert not answer.done(), "tokens answered before the broker held the login"
+        logins.gate.set()
+    assert answer.result().status_code == 200, answer.result().text
+    assert logins.issued == [answer.result().json()["gcid"]]
+
+
+@pytest.mark.parametrize("refusal", [None, DynsecError("not authorised")], ids=["broker silent", "broker refuses"])
+async def test_a_broker_that_never_applies_the_login_delays_the_tokens_only_a_moment(
+    world: HttpWorld, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, refusal: Exception | None
+) -> None:
+    monkeypatch.setattr(world.parts.flow, "listener", GatedLogins(refusal))
+    monkeypatch.setattr(oauth_routes, "STREAMING_WAIT_S", 0.05)
+    answer = await world.http.post("/gcdm/oauth/token", data=await approved_poll(world))
+    assert answer.status_code == 200, answer.text  # issued: the client must not lose its tokens
+    assert "streaming login" in caplog.text  # the operator hears why the client may be refused at once
 
 
 OWNER_SCOPE = f"openid {SCOPE_OWNER}"

@@ -266,6 +266,9 @@ class Listener:
     def tokens_revoked(self, gcid: str) -> None:
         self.revoked.append(gcid)
 
+    async def applied(self, gcid: str) -> None:
+        pass
+
 
 def test_the_listener_hears_of_every_issue_and_revocation(setup: Setup) -> None:
     listener = Listener()
