@@ -19,7 +19,8 @@ from backend_stub.psap import PsapBehaviour, PsapStub
 from backend_stub.psap_ng import PsapNg
 from hil.sip_peers import SCENARIOS, Kamailio, Sipp, free_udp_port
 from tcu.ecall.config import NgConfig
-from tcu.ecall.ng.ng_modem import NgEcallModem, NgMsd
+from tcu.ecall.ng.ng_call import NgMsd
+from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.modem_client import ModemEvent, ModemIndication
 from telematics_wire import msd_uper
