@@ -8,7 +8,10 @@ through `AccountStore.owner_change`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import shutil
+import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +48,7 @@ class CardataWorld:
     store: CardataStore
     service: CardataService
     signing: SigningKey
+    sealer: bytes  # the Sealer's private key
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def now(self) -> datetime:
@@ -114,14 +118,52 @@ class CardataWorld:
         self.records.close()
 
 
-def open_world(tmp: Path) -> CardataWorld:
-    clock = ManualClock(wall=START)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A world saved as one database file with the keys its rows were sealed and signed with, so a test
+    can start from a copy of it (`open_world(snapshot=...)`) instead of building it again: SQLite's
+    schema writes and a real pairing are most of a world's start."""
+
+    database: Path
+    sealer: bytes
+    signing: bytes
+    next_seq: int
+    clock: datetime
+
+
+def snapshot(world: CardataWorld, path: Path) -> Snapshot:
+    """Save `world` (still open, every change committed) to `path`."""
+    with contextlib.closing(sqlite3.connect(world.tmp / "backend.sqlite3")) as db:
+        db.execute("VACUUM INTO ?", (str(path),))
+    next_seq = next(world.seqs)
+    world.seqs = itertools.count(next_seq + 1)
+    return Snapshot(
+        database=path, sealer=world.sealer, signing=bytes(world.signing), next_seq=next_seq, clock=world.now()
+    )
+
+
+def blank_database(tmp: Path) -> Snapshot:
+    """A world with every table and no rows."""
+    world = open_world(tmp / "template")
+    try:
+        return snapshot(world, tmp / "blank.sqlite3")
+    finally:
+        world.close()
+
+
+def open_world(tmp: Path, *, snapshot: Snapshot | None = None) -> CardataWorld:
+    """A new world in `tmp`; a copy of `snapshot` when given."""
     path = tmp / "backend.sqlite3"
-    signing = SigningKey.generate()
+    sealer, signing, next_seq, clock = bytes(PrivateKey.generate()), SigningKey.generate(), 1, ManualClock(wall=START)
+    if snapshot is not None:
+        shutil.copyfile(snapshot.database, path)
+        path.chmod(0o600)  # as the stores create it: the backend's database is the owner's alone
+        sealer, signing, next_seq = snapshot.sealer, SigningKey(snapshot.signing), snapshot.next_seq
+        clock = ManualClock(wall=snapshot.clock)
     records = BackendStore(path)
     accounts = AccountStore(
         path,
-        sealer=Sealer(bytes(PrivateKey.generate())),
+        sealer=Sealer(sealer),
         signing_key=signing,
         enrolled=lambda vin: records.public_key(vin) is not None,
     )
@@ -129,4 +171,6 @@ def open_world(tmp: Path) -> CardataWorld:
     issuer = ProvisioningIssuer(provisioning, signing_key=signing, clock=clock, enrolled=lambda _vin: True)
     store = CardataStore(path)
     service = CardataService(store, load_cardata_catalogue(), records, provisioning, clock)
-    return CardataWorld(tmp, clock, records, accounts, provisioning, issuer, store, service, signing)
+    return CardataWorld(
+        tmp, clock, records, accounts, provisioning, issuer, store, service, signing, sealer, itertools.count(next_seq)
+    )

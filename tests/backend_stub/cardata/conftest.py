@@ -1,5 +1,7 @@
 """Fixtures of the CarData tests.
 
+- `blank_cardata_database`: an empty database of the domain world (cardata_world), made once per run;
+  `open_world(tmp, snapshot=...)` starts each test's own world from a copy of it.
 - `world` (streaming_world): a database with an owner, a linked vehicle and a streamer into a recorder.
 - `cardata_module`: the real CarData app once per test module, on a bench backend (tmp database): an
   owner whose vehicle is linked and has last values, a client signed in through the device-code flow
@@ -22,6 +24,7 @@ from fastapi import FastAPI
 
 from backend_stub.cardata.tokens import TokenSet
 from tcu.clock import ManualClock
+from tests.backend_stub.cardata.cardata_world import Snapshot, blank_database
 from tests.backend_stub.cardata.http_world import (
     DOOR,
     OWNER,
@@ -64,6 +67,12 @@ def sign_in_directly(opened: HttpWorld, client_id: str, account: str) -> TokenSe
     started = flow.start(client_id, SCOPE, challenge, "S256", now=now)
     flow.approve(started.user_code, account, now=now)
     return flow.exchange(client_id, started.device_code, verifier, now=now)
+
+
+@pytest.fixture(scope="session")
+def blank_cardata_database(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    """The CarData domain world's empty database, made once: each test's world starts from a copy."""
+    return blank_database(tmp_path_factory.mktemp("cardata-blank"))
 
 
 @pytest.fixture(scope="module")

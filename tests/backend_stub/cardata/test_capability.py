@@ -17,7 +17,7 @@ from tcu.telemetry.capabilities import capability_report
 from tcu.telemetry.data_policy import DataPolicy
 from telematics_wire.catalogue import Catalogue, Category
 from telematics_wire.entitlements import derive
-from tests.backend_stub.cardata.cardata_world import START, CardataWorld, open_world
+from tests.backend_stub.cardata.cardata_world import START, CardataWorld, Snapshot, open_world
 from tests.conftest import VIN
 
 DOOR_SIGNAL = "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"
@@ -30,8 +30,8 @@ ECALL = "vehicle.safety.emergencyCall.lastCallTime"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[CardataWorld]:
-    world = open_world(tmp_path)
+def world(tmp_path: Path, blank_cardata_database: Snapshot) -> Iterator[CardataWorld]:
+    world = open_world(tmp_path, snapshot=blank_cardata_database)
     world.enroll(VIN)
     world.send(VIN, {DOOR_SIGNAL: False, LATITUDE_SIGNAL: 48.1, "Vehicle.TraveledDistance": 1200.5})
     yield world

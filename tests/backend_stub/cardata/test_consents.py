@@ -13,7 +13,7 @@ from backend_stub.cardata.consents import CardataStore
 from backend_stub.cardata.errors import BadRequest, Conflict, Forbidden, NotFound
 from backend_stub.cardata.records import MAX_CONTAINERS
 from backend_stub.errors import BackendConfigError
-from tests.backend_stub.cardata.cardata_world import CardataWorld, open_world
+from tests.backend_stub.cardata.cardata_world import CardataWorld, Snapshot, open_world
 from tests.conftest import OTHER_VIN, VIN
 
 ANNA, BEN = "anna@example.org", "ben@example.org"
@@ -22,8 +22,8 @@ LATITUDE = "vehicle.cabin.infotainment.navigation.currentLocation.latitude"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[CardataWorld]:
-    world = open_world(tmp_path)
+def world(tmp_path: Path, blank_cardata_database: Snapshot) -> Iterator[CardataWorld]:
+    world = open_world(tmp_path, snapshot=blank_cardata_database)
     world.enroll(VIN)
     world.enroll(OTHER_VIN)
     yield world

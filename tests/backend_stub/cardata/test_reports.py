@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend_stub.cardata.reports import report_page, shown_value
-from tests.backend_stub.cardata.cardata_world import CardataWorld, open_world
+from tests.backend_stub.cardata.cardata_world import CardataWorld, Snapshot, open_world
 from tests.conftest import VIN
 
 ANNA = "anna@example.org"
@@ -18,8 +18,8 @@ MILEAGE = "vehicle.vehicle.travelledDistance"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[CardataWorld]:
-    world = open_world(tmp_path)
+def world(tmp_path: Path, blank_cardata_database: Snapshot) -> Iterator[CardataWorld]:
+    world = open_world(tmp_path, snapshot=blank_cardata_database)
     world.enroll(VIN)
     yield world
     world.close()

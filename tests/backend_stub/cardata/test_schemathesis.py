@@ -29,7 +29,7 @@ from schemathesis.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-CI_EXAMPLES = 5
+CI_EXAMPLES = 3
 LONG_EXAMPLES = int(os.environ.get("CARDATA_SCHEMATHESIS_EXAMPLES", "0") or 0)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Each example runs the real app on a real database: slower than Hypothesis expects of a pure function.

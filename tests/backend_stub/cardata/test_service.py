@@ -12,7 +12,7 @@ import pytest
 from backend_stub.cardata.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from backend_stub.cardata.records import VehicleMapping
 from telematics_wire.records import RecordKind, to_millis
-from tests.backend_stub.cardata.cardata_world import START, CardataWorld, open_world
+from tests.backend_stub.cardata.cardata_world import START, CardataWorld, Snapshot, open_world, snapshot
 from tests.conftest import OTHER_VIN, VIN
 
 ANNA, BEN = "anna@example.org", "ben@example.org"
@@ -33,28 +33,41 @@ class Scene:
     container: str
 
 
+@pytest.fixture(scope="module")
+def saved_scene(tmp_path_factory: pytest.TempPathFactory, blank_cardata_database: Snapshot) -> tuple[Snapshot, Scene]:
+    """Anna's car and Ben's, each paired, a client with a container, a first telemetry record: built
+    once, and each test gets a copy of its own (`scene`)."""
+    tmp = tmp_path_factory.mktemp("cardata-scene")
+    world = open_world(tmp, snapshot=blank_cardata_database)
+    try:
+        world.enroll(VIN)
+        world.enroll(OTHER_VIN)
+        anna, ben = world.account(ANNA), world.account(BEN)
+        world.pair(VIN, ANNA)
+        world.pair(OTHER_VIN, BEN)
+        client = world.store.add_client("Home Assistant").client_id
+        container = world.service.create_container(
+            anna, client, "car", "dashboard", [DOOR, LOCK, LATITUDE, MILEAGE, TYRE, ECALL], START
+        )
+        world.send(
+            VIN,
+            {
+                "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen": True,
+                "Vehicle.Body.CentralLock.State": "DOUBLE_LOCKED",
+                "Vehicle.CurrentLocation.Latitude": 48.137154,
+                "Vehicle.TraveledDistance": 12345.6,
+            },
+        )
+        return snapshot(world, tmp / "scene.sqlite3"), Scene(world, anna, ben, client, container.container_id)
+    finally:
+        world.close()
+
+
 @pytest.fixture
-def scene(tmp_path: Path) -> Iterator[Scene]:
-    world = open_world(tmp_path)
-    world.enroll(VIN)
-    world.enroll(OTHER_VIN)
-    anna, ben = world.account(ANNA), world.account(BEN)
-    world.pair(VIN, ANNA)
-    world.pair(OTHER_VIN, BEN)
-    client = world.store.add_client("Home Assistant").client_id
-    container = world.service.create_container(
-        anna, client, "car", "dashboard", [DOOR, LOCK, LATITUDE, MILEAGE, TYRE, ECALL], START
-    )
-    world.send(
-        VIN,
-        {
-            "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen": True,
-            "Vehicle.Body.CentralLock.State": "DOUBLE_LOCKED",
-            "Vehicle.CurrentLocation.Latitude": 48.137154,
-            "Vehicle.TraveledDistance": 12345.6,
-        },
-    )
-    yield Scene(world, anna, ben, client, container.container_id)
+def scene(tmp_path: Path, saved_scene: tuple[Snapshot, Scene]) -> Iterator[Scene]:
+    saved, built = saved_scene
+    world = open_world(tmp_path, snapshot=saved)
+    yield Scene(world, built.anna, built.ben, built.client, built.container)
     world.close()
 
 
@@ -136,7 +149,11 @@ def test_a_vehicle_of_another_account_or_none_is_forbidden_alike(scene: Scene) -
     assert world.store.transfers(scene.anna) == []
 
 
-@pytest.mark.parametrize("vin", ["", "wmwzzz3cz2e123456", "WMWZZZ3CZ2E12345O", "X" * 100_000, 17])
+@pytest.mark.parametrize(
+    "vin",
+    ["", "wmwzzz3cz2e123456", "WMWZZZ3CZ2E12345O", "X" * 100_000, 17],
+    ids=["empty", "lower case", "letter O", "100k characters", "a number"],
+)
 def test_a_malformed_vin_is_a_bad_request(scene: Scene, vin: object) -> None:
     with pytest.raises(BadRequest) as refused:
         scene.world.service.telematic_data(scene.anna, scene.client, vin, scene.container)  # type: ignore[arg-type]
