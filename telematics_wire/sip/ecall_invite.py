@@ -75,6 +75,12 @@ def msd_part(msd: bytes, content_id: str) -> BodyPart:
     )
 
 
+def text_parts_first(parts: Sequence[BodyPart]) -> list[BodyPart]:
+    """The parts in their order, except the binary MSD parts moved to the end (SDP stays first, RFC 5621)."""
+    binary = MSD_CONTENT_TYPE.lower()
+    return [part for part in parts if part.media_type != binary] + [part for part in parts if part.media_type == binary]
+
+
 def control_part(control: bytes, content_id: str | None = None) -> BodyPart:
     return BodyPart(
         content_type=CONTROL_CONTENT_TYPE, data=control, content_id=content_id, disposition=DATA_DISPOSITION
@@ -100,10 +106,12 @@ def build_ecall_invite(
     boundary: str | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> SipRequest:
-    """The eCall INVITE: SDP offer + MSD (+ PIDF-LO) in multipart/mixed, Call-Info naming the MSD, Geolocation.
+    """The eCall INVITE: SDP offer (+ PIDF-LO) + MSD in multipart/mixed, Call-Info naming the MSD, Geolocation.
 
     `contact` is a SIP URI (`sip:ivs@192.0.2.1:5070`); the Via sent-by defaults to its host and port.
     `location` None sends no PIDF-LO and no Geolocation (the MSD still has the position).
+    The binary MSD goes last (`text_parts_first`): RFC 8147 leaves the order to the sender, and a PSAP that
+    reads the message as a C string (SIPp does) sees nothing past the MSD's first zero byte.
     """
     if not is_ecall_urn(request_uri):
         raise SipError(f"{request_uri!r} is not an eCall service URN")
@@ -144,7 +152,7 @@ def build_ecall_invite(
         )
         headers.append(("Geolocation", f"<cid:{location_id}>"))
         headers.append(("Geolocation-Routing", "yes"))
-    content_type, body = build_multipart(parts, boundary=boundary)
+    content_type, body = build_multipart(text_parts_first(parts), boundary=boundary)
     headers.extend(extra_headers)
     headers.append(("Content-Type", content_type))
     return SipRequest(method="INVITE", uri=request_uri, headers=SipHeaders(headers), body=body)
@@ -288,5 +296,5 @@ def info_body(
         parts.append(control_part(control))
     if not parts:
         raise SipError("an eCall INFO carries an MSD, a control block or both")
-    content_type, body = build_multipart(parts, boundary=boundary)
+    content_type, body = build_multipart(text_parts_first(parts), boundary=boundary)
     return headers, content_type, body

@@ -26,7 +26,6 @@ from tcu.sources.modem_client import ModemEvent, ModemIndication
 from telematics_wire import msd_uper
 from telematics_wire.msd import compilable_module_text, decode
 from telematics_wire.sip.ecall_body import (
-    MSD_CONTENT_TYPE,
     URN_AUTOMATIC,
     URN_TEST,
     ControlAck,
@@ -35,7 +34,6 @@ from telematics_wire.sip.ecall_body import (
 )
 from telematics_wire.sip.ecall_invite import read_control
 from telematics_wire.sip.message import SipRequest
-from telematics_wire.sip.multipart import boundary_of, build_multipart, parse_multipart
 from telematics_wire.sip.pidf_lo import Location
 from tests.backend_stub.psap_caller import MSD, emergency_call, send_msd
 from tests.backend_stub.sip_vehicle import FIX_TIME, SipVehicle
@@ -66,26 +64,12 @@ def asn1_decoded(msd: bytes) -> object:
     return spec.decode("MSDMessage", inner)
 
 
-def location_before_msd(invite: SipRequest) -> SipRequest:
-    """The same INVITE with its PIDF-LO part moved in front of the binary MSD part.
-
-    SIPp reads a message as a C string: its regexps see nothing past the first NUL byte, and an MSD has
-    NULs. build_ecall_invite puts the MSD before the PIDF-LO, so SIPp cannot check the location there
-    (RFC 8147 leaves the order to the sender; SDP first is all RFC 5621 asks).
-    """
-    content_type = invite.headers.require("Content-Type")
-    parts = parse_multipart(content_type, invite.body)
-    ordered = sorted(parts, key=lambda part: part.media_type == MSD_CONTENT_TYPE.lower())
-    _, body = build_multipart(ordered, boundary=boundary_of(content_type))
-    return SipRequest(method=invite.method, uri=invite.uri, headers=invite.headers, body=body)
-
-
 @pytest.mark.parametrize("urn", [URN_AUTOMATIC, URN_TEST])
 async def test_our_ecall_invite_passes_the_sipp_psap_through_kamailio(
     proxy: Kamailio, psap_port: int, urn: str
 ) -> None:
     async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
-        invite = location_before_msd(vehicle.build_invite(urn=urn))
+        invite = vehicle.build_invite(urn=urn)
         ok = await vehicle.call(proxy.address, invite)
         assert ok.headers.get_all("Record-Route"), "Kamailio stays on the path"
         ack = read_control(ok)
@@ -104,7 +88,7 @@ async def test_the_sipp_psap_fails_an_invite_whose_msd_is_not_the_part_call_info
 
     SIPp marks the call failed and plays the scenario to its end (answer, BYE), which the vehicle lets it."""
     async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
-        invite = location_before_msd(vehicle.build_invite())
+        invite = vehicle.build_invite()
         wrong = invite.headers.replaced("Call-Info", msd_call_info("elsewhere@ivs.invalid").format())
         await vehicle.call(proxy.address, SipRequest(method="INVITE", uri=invite.uri, headers=wrong, body=invite.body))
         vehicle.reply(await vehicle.receive_request("BYE"))

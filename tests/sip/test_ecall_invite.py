@@ -99,6 +99,29 @@ def _with_body(request: SipRequest, parts: list[BodyPart], headers: SipHeaders |
     return replace(request, headers=(headers or request.headers).replaced("Content-Type", content_type), body=body)
 
 
+def test_the_binary_msd_comes_after_every_text_part() -> None:
+    """A PSAP reading the message as a C string (SIPp) sees the SDP and the location before the MSD's
+    first zero byte; the MSD part stays whole and referenced."""
+    crash = b"\x01\x00" + msd_codec.encode(CRASH, 3)  # UPER bytes, a zero byte early on
+    request = invite(crash)
+    before_nul = request.encode().split(b"\x00", 1)[0]
+    assert [line for line in before_nul.split(b"\r\n") if line.startswith(b"Content-Type: ")] == [
+        b"Content-Type: multipart/mixed;boundary=" + request.headers.require("Content-Type").split("=", 1)[1].encode(),
+        b"Content-Type: application/sdp",
+        b"Content-Type: application/pidf+xml",
+        b"Content-Type: " + MSD_CONTENT_TYPE.encode(),
+    ]
+    assert b"<gml:pos>48.5 11.5</gml:pos>" in before_nul
+    assert read_ecall_invite(request).msd == crash
+
+
+def test_an_info_puts_its_control_block_before_the_msd() -> None:
+    *_, body = info_body(msd=b"\x00\x01", msd_content_id="msd2@ivs", control=build_control_request_msd())
+    before_nul = body.split(b"\x00", 1)[0]
+    assert b"EmergencyCallData.Control" in before_nul
+    assert before_nul.index(b"EmergencyCallData.Control") < before_nul.index(MSD_CONTENT_TYPE.encode())
+
+
 def test_no_msd_part_is_refused() -> None:
     request = _with_body(invite(b"\x01"), [BodyPart(content_type="application/sdp", data=SDP)])
     with pytest.raises(SipError, match=r"no application/EmergencyCallData\.eCall\.MSD body part"):
