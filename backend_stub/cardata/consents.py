@@ -207,12 +207,7 @@ class CardataStore:
                 raise Forbidden(f"vehicle {vin} has no linked account: only its owner can consent")
             current = self._open_consent(link[0], client_id)
             keys = granted if current is None else granted | current[1]
-            if current is not None:
-                self._db.execute("UPDATE cardata_consents SET ended_ms=? WHERE id=?", (to_millis(now), current[0]))
-            self._db.execute(
-                "INSERT INTO cardata_consents (link_id, client_id, keys, granted_ms) VALUES (?, ?, ?, ?)",
-                (link[0], client_id, _dump(keys), to_millis(now)),
-            )
+            self._replace_consent(link[0], client_id, current, keys, now)
         _LOGGER.info("CarData consent for vehicle %s: client %s may receive %d keys", vin, client_id, len(keys))
         self._changed(link[1])
         return keys
@@ -227,13 +222,8 @@ class CardataStore:
             current = None if link is None else self._open_consent(link[0], client_id)
             if link is None or current is None:
                 return frozenset()
-            self._db.execute("UPDATE cardata_consents SET ended_ms=? WHERE id=?", (to_millis(now), current[0]))
             left = frozenset() if withdrawn is None else current[1] - withdrawn
-            if left:
-                self._db.execute(
-                    "INSERT INTO cardata_consents (link_id, client_id, keys, granted_ms) VALUES (?, ?, ?, ?)",
-                    (link[0], client_id, _dump(left), to_millis(now)),
-                )
+            self._replace_consent(link[0], client_id, current, left, now)
         _LOGGER.info("CarData consent for vehicle %s: client %s keeps %d keys", vin, client_id, len(left))
         self._changed(link[1])
         return left
@@ -287,6 +277,24 @@ class CardataStore:
             (link_id, client_id),
         ).fetchone()
         return None if row is None else (int(row[0]), _keys(row[1]))
+
+    def _replace_consent(
+        self,
+        link_id: int,
+        client_id: str,
+        current: tuple[int, frozenset[str]] | None,
+        keys: frozenset[str],
+        now: datetime,
+    ) -> None:
+        """End the open consent (if any) and open one for `keys` (if any): a change is a new row, so the
+        report shows what was consented when."""
+        if current is not None:
+            self._db.execute("UPDATE cardata_consents SET ended_ms=? WHERE id=?", (to_millis(now), current[0]))
+        if keys:
+            self._db.execute(
+                "INSERT INTO cardata_consents (link_id, client_id, keys, granted_ms) VALUES (?, ?, ?, ?)",
+                (link_id, client_id, _dump(keys), to_millis(now)),
+            )
 
     def _known_client(self, client_id: str) -> None:
         check_uuid(client_id, what="client_id")

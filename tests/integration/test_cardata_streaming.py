@@ -13,11 +13,8 @@ the backend's StreamingCredentials made when the tokens were issued, and the rev
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
-import secrets
 import sqlite3
 import ssl
 import time
@@ -39,6 +36,7 @@ from hil.streaming_listener import DYNSEC_PLUGIN, StreamingListener
 from telematics_wire.envelope import seal_record
 from telematics_wire.keys import load_private_key, load_public_key
 from telematics_wire.records import Record, RecordKind, to_millis
+from tests.backend_stub.cardata.http_world import device_sign_in as sign_in
 from tests.conftest import VIN, eventually, require_mosquitto
 from tests.integration.certificates import make_tls_files
 
@@ -116,48 +114,6 @@ class StreamClient:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-async def sign_in(
-    http: httpx.AsyncClient,
-    client_id: str,
-    scope: str = SCOPE,
-    approve: Callable[[str], Awaitable[object]] | None = None,
-) -> dict[str, Any]:
-    """RFC 8628 with PKCE S256, as BMW's device-code flow document describes it; `approve` is the owner's
-    step for a sign-in the bench does not approve by itself."""
-    verifier = secrets.token_urlsafe(32)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    started = await http.post(
-        "/gcdm/oauth/device/code",
-        data={
-            "client_id": client_id,
-            "response_type": "device_code",
-            "scope": scope,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        },
-    )
-    assert started.status_code == 200, started.text
-    answer = started.json()
-    if approve is not None:
-        await approve(answer["user_code"])
-    async with asyncio.timeout(10):
-        while True:
-            polled = await http.post(
-                "/gcdm/oauth/token",
-                data={
-                    "client_id": client_id,
-                    "device_code": answer["device_code"],
-                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-                    "code_verifier": verifier,
-                },
-            )
-            if polled.status_code == 200:
-                tokens: dict[str, Any] = polled.json()
-                return tokens
-            assert polled.json()["error"] in ("authorization_pending", "slow_down"), polled.text
-            await asyncio.sleep(0.1)
 
 
 async def send(broker: MosquittoBroker, layout: BenchLayout, seq: int, body: dict[str, Any]) -> None:

@@ -3,10 +3,11 @@ httpx client on the CarData app in process (ASGITransport): what the HTTP tests 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,33 +74,61 @@ class HttpWorld:
     async def sign_in(self, client_id: str, scope: str = SCOPE, *, owner: bool = False) -> dict[str, Any]:
         """The device-code flow as BMW's client runs it; the owner approves on the backend in between
         (`owner`: as their own sign-in). The answer gains `client_id`, for the test's own use."""
-        verifier, challenge = pkce_pair()
-        started = await self.http.post(
-            "/gcdm/oauth/device/code",
-            headers=FORM,
-            data={
-                "client_id": client_id,
-                "response_type": "device_code",
-                "scope": scope,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            },
-        )
-        assert started.status_code == 200, started.text
-        self.parts.flow.approve(started.json()["user_code"], OWNER, owner=owner, now=self.clock.now())
-        tokens = await self.http.post(
-            "/gcdm/oauth/token",
-            headers=FORM,
-            data={
-                "client_id": client_id,
-                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-                "device_code": started.json()["device_code"],
-                "code_verifier": verifier,
-            },
-        )
-        assert tokens.status_code == 200, tokens.text
-        found: dict[str, Any] = tokens.json()
+
+        async def approve(user_code: str) -> None:
+            self.parts.flow.approve(user_code, OWNER, owner=owner, now=self.clock.now())
+
+        found = await device_sign_in(self.http, client_id, scope, approve=approve)
         return {**found, "client_id": client_id}
+
+
+def device_code_form(client_id: str, scope: str = SCOPE) -> tuple[dict[str, str], str]:
+    """The form that starts a sign-in (PKCE S256), and the verifier to poll with."""
+    verifier, challenge = pkce_pair()
+    form = {
+        "client_id": client_id,
+        "response_type": "device_code",
+        "scope": scope,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    return form, verifier
+
+
+def token_form(client_id: str, device_code: str, verifier: str) -> dict[str, str]:
+    """The form that polls for the tokens of a device code."""
+    return {
+        "client_id": client_id,
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": device_code,
+        "code_verifier": verifier,
+    }
+
+
+async def device_sign_in(
+    http: httpx.AsyncClient,
+    client_id: str,
+    scope: str = SCOPE,
+    approve: Callable[[str], Awaitable[object]] | None = None,
+) -> dict[str, Any]:
+    """RFC 8628 with PKCE S256, as BMW's device-code flow document describes it, over HTTP only: start,
+    `approve` (the owner's step, for a sign-in the backend does not approve by itself), poll until the
+    tokens come (at most 10 s)."""
+    form, verifier = device_code_form(client_id, scope)
+    started = await http.post("/gcdm/oauth/device/code", headers=FORM, data=form)
+    assert started.status_code == 200, started.text
+    answer = started.json()
+    if approve is not None:
+        await approve(answer["user_code"])
+    poll = token_form(client_id, answer["device_code"], verifier)
+    async with asyncio.timeout(10):
+        while True:
+            polled = await http.post("/gcdm/oauth/token", headers=FORM, data=poll)
+            if polled.status_code == 200:
+                tokens: dict[str, Any] = polled.json()
+                return tokens
+            assert polled.json()["error"] in ("authorization_pending", "slow_down"), polled.text
+            await asyncio.sleep(0.1)
 
 
 def bearer(tokens: Mapping[str, Any]) -> dict[str, str]:

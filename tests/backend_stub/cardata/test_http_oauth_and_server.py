@@ -28,8 +28,9 @@ from tests.backend_stub.cardata.http_world import (
     bearer,
     bench_backend,
     close_world,
+    device_code_form,
     open_world,
-    pkce_pair,
+    token_form,
 )
 from tests.conftest import VIN, running_task
 
@@ -44,14 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpWorld]:
 
 
 async def start(world: HttpWorld, client_id: str) -> tuple[dict[str, Any], str]:
-    verifier, challenge = pkce_pair()
-    form = {
-        "client_id": client_id,
-        "response_type": "device_code",
-        "scope": "openid cardata:api:read",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
+    form, verifier = device_code_form(client_id, "openid cardata:api:read")
     started = await world.http.post("/gcdm/oauth/device/code", headers=FORM, data=form)
     assert started.status_code == 200, started.text
     return started.json(), verifier
@@ -67,12 +61,7 @@ async def test_polling_answers_as_bmws_client_expects_pending_slow_down_then_tok
     client_id = world.add_client()
     started, verifier = await start(world, client_id)
     assert started["verification_uri_complete"].endswith(f"/simulator/device?user_code={started['user_code']}")
-    poll = {
-        "client_id": client_id,
-        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-        "device_code": started["device_code"],
-        "code_verifier": verifier,
-    }
+    poll = token_form(client_id, started["device_code"], verifier)
     oauth_refusal(await world.http.post("/gcdm/oauth/token", data=poll), 403, "authorization_pending")
     oauth_refusal(await world.http.post("/gcdm/oauth/token", data=poll), 400, "slow_down")
     world.clock.advance(started["interval"] + 5)
@@ -148,12 +137,7 @@ async def approved_poll(world: HttpWorld) -> dict[str, str]:
     client_id = world.add_client()
     started, verifier = await start(world, client_id)
     world.parts.flow.approve(started["user_code"], OWNER, now=world.clock.now())
-    return {
-        "client_id": client_id,
-        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-        "device_code": started["device_code"],
-        "code_verifier": verifier,
-    }
+    return token_form(client_id, started["device_code"], verifier)
 
 
 async def test_tokens_are_answered_once_the_streaming_login_is_in_force(
@@ -236,21 +220,9 @@ async def test_a_bench_approves_third_parties_at_once_but_never_the_owner_scope(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
             answers = {}
             for scope in ("openid cardata:api:read", OWNER_SCOPE):
-                verifier, challenge = pkce_pair()
-                form = {
-                    "client_id": client_id,
-                    "response_type": "device_code",
-                    "scope": scope,
-                    "code_challenge": challenge,
-                    "code_challenge_method": "S256",
-                }
+                form, verifier = device_code_form(client_id, scope)
                 started = (await http.post("/gcdm/oauth/device/code", headers=FORM, data=form)).json()
-                poll = {
-                    "client_id": client_id,
-                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-                    "device_code": started["device_code"],
-                    "code_verifier": verifier,
-                }
+                poll = token_form(client_id, started["device_code"], verifier)
                 answers[scope] = (await http.post("/gcdm/oauth/token", headers=FORM, data=poll)).json()
     finally:
         backend.cardata.close()
