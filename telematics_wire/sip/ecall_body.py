@@ -9,6 +9,14 @@ Control block (RFC 8147 §9.1), namespace `urn:ietf:params:xml:ns:EmergencyCallD
 - `<ack ref="<Content-ID of the acknowledged MSD>" received="true|false">` with optional
   `<actionResult action=".." success="true|false" reason=".." details=".."/>` children;
 - `<request action="send-data" datatype="eCall.MSD"/>`: the PSAP asks the vehicle for a fresh MSD.
+
+Checked against IANA's registries (the RFC's own registrations): the 'sos' sub-services list
+`sos.ecall`, `sos.ecall.automatic` and `sos.ecall.manual` with RFC 8147 as their reference
+(iana.org/assignments/urn-serviceid-labels), and the SIP Info Packages registry names
+`EmergencyCallData.eCall.MSD` for RFC 8147. Test calls: RFC 8147 §10 uses RFC 6881's `test` service in
+front of the eCall service, `urn:service:test.sos.ecall`; the `.automatic`/`.manual` test forms are no
+registered labels — we accept them on reading only and never send them. (3GPP's test eCall over IMS,
+TS 23.167 Annex N, may instead use a test URI configured on the USIM; a PSAP stub need not care.)
 """
 
 from __future__ import annotations

@@ -81,15 +81,53 @@ async def test_our_ecall_invite_passes_the_sipp_psap_through_kamailio(
         assert await sipp_psap.finished() == 0, sipp_psap.report()
 
 
-async def test_the_sipp_psap_fails_an_invite_whose_msd_is_not_the_part_call_info_names(
-    proxy: Kamailio, psap_port: int
-) -> None:
-    """The scenario's checks bite: a Call-Info naming another Content-ID fails the call (exit code 1).
+async def ng_modem_events(events: asyncio.Queue[ModemEvent], count: int) -> list[EcallIndication]:
+    heard: list[EcallIndication] = []
+    async with asyncio.timeout(10):
+        while len(heard) < count:
+            event = await events.get()
+            if isinstance(event, ModemIndication):
+                heard.append(event.indication)
+    return heard
 
-    SIPp marks the call failed and plays the scenario to its end (answer, BYE), which the vehicle lets it."""
+
+def ng_modem(proxy: Kamailio, events: asyncio.Queue[ModemEvent]) -> NgEcallModem:
+    """The agent's own NG eCall modem (tcu.ecall.ng), pointed at Kamailio as its P-CSCF."""
+    modem = NgEcallModem(NgConfig(proxy_host="127.0.0.1", proxy_port=proxy.port), vin=VIN, on_event=events.put_nowait)
+    location = Location(latitude=48.1, longitude=11.5, radius_m=10.0, timestamp=FIX_TIME)
+    modem.bind_service(msd=lambda: NgMsd(message_identifier=1, msd=MSD, location=location), report=lambda body: None)
+    return modem
+
+
+async def test_the_cars_ng_modem_passes_the_sipp_psap_through_kamailio(proxy: Kamailio, psap_port: int) -> None:
+    """Issue 17's done-when end to end: the vehicle's real UA → Kamailio → SIPp as the PSAP, which checks the
+    URN, Call-Info, MSD and PIDF-LO, acks the MSD in its 200 OK and clears down; only SIPp ends the call."""
+    events: asyncio.Queue[ModemEvent] = asyncio.Queue()
+    modem = ng_modem(proxy, events)
+    async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, running_task(modem.run(), name="ng"):
+        await modem.dial(EcallType.AUTOMATIC)
+        connected = [EcallIndication.CONNECTED, EcallIndication.SEND_MSD]
+        assert await ng_modem_events(events, 4) == [*connected, EcallIndication.LL_ACK, EcallIndication.AL_ACK]
+        assert await ng_modem_events(events, 1) == [EcallIndication.CLEARED_DOWN]  # SIPp's BYE, via Kamailio
+        assert await sipp_psap.finished() == 0, sipp_psap.report()
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Call-Info", msd_call_info("elsewhere@ivs.invalid").format()),  # the MSD is not the part it names
+        ("Geolocation", "<cid:elsewhere@ivs.invalid>"),  # the PIDF-LO is not the part it names
+        ("Recv-Info", "nothing"),  # no INFO package for a fresh MSD
+    ],
+)
+async def test_the_sipp_psap_fails_an_invite_that_breaks_a_check(
+    proxy: Kamailio, psap_port: int, header: str, value: str
+) -> None:
+    """The scenario's checks bite: a reference to the wrong part or a missing INFO package fails the call
+    (exit code 1). SIPp marks the call failed and plays the scenario to its end (answer, BYE)."""
     async with Sipp(SCENARIOS / "psap_uas.xml", port=psap_port) as sipp_psap, SipVehicle() as vehicle:
         invite = vehicle.build_invite()
-        wrong = invite.headers.replaced("Call-Info", msd_call_info("elsewhere@ivs.invalid").format())
+        wrong = invite.headers.replaced(header, value)
         await vehicle.call(proxy.address, SipRequest(method="INVITE", uri=invite.uri, headers=wrong, body=invite.body))
         vehicle.reply(await vehicle.receive_request("BYE"))
         assert await sipp_psap.finished() == 1, sipp_psap.report()
@@ -138,24 +176,13 @@ async def test_the_cars_ng_modem_reaches_our_psap_through_kamailio(proxy: Kamail
     """The agent's own SIP user agent (tcu.ecall.ng, S2) on the proxy path: the modem events the eCall
     state machine relies on come out of a real proxy's routing, and only our PSAP ends the call."""
     events: asyncio.Queue[ModemEvent] = asyncio.Queue()
-    modem = NgEcallModem(NgConfig(proxy_host="127.0.0.1", proxy_port=proxy.port), vin=VIN, on_event=events.put_nowait)
-    location = Location(latitude=48.1, longitude=11.5, radius_m=10.0, timestamp=FIX_TIME)
-    modem.bind_service(msd=lambda: NgMsd(message_identifier=1, msd=MSD, location=location), report=lambda body: None)
-
-    async def indications(count: int) -> list[EcallIndication]:
-        heard: list[EcallIndication] = []
-        async with asyncio.timeout(10):
-            while len(heard) < count:
-                event = await events.get()
-                if isinstance(event, ModemIndication):
-                    heard.append(event.indication)
-        return heard
+    modem = ng_modem(proxy, events)
 
     async with PsapNg(port=psap_port) as psap, running_task(modem.run(), name="ecall-ng"):
         await modem.dial(EcallType.AUTOMATIC)
         connected = [EcallIndication.CONNECTED, EcallIndication.SEND_MSD]
-        assert await indications(4) == [*connected, EcallIndication.LL_ACK, EcallIndication.AL_ACK]
+        assert await ng_modem_events(events, 4) == [*connected, EcallIndication.LL_ACK, EcallIndication.AL_ACK]
         assert (await psap.wait_for_msd()).raw == MSD
         await psap.clear_down()
-        assert await indications(1) == [EcallIndication.CLEARED_DOWN]
+        assert await ng_modem_events(events, 1) == [EcallIndication.CLEARED_DOWN]
         assert psap.call().ended_by == "psap"
