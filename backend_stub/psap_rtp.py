@@ -6,8 +6,8 @@ goes into the SDP answer, `start(remote)` sends to the vehicle's SDP address, `c
 datagram counts as received RTP when it has the fixed header of version 2 (anything else on the port is
 counted as rejected and dropped: the port is open to whoever guesses it).
 
-The backend may not import the car's RTP stream (`tcu.ecall.ng.rtp`, see tests/test_layers.py); this is
-the little the PSAP needs.
+The packet format and the pacing (absolute deadlines from the stream's start: a late wake-up sends what
+has come due, never drifting) are `telematics_wire.rtp`, shared with the vehicle; the socket is ours.
 """
 
 from __future__ import annotations
@@ -15,18 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import struct
 from collections.abc import Callable
 
-_LOGGER = logging.getLogger(__name__)
+from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpSender, frames_due, parse_rtp
 
-FRAME_S = 0.020  # 20 ms of audio a packet (RFC 3551 default ptime for PCMU)
-_SAMPLES = 160  # 20 ms at 8 kHz, one μ-law byte per sample
-_SILENCE = b"\xff" * _SAMPLES  # μ-law zero
-_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
-_VERSION_2 = 0x80
-_PCMU = 0
+_LOGGER = logging.getLogger(__name__)
 
 
 class _Counter(asyncio.DatagramProtocol):
@@ -34,7 +27,7 @@ class _Counter(asyncio.DatagramProtocol):
         self._voice = voice
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if len(data) >= _HEADER.size and data[0] & 0xC0 == _VERSION_2:
+        if parse_rtp(data) is not None:
             self._voice.received += 1
         else:
             self._voice.rejected += 1
@@ -84,14 +77,11 @@ class PsapVoice:
             self._transport = None
 
     async def _send(self, remote: tuple[str, int]) -> None:
-        ssrc, sequence, timestamp = secrets.randbits(32), secrets.randbits(16), secrets.randbits(32)
+        sender = RtpSender()
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while self._transport is not None:
-            packet = _HEADER.pack(_VERSION_2, _PCMU, sequence, timestamp, ssrc) + _SILENCE
-            self._transport.sendto(packet, remote)
-            self.sent += 1
-            sequence = (sequence + 1) & 0xFFFF
-            timestamp = (timestamp + _SAMPLES) & 0xFFFFFFFF
-            next_at += FRAME_S  # paced on the loop's clock, not drifting with each send's cost
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        started = loop.time()
+        while (transport := self._transport) is not None:
+            for _ in range(frames_due(loop.time() - started) - sender.sent):
+                transport.sendto(sender.next(PCMU_SILENCE), remote)
+            self.sent = sender.sent
+            await asyncio.sleep(max(0.0, started + sender.sent * FRAME_S - loop.time()))

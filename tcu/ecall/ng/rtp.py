@@ -7,77 +7,28 @@
         stream.stop()                                 # the call ended
         stream.counts                                 # RtpCounts(sent, received, rejected) of the last call
 
-The car's audio path is not simulated: we send μ-law silence (0xFF), 160 samples (20 ms at 8 kHz) per
-packet, paced on the event loop's clock, so a bench on virtual time sends at its pace. Received packets
-are parsed (`parse_rtp`, total: any datagram is an `RtpPacket` or None) and counted, their audio dropped.
-Voice starts with the 200 OK and never waits for the MSD (EN 17184: voice and data in parallel).
+The car's audio path is not simulated: we send μ-law silence, 160 samples (20 ms at 8 kHz) per packet.
+The packet format and the pacing rule are `telematics_wire.rtp` (the PSAP stub sends the same); this
+module owns the socket and the task. Pacing is on absolute deadlines from the call's start on the event
+loop's clock: a late wake-up sends every frame that has come due since, so a loaded machine or a bench on
+virtual time still sends 50 packets a second (up to `MAX_CATCH_UP_FRAMES` at once; owing more than that
+means the process was stopped, and the schedule starts afresh). Received packets are parsed (total) and
+counted, their audio dropped. Voice starts with the 200 OK and never waits for the MSD (EN 17184).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import struct
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn
 
+from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpSender, frames_due, parse_rtp
+
 _LOGGER = logging.getLogger(__name__)
 
-PCMU = 0  # RFC 3551: G.711 μ-law, 8000 Hz
-FRAME_S = 0.020
-SAMPLES_PER_FRAME = 160  # 20 ms at 8 kHz, one byte per sample
-PCMU_SILENCE = b"\xff" * SAMPLES_PER_FRAME
-_HEADER = struct.Struct("!BBHII")
-_VERSION = 2
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RtpPacket:
-    payload_type: int
-    sequence: int
-    timestamp: int
-    ssrc: int
-    payload: bytes
-    marker: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.payload_type < 128:
-            raise ValueError(f"RTP payload type {self.payload_type} is not 0 to 127")
-        if not (0 <= self.sequence < 1 << 16 and 0 <= self.timestamp < 1 << 32 and 0 <= self.ssrc < 1 << 32):
-            raise ValueError("RTP sequence, timestamp or SSRC out of range")
-
-    def encode(self) -> bytes:
-        second = (0x80 if self.marker else 0) | self.payload_type
-        return _HEADER.pack(_VERSION << 6, second, self.sequence, self.timestamp, self.ssrc) + self.payload
-
-
-def parse_rtp(data: bytes) -> RtpPacket | None:
-    """An RTP packet, or None for a datagram that is none (short, another version, lying lengths)."""
-    if len(data) < _HEADER.size:
-        return None
-    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
-    if first >> 6 != _VERSION:
-        return None
-    start = _HEADER.size + 4 * (first & 0x0F)  # CSRC list
-    if first & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
-        if len(data) < start + 4:
-            return None
-        start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
-    end = len(data)
-    if first & 0x20:  # padding: the last octet counts the padding octets, itself included
-        end -= data[-1]
-    if start > end or (first & 0x20 and data[-1] == 0):
-        return None
-    return RtpPacket(
-        payload_type=second & 0x7F,
-        sequence=sequence,
-        timestamp=timestamp,
-        ssrc=ssrc,
-        marker=bool(second & 0x80),
-        payload=data[start:end],
-    )
+MAX_CATCH_UP_FRAMES = 250  # 5 s of voice: owing more is a stopped process, not a late wake-up
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,10 +57,9 @@ class RtpStream:
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
         self._running = asyncio.Event()
-        self._ssrc = secrets.randbits(32)
-        self._sequence = secrets.randbits(16)
-        self._timestamp = secrets.randbits(32)
-        self._sent = self._received_count = self._rejected = 0
+        self._sender = RtpSender()
+        self._started = 0.0  # the loop's time of the current call's first frame
+        self._received_count = self._rejected = 0
 
     @property
     def port(self) -> int:
@@ -125,7 +75,7 @@ class RtpStream:
     @property
     def counts(self) -> RtpCounts:
         """Packets of the current call, or of the last one after `stop`."""
-        return RtpCounts(sent=self._sent, received=self._received_count, rejected=self._rejected)
+        return RtpCounts(sent=self._sender.sent, received=self._received_count, rejected=self._rejected)
 
     async def __aenter__(self) -> RtpStream:
         loop = asyncio.get_running_loop()
@@ -145,7 +95,9 @@ class RtpStream:
     def start(self, remote: tuple[str, int]) -> None:
         """Voice is up: send to `remote` from now on, counting afresh."""
         self._remote = remote
-        self._sent = self._received_count = self._rejected = 0
+        self._sender = RtpSender()  # a new SSRC and schedule for each call
+        self._started = asyncio.get_running_loop().time()
+        self._received_count = self._rejected = 0
         self._running.set()
 
     def stop(self) -> None:
@@ -153,31 +105,24 @@ class RtpStream:
         self._running.clear()
 
     async def run(self) -> NoReturn:
-        """Send a frame every 20 ms on the loop's clock while started; catches up a late wake-up with no burst."""
+        """Send the frames due while started: every one owed since the call's start, then sleep to the next."""
         loop = asyncio.get_running_loop()
         while True:
             await self._running.wait()
-            due = loop.time()
-            while self._remote is not None:
-                self._send(self._remote)
-                due = max(due + FRAME_S, loop.time())
-                await asyncio.sleep(due - loop.time())
+            sender = self._sender
+            while (remote := self._remote) is not None and self._sender is sender:  # a new start: new schedule
+                owed = frames_due(loop.time() - self._started) - sender.sent
+                if owed > MAX_CATCH_UP_FRAMES:
+                    _LOGGER.warning("RTP: %d frames owed after a stall; the schedule starts afresh", owed)
+                    self._started, owed = loop.time() - sender.sent * FRAME_S, 1
+                for _ in range(owed):
+                    self._send(remote, sender)
+                await asyncio.sleep(max(0.0, self._started + sender.sent * FRAME_S - loop.time()))
 
-    def _send(self, remote: tuple[str, int]) -> None:
-        if self._transport is None or self._transport.is_closing():
-            return
-        packet = RtpPacket(
-            payload_type=PCMU,
-            sequence=self._sequence,
-            timestamp=self._timestamp,
-            ssrc=self._ssrc,
-            marker=self._sent == 0,  # RFC 3551: the first packet of a talkspurt
-            payload=PCMU_SILENCE,
-        )
-        self._transport.sendto(packet.encode(), remote)
-        self._sent += 1
-        self._sequence = (self._sequence + 1) & 0xFFFF
-        self._timestamp = (self._timestamp + SAMPLES_PER_FRAME) & 0xFFFFFFFF
+    def _send(self, remote: tuple[str, int], sender: RtpSender) -> None:
+        datagram = sender.next(PCMU_SILENCE)  # counted by the schedule; a closing socket is the endpoint's end
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(datagram, remote)
 
     def on_datagram(self, data: bytes) -> None:
         packet = parse_rtp(data)

@@ -8,11 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from tcu.ecall.ng.rtp import PCMU, PCMU_SILENCE, RtpPacket, parse_rtp
 from tcu.ecall.ng.sip_transactions import InviteClient, NonInviteClient, SipTimers, TransactionState
 from tcu.ecall.ng.sip_transport import MAX_SERVER_TRANSACTIONS
 from tcu.sources.modem import EcallIndication, EcallType
@@ -245,31 +240,3 @@ async def test_a_flood_of_new_requests_is_bounded_and_never_keeps_the_bye_out() 
         assert len(sip._servers) <= MAX_SERVER_TRANSACTIONS
         peer.bye()  # the flood does not keep the PSAP's BYE out
         await car.wait(lambda: I.CLEARED_DOWN in car.indications())
-
-
-def test_rtp_packets_round_trip() -> None:
-    packet = RtpPacket(
-        payload_type=PCMU, sequence=65535, timestamp=2**32 - 1, ssrc=7, payload=PCMU_SILENCE, marker=True
-    )
-    assert parse_rtp(packet.encode()) == packet
-    assert len(packet.encode()) == 12 + 160
-
-
-@given(st.binary(max_size=300))
-def test_any_datagram_is_an_rtp_packet_or_none(data: bytes) -> None:
-    packet = parse_rtp(data)
-    assert packet is None or len(packet.payload) <= len(data)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"\x80" * 11,
-        b"\x40" + b"\x00" * 20,
-        b"\xa0\x00" + b"\x00" * 10 + b"\x00",
-        b"\x8f" + b"\x00" * 30,
-        b"\x90" + b"\x00" * 12,
-    ],
-)
-def test_datagrams_that_are_no_rtp(data: bytes) -> None:
-    assert parse_rtp(data) is None
