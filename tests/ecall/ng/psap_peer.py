@@ -30,6 +30,7 @@ class Script:
     ack_in_ok: bool | None = True  # the control ack in the 200 OK (received=...); None: none
     request_msd_in_ok: bool = False
     answer_info: int = 200  # the status for the vehicle's INFO
+    ring_only: bool = False  # answer INVITEs 180 Ringing and hold them: a CANCEL gets 200 and the INVITE 487
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -123,6 +124,9 @@ class PsapPeer:
             if script.final is not None:
                 self.send(response_to(request, script.final, to_tag=self.to_tag))
                 return
+            if script.ring_only:
+                self.send(response_to(request, 180, to_tag=self.to_tag))
+                return
             self.send(self.ok(request))
         elif request.method == "INFO":
             found = read_msd(request)
@@ -131,6 +135,8 @@ class PsapPeer:
             self.send(response_to(request, script.answer_info))
         elif request.method in ("BYE", "CANCEL"):
             self.send(response_to(request, 200))
+            if request.method == "CANCEL" and script.ring_only and self.invite is not None:
+                self.send(response_to(self.invite, 487, to_tag=self.to_tag))  # §9.2: the INVITE ends 487
 
     def ok(self, request: SipRequest) -> SipResponse:
         assert self.ecall is not None
