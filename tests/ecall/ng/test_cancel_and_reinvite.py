@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
+from tcu.ecall.ng.ng_call import CallPhase
+from tcu.sources.modem import EcallType
+from tcu.sources.modem_client import ModemCallEnded
 from telematics_wire.sip.dialog import parse_name_addr, parse_via
 from telematics_wire.sip.ecall_body import SDP_CONTENT_TYPE
 from telematics_wire.sip.ecall_invite import read_ecall_invite
 from telematics_wire.sip.message import SipRequest, response_to
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
-from tcu.ecall.ng.ng_call import CallPhase
-from tcu.sources.modem import EcallType
-from tcu.sources.modem_client import ModemCallEnded
 from tests.ecall.ng.psap_peer import PsapPeer, Script, psap_peer
 from tests.ecall.ng.test_ng_modem import I, Vehicle, connected, vehicle
 
