@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,7 +23,7 @@ from telematics_wire.rtp import PCMU, PCMU_SILENCE, RtpPacket, RtpSender, frames
 LATENESS_S = 0.025  # each wake-up later than a frame: 2.5 ms real on a bench at 10x virtual time
 
 
-class _LateSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _LateSelector(selectors.DefaultSelector):
     def __init__(self, lateness_s: float) -> None:
         super().__init__()
         self.now = 1000.0
@@ -44,7 +45,7 @@ class LateLoop(asyncio.SelectorEventLoop):
         return self._late_selector.now
 
 
-def on_late_loop(test: Callable[[], Awaitable[None]], lateness_s: float = LATENESS_S) -> None:
+def on_late_loop(test: Callable[[], Coroutine[Any, Any, None]], lateness_s: float = LATENESS_S) -> None:
     with asyncio.Runner(loop_factory=lambda: LateLoop(lateness_s)) as runner:
         runner.run(test())
 
