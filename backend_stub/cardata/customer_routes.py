@@ -125,7 +125,7 @@ def customer_router(context: CardataContext) -> APIRouter:
         dependencies=[XVersion],
     )
     async def get_mappings(grant: Authorized) -> list[VehicleMappingDto]:
-        found = await run(service.vehicle_mappings, grant.gcid)
+        found = await run(service.vehicle_mappings, grant.gcid, grant.client_id, context.clock.now())
         return [
             VehicleMappingDto(vin=item.vin, mappedSince=item.mapped_since, mappingType=MappingType(item.mapping_type))
             for item in found
@@ -139,7 +139,7 @@ def customer_router(context: CardataContext) -> APIRouter:
         dependencies=[XVersion],
     )
     async def get_basic_data(grant: Authorized, vin: Vin) -> VehicleDto:
-        found = await run(service.basic_data, grant.gcid, vin)
+        found = await run(service.basic_data, grant.gcid, grant.client_id, vin, context.clock.now())
         return VehicleDto.model_validate(_present(found))
 
     @router.get(

@@ -44,7 +44,7 @@ def owner_router(context: CardataContext) -> APIRouter:
     )
     async def get_capabilities(grant: Client, vin: Vin) -> CapabilitiesDto:
         now = context.clock.now()
-        found = await run(service.capabilities, grant.gcid, vin, now)
+        found = await run(service.capabilities, grant.gcid, grant.client_id, vin, now)
         return CapabilitiesDto(
             vin=vin,
             timestamp=iso_z(now),

@@ -79,21 +79,38 @@ class CardataService:
             raise Forbidden(f"vehicle {checked} is not mapped to this customer")
         return checked
 
+    def _consented(self, vin: str, client_id: str, now: datetime) -> frozenset[str]:
+        """The keys of the caller's `vin` its owner consents to for this client now; Forbidden without any.
+
+        Every per-vehicle answer needs it, not only the data: the build, the SIM and the capability
+        reasons (which name the categories the owner blocked) are the owner's to share as well."""
+        consented = self.store.consented_keys(vin, client_id, now)
+        if not consented:
+            raise Forbidden(f"the owner of {vin} has not consented to this client receiving its data")
+        return consented
+
     # -- vehicles --------------------------------------------------------------------------------------
 
-    def vehicle_mappings(self, gcid: str) -> list[VehicleMapping]:
-        """The customer's vehicles now (BMW's VehicleMappingDto)."""
+    def vehicle_mappings(
+        self, gcid: str, client_id: str | None = None, now: datetime | None = None
+    ) -> list[VehicleMapping]:
+        """The customer's vehicles now (BMW's VehicleMappingDto); asked by a client, only those whose owner
+        consents to it (a revoked client learns no VIN)."""
         self._account(gcid)
+        now = self._now(now)
         result = []
         for vin in self.store.vehicles_of(gcid):
             link = self.store.owner_link(vin)
+            if client_id is not None and not self.store.consented_keys(vin, client_id, now):
+                continue
             if link is not None:
                 result.append(VehicleMapping(vin=vin, mapped_since=link[2]))
         return result
 
-    def basic_data(self, gcid: str, vin: str) -> dict[str, Any]:
+    def basic_data(self, gcid: str, client_id: str, vin: str, now: datetime | None = None) -> dict[str, Any]:
         """BMW's VehicleDto, from what the backend knows of the build and the SIM (the rest is left empty)."""
         vin = self._own_vehicle(gcid, vin)
+        self._consented(vin, client_id, self._now(now))
         build = self.provisioning.vehicle(vin)
         entitlements, _ = entitlements_now(vin, self.clock.now(), self.provisioning)
         return {
@@ -105,10 +122,12 @@ class CardataService:
             "constructionDate": "" if build.first_registration is None else build.first_registration.isoformat(),
         }
 
-    def capabilities(self, gcid: str, vin: str, now: datetime | None = None) -> list[Capability]:
+    def capabilities(self, gcid: str, client_id: str, vin: str, now: datetime | None = None) -> list[Capability]:
         """The capability service's answer for one of the customer's vehicles, every key by name."""
+        now = self._now(now)
         vin = self._own_vehicle(gcid, vin)
-        return self._capabilities(vin, self._now(now))
+        self._consented(vin, client_id, now)
+        return self._capabilities(vin, now)
 
     def _capabilities(self, vin: str, now: datetime) -> list[Capability]:
         return capabilities(
@@ -124,9 +143,7 @@ class CardataService:
         vin = self._own_vehicle(gcid, vin)
         now = self._now(now)
         container = self.store.container(gcid, client_id, container_id)
-        consented = self.store.consented_keys(vin, client_id, now)
-        if not consented:
-            raise Forbidden(f"the owner of {vin} has not consented to this client receiving its data")
+        consented = self._consented(vin, client_id, now)
         available = {found.key for found in self._capabilities(vin, now) if found.available}
         data = self._values(vin, container.keys & consented & available)
         self.store.log_transfer(gcid, client_id, vin, "rest", data.keys(), now)

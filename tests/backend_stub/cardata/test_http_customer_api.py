@@ -54,9 +54,6 @@ async def make_container(world: HttpWorld, tokens: dict[str, Any], *keys: str) -
 async def test_a_signed_in_client_reads_the_consented_last_value_and_the_transfer_is_logged(
     world: HttpWorld, tokens: dict[str, Any]
 ) -> None:
-    mappings = await world.http.get("/customers/vehicles/mappings", headers=bearer(tokens))
-    assert mappings.status_code == 200, mappings.text
-    assert [(item["vin"], item["mappingType"]) for item in mappings.json()] == [(VIN, "PRIMARY")]
     container_id = await make_container(world, tokens, DOOR)
     listed = await world.http.get("/customers/containers", headers=bearer(tokens))
     assert [item["containerId"] for item in listed.json()["containers"]] == [container_id]
@@ -67,6 +64,9 @@ async def test_a_signed_in_client_reads_the_consented_last_value_and_the_transfe
     without_consent = await world.http.get(url, params={"containerId": container_id}, headers=bearer(tokens))
     refused(without_consent, 403)
     world.parts.store.grant(VIN, tokens["client_id"], [DOOR], world.clock.now())
+    mappings = await world.http.get("/customers/vehicles/mappings", headers=bearer(tokens))
+    assert mappings.status_code == 200, mappings.text
+    assert [(item["vin"], item["mappingType"]) for item in mappings.json()] == [(VIN, "PRIMARY")]
     data = await world.http.get(url, params={"containerId": container_id}, headers=bearer(tokens))
     assert data.status_code == 200, data.text
     assert data.json()["telematicData"][DOOR]["value"] == "true"
@@ -76,10 +76,28 @@ async def test_a_signed_in_client_reads_the_consented_last_value_and_the_transfe
 
 
 async def test_basic_data_answers_bmws_vehicle_fields_without_nulls(world: HttpWorld, tokens: dict[str, Any]) -> None:
+    world.parts.store.grant(VIN, tokens["client_id"], [DOOR], world.clock.now())
     basic = await world.http.get(f"/customers/vehicles/{VIN}/basicData", headers=bearer(tokens))
     assert basic.status_code == 200, basic.text
     assert basic.json()["vin"] == VIN
     assert None not in basic.json().values()
+
+
+async def test_a_client_without_consent_gets_forbidden_for_basic_data_and_capabilities(
+    world: HttpWorld, tokens: dict[str, Any]
+) -> None:
+    """Never granted and revoked alike: 403 CU-403, no equipment, SIM state or capability reasons."""
+    client_id = tokens["client_id"]
+    urls = [f"/customers/vehicles/{VIN}/basicData", f"/simulator/vehicles/{VIN}/capabilities"]
+    for url in urls:
+        refused(await world.http.get(url, headers=bearer(tokens)), 403)
+    assert (await world.http.get("/customers/vehicles/mappings", headers=bearer(tokens))).json() == []
+    world.parts.store.grant(VIN, client_id, [DOOR], world.clock.now())
+    for url in urls:
+        assert (await world.http.get(url, headers=bearer(tokens))).status_code == 200
+    world.parts.store.revoke(VIN, client_id, world.clock.now())
+    for url in urls:
+        refused(await world.http.get(url, headers=bearer(tokens)), 403)
 
 
 async def test_a_deleted_container_is_gone(world: HttpWorld, tokens: dict[str, Any]) -> None:

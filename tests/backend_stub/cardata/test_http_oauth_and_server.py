@@ -236,6 +236,7 @@ async def test_a_bench_approves_third_parties_at_once_but_never_the_owner_scope(
 
 async def test_capabilities_answer_per_key_for_a_client(world: HttpWorld) -> None:
     tokens = await world.sign_in(world.add_client())
+    world.parts.store.grant(VIN, tokens["client_id"], [DOOR], world.clock.now())
     found = await world.http.get(f"/simulator/vehicles/{VIN}/capabilities", headers=bearer(tokens))
     assert found.status_code == 200, found.text
     assert DOOR in {item["key"] for item in found.json()["capabilities"]}

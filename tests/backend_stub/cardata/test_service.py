@@ -127,6 +127,22 @@ def test_revoking_stops_the_next_answer_at_once(scene: Scene) -> None:
     assert len(world.store.transfers(scene.anna)) == 1  # the refused request transferred nothing
 
 
+def test_a_client_without_consent_reads_no_build_sim_capability_or_vin(scene: Scene) -> None:
+    """Equipment, SIM state and capability reasons (which name the categories the owner blocked) are
+    the owner's to share too: never granted, or revoked, the client gets Forbidden and no VIN."""
+    world = scene.world
+    for stage in ("never granted", "revoked"):
+        with pytest.raises(Forbidden, match="not consented"):
+            world.service.basic_data(scene.anna, scene.client, VIN)
+        with pytest.raises(Forbidden, match="not consented"):
+            world.service.capabilities(scene.anna, scene.client, VIN)
+        assert world.service.vehicle_mappings(scene.anna, scene.client) == [], stage
+        world.store.grant(VIN, scene.client, [DOOR], world.now())
+        assert world.service.basic_data(scene.anna, scene.client, VIN)["vin"] == VIN
+        assert world.service.capabilities(scene.anna, scene.client, VIN)
+        world.service.revoke(scene.anna, VIN, scene.client, world.now())
+
+
 def test_after_an_owner_change_the_seller_reads_nothing(scene: Scene) -> None:
     world = scene.world
     world.store.grant(VIN, scene.client, [DOOR], world.now())
@@ -143,9 +159,9 @@ def test_a_vehicle_of_another_account_or_none_is_forbidden_alike(scene: Scene) -
         with pytest.raises(Forbidden, match="not mapped to this customer"):
             world.service.telematic_data(scene.anna, scene.client, vin, scene.container)
         with pytest.raises(Forbidden):
-            world.service.basic_data(scene.anna, vin)
+            world.service.basic_data(scene.anna, scene.client, vin)
         with pytest.raises(Forbidden):
-            world.service.capabilities(scene.anna, vin)
+            world.service.capabilities(scene.anna, scene.client, vin)
     assert world.store.transfers(scene.anna) == []
 
 
@@ -179,8 +195,10 @@ def test_an_unknown_gcid_is_unauthorized(scene: Scene) -> None:
 
 def test_mappings_and_basic_data_say_what_the_backend_knows(scene: Scene) -> None:
     world = scene.world
+    world.store.grant(VIN, scene.client, [DOOR], world.now())
     assert world.service.vehicle_mappings(scene.anna) == [VehicleMapping(vin=VIN, mapped_since=START)]
-    basic = world.service.basic_data(scene.anna, VIN)
+    assert world.service.vehicle_mappings(scene.anna, scene.client) == [VehicleMapping(vin=VIN, mapped_since=START)]
+    basic = world.service.basic_data(scene.anna, scene.client, VIN)
     assert basic["vin"] == VIN
     assert basic["brand"] == "BMW"
     assert basic["isTelematicsCapable"] is True
