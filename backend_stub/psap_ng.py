@@ -26,12 +26,19 @@ dialog we do not have (a forged BYE, wrong tags) gets a 481; one call more than 
 MSD that does not decode is acknowledged with received="false" and the reason logged — the voice call is
 answered all the same, and the PSAP asks for the MSD again (`resend_invalid`). RTP goes only to loopback
 addresses (the simulated network's), never where any SDP points.
+
+Memory stays bounded under an INVITE+BYE flood: `calls` holds the calls up (at most `max_calls`, plus
+the operator's callbacks) and the newest `ENDED_CALLS_KEPT` ended ones; older ended calls (each holds
+its MSDs, up to 64 KiB each) leave `calls`, `msds` and `rows` — with `database=` they are all in the
+table. Dialogs are found by Call-ID in a dict, not by scanning the calls; an INVITE with the Call-ID of
+a call we still hold is a retransmission, never a second call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from ipaddress import ip_address
 from pathlib import Path
@@ -68,11 +75,13 @@ from telematics_wire.sip.ecall_invite import ALLOW, answer_body, info_body, read
 from telematics_wire.sip.message import SipRequest, response_to
 from telematics_wire.sip.sdp import AudioSession, build_sdp, parse_sdp
 
-__all__ = ["MAX_CALLS", "NgCall", "PsapNg"]  # NgCall lives in psap_ng_call; callers import it from here too
+# NgCall lives in psap_ng_call; callers import it from here too
+__all__ = ["ENDED_CALLS_KEPT", "MAX_CALLS", "NgCall", "PsapNg"]
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_RESENDS = 3
 MAX_CALLS = 32
+ENDED_CALLS_KEPT = 64  # ended calls kept for `calls`/`msds`/`rows` (a bench's run report reads them)
 _MAX_REASON = 120  # a 400's reason phrase: the decoder's sentence, cut to a header's sensible length
 
 
@@ -99,6 +108,9 @@ class PsapNg(LineServer[NgCall]):
         self._max_calls = max_calls
         self._endpoint = SipEndpoint(self._on_request, name=self.name)
         self._archive = None if database is None else PsapArchive(database)
+        self._dialogs: dict[str, NgCall] = {}  # Call-ID → a call in `calls`
+        self._ended: deque[NgCall] = deque()  # the ended calls still in `calls`, oldest first
+        self._last_id = 0
 
     @property
     def msds(self) -> list[ReceivedMsd]:
@@ -187,6 +199,7 @@ class PsapNg(LineServer[NgCall]):
         await call.voice.open()
         sdp = build_sdp(AudioSession(address=self._host, port=call.voice.port), username="psap")
         invite = callback_invite(target=original.callback, contact=self.contact, sent_by=self.address, sdp=sdp)
+        self._dialogs[invite.call_id] = call
         self._own(self._ring(call, invite, destination, ring_for_s), f"psap-ng-callback-{call.id}")
         return call
 
@@ -227,8 +240,8 @@ class PsapNg(LineServer[NgCall]):
             if request.method not in ("ACK", "BYE", "INFO", "INVITE"):
                 self._reply(request, source, 405, headers=(("Allow", ALLOW),))
                 return
-            call = next((c for c in self.calls if c.dialog is not None and c.dialog.matches(request)), None)
-            if call is None:
+            call = self._dialogs.get(request.call_id)
+            if call is None or call.dialog is None or not call.dialog.matches(request):
                 _LOGGER.warning(
                     "%s: %s from %s:%d for no dialog of ours (forged or stale)", self.name, request.method, *source
                 )
@@ -262,6 +275,14 @@ class PsapNg(LineServer[NgCall]):
             self._reply(request, source, 488)
 
     def _incoming_invite(self, request: SipRequest, source: Address) -> None:
+        known = self._dialogs.get(request.call_id)
+        if known is not None:  # the endpoint forgot its answer (a flood of other requests): not a second call
+            _LOGGER.warning(
+                "%s: INVITE again for call %d (Call-ID %s): no new call", self.name, known.id, request.call_id
+            )
+            if known.active:
+                self._reply(request, source, 100)  # its 2xx goes again until the ACK (`_answer`)
+            return
         invite = read_ecall_invite(request)  # SipError → 400 with the reason, in _on_request
         offer = parse_sdp(invite.sdp) if invite.sdp is not None else None
         dialog = dialog_as_callee(request, new_tag())
@@ -272,6 +293,7 @@ class PsapNg(LineServer[NgCall]):
         self._reply(request, source, 100)
         call = self._new_call(kind_of(invite.urn), dialog.remote_target, urn=invite.urn)
         call.dialog, call.location = dialog, invite.location
+        self._dialogs[request.call_id] = call
         received = self._received_msd(call, invite.msd)
         _LOGGER.info(
             "%s call %d: %s from %s, location %s", self.name, call.id, invite.urn, dialog.remote_uri, invite.location
@@ -389,10 +411,26 @@ class PsapNg(LineServer[NgCall]):
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def _new_call(self, kind: str, callback: str, *, urn: str) -> NgCall:
-        call = NgCall(id=len(self.calls) + 1, kind=kind, callback=callback, started=self._clock.now(), urn=urn)
+        self._last_id += 1
+        call = NgCall(id=self._last_id, kind=kind, callback=callback, started=self._clock.now(), urn=urn)
         self.calls.append(call)
         self._mark(call, "call")
         return call
+
+    def _end(self, call: NgCall, by: str) -> None:
+        if call.ended_by is not None:
+            return
+        super()._end(call, by)
+        self._ended.append(call)
+        while len(self._ended) > ENDED_CALLS_KEPT:
+            self._forget(self._ended.popleft())
+
+    def _forget(self, call: NgCall) -> None:
+        self.calls.remove(call)  # a bounded list: max_calls up plus ENDED_CALLS_KEPT
+        for call_id in [key for key, held in self._dialogs.items() if held is call]:
+            del self._dialogs[call_id]
+        if call.voice is not None:  # a refused callback's socket was never closed
+            self._own(call.voice.close(), f"psap-ng-voice-forget-{call.id}")
 
     def _received_msd(self, call: NgCall, raw: bytes) -> ReceivedMsd:
         now, mono = self._clock.now(), self._clock.monotonic()
@@ -446,3 +484,9 @@ class PsapNg(LineServer[NgCall]):
         task = asyncio.create_task(job, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        """A job's error is logged when it happens, not when the task is collected (or never)."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _LOGGER.error("%s: task %s failed", self.name, task.get_name(), exc_info=error)

@@ -3,8 +3,9 @@
 The operator's voice is not simulated: what matters on a bench is that media flows both ways beside the
 SIP signalling, from the 200 OK on, without waiting for the MSD. One `PsapVoice` a call: its UDP port
 goes into the SDP answer, `start(remote)` sends to the vehicle's SDP address, `close()` ends it. A
-datagram counts as received RTP when it has the fixed header of version 2 (anything else on the port is
-counted as rejected and dropped: the port is open to whoever guesses it).
+datagram counts as received RTP when it is RTP from that SDP address with the stream's first SSRC
+(`telematics_wire.rtp.RtpPeer`); anything else on the port, and anything before `start`, is counted as
+rejected and dropped: the port is open to whoever guesses it.
 
 The packet format and the pacing (absolute deadlines from the stream's start: a late wake-up sends what
 has come due, never drifting) are `telematics_wire.rtp`, shared with the vehicle; the socket is ours.
@@ -17,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpSender, frames_due, parse_rtp
+from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpPeer, RtpSender, frames_due
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class _Counter(asyncio.DatagramProtocol):
         self._voice = voice
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if parse_rtp(data) is not None:
+        peer = self._voice.peer
+        if peer is not None and peer.takes(data, (str(addr[0]), int(str(addr[1])))):
             self._voice.received += 1
         else:
             self._voice.rejected += 1
@@ -45,6 +47,7 @@ class PsapVoice:
         self.on_packet = on_packet  # wakes whoever waits on the counts (the PSAP's `wait_for`)
         self._transport: asyncio.DatagramTransport | None = None
         self._sender: asyncio.Task[None] | None = None
+        self.peer: RtpPeer | None = None  # whose packets count: set by `start`
         self.sent = 0
         self.received = 0
         self.rejected = 0
@@ -62,6 +65,7 @@ class PsapVoice:
     def start(self, remote: tuple[str, int], tasks: set[asyncio.Task[None]]) -> None:
         """Send silence to `remote` until `close()`; the task joins `tasks` (owned by the PSAP: cancelled on close)."""
         if self._sender is None and self._transport is not None:
+            self.peer = RtpPeer(remote)
             self._sender = asyncio.create_task(self._send(remote), name=f"psap-rtp-{self.port}")
             tasks.add(self._sender)
             self._sender.add_done_callback(tasks.discard)

@@ -7,10 +7,15 @@ their task; what goes on the wire is built and read here:
     datagram = sender.next(PCMU_SILENCE)          # 12-byte header + payload; sequence +1, timestamp +160
     packet = parse_rtp(datagram)                  # RtpPacket, or None for a datagram that is no RTP
     due = frames_due(elapsed_s)                   # how many 20 ms frames a stream this old has owed
+    peer = RtpPeer(("127.0.0.1", 40000))          # the SDP's address: whose packets count (`peer.takes`)
 
 `parse_rtp` is total: any bytes give an `RtpPacket` or None (short, another version, a CSRC list,
 extension or padding that claims more than the datagram holds). The audio itself is never simulated:
 PCMU (payload type 0, RFC 3551) silence, 160 one-byte samples = 20 ms at 8 kHz a packet.
+
+A call's RTP counts only packets from the address its dialog's SDP names, with the first SSRC seen from
+there (`RtpPeer`): the port is open to whoever guesses it, and a stray or forged stream must not pass for
+the call's voice.
 
 Pacing is on absolute deadlines from the stream's start (`frames_due`): a sender that wakes late sends
 every frame that has come due since, so a loaded machine or a bench on virtual time still sends 50
@@ -23,6 +28,7 @@ import math
 import secrets
 import struct
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Final
 
 PCMU: Final = 0  # RFC 3551: G.711 μ-law, 8000 Hz
@@ -113,3 +119,33 @@ def frames_due(elapsed_s: float, frame_s: float = FRAME_S) -> int:
     if not elapsed_s >= 0:  # also NaN: a clock that went backwards owes the first frame only
         return 1
     return math.floor(elapsed_s / frame_s + 1e-9) + 1  # a deadline met to the nanosecond counts as met
+
+
+def same_endpoint(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether two (host, port) name the same socket address ("::1" and "0:0::1" alike); hosts that are no
+    address literal compare as written."""
+    if first[1] != second[1]:
+        return False
+    try:
+        return ip_address(first[0].split("%")[0]) == ip_address(second[0].split("%")[0])
+    except ValueError:
+        return first[0] == second[0]
+
+
+class RtpPeer:
+    """Whose datagrams count as the call's voice: from `remote` (the SDP's address), RTP, and with the SSRC
+    of the first such packet (RFC 3550 §8.2: one source per stream here)."""
+
+    def __init__(self, remote: tuple[str, int]) -> None:
+        self.remote = remote
+        self.ssrc: int | None = None
+
+    def takes(self, data: bytes, source: tuple[str, int]) -> bool:
+        if not same_endpoint(source, self.remote):
+            return False
+        packet = parse_rtp(data)
+        if packet is None:
+            return False
+        if self.ssrc is None:
+            self.ssrc = packet.ssrc
+        return packet.ssrc == self.ssrc

@@ -12,6 +12,8 @@ everything else: registration (`AT+COPS`, eCall-only mode), the intelligent call
 - CS fall-back: an NG attempt that fails before the PSAP answered (3xx-6xx, Timer B, sockets that would
   not open) is not reported; the same attempt goes on at once as a CS eCall when 2G/3G is present. Only
   when that is refused too does the state machine hear of a failed dial (and redial per its rules).
+  A hang-up drops the fall-backs still queued for a manual or test call (the user cancelled it); an
+  automatic call's stays queued: only the PSAP clears an automatic eCall, never the vehicle.
 - With IMS emergency support, the status the service sees counts as registered even when the modem is
   not registered in the CS domain (LTE only): the eCall can be carried, so a waiting redial goes now.
 - Call numbers: `calls` is the sum of both legs' counts, and each event's `call` is shifted by the other
@@ -118,6 +120,7 @@ class TransportModem:
 
     async def hang_up(self) -> None:
         self._ng_attempt = None
+        self._drop_fallbacks()
         await (self.ng.hang_up() if self._carrier is Transport.NG else self.cs.hang_up())
 
     async def voice_dial(self, number: str) -> None:
@@ -155,6 +158,18 @@ class TransportModem:
         elif isinstance(event, ModemRing):
             self._ringing = Transport.NG
         self._on_event(_shifted(event, self.cs.calls))
+
+    def _drop_fallbacks(self) -> None:
+        """Forget the queued CS fall-backs of manual and test calls; an automatic one is never dropped."""
+        kept: list[EcallType] = []
+        while not self._fallbacks.empty():
+            ecall_type = self._fallbacks.get_nowait()
+            if ecall_type is EcallType.AUTOMATIC:
+                kept.append(ecall_type)
+            else:
+                _LOGGER.info("eCall: the %s call was hung up; its CS fall-back is not dialled", ecall_type.name)
+        for ecall_type in kept:
+            self._fallbacks.put_nowait(ecall_type)
 
     async def _fall_back_to_cs(self) -> NoReturn:
         while True:

@@ -3,7 +3,7 @@
     stream = RtpStream(host="127.0.0.1", port=0)      # port 0: any free port; the SDP offers `stream.port`
     async with stream:                                # binds the UDP socket
         tasks.create_task(stream.run(), name="rtp")   # sends while a call is up
-        stream.start(("127.0.0.1", 40000))            # the 200 OK's SDP: send there every 20 ms
+        stream.start(("127.0.0.1", 40000))            # the 200 OK's SDP: send there every 20 ms, count from there
         stream.stop()                                 # the call ended
         stream.counts                                 # RtpCounts(sent, received, rejected) of the last call
 
@@ -13,7 +13,8 @@ module owns the socket and the task. Pacing is on absolute deadlines from the ca
 loop's clock: a late wake-up sends every frame that has come due since, so a loaded machine or a bench on
 virtual time still sends 50 packets a second (up to `MAX_CATCH_UP_FRAMES` at once; owing more than that
 means the process was stopped, and the schedule starts afresh). Received packets are parsed (total) and
-counted, their audio dropped. Voice starts with the 200 OK and never waits for the MSD (EN 17184).
+counted when they come from the SDP's address with one SSRC (`telematics_wire.rtp.RtpPeer`), their
+audio dropped. Voice starts with the 200 OK and never waits for the MSD (EN 17184).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn
 
-from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpSender, frames_due, parse_rtp
+from telematics_wire.rtp import FRAME_S, PCMU_SILENCE, RtpPeer, RtpSender, frames_due
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ MAX_CATCH_UP_FRAMES = 250  # 5 s of voice: owing more is a stopped process, not 
 class RtpCounts:
     sent: int = 0
     received: int = 0
-    rejected: int = 0  # datagrams on the RTP port that were no RTP (or from elsewhere)
+    rejected: int = 0  # datagrams on the RTP port that were no RTP, from elsewhere, or another SSRC
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -43,7 +44,7 @@ class _Receiver(asyncio.DatagramProtocol):
         self._stream = stream
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._stream.on_datagram(data)
+        self._stream.on_datagram(data, (str(addr[0]), int(str(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable for a PSAP gone: not our problem
         _LOGGER.debug("RTP: %s", exc)
@@ -56,6 +57,7 @@ class RtpStream:
         self._host, self._bind_port = host, port
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
+        self._peer: RtpPeer | None = None
         self._running = asyncio.Event()
         self._sender = RtpSender()
         self._started = 0.0  # the loop's time of the current call's first frame
@@ -94,14 +96,14 @@ class RtpStream:
 
     def start(self, remote: tuple[str, int]) -> None:
         """Voice is up: send to `remote` from now on, counting afresh."""
-        self._remote = remote
+        self._remote, self._peer = remote, RtpPeer(remote)
         self._sender = RtpSender()  # a new SSRC and schedule for each call
         self._started = asyncio.get_running_loop().time()
         self._received_count = self._rejected = 0
         self._running.set()
 
     def stop(self) -> None:
-        self._remote = None
+        self._remote = self._peer = None
         self._running.clear()
 
     async def run(self) -> NoReturn:
@@ -124,9 +126,8 @@ class RtpStream:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(datagram, remote)
 
-    def on_datagram(self, data: bytes) -> None:
-        packet = parse_rtp(data)
-        if packet is None or not self.active:
+    def on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if self._peer is None or not self._peer.takes(data, source):
             self._rejected += 1
             return
         self._received_count += 1

@@ -12,6 +12,9 @@ Every request we originate goes to the configured proxy (the P-CSCF stand-in): a
 SIP to its P-CSCF, which routes by the Request-URI and Route headers. Our Via names the address we
 advertise and carries an empty `rport` (RFC 3581), so answers come back to the port we sent from.
 
+Only the proxy speaks to us: a datagram from any other address (even a well-formed callback INVITE) is
+dropped, logged and counted in `rejected`, as an IMS UE takes SIP only from its P-CSCF.
+
 Incoming requests: the top Via gets `received` and `rport` filled in (RFC 3581 §4), then the request goes
 to `on_request` once; a retransmission of it gets our last response again (the server transaction,
 §17.2) or nothing while we have none. An INVITE is answered `100 Trying` at once. A 2xx to an INVITE is
@@ -34,6 +37,7 @@ from types import TracebackType
 
 from tcu.ecall.ng.sip_transactions import InviteClient, NonInviteClient, ResponseCallback, SipTimers
 from telematics_wire.errors import SipError
+from telematics_wire.rtp import same_endpoint
 from telematics_wire.sip.dialog import Via, format_host_port, new_branch, parse_via
 from telematics_wire.sip.message import SipHeaders, SipRequest, SipResponse, parse_message, response_to
 
@@ -246,6 +250,12 @@ class SipTransport:
 
     # -- what arrives --------------------------------------------------------------------------------------
     def datagram_received(self, data: bytes, source: Address) -> None:
+        if not same_endpoint(source, self._proxy):
+            # An IMS UE takes SIP only from its P-CSCF (TS 24.229 §5.1.1.2): a stranger who reaches the
+            # port must not ring the car in its callback window, nor name where its voice goes.
+            self.rejected += 1
+            _LOGGER.warning("SIP: dropped %d bytes from %s:%d, not the proxy", len(data), *source)
+            return
         try:
             message = parse_message(data)
             if isinstance(message, SipResponse):

@@ -21,6 +21,7 @@ import pytest
 from tcu.clock import ManualClock
 from tcu.ecall.config import EcallConfig, NgConfig
 from tcu.ecall.ng.dual_modem import TransportModem
+from tcu.ecall.ng.ng_call import CallPhase
 from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.ecall.ng.transport import EcallTransport, Transport
 from tcu.ecall.service import EcallService
@@ -219,10 +220,14 @@ async def test_only_the_psap_clears_an_automatic_ng_ecall() -> None:
         await rig.until(EcallState.VOICE)
         rig.service.request_hang_up("occupant pressed the button")
         await eventually(lambda: "hangup_refused" in rig.events(), what="refusal reported")
-        await asyncio.sleep(0.1)
-        assert "BYE" not in rig.peer.methods(), "the vehicle sent no BYE"
+        call = rig.modem.ng.call  # a BYE would have ended it in the same step as the refusal
+        assert call is not None
+        assert call.phase is CallPhase.CONFIRMED, "the vehicle kept the call"
         rig.peer.bye()
         await rig.until(EcallState.CALLBACK_WINDOW)
+        # The vehicle's 200 OK to that BYE left its socket after anything it sent before: no BYE came first.
+        await rig.peer.wait(lambda: any(r.cseq.method == "BYE" for r in rig.peer.responses))
+        assert "BYE" not in rig.peer.methods(), "the vehicle sent no BYE"
 
 
 async def test_the_psap_asks_again_and_the_next_msd_identifier_goes_by_info() -> None:
