@@ -14,7 +14,9 @@ for, which catches changes made by another process (`backend-stub cardata revoke
 (the backend's database thread) and, for the periodic review, through `run` (the same thread).
 
 `holder(gcid)` is the client whose token holds the gcid's streaming login now (the newest wins): the
-streamer sends it the keys that client may receive (`backend_stub.cardata.streaming`).
+streamer sends it the keys that client may receive (`backend_stub.cardata.streaming`). A new client
+becomes the holder only once the broker confirmed its password (and so ended the old client's
+connection); a disabled gcid has none at once.
 
 Desired state, then reconciliation: each change replaces what is still to be sent for that gcid, and
 a sender applies it whenever the admin connection is up, again after every reconnect (the commands are
@@ -85,7 +87,10 @@ class StreamingCredentials:
         self._check_every_s, self._may_stream, self._clients = check_every_s, may_stream, clients
         self._run = run  # where `may_stream` runs for the periodic review; None: inline
         self._expiries: dict[str, datetime] = {}  # enabled gcids → their newest id_token's expiry
-        self._holders: dict[str, str] = {}  # enabled gcids → the client whose token is the password
+        self._holders: dict[str, str] = {}  # enabled gcids → the client whose token the broker holds as password
+        # gcid → (generation, client) that becomes the holder once the broker confirms that generation: until
+        # then the old holder's connection is still up, and must not be sent the new client's keys
+        self._promoting: dict[str, tuple[int, str]] = {}
         self._kept: dict[str, TokenSet] = {}  # gcids with a live streaming token → it (enabled or kept back)
         self._pending: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # gcid → (generation, commands)
         self._generation = 0
@@ -175,8 +180,13 @@ class StreamingCredentials:
 
     async def _check_expiries(self) -> None:
         while True:
-            self.expire_due()
-            await self.review_all()
+            try:
+                self.expire_due()
+                await self.review_all()
+            except Exception as exc:
+                # one failed pass (a locked database, a bad gcid) must not end the backend's TaskGroup,
+                # ingest included: log it and check again at the next pass
+                _LOGGER.error("CarData streaming check failed, retrying in %.0f s: %r", self._check_every_s, exc)
             await asyncio.sleep(self._check_every_s)
 
     async def review_all(self) -> None:
@@ -237,6 +247,13 @@ class StreamingCredentials:
             self._errors.pop(batch.gcid, None)
         if self._pending.get(batch.gcid, (None,))[0] == batch.generation:  # nothing newer was asked since
             del self._pending[batch.gcid]
+        promoting = self._promoting.get(batch.gcid)
+        if promoting is not None and promoting[0] == batch.generation:
+            del self._promoting[batch.gcid]
+            if wrong:  # the broker's login is uncertain now: nobody is sent anything
+                self._holders.pop(batch.gcid, None)
+            else:
+                self._holders[batch.gcid] = promoting[1]
         async with self._changed:
             self._changed.notify_all()
 
@@ -256,22 +273,30 @@ class StreamingCredentials:
 
     def _enable(self, tokens: TokenSet) -> None:
         assert tokens.id_token is not None  # tokens_issued keeps only tokens with one
+        commands = enable_commands(tokens.gcid, tokens.id_token)
         self._expiries[tokens.gcid] = tokens.expires
-        self._holders[tokens.gcid] = tokens.client_id
-        self._want(tokens.gcid, enable_commands(tokens.gcid, tokens.id_token))
+        self._want(tokens.gcid, commands)
+        self._promoting[tokens.gcid] = (self._generation, tokens.client_id)  # the holder once the broker confirms
 
     def _review(self, verdicts: Mapping[str, bool]) -> None:
         for gcid, allowed in verdicts.items():
-            kept = self._kept.get(gcid)
-            if allowed and gcid not in self._expiries and kept is not None and kept.expires > self._clock.now():
-                _LOGGER.info("CarData streaming enabled for gcid %s: a consent was granted", gcid)
-                self._enable(kept)
-            elif not allowed and gcid in self._expiries:
-                self._disable(gcid, "every consent ended")
+            try:
+                self._review_one(gcid, allowed)
+            except ValueError as exc:  # a gcid no command may carry (dynsec_commands): the others still count
+                _LOGGER.error("CarData streaming review skipped gcid %r: %s", gcid[:80], exc)
+
+    def _review_one(self, gcid: str, allowed: bool) -> None:
+        kept = self._kept.get(gcid)
+        if allowed and gcid not in self._expiries and kept is not None and kept.expires > self._clock.now():
+            _LOGGER.info("CarData streaming enabled for gcid %s: a consent was granted", gcid)
+            self._enable(kept)
+        elif not allowed and gcid in self._expiries:
+            self._disable(gcid, "every consent ended")
 
     def _disable(self, gcid: str, why: str) -> None:
         self._expiries.pop(gcid, None)
         self._holders.pop(gcid, None)
+        self._promoting.pop(gcid, None)
         _LOGGER.info("CarData streaming disabled for gcid %s: %s", gcid, why)
         self._want(gcid, disable_commands(gcid))
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import sqlite3
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -179,21 +181,74 @@ def _tokens_of(client_id: str, gcid: str, now: datetime) -> TokenSet:
     )  # fmt: skip
 
 
-def test_the_newest_token_holds_the_login_and_consent_turns_it_off_and_on() -> None:
-    clock, consenting = ManualClock(), {GCID}
-    credentials = _credentials(clock, may_stream=lambda gcid: gcid in consenting)
+async def test_the_newest_token_holds_the_login_and_consent_turns_it_off_and_on() -> None:
+    clock, consenting, fake = ManualClock(), {GCID}, AnsweringBroker()
+    credentials = _credentials(clock, may_stream=lambda gcid: gcid in consenting, clients=lambda _id, _will: fake)
+    async with running_task(credentials.run(), name="streaming-credentials"):
+        credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+        credentials.tokens_issued(_tokens_of("fleet", GCID, clock.now()))
+        await asyncio.wait_for(credentials.applied(GCID), 5)
+        assert credentials.holder(GCID) == "fleet"
+        consenting.clear()  # the owner revoked the last consent
+        credentials.consents_changed(GCID)
+        assert (credentials.holder(GCID), credentials.expiry_of(GCID)) == (None, None)  # at once, unconfirmed
+        consenting.add(GCID)  # and granted one again while the token still lives: no new sign-in needed
+        credentials.consents_changed(GCID)
+        await asyncio.wait_for(credentials.applied(GCID), 5)
+        assert credentials.holder(GCID) == "fleet"
+        credentials.tokens_revoked(GCID)  # a revoked sign-in is forgotten: a consent does not bring it back
+        credentials.consents_changed(GCID)
+        assert credentials.holder(GCID) is None
+
+
+async def test_a_second_client_holds_the_login_only_once_the_broker_confirmed_it() -> None:
+    """Until the broker answers, the first client's connection is still up: it must not get the second
+    client's keys, so the first stays the holder until then (and a refusal leaves no holder)."""
+    clock, fake = ManualClock(), AnsweringBroker(hold=True)
+    credentials = _credentials(clock, clients=lambda _id, _will: fake)
+    async with running_task(credentials.run(), name="streaming-credentials"):
+        credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+        await eventually(lambda: bool(fake.held), within=5, what="the enable commands")
+        assert credentials.holder(GCID) is None  # not confirmed yet: nobody can read the stream
+        fake.release()
+        await asyncio.wait_for(credentials.applied(GCID), 5)
+        assert credentials.holder(GCID) == "insurer"
+        credentials.tokens_issued(_tokens_of("fleet", GCID, clock.now()))
+        await eventually(lambda: bool(fake.held), within=5, what="the second client's commands")
+        assert credentials.holder(GCID) == "insurer"
+        fake.release()
+        await asyncio.wait_for(credentials.applied(GCID), 5)
+        assert credentials.holder(GCID) == "fleet"
+        fake.hold, fake.refuse = False, True
+        credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
+        with pytest.raises(DynsecError):
+            await asyncio.wait_for(credentials.applied(GCID), 5)
+        assert credentials.holder(GCID) is None
+
+
+async def test_a_failing_check_is_logged_and_the_checks_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A locked database in the periodic review, or a gcid no command may carry, ends one pass (or one
+    gcid), never `run()` and with it the backend's TaskGroup."""
+    clock, consenting, broken = ManualClock(), {GCID}, [0]
+
+    def may_stream(gcid: str) -> bool:
+        if broken[0]:
+            broken[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return gcid in consenting
+
+    fake = AnsweringBroker()
+    credentials = _credentials(clock, may_stream=may_stream, clients=lambda _id, _will: fake, check_every_s=0.01)
     credentials.tokens_issued(_tokens_of("insurer", GCID, clock.now()))
-    credentials.tokens_issued(_tokens_of("fleet", GCID, clock.now()))
-    assert credentials.holder(GCID) == "fleet"
-    consenting.clear()  # the owner revoked the last consent
-    credentials.consents_changed(GCID)
-    assert (credentials.holder(GCID), credentials.expiry_of(GCID)) == (None, None)
-    consenting.add(GCID)  # and granted one again while the token still lives: no new sign-in needed
-    credentials.consents_changed(GCID)
-    assert credentials.holder(GCID) == "fleet"
-    credentials.tokens_revoked(GCID)  # a revoked sign-in is forgotten: a consent does not bring it back
-    credentials.consents_changed(GCID)
-    assert credentials.holder(GCID) is None
+    credentials.tokens_issued(dataclasses.replace(_tokens_of("insurer", OTHER, clock.now()), gcid="x/#"))
+    consenting.add("x/#")  # the review would now enable the malformed gcid: dynsec_commands refuses it
+    broken[0] = 2
+    consenting.discard(GCID)  # `backend-stub cardata revoke` in another process
+    async with running_task(credentials.run(), name="streaming-credentials") as task:
+        await eventually(lambda: credentials.expiry_of(GCID) is None, within=5, what="the revoke being noticed")
+        assert not task.done()
+    assert "database is locked" in caplog.text
+    assert "x/#" in caplog.text
 
 
 def test_a_token_issued_before_the_consent_streams_once_the_consent_comes() -> None:
@@ -414,6 +469,30 @@ class RefusingBroker:
         refused = [{**command, "error": "Internal error"} for command in commands]
         for body in (b"\xff not json", json.dumps({"responses": refused}).encode()):
             self.answers.put_nowait(aiomqtt.Message(RESPONSE_TOPIC, body, qos=1, retain=False, mid=1, properties=None))
+
+
+class AnsweringBroker(RefusingBroker):
+    """The admin link to a broker that applies every command; with `hold`, its answers wait for `release()`."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        super().__init__()
+        self.hold, self.refuse = hold, False
+        self.held: list[aiomqtt.Message] = []
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        commands = json.loads(payload)["commands"]
+        error = {"error": "Internal error"} if self.refuse else {}
+        answers = [{"command": command["command"], "correlationData": command["correlationData"], **error}
+                   for command in commands]  # fmt: skip
+        body = json.dumps({"responses": answers}).encode()
+        self.held.append(aiomqtt.Message(RESPONSE_TOPIC, body, qos=1, retain=False, mid=1, properties=None))
+        if not self.hold:
+            self.release()
+
+    def release(self) -> None:
+        for message in self.held:
+            self.answers.put_nowait(message)
+        self.held.clear()
 
 
 async def test_a_refusal_reaches_whoever_waits_and_a_garbage_answer_is_skipped() -> None:
