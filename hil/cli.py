@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hil.chaos import ChaosRun
 from hil.chaos_schedule import ChaosConfig
-from hil.demo import demo_workdir, run_demo
+from hil.demo import SIGTERM_EXIT, demo_workdir, run_demo, until_sigterm
 from hil.devices.replay import ReplayDevice
 from hil.fleet_cli import add_fleet_parser, run_fleet_command
 from hil.live_view import LiveView
@@ -265,16 +265,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         workdir = demo_workdir(args.workdir)
         try:
             result = asyncio.run(
-                run_demo(
-                    workdir,
-                    duration_s=args.duration or None,
-                    broker_choice=args.broker,
-                    telemetry_interval_s=args.interval,
-                    cardata=args.cardata,
+                until_sigterm(
+                    run_demo(
+                        workdir,
+                        duration_s=args.duration or None,
+                        broker_choice=args.broker,
+                        telemetry_interval_s=args.interval,
+                        cardata=args.cardata,
+                    )
                 )
             )
         except KeyboardInterrupt:
             return 130
+        except asyncio.CancelledError:  # SIGTERM (until_sigterm): the broker is stopped already
+            return SIGTERM_EXIT
         finally:
             if args.workdir is None:  # a bench folder nobody asked to keep (it holds keys): gone with the demo
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import tempfile
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, TextIO, TypeVar
 
 from backend_stub.app import BackendStub
 from backend_stub.config import load_backend_config
@@ -19,6 +21,10 @@ from hil.layout import DEMO_VIN, BenchLayout
 from tcu.app import Agent
 from tcu.config import load_agent_config
 from tcu.errors import ConfigError
+
+CARDATA_ENV = "cardata.env"  # in the workdir: the CarData bench's URLs, for `source` (the README does)
+SIGTERM_EXIT = 128 + signal.SIGTERM
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +72,9 @@ async def run_demo(
     cardata: bool = False,
     out: TextIO = sys.stdout,
 ) -> DemoResult:
-    """`cardata`: the backend also serves CarData (`hil.cardata_bench`) — needs Mosquitto and its plugin."""
+    """`cardata`: the backend also serves CarData (`hil.cardata_bench`) — needs Mosquitto and its plugin;
+    its URLs also go to `workdir/cardata.env` once the owner is paired."""
+    workdir = _prepared(workdir)
     broker, third_parties = _broker(workdir, broker_choice, cardata=cardata)
     layout = BenchLayout(root=workdir, broker_url=broker.url, protocol=broker.protocol)
     layout.create_backend()
@@ -86,6 +94,7 @@ async def run_demo(
             await agent.ready.wait()
             if third_parties is not None:
                 await pair_owner(backend, layout, DEMO_VIN, third_parties.owner)
+                _write_cardata_env(workdir, third_parties, layout)
                 print(third_parties.describe(layout, DEMO_VIN), file=out, flush=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration_s):
@@ -116,5 +125,40 @@ async def run_demo(
     return result
 
 
+def _prepared(workdir: Path) -> Path:
+    # Absolute before anything is written: the broker and the backend run with paths from these files,
+    # and a relative one resolved elsewhere left the backend's clients unable to connect (a silent hang).
+    workdir = workdir.absolute()
+    (workdir / CARDATA_ENV).unlink(missing_ok=True)  # a previous run's ports are not this one's
+    return workdir
+
+
+def _write_cardata_env(workdir: Path, bench: CardataBench, layout: BenchLayout) -> None:
+    """API, MQTT_PORT, CA and CONFIG as shell assignments; renamed into place, so a reader waiting for
+    the file never sees half of it."""
+    lines = {
+        "API": bench.url,
+        "MQTT_PORT": str(bench.listener.port),
+        "CA": str(bench.listener.tls.ca_file),
+        "CONFIG": str(layout.backend_config),
+        "VIN": DEMO_VIN,
+    }
+    partial = workdir / f".{CARDATA_ENV}.partial"
+    partial.write_text("".join(f"{name}='{value}'\n" for name, value in lines.items()), encoding="utf-8")
+    partial.replace(workdir / CARDATA_ENV)
+
+
+async def until_sigterm(work: Awaitable[_T]) -> _T:
+    """`work`, which SIGTERM cancels as Ctrl-C does: its TaskGroup ends and its `finally` stops the
+    broker (left to the default action, SIGTERM killed the demo and left Mosquitto running)."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None  # called from a coroutine
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def demo_workdir(path: Path | None) -> Path:
-    return path if path is not None else Path(tempfile.mkdtemp(prefix="tcu-bench-"))
+    return path.resolve() if path is not None else Path(tempfile.mkdtemp(prefix="tcu-bench-"))

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from hil.cli import main as hil_cli
-from hil.demo import run_demo
+from hil.demo import CARDATA_ENV, SIGTERM_EXIT, run_demo
 from hil.streaming_listener import DYNSEC_PLUGIN
 from tests.conftest import eventually, require_mosquitto
 
@@ -42,13 +46,25 @@ def test_the_demo_removes_its_own_bench_folder_and_keeps_one_it_was_given(
     assert (tmp_path / "given" / "backend.toml").exists() is keep
 
 
-async def test_the_demo_with_cardata_serves_third_parties_and_says_where(tmp_path: Path) -> None:
+async def test_the_demo_with_cardata_serves_third_parties_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in a relative workdir, as a newcomer types `--workdir bench`: it used to fail (backend.toml's
+    relative paths are read against its own folder, so the backend found no CA file)."""
     require_mosquitto()
     if not DYNSEC_PLUGIN.exists():
         pytest.skip(f"Mosquitto's dynamic-security plugin is not installed ({DYNSEC_PLUGIN})")
+    monkeypatch.chdir(tmp_path.parent)
     out = io.StringIO()
     demo = asyncio.create_task(
-        run_demo(tmp_path, duration_s=1.5, broker_choice="mosquitto", telemetry_interval_s=0.2, cardata=True, out=out)
+        run_demo(
+            Path(tmp_path.name),
+            duration_s=1.5,
+            broker_choice="mosquitto",
+            telemetry_interval_s=0.2,
+            cardata=True,
+            out=out,
+        )
     )
     await eventually(lambda: "CarData streaming" in out.getvalue() or demo.done(), within=30, what="CarData lines")
     url = re.search(r"CarData API (http://\S+)", out.getvalue())
@@ -59,3 +75,47 @@ async def test_the_demo_with_cardata_serves_third_parties_and_says_where(tmp_pat
     assert result.ok, out.getvalue()
     assert "[cardata.streaming]" in (tmp_path / "backend.toml").read_text()
     assert re.search(r"CarData streaming mqtts://127\.0\.0\.1:\d+ \(CA \S+ca\.pem\)", out.getvalue())
+    # What the README sources instead of copying ports: the same URL and port as printed
+    env = dict(word.split("=", 1) for word in shlex.split((tmp_path / CARDATA_ENV).read_text(), comments=True))
+    sourced = [env["API"], env["MQTT_PORT"], env["CA"]]
+    assert sourced[0] == url[1]
+    assert f"mqtts://127.0.0.1:{sourced[1]} (CA {sourced[2]})" in out.getvalue()
+
+
+def _mosquittos_of(workdir: Path) -> list[str]:
+    """Running Mosquitto processes whose configuration lies in `workdir`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended while we looked
+        if words and words[0].endswith(b"mosquitto") and str(workdir).encode() in b" ".join(words):
+            found.append(cmdline.parent.name)
+    return found
+
+
+def test_sigterm_stops_the_demo_and_its_mosquitto(tmp_path: Path) -> None:
+    require_mosquitto()
+    workdir = tmp_path / "bench"
+    command = [
+        sys.executable,
+        "-m",
+        "hil.cli",
+        "demo",
+        "--duration",
+        "60",
+        "--interval",
+        "0.2",
+        "--broker",
+        "mosquitto",
+    ]
+    with subprocess.Popen([*command, "--workdir", str(workdir)], stdout=subprocess.PIPE, text=True) as demo:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if line.startswith("t="):  # running: broker, backend and agent up
+                break
+        assert _mosquittos_of(workdir), "the demo's Mosquitto should be running"
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=15) == SIGTERM_EXIT
+    assert _mosquittos_of(workdir) == []
