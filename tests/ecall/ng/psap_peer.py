@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from tcu.virtual_time import io_timeout
 from telematics_wire.sip.dialog import new_branch, new_call_id, new_tag, parse_name_addr, parse_sip_uri
 from telematics_wire.sip.ecall_body import build_control_ack, build_control_request_msd
 from telematics_wire.sip.ecall_invite import EcallInvite, answer_body, info_body, read_ecall_invite, read_msd
@@ -84,7 +85,7 @@ class PsapPeer:
 
     async def wait(self, predicate: object, *, within: float = 5.0) -> None:
         assert callable(predicate)
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(io_timeout(within)):  # a real floor on a fast virtual loop
             while not predicate():
                 self.arrived.clear()
                 await self.arrived.wait()

@@ -16,6 +16,7 @@ from tcu.ecall.ng.ng_modem import NgEcallModem
 from tcu.ecall.ng.sip_transactions import SipTimers
 from tcu.sources.modem import EcallIndication, EcallType
 from tcu.sources.modem_client import ModemCallEnded, ModemEvent, ModemIndication, ModemRing
+from tcu.virtual_time import io_timeout
 from telematics_wire.msd import encode
 from telematics_wire.msd_model import VehicleType, msd_from_fixes
 from telematics_wire.sip.ecall_body import URN_AUTOMATIC, URN_TEST, build_control_ack, build_control_request_msd
@@ -54,7 +55,9 @@ class Vehicle:
         return [event.indication for event in self.events if isinstance(event, ModemIndication)]
 
     async def wait(self, predicate: Callable[[], bool], *, within: float = 5.0) -> None:
-        async with asyncio.timeout(within):
+        # io_timeout: on a fast virtual loop a bound is never shorter than a real floor, or a loaded
+        # machine's stall of 25 ms real (5 s at 200x) fails the wait
+        async with asyncio.timeout(io_timeout(within)):
             while not predicate():
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):

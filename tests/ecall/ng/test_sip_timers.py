@@ -21,6 +21,7 @@ from tests.ecall.ng.test_ng_modem import connected, sample_msd, vehicle
 
 I = EcallIndication  # noqa: E741
 TIMERS = SipTimers()
+HANG_GUARD_S = 30.0  # only against a hang: what the tests assert never depends on how fast this is
 
 
 def on_fast_loop(test: Callable[[], Awaitable[None]]) -> None:
@@ -195,35 +196,44 @@ def test_the_psap_retransmitting_its_request_gets_the_same_answer_and_one_event(
 
 
 async def test_garbage_and_forged_requests_never_touch_the_call() -> None:
+    """Each datagram goes straight into the UA's receive path (`datagram_received`), as the socket hands it
+    over: the kernel's delivery under load is not what is tested (nor can asyncio send an empty datagram),
+    so the count is exact. The forged BYE's 481 still travels back over UDP."""
     async with psap_peer(Script(ack_in_ok=None)) as peer, vehicle(peer) as car:
         await connected(car)
         sip = car.ng.sip
         assert sip is not None
-        assert peer.vehicle is not None
-        for junk in (
+        junk = (
             b"",
             b"\x00" * 100,
             b"INVITE sip:x SIP/2.0\r\n\r\n",
             b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n",
             b"A" * 65_507,
-        ):
-            peer.send_raw(junk)
+        )
+        for datagram in junk:
+            sip.datagram_received(datagram, peer.address)
+        assert sip.rejected == len(junk)
         forged = peer.in_dialog("BYE")
         forged = SipRequest(
             method="BYE", uri=forged.uri, headers=forged.headers.replaced("From", "<sip:psap@evil>;tag=guessed")
         )
-        peer.send(forged)
-        await peer.wait(lambda: any(r.status == 481 for r in peer.responses))
-        assert sip.rejected == 4
+        sip.datagram_received(forged.encode(), peer.address)
+        await peer.wait(lambda: any(r.status == 481 for r in peer.responses), within=HANG_GUARD_S)
+        assert sip.rejected == len(junk), "a parsed request for no dialog is answered, not rejected"
         assert I.CLEARED_DOWN not in car.indications(), "a BYE with the wrong tag clears nothing"
         peer.bye()
-        await car.wait(lambda: I.CLEARED_DOWN in car.indications())
+        await car.wait(lambda: I.CLEARED_DOWN in car.indications(), within=HANG_GUARD_S)
 
 
 async def test_a_flood_of_new_requests_is_bounded_and_never_keeps_the_bye_out() -> None:
+    """The flood enters the receive path directly (no kernel buffer between), so every request is handled
+    and every answer sent before the first is read: the bound, not the machine's load, decides."""
     async with psap_peer() as peer, vehicle(peer) as car:
         await connected(car)
-        for index in range(MAX_SERVER_TRANSACTIONS + 5):
+        sip = car.ng.sip
+        assert sip is not None
+        flood = MAX_SERVER_TRANSACTIONS + 5
+        for index in range(flood):
             fields = [
                 ("Via", f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch={new_branch()}"),
                 ("From", "<sip:x@y>;tag=a"),
@@ -231,12 +241,11 @@ async def test_a_flood_of_new_requests_is_bounded_and_never_keeps_the_bye_out() 
                 ("Call-ID", f"flood{index}"),
                 ("CSeq", "1 OPTIONS"),
             ]
-            peer.send(SipRequest(method="OPTIONS", uri="sip:ivs@z", headers=SipHeaders(fields)))
+            request = SipRequest(method="OPTIONS", uri="sip:ivs@z", headers=SipHeaders(fields))
+            sip.datagram_received(request.encode(), peer.address)
+            assert len(sip._servers) <= MAX_SERVER_TRANSACTIONS
         answered = lambda: [r.status for r in peer.responses if r.cseq.method == "OPTIONS"]  # noqa: E731
-        await peer.wait(lambda: len(answered()) == MAX_SERVER_TRANSACTIONS + 5)
+        await peer.wait(lambda: len(answered()) == flood, within=HANG_GUARD_S)
         assert set(answered()) == {200}, "the oldest answered transactions make room"
-        sip = car.ng.sip
-        assert sip is not None
-        assert len(sip._servers) <= MAX_SERVER_TRANSACTIONS
         peer.bye()  # the flood does not keep the PSAP's BYE out
-        await car.wait(lambda: I.CLEARED_DOWN in car.indications())
+        await car.wait(lambda: I.CLEARED_DOWN in car.indications(), within=HANG_GUARD_S)
