@@ -263,6 +263,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_fleet_command(args)
     if args.command == "demo":
         workdir = demo_workdir(args.workdir)
+        if (workdir / "keys").exists():  # a bench keeps its keys: a second run there would replace them
+            raise ConfigError(f"{workdir} holds an earlier bench (keys/): remove it or choose another --workdir")
         try:
             result = asyncio.run(
                 until_sigterm(

@@ -46,6 +46,23 @@ def test_the_demo_removes_its_own_bench_folder_and_keeps_one_it_was_given(
     assert (tmp_path / "given" / "backend.toml").exists() is keep
 
 
+def test_a_second_demo_in_a_kept_bench_folder_is_refused_in_one_line_and_keeps_its_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-running the README's command in the same --workdir crashed with a traceback (the keys exist)."""
+    require_mosquitto()
+    given = ["--workdir", str(tmp_path / "bench")]
+    assert hil_cli(["demo", "--duration", "1.0", "--interval", "0.1", *given]) == 0
+    keys = {path: path.read_bytes() for path in (tmp_path / "bench" / "keys").iterdir()}
+    capsys.readouterr()
+    assert hil_cli(["demo", "--duration", "1.0", *given]) == 2
+    error = capsys.readouterr().err
+    assert error.strip().splitlines() == [
+        f"tcu-hil: error: {tmp_path / 'bench'} holds an earlier bench (keys/): remove it or choose another --workdir"
+    ]
+    assert {path: path.read_bytes() for path in (tmp_path / "bench" / "keys").iterdir()} == keys
+
+
 async def test_the_demo_with_cardata_serves_third_parties_and_says_where(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
