@@ -68,8 +68,8 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
 
 
-class _Lifecycle:
-    """`async with broker:` starts it and stops it."""
+class Lifecycle:
+    """`async with thing:` starts it and stops it (a broker, a SIP peer)."""
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -103,7 +103,7 @@ class TlsFiles:
 
 
 @dataclass
-class MosquittoBroker(_Lifecycle):
+class MosquittoBroker(Lifecycle):
     """A Mosquitto process on a loopback port, with its own config, persistence and optional auth."""
 
     workdir: Path
@@ -262,7 +262,7 @@ class MosquittoBroker(_Lifecycle):
 
 
 @dataclass
-class EmbeddedBroker(_Lifecycle):
+class EmbeddedBroker(Lifecycle):
     """amqtt in this process: MQTT 3.1.1, anonymous, for a zero-install first run."""
 
     port: int = field(default_factory=free_port)

@@ -28,8 +28,9 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
+
+from hil.broker import Lifecycle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-class _Process(ABC):
+class _Process(Lifecycle, ABC):
     """One child process in a working directory of its own: `start` runs `_argv()` there and waits for
     `_ready()`; `stop` sends SIGTERM (then SIGKILL) and removes the directory."""
 
@@ -107,15 +108,6 @@ class _Process(ABC):
     async def stop(self) -> None:
         await self._stop()
         self._cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def returncode(self) -> int | None:
